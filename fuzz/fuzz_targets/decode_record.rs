@@ -1,0 +1,18 @@
+//! Decoding a record from arbitrary bytes never panics, and whatever decodes re-encodes to the
+//! same bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sessionlog::record::{decode_event, decode_frame, encode_event, encode_frame};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok((frame, used)) = decode_frame(data) {
+        let mut again = Vec::new();
+        encode_frame(frame.seq, frame.ts_micros, frame.payload, &mut again);
+        assert_eq!(&again[..], &data[..used]);
+        if let Ok(event) = decode_event(frame.payload) {
+            assert_eq!(encode_event(&event), frame.payload);
+        }
+    }
+    let _ = decode_event(data);
+});

@@ -1,0 +1,128 @@
+//! The one error type of the crate, and its conversion to [`std::io::Error`] at the trait
+//! boundary.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `sessionlog`.
+///
+/// Each variant says what happened; its documentation says what a caller can do about it.
+/// `Display` never repeats the text of [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file operation failed. Retry after fixing the cause (disk full, permissions). A failed
+    /// write or sync also poisons the store: see [`Error::Poisoned`].
+    #[error("I/O error: {context}")]
+    Io {
+        /// What the store was doing, with the path involved.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Bytes on disk do not form a valid record or segment. The store never deletes such bytes:
+    /// open reports them in [`crate::LogStore::recovery_report`] and moves the file aside.
+    #[error("corrupt data in {path} at offset {offset}: {reason}")]
+    Corrupt {
+        /// The file holding the bad bytes.
+        path: PathBuf,
+        /// Byte offset in that file of the first bad record.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A record's CRC32 does not match its bytes (flipped or torn bytes). Like
+    /// [`Error::Corrupt`], the file is kept.
+    #[error("checksum mismatch in {path} at offset {offset}: stored {expected:#010x}, computed {actual:#010x}")]
+    ChecksumMismatch {
+        /// The file holding the record.
+        path: PathBuf,
+        /// Byte offset of the record in that file.
+        offset: u64,
+        /// The checksum stored in the record.
+        expected: u32,
+        /// The checksum of the bytes as read.
+        actual: u32,
+    },
+    /// A segment was written by a format version this build cannot read (a newer sessionlog).
+    /// Open the folder with the version that wrote it; nothing was changed.
+    #[error("{path} has format version {found}; this build reads version {supported}")]
+    UnsupportedVersion {
+        /// The segment file.
+        path: PathBuf,
+        /// The version stored in its header.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// A record is larger than [`crate::Options::record_bytes_max`]. Nothing was written; raise
+    /// the limit or split the message.
+    #[error("record of {len} bytes exceeds the limit of {max} bytes")]
+    RecordTooLarge {
+        /// Encoded size of the record's payload.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A session key is empty or longer than [`crate::MAX_KEY_BYTES`]. Nothing was written.
+    #[error("invalid session key of {len} bytes: {reason}")]
+    InvalidKey {
+        /// Length of the key in bytes.
+        len: usize,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// [`crate::Options`] hold a value the store cannot work with.
+    #[error("invalid options: {reason}")]
+    InvalidOptions {
+        /// Which option, and why.
+        reason: String,
+    },
+    /// Another [`crate::LogStore`], in this process or another, has the folder open. Close it
+    /// (drop the store) first.
+    #[error("{path} is locked by another open store")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// An earlier write or sync failed, so the disk may not hold what the store believed it
+    /// wrote. Every write is refused until the store is dropped and opened again; reads still
+    /// work. Reopening replays what is really on disk.
+    #[error("the store refuses writes after a failed write or sync; reopen it")]
+    Poisoned,
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with what the store was doing.
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The [`io::ErrorKind`] this error maps to at the [`crate::SessionBackend`] boundary.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            Error::Io { source, .. } => source.kind(),
+            Error::Corrupt { .. } | Error::ChecksumMismatch { .. } => io::ErrorKind::InvalidData,
+            Error::UnsupportedVersion { .. } => io::ErrorKind::Unsupported,
+            Error::RecordTooLarge { .. }
+            | Error::InvalidKey { .. }
+            | Error::InvalidOptions { .. } => io::ErrorKind::InvalidInput,
+            Error::Locked { .. } => io::ErrorKind::ResourceBusy,
+            Error::Poisoned => io::ErrorKind::Other,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Keeps the original [`Error`] as the source, under a fitting [`io::ErrorKind`].
+    fn from(error: Error) -> io::Error {
+        io::Error::new(error.kind(), error)
+    }
+}

@@ -1,0 +1,57 @@
+//! # sessionlog
+//!
+//! A crash-safe, event-sourced store for the conversation histories of AI agents.
+//!
+//! Every mutation of a session (append, update of the last message, removal, clear, delete,
+//! name, agent alias, routing context, state) is one checksummed record appended to that
+//! session's own segment files; nothing is updated in place. An in-memory projection, rebuilt
+//! on open by replaying the records, answers every query; message bytes stay on disk and are
+//! read back (and their checksums verified again) when asked for. Compaction rewrites a
+//! session's segments to hold only what is live.
+//!
+//! [`LogStore`] implements [`SessionBackend`], the trait agent runtimes already use for their
+//! JSONL and SQLite stores, with the behaviour of `shared/contract/SEMANTICS.md`.
+//!
+//! ```
+//! use sessionlog::{ChatMessage, LogStore, SessionBackend};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let store = LogStore::open(dir.path())?;
+//! store.append("telegram_42", &ChatMessage::user("hello"))?;
+//! store.append("telegram_42", &ChatMessage::assistant(""))?;
+//! store.update_last("telegram_42", &ChatMessage::assistant("hi! how can I help?"))?;
+//! drop(store);
+//!
+//! let store = LogStore::open(dir.path())?;
+//! assert_eq!(store.load("telegram_42").len(), 2);
+//! assert_eq!(store.load_tail("telegram_42", 1), vec![ChatMessage::assistant("hi! how can I help?")]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The on-disk format is described byte by byte in `docs/FORMAT.md`; the design in
+//! `docs/DESIGN.md`.
+
+mod backend;
+mod compaction;
+mod error;
+mod fs;
+mod message;
+mod options;
+mod projection;
+pub mod record;
+mod recovery;
+mod search;
+mod segment;
+mod store;
+
+pub use backend::{
+    SessionBackend, SessionContext, SessionMetadata, SessionQuery, SessionState, TimestampedMessage,
+};
+pub use error::{Error, Result};
+pub use message::ChatMessage;
+pub use options::{Durability, Options};
+pub use recovery::{Finding, RecoveryReport};
+pub use segment::{FORMAT_VERSION, MAX_KEY_BYTES};
+pub use store::{LogStore, SEARCH_LIMIT_DEFAULT};

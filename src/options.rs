@@ -1,0 +1,96 @@
+//! How a store is opened: durability and limits, each with its default.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::record::PAYLOAD_BYTES_LIMIT;
+
+/// When a write is made durable (fdatasync'd) before the call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The default. A write returns only after its record is on disk (`fdatasync`, plus a
+    /// directory sync when it created a file). A crash or power loss loses nothing that was
+    /// acknowledged; it may cut off a record whose call had not yet returned.
+    ///
+    /// Writers to one session are serialised and each syncs its own record; writers to
+    /// different sessions sync their own files in parallel, and the file system commits
+    /// concurrent syncs together.
+    #[default]
+    Always,
+    /// Writes return once in the operating system's cache; a background thread syncs every
+    /// file written to at this interval (and once more when the store is dropped). A crash of
+    /// the process loses nothing; a power loss loses at most the writes of the last interval
+    /// (plus the time a sync takes), and never corrupts what was synced before: a record cut
+    /// short is cut off on open.
+    Interval(Duration),
+    /// Never sync: the operating system writes when it chooses. A process crash loses nothing;
+    /// a power loss can lose any write since the kernel last flushed (on Linux typically up to
+    /// 30 s), and can cut the tail of any segment. Open recovers to a consistent prefix of each
+    /// session; damage in the middle of a segment is reported, never silently skipped.
+    Never,
+}
+
+/// Settings for [`crate::LogStore::open_with`].
+///
+/// Build it with struct-update syntax so that new fields keep their defaults:
+/// `Options { durability: Durability::Never, ..Options::default() }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// When writes reach the disk. Default: [`Durability::Always`].
+    pub durability: Durability,
+    /// Largest payload of one record, in bytes (a message's role and content plus about 20
+    /// bytes). Larger writes fail with [`Error::RecordTooLarge`] and write nothing. Default:
+    /// 64 MiB. At most 1 GiB, the format's limit.
+    pub record_bytes_max: usize,
+    /// A session's segment is closed and a new one started once it holds this many bytes.
+    /// A record larger than this gets a segment to itself. Default: 32 MiB. At least 4 KiB.
+    pub segment_bytes_max: u64,
+    /// Most file handles the store keeps open to append to session segments. A session whose
+    /// writer finds the pool full opens and closes its file for each write instead. Default:
+    /// 256.
+    pub open_files_max: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            durability: Durability::Always,
+            record_bytes_max: 64 << 20,
+            segment_bytes_max: 32 << 20,
+            open_files_max: 256,
+        }
+    }
+}
+
+impl Options {
+    /// Options with the given durability and every other field at its default.
+    pub fn with_durability(durability: Durability) -> Options {
+        Options {
+            durability,
+            ..Options::default()
+        }
+    }
+
+    /// Refuses values the store cannot work with.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Err(Error::InvalidOptions { reason });
+        if self.record_bytes_max == 0 || self.record_bytes_max > PAYLOAD_BYTES_LIMIT as usize {
+            return invalid(format!(
+                "record_bytes_max must be 1..={PAYLOAD_BYTES_LIMIT}, got {}",
+                self.record_bytes_max
+            ));
+        }
+        if self.segment_bytes_max < 4096 {
+            return invalid(format!(
+                "segment_bytes_max must be at least 4096, got {}",
+                self.segment_bytes_max
+            ));
+        }
+        if let Durability::Interval(every) = self.durability {
+            if every.is_zero() {
+                return invalid("Durability::Interval needs a non-zero interval".into());
+            }
+        }
+        Ok(())
+    }
+}

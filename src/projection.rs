@@ -1,0 +1,329 @@
+//! The in-memory state of one session: a pure fold of its events.
+//!
+//! [`SessionView::apply`] is the only place that decides what an event does. The store calls it
+//! for each record it writes, and open calls it for each record it replays, so the projection
+//! rebuilt on open answers every query exactly as the live one did. Message bytes are not kept
+//! here: each live message is a [`MessageLoc`] pointing at the record that holds its content.
+
+use chrono::{DateTime, Utc};
+
+use crate::backend::{SessionMetadata, SessionState};
+use crate::record::{Event, Snapshot};
+
+/// The state a session is in when it is created.
+pub const INITIAL_STATE: &str = "idle";
+/// The state that marks a turn in progress.
+pub const RUNNING_STATE: &str = "running";
+
+/// Where a live message's current content lies, and when the message was appended.
+/// 24 bytes: this is the per-message memory of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLoc {
+    /// Segment number within the session.
+    pub segment: u32,
+    /// Size of the record in bytes, header included.
+    pub len: u32,
+    /// Byte offset of the record in the segment.
+    pub offset: u64,
+    /// When the message was appended (µs since the epoch); `update_last` keeps it.
+    pub created_at: i64,
+}
+const _: () = assert!(std::mem::size_of::<MessageLoc>() == 24);
+
+/// Where a record being applied lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLoc {
+    /// Segment number within the session.
+    pub segment: u32,
+    /// Byte offset of the record in the segment.
+    pub offset: u64,
+    /// Size of the record in bytes, header included.
+    pub len: u32,
+}
+
+/// One session as its events left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    /// The session key, byte for byte.
+    pub key: String,
+    /// False until the first record of the session is applied.
+    pub exists: bool,
+    /// True once a `Delete` record was applied; nothing may follow it.
+    pub deleted: bool,
+    /// When the session was created, µs since the epoch.
+    pub created_at: i64,
+    /// Last activity, µs since the epoch.
+    pub last_activity: i64,
+    /// Human-readable name.
+    pub name: Option<String>,
+    /// Agent alias.
+    pub agent_alias: Option<String>,
+    /// Channel reference.
+    pub channel_id: Option<String>,
+    /// Room or thread.
+    pub room_id: Option<String>,
+    /// Sender.
+    pub sender_id: Option<String>,
+    /// State: `idle`, `running`, `error`, ...
+    pub state: String,
+    /// Turn id as given.
+    pub turn_id: Option<String>,
+    /// When the current `running` state began.
+    pub turn_started_at: Option<i64>,
+    /// The live messages, in order.
+    pub messages: Vec<MessageLoc>,
+    /// Bytes of all records applied since the last compaction (live and dead).
+    pub bytes_written: u64,
+}
+
+/// Converts stored microseconds to a time. Every stored time was checked by
+/// [`SessionView::apply`], so the fallback is never taken.
+pub fn to_time(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+fn owned(value: Option<&str>) -> Option<String> {
+    value.map(str::to_owned)
+}
+
+impl SessionView {
+    /// A session that has no record yet.
+    pub fn new(key: &str) -> SessionView {
+        SessionView {
+            key: key.to_owned(),
+            exists: false,
+            deleted: false,
+            created_at: 0,
+            last_activity: 0,
+            name: None,
+            agent_alias: None,
+            channel_id: None,
+            room_id: None,
+            sender_id: None,
+            state: INITIAL_STATE.to_owned(),
+            turn_id: None,
+            turn_started_at: None,
+            messages: Vec::new(),
+            bytes_written: 0,
+        }
+    }
+
+    /// Applies one event written at `ts` (µs) and stored at `at`. An error means the event
+    /// cannot follow the session's history (the store never writes such a record), so the
+    /// record is damage.
+    pub fn apply(&mut self, ts: i64, event: &Event<'_>, at: RecordLoc) -> Result<(), String> {
+        if self.deleted {
+            return Err("record after the session's delete record".into());
+        }
+        if DateTime::from_timestamp_micros(ts).is_none() {
+            return Err(format!("timestamp {ts} is out of range"));
+        }
+        // Check first, so that a refused event leaves the view untouched.
+        match event {
+            Event::UpdateLast { .. } | Event::RemoveLast if self.messages.is_empty() => {
+                return Err("update_last or remove_last on a session without messages".into());
+            }
+            Event::Snapshot(snapshot) => self.check_snapshot(snapshot)?,
+            _ => {}
+        }
+        if !self.exists {
+            self.exists = true;
+            self.created_at = ts;
+            self.last_activity = ts;
+        }
+        self.bytes_written += u64::from(at.len);
+        let here = MessageLoc {
+            segment: at.segment,
+            len: at.len,
+            offset: at.offset,
+            created_at: ts,
+        };
+        match event {
+            Event::Append { .. } => {
+                self.messages.push(here);
+                self.last_activity = ts;
+            }
+            Event::UpdateLast { .. } => {
+                if let Some(last) = self.messages.last_mut() {
+                    *last = MessageLoc {
+                        created_at: last.created_at,
+                        ..here
+                    };
+                }
+                self.last_activity = ts;
+            }
+            Event::RemoveLast => {
+                self.messages.pop();
+            }
+            Event::Clear => {
+                if !self.messages.is_empty() {
+                    self.messages.clear();
+                    self.last_activity = ts;
+                }
+            }
+            Event::Delete => {
+                self.deleted = true;
+                self.messages.clear();
+            }
+            Event::SetName { name } => self.name = owned(*name),
+            Event::SetAlias { alias } => self.agent_alias = owned(*alias),
+            Event::SetContext {
+                channel_id,
+                room_id,
+                sender_id,
+            } => {
+                for (stored, given) in [
+                    (&mut self.channel_id, channel_id),
+                    (&mut self.room_id, room_id),
+                    (&mut self.sender_id, sender_id),
+                ] {
+                    if let Some(value) = given {
+                        *stored = Some((*value).to_owned());
+                    }
+                }
+            }
+            Event::SetState { state, turn_id } => {
+                self.state = (*state).to_owned();
+                self.turn_id = owned(*turn_id);
+                self.turn_started_at = (*state == RUNNING_STATE).then_some(ts);
+            }
+            Event::Snapshot(s) => {
+                self.created_at = s.created_at;
+                self.last_activity = s.last_activity;
+                self.name = owned(s.name);
+                self.agent_alias = owned(s.agent_alias);
+                self.channel_id = owned(s.channel_id);
+                self.room_id = owned(s.room_id);
+                self.sender_id = owned(s.sender_id);
+                self.state = s.state.to_owned();
+                self.turn_id = owned(s.turn_id);
+                self.turn_started_at = s.turn_started_at;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_snapshot(&self, s: &Snapshot<'_>) -> Result<(), String> {
+        if usize::try_from(s.message_count).ok() != Some(self.messages.len()) {
+            return Err(format!(
+                "snapshot expects {} messages, {} precede it",
+                s.message_count,
+                self.messages.len()
+            ));
+        }
+        for t in [Some(s.created_at), Some(s.last_activity), s.turn_started_at]
+            .into_iter()
+            .flatten()
+        {
+            if DateTime::from_timestamp_micros(t).is_none() {
+                return Err(format!("snapshot time {t} is out of range"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The metadata as a compaction writes it.
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            created_at: self.created_at,
+            last_activity: self.last_activity,
+            name: self.name.as_deref(),
+            agent_alias: self.agent_alias.as_deref(),
+            channel_id: self.channel_id.as_deref(),
+            room_id: self.room_id.as_deref(),
+            sender_id: self.sender_id.as_deref(),
+            state: &self.state,
+            turn_id: self.turn_id.as_deref(),
+            turn_started_at: self.turn_started_at,
+            message_count: self.messages.len() as u64,
+        }
+    }
+
+    /// The session's row in `list_sessions_with_metadata`.
+    pub fn metadata(&self) -> SessionMetadata {
+        SessionMetadata {
+            key: self.key.clone(),
+            name: self.name.clone(),
+            created_at: to_time(self.created_at),
+            last_activity: to_time(self.last_activity),
+            message_count: self.messages.len(),
+            agent_alias: self.agent_alias.clone(),
+            channel_id: self.channel_id.clone(),
+            room_id: self.room_id.clone(),
+            sender_id: self.sender_id.clone(),
+        }
+    }
+
+    /// The session's state as `get_session_state` returns it.
+    pub fn session_state(&self) -> SessionState {
+        SessionState {
+            state: self.state.clone(),
+            turn_id: self.turn_id.clone(),
+            turn_started_at: self.turn_started_at.map(to_time),
+        }
+    }
+
+    /// True when the session is live (created and not deleted).
+    pub fn is_live(&self) -> bool {
+        self.exists && !self.deleted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AT: RecordLoc = RecordLoc {
+        segment: 1,
+        offset: 100,
+        len: 40,
+    };
+
+    #[test]
+    fn update_last_keeps_the_append_time() {
+        let mut view = SessionView::new("k");
+        let append = Event::Append {
+            role: "user",
+            content: "a",
+        };
+        view.apply(10, &append, AT).unwrap();
+        let update = Event::UpdateLast {
+            role: "user",
+            content: "b",
+        };
+        view.apply(20, &update, RecordLoc { offset: 140, ..AT })
+            .unwrap();
+        assert_eq!(view.messages.len(), 1);
+        assert_eq!(view.messages[0].created_at, 10);
+        assert_eq!(view.messages[0].offset, 140);
+        assert_eq!(view.last_activity, 20);
+    }
+
+    #[test]
+    fn events_on_an_empty_session_that_need_a_message_are_refused() {
+        let mut view = SessionView::new("k");
+        assert!(view.apply(1, &Event::RemoveLast, AT).is_err());
+        let mut view = SessionView::new("k");
+        let update = Event::UpdateLast {
+            role: "r",
+            content: "c",
+        };
+        assert!(view.apply(1, &update, AT).is_err());
+    }
+
+    #[test]
+    fn nothing_may_follow_a_delete() {
+        let mut view = SessionView::new("k");
+        view.apply(1, &Event::Delete, AT).unwrap();
+        assert!(view.apply(2, &Event::Clear, AT).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_with_the_wrong_count_is_refused() {
+        let view = SessionView::new("k");
+        let mut snapshot = view.snapshot();
+        snapshot.message_count = 3;
+        let event = Event::Snapshot(snapshot.clone());
+        assert!(view.clone().apply(1, &event, AT).is_err());
+    }
+}

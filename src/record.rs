@@ -1,0 +1,430 @@
+//! The wire format of one record: framing, checksums and the encoding of events. Pure: no I/O.
+//!
+//! Every mutation of a session is one [`Event`], stored as one record:
+//!
+//! ```text
+//! // Format: { len: u32 | len_crc: u32 | crc: u32 | seq: u64 | ts_micros: i64 | payload: [u8; len] }
+//! ```
+//!
+//! All integers are little-endian. `len_crc` is the CRC32 of the four bytes of `len`, so a
+//! damaged length is caught before it is trusted; `crc` is the CRC32 of every byte of the record
+//! except itself. The payload is the event encoded with bincode 2 (fixed-width little-endian
+//! integers); `docs/FORMAT.md` gives its bytes without reference to the crate. This module is
+//! the only one that touches bincode.
+
+use serde::{Deserialize, Serialize};
+
+/// Offset of the payload length (`u32`).
+pub const LEN_OFFSET: usize = 0;
+/// Offset of the CRC32 of the length bytes (`u32`).
+pub const LEN_CRC_OFFSET: usize = LEN_OFFSET + 4;
+/// Offset of the CRC32 of the whole record but this field (`u32`).
+pub const CRC_OFFSET: usize = LEN_CRC_OFFSET + 4;
+/// Offset of the store-wide sequence number (`u64`).
+pub const SEQ_OFFSET: usize = CRC_OFFSET + 4;
+/// Offset of the timestamp, microseconds since the Unix epoch, UTC (`i64`).
+pub const TS_OFFSET: usize = SEQ_OFFSET + 8;
+/// Size of the fixed record header; the payload follows it.
+pub const HEADER_LEN: usize = TS_OFFSET + 8;
+const _: () = assert!(
+    HEADER_LEN == 28,
+    "docs/FORMAT.md documents a 28-byte record header"
+);
+
+/// Largest payload the format allows (1 GiB). A length above it is damage, whatever the options.
+pub const PAYLOAD_BYTES_LIMIT: u32 = 1 << 30;
+
+/// One mutation of a session, as stored. Strings borrow from the record's bytes.
+///
+/// The variant order is part of the format (the payload starts with the variant's index as a
+/// `u32`): new variants go at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event<'a> {
+    /// 0: a message appended at the end.
+    Append {
+        /// The message's role.
+        role: &'a str,
+        /// The message's content.
+        content: &'a str,
+    },
+    /// 1: the last message's role and content replaced.
+    UpdateLast {
+        /// The new role.
+        role: &'a str,
+        /// The new content.
+        content: &'a str,
+    },
+    /// 2: the last message dropped.
+    RemoveLast,
+    /// 3: every message dropped; the session stays.
+    Clear,
+    /// 4: the session deleted. Nothing follows it in the session's segments.
+    Delete,
+    /// 5: the name set (`Some`) or cleared (`None`).
+    SetName {
+        /// The new name.
+        #[serde(borrow)]
+        name: Option<&'a str>,
+    },
+    /// 6: the agent alias set or cleared.
+    SetAlias {
+        /// The new alias.
+        #[serde(borrow)]
+        alias: Option<&'a str>,
+    },
+    /// 7: routing context; a `None` field keeps the stored value.
+    SetContext {
+        /// `<type>.<alias>` channel reference.
+        #[serde(borrow)]
+        channel_id: Option<&'a str>,
+        /// Platform room or thread id.
+        #[serde(borrow)]
+        room_id: Option<&'a str>,
+        /// Inbound sender id.
+        #[serde(borrow)]
+        sender_id: Option<&'a str>,
+    },
+    /// 8: the session state; `turn_started_at` becomes the record's time when the state is
+    /// `running`, and is cleared otherwise.
+    SetState {
+        /// Free text: `idle`, `running`, `error`, ...
+        state: &'a str,
+        /// The turn, stored as given.
+        #[serde(borrow)]
+        turn_id: Option<&'a str>,
+    },
+    /// 9: the session's metadata at a compaction, written after its live messages.
+    Snapshot(#[serde(borrow)] Snapshot<'a>),
+}
+
+/// A session's metadata as written by compaction (see [`Event::Snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot<'a> {
+    /// When the session was created, µs since the epoch.
+    pub created_at: i64,
+    /// Its last activity, µs since the epoch.
+    pub last_activity: i64,
+    /// Its name.
+    #[serde(borrow)]
+    pub name: Option<&'a str>,
+    /// Its agent alias.
+    #[serde(borrow)]
+    pub agent_alias: Option<&'a str>,
+    /// Its channel reference.
+    #[serde(borrow)]
+    pub channel_id: Option<&'a str>,
+    /// Its room.
+    #[serde(borrow)]
+    pub room_id: Option<&'a str>,
+    /// Its sender.
+    #[serde(borrow)]
+    pub sender_id: Option<&'a str>,
+    /// Its state.
+    pub state: &'a str,
+    /// Its turn id.
+    #[serde(borrow)]
+    pub turn_id: Option<&'a str>,
+    /// When its `running` state began, µs since the epoch.
+    pub turn_started_at: Option<i64>,
+    /// How many live messages precede this record in the segment; a check on replay.
+    pub message_count: u64,
+}
+
+/// A record read back: its frame fields and its still-encoded payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// Store-wide sequence number.
+    pub seq: u64,
+    /// When it was written, µs since the epoch, UTC.
+    pub ts_micros: i64,
+    /// The encoded [`Event`].
+    pub payload: &'a [u8],
+}
+
+/// Why bytes do not decode as a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The buffer ends before the record does: `needed` bytes from the record's start, only
+    /// `available` present. At the end of a file this is what a crash mid-write leaves.
+    Truncated {
+        /// Bytes the record needs.
+        needed: u64,
+        /// Bytes present.
+        available: u64,
+    },
+    /// The length field fails its own CRC: the header is damaged (or is zero fill).
+    BadLength,
+    /// The length passes its CRC but exceeds [`PAYLOAD_BYTES_LIMIT`].
+    TooLarge {
+        /// The stored length.
+        len: u32,
+    },
+    /// The record's CRC32 does not match its bytes.
+    Checksum {
+        /// The CRC stored in the record.
+        expected: u32,
+        /// The CRC of the bytes as read.
+        actual: u32,
+        /// Total size the record claims, header included.
+        record_len: u64,
+    },
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Truncated { needed, available } => {
+                write!(
+                    f,
+                    "record cut short: needs {needed} bytes, {available} present"
+                )
+            }
+            FrameError::BadLength => f.write_str("record length fails its checksum"),
+            FrameError::TooLarge { len } => {
+                write!(f, "record length {len} exceeds the format limit")
+            }
+            FrameError::Checksum {
+                expected, actual, ..
+            } => write!(
+                f,
+                "record checksum mismatch: stored {expected:#010x}, computed {actual:#010x}"
+            ),
+        }
+    }
+}
+
+fn crc_of_len(len_bytes: [u8; 4]) -> u32 {
+    crc32fast::hash(&len_bytes)
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let field: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(field))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let field: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(field))
+}
+
+/// Total size in bytes of a record with a payload of `payload_len` bytes.
+pub fn record_len(payload_len: usize) -> u64 {
+    (HEADER_LEN + payload_len) as u64
+}
+
+/// Appends one framed record to `out`. The payload must be at most [`PAYLOAD_BYTES_LIMIT`]
+/// bytes (the store checks its own, lower, limit first).
+pub fn encode_frame(seq: u64, ts_micros: i64, payload: &[u8], out: &mut Vec<u8>) {
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|len| *len <= PAYLOAD_BYTES_LIMIT)
+        .expect("payload length checked against record_bytes_max before framing");
+    let start = out.len();
+    let len_bytes = len.to_le_bytes();
+    out.extend_from_slice(&len_bytes);
+    out.extend_from_slice(&crc_of_len(len_bytes).to_le_bytes());
+    out.extend_from_slice(&[0; 4]); // the CRC, filled in below
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&ts_micros.to_le_bytes());
+    out.extend_from_slice(payload);
+    let crc = record_crc(&out[start..]);
+    out[start + CRC_OFFSET..start + CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(
+        decode_frame(&out[start..]).map(|(frame, used)| (frame.seq, used)),
+        Ok((seq, out.len() - start)),
+        "a record must decode as it was encoded"
+    );
+}
+
+/// CRC32 of a whole record, skipping its CRC field.
+fn record_crc(record: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(record.get(..CRC_OFFSET).unwrap_or_default());
+    hasher.update(record.get(SEQ_OFFSET..).unwrap_or_default());
+    hasher.finalize()
+}
+
+/// Decodes the record at the start of `bytes`, returning it and its size. Never panics, never
+/// allocates, and never trusts a length it has not checked.
+pub fn decode_frame(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
+    let available = bytes.len() as u64;
+    let truncated = |needed: u64| FrameError::Truncated { needed, available };
+    let header = bytes
+        .get(..HEADER_LEN)
+        .ok_or(truncated(HEADER_LEN as u64))?;
+    let len_bytes: [u8; 4] = header
+        .get(LEN_OFFSET..LEN_OFFSET + 4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(FrameError::BadLength)?;
+    let len = u32::from_le_bytes(len_bytes);
+    if read_u32(header, LEN_CRC_OFFSET) != Some(crc_of_len(len_bytes)) {
+        return Err(FrameError::BadLength);
+    }
+    if len > PAYLOAD_BYTES_LIMIT {
+        return Err(FrameError::TooLarge { len });
+    }
+    let total = HEADER_LEN + len as usize;
+    let record = bytes.get(..total).ok_or(truncated(total as u64))?;
+    let expected = read_u32(record, CRC_OFFSET).ok_or(FrameError::BadLength)?;
+    let actual = record_crc(record);
+    if expected != actual {
+        return Err(FrameError::Checksum {
+            expected,
+            actual,
+            record_len: total as u64,
+        });
+    }
+    let seq = read_u64(record, SEQ_OFFSET).ok_or(FrameError::BadLength)?;
+    let ts = read_u64(record, TS_OFFSET).ok_or(FrameError::BadLength)?;
+    let payload = record.get(HEADER_LEN..).ok_or(FrameError::BadLength)?;
+    Ok((
+        Frame {
+            seq,
+            ts_micros: i64::from_le_bytes(ts.to_le_bytes()),
+            payload,
+        },
+        total,
+    ))
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
+}
+
+/// Encodes an event as a record payload.
+pub fn encode_event(event: &Event<'_>) -> Vec<u8> {
+    // Encoding into a Vec cannot fail: every field is a plain integer, string or option.
+    bincode::serde::encode_to_vec(event, bincode_config())
+        .expect("encoding an event into memory cannot fail")
+}
+
+/// Decodes a record payload. The whole payload must be one event; trailing bytes are an error.
+pub fn decode_event(payload: &[u8]) -> Result<Event<'_>, String> {
+    let (event, used): (Event<'_>, usize) =
+        bincode::serde::borrow_decode_from_slice(payload, bincode_config())
+            .map_err(|e| format!("payload does not decode: {e}"))?;
+    if used != payload.len() {
+        return Err(format!(
+            "payload has {} bytes after its event",
+            payload.len() - used
+        ));
+    }
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn framed(seq: u64, ts: i64, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(seq, ts, payload, &mut out);
+        out
+    }
+
+    #[test]
+    fn zero_fill_is_not_a_record() {
+        assert_eq!(decode_frame(&[0; 64]), Err(FrameError::BadLength));
+    }
+
+    #[test]
+    fn event_bytes_match_the_documented_layout() {
+        // docs/FORMAT.md: tag u32, then string as u64 length + bytes.
+        let bytes = encode_event(&Event::Append {
+            role: "user",
+            content: "hi",
+        });
+        let mut expected = vec![0, 0, 0, 0];
+        expected.extend_from_slice(&4u64.to_le_bytes());
+        expected.extend_from_slice(b"user");
+        expected.extend_from_slice(&2u64.to_le_bytes());
+        expected.extend_from_slice(b"hi");
+        assert_eq!(bytes, expected);
+        let bytes = encode_event(&Event::SetName { name: None });
+        assert_eq!(bytes, vec![5, 0, 0, 0, 0]);
+        let bytes = encode_event(&Event::SetName { name: Some("n") });
+        assert_eq!(bytes, vec![5, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, b'n']);
+    }
+
+    #[test]
+    fn frame_header_matches_the_documented_layout() {
+        let bytes = framed(7, -1, b"abc");
+        assert_eq!(bytes.len(), HEADER_LEN + 3);
+        assert_eq!(&bytes[0..4], &3u32.to_le_bytes());
+        assert_eq!(
+            &bytes[4..8],
+            &crc32fast::hash(&3u32.to_le_bytes()).to_le_bytes()
+        );
+        assert_eq!(&bytes[12..20], &7u64.to_le_bytes());
+        assert_eq!(&bytes[20..28], &(-1i64).to_le_bytes());
+        assert_eq!(&bytes[28..], b"abc");
+    }
+
+    #[test]
+    fn trailing_payload_bytes_are_refused() {
+        let mut payload = encode_event(&Event::Clear);
+        payload.push(0);
+        assert!(decode_event(&payload).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn frames_round_trip(seq: u64, ts: i64, payload in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let bytes = framed(seq, ts, &payload);
+            let (frame, used) = decode_frame(&bytes).unwrap();
+            prop_assert_eq!(used, bytes.len());
+            prop_assert_eq!(frame, Frame { seq, ts_micros: ts, payload: &payload });
+        }
+
+        #[test]
+        fn every_cut_of_a_frame_is_truncated(payload in proptest::collection::vec(any::<u8>(), 0..100), cut in 0usize..128) {
+            let bytes = framed(1, 2, &payload);
+            let cut = cut % bytes.len();
+            let is_truncated = matches!(decode_frame(&bytes[..cut]), Err(FrameError::Truncated { .. }));
+            prop_assert!(is_truncated);
+        }
+
+        #[test]
+        fn every_flipped_bit_is_detected(payload in proptest::collection::vec(any::<u8>(), 0..100), bit in 0usize..1024) {
+            let mut bytes = framed(1, 2, &payload);
+            let bit = bit % (bytes.len() * 8);
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(decode_frame(&bytes).is_err());
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok((frame, _)) = decode_frame(&bytes) {
+                let _ = decode_event(frame.payload);
+            }
+            let _ = decode_event(&bytes);
+        }
+
+        #[test]
+        fn events_round_trip(role in ".{0,20}", content in ".{0,200}", name in proptest::option::of(".{0,10}"), n: u64, t: i64) {
+            let events = [
+                Event::Append { role: &role, content: &content },
+                Event::UpdateLast { role: &role, content: &content },
+                Event::RemoveLast,
+                Event::Clear,
+                Event::Delete,
+                Event::SetName { name: name.as_deref() },
+                Event::SetAlias { alias: name.as_deref() },
+                Event::SetContext { channel_id: name.as_deref(), room_id: None, sender_id: Some(&role) },
+                Event::SetState { state: &role, turn_id: name.as_deref() },
+                Event::Snapshot(Snapshot {
+                    created_at: t, last_activity: t, name: name.as_deref(), agent_alias: None,
+                    channel_id: Some(&content), room_id: None, sender_id: None, state: &role,
+                    turn_id: None, turn_started_at: Some(t), message_count: n,
+                }),
+            ];
+            for event in events {
+                let bytes = encode_event(&event);
+                prop_assert_eq!(decode_event(&bytes), Ok(event));
+            }
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! Segment files: names, the header, scanning records, and reading live messages back.
+//!
+//! A session's records live in its own numbered segments, `{session_id:016x}-{segment:08x}.seg`.
+//! The name carries only numbers, so no key can produce a path outside the folder or collide
+//! with another; the key itself is stored in every segment header.
+//!
+//! ```text
+//! // Format: { magic: [u8; 8] | version: u32 | kind: u8 | session_id: u64 | segment: u32
+//! //           | key_len: u16 | key: [u8; key_len] | header_crc: u32 } then records
+//! ```
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::message::ChatMessage;
+use crate::projection::MessageLoc;
+use crate::record::{decode_event, decode_frame, Event, Frame, FrameError};
+
+/// The first eight bytes of every segment.
+pub const MAGIC: [u8; 8] = *b"SESSLOG\0";
+/// The format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Most bytes a session key may have.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+const MAGIC_OFFSET: usize = 0;
+const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;
+const KIND_OFFSET: usize = VERSION_OFFSET + 4;
+const SESSION_ID_OFFSET: usize = KIND_OFFSET + 1;
+const SEGMENT_OFFSET: usize = SESSION_ID_OFFSET + 8;
+const KEY_LEN_OFFSET: usize = SEGMENT_OFFSET + 4;
+const KEY_OFFSET: usize = KEY_LEN_OFFSET + 2;
+const _: () = assert!(
+    KEY_OFFSET == 27,
+    "docs/FORMAT.md documents the key at offset 27"
+);
+/// Longest possible header: the fixed part, the longest key, the CRC.
+pub const HEADER_BYTES_MAX: usize = KEY_OFFSET + MAX_KEY_BYTES + 4;
+
+/// File-name suffix of segments.
+pub const SEGMENT_SUFFIX: &str = ".seg";
+/// File-name suffix of a compaction's output before it is renamed into place.
+pub const TEMP_SUFFIX: &str = ".seg.tmp";
+/// Infix of the side file that keeps the bytes of a torn tail cut off on open.
+pub const TORN_INFIX: &str = ".seg.torn-";
+
+/// What a segment's records mean relative to the session's lower-numbered segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentKind {
+    /// 0: continues the segments before it.
+    Fresh,
+    /// 1: written by compaction; replaces every lower-numbered segment of the session.
+    Compacted,
+    /// 2: written by open to repair a damaged session; replaces every lower-numbered segment,
+    /// which open moves to `quarantine/` instead of removing.
+    Recovered,
+}
+
+impl SegmentKind {
+    fn to_byte(self) -> u8 {
+        match self {
+            SegmentKind::Fresh => 0,
+            SegmentKind::Compacted => 1,
+            SegmentKind::Recovered => 2,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<SegmentKind> {
+        match byte {
+            0 => Some(SegmentKind::Fresh),
+            1 => Some(SegmentKind::Compacted),
+            2 => Some(SegmentKind::Recovered),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded segment header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// How the segment relates to the ones before it.
+    pub kind: SegmentKind,
+    /// The session the segment belongs to.
+    pub session_id: u64,
+    /// Its number within the session.
+    pub segment: u32,
+    /// The session key.
+    pub key: String,
+}
+
+/// Why a segment header does not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// The file ends inside the header, or the header is zero fill: a crash while the
+    /// segment was being created.
+    Truncated,
+    /// A format version this build does not read.
+    UnsupportedVersion(u32),
+    /// Anything else: wrong magic, bad checksum, bad kind or key.
+    Corrupt(String),
+}
+
+/// The file name of a session's segment.
+pub fn file_name(session_id: u64, segment: u32) -> String {
+    format!("{session_id:016x}-{segment:08x}{SEGMENT_SUFFIX}")
+}
+
+/// The path of a session's segment in `dir`.
+pub fn path(dir: &Path, session_id: u64, segment: u32) -> PathBuf {
+    dir.join(file_name(session_id, segment))
+}
+
+/// Parses `{session_id:016x}-{segment:08x}` (lowercase hex, exact widths) followed by `suffix`.
+pub fn parse_file_name(name: &str, suffix: &str) -> Option<(u64, u32)> {
+    let stem = name.strip_suffix(suffix)?;
+    let (id, segment) = stem.split_once('-')?;
+    let is_hex = |s: &str, width: usize| {
+        s.len() == width && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    if !is_hex(id, 16) || !is_hex(segment, 8) {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(id, 16).ok()?,
+        u32::from_str_radix(segment, 16).ok()?,
+    ))
+}
+
+/// Encodes a segment header.
+pub fn encode_header(header: &SegmentHeader) -> Vec<u8> {
+    let key_len = u16::try_from(header.key.len())
+        .ok()
+        .filter(|len| usize::from(*len) <= MAX_KEY_BYTES)
+        .expect("keys are checked before a segment is created");
+    let mut out = Vec::with_capacity(KEY_OFFSET + header.key.len() + 4);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.push(header.kind.to_byte());
+    out.extend_from_slice(&header.session_id.to_le_bytes());
+    out.extend_from_slice(&header.segment.to_le_bytes());
+    out.extend_from_slice(&key_len.to_le_bytes());
+    out.extend_from_slice(header.key.as_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(decode_header(&out), Ok((header.clone(), out.len())));
+    out
+}
+
+fn field<const N: usize>(bytes: &[u8], at: usize) -> Result<[u8; N], HeaderError> {
+    bytes
+        .get(at..at + N)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(HeaderError::Truncated)
+}
+
+/// Decodes the header at the start of a segment's bytes, returning it and its size.
+pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError> {
+    let fixed = bytes.get(..KEY_OFFSET).unwrap_or(bytes);
+    if fixed.iter().all(|b| *b == 0) {
+        return Err(HeaderError::Truncated);
+    }
+    let magic: [u8; 8] = field(bytes, MAGIC_OFFSET)?;
+    if magic != MAGIC {
+        return Err(HeaderError::Corrupt(
+            "not a sessionlog segment (bad magic)".into(),
+        ));
+    }
+    let version = u32::from_le_bytes(field(bytes, VERSION_OFFSET)?);
+    if version != FORMAT_VERSION {
+        return Err(HeaderError::UnsupportedVersion(version));
+    }
+    let [kind] = field::<1>(bytes, KIND_OFFSET)?;
+    let session_id = u64::from_le_bytes(field(bytes, SESSION_ID_OFFSET)?);
+    let segment = u32::from_le_bytes(field(bytes, SEGMENT_OFFSET)?);
+    let key_len = usize::from(u16::from_le_bytes(field(bytes, KEY_LEN_OFFSET)?));
+    let crc_offset = KEY_OFFSET + key_len;
+    let stored_crc = u32::from_le_bytes(field(bytes, crc_offset)?);
+    let covered = bytes.get(..crc_offset).ok_or(HeaderError::Truncated)?;
+    let actual_crc = crc32fast::hash(covered);
+    if stored_crc != actual_crc {
+        return Err(HeaderError::Corrupt(format!(
+            "header checksum mismatch: stored {stored_crc:#010x}, computed {actual_crc:#010x}"
+        )));
+    }
+    let kind = SegmentKind::from_byte(kind)
+        .ok_or_else(|| HeaderError::Corrupt(format!("unknown segment kind {kind}")))?;
+    if key_len == 0 || key_len > MAX_KEY_BYTES {
+        return Err(HeaderError::Corrupt(format!("key length {key_len}")));
+    }
+    let key_bytes = covered.get(KEY_OFFSET..).ok_or(HeaderError::Truncated)?;
+    let key = std::str::from_utf8(key_bytes)
+        .map_err(|_| HeaderError::Corrupt("key is not UTF-8".into()))?
+        .to_owned();
+    let header = SegmentHeader {
+        kind,
+        session_id,
+        segment,
+        key,
+    };
+    Ok((header, crc_offset + 4))
+}
+
+/// How a scan of a segment's records ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanEnd {
+    /// Every byte was a good record.
+    Clean,
+    /// What a crash mid-write leaves from `offset` to the end of the file: a header or record
+    /// cut short, zero fill, or a last record whose checksum fails and that ends exactly at the
+    /// end of the file. Cut off on open, but only at the end of a session's newest segment.
+    TornTail {
+        /// Where the torn record starts.
+        offset: u64,
+    },
+    /// A bad record that is not a torn tail.
+    Damage {
+        /// Where the bad record starts.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Walks the records of `bytes` from `start`, calling `visit(offset, frame, record_len)` for
+/// each good one; an error from `visit` stops the scan as damage at that record.
+pub fn scan_records<'a>(
+    bytes: &'a [u8],
+    start: usize,
+    mut visit: impl FnMut(u64, Frame<'a>, u32) -> Result<(), String>,
+) -> ScanEnd {
+    let mut offset = start;
+    while let Some(rest) = bytes.get(offset..).filter(|rest| !rest.is_empty()) {
+        let at = offset as u64;
+        match decode_frame(rest) {
+            Ok((frame, used)) => {
+                let Ok(len) = u32::try_from(used) else {
+                    return ScanEnd::Damage {
+                        offset: at,
+                        reason: "record longer than 4 GiB".into(),
+                    };
+                };
+                if let Err(reason) = visit(at, frame, len) {
+                    return ScanEnd::Damage { offset: at, reason };
+                }
+                offset += used;
+            }
+            Err(FrameError::Truncated { .. }) => return ScanEnd::TornTail { offset: at },
+            Err(FrameError::BadLength) if rest.iter().all(|b| *b == 0) => {
+                return ScanEnd::TornTail { offset: at }
+            }
+            Err(FrameError::Checksum { record_len, .. }) if record_len == rest.len() as u64 => {
+                return ScanEnd::TornTail { offset: at }
+            }
+            Err(e) => {
+                return ScanEnd::Damage {
+                    offset: at,
+                    reason: e.to_string(),
+                }
+            }
+        }
+    }
+    ScanEnd::Clean
+}
+
+/// A message read back from its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Sequence number of the record holding its current content.
+    pub seq: u64,
+    /// The message.
+    pub message: ChatMessage,
+    /// When it was appended, µs since the epoch.
+    pub created_at: i64,
+}
+
+/// Open handles to the segments a read needs, taken while the projection is locked so that
+/// a compaction cannot remove the files first (an open handle outlives the file's removal).
+pub struct SegmentFiles {
+    dir: PathBuf,
+    session_id: u64,
+    files: HashMap<u32, File>,
+}
+
+/// Two records closer than this are read with one positioned read.
+const READ_GAP_BYTES: u64 = 16 << 10;
+/// Most bytes one positioned read covers when it merges records.
+const READ_SPAN_BYTES: u64 = 4 << 20;
+
+impl SegmentFiles {
+    /// Opens every segment that `locs` point into.
+    pub fn open(dir: &Path, session_id: u64, locs: &[MessageLoc]) -> Result<SegmentFiles> {
+        let mut files = HashMap::new();
+        for loc in locs {
+            if let std::collections::hash_map::Entry::Vacant(slot) = files.entry(loc.segment) {
+                let path = path(dir, session_id, loc.segment);
+                let file = File::open(&path)
+                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+                slot.insert(file);
+            }
+        }
+        Ok(SegmentFiles {
+            dir: dir.to_owned(),
+            session_id,
+            files,
+        })
+    }
+
+    /// Reads the messages at `locs`, in order, merging neighbouring records into one read.
+    /// Every record's checksum is verified again.
+    pub fn read_messages(&self, locs: &[MessageLoc]) -> Result<Vec<StoredMessage>> {
+        let mut out = Vec::with_capacity(locs.len());
+        let mut rest = locs;
+        while let Some(first) = rest.first() {
+            let start = first.offset;
+            let mut end = start + u64::from(first.len);
+            let mut run = 1;
+            for next in rest.iter().skip(1) {
+                let next_end = next.offset + u64::from(next.len);
+                if next.segment != first.segment
+                    || next.offset < end
+                    || next.offset - end > READ_GAP_BYTES
+                    || next_end - start > READ_SPAN_BYTES
+                {
+                    break;
+                }
+                end = next_end;
+                run += 1;
+            }
+            let (batch, later) = rest.split_at(run);
+            let bytes = self.read_span(first.segment, start, end)?;
+            for loc in batch {
+                let from = usize::try_from(loc.offset - start).unwrap_or(usize::MAX);
+                let record = bytes.get(from..).unwrap_or_default();
+                out.push(self.decode_message(loc, record)?);
+            }
+            rest = later;
+        }
+        Ok(out)
+    }
+
+    fn read_span(&self, segment: u32, start: u64, end: u64) -> Result<Vec<u8>> {
+        let path = path(&self.dir, self.session_id, segment);
+        let file = self.files.get(&segment).ok_or_else(|| Error::Corrupt {
+            path: path.clone(),
+            offset: start,
+            reason: "segment was not opened for this read".into(),
+        })?;
+        let len = usize::try_from(end - start).map_err(|_| Error::Corrupt {
+            path: path.clone(),
+            offset: start,
+            reason: "read span too large".into(),
+        })?;
+        let mut bytes = vec![0; len];
+        file.read_exact_at(&mut bytes, start)
+            .map_err(|e| Error::io(format!("reading {} at {start}", path.display()), e))?;
+        Ok(bytes)
+    }
+
+    fn decode_message(&self, loc: &MessageLoc, record: &[u8]) -> Result<StoredMessage> {
+        let path = || path(&self.dir, self.session_id, loc.segment);
+        let corrupt = |reason: String| Error::Corrupt {
+            path: path(),
+            offset: loc.offset,
+            reason,
+        };
+        let (frame, _) = decode_frame(record).map_err(|e| match e {
+            FrameError::Checksum {
+                expected, actual, ..
+            } => Error::ChecksumMismatch {
+                path: path(),
+                offset: loc.offset,
+                expected,
+                actual,
+            },
+            other => corrupt(other.to_string()),
+        })?;
+        let (role, content) = match decode_event(frame.payload).map_err(corrupt)? {
+            Event::Append { role, content } | Event::UpdateLast { role, content } => {
+                (role, content)
+            }
+            other => return Err(corrupt(format!("expected a message, found {other:?}"))),
+        };
+        Ok(StoredMessage {
+            seq: frame.seq,
+            message: ChatMessage::new(role, content),
+            created_at: loc.created_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> SegmentHeader {
+        SegmentHeader {
+            kind: SegmentKind::Compacted,
+            session_id: 0xabc,
+            segment: 7,
+            key: "a/b".into(),
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_reject_near_misses() {
+        let name = file_name(0xdead, 3);
+        assert_eq!(name, "000000000000dead-00000003.seg");
+        assert_eq!(parse_file_name(&name, SEGMENT_SUFFIX), Some((0xdead, 3)));
+        for bad in [
+            "000000000000DEAD-00000003.seg",
+            "00000000000dead-00000003.seg",
+            "000000000000dead-00000003.seg.bak",
+            "000000000000dead_00000003.seg",
+            "x.seg",
+        ] {
+            assert_eq!(parse_file_name(bad, SEGMENT_SUFFIX), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn headers_round_trip_and_every_cut_is_truncated() {
+        let bytes = encode_header(&header());
+        assert_eq!(decode_header(&bytes), Ok((header(), bytes.len())));
+        for cut in 0..bytes.len() {
+            assert_eq!(
+                decode_header(&bytes[..cut]),
+                Err(HeaderError::Truncated),
+                "{cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_damage_is_detected() {
+        let bytes = encode_header(&header());
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_header(&bad).is_err(), "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_version_is_named() {
+        let mut bytes = encode_header(&header());
+        bytes[VERSION_OFFSET] = 9;
+        assert_eq!(
+            decode_header(&bytes),
+            Err(HeaderError::UnsupportedVersion(9))
+        );
+    }
+}

@@ -1,0 +1,1089 @@
+//! [`LogStore`]: opening a folder, the write path, reads, and the [`SessionBackend`]
+//! implementation.
+//!
+//! Concurrency: the map from key to session is behind one `RwLock`, held only to find or add a
+//! session. Each session has a writer mutex (serialising its writers, I/O included) and a
+//! projection behind an `RwLock` that a writer takes only to apply a record it has written, so
+//! readers never see half of a mutation and writers of different sessions never wait for each
+//! other's I/O. Lock order: map, then a session's writer, then its projection; no thread waits
+//! for the map while holding a projection lock.
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::Utc;
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+
+use crate::backend::{
+    SessionBackend, SessionContext, SessionMetadata, SessionQuery, SessionState, TimestampedMessage,
+};
+use crate::compaction::{self, Retire};
+use crate::error::{Error, Result};
+use crate::fs::sync_dir;
+use crate::message::ChatMessage;
+use crate::options::{Durability, Options};
+use crate::projection::{to_time, RecordLoc, SessionView, RUNNING_STATE};
+use crate::record::{encode_event, encode_frame, Event, HEADER_LEN};
+use crate::recovery::{self, Finding, RecoveryReport, ReplayedSession, LOCK_FILE};
+use crate::search::Matcher;
+use crate::segment::{
+    self, SegmentFiles, SegmentHeader, SegmentKind, StoredMessage, MAX_KEY_BYTES,
+};
+
+/// Results `search` returns when the query gives no limit.
+pub const SEARCH_LIMIT_DEFAULT: usize = 50;
+
+/// An event-sourced store of agent sessions in one folder. See the crate documentation.
+///
+/// `LogStore` is `Send + Sync`; share it with an `Arc`. Dropping it stops the background
+/// flusher (syncing what it still holds) and releases the folder's lock; [`LogStore::close`]
+/// does the same and reports a failed final sync.
+pub struct LogStore {
+    inner: Arc<Inner>,
+    flusher: Option<Flusher>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    options: Options,
+    sessions: RwLock<HashMap<String, Arc<Slot>>>,
+    /// The next record's sequence number, store-wide.
+    next_seq: AtomicU64,
+    /// The next new session's id (its segment files' prefix).
+    next_id: AtomicU64,
+    /// Set by a failed write or sync: every later write is refused.
+    poisoned: AtomicBool,
+    /// Append handles cached in writers, at most `options.open_files_max`.
+    open_files: AtomicUsize,
+    /// Sessions written to but not yet synced (`Interval` and `Never`).
+    unsynced: Mutex<Vec<Arc<Slot>>>,
+    /// A segment was created since the folder was last synced.
+    dir_unsynced: AtomicBool,
+    report: RecoveryReport,
+    /// Held (flock) for the store's lifetime; released when the file is closed.
+    _lock: File,
+}
+
+/// One session: its writer and its projection.
+struct Slot {
+    session_id: u64,
+    key: String,
+    writer: Mutex<Writer>,
+    view: RwLock<SessionView>,
+}
+
+/// Where a session's next record goes. Only the holder of the mutex writes to the session.
+struct Writer {
+    /// First segment in force (0: none yet).
+    oldest: u32,
+    /// Segment being appended to (0: none yet).
+    newest: u32,
+    /// Its length: the offset of the next record.
+    newest_len: u64,
+    /// Its header's length.
+    header_len: u64,
+    /// Cached handle to the newest segment.
+    file: Option<File>,
+    /// The session was deleted and left the map: a writer holding a stale handle to it must
+    /// look the key up again.
+    retired: bool,
+    /// Bytes written since the last sync.
+    unsynced: bool,
+}
+
+enum Decision<R> {
+    /// Write the record, then return the value.
+    Write(R),
+    /// Write nothing and return the value.
+    Skip(R),
+}
+
+impl<R> Decision<R> {
+    fn into_value(self) -> R {
+        match self {
+            Decision::Write(value) | Decision::Skip(value) => value,
+        }
+    }
+}
+
+fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+/// Checks a key that may create a session.
+fn check_key(key: &str) -> Result<()> {
+    let reason = if key.is_empty() {
+        "a key must not be empty"
+    } else if key.len() > MAX_KEY_BYTES {
+        "a key must be at most 1024 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidKey {
+        len: key.len(),
+        reason,
+    })
+}
+
+fn trimmed(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
+impl LogStore {
+    /// Opens (creating it if missing) the store in `dir` with default [`Options`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<LogStore> {
+        LogStore::open_with(dir, Options::default())
+    }
+
+    /// Opens (creating it if missing) the store in `dir`.
+    ///
+    /// Takes the folder's lock ([`Error::Locked`] if another store holds it), replays every
+    /// segment and repairs what a crash left; [`LogStore::recovery_report`] says what it found.
+    pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                // The new folder's entry must be durable before anything in it is.
+                sync_dir(parent)?;
+            }
+        }
+        let lock = acquire_lock(&dir)?;
+        let replayed = recovery::replay(&dir)?;
+        let mut report = replayed.report;
+        let mut next_seq = replayed.next_seq;
+        let mut sessions: HashMap<String, Arc<Slot>> = HashMap::new();
+        let mut replayed_sessions = replayed.sessions;
+        // Newest session first: when a power loss left two sessions with one key, the newer
+        // one is the real one (a key gets a new session only after its old one is deleted).
+        replayed_sessions.sort_by_key(|s| Reverse(s.session_id));
+        for session in replayed_sessions {
+            let twin = sessions.contains_key(&session.view.key);
+            let slot = match (twin, session.damage.is_some()) {
+                (false, false) => slot_from(session),
+                (false, true) => repair(&dir, session, &mut next_seq, &mut report)?,
+                (true, _) => {
+                    restore_delete(&dir, session, &mut next_seq, &mut report)?;
+                    continue;
+                }
+            };
+            sessions.insert(slot.key.clone(), Arc::new(slot));
+        }
+        let inner = Arc::new(Inner {
+            dir,
+            options,
+            sessions: RwLock::new(sessions),
+            next_seq: AtomicU64::new(next_seq),
+            next_id: AtomicU64::new(replayed.next_id),
+            poisoned: AtomicBool::new(false),
+            open_files: AtomicUsize::new(0),
+            unsynced: Mutex::new(Vec::new()),
+            dir_unsynced: AtomicBool::new(false),
+            report,
+            _lock: lock,
+        });
+        let flusher = match inner.options.durability {
+            Durability::Interval(every) => Some(Flusher::spawn(Arc::clone(&inner), every)?),
+            Durability::Always | Durability::Never => None,
+        };
+        Ok(LogStore { inner, flusher })
+    }
+
+    /// What open found: torn tails cut off, damage quarantined, unknown files left alone.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// The store's folder.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// The last `n` messages of a session (fewer if it has fewer; `[]` if it is missing), read
+    /// at a cost that depends on `n`, not on the session's length. Returns `[]` on a read
+    /// error; [`LogStore::read_tail`] reports it instead.
+    pub fn load_tail(&self, session_key: &str, n: usize) -> Vec<ChatMessage> {
+        self.read_tail(session_key, n)
+            .map(|messages| messages.into_iter().map(|m| m.message).collect())
+            .unwrap_or_default()
+    }
+
+    /// Like [`SessionBackend::load_with_timestamps`], but a read error (a file removed or
+    /// damaged behind the store's back) is returned instead of an empty history.
+    pub fn read_messages(&self, session_key: &str) -> Result<Vec<TimestampedMessage>> {
+        self.inner.read(session_key, |len| 0..len).map(timestamped)
+    }
+
+    /// Like [`LogStore::load_tail`], with times, and with read errors returned.
+    pub fn read_tail(&self, session_key: &str, n: usize) -> Result<Vec<TimestampedMessage>> {
+        self.inner
+            .read(session_key, |len| len.saturating_sub(n)..len)
+            .map(timestamped)
+    }
+
+    /// Rewrites a session's segments into one that holds only its live state; every read
+    /// returns the same afterwards. `Ok(())` for a missing session.
+    pub fn compact_session(&self, session_key: &str) -> Result<()> {
+        self.inner.compact(session_key)
+    }
+
+    /// Syncs every write not yet on disk (useful with [`Durability::Never`] or
+    /// [`Durability::Interval`]); a failure poisons the store.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// Stops the background flusher, syncs what it still holds, and releases the folder.
+    pub fn close(mut self) -> Result<()> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<()> {
+        if let Some(flusher) = self.flusher.take() {
+            flusher.stop();
+        }
+        match self.inner.options.durability {
+            Durability::Interval(_) => self.inner.flush(),
+            Durability::Always | Durability::Never => Ok(()),
+        }
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        // A failed final sync poisons the store, which is being dropped anyway; `close`
+        // reports the error to callers who need it.
+        let _ = self.shut_down();
+    }
+}
+
+fn timestamped(messages: Vec<StoredMessage>) -> Vec<TimestampedMessage> {
+    messages
+        .into_iter()
+        .map(|m| TimestampedMessage {
+            message: m.message,
+            created_at: Some(to_time(m.created_at)),
+        })
+        .collect()
+}
+
+fn acquire_lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
+        Err(TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
+    }
+}
+
+fn slot_from(session: ReplayedSession) -> Slot {
+    let header_len = segment::encode_header(&SegmentHeader {
+        kind: SegmentKind::Fresh,
+        session_id: session.session_id,
+        segment: session.newest,
+        key: session.view.key.clone(),
+    })
+    .len() as u64;
+    Slot {
+        session_id: session.session_id,
+        key: session.view.key.clone(),
+        writer: Mutex::new(Writer {
+            oldest: session.oldest,
+            newest: session.newest,
+            newest_len: session.newest_len,
+            header_len,
+            file: None,
+            retired: false,
+            unsynced: false,
+        }),
+        view: RwLock::new(session.view),
+    }
+}
+
+/// Rewrites a damaged session's good prefix as a new generation and moves its old segments,
+/// damage included, into quarantine.
+fn repair(
+    dir: &Path,
+    mut session: ReplayedSession,
+    next_seq: &mut u64,
+    report: &mut RecoveryReport,
+) -> Result<Slot> {
+    let (path, offset, reason) = session.damage.take().unwrap_or_default();
+    let number = session
+        .highest
+        .checked_add(1)
+        .ok_or_else(|| Error::Corrupt {
+            path: path.clone(),
+            offset,
+            reason: "segment numbers exhausted".into(),
+        })?;
+    let source = SegmentFiles::open(dir, session.session_id, &session.view.messages)?;
+    let seq = *next_seq;
+    *next_seq += 1;
+    let generation = compaction::write_generation(
+        dir,
+        session.session_id,
+        number,
+        SegmentKind::Recovered,
+        &session.view,
+        &source,
+        (seq, now_micros()),
+    )?;
+    drop(source);
+    let quarantined = compaction::retire(
+        dir,
+        session.session_id,
+        session.oldest,
+        number,
+        Retire::Quarantine,
+    )?;
+    report.findings.push(Finding::Damaged {
+        key: Some(session.view.key.clone()),
+        path,
+        offset,
+        reason,
+        quarantined,
+    });
+    session.view.messages = generation.messages;
+    session.view.bytes_written = generation.bytes_written;
+    session.oldest = number;
+    session.newest = number;
+    session.newest_len = generation.len;
+    Ok(slot_from(session))
+}
+
+/// Writes the delete record a power loss lost for an older session whose key a newer session
+/// now holds (only possible without `Durability::Always`).
+fn restore_delete(
+    dir: &Path,
+    session: ReplayedSession,
+    next_seq: &mut u64,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let key = session.view.key.clone();
+    if session.damage.is_some() {
+        let quarantined = compaction::retire(
+            dir,
+            session.session_id,
+            session.oldest,
+            session.highest.saturating_add(1),
+            Retire::Quarantine,
+        )?;
+        let (path, offset, reason) = session.damage.unwrap_or_default();
+        report.findings.push(Finding::Damaged {
+            key: Some(key),
+            path,
+            offset,
+            reason,
+            quarantined,
+        });
+        return Ok(());
+    }
+    let path = segment::path(dir, session.session_id, session.newest);
+    let mut frame = Vec::new();
+    encode_frame(
+        *next_seq,
+        now_micros(),
+        &encode_event(&Event::Delete),
+        &mut frame,
+    );
+    *next_seq += 1;
+    let file = compaction::open_for_append(&path)?;
+    file.write_all_at(&frame, session.newest_len)
+        .and_then(|()| file.sync_data()) // the delete must be durable before the newer session is served
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    report.findings.push(Finding::DeleteRestored { key, path });
+    Ok(())
+}
+
+impl Inner {
+    fn slot(&self, key: &str) -> Option<Arc<Slot>> {
+        self.sessions.read().get(key).cloned()
+    }
+
+    fn create_slot(&self, key: &str) -> Arc<Slot> {
+        let mut sessions = self.sessions.write();
+        let slot = sessions.entry(key.to_owned()).or_insert_with(|| {
+            Arc::new(Slot {
+                session_id: self.next_id.fetch_add(1, Ordering::SeqCst),
+                key: key.to_owned(),
+                writer: Mutex::new(Writer {
+                    oldest: 0,
+                    newest: 0,
+                    newest_len: 0,
+                    header_len: 0,
+                    file: None,
+                    retired: false,
+                    unsynced: false,
+                }),
+                view: RwLock::new(SessionView::new(key)),
+            })
+        });
+        Arc::clone(slot)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            Err(Error::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn poison<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.poisoned.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// Writes `event` to session `key` when `decide` (given the live session, if any) says so.
+    /// `creates`: the event creates a missing session (and the key must be valid).
+    fn commit<R>(
+        &self,
+        key: &str,
+        creates: bool,
+        event: &Event<'_>,
+        decide: impl Fn(Option<&SessionView>) -> Decision<R>,
+    ) -> Result<R> {
+        if creates {
+            check_key(key)?;
+        } else if check_key(key).is_err() {
+            return Ok(decide(None).into_value());
+        }
+        let payload = encode_event(event);
+        if payload.len() > self.options.record_bytes_max {
+            return Err(Error::RecordTooLarge {
+                len: payload.len(),
+                max: self.options.record_bytes_max,
+            });
+        }
+        loop {
+            let slot = match self.slot(key) {
+                Some(slot) => slot,
+                None if creates => {
+                    self.check_writable()?;
+                    self.create_slot(key)
+                }
+                None => return Ok(decide(None).into_value()),
+            };
+            let mut writer = slot.writer.lock();
+            if writer.retired {
+                continue; // deleted since the lookup: look the key up again
+            }
+            let decision = {
+                let view = slot.view.read();
+                decide(view.is_live().then_some(&*view))
+            };
+            let value = match decision {
+                Decision::Skip(value) => return Ok(value),
+                Decision::Write(value) => value,
+            };
+            self.check_writable()?;
+            let ts = now_micros();
+            let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+            let at = self.write_record(&slot, &mut writer, seq, ts, &payload)?;
+            let applied = slot.view.write().apply(ts, event, at);
+            if let Err(reason) = applied {
+                // `decide` checked the event against the view, so this is a bug; stop writing.
+                return self.poison(Err(Error::Corrupt {
+                    path: segment::path(&self.dir, slot.session_id, at.segment),
+                    offset: at.offset,
+                    reason: format!("record does not apply to the live session: {reason}"),
+                }));
+            }
+            if matches!(event, Event::Delete) {
+                self.retire_slot(&slot, &mut writer);
+            }
+            return Ok(value);
+        }
+    }
+
+    fn write_record(
+        &self,
+        slot: &Arc<Slot>,
+        writer: &mut Writer,
+        seq: u64,
+        ts: i64,
+        payload: &[u8],
+    ) -> Result<RecordLoc> {
+        let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
+        encode_frame(seq, ts, payload, &mut frame);
+        let result = self.write_frame(slot, writer, &frame);
+        self.poison(result)
+    }
+
+    fn write_frame(&self, slot: &Arc<Slot>, w: &mut Writer, frame: &[u8]) -> Result<RecordLoc> {
+        let frame_len = frame.len() as u64;
+        let segment_full = w.newest_len > w.header_len
+            && w.newest_len + frame_len > self.options.segment_bytes_max;
+        let created = w.newest == 0 || segment_full;
+        if created {
+            self.start_segment(slot, w)?;
+        }
+        let offset = w.newest_len;
+        let always = self.options.durability == Durability::Always;
+        self.with_file(slot, w, |file| {
+            file.write_all_at(frame, offset)?;
+            if always {
+                // The call returns only once its record is on disk.
+                file.sync_data()?;
+            }
+            Ok(())
+        })?;
+        if always && created {
+            // A new segment is durable only once the folder's entry for it is.
+            sync_dir(&self.dir)?;
+        }
+        w.newest_len += frame_len;
+        if !always && !w.unsynced {
+            w.unsynced = true;
+            self.unsynced.lock().push(Arc::clone(slot));
+        }
+        Ok(RecordLoc {
+            segment: w.newest,
+            offset,
+            len: u32::try_from(frame.len()).map_err(|_| Error::RecordTooLarge {
+                len: frame.len(),
+                max: u32::MAX as usize,
+            })?,
+        })
+    }
+
+    /// Creates the session's next segment and makes it the one appended to.
+    fn start_segment(&self, slot: &Slot, w: &mut Writer) -> Result<()> {
+        let number = w
+            .newest
+            .checked_add(1)
+            .ok_or_else(|| Error::InvalidOptions {
+                reason: "segment numbers exhausted; compact the session".into(),
+            })?;
+        if w.newest != 0 && w.unsynced {
+            // The flusher syncs only a session's newest segment: sync the one being left.
+            let path = segment::path(&self.dir, slot.session_id, w.newest);
+            self.with_file(slot, w, |file| file.sync_data())?;
+            let _ = path;
+        }
+        self.release_file(w);
+        let path = segment::path(&self.dir, slot.session_id, number);
+        let header = segment::encode_header(&SegmentHeader {
+            kind: SegmentKind::Fresh,
+            session_id: slot.session_id,
+            segment: number,
+            key: slot.key.clone(),
+        });
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        file.write_all_at(&header, 0)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        w.newest = number;
+        w.newest_len = header.len() as u64;
+        w.header_len = header.len() as u64;
+        if w.oldest == 0 {
+            w.oldest = number;
+        }
+        self.cache_file(w, file);
+        self.dir_unsynced.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Runs `f` on the newest segment's handle, opening it (and caching it while the pool has
+    /// room) if needed.
+    fn with_file<T>(
+        &self,
+        slot: &Slot,
+        w: &mut Writer,
+        f: impl FnOnce(&File) -> std::io::Result<T>,
+    ) -> Result<T> {
+        let path = || segment::path(&self.dir, slot.session_id, w.newest);
+        let context = |e| Error::io(format!("writing {}", path().display()), e);
+        if let Some(file) = &w.file {
+            return f(file).map_err(context);
+        }
+        let file = compaction::open_for_append(&path())?;
+        let out = f(&file).map_err(context);
+        self.cache_file(w, file);
+        out
+    }
+
+    fn cache_file(&self, w: &mut Writer, file: File) {
+        if self.open_files.fetch_add(1, Ordering::SeqCst) < self.options.open_files_max {
+            w.file = Some(file);
+        } else {
+            self.open_files.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn release_file(&self, w: &mut Writer) {
+        if w.file.take().is_some() {
+            self.open_files.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes a deleted session out of the map; its files stay until compaction reclaims them.
+    fn retire_slot(&self, slot: &Arc<Slot>, w: &mut Writer) {
+        w.retired = true;
+        if !w.unsynced {
+            self.release_file(w);
+        }
+        let mut sessions = self.sessions.write();
+        if sessions
+            .get(&slot.key)
+            .is_some_and(|current| Arc::ptr_eq(current, slot))
+        {
+            sessions.remove(&slot.key);
+        }
+    }
+
+    /// Syncs every session written since the last sync, then the folder if it gained files.
+    fn flush(&self) -> Result<()> {
+        let slots = std::mem::take(&mut *self.unsynced.lock());
+        for slot in slots {
+            let mut w = slot.writer.lock();
+            if w.unsynced {
+                // Interval/Never: this is where those writes become durable.
+                let result = self.with_file(&slot, &mut w, |file| file.sync_data());
+                self.poison(result)?;
+                w.unsynced = false;
+                if w.retired {
+                    self.release_file(&mut w);
+                }
+            }
+        }
+        if self.dir_unsynced.swap(false, Ordering::SeqCst) {
+            // Segments created since the last flush are durable only with their entries.
+            let result = sync_dir(&self.dir);
+            self.poison(result)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the messages in `range(len)` of a live session.
+    fn read(
+        &self,
+        key: &str,
+        range: impl FnOnce(usize) -> Range<usize>,
+    ) -> Result<Vec<StoredMessage>> {
+        let Some(slot) = self.slot(key) else {
+            return Ok(Vec::new());
+        };
+        let (locs, files) = {
+            let view = slot.view.read();
+            if !view.is_live() {
+                return Ok(Vec::new());
+            }
+            let locs = view
+                .messages
+                .get(range(view.messages.len()))
+                .unwrap_or_default()
+                .to_vec();
+            // Opened under the lock, so a compaction cannot remove the files first.
+            let files = SegmentFiles::open(&self.dir, slot.session_id, &locs)?;
+            (locs, files)
+        };
+        files.read_messages(&locs)
+    }
+
+    fn compact(&self, key: &str) -> Result<()> {
+        if check_key(key).is_err() {
+            return Ok(());
+        }
+        self.check_writable()?;
+        let Some(slot) = self.slot(key) else {
+            return Ok(());
+        };
+        let mut w = slot.writer.lock();
+        let view = slot.view.read().clone();
+        if w.retired || w.newest == 0 || !view.is_live() {
+            return Ok(());
+        }
+        let number = w
+            .newest
+            .checked_add(1)
+            .ok_or_else(|| Error::InvalidOptions {
+                reason: "segment numbers exhausted".into(),
+            })?;
+        let source = SegmentFiles::open(&self.dir, slot.session_id, &view.messages)?;
+        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+        let generation = self.poison(compaction::write_generation(
+            &self.dir,
+            slot.session_id,
+            number,
+            SegmentKind::Compacted,
+            &view,
+            &source,
+            (seq, now_micros()),
+        ))?;
+        drop(source);
+        {
+            let mut live = slot.view.write();
+            live.messages = generation.messages;
+            live.bytes_written = generation.bytes_written;
+        }
+        self.release_file(&mut w);
+        let oldest = w.oldest;
+        w.oldest = number;
+        w.newest = number;
+        w.newest_len = generation.len;
+        w.header_len = generation.len - generation.bytes_written;
+        w.unsynced = false;
+        drop(w);
+        compaction::retire(&self.dir, slot.session_id, oldest, number, Retire::Remove)?;
+        Ok(())
+    }
+
+    /// Every live session's view, cloned without its messages, most recent activity first,
+    /// ties by key.
+    fn live_sessions(&self) -> Vec<(SessionMetadata, SessionState)> {
+        let sessions = self.sessions.read();
+        let mut rows: Vec<(SessionMetadata, SessionState)> = sessions
+            .values()
+            .filter_map(|slot| {
+                let view = slot.view.read();
+                view.is_live()
+                    .then(|| (view.metadata(), view.session_state()))
+            })
+            .collect();
+        drop(sessions);
+        rows.sort_by(|(a, _), (b, _)| {
+            b.last_activity
+                .cmp(&a.last_activity)
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        rows
+    }
+
+    fn with_view<T>(&self, key: &str, f: impl FnOnce(&SessionView) -> T) -> Option<T> {
+        let slot = self.slot(key)?;
+        let view = slot.view.read();
+        view.is_live().then(|| f(&view))
+    }
+
+    fn running(&self) -> Vec<(SessionMetadata, SessionState)> {
+        self.live_sessions()
+            .into_iter()
+            .filter(|(_, state)| state.state == RUNNING_STATE)
+            .collect()
+    }
+}
+
+/// The background thread of [`Durability::Interval`].
+struct Flusher {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn spawn(inner: Arc<Inner>, every: Duration) -> Result<Flusher> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("sessionlog-flusher".into())
+            .spawn(move || {
+                let (stopped, wake) = &*signal;
+                let mut guard = stopped.lock();
+                while !*guard {
+                    wake.wait_for(&mut guard, every);
+                    if *guard {
+                        break;
+                    }
+                    // A failure poisons the store, so later writes report it.
+                    MutexGuard::unlocked(&mut guard, || {
+                        let _ = inner.flush();
+                    });
+                }
+            })
+            .map_err(|e| Error::io("starting the flusher thread", e))?;
+        Ok(Flusher {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl SessionBackend for LogStore {
+    fn load(&self, session_key: &str) -> Vec<ChatMessage> {
+        self.inner
+            .read(session_key, |len| 0..len)
+            .map(|messages| messages.into_iter().map(|m| m.message).collect())
+            .unwrap_or_default()
+    }
+
+    fn load_with_timestamps(&self, session_key: &str) -> Vec<TimestampedMessage> {
+        self.read_messages(session_key).unwrap_or_default()
+    }
+
+    fn append(&self, session_key: &str, message: &ChatMessage) -> std::io::Result<()> {
+        let event = Event::Append {
+            role: &message.role,
+            content: &message.content,
+        };
+        Ok(self
+            .inner
+            .commit(session_key, true, &event, |_| Decision::Write(()))?)
+    }
+
+    fn remove_last(&self, session_key: &str) -> std::io::Result<bool> {
+        Ok(self
+            .inner
+            .commit(session_key, false, &Event::RemoveLast, |view| match view {
+                Some(v) if !v.messages.is_empty() => Decision::Write(true),
+                _ => Decision::Skip(false),
+            })?)
+    }
+
+    fn update_last(&self, session_key: &str, message: &ChatMessage) -> std::io::Result<bool> {
+        let event = Event::UpdateLast {
+            role: &message.role,
+            content: &message.content,
+        };
+        Ok(self
+            .inner
+            .commit(session_key, false, &event, |view| match view {
+                Some(v) if !v.messages.is_empty() => Decision::Write(true),
+                _ => Decision::Skip(false),
+            })?)
+    }
+
+    fn list_sessions(&self) -> Vec<String> {
+        self.inner
+            .live_sessions()
+            .into_iter()
+            .map(|(meta, _)| meta.key)
+            .collect()
+    }
+
+    fn list_sessions_with_metadata(&self) -> Vec<SessionMetadata> {
+        self.inner
+            .live_sessions()
+            .into_iter()
+            .map(|(meta, _)| meta)
+            .collect()
+    }
+
+    fn compact(&self, session_key: &str) -> std::io::Result<()> {
+        Ok(self.inner.compact(session_key)?)
+    }
+
+    fn cleanup_stale(&self, ttl_hours: u32) -> std::io::Result<usize> {
+        let cutoff = now_micros().saturating_sub(i64::from(ttl_hours) * 3_600_000_000);
+        let is_stale =
+            |view: &SessionView| view.last_activity < cutoff && view.state != RUNNING_STATE;
+        let candidates: Vec<String> = {
+            let sessions = self.inner.sessions.read();
+            sessions
+                .values()
+                .filter(|slot| {
+                    let view = slot.view.read();
+                    view.is_live() && is_stale(&view)
+                })
+                .map(|slot| slot.key.clone())
+                .collect()
+        };
+        let mut deleted = 0;
+        for key in candidates {
+            // Checked again under the session's writer lock: it may have moved on since.
+            let removed = self
+                .inner
+                .commit(&key, false, &Event::Delete, |view| match view {
+                    Some(v) if is_stale(v) => Decision::Write(true),
+                    _ => Decision::Skip(false),
+                })?;
+            deleted += usize::from(removed);
+        }
+        Ok(deleted)
+    }
+
+    fn search(&self, query: &SessionQuery) -> Vec<SessionMetadata> {
+        let limit = query.limit.unwrap_or(SEARCH_LIMIT_DEFAULT);
+        let rows = self.inner.live_sessions().into_iter().map(|(meta, _)| meta);
+        let Some(keyword) = &query.keyword else {
+            return rows.take(limit).collect();
+        };
+        let matcher = Matcher::new(keyword);
+        if matcher.is_empty() {
+            return Vec::new();
+        }
+        rows.filter(|meta| {
+            matcher.matches(&meta.key)
+                || meta
+                    .name
+                    .as_deref()
+                    .is_some_and(|name| matcher.matches(name))
+                || self
+                    .inner
+                    .read(&meta.key, |len| 0..len)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|m| matcher.matches(&m.message.content))
+        })
+        .take(limit)
+        .collect()
+    }
+
+    fn clear_messages(&self, session_key: &str) -> std::io::Result<usize> {
+        Ok(self
+            .inner
+            .commit(session_key, false, &Event::Clear, |view| match view {
+                Some(v) if !v.messages.is_empty() => Decision::Write(v.messages.len()),
+                _ => Decision::Skip(0),
+            })?)
+    }
+
+    fn delete_session(&self, session_key: &str) -> std::io::Result<bool> {
+        Ok(self
+            .inner
+            .commit(session_key, false, &Event::Delete, |view| match view {
+                Some(_) => Decision::Write(true),
+                None => Decision::Skip(false),
+            })?)
+    }
+
+    fn session_exists(&self, session_key: &str) -> bool {
+        self.inner.with_view(session_key, |_| ()).is_some()
+    }
+
+    fn set_session_name(&self, session_key: &str, name: &str) -> std::io::Result<()> {
+        let event = Event::SetName {
+            name: (!name.is_empty()).then_some(name),
+        };
+        Ok(self
+            .inner
+            .commit(session_key, true, &event, |_| Decision::Write(()))?)
+    }
+
+    fn get_session_name(&self, session_key: &str) -> std::io::Result<Option<String>> {
+        Ok(self
+            .inner
+            .with_view(session_key, |v| v.name.clone())
+            .flatten())
+    }
+
+    fn set_session_agent_alias(&self, session_key: &str, agent_alias: &str) -> std::io::Result<()> {
+        let event = Event::SetAlias {
+            alias: (!agent_alias.is_empty()).then_some(agent_alias),
+        };
+        Ok(self
+            .inner
+            .commit(session_key, true, &event, |_| Decision::Write(()))?)
+    }
+
+    fn get_session_agent_alias(&self, session_key: &str) -> std::io::Result<Option<String>> {
+        Ok(self
+            .inner
+            .with_view(session_key, |v| v.agent_alias.clone())
+            .flatten())
+    }
+
+    fn set_session_context(
+        &self,
+        session_key: &str,
+        context: SessionContext<'_>,
+    ) -> std::io::Result<()> {
+        let event = Event::SetContext {
+            channel_id: trimmed(context.channel_id),
+            room_id: trimmed(context.room_id),
+            sender_id: trimmed(context.sender_id),
+        };
+        let changes_nothing = matches!(
+            event,
+            Event::SetContext {
+                channel_id: None,
+                room_id: None,
+                sender_id: None
+            }
+        );
+        Ok(self.inner.commit(session_key, true, &event, |view| {
+            if view.is_some() && changes_nothing {
+                Decision::Skip(())
+            } else {
+                Decision::Write(())
+            }
+        })?)
+    }
+
+    fn get_session_metadata(&self, session_key: &str) -> Option<SessionMetadata> {
+        self.inner.with_view(session_key, SessionView::metadata)
+    }
+
+    fn set_session_state(
+        &self,
+        session_key: &str,
+        state: &str,
+        turn_id: Option<&str>,
+    ) -> std::io::Result<()> {
+        let event = Event::SetState { state, turn_id };
+        Ok(self
+            .inner
+            .commit(session_key, true, &event, |_| Decision::Write(()))?)
+    }
+
+    fn get_session_state(&self, session_key: &str) -> std::io::Result<Option<SessionState>> {
+        Ok(self
+            .inner
+            .with_view(session_key, SessionView::session_state))
+    }
+
+    fn list_running_sessions(&self) -> Vec<SessionMetadata> {
+        let mut rows = self.inner.running();
+        rows.sort_by(|(a, sa), (b, sb)| {
+            sb.turn_started_at
+                .cmp(&sa.turn_started_at)
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        rows.into_iter().map(|(meta, _)| meta).collect()
+    }
+
+    fn list_stuck_sessions(&self, threshold_secs: u64) -> Vec<SessionMetadata> {
+        let threshold = i64::try_from(threshold_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+        let cutoff = to_time(now_micros().saturating_sub(threshold));
+        let mut rows: Vec<_> = self
+            .inner
+            .running()
+            .into_iter()
+            .filter(|(_, state)| state.turn_started_at.is_some_and(|t| t < cutoff))
+            .collect();
+        rows.sort_by(|(a, sa), (b, sb)| {
+            sa.turn_started_at
+                .cmp(&sb.turn_started_at)
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        rows.into_iter().map(|(meta, _)| meta).collect()
+    }
+}

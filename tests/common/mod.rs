@@ -1,0 +1,88 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use sessionlog::{ChatMessage, Durability, LogStore, Options, SessionBackend};
+
+/// A store with default options (`Durability::Always`).
+pub fn open(dir: &Path) -> LogStore {
+    LogStore::open(dir).expect("open")
+}
+
+/// A store that never syncs: for tests whose subject is not durability.
+pub fn open_fast(dir: &Path) -> LogStore {
+    LogStore::open_with(dir, Options::with_durability(Durability::Never)).expect("open")
+}
+
+/// Segment files in `dir`, sorted by name.
+pub fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every file under `dir`, recursively, with its bytes.
+pub fn snapshot_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.push((path, bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn user(text: &str) -> ChatMessage {
+    ChatMessage::user(text)
+}
+
+/// Appends `n` user messages `"{prefix} {i}"`.
+pub fn fill(store: &LogStore, key: &str, prefix: &str, n: usize) {
+    for i in 0..n {
+        store.append(key, &user(&format!("{prefix} {i}"))).unwrap();
+    }
+}
+
+/// Everything the read side of the trait says about the store, in a comparable form.
+pub fn observe(store: &LogStore) -> String {
+    let mut out = String::new();
+    for meta in store.list_sessions_with_metadata() {
+        out.push_str(&format!("{meta:?}\n"));
+        let key = &meta.key;
+        out.push_str(&format!("  exists={}\n", store.session_exists(key)));
+        out.push_str(&format!("  get={:?}\n", store.get_session_metadata(key)));
+        out.push_str(&format!(
+            "  name={:?}\n",
+            store.get_session_name(key).unwrap()
+        ));
+        out.push_str(&format!(
+            "  alias={:?}\n",
+            store.get_session_agent_alias(key).unwrap()
+        ));
+        out.push_str(&format!(
+            "  state={:?}\n",
+            store.get_session_state(key).unwrap()
+        ));
+        for m in store.load_with_timestamps(key) {
+            out.push_str(&format!("  {m:?}\n"));
+        }
+        out.push_str(&format!("  tail={:?}\n", store.load_tail(key, 2)));
+    }
+    out.push_str(&format!("keys={:?}\n", store.list_sessions()));
+    out.push_str(&format!("running={:?}\n", store.list_running_sessions()));
+    out.push_str(&format!("stuck={:?}\n", store.list_stuck_sessions(0)));
+    out
+}
