@@ -63,10 +63,8 @@ struct Inner {
     poisoned: AtomicBool,
     /// Append handles cached in writers, at most `options.open_files_max`.
     open_files: AtomicUsize,
-    /// Sessions written to but not yet synced (`Interval` and `Never`).
-    unsynced: Mutex<Vec<Arc<Slot>>>,
-    /// A segment was created since the folder was last synced.
-    dir_unsynced: AtomicBool,
+    /// What `Interval` and `Never` writes left unsynced.
+    unsynced: Mutex<Unsynced>,
     report: RecoveryReport,
     /// Held (flock) for the store's lifetime; released when the file is closed.
     _lock: File,
@@ -95,8 +93,20 @@ struct Writer {
     /// The session was deleted and left the map: a writer holding a stale handle to it must
     /// look the key up again.
     retired: bool,
-    /// Bytes written since the last sync.
-    unsynced: bool,
+    /// The flush epoch and segment under which this session's newest segment was last
+    /// listed as unsynced.
+    listed: Option<(u64, u32)>,
+}
+
+/// Segments written to since the last flush, by (session id, segment number), and whether the
+/// folder gained a segment. A flush takes the lists and starts a new epoch in one step, so a
+/// write either lands in the taken list (and was complete before the flush syncs it) or is
+/// listed again for the next flush.
+#[derive(Default)]
+struct Unsynced {
+    epoch: u64,
+    segments: Vec<(u64, u32)>,
+    dir: bool,
 }
 
 enum Decision<R> {
@@ -187,8 +197,7 @@ impl LogStore {
             next_id: AtomicU64::new(replayed.next_id),
             poisoned: AtomicBool::new(false),
             open_files: AtomicUsize::new(0),
-            unsynced: Mutex::new(Vec::new()),
-            dir_unsynced: AtomicBool::new(false),
+            unsynced: Mutex::new(Unsynced::default()),
             report,
             _lock: lock,
         });
@@ -317,7 +326,7 @@ fn slot_from(session: ReplayedSession) -> Slot {
             header_len,
             file: None,
             retired: false,
-            unsynced: false,
+            listed: None,
         }),
         view: RwLock::new(session.view),
     }
@@ -437,7 +446,7 @@ impl Inner {
                     header_len: 0,
                     file: None,
                     retired: false,
-                    unsynced: false,
+                    listed: None,
                 }),
                 view: RwLock::new(SessionView::new(key)),
             })
@@ -559,9 +568,13 @@ impl Inner {
             sync_dir(&self.dir)?;
         }
         w.newest_len += frame_len;
-        if !always && !w.unsynced {
-            w.unsynced = true;
-            self.unsynced.lock().push(Arc::clone(slot));
+        if !always {
+            let mut unsynced = self.unsynced.lock();
+            let listing = Some((unsynced.epoch, w.newest));
+            if w.listed != listing {
+                w.listed = listing;
+                unsynced.segments.push((slot.session_id, w.newest));
+            }
         }
         Ok(RecordLoc {
             segment: w.newest,
@@ -581,11 +594,10 @@ impl Inner {
             .ok_or_else(|| Error::InvalidOptions {
                 reason: "segment numbers exhausted; compact the session".into(),
             })?;
-        if w.newest != 0 && w.unsynced {
-            // The flusher syncs only a session's newest segment: sync the one being left.
-            let path = segment::path(&self.dir, slot.session_id, w.newest);
+        if w.newest != 0 && self.options.durability != Durability::Always {
+            // Without this, a crash could keep the new segment but tear the old one's tail,
+            // which open must then treat as damage rather than a torn tail.
             self.with_file(slot, w, |file| file.sync_data())?;
-            let _ = path;
         }
         self.release_file(w);
         let path = segment::path(&self.dir, slot.session_id, number);
@@ -611,7 +623,7 @@ impl Inner {
             w.oldest = number;
         }
         self.cache_file(w, file);
-        self.dir_unsynced.store(true, Ordering::SeqCst);
+        self.unsynced.lock().dir = true;
         Ok(())
     }
 
@@ -651,9 +663,7 @@ impl Inner {
     /// Takes a deleted session out of the map; its files stay until compaction reclaims them.
     fn retire_slot(&self, slot: &Arc<Slot>, w: &mut Writer) {
         w.retired = true;
-        if !w.unsynced {
-            self.release_file(w);
-        }
+        self.release_file(w);
         let mut sessions = self.sessions.write();
         if sessions
             .get(&slot.key)
@@ -663,25 +673,36 @@ impl Inner {
         }
     }
 
-    /// Syncs every session written since the last sync, then the folder if it gained files.
+    /// Syncs every segment written since the last flush, then the folder if it gained files.
     fn flush(&self) -> Result<()> {
-        let slots = std::mem::take(&mut *self.unsynced.lock());
-        for slot in slots {
-            let mut w = slot.writer.lock();
-            if w.unsynced {
+        let (segments, dir) = {
+            let mut unsynced = self.unsynced.lock();
+            unsynced.epoch += 1;
+            (
+                std::mem::take(&mut unsynced.segments),
+                std::mem::take(&mut unsynced.dir),
+            )
+        };
+        let result = self.sync_segments(&segments, dir);
+        self.poison(result)
+    }
+
+    fn sync_segments(&self, segments: &[(u64, u32)], dir: bool) -> Result<()> {
+        for &(session_id, number) in segments {
+            let path = segment::path(&self.dir, session_id, number);
+            match File::open(&path) {
                 // Interval/Never: this is where those writes become durable.
-                let result = self.with_file(&slot, &mut w, |file| file.sync_data());
-                self.poison(result)?;
-                w.unsynced = false;
-                if w.retired {
-                    self.release_file(&mut w);
-                }
+                Ok(file) => file
+                    .sync_data()
+                    .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?,
+                // Replaced by a compaction, whose output was synced before the removal.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
             }
         }
-        if self.dir_unsynced.swap(false, Ordering::SeqCst) {
+        if dir {
             // Segments created since the last flush are durable only with their entries.
-            let result = sync_dir(&self.dir);
-            self.poison(result)?;
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -754,7 +775,6 @@ impl Inner {
         w.newest = number;
         w.newest_len = generation.len;
         w.header_len = generation.len - generation.bytes_written;
-        w.unsynced = false;
         drop(w);
         compaction::retire(&self.dir, slot.session_id, oldest, number, Retire::Remove)?;
         Ok(())
