@@ -1,50 +1,250 @@
-//! The few file-system steps whose order durability depends on, in one place.
+//! The one seam through which every file operation of the store passes.
+//!
+//! [`StdFs`] is the real file system. Tests put other implementations behind the same trait
+//! (see the `testing` module, behind the `fault-injection` feature): one that keeps written and
+//! durable bytes apart and can lose power at any point, one that fails the Nth operation. Faults
+//! injected this way need no global state, so tests run in parallel.
+//!
+//! The helpers at the bottom are the few multi-step sequences whose order durability depends
+//! on; each step says why it is there.
 
-use std::fs::File;
-use std::path::Path;
+use std::ffi::OsString;
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// Makes the directory's entries durable: a created, renamed or removed file is not durable
-/// until its directory is synced.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
+/// How to open a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read an existing file.
+    Read,
+    /// Read and write an existing file.
+    Write,
+    /// Create a new file for reading and writing; fail if it exists.
+    CreateNew,
+    /// Create a file for reading and writing, emptying it if it exists.
+    Truncate,
 }
 
-/// Renames `from` to `to`, refusing to replace an existing file, and makes both directory
-/// entries durable.
-pub fn move_aside(from: &Path, to: &Path) -> Result<()> {
-    if to.exists() {
-        return Err(Error::io(
-            format!("moving {} aside", from.display()),
-            std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!("{} already exists", to.display()),
-            ),
-        ));
+/// One entry of a folder listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's name.
+    pub name: OsString,
+    /// True for a regular file.
+    pub is_file: bool,
+}
+
+/// An open file. Reads and writes are positioned; there is no cursor.
+pub trait FileHandle: Send + Sync + Debug {
+    /// Fills `buf` from `offset`; an error if the file ends first.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes the file's bytes and size durable (`fdatasync`).
+    fn sync(&self) -> io::Result<()>;
+    /// The file's length in bytes.
+    fn size(&self) -> io::Result<u64>;
+    /// Cuts or extends the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+}
+
+/// A held lock; dropping it releases the lock.
+pub trait LockGuard: Send + Sync + Debug {}
+
+/// The file operations the store uses, and nothing else.
+pub trait FileSystem: Send + Sync + Debug {
+    /// Creates a folder and its parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// True if `path` is a folder.
+    fn is_dir(&self, path: &Path) -> bool;
+    /// True if something exists at `path`.
+    fn exists(&self, path: &Path) -> bool;
+    /// The entries of a folder, in no particular order.
+    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
+    /// Opens a file. Files the store creates are readable by their owner only.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>>;
+    /// Renames a file, replacing `to` if it exists. Atomic within one folder.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes the folder's entries (created, renamed, removed files) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on `path` (creating it), or fails with
+    /// [`io::ErrorKind::WouldBlock`] at once if it is held, by this process or another.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
+}
+
+/// The real file system (`std::fs`, `pread`/`pwrite`, `fdatasync`, `flock`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdFs;
+
+#[derive(Debug)]
+struct StdFile(File);
+
+impl FileHandle for StdFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_exact_at(buf, offset)
     }
-    std::fs::rename(from, to).map_err(|e| {
-        Error::io(
-            format!("renaming {} to {}", from.display(), to.display()),
-            e,
-        )
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+#[derive(Debug)]
+struct StdLock(#[allow(dead_code)] File);
+
+impl LockGuard for StdLock {}
+
+impl FileSystem for StdFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path.symlink_metadata().is_ok()
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let is_file = entry.file_type()?.is_file();
+            out.push(DirEntry {
+                name: entry.file_name(),
+                is_file,
+            });
+        }
+        Ok(out)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
+        let mut options = OpenOptions::new();
+        options.read(true).mode(0o600);
+        match mode {
+            OpenMode::Read => {}
+            OpenMode::Write => {
+                options.write(true);
+            }
+            OpenMode::CreateNew => {
+                options.write(true).create_new(true);
+            }
+            OpenMode::Truncate => {
+                options.write(true).create(true).truncate(true);
+            }
+        }
+        Ok(Box::new(StdFile(options.open(path)?)))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(StdLock(file))),
+            Err(TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+/// Attaches what the store was doing to an I/O error.
+pub fn context(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {
+    let context = format!("{what} {}", path.display());
+    move |source| Error::io(context, source)
+}
+
+/// Reads a whole file.
+pub fn read_all(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>> {
+    read_prefix(fs, path, u64::MAX)
+}
+
+/// Reads at most `limit` bytes from the start of a file.
+pub fn read_prefix(fs: &dyn FileSystem, path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let file = fs
+        .open(path, OpenMode::Read)
+        .map_err(context("opening", path))?;
+    let len = file.size().map_err(context("reading", path))?.min(limit);
+    let len = usize::try_from(len).map_err(|_| {
+        context("reading", path)(io::Error::new(io::ErrorKind::OutOfMemory, "file too large"))
     })?;
-    // The rename is durable only once both directories are synced.
-    for dir in [to.parent(), from.parent()].into_iter().flatten() {
-        sync_dir(dir)?;
+    let mut bytes = vec![0; len];
+    file.read_at(&mut bytes, 0)
+        .map_err(context("reading", path))?;
+    Ok(bytes)
+}
+
+/// Makes a folder's entries durable: a created, renamed or removed file is not durable until
+/// its folder is synced.
+pub fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir).map_err(context("syncing folder", dir))
+}
+
+/// Writes a new file whole and durably: create, write, sync the file, sync its folder.
+pub fn write_new_file(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> Result<()> {
+    let file = fs
+        .open(path, OpenMode::CreateNew)
+        .map_err(context("creating", path))?;
+    file.write_at(bytes, 0).map_err(context("writing", path))?;
+    // The file's bytes must be durable before anything relies on them.
+    file.sync().map_err(context("syncing", path))?;
+    // And so must its name.
+    sync_dir(fs, parent(path))
+}
+
+/// Moves a file to `to`, which must not exist, and makes both folders' entries durable.
+pub fn move_aside(fs: &dyn FileSystem, from: &Path, to: &Path) -> Result<()> {
+    if fs.exists(to) {
+        return Err(context("moving aside", from)(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} already exists", to.display()),
+        )));
     }
-    Ok(())
+    fs.rename(from, to).map_err(context("renaming", from))?;
+    // The move is durable only once both folders' entries are.
+    sync_dir(fs, parent(to))?;
+    sync_dir(fs, parent(from))
 }
 
 /// A path in `dir` named `name`, or `name.1`, `name.2`, ... whichever does not exist yet.
-pub fn free_name(dir: &Path, name: &str) -> std::path::PathBuf {
+pub fn free_name(fs: &dyn FileSystem, dir: &Path, name: &str) -> PathBuf {
     let mut candidate = dir.join(name);
     let mut n = 0u32;
-    while candidate.exists() {
+    while fs.exists(&candidate) {
         n += 1;
         candidate = dir.join(format!("{name}.{n}"));
     }
     candidate
+}
+
+/// The folder holding `path`.
+pub fn parent(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }

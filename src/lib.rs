@@ -36,7 +36,7 @@
 mod backend;
 mod compaction;
 mod error;
-mod fs;
+pub mod fs;
 mod message;
 mod options;
 mod projection;
@@ -45,6 +45,8 @@ mod recovery;
 mod search;
 mod segment;
 mod store;
+#[cfg(feature = "fault-injection")]
+pub mod testing;
 
 pub use backend::{
     SessionBackend, SessionContext, SessionMetadata, SessionQuery, SessionState, TimestampedMessage,

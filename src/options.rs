@@ -49,6 +49,18 @@ pub struct Options {
     /// writer finds the pool full opens and closes its file for each write instead. Default:
     /// 256.
     pub open_files_max: usize,
+    /// Compact sessions in the background once their dead bytes (records superseded by
+    /// `update_last`, `remove_last`, `clear_messages`, metadata changes) reach both
+    /// [`Options::compaction_dead_bytes_min`] and the size of their live messages. Default:
+    /// true.
+    pub auto_compact: bool,
+    /// The dead bytes a session must hold before automatic compaction considers it. Default:
+    /// 64 KiB.
+    pub compaction_dead_bytes_min: u64,
+    /// Keep history for audit: compaction, and the reclaiming of deleted sessions, move the
+    /// segments they retire into `archive/` instead of removing them, so every event ever
+    /// written can still be read. Default: false.
+    pub keep_history: bool,
 }
 
 impl Default for Options {
@@ -58,6 +70,9 @@ impl Default for Options {
             record_bytes_max: 64 << 20,
             segment_bytes_max: 32 << 20,
             open_files_max: 256,
+            auto_compact: true,
+            compaction_dead_bytes_min: 64 << 10,
+            keep_history: false,
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct SessionView {
     pub messages: Vec<MessageLoc>,
     /// Bytes of all records applied since the last compaction (live and dead).
     pub bytes_written: u64,
+    /// Bytes of the records holding the live messages.
+    pub live_bytes: u64,
 }
 
 /// Converts stored microseconds to a time. Every stored time was checked by
@@ -105,6 +107,7 @@ impl SessionView {
             turn_started_at: None,
             messages: Vec::new(),
             bytes_written: 0,
+            live_bytes: 0,
         }
     }
 
@@ -141,10 +144,13 @@ impl SessionView {
         match event {
             Event::Append { .. } => {
                 self.messages.push(here);
+                self.live_bytes += u64::from(here.len);
                 self.last_activity = ts;
             }
             Event::UpdateLast { .. } => {
                 if let Some(last) = self.messages.last_mut() {
+                    self.live_bytes =
+                        self.live_bytes.saturating_sub(u64::from(last.len)) + u64::from(here.len);
                     *last = MessageLoc {
                         created_at: last.created_at,
                         ..here
@@ -153,17 +159,21 @@ impl SessionView {
                 self.last_activity = ts;
             }
             Event::RemoveLast => {
-                self.messages.pop();
+                if let Some(last) = self.messages.pop() {
+                    self.live_bytes = self.live_bytes.saturating_sub(u64::from(last.len));
+                }
             }
             Event::Clear => {
                 if !self.messages.is_empty() {
                     self.messages.clear();
+                    self.live_bytes = 0;
                     self.last_activity = ts;
                 }
             }
             Event::Delete => {
                 self.deleted = true;
                 self.messages.clear();
+                self.live_bytes = 0;
             }
             Event::SetName { name } => self.name = owned(*name),
             Event::SetAlias { alias } => self.agent_alias = owned(*alias),
@@ -261,6 +271,56 @@ impl SessionView {
             turn_id: self.turn_id.clone(),
             turn_started_at: self.turn_started_at.map(to_time),
         }
+    }
+
+    /// The encoded size of the snapshot a compaction would write after `event`: every
+    /// metadata string must fit in one record together.
+    pub fn snapshot_len_after(&self, event: &Event<'_>) -> usize {
+        let mut snapshot = self.snapshot();
+        match event {
+            Event::SetName { name } => snapshot.name = *name,
+            Event::SetAlias { alias } => snapshot.agent_alias = *alias,
+            Event::SetContext {
+                channel_id,
+                room_id,
+                sender_id,
+            } => {
+                snapshot.channel_id = channel_id.or(snapshot.channel_id);
+                snapshot.room_id = room_id.or(snapshot.room_id);
+                snapshot.sender_id = sender_id.or(snapshot.sender_id);
+            }
+            Event::SetState { state, turn_id } => {
+                snapshot.state = state;
+                snapshot.turn_id = *turn_id;
+            }
+            _ => {}
+        }
+        // Fixed fields: tag 4, times 3 x 9, count 8, strings' length prefixes and option tags.
+        let strings = [
+            snapshot.name,
+            snapshot.agent_alias,
+            snapshot.channel_id,
+            snapshot.room_id,
+            snapshot.sender_id,
+            Some(snapshot.state),
+            snapshot.turn_id,
+        ];
+        64 + strings
+            .iter()
+            .map(|s| 9 + s.map_or(0, str::len))
+            .sum::<usize>()
+    }
+
+    /// Bytes of records a compaction would drop.
+    pub fn dead_bytes(&self) -> u64 {
+        self.bytes_written.saturating_sub(self.live_bytes)
+    }
+
+    /// Installs the message locations of a generation a compaction just wrote.
+    pub fn install_generation(&mut self, messages: Vec<MessageLoc>, bytes_written: u64) {
+        self.live_bytes = messages.iter().map(|m| u64::from(m.len)).sum();
+        self.messages = messages;
+        self.bytes_written = bytes_written;
     }
 
     /// True when the session is live (created and not deleted).

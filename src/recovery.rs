@@ -11,14 +11,13 @@
 //! - files that are not ours are reported and left alone.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::compaction::{self, Retire, QUARANTINE_DIR};
+use crate::compaction::{self, Retire, ARCHIVE_DIR, QUARANTINE_DIR};
 use crate::error::{Error, Result};
-use crate::fs::{free_name, sync_dir};
+use crate::fs::{
+    context, free_name, parent, read_all, read_prefix, sync_dir, FileSystem, OpenMode,
+};
 use crate::projection::{RecordLoc, SessionView};
 use crate::record::decode_event;
 use crate::segment::{
@@ -26,8 +25,48 @@ use crate::segment::{
     HEADER_BYTES_MAX, SEGMENT_SUFFIX, TEMP_SUFFIX, TORN_INFIX,
 };
 
-/// Name of the lock file in a store's folder.
+/// Name of the lock file in a store's folder. It also holds the sequence floor.
 pub const LOCK_FILE: &str = "LOCK";
+
+// Format of the LOCK file's content: { magic: [u8; 8] | seq_floor: u64 | crc32: u32 }
+const FLOOR_MAGIC: [u8; 8] = *b"SLFLOOR\0";
+const FLOOR_LEN: usize = 8 + 8 + 4;
+
+/// The sequence floor stored in the LOCK file: no record ever had a sequence number at or above
+/// it when it was written. 0 if the file holds none (or a damaged one).
+pub(crate) fn read_seq_floor(fs: &dyn FileSystem, dir: &Path) -> u64 {
+    let Ok(bytes) = read_prefix(fs, &dir.join(LOCK_FILE), FLOOR_LEN as u64) else {
+        return 0;
+    };
+    let (Some(magic), Some(floor), Some(crc)) =
+        (bytes.get(0..8), bytes.get(8..16), bytes.get(16..20))
+    else {
+        return 0;
+    };
+    let stored = u32::from_le_bytes(crc.try_into().unwrap_or_default());
+    if magic != FLOOR_MAGIC || stored != crc32fast::hash(bytes.get(..16).unwrap_or_default()) {
+        return 0;
+    }
+    u64::from_le_bytes(floor.try_into().unwrap_or_default())
+}
+
+/// Records durably that sequence numbers below `floor` are used, before records are removed
+/// (a deleted session's files), so that a reopen never hands out their numbers again.
+pub(crate) fn write_seq_floor(fs: &dyn FileSystem, dir: &Path, floor: u64) -> Result<()> {
+    let path = dir.join(LOCK_FILE);
+    let mut bytes = Vec::with_capacity(FLOOR_LEN);
+    bytes.extend_from_slice(&FLOOR_MAGIC);
+    bytes.extend_from_slice(&floor.to_le_bytes());
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    let file = fs
+        .open(&path, OpenMode::Write)
+        .map_err(context("opening", &path))?;
+    file.write_at(&bytes, 0)
+        .map_err(context("writing", &path))?;
+    // The floor must be durable before the records it stands for are removed.
+    file.sync().map_err(context("syncing", &path))
+}
 
 /// What open found and did, in the order it happened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,7 +155,7 @@ pub(crate) struct ReplayedSession {
     pub view: SessionView,
     /// First segment in force.
     pub oldest: u32,
-    /// Segment to append to (0: none yet).
+    /// Segment to append to.
     pub newest: u32,
     /// Its length in bytes.
     pub newest_len: u64,
@@ -128,7 +167,7 @@ pub(crate) struct ReplayedSession {
 
 /// Everything replay learned.
 pub(crate) struct Replayed {
-    /// Sessions that exist (live or damaged; deleted ones are left out).
+    /// Sessions that exist (live, possibly damaged; deleted ones are reclaimed).
     pub sessions: Vec<ReplayedSession>,
     pub next_seq: u64,
     pub next_id: u64,
@@ -141,147 +180,167 @@ struct SegmentFile {
     header: Result<(segment::SegmentHeader, usize), HeaderError>,
 }
 
-/// Replays every session in `dir`.
-pub(crate) fn replay(dir: &Path) -> Result<Replayed> {
+/// Session ids and sequence numbers at or above this are damage (or not ours): the store
+/// never comes near them, and keeping them out leaves room to count up without overflow.
+const NUMBER_LIMIT: u64 = 1 << 62;
+
+/// Replays every session in `dir`. With `keep_history`, segments that are no longer in force
+/// go to `archive/` instead of being removed.
+///
+/// Nothing is changed until every segment header has been read: a segment of an unsupported
+/// version stops open before any repair.
+pub(crate) fn replay(fs: &dyn FileSystem, dir: &Path, keep_history: bool) -> Result<Replayed> {
+    let superseded = if keep_history {
+        Retire::Archive
+    } else {
+        Retire::Remove
+    };
     let mut report = RecoveryReport::default();
-    let mut groups: BTreeMap<u64, BTreeMap<u32, PathBuf>> = BTreeMap::new();
+    let mut groups: BTreeMap<u64, Vec<SegmentFile>> = BTreeMap::new();
+    let mut temps = Vec::new();
     let mut max_id = 0u64;
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-    let mut temp_removed = false;
+    let entries = fs.list(dir).map_err(context("listing", dir))?;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-        let path = entry.path();
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
+        let path = dir.join(&entry.name);
+        let name = entry.name.to_str().unwrap_or_default();
+        if [LOCK_FILE, QUARANTINE_DIR, ARCHIVE_DIR].contains(&name) {
+            continue;
+        }
+        let segment_name = segment::parse_file_name(name, SEGMENT_SUFFIX)
+            .filter(|(id, _)| *id < NUMBER_LIMIT && entry.is_file);
+        if let Some((id, number)) = segment_name {
+            max_id = max_id.max(id);
+            // Read one byte past the longest header: a header can only be cut short if the
+            // whole file is shorter than that.
+            let prefix = read_prefix(fs, &path, HEADER_BYTES_MAX as u64 + 1)?;
+            let header = match decode_header(&prefix) {
+                Err(HeaderError::Truncated) if prefix.len() > HEADER_BYTES_MAX => Err(
+                    HeaderError::Corrupt("zero bytes where the header should be".into()),
+                ),
+                Err(HeaderError::UnsupportedVersion(found)) => {
+                    return Err(Error::UnsupportedVersion {
+                        path,
+                        found,
+                        supported: FORMAT_VERSION,
+                    })
+                }
+                other => other,
+            };
+            groups.entry(id).or_default().push(SegmentFile {
+                number,
+                path,
+                header,
+            });
+            continue;
+        }
+        let temp_name = segment::parse_file_name(name, TEMP_SUFFIX)
+            .filter(|(id, _)| *id < NUMBER_LIMIT && entry.is_file);
+        if let Some((id, _)) = temp_name {
+            max_id = max_id.max(id);
+            temps.push(path);
+            continue;
+        }
+        let side_file = name.split_once(TORN_INFIX).is_some_and(|(stem, _)| {
+            segment::parse_file_name(&format!("{stem}{SEGMENT_SUFFIX}"), SEGMENT_SUFFIX).is_some()
+        });
+        if !(side_file && entry.is_file) {
             report.findings.push(Finding::UnknownFile { path });
-            continue;
-        };
-        if name == LOCK_FILE || name == QUARANTINE_DIR {
-            continue;
         }
-        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
-        if let Some((id, number)) = segment::parse_file_name(name, SEGMENT_SUFFIX) {
-            if is_file {
-                max_id = max_id.max(id);
-                groups.entry(id).or_default().insert(number, path);
-                continue;
-            }
-        }
-        if let Some((id, _)) = segment::parse_file_name(name, TEMP_SUFFIX) {
-            if is_file {
-                // A compaction's output before its rename: never in force, and the old
-                // generation it was copied from is still in place.
-                max_id = max_id.max(id);
-                std::fs::remove_file(&path)
-                    .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
-                temp_removed = true;
-                report.findings.push(Finding::TempFileRemoved { path });
-                continue;
-            }
-        }
-        if let Some((stem, _)) = name.split_once(TORN_INFIX) {
-            if is_file
-                && segment::parse_file_name(&format!("{stem}{SEGMENT_SUFFIX}"), SEGMENT_SUFFIX)
-                    .is_some()
-            {
-                continue;
-            }
-        }
-        report.findings.push(Finding::UnknownFile { path });
     }
-    if temp_removed {
-        // Not needed for correctness; keeps removed temporary files from coming back.
-        sync_dir(dir)?;
+    for path in &temps {
+        // A compaction's output before its rename: never in force, and the generation it was
+        // copied from is still in place.
+        fs.remove_file(path).map_err(context("removing", path))?;
+        report
+            .findings
+            .push(Finding::TempFileRemoved { path: path.clone() });
+    }
+    if !temps.is_empty() {
+        // Keeps removed temporary files from coming back after a crash.
+        sync_dir(fs, dir)?;
     }
     let mut max_seq = 0u64;
     let mut sessions = Vec::new();
-    for (id, files) in groups {
-        if let Some(session) = replay_session(dir, id, files, &mut report, &mut max_seq)? {
-            sessions.push(session);
+    let mut deleted = Vec::new();
+    for (id, mut files) in groups {
+        files.sort_by_key(|f| f.number);
+        let replayed = replay_session(fs, dir, id, files, superseded, &mut report, &mut max_seq)?;
+        match replayed {
+            Outcome::Live(session) => sessions.push(*session),
+            Outcome::Deleted { oldest, highest } => deleted.push((id, oldest, highest)),
+            Outcome::Gone => {}
+        }
+    }
+    let next_seq = (max_seq + 1).max(read_seq_floor(fs, dir));
+    if !deleted.is_empty() {
+        // A delete whose files a crash kept: finish reclaiming them, after recording that
+        // their sequence numbers are used.
+        write_seq_floor(fs, dir, next_seq)?;
+        for (id, oldest, highest) in deleted {
+            compaction::retire(fs, dir, id, oldest, highest.saturating_add(1), superseded)?;
         }
     }
     Ok(Replayed {
         sessions,
-        next_seq: max_seq + 1,
+        next_seq,
         next_id: max_id + 1,
         report,
     })
 }
 
-fn read_prefix(path: &Path, limit: usize) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(limit as u64).read_to_end(&mut bytes))
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    Ok(bytes)
+enum Outcome {
+    /// The session exists.
+    Live(Box<ReplayedSession>),
+    /// The session was deleted; its segments `oldest..=highest` are to be reclaimed.
+    Deleted { oldest: u32, highest: u32 },
+    /// Nothing left in place (quarantined, or no record at all).
+    Gone,
 }
 
 fn replay_session(
+    fs: &dyn FileSystem,
     dir: &Path,
     id: u64,
-    files: BTreeMap<u32, PathBuf>,
+    mut segments: Vec<SegmentFile>,
+    superseded: Retire,
     report: &mut RecoveryReport,
     max_seq: &mut u64,
-) -> Result<Option<ReplayedSession>> {
-    let highest = files.keys().next_back().copied().unwrap_or(0);
-    let mut segments = Vec::new();
-    for (number, path) in files {
-        let prefix = read_prefix(&path, HEADER_BYTES_MAX)?;
-        let header = decode_header(&prefix);
-        if let Err(HeaderError::UnsupportedVersion(found)) = header {
-            return Err(Error::UnsupportedVersion {
-                path,
-                found,
-                supported: FORMAT_VERSION,
-            });
-        }
-        if header == Err(HeaderError::Truncated) && number == highest {
-            // A crash while the segment was being created: not even its header is whole.
-            let saved_to = cut_tail(&path, 0, true)?;
-            let bytes = std::fs::metadata(&saved_to).map(|m| m.len()).unwrap_or(0);
+) -> Result<Outcome> {
+    let highest = segments.last().map_or(0, |s| s.number);
+    if let Some(last) = segments.pop() {
+        if last.header == Err(HeaderError::Truncated) {
+            // A crash while the session's newest segment was being created: not even its
+            // header is whole.
+            let (saved_to, bytes) = cut_tail(fs, &last.path, 0, true)?;
             report.findings.push(Finding::TornTail {
-                path,
+                path: last.path,
                 offset: 0,
                 bytes,
                 saved_to,
             });
-            continue;
+        } else {
+            segments.push(last);
         }
-        segments.push(SegmentFile {
-            number,
-            path,
-            header,
-        });
     }
 
-    // The newest compacted (or recovered) generation replaces every segment below it.
+    // The newest compacted (or recovered) generation replaces every segment below it. The
+    // replaced segments are retired only once the generation has replayed cleanly.
     let base = segments.iter().rev().find_map(|s| match &s.header {
         Ok((h, _)) if h.kind != SegmentKind::Fresh => Some((s.number, h.kind, h.key.clone())),
         _ => None,
     });
-    if let Some((base_number, kind, key)) = base {
-        let superseded: Vec<&SegmentFile> =
-            segments.iter().filter(|s| s.number < base_number).collect();
-        if !superseded.is_empty() {
-            let mut retired = Vec::new();
-            for s in superseded {
-                // A segment whose header cannot be read is kept, like all damage.
-                let how = match (&s.header, kind) {
-                    (Ok(_), SegmentKind::Compacted) => Retire::Remove,
-                    _ => Retire::Quarantine,
-                };
-                retired.extend(compaction::retire(dir, id, s.number, s.number + 1, how)?);
-            }
-            report
-                .findings
-                .push(Finding::CompactionFinished { key, retired });
+    let replaced: Vec<SegmentFile> = match &base {
+        Some((base_number, ..)) => {
+            let (below, rest): (Vec<_>, Vec<_>) =
+                segments.into_iter().partition(|s| s.number < *base_number);
+            segments = rest;
+            below
         }
-        segments.retain(|s| s.number >= base_number);
-    }
+        None => Vec::new(),
+    };
 
     let newest_number = segments.last().map(|s| s.number);
-    let oldest = segments.first().map(|s| s.number).unwrap_or(0);
+    let oldest = segments.first().map_or(0, |s| s.number);
     let mut view: Option<SessionView> = None;
     let mut damage: Option<(PathBuf, u64, String)> = None;
     let mut newest = 0u32;
@@ -322,9 +381,11 @@ fn replay_session(
             damage = Some((seg.path.clone(), 0, "header holds another key".into()));
             break;
         }
-        let bytes = std::fs::read(&seg.path)
-            .map_err(|e| Error::io(format!("reading {}", seg.path.display()), e))?;
+        let bytes = read_all(fs, &seg.path)?;
         let end = scan_records(&bytes, *header_len, |offset, frame, len| {
+            if frame.seq >= NUMBER_LIMIT {
+                return Err(format!("sequence number {} out of range", frame.seq));
+            }
             *max_seq = (*max_seq).max(frame.seq);
             let event = decode_event(frame.payload)?;
             let at = RecordLoc {
@@ -339,11 +400,11 @@ fn replay_session(
         match end {
             ScanEnd::Clean => {}
             ScanEnd::TornTail { offset } if Some(seg.number) == newest_number => {
-                let saved_to = cut_tail(&seg.path, offset, false)?;
+                let (saved_to, bytes) = cut_tail(fs, &seg.path, offset, false)?;
                 report.findings.push(Finding::TornTail {
                     path: seg.path.clone(),
                     offset,
-                    bytes: newest_len - offset,
+                    bytes,
                     saved_to,
                 });
                 newest_len = offset;
@@ -364,79 +425,124 @@ fn replay_session(
         }
     }
 
+    let deleted = view.as_ref().is_some_and(|v| v.deleted);
+    // A session's history starts with segment 1 or with a compacted generation; a fresh
+    // segment above 1 at the start means earlier segments are missing (a deleted session's
+    // reclaim, interrupted, is the one exception: it removes the oldest first).
+    if let (Some(first), None, false) = (segments.first(), &damage, deleted) {
+        let fresh = matches!(&first.header, Ok((h, _)) if h.kind == SegmentKind::Fresh);
+        if fresh && first.number != 1 {
+            damage = Some((
+                first.path.clone(),
+                0,
+                format!(
+                    "segments 1 to {} of the session are missing",
+                    first.number - 1
+                ),
+            ));
+            view = None; // nothing before the first record is known: keep none of it
+        }
+    }
+
+    // Finish the compaction a crash interrupted, now that its generation proved sound.
+    if let Some((_, kind, key)) = base {
+        let mut retired = Vec::new();
+        for s in &replaced {
+            let how = match (&s.header, kind, &damage) {
+                (Ok(_), SegmentKind::Compacted, None) => superseded,
+                // Damage is kept, and so are the old copies when the new one is damaged.
+                _ => Retire::Quarantine,
+            };
+            retired.extend(compaction::retire(
+                fs,
+                dir,
+                id,
+                s.number,
+                s.number + 1,
+                how,
+            )?);
+        }
+        if !retired.is_empty() {
+            report
+                .findings
+                .push(Finding::CompactionFinished { key, retired });
+        }
+    }
+
     let key = view.as_ref().map(|v| v.key.clone()).or_else(|| {
         segments
             .iter()
             .find_map(|s| s.header.as_ref().ok().map(|(h, _)| h.key.clone()))
     });
-    match view {
-        Some(view) if view.is_live() => Ok(Some(ReplayedSession {
-            session_id: id,
-            view,
-            oldest,
-            newest,
-            newest_len,
-            highest,
-            damage,
-        })),
-        _ => {
-            if let Some((path, offset, reason)) = damage {
-                // Nothing live to keep: move every file of the session aside, unchanged.
-                let quarantined =
-                    compaction::retire(dir, id, 0, highest.saturating_add(1), Retire::Quarantine)?;
-                report.findings.push(Finding::Damaged {
-                    key,
-                    path,
-                    offset,
-                    reason,
-                    quarantined,
-                });
-            }
-            Ok(None)
+    match (view, damage) {
+        (Some(mut view), damage) if view.is_live() => {
+            view.messages.shrink_to_fit();
+            Ok(Outcome::Live(Box::new(ReplayedSession {
+                session_id: id,
+                view,
+                oldest,
+                newest,
+                newest_len,
+                highest,
+                damage,
+            })))
         }
+        (Some(_), None) if deleted => Ok(Outcome::Deleted { oldest, highest }),
+        (_, Some((path, offset, reason))) => {
+            // Nothing live to keep: move every file of the session aside, unchanged.
+            let quarantined = compaction::retire(
+                fs,
+                dir,
+                id,
+                0,
+                highest.saturating_add(1),
+                Retire::Quarantine,
+            )?;
+            report.findings.push(Finding::Damaged {
+                key,
+                path,
+                offset,
+                reason,
+                quarantined,
+            });
+            Ok(Outcome::Gone)
+        }
+        // Segments with headers but no record (a crash right after creating a session's first
+        // segment): nothing to replay, nothing to lose; they stay and are never written to.
+        _ => Ok(Outcome::Gone),
     }
 }
 
 /// Saves the bytes of `path` from `offset` to a side file next to it, makes that durable, then
-/// cuts the segment there (or removes it, with `remove`), durably. Returns the side file.
-fn cut_tail(path: &Path, offset: u64, remove: bool) -> Result<PathBuf> {
-    let io = |what: &str, p: &Path| {
-        let context = format!("{what} {}", p.display());
-        move |e| Error::io(context, e)
-    };
-    let bytes = std::fs::read(path).map_err(io("reading", path))?;
+/// cuts the segment there (or removes it, with `remove`), durably. Returns the side file and
+/// how many bytes it holds.
+fn cut_tail(fs: &dyn FileSystem, path: &Path, offset: u64, remove: bool) -> Result<(PathBuf, u64)> {
+    let bytes = read_all(fs, path)?;
     let tail = bytes
         .get(usize::try_from(offset).unwrap_or(usize::MAX)..)
         .unwrap_or_default();
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent(path);
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("segment");
-    let side = free_name(dir, &format!("{name}.torn-{offset:016x}"));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&side)
-        .map_err(io("creating", &side))?;
-    file.write_all(tail).map_err(io("writing", &side))?;
-    // The saved bytes must be durable before the segment loses them.
-    file.sync_all().map_err(io("syncing", &side))?;
-    sync_dir(dir)?;
+    let side = free_name(fs, dir, &format!("{name}.torn-{offset:016x}"));
+    // The saved bytes (and their name) are durable before the segment loses them.
+    crate::fs::write_new_file(fs, &side, tail)?;
     if remove {
-        std::fs::remove_file(path).map_err(io("removing", path))?;
+        fs.remove_file(path).map_err(context("removing", path))?;
+        // The removal must be durable before a new segment can take the name.
+        sync_dir(fs, dir)?;
     } else {
-        let segment = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(io("opening", path))?;
-        segment.set_len(offset).map_err(io("truncating", path))?;
+        let segment = fs
+            .open(path, OpenMode::Write)
+            .map_err(context("opening", path))?;
+        segment
+            .set_len(offset)
+            .map_err(context("truncating", path))?;
         // The cut must be durable before the next append, or a crash could leave new records
         // behind the torn bytes.
-        segment.sync_all().map_err(io("syncing", path))?;
+        segment.sync().map_err(context("syncing", path))?;
     }
-    // Make the side file's entry (and a removal) durable.
-    sync_dir(dir)?;
-    Ok(side)
+    Ok((side, tail.len() as u64))
 }

@@ -10,11 +10,10 @@
 //! ```
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fs::{context, FileHandle, FileSystem, OpenMode};
 use crate::message::ChatMessage;
 use crate::projection::MessageLoc;
 use crate::record::{decode_event, decode_frame, Event, Frame, FrameError};
@@ -157,25 +156,25 @@ fn field<const N: usize>(bytes: &[u8], at: usize) -> Result<[u8; N], HeaderError
 }
 
 /// Decodes the header at the start of a segment's bytes, returning it and its size.
+///
+/// The checksum is verified before any other field is trusted, the version included: a header
+/// whose checksum fails is damage to that one segment, while a sound header of another version
+/// was written by another sessionlog. (Every version keeps this header layout; see
+/// docs/FORMAT.md.)
 pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError> {
-    let fixed = bytes.get(..KEY_OFFSET).unwrap_or(bytes);
-    if fixed.iter().all(|b| *b == 0) {
-        return Err(HeaderError::Truncated);
+    if bytes.iter().all(|b| *b == 0) {
+        return Err(HeaderError::Truncated); // empty, or zero fill from a crash
     }
-    let magic: [u8; 8] = field(bytes, MAGIC_OFFSET)?;
-    if magic != MAGIC {
+    let magic = bytes.get(..MAGIC.len()).unwrap_or(bytes);
+    if MAGIC.get(..magic.len()) != Some(magic) {
         return Err(HeaderError::Corrupt(
             "not a sessionlog segment (bad magic)".into(),
         ));
     }
-    let version = u32::from_le_bytes(field(bytes, VERSION_OFFSET)?);
-    if version != FORMAT_VERSION {
-        return Err(HeaderError::UnsupportedVersion(version));
-    }
-    let [kind] = field::<1>(bytes, KIND_OFFSET)?;
-    let session_id = u64::from_le_bytes(field(bytes, SESSION_ID_OFFSET)?);
-    let segment = u32::from_le_bytes(field(bytes, SEGMENT_OFFSET)?);
     let key_len = usize::from(u16::from_le_bytes(field(bytes, KEY_LEN_OFFSET)?));
+    if key_len == 0 || key_len > MAX_KEY_BYTES {
+        return Err(HeaderError::Corrupt(format!("key length {key_len}")));
+    }
     let crc_offset = KEY_OFFSET + key_len;
     let stored_crc = u32::from_le_bytes(field(bytes, crc_offset)?);
     let covered = bytes.get(..crc_offset).ok_or(HeaderError::Truncated)?;
@@ -185,11 +184,15 @@ pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError
             "header checksum mismatch: stored {stored_crc:#010x}, computed {actual_crc:#010x}"
         )));
     }
+    let version = u32::from_le_bytes(field(bytes, VERSION_OFFSET)?);
+    if version != FORMAT_VERSION {
+        return Err(HeaderError::UnsupportedVersion(version));
+    }
+    let [kind] = field::<1>(bytes, KIND_OFFSET)?;
     let kind = SegmentKind::from_byte(kind)
         .ok_or_else(|| HeaderError::Corrupt(format!("unknown segment kind {kind}")))?;
-    if key_len == 0 || key_len > MAX_KEY_BYTES {
-        return Err(HeaderError::Corrupt(format!("key length {key_len}")));
-    }
+    let session_id = u64::from_le_bytes(field(bytes, SESSION_ID_OFFSET)?);
+    let segment = u32::from_le_bytes(field(bytes, SEGMENT_OFFSET)?);
     let key_bytes = covered.get(KEY_OFFSET..).ok_or(HeaderError::Truncated)?;
     let key = std::str::from_utf8(key_bytes)
         .map_err(|_| HeaderError::Corrupt("key is not UTF-8".into()))?
@@ -208,20 +211,29 @@ pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError
 pub enum ScanEnd {
     /// Every byte was a good record.
     Clean,
-    /// What a crash mid-write leaves from `offset` to the end of the file: a header or record
-    /// cut short, zero fill, or a last record whose checksum fails and that ends exactly at the
-    /// end of the file. Cut off on open, but only at the end of a session's newest segment.
+    /// A bad record with no good record after it: what a crash mid-write leaves (a record cut
+    /// short, zero fill, a header or payload only partly written). Cut off on open, but only
+    /// at the end of a session's newest segment.
     TornTail {
-        /// Where the torn record starts.
+        /// Where the bad record starts.
         offset: u64,
     },
-    /// A bad record that is not a torn tail.
+    /// A bad record followed by a good one: damage, never a crash.
     Damage {
         /// Where the bad record starts.
         offset: u64,
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// True if a good record starts anywhere after the first byte of `bytes`.
+fn good_record_after(bytes: &[u8]) -> bool {
+    (1..bytes.len()).any(|at| {
+        bytes
+            .get(at..)
+            .is_some_and(|rest| decode_frame(rest).is_ok())
+    })
 }
 
 /// Walks the records of `bytes` from `start`, calling `visit(offset, frame, record_len)` for
@@ -247,19 +259,15 @@ pub fn scan_records<'a>(
                 }
                 offset += used;
             }
+            // The record claims more bytes than the file has: a write cut short.
             Err(FrameError::Truncated { .. }) => return ScanEnd::TornTail { offset: at },
-            Err(FrameError::BadLength) if rest.iter().all(|b| *b == 0) => {
-                return ScanEnd::TornTail { offset: at }
-            }
-            Err(FrameError::Checksum { record_len, .. }) if record_len == rest.len() as u64 => {
-                return ScanEnd::TornTail { offset: at }
-            }
-            Err(e) => {
+            Err(e) if good_record_after(rest) => {
                 return ScanEnd::Damage {
                     offset: at,
                     reason: e.to_string(),
                 }
             }
+            Err(_) => return ScanEnd::TornTail { offset: at },
         }
     }
     ScanEnd::Clean
@@ -281,7 +289,7 @@ pub struct StoredMessage {
 pub struct SegmentFiles {
     dir: PathBuf,
     session_id: u64,
-    files: HashMap<u32, File>,
+    files: HashMap<u32, Box<dyn FileHandle>>,
 }
 
 /// Two records closer than this are read with one positioned read.
@@ -291,13 +299,19 @@ const READ_SPAN_BYTES: u64 = 4 << 20;
 
 impl SegmentFiles {
     /// Opens every segment that `locs` point into.
-    pub fn open(dir: &Path, session_id: u64, locs: &[MessageLoc]) -> Result<SegmentFiles> {
+    pub fn open(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        session_id: u64,
+        locs: &[MessageLoc],
+    ) -> Result<SegmentFiles> {
         let mut files = HashMap::new();
         for loc in locs {
             if let std::collections::hash_map::Entry::Vacant(slot) = files.entry(loc.segment) {
                 let path = path(dir, session_id, loc.segment);
-                let file = File::open(&path)
-                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+                let file = fs
+                    .open(&path, OpenMode::Read)
+                    .map_err(context("opening", &path))?;
                 slot.insert(file);
             }
         }
@@ -354,8 +368,8 @@ impl SegmentFiles {
             reason: "read span too large".into(),
         })?;
         let mut bytes = vec![0; len];
-        file.read_exact_at(&mut bytes, start)
-            .map_err(|e| Error::io(format!("reading {} at {start}", path.display()), e))?;
+        file.read_at(&mut bytes, start)
+            .map_err(context("reading", &path))?;
         Ok(bytes)
     }
 
@@ -444,12 +458,69 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_version_is_named() {
+    fn a_sound_header_of_another_version_is_named() {
         let mut bytes = encode_header(&header());
         bytes[VERSION_OFFSET] = 9;
+        let crc_at = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[..crc_at]);
+        bytes[crc_at..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
             decode_header(&bytes),
             Err(HeaderError::UnsupportedVersion(9))
         );
+    }
+
+    #[test]
+    fn a_flipped_version_byte_is_damage_not_a_new_version() {
+        let mut bytes = encode_header(&header());
+        bytes[VERSION_OFFSET] ^= 0x02;
+        assert!(matches!(
+            decode_header(&bytes),
+            Err(HeaderError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn an_out_of_range_key_length_is_damage_not_a_torn_header() {
+        let mut bytes = encode_header(&header());
+        bytes[KEY_LEN_OFFSET + 1] = 0x80;
+        assert!(matches!(
+            decode_header(&bytes),
+            Err(HeaderError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_record_whose_header_is_partly_written_is_a_torn_tail() {
+        let mut bytes = Vec::new();
+        crate::record::encode_frame(1, 2, b"first", &mut bytes);
+        let good = bytes.len();
+        crate::record::encode_frame(2, 3, b"second", &mut bytes);
+        // Length and one byte of its CRC written, the rest zero.
+        for b in &mut bytes[good + 5..] {
+            *b = 0;
+        }
+        let mut seen = 0;
+        let end = scan_records(&bytes, 0, |_, _, _| {
+            seen += 1;
+            Ok(())
+        });
+        assert_eq!(
+            end,
+            ScanEnd::TornTail {
+                offset: good as u64
+            }
+        );
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn a_bad_record_before_a_good_one_is_damage() {
+        let mut bytes = Vec::new();
+        crate::record::encode_frame(1, 2, b"first", &mut bytes);
+        crate::record::encode_frame(2, 3, b"second", &mut bytes);
+        bytes[3] ^= 1;
+        let end = scan_records(&bytes, 0, |_, _, _| Ok(()));
+        assert!(matches!(end, ScanEnd::Damage { offset: 0, .. }));
     }
 }

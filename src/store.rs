@@ -1,18 +1,17 @@
-//! [`LogStore`]: opening a folder, the write path, reads, and the [`SessionBackend`]
-//! implementation.
+//! [`LogStore`]: opening a folder, the write path, reads, background work, and the
+//! [`SessionBackend`] implementation.
 //!
-//! Concurrency: the map from key to session is behind one `RwLock`, held only to find or add a
-//! session. Each session has a writer mutex (serialising its writers, I/O included) and a
-//! projection behind an `RwLock` that a writer takes only to apply a record it has written, so
-//! readers never see half of a mutation and writers of different sessions never wait for each
-//! other's I/O. Lock order: map, then a session's writer, then its projection; no thread waits
-//! for the map while holding a projection lock.
+//! Concurrency: the map from key to session is behind one `RwLock`, held only to find, add or
+//! remove a session. Each session has a writer mutex (serialising its writers, I/O included)
+//! and a projection behind an `RwLock` that a writer takes only to apply a record it has
+//! written, so readers never see half of a mutation and writers of different sessions never
+//! wait for each other's I/O. Lock order: a session's writer before the map or the session's
+//! projection; the map lock is never held while waiting for a writer, and a projection lock is
+//! never held while waiting for anything but another projection lock.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,14 +19,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::Utc;
-use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::backend::{
     SessionBackend, SessionContext, SessionMetadata, SessionQuery, SessionState, TimestampedMessage,
 };
 use crate::compaction::{self, Retire};
 use crate::error::{Error, Result};
-use crate::fs::sync_dir;
+use crate::fs::{context, sync_dir, FileHandle, FileSystem, LockGuard, OpenMode, StdFs};
 use crate::message::ChatMessage;
 use crate::options::{Durability, Options};
 use crate::projection::{to_time, RecordLoc, SessionView, RUNNING_STATE};
@@ -44,14 +43,15 @@ pub const SEARCH_LIMIT_DEFAULT: usize = 50;
 /// An event-sourced store of agent sessions in one folder. See the crate documentation.
 ///
 /// `LogStore` is `Send + Sync`; share it with an `Arc`. Dropping it stops the background
-/// flusher (syncing what it still holds) and releases the folder's lock; [`LogStore::close`]
-/// does the same and reports a failed final sync.
+/// threads (the flusher syncs what it still holds) and releases the folder's lock;
+/// [`LogStore::close`] does the same and reports a failed final sync.
 pub struct LogStore {
     inner: Arc<Inner>,
-    flusher: Option<Flusher>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 struct Inner {
+    fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     options: Options,
     sessions: RwLock<HashMap<String, Arc<Slot>>>,
@@ -65,9 +65,11 @@ struct Inner {
     open_files: AtomicUsize,
     /// What `Interval` and `Never` writes left unsynced.
     unsynced: Mutex<Unsynced>,
+    /// Work for the background threads, and their stop signal.
+    background: Background,
     report: RecoveryReport,
-    /// Held (flock) for the store's lifetime; released when the file is closed.
-    _lock: File,
+    /// Held for the store's lifetime; dropping it releases the folder.
+    _lock: Box<dyn LockGuard>,
 }
 
 /// One session: its writer and its projection.
@@ -89,13 +91,27 @@ struct Writer {
     /// Its header's length.
     header_len: u64,
     /// Cached handle to the newest segment.
-    file: Option<File>,
+    file: Option<Box<dyn FileHandle>>,
     /// The session was deleted and left the map: a writer holding a stale handle to it must
     /// look the key up again.
     retired: bool,
     /// The flush epoch and segment under which this session's newest segment was last
     /// listed as unsynced.
     listed: Option<(u64, u32)>,
+}
+
+impl Writer {
+    fn empty() -> Writer {
+        Writer {
+            oldest: 0,
+            newest: 0,
+            newest_len: 0,
+            header_len: 0,
+            file: None,
+            retired: false,
+            listed: None,
+        }
+    }
 }
 
 /// Segments written to since the last flush, by (session id, segment number), and whether the
@@ -107,6 +123,20 @@ struct Unsynced {
     epoch: u64,
     segments: Vec<(u64, u32)>,
     dir: bool,
+}
+
+/// The queue of sessions to compact, and the signal that stops the background threads.
+#[derive(Default)]
+struct Background {
+    state: Mutex<BackgroundState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct BackgroundState {
+    stop: bool,
+    queue: VecDeque<String>,
+    queued: HashSet<String>,
 }
 
 enum Decision<R> {
@@ -147,6 +177,14 @@ fn trimmed(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())
 }
 
+fn retire_mode(options: &Options) -> Retire {
+    if options.keep_history {
+        Retire::Archive
+    } else {
+        Retire::Remove
+    }
+}
+
 impl LogStore {
     /// Opens (creating it if missing) the store in `dir` with default [`Options`].
     pub fn open(dir: impl AsRef<Path>) -> Result<LogStore> {
@@ -158,18 +196,34 @@ impl LogStore {
     /// Takes the folder's lock ([`Error::Locked`] if another store holds it), replays every
     /// segment and repairs what a crash left; [`LogStore::recovery_report`] says what it found.
     pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
+        LogStore::open_with_fs(dir, options, Arc::new(StdFs))
+    }
+
+    /// Opens the store in `dir` through another file system (see [`crate::fs`]): the seam
+    /// the crash and fault tests use.
+    pub fn open_with_fs(
+        dir: impl AsRef<Path>,
+        options: Options,
+        fs: Arc<dyn FileSystem>,
+    ) -> Result<LogStore> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        if !dir.is_dir() {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                // The new folder's entry must be durable before anything in it is.
-                sync_dir(parent)?;
-            }
+        if !fs.is_dir(&dir) {
+            fs.create_dir_all(&dir).map_err(context("creating", &dir))?;
+            // The new folder's entry must be durable before anything in it is.
+            sync_dir(&*fs, crate::fs::parent(&dir))?;
         }
-        let lock = acquire_lock(&dir)?;
-        let replayed = recovery::replay(&dir)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = fs.lock(&lock_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::Locked {
+                    path: lock_path.clone(),
+                }
+            } else {
+                context("locking", &lock_path)(e)
+            }
+        })?;
+        let replayed = recovery::replay(&*fs, &dir, options.keep_history)?;
         let mut report = replayed.report;
         let mut next_seq = replayed.next_seq;
         let mut sessions: HashMap<String, Arc<Slot>> = HashMap::new();
@@ -181,15 +235,16 @@ impl LogStore {
             let twin = sessions.contains_key(&session.view.key);
             let slot = match (twin, session.damage.is_some()) {
                 (false, false) => slot_from(session),
-                (false, true) => repair(&dir, session, &mut next_seq, &mut report)?,
+                (false, true) => repair(&*fs, &dir, session, &mut next_seq, &mut report)?,
                 (true, _) => {
-                    restore_delete(&dir, session, &mut next_seq, &mut report)?;
+                    restore_delete(&*fs, &dir, session, &mut next_seq, &mut report)?;
                     continue;
                 }
             };
             sessions.insert(slot.key.clone(), Arc::new(slot));
         }
         let inner = Arc::new(Inner {
+            fs,
             dir,
             options,
             sessions: RwLock::new(sessions),
@@ -198,14 +253,20 @@ impl LogStore {
             poisoned: AtomicBool::new(false),
             open_files: AtomicUsize::new(0),
             unsynced: Mutex::new(Unsynced::default()),
+            background: Background::default(),
             report,
             _lock: lock,
         });
-        let flusher = match inner.options.durability {
-            Durability::Interval(every) => Some(Flusher::spawn(Arc::clone(&inner), every)?),
-            Durability::Always | Durability::Never => None,
-        };
-        Ok(LogStore { inner, flusher })
+        let mut threads = Vec::new();
+        if let Durability::Interval(every) = inner.options.durability {
+            threads.push(spawn("sessionlog-flusher", &inner, move |inner| {
+                flusher(inner, every)
+            })?);
+        }
+        if inner.options.auto_compact {
+            threads.push(spawn("sessionlog-compactor", &inner, compactor)?);
+        }
+        Ok(LogStore { inner, threads })
     }
 
     /// What open found: torn tails cut off, damage quarantined, unknown files left alone.
@@ -251,20 +312,45 @@ impl LogStore {
         self.inner.compact(session_key)
     }
 
+    /// Bytes on disk of a session's records that a compaction would drop (0 for a missing
+    /// session).
+    pub fn dead_bytes(&self, session_key: &str) -> u64 {
+        self.inner
+            .with_view(session_key, SessionView::dead_bytes)
+            .unwrap_or(0)
+    }
+
+    /// Waits until the background compactor has no queued work (for tests and tools).
+    pub fn wait_for_compactions(&self) {
+        let mut state = self.inner.background.state.lock();
+        while !state.queued.is_empty() && !state.stop && !self.threads.is_empty() {
+            self.inner
+                .background
+                .wake
+                .wait_for(&mut state, Duration::from_millis(10));
+        }
+    }
+
     /// Syncs every write not yet on disk (useful with [`Durability::Never`] or
     /// [`Durability::Interval`]); a failure poisons the store.
     pub fn sync(&self) -> Result<()> {
         self.inner.flush()
     }
 
-    /// Stops the background flusher, syncs what it still holds, and releases the folder.
+    /// Stops the background threads, syncs what is still unsynced, and releases the folder.
     pub fn close(mut self) -> Result<()> {
         self.shut_down()
     }
 
     fn shut_down(&mut self) -> Result<()> {
-        if let Some(flusher) = self.flusher.take() {
-            flusher.stop();
+        {
+            let mut state = self.inner.background.state.lock();
+            state.stop = true;
+            self.inner.background.wake.notify_all();
+        }
+        for thread in self.threads.drain(..) {
+            // A panicked background thread has nothing left to report here.
+            let _ = thread.join();
         }
         match self.inner.options.durability {
             Durability::Interval(_) => self.inner.flush(),
@@ -281,6 +367,60 @@ impl Drop for LogStore {
     }
 }
 
+fn spawn(
+    name: &str,
+    inner: &Arc<Inner>,
+    work: impl FnOnce(&Inner) + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    let inner = Arc::clone(inner);
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || work(&inner))
+        .map_err(|e| Error::io(format!("starting thread {name}"), e))
+}
+
+/// `Durability::Interval`: sync what is unsynced every `every`.
+fn flusher(inner: &Inner, every: Duration) {
+    let background = &inner.background;
+    loop {
+        {
+            let mut state = background.state.lock();
+            if !state.stop {
+                background.wake.wait_for(&mut state, every);
+            }
+            if state.stop {
+                return;
+            }
+        }
+        // A failure poisons the store, so the next write reports it.
+        let _ = inner.flush();
+    }
+}
+
+/// Compacts the sessions writers queued, one at a time.
+fn compactor(inner: &Inner) {
+    let background = &inner.background;
+    loop {
+        let key = {
+            let mut state = background.state.lock();
+            loop {
+                if state.stop {
+                    return;
+                }
+                if let Some(key) = state.queue.pop_front() {
+                    break key;
+                }
+                background.wake.wait(&mut state);
+            }
+        };
+        // A failure poisons the store, so the next write reports it.
+        let _ = inner.compact(&key);
+        let mut state = background.state.lock();
+        state.queued.remove(&key);
+        background.wake.notify_all();
+    }
+}
+
 fn timestamped(messages: Vec<StoredMessage>) -> Vec<TimestampedMessage> {
     messages
         .into_iter()
@@ -289,23 +429,6 @@ fn timestamped(messages: Vec<StoredMessage>) -> Vec<TimestampedMessage> {
             created_at: Some(to_time(m.created_at)),
         })
         .collect()
-}
-
-fn acquire_lock(dir: &Path) -> Result<File> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
-        Err(TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
-    }
 }
 
 fn slot_from(session: ReplayedSession) -> Slot {
@@ -324,9 +447,7 @@ fn slot_from(session: ReplayedSession) -> Slot {
             newest: session.newest,
             newest_len: session.newest_len,
             header_len,
-            file: None,
-            retired: false,
-            listed: None,
+            ..Writer::empty()
         }),
         view: RwLock::new(session.view),
     }
@@ -335,6 +456,7 @@ fn slot_from(session: ReplayedSession) -> Slot {
 /// Rewrites a damaged session's good prefix as a new generation and moves its old segments,
 /// damage included, into quarantine.
 fn repair(
+    fs: &dyn FileSystem,
     dir: &Path,
     mut session: ReplayedSession,
     next_seq: &mut u64,
@@ -349,20 +471,20 @@ fn repair(
             offset,
             reason: "segment numbers exhausted".into(),
         })?;
-    let source = SegmentFiles::open(dir, session.session_id, &session.view.messages)?;
+    let source = SegmentFiles::open(fs, dir, session.session_id, &session.view.messages)?;
     let seq = *next_seq;
     *next_seq += 1;
     let generation = compaction::write_generation(
+        fs,
         dir,
-        session.session_id,
-        number,
-        SegmentKind::Recovered,
+        (session.session_id, number, SegmentKind::Recovered),
         &session.view,
         &source,
         (seq, now_micros()),
     )?;
     drop(source);
     let quarantined = compaction::retire(
+        fs,
         dir,
         session.session_id,
         session.oldest,
@@ -376,8 +498,9 @@ fn repair(
         reason,
         quarantined,
     });
-    session.view.messages = generation.messages;
-    session.view.bytes_written = generation.bytes_written;
+    session
+        .view
+        .install_generation(generation.messages, generation.len - generation.header_len);
     session.oldest = number;
     session.newest = number;
     session.newest_len = generation.len;
@@ -387,21 +510,22 @@ fn repair(
 /// Writes the delete record a power loss lost for an older session whose key a newer session
 /// now holds (only possible without `Durability::Always`).
 fn restore_delete(
+    fs: &dyn FileSystem,
     dir: &Path,
     session: ReplayedSession,
     next_seq: &mut u64,
     report: &mut RecoveryReport,
 ) -> Result<()> {
     let key = session.view.key.clone();
-    if session.damage.is_some() {
+    if let Some((path, offset, reason)) = session.damage {
         let quarantined = compaction::retire(
+            fs,
             dir,
             session.session_id,
             session.oldest,
             session.highest.saturating_add(1),
             Retire::Quarantine,
         )?;
-        let (path, offset, reason) = session.damage.unwrap_or_default();
         report.findings.push(Finding::Damaged {
             key: Some(key),
             path,
@@ -420,10 +544,13 @@ fn restore_delete(
         &mut frame,
     );
     *next_seq += 1;
-    let file = compaction::open_for_append(&path)?;
-    file.write_all_at(&frame, session.newest_len)
-        .and_then(|()| file.sync_data()) // the delete must be durable before the newer session is served
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    let file = fs
+        .open(&path, OpenMode::Write)
+        .map_err(context("opening", &path))?;
+    file.write_at(&frame, session.newest_len)
+        .map_err(context("writing", &path))?;
+    // The delete must be durable before the newer session is served alone.
+    file.sync().map_err(context("syncing", &path))?;
     report.findings.push(Finding::DeleteRestored { key, path });
     Ok(())
 }
@@ -439,15 +566,7 @@ impl Inner {
             Arc::new(Slot {
                 session_id: self.next_id.fetch_add(1, Ordering::SeqCst),
                 key: key.to_owned(),
-                writer: Mutex::new(Writer {
-                    oldest: 0,
-                    newest: 0,
-                    newest_len: 0,
-                    header_len: 0,
-                    file: None,
-                    retired: false,
-                    listed: None,
-                }),
+                writer: Mutex::new(Writer::empty()),
                 view: RwLock::new(SessionView::new(key)),
             })
         });
@@ -484,11 +603,19 @@ impl Inner {
             return Ok(decide(None).into_value());
         }
         let payload = encode_event(event);
-        if payload.len() > self.options.record_bytes_max {
-            return Err(Error::RecordTooLarge {
-                len: payload.len(),
-                max: self.options.record_bytes_max,
-            });
+        let too_large = |len: usize| -> Result<()> {
+            if len > self.options.record_bytes_max {
+                Err(Error::RecordTooLarge {
+                    len,
+                    max: self.options.record_bytes_max,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        if creates {
+            // Checked before a session is created for it.
+            too_large(payload.len())?;
         }
         loop {
             let slot = match self.slot(key) {
@@ -503,19 +630,31 @@ impl Inner {
             if writer.retired {
                 continue; // deleted since the lookup: look the key up again
             }
-            let decision = {
+            let (decision, metadata_len) = {
                 let view = slot.view.read();
-                decide(view.is_live().then_some(&*view))
+                let decision = decide(view.is_live().then_some(&*view));
+                (decision, view.snapshot_len_after(event))
             };
             let value = match decision {
                 Decision::Skip(value) => return Ok(value),
                 Decision::Write(value) => value,
             };
+            too_large(payload.len())?;
+            // A compaction writes all metadata in one record, which must fit too.
+            too_large(metadata_len)?;
             self.check_writable()?;
             let ts = now_micros();
             let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
             let at = self.write_record(&slot, &mut writer, seq, ts, &payload)?;
-            let applied = slot.view.write().apply(ts, event, at);
+            let (applied, compact) = {
+                let mut view = slot.view.write();
+                let applied = view.apply(ts, event, at);
+                let dead = view.dead_bytes();
+                let compact = self.options.auto_compact
+                    && dead >= self.options.compaction_dead_bytes_min
+                    && dead >= view.live_bytes;
+                (applied, compact)
+            };
             if let Err(reason) = applied {
                 // `decide` checked the event against the view, so this is a bug; stop writing.
                 return self.poison(Err(Error::Corrupt {
@@ -525,15 +664,25 @@ impl Inner {
                 }));
             }
             if matches!(event, Event::Delete) {
-                self.retire_slot(&slot, &mut writer);
+                self.reclaim(&slot, &mut writer)?;
+            } else if compact {
+                self.queue_compaction(key);
             }
             return Ok(value);
         }
     }
 
+    fn queue_compaction(&self, key: &str) {
+        let mut state = self.background.state.lock();
+        if state.queued.insert(key.to_owned()) {
+            state.queue.push_back(key.to_owned());
+            self.background.wake.notify_all();
+        }
+    }
+
     fn write_record(
         &self,
-        slot: &Arc<Slot>,
+        slot: &Slot,
         writer: &mut Writer,
         seq: u64,
         ts: i64,
@@ -545,7 +694,7 @@ impl Inner {
         self.poison(result)
     }
 
-    fn write_frame(&self, slot: &Arc<Slot>, w: &mut Writer, frame: &[u8]) -> Result<RecordLoc> {
+    fn write_frame(&self, slot: &Slot, w: &mut Writer, frame: &[u8]) -> Result<RecordLoc> {
         let frame_len = frame.len() as u64;
         let segment_full = w.newest_len > w.header_len
             && w.newest_len + frame_len > self.options.segment_bytes_max;
@@ -556,16 +705,16 @@ impl Inner {
         let offset = w.newest_len;
         let always = self.options.durability == Durability::Always;
         self.with_file(slot, w, |file| {
-            file.write_all_at(frame, offset)?;
+            file.write_at(frame, offset)?;
             if always {
                 // The call returns only once its record is on disk.
-                file.sync_data()?;
+                file.sync()?;
             }
             Ok(())
         })?;
         if always && created {
             // A new segment is durable only once the folder's entry for it is.
-            sync_dir(&self.dir)?;
+            sync_dir(&*self.fs, &self.dir)?;
         }
         w.newest_len += frame_len;
         if !always {
@@ -597,7 +746,7 @@ impl Inner {
         if w.newest != 0 && self.options.durability != Durability::Always {
             // Without this, a crash could keep the new segment but tear the old one's tail,
             // which open must then treat as damage rather than a torn tail.
-            self.with_file(slot, w, |file| file.sync_data())?;
+            self.with_file(slot, w, |file| file.sync())?;
         }
         self.release_file(w);
         let path = segment::path(&self.dir, slot.session_id, number);
@@ -607,15 +756,12 @@ impl Inner {
             segment: number,
             key: slot.key.clone(),
         });
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-        file.write_all_at(&header, 0)
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        let file = self
+            .fs
+            .open(&path, OpenMode::CreateNew)
+            .map_err(context("creating", &path))?;
+        file.write_at(&header, 0)
+            .map_err(context("writing", &path))?;
         w.newest = number;
         w.newest_len = header.len() as u64;
         w.header_len = header.len() as u64;
@@ -633,20 +779,22 @@ impl Inner {
         &self,
         slot: &Slot,
         w: &mut Writer,
-        f: impl FnOnce(&File) -> std::io::Result<T>,
+        f: impl FnOnce(&dyn FileHandle) -> std::io::Result<T>,
     ) -> Result<T> {
-        let path = || segment::path(&self.dir, slot.session_id, w.newest);
-        let context = |e| Error::io(format!("writing {}", path().display()), e);
+        let path = segment::path(&self.dir, slot.session_id, w.newest);
         if let Some(file) = &w.file {
-            return f(file).map_err(context);
+            return f(&**file).map_err(context("writing", &path));
         }
-        let file = compaction::open_for_append(&path())?;
-        let out = f(&file).map_err(context);
+        let file = self
+            .fs
+            .open(&path, OpenMode::Write)
+            .map_err(context("opening", &path))?;
+        let out = f(&*file).map_err(context("writing", &path));
         self.cache_file(w, file);
         out
     }
 
-    fn cache_file(&self, w: &mut Writer, file: File) {
+    fn cache_file(&self, w: &mut Writer, file: Box<dyn FileHandle>) {
         if self.open_files.fetch_add(1, Ordering::SeqCst) < self.options.open_files_max {
             w.file = Some(file);
         } else {
@@ -660,17 +808,35 @@ impl Inner {
         }
     }
 
-    /// Takes a deleted session out of the map; its files stay until compaction reclaims them.
-    fn retire_slot(&self, slot: &Arc<Slot>, w: &mut Writer) {
+    /// After a session's delete record: takes it out of the map and reclaims its files
+    /// (removes them, or moves them to `archive/` with `keep_history`).
+    fn reclaim(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<()> {
         w.retired = true;
         self.release_file(w);
-        let mut sessions = self.sessions.write();
-        if sessions
-            .get(&slot.key)
-            .is_some_and(|current| Arc::ptr_eq(current, slot))
         {
-            sessions.remove(&slot.key);
+            let mut sessions = self.sessions.write();
+            if sessions
+                .get(&slot.key)
+                .is_some_and(|current| Arc::ptr_eq(current, slot))
+            {
+                sessions.remove(&slot.key);
+            }
         }
+        // The files hold the highest sequence numbers handed out so far, perhaps: record that
+        // they are used before removing them. Open finishes the reclaim if a crash stops it.
+        let result =
+            recovery::write_seq_floor(&*self.fs, &self.dir, self.next_seq.load(Ordering::SeqCst))
+                .and_then(|()| {
+                    compaction::retire(
+                        &*self.fs,
+                        &self.dir,
+                        slot.session_id,
+                        w.oldest,
+                        w.newest.saturating_add(1),
+                        retire_mode(&self.options),
+                    )
+                });
+        self.poison(result).map(drop)
     }
 
     /// Syncs every segment written since the last flush, then the folder if it gained files.
@@ -690,19 +856,18 @@ impl Inner {
     fn sync_segments(&self, segments: &[(u64, u32)], dir: bool) -> Result<()> {
         for &(session_id, number) in segments {
             let path = segment::path(&self.dir, session_id, number);
-            match File::open(&path) {
+            match self.fs.open(&path, OpenMode::Read) {
                 // Interval/Never: this is where those writes become durable.
-                Ok(file) => file
-                    .sync_data()
-                    .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?,
-                // Replaced by a compaction, whose output was synced before the removal.
+                Ok(file) => file.sync().map_err(context("syncing", &path))?,
+                // Compacted or deleted since: compaction synced its output before removing
+                // the old segments, and a deleted session's bytes no longer matter.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+                Err(e) => return Err(context("opening", &path)(e)),
             }
         }
         if dir {
             // Segments created since the last flush are durable only with their entries.
-            sync_dir(&self.dir)?;
+            sync_dir(&*self.fs, &self.dir)?;
         }
         Ok(())
     }
@@ -727,17 +892,18 @@ impl Inner {
                 .unwrap_or_default()
                 .to_vec();
             // Opened under the lock, so a compaction cannot remove the files first.
-            let files = SegmentFiles::open(&self.dir, slot.session_id, &locs)?;
+            let files = SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, &locs)?;
             (locs, files)
         };
         files.read_messages(&locs)
     }
 
+    /// Rewrites a session as one new generation (see `compaction.rs`). Holds the session's
+    /// writer lock throughout, so its writers wait; its readers and every other session go on.
     fn compact(&self, key: &str) -> Result<()> {
         if check_key(key).is_err() {
             return Ok(());
         }
-        self.check_writable()?;
         let Some(slot) = self.slot(key) else {
             return Ok(());
         };
@@ -746,42 +912,47 @@ impl Inner {
         if w.retired || w.newest == 0 || !view.is_live() {
             return Ok(());
         }
+        self.check_writable()?;
         let number = w
             .newest
             .checked_add(1)
             .ok_or_else(|| Error::InvalidOptions {
                 reason: "segment numbers exhausted".into(),
             })?;
-        let source = SegmentFiles::open(&self.dir, slot.session_id, &view.messages)?;
-        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-        let generation = self.poison(compaction::write_generation(
-            &self.dir,
-            slot.session_id,
-            number,
-            SegmentKind::Compacted,
-            &view,
-            &source,
-            (seq, now_micros()),
-        ))?;
-        drop(source);
-        {
-            let mut live = slot.view.write();
-            live.messages = generation.messages;
-            live.bytes_written = generation.bytes_written;
-        }
+        let generation = {
+            let source = SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, &view.messages)?;
+            let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+            self.poison(compaction::write_generation(
+                &*self.fs,
+                &self.dir,
+                (slot.session_id, number, SegmentKind::Compacted),
+                &view,
+                &source,
+                (seq, now_micros()),
+            ))?
+        };
+        slot.view
+            .write()
+            .install_generation(generation.messages, generation.len - generation.header_len);
         self.release_file(&mut w);
         let oldest = w.oldest;
         w.oldest = number;
         w.newest = number;
         w.newest_len = generation.len;
-        w.header_len = generation.len - generation.bytes_written;
+        w.header_len = generation.header_len;
         drop(w);
-        compaction::retire(&self.dir, slot.session_id, oldest, number, Retire::Remove)?;
-        Ok(())
+        let retired = compaction::retire(
+            &*self.fs,
+            &self.dir,
+            slot.session_id,
+            oldest,
+            number,
+            retire_mode(&self.options),
+        );
+        self.poison(retired).map(drop)
     }
 
-    /// Every live session's view, cloned without its messages, most recent activity first,
-    /// ties by key.
+    /// Every live session's metadata and state, most recent activity first, ties by key.
     fn live_sessions(&self) -> Vec<(SessionMetadata, SessionState)> {
         let sessions = self.sessions.read();
         let mut rows: Vec<(SessionMetadata, SessionState)> = sessions
@@ -812,48 +983,6 @@ impl Inner {
             .into_iter()
             .filter(|(_, state)| state.state == RUNNING_STATE)
             .collect()
-    }
-}
-
-/// The background thread of [`Durability::Interval`].
-struct Flusher {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Flusher {
-    fn spawn(inner: Arc<Inner>, every: Duration) -> Result<Flusher> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let signal = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("sessionlog-flusher".into())
-            .spawn(move || {
-                let (stopped, wake) = &*signal;
-                let mut guard = stopped.lock();
-                while !*guard {
-                    wake.wait_for(&mut guard, every);
-                    if *guard {
-                        break;
-                    }
-                    // A failure poisons the store, so later writes report it.
-                    MutexGuard::unlocked(&mut guard, || {
-                        let _ = inner.flush();
-                    });
-                }
-            })
-            .map_err(|e| Error::io("starting the flusher thread", e))?;
-        Ok(Flusher {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    fn stop(mut self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -922,7 +1051,8 @@ impl SessionBackend for LogStore {
     }
 
     fn cleanup_stale(&self, ttl_hours: u32) -> std::io::Result<usize> {
-        let cutoff = now_micros().saturating_sub(i64::from(ttl_hours) * 3_600_000_000);
+        let ttl = i64::from(ttl_hours).saturating_mul(3_600_000_000);
+        let cutoff = now_micros().saturating_sub(ttl);
         let is_stale =
             |view: &SessionView| view.last_activity < cutoff && view.state != RUNNING_STATE;
         let candidates: Vec<String> = {
