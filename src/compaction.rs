@@ -57,6 +57,7 @@ pub fn write_generation(
         kind,
         session_id,
         segment,
+        prev_len: 0,
         key: view.key.clone(),
     });
     let header_len = buffer.len() as u64;

@@ -19,7 +19,7 @@ use crate::fs::{
     context, free_name, parent, read_all, read_prefix, sync_dir, FileSystem, OpenMode,
 };
 use crate::projection::{RecordLoc, SessionView};
-use crate::record::decode_event;
+use crate::record::{decode_event, Event};
 use crate::segment::{
     self, decode_header, scan_records, HeaderError, ScanEnd, SegmentKind, FORMAT_VERSION,
     HEADER_BYTES_MAX, SEGMENT_SUFFIX, TEMP_SUFFIX, TORN_INFIX,
@@ -381,13 +381,33 @@ fn replay_session(
             damage = Some((seg.path.clone(), 0, "header holds another key".into()));
             break;
         }
+        if header.kind == SegmentKind::Fresh && i > 0 && header.prev_len != newest_len {
+            let previous = segments.get(i - 1).map_or(&seg.path, |p| &p.path);
+            damage = Some((
+                previous.clone(),
+                newest_len,
+                format!(
+                    "segment holds {newest_len} bytes, but the next one began when it held {}",
+                    header.prev_len
+                ),
+            ));
+            break;
+        }
         let bytes = read_all(fs, &seg.path)?;
+        let generation = header.kind != SegmentKind::Fresh;
+        let mut snapshot_seen = false;
         let end = scan_records(&bytes, *header_len, |offset, frame, len| {
             if frame.seq >= NUMBER_LIMIT {
                 return Err(format!("sequence number {} out of range", frame.seq));
             }
             *max_seq = (*max_seq).max(frame.seq);
             let event = decode_event(frame.payload)?;
+            if matches!(event, Event::Snapshot(_)) {
+                if !generation || snapshot_seen {
+                    return Err("snapshot record outside a compacted generation's end".into());
+                }
+                snapshot_seen = true;
+            }
             let at = RecordLoc {
                 segment: seg.number,
                 offset,
@@ -398,6 +418,15 @@ fn replay_session(
         newest = seg.number;
         newest_len = bytes.len() as u64;
         match end {
+            // A generation is written whole (temporary file, sync, rename): one that ends
+            // before its snapshot was cut short after the fact.
+            ScanEnd::Clean | ScanEnd::TornTail { .. } if generation && !snapshot_seen => {
+                damage = Some((
+                    seg.path.clone(),
+                    newest_len,
+                    "compacted generation ends before its snapshot".into(),
+                ));
+            }
             ScanEnd::Clean => {}
             ScanEnd::TornTail { offset } if Some(seg.number) == newest_number => {
                 let (saved_to, bytes) = cut_tail(fs, &seg.path, offset, false)?;

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! // Format: { magic: [u8; 8] | version: u32 | kind: u8 | session_id: u64 | segment: u32
-//! //           | key_len: u16 | key: [u8; key_len] | header_crc: u32 } then records
+//! //           | prev_len: u64 | key_len: u16 | key: [u8; key_len] | header_crc: u32 } then records
 //! ```
 
 use std::collections::HashMap;
@@ -30,11 +30,12 @@ const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;
 const KIND_OFFSET: usize = VERSION_OFFSET + 4;
 const SESSION_ID_OFFSET: usize = KIND_OFFSET + 1;
 const SEGMENT_OFFSET: usize = SESSION_ID_OFFSET + 8;
-const KEY_LEN_OFFSET: usize = SEGMENT_OFFSET + 4;
+const PREV_LEN_OFFSET: usize = SEGMENT_OFFSET + 4;
+const KEY_LEN_OFFSET: usize = PREV_LEN_OFFSET + 8;
 const KEY_OFFSET: usize = KEY_LEN_OFFSET + 2;
 const _: () = assert!(
-    KEY_OFFSET == 27,
-    "docs/FORMAT.md documents the key at offset 27"
+    KEY_OFFSET == 35,
+    "docs/FORMAT.md documents the key at offset 35"
 );
 /// Longest possible header: the fixed part, the longest key, the CRC.
 pub const HEADER_BYTES_MAX: usize = KEY_OFFSET + MAX_KEY_BYTES + 4;
@@ -86,6 +87,10 @@ pub struct SegmentHeader {
     pub session_id: u64,
     /// Its number within the session.
     pub segment: u32,
+    /// For a fresh segment, the length of the session's previous segment when this one was
+    /// started (0 for the first): replay checks it, so a sealed segment cut short at a record
+    /// boundary is caught. 0 for compacted and recovered segments.
+    pub prev_len: u64,
     /// The session key.
     pub key: String,
 }
@@ -140,6 +145,7 @@ pub fn encode_header(header: &SegmentHeader) -> Vec<u8> {
     out.push(header.kind.to_byte());
     out.extend_from_slice(&header.session_id.to_le_bytes());
     out.extend_from_slice(&header.segment.to_le_bytes());
+    out.extend_from_slice(&header.prev_len.to_le_bytes());
     out.extend_from_slice(&key_len.to_le_bytes());
     out.extend_from_slice(header.key.as_bytes());
     let crc = crc32fast::hash(&out);
@@ -193,6 +199,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError
         .ok_or_else(|| HeaderError::Corrupt(format!("unknown segment kind {kind}")))?;
     let session_id = u64::from_le_bytes(field(bytes, SESSION_ID_OFFSET)?);
     let segment = u32::from_le_bytes(field(bytes, SEGMENT_OFFSET)?);
+    let prev_len = u64::from_le_bytes(field(bytes, PREV_LEN_OFFSET)?);
     let key_bytes = covered.get(KEY_OFFSET..).ok_or(HeaderError::Truncated)?;
     let key = std::str::from_utf8(key_bytes)
         .map_err(|_| HeaderError::Corrupt("key is not UTF-8".into()))?
@@ -201,6 +208,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError
         kind,
         session_id,
         segment,
+        prev_len,
         key,
     };
     Ok((header, crc_offset + 4))
@@ -414,6 +422,7 @@ mod tests {
             kind: SegmentKind::Compacted,
             session_id: 0xabc,
             segment: 7,
+            prev_len: 1234,
             key: "a/b".into(),
         }
     }

@@ -436,6 +436,7 @@ fn slot_from(session: ReplayedSession) -> Slot {
         kind: SegmentKind::Fresh,
         session_id: session.session_id,
         segment: session.newest,
+        prev_len: 0,
         key: session.view.key.clone(),
     })
     .len() as u64;
@@ -754,6 +755,7 @@ impl Inner {
             kind: SegmentKind::Fresh,
             session_id: slot.session_id,
             segment: number,
+            prev_len: if w.newest == 0 { 0 } else { w.newest_len },
             key: slot.key.clone(),
         });
         let file = self

@@ -159,9 +159,14 @@ impl SimFs {
             .collect()
     }
 
-    /// Replaces a file's bytes, durably (as if damaged at rest), creating it if needed.
+    /// Replaces a file's bytes, durably (as if damaged at rest), creating it and its folders
+    /// if needed.
     pub fn put_file(&self, path: &Path, bytes: &[u8]) {
         let mut state = self.state.lock();
+        for ancestor in path.ancestors().skip(1) {
+            state.names.insert(ancestor.to_owned(), Node::Dir);
+            state.durable_names.insert(ancestor.to_owned(), Node::Dir);
+        }
         let id = match state.names.get(path) {
             Some(Node::File(id)) => *id,
             _ => {

@@ -178,10 +178,10 @@ fn a_segment_of_an_unknown_version_stops_open_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let seg = build(dir.path());
     let mut bytes = std::fs::read(&seg).unwrap();
-    // A sound header of version 2: the key "k" is one byte, so the CRC is at 28..32.
+    // A sound header of version 2: the key "k" is one byte, so the CRC is at 36..40.
     bytes[8] = 2;
-    let crc = crc32fast_hash(&bytes[..28]);
-    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32fast_hash(&bytes[..36]);
+    bytes[36..40].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&seg, &bytes).unwrap();
     // Things open would otherwise repair: a torn tail in another session, a stray temp file.
     let other = segments(dir.path())

@@ -1,0 +1,181 @@
+//! A power loss at any point of a workload loses no call that returned `Ok` under
+//! `Durability::Always`, invents nothing, and leaves a store that opens. The sweep cuts the
+//! power after every possible number of file-system operations, with and without a torn last
+//! write, through the simulated file system of the `fault-injection` feature.
+
+use std::sync::Arc;
+
+use sessionlog::testing::{run_op, Model, Op, SimFs, KEYS};
+use sessionlog::{Durability, Finding, LogStore, Options};
+
+const DIR: &str = "/store";
+
+fn options(durability: Durability) -> Options {
+    Options {
+        durability,
+        segment_bytes_max: 4096,
+        auto_compact: false,
+        ..Options::default()
+    }
+}
+
+/// A workload that touches every kind of mutation, rolls segments over, compacts, deletes and
+/// recreates, and reopens.
+fn workload() -> Vec<Op> {
+    let mut ops = Vec::new();
+    for i in 0..6 {
+        ops.push(Op::Append(
+            i % 3,
+            format!("hello {i} {}", "x".repeat(200 * (i % 4))),
+        ));
+    }
+    ops.extend([
+        Op::Name(0, "first".into()),
+        Op::Alias(1, "agent".into()),
+        Op::Context(2, Some(" discord.x ".into()), Some("bob".into())),
+        Op::State(0, true),
+        Op::Append(0, "".into()),
+        Op::UpdateLast(0, "streamed 1".into()),
+        Op::UpdateLast(0, "streamed 1 2".into()),
+        Op::State(0, false),
+        Op::RemoveLast(1),
+        Op::Compact(0),
+        Op::Append(0, "after compaction".into()),
+        Op::Reopen,
+        Op::Clear(2),
+        Op::Append(2, "after clear".into()),
+        Op::Delete(1),
+        Op::Append(1, "recreated".into()),
+        Op::Append(3, "x".repeat(3000)),
+        Op::Append(3, "y".repeat(3000)),
+        Op::Append(4, "unicode ü".into()),
+        Op::Name(4, String::new()),
+        Op::Compact(3),
+        Op::Delete(4),
+        Op::Reopen,
+        Op::UpdateLast(3, "last".into()),
+        Op::Append(0, "the end".into()),
+    ]);
+    ops
+}
+
+/// Runs `ops` until the first error. Returns the model of every acknowledged call, the call
+/// that failed (if any) and the store if it is still open.
+fn run(fs: &SimFs, durability: Durability, ops: &[Op]) -> (Model, Vec<Model>, Option<Op>) {
+    let mut model = Model::default();
+    let mut history = vec![model.clone()];
+    let open = || LogStore::open_with_fs(DIR, options(durability), Arc::new(fs.clone()));
+    let Ok(mut store) = open() else {
+        return (model, history, Some(Op::Reopen));
+    };
+    for op in ops {
+        let result = if *op == Op::Reopen {
+            drop(store);
+            match open() {
+                Ok(reopened) => {
+                    store = reopened;
+                    Ok(())
+                }
+                Err(_) => return (model, history, Some(op.clone())),
+            }
+        } else {
+            run_op(&store, op)
+        };
+        if result.is_err() {
+            return (model, history, Some(op.clone()));
+        }
+        model.apply(op);
+        history.push(model.clone());
+    }
+    (model, history, None)
+}
+
+fn reopen_after_crash(fs: &SimFs, torn: Option<usize>, context: &str) -> LogStore {
+    fs.crash(torn);
+    let store = LogStore::open_with_fs(DIR, options(Durability::Always), Arc::new(fs.clone()))
+        .unwrap_or_else(|e| panic!("{context}: the store must open after a crash: {e}"));
+    let damaged = store
+        .recovery_report()
+        .findings
+        .iter()
+        .any(|f| matches!(f, Finding::Damaged { .. }));
+    assert!(
+        !damaged,
+        "{context}: a crash is not damage: {:?}",
+        store.recovery_report()
+    );
+    store
+}
+
+fn total_mutations(durability: Durability) -> u64 {
+    let fs = SimFs::new();
+    let (_, _, failed) = run(&fs, durability, &workload());
+    assert_eq!(failed, None, "the workload runs cleanly without faults");
+    fs.mutations()
+}
+
+#[test]
+fn no_acknowledged_write_is_lost_at_any_power_cut() {
+    let total = total_mutations(Durability::Always);
+    assert!(
+        total > 50,
+        "the workload exercises the file system ({total} mutations)"
+    );
+    for torn in [None, Some(1), Some(13)] {
+        for n in 0..=total {
+            let fs = SimFs::new();
+            fs.cut_power_after(n);
+            let (acked, _, in_flight) = run(&fs, Durability::Always, &workload());
+            let context = format!("power cut after {n} of {total} mutations, torn {torn:?}");
+            let store = reopen_after_crash(&fs, torn, &context);
+            let seen = Model::observe(&store);
+            let mut with_in_flight = acked.clone();
+            if let Some(op) = &in_flight {
+                with_in_flight.apply(op);
+            }
+            assert!(
+                seen == acked || seen == with_in_flight,
+                "{context}: in flight {in_flight:?}\nseen  {seen:?}\nacked {acked:?}"
+            );
+            // And the recovered store takes writes again, which survive another reopen.
+            drop(store);
+            let store = reopen_after_crash(&fs, None, &context);
+            let key = KEYS[0];
+            sessionlog::SessionBackend::append(&store, key, &sessionlog::ChatMessage::user("z"))
+                .unwrap();
+            let expected = Model::observe(&store);
+            drop(store);
+            assert_eq!(
+                Model::observe(&reopen_after_crash(&fs, None, &context)),
+                expected
+            );
+        }
+    }
+}
+
+#[test]
+fn without_sync_a_crash_leaves_each_session_at_some_earlier_state() {
+    for durability in [
+        Durability::Never,
+        Durability::Interval(std::time::Duration::from_secs(3600)),
+    ] {
+        let total = total_mutations(durability);
+        for n in (0..=total).step_by(3) {
+            let fs = SimFs::new();
+            fs.cut_power_after(n);
+            let (_, history, _) = run(&fs, durability, &workload());
+            let context = format!("{durability:?}: power cut after {n} of {total}");
+            let store = reopen_after_crash(&fs, Some(5), &context);
+            let seen = Model::observe(&store);
+            // Sessions are independent files: each must be as it was at some point.
+            for key in KEYS {
+                let now = seen.sessions.get(*key);
+                let possible = history.iter().any(|m| m.sessions.get(*key) == now) || now.is_none();
+                assert!(
+                    possible,
+                    "{context}: {key:?} is {now:?}, never a state it had"
+                );
+            }
+        }
+    }
+}
