@@ -223,7 +223,13 @@ fn delete_of_a_session_without_messages_is_true() {
 #[test]
 fn compact_changes_no_read_and_shrinks_the_files() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_fast(dir.path());
+    // Automatic compaction off: this test measures what compact() itself reclaims.
+    let options = sessionlog::Options {
+        durability: sessionlog::Durability::Never,
+        auto_compact: false,
+        ..Default::default()
+    };
+    let store = sessionlog::LogStore::open_with(dir.path(), options).unwrap();
     store.set_session_name("k", "n").unwrap();
     store.append("k", &user("q")).unwrap();
     store.append("k", &ChatMessage::assistant("")).unwrap();

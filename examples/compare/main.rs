@@ -1,0 +1,630 @@
+//! The comparison harness: the same workload, in one process and one run, against sessionlog,
+//! the SQLite store and the JSONL store agents use today, and the disk's own limits.
+//!
+//! ```sh
+//! cargo run --release --example compare            # full sizes (a few minutes)
+//! cargo run --release --example compare -- --smoke # tiny sizes (what CI runs)
+//! ```
+//!
+//! It prints one Markdown table: each figure for each store, and our ratio to each peer and to
+//! the disk. `docs/PERFORMANCE.md` holds the latest table.
+
+mod jsonl;
+mod sqlite;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonl::JsonlStore;
+use sessionlog::{ChatMessage, Durability, LogStore, Options, SessionBackend, SessionQuery};
+use sqlite::SqliteStore;
+
+/// Workload sizes.
+#[derive(Clone, Copy)]
+struct Sizes {
+    durable_appends: usize,
+    threads_appends: usize,
+    buffered_appends: usize,
+    updates: usize,
+    loads: usize,
+    tail_session: usize,
+    list_sessions: usize,
+    list_messages: usize,
+    memory_messages: usize,
+}
+
+const FULL: Sizes = Sizes {
+    durable_appends: 2000,
+    threads_appends: 500,
+    buffered_appends: 50_000,
+    updates: 300,
+    loads: 50,
+    tail_session: 10_000,
+    list_sessions: 10_000,
+    list_messages: 20,
+    memory_messages: 1_000_000,
+};
+
+const SMOKE: Sizes = Sizes {
+    durable_appends: 30,
+    threads_appends: 10,
+    buffered_appends: 300,
+    updates: 10,
+    loads: 3,
+    tail_session: 1000,
+    list_sessions: 100,
+    list_messages: 5,
+    memory_messages: 10_000,
+};
+
+/// A fixed-seed generator, so every run writes the same messages.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const WORDS: &[&str] = &[
+    "the", "agent", "session", "reply", "tool", "result", "user", "asked", "about", "weather",
+    "in", "paris", "and", "then", "booked", "a", "table", "for", "two", "at", "eight", "please",
+    "confirm", "order", "status", "shipping", "delayed", "refund", "issued", "thanks",
+];
+/// A word that occurs in about one message in a thousand.
+const RARE: &str = "zygomorphic";
+/// A word in nearly every message.
+const COMMON: &str = "the";
+
+/// Messages of 200 to 800 bytes (80%) and 2 to 8 KiB (20%).
+struct Messages(Rng);
+
+impl Messages {
+    fn new() -> Messages {
+        Messages(Rng(0x05e5_510c))
+    }
+
+    fn next(&mut self) -> ChatMessage {
+        let rng = &mut self.0;
+        let size = if rng.below(100) < 80 {
+            200 + rng.below(600)
+        } else {
+            2048 + rng.below(6144)
+        } as usize;
+        let mut text = String::with_capacity(size + 16);
+        if rng.below(1000) == 0 {
+            text.push_str(RARE);
+            text.push(' ');
+        }
+        while text.len() < size {
+            text.push_str(WORDS[rng.below(WORDS.len() as u64) as usize]);
+            text.push(' ');
+        }
+        text.truncate(size);
+        if rng.below(2) == 0 {
+            ChatMessage::user(text)
+        } else {
+            ChatMessage::assistant(text)
+        }
+    }
+
+    fn batch(&mut self, n: usize) -> Vec<ChatMessage> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+fn payload_bytes(messages: &[ChatMessage]) -> u64 {
+    messages
+        .iter()
+        .map(|m| (m.role.len() + m.content.len()) as u64)
+        .sum()
+}
+
+fn ours(dir: &Path, durability: Durability) -> LogStore {
+    let options = Options {
+        durability,
+        ..Options::default()
+    };
+    LogStore::open_with(dir, options).expect("open sessionlog")
+}
+
+/// Appends `messages` to `key` one call at a time; returns calls per second.
+fn appends_per_sec(store: &dyn SessionBackend, key: &str, messages: &[ChatMessage]) -> f64 {
+    let start = Instant::now();
+    for m in messages {
+        store.append(key, m).expect("append");
+    }
+    messages.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `threads` threads each appending to their own session; total calls per second.
+fn threaded_appends_per_sec(
+    store: Arc<dyn SessionBackend>,
+    threads: usize,
+    messages: &[ChatMessage],
+) -> f64 {
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let store = Arc::clone(&store);
+            scope.spawn(move || {
+                for m in messages {
+                    store.append(&format!("thread-{t}"), m).expect("append");
+                }
+            });
+        }
+    });
+    (threads * messages.len()) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Raw disk: 512-byte appends, each followed by fdatasync; per second.
+fn raw_fdatasync_per_sec(dir: &Path, n: usize) -> f64 {
+    let path = dir.join("raw-sync");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let block = [7u8; 512];
+    let start = Instant::now();
+    for i in 0..n {
+        file.write_all_at(&block, (i * 512) as u64).unwrap();
+        file.sync_data().unwrap();
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    std::fs::remove_file(path).ok();
+    rate
+}
+
+/// Raw disk: buffered appends of the workload's message sizes, no sync; per second.
+fn raw_buffered_per_sec(dir: &Path, messages: &[ChatMessage]) -> f64 {
+    let path = dir.join("raw-buffered");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let start = Instant::now();
+    for m in messages {
+        file.write_all(m.content.as_bytes()).unwrap();
+    }
+    let rate = messages.len() as f64 / start.elapsed().as_secs_f64();
+    std::fs::remove_file(path).ok();
+    rate
+}
+
+fn time_per_call(calls: usize, mut f: impl FnMut()) -> Duration {
+    f(); // warm up
+    let start = Instant::now();
+    for _ in 0..calls {
+        f();
+    }
+    start.elapsed() / calls.max(1) as u32
+}
+
+fn folder_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+/// One row of the table.
+struct Row {
+    figure: &'static str,
+    ours: String,
+    sqlite: String,
+    jsonl: String,
+    disk: String,
+    ratios: String,
+    goal: &'static str,
+}
+
+fn ops(rate: f64) -> String {
+    if rate >= 10_000.0 {
+        format!("{:.0}k/s", rate / 1000.0)
+    } else {
+        format!("{rate:.0}/s")
+    }
+}
+
+fn dur(d: Duration) -> String {
+    let micros = d.as_secs_f64() * 1e6;
+    if micros >= 10_000.0 {
+        format!("{:.1} ms", micros / 1000.0)
+    } else if micros >= 10.0 {
+        format!("{micros:.0} µs")
+    } else {
+        format!("{micros:.2} µs")
+    }
+}
+
+fn ratio(x: f64) -> String {
+    format!("{x:.2}×")
+}
+
+/// Runs a child copy of this program for a figure that needs a fresh process.
+fn child(args: &[&str]) -> f64 {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .arg("--child")
+        .args(args)
+        .output()
+        .expect("run child");
+    assert!(
+        output.status.success(),
+        "child {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("child prints a number")
+}
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// The child modes: each prints one number.
+fn run_child(args: &[String]) {
+    let dir = PathBuf::from(&args[1]);
+    let value = match args[0].as_str() {
+        // Seconds to open the store and list every session with metadata.
+        "open-list-ours" => {
+            let start = Instant::now();
+            let store = ours(&dir, Durability::Never);
+            let listed = store.list_sessions_with_metadata().len();
+            assert!(listed > 0);
+            start.elapsed().as_secs_f64()
+        }
+        "open-list-sqlite" => {
+            let start = Instant::now();
+            let store = SqliteStore::open(&dir, false).unwrap();
+            let listed = store.list_sessions_with_metadata().len();
+            assert!(listed > 0);
+            start.elapsed().as_secs_f64()
+        }
+        "open-list-jsonl" => {
+            let start = Instant::now();
+            let store = JsonlStore::open(&dir, false);
+            let listed = store.list_sessions_with_metadata().len();
+            assert!(listed > 0);
+            start.elapsed().as_secs_f64()
+        }
+        // Resident bytes the open store added, per message.
+        "memory-ours" => {
+            let messages: f64 = args[2].parse().unwrap();
+            let before = resident_bytes();
+            let store = ours(&dir, Durability::Never);
+            let after = resident_bytes();
+            assert!(!store.list_sessions().is_empty());
+            (after.saturating_sub(before)) as f64 / messages
+        }
+        other => panic!("unknown child mode {other}"),
+    };
+    println!("{value}");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        run_child(&args[1..]);
+        return;
+    }
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let sizes = if smoke { SMOKE } else { FULL };
+    let root = PathBuf::from(
+        args.iter()
+            .position(|a| a == "--dir")
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| "target/compare-work".into()),
+    );
+    std::fs::remove_dir_all(&root).ok();
+    std::fs::create_dir_all(&root).unwrap();
+    let fresh = |name: &str| {
+        let dir = root.join(name);
+        std::fs::remove_dir_all(&dir).ok();
+        dir
+    };
+    let mut rows = Vec::new();
+    let mut gen = Messages::new();
+
+    // Durable appends, one thread.
+    let batch = gen.batch(sizes.durable_appends);
+    let ours_always = appends_per_sec(&ours(&fresh("a1"), Durability::Always), "k", &batch);
+    let sqlite_full = appends_per_sec(&SqliteStore::open(&fresh("a2"), true).unwrap(), "k", &batch);
+    let jsonl_sync = appends_per_sec(&JsonlStore::open(&fresh("a3"), true), "k", &batch);
+    let raw_sync = raw_fdatasync_per_sec(&root, sizes.durable_appends);
+    rows.push(Row {
+        figure: "durable append, 1 thread",
+        ours: ops(ours_always),
+        sqlite: format!("{} (FULL)", ops(sqlite_full)),
+        jsonl: format!("{} (fsync)", ops(jsonl_sync)),
+        disk: format!("{} (512 B + fdatasync)", ops(raw_sync)),
+        ratios: format!(
+            "{} SQLite, {} disk",
+            ratio(ours_always / sqlite_full),
+            ratio(ours_always / raw_sync)
+        ),
+        goal: "≥ 2× SQLite FULL, ≥ 0.9× disk",
+    });
+
+    // Durable appends, 4 threads on 4 sessions.
+    let batch = gen.batch(sizes.threads_appends);
+    let ours_4 =
+        threaded_appends_per_sec(Arc::new(ours(&fresh("t1"), Durability::Always)), 4, &batch);
+    let sqlite_4 = threaded_appends_per_sec(
+        Arc::new(SqliteStore::open(&fresh("t2"), true).unwrap()),
+        4,
+        &batch,
+    );
+    rows.push(Row {
+        figure: "durable append, 4 threads on 4 sessions",
+        ours: ops(ours_4),
+        sqlite: format!("{} (FULL)", ops(sqlite_4)),
+        jsonl: "".into(),
+        disk: "".into(),
+        ratios: format!("{} our 1 thread", ratio(ours_4 / ours_always)),
+        goal: "≥ 1.5× our 1-thread figure",
+    });
+
+    // Buffered appends.
+    let batch = gen.batch(sizes.buffered_appends);
+    let ours_never = appends_per_sec(&ours(&fresh("b1"), Durability::Never), "k", &batch);
+    let jsonl_plain = appends_per_sec(&JsonlStore::open(&fresh("b2"), false), "k", &batch);
+    let sqlite_normal = appends_per_sec(
+        &SqliteStore::open(&fresh("b3"), false).unwrap(),
+        "k",
+        &batch[..batch.len().min(sizes.durable_appends * 2)],
+    );
+    let raw_buffered = raw_buffered_per_sec(&root, &batch);
+    rows.push(Row {
+        figure: "buffered append (Never)",
+        ours: ops(ours_never),
+        sqlite: format!("{} (NORMAL)", ops(sqlite_normal)),
+        jsonl: format!("{} (no fsync)", ops(jsonl_plain)),
+        disk: format!("{} (write())", ops(raw_buffered)),
+        ratios: format!(
+            "{} JSONL, {} SQLite",
+            ratio(ours_never / jsonl_plain),
+            ratio(ours_never / sqlite_normal)
+        ),
+        goal: "≥ 2× JSONL, ≥ 20× SQLite NORMAL",
+    });
+
+    // update_last on a 1,000-message session, and load of it.
+    let session = gen.batch(1000);
+    let ours_store = ours(&fresh("u1"), Durability::Always);
+    let sqlite_store = SqliteStore::open(&fresh("u2"), true).unwrap();
+    let jsonl_store = JsonlStore::open(&fresh("u3"), true);
+    for m in &session {
+        ours_store.append("s", m).unwrap();
+        jsonl_store.append("s", m).unwrap();
+    }
+    sqlite_store.bulk_append("s", &session).unwrap();
+    let update = ChatMessage::assistant("streamed ".repeat(60));
+    let update_rate = |store: &dyn SessionBackend| {
+        let start = Instant::now();
+        for _ in 0..sizes.updates {
+            assert!(store.update_last("s", &update).unwrap());
+        }
+        sizes.updates as f64 / start.elapsed().as_secs_f64()
+    };
+    let ours_update = update_rate(&ours_store);
+    let sqlite_update = update_rate(&sqlite_store);
+    let jsonl_update = update_rate(&jsonl_store);
+    rows.push(Row {
+        figure: "update_last, 1,000-message session (durable)",
+        ours: ops(ours_update),
+        sqlite: format!("{} (FULL)", ops(sqlite_update)),
+        jsonl: format!("{} (fsync)", ops(jsonl_update)),
+        disk: "".into(),
+        ratios: format!("{} our append", ratio(ours_update / ours_always)),
+        goal: "same cost as an append",
+    });
+    let ours_load = time_per_call(sizes.loads, || assert_eq!(ours_store.load("s").len(), 1000));
+    let sqlite_load = time_per_call(sizes.loads, || {
+        assert_eq!(sqlite_store.load("s").len(), 1000)
+    });
+    let jsonl_load = time_per_call(sizes.loads, || {
+        assert_eq!(jsonl_store.load("s").len(), 1000)
+    });
+    rows.push(Row {
+        figure: "load, 1,000-message session",
+        ours: dur(ours_load),
+        sqlite: dur(sqlite_load),
+        jsonl: dur(jsonl_load),
+        disk: "".into(),
+        ratios: format!(
+            "{} of SQLite's time",
+            ratio(ours_load.as_secs_f64() / sqlite_load.as_secs_f64())
+        ),
+        goal: "≤ 0.10× SQLite's time",
+    });
+    drop((ours_store, sqlite_store, jsonl_store));
+
+    // load_tail(50) against a full load, 10,000-message session.
+    let long = ours(&fresh("l1"), Durability::Never);
+    for m in gen.batch(sizes.tail_session) {
+        long.append("long", &m).unwrap();
+    }
+    let tail = time_per_call(sizes.loads * 10, || {
+        assert_eq!(long.load_tail("long", 50).len(), 50);
+    });
+    let full = time_per_call(sizes.loads.min(10), || {
+        assert_eq!(long.load("long").len(), sizes.tail_session);
+    });
+    rows.push(Row {
+        figure: "load_tail(50), 10,000-message session",
+        ours: format!("{} (full load {})", dur(tail), dur(full)),
+        sqlite: "".into(),
+        jsonl: "".into(),
+        disk: "".into(),
+        ratios: format!(
+            "{} of a full load",
+            ratio(tail.as_secs_f64() / full.as_secs_f64())
+        ),
+        goal: "≤ 0.01× a full load",
+    });
+    drop(long);
+
+    // Open + list in a new process; open's replay speed; search; bytes on disk.
+    let (ours_dir, sqlite_dir, jsonl_dir) = (fresh("o1"), fresh("o2"), fresh("o3"));
+    let mut payload = 0u64;
+    {
+        let ours_store = ours(&ours_dir, Durability::Never);
+        let sqlite_store = SqliteStore::open(&sqlite_dir, false).unwrap();
+        let jsonl_store = JsonlStore::open(&jsonl_dir, false);
+        for s in 0..sizes.list_sessions {
+            let key = format!("telegram_{s}");
+            let messages = gen.batch(sizes.list_messages);
+            payload += payload_bytes(&messages);
+            for m in &messages {
+                ours_store.append(&key, m).unwrap();
+                jsonl_store.append(&key, m).unwrap();
+            }
+            sqlite_store.bulk_append(&key, &messages).unwrap();
+        }
+        ours_store.sync().unwrap();
+    }
+    let total_messages = sizes.list_sessions * sizes.list_messages;
+    let ours_open = child(&["open-list-ours", ours_dir.to_str().unwrap()]);
+    let sqlite_open = child(&["open-list-sqlite", sqlite_dir.to_str().unwrap()]);
+    let jsonl_open = child(&["open-list-jsonl", jsonl_dir.to_str().unwrap()]);
+    let segment_bytes = folder_bytes(&ours_dir);
+    rows.push(Row {
+        figure: "open + list_sessions_with_metadata, new process",
+        ours: dur(Duration::from_secs_f64(ours_open)),
+        sqlite: dur(Duration::from_secs_f64(sqlite_open)),
+        jsonl: dur(Duration::from_secs_f64(jsonl_open)),
+        disk: "".into(),
+        ratios: format!("{} of SQLite's time", ratio(ours_open / sqlite_open)),
+        goal: "≤ 2× SQLite's time",
+    });
+    rows.push(Row {
+        figure: "open, projection rebuilt from segments",
+        ours: format!("{:.2} GB/s", segment_bytes as f64 / ours_open / 1e9),
+        sqlite: "".into(),
+        jsonl: "".into(),
+        disk: "".into(),
+        ratios: format!("{} MB of segments", segment_bytes / 1_000_000),
+        goal: "≥ 1 GB/s",
+    });
+    {
+        let ours_store = ours(&ours_dir, Durability::Never);
+        let sqlite_store = SqliteStore::open(&sqlite_dir, false).unwrap();
+        let jsonl_store = JsonlStore::open(&jsonl_dir, false);
+        let search_time = |store: &dyn SessionBackend, word: &str| {
+            let query = SessionQuery {
+                keyword: Some(word.into()),
+                limit: Some(50),
+            };
+            let start = Instant::now();
+            let found = store.search(&query).len();
+            (start.elapsed(), found)
+        };
+        let (ours_rare, _) = search_time(&ours_store, RARE);
+        let (ours_common, _) = search_time(&ours_store, COMMON);
+        let (sqlite_rare, _) = search_time(&sqlite_store, RARE);
+        let (sqlite_common, _) = search_time(&sqlite_store, COMMON);
+        rows.push(Row {
+            figure: "search, rare / common word",
+            ours: format!("{} / {}", dur(ours_rare), dur(ours_common)),
+            sqlite: format!("{} / {} (FTS5)", dur(sqlite_rare), dur(sqlite_common)),
+            jsonl: "".into(),
+            disk: "".into(),
+            ratios: format!(
+                "{} / {} SQLite",
+                ratio(ours_rare.as_secs_f64() / sqlite_rare.as_secs_f64()),
+                ratio(ours_common.as_secs_f64() / sqlite_common.as_secs_f64())
+            ),
+            goal: "≤ SQLite FTS5's time",
+        });
+        drop(jsonl_store);
+        for key in ours_store.list_sessions() {
+            ours_store.compact_session(&key).unwrap();
+        }
+    }
+    let ours_bytes = folder_bytes(&ours_dir);
+    let sqlite_bytes = folder_bytes(&sqlite_dir);
+    rows.push(Row {
+        figure: "bytes on disk / payload, after compaction",
+        ours: format!("{:.3}", ours_bytes as f64 / payload as f64),
+        sqlite: format!("{:.3}", sqlite_bytes as f64 / payload as f64),
+        jsonl: format!("{:.3}", folder_bytes(&jsonl_dir) as f64 / payload as f64),
+        disk: "".into(),
+        ratios: format!("{total_messages} messages"),
+        goal: "≤ 1.15",
+    });
+
+    // Memory of the projection.
+    let mem_dir = fresh("m1");
+    {
+        let store = ours(&mem_dir, Durability::Never);
+        let small = ChatMessage::user("m");
+        for i in 0..sizes.memory_messages {
+            store.append(&format!("s{}", i % 1000), &small).unwrap();
+        }
+        store.sync().unwrap();
+    }
+    let per_message = child(&[
+        "memory-ours",
+        mem_dir.to_str().unwrap(),
+        &sizes.memory_messages.to_string(),
+    ]);
+    rows.push(Row {
+        figure: "memory of the projection per message",
+        ours: format!("{per_message:.1} B"),
+        sqlite: "".into(),
+        jsonl: "".into(),
+        disk: "".into(),
+        ratios: format!("{} messages in 1,000 sessions", sizes.memory_messages),
+        goal: "≤ 32 B per message",
+    });
+
+    println!(
+        "| figure | sessionlog | SQLite | JSONL | disk | ratio | goal |\n|---|---|---|---|---|---|---|"
+    );
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.figure, r.ours, r.sqlite, r.jsonl, r.disk, r.ratios, r.goal
+        );
+    }
+    if smoke {
+        println!("\n(smoke sizes: figures are not meaningful)");
+    }
+    std::fs::remove_dir_all(&root).ok();
+    let _ = std::io::stdout().flush();
+}
