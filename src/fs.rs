@@ -53,6 +53,15 @@ pub trait FileHandle: Send + Sync + Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
 }
 
+/// What `stat` says of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    /// Length in bytes.
+    pub len: u64,
+    /// Last modification, nanoseconds since the Unix epoch.
+    pub modified_ns: i64,
+}
+
 /// A held lock; dropping it releases the lock.
 pub trait LockGuard: Send + Sync + Debug {}
 
@@ -64,6 +73,8 @@ pub trait FileSystem: Send + Sync + Debug {
     fn is_dir(&self, path: &Path) -> bool;
     /// True if something exists at `path`.
     fn exists(&self, path: &Path) -> bool;
+    /// A file's length and modification time.
+    fn stat(&self, path: &Path) -> io::Result<FileStat>;
     /// The entries of a folder, in no particular order.
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
     /// Opens a file. Files the store creates are readable by their owner only.
@@ -118,6 +129,18 @@ impl FileSystem for StdFs {
     }
     fn exists(&self, path: &Path) -> bool {
         path.symlink_metadata().is_ok()
+    }
+    fn stat(&self, path: &Path) -> io::Result<FileStat> {
+        let meta = std::fs::metadata(path)?;
+        let modified = meta.modified()?;
+        let modified_ns = match modified.duration_since(std::time::UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+            Err(before) => i64::try_from(before.duration().as_nanos()).map_or(i64::MIN, |n| -n),
+        };
+        Ok(FileStat {
+            len: meta.len(),
+            modified_ns,
+        })
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();

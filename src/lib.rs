@@ -34,6 +34,7 @@
 //! `docs/DESIGN.md`.
 
 mod backend;
+mod checkpoint;
 mod compaction;
 mod error;
 pub mod fs;

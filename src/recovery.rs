@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::checkpoint::CHECKPOINT_FILE;
 use crate::compaction::{self, Retire, ARCHIVE_DIR, QUARANTINE_DIR};
 use crate::error::{Error, Result};
 use crate::fs::{
@@ -73,12 +74,18 @@ pub(crate) fn write_seq_floor(fs: &dyn FileSystem, dir: &Path, floor: u64) -> Re
 pub struct RecoveryReport {
     /// Every finding.
     pub findings: Vec<Finding>,
+    /// True when open took the projection from the checkpoint written at the last clean
+    /// close instead of replaying every segment.
+    pub from_checkpoint: bool,
 }
 
 impl RecoveryReport {
-    /// True when open found no damage: nothing was cut off, quarantined or left unread.
+    /// True when open found nothing to repair or report: nothing was cut off, quarantined,
+    /// finished or left unread. (An unused checkpoint is not a problem: open replayed instead.)
     pub fn is_clean(&self) -> bool {
-        self.findings.is_empty()
+        self.findings
+            .iter()
+            .all(|f| matches!(f, Finding::CheckpointIgnored { .. }))
     }
 
     /// True when some session lost records to damage (see [`Finding::Damaged`]).
@@ -142,6 +149,12 @@ pub enum Finding {
         /// The older session's newest segment, where the delete record was written.
         path: PathBuf,
     },
+    /// A checkpoint of the projection was found but not used (open replayed every segment
+    /// instead); it was removed.
+    CheckpointIgnored {
+        /// Why it was not used.
+        reason: String,
+    },
     /// A file or folder that is not part of the store. It was not touched.
     UnknownFile {
         /// The path.
@@ -184,32 +197,89 @@ struct SegmentFile {
 /// never comes near them, and keeping them out leaves room to count up without overflow.
 const NUMBER_LIMIT: u64 = 1 << 62;
 
-/// Replays every session in `dir`. With `keep_history`, segments that are no longer in force
-/// go to `archive/` instead of being removed.
+/// What a listing of the store's folder found.
+pub(crate) struct Folder {
+    /// Segment files by session id: (segment number, path).
+    segments: BTreeMap<u64, Vec<(u32, PathBuf)>>,
+    /// Compaction output that never reached its rename.
+    temps: Vec<PathBuf>,
+    /// The names of all segment and temporary files, sorted: what a checkpoint must match.
+    pub names: Vec<String>,
+    /// One more than the highest session id in a file name.
+    next_id: u64,
+    /// Files that are not ours.
+    pub report: RecoveryReport,
+}
+
+/// Lists the store's folder without changing anything.
+pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
+    let mut folder = Folder {
+        segments: BTreeMap::new(),
+        temps: Vec::new(),
+        names: Vec::new(),
+        next_id: 1,
+        report: RecoveryReport::default(),
+    };
+    let entries = fs.list(dir).map_err(context("listing", dir))?;
+    for entry in entries {
+        let path = dir.join(&entry.name);
+        let name = entry.name.to_str().unwrap_or_default();
+        if [LOCK_FILE, QUARANTINE_DIR, ARCHIVE_DIR, CHECKPOINT_FILE].contains(&name) {
+            continue;
+        }
+        let ours = |suffix| {
+            segment::parse_file_name(name, suffix)
+                .filter(|(id, _)| *id < NUMBER_LIMIT && entry.is_file)
+        };
+        if let Some((id, number)) = ours(SEGMENT_SUFFIX) {
+            folder.next_id = folder.next_id.max(id + 1);
+            folder.segments.entry(id).or_default().push((number, path));
+            folder.names.push(name.to_owned());
+            continue;
+        }
+        if let Some((id, _)) = ours(TEMP_SUFFIX) {
+            folder.next_id = folder.next_id.max(id + 1);
+            folder.temps.push(path);
+            folder.names.push(name.to_owned());
+            continue;
+        }
+        let side_file = name.split_once(TORN_INFIX).is_some_and(|(stem, _)| {
+            segment::parse_file_name(&format!("{stem}{SEGMENT_SUFFIX}"), SEGMENT_SUFFIX).is_some()
+        });
+        if !(side_file && entry.is_file) {
+            folder.report.findings.push(Finding::UnknownFile { path });
+        }
+    }
+    folder.names.sort();
+    Ok(folder)
+}
+
+/// Replays every session of a listed folder. With `keep_history`, segments that are no
+/// longer in force go to `archive/` instead of being removed.
 ///
 /// Nothing is changed until every segment header has been read: a segment of an unsupported
 /// version stops open before any repair.
-pub(crate) fn replay(fs: &dyn FileSystem, dir: &Path, keep_history: bool) -> Result<Replayed> {
+pub(crate) fn replay(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    folder: Folder,
+    keep_history: bool,
+) -> Result<Replayed> {
     let superseded = if keep_history {
         Retire::Archive
     } else {
         Retire::Remove
     };
-    let mut report = RecoveryReport::default();
+    let Folder {
+        segments: listed,
+        temps,
+        next_id,
+        mut report,
+        ..
+    } = folder;
     let mut groups: BTreeMap<u64, Vec<SegmentFile>> = BTreeMap::new();
-    let mut temps = Vec::new();
-    let mut max_id = 0u64;
-    let entries = fs.list(dir).map_err(context("listing", dir))?;
-    for entry in entries {
-        let path = dir.join(&entry.name);
-        let name = entry.name.to_str().unwrap_or_default();
-        if [LOCK_FILE, QUARANTINE_DIR, ARCHIVE_DIR].contains(&name) {
-            continue;
-        }
-        let segment_name = segment::parse_file_name(name, SEGMENT_SUFFIX)
-            .filter(|(id, _)| *id < NUMBER_LIMIT && entry.is_file);
-        if let Some((id, number)) = segment_name {
-            max_id = max_id.max(id);
+    for (id, files) in listed {
+        for (number, path) in files {
             // Read one byte past the longest header: a header can only be cut short if the
             // whole file is shorter than that.
             let prefix = read_prefix(fs, &path, HEADER_BYTES_MAX as u64 + 1)?;
@@ -231,20 +301,6 @@ pub(crate) fn replay(fs: &dyn FileSystem, dir: &Path, keep_history: bool) -> Res
                 path,
                 header,
             });
-            continue;
-        }
-        let temp_name = segment::parse_file_name(name, TEMP_SUFFIX)
-            .filter(|(id, _)| *id < NUMBER_LIMIT && entry.is_file);
-        if let Some((id, _)) = temp_name {
-            max_id = max_id.max(id);
-            temps.push(path);
-            continue;
-        }
-        let side_file = name.split_once(TORN_INFIX).is_some_and(|(stem, _)| {
-            segment::parse_file_name(&format!("{stem}{SEGMENT_SUFFIX}"), SEGMENT_SUFFIX).is_some()
-        });
-        if !(side_file && entry.is_file) {
-            report.findings.push(Finding::UnknownFile { path });
         }
     }
     for path in &temps {
@@ -283,7 +339,7 @@ pub(crate) fn replay(fs: &dyn FileSystem, dir: &Path, keep_history: bool) -> Res
     Ok(Replayed {
         sessions,
         next_seq,
-        next_id: max_id + 1,
+        next_id,
         report,
     })
 }

@@ -24,6 +24,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::backend::{
     SessionBackend, SessionContext, SessionMetadata, SessionQuery, SessionState, TimestampedMessage,
 };
+use crate::checkpoint;
 use crate::compaction::{self, Retire};
 use crate::error::{Error, Result};
 use crate::fs::{context, sync_dir, FileHandle, FileSystem, LockGuard, OpenMode, StdFs};
@@ -135,8 +136,12 @@ struct Background {
 #[derive(Default)]
 struct BackgroundState {
     stop: bool,
+    /// Sessions waiting for compaction, each at most once.
     queue: VecDeque<String>,
     queued: HashSet<String>,
+    /// Compactions under way. A session leaves `queued` when its compaction starts, so writes
+    /// made meanwhile can queue it again.
+    running: usize,
 }
 
 enum Decision<R> {
@@ -223,8 +228,19 @@ impl LogStore {
                 context("locking", &lock_path)(e)
             }
         })?;
-        let replayed = recovery::replay(&*fs, &dir, options.keep_history)?;
-        let mut report = replayed.report;
+        let folder = recovery::list_folder(&*fs, &dir)?;
+        let mut report = RecoveryReport::default();
+        let replayed = match checkpoint::load(&*fs, &dir, &folder.names, &mut report)? {
+            Some(mut from_checkpoint) => {
+                report.from_checkpoint = true;
+                from_checkpoint.report = folder.report;
+                from_checkpoint
+            }
+            None => recovery::replay(&*fs, &dir, folder, options.keep_history)?,
+        };
+        // Used or not, the checkpoint goes before the first write can make it stale.
+        checkpoint::remove(&*fs, &dir)?;
+        report.findings.extend(replayed.report.findings);
         let mut next_seq = replayed.next_seq;
         let mut sessions: HashMap<String, Arc<Slot>> = HashMap::new();
         let mut replayed_sessions = replayed.sessions;
@@ -323,7 +339,10 @@ impl LogStore {
     /// Waits until the background compactor has no queued work (for tests and tools).
     pub fn wait_for_compactions(&self) {
         let mut state = self.inner.background.state.lock();
-        while !state.queued.is_empty() && !state.stop && !self.threads.is_empty() {
+        while (!state.queue.is_empty() || state.running > 0)
+            && !state.stop
+            && !self.threads.is_empty()
+        {
             self.inner
                 .background
                 .wake
@@ -337,7 +356,8 @@ impl LogStore {
         self.inner.flush()
     }
 
-    /// Stops the background threads, syncs what is still unsynced, and releases the folder.
+    /// Stops the background threads, syncs what is still unsynced, writes the checkpoint that
+    /// lets the next open skip the replay, and releases the folder.
     pub fn close(mut self) -> Result<()> {
         self.shut_down()
     }
@@ -352,10 +372,13 @@ impl LogStore {
             // A panicked background thread has nothing left to report here.
             let _ = thread.join();
         }
-        match self.inner.options.durability {
-            Durability::Interval(_) => self.inner.flush(),
-            Durability::Always | Durability::Never => Ok(()),
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
         }
+        // Everything written is made durable, then described in a checkpoint that lets the
+        // next open skip the replay.
+        self.inner.flush()?;
+        self.inner.write_checkpoint()
     }
 }
 
@@ -408,6 +431,8 @@ fn compactor(inner: &Inner) {
                     return;
                 }
                 if let Some(key) = state.queue.pop_front() {
+                    state.queued.remove(&key);
+                    state.running += 1;
                     break key;
                 }
                 background.wake.wait(&mut state);
@@ -415,8 +440,7 @@ fn compactor(inner: &Inner) {
         };
         // A failure poisons the store, so the next write reports it.
         let _ = inner.compact(&key);
-        let mut state = background.state.lock();
-        state.queued.remove(&key);
+        background.state.lock().running -= 1;
         background.wake.notify_all();
     }
 }
@@ -839,6 +863,59 @@ impl Inner {
                     )
                 });
         self.poison(result).map(drop)
+    }
+
+    /// Writes the projection to the checkpoint file (see `checkpoint.rs`). Called at close,
+    /// once the background threads have stopped and every write is synced.
+    fn write_checkpoint(&self) -> Result<()> {
+        let names = recovery::list_folder(&*self.fs, &self.dir)?.names;
+        // The checkpoint may only describe durable bytes. Segments this store wrote are synced
+        // already, but what open replayed may be a crashed process's unsynced writes, still
+        // only in the page cache: sync every segment (cheap when nothing is dirty).
+        let mut segments = Vec::with_capacity(names.len());
+        for name in names {
+            let path = self.dir.join(&name);
+            let file = self
+                .fs
+                .open(&path, OpenMode::Read)
+                .map_err(context("opening", &path))?;
+            file.sync().map_err(context("syncing", &path))?;
+            let stat = self.fs.stat(&path).map_err(context("examining", &path))?;
+            segments.push((name, stat));
+        }
+        let newest_segment_ns = segments
+            .iter()
+            .map(|(_, stat)| stat.modified_ns)
+            .max()
+            .unwrap_or(i64::MIN);
+        let slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
+        let mut held = Vec::with_capacity(slots.len());
+        for slot in &slots {
+            let w = slot.writer.lock();
+            if !w.retired && w.newest != 0 {
+                held.push((slot, w.oldest, w.newest, w.newest_len, slot.view.read()));
+            }
+        }
+        let entries: Vec<checkpoint::Entry<'_>> = held
+            .iter()
+            .filter(|(.., view)| view.is_live())
+            .map(
+                |(slot, oldest, newest, newest_len, view)| checkpoint::Entry {
+                    session_id: slot.session_id,
+                    oldest: *oldest,
+                    newest: *newest,
+                    newest_len: *newest_len,
+                    view,
+                },
+            )
+            .collect();
+        let bytes = checkpoint::encode(
+            self.next_seq.load(Ordering::SeqCst),
+            self.next_id.load(Ordering::SeqCst),
+            &segments,
+            &entries,
+        );
+        checkpoint::write(&*self.fs, &self.dir, &bytes, newest_segment_ns)
     }
 
     /// Syncs every segment written since the last flush, then the folder if it gained files.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::fs::{DirEntry, FileHandle, FileSystem, LockGuard, OpenMode};
+use crate::fs::{DirEntry, FileHandle, FileStat, FileSystem, LockGuard, OpenMode};
 use crate::{ChatMessage, LogStore, SessionBackend, SessionContext};
 
 /// Linux's `EIO`.
@@ -32,6 +32,8 @@ enum Node {
 
 #[derive(Debug, Default)]
 struct Inode {
+    /// The logical time of the last change (see `SimState::clock`).
+    modified: u64,
     data: Vec<u8>,
     durable: Vec<u8>,
     /// The last write since the last sync: (offset, bytes).
@@ -49,6 +51,9 @@ struct SimState {
     mutations: u64,
     /// Power goes off once `mutations` reaches this.
     power_cut_at: Option<u64>,
+    /// A logical clock for modification times: strictly increasing, so two changes never
+    /// share a time.
+    clock: u64,
 }
 
 /// An in-memory file system whose durable state is kept apart from what was written.
@@ -83,6 +88,7 @@ impl SimState {
     fn mutate(&mut self) -> io::Result<()> {
         self.check_power()?;
         self.mutations += 1;
+        self.clock += 1;
         Ok(())
     }
 }
@@ -177,10 +183,13 @@ impl SimFs {
                 id
             }
         };
+        state.clock += 1;
+        let clock = state.clock;
         let inode = state.inodes.entry(id).or_default();
         inode.data = bytes.to_vec();
         inode.durable = bytes.to_vec();
         inode.last_unsynced = None;
+        inode.modified = clock;
     }
 }
 
@@ -211,6 +220,7 @@ impl FileHandle for SimFile {
         }
         let mut state = self.fs.state.lock();
         state.mutate()?;
+        let clock = state.clock;
         let inode = state.inodes.get_mut(&self.id).ok_or_else(power_off)?;
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
         let end = start + buf.len();
@@ -219,6 +229,7 @@ impl FileHandle for SimFile {
         }
         inode.data[start..end].copy_from_slice(buf);
         inode.last_unsynced = Some((offset, buf.to_vec()));
+        inode.modified = clock;
         Ok(())
     }
 
@@ -243,12 +254,14 @@ impl FileHandle for SimFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut state = self.fs.state.lock();
         state.mutate()?;
+        let clock = state.clock;
         let inode = state.inodes.get_mut(&self.id).ok_or_else(power_off)?;
         inode.data.resize(
             usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?,
             0,
         );
         inode.last_unsynced = None;
+        inode.modified = clock;
         Ok(())
     }
 }
@@ -290,6 +303,21 @@ impl FileSystem for SimFs {
         self.state.lock().names.contains_key(path)
     }
 
+    fn stat(&self, path: &Path) -> io::Result<FileStat> {
+        let state = self.state.lock();
+        state.check_power()?;
+        match state.names.get(path) {
+            Some(Node::File(id)) => {
+                let inode = state.inodes.get(id).ok_or_else(|| not_found(path))?;
+                Ok(FileStat {
+                    len: inode.data.len() as u64,
+                    modified_ns: i64::try_from(inode.modified).unwrap_or(i64::MAX),
+                })
+            }
+            _ => Err(not_found(path)),
+        }
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         let state = self.state.lock();
         state.check_power()?;
@@ -320,9 +348,11 @@ impl FileSystem for SimFs {
             (OpenMode::CreateNew, Some(_)) => return Err(io::ErrorKind::AlreadyExists.into()),
             (OpenMode::Truncate, Some(Node::File(id))) => {
                 state.mutate()?;
+                let clock = state.clock;
                 let inode = state.inodes.entry(id).or_default();
                 inode.data.clear();
                 inode.last_unsynced = None;
+                inode.modified = clock;
                 id
             }
             (OpenMode::CreateNew | OpenMode::Truncate, None) => {
@@ -332,7 +362,14 @@ impl FileSystem for SimFs {
                 }
                 state.next_inode += 1;
                 let id = state.next_inode;
-                state.inodes.insert(id, Inode::default());
+                let modified = state.clock;
+                state.inodes.insert(
+                    id,
+                    Inode {
+                        modified,
+                        ..Inode::default()
+                    },
+                );
                 state.names.insert(path.to_owned(), Node::File(id));
                 id
             }
@@ -519,6 +556,9 @@ impl FileSystem for FaultyFs {
     }
     fn exists(&self, path: &Path) -> bool {
         self.inner.exists(path)
+    }
+    fn stat(&self, path: &Path) -> io::Result<FileStat> {
+        self.inner.stat(path)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         self.step(FsOp::Dir)?;

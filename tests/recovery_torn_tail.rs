@@ -38,6 +38,9 @@ fn a_torn_last_record_is_cut_at_every_byte_offset() {
     for cut in start..end {
         let dir = tempfile::tempdir().unwrap();
         for (path, bytes) in snapshot_files(template.path()) {
+            if path.ends_with("CHECKPOINT") {
+                continue; // the copies are newer than it: open would replay anyway
+            }
             let target = dir.path().join(path.strip_prefix(template.path()).unwrap());
             std::fs::write(target, bytes).unwrap();
         }

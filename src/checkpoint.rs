@@ -1,0 +1,436 @@
+//! The checkpoint: the whole projection, written at a clean close so that the next open can
+//! skip replaying every segment.
+//!
+//! It is trusted only when it is whole (magic, version, CRC), the folder holds exactly the
+//! segment files it lists, each with the length and modification time it records, and every one
+//! of them was last modified before the checkpoint itself: a segment changed after the store
+//! closed (damaged, edited, cut) makes open fall back to the full replay, which reports the
+//! damage. Open removes the checkpoint (durably) before the store accepts a write.
+//!
+//! ```text
+//! // Format: { magic: [u8; 8] = "SLCKPT\0\0" | version: u32 | body_len: u64 | body_crc: u32 | body }
+//! ```
+//! docs/FORMAT.md describes the body.
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::fs::{context, read_all, sync_dir, FileStat, FileSystem, OpenMode};
+use crate::projection::{MessageLoc, SessionView};
+use crate::recovery::{Finding, RecoveryReport, Replayed, ReplayedSession};
+
+/// The checkpoint's file name in the store's folder.
+pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
+const TEMP_FILE: &str = "CHECKPOINT.tmp";
+const MAGIC: [u8; 8] = *b"SLCKPT\0\0";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 8 + 4;
+
+/// One session as the checkpoint records it.
+pub(crate) struct Entry<'a> {
+    pub session_id: u64,
+    pub oldest: u32,
+    pub newest: u32,
+    pub newest_len: u64,
+    pub view: &'a SessionView,
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => {
+                self.u8(1);
+                self.str(s);
+            }
+            None => self.u8(0),
+        }
+    }
+}
+
+/// Encodes a checkpoint of the given sessions and segment files (name, length, time).
+pub(crate) fn encode(
+    next_seq: u64,
+    next_id: u64,
+    segments: &[(String, FileStat)],
+    sessions: &[Entry<'_>],
+) -> Vec<u8> {
+    let mut body = Writer(Vec::new());
+    body.u64(next_seq);
+    body.u64(next_id);
+    body.u64(segments.len() as u64);
+    for (name, stat) in segments {
+        body.str(name);
+        body.u64(stat.len);
+        body.i64(stat.modified_ns);
+    }
+    body.u64(sessions.len() as u64);
+    for e in sessions {
+        let v = e.view;
+        body.u64(e.session_id);
+        body.u32(e.oldest);
+        body.u32(e.newest);
+        body.u64(e.newest_len);
+        body.u64(v.bytes_written);
+        body.str(&v.key);
+        body.i64(v.created_at);
+        body.i64(v.last_activity);
+        for s in [
+            &v.name,
+            &v.agent_alias,
+            &v.channel_id,
+            &v.room_id,
+            &v.sender_id,
+        ] {
+            body.opt_str(s.as_deref());
+        }
+        body.str(&v.state);
+        body.opt_str(v.turn_id.as_deref());
+        match v.turn_started_at {
+            Some(t) => {
+                body.u8(1);
+                body.i64(t);
+            }
+            None => body.u8(0),
+        }
+        body.u64(v.messages.len() as u64);
+        for m in &v.messages {
+            body.u32(m.segment);
+            body.u32(m.len);
+            body.u64(m.offset);
+            body.i64(m.created_at);
+        }
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + body.0.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(body.0.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body.0).to_le_bytes());
+    out.extend_from_slice(&body.0);
+    out
+}
+
+/// A cursor that never reads past its bytes: every read is `None` at the end.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1)?.first().copied()
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn len(&mut self) -> Option<usize> {
+        usize::try_from(self.u64()?).ok()
+    }
+    fn str(&mut self) -> Option<String> {
+        let n = self.len()?;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+    fn opt_str(&mut self) -> Option<Option<String>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => Some(Some(self.str()?)),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded checkpoint.
+struct Decoded {
+    next_seq: u64,
+    next_id: u64,
+    segments: Vec<(String, FileStat)>,
+    sessions: Vec<ReplayedSession>,
+}
+
+fn decode(bytes: &[u8]) -> Option<Decoded> {
+    let mut header = Reader(bytes.get(..HEADER_LEN)?);
+    if header.take(8)? != MAGIC || header.u32()? != VERSION {
+        return None;
+    }
+    let body_len = usize::try_from(header.u64()?).ok()?;
+    let crc = header.u32()?;
+    let body = bytes.get(HEADER_LEN..)?;
+    if body.len() != body_len || crc32fast::hash(body) != crc {
+        return None;
+    }
+    let mut r = Reader(body);
+    let next_seq = r.u64()?;
+    let next_id = r.u64()?;
+    let segment_count = r.len()?;
+    let mut segments = Vec::with_capacity(segment_count.min(body_len));
+    for _ in 0..segment_count {
+        let name = r.str()?;
+        let len = r.u64()?;
+        let modified_ns = r.i64()?;
+        segments.push((name, FileStat { len, modified_ns }));
+    }
+    let session_count = r.len()?;
+    let mut sessions = Vec::with_capacity(session_count.min(body_len));
+    for _ in 0..session_count {
+        let session_id = r.u64()?;
+        let oldest = r.u32()?;
+        let newest = r.u32()?;
+        let newest_len = r.u64()?;
+        let bytes_written = r.u64()?;
+        let mut view = SessionView::new(&r.str()?);
+        view.exists = true;
+        view.created_at = r.i64()?;
+        view.last_activity = r.i64()?;
+        view.name = r.opt_str()?;
+        view.agent_alias = r.opt_str()?;
+        view.channel_id = r.opt_str()?;
+        view.room_id = r.opt_str()?;
+        view.sender_id = r.opt_str()?;
+        view.state = r.str()?;
+        view.turn_id = r.opt_str()?;
+        view.turn_started_at = match r.u8()? {
+            0 => None,
+            1 => Some(r.i64()?),
+            _ => return None,
+        };
+        let count = r.len()?;
+        let mut messages = Vec::with_capacity(count.min(body_len / 24));
+        for _ in 0..count {
+            messages.push(MessageLoc {
+                segment: r.u32()?,
+                len: r.u32()?,
+                offset: r.u64()?,
+                created_at: r.i64()?,
+            });
+        }
+        view.install_generation(messages, bytes_written);
+        sessions.push(ReplayedSession {
+            session_id,
+            view,
+            oldest,
+            newest,
+            newest_len,
+            highest: newest,
+            damage: None,
+        });
+    }
+    if !r.0.is_empty() {
+        return None;
+    }
+    Some(Decoded {
+        next_seq,
+        next_id,
+        segments,
+        sessions,
+    })
+}
+
+/// Loads the checkpoint if it is sound and matches the folder's segment files (`segments`,
+/// sorted). Without a usable checkpoint, returns `None` (the caller replays the segments), and
+/// notes why in `report` if one was there. The caller removes it with [`remove`] before the
+/// store takes a write.
+pub(crate) fn load(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    segments: &[String],
+    report: &mut RecoveryReport,
+) -> Result<Option<Replayed>> {
+    let path = dir.join(CHECKPOINT_FILE);
+    if !fs.exists(&path) {
+        return Ok(None);
+    }
+    let decoded = read_all(fs, &path).ok().and_then(|bytes| decode(&bytes));
+    let usable = match decoded {
+        None => Err("damaged or of another version"),
+        Some(d) => match check_folder(fs, dir, &path, &d.segments, segments) {
+            Ok(()) => Ok(d),
+            Err(reason) => Err(reason),
+        },
+    };
+    let usable = match usable {
+        Ok(d) => Some(d),
+        Err(reason) => {
+            report.findings.push(Finding::CheckpointIgnored {
+                reason: reason.into(),
+            });
+            None
+        }
+    };
+    Ok(usable.map(|d| Replayed {
+        sessions: d.sessions,
+        next_seq: d.next_seq,
+        next_id: d.next_id,
+        report: RecoveryReport::default(),
+    }))
+}
+
+/// Removes the checkpoint, durably: once the store writes, it no longer describes the folder.
+pub(crate) fn remove(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    let path = dir.join(CHECKPOINT_FILE);
+    if fs.exists(&path) {
+        fs.remove_file(&path).map_err(context("removing", &path))?;
+        // Gone for good before anything changes the segments.
+        sync_dir(fs, dir)?;
+    }
+    Ok(())
+}
+
+/// Checks that the folder's segments are exactly those recorded, unchanged, and all older
+/// than the checkpoint.
+fn check_folder(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    checkpoint: &Path,
+    recorded: &[(String, FileStat)],
+    listed: &[String],
+) -> std::result::Result<(), &'static str> {
+    if recorded.len() != listed.len() || recorded.iter().zip(listed).any(|((a, _), b)| a != b) {
+        return Err("the folder's segment files differ from those it records");
+    }
+    let written = fs
+        .stat(checkpoint)
+        .map_err(|_| "it cannot be examined")?
+        .modified_ns;
+    for (name, stat) in recorded {
+        let now = fs
+            .stat(&dir.join(name))
+            .map_err(|_| "a segment cannot be examined")?;
+        if now != *stat || now.modified_ns >= written {
+            return Err("a segment changed after it was written");
+        }
+    }
+    Ok(())
+}
+
+/// How long `write` waits for the clock to move past the segments' modification times.
+const CLOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Writes a checkpoint durably: temporary file, sync, rename, folder sync. The checkpoint must
+/// be strictly newer than every segment it describes (`newest_segment_ns`), so that a segment
+/// changed after it is recognised; on a file system whose clock is too coarse to show that
+/// within a short wait, no checkpoint is written (the next open replays instead).
+pub(crate) fn write(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    bytes: &[u8],
+    newest_segment_ns: i64,
+) -> Result<()> {
+    let temp = dir.join(TEMP_FILE);
+    let file = fs
+        .open(&temp, OpenMode::Truncate)
+        .map_err(context("creating", &temp))?;
+    let started = std::time::Instant::now();
+    loop {
+        file.write_at(bytes, 0).map_err(context("writing", &temp))?;
+        let written = fs.stat(&temp).map_err(context("examining", &temp))?;
+        if written.modified_ns > newest_segment_ns {
+            break;
+        }
+        if started.elapsed() > CLOCK_WAIT {
+            drop(file);
+            fs.remove_file(&temp).map_err(context("removing", &temp))?;
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // Whole on disk before the rename makes it the checkpoint.
+    file.sync().map_err(context("syncing", &temp))?;
+    drop(file);
+    let path = dir.join(CHECKPOINT_FILE);
+    fs.rename(&temp, &path)
+        .map_err(context("renaming", &temp))?;
+    // The rename is durable only once the folder is synced.
+    sync_dir(fs, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection::RecordLoc;
+    use crate::record::Event;
+
+    #[test]
+    fn a_checkpoint_round_trips_and_any_damage_is_refused() {
+        let mut view = SessionView::new("k/ü");
+        let at = RecordLoc {
+            segment: 1,
+            offset: 40,
+            len: 50,
+        };
+        view.apply(
+            5,
+            &Event::Append {
+                role: "user",
+                content: "x",
+            },
+            at,
+        )
+        .unwrap();
+        view.apply(
+            6,
+            &Event::SetName { name: Some("n") },
+            RecordLoc { offset: 90, ..at },
+        )
+        .unwrap();
+        view.apply(
+            7,
+            &Event::SetState {
+                state: "running",
+                turn_id: None,
+            },
+            RecordLoc { offset: 130, ..at },
+        )
+        .unwrap();
+        let entry = Entry {
+            session_id: 3,
+            oldest: 1,
+            newest: 1,
+            newest_len: 170,
+            view: &view,
+        };
+        let stat = FileStat {
+            len: 170,
+            modified_ns: 12,
+        };
+        let names = vec![("0000000000000003-00000001.seg".to_string(), stat)];
+        let bytes = encode(9, 4, &names, &[entry]);
+        let d = decode(&bytes).unwrap();
+        assert_eq!((d.next_seq, d.next_id, &d.segments), (9, 4, &names));
+        assert_eq!(d.sessions.len(), 1);
+        assert_eq!(d.sessions[0].view, view);
+        assert_eq!(d.sessions[0].newest_len, 170);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x04;
+            assert!(decode(&bad).is_none(), "flip at {i}");
+        }
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_none(), "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! A clean close writes a checkpoint of the projection that the next open uses instead of
+//! replaying; the checkpoint is ignored (with a full replay that gives the same answers)
+//! whenever it is damaged or stale, and it never outlives the open that read it.
+
+mod common;
+
+use common::*;
+use sessionlog::{ChatMessage, Finding, LogStore, SessionBackend};
+
+fn build(dir: &std::path::Path) -> String {
+    let store = open(dir);
+    fill(&store, "a", "alpha", 5);
+    fill(&store, "b", "beta", 3);
+    store.set_session_name("a", "named").unwrap();
+    store
+        .update_last("b", &ChatMessage::assistant("edited"))
+        .unwrap();
+    store.set_session_state("b", "running", Some("t")).unwrap();
+    let seen = observe(&store);
+    store.close().unwrap();
+    seen
+}
+
+fn ignored(store: &LogStore) -> bool {
+    store
+        .recovery_report()
+        .findings
+        .iter()
+        .any(|f| matches!(f, Finding::CheckpointIgnored { .. }))
+}
+
+#[test]
+fn a_clean_close_lets_the_next_open_skip_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = build(dir.path());
+    assert!(dir.path().join("CHECKPOINT").exists());
+    let store = open(dir.path());
+    assert!(store.recovery_report().from_checkpoint);
+    assert!(store.recovery_report().is_clean());
+    assert_eq!(observe(&store), seen);
+    assert!(
+        !dir.path().join("CHECKPOINT").exists(),
+        "removed before any write"
+    );
+    // It keeps working from there, and the next replay agrees.
+    store.append("a", &user("more")).unwrap();
+    let later = observe(&store);
+    std::mem::forget(store); // no clean close: no checkpoint
+    std::fs::remove_file(dir.path().join("LOCK")).ok();
+    let store = open(dir.path());
+    assert!(!store.recovery_report().from_checkpoint);
+    assert_eq!(observe(&store), later);
+}
+
+#[test]
+fn a_damaged_checkpoint_is_ignored_and_the_replay_answers_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = build(dir.path());
+    let path = dir.path().join("CHECKPOINT");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let store = open(dir.path());
+    assert!(!store.recovery_report().from_checkpoint);
+    assert!(ignored(&store));
+    assert_eq!(observe(&store), seen);
+}
+
+#[test]
+fn a_segment_changed_after_the_close_makes_the_checkpoint_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let seg = segments(dir.path())
+        .into_iter()
+        .find(|p| {
+            std::fs::read(p)
+                .unwrap()
+                .windows(7)
+                .any(|w| w == b"alpha 2")
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.windows(7).position(|w| w == b"alpha 2").unwrap();
+    bytes[at] ^= 0x01; // same length, damaged
+    std::fs::write(&seg, &bytes).unwrap();
+    let store = open(dir.path());
+    assert!(!store.recovery_report().from_checkpoint);
+    assert!(ignored(&store));
+    assert!(
+        store.recovery_report().has_damage(),
+        "the replay finds the damage"
+    );
+    assert_eq!(store.load("a").len(), 2);
+}
+
+#[test]
+fn a_segment_added_or_removed_after_the_close_makes_the_checkpoint_stale() {
+    for remove in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path());
+        let files = segments(dir.path());
+        if remove {
+            std::fs::remove_file(&files[0]).unwrap();
+        } else {
+            let copy = dir.path().join("00000000000000aa-00000001.seg");
+            std::fs::copy(&files[0], copy).unwrap();
+        }
+        let store = open(dir.path());
+        assert!(!store.recovery_report().from_checkpoint, "remove {remove}");
+        assert!(ignored(&store));
+    }
+}
