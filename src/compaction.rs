@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::fs::{context, free_name, move_aside, sync_dir, FileSystem, OpenMode};
 use crate::projection::{MessageLoc, SessionView};
-use crate::record::{encode_event, encode_frame, Event};
+use crate::record::{encode_record, Event};
 use crate::segment::{self, SegmentFiles, SegmentHeader, SegmentKind, TEMP_SUFFIX};
 
 /// A generation written and in force.
@@ -72,13 +72,13 @@ pub fn write_generation(
     };
     for batch in view.messages.chunks(COPY_BATCH) {
         for stored in source.read_messages(batch)? {
-            let payload = encode_event(&Event::Append {
+            let append = Event::Append {
                 role: &stored.message.role,
                 content: &stored.message.content,
-            });
+            };
             let offset = written + buffer.len() as u64;
             // The message keeps its sequence number and its append time.
-            encode_frame(stored.seq, stored.created_at, &payload, &mut buffer);
+            encode_record(stored.seq, stored.created_at, &append, &mut buffer);
             let len = written + buffer.len() as u64 - offset;
             messages.push(MessageLoc {
                 segment,
@@ -94,8 +94,8 @@ pub fn write_generation(
             }
         }
     }
-    let payload = encode_event(&Event::Snapshot(view.snapshot()));
-    encode_frame(snapshot_seq, snapshot_ts, &payload, &mut buffer);
+    let snapshot = Event::Snapshot(view.snapshot());
+    encode_record(snapshot_seq, snapshot_ts, &snapshot, &mut buffer);
     flush(&mut buffer, &mut written)?;
     // The generation must be wholly on disk before the rename can put it in force.
     file.sync().map_err(context("syncing", &temp_path))?;

@@ -196,10 +196,10 @@ impl FileSystem for StdFs {
     }
 }
 
-/// Attaches what the store was doing to an I/O error.
-pub fn context(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {
-    let context = format!("{what} {}", path.display());
-    move |source| Error::io(context, source)
+/// Attaches what the store was doing to an I/O error. The message is built only if there is
+/// an error: this sits on the write path.
+pub fn context<'a>(what: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::io(format!("{what} {}", path.display()), source)
 }
 
 /// Reads a whole file.

@@ -212,6 +212,53 @@ pub fn record_len(payload_len: usize) -> u64 {
     (HEADER_LEN + payload_len) as u64
 }
 
+/// Appends a record of `event` to `out`, its sequence number, time and CRC not yet filled in
+/// ([`seal_record`] does that), and returns the payload's length. The event is encoded straight
+/// into the record: no intermediate copy. A payload over [`PAYLOAD_BYTES_LIMIT`] gets a length
+/// field that will not decode; callers refuse such records before sealing them.
+pub fn begin_record(event: &Event<'_>, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.resize(start + HEADER_LEN, 0);
+    // Encoding into a Vec cannot fail: every field is a plain integer, string or option.
+    bincode::serde::encode_into_std_write(event, out, bincode_config())
+        .expect("encoding an event into memory cannot fail");
+    let payload_len = out.len() - start - HEADER_LEN;
+    let len_bytes = u32::try_from(payload_len).unwrap_or(u32::MAX).to_le_bytes();
+    let crc_bytes = crc_of_len(len_bytes).to_le_bytes();
+    if let Some(header) = out.get_mut(start..start + CRC_OFFSET) {
+        header[..4].copy_from_slice(&len_bytes);
+        header[4..].copy_from_slice(&crc_bytes);
+    }
+    payload_len
+}
+
+/// Fills in the sequence number, time and CRC of the record that `record` holds (as
+/// [`begin_record`] left it).
+pub fn seal_record(record: &mut [u8], seq: u64, ts_micros: i64) {
+    if let Some(fields) = record.get_mut(SEQ_OFFSET..HEADER_LEN) {
+        fields[..8].copy_from_slice(&seq.to_le_bytes());
+        fields[8..].copy_from_slice(&ts_micros.to_le_bytes());
+    }
+    let crc = record_crc(record);
+    if let Some(field) = record.get_mut(CRC_OFFSET..SEQ_OFFSET) {
+        field.copy_from_slice(&crc.to_le_bytes());
+    }
+    debug_assert_eq!(
+        decode_frame(record).map(|(frame, used)| (frame.seq, used)),
+        Ok((seq, record.len())),
+        "a record must decode as it was encoded"
+    );
+}
+
+/// Appends the whole record of `event` to `out`.
+pub fn encode_record(seq: u64, ts_micros: i64, event: &Event<'_>, out: &mut Vec<u8>) {
+    let start = out.len();
+    begin_record(event, out);
+    if let Some(record) = out.get_mut(start..) {
+        seal_record(record, seq, ts_micros);
+    }
+}
+
 /// Appends one framed record to `out`. The payload must be at most [`PAYLOAD_BYTES_LIMIT`]
 /// bytes (the store checks its own, lower, limit first).
 pub fn encode_frame(seq: u64, ts_micros: i64, payload: &[u8], out: &mut Vec<u8>) {
@@ -361,6 +408,17 @@ mod tests {
         assert_eq!(&bytes[12..20], &7u64.to_le_bytes());
         assert_eq!(&bytes[20..28], &(-1i64).to_le_bytes());
         assert_eq!(&bytes[28..], b"abc");
+    }
+
+    #[test]
+    fn a_record_built_in_place_equals_one_framed_from_its_payload() {
+        let event = Event::UpdateLast {
+            role: "assistant",
+            content: "streamed",
+        };
+        let mut in_place = Vec::new();
+        encode_record(9, -3, &event, &mut in_place);
+        assert_eq!(in_place, framed(9, -3, &encode_event(&event)));
     }
 
     #[test]

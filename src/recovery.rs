@@ -199,8 +199,8 @@ const NUMBER_LIMIT: u64 = 1 << 62;
 
 /// What a listing of the store's folder found.
 pub(crate) struct Folder {
-    /// Segment files by session id: (segment number, path).
-    segments: BTreeMap<u64, Vec<(u32, PathBuf)>>,
+    /// Segment numbers by session id.
+    segments: BTreeMap<u64, Vec<u32>>,
     /// Compaction output that never reached its rename.
     temps: Vec<PathBuf>,
     /// The names of all segment and temporary files, sorted: what a checkpoint must match.
@@ -222,7 +222,6 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
     };
     let entries = fs.list(dir).map_err(context("listing", dir))?;
     for entry in entries {
-        let path = dir.join(&entry.name);
         let name = entry.name.to_str().unwrap_or_default();
         if [LOCK_FILE, QUARANTINE_DIR, ARCHIVE_DIR, CHECKPOINT_FILE].contains(&name) {
             continue;
@@ -233,13 +232,13 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
         };
         if let Some((id, number)) = ours(SEGMENT_SUFFIX) {
             folder.next_id = folder.next_id.max(id + 1);
-            folder.segments.entry(id).or_default().push((number, path));
+            folder.segments.entry(id).or_default().push(number);
             folder.names.push(name.to_owned());
             continue;
         }
         if let Some((id, _)) = ours(TEMP_SUFFIX) {
             folder.next_id = folder.next_id.max(id + 1);
-            folder.temps.push(path);
+            folder.temps.push(dir.join(name));
             folder.names.push(name.to_owned());
             continue;
         }
@@ -247,6 +246,7 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
             segment::parse_file_name(&format!("{stem}{SEGMENT_SUFFIX}"), SEGMENT_SUFFIX).is_some()
         });
         if !(side_file && entry.is_file) {
+            let path = dir.join(&entry.name);
             folder.report.findings.push(Finding::UnknownFile { path });
         }
     }
@@ -279,7 +279,8 @@ pub(crate) fn replay(
     } = folder;
     let mut groups: BTreeMap<u64, Vec<SegmentFile>> = BTreeMap::new();
     for (id, files) in listed {
-        for (number, path) in files {
+        for number in files {
+            let path = segment::path(dir, id, number);
             // Read one byte past the longest header: a header can only be cut short if the
             // whole file is shorter than that.
             let prefix = read_prefix(fs, &path, HEADER_BYTES_MAX as u64 + 1)?;

@@ -133,6 +133,11 @@ pub fn parse_file_name(name: &str, suffix: &str) -> Option<(u64, u32)> {
     ))
 }
 
+/// The length of the header of a segment of session `key`.
+pub fn header_len(key: &str) -> u64 {
+    (KEY_OFFSET + key.len() + 4) as u64
+}
+
 /// Encodes a segment header.
 pub fn encode_header(header: &SegmentHeader) -> Vec<u8> {
     let key_len = u16::try_from(header.key.len())
@@ -151,6 +156,7 @@ pub fn encode_header(header: &SegmentHeader) -> Vec<u8> {
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     debug_assert_eq!(decode_header(&out), Ok((header.clone(), out.len())));
+    debug_assert_eq!(out.len() as u64, header_len(&header.key));
     out
 }
 

@@ -31,7 +31,7 @@ use crate::fs::{context, sync_dir, FileHandle, FileSystem, LockGuard, OpenMode, 
 use crate::message::ChatMessage;
 use crate::options::{Durability, Options};
 use crate::projection::{to_time, RecordLoc, SessionView, RUNNING_STATE};
-use crate::record::{encode_event, encode_frame, Event, HEADER_LEN};
+use crate::record::{begin_record, encode_record, seal_record, Event};
 use crate::recovery::{self, Finding, RecoveryReport, ReplayedSession, LOCK_FILE};
 use crate::search::Matcher;
 use crate::segment::{
@@ -69,6 +69,12 @@ struct Inner {
     /// Work for the background threads, and their stop signal.
     background: Background,
     report: RecoveryReport,
+    /// Open replayed the segments (rather than reading a checkpoint): what it read may be a
+    /// crashed process's unsynced writes, so the checkpoint at close must sync every segment.
+    replayed: bool,
+    /// The checkpoint this store opened from is still on disk, describing the segments
+    /// exactly; the first change to a segment removes it.
+    checkpoint_on_disk: Mutex<bool>,
     /// Held for the store's lifetime; dropping it releases the folder.
     _lock: Box<dyn LockGuard>,
 }
@@ -238,12 +244,18 @@ impl LogStore {
             }
             None => recovery::replay(&*fs, &dir, folder, options.keep_history)?,
         };
-        // Used or not, the checkpoint goes before the first write can make it stale.
-        checkpoint::remove(&*fs, &dir)?;
+        let checkpoint_on_disk = report.from_checkpoint;
+        if !checkpoint_on_disk {
+            // A stale or damaged checkpoint goes at once. One that was used stays until the
+            // first change to the segments (see `Inner::forget_checkpoint`), so that a store
+            // opened only to read neither pays for its removal nor rewrites it at close.
+            checkpoint::remove(&*fs, &dir)?;
+        }
         report.findings.extend(replayed.report.findings);
         let mut next_seq = replayed.next_seq;
-        let mut sessions: HashMap<String, Arc<Slot>> = HashMap::new();
         let mut replayed_sessions = replayed.sessions;
+        let mut sessions: HashMap<String, Arc<Slot>> =
+            HashMap::with_capacity(replayed_sessions.len());
         // Newest session first: when a power loss left two sessions with one key, the newer
         // one is the real one (a key gets a new session only after its old one is deleted).
         replayed_sessions.sort_by_key(|s| Reverse(s.session_id));
@@ -270,6 +282,8 @@ impl LogStore {
             open_files: AtomicUsize::new(0),
             unsynced: Mutex::new(Unsynced::default()),
             background: Background::default(),
+            replayed: !report.from_checkpoint,
+            checkpoint_on_disk: Mutex::new(checkpoint_on_disk),
             report,
             _lock: lock,
         });
@@ -375,6 +389,9 @@ impl LogStore {
         if self.inner.poisoned.load(Ordering::SeqCst) {
             return Err(Error::Poisoned);
         }
+        if *self.inner.checkpoint_on_disk.lock() {
+            return Ok(()); // nothing changed since open: the checkpoint still holds
+        }
         // Everything written is made durable, then described in a checkpoint that lets the
         // next open skip the replay.
         self.inner.flush()?;
@@ -456,14 +473,7 @@ fn timestamped(messages: Vec<StoredMessage>) -> Vec<TimestampedMessage> {
 }
 
 fn slot_from(session: ReplayedSession) -> Slot {
-    let header_len = segment::encode_header(&SegmentHeader {
-        kind: SegmentKind::Fresh,
-        session_id: session.session_id,
-        segment: session.newest,
-        prev_len: 0,
-        key: session.view.key.clone(),
-    })
-    .len() as u64;
+    let header_len = segment::header_len(&session.view.key);
     Slot {
         session_id: session.session_id,
         key: session.view.key.clone(),
@@ -562,12 +572,7 @@ fn restore_delete(
     }
     let path = segment::path(dir, session.session_id, session.newest);
     let mut frame = Vec::new();
-    encode_frame(
-        *next_seq,
-        now_micros(),
-        &encode_event(&Event::Delete),
-        &mut frame,
-    );
+    encode_record(*next_seq, now_micros(), &Event::Delete, &mut frame);
     *next_seq += 1;
     let file = fs
         .open(&path, OpenMode::Write)
@@ -627,7 +632,8 @@ impl Inner {
         } else if check_key(key).is_err() {
             return Ok(decide(None).into_value());
         }
-        let payload = encode_event(event);
+        let mut record = Vec::new();
+        let payload_len = begin_record(event, &mut record);
         let too_large = |len: usize| -> Result<()> {
             if len > self.options.record_bytes_max {
                 Err(Error::RecordTooLarge {
@@ -640,7 +646,7 @@ impl Inner {
         };
         if creates {
             // Checked before a session is created for it.
-            too_large(payload.len())?;
+            too_large(payload_len)?;
         }
         loop {
             let slot = match self.slot(key) {
@@ -664,13 +670,15 @@ impl Inner {
                 Decision::Skip(value) => return Ok(value),
                 Decision::Write(value) => value,
             };
-            too_large(payload.len())?;
+            too_large(payload_len)?;
             // A compaction writes all metadata in one record, which must fit too.
             too_large(metadata_len)?;
             self.check_writable()?;
             let ts = now_micros();
             let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-            let at = self.write_record(&slot, &mut writer, seq, ts, &payload)?;
+            seal_record(&mut record, seq, ts);
+            self.forget_checkpoint()?;
+            let at = self.write_record(&slot, &mut writer, &record)?;
             let (applied, compact) = {
                 let mut view = slot.view.write();
                 let applied = view.apply(ts, event, at);
@@ -697,6 +705,18 @@ impl Inner {
         }
     }
 
+    /// Removes the checkpoint the store opened from, durably, before the first change to a
+    /// segment would make it describe a folder that no longer exists.
+    fn forget_checkpoint(&self) -> Result<()> {
+        let mut on_disk = self.checkpoint_on_disk.lock();
+        if *on_disk {
+            let result = checkpoint::remove(&*self.fs, &self.dir);
+            self.poison(result)?;
+            *on_disk = false;
+        }
+        Ok(())
+    }
+
     fn queue_compaction(&self, key: &str) {
         let mut state = self.background.state.lock();
         if state.queued.insert(key.to_owned()) {
@@ -705,17 +725,8 @@ impl Inner {
         }
     }
 
-    fn write_record(
-        &self,
-        slot: &Slot,
-        writer: &mut Writer,
-        seq: u64,
-        ts: i64,
-        payload: &[u8],
-    ) -> Result<RecordLoc> {
-        let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
-        encode_frame(seq, ts, payload, &mut frame);
-        let result = self.write_frame(slot, writer, &frame);
+    fn write_record(&self, slot: &Slot, writer: &mut Writer, record: &[u8]) -> Result<RecordLoc> {
+        let result = self.write_frame(slot, writer, record);
         self.poison(result)
     }
 
@@ -807,10 +818,13 @@ impl Inner {
         w: &mut Writer,
         f: impl FnOnce(&dyn FileHandle) -> std::io::Result<T>,
     ) -> Result<T> {
-        let path = segment::path(&self.dir, slot.session_id, w.newest);
         if let Some(file) = &w.file {
-            return f(&**file).map_err(context("writing", &path));
+            return f(&**file).map_err(|e| {
+                let path = segment::path(&self.dir, slot.session_id, w.newest);
+                context("writing", &path)(e)
+            });
         }
+        let path = segment::path(&self.dir, slot.session_id, w.newest);
         let file = self
             .fs
             .open(&path, OpenMode::Write)
@@ -870,16 +884,18 @@ impl Inner {
     fn write_checkpoint(&self) -> Result<()> {
         let names = recovery::list_folder(&*self.fs, &self.dir)?.names;
         // The checkpoint may only describe durable bytes. Segments this store wrote are synced
-        // already, but what open replayed may be a crashed process's unsynced writes, still
-        // only in the page cache: sync every segment (cheap when nothing is dirty).
+        // already, but what a replaying open read may be a crashed process's unsynced writes,
+        // still only in the page cache: then sync every segment.
         let mut segments = Vec::with_capacity(names.len());
         for name in names {
             let path = self.dir.join(&name);
-            let file = self
-                .fs
-                .open(&path, OpenMode::Read)
-                .map_err(context("opening", &path))?;
-            file.sync().map_err(context("syncing", &path))?;
+            if self.replayed {
+                let file = self
+                    .fs
+                    .open(&path, OpenMode::Read)
+                    .map_err(context("opening", &path))?;
+                file.sync().map_err(context("syncing", &path))?;
+            }
             let stat = self.fs.stat(&path).map_err(context("examining", &path))?;
             segments.push((name, stat));
         }
@@ -998,6 +1014,7 @@ impl Inner {
             .ok_or_else(|| Error::InvalidOptions {
                 reason: "segment numbers exhausted".into(),
             })?;
+        self.forget_checkpoint()?;
         let generation = {
             let source = SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, &view.messages)?;
             let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
@@ -1031,24 +1048,36 @@ impl Inner {
         self.poison(retired).map(drop)
     }
 
-    /// Every live session's metadata and state, most recent activity first, ties by key.
-    fn live_sessions(&self) -> Vec<(SessionMetadata, SessionState)> {
-        let sessions = self.sessions.read();
-        let mut rows: Vec<(SessionMetadata, SessionState)> = sessions
-            .values()
+    /// Every live session, most recent activity first, ties broken by key.
+    fn live_slots(&self) -> Vec<Arc<Slot>> {
+        let mut rows: Vec<(i64, Arc<Slot>)> = {
+            let sessions = self.sessions.read();
+            sessions
+                .values()
+                .filter_map(|slot| {
+                    let view = slot.view.read();
+                    view.is_live()
+                        .then(|| (view.last_activity, Arc::clone(slot)))
+                })
+                .collect()
+        };
+        rows.sort_by(|(a, sa), (b, sb)| b.cmp(a).then_with(|| sa.key.cmp(&sb.key)));
+        rows.into_iter().map(|(_, slot)| slot).collect()
+    }
+
+    /// `f` of every live session's view, in `live_slots` order.
+    fn live_views<T>(&self, mut f: impl FnMut(&SessionView) -> Option<T>) -> Vec<T> {
+        self.live_slots()
+            .iter()
             .filter_map(|slot| {
                 let view = slot.view.read();
-                view.is_live()
-                    .then(|| (view.metadata(), view.session_state()))
+                if view.is_live() {
+                    f(&view)
+                } else {
+                    None
+                }
             })
-            .collect();
-        drop(sessions);
-        rows.sort_by(|(a, _), (b, _)| {
-            b.last_activity
-                .cmp(&a.last_activity)
-                .then_with(|| a.key.cmp(&b.key))
-        });
-        rows
+            .collect()
     }
 
     fn with_view<T>(&self, key: &str, f: impl FnOnce(&SessionView) -> T) -> Option<T> {
@@ -1058,10 +1087,9 @@ impl Inner {
     }
 
     fn running(&self) -> Vec<(SessionMetadata, SessionState)> {
-        self.live_sessions()
-            .into_iter()
-            .filter(|(_, state)| state.state == RUNNING_STATE)
-            .collect()
+        self.live_views(|view| {
+            (view.state == RUNNING_STATE).then(|| (view.metadata(), view.session_state()))
+        })
     }
 }
 
@@ -1111,18 +1139,14 @@ impl SessionBackend for LogStore {
 
     fn list_sessions(&self) -> Vec<String> {
         self.inner
-            .live_sessions()
-            .into_iter()
-            .map(|(meta, _)| meta.key)
+            .live_slots()
+            .iter()
+            .map(|slot| slot.key.clone())
             .collect()
     }
 
     fn list_sessions_with_metadata(&self) -> Vec<SessionMetadata> {
-        self.inner
-            .live_sessions()
-            .into_iter()
-            .map(|(meta, _)| meta)
-            .collect()
+        self.inner.live_views(|view| Some(view.metadata()))
     }
 
     fn compact(&self, session_key: &str) -> std::io::Result<()> {
@@ -1161,7 +1185,10 @@ impl SessionBackend for LogStore {
 
     fn search(&self, query: &SessionQuery) -> Vec<SessionMetadata> {
         let limit = query.limit.unwrap_or(SEARCH_LIMIT_DEFAULT);
-        let rows = self.inner.live_sessions().into_iter().map(|(meta, _)| meta);
+        let rows = self
+            .inner
+            .live_views(|view| Some(view.metadata()))
+            .into_iter();
         let Some(keyword) = &query.keyword else {
             return rows.take(limit).collect();
         };

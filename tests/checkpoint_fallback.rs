@@ -1,6 +1,6 @@
 //! A clean close writes a checkpoint of the projection that the next open uses instead of
 //! replaying; the checkpoint is ignored (with a full replay that gives the same answers)
-//! whenever it is damaged or stale, and it never outlives the open that read it.
+//! whenever it is damaged or stale, and it is removed before the first write after it.
 
 mod common;
 
@@ -39,11 +39,15 @@ fn a_clean_close_lets_the_next_open_skip_the_replay() {
     assert!(store.recovery_report().is_clean());
     assert_eq!(observe(&store), seen);
     assert!(
-        !dir.path().join("CHECKPOINT").exists(),
-        "removed before any write"
+        dir.path().join("CHECKPOINT").exists(),
+        "still true while nothing is written"
     );
-    // It keeps working from there, and the next replay agrees.
+    // The first write removes it; the store keeps working, and the next replay agrees.
     store.append("a", &user("more")).unwrap();
+    assert!(
+        !dir.path().join("CHECKPOINT").exists(),
+        "removed before the first write"
+    );
     let later = observe(&store);
     std::mem::forget(store); // no clean close: no checkpoint
     std::fs::remove_file(dir.path().join("LOCK")).ok();
@@ -110,4 +114,29 @@ fn a_segment_added_or_removed_after_the_close_makes_the_checkpoint_stale() {
         assert!(!store.recovery_report().from_checkpoint, "remove {remove}");
         assert!(ignored(&store));
     }
+}
+
+#[test]
+fn a_read_only_session_leaves_the_checkpoint_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = build(dir.path());
+    for _ in 0..3 {
+        let store = open(dir.path());
+        assert!(store.recovery_report().from_checkpoint);
+        assert_eq!(observe(&store), seen);
+    }
+}
+
+#[test]
+fn a_compaction_after_a_checkpoint_open_removes_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = build(dir.path());
+    let store = open(dir.path());
+    store.compact("a").unwrap();
+    assert!(!dir.path().join("CHECKPOINT").exists());
+    std::mem::forget(store); // a crash: the next open must replay, and agree
+    std::fs::remove_file(dir.path().join("LOCK")).ok();
+    let store = open(dir.path());
+    assert!(!store.recovery_report().from_checkpoint);
+    assert_eq!(observe(&store), seen);
 }
