@@ -41,16 +41,54 @@ impl Matcher {
     }
 
     /// True when any word occurs in `text` as a whole token or as a phrase.
+    ///
+    /// Streams through `text` once, keeping only the last few tokens (as many as the longest
+    /// word has) in reused buffers: no allocation per token, and an ASCII fast path.
     pub fn matches(&self, text: &str) -> bool {
-        if self.is_empty() {
+        let longest = self.words.iter().map(Vec::len).max().unwrap_or(0);
+        if longest == 0 {
             return false;
         }
-        let haystack = tokens(text);
-        self.words.iter().any(|word| {
-            haystack
-                .windows(word.len())
-                .any(|window| window == word.as_slice())
-        })
+        let mut recent: std::collections::VecDeque<String> =
+            std::collections::VecDeque::with_capacity(longest);
+        let mut current = String::new();
+        let finish = |current: &mut String, recent: &mut std::collections::VecDeque<String>| {
+            if current.is_empty() {
+                return false;
+            }
+            let mut slot = if recent.len() == longest {
+                recent.pop_front().unwrap_or_default()
+            } else {
+                String::new()
+            };
+            slot.clear();
+            slot.push_str(current);
+            recent.push_back(slot);
+            current.clear();
+            self.words.iter().any(|word| {
+                recent.len() >= word.len()
+                    && recent
+                        .iter()
+                        .skip(recent.len() - word.len())
+                        .zip(word)
+                        .all(|(seen, wanted)| seen == wanted)
+            })
+        };
+        for c in text.chars() {
+            if c.is_ascii() {
+                if c.is_ascii_alphanumeric() {
+                    current.push(c.to_ascii_lowercase());
+                    continue;
+                }
+            } else if c.is_alphanumeric() {
+                current.extend(c.to_lowercase());
+                continue;
+            }
+            if finish(&mut current, &mut recent) {
+                return true;
+            }
+        }
+        finish(&mut current, &mut recent)
     }
 }
 
@@ -76,6 +114,30 @@ mod tests {
         let m = Matcher::new("new-york");
         assert!(m.matches("I love New York."));
         assert!(!m.matches("York is new"));
+    }
+
+    #[test]
+    fn streaming_matches_agree_with_the_token_list() {
+        let texts = [
+            "",
+            "a",
+            "New  York, new-york!",
+            "ÀÉ straße İstanbul 42x",
+            "x y z x y",
+        ];
+        let words = [
+            "new york", "york", "straße", "istanbul", "i", "42x", "x y", "y z x", "q",
+        ];
+        for text in texts {
+            let all = tokens(text);
+            for word in words {
+                let wanted = tokens(word);
+                let by_list =
+                    !wanted.is_empty() && all.windows(wanted.len()).any(|w| w == wanted.as_slice());
+                let m = Matcher::new(&word.replace(' ', "-"));
+                assert_eq!(m.matches(text), by_list, "{word:?} in {text:?}");
+            }
+        }
     }
 
     #[test]

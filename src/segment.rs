@@ -308,8 +308,10 @@ pub struct SegmentFiles {
 
 /// Two records closer than this are read with one positioned read.
 const READ_GAP_BYTES: u64 = 16 << 10;
-/// Most bytes one positioned read covers when it merges records.
-const READ_SPAN_BYTES: u64 = 4 << 20;
+/// Most bytes one positioned read covers when it merges records. Small enough that the one
+/// buffer a read reuses stays in the allocator's heap instead of being mapped (and page-faulted
+/// in) afresh for every call.
+const READ_SPAN_BYTES: u64 = 256 << 10;
 
 impl SegmentFiles {
     /// Opens every segment that `locs` point into.
@@ -340,6 +342,25 @@ impl SegmentFiles {
     /// Every record's checksum is verified again.
     pub fn read_messages(&self, locs: &[MessageLoc]) -> Result<Vec<StoredMessage>> {
         let mut out = Vec::with_capacity(locs.len());
+        self.visit_messages(locs, |loc, seq, role, content| {
+            out.push(StoredMessage {
+                seq,
+                message: ChatMessage::new(role, content),
+                created_at: loc.created_at,
+            });
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `visit(loc, seq, role, content)` for the messages at `locs`, in order, with the
+    /// strings borrowed from the read buffer (nothing is copied), until it returns false.
+    pub fn visit_messages(
+        &self,
+        locs: &[MessageLoc],
+        mut visit: impl FnMut(&MessageLoc, u64, &str, &str) -> bool,
+    ) -> Result<()> {
+        let mut buffer = Vec::new();
         let mut rest = locs;
         while let Some(first) = rest.first() {
             let start = first.offset;
@@ -358,18 +379,21 @@ impl SegmentFiles {
                 run += 1;
             }
             let (batch, later) = rest.split_at(run);
-            let bytes = self.read_span(first.segment, start, end)?;
+            self.read_span(first.segment, start, end, &mut buffer)?;
             for loc in batch {
                 let from = usize::try_from(loc.offset - start).unwrap_or(usize::MAX);
-                let record = bytes.get(from..).unwrap_or_default();
-                out.push(self.decode_message(loc, record)?);
+                let record = buffer.get(from..).unwrap_or_default();
+                let (seq, role, content) = self.decode_message(loc, record)?;
+                if !visit(loc, seq, role, content) {
+                    return Ok(());
+                }
             }
             rest = later;
         }
-        Ok(out)
+        Ok(())
     }
 
-    fn read_span(&self, segment: u32, start: u64, end: u64) -> Result<Vec<u8>> {
+    fn read_span(&self, segment: u32, start: u64, end: u64, bytes: &mut Vec<u8>) -> Result<()> {
         let path = path(&self.dir, self.session_id, segment);
         let file = self.files.get(&segment).ok_or_else(|| Error::Corrupt {
             path: path.clone(),
@@ -381,13 +405,18 @@ impl SegmentFiles {
             offset: start,
             reason: "read span too large".into(),
         })?;
-        let mut bytes = vec![0; len];
-        file.read_at(&mut bytes, start)
+        bytes.clear();
+        bytes.resize(len, 0);
+        file.read_at(bytes, start)
             .map_err(context("reading", &path))?;
-        Ok(bytes)
+        Ok(())
     }
 
-    fn decode_message(&self, loc: &MessageLoc, record: &[u8]) -> Result<StoredMessage> {
+    fn decode_message<'a>(
+        &self,
+        loc: &MessageLoc,
+        record: &'a [u8],
+    ) -> Result<(u64, &'a str, &'a str)> {
         let path = || path(&self.dir, self.session_id, loc.segment);
         let corrupt = |reason: String| Error::Corrupt {
             path: path(),
@@ -411,11 +440,7 @@ impl SegmentFiles {
             }
             other => return Err(corrupt(format!("expected a message, found {other:?}"))),
         };
-        Ok(StoredMessage {
-            seq: frame.seq,
-            message: ChatMessage::new(role, content),
-            created_at: loc.created_at,
-        })
+        Ok((frame.seq, role, content))
     }
 }
 

@@ -993,6 +993,30 @@ impl Inner {
         files.read_messages(&locs)
     }
 
+    /// True when `found` holds for the content of any live message of the session; contents
+    /// are borrowed from the read buffer, and reading stops at the first hit.
+    fn any_message(&self, key: &str, found: impl Fn(&str) -> bool) -> Result<bool> {
+        let Some(slot) = self.slot(key) else {
+            return Ok(false);
+        };
+        let (locs, files) = {
+            let view = slot.view.read();
+            if !view.is_live() {
+                return Ok(false);
+            }
+            let locs = view.messages.clone();
+            // Opened under the lock, so a compaction cannot remove the files first.
+            let files = SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, &locs)?;
+            (locs, files)
+        };
+        let mut hit = false;
+        files.visit_messages(&locs, |_, _, _, content| {
+            hit = found(content);
+            !hit
+        })?;
+        Ok(hit)
+    }
+
     /// Rewrites a session as one new generation (see `compaction.rs`). Holds the session's
     /// writer lock throughout, so its writers wait; its readers and every other session go on.
     fn compact(&self, key: &str) -> Result<()> {
@@ -1204,10 +1228,8 @@ impl SessionBackend for LogStore {
                     .is_some_and(|name| matcher.matches(name))
                 || self
                     .inner
-                    .read(&meta.key, |len| 0..len)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|m| matcher.matches(&m.message.content))
+                    .any_message(&meta.key, |content| matcher.matches(content))
+                    .unwrap_or(false)
         })
         .take(limit)
         .collect()

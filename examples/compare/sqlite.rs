@@ -6,7 +6,7 @@ use std::path::Path;
 
 use chrono::Utc;
 use parking_lot::Mutex;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use sessionlog::{ChatMessage, SessionBackend, SessionMetadata, SessionQuery};
 
 /// One connection behind a mutex, as the agent runtimes share it.
@@ -206,46 +206,34 @@ impl SessionBackend for SqliteStore {
         let Some(keyword) = &query.keyword else {
             return self.list_sessions_with_metadata();
         };
-        let keys: Vec<String> = {
-            let conn = self.conn.lock();
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT DISTINCT session_key FROM sessions_fts WHERE sessions_fts MATCH ?1",
-                )
-                .unwrap();
-            let phrase = format!("\"{}\"", keyword.replace('"', ""));
-            stmt.query_map([phrase], |row| row.get(0))
-                .unwrap()
-                .filter_map(Result::ok)
-                .collect()
-        };
+        // The same answer as the contract asks: matching sessions, most recent activity first,
+        // at most `limit` of them.
         let conn = self.conn.lock();
-        let limit = query.limit.unwrap_or(50);
-        let mut out = Vec::new();
-        for key in keys.iter().take(limit) {
-            let row = conn
-                .query_row(
-                    "SELECT message_count FROM session_metadata WHERE session_key = ?1",
-                    [key],
-                    |row| row.get::<_, i64>(0),
-                )
-                .optional()
-                .ok()
-                .flatten();
-            if let Some(count) = row {
-                out.push(SessionMetadata {
-                    key: key.clone(),
-                    name: None,
-                    created_at: Utc::now(),
-                    last_activity: Utc::now(),
-                    message_count: count as usize,
-                    agent_alias: None,
-                    channel_id: None,
-                    room_id: None,
-                    sender_id: None,
-                });
-            }
-        }
-        out
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT m.session_key, m.message_count FROM session_metadata m
+                 WHERE m.session_key IN
+                     (SELECT session_key FROM sessions_fts WHERE sessions_fts MATCH ?1)
+                 ORDER BY m.last_activity DESC LIMIT ?2",
+            )
+            .unwrap();
+        let phrase = format!("\"{}\"", keyword.replace('"', ""));
+        let limit = query.limit.unwrap_or(50) as i64;
+        stmt.query_map(params![phrase, limit], |row| {
+            Ok(SessionMetadata {
+                key: row.get(0)?,
+                name: None,
+                created_at: Utc::now(),
+                last_activity: Utc::now(),
+                message_count: row.get::<_, i64>(1)? as usize,
+                agent_alias: None,
+                channel_id: None,
+                room_id: None,
+                sender_id: None,
+            })
+        })
+        .unwrap()
+        .filter_map(Result::ok)
+        .collect()
     }
 }
