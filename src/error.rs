@@ -91,6 +91,10 @@ pub enum Error {
     /// work. Reopening replays what is really on disk.
     #[error("the store refuses writes after a failed write or sync; reopen it")]
     Poisoned,
+    /// The store was opened with [`crate::LogStore::open_read_only`], which never changes a
+    /// byte. Open it with [`crate::LogStore::open`] to write.
+    #[error("the store was opened read-only")]
+    ReadOnly,
 }
 
 /// `Result` with [`Error`].
@@ -116,6 +120,7 @@ impl Error {
             | Error::InvalidOptions { .. } => io::ErrorKind::InvalidInput,
             Error::Locked { .. } => io::ErrorKind::ResourceBusy,
             Error::Poisoned => io::ErrorKind::Other,
+            Error::ReadOnly => io::ErrorKind::PermissionDenied,
         }
     }
 }

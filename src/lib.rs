@@ -57,4 +57,4 @@ pub use message::ChatMessage;
 pub use options::{Durability, Options};
 pub use recovery::{Finding, RecoveryReport};
 pub use segment::{FORMAT_VERSION, MAX_KEY_BYTES};
-pub use store::{LogStore, SEARCH_LIMIT_DEFAULT};
+pub use store::{LogStore, SessionStats, SEARCH_LIMIT_DEFAULT};

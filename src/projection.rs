@@ -134,7 +134,10 @@ impl SessionView {
             self.created_at = ts;
             self.last_activity = ts;
         }
-        self.bytes_written += u64::from(at.len);
+        if !matches!(event, Event::Snapshot(_)) {
+            // A compaction's snapshot is no dead weight: the next compaction writes one too.
+            self.bytes_written += u64::from(at.len);
+        }
         let here = MessageLoc {
             segment: at.segment,
             len: at.len,
@@ -316,7 +319,14 @@ impl SessionView {
         self.bytes_written.saturating_sub(self.live_bytes)
     }
 
-    /// Installs the message locations of a generation a compaction just wrote.
+    /// Installs the message locations of a generation a compaction just wrote: nothing in it
+    /// is dead.
+    pub fn install_compacted(&mut self, messages: Vec<MessageLoc>) {
+        let live: u64 = messages.iter().map(|m| u64::from(m.len)).sum();
+        self.install_generation(messages, live);
+    }
+
+    /// Installs message locations and the bytes written since the last compaction.
     pub fn install_generation(&mut self, messages: Vec<MessageLoc>, bytes_written: u64) {
         self.live_bytes = messages.iter().map(|m| u64::from(m.len)).sum();
         self.messages = messages;

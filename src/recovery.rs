@@ -149,6 +149,16 @@ pub enum Finding {
         /// The older session's newest segment, where the delete record was written.
         path: PathBuf,
     },
+    /// A read-only open stopped at a record that is not complete: a crash left it torn, or
+    /// the process writing the store is in the middle of it. Nothing was changed.
+    Unfinished {
+        /// The segment.
+        path: PathBuf,
+        /// Where the incomplete record starts.
+        offset: u64,
+        /// How many bytes follow it.
+        bytes: u64,
+    },
     /// A checkpoint of the projection was found but not used (open replayed every segment
     /// instead); it was removed.
     CheckpointIgnored {
@@ -264,11 +274,13 @@ pub(crate) fn replay(
     dir: &Path,
     folder: Folder,
     keep_history: bool,
+    repair: bool,
 ) -> Result<Replayed> {
-    let superseded = if keep_history {
-        Retire::Archive
-    } else {
-        Retire::Remove
+    // What happens to segments no longer in force; `None`: a read-only open changes nothing.
+    let superseded = match (repair, keep_history) {
+        (false, _) => None,
+        (true, true) => Some(Retire::Archive),
+        (true, false) => Some(Retire::Remove),
     };
     let Folder {
         segments: listed,
@@ -304,7 +316,7 @@ pub(crate) fn replay(
             });
         }
     }
-    for path in &temps {
+    for path in temps.iter().filter(|_| repair) {
         // A compaction's output before its rename: never in force, and the generation it was
         // copied from is still in place.
         fs.remove_file(path).map_err(context("removing", path))?;
@@ -312,7 +324,7 @@ pub(crate) fn replay(
             .findings
             .push(Finding::TempFileRemoved { path: path.clone() });
     }
-    if !temps.is_empty() {
+    if repair && !temps.is_empty() {
         // Keeps removed temporary files from coming back after a crash.
         sync_dir(fs, dir)?;
     }
@@ -329,12 +341,12 @@ pub(crate) fn replay(
         }
     }
     let next_seq = (max_seq + 1).max(read_seq_floor(fs, dir));
-    if !deleted.is_empty() {
+    if let (Some(how), false) = (superseded, deleted.is_empty()) {
         // A delete whose files a crash kept: finish reclaiming them, after recording that
         // their sequence numbers are used.
         write_seq_floor(fs, dir, next_seq)?;
         for (id, oldest, highest) in deleted {
-            compaction::retire(fs, dir, id, oldest, highest.saturating_add(1), superseded)?;
+            compaction::retire(fs, dir, id, oldest, highest.saturating_add(1), how)?;
         }
     }
     Ok(Replayed {
@@ -359,7 +371,7 @@ fn replay_session(
     dir: &Path,
     id: u64,
     mut segments: Vec<SegmentFile>,
-    superseded: Retire,
+    superseded: Option<Retire>,
     report: &mut RecoveryReport,
     max_seq: &mut u64,
 ) -> Result<Outcome> {
@@ -367,14 +379,23 @@ fn replay_session(
     if let Some(last) = segments.pop() {
         if last.header == Err(HeaderError::Truncated) {
             // A crash while the session's newest segment was being created: not even its
-            // header is whole.
-            let (saved_to, bytes) = cut_tail(fs, &last.path, 0, true)?;
-            report.findings.push(Finding::TornTail {
-                path: last.path,
-                offset: 0,
-                bytes,
-                saved_to,
-            });
+            // header is whole (or, read-only, a writer is creating it right now).
+            if superseded.is_some() {
+                let (saved_to, bytes) = cut_tail(fs, &last.path, 0, true)?;
+                report.findings.push(Finding::TornTail {
+                    path: last.path,
+                    offset: 0,
+                    bytes,
+                    saved_to,
+                });
+            } else {
+                let bytes = fs.stat(&last.path).map_or(0, |s| s.len);
+                report.findings.push(Finding::Unfinished {
+                    path: last.path,
+                    offset: 0,
+                    bytes,
+                });
+            }
         } else {
             segments.push(last);
         }
@@ -486,13 +507,23 @@ fn replay_session(
             }
             ScanEnd::Clean => {}
             ScanEnd::TornTail { offset } if Some(seg.number) == newest_number => {
-                let (saved_to, bytes) = cut_tail(fs, &seg.path, offset, false)?;
-                report.findings.push(Finding::TornTail {
-                    path: seg.path.clone(),
-                    offset,
-                    bytes,
-                    saved_to,
-                });
+                let path = seg.path.clone();
+                if superseded.is_some() {
+                    let (saved_to, bytes) = cut_tail(fs, &seg.path, offset, false)?;
+                    report.findings.push(Finding::TornTail {
+                        path,
+                        offset,
+                        bytes,
+                        saved_to,
+                    });
+                } else {
+                    let bytes = newest_len - offset;
+                    report.findings.push(Finding::Unfinished {
+                        path,
+                        offset,
+                        bytes,
+                    });
+                }
                 newest_len = offset;
             }
             ScanEnd::TornTail { offset } => {
@@ -531,7 +562,7 @@ fn replay_session(
     }
 
     // Finish the compaction a crash interrupted, now that its generation proved sound.
-    if let Some((_, kind, key)) = base {
+    if let (Some((_, kind, key)), Some(superseded)) = (base, superseded) {
         let mut retired = Vec::new();
         for s in &replaced {
             let how = match (&s.header, kind, &damage) {
@@ -576,14 +607,17 @@ fn replay_session(
         (Some(_), None) if deleted => Ok(Outcome::Deleted { oldest, highest }),
         (_, Some((path, offset, reason))) => {
             // Nothing live to keep: move every file of the session aside, unchanged.
-            let quarantined = compaction::retire(
-                fs,
-                dir,
-                id,
-                0,
-                highest.saturating_add(1),
-                Retire::Quarantine,
-            )?;
+            let quarantined = match superseded {
+                Some(_) => compaction::retire(
+                    fs,
+                    dir,
+                    id,
+                    0,
+                    highest.saturating_add(1),
+                    Retire::Quarantine,
+                )?,
+                None => Vec::new(),
+            };
             report.findings.push(Finding::Damaged {
                 key,
                 path,

@@ -38,6 +38,19 @@ use crate::segment::{
     self, SegmentFiles, SegmentHeader, SegmentKind, StoredMessage, MAX_KEY_BYTES,
 };
 
+/// A session's size on disk, from [`LogStore::stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStats {
+    /// The session key.
+    pub key: String,
+    /// Live messages.
+    pub messages: usize,
+    /// Bytes of the records that hold the live messages.
+    pub live_bytes: u64,
+    /// Bytes of records a compaction would drop (superseded messages, metadata changes).
+    pub dead_bytes: u64,
+}
+
 /// Results `search` returns when the query gives no limit.
 pub const SEARCH_LIMIT_DEFAULT: usize = 50;
 
@@ -75,8 +88,10 @@ struct Inner {
     /// The checkpoint this store opened from is still on disk, describing the segments
     /// exactly; the first change to a segment removes it.
     checkpoint_on_disk: Mutex<bool>,
-    /// Held for the store's lifetime; dropping it releases the folder.
-    _lock: Box<dyn LockGuard>,
+    /// Opened with `open_read_only`: no lock, no background work, every write refused.
+    read_only: bool,
+    /// Held for the store's lifetime; dropping it releases the folder. `None` when read-only.
+    _lock: Option<Box<dyn LockGuard>>,
 }
 
 /// One session: its writer and its projection.
@@ -217,35 +232,80 @@ impl LogStore {
         options: Options,
         fs: Arc<dyn FileSystem>,
     ) -> Result<LogStore> {
+        LogStore::open_mode(dir.as_ref(), options, fs, false)
+    }
+
+    /// Opens the store in `dir` to read it, possibly while another process writes it: takes
+    /// no lock and never changes a byte. Every segment is replayed and checked; what open
+    /// would repair (a torn tail, damage) is reported in [`LogStore::recovery_report`] and left
+    /// as it is, and reading stops at the last complete record. Every write fails with
+    /// [`Error::ReadOnly`]. The view is the folder as it was at open.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<LogStore> {
+        LogStore::open_read_only_with_fs(dir, Arc::new(StdFs))
+    }
+
+    /// [`LogStore::open_read_only`] through another file system.
+    pub fn open_read_only_with_fs(
+        dir: impl AsRef<Path>,
+        fs: Arc<dyn FileSystem>,
+    ) -> Result<LogStore> {
+        let options = Options {
+            auto_compact: false,
+            ..Options::default()
+        };
+        LogStore::open_mode(dir.as_ref(), options, fs, true)
+    }
+
+    fn open_mode(
+        dir: &Path,
+        options: Options,
+        fs: Arc<dyn FileSystem>,
+        read_only: bool,
+    ) -> Result<LogStore> {
         options.validate()?;
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.to_path_buf();
         if !fs.is_dir(&dir) {
+            if read_only {
+                return Err(context("opening", &dir)(
+                    std::io::ErrorKind::NotFound.into(),
+                ));
+            }
             fs.create_dir_all(&dir).map_err(context("creating", &dir))?;
             // The new folder's entry must be durable before anything in it is.
             sync_dir(&*fs, crate::fs::parent(&dir))?;
         }
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = fs.lock(&lock_path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                Error::Locked {
-                    path: lock_path.clone(),
+        let lock = if read_only {
+            None
+        } else {
+            let lock_path = dir.join(LOCK_FILE);
+            let lock = fs.lock(&lock_path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    Error::Locked {
+                        path: lock_path.clone(),
+                    }
+                } else {
+                    context("locking", &lock_path)(e)
                 }
-            } else {
-                context("locking", &lock_path)(e)
-            }
-        })?;
+            })?;
+            Some(lock)
+        };
         let folder = recovery::list_folder(&*fs, &dir)?;
         let mut report = RecoveryReport::default();
-        let replayed = match checkpoint::load(&*fs, &dir, &folder.names, &mut report)? {
+        let from_checkpoint = if read_only {
+            None // a reader checks every record
+        } else {
+            checkpoint::load(&*fs, &dir, &folder.names, &mut report)?
+        };
+        let replayed = match from_checkpoint {
             Some(mut from_checkpoint) => {
                 report.from_checkpoint = true;
                 from_checkpoint.report = folder.report;
                 from_checkpoint
             }
-            None => recovery::replay(&*fs, &dir, folder, options.keep_history)?,
+            None => recovery::replay(&*fs, &dir, folder, options.keep_history, !read_only)?,
         };
         let checkpoint_on_disk = report.from_checkpoint;
-        if !checkpoint_on_disk {
+        if !checkpoint_on_disk && !read_only {
             // A stale or damaged checkpoint goes at once. One that was used stays until the
             // first change to the segments (see `Inner::forget_checkpoint`), so that a store
             // opened only to read neither pays for its removal nor rewrites it at close.
@@ -261,13 +321,28 @@ impl LogStore {
         replayed_sessions.sort_by_key(|s| Reverse(s.session_id));
         for session in replayed_sessions {
             let twin = sessions.contains_key(&session.view.key);
-            let slot = match (twin, session.damage.is_some()) {
-                (false, false) => slot_from(session),
-                (false, true) => repair(&*fs, &dir, session, &mut next_seq, &mut report)?,
-                (true, _) => {
+            let slot = match (twin, session.damage.is_some(), read_only) {
+                (false, false, _) => slot_from(session),
+                (false, true, false) => repair(&*fs, &dir, session, &mut next_seq, &mut report)?,
+                (false, true, true) => {
+                    // Read-only: the session as far as it is sound, the damage left in place.
+                    let mut session = session;
+                    if let Some((path, offset, reason)) = session.damage.take() {
+                        report.findings.push(Finding::Damaged {
+                            key: Some(session.view.key.clone()),
+                            path,
+                            offset,
+                            reason,
+                            quarantined: Vec::new(),
+                        });
+                    }
+                    slot_from(session)
+                }
+                (true, _, false) => {
                     restore_delete(&*fs, &dir, session, &mut next_seq, &mut report)?;
                     continue;
                 }
+                (true, _, true) => continue, // the older twin is deleted (see above)
             };
             sessions.insert(slot.key.clone(), Arc::new(slot));
         }
@@ -284,6 +359,7 @@ impl LogStore {
             background: Background::default(),
             replayed: !report.from_checkpoint,
             checkpoint_on_disk: Mutex::new(checkpoint_on_disk),
+            read_only,
             report,
             _lock: lock,
         });
@@ -342,6 +418,36 @@ impl LogStore {
         self.inner.compact(session_key)
     }
 
+    /// Appends a message stamped with the given time instead of now: for importing histories
+    /// kept elsewhere. Otherwise exactly [`SessionBackend::append`] (the session's
+    /// `last_activity` becomes that time).
+    pub fn append_at(
+        &self,
+        session_key: &str,
+        message: &ChatMessage,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<()> {
+        let event = Event::Append {
+            role: &message.role,
+            content: &message.content,
+        };
+        let at = Some(at.timestamp_micros());
+        self.inner
+            .commit_at(session_key, true, &event, at, |_| Decision::Write(()))
+    }
+
+    /// Every live session's size on disk, most recent activity first.
+    pub fn stats(&self) -> Vec<SessionStats> {
+        self.inner.live_views(|view| {
+            Some(SessionStats {
+                key: view.key.clone(),
+                messages: view.messages.len(),
+                live_bytes: view.live_bytes,
+                dead_bytes: view.dead_bytes(),
+            })
+        })
+    }
+
     /// Bytes on disk of a session's records that a compaction would drop (0 for a missing
     /// session).
     pub fn dead_bytes(&self, session_key: &str) -> u64 {
@@ -367,6 +473,9 @@ impl LogStore {
     /// Syncs every write not yet on disk (useful with [`Durability::Never`] or
     /// [`Durability::Interval`]); a failure poisons the store.
     pub fn sync(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Ok(());
+        }
         self.inner.flush()
     }
 
@@ -385,6 +494,9 @@ impl LogStore {
         for thread in self.threads.drain(..) {
             // A panicked background thread has nothing left to report here.
             let _ = thread.join();
+        }
+        if self.inner.read_only {
+            return Ok(()); // nothing was written
         }
         if self.inner.poisoned.load(Ordering::SeqCst) {
             return Err(Error::Poisoned);
@@ -533,9 +645,7 @@ fn repair(
         reason,
         quarantined,
     });
-    session
-        .view
-        .install_generation(generation.messages, generation.len - generation.header_len);
+    session.view.install_compacted(generation.messages);
     session.oldest = number;
     session.newest = number;
     session.newest_len = generation.len;
@@ -604,7 +714,9 @@ impl Inner {
     }
 
     fn check_writable(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::SeqCst) {
+        if self.read_only {
+            Err(Error::ReadOnly)
+        } else if self.poisoned.load(Ordering::SeqCst) {
             Err(Error::Poisoned)
         } else {
             Ok(())
@@ -625,6 +737,18 @@ impl Inner {
         key: &str,
         creates: bool,
         event: &Event<'_>,
+        decide: impl Fn(Option<&SessionView>) -> Decision<R>,
+    ) -> Result<R> {
+        self.commit_at(key, creates, event, None, decide)
+    }
+
+    /// [`Inner::commit`] with the record's time given (`None`: now).
+    fn commit_at<R>(
+        &self,
+        key: &str,
+        creates: bool,
+        event: &Event<'_>,
+        at: Option<i64>,
         decide: impl Fn(Option<&SessionView>) -> Decision<R>,
     ) -> Result<R> {
         if creates {
@@ -674,7 +798,7 @@ impl Inner {
             // A compaction writes all metadata in one record, which must fit too.
             too_large(metadata_len)?;
             self.check_writable()?;
-            let ts = now_micros();
+            let ts = at.unwrap_or_else(now_micros);
             let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
             seal_record(&mut record, seq, ts);
             self.forget_checkpoint()?;
@@ -1051,9 +1175,7 @@ impl Inner {
                 (seq, now_micros()),
             ))?
         };
-        slot.view
-            .write()
-            .install_generation(generation.messages, generation.len - generation.header_len);
+        slot.view.write().install_compacted(generation.messages);
         self.release_file(&mut w);
         let oldest = w.oldest;
         w.oldest = number;

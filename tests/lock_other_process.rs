@@ -14,15 +14,26 @@ fn another_process_cannot_open_a_folder_this_one_holds() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.append("k", &user("x")).unwrap();
+    // `compact` opens the store to write: refused while this process holds it.
     let output = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
-        .arg("ls")
+        .arg("compact")
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("locked"), "{stderr}");
     drop(store);
+    let output = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
+        .arg("compact")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let output = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
         .arg("ls")
         .arg(dir.path())

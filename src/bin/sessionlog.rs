@@ -1,12 +1,18 @@
-//! The `sessionlog` command: a demo of the store, and a look into a store's folder.
-
-use std::path::PathBuf;
-use std::process::ExitCode;
+//! The `sessionlog` command: look into a store, check it, compact it, export it, import the
+//! JSONL folders agents keep today, and run the demo.
+//!
+//! Read-only commands (`ls`, `show`, `search`, `verify`, `stats`, `export`) open the store with
+//! `LogStore::open_read_only`: they work while an agent has the store open and change no byte.
+//! Exit status: 0 on success (for `verify`: the store is sound), 1 when `verify` found damage,
+//! 2 on a usage or I/O error.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sessionlog::{ChatMessage, LogStore, SessionBackend, SessionContext};
+use serde_json::json;
+use sessionlog::{ChatMessage, Finding, LogStore, SessionBackend, SessionContext, SessionQuery};
 
 /// Writes a line to standard output; a closed pipe ends the command instead of panicking.
 macro_rules! outln {
@@ -16,7 +22,11 @@ macro_rules! outln {
 }
 
 #[derive(Parser)]
-#[command(name = "sessionlog", version, about = "Look into a sessionlog store")]
+#[command(
+    name = "sessionlog",
+    version,
+    about = "Look into, check and fill a sessionlog store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,10 +39,13 @@ enum Command {
         /// The store's folder.
         dir: PathBuf,
     },
-    /// List the sessions of the store in DIR with their metadata.
+    /// List the sessions: name, messages, created, last activity, state, alias.
     Ls {
         /// The store's folder.
         dir: PathBuf,
+        /// One JSON object a line instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a session's messages with their times.
     Show {
@@ -43,6 +56,36 @@ enum Command {
         /// Print only the last N messages.
         #[arg(long)]
         tail: Option<usize>,
+        /// One JSON object a line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sessions whose messages, key or name hold any of the words (the trait's search).
+    Search {
+        /// The store's folder.
+        dir: PathBuf,
+        /// Words; a word of several tokens (`new-york`) is a phrase.
+        #[arg(required = true)]
+        words: Vec<String>,
+        /// At most this many sessions.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object a line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record's checksum. Exit status 0 when sound, 1 when damage was found.
+    Verify {
+        /// The store's folder.
+        dir: PathBuf,
+    },
+    /// Sessions, messages, and bytes live and dead, per session and in total.
+    Stats {
+        /// The store's folder.
+        dir: PathBuf,
+        /// One JSON object a line instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Compact one session, or every session.
     Compact {
@@ -51,12 +94,30 @@ enum Command {
         /// The session key (all sessions if omitted).
         key: Option<String>,
     },
+    /// Every message as a JSON line: session, role, content, created_at.
+    Export {
+        /// The store's folder.
+        dir: PathBuf,
+        /// Only this session.
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// Import a folder of `<key>.jsonl` files (one {"role","content"} object a line).
+    Import {
+        /// The store's folder (created if missing).
+        dir: PathBuf,
+        /// The JSONL folder to import.
+        #[arg(long = "from-jsonl", value_name = "PATH")]
+        from_jsonl: PathBuf,
+    },
 }
+
+type CliResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) if is_broken_pipe(&*e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sessionlog: {e}");
@@ -75,18 +136,17 @@ fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
         .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-type CliResult = Result<(), Box<dyn std::error::Error>>;
-
-fn run(command: Command) -> CliResult {
+fn run(command: Command) -> CliResult<ExitCode> {
     match command {
-        Command::Demo { dir } => demo(dir),
-        Command::Ls { dir } => {
-            let store = open(&dir)?;
-            print_sessions(&store)?;
-            Ok(())
-        }
-        Command::Show { dir, key, tail } => {
-            let store = open(&dir)?;
+        Command::Demo { dir } => demo(dir)?,
+        Command::Ls { dir, json } => print_sessions(&read_only(&dir)?, json)?,
+        Command::Show {
+            dir,
+            key,
+            tail,
+            json,
+        } => {
+            let store = read_only(&dir)?;
             if !store.session_exists(&key) {
                 return Err(format!("no session {key:?} in {}", dir.display()).into());
             }
@@ -96,46 +156,275 @@ fn run(command: Command) -> CliResult {
             };
             for m in messages {
                 let at = m.created_at.map(|t| t.to_rfc3339()).unwrap_or_default();
-                outln!("{at}  {:<9} {}", m.message.role, m.message.content);
+                if json {
+                    let line = json!({"role": m.message.role, "content": m.message.content, "created_at": at});
+                    outln!("{line}");
+                } else {
+                    outln!("{at}  {:<9} {}", m.message.role, m.message.content);
+                }
             }
-            Ok(())
         }
+        Command::Search {
+            dir,
+            words,
+            limit,
+            json,
+        } => {
+            let store = read_only(&dir)?;
+            let query = SessionQuery {
+                keyword: Some(words.join(" ")),
+                limit: Some(limit),
+            };
+            for meta in store.search(&query) {
+                if json {
+                    outln!(
+                        "{}",
+                        json!({"key": meta.key, "name": meta.name, "messages": meta.message_count, "last_activity": meta.last_activity.to_rfc3339()})
+                    );
+                } else {
+                    outln!(
+                        "{}\t{}\t{}",
+                        meta.key,
+                        meta.message_count,
+                        meta.last_activity.to_rfc3339()
+                    );
+                }
+            }
+        }
+        Command::Verify { dir } => return verify(&dir),
+        Command::Stats { dir, json } => stats(&read_only(&dir)?, json)?,
         Command::Compact { dir, key } => {
-            let store = open(&dir)?;
+            let store = existing(&dir, |d| LogStore::open(d))?;
             let keys = match key {
                 Some(key) => vec![key],
                 None => store.list_sessions(),
             };
+            let before: u64 = store.stats().iter().map(|s| s.dead_bytes).sum();
             for key in &keys {
                 store.compact_session(key)?;
             }
-            outln!("compacted {} session(s)", keys.len());
-            Ok(())
+            let after: u64 = store.stats().iter().map(|s| s.dead_bytes).sum();
+            outln!(
+                "compacted {} session(s), reclaimed {} bytes",
+                keys.len(),
+                before.saturating_sub(after)
+            );
+            store.close()?;
         }
+        Command::Export { dir, session } => {
+            let store = read_only(&dir)?;
+            let keys = match session {
+                Some(key) => vec![key],
+                None => store.list_sessions(),
+            };
+            for key in keys {
+                for m in store.read_messages(&key)? {
+                    let at = m.created_at.map(|t| t.to_rfc3339());
+                    let line = json!({"session": key, "role": m.message.role, "content": m.message.content, "created_at": at});
+                    outln!("{line}");
+                }
+            }
+        }
+        Command::Import { dir, from_jsonl } => return import_jsonl(&dir, &from_jsonl),
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn open(dir: &PathBuf) -> Result<LogStore, Box<dyn std::error::Error>> {
+/// Opens an existing store's folder (never creating one by mistake).
+fn existing(dir: &Path, open: fn(&Path) -> sessionlog::Result<LogStore>) -> CliResult<LogStore> {
     if !dir.is_dir() {
         return Err(format!("{} is not a folder", dir.display()).into());
     }
-    let store = LogStore::open(dir)?;
+    Ok(open(dir)?)
+}
+
+fn read_only(dir: &Path) -> CliResult<LogStore> {
+    let store = existing(dir, |d| LogStore::open_read_only(d))?;
     for finding in &store.recovery_report().findings {
-        eprintln!("recovery: {finding:?}");
+        eprintln!("note: {}", describe(finding));
     }
     Ok(store)
 }
 
-fn print_sessions(store: &LogStore) -> CliResult {
-    outln!(
-        "{:<28} {:<22} {:>5}  {:<20} {:<20} {:<8} alias",
-        "KEY",
-        "NAME",
-        "MSGS",
-        "CREATED",
-        "LAST ACTIVITY",
-        "STATE"
-    );
+fn describe(finding: &Finding) -> String {
+    match finding {
+        Finding::Damaged {
+            key, path, offset, reason, ..
+        } => format!(
+            "damage in session {:?}: {} at offset {offset}: {reason}",
+            key.as_deref().unwrap_or("?"),
+            path.display()
+        ),
+        Finding::Unfinished { path, offset, bytes } => format!(
+            "incomplete record: {} at offset {offset} ({bytes} bytes; a crash, or a write in progress)",
+            path.display()
+        ),
+        Finding::TornTail { path, offset, .. } => {
+            format!("torn tail cut: {} at offset {offset}", path.display())
+        }
+        Finding::UnknownFile { path } => format!("not part of the store: {}", path.display()),
+        other => format!("{other:?}"),
+    }
+}
+
+fn verify(dir: &Path) -> CliResult<ExitCode> {
+    let store = existing(dir, |d| LogStore::open_read_only(d))?;
+    let mut damage = 0;
+    for finding in &store.recovery_report().findings {
+        if matches!(
+            finding,
+            Finding::Damaged { .. } | Finding::Unfinished { .. }
+        ) {
+            damage += 1;
+        }
+        outln!("{}", describe(finding));
+    }
+    // Every live message is read back, so its record's checksum is checked once more.
+    let mut messages = 0;
+    for key in store.list_sessions() {
+        match store.read_messages(&key) {
+            Ok(read) => messages += read.len(),
+            Err(e) => {
+                damage += 1;
+                outln!("damage in session {key:?}: {e}");
+            }
+        }
+    }
+    if damage == 0 {
+        outln!(
+            "sound: {} sessions, {messages} messages",
+            store.list_sessions().len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        outln!("{damage} problem(s) found");
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn stats(store: &LogStore, json: bool) -> CliResult {
+    let rows = store.stats();
+    let (mut messages, mut live, mut dead) = (0, 0, 0);
+    if !json {
+        outln!(
+            "{:<32} {:>8} {:>12} {:>12}",
+            "KEY",
+            "MSGS",
+            "LIVE BYTES",
+            "DEAD BYTES"
+        );
+    }
+    for row in &rows {
+        messages += row.messages;
+        live += row.live_bytes;
+        dead += row.dead_bytes;
+        if json {
+            outln!(
+                "{}",
+                json!({"key": row.key, "messages": row.messages, "live_bytes": row.live_bytes, "dead_bytes": row.dead_bytes})
+            );
+        } else {
+            outln!(
+                "{:<32} {:>8} {:>12} {:>12}",
+                row.key,
+                row.messages,
+                row.live_bytes,
+                row.dead_bytes
+            );
+        }
+    }
+    if json {
+        outln!(
+            "{}",
+            json!({"total": {"sessions": rows.len(), "messages": messages, "live_bytes": live, "dead_bytes": dead, "compaction_would_reclaim": dead}})
+        );
+    } else {
+        outln!("{} sessions, {messages} messages, {live} bytes live, {dead} bytes dead (compaction would reclaim them)", rows.len());
+    }
+    Ok(())
+}
+
+/// Imports `<key>.jsonl` files. Each message gets its file's modification time. A line that
+/// does not parse stops that file's import (nothing of it is imported) and is reported with its
+/// file and line; the source is never changed. A file already imported is skipped, one whose
+/// messages extend the session's gets only the new ones.
+fn import_jsonl(dir: &Path, from: &Path) -> CliResult<ExitCode> {
+    if !from.is_dir() {
+        return Err(format!("{} is not a folder", from.display()).into());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(from)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let store = LogStore::open(dir)?;
+    let mut failed = false;
+    for path in files {
+        let Some(key) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+            eprintln!("{}: the file name is not UTF-8; skipped", path.display());
+            failed = true;
+            continue;
+        };
+        let modified: chrono::DateTime<chrono::Utc> = std::fs::metadata(&path)?.modified()?.into();
+        let text = std::fs::read_to_string(&path)?;
+        let mut messages = Vec::new();
+        let mut bad = None;
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<ChatMessage>(line) {
+                Ok(m) => messages.push(m),
+                Err(e) => {
+                    bad = Some(format!("{}:{}: {e}", path.display(), n + 1));
+                    break;
+                }
+            }
+        }
+        if let Some(bad) = bad {
+            eprintln!("{bad}; this file was not imported");
+            failed = true;
+            continue;
+        }
+        let existing = store.load(&key);
+        if !messages.starts_with(&existing) {
+            eprintln!(
+                "{}: session {key:?} already holds other messages; this file was not imported",
+                path.display()
+            );
+            failed = true;
+            continue;
+        }
+        let new = &messages[existing.len()..];
+        for m in new {
+            store.append_at(&key, m, modified)?;
+        }
+        outln!(
+            "{key}: {} message(s) imported, {} already there",
+            new.len(),
+            existing.len()
+        );
+    }
+    store.close()?;
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_sessions(store: &LogStore, json: bool) -> CliResult {
+    if !json {
+        outln!(
+            "{:<28} {:<22} {:>5}  {:<20} {:<20} {:<8} ALIAS",
+            "KEY",
+            "NAME",
+            "MSGS",
+            "CREATED",
+            "LAST ACTIVITY",
+            "STATE"
+        );
+    }
     for meta in store.list_sessions_with_metadata() {
         let state = store
             .get_session_state(&meta.key)
@@ -143,16 +432,28 @@ fn print_sessions(store: &LogStore) -> CliResult {
             .flatten()
             .map(|s| s.state)
             .unwrap_or_default();
-        outln!(
-            "{:<28} {:<22} {:>5}  {:<20} {:<20} {:<8} {}",
-            meta.key,
-            meta.name.unwrap_or_default(),
-            meta.message_count,
-            meta.created_at.format("%Y-%m-%d %H:%M:%S"),
-            meta.last_activity.format("%Y-%m-%d %H:%M:%S"),
-            state,
-            meta.agent_alias.unwrap_or_default()
-        );
+        if json {
+            outln!(
+                "{}",
+                json!({
+                    "key": meta.key, "name": meta.name, "messages": meta.message_count,
+                    "created_at": meta.created_at.to_rfc3339(), "last_activity": meta.last_activity.to_rfc3339(),
+                    "state": state, "agent_alias": meta.agent_alias, "channel_id": meta.channel_id,
+                    "room_id": meta.room_id, "sender_id": meta.sender_id,
+                })
+            );
+        } else {
+            outln!(
+                "{:<28} {:<22} {:>5}  {:<20} {:<20} {:<8} {}",
+                meta.key,
+                meta.name.unwrap_or_default(),
+                meta.message_count,
+                meta.created_at.format("%Y-%m-%d %H:%M:%S"),
+                meta.last_activity.format("%Y-%m-%d %H:%M:%S"),
+                state,
+                meta.agent_alias.unwrap_or_default()
+            );
+        }
     }
     Ok(())
 }
@@ -204,11 +505,12 @@ fn demo(dir: PathBuf) -> CliResult {
             dir.display(),
             reply.split_inclusive(' ').count()
         );
+        store.close()?;
     }
-    // Reopen: everything below is rebuilt from the segments on disk.
+    // Reopen: everything below is read back from the store on disk.
     let store = LogStore::open(&dir)?;
     outln!("\nreopened {}:\n", dir.display());
-    print_sessions(&store)?;
+    print_sessions(&store, false)?;
     for key in keys {
         outln!("\n{key}:");
         for m in store.read_messages(key)? {

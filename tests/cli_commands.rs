@@ -1,0 +1,204 @@
+//! The `sessionlog` command, run as a real process on real stores: each command's output and
+//! exit status, read-only commands beside an open store without changing a byte, `verify`
+//! finding damage, and JSONL imports (bad lines, a second import).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+use sessionlog::{ChatMessage, LogStore, SessionBackend};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sessionlog"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn dir_arg(dir: &Path) -> &str {
+    dir.to_str().unwrap()
+}
+
+fn sample(dir: &Path) -> LogStore {
+    let store = open(dir);
+    store.set_session_name("alice", "trip").unwrap();
+    store
+        .append("alice", &user("find a cabin near the lake"))
+        .unwrap();
+    store
+        .append("alice", &ChatMessage::assistant("three cabins are free"))
+        .unwrap();
+    store.append("bob", &user("build status?")).unwrap();
+    store
+}
+
+#[test]
+fn ls_and_show_read_a_store_that_is_open_without_changing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample(dir.path());
+    let before = snapshot_files(dir.path());
+    let ls = run(&["ls", dir_arg(dir.path())]);
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    let out = text(&ls);
+    assert!(
+        out.contains("alice") && out.contains("trip") && out.contains("bob"),
+        "{out}"
+    );
+    let json = run(&["ls", dir_arg(dir.path()), "--json"]);
+    let rows: Vec<serde_json::Value> = text(&json)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows
+        .iter()
+        .any(|r| r["key"] == "alice" && r["messages"] == 2));
+    let show = run(&["show", dir_arg(dir.path()), "alice", "--tail", "1"]);
+    assert!(show.status.success());
+    assert!(text(&show).contains("three cabins are free"));
+    assert!(!text(&show).contains("find a cabin"));
+    let missing = run(&["show", dir_arg(dir.path()), "nobody"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(
+        snapshot_files(dir.path()),
+        before,
+        "read-only commands change nothing"
+    );
+    drop(store);
+}
+
+#[test]
+fn search_stats_and_export_answer_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample(dir.path());
+    store
+        .update_last("bob", &user("build status, please"))
+        .unwrap();
+    let search = run(&["search", dir_arg(dir.path()), "cabin"]);
+    assert!(search.status.success());
+    assert!(text(&search).starts_with("alice\t"), "{}", text(&search));
+    assert!(!text(&search).contains("bob"));
+    let stats = run(&["stats", dir_arg(dir.path()), "--json"]);
+    let last: serde_json::Value =
+        serde_json::from_str(text(&stats).lines().last().unwrap()).unwrap();
+    assert_eq!(last["total"]["sessions"], 2);
+    assert_eq!(last["total"]["messages"], 3);
+    assert!(
+        last["total"]["dead_bytes"].as_u64().unwrap() > 0,
+        "the update left a dead record"
+    );
+    let export = run(&["export", dir_arg(dir.path())]);
+    let lines: Vec<serde_json::Value> = text(&export)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines
+        .iter()
+        .any(|l| l["session"] == "bob" && l["content"] == "build status, please"));
+    assert!(lines.iter().all(|l| l["created_at"].is_string()));
+}
+
+#[test]
+fn verify_reports_a_sound_store_with_0_and_damage_with_1() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(sample(dir.path()));
+    let sound = run(&["verify", dir_arg(dir.path())]);
+    assert_eq!(sound.status.code(), Some(0), "{}", text(&sound));
+    assert!(text(&sound).contains("sound: 2 sessions, 3 messages"));
+    let seg = segments(dir.path())
+        .into_iter()
+        .find(|p| std::fs::read(p).unwrap().windows(5).any(|w| w == b"cabin"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"cabin").unwrap();
+    bytes[at] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    let before = snapshot_files(dir.path());
+    let damaged = run(&["verify", dir_arg(dir.path())]);
+    assert_eq!(damaged.status.code(), Some(1), "{}", text(&damaged));
+    let out = text(&damaged);
+    assert!(
+        out.contains("alice") && out.contains(seg.file_name().unwrap().to_str().unwrap()),
+        "{out}"
+    );
+    assert_eq!(snapshot_files(dir.path()), before, "verify changes nothing");
+    let usage = run(&["verify", "/nonexistent/sessionlog-store"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn compact_reclaims_dead_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = sample(dir.path());
+        for i in 0..20 {
+            store
+                .update_last("alice", &ChatMessage::assistant(format!("draft {i}")))
+                .unwrap();
+        }
+    }
+    let out = run(&["compact", dir_arg(dir.path())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text(&out).contains("compacted 2 session(s)"));
+    let store = open(dir.path());
+    assert_eq!(store.dead_bytes("alice"), 0);
+    assert_eq!(store.load("alice")[1], ChatMessage::assistant("draft 19"));
+}
+
+#[test]
+fn jsonl_import_keeps_file_times_reports_bad_lines_and_never_duplicates() {
+    let source = tempfile::tempdir().unwrap();
+    let good = source.path().join("telegram_42.jsonl");
+    std::fs::write(
+        &good,
+        "{\"role\":\"user\",\"content\":\"hi\"}\n{\"role\":\"assistant\",\"content\":\"hello\"}\n",
+    )
+    .unwrap();
+    let bad = source.path().join("broken.jsonl");
+    std::fs::write(&bad, "{\"role\":\"user\",\"content\":\"ok\"}\nnot json\n").unwrap();
+    let source_before = snapshot_files(source.path());
+    let mtime: chrono::DateTime<chrono::Utc> =
+        std::fs::metadata(&good).unwrap().modified().unwrap().into();
+
+    let store_dir = tempfile::tempdir().unwrap();
+    let store_arg = dir_arg(store_dir.path());
+    let first = run(&["import", store_arg, "--from-jsonl", dir_arg(source.path())]);
+    assert_eq!(first.status.code(), Some(1), "a bad line is a failure");
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(stderr.contains("broken.jsonl:2"), "{stderr}");
+    assert!(text(&first).contains("telegram_42: 2 message(s) imported"));
+    let second = run(&["import", store_arg, "--from-jsonl", dir_arg(source.path())]);
+    assert!(text(&second).contains("telegram_42: 0 message(s) imported, 2 already there"));
+    assert_eq!(
+        snapshot_files(source.path()),
+        source_before,
+        "the source is untouched"
+    );
+
+    let store = open(store_dir.path());
+    assert_eq!(store.list_sessions(), ["telegram_42"]);
+    let messages = store.load_with_timestamps("telegram_42");
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[1].message, ChatMessage::assistant("hello"));
+    let at = messages[0].created_at.unwrap();
+    assert_eq!(
+        at.timestamp(),
+        mtime.timestamp(),
+        "the file's time, not the import's"
+    );
+}
