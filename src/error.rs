@@ -95,6 +95,25 @@ pub enum Error {
     /// byte. Open it with [`crate::LogStore::open`] to write.
     #[error("the store was opened read-only")]
     ReadOnly,
+    /// [`crate::LogStore::append_expected`] found the session at another length than the
+    /// caller expected: another writer moved it on. Nothing was written; reload and retry.
+    #[error("session has {actual} messages, the caller expected {expected}")]
+    Conflict {
+        /// The length the caller expected.
+        expected: usize,
+        /// The session's length when the write was attempted.
+        actual: usize,
+    },
+    /// The events asked for are no longer in the log: a compaction replaced them (and
+    /// [`crate::Options::keep_history`] was off when it ran), or a delete reclaimed them.
+    /// What the log still holds starts at `available_from`.
+    #[error("the history of session {key:?} before event {available_from} was compacted away")]
+    HistoryCompacted {
+        /// The session key.
+        key: String,
+        /// The first sequence number from which the session's state can be rebuilt.
+        available_from: u64,
+    },
 }
 
 /// `Result` with [`Error`].
@@ -121,6 +140,8 @@ impl Error {
             Error::Locked { .. } => io::ErrorKind::ResourceBusy,
             Error::Poisoned => io::ErrorKind::Other,
             Error::ReadOnly => io::ErrorKind::PermissionDenied,
+            Error::Conflict { .. } => io::ErrorKind::AlreadyExists,
+            Error::HistoryCompacted { .. } => io::ErrorKind::NotFound,
         }
     }
 }

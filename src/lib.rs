@@ -38,6 +38,7 @@ mod checkpoint;
 mod compaction;
 mod error;
 pub mod fs;
+mod history;
 mod message;
 mod options;
 mod projection;
@@ -53,6 +54,7 @@ pub use backend::{
     SessionBackend, SessionContext, SessionMetadata, SessionQuery, SessionState, TimestampedMessage,
 };
 pub use error::{Error, Result};
+pub use history::{EventFilter, EventKind, Events, LogEvent, Problem, SessionAt, VerifyReport};
 pub use message::ChatMessage;
 pub use options::{Durability, Options};
 pub use recovery::{Finding, RecoveryReport};

@@ -261,6 +261,25 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
         }
     }
     folder.names.sort();
+    // Archived and quarantined segments keep their session ids: a new session must not
+    // reuse one, or its history would mix with theirs.
+    for kept in [ARCHIVE_DIR, QUARANTINE_DIR] {
+        let kept = dir.join(kept);
+        if !fs.is_dir(&kept) {
+            continue;
+        }
+        for entry in fs.list(&kept).map_err(context("listing", &kept))? {
+            let name = entry.name.to_str().unwrap_or_default();
+            let id = name
+                .split_once('-')
+                .filter(|(id, _)| id.len() == 16)
+                .and_then(|(id, _)| u64::from_str_radix(id, 16).ok())
+                .filter(|id| *id < NUMBER_LIMIT);
+            if let Some(id) = id {
+                folder.next_id = folder.next_id.max(id + 1);
+            }
+        }
+    }
     Ok(folder)
 }
 

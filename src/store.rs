@@ -28,6 +28,7 @@ use crate::checkpoint;
 use crate::compaction::{self, Retire};
 use crate::error::{Error, Result};
 use crate::fs::{context, sync_dir, FileHandle, FileSystem, LockGuard, OpenMode, StdFs};
+use crate::history::{self, EventFilter, Events, SessionAt, VerifyReport};
 use crate::message::ChatMessage;
 use crate::options::{Durability, Options};
 use crate::projection::{to_time, RecordLoc, SessionView, RUNNING_STATE};
@@ -90,6 +91,10 @@ struct Inner {
     checkpoint_on_disk: Mutex<bool>,
     /// Opened with `open_read_only`: no lock, no background work, every write refused.
     read_only: bool,
+    /// Open event readers, and the segments retired while they were open: those are
+    /// removed (or archived) once the last reader is gone, so a reader never finds a file
+    /// gone from under it.
+    readers: Mutex<Readers>,
     /// Held for the store's lifetime; dropping it releases the folder. `None` when read-only.
     _lock: Option<Box<dyn LockGuard>>,
 }
@@ -145,6 +150,43 @@ struct Unsynced {
     epoch: u64,
     segments: Vec<(u64, u32)>,
     dir: bool,
+}
+
+/// See [`Inner::readers`].
+#[derive(Default)]
+struct Readers {
+    open: usize,
+    /// `(session id, from, below)`: segments `from..below` of the session, no longer in force.
+    deferred: Vec<(u64, u32, u32)>,
+}
+
+/// Held by an event reader; its drop retires what was deferred while readers were open.
+struct ReaderGuard(Arc<Inner>);
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        let deferred = {
+            let mut readers = self.0.readers.lock();
+            readers.open -= 1;
+            if readers.open > 0 {
+                return;
+            }
+            std::mem::take(&mut readers.deferred)
+        };
+        for (session_id, from, below) in deferred {
+            // A failure leaves the old segments beside the newer generation (or the delete
+            // record), which the next open retires.
+            let retired = compaction::retire(
+                &*self.0.fs,
+                &self.0.dir,
+                session_id,
+                from,
+                below,
+                retire_mode(&self.0.options),
+            );
+            let _ = self.0.poison(retired);
+        }
+    }
 }
 
 /// The queue of sessions to compact, and the signal that stops the background threads.
@@ -360,6 +402,7 @@ impl LogStore {
             replayed: !report.from_checkpoint,
             checkpoint_on_disk: Mutex::new(checkpoint_on_disk),
             read_only,
+            readers: Mutex::new(Readers::default()),
             report,
             _lock: lock,
         });
@@ -434,6 +477,103 @@ impl LogStore {
         let at = Some(at.timestamp_micros());
         self.inner
             .commit_at(session_key, true, &event, at, |_| Decision::Write(()))
+    }
+
+    /// Appends a message only if the session exists, in one step: `Ok(false)`, writing nothing,
+    /// when it does not. Checking [`SessionBackend::session_exists`] and then appending leaves
+    /// a window in which a delete lets the append bring the session back; this does not.
+    pub fn append_if_exists(&self, session_key: &str, message: &ChatMessage) -> Result<bool> {
+        let event = Event::Append {
+            role: &message.role,
+            content: &message.content,
+        };
+        self.inner
+            .commit(session_key, false, &event, |view| match view {
+                Some(_) => Decision::Write(true),
+                None => Decision::Skip(false),
+            })
+    }
+
+    /// Appends a message only if the session holds exactly `expected_len` messages (0 for a
+    /// missing session, which the append then creates): optimistic concurrency for writers
+    /// that read a history, think, and append. Otherwise fails with [`Error::Conflict`] and
+    /// writes nothing.
+    pub fn append_expected(
+        &self,
+        session_key: &str,
+        message: &ChatMessage,
+        expected_len: usize,
+    ) -> Result<()> {
+        let event = Event::Append {
+            role: &message.role,
+            content: &message.content,
+        };
+        self.inner.commit(session_key, true, &event, |view| {
+            let actual = view.map_or(0, |v| v.messages.len());
+            if actual == expected_len {
+                Decision::Write(Ok(()))
+            } else {
+                Decision::Skip(Err(Error::Conflict {
+                    expected: expected_len,
+                    actual,
+                }))
+            }
+        })?
+    }
+
+    /// Every event the log holds that `filter` admits, in commit order (by sequence number),
+    /// each with its time, session and what it did, including what an `update_last` or
+    /// `remove_last` replaced.
+    ///
+    /// The events are those committed when this is called; later writes are not returned.
+    /// The log is read as the iterator advances: memory depends on the number of sessions
+    /// and their live messages, not on the log's size. A session's history starts at its
+    /// first record, or, where a compaction replaced it without
+    /// [`Options::keep_history`], at that compaction ([`crate::EventKind::Restated`] messages, then
+    /// [`crate::EventKind::Compaction`]). Deleted sessions' events remain only with `keep_history`.
+    /// While the iterator lives, compaction leaves the files it replaces in place; they are
+    /// retired when it is dropped.
+    ///
+    /// A damaged record ends the iteration with its error (see [`LogStore::verify`]).
+    pub fn events(&self, filter: EventFilter) -> Result<Events> {
+        let guard = self.reader_guard();
+        let cut = self.inner.next_seq.load(Ordering::SeqCst).saturating_sub(1);
+        let mut events = Events::new(Arc::clone(&self.inner.fs), &self.inner.dir, filter, cut)?;
+        events.hold(Box::new(guard));
+        Ok(events)
+    }
+
+    /// The session `key` as it was right after event `seq` (whichever session it belonged
+    /// to): its metadata, state and messages. `Ok(None)` if the session did not exist then
+    /// (not yet created, or deleted). Fails with [`Error::HistoryCompacted`] when that state
+    /// is no longer in the log: a compaction without [`Options::keep_history`] replaced it.
+    pub fn load_at(&self, session_key: &str, seq: u64) -> Result<Option<SessionAt>> {
+        let _guard = self.reader_guard();
+        history::load_at(
+            Arc::clone(&self.inner.fs),
+            &self.inner.dir,
+            session_key,
+            seq,
+        )
+    }
+
+    /// Reads every record of every session's history (the folder's segments and, with
+    /// [`Options::keep_history`], `archive/`), checking each checksum and that each event can
+    /// follow the ones before it, and reports each problem with its session, file and offset.
+    /// Changes nothing. `Err` only when the folder cannot be listed.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let _guard = self.reader_guard();
+        history::verify(Arc::clone(&self.inner.fs), &self.inner.dir)
+    }
+
+    /// The highest sequence number handed out so far (0 for an empty store).
+    pub fn last_seq(&self) -> u64 {
+        self.inner.next_seq.load(Ordering::SeqCst).saturating_sub(1)
+    }
+
+    fn reader_guard(&self) -> ReaderGuard {
+        self.inner.readers.lock().open += 1;
+        ReaderGuard(Arc::clone(&self.inner))
     }
 
     /// Every live session's size on disk, most recent activity first.
@@ -990,17 +1130,8 @@ impl Inner {
         // they are used before removing them. Open finishes the reclaim if a crash stops it.
         let result =
             recovery::write_seq_floor(&*self.fs, &self.dir, self.next_seq.load(Ordering::SeqCst))
-                .and_then(|()| {
-                    compaction::retire(
-                        &*self.fs,
-                        &self.dir,
-                        slot.session_id,
-                        w.oldest,
-                        w.newest.saturating_add(1),
-                        retire_mode(&self.options),
-                    )
-                });
-        self.poison(result).map(drop)
+                .and_then(|()| self.retire(slot.session_id, w.oldest, w.newest.saturating_add(1)));
+        self.poison(result)
     }
 
     /// Writes the projection to the checkpoint file (see `checkpoint.rs`). Called at close,
@@ -1183,15 +1314,29 @@ impl Inner {
         w.newest_len = generation.len;
         w.header_len = generation.header_len;
         drop(w);
-        let retired = compaction::retire(
+        let retired = self.retire(slot.session_id, oldest, number);
+        self.poison(retired)
+    }
+
+    /// Retires segments `from..below` of a session, now or, while event readers are open,
+    /// when the last of them is dropped.
+    fn retire(&self, session_id: u64, from: u32, below: u32) -> Result<()> {
+        {
+            let mut readers = self.readers.lock();
+            if readers.open > 0 {
+                readers.deferred.push((session_id, from, below));
+                return Ok(());
+            }
+        }
+        compaction::retire(
             &*self.fs,
             &self.dir,
-            slot.session_id,
-            oldest,
-            number,
+            session_id,
+            from,
+            below,
             retire_mode(&self.options),
-        );
-        self.poison(retired).map(drop)
+        )
+        .map(drop)
     }
 
     /// Every live session, most recent activity first, ties broken by key.

@@ -115,7 +115,7 @@ fn verify_reports_a_sound_store_with_0_and_damage_with_1() {
     drop(sample(dir.path()));
     let sound = run(&["verify", dir_arg(dir.path())]);
     assert_eq!(sound.status.code(), Some(0), "{}", text(&sound));
-    assert!(text(&sound).contains("sound: 2 sessions, 3 messages"));
+    assert!(text(&sound).contains("sound: 2 sessions, 4 events checked"));
     let seg = segments(dir.path())
         .into_iter()
         .find(|p| std::fs::read(p).unwrap().windows(5).any(|w| w == b"cabin"))
@@ -201,4 +201,80 @@ fn jsonl_import_keeps_file_times_reports_bad_lines_and_never_duplicates() {
         mtime.timestamp(),
         "the file's time, not the import's"
     );
+}
+
+#[test]
+fn replay_prints_every_event_in_order_and_filters_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample(dir.path());
+    store
+        .update_last("alice", &ChatMessage::assistant("two cabins are free"))
+        .unwrap();
+    let d = dir_arg(dir.path());
+    let out = run(&["replay", d]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = text(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(lines[0].contains("alice") && lines[0].contains("name \"trip\""));
+    assert!(lines[4].contains("update_last") && lines[4].contains("was \"three cabins are free\""));
+
+    let json = run(&["replay", d, "--session", "alice", "--json", "--since", "2"]);
+    let events: Vec<serde_json::Value> = text(&json)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0]["seq"], 2);
+    assert_eq!(events[0]["kind"], "append");
+    assert_eq!(
+        events[0]["message"]["content"],
+        "find a cabin near the lake"
+    );
+    assert_eq!(events[2]["kind"], "update_last");
+    assert_eq!(events[2]["old"]["content"], "three cabins are free");
+    assert!(events.iter().all(|e| e["session"] == "alice"));
+
+    let until = run(&["replay", d, "--until", "2030-01-01T00:00:00Z"]);
+    assert_eq!(text(&until).lines().count(), 5);
+    let bad = run(&["replay", d, "--since", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn at_shows_a_session_as_it_was_after_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample(dir.path());
+    store
+        .update_last("alice", &ChatMessage::assistant("two cabins are free"))
+        .unwrap();
+    let d = dir_arg(dir.path());
+    // Event 3 appended the first answer; event 5 replaced it.
+    let at3 = run(&["at", d, "alice", "--seq", "3"]);
+    assert!(
+        at3.status.success(),
+        "{}",
+        String::from_utf8_lossy(&at3.stderr)
+    );
+    let out = text(&at3);
+    assert!(
+        out.contains("three cabins are free") && !out.contains("two cabins"),
+        "{out}"
+    );
+    let now = run(&["at", d, "alice", "--time", "2030-01-01T00:00:00Z", "--json"]);
+    let lines: Vec<serde_json::Value> = text(&now)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["name"], "trip");
+    assert_eq!(lines[0]["seq"], 5);
+    assert_eq!(lines[2]["content"], "two cabins are free");
+    let before = run(&["at", d, "bob", "--seq", "1"]);
+    assert_eq!(before.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&before.stderr).contains("did not exist"));
+    let neither = run(&["at", d, "alice"]);
+    assert_eq!(neither.status.code(), Some(2));
 }

@@ -12,7 +12,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use sessionlog::{ChatMessage, Finding, LogStore, SessionBackend, SessionContext, SessionQuery};
+use sessionlog::{
+    ChatMessage, EventFilter, EventKind, Finding, LogStore, SessionBackend, SessionContext,
+    SessionQuery, TimestampedMessage,
+};
 
 /// Writes a line to standard output; a closed pipe ends the command instead of panicking.
 macro_rules! outln {
@@ -74,7 +77,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check every record's checksum. Exit status 0 when sound, 1 when damage was found.
+    /// The event log, one event a line, in commit order: for audit.
+    Replay {
+        /// The store's folder.
+        dir: PathBuf,
+        /// Only this session's events.
+        #[arg(long)]
+        session: Option<String>,
+        /// From this sequence number or time (RFC 3339, e.g. 2026-11-24T10:00:00Z) on.
+        #[arg(long, value_name = "SEQ|TIME")]
+        since: Option<Position>,
+        /// Up to this sequence number or time.
+        #[arg(long, value_name = "SEQ|TIME")]
+        until: Option<Position>,
+        /// One JSON object a line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A session as it was right after an event, or at a time.
+    At {
+        /// The store's folder.
+        dir: PathBuf,
+        /// The session key.
+        key: String,
+        /// Right after the event with this sequence number.
+        #[arg(long, conflicts_with = "time", required_unless_present = "time")]
+        seq: Option<u64>,
+        /// At this time (RFC 3339): after the session's last event written at or before it.
+        #[arg(long)]
+        time: Option<chrono::DateTime<chrono::Utc>>,
+        /// One JSON object a line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record's checksum, the archive's too. Exit status 0 when sound, 1 when
+    /// damage was found.
     Verify {
         /// The store's folder.
         dir: PathBuf,
@@ -113,6 +150,26 @@ enum Command {
 }
 
 type CliResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// A point in the log: a sequence number or a time.
+#[derive(Debug, Clone, Copy)]
+enum Position {
+    Seq(u64),
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl std::str::FromStr for Position {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Position, String> {
+        if let Ok(seq) = text.parse() {
+            return Ok(Position::Seq(seq));
+        }
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| Position::Time(t.to_utc()))
+            .map_err(|e| format!("{text:?} is neither a sequence number nor an RFC 3339 time: {e}"))
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -155,13 +212,7 @@ fn run(command: Command) -> CliResult<ExitCode> {
                 None => store.read_messages(&key)?,
             };
             for m in messages {
-                let at = m.created_at.map(|t| t.to_rfc3339()).unwrap_or_default();
-                if json {
-                    let line = json!({"role": m.message.role, "content": m.message.content, "created_at": at});
-                    outln!("{line}");
-                } else {
-                    outln!("{at}  {:<9} {}", m.message.role, m.message.content);
-                }
+                print_message(&m, json)?;
             }
         }
         Command::Search {
@@ -189,6 +240,87 @@ fn run(command: Command) -> CliResult<ExitCode> {
                         meta.last_activity.to_rfc3339()
                     );
                 }
+            }
+        }
+        Command::Replay {
+            dir,
+            session,
+            since,
+            until,
+            json,
+        } => {
+            let mut filter = EventFilter {
+                session,
+                ..EventFilter::all()
+            };
+            match since {
+                Some(Position::Seq(seq)) => filter.from_seq = Some(seq),
+                Some(Position::Time(time)) => filter.from_time = Some(time),
+                None => {}
+            }
+            match until {
+                Some(Position::Seq(seq)) => filter.to_seq = Some(seq),
+                Some(Position::Time(time)) => filter.to_time = Some(time),
+                None => {}
+            }
+            replay(&read_only(&dir)?, filter, json)?;
+        }
+        Command::At {
+            dir,
+            key,
+            seq,
+            time,
+            json,
+        } => {
+            let store = read_only(&dir)?;
+            let seq = match (seq, time) {
+                (Some(seq), _) => Some(seq),
+                (None, Some(time)) => {
+                    let filter = EventFilter {
+                        to_time: Some(time),
+                        ..EventFilter::session(key.clone())
+                    };
+                    let mut last = None;
+                    for event in store.events(filter)? {
+                        last = Some(event?.seq);
+                    }
+                    last
+                }
+                (None, None) => return Err("give --seq or --time".into()),
+            };
+            let state = match seq {
+                Some(seq) => store.load_at(&key, seq)?,
+                None => None,
+            };
+            let Some(state) = state else {
+                return Err(format!(
+                    "session {key:?} did not exist then (a deleted session's history is kept \
+                     only with keep_history)"
+                )
+                .into());
+            };
+            let meta = &state.metadata;
+            if json {
+                outln!(
+                    "{}",
+                    json!({"key": meta.key, "seq": seq, "name": meta.name, "agent_alias": meta.agent_alias,
+                        "channel_id": meta.channel_id, "room_id": meta.room_id, "sender_id": meta.sender_id,
+                        "state": state.state.state, "turn_id": state.state.turn_id,
+                        "created_at": meta.created_at.to_rfc3339(), "last_activity": meta.last_activity.to_rfc3339(),
+                        "messages": meta.message_count})
+                );
+            } else {
+                outln!(
+                    "{} after event {}: {} message(s), name {:?}, state {}",
+                    meta.key,
+                    seq.unwrap_or_default(),
+                    meta.message_count,
+                    meta.name.as_deref().unwrap_or(""),
+                    state.state.state
+                );
+            }
+            for m in state.messages {
+                print_message(&m, json)?;
             }
         }
         Command::Verify { dir } => return verify(&dir),
@@ -228,6 +360,82 @@ fn run(command: Command) -> CliResult<ExitCode> {
         Command::Import { dir, from_jsonl } => return import_jsonl(&dir, &from_jsonl),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_message(m: &TimestampedMessage, json: bool) -> CliResult {
+    let at = m.created_at.map(|t| t.to_rfc3339()).unwrap_or_default();
+    if json {
+        let line = json!({"role": m.message.role, "content": m.message.content, "created_at": at});
+        outln!("{line}");
+    } else {
+        outln!("{at}  {:<9} {}", m.message.role, m.message.content);
+    }
+    Ok(())
+}
+
+/// One line per event; with `json`, the event's fields as one JSON object.
+fn replay(store: &LogStore, filter: EventFilter, json: bool) -> CliResult {
+    for event in store.events(filter)? {
+        let event = event?;
+        if json {
+            let mut line = serde_json::to_value(&event.kind)?;
+            if let Some(fields) = line.as_object_mut() {
+                fields.insert("seq".into(), json!(event.seq));
+                fields.insert("time".into(), json!(event.time.to_rfc3339()));
+                fields.insert("session".into(), json!(event.session));
+            }
+            outln!("{line}");
+        } else {
+            outln!(
+                "{:>8}  {}  {}  {}",
+                event.seq,
+                event
+                    .time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                event.session,
+                summary(&event.kind)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An event in a few words, for the text output of `replay`.
+fn summary(kind: &EventKind) -> String {
+    let quote = |text: &str| {
+        let mut short: String = text.chars().take(60).collect();
+        if short.len() < text.len() {
+            short.push('…');
+        }
+        format!("{short:?}")
+    };
+    let message = |m: &ChatMessage| format!("{} {}", m.role, quote(&m.content));
+    let option = |value: &Option<String>| value.as_deref().map_or("-".to_owned(), quote);
+    match kind {
+        EventKind::Append { message: m } => format!("append {}", message(m)),
+        EventKind::UpdateLast { old, new } => {
+            format!("update_last {} (was {})", message(new), quote(&old.content))
+        }
+        EventKind::RemoveLast { removed } => format!("remove_last {}", message(removed)),
+        EventKind::Clear { removed } => format!("clear ({removed} messages)"),
+        EventKind::Delete => "delete".into(),
+        EventKind::Name { name } => format!("name {}", option(name)),
+        EventKind::Alias { alias } => format!("alias {}", option(alias)),
+        EventKind::Context {
+            channel_id,
+            room_id,
+            sender_id,
+        } => format!(
+            "context channel {} room {} sender {}",
+            option(channel_id),
+            option(room_id),
+            option(sender_id)
+        ),
+        EventKind::State { state, turn_id } => format!("state {state} turn {}", option(turn_id)),
+        EventKind::Compaction { messages } => format!("compaction ({messages} live messages)"),
+        EventKind::Restated { message: m } => format!("restated {}", message(m)),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Opens an existing store's folder (never creating one by mistake).
@@ -279,21 +487,16 @@ fn verify(dir: &Path) -> CliResult<ExitCode> {
         }
         outln!("{}", describe(finding));
     }
-    // Every live message is read back, so its record's checksum is checked once more.
-    let mut messages = 0;
-    for key in store.list_sessions() {
-        match store.read_messages(&key) {
-            Ok(read) => messages += read.len(),
-            Err(e) => {
-                damage += 1;
-                outln!("damage in session {key:?}: {e}");
-            }
-        }
+    let report = store.verify()?;
+    for problem in &report.problems {
+        damage += 1;
+        outln!("damage: {problem}");
     }
     if damage == 0 {
         outln!(
-            "sound: {} sessions, {messages} messages",
-            store.list_sessions().len()
+            "sound: {} sessions, {} events checked",
+            report.sessions,
+            report.events
         );
         Ok(ExitCode::SUCCESS)
     } else {
@@ -498,7 +701,6 @@ fn demo(dir: PathBuf) -> CliResult {
         let local = keys[2];
         store.append(local, &ChatMessage::user("scratch"))?;
         store.clear_messages(local)?;
-        store.compact_session(alice)?;
         outln!(
             "wrote {} sessions to {} ({} update_last calls streamed the reply)",
             keys.len(),
@@ -514,9 +716,10 @@ fn demo(dir: PathBuf) -> CliResult {
     for key in keys {
         outln!("\n{key}:");
         for m in store.read_messages(key)? {
-            let at = m.created_at.map(|t| t.to_rfc3339()).unwrap_or_default();
-            outln!("  {at}  {:<9} {}", m.message.role, m.message.content);
+            print_message(&m, false)?;
         }
     }
+    outln!("\nthe event log (sessionlog replay {}):\n", dir.display());
+    replay(&store, EventFilter::all(), false)?;
     Ok(())
 }

@@ -1,0 +1,796 @@
+//! Reading the log back as events, for audit: [`crate::LogStore::events`] streams every event
+//! in commit order, and [`crate::LogStore::load_at`] rebuilds a session as it was right after
+//! a given event.
+//!
+//! A session's history is its segments in the folder plus, with `Options::keep_history`, the
+//! ones compaction and delete moved to `archive/`. Each session is read by a [`Cursor`] that
+//! folds its records through the same [`SessionView::apply`] the store uses, so an event can
+//! say what it replaced (the old message of an `update_last`) and `load_at` agrees with the
+//! live store by construction. A cursor keeps no file open between reads and holds one read
+//! buffer, so memory depends on the number of sessions and their live messages (24 bytes
+//! each), never on the size of the log.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::backend::{SessionMetadata, SessionState, TimestampedMessage};
+use crate::compaction::ARCHIVE_DIR;
+use crate::error::{Error, Result};
+use crate::fs::{context, FileSystem, OpenMode};
+use crate::message::ChatMessage;
+use crate::projection::{to_time, MessageLoc, RecordLoc, SessionView};
+use crate::record::{decode_event, decode_frame, Event, FrameError};
+use crate::segment::{self, SegmentKind, HEADER_BYTES_MAX, SEGMENT_SUFFIX};
+
+/// Which events [`crate::LogStore::events`] returns. Every bound is inclusive; the default
+/// returns every event the log holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only this session's events.
+    pub session: Option<String>,
+    /// Only events with this sequence number or a later one.
+    pub from_seq: Option<u64>,
+    /// Only events with this sequence number or an earlier one.
+    pub to_seq: Option<u64>,
+    /// Only events written at this time or later.
+    pub from_time: Option<DateTime<Utc>>,
+    /// Only events written at this time or earlier.
+    pub to_time: Option<DateTime<Utc>>,
+}
+
+impl EventFilter {
+    /// Every event of every session.
+    pub fn all() -> EventFilter {
+        EventFilter::default()
+    }
+
+    /// Every event of one session.
+    pub fn session(key: impl Into<String>) -> EventFilter {
+        EventFilter {
+            session: Some(key.into()),
+            ..EventFilter::default()
+        }
+    }
+
+    fn admits(&self, seq: u64, time: DateTime<Utc>) -> bool {
+        self.from_seq.is_none_or(|from| seq >= from)
+            && self.to_seq.is_none_or(|to| seq <= to)
+            && self.from_time.is_none_or(|from| time >= from)
+            && self.to_time.is_none_or(|to| time <= to)
+    }
+}
+
+/// One event read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent {
+    /// Its store-wide sequence number: events are returned in this order.
+    pub seq: u64,
+    /// When it was written (for an imported message, the time it was given).
+    pub time: DateTime<Utc>,
+    /// The session it changed.
+    pub session: String,
+    /// What it did.
+    pub kind: EventKind,
+}
+
+/// What an event did to its session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A message was appended.
+    Append {
+        /// The message.
+        message: ChatMessage,
+    },
+    /// The last message was replaced.
+    UpdateLast {
+        /// The message it replaced.
+        old: ChatMessage,
+        /// The new message.
+        new: ChatMessage,
+    },
+    /// The last message was removed.
+    RemoveLast {
+        /// The message removed.
+        removed: ChatMessage,
+    },
+    /// Every message was removed; the session stayed.
+    Clear {
+        /// How many messages were removed.
+        removed: usize,
+    },
+    /// The session was deleted.
+    Delete,
+    /// The name was set or cleared.
+    Name {
+        /// The new name.
+        name: Option<String>,
+    },
+    /// The agent alias was set or cleared.
+    Alias {
+        /// The new alias.
+        alias: Option<String>,
+    },
+    /// Routing context was set; a `None` field kept its value.
+    Context {
+        /// Channel reference.
+        channel_id: Option<String>,
+        /// Room or thread.
+        room_id: Option<String>,
+        /// Sender.
+        sender_id: Option<String>,
+    },
+    /// The state was set.
+    State {
+        /// The new state.
+        state: String,
+        /// The turn id given with it.
+        turn_id: Option<String>,
+    },
+    /// A compaction rewrote the session to its live state, `messages` messages long.
+    Compaction {
+        /// Live messages it kept.
+        messages: usize,
+    },
+    /// A live message as a compaction rewrote it, when the events that built it are no
+    /// longer in the log (compacted without `keep_history`). It carries the sequence number
+    /// and time of the event that gave the message its content.
+    Restated {
+        /// The message.
+        message: ChatMessage,
+    },
+}
+
+/// A session as it was right after one event, from [`crate::LogStore::load_at`].
+#[derive(Debug, Clone)]
+pub struct SessionAt {
+    /// The session's metadata then.
+    pub metadata: SessionMetadata,
+    /// Its state then.
+    pub state: SessionState,
+    /// Its messages then, with the times they were appended.
+    pub messages: Vec<TimestampedMessage>,
+}
+
+/// One segment of a session's history, in the folder or in `archive/`.
+#[derive(Debug, Clone)]
+struct SegmentRef {
+    number: u32,
+    path: PathBuf,
+}
+
+/// Every session's segments in `dir` and `dir/archive`, by session id, sorted by number. The
+/// folder's copy wins over an archived one of the same name.
+fn list_histories(fs: &dyn FileSystem, dir: &Path) -> Result<BTreeMap<u64, Vec<SegmentRef>>> {
+    let mut sessions: BTreeMap<u64, BTreeMap<u32, PathBuf>> = BTreeMap::new();
+    let archive = dir.join(ARCHIVE_DIR);
+    let folders: &[&Path] = if fs.is_dir(&archive) {
+        &[&archive, dir]
+    } else {
+        &[dir]
+    };
+    for folder in folders {
+        for entry in fs.list(folder).map_err(context("listing", folder))? {
+            let Some(name) = entry.name.to_str().filter(|_| entry.is_file) else {
+                continue;
+            };
+            if let Some((id, number)) = segment::parse_file_name(name, SEGMENT_SUFFIX) {
+                sessions
+                    .entry(id)
+                    .or_default()
+                    .insert(number, folder.join(name));
+            }
+        }
+    }
+    Ok(sessions
+        .into_iter()
+        .map(|(id, segments)| {
+            let refs = segments
+                .into_iter()
+                .map(|(number, path)| SegmentRef { number, path })
+                .collect();
+            (id, refs)
+        })
+        .collect())
+}
+
+/// Reads `len` bytes at `offset` of a segment, following it into `archive/` if a compaction
+/// moved it there since it was listed.
+fn read_segment(
+    fs: &dyn FileSystem,
+    segment: &SegmentRef,
+    offset: u64,
+    want: usize,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let file = match fs.open(&segment.path, OpenMode::Read) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let moved = segment
+                .path
+                .parent()
+                .map(|dir| dir.join(ARCHIVE_DIR))
+                .zip(segment.path.file_name())
+                .map(|(archive, name)| archive.join(name));
+            match moved.map(|path| (fs.open(&path, OpenMode::Read), path)) {
+                Some((Ok(file), _)) => file,
+                _ => return Err(context("opening", &segment.path)(e)),
+            }
+        }
+        Err(e) => return Err(context("opening", &segment.path)(e)),
+    };
+    let size = file.size().map_err(context("reading", &segment.path))?;
+    let available = size.saturating_sub(offset);
+    let len = usize::try_from(available).unwrap_or(usize::MAX).min(want);
+    out.clear();
+    out.resize(len, 0);
+    file.read_at(out, offset)
+        .map_err(context("reading", &segment.path))
+}
+
+fn frame_error(path: &Path, offset: u64, error: FrameError) -> Error {
+    match error {
+        FrameError::Checksum {
+            expected, actual, ..
+        } => Error::ChecksumMismatch {
+            path: path.to_owned(),
+            offset,
+            expected,
+            actual,
+        },
+        other => Error::Corrupt {
+            path: path.to_owned(),
+            offset,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// The smallest read a cursor makes.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+
+/// One session's history, read record by record and folded into a view.
+pub(crate) struct Cursor {
+    fs: Arc<dyn FileSystem>,
+    session_id: u64,
+    segments: Vec<SegmentRef>,
+    /// Index in `segments` of the segment being read; `segments.len()` when done.
+    index: usize,
+    /// Offset of the next record in that segment.
+    offset: u64,
+    /// Bytes of that segment from `buffer_start`.
+    buffer: Vec<u8>,
+    buffer_start: u64,
+    /// The segment is a compacted or recovered one and the records before its snapshot
+    /// restate messages the fold already holds.
+    skipping_restated: bool,
+    /// The segment is a compacted or recovered one whose history is not in the log.
+    restating: bool,
+    /// The first sequence number from which the session's state is known.
+    available_from: u64,
+    view: SessionView,
+}
+
+impl Cursor {
+    /// A cursor over a session's segments, starting where its history can be read whole: at
+    /// segment 1, or at the newest compacted or recovered segment after a gap.
+    fn new(fs: Arc<dyn FileSystem>, session_id: u64, segments: Vec<SegmentRef>) -> Result<Self> {
+        let mut cursor = Cursor {
+            fs,
+            session_id,
+            segments,
+            index: 0,
+            offset: 0,
+            buffer: Vec::new(),
+            buffer_start: 0,
+            skipping_restated: false,
+            restating: false,
+            available_from: 0,
+            view: SessionView::new(""),
+        };
+        // The history is whole from the first of the newest run of consecutive segment
+        // numbers if that is segment 1; otherwise (a gap: compacted without keep_history,
+        // or damage quarantined) it starts at the first compacted or recovered segment.
+        let mut start = cursor.segments.len().saturating_sub(1);
+        while start > 0 && cursor.segments[start - 1].number + 1 == cursor.segments[start].number {
+            start -= 1;
+        }
+        if cursor.segments.get(start).is_some_and(|s| s.number != 1) {
+            let base = (start..cursor.segments.len())
+                .find(|&i| cursor.kind_of(i).ok() != Some(SegmentKind::Fresh));
+            start = base.ok_or_else(|| Error::Corrupt {
+                path: cursor.segments[start].path.clone(),
+                offset: 0,
+                reason: "the session's history has a gap before this segment".into(),
+            })?;
+        }
+        cursor.segments.drain(..start);
+        cursor.enter_segment()?;
+        Ok(cursor)
+    }
+
+    fn kind_of(&self, index: usize) -> Result<SegmentKind> {
+        Ok(self.header(index)?.kind)
+    }
+
+    fn header(&self, index: usize) -> Result<segment::SegmentHeader> {
+        let segment = self.segments.get(index).ok_or_else(|| Error::Corrupt {
+            path: PathBuf::new(),
+            offset: 0,
+            reason: "no such segment".into(),
+        })?;
+        let mut bytes = Vec::new();
+        read_segment(&*self.fs, segment, 0, HEADER_BYTES_MAX, &mut bytes)?;
+        let corrupt = |reason: String| Error::Corrupt {
+            path: segment.path.clone(),
+            offset: 0,
+            reason,
+        };
+        let (header, len) = segment::decode_header(&bytes).map_err(|e| match e {
+            segment::HeaderError::UnsupportedVersion(found) => Error::UnsupportedVersion {
+                path: segment.path.clone(),
+                found,
+                supported: segment::FORMAT_VERSION,
+            },
+            segment::HeaderError::Truncated => corrupt("segment header cut short".into()),
+            segment::HeaderError::Corrupt(reason) => corrupt(reason),
+        })?;
+        if header.session_id != self.session_id || header.segment != segment.number {
+            return Err(corrupt("header does not match the file name".into()));
+        }
+        debug_assert_eq!(len as u64, segment::header_len(&header.key));
+        Ok(header)
+    }
+
+    /// Reads the header of the segment at `index` and positions the cursor after it.
+    fn enter_segment(&mut self) -> Result<()> {
+        if self.index >= self.segments.len() {
+            return Ok(());
+        }
+        let header = self.header(self.index)?;
+        if self.view.key.is_empty() {
+            self.view = SessionView::new(&header.key);
+        } else if self.view.key != header.key {
+            return Err(Error::Corrupt {
+                path: self.segments[self.index].path.clone(),
+                offset: 0,
+                reason: "segment holds another session's key".into(),
+            });
+        }
+        let base = header.kind != SegmentKind::Fresh;
+        self.skipping_restated = base && self.index > 0;
+        self.restating = base && self.index == 0;
+        self.offset = segment::header_len(&header.key);
+        self.buffer.clear();
+        self.buffer_start = self.offset;
+        Ok(())
+    }
+
+    /// The session key (empty for a session with no segment).
+    pub(crate) fn key(&self) -> &str {
+        &self.view.key
+    }
+
+    /// The record at the cursor: where its bytes start in `self.buffer`, and its length.
+    /// `None` at the end of the session's history.
+    fn next_record(&mut self) -> Result<Option<(usize, usize)>> {
+        let mut want = READ_CHUNK_BYTES;
+        loop {
+            let Some(segment) = self.segments.get(self.index).cloned() else {
+                return Ok(None);
+            };
+            let from = usize::try_from(self.offset - self.buffer_start).unwrap_or(usize::MAX);
+            let rest = self.buffer.get(from..).unwrap_or_default();
+            match decode_frame(rest) {
+                Ok((_, used)) => return Ok(Some((from, used))),
+                Err(FrameError::Truncated { needed, .. }) => {
+                    want = want.max(usize::try_from(needed).unwrap_or(usize::MAX));
+                }
+                Err(e) => return Err(frame_error(&segment.path, self.offset, e)),
+            }
+            read_segment(&*self.fs, &segment, self.offset, want, &mut self.buffer)?;
+            self.buffer_start = self.offset;
+            if self.buffer.is_empty() {
+                // The segment ends at a record boundary: on to the next one.
+                self.index += 1;
+                self.enter_segment()?;
+            } else if self.buffer.len() < want {
+                // The file ends within this read: the buffer holds all there is.
+                return match decode_frame(&self.buffer) {
+                    Ok((_, used)) => Ok(Some((0, used))),
+                    Err(FrameError::Truncated { needed, .. }) => self.end_of_segment(needed),
+                    Err(e) => Err(frame_error(&segment.path, self.offset, e)),
+                };
+            }
+        }
+    }
+
+    /// The segment ends inside a record: a write in progress (or a torn tail a writable open
+    /// will cut) in the newest segment, damage in any other.
+    fn end_of_segment(&mut self, needed: u64) -> Result<Option<(usize, usize)>> {
+        if self.index + 1 >= self.segments.len() {
+            self.index = self.segments.len();
+            return Ok(None);
+        }
+        Err(Error::Corrupt {
+            path: self.segments[self.index].path.clone(),
+            offset: self.offset,
+            reason: format!("segment ends inside a record of {needed} bytes"),
+        })
+    }
+
+    /// The message whose record is at `loc` (a `MessageLoc` of this cursor's view, whose
+    /// `segment` is an index into `segments`).
+    fn message_at(&self, loc: &MessageLoc) -> Result<(u64, ChatMessage)> {
+        let segment = self
+            .segments
+            .get(loc.segment as usize)
+            .ok_or_else(|| Error::Corrupt {
+                path: PathBuf::new(),
+                offset: loc.offset,
+                reason: "message location outside the history".into(),
+            })?;
+        let mut bytes = Vec::new();
+        read_segment(&*self.fs, segment, loc.offset, loc.len as usize, &mut bytes)?;
+        let corrupt = |reason: String| Error::Corrupt {
+            path: segment.path.clone(),
+            offset: loc.offset,
+            reason,
+        };
+        let (frame, _) = decode_frame(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        match decode_event(frame.payload).map_err(corrupt)? {
+            Event::Append { role, content } | Event::UpdateLast { role, content } => {
+                Ok((frame.seq, ChatMessage::new(role, content)))
+            }
+            _ => Err(corrupt("record holds no message".into())),
+        }
+    }
+
+    /// The session's next event, folded into the view, if its sequence number is at most
+    /// `limit`; otherwise the cursor stays before it. `None` at the end, or beyond `limit`.
+    pub(crate) fn next_event(&mut self, limit: u64) -> Result<Option<LogEvent>> {
+        loop {
+            let Some((from, len)) = self.next_record()? else {
+                return Ok(None);
+            };
+            let at = RecordLoc {
+                segment: self.index as u32,
+                offset: self.offset,
+                len: len as u32,
+            };
+            let path = self.segments[self.index].path.clone();
+            let corrupt = |reason: String| Error::Corrupt {
+                path: path.clone(),
+                offset: at.offset,
+                reason,
+            };
+            let bytes = self.buffer.get(from..from + len).unwrap_or_default();
+            let (frame, _) = decode_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
+            let event = decode_event(frame.payload).map_err(&corrupt)?;
+            let (seq, ts) = (frame.seq, frame.ts_micros);
+            if self.skipping_restated && matches!(event, Event::Append { .. }) {
+                self.offset += len as u64;
+                continue; // the fold already holds this message from the archived history
+            }
+            if seq > limit {
+                return Ok(None);
+            }
+            self.offset += len as u64;
+            let last = self.view.messages.last().copied();
+            let before = self.view.messages.len();
+            let kind = match &event {
+                Event::Append { role, content } if self.restating => EventKind::Restated {
+                    message: ChatMessage::new(*role, *content),
+                },
+                Event::Append { role, content } => EventKind::Append {
+                    message: ChatMessage::new(*role, *content),
+                },
+                Event::UpdateLast { role, content } => EventKind::UpdateLast {
+                    old: self.old_message(last, &at)?,
+                    new: ChatMessage::new(*role, *content),
+                },
+                Event::RemoveLast => EventKind::RemoveLast {
+                    removed: self.old_message(last, &at)?,
+                },
+                Event::Clear => EventKind::Clear { removed: before },
+                Event::Delete => EventKind::Delete,
+                Event::SetName { name } => EventKind::Name {
+                    name: name.map(str::to_owned),
+                },
+                Event::SetAlias { alias } => EventKind::Alias {
+                    alias: alias.map(str::to_owned),
+                },
+                Event::SetContext {
+                    channel_id,
+                    room_id,
+                    sender_id,
+                } => EventKind::Context {
+                    channel_id: channel_id.map(str::to_owned),
+                    room_id: room_id.map(str::to_owned),
+                    sender_id: sender_id.map(str::to_owned),
+                },
+                Event::SetState { state, turn_id } => EventKind::State {
+                    state: (*state).to_owned(),
+                    turn_id: turn_id.map(str::to_owned),
+                },
+                Event::Snapshot(snapshot) => EventKind::Compaction {
+                    messages: usize::try_from(snapshot.message_count).unwrap_or(usize::MAX),
+                },
+            };
+            if let Event::Snapshot(_) = event {
+                if self.restating {
+                    self.available_from = seq;
+                }
+                self.skipping_restated = false;
+                self.restating = false;
+            }
+            self.view.apply(ts, &event, at).map_err(corrupt)?;
+            return Ok(Some(LogEvent {
+                seq,
+                time: to_time(ts),
+                session: self.view.key.clone(),
+                kind,
+            }));
+        }
+    }
+
+    fn old_message(&self, last: Option<MessageLoc>, at: &RecordLoc) -> Result<ChatMessage> {
+        let loc = last.ok_or_else(|| Error::Corrupt {
+            path: self.segments[self.index].path.clone(),
+            offset: at.offset,
+            reason: "update_last or remove_last on a session without messages".into(),
+        })?;
+        Ok(self.message_at(&loc)?.1)
+    }
+
+    /// The session's messages as the fold holds them now.
+    fn messages(&self) -> Result<Vec<TimestampedMessage>> {
+        self.view
+            .messages
+            .iter()
+            .map(|loc| {
+                let (_, message) = self.message_at(loc)?;
+                Ok(TimestampedMessage {
+                    message,
+                    created_at: Some(to_time(loc.created_at)),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Events of many sessions merged in sequence-number order.
+pub struct Events {
+    cursors: Vec<Cursor>,
+    /// Each cursor's next event, keyed by sequence number.
+    heads: BinaryHeap<Reverse<(u64, usize)>>,
+    pending: Vec<Option<LogEvent>>,
+    filter: EventFilter,
+    /// Events above this were written after the iterator was made and are not returned.
+    cut: u64,
+    failed: bool,
+    /// Keeps compaction from removing files while the iterator lives.
+    guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Events {
+    pub(crate) fn new(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        filter: EventFilter,
+        cut: u64,
+    ) -> Result<Events> {
+        let mut events = Events {
+            cursors: Vec::new(),
+            heads: BinaryHeap::new(),
+            pending: Vec::new(),
+            filter,
+            cut,
+            failed: false,
+            guard: None,
+        };
+        for (id, segments) in list_histories(&*fs, dir)? {
+            let cursor = Cursor::new(Arc::clone(&fs), id, segments)?;
+            if events
+                .filter
+                .session
+                .as_deref()
+                .is_some_and(|key| key != cursor.key())
+            {
+                continue;
+            }
+            events.cursors.push(cursor);
+            events.pending.push(None);
+        }
+        for index in 0..events.cursors.len() {
+            events.advance(index)?;
+        }
+        Ok(events)
+    }
+
+    pub(crate) fn hold(&mut self, guard: Box<dyn std::any::Any + Send + Sync>) {
+        self.guard = Some(guard);
+    }
+
+    /// Reads cursor `index`'s next event into `pending` and the heap.
+    fn advance(&mut self, index: usize) -> Result<()> {
+        if let Some(event) = self.cursors[index].next_event(self.cut)? {
+            self.heads.push(Reverse((event.seq, index)));
+            self.pending[index] = Some(event);
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for Events {
+    type Item = Result<LogEvent>;
+
+    fn next(&mut self) -> Option<Result<LogEvent>> {
+        while !self.failed {
+            let Reverse((_, index)) = self.heads.pop()?;
+            let event = self.pending[index].take()?;
+            if let Err(e) = self.advance(index) {
+                self.failed = true;
+                return Some(Err(e));
+            }
+            if self.filter.admits(event.seq, event.time) {
+                return Some(Ok(event));
+            }
+        }
+        None
+    }
+}
+
+/// The session `key` as it was right after event `seq`: `None` if it did not exist then.
+pub(crate) fn load_at(
+    fs: Arc<dyn FileSystem>,
+    dir: &Path,
+    key: &str,
+    seq: u64,
+) -> Result<Option<SessionAt>> {
+    let mut unavailable = None;
+    for (id, segments) in list_histories(&*fs, dir)? {
+        let mut cursor = Cursor::new(Arc::clone(&fs), id, segments)?;
+        if cursor.key() != key {
+            continue;
+        }
+        let mut applied_any = false;
+        while cursor.next_event(seq)?.is_some() {
+            applied_any = true;
+        }
+        if cursor.restating || seq < cursor.available_from {
+            // The session's state at `seq` was compacted away: find from where it is known.
+            while cursor.restating && cursor.next_event(u64::MAX)?.is_some() {}
+            unavailable = Some(cursor.available_from);
+            continue;
+        }
+        if applied_any && cursor.view.is_live() {
+            return Ok(Some(SessionAt {
+                metadata: cursor.view.metadata(),
+                state: cursor.view.session_state(),
+                messages: cursor.messages()?,
+            }));
+        }
+    }
+    match unavailable {
+        Some(available_from) => Err(Error::HistoryCompacted {
+            key: key.to_owned(),
+            available_from,
+        }),
+        None => Ok(None),
+    }
+}
+
+/// What [`crate::LogStore::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Sessions whose history was read (live ones, and deleted ones kept in `archive/`).
+    pub sessions: usize,
+    /// Events read and checked.
+    pub events: u64,
+    /// Every problem found: at most one per session, since a session's history cannot be
+    /// read past its first bad record.
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// True when nothing is wrong.
+    pub fn is_sound(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// One problem [`crate::LogStore::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The session, when its segment header could be read.
+    pub session: Option<String>,
+    /// The file holding the bad bytes (empty when unknown).
+    pub path: PathBuf,
+    /// Byte offset of the bad record or header in that file.
+    pub offset: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.session {
+            Some(key) => write!(f, "session {key:?}: ")?,
+            None => f.write_str("unknown session: ")?,
+        }
+        write!(
+            f,
+            "{} at offset {}: {}",
+            self.path.display(),
+            self.offset,
+            self.reason
+        )
+    }
+}
+
+fn problem(session: Option<String>, error: Error) -> Problem {
+    match error {
+        Error::Corrupt {
+            path,
+            offset,
+            reason,
+        } => Problem {
+            session,
+            path,
+            offset,
+            reason,
+        },
+        Error::ChecksumMismatch {
+            path,
+            offset,
+            expected,
+            actual,
+        } => Problem {
+            session,
+            path,
+            offset,
+            reason: format!("checksum mismatch: stored {expected:#010x}, computed {actual:#010x}"),
+        },
+        other => Problem {
+            session,
+            path: PathBuf::new(),
+            offset: 0,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Reads every record of every session's history (segments in the folder and in `archive/`),
+/// checking each checksum and that each event can follow the ones before it.
+pub(crate) fn verify(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    for (id, segments) in list_histories(&*fs, dir)? {
+        report.sessions += 1;
+        let mut cursor = match Cursor::new(Arc::clone(&fs), id, segments) {
+            Ok(cursor) => cursor,
+            Err(e) => {
+                report.problems.push(problem(None, e));
+                continue;
+            }
+        };
+        loop {
+            match cursor.next_event(u64::MAX) {
+                Ok(Some(_)) => report.events += 1,
+                Ok(None) => break,
+                Err(e) => {
+                    let key = Some(cursor.key().to_owned()).filter(|k| !k.is_empty());
+                    report.problems.push(problem(key, e));
+                    break;
+                }
+            }
+        }
+    }
+    Ok(report)
+}
