@@ -147,6 +147,48 @@ pub enum EventKind {
     },
 }
 
+/// What `event` did, for a session that held `before` messages; `old` reads its last message
+/// (called only for `UpdateLast` and `RemoveLast`).
+pub(crate) fn event_kind(
+    event: &Event<'_>,
+    before: usize,
+    old: impl FnOnce() -> Result<ChatMessage>,
+) -> Result<EventKind> {
+    let owned = |value: &Option<&str>| value.map(str::to_owned);
+    Ok(match event {
+        Event::Append { role, content } => EventKind::Append {
+            message: ChatMessage::new(*role, *content),
+        },
+        Event::UpdateLast { role, content } => EventKind::UpdateLast {
+            old: old()?,
+            new: ChatMessage::new(*role, *content),
+        },
+        Event::RemoveLast => EventKind::RemoveLast { removed: old()? },
+        Event::Clear => EventKind::Clear { removed: before },
+        Event::Delete => EventKind::Delete,
+        Event::SetName { name } => EventKind::Name { name: owned(name) },
+        Event::SetAlias { alias } => EventKind::Alias {
+            alias: owned(alias),
+        },
+        Event::SetContext {
+            channel_id,
+            room_id,
+            sender_id,
+        } => EventKind::Context {
+            channel_id: owned(channel_id),
+            room_id: owned(room_id),
+            sender_id: owned(sender_id),
+        },
+        Event::SetState { state, turn_id } => EventKind::State {
+            state: (*state).to_owned(),
+            turn_id: owned(turn_id),
+        },
+        Event::Snapshot(snapshot) => EventKind::Compaction {
+            messages: usize::try_from(snapshot.message_count).unwrap_or(usize::MAX),
+        },
+    })
+}
+
 /// A session as it was right after one event, from [`crate::LogStore::load_at`].
 #[derive(Debug, Clone)]
 pub struct SessionAt {
@@ -484,44 +526,15 @@ impl Cursor {
             self.offset += len as u64;
             let last = self.view.messages.last().copied();
             let before = self.view.messages.len();
-            let kind = match &event {
-                Event::Append { role, content } if self.restating => EventKind::Restated {
-                    message: ChatMessage::new(*role, *content),
-                },
-                Event::Append { role, content } => EventKind::Append {
-                    message: ChatMessage::new(*role, *content),
-                },
-                Event::UpdateLast { role, content } => EventKind::UpdateLast {
-                    old: self.old_message(last, &at)?,
-                    new: ChatMessage::new(*role, *content),
-                },
-                Event::RemoveLast => EventKind::RemoveLast {
-                    removed: self.old_message(last, &at)?,
-                },
-                Event::Clear => EventKind::Clear { removed: before },
-                Event::Delete => EventKind::Delete,
-                Event::SetName { name } => EventKind::Name {
-                    name: name.map(str::to_owned),
-                },
-                Event::SetAlias { alias } => EventKind::Alias {
-                    alias: alias.map(str::to_owned),
-                },
-                Event::SetContext {
-                    channel_id,
-                    room_id,
-                    sender_id,
-                } => EventKind::Context {
-                    channel_id: channel_id.map(str::to_owned),
-                    room_id: room_id.map(str::to_owned),
-                    sender_id: sender_id.map(str::to_owned),
-                },
-                Event::SetState { state, turn_id } => EventKind::State {
-                    state: (*state).to_owned(),
-                    turn_id: turn_id.map(str::to_owned),
-                },
-                Event::Snapshot(snapshot) => EventKind::Compaction {
-                    messages: usize::try_from(snapshot.message_count).unwrap_or(usize::MAX),
-                },
+            let kind = if self.restating {
+                match event {
+                    Event::Append { role, content } => EventKind::Restated {
+                        message: ChatMessage::new(role, content),
+                    },
+                    _ => event_kind(&event, before, || self.old_message(last, &at))?,
+                }
+            } else {
+                event_kind(&event, before, || self.old_message(last, &at))?
             };
             if let Event::Snapshot(_) = event {
                 if self.restating {

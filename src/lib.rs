@@ -37,6 +37,7 @@ mod backend;
 mod checkpoint;
 mod compaction;
 mod error;
+mod feed;
 pub mod fs;
 mod history;
 mod message;
@@ -54,6 +55,7 @@ pub use backend::{
     SessionBackend, SessionContext, SessionMetadata, SessionQuery, SessionState, TimestampedMessage,
 };
 pub use error::{Error, Result};
+pub use feed::{Delivery, Subscription};
 pub use history::{EventFilter, EventKind, Events, LogEvent, Problem, SessionAt, VerifyReport};
 pub use message::ChatMessage;
 pub use options::{Durability, Options};

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -27,11 +27,12 @@ use crate::backend::{
 use crate::checkpoint;
 use crate::compaction::{self, Retire};
 use crate::error::{Error, Result};
+use crate::feed::{Feed, Subscription};
 use crate::fs::{context, sync_dir, FileHandle, FileSystem, LockGuard, OpenMode, StdFs};
-use crate::history::{self, EventFilter, Events, SessionAt, VerifyReport};
+use crate::history::{self, EventFilter, EventKind, Events, LogEvent, SessionAt, VerifyReport};
 use crate::message::ChatMessage;
 use crate::options::{Durability, Options};
-use crate::projection::{to_time, RecordLoc, SessionView, RUNNING_STATE};
+use crate::projection::{to_time, MessageLoc, RecordLoc, SessionView, RUNNING_STATE};
 use crate::record::{begin_record, encode_record, seal_record, Event};
 use crate::recovery::{self, Finding, RecoveryReport, ReplayedSession, LOCK_FILE};
 use crate::search::Matcher;
@@ -70,8 +71,8 @@ struct Inner {
     dir: PathBuf,
     options: Options,
     sessions: RwLock<HashMap<String, Arc<Slot>>>,
-    /// The next record's sequence number, store-wide.
-    next_seq: AtomicU64,
+    /// Sequence numbers, store-wide, and the subscribers of committed events.
+    feed: Feed,
     /// The next new session's id (its segment files' prefix).
     next_id: AtomicU64,
     /// Set by a failed write or sync: every later write is refused.
@@ -160,32 +161,26 @@ struct Readers {
     deferred: Vec<(u64, u32, u32)>,
 }
 
-/// Held by an event reader; its drop retires what was deferred while readers were open.
-struct ReaderGuard(Arc<Inner>);
+/// Held by an event reader; its drop retires what was deferred while readers were open. It
+/// does not keep the store open: once the store is closed it has nothing to do.
+struct ReaderGuard(Weak<Inner>);
 
 impl Drop for ReaderGuard {
     fn drop(&mut self) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
         let deferred = {
-            let mut readers = self.0.readers.lock();
+            let mut readers = inner.readers.lock();
             readers.open -= 1;
             if readers.open > 0 {
                 return;
             }
             std::mem::take(&mut readers.deferred)
         };
-        for (session_id, from, below) in deferred {
-            // A failure leaves the old segments beside the newer generation (or the delete
-            // record), which the next open retires.
-            let retired = compaction::retire(
-                &*self.0.fs,
-                &self.0.dir,
-                session_id,
-                from,
-                below,
-                retire_mode(&self.0.options),
-            );
-            let _ = self.0.poison(retired);
-        }
+        // A failure poisons the store (the next write reports it) and leaves the old
+        // segments beside the newer generation or the delete record: open retires them.
+        let _ = inner.retire_now(&deferred);
     }
 }
 
@@ -393,7 +388,7 @@ impl LogStore {
             dir,
             options,
             sessions: RwLock::new(sessions),
-            next_seq: AtomicU64::new(next_seq),
+            feed: Feed::new(next_seq),
             next_id: AtomicU64::new(replayed.next_id),
             poisoned: AtomicBool::new(false),
             open_files: AtomicUsize::new(0),
@@ -537,7 +532,7 @@ impl LogStore {
     /// A damaged record ends the iteration with its error (see [`LogStore::verify`]).
     pub fn events(&self, filter: EventFilter) -> Result<Events> {
         let guard = self.reader_guard();
-        let cut = self.inner.next_seq.load(Ordering::SeqCst).saturating_sub(1);
+        let cut = self.inner.feed.next_seq().saturating_sub(1);
         let mut events = Events::new(Arc::clone(&self.inner.fs), &self.inner.dir, filter, cut)?;
         events.hold(Box::new(guard));
         Ok(events)
@@ -566,14 +561,32 @@ impl LogStore {
         history::verify(Arc::clone(&self.inner.fs), &self.inner.dir)
     }
 
+    /// Every event after `after_seq` (0: from the start), then every new event as it commits,
+    /// each exactly once and in sequence-number order, with [`crate::Delivery::CaughtUp`] between
+    /// the events read from the log and the live ones: what a live dashboard needs.
+    ///
+    /// Events committed before this call come from the log, as [`LogStore::events`] returns
+    /// them; later ones are handed over by the writers that commit them. A write that fails
+    /// produces no event.
+    pub fn subscribe(&self, after_seq: u64) -> Result<Subscription> {
+        let (live_from, live) = self.inner.feed.register();
+        let filter = EventFilter {
+            from_seq: Some(after_seq.saturating_add(1)),
+            to_seq: Some(live_from.saturating_sub(1)),
+            ..EventFilter::all()
+        };
+        let catch_up = self.events(filter)?;
+        Ok(Subscription::new(catch_up, live_from, live))
+    }
+
     /// The highest sequence number handed out so far (0 for an empty store).
     pub fn last_seq(&self) -> u64 {
-        self.inner.next_seq.load(Ordering::SeqCst).saturating_sub(1)
+        self.inner.feed.next_seq().saturating_sub(1)
     }
 
     fn reader_guard(&self) -> ReaderGuard {
         self.inner.readers.lock().open += 1;
-        ReaderGuard(Arc::clone(&self.inner))
+        ReaderGuard(Arc::downgrade(&self.inner))
     }
 
     /// Every live session's size on disk, most recent activity first.
@@ -644,6 +657,10 @@ impl LogStore {
         if *self.inner.checkpoint_on_disk.lock() {
             return Ok(()); // nothing changed since open: the checkpoint still holds
         }
+        // Segments retired while readers were open go now: the checkpoint must not list them
+        // (a reader that outlives the store may then fail to read them).
+        let deferred = std::mem::take(&mut self.inner.readers.lock().deferred);
+        self.inner.retire_now(&deferred)?;
         // Everything written is made durable, then described in a checkpoint that lets the
         // next open skip the replay.
         self.inner.flush()?;
@@ -925,10 +942,16 @@ impl Inner {
             if writer.retired {
                 continue; // deleted since the lookup: look the key up again
             }
-            let (decision, metadata_len) = {
+            let (decision, metadata_len, last, before) = {
                 let view = slot.view.read();
                 let decision = decide(view.is_live().then_some(&*view));
-                (decision, view.snapshot_len_after(event))
+                let last = view.messages.last().copied();
+                (
+                    decision,
+                    view.snapshot_len_after(event),
+                    last,
+                    view.messages.len(),
+                )
             };
             let value = match decision {
                 Decision::Skip(value) => return Ok(value),
@@ -939,9 +962,17 @@ impl Inner {
             too_large(metadata_len)?;
             self.check_writable()?;
             let ts = at.unwrap_or_else(now_micros);
-            let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-            seal_record(&mut record, seq, ts);
+            let ticket = self.feed.take();
+            seal_record(&mut record, ticket.seq(), ts);
             self.forget_checkpoint()?;
+            // A subscriber is told what an update_last or remove_last replaced: read it while
+            // this writer's lock keeps compaction from moving it.
+            let published = if ticket.wanted() {
+                let old = || self.read_one(&slot, last);
+                Some(history::event_kind(event, before, old)?)
+            } else {
+                None
+            };
             let at = self.write_record(&slot, &mut writer, &record)?;
             let (applied, compact) = {
                 let mut view = slot.view.write();
@@ -960,6 +991,13 @@ impl Inner {
                     reason: format!("record does not apply to the live session: {reason}"),
                 }));
             }
+            let seq = ticket.seq();
+            ticket.commit(published.map(|kind| LogEvent {
+                seq,
+                time: to_time(ts),
+                session: slot.key.clone(),
+                kind,
+            }));
             if matches!(event, Event::Delete) {
                 self.reclaim(&slot, &mut writer)?;
             } else if compact {
@@ -1128,9 +1166,8 @@ impl Inner {
         }
         // The files hold the highest sequence numbers handed out so far, perhaps: record that
         // they are used before removing them. Open finishes the reclaim if a crash stops it.
-        let result =
-            recovery::write_seq_floor(&*self.fs, &self.dir, self.next_seq.load(Ordering::SeqCst))
-                .and_then(|()| self.retire(slot.session_id, w.oldest, w.newest.saturating_add(1)));
+        let result = recovery::write_seq_floor(&*self.fs, &self.dir, self.feed.next_seq())
+            .and_then(|()| self.retire(slot.session_id, w.oldest, w.newest.saturating_add(1)));
         self.poison(result)
     }
 
@@ -1181,7 +1218,7 @@ impl Inner {
             )
             .collect();
         let bytes = checkpoint::encode(
-            self.next_seq.load(Ordering::SeqCst),
+            self.feed.next_seq(),
             self.next_id.load(Ordering::SeqCst),
             &segments,
             &entries,
@@ -1220,6 +1257,22 @@ impl Inner {
             sync_dir(&*self.fs, &self.dir)?;
         }
         Ok(())
+    }
+
+    /// The message at `loc` of a session whose writer lock the caller holds.
+    fn read_one(&self, slot: &Slot, loc: Option<MessageLoc>) -> Result<ChatMessage> {
+        let loc = loc.ok_or_else(|| Error::Corrupt {
+            path: self.dir.clone(),
+            offset: 0,
+            reason: "no last message to replace".into(),
+        })?;
+        let files = SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, &[loc])?;
+        let mut read = files.read_messages(&[loc])?;
+        read.pop().map(|m| m.message).ok_or_else(|| Error::Corrupt {
+            path: segment::path(&self.dir, slot.session_id, loc.segment),
+            offset: loc.offset,
+            reason: "message not found".into(),
+        })
     }
 
     /// Reads the messages in `range(len)` of a live session.
@@ -1294,19 +1347,29 @@ impl Inner {
                 reason: "segment numbers exhausted".into(),
             })?;
         self.forget_checkpoint()?;
+        let ts = now_micros();
+        let ticket = self.feed.take();
         let generation = {
             let source = SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, &view.messages)?;
-            let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
             self.poison(compaction::write_generation(
                 &*self.fs,
                 &self.dir,
                 (slot.session_id, number, SegmentKind::Compacted),
                 &view,
                 &source,
-                (seq, now_micros()),
+                (ticket.seq(), ts),
             ))?
         };
         slot.view.write().install_compacted(generation.messages);
+        let seq = ticket.seq();
+        ticket.commit(Some(LogEvent {
+            seq,
+            time: to_time(ts),
+            session: slot.key.clone(),
+            kind: EventKind::Compaction {
+                messages: view.messages.len(),
+            },
+        }));
         self.release_file(&mut w);
         let oldest = w.oldest;
         w.oldest = number;
@@ -1316,6 +1379,22 @@ impl Inner {
         drop(w);
         let retired = self.retire(slot.session_id, oldest, number);
         self.poison(retired)
+    }
+
+    /// Retires the deferred `(session id, from, below)` segment ranges.
+    fn retire_now(&self, deferred: &[(u64, u32, u32)]) -> Result<()> {
+        for &(session_id, from, below) in deferred {
+            let retired = compaction::retire(
+                &*self.fs,
+                &self.dir,
+                session_id,
+                from,
+                below,
+                retire_mode(&self.options),
+            );
+            self.poison(retired)?;
+        }
+        Ok(())
     }
 
     /// Retires segments `from..below` of a session, now or, while event readers are open,

@@ -540,3 +540,20 @@ proptest! {
         check_replay(&ops, keep_history);
     }
 }
+
+#[test]
+fn a_reader_that_outlives_the_store_neither_holds_its_lock_nor_leaves_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), fast(false)).unwrap();
+    fill(&store, "k", "m", 20);
+    let mut events = store.events(EventFilter::all()).unwrap();
+    events.next().unwrap().unwrap();
+    store.compact_session("k").unwrap();
+    assert_eq!(segments(dir.path()).len(), 2, "retirement deferred");
+    drop(store);
+    assert_eq!(segments(dir.path()).len(), 1, "retired at close");
+    let reopened = LogStore::open_with(dir.path(), fast(false)).unwrap();
+    assert!(reopened.recovery_report().is_clean());
+    assert_eq!(reopened.load("k").len(), 20);
+    drop(events);
+}

@@ -115,3 +115,74 @@ fn readers_see_consistent_prefixes_while_a_writer_appends() {
     }
     handle.join().unwrap();
 }
+
+const CHILD_DIR: &str = "SESSIONLOG_READER_CHILD_DIR";
+
+/// The writer process of `a_reader_in_another_process_sees_consistent_prefixes`.
+#[test]
+#[ignore = "the child process of a_reader_in_another_process_sees_consistent_prefixes, which runs it"]
+fn child_appender() {
+    let dir = std::env::var(CHILD_DIR).expect("run by the parent test");
+    // Durability::Always: each append waits for the disk, so the reader overlaps many writes.
+    let store = LogStore::open(&dir).unwrap();
+    println!("ready");
+    for i in 1..300 {
+        store
+            .append("k", &ChatMessage::user(format!("{i}")))
+            .unwrap();
+        if i % 50 == 0 {
+            store.compact("k").unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_reader_in_another_process_sees_consistent_prefixes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_fast(dir.path());
+        store.append("k", &user("0")).unwrap();
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_appender",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kept until the child exits: it writes to this pipe to the end.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("ready") {
+            break;
+        }
+    }
+    let mut reads = 0;
+    let mut longest = 0;
+    while child.try_wait().unwrap().is_none() || reads == 0 {
+        // A compaction in the writer can remove a segment between listing and reading: the
+        // reader then fails to open, and tries again.
+        let Ok(reader) = LogStore::open_read_only(dir.path()) else {
+            continue;
+        };
+        reads += 1;
+        let seen: Vec<String> = reader.load("k").into_iter().map(|m| m.content).collect();
+        let expected: Vec<String> = (0..seen.len()).map(|i| i.to_string()).collect();
+        assert_eq!(seen, expected, "a prefix of what was written, in order");
+        assert!(!reader.recovery_report().has_damage());
+        longest = longest.max(seen.len());
+    }
+    assert!(child.wait().unwrap().success());
+    drop(lines);
+    let reader = LogStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.load("k").len(), 300);
+    assert!(reads > 0 && longest <= 300);
+    eprintln!("{reads} reads beside the writer");
+}
