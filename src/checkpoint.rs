@@ -17,13 +17,16 @@ use std::path::Path;
 use crate::error::Result;
 use crate::fs::{context, read_all, sync_dir, FileStat, FileSystem, OpenMode};
 use crate::projection::{MessageLoc, SessionView};
+use crate::record::{Hash, HASH_LEN};
 use crate::recovery::{Finding, RecoveryReport, Replayed, ReplayedSession};
+use crate::segment::{FORMAT_VERSION, FORMAT_VERSION_OLDEST};
 
 /// The checkpoint's file name in the store's folder.
 pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
 const TEMP_FILE: &str = "CHECKPOINT.tmp";
 const MAGIC: [u8; 8] = *b"SLCKPT\0\0";
-const VERSION: u32 = 1;
+/// Version 2 adds each session's chain head and newest segment's format version.
+const VERSION: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
 /// One session as the checkpoint records it.
@@ -32,6 +35,8 @@ pub(crate) struct Entry<'a> {
     pub oldest: u32,
     pub newest: u32,
     pub newest_len: u64,
+    pub head: Hash,
+    pub newest_version: u32,
     pub view: &'a SessionView,
 }
 
@@ -88,6 +93,8 @@ pub(crate) fn encode(
         body.u32(e.oldest);
         body.u32(e.newest);
         body.u64(e.newest_len);
+        body.0.extend_from_slice(&e.head);
+        body.u32(e.newest_version);
         body.u64(v.bytes_written);
         body.str(&v.key);
         body.i64(v.created_at);
@@ -141,6 +148,9 @@ impl<'a> Reader<'a> {
     }
     fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn hash(&mut self) -> Option<Hash> {
+        self.take(HASH_LEN)?.try_into().ok()
     }
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
@@ -201,6 +211,11 @@ fn decode(bytes: &[u8]) -> Option<Decoded> {
         let oldest = r.u32()?;
         let newest = r.u32()?;
         let newest_len = r.u64()?;
+        let head = r.hash()?;
+        let newest_version = r.u32()?;
+        if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&newest_version) {
+            return None;
+        }
         let bytes_written = r.u64()?;
         let mut view = SessionView::new(&r.str()?);
         view.exists = true;
@@ -236,6 +251,8 @@ fn decode(bytes: &[u8]) -> Option<Decoded> {
             newest,
             newest_len,
             highest: newest,
+            head,
+            newest_version,
             damage: None,
         });
     }
@@ -427,6 +444,8 @@ mod tests {
             oldest: 1,
             newest: 1,
             newest_len: 170,
+            head: [9; 32],
+            newest_version: 1,
             view: &view,
         };
         let stat = FileStat {
@@ -440,6 +459,8 @@ mod tests {
         assert_eq!(d.sessions.len(), 1);
         assert_eq!(d.sessions[0].view, view);
         assert_eq!(d.sessions[0].newest_len, 170);
+        assert_eq!(d.sessions[0].head, [9; 32]);
+        assert_eq!(d.sessions[0].newest_version, 1);
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x04;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::fs::{context, free_name, move_aside, sync_dir, FileSystem, OpenMode};
 use crate::projection::{MessageLoc, SessionView};
-use crate::record::{encode_record, Event};
+use crate::record::{encode_record, Event, Hash};
 use crate::segment::{self, SegmentFiles, SegmentHeader, SegmentKind, TEMP_SUFFIX};
 
 /// A generation written and in force.
@@ -24,6 +24,8 @@ pub struct Generation {
     pub header_len: u64,
     /// Where each live message now lies, in order.
     pub messages: Vec<MessageLoc>,
+    /// The hash of its last record: the `prev` of the session's next one.
+    pub head: Hash,
 }
 
 /// How many messages compaction reads from the old segments at a time.
@@ -39,7 +41,9 @@ pub fn temp_path(dir: &Path, session_id: u64, segment: u32) -> PathBuf {
 }
 
 /// Writes `view`'s live state as segment `segment` of session `session_id`, reading the
-/// messages from `source`, and puts it in force (steps 1 and 2 above).
+/// messages from `source`, and puts it in force (steps 1 and 2 above). `replaced_head` is the
+/// hash of the last record of what the generation replaces: its first record links to it, so
+/// the chain runs on through the compaction.
 pub fn write_generation(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -47,6 +51,7 @@ pub fn write_generation(
     view: &SessionView,
     source: &SegmentFiles,
     (snapshot_seq, snapshot_ts): (u64, i64),
+    replaced_head: Hash,
 ) -> Result<Generation> {
     let final_path = segment::path(dir, session_id, segment);
     let temp_path = temp_path(dir, session_id, segment);
@@ -54,6 +59,7 @@ pub fn write_generation(
         .open(&temp_path, OpenMode::Truncate)
         .map_err(context("creating", &temp_path))?;
     let mut buffer = segment::encode_header(&SegmentHeader {
+        version: segment::FORMAT_VERSION,
         kind,
         session_id,
         segment,
@@ -63,6 +69,7 @@ pub fn write_generation(
     let header_len = buffer.len() as u64;
     let mut written = 0u64; // bytes of the file already written out of the buffer
     let mut messages = Vec::with_capacity(view.messages.len());
+    let mut head = replaced_head;
     let flush = |buffer: &mut Vec<u8>, written: &mut u64| -> Result<()> {
         file.write_at(buffer, *written)
             .map_err(context("writing", &temp_path))?;
@@ -78,7 +85,7 @@ pub fn write_generation(
             };
             let offset = written + buffer.len() as u64;
             // The message keeps its sequence number and its append time.
-            encode_record(stored.seq, stored.created_at, &append, &mut buffer);
+            head = encode_record(stored.seq, stored.created_at, &head, &append, &mut buffer);
             let len = written + buffer.len() as u64 - offset;
             messages.push(MessageLoc {
                 segment,
@@ -95,7 +102,7 @@ pub fn write_generation(
         }
     }
     let snapshot = Event::Snapshot(view.snapshot());
-    encode_record(snapshot_seq, snapshot_ts, &snapshot, &mut buffer);
+    head = encode_record(snapshot_seq, snapshot_ts, &head, &snapshot, &mut buffer);
     flush(&mut buffer, &mut written)?;
     // The generation must be wholly on disk before the rename can put it in force.
     file.sync().map_err(context("syncing", &temp_path))?;
@@ -109,6 +116,7 @@ pub fn write_generation(
         len: written,
         header_len,
         messages,
+        head,
     })
 }
 

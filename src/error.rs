@@ -47,13 +47,13 @@ pub enum Error {
     },
     /// A segment was written by a format version this build cannot read (a newer sessionlog).
     /// Open the folder with the version that wrote it; nothing was changed.
-    #[error("{path} has format version {found}; this build reads version {supported}")]
+    #[error("{path} has format version {found}; this build reads versions 1 to {supported}")]
     UnsupportedVersion {
         /// The segment file.
         path: PathBuf,
         /// The version stored in its header.
         found: u32,
-        /// The version this build reads and writes.
+        /// The newest version this build reads (and the one it writes).
         supported: u32,
     },
     /// A record is larger than [`crate::Options::record_bytes_max`]. Nothing was written; raise

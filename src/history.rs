@@ -24,7 +24,9 @@ use crate::error::{Error, Result};
 use crate::fs::{context, FileSystem, OpenMode};
 use crate::message::ChatMessage;
 use crate::projection::{to_time, MessageLoc, RecordLoc, SessionView};
-use crate::record::{decode_event, decode_frame, Event, FrameError};
+use crate::record::{
+    chain_start, decode_event, decode_frame, record_hash, Event, FrameError, Hash,
+};
 use crate::segment::{self, SegmentKind, HEADER_BYTES_MAX, SEGMENT_SUFFIX};
 
 /// Which events [`crate::LogStore::events`] returns. Every bound is inclusive; the default
@@ -317,6 +319,17 @@ pub(crate) struct Cursor {
     /// The first sequence number from which the session's state is known.
     available_from: u64,
     view: SessionView,
+    /// The format version of the segment being read.
+    version: u32,
+    /// Check every record's link to the one before it (for `verify`).
+    check_chain: bool,
+    /// The `prev` the next record must hold: the hash of the record before it (`None` where
+    /// that record is not in the log: at the start of a compacted history).
+    chain: Option<Hash>,
+    /// Where the record before the next one lies (segment index, offset).
+    previous: Option<(usize, u64)>,
+    /// Links checked so far.
+    links: u64,
 }
 
 impl Cursor {
@@ -335,6 +348,11 @@ impl Cursor {
             restating: false,
             available_from: 0,
             view: SessionView::new(""),
+            version: segment::FORMAT_VERSION,
+            check_chain: false,
+            chain: None,
+            previous: None,
+            links: 0,
         };
         // The history is whole from the first of the newest run of consecutive segment
         // numbers if that is segment 1; otherwise (a gap: compacted without keep_history,
@@ -352,8 +370,12 @@ impl Cursor {
                 reason: "the session's history has a gap before this segment".into(),
             })?;
         }
+        let whole = cursor.segments.get(start).is_some_and(|s| s.number == 1);
         cursor.segments.drain(..start);
         cursor.enter_segment()?;
+        if whole {
+            cursor.chain = Some(chain_start(&cursor.view.key));
+        }
         Ok(cursor)
     }
 
@@ -409,6 +431,7 @@ impl Cursor {
         self.skipping_restated = base && self.index > 0;
         self.restating = base && self.index == 0;
         self.offset = segment::header_len(&header.key);
+        self.version = header.version;
         self.buffer.clear();
         self.buffer_start = self.offset;
         Ok(())
@@ -514,16 +537,24 @@ impl Cursor {
             };
             let bytes = self.buffer.get(from..from + len).unwrap_or_default();
             let (frame, _) = decode_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
+            segment::check_layout(self.version, &frame).map_err(&corrupt)?;
             let event = decode_event(frame.payload).map_err(&corrupt)?;
             let (seq, ts) = (frame.seq, frame.ts_micros);
-            if self.skipping_restated && matches!(event, Event::Append { .. }) {
-                self.offset += len as u64;
-                continue; // the fold already holds this message from the archived history
-            }
-            if seq > limit {
+            let restated = self.skipping_restated && matches!(event, Event::Append { .. });
+            if seq > limit && !restated {
                 return Ok(None);
             }
+            if self.check_chain {
+                if self.check_link(frame.prev, at.offset)? {
+                    self.links += 1;
+                }
+                self.chain = Some(record_hash(bytes));
+                self.previous = Some((self.index, at.offset));
+            }
             self.offset += len as u64;
+            if restated {
+                continue; // the fold already holds this message from the archived history
+            }
             let last = self.view.messages.last().copied();
             let before = self.view.messages.len();
             let kind = if self.restating {
@@ -551,6 +582,36 @@ impl Cursor {
                 kind,
             }));
         }
+    }
+
+    /// Checks that a record's `prev` is the hash of the record before it: `Ok(true)` when it
+    /// is, `Ok(false)` when there is no link to check.
+    fn check_link(&self, prev: Option<Hash>, offset: u64) -> Result<bool> {
+        let (Some(prev), Some(expected)) = (prev, self.chain) else {
+            return Ok(false); // a version 1 record, or the first record of a compacted history
+        };
+        if prev == expected {
+            return Ok(true);
+        }
+        let here = &self.segments[self.index].path;
+        Err(match self.previous {
+            Some((index, previous)) => Error::Corrupt {
+                path: self.segments[index].path.clone(),
+                offset: previous,
+                reason: format!(
+                    "hash chain broken: this record does not hash to the link held by the next \
+                     record ({} at offset {offset}); a record was altered, inserted or removed",
+                    here.display()
+                ),
+            },
+            None => Error::Corrupt {
+                path: here.clone(),
+                offset,
+                reason: "hash chain broken: the session's first record does not link to the \
+                         start of its key's chain (records moved from another session?)"
+                    .into(),
+            },
+        })
     }
 
     fn old_message(&self, last: Option<MessageLoc>, at: &RecordLoc) -> Result<ChatMessage> {
@@ -707,6 +768,9 @@ pub struct VerifyReport {
     pub sessions: usize,
     /// Events read and checked.
     pub events: u64,
+    /// Hash-chain links checked: each record (of format version 2) against the hash of the
+    /// record before it.
+    pub links: u64,
     /// Every problem found: at most one per session, since a session's history cannot be
     /// read past its first bad record.
     pub problems: Vec<Problem>,
@@ -793,10 +857,14 @@ pub(crate) fn verify(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<VerifyReport
                 continue;
             }
         };
+        cursor.check_chain = true;
         loop {
             match cursor.next_event(u64::MAX) {
                 Ok(Some(_)) => report.events += 1,
-                Ok(None) => break,
+                Ok(None) => {
+                    report.links += cursor.links;
+                    break;
+                }
                 Err(e) => {
                     let key = Some(cursor.key().to_owned()).filter(|k| !k.is_empty());
                     report.problems.push(problem(key, e));

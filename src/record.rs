@@ -1,14 +1,19 @@
-//! The wire format of one record: framing, checksums and the encoding of events. Pure: no I/O.
+//! The wire format of one record: framing, checksums, the hash chain and the encoding of
+//! events. Pure: no I/O.
 //!
 //! Every mutation of a session is one [`Event`], stored as one record:
 //!
 //! ```text
-//! // Format: { len: u32 | len_crc: u32 | crc: u32 | seq: u64 | ts_micros: i64 | payload: [u8; len] }
+//! // Format: { len: u32 | len_check: u32 | crc: u32 | seq: u64 | ts_micros: i64
+//! //           | prev: [u8; 32] | payload: [u8; len] }
 //! ```
 //!
-//! All integers are little-endian. `len_crc` is the CRC32 of the four bytes of `len`, so a
-//! damaged length is caught before it is trusted; `crc` is the CRC32 of every byte of the record
-//! except itself. The payload is the event encoded with bincode 2 (fixed-width little-endian
+//! All integers are little-endian. `len_check` is the CRC32 of the four bytes of `len`, XORed
+//! with [`LEN_CHECK_V2`], so a damaged length is caught before it is trusted and the record
+//! says which layout it has; `crc` is the CRC32 of every byte of the record except itself;
+//! `prev` is the BLAKE3 hash of the session's previous record (the hash chain). Version 1
+//! records (`len_check` without the XOR) have no `prev` field and a 28-byte header; they are
+//! still read. The payload is the event encoded with bincode 2 (fixed-width little-endian
 //! integers); `docs/FORMAT.md` gives its bytes without reference to the crate. This module is
 //! the only one that touches bincode.
 
@@ -16,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 /// Offset of the payload length (`u32`).
 pub const LEN_OFFSET: usize = 0;
-/// Offset of the CRC32 of the length bytes (`u32`).
+/// Offset of the check of the length bytes (`u32`).
 pub const LEN_CRC_OFFSET: usize = LEN_OFFSET + 4;
 /// Offset of the CRC32 of the whole record but this field (`u32`).
 pub const CRC_OFFSET: usize = LEN_CRC_OFFSET + 4;
@@ -24,12 +29,39 @@ pub const CRC_OFFSET: usize = LEN_CRC_OFFSET + 4;
 pub const SEQ_OFFSET: usize = CRC_OFFSET + 4;
 /// Offset of the timestamp, microseconds since the Unix epoch, UTC (`i64`).
 pub const TS_OFFSET: usize = SEQ_OFFSET + 8;
-/// Size of the fixed record header; the payload follows it.
-pub const HEADER_LEN: usize = TS_OFFSET + 8;
+/// Size of a version 1 record header; the payload follows it.
+pub const HEADER_LEN_V1: usize = TS_OFFSET + 8;
+/// Offset of the hash of the session's previous record (`[u8; 32]`), version 2.
+pub const PREV_OFFSET: usize = HEADER_LEN_V1;
+/// Size of the record header this build writes (version 2); the payload follows it.
+pub const HEADER_LEN: usize = PREV_OFFSET + HASH_LEN;
 const _: () = assert!(
-    HEADER_LEN == 28,
-    "docs/FORMAT.md documents a 28-byte record header"
+    HEADER_LEN_V1 == 28 && HEADER_LEN == 60,
+    "docs/FORMAT.md documents 28- and 60-byte record headers"
 );
+
+/// XORed into the CRC32 of the length bytes to mark a version 2 record.
+pub const LEN_CHECK_V2: u32 = 0x9E37_79B9;
+
+/// Bytes of a BLAKE3 hash.
+pub const HASH_LEN: usize = 32;
+/// A BLAKE3 hash: of a record, or the start of a session's chain.
+pub type Hash = [u8; HASH_LEN];
+
+/// The hash of a whole record (header included), which the session's next record stores as
+/// its `prev`.
+pub fn record_hash(record: &[u8]) -> Hash {
+    *blake3::hash(record).as_bytes()
+}
+
+/// The `prev` of a session's first record: a hash of its key, so that records cannot be moved
+/// to another session unnoticed.
+pub fn chain_start(key: &str) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"sessionlog chain start\0");
+    hasher.update(key.as_bytes());
+    *hasher.finalize().as_bytes()
+}
 
 /// Largest payload the format allows (1 GiB). A length above it is damage, whatever the options.
 pub const PAYLOAD_BYTES_LIMIT: u32 = 1 << 30;
@@ -137,6 +169,8 @@ pub struct Frame<'a> {
     pub seq: u64,
     /// When it was written, µs since the epoch, UTC.
     pub ts_micros: i64,
+    /// The hash of the session's previous record; `None` for a version 1 record.
+    pub prev: Option<Hash>,
     /// The encoded [`Event`].
     pub payload: &'a [u8],
 }
@@ -152,7 +186,7 @@ pub enum FrameError {
         /// Bytes present.
         available: u64,
     },
-    /// The length field fails its own CRC: the header is damaged (or is zero fill).
+    /// The length field fails its own check: the header is damaged (or is zero fill).
     BadLength,
     /// The length passes its CRC but exceeds [`PAYLOAD_BYTES_LIMIT`].
     TooLarge {
@@ -197,6 +231,11 @@ fn crc_of_len(len_bytes: [u8; 4]) -> u32 {
     crc32fast::hash(&len_bytes)
 }
 
+/// The `len_check` of a version 2 record of this length.
+fn len_check(len_bytes: [u8; 4]) -> u32 {
+    crc_of_len(len_bytes) ^ LEN_CHECK_V2
+}
+
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     let field: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
     Some(u32::from_le_bytes(field))
@@ -212,8 +251,8 @@ pub fn record_len(payload_len: usize) -> u64 {
     (HEADER_LEN + payload_len) as u64
 }
 
-/// Appends a record of `event` to `out`, its sequence number, time and CRC not yet filled in
-/// ([`seal_record`] does that), and returns the payload's length. The event is encoded straight
+/// Appends a version 2 record of `event` to `out`, its sequence number, time, `prev` and CRC
+/// not yet filled in ([`seal_record`] does that), and returns the payload's length. The event is encoded straight
 /// into the record: no intermediate copy. A payload over [`PAYLOAD_BYTES_LIMIT`] gets a length
 /// field that will not decode; callers refuse such records before sealing them.
 pub fn begin_record(event: &Event<'_>, out: &mut Vec<u8>) -> usize {
@@ -224,7 +263,7 @@ pub fn begin_record(event: &Event<'_>, out: &mut Vec<u8>) -> usize {
         .expect("encoding an event into memory cannot fail");
     let payload_len = out.len() - start - HEADER_LEN;
     let len_bytes = u32::try_from(payload_len).unwrap_or(u32::MAX).to_le_bytes();
-    let crc_bytes = crc_of_len(len_bytes).to_le_bytes();
+    let crc_bytes = len_check(len_bytes).to_le_bytes();
     if let Some(header) = out.get_mut(start..start + CRC_OFFSET) {
         header[..4].copy_from_slice(&len_bytes);
         header[4..].copy_from_slice(&crc_bytes);
@@ -232,12 +271,13 @@ pub fn begin_record(event: &Event<'_>, out: &mut Vec<u8>) -> usize {
     payload_len
 }
 
-/// Fills in the sequence number, time and CRC of the record that `record` holds (as
+/// Fills in the sequence number, time, `prev` and CRC of the record that `record` holds (as
 /// [`begin_record`] left it).
-pub fn seal_record(record: &mut [u8], seq: u64, ts_micros: i64) {
+pub fn seal_record(record: &mut [u8], seq: u64, ts_micros: i64, prev: &Hash) {
     if let Some(fields) = record.get_mut(SEQ_OFFSET..HEADER_LEN) {
         fields[..8].copy_from_slice(&seq.to_le_bytes());
-        fields[8..].copy_from_slice(&ts_micros.to_le_bytes());
+        fields[8..16].copy_from_slice(&ts_micros.to_le_bytes());
+        fields[16..].copy_from_slice(prev);
     }
     let crc = record_crc(record);
     if let Some(field) = record.get_mut(CRC_OFFSET..SEQ_OFFSET) {
@@ -250,18 +290,32 @@ pub fn seal_record(record: &mut [u8], seq: u64, ts_micros: i64) {
     );
 }
 
-/// Appends the whole record of `event` to `out`.
-pub fn encode_record(seq: u64, ts_micros: i64, event: &Event<'_>, out: &mut Vec<u8>) {
+/// Appends the whole version 2 record of `event` to `out`, and returns its hash (the next
+/// record's `prev`).
+pub fn encode_record(
+    seq: u64,
+    ts_micros: i64,
+    prev: &Hash,
+    event: &Event<'_>,
+    out: &mut Vec<u8>,
+) -> Hash {
     let start = out.len();
     begin_record(event, out);
-    if let Some(record) = out.get_mut(start..) {
-        seal_record(record, seq, ts_micros);
-    }
+    let record = out.get_mut(start..).unwrap_or_default();
+    seal_record(record, seq, ts_micros, prev);
+    record_hash(record)
 }
 
-/// Appends one framed record to `out`. The payload must be at most [`PAYLOAD_BYTES_LIMIT`]
-/// bytes (the store checks its own, lower, limit first).
-pub fn encode_frame(seq: u64, ts_micros: i64, payload: &[u8], out: &mut Vec<u8>) {
+/// Appends one framed record to `out`: version 2 with `prev`, version 1 without. The payload
+/// must be at most [`PAYLOAD_BYTES_LIMIT`] bytes (the store checks its own, lower, limit
+/// first).
+pub fn encode_frame(
+    seq: u64,
+    ts_micros: i64,
+    prev: Option<&Hash>,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
     let len = u32::try_from(payload.len())
         .ok()
         .filter(|len| *len <= PAYLOAD_BYTES_LIMIT)
@@ -269,10 +323,17 @@ pub fn encode_frame(seq: u64, ts_micros: i64, payload: &[u8], out: &mut Vec<u8>)
     let start = out.len();
     let len_bytes = len.to_le_bytes();
     out.extend_from_slice(&len_bytes);
-    out.extend_from_slice(&crc_of_len(len_bytes).to_le_bytes());
+    let check = match prev {
+        Some(_) => len_check(len_bytes),
+        None => crc_of_len(len_bytes),
+    };
+    out.extend_from_slice(&check.to_le_bytes());
     out.extend_from_slice(&[0; 4]); // the CRC, filled in below
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&ts_micros.to_le_bytes());
+    if let Some(prev) = prev {
+        out.extend_from_slice(prev);
+    }
     out.extend_from_slice(payload);
     let crc = record_crc(&out[start..]);
     out[start + CRC_OFFSET..start + CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
@@ -296,21 +357,22 @@ fn record_crc(record: &[u8]) -> u32 {
 pub fn decode_frame(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     let available = bytes.len() as u64;
     let truncated = |needed: u64| FrameError::Truncated { needed, available };
-    let header = bytes
-        .get(..HEADER_LEN)
-        .ok_or(truncated(HEADER_LEN as u64))?;
-    let len_bytes: [u8; 4] = header
-        .get(LEN_OFFSET..LEN_OFFSET + 4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(FrameError::BadLength)?;
-    let len = u32::from_le_bytes(len_bytes);
-    if read_u32(header, LEN_CRC_OFFSET) != Some(crc_of_len(len_bytes)) {
+    let (Some(len), Some(check)) = (read_u32(bytes, LEN_OFFSET), read_u32(bytes, LEN_CRC_OFFSET))
+    else {
+        return Err(truncated(HEADER_LEN_V1 as u64));
+    };
+    let len_bytes = len.to_le_bytes();
+    let header_len = if check == len_check(len_bytes) {
+        HEADER_LEN
+    } else if check == crc_of_len(len_bytes) {
+        HEADER_LEN_V1
+    } else {
         return Err(FrameError::BadLength);
-    }
+    };
     if len > PAYLOAD_BYTES_LIMIT {
         return Err(FrameError::TooLarge { len });
     }
-    let total = HEADER_LEN + len as usize;
+    let total = header_len + len as usize;
     let record = bytes.get(..total).ok_or(truncated(total as u64))?;
     let expected = read_u32(record, CRC_OFFSET).ok_or(FrameError::BadLength)?;
     let actual = record_crc(record);
@@ -323,11 +385,21 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     }
     let seq = read_u64(record, SEQ_OFFSET).ok_or(FrameError::BadLength)?;
     let ts = read_u64(record, TS_OFFSET).ok_or(FrameError::BadLength)?;
-    let payload = record.get(HEADER_LEN..).ok_or(FrameError::BadLength)?;
+    let prev = match header_len {
+        HEADER_LEN => Some(
+            record
+                .get(PREV_OFFSET..HEADER_LEN)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(FrameError::BadLength)?,
+        ),
+        _ => None,
+    };
+    let payload = record.get(header_len..).ok_or(FrameError::BadLength)?;
     Ok((
         Frame {
             seq,
             ts_micros: i64::from_le_bytes(ts.to_le_bytes()),
+            prev,
             payload,
         },
         total,
@@ -366,9 +438,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const PREV: Hash = [7; HASH_LEN];
+
     fn framed(seq: u64, ts: i64, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        encode_frame(seq, ts, payload, &mut out);
+        encode_frame(seq, ts, Some(&PREV), payload, &mut out);
+        out
+    }
+
+    fn framed_v1(seq: u64, ts: i64, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(seq, ts, None, payload, &mut out);
         out
     }
 
@@ -403,11 +483,47 @@ mod tests {
         assert_eq!(&bytes[0..4], &3u32.to_le_bytes());
         assert_eq!(
             &bytes[4..8],
-            &crc32fast::hash(&3u32.to_le_bytes()).to_le_bytes()
+            &(crc32fast::hash(&3u32.to_le_bytes()) ^ 0x9E37_79B9).to_le_bytes()
         );
+        let mut covered = bytes[..8].to_vec();
+        covered.extend_from_slice(&bytes[12..]);
+        assert_eq!(&bytes[8..12], &crc32fast::hash(&covered).to_le_bytes());
         assert_eq!(&bytes[12..20], &7u64.to_le_bytes());
         assert_eq!(&bytes[20..28], &(-1i64).to_le_bytes());
+        assert_eq!(&bytes[28..60], &PREV);
+        assert_eq!(&bytes[60..], b"abc");
+    }
+
+    #[test]
+    fn version_1_records_still_decode_without_a_link() {
+        let bytes = framed_v1(7, -1, b"abc");
+        assert_eq!(bytes.len(), HEADER_LEN_V1 + 3);
+        assert_eq!(
+            &bytes[4..8],
+            &crc32fast::hash(&3u32.to_le_bytes()).to_le_bytes()
+        );
         assert_eq!(&bytes[28..], b"abc");
+        let (frame, used) = decode_frame(&bytes).unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(
+            frame,
+            Frame {
+                seq: 7,
+                ts_micros: -1,
+                prev: None,
+                payload: b"abc"
+            }
+        );
+    }
+
+    #[test]
+    fn the_chain_start_depends_on_the_key_and_a_hash_on_every_byte() {
+        assert_ne!(chain_start("a"), chain_start("b"));
+        let bytes = framed(1, 2, b"x");
+        let mut other = bytes.clone();
+        other[HEADER_LEN] ^= 1;
+        assert_ne!(record_hash(&bytes), record_hash(&other));
+        assert_eq!(record_hash(&bytes), *blake3::hash(&bytes).as_bytes());
     }
 
     #[test]
@@ -417,8 +533,9 @@ mod tests {
             content: "streamed",
         };
         let mut in_place = Vec::new();
-        encode_record(9, -3, &event, &mut in_place);
+        let hash = encode_record(9, -3, &PREV, &event, &mut in_place);
         assert_eq!(in_place, framed(9, -3, &encode_event(&event)));
+        assert_eq!(hash, record_hash(&in_place));
     }
 
     #[test]
@@ -434,7 +551,11 @@ mod tests {
             let bytes = framed(seq, ts, &payload);
             let (frame, used) = decode_frame(&bytes).unwrap();
             prop_assert_eq!(used, bytes.len());
-            prop_assert_eq!(frame, Frame { seq, ts_micros: ts, payload: &payload });
+            prop_assert_eq!(frame, Frame { seq, ts_micros: ts, prev: Some(PREV), payload: &payload });
+            let bytes = framed_v1(seq, ts, &payload);
+            let (frame, used) = decode_frame(&bytes).unwrap();
+            prop_assert_eq!(used, bytes.len());
+            prop_assert_eq!(frame, Frame { seq, ts_micros: ts, prev: None, payload: &payload });
         }
 
         #[test]
@@ -446,8 +567,8 @@ mod tests {
         }
 
         #[test]
-        fn every_flipped_bit_is_detected(payload in proptest::collection::vec(any::<u8>(), 0..100), bit in 0usize..1024) {
-            let mut bytes = framed(1, 2, &payload);
+        fn every_flipped_bit_is_detected(payload in proptest::collection::vec(any::<u8>(), 0..100), bit in 0usize..1280, v1: bool) {
+            let mut bytes = if v1 { framed_v1(1, 2, &payload) } else { framed(1, 2, &payload) };
             let bit = bit % (bytes.len() * 8);
             bytes[bit / 8] ^= 1 << (bit % 8);
             prop_assert!(decode_frame(&bytes).is_err());

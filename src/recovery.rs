@@ -20,7 +20,7 @@ use crate::fs::{
     context, free_name, parent, read_all, read_prefix, sync_dir, FileSystem, OpenMode,
 };
 use crate::projection::{RecordLoc, SessionView};
-use crate::record::{decode_event, Event};
+use crate::record::{chain_start, decode_event, record_hash, Event, Hash};
 use crate::segment::{
     self, decode_header, scan_records, HeaderError, ScanEnd, SegmentKind, FORMAT_VERSION,
     HEADER_BYTES_MAX, SEGMENT_SUFFIX, TEMP_SUFFIX, TORN_INFIX,
@@ -184,6 +184,12 @@ pub(crate) struct ReplayedSession {
     pub newest_len: u64,
     /// Highest segment number any file of the session has.
     pub highest: u32,
+    /// The hash of the session's last good record (the chain start if it has none): the
+    /// `prev` of its next record.
+    pub head: Hash,
+    /// The format version of the segment to append to: records of this build's version go
+    /// only into a segment of that version, so a version 1 segment is never appended to.
+    pub newest_version: u32,
     /// The first damage, if any: (path, offset, reason).
     pub damage: Option<(PathBuf, u64, String)>,
 }
@@ -442,6 +448,8 @@ fn replay_session(
     let mut damage: Option<(PathBuf, u64, String)> = None;
     let mut newest = 0u32;
     let mut newest_len = 0u64;
+    let mut newest_version = FORMAT_VERSION;
+    let mut head: Option<Hash> = None;
     for (i, seg) in segments.iter().enumerate() {
         let expected = oldest.checked_add(u32::try_from(i).unwrap_or(u32::MAX));
         if expected != Some(seg.number) {
@@ -493,10 +501,12 @@ fn replay_session(
         let bytes = read_all(fs, &seg.path)?;
         let generation = header.kind != SegmentKind::Fresh;
         let mut snapshot_seen = false;
+        let mut last_record = None;
         let end = scan_records(&bytes, *header_len, |offset, frame, len| {
             if frame.seq >= NUMBER_LIMIT {
                 return Err(format!("sequence number {} out of range", frame.seq));
             }
+            segment::check_layout(header.version, &frame)?;
             *max_seq = (*max_seq).max(frame.seq);
             let event = decode_event(frame.payload)?;
             if matches!(event, Event::Snapshot(_)) {
@@ -510,10 +520,19 @@ fn replay_session(
                 offset,
                 len,
             };
-            view.apply(frame.ts_micros, &event, at)
+            view.apply(frame.ts_micros, &event, at)?;
+            last_record = Some((offset, len));
+            Ok(())
         });
+        // Only the last good record's hash is needed (the next record links to it); verify
+        // checks the rest of the chain.
+        if let Some((offset, len)) = last_record {
+            let record = bytes.get(offset as usize..offset as usize + len as usize);
+            head = record.map(record_hash);
+        }
         newest = seg.number;
         newest_len = bytes.len() as u64;
+        newest_version = header.version;
         match end {
             // A generation is written whole (temporary file, sync, rename): one that ends
             // before its snapshot was cut short after the fact.
@@ -613,6 +632,7 @@ fn replay_session(
     match (view, damage) {
         (Some(mut view), damage) if view.is_live() => {
             view.messages.shrink_to_fit();
+            let head = head.unwrap_or_else(|| chain_start(&view.key));
             Ok(Outcome::Live(Box::new(ReplayedSession {
                 session_id: id,
                 view,
@@ -620,6 +640,8 @@ fn replay_session(
                 newest,
                 newest_len,
                 highest,
+                head,
+                newest_version,
                 damage,
             })))
         }

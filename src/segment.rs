@@ -20,8 +20,10 @@ use crate::record::{decode_event, decode_frame, Event, Frame, FrameError};
 
 /// The first eight bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SESSLOG\0";
-/// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes (version 2: records carry a hash chain).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads (version 1: records without the chain).
+pub const FORMAT_VERSION_OLDEST: u32 = 1;
 /// Most bytes a session key may have.
 pub const MAX_KEY_BYTES: usize = 1024;
 
@@ -81,6 +83,8 @@ impl SegmentKind {
 /// A decoded segment header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// The format version it was written in: its records' layout.
+    pub version: u32,
     /// How the segment relates to the ones before it.
     pub kind: SegmentKind,
     /// The session the segment belongs to.
@@ -146,7 +150,7 @@ pub fn encode_header(header: &SegmentHeader) -> Vec<u8> {
         .expect("keys are checked before a segment is created");
     let mut out = Vec::with_capacity(KEY_OFFSET + header.key.len() + 4);
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&header.version.to_le_bytes());
     out.push(header.kind.to_byte());
     out.extend_from_slice(&header.session_id.to_le_bytes());
     out.extend_from_slice(&header.segment.to_le_bytes());
@@ -197,7 +201,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError
         )));
     }
     let version = u32::from_le_bytes(field(bytes, VERSION_OFFSET)?);
-    if version != FORMAT_VERSION {
+    if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&version) {
         return Err(HeaderError::UnsupportedVersion(version));
     }
     let [kind] = field::<1>(bytes, KIND_OFFSET)?;
@@ -211,6 +215,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError
         .map_err(|_| HeaderError::Corrupt("key is not UTF-8".into()))?
         .to_owned();
     let header = SegmentHeader {
+        version,
         kind,
         session_id,
         segment,
@@ -218,6 +223,18 @@ pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError
         key,
     };
     Ok((header, crc_offset + 4))
+}
+
+/// Checks that a record has the layout of its segment's format version: version 2 segments
+/// hold only records with a `prev` link, version 1 segments only records without.
+pub fn check_layout(version: u32, frame: &Frame<'_>) -> Result<(), String> {
+    if frame.prev.is_some() == (version >= 2) {
+        Ok(())
+    } else {
+        Err(format!(
+            "record layout does not match the segment's format version {version}"
+        ))
+    }
 }
 
 /// How a scan of a segment's records ended.
@@ -450,6 +467,7 @@ mod tests {
 
     fn header() -> SegmentHeader {
         SegmentHeader {
+            version: FORMAT_VERSION,
             kind: SegmentKind::Compacted,
             session_id: 0xabc,
             segment: 7,
@@ -533,9 +551,9 @@ mod tests {
     #[test]
     fn a_record_whose_header_is_partly_written_is_a_torn_tail() {
         let mut bytes = Vec::new();
-        crate::record::encode_frame(1, 2, b"first", &mut bytes);
+        crate::record::encode_frame(1, 2, Some(&[0; 32]), b"first", &mut bytes);
         let good = bytes.len();
-        crate::record::encode_frame(2, 3, b"second", &mut bytes);
+        crate::record::encode_frame(2, 3, Some(&[0; 32]), b"second", &mut bytes);
         // Length and one byte of its CRC written, the rest zero.
         for b in &mut bytes[good + 5..] {
             *b = 0;
@@ -557,8 +575,8 @@ mod tests {
     #[test]
     fn a_bad_record_before_a_good_one_is_damage() {
         let mut bytes = Vec::new();
-        crate::record::encode_frame(1, 2, b"first", &mut bytes);
-        crate::record::encode_frame(2, 3, b"second", &mut bytes);
+        crate::record::encode_frame(1, 2, Some(&[0; 32]), b"first", &mut bytes);
+        crate::record::encode_frame(2, 3, Some(&[0; 32]), b"second", &mut bytes);
         bytes[3] ^= 1;
         let end = scan_records(&bytes, 0, |_, _, _| Ok(()));
         assert!(matches!(end, ScanEnd::Damage { offset: 0, .. }));

@@ -33,7 +33,10 @@ use crate::history::{self, EventFilter, EventKind, Events, LogEvent, SessionAt, 
 use crate::message::ChatMessage;
 use crate::options::{Durability, Options};
 use crate::projection::{to_time, MessageLoc, RecordLoc, SessionView, RUNNING_STATE};
-use crate::record::{begin_record, encode_record, seal_record, Event};
+use crate::record::{
+    begin_record, chain_start, encode_event, encode_frame, encode_record, record_hash, seal_record,
+    Event, Hash,
+};
 use crate::recovery::{self, Finding, RecoveryReport, ReplayedSession, LOCK_FILE};
 use crate::search::Matcher;
 use crate::segment::{
@@ -126,10 +129,15 @@ struct Writer {
     /// The flush epoch and segment under which this session's newest segment was last
     /// listed as unsynced.
     listed: Option<(u64, u32)>,
+    /// The hash of the session's last record: the `prev` of its next one.
+    head: Hash,
+    /// The format version of the newest segment. Records go only into a segment of this
+    /// build's version, so the first write after opening an older store starts a new one.
+    newest_version: u32,
 }
 
 impl Writer {
-    fn empty() -> Writer {
+    fn empty(key: &str) -> Writer {
         Writer {
             oldest: 0,
             newest: 0,
@@ -138,6 +146,8 @@ impl Writer {
             file: None,
             retired: false,
             listed: None,
+            head: chain_start(key),
+            newest_version: segment::FORMAT_VERSION,
         }
     }
 }
@@ -751,7 +761,9 @@ fn slot_from(session: ReplayedSession) -> Slot {
             newest: session.newest,
             newest_len: session.newest_len,
             header_len,
-            ..Writer::empty()
+            head: session.head,
+            newest_version: session.newest_version,
+            ..Writer::empty(&session.view.key)
         }),
         view: RwLock::new(session.view),
     }
@@ -785,6 +797,7 @@ fn repair(
         &session.view,
         &source,
         (seq, now_micros()),
+        session.head,
     )?;
     drop(source);
     let quarantined = compaction::retire(
@@ -806,6 +819,8 @@ fn repair(
     session.oldest = number;
     session.newest = number;
     session.newest_len = generation.len;
+    session.head = generation.head;
+    session.newest_version = segment::FORMAT_VERSION;
     Ok(slot_from(session))
 }
 
@@ -839,7 +854,19 @@ fn restore_delete(
     }
     let path = segment::path(dir, session.session_id, session.newest);
     let mut frame = Vec::new();
-    encode_record(*next_seq, now_micros(), &Event::Delete, &mut frame);
+    if session.newest_version >= 2 {
+        encode_record(
+            *next_seq,
+            now_micros(),
+            &session.head,
+            &Event::Delete,
+            &mut frame,
+        );
+    } else {
+        // The segment has the version 1 layout: its records have no chain link.
+        let payload = encode_event(&Event::Delete);
+        encode_frame(*next_seq, now_micros(), None, &payload, &mut frame);
+    }
     *next_seq += 1;
     let file = fs
         .open(&path, OpenMode::Write)
@@ -863,7 +890,7 @@ impl Inner {
             Arc::new(Slot {
                 session_id: self.next_id.fetch_add(1, Ordering::SeqCst),
                 key: key.to_owned(),
-                writer: Mutex::new(Writer::empty()),
+                writer: Mutex::new(Writer::empty(key)),
                 view: RwLock::new(SessionView::new(key)),
             })
         });
@@ -963,7 +990,7 @@ impl Inner {
             self.check_writable()?;
             let ts = at.unwrap_or_else(now_micros);
             let ticket = self.feed.take();
-            seal_record(&mut record, ticket.seq(), ts);
+            seal_record(&mut record, ticket.seq(), ts, &writer.head);
             self.forget_checkpoint()?;
             // A subscriber is told what an update_last or remove_last replaced: read it while
             // this writer's lock keeps compaction from moving it.
@@ -974,6 +1001,7 @@ impl Inner {
                 None
             };
             let at = self.write_record(&slot, &mut writer, &record)?;
+            writer.head = record_hash(&record);
             let (applied, compact) = {
                 let mut view = slot.view.write();
                 let applied = view.apply(ts, event, at);
@@ -1036,7 +1064,7 @@ impl Inner {
         let frame_len = frame.len() as u64;
         let segment_full = w.newest_len > w.header_len
             && w.newest_len + frame_len > self.options.segment_bytes_max;
-        let created = w.newest == 0 || segment_full;
+        let created = w.newest == 0 || segment_full || w.newest_version != segment::FORMAT_VERSION;
         if created {
             self.start_segment(slot, w)?;
         }
@@ -1089,6 +1117,7 @@ impl Inner {
         self.release_file(w);
         let path = segment::path(&self.dir, slot.session_id, number);
         let header = segment::encode_header(&SegmentHeader {
+            version: segment::FORMAT_VERSION,
             kind: SegmentKind::Fresh,
             session_id: slot.session_id,
             segment: number,
@@ -1104,6 +1133,7 @@ impl Inner {
         w.newest = number;
         w.newest_len = header.len() as u64;
         w.header_len = header.len() as u64;
+        w.newest_version = segment::FORMAT_VERSION;
         if w.oldest == 0 {
             w.oldest = number;
         }
@@ -1201,19 +1231,31 @@ impl Inner {
         for slot in &slots {
             let w = slot.writer.lock();
             if !w.retired && w.newest != 0 {
-                held.push((slot, w.oldest, w.newest, w.newest_len, slot.view.read()));
+                held.push((
+                    slot,
+                    w.oldest,
+                    w.newest,
+                    w.newest_len,
+                    w.head,
+                    w.newest_version,
+                    slot.view.read(),
+                ));
             }
         }
         let entries: Vec<checkpoint::Entry<'_>> = held
             .iter()
             .filter(|(.., view)| view.is_live())
             .map(
-                |(slot, oldest, newest, newest_len, view)| checkpoint::Entry {
-                    session_id: slot.session_id,
-                    oldest: *oldest,
-                    newest: *newest,
-                    newest_len: *newest_len,
-                    view,
+                |(slot, oldest, newest, newest_len, head, newest_version, view)| {
+                    checkpoint::Entry {
+                        session_id: slot.session_id,
+                        oldest: *oldest,
+                        newest: *newest,
+                        newest_len: *newest_len,
+                        head: *head,
+                        newest_version: *newest_version,
+                        view,
+                    }
                 },
             )
             .collect();
@@ -1358,6 +1400,7 @@ impl Inner {
                 &view,
                 &source,
                 (ticket.seq(), ts),
+                w.head,
             ))?
         };
         slot.view.write().install_compacted(generation.messages);
@@ -1376,6 +1419,8 @@ impl Inner {
         w.newest = number;
         w.newest_len = generation.len;
         w.header_len = generation.header_len;
+        w.head = generation.head;
+        w.newest_version = segment::FORMAT_VERSION;
         drop(w);
         let retired = self.retire(slot.session_id, oldest, number);
         self.poison(retired)

@@ -30,7 +30,13 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 fn check_decode_record(data: &[u8]) {
     if let Ok((frame, used)) = decode_frame(data) {
         let mut again = Vec::new();
-        encode_frame(frame.seq, frame.ts_micros, frame.payload, &mut again);
+        encode_frame(
+            frame.seq,
+            frame.ts_micros,
+            frame.prev.as_ref(),
+            frame.payload,
+            &mut again,
+        );
         assert_eq!(&again[..], &data[..used]);
         if let Ok(event) = decode_event(frame.payload) {
             assert_eq!(encode_event(&event), frame.payload);
@@ -158,6 +164,16 @@ fn regenerate_seed_corpus() {
             .filter(|(p, _)| p.extension().is_some_and(|e| e == "seg"))
             .collect();
         std::fs::write(root.join("open_folder").join(name), folder_input(&files)).unwrap();
+        // decode_record seeds: the records of the workload's first segment, after its header
+        // (key length at offset 33, records at 39 + key length).
+        if let Some((_, bytes)) = files.first() {
+            let key_len = usize::from(u16::from_le_bytes([bytes[33], bytes[34]]));
+            std::fs::write(
+                root.join("decode_record").join(name),
+                &bytes[39 + key_len..],
+            )
+            .unwrap();
+        }
     }
     // ops_model seeds: two bytes per op (see sessionlog::testing::ops_from_bytes).
     let ops_seeds: [(&str, &[u8]); 5] = [

@@ -8,7 +8,13 @@ use sessionlog::record::{decode_event, decode_frame, encode_event, encode_frame}
 fuzz_target!(|data: &[u8]| {
     if let Ok((frame, used)) = decode_frame(data) {
         let mut again = Vec::new();
-        encode_frame(frame.seq, frame.ts_micros, frame.payload, &mut again);
+        encode_frame(
+            frame.seq,
+            frame.ts_micros,
+            frame.prev.as_ref(),
+            frame.payload,
+            &mut again,
+        );
         assert_eq!(&again[..], &data[..used]);
         if let Ok(event) = decode_event(frame.payload) {
             assert_eq!(encode_event(&event), frame.payload);

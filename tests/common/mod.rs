@@ -86,3 +86,20 @@ pub fn observe(store: &LogStore) -> String {
     out.push_str(&format!("stuck={:?}\n", store.list_stuck_sessions(0)));
     out
 }
+
+/// CRC-32 as the format uses it (IEEE), computed bit by bit so the test does not share code
+/// with the crate.
+pub fn crc32fast_hash(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
