@@ -845,10 +845,18 @@ fn problem(session: Option<String>, error: Error) -> Problem {
 }
 
 /// Reads every record of every session's history (segments in the folder and in `archive/`),
-/// checking each checksum and that each event can follow the ones before it.
-pub(crate) fn verify(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<VerifyReport> {
+/// checking each checksum, each hash-chain link, and that each event can follow the ones
+/// before it. Calls `progress(done, total)` after each session.
+pub(crate) fn verify(
+    fs: Arc<dyn FileSystem>,
+    dir: &Path,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    for (id, segments) in list_histories(&*fs, dir)? {
+    let histories = list_histories(&*fs, dir)?;
+    let total = histories.len();
+    for (id, segments) in histories {
+        progress(report.sessions, total);
         report.sessions += 1;
         let mut cursor = match Cursor::new(Arc::clone(&fs), id, segments) {
             Ok(cursor) => cursor,
@@ -873,5 +881,6 @@ pub(crate) fn verify(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<VerifyReport
             }
         }
     }
+    progress(report.sessions, total);
     Ok(report)
 }

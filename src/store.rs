@@ -563,12 +563,19 @@ impl LogStore {
     }
 
     /// Reads every record of every session's history (the folder's segments and, with
-    /// [`Options::keep_history`], `archive/`), checking each checksum and that each event can
-    /// follow the ones before it, and reports each problem with its session, file and offset.
+    /// [`Options::keep_history`], `archive/`), checking each checksum, each link of the hash
+    /// chain (`docs/FORMAT.md`) and that each event can follow the ones before it, and reports
+    /// each problem with its session, file and offset.
     /// Changes nothing. `Err` only when the folder cannot be listed.
     pub fn verify(&self) -> Result<VerifyReport> {
+        self.verify_with_progress(|_, _| {})
+    }
+
+    /// [`LogStore::verify`], calling `progress(sessions_done, sessions_total)` as it goes (for
+    /// a progress bar).
+    pub fn verify_with_progress(&self, progress: impl FnMut(usize, usize)) -> Result<VerifyReport> {
         let _guard = self.reader_guard();
-        history::verify(Arc::clone(&self.inner.fs), &self.inner.dir)
+        history::verify(Arc::clone(&self.inner.fs), &self.inner.dir, progress)
     }
 
     /// Every event after `after_seq` (0: from the start), then every new event as it commits,

@@ -278,3 +278,41 @@ fn at_shows_a_session_as_it_was_after_an_event() {
     let neither = run(&["at", d, "alice"]);
     assert_eq!(neither.status.code(), Some(2));
 }
+
+/// JSONL stores name a file after its key with the characters a file name cannot hold
+/// replaced, so `a:b` and `a/b` both became `a_b.jsonl` there: one file, already merged. The
+/// import takes each file's name as its key, byte for byte, so names that differ only in
+/// punctuation, case or accents stay apart.
+#[test]
+fn jsonl_import_keeps_every_file_name_a_separate_session() {
+    let source = tempfile::tempdir().unwrap();
+    let names = ["a_b", "a.b", "A_b", "ü_b", "a_b.jsonl"];
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(
+            source.path().join(format!("{name}.jsonl")),
+            format!("{{\"role\":\"user\",\"content\":\"from {i}\"}}\n"),
+        )
+        .unwrap();
+    }
+    let store_dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "import",
+        dir_arg(store_dir.path()),
+        "--from-jsonl",
+        dir_arg(source.path()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = open(store_dir.path());
+    let mut keys = store.list_sessions();
+    keys.sort();
+    let mut expected: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(store.load(name), vec![user(&format!("from {i}"))]);
+    }
+}

@@ -6,7 +6,7 @@
 //! Exit status: 0 on success (for `verify`: the store is sound), 1 when `verify` found damage,
 //! 2 on a usage or I/O error.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -23,6 +23,8 @@ macro_rules! outln {
         writeln!(std::io::stdout(), $($arg)*)?
     };
 }
+
+mod import;
 
 #[derive(Parser)]
 #[command(
@@ -139,13 +141,20 @@ enum Command {
         #[arg(long)]
         session: Option<String>,
     },
-    /// Import a folder of `<key>.jsonl` files (one {"role","content"} object a line).
+    /// Import histories from the stores agents use today: a folder of `<key>.jsonl` files (one
+    /// {"role","content"} object a line), or a SQLite database (`sessions` and
+    /// `session_metadata` tables; needs a build with `--features sqlite`). Importing twice adds
+    /// nothing; the source is only read.
+    #[command(group(clap::ArgGroup::new("source").required(true)))]
     Import {
         /// The store's folder (created if missing).
         dir: PathBuf,
         /// The JSONL folder to import.
-        #[arg(long = "from-jsonl", value_name = "PATH")]
-        from_jsonl: PathBuf,
+        #[arg(long = "from-jsonl", value_name = "PATH", group = "source")]
+        from_jsonl: Option<PathBuf>,
+        /// The SQLite database to import.
+        #[arg(long = "from-sqlite", value_name = "PATH", group = "source")]
+        from_sqlite: Option<PathBuf>,
     },
 }
 
@@ -332,9 +341,12 @@ fn run(command: Command) -> CliResult<ExitCode> {
                 None => store.list_sessions(),
             };
             let before: u64 = store.stats().iter().map(|s| s.dead_bytes).sum();
+            let bar = progress(keys.len(), "compacting");
             for key in &keys {
                 store.compact_session(key)?;
+                bar.inc(1);
             }
+            bar.finish_and_clear();
             let after: u64 = store.stats().iter().map(|s| s.dead_bytes).sum();
             outln!(
                 "compacted {} session(s), reclaimed {} bytes",
@@ -349,15 +361,29 @@ fn run(command: Command) -> CliResult<ExitCode> {
                 Some(key) => vec![key],
                 None => store.list_sessions(),
             };
+            let bar = progress(keys.len(), "exporting");
             for key in keys {
                 for m in store.read_messages(&key)? {
                     let at = m.created_at.map(|t| t.to_rfc3339());
                     let line = json!({"session": key, "role": m.message.role, "content": m.message.content, "created_at": at});
                     outln!("{line}");
                 }
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+        }
+        Command::Import {
+            dir,
+            from_jsonl,
+            from_sqlite,
+        } => {
+            if let Some(from) = from_jsonl {
+                return import::import_jsonl(&dir, &from);
+            }
+            if let Some(from) = from_sqlite {
+                return import_sqlite(&dir, &from);
             }
         }
-        Command::Import { dir, from_jsonl } => return import_jsonl(&dir, &from_jsonl),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -438,6 +464,30 @@ fn summary(kind: &EventKind) -> String {
     }
 }
 
+#[cfg(feature = "sqlite")]
+fn import_sqlite(dir: &Path, from: &Path) -> CliResult<ExitCode> {
+    import::import_sqlite(dir, from)
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn import_sqlite(_dir: &Path, _from: &Path) -> CliResult<ExitCode> {
+    Err("this sessionlog was built without SQLite import; build it with `--features sqlite`".into())
+}
+
+/// A progress bar on standard error when it is a terminal; a hidden one otherwise.
+fn progress(len: usize, what: &'static str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(what);
+    bar
+}
+
 /// Opens an existing store's folder (never creating one by mistake).
 fn existing(dir: &Path, open: fn(&Path) -> sessionlog::Result<LogStore>) -> CliResult<LogStore> {
     if !dir.is_dir() {
@@ -487,7 +537,12 @@ fn verify(dir: &Path) -> CliResult<ExitCode> {
         }
         outln!("{}", describe(finding));
     }
-    let report = store.verify()?;
+    let bar = progress(0, "verifying");
+    let report = store.verify_with_progress(|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
     for problem in &report.problems {
         damage += 1;
         outln!("damage: {problem}");
@@ -551,71 +606,6 @@ fn stats(store: &LogStore, json: bool) -> CliResult {
 /// does not parse stops that file's import (nothing of it is imported) and is reported with its
 /// file and line; the source is never changed. A file already imported is skipped, one whose
 /// messages extend the session's gets only the new ones.
-fn import_jsonl(dir: &Path, from: &Path) -> CliResult<ExitCode> {
-    if !from.is_dir() {
-        return Err(format!("{} is not a folder", from.display()).into());
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(from)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    let store = LogStore::open(dir)?;
-    let mut failed = false;
-    for path in files {
-        let Some(key) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
-            eprintln!("{}: the file name is not UTF-8; skipped", path.display());
-            failed = true;
-            continue;
-        };
-        let modified: chrono::DateTime<chrono::Utc> = std::fs::metadata(&path)?.modified()?.into();
-        let text = std::fs::read_to_string(&path)?;
-        let mut messages = Vec::new();
-        let mut bad = None;
-        for (n, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<ChatMessage>(line) {
-                Ok(m) => messages.push(m),
-                Err(e) => {
-                    bad = Some(format!("{}:{}: {e}", path.display(), n + 1));
-                    break;
-                }
-            }
-        }
-        if let Some(bad) = bad {
-            eprintln!("{bad}; this file was not imported");
-            failed = true;
-            continue;
-        }
-        let existing = store.load(&key);
-        if !messages.starts_with(&existing) {
-            eprintln!(
-                "{}: session {key:?} already holds other messages; this file was not imported",
-                path.display()
-            );
-            failed = true;
-            continue;
-        }
-        let new = &messages[existing.len()..];
-        for m in new {
-            store.append_at(&key, m, modified)?;
-        }
-        outln!(
-            "{key}: {} message(s) imported, {} already there",
-            new.len(),
-            existing.len()
-        );
-    }
-    store.close()?;
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
 fn print_sessions(store: &LogStore, json: bool) -> CliResult {
     if !json {
         outln!(

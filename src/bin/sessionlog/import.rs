@@ -1,0 +1,269 @@
+//! `sessionlog import`: moving the histories agents keep today into a store.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use sessionlog::{ChatMessage, LogStore, SessionBackend};
+
+use super::{progress, CliResult};
+
+/// Imports a folder of `<key>.jsonl` files, one `{"role","content"}` object a line. Each
+/// file's messages take the file's modification time. A line that does not parse stops that
+/// file's import (reported with file and line); a session that already holds the file's first
+/// messages gets only the rest, so importing twice adds nothing.
+pub fn import_jsonl(dir: &Path, from: &Path) -> CliResult<ExitCode> {
+    if !from.is_dir() {
+        return Err(format!("{} is not a folder", from.display()).into());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(from)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let store = LogStore::open(dir)?;
+    let mut failed = false;
+    let bar = progress(files.len(), "importing");
+    for path in files {
+        bar.inc(1);
+        let Some(key) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+            eprintln!("{}: the file name is not UTF-8; skipped", path.display());
+            failed = true;
+            continue;
+        };
+        let modified: chrono::DateTime<chrono::Utc> = std::fs::metadata(&path)?.modified()?.into();
+        let text = std::fs::read_to_string(&path)?;
+        let mut messages = Vec::new();
+        let mut bad = None;
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<ChatMessage>(line) {
+                Ok(m) => messages.push(m),
+                Err(e) => {
+                    bad = Some(format!("{}:{}: {e}", path.display(), n + 1));
+                    break;
+                }
+            }
+        }
+        if let Some(bad) = bad {
+            eprintln!("{bad}; this file was not imported");
+            failed = true;
+            continue;
+        }
+        let timed: Vec<(ChatMessage, DateTime<Utc>)> =
+            messages.into_iter().map(|m| (m, modified)).collect();
+        failed |= !append_new(&store, &key, &timed, &path.display().to_string())?;
+    }
+    bar.finish_and_clear();
+    store.close()?;
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Appends to session `key` the messages of `messages` it does not hold yet: the session
+/// must hold a prefix of them (then only the rest is appended, so a second import adds
+/// nothing). Returns false, appending nothing, when it holds something else.
+fn append_new(
+    store: &LogStore,
+    key: &str,
+    messages: &[(ChatMessage, DateTime<Utc>)],
+    source: &str,
+) -> CliResult<bool> {
+    let existing = store.load(key);
+    let holds_prefix =
+        existing.len() <= messages.len() && existing.iter().zip(messages).all(|(a, (b, _))| a == b);
+    if !holds_prefix {
+        eprintln!("{source}: session {key:?} already holds other messages; it was not imported");
+        return Ok(false);
+    }
+    let new = &messages[existing.len()..];
+    for (message, at) in new {
+        store.append_at(key, message, *at)?;
+    }
+    outln!(
+        "{key}: {} message(s) imported, {} already there",
+        new.len(),
+        existing.len()
+    );
+    Ok(true)
+}
+
+/// A time as SQLite stores agree to write it: RFC 3339, or SQLite's own `YYYY-MM-DD
+/// HH:MM:SS[.fff]` (UTC).
+#[cfg(feature = "sqlite")]
+fn parse_sqlite_time(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.to_utc());
+    }
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// Imports the SQLite layout agents use today: `sessions(id, session_key, role, content,
+/// created_at)` and `session_metadata(session_key, name, agent_alias, channel_id, room_id,
+/// sender_id, state, turn_id, ...)`; metadata columns a database lacks are skipped. Each
+/// message keeps its `created_at`; names, aliases, routing context and state are set where
+/// they differ from what the store holds, so importing twice adds nothing. The database is
+/// opened read-only. A row whose time does not parse stops that session's import.
+#[cfg(feature = "sqlite")]
+pub fn import_sqlite(dir: &Path, from: &Path) -> CliResult<ExitCode> {
+    use rusqlite::{Connection, OpenFlags, OptionalExtension};
+    use sessionlog::SessionContext;
+
+    if !from.is_file() {
+        return Err(format!("{} is not a file", from.display()).into());
+    }
+    let conn = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('session_metadata')")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    let has_metadata = !columns.is_empty();
+    let wanted = [
+        "name",
+        "agent_alias",
+        "channel_id",
+        "room_id",
+        "sender_id",
+        "state",
+        "turn_id",
+    ];
+    let select: Vec<String> = wanted
+        .iter()
+        .map(|c| {
+            if columns.iter().any(|have| have == c) {
+                (*c).to_owned()
+            } else {
+                "NULL".to_owned()
+            }
+        })
+        .collect();
+    let keys_sql = if has_metadata {
+        "SELECT session_key FROM sessions UNION SELECT session_key FROM session_metadata ORDER BY 1"
+    } else {
+        "SELECT DISTINCT session_key FROM sessions ORDER BY 1"
+    };
+    let keys: Vec<String> = conn
+        .prepare(keys_sql)?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    let store = LogStore::open(dir)?;
+    let mut failed = false;
+    let bar = progress(keys.len(), "importing");
+    let mut messages_stmt = conn.prepare(
+        "SELECT id, role, content, created_at FROM sessions WHERE session_key = ?1 ORDER BY id",
+    )?;
+    let metadata_sql = format!(
+        "SELECT {} FROM session_metadata WHERE session_key = ?1",
+        select.join(", ")
+    );
+    for key in keys {
+        bar.inc(1);
+        let rows: Vec<(i64, String, String, String)> = messages_stmt
+            .query_map([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut messages = Vec::with_capacity(rows.len());
+        let mut bad = None;
+        for (id, role, content, created_at) in rows {
+            match parse_sqlite_time(&created_at) {
+                Some(at) => messages.push((ChatMessage::new(role, content), at)),
+                None => {
+                    bad = Some(format!(
+                        "{}: sessions row {id}: created_at {created_at:?} is not a time",
+                        from.display()
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(bad) = bad {
+            eprintln!("{bad}; session {key:?} was not imported");
+            failed = true;
+            continue;
+        }
+        if !append_new(&store, &key, &messages, &from.display().to_string())? {
+            failed = true;
+            continue;
+        }
+        if !has_metadata {
+            continue;
+        }
+        type Row = [Option<String>; 7];
+        let row: Option<Row> = conn
+            .query_row(&metadata_sql, [&key], |r| {
+                Ok([
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ])
+            })
+            .optional()?;
+        let Some([name, alias, channel_id, room_id, sender_id, state, turn_id]) = row else {
+            continue;
+        };
+        let present = |v: &Option<String>| {
+            v.as_deref()
+                .filter(|v| !v.trim().is_empty())
+                .map(str::to_owned)
+        };
+        if let Some(name) = present(&name) {
+            if store.get_session_name(&key)?.as_deref() != Some(name.trim()) {
+                store.set_session_name(&key, &name)?;
+            }
+        }
+        if let Some(alias) = present(&alias) {
+            if store.get_session_agent_alias(&key)?.as_deref() != Some(alias.trim()) {
+                store.set_session_agent_alias(&key, &alias)?;
+            }
+        }
+        let held = store.get_session_metadata(&key);
+        let differs = |value: &Option<String>, stored: Option<&String>| {
+            present(value).filter(|v| stored.map(|s| s.as_str()) != Some(v.trim()))
+        };
+        let context = (
+            differs(
+                &channel_id,
+                held.as_ref().and_then(|m| m.channel_id.as_ref()),
+            ),
+            differs(&room_id, held.as_ref().and_then(|m| m.room_id.as_ref())),
+            differs(&sender_id, held.as_ref().and_then(|m| m.sender_id.as_ref())),
+        );
+        if context != (None, None, None) {
+            store.set_session_context(
+                &key,
+                SessionContext {
+                    channel_id: context.0.as_deref(),
+                    room_id: context.1.as_deref(),
+                    sender_id: context.2.as_deref(),
+                },
+            )?;
+        }
+        if let Some(state) = present(&state) {
+            let held = store.get_session_state(&key)?;
+            let same = held
+                .as_ref()
+                .is_some_and(|h| h.state == state && h.turn_id == turn_id);
+            if !same {
+                store.set_session_state(&key, &state, turn_id.as_deref())?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    store.close()?;
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
