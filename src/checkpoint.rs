@@ -121,7 +121,7 @@ pub(crate) fn encode(
         for m in &v.messages {
             body.u32(m.segment);
             body.u32(m.len);
-            body.u64(m.offset);
+            body.u64(m.packed);
             body.i64(m.created_at);
         }
     }
@@ -239,7 +239,7 @@ fn decode(bytes: &[u8]) -> Option<Decoded> {
             messages.push(MessageLoc {
                 segment: r.u32()?,
                 len: r.u32()?,
-                offset: r.u64()?,
+                packed: r.u64()?,
                 created_at: r.i64()?,
             });
         }

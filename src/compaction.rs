@@ -87,15 +87,11 @@ pub fn write_generation(
             // The message keeps its sequence number and its append time.
             head = encode_record(stored.seq, stored.created_at, &head, &append, &mut buffer);
             let len = written + buffer.len() as u64 - offset;
-            messages.push(MessageLoc {
-                segment,
-                len: u32::try_from(len).map_err(|_| Error::RecordTooLarge {
-                    len: usize::try_from(len).unwrap_or(usize::MAX),
-                    max: u32::MAX as usize,
-                })?,
-                offset,
-                created_at: stored.created_at,
-            });
+            let len = u32::try_from(len).map_err(|_| Error::RecordTooLarge {
+                len: usize::try_from(len).unwrap_or(usize::MAX),
+                max: u32::MAX as usize,
+            })?;
+            messages.push(MessageLoc::single(segment, len, offset, stored.created_at));
             if buffer.len() >= WRITE_BUFFER_BYTES {
                 flush(&mut buffer, &mut written)?;
             }

@@ -65,6 +65,15 @@ pub enum Error {
         /// The configured limit.
         max: usize,
     },
+    /// [`crate::LogStore::append_batch`] was given more messages than one record may hold
+    /// ([`crate::BATCH_MESSAGES_MAX`]). Nothing was written; split the batch.
+    #[error("batch of {len} messages exceeds the limit of {max}")]
+    BatchTooLarge {
+        /// Messages given.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A session key is empty or longer than [`crate::MAX_KEY_BYTES`]. Nothing was written.
     #[error("invalid session key of {len} bytes: {reason}")]
     InvalidKey {
@@ -135,6 +144,7 @@ impl Error {
             Error::Corrupt { .. } | Error::ChecksumMismatch { .. } => io::ErrorKind::InvalidData,
             Error::UnsupportedVersion { .. } => io::ErrorKind::Unsupported,
             Error::RecordTooLarge { .. }
+            | Error::BatchTooLarge { .. }
             | Error::InvalidKey { .. }
             | Error::InvalidOptions { .. } => io::ErrorKind::InvalidInput,
             Error::Locked { .. } => io::ErrorKind::ResourceBusy,

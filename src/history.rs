@@ -90,6 +90,11 @@ pub enum EventKind {
         /// The message.
         message: ChatMessage,
     },
+    /// Several messages were appended at once, all or none ([`crate::LogStore::append_batch`]).
+    AppendBatch {
+        /// The messages, in order.
+        messages: Vec<ChatMessage>,
+    },
     /// The last message was replaced.
     UpdateLast {
         /// The message it replaced.
@@ -160,6 +165,12 @@ pub(crate) fn event_kind(
     Ok(match event {
         Event::Append { role, content } => EventKind::Append {
             message: ChatMessage::new(*role, *content),
+        },
+        Event::AppendBatch { messages } => EventKind::AppendBatch {
+            messages: messages
+                .iter()
+                .map(|m| ChatMessage::new(m.role, m.content))
+                .collect(),
         },
         Event::UpdateLast { role, content } => EventKind::UpdateLast {
             old: old()?,
@@ -498,22 +509,27 @@ impl Cursor {
             .get(loc.segment as usize)
             .ok_or_else(|| Error::Corrupt {
                 path: PathBuf::new(),
-                offset: loc.offset,
+                offset: loc.offset(),
                 reason: "message location outside the history".into(),
             })?;
         let mut bytes = Vec::new();
-        read_segment(&*self.fs, segment, loc.offset, loc.len as usize, &mut bytes)?;
+        read_segment(
+            &*self.fs,
+            segment,
+            loc.offset(),
+            loc.len as usize,
+            &mut bytes,
+        )?;
         let corrupt = |reason: String| Error::Corrupt {
             path: segment.path.clone(),
-            offset: loc.offset,
+            offset: loc.offset(),
             reason,
         };
         let (frame, _) = decode_frame(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        match decode_event(frame.payload).map_err(corrupt)? {
-            Event::Append { role, content } | Event::UpdateLast { role, content } => {
-                Ok((frame.seq, ChatMessage::new(role, content)))
-            }
-            _ => Err(corrupt("record holds no message".into())),
+        let event = decode_event(frame.payload).map_err(corrupt)?;
+        match event.message(loc.index()) {
+            Some((role, content)) => Ok((frame.seq, ChatMessage::new(role, content))),
+            None => Err(corrupt("record holds no such message".into())),
         }
     }
 

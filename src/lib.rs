@@ -59,6 +59,7 @@ pub use feed::{Delivery, Subscription};
 pub use history::{EventFilter, EventKind, Events, LogEvent, Problem, SessionAt, VerifyReport};
 pub use message::ChatMessage;
 pub use options::{Durability, Options};
+pub use projection::BATCH_MESSAGES_MAX;
 pub use recovery::{Finding, RecoveryReport};
 pub use segment::{FORMAT_VERSION, MAX_KEY_BYTES};
 pub use store::{LogStore, SessionStats, SEARCH_LIMIT_DEFAULT};

@@ -5,6 +5,10 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::record::PAYLOAD_BYTES_LIMIT;
 
+/// Largest `segment_bytes_max`: offsets of records in a segment stay below 2^40 even with a
+/// record of the format's largest size at the end.
+const SEGMENT_BYTES_LIMIT: u64 = 512 << 30;
+
 /// When a write is made durable (fdatasync'd) before the call returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -43,7 +47,8 @@ pub struct Options {
     /// 64 MiB. At most 1 GiB, the format's limit.
     pub record_bytes_max: usize,
     /// A session's segment is closed and a new one started once it holds this many bytes.
-    /// A record larger than this gets a segment to itself. Default: 32 MiB. At least 4 KiB.
+    /// A record larger than this gets a segment to itself. Default: 32 MiB. At least 4 KiB,
+    /// at most 512 GiB (a message's location in memory keeps 40 bits of offset).
     pub segment_bytes_max: u64,
     /// Most file handles the store keeps open to append to session segments. A session whose
     /// writer finds the pool full opens and closes its file for each write instead. Default:
@@ -95,9 +100,9 @@ impl Options {
                 self.record_bytes_max
             ));
         }
-        if self.segment_bytes_max < 4096 {
+        if self.segment_bytes_max < 4096 || self.segment_bytes_max > SEGMENT_BYTES_LIMIT {
             return invalid(format!(
-                "segment_bytes_max must be at least 4096, got {}",
+                "segment_bytes_max must be 4096..={SEGMENT_BYTES_LIMIT}, got {}",
                 self.segment_bytes_max
             ));
         }

@@ -23,12 +23,70 @@ pub struct MessageLoc {
     pub segment: u32,
     /// Size of the record in bytes, header included.
     pub len: u32,
-    /// Byte offset of the record in the segment.
-    pub offset: u64,
+    /// The record's byte offset in the segment (bits 0..40) and, for a message of an
+    /// `AppendBatch` record, its index in the batch (bits 40..52) and the batch's size minus
+    /// one (bits 52..64). See [`MessageLoc::offset`].
+    pub packed: u64,
     /// When the message was appended (µs since the epoch); `update_last` keeps it.
     pub created_at: i64,
 }
 const _: () = assert!(std::mem::size_of::<MessageLoc>() == 24);
+
+/// Bits of [`MessageLoc::packed`] that hold the record's offset: segments are at most 1 TiB.
+pub const OFFSET_BITS: u32 = 40;
+/// Most messages one `append_batch` record holds.
+pub const BATCH_MESSAGES_MAX: usize = 4096;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+const INDEX_BITS: u32 = 12;
+const _: () = assert!(BATCH_MESSAGES_MAX == 1 << INDEX_BITS);
+
+impl MessageLoc {
+    /// A message that has its record to itself.
+    pub fn single(segment: u32, len: u32, offset: u64, created_at: i64) -> MessageLoc {
+        MessageLoc::in_batch(segment, len, offset, created_at, 0, 1)
+    }
+
+    /// Message `index` of a batch record of `count` messages (1 ..= `BATCH_MESSAGES_MAX`).
+    pub fn in_batch(
+        segment: u32,
+        len: u32,
+        offset: u64,
+        created_at: i64,
+        index: usize,
+        count: usize,
+    ) -> MessageLoc {
+        debug_assert!(offset <= OFFSET_MASK && index < count && count <= BATCH_MESSAGES_MAX);
+        let packed = (offset & OFFSET_MASK)
+            | ((index as u64) << OFFSET_BITS)
+            | ((count.saturating_sub(1) as u64) << (OFFSET_BITS + INDEX_BITS));
+        MessageLoc {
+            segment,
+            len,
+            packed,
+            created_at,
+        }
+    }
+
+    /// The byte offset of the record in its segment.
+    pub fn offset(&self) -> u64 {
+        self.packed & OFFSET_MASK
+    }
+
+    /// The message's index in its record (0 unless the record is a batch).
+    pub fn index(&self) -> usize {
+        ((self.packed >> OFFSET_BITS) & ((1 << INDEX_BITS) - 1)) as usize
+    }
+
+    /// How many messages its record holds.
+    pub fn batch_len(&self) -> usize {
+        (self.packed >> (OFFSET_BITS + INDEX_BITS)) as usize + 1
+    }
+
+    /// The bytes of its record this message accounts for: a batch's messages share theirs.
+    pub fn weight(&self) -> u64 {
+        u64::from(self.len) / self.batch_len() as u64
+    }
+}
 
 /// Where a record being applied lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +184,14 @@ impl SessionView {
             Event::UpdateLast { .. } | Event::RemoveLast if self.messages.is_empty() => {
                 return Err("update_last or remove_last on a session without messages".into());
             }
+            Event::AppendBatch { messages }
+                if messages.is_empty() || messages.len() > BATCH_MESSAGES_MAX =>
+            {
+                return Err(format!("batch of {} messages", messages.len()));
+            }
+            _ if at.offset > OFFSET_MASK => {
+                return Err(format!("record offset {} beyond 1 TiB", at.offset));
+            }
             Event::Snapshot(snapshot) => self.check_snapshot(snapshot)?,
             _ => {}
         }
@@ -138,22 +204,26 @@ impl SessionView {
             // A compaction's snapshot is no dead weight: the next compaction writes one too.
             self.bytes_written += u64::from(at.len);
         }
-        let here = MessageLoc {
-            segment: at.segment,
-            len: at.len,
-            offset: at.offset,
-            created_at: ts,
-        };
+        let here = MessageLoc::single(at.segment, at.len, at.offset, ts);
         match event {
             Event::Append { .. } => {
                 self.messages.push(here);
                 self.live_bytes += u64::from(here.len);
                 self.last_activity = ts;
             }
+            Event::AppendBatch { messages } => {
+                let count = messages.len();
+                for index in 0..count {
+                    let loc = MessageLoc::in_batch(at.segment, at.len, at.offset, ts, index, count);
+                    self.live_bytes += loc.weight();
+                    self.messages.push(loc);
+                }
+                self.last_activity = ts;
+            }
             Event::UpdateLast { .. } => {
                 if let Some(last) = self.messages.last_mut() {
                     self.live_bytes =
-                        self.live_bytes.saturating_sub(u64::from(last.len)) + u64::from(here.len);
+                        self.live_bytes.saturating_sub(last.weight()) + u64::from(here.len);
                     *last = MessageLoc {
                         created_at: last.created_at,
                         ..here
@@ -163,7 +233,7 @@ impl SessionView {
             }
             Event::RemoveLast => {
                 if let Some(last) = self.messages.pop() {
-                    self.live_bytes = self.live_bytes.saturating_sub(u64::from(last.len));
+                    self.live_bytes = self.live_bytes.saturating_sub(last.weight());
                 }
             }
             Event::Clear => {
@@ -322,13 +392,13 @@ impl SessionView {
     /// Installs the message locations of a generation a compaction just wrote: nothing in it
     /// is dead.
     pub fn install_compacted(&mut self, messages: Vec<MessageLoc>) {
-        let live: u64 = messages.iter().map(|m| u64::from(m.len)).sum();
+        let live: u64 = messages.iter().map(MessageLoc::weight).sum();
         self.install_generation(messages, live);
     }
 
     /// Installs message locations and the bytes written since the last compaction.
     pub fn install_generation(&mut self, messages: Vec<MessageLoc>, bytes_written: u64) {
-        self.live_bytes = messages.iter().map(|m| u64::from(m.len)).sum();
+        self.live_bytes = messages.iter().map(MessageLoc::weight).sum();
         self.messages = messages;
         self.bytes_written = bytes_written;
     }
@@ -365,7 +435,7 @@ mod tests {
             .unwrap();
         assert_eq!(view.messages.len(), 1);
         assert_eq!(view.messages[0].created_at, 10);
-        assert_eq!(view.messages[0].offset, 140);
+        assert_eq!(view.messages[0].offset(), 140);
         assert_eq!(view.last_activity, 20);
     }
 

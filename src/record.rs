@@ -127,6 +127,35 @@ pub enum Event<'a> {
     },
     /// 9: the session's metadata at a compaction, written after its live messages.
     Snapshot(#[serde(borrow)] Snapshot<'a>),
+    /// 10: several messages appended at once: all of them or none (one record).
+    AppendBatch {
+        /// The messages, in order (1 to 4096).
+        #[serde(borrow)]
+        messages: Vec<BatchMessage<'a>>,
+    },
+}
+
+impl<'a> Event<'a> {
+    /// The role and content of message `index` of a record that holds messages: an `Append`
+    /// or `UpdateLast` (index 0) or an `AppendBatch`. `None` for any other event.
+    pub fn message(&self, index: usize) -> Option<(&'a str, &'a str)> {
+        match self {
+            Event::Append { role, content } | Event::UpdateLast { role, content } if index == 0 => {
+                Some((role, content))
+            }
+            Event::AppendBatch { messages } => messages.get(index).map(|m| (m.role, m.content)),
+            _ => None,
+        }
+    }
+}
+
+/// One message of an [`Event::AppendBatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchMessage<'a> {
+    /// The message's role.
+    pub role: &'a str,
+    /// The message's content.
+    pub content: &'a str,
 }
 
 /// A session's metadata as written by compaction (see [`Event::Snapshot`]).
@@ -472,6 +501,19 @@ mod tests {
         assert_eq!(bytes, expected);
         let bytes = encode_event(&Event::SetName { name: None });
         assert_eq!(bytes, vec![5, 0, 0, 0, 0]);
+        let bytes = encode_event(&Event::AppendBatch {
+            messages: vec![BatchMessage {
+                role: "tool",
+                content: "ok",
+            }],
+        });
+        let mut expected = vec![10, 0, 0, 0];
+        expected.extend_from_slice(&1u64.to_le_bytes());
+        expected.extend_from_slice(&4u64.to_le_bytes());
+        expected.extend_from_slice(b"tool");
+        expected.extend_from_slice(&2u64.to_le_bytes());
+        expected.extend_from_slice(b"ok");
+        assert_eq!(bytes, expected);
         let bytes = encode_event(&Event::SetName { name: Some("n") });
         assert_eq!(bytes, vec![5, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, b'n']);
     }
@@ -599,6 +641,10 @@ mod tests {
                     channel_id: Some(&content), room_id: None, sender_id: None, state: &role,
                     turn_id: None, turn_started_at: Some(t), message_count: n,
                 }),
+                Event::AppendBatch { messages: vec![
+                    BatchMessage { role: &role, content: &content },
+                    BatchMessage { role: &content, content: &role },
+                ] },
             ];
             for event in events {
                 let bytes = encode_event(&event);

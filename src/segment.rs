@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::fs::{context, FileHandle, FileSystem, OpenMode};
 use crate::message::ChatMessage;
 use crate::projection::MessageLoc;
-use crate::record::{decode_event, decode_frame, Event, Frame, FrameError};
+use crate::record::{decode_event, decode_frame, Frame, FrameError};
 
 /// The first eight bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SESSLOG\0";
@@ -380,25 +380,31 @@ impl SegmentFiles {
         let mut buffer = Vec::new();
         let mut rest = locs;
         while let Some(first) = rest.first() {
-            let start = first.offset;
+            let start = first.offset();
             let mut end = start + u64::from(first.len);
+            let mut last_offset = start;
             let mut run = 1;
             for next in rest.iter().skip(1) {
-                let next_end = next.offset + u64::from(next.len);
+                if next.segment == first.segment && next.offset() == last_offset {
+                    run += 1; // another message of the same batch record
+                    continue;
+                }
+                let next_end = next.offset() + u64::from(next.len);
                 if next.segment != first.segment
-                    || next.offset < end
-                    || next.offset - end > READ_GAP_BYTES
+                    || next.offset() < end
+                    || next.offset() - end > READ_GAP_BYTES
                     || next_end - start > READ_SPAN_BYTES
                 {
                     break;
                 }
                 end = next_end;
+                last_offset = next.offset();
                 run += 1;
             }
             let (batch, later) = rest.split_at(run);
             self.read_span(first.segment, start, end, &mut buffer)?;
             for loc in batch {
-                let from = usize::try_from(loc.offset - start).unwrap_or(usize::MAX);
+                let from = usize::try_from(loc.offset() - start).unwrap_or(usize::MAX);
                 let record = buffer.get(from..).unwrap_or_default();
                 let (seq, role, content) = self.decode_message(loc, record)?;
                 if !visit(loc, seq, role, content) {
@@ -437,7 +443,7 @@ impl SegmentFiles {
         let path = || path(&self.dir, self.session_id, loc.segment);
         let corrupt = |reason: String| Error::Corrupt {
             path: path(),
-            offset: loc.offset,
+            offset: loc.offset(),
             reason,
         };
         let (frame, _) = decode_frame(record).map_err(|e| match e {
@@ -445,17 +451,18 @@ impl SegmentFiles {
                 expected, actual, ..
             } => Error::ChecksumMismatch {
                 path: path(),
-                offset: loc.offset,
+                offset: loc.offset(),
                 expected,
                 actual,
             },
             other => corrupt(other.to_string()),
         })?;
-        let (role, content) = match decode_event(frame.payload).map_err(corrupt)? {
-            Event::Append { role, content } | Event::UpdateLast { role, content } => {
-                (role, content)
-            }
-            other => return Err(corrupt(format!("expected a message, found {other:?}"))),
+        let event = decode_event(frame.payload).map_err(corrupt)?;
+        let Some((role, content)) = event.message(loc.index()) else {
+            return Err(corrupt(format!(
+                "expected message {} of a record, found {event:?}",
+                loc.index()
+            )));
         };
         Ok((frame.seq, role, content))
     }

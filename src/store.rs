@@ -32,10 +32,12 @@ use crate::fs::{context, sync_dir, FileHandle, FileSystem, LockGuard, OpenMode, 
 use crate::history::{self, EventFilter, EventKind, Events, LogEvent, SessionAt, VerifyReport};
 use crate::message::ChatMessage;
 use crate::options::{Durability, Options};
-use crate::projection::{to_time, MessageLoc, RecordLoc, SessionView, RUNNING_STATE};
+use crate::projection::{
+    to_time, MessageLoc, RecordLoc, SessionView, BATCH_MESSAGES_MAX, RUNNING_STATE,
+};
 use crate::record::{
     begin_record, chain_start, encode_event, encode_frame, encode_record, record_hash, seal_record,
-    Event, Hash,
+    BatchMessage, Event, Hash,
 };
 use crate::recovery::{self, Finding, RecoveryReport, ReplayedSession, LOCK_FILE};
 use crate::search::Matcher;
@@ -482,6 +484,35 @@ impl LogStore {
         let at = Some(at.timestamp_micros());
         self.inner
             .commit_at(session_key, true, &event, at, |_| Decision::Write(()))
+    }
+
+    /// Appends several messages as one record: after a crash the session holds all of them or
+    /// none. This is how an agent stores a tool call with its results, or a question with its
+    /// answer, so that no crash leaves half a turn that a model provider would reject. An empty
+    /// slice writes nothing. At most [`crate::BATCH_MESSAGES_MAX`] messages
+    /// ([`Error::BatchTooLarge`]), and the whole record at most
+    /// [`Options::record_bytes_max`] ([`Error::RecordTooLarge`]).
+    pub fn append_batch(&self, session_key: &str, messages: &[ChatMessage]) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        if messages.len() > BATCH_MESSAGES_MAX {
+            return Err(Error::BatchTooLarge {
+                len: messages.len(),
+                max: BATCH_MESSAGES_MAX,
+            });
+        }
+        let event = Event::AppendBatch {
+            messages: messages
+                .iter()
+                .map(|m| BatchMessage {
+                    role: &m.role,
+                    content: &m.content,
+                })
+                .collect(),
+        };
+        self.inner
+            .commit(session_key, true, &event, |_| Decision::Write(()))
     }
 
     /// Appends a message only if the session exists, in one step: `Ok(false)`, writing nothing,
@@ -1319,7 +1350,7 @@ impl Inner {
         let mut read = files.read_messages(&[loc])?;
         read.pop().map(|m| m.message).ok_or_else(|| Error::Corrupt {
             path: segment::path(&self.dir, slot.session_id, loc.segment),
-            offset: loc.offset,
+            offset: loc.offset(),
             reason: "message not found".into(),
         })
     }

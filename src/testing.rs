@@ -594,6 +594,8 @@ impl FileSystem for FaultyFs {
 pub enum Op {
     /// `append(key, user(text))`.
     Append(usize, String),
+    /// `append_batch(key, [user(text), ...])`.
+    AppendBatch(usize, Vec<String>),
     /// `update_last(key, assistant(text))`.
     UpdateLast(usize, String),
     /// `remove_last(key)`.
@@ -671,6 +673,14 @@ impl Model {
                 .or_insert_with(new_session)
                 .messages
                 .push(ChatMessage::user(text.clone())),
+            Op::AppendBatch(k, texts) => {
+                if !texts.is_empty() {
+                    let session = self.sessions.entry(key(k)).or_insert_with(new_session);
+                    session
+                        .messages
+                        .extend(texts.iter().map(|t| ChatMessage::user(t.clone())));
+                }
+            }
             Op::UpdateLast(k, text) => {
                 if let Some(last) = self
                     .sessions
@@ -756,6 +766,11 @@ pub fn run_op(store: &LogStore, op: &Op) -> io::Result<()> {
     let key = |k: &usize| KEYS[*k % KEYS.len()];
     match op {
         Op::Append(k, text) => store.append(key(k), &ChatMessage::user(text.clone())),
+        Op::AppendBatch(k, texts) => {
+            let messages: Vec<ChatMessage> =
+                texts.iter().map(|t| ChatMessage::user(t.clone())).collect();
+            Ok(store.append_batch(key(k), &messages)?)
+        }
         Op::UpdateLast(k, text) => store
             .update_last(key(k), &ChatMessage::assistant(text.clone()))
             .map(drop),
@@ -790,7 +805,11 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
             let k = usize::from(b % 5);
             let text = format!("t{}", b / 5);
             match a % 16 {
-                0..=3 => Op::Append(k, text),
+                0..=2 => Op::Append(k, text),
+                3 => Op::AppendBatch(
+                    k,
+                    vec![text.clone(), format!("{text}'"), format!("{text}\"")],
+                ),
                 4 | 5 => Op::UpdateLast(k, text),
                 6 => Op::RemoveLast(k),
                 7 => Op::Clear(k),

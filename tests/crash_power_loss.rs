@@ -38,6 +38,10 @@ fn workload() -> Vec<Op> {
         Op::UpdateLast(0, "streamed 1".into()),
         Op::UpdateLast(0, "streamed 1 2".into()),
         Op::State(0, false),
+        Op::AppendBatch(
+            2,
+            vec!["tool call".into(), "x".repeat(900), "tool result".into()],
+        ),
         Op::RemoveLast(1),
         Op::Compact(0),
         Op::Append(0, "after compaction".into()),

@@ -9,6 +9,7 @@ fn op() -> impl Strategy<Value = Op> {
     let text = "[a-z ]{0,8}|x{300,900}";
     prop_oneof![
         6 => (key.clone(), text).prop_map(|(k, t)| Op::Append(k, t)),
+        2 => (key.clone(), proptest::collection::vec(text, 0..4)).prop_map(|(k, t)| Op::AppendBatch(k, t)),
         3 => (key.clone(), text).prop_map(|(k, t)| Op::UpdateLast(k, t)),
         2 => key.clone().prop_map(Op::RemoveLast),
         1 => key.clone().prop_map(Op::Clear),

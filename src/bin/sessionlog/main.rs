@@ -439,6 +439,10 @@ fn summary(kind: &EventKind) -> String {
     let option = |value: &Option<String>| value.as_deref().map_or("-".to_owned(), quote);
     match kind {
         EventKind::Append { message: m } => format!("append {}", message(m)),
+        EventKind::AppendBatch { messages } => {
+            let each: Vec<String> = messages.iter().map(message).collect();
+            format!("append_batch [{}]", each.join(", "))
+        }
         EventKind::UpdateLast { old, new } => {
             format!("update_last {} (was {})", message(new), quote(&old.content))
         }
