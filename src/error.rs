@@ -95,6 +95,16 @@ pub enum Error {
         /// The lock file.
         path: PathBuf,
     },
+    /// The store's folder may be written by users other than its owner, who could replace or
+    /// remove its files. Restrict it (`chmod go-w`), or set
+    /// [`crate::Options::allow_shared_folder`]. Nothing was read or changed.
+    #[error("{path} may be written by other users (mode {mode:o}); refusing to open it")]
+    InsecureFolder {
+        /// The folder.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// An earlier write or sync failed, so the disk may not hold what the store believed it
     /// wrote. Every write is refused until the store is dropped and opened again; reads still
     /// work. Reopening replays what is really on disk.
@@ -148,6 +158,7 @@ impl Error {
             | Error::InvalidKey { .. }
             | Error::InvalidOptions { .. } => io::ErrorKind::InvalidInput,
             Error::Locked { .. } => io::ErrorKind::ResourceBusy,
+            Error::InsecureFolder { .. } => io::ErrorKind::PermissionDenied,
             Error::Poisoned => io::ErrorKind::Other,
             Error::ReadOnly => io::ErrorKind::PermissionDenied,
             Error::Conflict { .. } => io::ErrorKind::AlreadyExists,

@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -67,8 +67,15 @@ pub trait LockGuard: Send + Sync + Debug {}
 
 /// The file operations the store uses, and nothing else.
 pub trait FileSystem: Send + Sync + Debug {
-    /// Creates a folder and its parents.
+    /// Creates a folder and its parents. Folders it creates are open to their owner only
+    /// (0700 on Unix), whatever the process umask.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// A folder's Unix permission bits. The default, for file systems without permissions,
+    /// is 0700.
+    fn folder_mode(&self, dir: &Path) -> io::Result<u32> {
+        let _ = dir;
+        Ok(0o700)
+    }
     /// True if `path` is a folder.
     fn is_dir(&self, path: &Path) -> bool;
     /// True if something exists at `path`.
@@ -77,7 +84,8 @@ pub trait FileSystem: Send + Sync + Debug {
     fn stat(&self, path: &Path) -> io::Result<FileStat>;
     /// The entries of a folder, in no particular order.
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
-    /// Opens a file. Files the store creates are readable by their owner only.
+    /// Opens a file. Files the store creates are readable and writable by their owner only
+    /// (0600 on Unix), whatever the process umask.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>>;
     /// Renames a file, replacing `to` if it exists. Atomic within one folder.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -122,7 +130,24 @@ impl LockGuard for StdLock {}
 
 impl FileSystem for StdFs {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(path)
+        let mut missing = Vec::new();
+        let mut at = Some(path);
+        while let Some(dir) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            missing.push(dir);
+            at = dir.parent();
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)?;
+        // The umask may have taken bits from 0700; the folders we created get exactly 0700.
+        for dir in missing {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+    fn folder_mode(&self, dir: &Path) -> io::Result<u32> {
+        Ok(std::fs::metadata(dir)?.permissions().mode() & 0o7777)
     }
     fn is_dir(&self, path: &Path) -> bool {
         path.is_dir()
@@ -169,7 +194,12 @@ impl FileSystem for StdFs {
                 options.write(true).create(true).truncate(true);
             }
         }
-        Ok(Box::new(StdFile(options.open(path)?)))
+        let file = options.open(path)?;
+        if matches!(mode, OpenMode::CreateNew | OpenMode::Truncate) {
+            // The umask may have taken bits from 0600 (or the file existed with others).
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(Box::new(StdFile(file)))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
@@ -188,6 +218,7 @@ impl FileSystem for StdFs {
             .truncate(false)
             .mode(0o600)
             .open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         match file.try_lock() {
             Ok(()) => Ok(Box::new(StdLock(file))),
             Err(TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),

@@ -66,6 +66,10 @@ pub struct Options {
     /// segments they retire into `archive/` instead of removing them, so every event ever
     /// written can still be read. Default: false.
     pub keep_history: bool,
+    /// Open a store whose folder users other than its owner may write to (group- or
+    /// world-writable). Such a user could replace or remove its files, so open refuses it
+    /// with [`Error::InsecureFolder`] unless this is set. Default: false.
+    pub allow_shared_folder: bool,
 }
 
 impl Default for Options {
@@ -78,6 +82,7 @@ impl Default for Options {
             auto_compact: true,
             compaction_dead_bytes_min: 64 << 10,
             keep_history: false,
+            allow_shared_folder: false,
         }
     }
 }

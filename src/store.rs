@@ -323,6 +323,11 @@ impl LogStore {
             // The new folder's entry must be durable before anything in it is.
             sync_dir(&*fs, crate::fs::parent(&dir))?;
         }
+        let mode = fs.folder_mode(&dir).map_err(context("examining", &dir))?;
+        if mode & 0o022 != 0 && !options.allow_shared_folder {
+            // Another user who may write to the folder could replace or remove segments.
+            return Err(Error::InsecureFolder { path: dir, mode });
+        }
         let lock = if read_only {
             None
         } else {

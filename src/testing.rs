@@ -551,6 +551,9 @@ impl FileSystem for FaultyFs {
         self.step(FsOp::Dir)?;
         self.inner.create_dir_all(path)
     }
+    fn folder_mode(&self, dir: &Path) -> io::Result<u32> {
+        self.inner.folder_mode(dir)
+    }
     fn is_dir(&self, path: &Path) -> bool {
         self.inner.is_dir(path)
     }

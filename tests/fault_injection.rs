@@ -157,3 +157,39 @@ fn every_injected_fault_is_reported_and_loses_nothing_acknowledged() {
         "the sweep hit syncs and writes ({sync_faults})"
     );
 }
+
+/// The disk fills up (`ENOSPC`) at the write of an append: that call fails with a
+/// storage-full error, later writes are refused with `Error::Poisoned` (reads go on), and once
+/// space is back and the store reopened, every acknowledged write is there and writes work.
+#[test]
+fn a_full_disk_keeps_acknowledged_writes_and_takes_writes_again_after_reopen() {
+    let sim = SimFs::new();
+    let fs = FaultyFs::new(Arc::new(sim.clone()));
+    let store = LogStore::open_with_fs(DIR, options(), Arc::new(fs.clone())).unwrap();
+    for i in 0..20 {
+        store
+            .append("k", &ChatMessage::user(format!("{i}")))
+            .unwrap();
+    }
+    // The next operation is the append's write (its segment is open already).
+    fs.fail_at(0, ENOSPC);
+    let full = store
+        .append("k", &ChatMessage::user("does not fit"))
+        .unwrap_err();
+    assert_eq!(fs.failed(), Some(FsOp::Write));
+    assert_eq!(full.kind(), std::io::ErrorKind::StorageFull, "{full}");
+    let refused = store.append("k", &ChatMessage::user("later")).unwrap_err();
+    let inner = refused.get_ref().and_then(|e| e.downcast_ref::<Error>());
+    assert!(matches!(inner, Some(Error::Poisoned)), "{refused}");
+    assert_eq!(store.load("k").len(), 20, "reads go on");
+    drop(store);
+
+    let store = LogStore::open_with_fs(DIR, options(), Arc::new(sim.clone())).unwrap();
+    let messages = store.load("k");
+    assert_eq!(messages.len(), 20, "the failed write left nothing");
+    for (i, m) in messages.iter().enumerate() {
+        assert_eq!(m.content, i.to_string());
+    }
+    store.append("k", &ChatMessage::user("after")).unwrap();
+    assert_eq!(store.load("k").last().unwrap().content, "after");
+}
