@@ -35,14 +35,14 @@ struct FeedState {
     in_flight: BTreeSet<u64>,
     /// Committed events waiting for a lower number to resolve (kept only while there are
     /// subscribers).
-    ready: BTreeMap<u64, LogEvent>,
+    ready: BTreeMap<u64, Delivery>,
     subscribers: Vec<Subscriber>,
 }
 
 struct Subscriber {
     /// The first sequence number this subscriber takes from the feed.
     from: u64,
-    sender: Sender<LogEvent>,
+    sender: Sender<Delivery>,
 }
 
 /// A sequence number taken for a write. Dropping it unresolved (the write failed) resolves it
@@ -65,7 +65,7 @@ impl Ticket<'_> {
     }
 
     /// The write committed: hand its event (if built) to the subscribers.
-    pub(crate) fn commit(mut self, event: Option<LogEvent>) {
+    pub(crate) fn commit(mut self, event: Option<Delivery>) {
         self.resolved = true;
         self.feed.resolve(self.seq, event);
     }
@@ -94,6 +94,16 @@ impl Feed {
         self.next_seq.load(Ordering::SeqCst)
     }
 
+    /// Every number below this one is resolved: its record is written (or its write failed).
+    pub(crate) fn committed_below(&self) -> u64 {
+        let state = self.state.lock();
+        let next = self.next_seq();
+        state
+            .in_flight
+            .first()
+            .map_or(next, |&first| first.min(next))
+    }
+
     /// Takes the next sequence number for a write.
     pub(crate) fn take(&self) -> Ticket<'_> {
         let mut state = self.state.lock();
@@ -106,7 +116,7 @@ impl Feed {
         }
     }
 
-    fn resolve(&self, seq: u64, event: Option<LogEvent>) {
+    fn resolve(&self, seq: u64, event: Option<Delivery>) {
         let mut state = self.state.lock();
         state.in_flight.remove(&seq);
         if !state.subscribers.is_empty() {
@@ -133,15 +143,16 @@ impl Feed {
         self.resolved.notify_all();
     }
 
-    /// Registers a subscriber for every event from the next sequence number on, waits until
-    /// every lower number is resolved (so the log holds all of them), and returns that number
-    /// and the subscriber's channel.
-    pub(crate) fn register(&self) -> (u64, Receiver<LogEvent>) {
+    /// Registers a subscriber for every event from the next sequence number on (and from
+    /// `at_least` on), waits until every lower number is resolved (so the log holds all of
+    /// them), and returns that number and the subscriber's channel.
+    pub(crate) fn register(&self, at_least: u64) -> (u64, Receiver<Delivery>) {
         let (sender, receiver) = mpsc::channel();
         let mut state = self.state.lock();
-        let from = self.next_seq();
+        let from = self.next_seq().max(at_least);
         state.subscribers.push(Subscriber { from, sender });
-        while state.in_flight.first().is_some_and(|&seq| seq < from) {
+        let next = self.next_seq();
+        while state.in_flight.first().is_some_and(|&seq| seq < next) {
             self.resolved.wait(&mut state);
         }
         (from, receiver)
@@ -150,12 +161,22 @@ impl Feed {
 
 /// What [`Subscription::recv`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Delivery {
     /// The next event, in sequence-number order.
     Event(LogEvent),
     /// Every event committed before the subscription began has been delivered; what follows
     /// is live. Sent once.
     CaughtUp,
+    /// Event `seq` was committed, but its description could not be built (the message an
+    /// `update_last` or `remove_last` replaced could not be read back: see
+    /// [`crate::LogStore::verify`]). [`crate::LogStore::events`] reads it from the log.
+    Missed {
+        /// The event's sequence number.
+        seq: u64,
+        /// Why it could not be described.
+        reason: String,
+    },
 }
 
 /// A catch-up subscription from [`crate::LogStore::subscribe`]: every event after a given
@@ -168,13 +189,13 @@ pub struct Subscription {
     catch_up: Option<Events>,
     /// The first live sequence number; `catch_up` returns everything before it.
     live_from: u64,
-    live: Receiver<LogEvent>,
+    live: Receiver<Delivery>,
     caught_up_sent: bool,
     closed: bool,
 }
 
 impl Subscription {
-    pub(crate) fn new(catch_up: Events, live_from: u64, live: Receiver<LogEvent>) -> Self {
+    pub(crate) fn new(catch_up: Events, live_from: u64, live: Receiver<Delivery>) -> Self {
         Subscription {
             catch_up: Some(catch_up),
             live_from,
@@ -213,11 +234,18 @@ impl Subscription {
             match catch_up.next() {
                 Some(Ok(event)) => return Ok(Some(Delivery::Event(event))),
                 Some(Err(e)) => {
+                    // The catch-up cannot go on, so nothing after it would be "every event":
+                    // the subscription ends here.
                     self.catch_up = None;
+                    self.caught_up_sent = true;
+                    self.closed = true;
                     return Err(e);
                 }
                 None => self.catch_up = None,
             }
+        }
+        if self.closed {
+            return Ok(None);
         }
         if !self.caught_up_sent {
             self.caught_up_sent = true;
@@ -230,7 +258,7 @@ impl Subscription {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now())),
         };
         match received {
-            Ok(event) => Ok(Some(Delivery::Event(event))),
+            Ok(delivery) => Ok(Some(delivery)),
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => {
                 self.closed = true;

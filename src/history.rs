@@ -27,6 +27,7 @@ use crate::projection::{to_time, MessageLoc, RecordLoc, SessionView};
 use crate::record::{
     chain_start, decode_event, decode_frame, record_hash, Event, FrameError, Hash,
 };
+use crate::recovery::NUMBER_LIMIT;
 use crate::segment::{self, SegmentKind, HEADER_BYTES_MAX, SEGMENT_SUFFIX};
 
 /// Which events [`crate::LogStore::events`] returns. Every bound is inclusive; the default
@@ -225,8 +226,10 @@ struct SegmentRef {
 fn list_histories(fs: &dyn FileSystem, dir: &Path) -> Result<BTreeMap<u64, Vec<SegmentRef>>> {
     let mut sessions: BTreeMap<u64, BTreeMap<u32, PathBuf>> = BTreeMap::new();
     let archive = dir.join(ARCHIVE_DIR);
+    // The folder first, then the archive: a segment archived between the two listings is
+    // then in at least one of them (and `read_segment` follows a listed one that moved).
     let folders: &[&Path] = if fs.is_dir(&archive) {
-        &[&archive, dir]
+        &[dir, &archive]
     } else {
         &[dir]
     };
@@ -235,11 +238,15 @@ fn list_histories(fs: &dyn FileSystem, dir: &Path) -> Result<BTreeMap<u64, Vec<S
             let Some(name) = entry.name.to_str().filter(|_| entry.is_file) else {
                 continue;
             };
-            if let Some((id, number)) = segment::parse_file_name(name, SEGMENT_SUFFIX) {
+            let ours =
+                segment::parse_file_name(name, SEGMENT_SUFFIX).filter(|(id, _)| *id < NUMBER_LIMIT);
+            if let Some((id, number)) = ours {
+                // The folder's copy wins over an archived one of the same number.
                 sessions
                     .entry(id)
                     .or_default()
-                    .insert(number, folder.join(name));
+                    .entry(number)
+                    .or_insert_with(|| folder.join(name));
             }
         }
     }
@@ -253,6 +260,17 @@ fn list_histories(fs: &dyn FileSystem, dir: &Path) -> Result<BTreeMap<u64, Vec<S
             (id, refs)
         })
         .collect())
+}
+
+/// The key a session's segments name, from the newest header that decodes.
+fn history_key(fs: &dyn FileSystem, segments: &[SegmentRef]) -> Option<String> {
+    segments.iter().rev().find_map(|segment| {
+        let mut bytes = Vec::new();
+        read_segment(fs, segment, 0, HEADER_BYTES_MAX, &mut bytes).ok()?;
+        segment::decode_header(&bytes)
+            .ok()
+            .map(|(header, _)| header.key)
+    })
 }
 
 /// Reads `len` bytes at `offset` of a segment, following it into `archive/` if a compaction
@@ -307,6 +325,8 @@ fn frame_error(path: &Path, offset: u64, error: FrameError) -> Error {
     }
 }
 
+const HEADER_CUT_SHORT: &str = "segment header cut short";
+
 /// The smallest read a cursor makes.
 const READ_CHUNK_BYTES: usize = 64 << 10;
 
@@ -345,7 +365,7 @@ pub(crate) struct Cursor {
 
 impl Cursor {
     /// A cursor over a session's segments, starting where its history can be read whole: at
-    /// segment 1, or at the newest compacted or recovered segment after a gap.
+    /// segment 1, or at the first compacted or recovered segment after the last gap.
     fn new(fs: Arc<dyn FileSystem>, session_id: u64, segments: Vec<SegmentRef>) -> Result<Self> {
         let mut cursor = Cursor {
             fs,
@@ -369,7 +389,10 @@ impl Cursor {
         // numbers if that is segment 1; otherwise (a gap: compacted without keep_history,
         // or damage quarantined) it starts at the first compacted or recovered segment.
         let mut start = cursor.segments.len().saturating_sub(1);
-        while start > 0 && cursor.segments[start - 1].number + 1 == cursor.segments[start].number {
+        while start > 0
+            && cursor.segments[start - 1].number.checked_add(1)
+                == Some(cursor.segments[start].number)
+        {
             start -= 1;
         }
         if cursor.segments.get(start).is_some_and(|s| s.number != 1) {
@@ -380,6 +403,14 @@ impl Cursor {
                 offset: 0,
                 reason: "the session's history has a gap before this segment".into(),
             })?;
+        }
+        // A newest segment whose header is not whole is one a crash (or a writer right now)
+        // was creating: it holds nothing, and the segment before it is the newest.
+        if let Some(last) = cursor.segments.len().checked_sub(1).filter(|&i| i > start) {
+            if matches!(cursor.header(last), Err(Error::Corrupt { reason, .. }) if reason == HEADER_CUT_SHORT)
+            {
+                cursor.segments.pop();
+            }
         }
         let whole = cursor.segments.get(start).is_some_and(|s| s.number == 1);
         cursor.segments.drain(..start);
@@ -413,7 +444,7 @@ impl Cursor {
                 found,
                 supported: segment::FORMAT_VERSION,
             },
-            segment::HeaderError::Truncated => corrupt("segment header cut short".into()),
+            segment::HeaderError::Truncated => corrupt(HEADER_CUT_SHORT.into()),
             segment::HeaderError::Corrupt(reason) => corrupt(reason),
         })?;
         if header.session_id != self.session_id || header.segment != segment.number {
@@ -428,7 +459,18 @@ impl Cursor {
         if self.index >= self.segments.len() {
             return Ok(());
         }
-        let header = self.header(self.index)?;
+        let header = match self.header(self.index) {
+            Ok(header) => header,
+            // The newest segment's header is not whole: a crash while it was created, or a
+            // writer creating it right now. The history ends before it.
+            Err(Error::Corrupt { reason, .. })
+                if self.index + 1 == self.segments.len() && reason == HEADER_CUT_SHORT =>
+            {
+                self.index = self.segments.len();
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         if self.view.key.is_empty() {
             self.view = SessionView::new(&header.key);
         } else if self.view.key != header.key {
@@ -468,7 +510,7 @@ impl Cursor {
                 Err(FrameError::Truncated { needed, .. }) => {
                     want = want.max(usize::try_from(needed).unwrap_or(usize::MAX));
                 }
-                Err(e) => return Err(frame_error(&segment.path, self.offset, e)),
+                Err(e) => return self.bad_record(e),
             }
             read_segment(&*self.fs, &segment, self.offset, want, &mut self.buffer)?;
             self.buffer_start = self.offset;
@@ -481,10 +523,27 @@ impl Cursor {
                 return match decode_frame(&self.buffer) {
                     Ok((_, used)) => Ok(Some((0, used))),
                     Err(FrameError::Truncated { needed, .. }) => self.end_of_segment(needed),
-                    Err(e) => Err(frame_error(&segment.path, self.offset, e)),
+                    Err(e) => self.bad_record(e),
                 };
             }
         }
+    }
+
+    /// A record that does not decode. In the session's newest segment, with no good record
+    /// anywhere after it, it is what a crash mid-write leaves (or a write in progress, seen
+    /// by a reader beside the writer): the end of the history, as open treats it. Anywhere
+    /// else it is damage.
+    fn bad_record(&mut self, error: FrameError) -> Result<Option<(usize, usize)>> {
+        let segment = self.segments[self.index].clone();
+        if self.index + 1 == self.segments.len() {
+            let mut rest = Vec::new();
+            read_segment(&*self.fs, &segment, self.offset, usize::MAX, &mut rest)?;
+            if !segment::good_record_after(&rest) {
+                self.index = self.segments.len();
+                return Ok(None);
+            }
+        }
+        Err(frame_error(&segment.path, self.offset, error))
     }
 
     /// The segment ends inside a record: a write in progress (or a torn tail a writable open
@@ -665,6 +724,8 @@ pub struct Events {
     /// Events above this were written after the iterator was made and are not returned.
     cut: u64,
     failed: bool,
+    /// An error met while reading ahead, returned after the event read before it.
+    error: Option<Error>,
     /// Keeps compaction from removing files while the iterator lives.
     guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
@@ -683,18 +744,17 @@ impl Events {
             filter,
             cut,
             failed: false,
+            error: None,
             guard: None,
         };
         for (id, segments) in list_histories(&*fs, dir)? {
-            let cursor = Cursor::new(Arc::clone(&fs), id, segments)?;
-            if events
-                .filter
-                .session
-                .as_deref()
-                .is_some_and(|key| key != cursor.key())
-            {
-                continue;
+            if let Some(wanted) = &events.filter.session {
+                // Another session's damage must not stop this one's reading.
+                if history_key(&*fs, &segments).as_ref() != Some(wanted) {
+                    continue;
+                }
             }
+            let cursor = Cursor::new(Arc::clone(&fs), id, segments)?;
             events.cursors.push(cursor);
             events.pending.push(None);
         }
@@ -723,11 +783,15 @@ impl Iterator for Events {
 
     fn next(&mut self) -> Option<Result<LogEvent>> {
         while !self.failed {
+            if let Some(e) = self.error.take() {
+                self.failed = true;
+                return Some(Err(e));
+            }
             let Reverse((_, index)) = self.heads.pop()?;
             let event = self.pending[index].take()?;
             if let Err(e) = self.advance(index) {
-                self.failed = true;
-                return Some(Err(e));
+                // The event in hand is sound: return it, and the error next.
+                self.error = Some(e);
             }
             if self.filter.admits(event.seq, event.time) {
                 return Some(Ok(event));
@@ -746,10 +810,10 @@ pub(crate) fn load_at(
 ) -> Result<Option<SessionAt>> {
     let mut unavailable = None;
     for (id, segments) in list_histories(&*fs, dir)? {
-        let mut cursor = Cursor::new(Arc::clone(&fs), id, segments)?;
-        if cursor.key() != key {
+        if history_key(&*fs, &segments).as_deref() != Some(key) {
             continue;
         }
+        let mut cursor = Cursor::new(Arc::clone(&fs), id, segments)?;
         let mut applied_any = false;
         while cursor.next_event(seq)?.is_some() {
             applied_any = true;

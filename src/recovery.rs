@@ -211,7 +211,7 @@ struct SegmentFile {
 
 /// Session ids and sequence numbers at or above this are damage (or not ours): the store
 /// never comes near them, and keeping them out leaves room to count up without overflow.
-const NUMBER_LIMIT: u64 = 1 << 62;
+pub(crate) const NUMBER_LIMIT: u64 = 1 << 62;
 
 /// What a listing of the store's folder found.
 pub(crate) struct Folder {

@@ -131,10 +131,13 @@ pub fn parse_file_name(name: &str, suffix: &str) -> Option<(u64, u32)> {
     if !is_hex(id, 16) || !is_hex(segment, 8) {
         return None;
     }
-    Some((
-        u64::from_str_radix(id, 16).ok()?,
-        u32::from_str_radix(segment, 16).ok()?,
-    ))
+    let number = u32::from_str_radix(segment, 16).ok()?;
+    // Segment numbers start at 1 and stop one short of the largest, so that `n + 1` and
+    // `n - 1` of a listed number never overflow.
+    if number == 0 || number == u32::MAX {
+        return None;
+    }
+    Some((u64::from_str_radix(id, 16).ok()?, number))
 }
 
 /// The length of the header of a segment of session `key`.
@@ -259,7 +262,7 @@ pub enum ScanEnd {
 }
 
 /// True if a good record starts anywhere after the first byte of `bytes`.
-fn good_record_after(bytes: &[u8]) -> bool {
+pub(crate) fn good_record_after(bytes: &[u8]) -> bool {
     (1..bytes.len()).any(|at| {
         bytes
             .get(at..)

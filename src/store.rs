@@ -27,7 +27,7 @@ use crate::backend::{
 use crate::checkpoint;
 use crate::compaction::{self, Retire};
 use crate::error::{Error, Result};
-use crate::feed::{Feed, Subscription};
+use crate::feed::{Delivery, Feed, Subscription};
 use crate::fs::{context, sync_dir, FileHandle, FileSystem, LockGuard, OpenMode, StdFs};
 use crate::history::{self, EventFilter, EventKind, Events, LogEvent, SessionAt, VerifyReport};
 use crate::message::ChatMessage;
@@ -182,14 +182,13 @@ impl Drop for ReaderGuard {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
-        let deferred = {
-            let mut readers = inner.readers.lock();
-            readers.open -= 1;
-            if readers.open > 0 {
-                return;
-            }
-            std::mem::take(&mut readers.deferred)
-        };
+        // Held through the retirement, so that a new reader waits for the folder to settle.
+        let mut readers = inner.readers.lock();
+        readers.open -= 1;
+        if readers.open > 0 {
+            return;
+        }
+        let deferred = std::mem::take(&mut readers.deferred);
         // A failure poisons the store (the next write reports it) and leaves the old
         // segments beside the newer generation or the delete record: open retires them.
         let _ = inner.retire_now(&deferred);
@@ -578,7 +577,12 @@ impl LogStore {
     /// A damaged record ends the iteration with its error (see [`LogStore::verify`]).
     pub fn events(&self, filter: EventFilter) -> Result<Events> {
         let guard = self.reader_guard();
-        let cut = self.inner.feed.next_seq().saturating_sub(1);
+        // Below every number still being written: those records may not be on disk yet.
+        let cut = self.inner.feed.committed_below().saturating_sub(1);
+        self.events_from(filter, cut, guard)
+    }
+
+    fn events_from(&self, filter: EventFilter, cut: u64, guard: ReaderGuard) -> Result<Events> {
         let mut events = Events::new(Arc::clone(&self.inner.fs), &self.inner.dir, filter, cut)?;
         events.hold(Box::new(guard));
         Ok(events)
@@ -602,7 +606,8 @@ impl LogStore {
     /// [`Options::keep_history`], `archive/`), checking each checksum, each link of the hash
     /// chain (`docs/FORMAT.md`) and that each event can follow the ones before it, and reports
     /// each problem with its session, file and offset.
-    /// Changes nothing. `Err` only when the folder cannot be listed.
+    /// Writes nothing itself (a compaction that ran meanwhile retires the segments it
+    /// replaced when this returns). `Err` only when the folder cannot be listed.
     pub fn verify(&self) -> Result<VerifyReport> {
         self.verify_with_progress(|_, _| {})
     }
@@ -620,15 +625,23 @@ impl LogStore {
     ///
     /// Events committed before this call come from the log, as [`LogStore::events`] returns
     /// them; later ones are handed over by the writers that commit them. A write that fails
-    /// produces no event.
+    /// produces no event live (if its bytes reached the disk before the failure, a later
+    /// catch-up may still read it: the store is poisoned then, and a reopen decides). Live
+    /// events wait for every lower sequence number to commit, so a long compaction delays
+    /// them. An event whose description cannot be built is delivered as
+    /// [`crate::Delivery::Missed`].
     pub fn subscribe(&self, after_seq: u64) -> Result<Subscription> {
-        let (live_from, live) = self.inner.feed.register();
+        // The guard comes first: no segment may be retired between the registration and the
+        // catch-up's listing of the folder, or events in between would be missed.
+        let guard = self.reader_guard();
+        let (live_from, live) = self.inner.feed.register(after_seq.saturating_add(1));
         let filter = EventFilter {
             from_seq: Some(after_seq.saturating_add(1)),
             to_seq: Some(live_from.saturating_sub(1)),
             ..EventFilter::all()
         };
-        let catch_up = self.events(filter)?;
+        let cut = live_from.saturating_sub(1);
+        let catch_up = self.events_from(filter, cut, guard)?;
         Ok(Subscription::new(catch_up, live_from, live))
     }
 
@@ -1035,14 +1048,6 @@ impl Inner {
             let ticket = self.feed.take();
             seal_record(&mut record, ticket.seq(), ts, &writer.head);
             self.forget_checkpoint()?;
-            // A subscriber is told what an update_last or remove_last replaced: read it while
-            // this writer's lock keeps compaction from moving it.
-            let published = if ticket.wanted() {
-                let old = || self.read_one(&slot, last);
-                Some(history::event_kind(event, before, old)?)
-            } else {
-                None
-            };
             let at = self.write_record(&slot, &mut writer, &record)?;
             writer.head = record_hash(&record);
             let (applied, compact) = {
@@ -1062,13 +1067,25 @@ impl Inner {
                     reason: format!("record does not apply to the live session: {reason}"),
                 }));
             }
-            let seq = ticket.seq();
-            ticket.commit(published.map(|kind| LogEvent {
-                seq,
-                time: to_time(ts),
-                session: slot.key.clone(),
-                kind,
-            }));
+            // A subscriber is told what an update_last or remove_last replaced: read it while
+            // this writer's lock keeps compaction from moving it. A failure to read it costs
+            // the subscriber the description, never the write.
+            let published = ticket.wanted().then(|| {
+                let seq = ticket.seq();
+                match history::event_kind(event, before, || self.read_one(&slot, last)) {
+                    Ok(kind) => Delivery::Event(LogEvent {
+                        seq,
+                        time: to_time(ts),
+                        session: slot.key.clone(),
+                        kind,
+                    }),
+                    Err(e) => Delivery::Missed {
+                        seq,
+                        reason: e.to_string(),
+                    },
+                }
+            });
+            ticket.commit(published);
             if matches!(event, Event::Delete) {
                 self.reclaim(&slot, &mut writer)?;
             } else if compact {
@@ -1227,6 +1244,11 @@ impl Inner {
     /// (removes them, or moves them to `archive/` with `keep_history`).
     fn reclaim(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<()> {
         w.retired = true;
+        if self.options.keep_history && self.options.durability != Durability::Always {
+            // The archive keeps the delete record: it must be on disk before the move.
+            let synced = self.with_file(slot, w, |file| file.sync());
+            self.poison(synced)?;
+        }
         self.release_file(w);
         {
             let mut sessions = self.sessions.write();
@@ -1431,6 +1453,12 @@ impl Inner {
             .ok_or_else(|| Error::InvalidOptions {
                 reason: "segment numbers exhausted".into(),
             })?;
+        if self.options.durability != Durability::Always {
+            // The generation links to the last record of the segments it replaces, which
+            // `keep_history` archives: they must hold that record after a crash.
+            let synced = self.with_file(&slot, &mut w, |file| file.sync());
+            self.poison(synced)?;
+        }
         self.forget_checkpoint()?;
         let ts = now_micros();
         let ticket = self.feed.take();
@@ -1448,14 +1476,14 @@ impl Inner {
         };
         slot.view.write().install_compacted(generation.messages);
         let seq = ticket.seq();
-        ticket.commit(Some(LogEvent {
+        ticket.commit(Some(Delivery::Event(LogEvent {
             seq,
             time: to_time(ts),
             session: slot.key.clone(),
             kind: EventKind::Compaction {
                 messages: view.messages.len(),
             },
-        }));
+        })));
         self.release_file(&mut w);
         let oldest = w.oldest;
         w.oldest = number;
@@ -1488,12 +1516,12 @@ impl Inner {
     /// Retires segments `from..below` of a session, now or, while event readers are open,
     /// when the last of them is dropped.
     fn retire(&self, session_id: u64, from: u32, below: u32) -> Result<()> {
-        {
-            let mut readers = self.readers.lock();
-            if readers.open > 0 {
-                readers.deferred.push((session_id, from, below));
-                return Ok(());
-            }
+        // Held through the retirement, so that a reader cannot start in the middle of it and
+        // list the folder half changed.
+        let mut readers = self.readers.lock();
+        if readers.open > 0 {
+            readers.deferred.push((session_id, from, below));
+            return Ok(());
         }
         compaction::retire(
             &*self.fs,

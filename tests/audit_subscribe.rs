@@ -52,6 +52,7 @@ fn a_subscriber_that_starts_midway_gets_every_later_event_once_in_order_while_wr
                     assert!(caught_up_at.is_none(), "CaughtUp comes once");
                     caught_up_at = Some(received.len());
                 }
+                Some(other) => panic!("unexpected {other:?}"),
                 None => panic!("no event within 30 s after {} events", received.len()),
             }
         }
