@@ -117,13 +117,25 @@ pub(crate) fn encode(
             }
             None => body.u8(0),
         }
-        body.u64(v.messages.len() as u64);
-        for m in &v.messages {
-            body.u32(m.segment);
-            body.u32(m.len);
-            body.u64(m.packed);
-            body.i64(m.created_at);
+        for list in [&v.messages, &v.cleared] {
+            body.u64(list.len() as u64);
+            for m in list {
+                body.u32(m.segment);
+                body.u32(m.len);
+                body.u64(m.packed);
+                body.i64(m.created_at);
+            }
         }
+        match v.cleared_by {
+            Some((seq, ts)) => {
+                body.u8(1);
+                body.u64(seq);
+                body.i64(ts);
+            }
+            None => body.u8(0),
+        }
+        body.u8(u8::from(v.deleted));
+        body.i64(v.deleted_at);
     }
     let mut out = Vec::with_capacity(HEADER_LEN + body.0.len());
     out.extend_from_slice(&MAGIC);
@@ -233,17 +245,33 @@ fn decode(bytes: &[u8]) -> Option<Decoded> {
             1 => Some(r.i64()?),
             _ => return None,
         };
-        let count = r.len()?;
-        let mut messages = Vec::with_capacity(count.min(body_len / 24));
-        for _ in 0..count {
-            messages.push(MessageLoc {
-                segment: r.u32()?,
-                len: r.u32()?,
-                packed: r.u64()?,
-                created_at: r.i64()?,
-            });
-        }
+        let mut locs = || -> Option<Vec<MessageLoc>> {
+            let count = r.len()?;
+            let mut list = Vec::with_capacity(count.min(body_len / 24));
+            for _ in 0..count {
+                list.push(MessageLoc {
+                    segment: r.u32()?,
+                    len: r.u32()?,
+                    packed: r.u64()?,
+                    created_at: r.i64()?,
+                });
+            }
+            Some(list)
+        };
+        let messages = locs()?;
+        view.cleared = locs()?;
         view.install_generation(messages, bytes_written);
+        view.cleared_by = match r.u8()? {
+            0 => None,
+            1 => Some((r.u64()?, r.i64()?)),
+            _ => return None,
+        };
+        view.deleted = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        view.deleted_at = r.i64()?;
         sessions.push(ReplayedSession {
             session_id,
             view,
@@ -298,11 +326,15 @@ pub(crate) fn load(
             None
         }
     };
-    Ok(usable.map(|d| Replayed {
-        sessions: d.sessions,
-        next_seq: d.next_seq,
-        next_id: d.next_id,
-        report: RecoveryReport::default(),
+    Ok(usable.map(|d| {
+        let (sessions, tombstones) = d.sessions.into_iter().partition(|s| !s.view.deleted);
+        Replayed {
+            sessions,
+            tombstones,
+            next_seq: d.next_seq,
+            next_id: d.next_id,
+            report: RecoveryReport::default(),
+        }
     }))
 }
 
@@ -411,6 +443,7 @@ mod tests {
     fn a_checkpoint_round_trips_and_any_damage_is_refused() {
         let mut view = SessionView::new("k/ü");
         let at = RecordLoc {
+            seq: 1,
             segment: 1,
             offset: 40,
             len: 50,

@@ -24,6 +24,8 @@ pub struct Generation {
     pub header_len: u64,
     /// Where each live message now lies, in order.
     pub messages: Vec<MessageLoc>,
+    /// Where each message kept for `undo_clear` now lies (empty when none were kept).
+    pub cleared: Vec<MessageLoc>,
     /// The hash of its last record: the `prev` of the session's next one.
     pub head: Hash,
 }
@@ -43,7 +45,10 @@ pub fn temp_path(dir: &Path, session_id: u64, segment: u32) -> PathBuf {
 /// Writes `view`'s live state as segment `segment` of session `session_id`, reading the
 /// messages from `source`, and puts it in force (steps 1 and 2 above). `replaced_head` is the
 /// hash of the last record of what the generation replaces: its first record links to it, so
-/// the chain runs on through the compaction.
+/// the chain runs on through the compaction. With `keep_cleared`, the messages the last clear
+/// removed are written first, followed by that clear (its own sequence number and time), so
+/// `undo_clear` still works; otherwise they are dropped for good.
+#[allow(clippy::too_many_arguments)]
 pub fn write_generation(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -52,6 +57,7 @@ pub fn write_generation(
     source: &SegmentFiles,
     (snapshot_seq, snapshot_ts): (u64, i64),
     replaced_head: Hash,
+    keep_cleared: bool,
 ) -> Result<Generation> {
     let final_path = segment::path(dir, session_id, segment);
     let temp_path = temp_path(dir, session_id, segment);
@@ -77,26 +83,52 @@ pub fn write_generation(
         buffer.clear();
         Ok(())
     };
-    for batch in view.messages.chunks(COPY_BATCH) {
-        for stored in source.read_messages(batch)? {
-            let append = Event::Append {
-                role: &stored.message.role,
-                content: &stored.message.content,
-            };
-            let offset = written + buffer.len() as u64;
-            // The message keeps its sequence number and its append time.
-            head = encode_record(stored.seq, stored.created_at, &head, &append, &mut buffer);
-            let len = written + buffer.len() as u64 - offset;
-            let len = u32::try_from(len).map_err(|_| Error::RecordTooLarge {
-                len: usize::try_from(len).unwrap_or(usize::MAX),
-                max: u32::MAX as usize,
-            })?;
-            messages.push(MessageLoc::single(segment, len, offset, stored.created_at));
-            if buffer.len() >= WRITE_BUFFER_BYTES {
-                flush(&mut buffer, &mut written)?;
+    let copy = |locs: &[MessageLoc],
+                out: &mut Vec<MessageLoc>,
+                buffer: &mut Vec<u8>,
+                written: &mut u64,
+                head: &mut Hash|
+     -> Result<()> {
+        for batch in locs.chunks(COPY_BATCH) {
+            for stored in source.read_messages(batch)? {
+                let append = Event::Append {
+                    role: &stored.message.role,
+                    content: &stored.message.content,
+                };
+                let offset = *written + buffer.len() as u64;
+                // The message keeps its sequence number and its append time.
+                *head = encode_record(stored.seq, stored.created_at, head, &append, buffer);
+                let len = *written + buffer.len() as u64 - offset;
+                let len = u32::try_from(len).map_err(|_| Error::RecordTooLarge {
+                    len: usize::try_from(len).unwrap_or(usize::MAX),
+                    max: u32::MAX as usize,
+                })?;
+                out.push(MessageLoc::single(segment, len, offset, stored.created_at));
+                if buffer.len() >= WRITE_BUFFER_BYTES {
+                    flush(buffer, written)?;
+                }
             }
         }
+        Ok(())
+    };
+    let mut cleared = Vec::new();
+    if let (true, Some((clear_seq, clear_ts))) = (keep_cleared, view.cleared_by) {
+        copy(
+            &view.cleared,
+            &mut cleared,
+            &mut buffer,
+            &mut written,
+            &mut head,
+        )?;
+        head = encode_record(clear_seq, clear_ts, &head, &Event::Clear, &mut buffer);
     }
+    copy(
+        &view.messages,
+        &mut messages,
+        &mut buffer,
+        &mut written,
+        &mut head,
+    )?;
     let snapshot = Event::Snapshot(view.snapshot());
     head = encode_record(snapshot_seq, snapshot_ts, &head, &snapshot, &mut buffer);
     flush(&mut buffer, &mut written)?;
@@ -112,6 +144,7 @@ pub fn write_generation(
         len: written,
         header_len,
         messages,
+        cleared,
         head,
     })
 }

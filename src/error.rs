@@ -114,6 +114,13 @@ pub enum Error {
     /// byte. Open it with [`crate::LogStore::open`] to write.
     #[error("the store was opened read-only")]
     ReadOnly,
+    /// [`crate::LogStore::restore_session`] found the key in use by a session created after
+    /// the delete. Nothing was written; delete or rename that session first.
+    #[error("session {key:?} exists again; it cannot be restored over")]
+    SessionExists {
+        /// The key.
+        key: String,
+    },
     /// [`crate::LogStore::append_expected`] found the session at another length than the
     /// caller expected: another writer moved it on. Nothing was written; reload and retry.
     #[error("session has {actual} messages, the caller expected {expected}")]
@@ -161,7 +168,7 @@ impl Error {
             Error::InsecureFolder { .. } => io::ErrorKind::PermissionDenied,
             Error::Poisoned => io::ErrorKind::Other,
             Error::ReadOnly => io::ErrorKind::PermissionDenied,
-            Error::Conflict { .. } => io::ErrorKind::AlreadyExists,
+            Error::Conflict { .. } | Error::SessionExists { .. } => io::ErrorKind::AlreadyExists,
             Error::HistoryCompacted { .. } => io::ErrorKind::NotFound,
         }
     }

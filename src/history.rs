@@ -115,6 +115,11 @@ pub enum EventKind {
     },
     /// The session was deleted.
     Delete,
+    /// The messages the last clear removed were put back
+    /// ([`crate::LogStore::undo_clear`]).
+    UndoClear,
+    /// The deleted session was brought back ([`crate::LogStore::restore_session`]).
+    Restore,
     /// The name was set or cleared.
     Name {
         /// The new name.
@@ -197,6 +202,8 @@ pub(crate) fn event_kind(
             state: (*state).to_owned(),
             turn_id: owned(turn_id),
         },
+        Event::UndoClear => EventKind::UndoClear,
+        Event::Restore => EventKind::Restore,
         Event::Snapshot(snapshot) => EventKind::Compaction {
             messages: usize::try_from(snapshot.message_count).unwrap_or(usize::MAX),
         },
@@ -599,23 +606,27 @@ impl Cursor {
             let Some((from, len)) = self.next_record()? else {
                 return Ok(None);
             };
-            let at = RecordLoc {
-                segment: self.index as u32,
-                offset: self.offset,
-                len: len as u32,
-            };
             let path = self.segments[self.index].path.clone();
+            let record_offset = self.offset;
             let corrupt = |reason: String| Error::Corrupt {
                 path: path.clone(),
-                offset: at.offset,
+                offset: record_offset,
                 reason,
             };
             let bytes = self.buffer.get(from..from + len).unwrap_or_default();
             let (frame, _) = decode_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
+            let at = RecordLoc {
+                seq: frame.seq,
+                segment: self.index as u32,
+                offset: record_offset,
+                len: len as u32,
+            };
             segment::check_layout(self.version, &frame).map_err(&corrupt)?;
             let event = decode_event(frame.payload).map_err(&corrupt)?;
             let (seq, ts) = (frame.seq, frame.ts_micros);
-            let restated = self.skipping_restated && matches!(event, Event::Append { .. });
+            // In a compacted generation whose history was read already, every record before
+            // the snapshot restates what that history built.
+            let restated = self.skipping_restated && !matches!(event, Event::Snapshot(_));
             if seq > limit && !restated {
                 return Ok(None);
             }

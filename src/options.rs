@@ -70,6 +70,13 @@ pub struct Options {
     /// world-writable). Such a user could replace or remove its files, so open refuses it
     /// with [`Error::InsecureFolder`] unless this is set. Default: false.
     pub allow_shared_folder: bool,
+    /// How long what `clear_messages`, `delete_session` and `cleanup_stale` removed can be
+    /// brought back with [`crate::LogStore::undo_clear`] and
+    /// [`crate::LogStore::restore_session`]. Until then its bytes stay on disk; after it, the
+    /// next compaction (for a clear) or the next sweep (for a delete: on open, on a delete,
+    /// and once a second in the background) removes them for good. `Duration::ZERO`: no undo,
+    /// deleted sessions are reclaimed at once. Default: one day.
+    pub tombstone_retention: Duration,
 }
 
 impl Default for Options {
@@ -83,6 +90,7 @@ impl Default for Options {
             compaction_dead_bytes_min: 64 << 10,
             keep_history: false,
             allow_shared_folder: false,
+            tombstone_retention: Duration::from_secs(24 * 60 * 60),
         }
     }
 }

@@ -88,9 +88,11 @@ impl MessageLoc {
     }
 }
 
-/// Where a record being applied lies.
+/// Where a record being applied lies, and its sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordLoc {
+    /// The record's sequence number.
+    pub seq: u64,
     /// Segment number within the session.
     pub segment: u32,
     /// Byte offset of the record in the segment.
@@ -134,6 +136,13 @@ pub struct SessionView {
     pub bytes_written: u64,
     /// Bytes of the records holding the live messages.
     pub live_bytes: u64,
+    /// The messages the last `Clear` removed, kept for `undo_clear` (until a compaction after
+    /// the tombstone retention drops them).
+    pub cleared: Vec<MessageLoc>,
+    /// That `Clear`'s sequence number and time; `None` when there is nothing to undo.
+    pub cleared_by: Option<(u64, i64)>,
+    /// When the session was deleted (µs since the epoch), if it is.
+    pub deleted_at: i64,
 }
 
 /// Converts stored microseconds to a time. Every stored time was checked by
@@ -166,6 +175,9 @@ impl SessionView {
             messages: Vec::new(),
             bytes_written: 0,
             live_bytes: 0,
+            cleared: Vec::new(),
+            cleared_by: None,
+            deleted_at: 0,
         }
     }
 
@@ -173,8 +185,11 @@ impl SessionView {
     /// cannot follow the session's history (the store never writes such a record), so the
     /// record is damage.
     pub fn apply(&mut self, ts: i64, event: &Event<'_>, at: RecordLoc) -> Result<(), String> {
-        if self.deleted {
-            return Err("record after the session's delete record".into());
+        match (self.deleted, event) {
+            (true, Event::Restore) => {}
+            (true, _) => return Err("record after the session's delete record".into()),
+            (false, Event::Restore) => return Err("restore of a session that is live".into()),
+            _ => {}
         }
         if DateTime::from_timestamp_micros(ts).is_none() {
             return Err(format!("timestamp {ts} is out of range"));
@@ -183,6 +198,9 @@ impl SessionView {
         match event {
             Event::UpdateLast { .. } | Event::RemoveLast if self.messages.is_empty() => {
                 return Err("update_last or remove_last on a session without messages".into());
+            }
+            Event::UndoClear if self.cleared.is_empty() => {
+                return Err("undo of a clear that removed nothing".into());
             }
             Event::AppendBatch { messages }
                 if messages.is_empty() || messages.len() > BATCH_MESSAGES_MAX =>
@@ -238,16 +256,27 @@ impl SessionView {
             }
             Event::Clear => {
                 if !self.messages.is_empty() {
-                    self.messages.clear();
+                    // Kept for undo_clear; what an earlier clear kept is dropped.
+                    self.cleared = std::mem::take(&mut self.messages);
+                    self.cleared_by = Some((at.seq, ts));
                     self.live_bytes = 0;
                     self.last_activity = ts;
                 }
             }
-            Event::Delete => {
-                self.deleted = true;
-                self.messages.clear();
-                self.live_bytes = 0;
+            Event::UndoClear => {
+                let mut restored = std::mem::take(&mut self.cleared);
+                restored.append(&mut self.messages);
+                self.messages = restored;
+                self.live_bytes = self.messages.iter().map(MessageLoc::weight).sum();
+                self.cleared_by = None;
+                self.last_activity = ts;
             }
+            Event::Delete => {
+                // The messages stay, for restore_session, until the session is reclaimed.
+                self.deleted = true;
+                self.deleted_at = ts;
+            }
+            Event::Restore => self.deleted = false,
             Event::SetName { name } => self.name = owned(*name),
             Event::SetAlias { alias } => self.agent_alias = owned(*alias),
             Event::SetContext {
@@ -384,16 +413,29 @@ impl SessionView {
             .sum::<usize>()
     }
 
-    /// Bytes of records a compaction would drop.
-    pub fn dead_bytes(&self) -> u64 {
-        self.bytes_written.saturating_sub(self.live_bytes)
+    /// Bytes of the records of the messages kept for `undo_clear`.
+    pub fn cleared_bytes(&self) -> u64 {
+        self.cleared.iter().map(MessageLoc::weight).sum()
     }
 
-    /// Installs the message locations of a generation a compaction just wrote: nothing in it
-    /// is dead.
-    pub fn install_compacted(&mut self, messages: Vec<MessageLoc>) {
-        let live: u64 = messages.iter().map(MessageLoc::weight).sum();
-        self.install_generation(messages, live);
+    /// Bytes of records a compaction would drop (messages kept for `undo_clear` are not
+    /// counted: a compaction within the retention keeps them).
+    pub fn dead_bytes(&self) -> u64 {
+        self.bytes_written
+            .saturating_sub(self.live_bytes)
+            .saturating_sub(self.cleared_bytes())
+    }
+
+    /// Installs the message locations of a generation a compaction just wrote, with the
+    /// messages it kept for `undo_clear` (none if it dropped them): nothing in it is dead.
+    pub fn install_compacted(&mut self, messages: Vec<MessageLoc>, cleared: Vec<MessageLoc>) {
+        if cleared.is_empty() {
+            self.cleared_by = None;
+        }
+        self.cleared = cleared;
+        let written: u64 =
+            messages.iter().map(MessageLoc::weight).sum::<u64>() + self.cleared_bytes();
+        self.install_generation(messages, written);
     }
 
     /// Installs message locations and the bytes written since the last compaction.
@@ -414,6 +456,7 @@ mod tests {
     use super::*;
 
     const AT: RecordLoc = RecordLoc {
+        seq: 1,
         segment: 1,
         offset: 100,
         len: 40,

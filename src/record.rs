@@ -133,6 +133,10 @@ pub enum Event<'a> {
         #[serde(borrow)]
         messages: Vec<BatchMessage<'a>>,
     },
+    /// 11: the messages the last `Clear` removed are put back, before any added since.
+    UndoClear,
+    /// 12: a deleted session is live again, as it was when deleted.
+    Restore,
 }
 
 impl<'a> Event<'a> {

@@ -196,8 +196,10 @@ pub(crate) struct ReplayedSession {
 
 /// Everything replay learned.
 pub(crate) struct Replayed {
-    /// Sessions that exist (live, possibly damaged; deleted ones are reclaimed).
+    /// Sessions that exist (live, possibly damaged).
     pub sessions: Vec<ReplayedSession>,
+    /// Deleted sessions still within the tombstone retention (older ones are reclaimed).
+    pub tombstones: Vec<ReplayedSession>,
     pub next_seq: u64,
     pub next_id: u64,
     pub report: RecoveryReport,
@@ -289,6 +291,14 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
     Ok(folder)
 }
 
+/// True when a session deleted at `deleted_at` (µs since the epoch) can still be restored.
+pub(crate) fn within_retention(retention: std::time::Duration, deleted_at: i64) -> bool {
+    let age = chrono::Utc::now()
+        .timestamp_micros()
+        .saturating_sub(deleted_at);
+    u128::try_from(age).unwrap_or(0) < retention.as_micros()
+}
+
 /// Replays every session of a listed folder. With `keep_history`, segments that are no
 /// longer in force go to `archive/` instead of being removed.
 ///
@@ -300,6 +310,7 @@ pub(crate) fn replay(
     folder: Folder,
     keep_history: bool,
     repair: bool,
+    retention: std::time::Duration,
 ) -> Result<Replayed> {
     // What happens to segments no longer in force; `None`: a read-only open changes nothing.
     let superseded = match (repair, keep_history) {
@@ -356,12 +367,16 @@ pub(crate) fn replay(
     let mut max_seq = 0u64;
     let mut sessions = Vec::new();
     let mut deleted = Vec::new();
+    let mut tombstones = Vec::new();
     for (id, mut files) in groups {
         files.sort_by_key(|f| f.number);
         let replayed = replay_session(fs, dir, id, files, superseded, &mut report, &mut max_seq)?;
         match replayed {
             Outcome::Live(session) => sessions.push(*session),
-            Outcome::Deleted { oldest, highest } => deleted.push((id, oldest, highest)),
+            Outcome::Deleted(session) if within_retention(retention, session.view.deleted_at) => {
+                tombstones.push(*session);
+            }
+            Outcome::Deleted(session) => deleted.push((id, session.oldest, session.highest)),
             Outcome::Gone => {}
         }
     }
@@ -376,6 +391,7 @@ pub(crate) fn replay(
     }
     Ok(Replayed {
         sessions,
+        tombstones,
         next_seq,
         next_id,
         report,
@@ -385,8 +401,8 @@ pub(crate) fn replay(
 enum Outcome {
     /// The session exists.
     Live(Box<ReplayedSession>),
-    /// The session was deleted; its segments `oldest..=highest` are to be reclaimed.
-    Deleted { oldest: u32, highest: u32 },
+    /// The session was deleted: restorable within the tombstone retention, reclaimed after.
+    Deleted(Box<ReplayedSession>),
     /// Nothing left in place (quarantined, or no record at all).
     Gone,
 }
@@ -516,6 +532,7 @@ fn replay_session(
                 snapshot_seen = true;
             }
             let at = RecordLoc {
+                seq: frame.seq,
                 segment: seg.number,
                 offset,
                 len,
@@ -629,23 +646,24 @@ fn replay_session(
             .iter()
             .find_map(|s| s.header.as_ref().ok().map(|(h, _)| h.key.clone()))
     });
+    let replayed = |mut view: SessionView, damage| {
+        view.messages.shrink_to_fit();
+        let head = head.unwrap_or_else(|| chain_start(&view.key));
+        Box::new(ReplayedSession {
+            session_id: id,
+            view,
+            oldest,
+            newest,
+            newest_len,
+            highest,
+            head,
+            newest_version,
+            damage,
+        })
+    };
     match (view, damage) {
-        (Some(mut view), damage) if view.is_live() => {
-            view.messages.shrink_to_fit();
-            let head = head.unwrap_or_else(|| chain_start(&view.key));
-            Ok(Outcome::Live(Box::new(ReplayedSession {
-                session_id: id,
-                view,
-                oldest,
-                newest,
-                newest_len,
-                highest,
-                head,
-                newest_version,
-                damage,
-            })))
-        }
-        (Some(_), None) if deleted => Ok(Outcome::Deleted { oldest, highest }),
+        (Some(view), damage) if view.is_live() => Ok(Outcome::Live(replayed(view, damage))),
+        (Some(view), None) if deleted => Ok(Outcome::Deleted(replayed(view, None))),
         (_, Some((path, offset, reason))) => {
             // Nothing live to keep: move every file of the session aside, unchanged.
             let quarantined = match superseded {

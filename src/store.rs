@@ -39,7 +39,9 @@ use crate::record::{
     begin_record, chain_start, encode_event, encode_frame, encode_record, record_hash, seal_record,
     BatchMessage, Event, Hash,
 };
-use crate::recovery::{self, Finding, RecoveryReport, ReplayedSession, LOCK_FILE};
+use crate::recovery::{
+    self, within_retention, Finding, RecoveryReport, ReplayedSession, LOCK_FILE,
+};
 use crate::search::Matcher;
 use crate::segment::{
     self, SegmentFiles, SegmentHeader, SegmentKind, StoredMessage, MAX_KEY_BYTES,
@@ -97,6 +99,9 @@ struct Inner {
     checkpoint_on_disk: Mutex<bool>,
     /// Opened with `open_read_only`: no lock, no background work, every write refused.
     read_only: bool,
+    /// Deleted sessions that `restore_session` can still bring back, by key (the latest
+    /// delete of each), until `tombstone_retention` has passed.
+    tombstones: Mutex<HashMap<String, Arc<Slot>>>,
     /// Open event readers, and the segments retired while they were open: those are
     /// removed (or archived) once the last reader is gone, so a reader never finds a file
     /// gone from under it.
@@ -247,6 +252,12 @@ fn check_key(key: &str) -> Result<()> {
     })
 }
 
+/// The locations of every message a session still holds: live ones and those kept for
+/// `undo_clear`.
+fn every_loc(view: &SessionView) -> Vec<MessageLoc> {
+    view.messages.iter().chain(&view.cleared).copied().collect()
+}
+
 fn trimmed(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())
 }
@@ -355,7 +366,14 @@ impl LogStore {
                 from_checkpoint.report = folder.report;
                 from_checkpoint
             }
-            None => recovery::replay(&*fs, &dir, folder, options.keep_history, !read_only)?,
+            None => recovery::replay(
+                &*fs,
+                &dir,
+                folder,
+                options.keep_history,
+                !read_only,
+                options.tombstone_retention,
+            )?,
         };
         let checkpoint_on_disk = report.from_checkpoint;
         if !checkpoint_on_disk && !read_only {
@@ -376,7 +394,14 @@ impl LogStore {
             let twin = sessions.contains_key(&session.view.key);
             let slot = match (twin, session.damage.is_some(), read_only) {
                 (false, false, _) => slot_from(session),
-                (false, true, false) => repair(&*fs, &dir, session, &mut next_seq, &mut report)?,
+                (false, true, false) => repair(
+                    &*fs,
+                    &dir,
+                    session,
+                    &mut next_seq,
+                    &mut report,
+                    options.tombstone_retention,
+                )?,
                 (false, true, true) => {
                     // Read-only: the session as far as it is sound, the damage left in place.
                     let mut session = session;
@@ -399,6 +424,20 @@ impl LogStore {
             };
             sessions.insert(slot.key.clone(), Arc::new(slot));
         }
+        // The latest delete of each key can be restored; older ones are reclaimed below.
+        let mut replayed_tombstones = replayed.tombstones;
+        replayed_tombstones.sort_by_key(|s| Reverse(s.session_id));
+        let mut tombstones: HashMap<String, Arc<Slot>> = HashMap::new();
+        let mut displaced = Vec::new();
+        for session in replayed_tombstones {
+            let slot = Arc::new(slot_from(session));
+            slot.writer.lock().retired = true;
+            if tombstones.contains_key(&slot.key) {
+                displaced.push(slot);
+            } else {
+                tombstones.insert(slot.key.clone(), slot);
+            }
+        }
         let inner = Arc::new(Inner {
             fs,
             dir,
@@ -414,9 +453,16 @@ impl LogStore {
             checkpoint_on_disk: Mutex::new(checkpoint_on_disk),
             read_only,
             readers: Mutex::new(Readers::default()),
+            tombstones: Mutex::new(tombstones),
             report,
             _lock: lock,
         });
+        if !read_only {
+            for slot in displaced {
+                inner.reclaim_tombstone(&slot)?;
+            }
+            inner.sweep_tombstones()?;
+        }
         let mut threads = Vec::new();
         if let Durability::Interval(every) = inner.options.durability {
             threads.push(spawn("sessionlog-flusher", &inner, move |inner| {
@@ -517,6 +563,34 @@ impl LogStore {
         };
         self.inner
             .commit(session_key, true, &event, |_| Decision::Write(()))
+    }
+
+    /// Puts back the messages the last [`SessionBackend::clear_messages`] of the session
+    /// removed, in front of any appended since, and returns how many. `Ok(0)` when there is
+    /// nothing to undo: no clear, already undone, or older than
+    /// [`Options::tombstone_retention`] (then it is gone for good).
+    pub fn undo_clear(&self, session_key: &str) -> Result<usize> {
+        let retention = self.inner.options.tombstone_retention;
+        self.inner
+            .commit(session_key, false, &Event::UndoClear, |view| match view {
+                Some(v)
+                    if !v.cleared.is_empty()
+                        && v.cleared_by
+                            .is_some_and(|(_, ts)| within_retention(retention, ts)) =>
+                {
+                    Decision::Write(v.cleared.len())
+                }
+                _ => Decision::Skip(0),
+            })
+    }
+
+    /// Brings back the session the last [`SessionBackend::delete_session`] (or
+    /// `cleanup_stale`) of this key removed, with its messages and metadata as they were.
+    /// `Ok(false)` when there is nothing to restore: never deleted, or deleted longer ago than
+    /// [`Options::tombstone_retention`] (then it is gone for good).
+    /// [`Error::SessionExists`] when the key was used again since the delete.
+    pub fn restore_session(&self, session_key: &str) -> Result<bool> {
+        self.inner.restore(session_key)
     }
 
     /// Appends a message only if the session exists, in one step: `Ok(false)`, writing nothing,
@@ -772,7 +846,11 @@ fn flusher(inner: &Inner, every: Duration) {
     }
 }
 
-/// Compacts the sessions writers queued, one at a time.
+/// How often the compactor looks for tombstones past their retention.
+const TOMBSTONE_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Compacts the sessions writers queued, one at a time, and reclaims tombstones past their
+/// retention.
 fn compactor(inner: &Inner) {
     let background = &inner.background;
     loop {
@@ -787,7 +865,16 @@ fn compactor(inner: &Inner) {
                     state.running += 1;
                     break key;
                 }
-                background.wake.wait(&mut state);
+                let idle = background
+                    .wake
+                    .wait_for(&mut state, TOMBSTONE_SWEEP_EVERY)
+                    .timed_out();
+                if idle && !inner.tombstones.lock().is_empty() {
+                    drop(state);
+                    // A failure poisons the store, so the next write reports it.
+                    let _ = inner.sweep_tombstones();
+                    state = background.state.lock();
+                }
             }
         };
         // A failure poisons the store, so the next write reports it.
@@ -833,6 +920,7 @@ fn repair(
     mut session: ReplayedSession,
     next_seq: &mut u64,
     report: &mut RecoveryReport,
+    retention: Duration,
 ) -> Result<Slot> {
     let (path, offset, reason) = session.damage.take().unwrap_or_default();
     let number = session
@@ -843,7 +931,7 @@ fn repair(
             offset,
             reason: "segment numbers exhausted".into(),
         })?;
-    let source = SegmentFiles::open(fs, dir, session.session_id, &session.view.messages)?;
+    let source = SegmentFiles::open(fs, dir, session.session_id, &every_loc(&session.view))?;
     let seq = *next_seq;
     *next_seq += 1;
     let generation = compaction::write_generation(
@@ -854,6 +942,10 @@ fn repair(
         &source,
         (seq, now_micros()),
         session.head,
+        session
+            .view
+            .cleared_by
+            .is_some_and(|(_, ts)| within_retention(retention, ts)),
     )?;
     drop(source);
     let quarantined = compaction::retire(
@@ -871,7 +963,9 @@ fn repair(
         reason,
         quarantined,
     });
-    session.view.install_compacted(generation.messages);
+    session
+        .view
+        .install_compacted(generation.messages, generation.cleared);
     session.oldest = number;
     session.newest = number;
     session.newest_len = generation.len;
@@ -1043,56 +1137,193 @@ impl Inner {
             too_large(payload_len)?;
             // A compaction writes all metadata in one record, which must fit too.
             too_large(metadata_len)?;
-            self.check_writable()?;
             let ts = at.unwrap_or_else(now_micros);
-            let ticket = self.feed.take();
-            seal_record(&mut record, ticket.seq(), ts, &writer.head);
-            self.forget_checkpoint()?;
-            let at = self.write_record(&slot, &mut writer, &record)?;
-            writer.head = record_hash(&record);
-            let (applied, compact) = {
-                let mut view = slot.view.write();
-                let applied = view.apply(ts, event, at);
-                let dead = view.dead_bytes();
-                let compact = self.options.auto_compact
-                    && dead >= self.options.compaction_dead_bytes_min
-                    && dead >= view.live_bytes;
-                (applied, compact)
-            };
-            if let Err(reason) = applied {
-                // `decide` checked the event against the view, so this is a bug; stop writing.
-                return self.poison(Err(Error::Corrupt {
-                    path: segment::path(&self.dir, slot.session_id, at.segment),
-                    offset: at.offset,
-                    reason: format!("record does not apply to the live session: {reason}"),
-                }));
-            }
-            // A subscriber is told what an update_last or remove_last replaced: read it while
-            // this writer's lock keeps compaction from moving it. A failure to read it costs
-            // the subscriber the description, never the write.
-            let published = ticket.wanted().then(|| {
-                let seq = ticket.seq();
-                match history::event_kind(event, before, || self.read_one(&slot, last)) {
-                    Ok(kind) => Delivery::Event(LogEvent {
-                        seq,
-                        time: to_time(ts),
-                        session: slot.key.clone(),
-                        kind,
-                    }),
-                    Err(e) => Delivery::Missed {
-                        seq,
-                        reason: e.to_string(),
-                    },
-                }
-            });
-            ticket.commit(published);
+            let compact =
+                self.write_event(&slot, &mut writer, event, &mut record, ts, (last, before))?;
             if matches!(event, Event::Delete) {
-                self.reclaim(&slot, &mut writer)?;
+                let displaced = self.entomb(&slot, &mut writer)?;
+                drop(writer);
+                if let Some(older) = displaced {
+                    // Only the latest delete of a key can be restored.
+                    self.reclaim_tombstone(&older)?;
+                }
+                self.sweep_tombstones()?;
             } else if compact {
                 self.queue_compaction(key);
             }
             return Ok(value);
         }
+    }
+
+    /// Writes `event` (begun in `record`) to a session whose writer lock the caller holds,
+    /// applies it to the projection and hands it to subscribers. `(last, before)`: the
+    /// session's last message and length before the event. Returns whether the session now
+    /// holds enough dead bytes to compact.
+    fn write_event(
+        &self,
+        slot: &Arc<Slot>,
+        writer: &mut Writer,
+        event: &Event<'_>,
+        record: &mut [u8],
+        ts: i64,
+        (last, before): (Option<MessageLoc>, usize),
+    ) -> Result<bool> {
+        self.check_writable()?;
+        let ticket = self.feed.take();
+        seal_record(record, ticket.seq(), ts, &writer.head);
+        self.forget_checkpoint()?;
+        let at = self.write_record(slot, writer, record, ticket.seq())?;
+        writer.head = record_hash(record);
+        let (applied, compact) = {
+            let mut view = slot.view.write();
+            let applied = view.apply(ts, event, at);
+            let dead = view.dead_bytes();
+            let compact = self.options.auto_compact
+                && dead >= self.options.compaction_dead_bytes_min
+                && dead >= view.live_bytes;
+            (applied, compact)
+        };
+        if let Err(reason) = applied {
+            // The caller checked the event against the view, so this is a bug; stop writing.
+            return self.poison(Err(Error::Corrupt {
+                path: segment::path(&self.dir, slot.session_id, at.segment),
+                offset: at.offset,
+                reason: format!("record does not apply to the session: {reason}"),
+            }));
+        }
+        // A subscriber is told what an update_last or remove_last replaced: read it while
+        // this writer's lock keeps compaction from moving it. A failure to read it costs
+        // the subscriber the description, never the write.
+        let published = ticket.wanted().then(|| {
+            let seq = ticket.seq();
+            match history::event_kind(event, before, || self.read_one(slot, last)) {
+                Ok(kind) => Delivery::Event(LogEvent {
+                    seq,
+                    time: to_time(ts),
+                    session: slot.key.clone(),
+                    kind,
+                }),
+                Err(e) => Delivery::Missed {
+                    seq,
+                    reason: e.to_string(),
+                },
+            }
+        });
+        ticket.commit(published);
+        Ok(compact)
+    }
+
+    /// After a session's delete record: takes it out of the map and keeps it as the key's
+    /// tombstone, restorable for `tombstone_retention` (or reclaims it at once when that is
+    /// zero). Returns the key's previous tombstone, which the caller reclaims once it has
+    /// released this writer.
+    fn entomb(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<Option<Arc<Slot>>> {
+        if self.options.tombstone_retention.is_zero() {
+            return self.reclaim(slot, w).map(|()| None);
+        }
+        w.retired = true;
+        self.release_file(w);
+        {
+            let mut sessions = self.sessions.write();
+            if sessions
+                .get(&slot.key)
+                .is_some_and(|current| Arc::ptr_eq(current, slot))
+            {
+                sessions.remove(&slot.key);
+            }
+        }
+        Ok(self
+            .tombstones
+            .lock()
+            .insert(slot.key.clone(), Arc::clone(slot)))
+    }
+
+    fn restore(&self, key: &str) -> Result<bool> {
+        self.check_writable()?;
+        if check_key(key).is_err() {
+            return Ok(false);
+        }
+        self.sweep_tombstones()?;
+        let Some(slot) = self.tombstones.lock().get(key).cloned() else {
+            return Ok(false);
+        };
+        let mut w = slot.writer.lock();
+        let current = |tombstones: &HashMap<String, Arc<Slot>>| {
+            tombstones
+                .get(key)
+                .is_some_and(|held| Arc::ptr_eq(held, &slot))
+        };
+        if !current(&self.tombstones.lock()) {
+            return Ok(false); // restored or reclaimed meanwhile
+        }
+        {
+            // Back in the map before the record is written, under this writer's lock: a
+            // writer of the key waits for the restore, then finds the session live.
+            let mut sessions = self.sessions.write();
+            if sessions.contains_key(key) {
+                return Err(Error::SessionExists {
+                    key: key.to_owned(),
+                });
+            }
+            sessions.insert(key.to_owned(), Arc::clone(&slot));
+        }
+        let mut record = Vec::new();
+        begin_record(&Event::Restore, &mut record);
+        let (last, before) = {
+            let view = slot.view.read();
+            (view.messages.last().copied(), view.messages.len())
+        };
+        let written = self.write_event(
+            &slot,
+            &mut w,
+            &Event::Restore,
+            &mut record,
+            now_micros(),
+            (last, before),
+        );
+        if let Err(e) = written {
+            let mut sessions = self.sessions.write();
+            if sessions
+                .get(key)
+                .is_some_and(|held| Arc::ptr_eq(held, &slot))
+            {
+                sessions.remove(key);
+            }
+            return Err(e);
+        }
+        w.retired = false;
+        let mut tombstones = self.tombstones.lock();
+        if current(&tombstones) {
+            tombstones.remove(key);
+        }
+        Ok(true)
+    }
+
+    /// Reclaims a tombstone's files for good.
+    fn reclaim_tombstone(&self, slot: &Arc<Slot>) -> Result<()> {
+        let mut w = slot.writer.lock();
+        self.reclaim(slot, &mut w)
+    }
+
+    /// Reclaims every tombstone past the retention.
+    fn sweep_tombstones(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let retention = self.options.tombstone_retention;
+        let expired: Vec<Arc<Slot>> = {
+            let mut tombstones = self.tombstones.lock();
+            let keys: Vec<String> = tombstones
+                .iter()
+                .filter(|(_, slot)| !within_retention(retention, slot.view.read().deleted_at))
+                .map(|(key, _)| key.clone())
+                .collect();
+            keys.iter().filter_map(|k| tombstones.remove(k)).collect()
+        };
+        for slot in expired {
+            self.reclaim_tombstone(&slot)?;
+        }
+        Ok(())
     }
 
     /// Removes the checkpoint the store opened from, durably, before the first change to a
@@ -1115,12 +1346,24 @@ impl Inner {
         }
     }
 
-    fn write_record(&self, slot: &Slot, writer: &mut Writer, record: &[u8]) -> Result<RecordLoc> {
-        let result = self.write_frame(slot, writer, record);
+    fn write_record(
+        &self,
+        slot: &Slot,
+        writer: &mut Writer,
+        record: &[u8],
+        seq: u64,
+    ) -> Result<RecordLoc> {
+        let result = self.write_frame(slot, writer, record, seq);
         self.poison(result)
     }
 
-    fn write_frame(&self, slot: &Slot, w: &mut Writer, frame: &[u8]) -> Result<RecordLoc> {
+    fn write_frame(
+        &self,
+        slot: &Slot,
+        w: &mut Writer,
+        frame: &[u8],
+        seq: u64,
+    ) -> Result<RecordLoc> {
         let frame_len = frame.len() as u64;
         let segment_full = w.newest_len > w.header_len
             && w.newest_len + frame_len > self.options.segment_bytes_max;
@@ -1152,6 +1395,7 @@ impl Inner {
             }
         }
         Ok(RecordLoc {
+            seq,
             segment: w.newest,
             offset,
             len: u32::try_from(frame.len()).map_err(|_| Error::RecordTooLarge {
@@ -1291,11 +1535,14 @@ impl Inner {
             .map(|(_, stat)| stat.modified_ns)
             .max()
             .unwrap_or(i64::MIN);
-        let slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
+        // Live sessions and tombstones (restorable deleted sessions) alike.
+        let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
+        slots.extend(self.tombstones.lock().values().cloned());
         let mut held = Vec::with_capacity(slots.len());
         for slot in &slots {
             let w = slot.writer.lock();
-            if !w.retired && w.newest != 0 {
+            let tombstone = slot.view.read().deleted;
+            if (!w.retired || tombstone) && w.newest != 0 {
                 held.push((
                     slot,
                     w.oldest,
@@ -1309,7 +1556,7 @@ impl Inner {
         }
         let entries: Vec<checkpoint::Entry<'_>> = held
             .iter()
-            .filter(|(.., view)| view.is_live())
+            .filter(|(.., view)| view.exists)
             .map(
                 |(slot, oldest, newest, newest_len, head, newest_version, view)| {
                     checkpoint::Entry {
@@ -1463,7 +1710,11 @@ impl Inner {
         let ts = now_micros();
         let ticket = self.feed.take();
         let generation = {
-            let source = SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, &view.messages)?;
+            let source =
+                SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, &every_loc(&view))?;
+            let keep_cleared = view
+                .cleared_by
+                .is_some_and(|(_, ts)| within_retention(self.options.tombstone_retention, ts));
             self.poison(compaction::write_generation(
                 &*self.fs,
                 &self.dir,
@@ -1472,9 +1723,12 @@ impl Inner {
                 &source,
                 (ticket.seq(), ts),
                 w.head,
+                keep_cleared,
             ))?
         };
-        slot.view.write().install_compacted(generation.messages);
+        slot.view
+            .write()
+            .install_compacted(generation.messages, generation.cleared);
         let seq = ticket.seq();
         ticket.commit(Some(Delivery::Event(LogEvent {
             seq,

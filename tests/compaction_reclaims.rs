@@ -90,10 +90,22 @@ fn background_compaction_keeps_reads_and_readers_going() {
     assert_eq!(observe(&open(dir.path())), seen);
 }
 
+/// A store without undo (`tombstone_retention` zero): a delete reclaims at once.
+fn no_undo(dir: &Path) -> LogStore {
+    LogStore::open_with(
+        dir,
+        Options {
+            tombstone_retention: std::time::Duration::ZERO,
+            ..Options::default()
+        },
+    )
+    .unwrap()
+}
+
 #[test]
-fn delete_reclaims_the_files_and_the_session_never_comes_back() {
+fn without_undo_a_delete_reclaims_the_files_and_the_session_never_comes_back() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = no_undo(dir.path());
     fill(&store, "gone", "secret", 10);
     fill(&store, "kept", "x", 2);
     let before = segments(dir.path()).len();
@@ -109,7 +121,7 @@ fn delete_reclaims_the_files_and_the_session_never_comes_back() {
         .any(|(_, bytes)| bytes.windows(marker.len()).any(|w| w == marker));
     assert!(!leftover, "no byte of the deleted messages is left");
     drop(store);
-    let store = open(dir.path());
+    let store = no_undo(dir.path());
     assert!(!store.session_exists("gone"));
     assert_eq!(store.list_sessions(), ["kept"]);
     store.append("gone", &user("new life")).unwrap();
@@ -117,9 +129,9 @@ fn delete_reclaims_the_files_and_the_session_never_comes_back() {
 }
 
 #[test]
-fn cleanup_stale_reclaims_files() {
+fn without_undo_cleanup_stale_reclaims_files() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = no_undo(dir.path());
     for i in 0..5 {
         fill(&store, &format!("old{i}"), "m", 3);
     }
@@ -127,13 +139,13 @@ fn cleanup_stale_reclaims_files() {
     assert_eq!(store.cleanup_stale(0).unwrap(), 5);
     assert!(segments(dir.path()).is_empty());
     drop(store);
-    assert!(open(dir.path()).list_sessions().is_empty());
+    assert!(no_undo(dir.path()).list_sessions().is_empty());
 }
 
 #[test]
 fn sequence_numbers_are_not_reused_after_the_newest_session_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = no_undo(dir.path());
     fill(&store, "a", "m", 3);
     fill(&store, "b", "m", 3);
     store.delete_session("b").unwrap(); // b held the highest sequence numbers
@@ -155,6 +167,7 @@ fn keep_history_archives_instead_of_removing_and_reads_are_unchanged() {
         let options = Options {
             keep_history,
             auto_compact: false,
+            tombstone_retention: std::time::Duration::ZERO,
             ..Options::default()
         };
         let store = LogStore::open_with(dir.path(), options.clone()).unwrap();

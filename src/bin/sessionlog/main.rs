@@ -449,6 +449,8 @@ fn summary(kind: &EventKind) -> String {
         EventKind::RemoveLast { removed } => format!("remove_last {}", message(removed)),
         EventKind::Clear { removed } => format!("clear ({removed} messages)"),
         EventKind::Delete => "delete".into(),
+        EventKind::UndoClear => "undo_clear".into(),
+        EventKind::Restore => "restore".into(),
         EventKind::Name { name } => format!("name {}", option(name)),
         EventKind::Alias { alias } => format!("alias {}", option(alias)),
         EventKind::Context {
