@@ -114,6 +114,12 @@ pub enum Error {
     /// byte. Open it with [`crate::LogStore::open`] to write.
     #[error("the store was opened read-only")]
     ReadOnly,
+    /// [`crate::LogStore::list_page`] was given a cursor it did not make.
+    #[error("not a list_page cursor: {cursor:?}")]
+    InvalidCursor {
+        /// The cursor given.
+        cursor: String,
+    },
     /// [`crate::LogStore::restore_session`] found the key in use by a session created after
     /// the delete. Nothing was written; delete or rename that session first.
     #[error("session {key:?} exists again; it cannot be restored over")]
@@ -162,6 +168,7 @@ impl Error {
             Error::UnsupportedVersion { .. } => io::ErrorKind::Unsupported,
             Error::RecordTooLarge { .. }
             | Error::BatchTooLarge { .. }
+            | Error::InvalidCursor { .. }
             | Error::InvalidKey { .. }
             | Error::InvalidOptions { .. } => io::ErrorKind::InvalidInput,
             Error::Locked { .. } => io::ErrorKind::ResourceBusy,

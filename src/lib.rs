@@ -40,6 +40,7 @@ mod error;
 mod feed;
 pub mod fs;
 mod history;
+mod listing;
 mod message;
 mod options;
 mod projection;
@@ -57,6 +58,7 @@ pub use backend::{
 pub use error::{Error, Result};
 pub use feed::{Delivery, Subscription};
 pub use history::{EventFilter, EventKind, Events, LogEvent, Problem, SessionAt, VerifyReport};
+pub use listing::{ListQuery, Page, PAGE_LIMIT_DEFAULT};
 pub use message::ChatMessage;
 pub use options::{Durability, Options};
 pub use projection::BATCH_MESSAGES_MAX;

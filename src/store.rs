@@ -10,8 +10,8 @@
 //! never held while waiting for anything but another projection lock.
 
 use std::cmp::Reverse;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::ops::Range;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::feed::{Delivery, Feed, Subscription};
 use crate::fs::{context, sync_dir, FileHandle, FileSystem, LockGuard, OpenMode, StdFs};
 use crate::history::{self, EventFilter, EventKind, Events, LogEvent, SessionAt, VerifyReport};
+use crate::listing::{self, ListQuery, Page, PAGE_LIMIT_DEFAULT};
 use crate::message::ChatMessage;
 use crate::options::{Durability, Options};
 use crate::projection::{
@@ -99,6 +100,9 @@ struct Inner {
     checkpoint_on_disk: Mutex<bool>,
     /// Opened with `open_read_only`: no lock, no background work, every write refused.
     read_only: bool,
+    /// Live sessions by last activity, most recent first, ties by key: what `list_page`
+    /// walks.
+    activity: Mutex<ActivityIndex>,
     /// Deleted sessions that `restore_session` can still bring back, by key (the latest
     /// delete of each), until `tombstone_retention` has passed.
     tombstones: Mutex<HashMap<String, Arc<Slot>>>,
@@ -169,6 +173,9 @@ struct Unsynced {
     segments: Vec<(u64, u32)>,
     dir: bool,
 }
+
+/// Live sessions ordered by (last activity, most recent first; key).
+type ActivityIndex = BTreeMap<(Reverse<i64>, String), Arc<Slot>>;
 
 /// See [`Inner::readers`].
 #[derive(Default)]
@@ -424,6 +431,18 @@ impl LogStore {
             };
             sessions.insert(slot.key.clone(), Arc::new(slot));
         }
+        let activity: ActivityIndex = sessions
+            .values()
+            .filter_map(|slot| {
+                let view = slot.view.read();
+                view.is_live().then(|| {
+                    (
+                        (Reverse(view.last_activity), slot.key.clone()),
+                        Arc::clone(slot),
+                    )
+                })
+            })
+            .collect();
         // The latest delete of each key can be restored; older ones are reclaimed below.
         let mut replayed_tombstones = replayed.tombstones;
         replayed_tombstones.sort_by_key(|s| Reverse(s.session_id));
@@ -454,6 +473,7 @@ impl LogStore {
             read_only,
             readers: Mutex::new(Readers::default()),
             tombstones: Mutex::new(tombstones),
+            activity: Mutex::new(activity),
             report,
             _lock: lock,
         });
@@ -727,6 +747,67 @@ impl LogStore {
     fn reader_guard(&self) -> ReaderGuard {
         self.inner.readers.lock().open += 1;
         ReaderGuard(Arc::downgrade(&self.inner))
+    }
+
+    /// One page of the live sessions that `query` admits, most recent activity first (ties by
+    /// key), with a cursor for the next page. The cost is that of the sessions returned and
+    /// of those the filters skip on the way, not of every session: the store keeps its
+    /// sessions ordered by activity. Pages are consistent as they go: a session whose
+    /// activity changes between two pages moves to the front, so it may be seen twice or
+    /// (if it moved past the cursor) not at all; a cursor never fails because of writes.
+    /// [`Error::InvalidCursor`] for a cursor this store did not give.
+    pub fn list_page(&self, query: &ListQuery) -> Result<Page> {
+        let limit = if query.limit == 0 {
+            PAGE_LIMIT_DEFAULT
+        } else {
+            query.limit
+        };
+        let start = match &query.cursor {
+            Some(cursor) => {
+                let (at, key) =
+                    listing::decode_cursor(cursor).ok_or_else(|| Error::InvalidCursor {
+                        cursor: cursor.clone(),
+                    })?;
+                Bound::Excluded((Reverse(at), key))
+            }
+            None => match query.active_before {
+                // Before `t`: from the most recent activity at `t` minus one microsecond.
+                Some(before) => Bound::Included((
+                    Reverse(before.timestamp_micros().saturating_sub(1)),
+                    String::new(),
+                )),
+                None => Bound::Unbounded,
+            },
+        };
+        let since = query.active_since.map(|t| t.timestamp_micros());
+        let before = query.active_before.map(|t| t.timestamp_micros());
+        let activity = self.inner.activity.lock();
+        let mut sessions = Vec::with_capacity(limit.min(1024));
+        let mut last = None;
+        let mut more = false;
+        for ((Reverse(at), key), slot) in activity.range((start, Bound::Unbounded)) {
+            if since.is_some_and(|since| *at < since) {
+                break; // older than the window: so is everything after
+            }
+            if before.is_some_and(|before| *at >= before) {
+                continue;
+            }
+            let view = slot.view.read();
+            if !view.is_live() || !query.admits(&view) {
+                continue;
+            }
+            if sessions.len() == limit {
+                more = true;
+                break;
+            }
+            sessions.push(view.metadata());
+            last = Some((*at, key.clone()));
+        }
+        let next = match (more, last) {
+            (true, Some((at, key))) => Some(listing::encode_cursor(at, &key)),
+            _ => None,
+        };
+        Ok(Page { sessions, next })
     }
 
     /// Every live session's size on disk, most recent activity first.
@@ -1174,15 +1255,20 @@ impl Inner {
         self.forget_checkpoint()?;
         let at = self.write_record(slot, writer, record, ticket.seq())?;
         writer.head = record_hash(record);
-        let (applied, compact) = {
+        let (applied, compact, before_entry, after_entry) = {
             let mut view = slot.view.write();
+            let before_entry = view.is_live().then_some(view.last_activity);
             let applied = view.apply(ts, event, at);
+            let after_entry = view.is_live().then_some(view.last_activity);
             let dead = view.dead_bytes();
             let compact = self.options.auto_compact
                 && dead >= self.options.compaction_dead_bytes_min
                 && dead >= view.live_bytes;
-            (applied, compact)
+            (applied, compact, before_entry, after_entry)
         };
+        if before_entry != after_entry {
+            self.reindex(slot, before_entry, after_entry);
+        }
         if let Err(reason) = applied {
             // The caller checked the event against the view, so this is a bug; stop writing.
             return self.poison(Err(Error::Corrupt {
@@ -1211,6 +1297,18 @@ impl Inner {
         });
         ticket.commit(published);
         Ok(compact)
+    }
+
+    /// Moves a session in the activity index from `before` to `after` (its last activity
+    /// while live; `None` while not live).
+    fn reindex(&self, slot: &Arc<Slot>, before: Option<i64>, after: Option<i64>) {
+        let mut activity = self.activity.lock();
+        if let Some(at) = before {
+            activity.remove(&(Reverse(at), slot.key.clone()));
+        }
+        if let Some(at) = after {
+            activity.insert((Reverse(at), slot.key.clone()), Arc::clone(slot));
+        }
     }
 
     /// After a session's delete record: takes it out of the map and keeps it as the key's

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonl::JsonlStore;
-use sessionlog::{ChatMessage, Durability, LogStore, Options, SessionBackend, SessionQuery};
+use sessionlog::{
+    ChatMessage, Durability, ListQuery, LogStore, Options, SessionBackend, SessionQuery,
+};
 use sqlite::SqliteStore;
 
 /// Workload sizes.
@@ -36,6 +38,7 @@ struct Sizes {
     list_sessions: usize,
     list_messages: usize,
     memory_messages: usize,
+    page_sessions: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -48,6 +51,7 @@ const FULL: Sizes = Sizes {
     list_sessions: 10_000,
     list_messages: 20,
     memory_messages: 1_000_000,
+    page_sessions: 100_000,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -60,6 +64,7 @@ const SMOKE: Sizes = Sizes {
     list_sessions: 100,
     list_messages: 5,
     memory_messages: 10_000,
+    page_sessions: 500,
 };
 
 /// A fixed-seed generator, so every run writes the same messages.
@@ -572,6 +577,67 @@ fn main() {
         ratios: format!("{} of SQLite's time", ratio(ours_open / sqlite_open)),
         goal: "≤ 2× SQLite's time",
     });
+    // Many sessions: list_page's cost follows the page, not the store; open + list at scale.
+    {
+        let dir = fresh("p1");
+        let store = ours(&dir, Durability::Never);
+        let message = ChatMessage::user("hello");
+        for s in 0..sizes.page_sessions {
+            let key = format!("user_{s}");
+            store.append(&key, &message).unwrap();
+            let alias = format!("agent_{}", s % 10);
+            store.set_session_agent_alias(&key, &alias).unwrap();
+        }
+        let time = |query: &ListQuery| {
+            let runs = 50;
+            let start = Instant::now();
+            for _ in 0..runs {
+                assert!(!store.list_page(query).unwrap().sessions.is_empty());
+            }
+            start.elapsed() / runs
+        };
+        let first = time(&ListQuery {
+            limit: 50,
+            ..ListQuery::default()
+        });
+        let filtered = time(&ListQuery {
+            limit: 50,
+            agent_alias: Some("agent_3".into()),
+            ..ListQuery::default()
+        });
+        let start = Instant::now();
+        let all = store.list_sessions_with_metadata().len();
+        let full = start.elapsed();
+        drop(store);
+        let open_list = median_of(
+            (0..3)
+                .map(|_| child(&["open-list-ours", dir.to_str().unwrap()]))
+                .collect(),
+        );
+        rows.push(Row {
+            figure: "list_page(50): first page / alias filter (1 in 10)",
+            ours: format!("{} / {}", dur(first), dur(filtered)),
+            sqlite: "".into(),
+            jsonl: "".into(),
+            disk: "".into(),
+            ratios: format!(
+                "{} / {} of listing all {all} ({})",
+                ratio(first.as_secs_f64() / full.as_secs_f64()),
+                ratio(filtered.as_secs_f64() / full.as_secs_f64()),
+                dur(full)
+            ),
+            goal: "cost of the page, not of the sessions",
+        });
+        rows.push(Row {
+            figure: "open + list_sessions_with_metadata at scale, new process",
+            ours: format!("{} (checkpoint)", dur(Duration::from_secs_f64(open_list))),
+            sqlite: "".into(),
+            jsonl: "".into(),
+            disk: "".into(),
+            ratios: format!("{} sessions", sizes.page_sessions),
+            goal: "opens and lists (no descriptor or memory exhaustion)",
+        });
+    }
     // As after a crash: no checkpoint, every segment replayed.
     let segment_bytes = folder_bytes(&ours_dir);
     let mut replays = Vec::new();
