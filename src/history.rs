@@ -23,6 +23,7 @@ use crate::compaction::ARCHIVE_DIR;
 use crate::error::{Error, Result};
 use crate::fs::{context, FileSystem, OpenMode};
 use crate::message::ChatMessage;
+use crate::options::RetentionRule;
 use crate::projection::{to_time, MessageLoc, RecordLoc, SessionView};
 use crate::record::{
     chain_start, decode_event, decode_frame, record_hash, Event, FrameError, Hash,
@@ -120,6 +121,20 @@ pub enum EventKind {
     UndoClear,
     /// The deleted session was brought back ([`crate::LogStore::restore_session`]).
     Restore,
+    /// A retention rule dropped the session's oldest messages.
+    Trimmed {
+        /// The rule.
+        rule: RetentionRule,
+        /// How many messages it dropped.
+        removed: usize,
+    },
+    /// A retention rule deleted the session.
+    Expired {
+        /// The rule.
+        rule: RetentionRule,
+        /// How many messages the session held.
+        removed: usize,
+    },
     /// The name was set or cleared.
     Name {
         /// The new name.
@@ -203,6 +218,14 @@ pub(crate) fn event_kind(
             turn_id: owned(turn_id),
         },
         Event::UndoClear => EventKind::UndoClear,
+        Event::Trim { count, rule } => EventKind::Trimmed {
+            rule: RetentionRule::from_byte(*rule),
+            removed: usize::try_from(*count).unwrap_or(usize::MAX),
+        },
+        Event::Expire { rule } => EventKind::Expired {
+            rule: RetentionRule::from_byte(*rule),
+            removed: before,
+        },
         Event::Restore => EventKind::Restore,
         Event::Snapshot(snapshot) => EventKind::Compaction {
             messages: usize::try_from(snapshot.message_count).unwrap_or(usize::MAX),

@@ -38,6 +38,8 @@ pub enum Durability {
 ///
 /// Build it with struct-update syntax so that new fields keep their defaults:
 /// `Options { durability: Durability::Never, ..Options::default() }`.
+///
+/// (Retention rules are in [`Retention`].)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// When writes reach the disk. Default: [`Durability::Always`].
@@ -77,6 +79,78 @@ pub struct Options {
     /// and once a second in the background) removes them for good. `Duration::ZERO`: no undo,
     /// deleted sessions are reclaimed at once. Default: one day.
     pub tombstone_retention: Duration,
+    /// Rules that remove old histories, in the background (with `auto_compact`) and on
+    /// demand ([`crate::LogStore::apply_retention`]); every removal is an event in the log.
+    /// Default: none.
+    pub retention: Retention,
+}
+
+/// Why a retention rule removed something: recorded in the log with each removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionRule {
+    /// [`Retention::max_age`].
+    MaxAge,
+    /// [`Retention::max_messages`].
+    MaxMessages,
+    /// [`Retention::disk_budget`].
+    DiskBudget,
+}
+
+impl RetentionRule {
+    /// The byte the log stores for the rule.
+    pub(crate) fn to_byte(self) -> u8 {
+        match self {
+            RetentionRule::MaxAge => 0,
+            RetentionRule::MaxMessages => 1,
+            RetentionRule::DiskBudget => 2,
+        }
+    }
+
+    /// The rule a stored byte names (an unknown byte reads as the disk budget, the
+    /// strictest).
+    pub(crate) fn from_byte(byte: u8) -> RetentionRule {
+        match byte {
+            0 => RetentionRule::MaxAge,
+            1 => RetentionRule::MaxMessages,
+            _ => RetentionRule::DiskBudget,
+        }
+    }
+}
+
+/// Retention rules ([`Options::retention`]). A session whose state is `running` is never
+/// touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Delete sessions inactive for longer than this (they stay restorable for
+    /// [`Options::tombstone_retention`]). Default: none.
+    pub max_age: Option<Duration>,
+    /// Keep at most this many messages per session; the oldest go first. Default: none.
+    pub max_messages: Option<usize>,
+    /// Keep the bytes of the store's sessions (live and restorable) under this: first
+    /// tombstones go, oldest delete first, then the least recently active sessions, for
+    /// good. Default: none.
+    pub disk_budget: Option<u64>,
+    /// How often the background applies the rules. Default: one minute.
+    pub check_every: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            max_age: None,
+            max_messages: None,
+            disk_budget: None,
+            check_every: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Retention {
+    /// True when any rule is set.
+    pub fn is_set(&self) -> bool {
+        self.max_age.is_some() || self.max_messages.is_some() || self.disk_budget.is_some()
+    }
 }
 
 impl Default for Options {
@@ -91,6 +165,7 @@ impl Default for Options {
             keep_history: false,
             allow_shared_folder: false,
             tombstone_retention: Duration::from_secs(24 * 60 * 60),
+            retention: Retention::default(),
         }
     }
 }

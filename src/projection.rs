@@ -202,6 +202,15 @@ impl SessionView {
             Event::UndoClear if self.cleared.is_empty() => {
                 return Err("undo of a clear that removed nothing".into());
             }
+            Event::Trim { count, .. }
+                if *count == 0
+                    || usize::try_from(*count).map_or(true, |c| c > self.messages.len()) =>
+            {
+                return Err(format!(
+                    "trim of {count} messages from a session of {}",
+                    self.messages.len()
+                ));
+            }
             Event::AppendBatch { messages }
                 if messages.is_empty() || messages.len() > BATCH_MESSAGES_MAX =>
             {
@@ -271,10 +280,17 @@ impl SessionView {
                 self.cleared_by = None;
                 self.last_activity = ts;
             }
-            Event::Delete => {
+            Event::Delete | Event::Expire { .. } => {
                 // The messages stay, for restore_session, until the session is reclaimed.
                 self.deleted = true;
                 self.deleted_at = ts;
+            }
+            Event::Trim { count, .. } => {
+                let count = usize::try_from(*count)
+                    .unwrap_or(usize::MAX)
+                    .min(self.messages.len());
+                self.messages.drain(..count);
+                self.live_bytes = self.messages.iter().map(MessageLoc::weight).sum();
             }
             Event::Restore => self.deleted = false,
             Event::SetName { name } => self.name = owned(*name),

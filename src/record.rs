@@ -137,6 +137,18 @@ pub enum Event<'a> {
     UndoClear,
     /// 12: a deleted session is live again, as it was when deleted.
     Restore,
+    /// 13: a retention rule dropped the session's oldest `count` messages.
+    Trim {
+        /// Messages dropped from the front.
+        count: u64,
+        /// The rule: 0 age, 1 messages per session, 2 disk budget.
+        rule: u8,
+    },
+    /// 14: a retention rule deleted the session (as `Delete`, and restorable the same way).
+    Expire {
+        /// The rule: 0 age, 1 messages per session, 2 disk budget.
+        rule: u8,
+    },
 }
 
 impl<'a> Event<'a> {

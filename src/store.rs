@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -32,7 +32,7 @@ use crate::fs::{context, sync_dir, FileHandle, FileSystem, LockGuard, OpenMode, 
 use crate::history::{self, EventFilter, EventKind, Events, LogEvent, SessionAt, VerifyReport};
 use crate::listing::{self, ListQuery, Page, PAGE_LIMIT_DEFAULT};
 use crate::message::ChatMessage;
-use crate::options::{Durability, Options};
+use crate::options::{Durability, Options, RetentionRule};
 use crate::projection::{
     to_time, MessageLoc, RecordLoc, SessionView, BATCH_MESSAGES_MAX, RUNNING_STATE,
 };
@@ -205,6 +205,17 @@ impl Drop for ReaderGuard {
         // segments beside the newer generation or the delete record: open retires them.
         let _ = inner.retire_now(&deferred);
     }
+}
+
+/// What [`LogStore::apply_retention`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Sessions deleted, and by which rule.
+    pub expired: Vec<(String, RetentionRule)>,
+    /// Sessions whose oldest messages were dropped, and how many.
+    pub trimmed: Vec<(String, usize)>,
+    /// Restorable deleted sessions reclaimed for good to meet the disk budget.
+    pub reclaimed: usize,
 }
 
 /// The queue of sessions to compact, and the signal that stops the background threads.
@@ -749,6 +760,17 @@ impl LogStore {
         ReaderGuard(Arc::downgrade(&self.inner))
     }
 
+    /// Applies [`Options::retention`] now: deletes the sessions inactive for longer than
+    /// `max_age`, drops the oldest messages beyond `max_messages`, and brings the store under
+    /// `disk_budget`; never touches a `running` session. Each removal is a `Trim` or
+    /// `Expire` event in the log, naming its rule ([`crate::EventKind::Trimmed`],
+    /// [`crate::EventKind::Expired`]), so a reader of the log can tell retention from loss.
+    /// The background does the same every [`crate::Retention::check_every`] (with
+    /// `auto_compact`).
+    pub fn apply_retention(&self) -> Result<RetentionReport> {
+        self.inner.apply_retention()
+    }
+
     /// One page of the live sessions that `query` admits, most recent activity first (ties by
     /// key), with a cursor for the next page. The cost is that of the sessions returned and
     /// of those the filters skip on the way, not of every session: the store keeps its
@@ -934,6 +956,7 @@ const TOMBSTONE_SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// retention.
 fn compactor(inner: &Inner) {
     let background = &inner.background;
+    let mut last_retention = Instant::now();
     loop {
         let key = {
             let mut state = background.state.lock();
@@ -946,13 +969,20 @@ fn compactor(inner: &Inner) {
                     state.running += 1;
                     break key;
                 }
-                let idle = background
-                    .wake
-                    .wait_for(&mut state, TOMBSTONE_SWEEP_EVERY)
-                    .timed_out();
-                if idle && !inner.tombstones.lock().is_empty() {
+                let mut every = TOMBSTONE_SWEEP_EVERY;
+                if inner.options.retention.is_set() {
+                    every = every.min(inner.options.retention.check_every);
+                }
+                let idle = background.wake.wait_for(&mut state, every).timed_out();
+                let retention_due = inner.options.retention.is_set()
+                    && last_retention.elapsed() >= inner.options.retention.check_every;
+                if idle && (retention_due || !inner.tombstones.lock().is_empty()) {
                     drop(state);
                     // A failure poisons the store, so the next write reports it.
+                    if retention_due {
+                        last_retention = Instant::now();
+                        let _ = inner.apply_retention();
+                    }
                     let _ = inner.sweep_tombstones();
                     state = background.state.lock();
                 }
@@ -1221,7 +1251,7 @@ impl Inner {
             let ts = at.unwrap_or_else(now_micros);
             let compact =
                 self.write_event(&slot, &mut writer, event, &mut record, ts, (last, before))?;
-            if matches!(event, Event::Delete) {
+            if matches!(event, Event::Delete | Event::Expire { .. }) {
                 let displaced = self.entomb(&slot, &mut writer)?;
                 drop(writer);
                 if let Some(older) = displaced {
@@ -1395,6 +1425,150 @@ impl Inner {
             tombstones.remove(key);
         }
         Ok(true)
+    }
+
+    fn apply_retention(&self) -> Result<RetentionReport> {
+        let rules = &self.options.retention;
+        let mut report = RetentionReport::default();
+        if self.read_only || !rules.is_set() {
+            return Ok(report);
+        }
+        let now = now_micros();
+        let live: Vec<Arc<Slot>> = self.live_slots();
+        if let Some(max_age) = rules.max_age {
+            let cutoff = now.saturating_sub(i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX));
+            for slot in &live {
+                let stale = |v: &SessionView| v.last_activity < cutoff && v.state != RUNNING_STATE;
+                if !stale(&slot.view.read()) {
+                    continue;
+                }
+                let event = Event::Expire {
+                    rule: RetentionRule::MaxAge.to_byte(),
+                };
+                // Checked again under the session's writer lock: it may have moved on.
+                if self.commit(&slot.key, false, &event, |v| match v {
+                    Some(v) if stale(v) => Decision::Write(true),
+                    _ => Decision::Skip(false),
+                })? {
+                    report
+                        .expired
+                        .push((slot.key.clone(), RetentionRule::MaxAge));
+                }
+            }
+        }
+        if let Some(max) = rules.max_messages {
+            for slot in &live {
+                let excess = {
+                    let view = slot.view.read();
+                    if view.is_live() && view.state != RUNNING_STATE {
+                        view.messages.len().saturating_sub(max)
+                    } else {
+                        0
+                    }
+                };
+                if excess == 0 {
+                    continue;
+                }
+                let event = Event::Trim {
+                    count: excess as u64,
+                    rule: RetentionRule::MaxMessages.to_byte(),
+                };
+                let trimmed = self.commit(&slot.key, false, &event, |v| match v {
+                    Some(v)
+                        if v.state != RUNNING_STATE
+                            && v.messages.len().saturating_sub(max) == excess =>
+                    {
+                        Decision::Write(true)
+                    }
+                    _ => Decision::Skip(false),
+                })?;
+                if trimmed {
+                    report.trimmed.push((slot.key.clone(), excess));
+                }
+            }
+        }
+        if let Some(budget) = rules.disk_budget {
+            self.apply_disk_budget(budget, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    /// Bytes of the records of every live and restorable session.
+    fn session_bytes(&self) -> u64 {
+        let live: u64 = self
+            .sessions
+            .read()
+            .values()
+            .map(|slot| slot.view.read().bytes_written)
+            .sum();
+        let tombstones: u64 = self
+            .tombstones
+            .lock()
+            .values()
+            .map(|slot| slot.view.read().bytes_written)
+            .sum();
+        live + tombstones
+    }
+
+    fn apply_disk_budget(&self, budget: u64, report: &mut RetentionReport) -> Result<()> {
+        // Tombstones first, the oldest delete first: they are gone from the caller's view.
+        while self.session_bytes() > budget {
+            let oldest = {
+                let tombstones = self.tombstones.lock();
+                tombstones
+                    .values()
+                    .min_by_key(|slot| slot.view.read().deleted_at)
+                    .cloned()
+            };
+            let Some(slot) = oldest else { break };
+            {
+                let mut tombstones = self.tombstones.lock();
+                if tombstones
+                    .get(&slot.key)
+                    .is_some_and(|held| Arc::ptr_eq(held, &slot))
+                {
+                    tombstones.remove(&slot.key);
+                }
+            }
+            self.reclaim_tombstone(&slot)?;
+            report.reclaimed += 1;
+        }
+        // Then the least recently active sessions, for good.
+        while self.session_bytes() > budget {
+            let victim = {
+                let activity = self.activity.lock();
+                activity
+                    .values()
+                    .rev()
+                    .find(|slot| slot.view.read().state != RUNNING_STATE)
+                    .cloned()
+            };
+            let Some(slot) = victim else { break };
+            let event = Event::Expire {
+                rule: RetentionRule::DiskBudget.to_byte(),
+            };
+            let expired = self.commit(&slot.key, false, &event, |v| match v {
+                Some(v) if v.state != RUNNING_STATE => Decision::Write(true),
+                _ => Decision::Skip(false),
+            })?;
+            if !expired {
+                continue; // it became running, or went: look again
+            }
+            report
+                .expired
+                .push((slot.key.clone(), RetentionRule::DiskBudget));
+            let entombed = {
+                let mut tombstones = self.tombstones.lock();
+                match tombstones.get(&slot.key) {
+                    Some(held) if Arc::ptr_eq(held, &slot) => tombstones.remove(&slot.key),
+                    _ => None,
+                }
+            };
+            if let Some(slot) = entombed {
+                self.reclaim_tombstone(&slot)?;
+            }
+        }
+        Ok(())
     }
 
     /// Reclaims a tombstone's files for good.

@@ -451,6 +451,12 @@ fn summary(kind: &EventKind) -> String {
         EventKind::Delete => "delete".into(),
         EventKind::UndoClear => "undo_clear".into(),
         EventKind::Restore => "restore".into(),
+        EventKind::Trimmed { rule, removed } => {
+            format!("retention ({rule:?}) dropped the {removed} oldest messages")
+        }
+        EventKind::Expired { rule, removed } => {
+            format!("retention ({rule:?}) deleted the session ({removed} messages)")
+        }
         EventKind::Name { name } => format!("name {}", option(name)),
         EventKind::Alias { alias } => format!("alias {}", option(alias)),
         EventKind::Context {
