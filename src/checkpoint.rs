@@ -25,8 +25,9 @@ use crate::segment::{FORMAT_VERSION, FORMAT_VERSION_OLDEST};
 pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
 const TEMP_FILE: &str = "CHECKPOINT.tmp";
 const MAGIC: [u8; 8] = *b"SLCKPT\0\0";
-/// Version 2 adds each session's chain head and newest segment's format version.
-const VERSION: u32 = 2;
+/// Version 2 added each session's chain head and newest segment's format version; version 3
+/// the messages kept for undo, the tombstones and fork origins.
+const VERSION: u32 = 3;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
 /// One session as the checkpoint records it.
@@ -136,6 +137,15 @@ pub(crate) fn encode(
         }
         body.u8(u8::from(v.deleted));
         body.i64(v.deleted_at);
+        body.u64(v.last_seq);
+        match &v.fork_origin {
+            Some((source, at_seq)) => {
+                body.u8(1);
+                body.str(source);
+                body.u64(*at_seq);
+            }
+            None => body.u8(0),
+        }
     }
     let mut out = Vec::with_capacity(HEADER_LEN + body.0.len());
     out.extend_from_slice(&MAGIC);
@@ -272,6 +282,12 @@ fn decode(bytes: &[u8]) -> Option<Decoded> {
             _ => return None,
         };
         view.deleted_at = r.i64()?;
+        view.last_seq = r.u64()?;
+        view.fork_origin = match r.u8()? {
+            0 => None,
+            1 => Some((r.str()?, r.u64()?)),
+            _ => return None,
+        };
         sessions.push(ReplayedSession {
             session_id,
             view,

@@ -114,6 +114,13 @@ pub enum Error {
     /// byte. Open it with [`crate::LogStore::open`] to write.
     #[error("the store was opened read-only")]
     ReadOnly,
+    /// [`crate::LogStore::fork_session`] was asked to fork a session that does not exist (or
+    /// did not yet exist at the sequence number given). Nothing was written.
+    #[error("no session {key:?} to fork")]
+    SessionNotFound {
+        /// The key.
+        key: String,
+    },
     /// [`crate::LogStore::list_page`] was given a cursor it did not make.
     #[error("not a list_page cursor: {cursor:?}")]
     InvalidCursor {
@@ -176,6 +183,7 @@ impl Error {
             Error::Poisoned => io::ErrorKind::Other,
             Error::ReadOnly => io::ErrorKind::PermissionDenied,
             Error::Conflict { .. } | Error::SessionExists { .. } => io::ErrorKind::AlreadyExists,
+            Error::SessionNotFound { .. } => io::ErrorKind::NotFound,
             Error::HistoryCompacted { .. } => io::ErrorKind::NotFound,
         }
     }

@@ -89,6 +89,9 @@ pub trait FileSystem: Send + Sync + Debug {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>>;
     /// Renames a file, replacing `to` if it exists. Atomic within one folder.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Gives the file at `from` a second name `to` (a hard link; `to` must not exist). Both
+    /// names then reach the same bytes, which stay until the last name is removed.
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the folder's entries (created, renamed, removed files) durable.
@@ -203,6 +206,9 @@ impl FileSystem for StdFs {
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::hard_link(from, to)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)

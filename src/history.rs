@@ -11,7 +11,7 @@
 //! each), never on the size of the log.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -121,6 +121,16 @@ pub enum EventKind {
     UndoClear,
     /// The deleted session was brought back ([`crate::LogStore::restore_session`]).
     Restore,
+    /// The session began as a fork of `source` as it was after event `at_seq`, sharing its
+    /// `messages` messages ([`crate::LogStore::fork_session`]).
+    Fork {
+        /// The source session's key.
+        source: String,
+        /// The source's last event the fork includes.
+        at_seq: u64,
+        /// Messages the fork began with.
+        messages: usize,
+    },
     /// A retention rule dropped the session's oldest messages.
     Trimmed {
         /// The rule.
@@ -218,6 +228,11 @@ pub(crate) fn event_kind(
             turn_id: owned(turn_id),
         },
         Event::UndoClear => EventKind::UndoClear,
+        Event::Fork { source, at_seq } => EventKind::Fork {
+            source: (*source).to_owned(),
+            at_seq: *at_seq,
+            messages: before,
+        },
         Event::Trim { count, rule } => EventKind::Trimmed {
             rule: RetentionRule::from_byte(*rule),
             removed: usize::try_from(*count).unwrap_or(usize::MAX),
@@ -391,6 +406,11 @@ pub(crate) struct Cursor {
     previous: Option<(usize, u64)>,
     /// Links checked so far.
     links: u64,
+    /// For a fork: the index of its forked segment; the segments before it are shared with
+    /// its source, read silently (their events are the source's).
+    forked_at: Option<usize>,
+    /// For a fork: how many bytes of a shared segment (by index) belong to its history.
+    cuts: HashMap<usize, u64>,
 }
 
 impl Cursor {
@@ -414,6 +434,8 @@ impl Cursor {
             chain: None,
             previous: None,
             links: 0,
+            forked_at: None,
+            cuts: HashMap::new(),
         };
         // The history is whole from the first of the newest run of consecutive segment
         // numbers if that is segment 1; otherwise (a gap: compacted without keep_history,
@@ -426,8 +448,12 @@ impl Cursor {
             start -= 1;
         }
         if cursor.segments.get(start).is_some_and(|s| s.number != 1) {
-            let base = (start..cursor.segments.len())
-                .find(|&i| cursor.kind_of(i).ok() != Some(SegmentKind::Fresh));
+            let base = (start..cursor.segments.len()).find(|&i| {
+                matches!(
+                    cursor.kind_of(i),
+                    Ok(SegmentKind::Compacted | SegmentKind::Recovered)
+                )
+            });
             start = base.ok_or_else(|| Error::Corrupt {
                 path: cursor.segments[start].path.clone(),
                 offset: 0,
@@ -444,9 +470,30 @@ impl Cursor {
         }
         let whole = cursor.segments.get(start).is_some_and(|s| s.number == 1);
         cursor.segments.drain(..start);
+        // Forks: where the session's own segments begin, and the shares of segments below
+        // forked ones. The session's key is its newest segment's.
+        let mut first_key = None;
+        for index in 0..cursor.segments.len() {
+            let Ok(header) = cursor.read_header(index) else {
+                continue;
+            };
+            if index == 0 {
+                first_key = Some(header.key.clone());
+            }
+            if header.kind == SegmentKind::Forked {
+                cursor.forked_at = Some(index);
+                if let Some(below) = index.checked_sub(1) {
+                    cursor.cuts.insert(below, header.prev_len);
+                }
+            }
+            cursor.view = SessionView::new(&header.key);
+        }
         cursor.enter_segment()?;
         if whole {
-            cursor.chain = Some(chain_start(&cursor.view.key));
+            // The chain starts at the key of the session that wrote the first record (a
+            // fork's first records are its source's).
+            let key = first_key.unwrap_or_else(|| cursor.view.key.clone());
+            cursor.chain = Some(chain_start(&key));
         }
         Ok(cursor)
     }
@@ -455,7 +502,25 @@ impl Cursor {
         Ok(self.header(index)?.kind)
     }
 
+    /// The header of segment `index`, checked against its file name (a fork's shared
+    /// segments name their source).
     fn header(&self, index: usize) -> Result<segment::SegmentHeader> {
+        let header = self.read_header(index)?;
+        let segment = &self.segments[index];
+        let inherited = self.forked_at.is_some_and(|f| index < f);
+        if (header.session_id != self.session_id && !inherited) || header.segment != segment.number
+        {
+            return Err(Error::Corrupt {
+                path: segment.path.clone(),
+                offset: 0,
+                reason: "header does not match the file name".into(),
+            });
+        }
+        Ok(header)
+    }
+
+    /// The header of segment `index`, decoded.
+    fn read_header(&self, index: usize) -> Result<segment::SegmentHeader> {
         let segment = self.segments.get(index).ok_or_else(|| Error::Corrupt {
             path: PathBuf::new(),
             offset: 0,
@@ -477,9 +542,6 @@ impl Cursor {
             segment::HeaderError::Truncated => corrupt(HEADER_CUT_SHORT.into()),
             segment::HeaderError::Corrupt(reason) => corrupt(reason),
         })?;
-        if header.session_id != self.session_id || header.segment != segment.number {
-            return Err(corrupt("header does not match the file name".into()));
-        }
         debug_assert_eq!(len as u64, segment::header_len(&header.key));
         Ok(header)
     }
@@ -501,16 +563,17 @@ impl Cursor {
             }
             Err(e) => return Err(e),
         };
+        let inherited = self.forked_at.is_some_and(|f| self.index < f);
         if self.view.key.is_empty() {
             self.view = SessionView::new(&header.key);
-        } else if self.view.key != header.key {
+        } else if self.view.key != header.key && !inherited {
             return Err(Error::Corrupt {
                 path: self.segments[self.index].path.clone(),
                 offset: 0,
                 reason: "segment holds another session's key".into(),
             });
         }
-        let base = header.kind != SegmentKind::Fresh;
+        let base = matches!(header.kind, SegmentKind::Compacted | SegmentKind::Recovered);
         self.skipping_restated = base && self.index > 0;
         self.restating = base && self.index == 0;
         self.offset = segment::header_len(&header.key);
@@ -649,8 +712,19 @@ impl Cursor {
             let (seq, ts) = (frame.seq, frame.ts_micros);
             // In a compacted generation whose history was read already, every record before
             // the snapshot restates what that history built.
+            if self
+                .cuts
+                .get(&self.index)
+                .is_some_and(|cut| record_offset >= *cut)
+            {
+                // The rest of this shared segment is the source's: on to the next one.
+                self.index += 1;
+                self.enter_segment()?;
+                continue;
+            }
             let restated = self.skipping_restated && !matches!(event, Event::Snapshot(_));
-            if seq > limit && !restated {
+            let shared = self.forked_at.is_some_and(|f| self.index < f);
+            if seq > limit && !restated && !shared {
                 return Ok(None);
             }
             if self.check_chain {
@@ -663,6 +737,16 @@ impl Cursor {
             self.offset += len as u64;
             if restated {
                 continue; // the fold already holds this message from the archived history
+            }
+            if shared {
+                // A fork's shared history: folded, not reported (those are the source's
+                // events).
+                if matches!(event, Event::Snapshot(_)) {
+                    self.skipping_restated = false;
+                    self.restating = false;
+                }
+                self.view.apply(ts, &event, at).map_err(&corrupt)?;
+                continue;
             }
             let last = self.view.messages.last().copied();
             let before = self.view.messages.len();

@@ -74,10 +74,12 @@ pub struct Options {
     pub allow_shared_folder: bool,
     /// How long what `clear_messages`, `delete_session` and `cleanup_stale` removed can be
     /// brought back with [`crate::LogStore::undo_clear`] and
-    /// [`crate::LogStore::restore_session`]. Until then its bytes stay on disk; after it, the
-    /// next compaction (for a clear) or the next sweep (for a delete: on open, on a delete,
-    /// and once a second in the background) removes them for good. `Duration::ZERO`: no undo,
-    /// deleted sessions are reclaimed at once. Default: one day.
+    /// [`crate::LogStore::restore_session`]. Until then its bytes stay on disk (a compaction
+    /// keeps cleared messages too); after it, the next compaction (for a clear) or the next
+    /// sweep (for a delete: on open, on a delete, and about once a second by the background
+    /// thread when `auto_compact` is on) removes them for good. `Duration::ZERO`: no undo,
+    /// cleared messages go with the next compaction and deleted sessions are reclaimed at
+    /// once: the setting for stores that must forget at once. Default: one day.
     pub tombstone_retention: Duration,
     /// Rules that remove old histories, in the background (with `auto_compact`) and on
     /// demand ([`crate::LogStore::apply_retention`]); every removal is an event in the log.

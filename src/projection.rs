@@ -143,6 +143,10 @@ pub struct SessionView {
     pub cleared_by: Option<(u64, i64)>,
     /// When the session was deleted (µs since the epoch), if it is.
     pub deleted_at: i64,
+    /// The session it was forked from, and the source's last event it includes.
+    pub fork_origin: Option<(String, u64)>,
+    /// The sequence number of the last record applied.
+    pub last_seq: u64,
 }
 
 /// Converts stored microseconds to a time. Every stored time was checked by
@@ -178,6 +182,8 @@ impl SessionView {
             cleared: Vec::new(),
             cleared_by: None,
             deleted_at: 0,
+            fork_origin: None,
+            last_seq: 0,
         }
     }
 
@@ -227,6 +233,7 @@ impl SessionView {
             self.created_at = ts;
             self.last_activity = ts;
         }
+        self.last_seq = self.last_seq.max(at.seq);
         if !matches!(event, Event::Snapshot(_)) {
             // A compaction's snapshot is no dead weight: the next compaction writes one too.
             self.bytes_written += u64::from(at.len);
@@ -293,6 +300,12 @@ impl SessionView {
                 self.live_bytes = self.messages.iter().map(MessageLoc::weight).sum();
             }
             Event::Restore => self.deleted = false,
+            Event::Fork { source, at_seq } => {
+                // A new session begins here, with the history it shares with its source.
+                self.fork_origin = Some(((*source).to_owned(), *at_seq));
+                self.created_at = ts;
+                self.last_activity = ts;
+            }
             Event::SetName { name } => self.name = owned(*name),
             Event::SetAlias { alias } => self.agent_alias = owned(*alias),
             Event::SetContext {

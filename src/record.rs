@@ -149,6 +149,14 @@ pub enum Event<'a> {
         /// The rule: 0 age, 1 messages per session, 2 disk budget.
         rule: u8,
     },
+    /// 15: the session was forked from another: the first record of a forked segment, after
+    /// the history it shares with its source.
+    Fork {
+        /// The source session's key.
+        source: &'a str,
+        /// The source's last event the fork includes.
+        at_seq: u64,
+    },
 }
 
 impl<'a> Event<'a> {

@@ -10,7 +10,7 @@
 //!   and the store moves its old segments, damage included, byte for byte into `quarantine/`;
 //! - files that are not ours are reported and left alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::CHECKPOINT_FILE;
@@ -373,10 +373,12 @@ pub(crate) fn replay(
         let replayed = replay_session(fs, dir, id, files, superseded, &mut report, &mut max_seq)?;
         match replayed {
             Outcome::Live(session) => sessions.push(*session),
-            Outcome::Deleted(session) if within_retention(retention, session.view.deleted_at) => {
+            Outcome::Deleted(session, true)
+                if within_retention(retention, session.view.deleted_at) =>
+            {
                 tombstones.push(*session);
             }
-            Outcome::Deleted(session) => deleted.push((id, session.oldest, session.highest)),
+            Outcome::Deleted(session, _) => deleted.push((id, session.oldest, session.highest)),
             Outcome::Gone => {}
         }
     }
@@ -401,8 +403,9 @@ pub(crate) fn replay(
 enum Outcome {
     /// The session exists.
     Live(Box<ReplayedSession>),
-    /// The session was deleted: restorable within the tombstone retention, reclaimed after.
-    Deleted(Box<ReplayedSession>),
+    /// The session was deleted: restorable within the tombstone retention if it is whole
+    /// (the flag), reclaimed otherwise.
+    Deleted(Box<ReplayedSession>, bool),
     /// Nothing left in place (quarantined, or no record at all).
     Gone,
 }
@@ -445,7 +448,9 @@ fn replay_session(
     // The newest compacted (or recovered) generation replaces every segment below it. The
     // replaced segments are retired only once the generation has replayed cleanly.
     let base = segments.iter().rev().find_map(|s| match &s.header {
-        Ok((h, _)) if h.kind != SegmentKind::Fresh => Some((s.number, h.kind, h.key.clone())),
+        Ok((h, _)) if matches!(h.kind, SegmentKind::Compacted | SegmentKind::Recovered) => {
+            Some((s.number, h.kind, h.key.clone()))
+        }
         _ => None,
     });
     let replaced: Vec<SegmentFile> = match &base {
@@ -460,7 +465,27 @@ fn replay_session(
 
     let newest_number = segments.last().map(|s| s.number);
     let oldest = segments.first().map_or(0, |s| s.number);
-    let mut view: Option<SessionView> = None;
+    // A fork's segments below its (highest) forked segment are shared with its source: their
+    // headers name the source, and of each segment just below a forked one only the first
+    // `prev_len` bytes belong to the history (`docs/FORMAT.md`, "Forks").
+    let forked_at = segments.iter().rev().find_map(|s| match &s.header {
+        Ok((h, _)) if h.kind == SegmentKind::Forked => Some(s.number),
+        _ => None,
+    });
+    let cuts: HashMap<u32, u64> = segments
+        .iter()
+        .filter_map(|s| match &s.header {
+            Ok((h, _)) if h.kind == SegmentKind::Forked => {
+                Some((s.number.checked_sub(1)?, h.prev_len))
+            }
+            _ => None,
+        })
+        .collect();
+    let own_key = segments
+        .iter()
+        .rev()
+        .find_map(|s| s.header.as_ref().ok().map(|(h, _)| h.key.clone()));
+    let mut view: Option<SessionView> = own_key.as_deref().map(SessionView::new);
     let mut damage: Option<(PathBuf, u64, String)> = None;
     let mut newest = 0u32;
     let mut newest_len = 0u64;
@@ -486,7 +511,8 @@ fn replay_session(
                 break;
             }
         };
-        if header.session_id != id || header.segment != seg.number {
+        let inherited = forked_at.is_some_and(|f| seg.number < f);
+        if (header.session_id != id && !inherited) || header.segment != seg.number {
             damage = Some((
                 seg.path.clone(),
                 0,
@@ -498,7 +524,7 @@ fn replay_session(
             break;
         }
         let view = view.get_or_insert_with(|| SessionView::new(&header.key));
-        if view.key != header.key {
+        if view.key != header.key && !inherited {
             damage = Some((seg.path.clone(), 0, "header holds another key".into()));
             break;
         }
@@ -515,7 +541,16 @@ fn replay_session(
             break;
         }
         let bytes = read_all(fs, &seg.path)?;
-        let generation = header.kind != SegmentKind::Fresh;
+        let cut = cuts.get(&seg.number).copied();
+        if cut.is_some_and(|cut| cut > bytes.len() as u64) {
+            damage = Some((
+                seg.path.clone(),
+                bytes.len() as u64,
+                "a fork shares more of this segment than it holds".into(),
+            ));
+            break;
+        }
+        let generation = matches!(header.kind, SegmentKind::Compacted | SegmentKind::Recovered);
         let mut snapshot_seen = false;
         let mut last_record = None;
         let end = scan_records(&bytes, *header_len, |offset, frame, len| {
@@ -524,6 +559,9 @@ fn replay_session(
             }
             segment::check_layout(header.version, &frame)?;
             *max_seq = (*max_seq).max(frame.seq);
+            if cut.is_some_and(|cut| offset >= cut) {
+                return Ok(()); // the source's, after the fork
+            }
             let event = decode_event(frame.payload)?;
             if matches!(event, Event::Snapshot(_)) {
                 if !generation || snapshot_seen {
@@ -550,6 +588,15 @@ fn replay_session(
         newest = seg.number;
         newest_len = bytes.len() as u64;
         newest_version = header.version;
+        let end = match (end, cut) {
+            // Whatever lies past a fork's share of a segment is the source's business.
+            (ScanEnd::TornTail { offset } | ScanEnd::Damage { offset, .. }, Some(cut))
+                if offset >= cut =>
+            {
+                ScanEnd::Clean
+            }
+            (end, _) => end,
+        };
         match end {
             // A generation is written whole (temporary file, sync, rename): one that ends
             // before its snapshot was cut short after the fact.
@@ -598,6 +645,11 @@ fn replay_session(
     }
 
     let deleted = view.as_ref().is_some_and(|v| v.deleted);
+    // A deleted session missing its first segments is a reclaim a crash interrupted: it is
+    // never restorable, whatever the retention.
+    let partial = segments.first().is_some_and(|first| {
+        first.number != 1 && matches!(&first.header, Ok((h, _)) if h.kind == SegmentKind::Fresh)
+    });
     // A session's history starts with segment 1 or with a compacted generation; a fresh
     // segment above 1 at the start means earlier segments are missing (a deleted session's
     // reclaim, interrupted, is the one exception: it removes the oldest first).
@@ -663,7 +715,7 @@ fn replay_session(
     };
     match (view, damage) {
         (Some(view), damage) if view.is_live() => Ok(Outcome::Live(replayed(view, damage))),
-        (Some(view), None) if deleted => Ok(Outcome::Deleted(replayed(view, None))),
+        (Some(view), None) if deleted => Ok(Outcome::Deleted(replayed(view, None), !partial)),
         (_, Some((path, offset, reason))) => {
             // Nothing live to keep: move every file of the session aside, unchanged.
             let quarantined = match superseded {

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::fs::{context, FileHandle, FileSystem, OpenMode};
 use crate::message::ChatMessage;
 use crate::projection::MessageLoc;
-use crate::record::{decode_event, decode_frame, Frame, FrameError};
+use crate::record::{decode_event, decode_frame, Event, Frame, FrameError};
 
 /// The first eight bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SESSLOG\0";
@@ -59,6 +59,10 @@ pub enum SegmentKind {
     /// 2: written by open to repair a damaged session; replaces every lower-numbered segment,
     /// which open moves to `quarantine/` instead of removing.
     Recovered,
+    /// 3: the first segment of a fork: every lower-numbered segment is shared with the source
+    /// (a hard link to the source's file, named for this session), and of the one just below
+    /// only the first `prev_len` bytes belong to this session's history.
+    Forked,
 }
 
 impl SegmentKind {
@@ -67,6 +71,7 @@ impl SegmentKind {
             SegmentKind::Fresh => 0,
             SegmentKind::Compacted => 1,
             SegmentKind::Recovered => 2,
+            SegmentKind::Forked => 3,
         }
     }
 
@@ -75,6 +80,7 @@ impl SegmentKind {
             0 => Some(SegmentKind::Fresh),
             1 => Some(SegmentKind::Compacted),
             2 => Some(SegmentKind::Recovered),
+            3 => Some(SegmentKind::Forked),
             _ => None,
         }
     }
@@ -406,11 +412,29 @@ impl SegmentFiles {
             }
             let (batch, later) = rest.split_at(run);
             self.read_span(first.segment, start, end, &mut buffer)?;
+            // The messages of one batch record share it: it is checked and decoded once.
+            let mut decoded: Option<(u64, u64, Event<'_>)> = None;
             for loc in batch {
-                let from = usize::try_from(loc.offset() - start).unwrap_or(usize::MAX);
-                let record = buffer.get(from..).unwrap_or_default();
-                let (seq, role, content) = self.decode_message(loc, record)?;
-                if !visit(loc, seq, role, content) {
+                if decoded.as_ref().is_none_or(|(at, ..)| *at != loc.offset()) {
+                    let from = usize::try_from(loc.offset() - start).unwrap_or(usize::MAX);
+                    let record = buffer.get(from..).unwrap_or_default();
+                    let (seq, event) = self.decode_record(loc, record)?;
+                    decoded = Some((loc.offset(), seq, event));
+                }
+                let Some((_, seq, event)) = &decoded else {
+                    continue;
+                };
+                let Some((role, content)) = event.message(loc.index()) else {
+                    return Err(Error::Corrupt {
+                        path: path(&self.dir, self.session_id, loc.segment),
+                        offset: loc.offset(),
+                        reason: format!(
+                            "expected message {} of a record, found {event:?}",
+                            loc.index()
+                        ),
+                    });
+                };
+                if !visit(loc, *seq, role, content) {
                     return Ok(());
                 }
             }
@@ -438,11 +462,7 @@ impl SegmentFiles {
         Ok(())
     }
 
-    fn decode_message<'a>(
-        &self,
-        loc: &MessageLoc,
-        record: &'a [u8],
-    ) -> Result<(u64, &'a str, &'a str)> {
+    fn decode_record<'a>(&self, loc: &MessageLoc, record: &'a [u8]) -> Result<(u64, Event<'a>)> {
         let path = || path(&self.dir, self.session_id, loc.segment);
         let corrupt = |reason: String| Error::Corrupt {
             path: path(),
@@ -461,13 +481,7 @@ impl SegmentFiles {
             other => corrupt(other.to_string()),
         })?;
         let event = decode_event(frame.payload).map_err(corrupt)?;
-        let Some((role, content)) = event.message(loc.index()) else {
-            return Err(corrupt(format!(
-                "expected message {} of a record, found {event:?}",
-                loc.index()
-            )));
-        };
-        Ok((frame.seq, role, content))
+        Ok((frame.seq, event))
     }
 }
 

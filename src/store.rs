@@ -7,10 +7,14 @@
 //! written, so readers never see half of a mutation and writers of different sessions never
 //! wait for each other's I/O. Lock order: a session's writer before the map or the session's
 //! projection; the map lock is never held while waiting for a writer, and a projection lock is
-//! never held while waiting for anything but another projection lock.
+//! never held while waiting for anything but another projection lock. The tombstones mutex
+//! and the activity index's mutex come after a writer and the map, and are held only to read
+//! or change themselves (and, for a sweep or a page, to read projections). The readers mutex
+//! is held through a retirement's file operations and nests no other lock; the compactor
+//! looks at the tombstones mutex while it holds the background state's.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -105,7 +109,7 @@ struct Inner {
     activity: Mutex<ActivityIndex>,
     /// Deleted sessions that `restore_session` can still bring back, by key (the latest
     /// delete of each), until `tombstone_retention` has passed.
-    tombstones: Mutex<HashMap<String, Arc<Slot>>>,
+    tombstones: Mutex<Tombstones>,
     /// Open event readers, and the segments retired while they were open: those are
     /// removed (or archived) once the last reader is gone, so a reader never finds a file
     /// gone from under it.
@@ -142,6 +146,10 @@ struct Writer {
     listed: Option<(u64, u32)>,
     /// The hash of the session's last record: the `prev` of its next one.
     head: Hash,
+    /// Its files were reclaimed: nothing may be written to it, or restored, again.
+    reclaimed: bool,
+    /// A fork shares the newest segment: the next record starts a new one.
+    sealed: bool,
     /// The format version of the newest segment. Records go only into a segment of this
     /// build's version, so the first write after opening an older store starts a new one.
     newest_version: u32,
@@ -158,6 +166,8 @@ impl Writer {
             retired: false,
             listed: None,
             head: chain_start(key),
+            reclaimed: false,
+            sealed: false,
             newest_version: segment::FORMAT_VERSION,
         }
     }
@@ -174,8 +184,84 @@ struct Unsynced {
     dir: bool,
 }
 
+/// What a fork shares of its source: the state, where in the source's segments it ends
+/// (segment number, byte length), the hash of its last record, and its last sequence number.
+struct Shared {
+    view: SessionView,
+    segment: u32,
+    end: u64,
+    head: Hash,
+    seq: u64,
+}
+
 /// Live sessions ordered by (last activity, most recent first; key).
 type ActivityIndex = BTreeMap<(Reverse<i64>, String), Arc<Slot>>;
+
+/// Deleted sessions that can still be restored: the latest delete of each key, also ordered
+/// by the time of the delete, so that a sweep looks only at the expired ones.
+#[derive(Default)]
+struct Tombstones {
+    by_key: HashMap<String, (i64, Arc<Slot>)>,
+    by_time: BTreeSet<(i64, String)>,
+}
+
+impl Tombstones {
+    /// Makes `slot` the key's tombstone; returns the one it displaces.
+    fn insert(&mut self, slot: Arc<Slot>, deleted_at: i64) -> Option<Arc<Slot>> {
+        let key = slot.key.clone();
+        let old = self.by_key.insert(key.clone(), (deleted_at, slot));
+        if let Some((at, _)) = &old {
+            self.by_time.remove(&(*at, key.clone()));
+        }
+        self.by_time.insert((deleted_at, key));
+        old.map(|(_, slot)| slot)
+    }
+
+    fn get(&self, key: &str) -> Option<&Arc<Slot>> {
+        self.by_key.get(key).map(|(_, slot)| slot)
+    }
+
+    /// Removes `slot` if it is still its key's tombstone.
+    fn take(&mut self, slot: &Arc<Slot>) -> bool {
+        match self.by_key.get(&slot.key) {
+            Some((at, held)) if Arc::ptr_eq(held, slot) => {
+                self.by_time.remove(&(*at, slot.key.clone()));
+                self.by_key.remove(&slot.key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes and returns the tombstones deleted before `cutoff` (µs since the epoch).
+    fn take_older_than(&mut self, cutoff: i64) -> Vec<Arc<Slot>> {
+        let mut out = Vec::new();
+        while let Some((at, key)) = self.by_time.first().cloned() {
+            if at >= cutoff {
+                break;
+            }
+            self.by_time.pop_first();
+            if let Some((_, slot)) = self.by_key.remove(&key) {
+                out.push(slot);
+            }
+        }
+        out
+    }
+
+    /// The tombstone deleted first.
+    fn oldest(&self) -> Option<Arc<Slot>> {
+        let (_, key) = self.by_time.first()?;
+        self.get(key).cloned()
+    }
+
+    fn slots(&self) -> impl Iterator<Item = &Arc<Slot>> {
+        self.by_key.values().map(|(_, slot)| slot)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
 
 /// See [`Inner::readers`].
 #[derive(Default)]
@@ -435,7 +521,14 @@ impl LogStore {
                     slot_from(session)
                 }
                 (true, _, false) => {
-                    restore_delete(&*fs, &dir, session, &mut next_seq, &mut report)?;
+                    restore_delete(
+                        &*fs,
+                        &dir,
+                        session,
+                        &mut next_seq,
+                        &mut report,
+                        retire_mode(&options),
+                    )?;
                     continue;
                 }
                 (true, _, true) => continue, // the older twin is deleted (see above)
@@ -457,15 +550,16 @@ impl LogStore {
         // The latest delete of each key can be restored; older ones are reclaimed below.
         let mut replayed_tombstones = replayed.tombstones;
         replayed_tombstones.sort_by_key(|s| Reverse(s.session_id));
-        let mut tombstones: HashMap<String, Arc<Slot>> = HashMap::new();
+        let mut tombstones = Tombstones::default();
         let mut displaced = Vec::new();
         for session in replayed_tombstones {
+            let deleted_at = session.view.deleted_at;
             let slot = Arc::new(slot_from(session));
             slot.writer.lock().retired = true;
-            if tombstones.contains_key(&slot.key) {
+            if tombstones.get(&slot.key).is_some() {
                 displaced.push(slot);
             } else {
-                tombstones.insert(slot.key.clone(), slot);
+                tombstones.insert(slot, deleted_at);
             }
         }
         let inner = Arc::new(Inner {
@@ -622,6 +716,28 @@ impl LogStore {
     /// [`Error::SessionExists`] when the key was used again since the delete.
     pub fn restore_session(&self, session_key: &str) -> Result<bool> {
         self.inner.restore(session_key)
+    }
+
+    /// Forks `source` into a new session `target` whose history is the source's as it was
+    /// right after event `at_seq` (or now), sharing the source's bytes instead of copying
+    /// them: the target's first segments are hard links to the source's, so a fork of a long
+    /// session writes a few hundred bytes. The two then diverge freely; compacting or deleting
+    /// the source never breaks the fork (the shared bytes stay while either names them).
+    /// The fork's metadata is the source's then; [`LogStore::fork_origin`] names its source.
+    ///
+    /// Fails with [`Error::SessionExists`] if `target` exists, [`Error::SessionNotFound`] if
+    /// `source` does not (or did not at `at_seq`), and [`Error::HistoryCompacted`] if the
+    /// source's state at `at_seq` was compacted away.
+    pub fn fork_session(&self, source: &str, target: &str, at_seq: Option<u64>) -> Result<()> {
+        self.inner.fork(source, target, at_seq)
+    }
+
+    /// The session `key` was forked from, and the source's last event it shares; `None` for
+    /// a session that is not a fork (or does not exist).
+    pub fn fork_origin(&self, session_key: &str) -> Option<(String, u64)> {
+        self.inner
+            .with_view(session_key, |view| view.fork_origin.clone())
+            .flatten()
     }
 
     /// Appends a message only if the session exists, in one step: `Ok(false)`, writing nothing,
@@ -1093,6 +1209,7 @@ fn restore_delete(
     session: ReplayedSession,
     next_seq: &mut u64,
     report: &mut RecoveryReport,
+    how: Retire,
 ) -> Result<()> {
     let key = session.view.key.clone();
     if let Some((path, offset, reason)) = session.damage {
@@ -1136,6 +1253,17 @@ fn restore_delete(
         .map_err(context("writing", &path))?;
     // The delete must be durable before the newer session is served alone.
     file.sync().map_err(context("syncing", &path))?;
+    drop(file);
+    // Then its files go, as a reclaim does: the sequence floor first.
+    recovery::write_seq_floor(fs, dir, *next_seq)?;
+    compaction::retire(
+        fs,
+        dir,
+        session.session_id,
+        session.oldest,
+        session.highest.saturating_add(1),
+        how,
+    )?;
     report.findings.push(Finding::DeleteRestored { key, path });
     Ok(())
 }
@@ -1290,10 +1418,21 @@ impl Inner {
             let before_entry = view.is_live().then_some(view.last_activity);
             let applied = view.apply(ts, event, at);
             let after_entry = view.is_live().then_some(view.last_activity);
-            let dead = view.dead_bytes();
+            // Cleared messages a compaction would keep (within the retention) are neither
+            // dead nor free to copy; past it, they are dead.
+            let retained = match view.cleared_by {
+                Some((_, at)) if within_retention(self.options.tombstone_retention, at) => {
+                    view.cleared_bytes()
+                }
+                _ => 0,
+            };
+            let dead = view
+                .bytes_written
+                .saturating_sub(view.live_bytes)
+                .saturating_sub(retained);
             let compact = self.options.auto_compact
                 && dead >= self.options.compaction_dead_bytes_min
-                && dead >= view.live_bytes;
+                && dead >= view.live_bytes + retained;
             (applied, compact, before_entry, after_entry)
         };
         if before_entry != after_entry {
@@ -1360,10 +1499,225 @@ impl Inner {
                 sessions.remove(&slot.key);
             }
         }
-        Ok(self
-            .tombstones
-            .lock()
-            .insert(slot.key.clone(), Arc::clone(slot)))
+        let deleted_at = slot.view.read().deleted_at;
+        Ok(self.tombstones.lock().insert(Arc::clone(slot), deleted_at))
+    }
+
+    fn fork(&self, source: &str, target: &str, at_seq: Option<u64>) -> Result<()> {
+        self.check_writable()?;
+        check_key(target)?;
+        let not_found = || Error::SessionNotFound {
+            key: source.to_owned(),
+        };
+        let exists = || Error::SessionExists {
+            key: target.to_owned(),
+        };
+        if source == target || self.with_view(target, |_| ()).is_some() {
+            return Err(exists());
+        }
+        let src = self.slot(source).ok_or_else(not_found)?;
+        let mut sw = src.writer.lock();
+        if sw.retired || sw.newest == 0 || !src.view.read().is_live() {
+            return Err(not_found());
+        }
+        // The state to share, where in the source's segments it ends, and the hash of its
+        // last record (the fork's first record links to it).
+        let live_seq = src.view.read().last_seq;
+        let shared = match at_seq {
+            Some(seq) if seq < live_seq => self.fold_until(&src, &sw, seq)?,
+            _ => Shared {
+                view: src.view.read().clone(),
+                segment: sw.newest,
+                end: sw.newest_len,
+                head: sw.head,
+                seq: live_seq,
+            },
+        };
+        if shared.segment == sw.newest {
+            // The shared segments never change again: the source's next record starts a
+            // new one.
+            sw.sealed = true;
+        }
+        // The shared bytes must be on disk before another session depends on them.
+        let synced = self.with_file(&src, &mut sw, |file| file.sync());
+        self.poison(synced)?;
+        self.forget_checkpoint()?;
+        let tgt = self.create_slot(target);
+        let mut tw = tgt.writer.lock();
+        if tw.retired || tw.newest != 0 || tgt.view.read().exists {
+            return Err(exists());
+        }
+        let linked = self.share_segments(&src, &sw, &tgt, &mut tw, &shared);
+        self.poison(linked)?;
+        drop(sw);
+        {
+            let mut view = tgt.view.write();
+            *view = SessionView {
+                key: target.to_owned(),
+                cleared: Vec::new(),
+                cleared_by: None,
+                ..shared.view
+            };
+            // Nothing shared is dead weight of the fork's.
+            view.bytes_written = view.live_bytes;
+        }
+        let event = Event::Fork {
+            source,
+            at_seq: shared.seq,
+        };
+        let mut record = Vec::new();
+        begin_record(&event, &mut record);
+        let (last, before) = {
+            let view = tgt.view.read();
+            (view.messages.last().copied(), view.messages.len())
+        };
+        self.write_event(
+            &tgt,
+            &mut tw,
+            &event,
+            &mut record,
+            now_micros(),
+            (last, before),
+        )?;
+        Ok(())
+    }
+
+    /// Links the source's segments up to the shared one under the target's names, and
+    /// creates the target's forked segment after them.
+    fn share_segments(
+        &self,
+        src: &Slot,
+        sw: &Writer,
+        tgt: &Slot,
+        tw: &mut Writer,
+        shared: &Shared,
+    ) -> Result<()> {
+        for number in sw.oldest..=shared.segment {
+            let from = segment::path(&self.dir, src.session_id, number);
+            let to = segment::path(&self.dir, tgt.session_id, number);
+            self.fs
+                .hard_link(&from, &to)
+                .map_err(context("linking", &to))?;
+        }
+        let number = shared
+            .segment
+            .checked_add(1)
+            .ok_or_else(|| Error::InvalidOptions {
+                reason: "segment numbers exhausted; compact the source first".into(),
+            })?;
+        let path = segment::path(&self.dir, tgt.session_id, number);
+        let header = segment::encode_header(&SegmentHeader {
+            version: segment::FORMAT_VERSION,
+            kind: SegmentKind::Forked,
+            session_id: tgt.session_id,
+            segment: number,
+            prev_len: shared.end,
+            key: tgt.key.clone(),
+        });
+        let file = self
+            .fs
+            .open(&path, OpenMode::CreateNew)
+            .map_err(context("creating", &path))?;
+        file.write_at(&header, 0)
+            .map_err(context("writing", &path))?;
+        tw.oldest = sw.oldest;
+        tw.newest = number;
+        tw.newest_len = header.len() as u64;
+        tw.header_len = header.len() as u64;
+        tw.head = shared.head;
+        tw.newest_version = segment::FORMAT_VERSION;
+        self.cache_file(tw, file);
+        // The links and the forked segment are durable only with the folder's entries.
+        sync_dir(&*self.fs, &self.dir)
+    }
+
+    /// The source's state right after event `seq`, read from its segments in force.
+    fn fold_until(&self, src: &Slot, sw: &Writer, seq: u64) -> Result<Shared> {
+        let mut view = SessionView::new(&src.key);
+        let mut last: Option<(u32, u64, u32)> = None;
+        let mut headers = Vec::new();
+        for number in sw.oldest..=sw.newest {
+            let path = segment::path(&self.dir, src.session_id, number);
+            let bytes = crate::fs::read_all(&*self.fs, &path)?;
+            let corrupt = |reason: String| Error::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                reason,
+            };
+            let (header, header_len) =
+                segment::decode_header(&bytes).map_err(|e| corrupt(format!("{e:?}")))?;
+            headers.push((number, header.kind, header.prev_len, bytes, header_len));
+        }
+        let cuts: HashMap<u32, u64> = headers
+            .iter()
+            .filter(|(_, kind, ..)| *kind == SegmentKind::Forked)
+            .filter_map(|(number, _, prev_len, ..)| Some((number.checked_sub(1)?, *prev_len)))
+            .collect();
+        let base_first = headers.first().is_some_and(|(_, kind, ..)| {
+            matches!(kind, SegmentKind::Compacted | SegmentKind::Recovered)
+        });
+        let mut snapshot_seq = None;
+        let mut stopped = false;
+        for (number, _, _, bytes, header_len) in &headers {
+            let cut = cuts.get(number).copied();
+            let end = segment::scan_records(bytes, *header_len, |offset, frame, len| {
+                let event = crate::record::decode_event(frame.payload)?;
+                if matches!(event, Event::Snapshot(_)) && snapshot_seq.is_none() {
+                    snapshot_seq = Some(frame.seq);
+                }
+                if stopped || cut.is_some_and(|cut| offset >= cut) {
+                    return Ok(());
+                }
+                if frame.seq > seq {
+                    stopped = true;
+                    return Ok(());
+                }
+                let at = RecordLoc {
+                    seq: frame.seq,
+                    segment: *number,
+                    offset,
+                    len,
+                };
+                view.apply(frame.ts_micros, &event, at)?;
+                last = Some((*number, offset, len));
+                Ok(())
+            });
+            if let segment::ScanEnd::Damage { offset, reason } = end {
+                return Err(Error::Corrupt {
+                    path: segment::path(&self.dir, src.session_id, *number),
+                    offset,
+                    reason,
+                });
+            }
+        }
+        if base_first && snapshot_seq.is_none_or(|s| s > seq) {
+            return Err(Error::HistoryCompacted {
+                key: src.key.clone(),
+                available_from: snapshot_seq.unwrap_or(0),
+            });
+        }
+        let Some((segment, offset, len)) = last.filter(|_| view.is_live()) else {
+            return Err(Error::SessionNotFound {
+                key: src.key.clone(),
+            });
+        };
+        let bytes = &headers
+            .iter()
+            .find(|(number, ..)| *number == segment)
+            .map(|(.., bytes, _)| bytes)
+            .ok_or_else(|| Error::SessionNotFound {
+                key: src.key.clone(),
+            })?;
+        let end = offset + u64::from(len);
+        let record = bytes.get(offset as usize..end as usize).unwrap_or_default();
+        let last_seq = view.last_seq;
+        Ok(Shared {
+            view,
+            segment,
+            end,
+            head: record_hash(record),
+            seq: last_seq,
+        })
     }
 
     fn restore(&self, key: &str) -> Result<bool> {
@@ -1376,22 +1730,50 @@ impl Inner {
             return Ok(false);
         };
         let mut w = slot.writer.lock();
-        let current = |tombstones: &HashMap<String, Arc<Slot>>| {
-            tombstones
-                .get(key)
-                .is_some_and(|held| Arc::ptr_eq(held, &slot))
-        };
-        if !current(&self.tombstones.lock()) {
-            return Ok(false); // restored or reclaimed meanwhile
+        // Taken out of the tombstones under its writer's lock: a sweep or a displacing delete
+        // can no longer reclaim it, and one that took it first left it reclaimed.
+        if w.reclaimed || !self.tombstones.lock().take(&slot) {
+            return Ok(false);
         }
+        let deleted_at = slot.view.read().deleted_at;
+        if !within_retention(self.options.tombstone_retention, deleted_at) {
+            self.reclaim(&slot, &mut w)?;
+            return Ok(false);
+        }
+        let put_back = |w: &mut Writer| -> Result<()> {
+            // Still restorable, unless a newer delete of the key took its place meanwhile.
+            let mut tombstones = self.tombstones.lock();
+            match tombstones.insert(Arc::clone(&slot), deleted_at) {
+                Some(newer) => {
+                    let newer_at = newer.view.read().deleted_at;
+                    tombstones.insert(newer, newer_at);
+                    drop(tombstones);
+                    self.reclaim(&slot, w)
+                }
+                None => Ok(()),
+            }
+        };
         {
             // Back in the map before the record is written, under this writer's lock: a
             // writer of the key waits for the restore, then finds the session live.
             let mut sessions = self.sessions.write();
-            if sessions.contains_key(key) {
-                return Err(Error::SessionExists {
-                    key: key.to_owned(),
+            if let Some(held) = sessions.get(key) {
+                // A slot a failed write created (never written to) may give way; a session
+                // created since the delete may not.
+                let unused = held.writer.try_lock().is_some_and(|mut other| {
+                    let free = other.newest == 0 && !held.view.read().exists;
+                    if free {
+                        other.retired = true;
+                    }
+                    free
                 });
+                if !unused {
+                    drop(sessions);
+                    put_back(&mut w)?;
+                    return Err(Error::SessionExists {
+                        key: key.to_owned(),
+                    });
+                }
             }
             sessions.insert(key.to_owned(), Arc::clone(&slot));
         }
@@ -1410,20 +1792,20 @@ impl Inner {
             (last, before),
         );
         if let Err(e) = written {
-            let mut sessions = self.sessions.write();
-            if sessions
-                .get(key)
-                .is_some_and(|held| Arc::ptr_eq(held, &slot))
             {
-                sessions.remove(key);
+                let mut sessions = self.sessions.write();
+                if sessions
+                    .get(key)
+                    .is_some_and(|held| Arc::ptr_eq(held, &slot))
+                {
+                    sessions.remove(key);
+                }
             }
+            // The store is poisoned now; the tombstone stays for the next open to find.
+            let _ = put_back(&mut w);
             return Err(e);
         }
         w.retired = false;
-        let mut tombstones = self.tombstones.lock();
-        if current(&tombstones) {
-            tombstones.remove(key);
-        }
         Ok(true)
     }
 
@@ -1504,7 +1886,7 @@ impl Inner {
         let tombstones: u64 = self
             .tombstones
             .lock()
-            .values()
+            .slots()
             .map(|slot| slot.view.read().bytes_written)
             .sum();
         live + tombstones
@@ -1513,25 +1895,12 @@ impl Inner {
     fn apply_disk_budget(&self, budget: u64, report: &mut RetentionReport) -> Result<()> {
         // Tombstones first, the oldest delete first: they are gone from the caller's view.
         while self.session_bytes() > budget {
-            let oldest = {
-                let tombstones = self.tombstones.lock();
-                tombstones
-                    .values()
-                    .min_by_key(|slot| slot.view.read().deleted_at)
-                    .cloned()
-            };
+            let oldest = self.tombstones.lock().oldest();
             let Some(slot) = oldest else { break };
-            {
-                let mut tombstones = self.tombstones.lock();
-                if tombstones
-                    .get(&slot.key)
-                    .is_some_and(|held| Arc::ptr_eq(held, &slot))
-                {
-                    tombstones.remove(&slot.key);
-                }
+            if self.tombstones.lock().take(&slot) {
+                self.reclaim_tombstone(&slot)?;
+                report.reclaimed += 1;
             }
-            self.reclaim_tombstone(&slot)?;
-            report.reclaimed += 1;
         }
         // Then the least recently active sessions, for good.
         while self.session_bytes() > budget {
@@ -1557,23 +1926,20 @@ impl Inner {
             report
                 .expired
                 .push((slot.key.clone(), RetentionRule::DiskBudget));
-            let entombed = {
-                let mut tombstones = self.tombstones.lock();
-                match tombstones.get(&slot.key) {
-                    Some(held) if Arc::ptr_eq(held, &slot) => tombstones.remove(&slot.key),
-                    _ => None,
-                }
-            };
-            if let Some(slot) = entombed {
+            if self.tombstones.lock().take(&slot) {
                 self.reclaim_tombstone(&slot)?;
             }
         }
         Ok(())
     }
 
-    /// Reclaims a tombstone's files for good.
+    /// Reclaims the files of a tombstone the caller took out of `tombstones`, for good,
+    /// unless a restore brought it back first (or it was reclaimed already).
     fn reclaim_tombstone(&self, slot: &Arc<Slot>) -> Result<()> {
         let mut w = slot.writer.lock();
+        if w.reclaimed || !w.retired || !slot.view.read().deleted {
+            return Ok(());
+        }
         self.reclaim(slot, &mut w)
     }
 
@@ -1582,16 +1948,10 @@ impl Inner {
         if self.read_only {
             return Ok(());
         }
-        let retention = self.options.tombstone_retention;
-        let expired: Vec<Arc<Slot>> = {
-            let mut tombstones = self.tombstones.lock();
-            let keys: Vec<String> = tombstones
-                .iter()
-                .filter(|(_, slot)| !within_retention(retention, slot.view.read().deleted_at))
-                .map(|(key, _)| key.clone())
-                .collect();
-            keys.iter().filter_map(|k| tombstones.remove(k)).collect()
-        };
+        let retention =
+            i64::try_from(self.options.tombstone_retention.as_micros()).unwrap_or(i64::MAX);
+        let cutoff = now_micros().saturating_sub(retention);
+        let expired = self.tombstones.lock().take_older_than(cutoff);
         for slot in expired {
             self.reclaim_tombstone(&slot)?;
         }
@@ -1639,7 +1999,10 @@ impl Inner {
         let frame_len = frame.len() as u64;
         let segment_full = w.newest_len > w.header_len
             && w.newest_len + frame_len > self.options.segment_bytes_max;
-        let created = w.newest == 0 || segment_full || w.newest_version != segment::FORMAT_VERSION;
+        let created = w.newest == 0
+            || segment_full
+            || w.sealed
+            || w.newest_version != segment::FORMAT_VERSION;
         if created {
             self.start_segment(slot, w)?;
         }
@@ -1710,6 +2073,7 @@ impl Inner {
         w.newest_len = header.len() as u64;
         w.header_len = header.len() as u64;
         w.newest_version = segment::FORMAT_VERSION;
+        w.sealed = false;
         if w.oldest == 0 {
             w.oldest = number;
         }
@@ -1760,6 +2124,9 @@ impl Inner {
     /// (removes them, or moves them to `archive/` with `keep_history`).
     fn reclaim(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<()> {
         w.retired = true;
+        w.reclaimed = true;
+        // The checkpoint lists the files about to go.
+        self.forget_checkpoint()?;
         if self.options.keep_history && self.options.durability != Durability::Always {
             // The archive keeps the delete record: it must be on disk before the move.
             let synced = self.with_file(slot, w, |file| file.sync());
@@ -1809,7 +2176,7 @@ impl Inner {
             .unwrap_or(i64::MIN);
         // Live sessions and tombstones (restorable deleted sessions) alike.
         let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
-        slots.extend(self.tombstones.lock().values().cloned());
+        slots.extend(self.tombstones.lock().slots().cloned());
         let mut held = Vec::with_capacity(slots.len());
         for slot in &slots {
             let w = slot.writer.lock();
@@ -2018,6 +2385,7 @@ impl Inner {
         w.header_len = generation.header_len;
         w.head = generation.head;
         w.newest_version = segment::FORMAT_VERSION;
+        w.sealed = false;
         drop(w);
         let retired = self.retire(slot.session_id, oldest, number);
         self.poison(retired)

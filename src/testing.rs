@@ -389,6 +389,23 @@ impl FileSystem for SimFs {
         Ok(())
     }
 
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.mutate()?;
+        if state.names.contains_key(to) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        match state.names.get(from) {
+            Some(Node::File(id)) => {
+                let id = *id;
+                state.names.insert(to.to_owned(), Node::File(id));
+                Ok(())
+            }
+            Some(Node::Dir) => Err(io::ErrorKind::IsADirectory.into()),
+            None => Err(not_found(from)),
+        }
+    }
+
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         state.mutate()?;
@@ -582,6 +599,10 @@ impl FileSystem for FaultyFs {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.step(FsOp::Remove)?;
         self.inner.remove_file(path)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.step(FsOp::Rename)?;
+        self.inner.hard_link(from, to)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.step(FsOp::SyncDir)?;

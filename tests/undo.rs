@@ -195,3 +195,16 @@ fn an_expired_tombstone_found_at_open_is_reclaimed() {
     assert!(!store.restore_session("k").unwrap());
     assert_eq!(store.load("k"), Vec::<ChatMessage>::new());
 }
+
+#[test]
+fn a_slot_a_failed_write_left_does_not_block_a_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = with_retention(dir.path(), DAY);
+    fill(&store, "k", "m", 2);
+    store.delete_session("k").unwrap();
+    // A conditional append that fails leaves an unused entry for the key behind.
+    assert!(store.append_expected("k", &user("x"), 7).is_err());
+    assert!(!store.session_exists("k"));
+    assert!(store.restore_session("k").unwrap());
+    assert_eq!(store.load("k").len(), 2);
+}

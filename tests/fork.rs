@@ -1,0 +1,247 @@
+//! `fork_session`: a new session with the source's history, sharing its bytes (hard links)
+//! instead of copying them; the two diverge freely, and compacting or deleting the source
+//! never breaks the fork, through reopens and power loss.
+
+mod common;
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use sessionlog::testing::SimFs;
+use sessionlog::{
+    ChatMessage, Durability, Error, EventFilter, EventKind, LogStore, Options, SessionBackend,
+};
+
+/// Bytes on disk of the folder's files, each inode counted once.
+fn unique_bytes(dir: &Path) -> u64 {
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path);
+            } else if seen.insert(meta.ino()) {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+fn no_undo() -> Options {
+    Options {
+        tombstone_retention: Duration::ZERO,
+        ..Options::with_durability(Durability::Never)
+    }
+}
+
+#[test]
+fn a_fork_shares_the_sources_bytes_and_then_diverges() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), no_undo()).unwrap();
+    for i in 0..2000 {
+        store
+            .append("src", &user(&format!("{i} {}", "x".repeat(500))))
+            .unwrap();
+    }
+    store.set_session_name("src", "long talk").unwrap();
+    let before = unique_bytes(dir.path());
+    store.fork_session("src", "fork", None).unwrap();
+    let grew = unique_bytes(dir.path()) - before;
+    assert!(grew < 1000, "a fork of 1 MB wrote {grew} bytes");
+    assert_eq!(store.load("fork"), store.load("src"));
+    assert_eq!(
+        store.get_session_name("fork").unwrap().as_deref(),
+        Some("long talk")
+    );
+    let (origin, at) = store.fork_origin("fork").unwrap();
+    assert_eq!(origin, "src");
+    assert_eq!(store.fork_origin("src"), None);
+    // They diverge.
+    store.append("fork", &user("only in the fork")).unwrap();
+    store.append("src", &user("only in the source")).unwrap();
+    store
+        .update_last("fork", &ChatMessage::assistant("edited fork"))
+        .unwrap();
+    assert_eq!(store.load("fork").len(), 2001);
+    assert_eq!(store.load("src").len(), 2001);
+    assert_eq!(
+        store.load("fork")[2000],
+        ChatMessage::assistant("edited fork")
+    );
+    assert_eq!(store.load("src")[2000], user("only in the source"));
+    // The log: the fork begins with a Fork event, after the source's event `at`.
+    let events: Vec<_> = store
+        .events(EventFilter::session("fork"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(matches!(
+        &events[0].kind,
+        EventKind::Fork { source, at_seq, messages: 2000 } if source == "src" && *at_seq == at
+    ));
+    let fork_view = (store.load("fork"), store.load("src"));
+    drop(store);
+    // Reopened from the checkpoint, and replayed.
+    for replay in [false, true] {
+        if replay {
+            std::fs::remove_file(dir.path().join("CHECKPOINT")).ok();
+        }
+        let store = LogStore::open_with(dir.path(), no_undo()).unwrap();
+        assert_eq!((store.load("fork"), store.load("src")), fork_view);
+        assert_eq!(store.fork_origin("fork").unwrap().0, "src");
+        let report = store.verify().unwrap();
+        assert!(report.is_sound(), "{:?}", report.problems);
+    }
+}
+
+#[test]
+fn compacting_or_deleting_the_source_never_breaks_the_fork() {
+    for keep_history in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            keep_history,
+            ..no_undo()
+        };
+        let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
+        fill(&store, "src", "m", 20);
+        store.update_last("src", &user("edited")).unwrap();
+        store.fork_session("src", "fork", None).unwrap();
+        let expected = store.load("fork");
+        store.compact_session("src").unwrap();
+        store.append("src", &user("more")).unwrap();
+        assert_eq!(store.load("fork"), expected);
+        store.delete_session("src").unwrap();
+        assert_eq!(store.load("fork"), expected);
+        drop(store);
+        let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
+        assert!(!store.session_exists("src"));
+        assert_eq!(store.load("fork"), expected);
+        // The fork compacts into its own bytes, and still reads the same.
+        store.compact_session("fork").unwrap();
+        assert_eq!(store.load("fork"), expected);
+        drop(store);
+        let store = LogStore::open_with(dir.path(), options).unwrap();
+        assert_eq!(store.load("fork"), expected);
+        assert!(
+            store.recovery_report().is_clean(),
+            "{:?}",
+            store.recovery_report()
+        );
+        assert!(store.verify().unwrap().is_sound());
+    }
+}
+
+#[test]
+fn a_fork_from_the_past_and_a_fork_of_a_fork() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), no_undo()).unwrap();
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        store.append("src", &user(&format!("m {i}"))).unwrap();
+        seqs.push(store.last_seq());
+    }
+    store.fork_session("src", "past", Some(seqs[4])).unwrap();
+    assert_eq!(store.load("past").len(), 5);
+    assert_eq!(
+        store.fork_origin("past"),
+        Some(("src".to_string(), seqs[4]))
+    );
+    store.append("past", &user("branch")).unwrap();
+    store.fork_session("past", "grandchild", None).unwrap();
+    store.append("grandchild", &user("leaf")).unwrap();
+    let mut expected = store.load("past");
+    expected.push(user("leaf"));
+    assert_eq!(store.load("grandchild"), expected);
+    assert_eq!(store.load("src").len(), 10);
+    drop(store);
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).ok();
+    let store = LogStore::open_with(dir.path(), no_undo()).unwrap();
+    assert_eq!(store.load("past").len(), 6);
+    assert_eq!(store.load("grandchild"), expected);
+    assert_eq!(store.load("src").len(), 10);
+    let report = store.verify().unwrap();
+    assert!(report.is_sound(), "{:?}", report.problems);
+}
+
+#[test]
+fn a_fork_refuses_what_it_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), no_undo()).unwrap();
+    fill(&store, "src", "m", 3);
+    fill(&store, "taken", "m", 1);
+    assert!(matches!(
+        store.fork_session("src", "taken", None),
+        Err(Error::SessionExists { .. })
+    ));
+    assert!(matches!(
+        store.fork_session("missing", "new", None),
+        Err(Error::SessionNotFound { .. })
+    ));
+    assert!(matches!(
+        store.fork_session("src", "", None),
+        Err(Error::InvalidKey { .. })
+    ));
+    let early = store.last_seq() - 3;
+    store.compact_session("src").unwrap();
+    assert!(matches!(
+        store.fork_session("src", "old", Some(early)),
+        Err(Error::HistoryCompacted { .. })
+    ));
+    assert!(!store.session_exists("new") && !store.session_exists("old"));
+}
+
+/// Power is cut at every file operation of a fork (with `Durability::Always`): after the
+/// reopen the source is intact and the fork is either whole or absent.
+#[test]
+fn a_power_cut_during_a_fork_leaves_it_whole_or_absent() {
+    let options = Options {
+        auto_compact: false,
+        ..Options::default()
+    };
+    let setup = |fs: &SimFs| {
+        let store = LogStore::open_with_fs("/s", options.clone(), Arc::new(fs.clone())).unwrap();
+        for i in 0..5 {
+            store.append("src", &user(&format!("m {i}"))).unwrap();
+        }
+        store
+    };
+    let total = {
+        let fs = SimFs::new();
+        let store = setup(&fs);
+        let before = fs.mutations();
+        store.fork_session("src", "fork", None).unwrap();
+        fs.mutations() - before
+    };
+    assert!(total >= 4, "{total}");
+    for n in 0..=total {
+        for torn in [None, Some(7)] {
+            let fs = SimFs::new();
+            let store = setup(&fs);
+            fs.cut_power_after(n);
+            let forked = store.fork_session("src", "fork", None).is_ok();
+            drop(store);
+            fs.crash(torn);
+            let store = LogStore::open_with_fs("/s", options.clone(), Arc::new(fs.clone()))
+                .unwrap_or_else(|e| panic!("cut after {n}: {e}"));
+            assert_eq!(store.load("src").len(), 5, "cut after {n}");
+            let fork = store.load("fork");
+            assert!(
+                fork.is_empty() || fork.len() == 5,
+                "cut after {n}: {fork:?}"
+            );
+            if forked {
+                assert_eq!(fork.len(), 5, "an acknowledged fork survives");
+            }
+            store.append("src", &user("after")).unwrap();
+            store.append("fork", &user("after")).unwrap();
+        }
+    }
+}
