@@ -105,8 +105,8 @@ struct Inner {
     /// Opened with `open_read_only`: no lock, no background work, every write refused.
     read_only: bool,
     /// Live sessions by last activity, most recent first, ties by key: what `list_page`
-    /// walks.
-    activity: Mutex<ActivityIndex>,
+    /// walks. Built on first use (so open does not pay for it), kept up to date after.
+    activity: Mutex<Option<ActivityIndex>>,
     /// Deleted sessions that `restore_session` can still bring back, by key (the latest
     /// delete of each), until `tombstone_retention` has passed.
     tombstones: Mutex<Tombstones>,
@@ -535,18 +535,6 @@ impl LogStore {
             };
             sessions.insert(slot.key.clone(), Arc::new(slot));
         }
-        let activity: ActivityIndex = sessions
-            .values()
-            .filter_map(|slot| {
-                let view = slot.view.read();
-                view.is_live().then(|| {
-                    (
-                        (Reverse(view.last_activity), slot.key.clone()),
-                        Arc::clone(slot),
-                    )
-                })
-            })
-            .collect();
         // The latest delete of each key can be restored; older ones are reclaimed below.
         let mut replayed_tombstones = replayed.tombstones;
         replayed_tombstones.sort_by_key(|s| Reverse(s.session_id));
@@ -578,7 +566,7 @@ impl LogStore {
             read_only,
             readers: Mutex::new(Readers::default()),
             tombstones: Mutex::new(tombstones),
-            activity: Mutex::new(activity),
+            activity: Mutex::new(None),
             report,
             _lock: lock,
         });
@@ -919,7 +907,8 @@ impl LogStore {
         };
         let since = query.active_since.map(|t| t.timestamp_micros());
         let before = query.active_before.map(|t| t.timestamp_micros());
-        let activity = self.inner.activity.lock();
+        let mut index = self.inner.activity_index();
+        let activity = index.get_or_insert_with(ActivityIndex::new);
         let mut sessions = Vec::with_capacity(limit.min(1024));
         let mut last = None;
         let mut more = false;
@@ -1468,10 +1457,37 @@ impl Inner {
         Ok(compact)
     }
 
+    /// The activity index, built from the live sessions if this is its first use.
+    fn activity_index(&self) -> parking_lot::MutexGuard<'_, Option<ActivityIndex>> {
+        let mut index = self.activity.lock();
+        if index.is_none() {
+            // Built under the index's lock, so no write can move a session in between.
+            let built: ActivityIndex = self
+                .sessions
+                .read()
+                .values()
+                .filter_map(|slot| {
+                    let view = slot.view.read();
+                    view.is_live().then(|| {
+                        (
+                            (Reverse(view.last_activity), slot.key.clone()),
+                            Arc::clone(slot),
+                        )
+                    })
+                })
+                .collect();
+            *index = Some(built);
+        }
+        index
+    }
+
     /// Moves a session in the activity index from `before` to `after` (its last activity
     /// while live; `None` while not live).
     fn reindex(&self, slot: &Arc<Slot>, before: Option<i64>, after: Option<i64>) {
-        let mut activity = self.activity.lock();
+        let mut index = self.activity.lock();
+        let Some(activity) = index.as_mut() else {
+            return; // not built yet: it will be built from the projections
+        };
         if let Some(at) = before {
             activity.remove(&(Reverse(at), slot.key.clone()));
         }
@@ -1905,8 +1921,9 @@ impl Inner {
         // Then the least recently active sessions, for good.
         while self.session_bytes() > budget {
             let victim = {
-                let activity = self.activity.lock();
-                activity
+                let mut index = self.activity_index();
+                index
+                    .get_or_insert_with(ActivityIndex::new)
                     .values()
                     .rev()
                     .find(|slot| slot.view.read().state != RUNNING_STATE)
