@@ -89,6 +89,12 @@ pub trait FileSystem: Send + Sync + Debug {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>>;
     /// Renames a file, replacing `to` if it exists. Atomic within one folder.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// How many names the file at `path` has (more than one: a fork shares it). The default,
+    /// for file systems without hard links, is 1.
+    fn link_count(&self, path: &Path) -> io::Result<u64> {
+        let _ = path;
+        Ok(1)
+    }
     /// Gives the file at `from` a second name `to` (a hard link; `to` must not exist). Both
     /// names then reach the same bytes, which stay until the last name is removed.
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -209,6 +215,10 @@ impl FileSystem for StdFs {
     }
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::hard_link(from, to)
+    }
+    fn link_count(&self, path: &Path) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(std::fs::metadata(path)?.nlink())
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)

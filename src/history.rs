@@ -437,6 +437,22 @@ impl Cursor {
             forked_at: None,
             cuts: HashMap::new(),
         };
+        // Forks first: where the session's own segments begin, and the shares of segments
+        // below forked ones (headers read without the file-name check, since a fork's shared
+        // segments name their source).
+        let headers: Vec<Option<segment::SegmentHeader>> = (0..cursor.segments.len())
+            .map(|i| cursor.read_header(i).ok())
+            .collect();
+        let mut forked_at = None;
+        let mut cuts = HashMap::new();
+        for (index, header) in headers.iter().enumerate() {
+            if let Some(header) = header.as_ref().filter(|h| h.kind == SegmentKind::Forked) {
+                forked_at = Some(index);
+                if let Some(below) = index.checked_sub(1) {
+                    cuts.insert(below, header.prev_len);
+                }
+            }
+        }
         // The history is whole from the first of the newest run of consecutive segment
         // numbers if that is segment 1; otherwise (a gap: compacted without keep_history,
         // or damage quarantined) it starts at the first compacted or recovered segment.
@@ -449,10 +465,9 @@ impl Cursor {
         }
         if cursor.segments.get(start).is_some_and(|s| s.number != 1) {
             let base = (start..cursor.segments.len()).find(|&i| {
-                matches!(
-                    cursor.kind_of(i),
-                    Ok(SegmentKind::Compacted | SegmentKind::Recovered)
-                )
+                headers[i].as_ref().is_some_and(|h| {
+                    matches!(h.kind, SegmentKind::Compacted | SegmentKind::Recovered)
+                })
             });
             start = base.ok_or_else(|| Error::Corrupt {
                 path: cursor.segments[start].path.clone(),
@@ -470,23 +485,19 @@ impl Cursor {
         }
         let whole = cursor.segments.get(start).is_some_and(|s| s.number == 1);
         cursor.segments.drain(..start);
-        // Forks: where the session's own segments begin, and the shares of segments below
-        // forked ones. The session's key is its newest segment's.
-        let mut first_key = None;
-        for index in 0..cursor.segments.len() {
-            let Ok(header) = cursor.read_header(index) else {
-                continue;
-            };
-            if index == 0 {
-                first_key = Some(header.key.clone());
-            }
-            if header.kind == SegmentKind::Forked {
-                cursor.forked_at = Some(index);
-                if let Some(below) = index.checked_sub(1) {
-                    cursor.cuts.insert(below, header.prev_len);
-                }
-            }
-            cursor.view = SessionView::new(&header.key);
+        cursor.forked_at = forked_at.and_then(|f| f.checked_sub(start));
+        cursor.cuts = cuts
+            .into_iter()
+            .filter_map(|(index, cut)| Some((index.checked_sub(start)?, cut)))
+            .collect();
+        // The session's key is its newest segment's; the chain starts at the key of the
+        // session that wrote its first record.
+        let first_key = headers
+            .get(start)
+            .and_then(|h| h.as_ref())
+            .map(|h| h.key.clone());
+        if let Some(newest) = headers.iter().rev().flatten().next() {
+            cursor.view = SessionView::new(&newest.key);
         }
         cursor.enter_segment()?;
         if whole {
@@ -496,10 +507,6 @@ impl Cursor {
             cursor.chain = Some(chain_start(&key));
         }
         Ok(cursor)
-    }
-
-    fn kind_of(&self, index: usize) -> Result<SegmentKind> {
-        Ok(self.header(index)?.kind)
     }
 
     /// The header of segment `index`, checked against its file name (a fork's shared
@@ -596,6 +603,16 @@ impl Cursor {
             let Some(segment) = self.segments.get(self.index).cloned() else {
                 return Ok(None);
             };
+            if self
+                .cuts
+                .get(&self.index)
+                .is_some_and(|cut| self.offset >= *cut)
+            {
+                // The rest of a segment a fork shares is its source's: not even read.
+                self.index += 1;
+                self.enter_segment()?;
+                continue;
+            }
             let from = usize::try_from(self.offset - self.buffer_start).unwrap_or(usize::MAX);
             let rest = self.buffer.get(from..).unwrap_or_default();
             match decode_frame(rest) {

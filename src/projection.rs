@@ -301,10 +301,14 @@ impl SessionView {
             }
             Event::Restore => self.deleted = false,
             Event::Fork { source, at_seq } => {
-                // A new session begins here, with the history it shares with its source.
+                // A new session begins here, with the history it shares with its source: none
+                // of the source's undo state, and nothing of the shared bytes dead.
                 self.fork_origin = Some(((*source).to_owned(), *at_seq));
                 self.created_at = ts;
                 self.last_activity = ts;
+                self.cleared.clear();
+                self.cleared_by = None;
+                self.bytes_written = self.live_bytes + u64::from(at.len);
             }
             Event::SetName { name } => self.name = owned(*name),
             Event::SetAlias { alias } => self.agent_alias = owned(*alias),
@@ -339,6 +343,9 @@ impl SessionView {
                 self.state = s.state.to_owned();
                 self.turn_id = owned(s.turn_id);
                 self.turn_started_at = s.turn_started_at;
+                self.fork_origin = s
+                    .fork_source
+                    .map(|source| (source.to_owned(), s.fork_at_seq));
             }
         }
         Ok(())
@@ -377,6 +384,8 @@ impl SessionView {
             turn_id: self.turn_id.as_deref(),
             turn_started_at: self.turn_started_at,
             message_count: self.messages.len() as u64,
+            fork_source: self.fork_origin.as_ref().map(|(source, _)| source.as_str()),
+            fork_at_seq: self.fork_origin.as_ref().map_or(0, |(_, at)| *at),
         }
     }
 
@@ -426,7 +435,8 @@ impl SessionView {
             }
             _ => {}
         }
-        // Fixed fields: tag 4, times 3 x 9, count 8, strings' length prefixes and option tags.
+        // Fixed fields: tag 4, times 3 x 9, counts 2 x 8, strings' length prefixes and option
+        // tags.
         let strings = [
             snapshot.name,
             snapshot.agent_alias,
@@ -435,8 +445,9 @@ impl SessionView {
             snapshot.sender_id,
             Some(snapshot.state),
             snapshot.turn_id,
+            snapshot.fork_source,
         ];
-        64 + strings
+        72 + strings
             .iter()
             .map(|s| 9 + s.map_or(0, str::len))
             .sum::<usize>()

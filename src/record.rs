@@ -213,6 +213,11 @@ pub struct Snapshot<'a> {
     pub turn_started_at: Option<i64>,
     /// How many live messages precede this record in the segment; a check on replay.
     pub message_count: u64,
+    /// For a fork: its source's key (the `Fork` record it replaced is gone).
+    #[serde(borrow)]
+    pub fork_source: Option<&'a str>,
+    /// For a fork: the source's last event it shares (0 when `fork_source` is none).
+    pub fork_at_seq: u64,
 }
 
 /// A record read back: its frame fields and its still-encoded payload.
@@ -472,11 +477,65 @@ pub fn encode_event(event: &Event<'_>) -> Vec<u8> {
         .expect("encoding an event into memory cannot fail")
 }
 
+/// The `Snapshot` fields as the first format version wrote them: without the fork's origin.
+#[derive(Deserialize)]
+struct SnapshotV1<'a> {
+    created_at: i64,
+    last_activity: i64,
+    #[serde(borrow)]
+    name: Option<&'a str>,
+    #[serde(borrow)]
+    agent_alias: Option<&'a str>,
+    #[serde(borrow)]
+    channel_id: Option<&'a str>,
+    #[serde(borrow)]
+    room_id: Option<&'a str>,
+    #[serde(borrow)]
+    sender_id: Option<&'a str>,
+    state: &'a str,
+    #[serde(borrow)]
+    turn_id: Option<&'a str>,
+    turn_started_at: Option<i64>,
+    message_count: u64,
+}
+
+/// The tag of [`Event::Snapshot`].
+const SNAPSHOT_TAG: [u8; 4] = 9u32.to_le_bytes();
+
+/// Decodes a version 1 `Snapshot` payload (tag 9, then the fields up to `message_count`).
+fn decode_snapshot_v1(payload: &[u8]) -> Option<Event<'_>> {
+    let body = payload.strip_prefix(&SNAPSHOT_TAG)?;
+    let (s, used): (SnapshotV1<'_>, usize) =
+        bincode::serde::borrow_decode_from_slice(body, bincode_config()).ok()?;
+    (used == body.len()).then_some(Event::Snapshot(Snapshot {
+        created_at: s.created_at,
+        last_activity: s.last_activity,
+        name: s.name,
+        agent_alias: s.agent_alias,
+        channel_id: s.channel_id,
+        room_id: s.room_id,
+        sender_id: s.sender_id,
+        state: s.state,
+        turn_id: s.turn_id,
+        turn_started_at: s.turn_started_at,
+        message_count: s.message_count,
+        fork_source: None,
+        fork_at_seq: 0,
+    }))
+}
+
 /// Decodes a record payload. The whole payload must be one event; trailing bytes are an error.
+/// A `Snapshot` written by format version 1 (without the fork fields) decodes with none.
 pub fn decode_event(payload: &[u8]) -> Result<Event<'_>, String> {
-    let (event, used): (Event<'_>, usize) =
-        bincode::serde::borrow_decode_from_slice(payload, bincode_config())
-            .map_err(|e| format!("payload does not decode: {e}"))?;
+    let decoded: Result<(Event<'_>, usize), _> =
+        bincode::serde::borrow_decode_from_slice(payload, bincode_config());
+    let (event, used) = match decoded {
+        Ok(decoded) => decoded,
+        Err(e) => match decode_snapshot_v1(payload) {
+            Some(event) => (event, payload.len()),
+            None => return Err(format!("payload does not decode: {e}")),
+        },
+    };
     if used != payload.len() {
         return Err(format!(
             "payload has {} bytes after its event",
@@ -664,6 +723,7 @@ mod tests {
                     created_at: t, last_activity: t, name: name.as_deref(), agent_alias: None,
                     channel_id: Some(&content), room_id: None, sender_id: None, state: &role,
                     turn_id: None, turn_started_at: Some(t), message_count: n,
+                    fork_source: name.as_deref(), fork_at_seq: n,
                 }),
                 Event::AppendBatch { messages: vec![
                     BatchMessage { role: &role, content: &content },

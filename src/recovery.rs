@@ -486,6 +486,14 @@ fn replay_session(
         .rev()
         .find_map(|s| s.header.as_ref().ok().map(|(h, _)| h.key.clone()));
     let mut view: Option<SessionView> = own_key.as_deref().map(SessionView::new);
+    // A fork a crash interrupted: links to the source's segments with no forked segment
+    // after them, or a forked segment without its `Fork` record. Nothing of it was
+    // acknowledged; its files are only extra names of the source's, and a header.
+    let newest_foreign = segments
+        .last()
+        .and_then(|s| s.header.as_ref().ok())
+        .is_some_and(|(h, _)| h.session_id != id);
+    let mut fork_record_seen = false;
     let mut damage: Option<(PathBuf, u64, String)> = None;
     let mut newest = 0u32;
     let mut newest_len = 0u64;
@@ -551,6 +559,8 @@ fn replay_session(
             break;
         }
         let generation = matches!(header.kind, SegmentKind::Compacted | SegmentKind::Recovered);
+        let forked_segment = header.kind == SegmentKind::Forked;
+        let mut first_record = true;
         let mut snapshot_seen = false;
         let mut last_record = None;
         let end = scan_records(&bytes, *header_len, |offset, frame, len| {
@@ -563,6 +573,12 @@ fn replay_session(
                 return Ok(()); // the source's, after the fork
             }
             let event = decode_event(frame.payload)?;
+            let is_fork = matches!(event, Event::Fork { .. });
+            if is_fork != (forked_segment && first_record) {
+                return Err("a fork record must open a forked segment, and only that".into());
+            }
+            first_record = false;
+            fork_record_seen |= is_fork;
             if matches!(event, Event::Snapshot(_)) {
                 if !generation || snapshot_seen {
                     return Err("snapshot record outside a compacted generation's end".into());
@@ -644,6 +660,39 @@ fn replay_session(
         }
     }
 
+    // Only extra names may go: a file naming another session with no other name of its own
+    // is not a half-made fork's link, and is left to the damage rules.
+    let only_links = segments.iter().all(|s| match &s.header {
+        Ok((h, _)) if h.session_id != id => fs.link_count(&s.path).is_ok_and(|n| n > 1),
+        _ => true,
+    });
+    let unfinished_fork =
+        newest_foreign || (forked_at.is_some() && !fork_record_seen && damage.is_none());
+    if unfinished_fork && only_links {
+        let bytes = segments
+            .last()
+            .map_or(0, |s| fs.stat(&s.path).map_or(0, |st| st.len));
+        let path = segments
+            .last()
+            .map(|s| s.path.clone())
+            .unwrap_or_else(|| segment::path(dir, id, highest));
+        if superseded.is_some() {
+            for number in 1..=highest {
+                let name = segment::path(dir, id, number);
+                if fs.exists(&name) {
+                    fs.remove_file(&name).map_err(context("removing", &name))?;
+                }
+            }
+            // Makes the removal durable: the half-made fork does not come back.
+            sync_dir(fs, dir)?;
+        }
+        report.findings.push(Finding::Unfinished {
+            path,
+            offset: 0,
+            bytes,
+        });
+        return Ok(Outcome::Gone);
+    }
     let deleted = view.as_ref().is_some_and(|v| v.deleted);
     // A deleted session missing its first segments is a reclaim a crash interrupted: it is
     // never restorable, whatever the retention.

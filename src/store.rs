@@ -150,6 +150,8 @@ struct Writer {
     reclaimed: bool,
     /// A fork shares the newest segment: the next record starts a new one.
     sealed: bool,
+    /// The newest segment was checked for other names (a fork's links) since open.
+    links_checked: bool,
     /// The format version of the newest segment. Records go only into a segment of this
     /// build's version, so the first write after opening an older store starts a new one.
     newest_version: u32,
@@ -168,6 +170,7 @@ impl Writer {
             head: chain_start(key),
             reclaimed: false,
             sealed: false,
+            links_checked: false,
             newest_version: segment::FORMAT_VERSION,
         }
     }
@@ -1182,6 +1185,7 @@ fn repair(
     session
         .view
         .install_compacted(generation.messages, generation.cleared);
+    session.view.last_seq = session.view.last_seq.max(seq);
     session.oldest = number;
     session.newest = number;
     session.newest_len = generation.len;
@@ -1558,12 +1562,25 @@ impl Inner {
         let synced = self.with_file(&src, &mut sw, |file| file.sync());
         self.poison(synced)?;
         self.forget_checkpoint()?;
+        if shared.segment >= u32::MAX - 1 {
+            return Err(Error::InvalidOptions {
+                reason: "segment numbers exhausted; compact the source first".into(),
+            });
+        }
         let tgt = self.create_slot(target);
-        let mut tw = tgt.writer.lock();
+        // A new slot's writer is free; one that is not belongs to a concurrent writer of the
+        // key, which then owns it.
+        let Some(mut tw) = tgt.writer.try_lock() else {
+            return Err(exists());
+        };
         if tw.retired || tw.newest != 0 || tgt.view.read().exists {
             return Err(exists());
         }
-        let linked = self.share_segments(&src, &sw, &tgt, &mut tw, &shared);
+        let linked = {
+            // No reader may list the folder while the fork is half made.
+            let _readers = self.readers.lock();
+            self.share_segments(&src, &sw, &tgt, &mut tw, &shared)
+        };
         self.poison(linked)?;
         drop(sw);
         {
@@ -1712,7 +1729,10 @@ impl Inner {
                 available_from: snapshot_seq.unwrap_or(0),
             });
         }
-        let Some((segment, offset, len)) = last.filter(|_| view.is_live()) else {
+        // A source that is itself a fork did not exist before its own Fork record.
+        let before_own_fork = src.view.read().fork_origin.is_some() && view.fork_origin.is_none();
+        let Some((segment, offset, len)) = last.filter(|_| view.is_live() && !before_own_fork)
+        else {
             return Err(Error::SessionNotFound {
                 key: src.key.clone(),
             });
@@ -2016,6 +2036,17 @@ impl Inner {
         let frame_len = frame.len() as u64;
         let segment_full = w.newest_len > w.header_len
             && w.newest_len + frame_len > self.options.segment_bytes_max;
+        if !w.links_checked && w.newest != 0 {
+            // A segment a fork shares (found on open: `sealed` is not kept on disk) never
+            // changes again.
+            let path = segment::path(&self.dir, slot.session_id, w.newest);
+            let names = self
+                .fs
+                .link_count(&path)
+                .map_err(context("examining", &path))?;
+            w.sealed |= names > 1;
+            w.links_checked = true;
+        }
         let created = w.newest == 0
             || segment_full
             || w.sealed
@@ -2091,6 +2122,7 @@ impl Inner {
         w.header_len = header.len() as u64;
         w.newest_version = segment::FORMAT_VERSION;
         w.sealed = false;
+        w.links_checked = true;
         if w.oldest == 0 {
             w.oldest = number;
         }
@@ -2382,9 +2414,11 @@ impl Inner {
                 keep_cleared,
             ))?
         };
-        slot.view
-            .write()
-            .install_compacted(generation.messages, generation.cleared);
+        {
+            let mut view = slot.view.write();
+            view.install_compacted(generation.messages, generation.cleared);
+            view.last_seq = view.last_seq.max(ticket.seq());
+        }
         let seq = ticket.seq();
         ticket.commit(Some(Delivery::Event(LogEvent {
             seq,
@@ -2403,6 +2437,7 @@ impl Inner {
         w.head = generation.head;
         w.newest_version = segment::FORMAT_VERSION;
         w.sealed = false;
+        w.links_checked = true;
         drop(w);
         let retired = self.retire(slot.session_id, oldest, number);
         self.poison(retired)

@@ -389,6 +389,18 @@ impl FileSystem for SimFs {
         Ok(())
     }
 
+    fn link_count(&self, path: &Path) -> io::Result<u64> {
+        let state = self.state.lock();
+        match state.names.get(path) {
+            Some(Node::File(id)) => Ok(state
+                .names
+                .values()
+                .filter(|node| **node == Node::File(*id))
+                .count() as u64),
+            _ => Err(not_found(path)),
+        }
+    }
+
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         state.mutate()?;
@@ -603,6 +615,9 @@ impl FileSystem for FaultyFs {
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.step(FsOp::Rename)?;
         self.inner.hard_link(from, to)
+    }
+    fn link_count(&self, path: &Path) -> io::Result<u64> {
+        self.inner.link_count(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.step(FsOp::SyncDir)?;

@@ -237,6 +237,10 @@ fn a_power_cut_during_a_fork_leaves_it_whole_or_absent() {
                 fork.is_empty() || fork.len() == 5,
                 "cut after {n}: {fork:?}"
             );
+            if !fork.is_empty() {
+                assert_eq!(store.fork_origin("fork").unwrap().0, "src", "cut after {n}");
+            }
+            assert!(store.verify().unwrap().is_sound(), "cut after {n}");
             if forked {
                 assert_eq!(fork.len(), 5, "an acknowledged fork survives");
             }
@@ -244,4 +248,84 @@ fn a_power_cut_during_a_fork_leaves_it_whole_or_absent() {
             store.append("fork", &user("after")).unwrap();
         }
     }
+}
+
+#[test]
+fn a_fork_of_a_compacted_source_reads_whole_and_keeps_its_origin_through_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), no_undo()).unwrap();
+    fill(&store, "src", "m", 6);
+    store.update_last("src", &user("edited")).unwrap();
+    store.compact_session("src").unwrap();
+    store.fork_session("src", "fork", None).unwrap();
+    store.append("fork", &user("mine")).unwrap();
+    // The audit readers follow the fork's shared, compacted history.
+    let all: Vec<_> = store.events(EventFilter::all()).unwrap().collect();
+    assert!(all.iter().all(Result::is_ok));
+    let at = store.last_seq();
+    assert_eq!(
+        store.load_at("fork", at).unwrap().unwrap().messages.len(),
+        7
+    );
+    assert!(store.verify().unwrap().is_sound());
+    // The fork compacts, and a replay still knows where it came from.
+    store.compact_session("fork").unwrap();
+    drop(store);
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).ok();
+    let store = LogStore::open_with(dir.path(), no_undo()).unwrap();
+    assert_eq!(store.fork_origin("fork").unwrap().0, "src");
+    assert_eq!(store.load("fork").len(), 7);
+}
+
+#[test]
+fn a_replayed_fork_has_none_of_the_sources_undo_state_and_the_source_never_writes_shared_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        tombstone_retention: Duration::from_secs(3600),
+        ..Options::with_durability(Durability::Never)
+    };
+    let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
+    fill(&store, "src", "old", 3);
+    store.clear_messages("src").unwrap();
+    fill(&store, "src", "new", 2);
+    store.fork_session("src", "fork", None).unwrap();
+    drop(store);
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).ok();
+    let shared: Vec<(std::path::PathBuf, Vec<u8>)> = snapshot_files(dir.path())
+        .into_iter()
+        .filter(|(p, _)| std::fs::metadata(p).unwrap().nlink() > 1)
+        .collect();
+    assert!(!shared.is_empty());
+    let store = LogStore::open_with(dir.path(), options).unwrap();
+    assert_eq!(
+        store.undo_clear("fork").unwrap(),
+        0,
+        "the source's clear is not the fork's"
+    );
+    // After a reopen (no `sealed` flag on disk), the source still writes elsewhere.
+    store.append("src", &user("after reopen")).unwrap();
+    store.sync().unwrap();
+    for (path, bytes) in &shared {
+        assert_eq!(&std::fs::read(path).unwrap(), bytes, "{}", path.display());
+    }
+    assert_eq!(
+        store.undo_clear("src").unwrap(),
+        3,
+        "the source keeps its own"
+    );
+}
+
+#[test]
+fn a_fork_of_a_fork_cannot_reach_before_the_fork() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), no_undo()).unwrap();
+    fill(&store, "src", "m", 3);
+    let early = store.last_seq() - 1;
+    store.fork_session("src", "child", None).unwrap();
+    store.append("child", &user("x")).unwrap();
+    assert!(matches!(
+        store.fork_session("child", "grandchild", Some(early)),
+        Err(Error::SessionNotFound { .. })
+    ));
+    assert!(!store.session_exists("grandchild"));
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sessionlog::record::{decode_event, decode_frame, encode_event, encode_frame};
+use sessionlog::record::{decode_event, decode_frame, encode_event, encode_frame, Event, Snapshot};
 use sessionlog::testing::{fuzz_open_folder, fuzz_ops, run_op, Op, SimFs};
 use sessionlog::{LogStore, Options};
 
@@ -39,7 +39,19 @@ fn check_decode_record(data: &[u8]) {
         );
         assert_eq!(&again[..], &data[..used]);
         if let Ok(event) = decode_event(frame.payload) {
-            assert_eq!(encode_event(&event), frame.payload);
+            let again = encode_event(&event);
+            if again != frame.payload {
+                // Only a version 1 snapshot re-encodes differently: with the fork fields added.
+                assert!(matches!(
+                    event,
+                    Event::Snapshot(Snapshot {
+                        fork_source: None,
+                        fork_at_seq: 0,
+                        ..
+                    })
+                ));
+                assert!(again.starts_with(frame.payload));
+            }
         }
     }
     let _ = decode_event(data);
