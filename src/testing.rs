@@ -653,6 +653,12 @@ pub enum Op {
     State(usize, bool),
     /// `compact(key)`.
     Compact(usize),
+    /// `undo_clear(key)`.
+    UndoClear(usize),
+    /// `restore_session(key)` (a refusal because the key is live again changes nothing).
+    Restore(usize),
+    /// `fork_session(from, to, None)` (refused when `to` exists or `from` does not).
+    Fork(usize, usize),
     /// Close the store and open it again.
     Reopen,
     /// Lose power (dropping everything not yet durable), then open the store again.
@@ -679,12 +685,26 @@ pub struct ModelSession {
     pub state: (String, Option<String>),
 }
 
-/// The contract, as plainly as it can be written: a map of sessions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The contract, as plainly as it can be written: a map of sessions. Two models are equal
+/// when their sessions are: the undo state is not observable except through undo.
+#[derive(Debug, Clone, Default)]
 pub struct Model {
     /// Sessions by key.
     pub sessions: BTreeMap<String, ModelSession>,
+    /// The messages the last clear of each live session removed (for `undo_clear`).
+    pub cleared: BTreeMap<String, Vec<ChatMessage>>,
+    /// The latest deleted session of each key, with its cleared messages (for
+    /// `restore_session`).
+    pub tombstones: BTreeMap<String, (ModelSession, Option<Vec<ChatMessage>>)>,
 }
+
+impl PartialEq for Model {
+    fn eq(&self, other: &Model) -> bool {
+        self.sessions == other.sessions
+    }
+}
+
+impl Eq for Model {}
 
 fn new_session() -> ModelSession {
     ModelSession {
@@ -736,11 +756,43 @@ impl Model {
             }
             Op::Clear(k) => {
                 if let Some(s) = self.sessions.get_mut(&key(k)) {
-                    s.messages.clear();
+                    if !s.messages.is_empty() {
+                        self.cleared.insert(key(k), std::mem::take(&mut s.messages));
+                    }
+                }
+            }
+            Op::UndoClear(k) => {
+                if let Some(s) = self.sessions.get_mut(&key(k)) {
+                    if let Some(mut restored) = self.cleared.remove(&key(k)) {
+                        restored.append(&mut s.messages);
+                        s.messages = restored;
+                    }
                 }
             }
             Op::Delete(k) => {
-                self.sessions.remove(&key(k));
+                if let Some(session) = self.sessions.remove(&key(k)) {
+                    let cleared = self.cleared.remove(&key(k));
+                    self.tombstones.insert(key(k), (session, cleared));
+                }
+            }
+            Op::Restore(k) => {
+                if !self.sessions.contains_key(&key(k)) {
+                    if let Some((session, cleared)) = self.tombstones.remove(&key(k)) {
+                        self.sessions.insert(key(k), session);
+                        if let Some(cleared) = cleared {
+                            self.cleared.insert(key(k), cleared);
+                        }
+                    }
+                }
+            }
+            Op::Fork(from, to) => {
+                let (from, to) = (key(from), key(to));
+                if from != to && !self.sessions.contains_key(&to) {
+                    if let Some(source) = self.sessions.get(&from).cloned() {
+                        self.sessions.insert(to.clone(), source);
+                        self.cleared.remove(&to);
+                    }
+                }
             }
             Op::Name(k, name) => {
                 self.sessions.entry(key(k)).or_insert_with(new_session).name =
@@ -795,7 +847,10 @@ impl Model {
                 },
             );
         }
-        Model { sessions }
+        Model {
+            sessions,
+            ..Model::default()
+        }
     }
 }
 
@@ -831,6 +886,18 @@ pub fn run_op(store: &LogStore, op: &Op) -> io::Result<()> {
             store.set_session_state(key(k), state, Some("turn"))
         }
         Op::Compact(k) => store.compact(key(k)),
+        Op::UndoClear(k) => store.undo_clear(key(k)).map(drop).map_err(Into::into),
+        Op::Restore(k) => match store.restore_session(key(k)) {
+            Ok(_) | Err(crate::Error::SessionExists { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+        Op::Fork(from, to) => match store.fork_session(key(from), key(to), None) {
+            Ok(())
+            | Err(crate::Error::SessionExists { .. } | crate::Error::SessionNotFound { .. }) => {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        },
         Op::Reopen | Op::PowerLoss => Ok(()),
     }
 }
@@ -843,7 +910,7 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
             let b = pair.get(1).copied().unwrap_or(0);
             let k = usize::from(b % 5);
             let text = format!("t{}", b / 5);
-            match a % 16 {
+            match a % 20 {
                 0..=2 => Op::Append(k, text),
                 3 => Op::AppendBatch(
                     k,
@@ -859,7 +926,11 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
                 12 => Op::State(k, b % 2 == 0),
                 13 => Op::Compact(k),
                 14 => Op::Reopen,
-                _ => Op::PowerLoss,
+                15 => Op::PowerLoss,
+                16 => Op::Fork(k, (k + 1 + usize::from(b / 5) % 4) % 5),
+                17 => Op::UndoClear(k),
+                18 => Op::Restore(k),
+                _ => Op::Append(k, text),
             }
         })
         .collect()

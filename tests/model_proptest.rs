@@ -19,7 +19,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (key.clone(), proptest::option::of(" ?[a-z]{0,3} ?"), proptest::option::of("[a-z]{0,3}"))
             .prop_map(|(k, c, s)| Op::Context(k, c, s)),
         1 => (key.clone(), any::<bool>()).prop_map(|(k, r)| Op::State(k, r)),
-        1 => key.prop_map(Op::Compact),
+        1 => key.clone().prop_map(Op::Compact),
+        1 => key.clone().prop_map(Op::UndoClear),
+        1 => key.clone().prop_map(Op::Restore),
+        1 => (key.clone(), key).prop_map(|(a, b)| Op::Fork(a, b)),
         1 => Just(Op::Reopen),
         1 => Just(Op::PowerLoss),
     ]
