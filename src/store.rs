@@ -1510,15 +1510,7 @@ impl Inner {
         }
         w.retired = true;
         self.release_file(w);
-        {
-            let mut sessions = self.sessions.write();
-            if sessions
-                .get(&slot.key)
-                .is_some_and(|current| Arc::ptr_eq(current, slot))
-            {
-                sessions.remove(&slot.key);
-            }
-        }
+        self.unmap(slot);
         let deleted_at = slot.view.read().deleted_at;
         Ok(self.tombstones.lock().insert(Arc::clone(slot), deleted_at))
     }
@@ -1828,15 +1820,7 @@ impl Inner {
             (last, before),
         );
         if let Err(e) = written {
-            {
-                let mut sessions = self.sessions.write();
-                if sessions
-                    .get(key)
-                    .is_some_and(|held| Arc::ptr_eq(held, &slot))
-                {
-                    sessions.remove(key);
-                }
-            }
+            self.unmap(&slot);
             // The store is poisoned now; the tombstone stays for the next open to find.
             let _ = put_back(&mut w);
             return Err(e);
@@ -1968,6 +1952,17 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// Takes a session out of the map if it is still the one its key names.
+    fn unmap(&self, slot: &Arc<Slot>) {
+        let mut sessions = self.sessions.write();
+        if sessions
+            .get(&slot.key)
+            .is_some_and(|current| Arc::ptr_eq(current, slot))
+        {
+            sessions.remove(&slot.key);
+        }
     }
 
     /// Reclaims the files of a tombstone the caller took out of `tombstones`, for good,
@@ -2182,15 +2177,7 @@ impl Inner {
             self.poison(synced)?;
         }
         self.release_file(w);
-        {
-            let mut sessions = self.sessions.write();
-            if sessions
-                .get(&slot.key)
-                .is_some_and(|current| Arc::ptr_eq(current, slot))
-            {
-                sessions.remove(&slot.key);
-            }
-        }
+        self.unmap(slot);
         // The files hold the highest sequence numbers handed out so far, perhaps: record that
         // they are used before removing them. Open finishes the reclaim if a crash stops it.
         let result = recovery::write_seq_floor(&*self.fs, &self.dir, self.feed.next_seq())
