@@ -205,6 +205,41 @@ pub fn retire(
     Ok(done)
 }
 
+/// Removes every trace of session `session_id` outside its segments: its archived and
+/// quarantined files and the side files of its torn tails. Returns what it removed.
+pub fn erase_traces(fs: &dyn FileSystem, dir: &Path, session_id: u64) -> Result<Vec<PathBuf>> {
+    let prefix = format!("{session_id:016x}-");
+    let mut gone = Vec::new();
+    for (folder, all) in [
+        (dir.to_path_buf(), false),
+        (dir.join(ARCHIVE_DIR), true),
+        (dir.join(QUARANTINE_DIR), true),
+    ] {
+        if !fs.is_dir(&folder) {
+            continue;
+        }
+        let mut removed_here = false;
+        for entry in fs.list(&folder).map_err(context("listing", &folder))? {
+            let Some(name) = entry.name.to_str().filter(|_| entry.is_file) else {
+                continue;
+            };
+            // In the store's folder only side files: its segments are retired on their own.
+            if !name.starts_with(&prefix) || !(all || name.contains(segment::TORN_INFIX)) {
+                continue;
+            }
+            let path = folder.join(name);
+            fs.remove_file(&path).map_err(context("removing", &path))?;
+            gone.push(path);
+            removed_here = true;
+        }
+        if removed_here {
+            // An erasure must not come back after a crash.
+            sync_dir(fs, &folder)?;
+        }
+    }
+    Ok(gone)
+}
+
 /// A subfolder of the store (`archive/`, `quarantine/`), created durably if missing.
 pub fn subfolder(fs: &dyn FileSystem, dir: &Path, name: &str) -> Result<PathBuf> {
     let folder = dir.join(name);

@@ -64,9 +64,10 @@ pub struct Options {
     /// The dead bytes a session must hold before automatic compaction considers it. Default:
     /// 64 KiB.
     pub compaction_dead_bytes_min: u64,
-    /// Keep history for audit: compaction, and the reclaiming of deleted sessions, move the
-    /// segments they retire into `archive/` instead of removing them, so every event ever
-    /// written can still be read. Default: false.
+    /// Keep history for audit: compaction moves the segments it replaces into `archive/`
+    /// instead of removing them, so every event ever written can still be read. A deleted
+    /// session is the exception: once past [`Options::tombstone_retention`] it is erased,
+    /// archive included (erasure wins over history). Default: false.
     pub keep_history: bool,
     /// Open a store whose folder users other than its owner may write to (group- or
     /// world-writable). Such a user could replace or remove its files, so open refuses it

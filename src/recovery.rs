@@ -383,12 +383,21 @@ pub(crate) fn replay(
         }
     }
     let next_seq = (max_seq + 1).max(read_seq_floor(fs, dir));
-    if let (Some(how), false) = (superseded, deleted.is_empty()) {
+    if let (Some(_), false) = (superseded, deleted.is_empty()) {
         // A delete whose files a crash kept: finish reclaiming them, after recording that
         // their sequence numbers are used.
         write_seq_floor(fs, dir, next_seq)?;
+        // A deleted session is erased, whatever `keep_history` says.
         for (id, oldest, highest) in deleted {
-            compaction::retire(fs, dir, id, oldest, highest.saturating_add(1), how)?;
+            compaction::retire(
+                fs,
+                dir,
+                id,
+                oldest,
+                highest.saturating_add(1),
+                Retire::Remove,
+            )?;
+            compaction::erase_traces(fs, dir, id)?;
         }
     }
     Ok(Replayed {

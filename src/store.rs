@@ -271,7 +271,17 @@ impl Tombstones {
 struct Readers {
     open: usize,
     /// `(session id, from, below)`: segments `from..below` of the session, no longer in force.
-    deferred: Vec<(u64, u32, u32)>,
+    deferred: Vec<Retirement>,
+}
+
+/// Files that go once no event reader is open.
+#[derive(Debug, Clone, Copy)]
+enum Retirement {
+    /// Segments `from..below` of a session, retired as the options say (compaction).
+    Replaced(u64, u32, u32),
+    /// Every file of a deleted session past its undo window: its segments `from..below`, and
+    /// its archived, quarantined and side files (erasure wins over history).
+    Erased(u64, u32, u32),
 }
 
 /// Held by an event reader; its drop retires what was deferred while readers were open. It
@@ -524,14 +534,7 @@ impl LogStore {
                     slot_from(session)
                 }
                 (true, _, false) => {
-                    restore_delete(
-                        &*fs,
-                        &dir,
-                        session,
-                        &mut next_seq,
-                        &mut report,
-                        retire_mode(&options),
-                    )?;
+                    restore_delete(&*fs, &dir, session, &mut next_seq, &mut report)?;
                     continue;
                 }
                 (true, _, true) => continue, // the older twin is deleted (see above)
@@ -698,6 +701,16 @@ impl LogStore {
                 }
                 _ => Decision::Skip(0),
             })
+    }
+
+    /// Erases the session `key` at once, whatever [`Options::tombstone_retention`] says: its
+    /// live session (after writing its delete record), its restorable tombstone, and every
+    /// archived, quarantined or side file of its sessions, durably; forks that share its bytes
+    /// are compacted first, so that they keep their own copy and nothing of the session's
+    /// remains in a shared file. Returns the files it removed. The session can no longer be
+    /// restored.
+    pub fn erase_session(&self, session_key: &str) -> Result<Vec<PathBuf>> {
+        self.inner.erase(session_key)
     }
 
     /// Brings back the session the last [`SessionBackend::delete_session`] (or
@@ -1202,7 +1215,6 @@ fn restore_delete(
     session: ReplayedSession,
     next_seq: &mut u64,
     report: &mut RecoveryReport,
-    how: Retire,
 ) -> Result<()> {
     let key = session.view.key.clone();
     if let Some((path, offset, reason)) = session.damage {
@@ -1255,8 +1267,9 @@ fn restore_delete(
         session.session_id,
         session.oldest,
         session.highest.saturating_add(1),
-        how,
+        Retire::Remove,
     )?;
+    compaction::erase_traces(fs, dir, session.session_id)?;
     report.findings.push(Finding::DeleteRestored { key, path });
     Ok(())
 }
@@ -1748,6 +1761,88 @@ impl Inner {
         })
     }
 
+    fn erase(&self, key: &str) -> Result<Vec<PathBuf>> {
+        self.check_writable()?;
+        if check_key(key).is_err() {
+            return Ok(Vec::new());
+        }
+        // Forks of it get their own copy of what they share (nested forks share the same
+        // files: every fork is compacted).
+        let forks: Vec<String> =
+            self.live_views(|view| view.fork_origin.as_ref().map(|_| view.key.clone()));
+        for fork in forks {
+            self.compact(&fork)?;
+        }
+        // The live session: its delete record first, so that a crash leaves it deleted.
+        self.commit(key, false, &Event::Delete, |view| match view {
+            Some(_) => Decision::Write(()),
+            None => Decision::Skip(()),
+        })?;
+        let mut ids = Vec::new();
+        let mut gone = Vec::new();
+        let tombstone = {
+            let mut tombstones = self.tombstones.lock();
+            let slot = tombstones.get(key).cloned();
+            slot.filter(|slot| tombstones.take(slot))
+        };
+        if let Some(slot) = tombstone {
+            ids.push(slot.session_id);
+            let mut w = slot.writer.lock();
+            if !w.reclaimed {
+                w.retired = true;
+                w.reclaimed = true;
+                self.forget_checkpoint()?;
+                self.release_file(&mut w);
+                let floor = recovery::write_seq_floor(&*self.fs, &self.dir, self.feed.next_seq());
+                self.poison(floor)?;
+                // Not deferred for readers: an erasure is meant to take effect now.
+                let removed = compaction::retire(
+                    &*self.fs,
+                    &self.dir,
+                    slot.session_id,
+                    w.oldest,
+                    w.newest.saturating_add(1),
+                    Retire::Remove,
+                );
+                gone.extend(self.poison(removed)?);
+            }
+        }
+        // Earlier sessions of the key, kept in the archive or quarantine.
+        for folder in [compaction::ARCHIVE_DIR, compaction::QUARANTINE_DIR] {
+            let folder = self.dir.join(folder);
+            if !self.fs.is_dir(&folder) {
+                continue;
+            }
+            for entry in self.fs.list(&folder).map_err(context("listing", &folder))? {
+                let path = folder.join(&entry.name);
+                let Some((id, _)) = entry
+                    .name
+                    .to_str()
+                    .and_then(|name| segment::parse_file_name(name, segment::SEGMENT_SUFFIX))
+                else {
+                    continue;
+                };
+                let header =
+                    crate::fs::read_prefix(&*self.fs, &path, segment::HEADER_BYTES_MAX as u64)
+                        .ok()
+                        .and_then(|bytes| segment::decode_header(&bytes).ok());
+                if header.is_some_and(|(h, _)| h.key == key) && !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        for id in ids {
+            let traces = compaction::erase_traces(&*self.fs, &self.dir, id);
+            gone.extend(self.poison(traces)?);
+        }
+        if !gone.is_empty() {
+            // The removals are durable only with the folder's entries.
+            let synced = sync_dir(&*self.fs, &self.dir);
+            self.poison(synced)?;
+        }
+        Ok(gone)
+    }
+
     fn restore(&self, key: &str) -> Result<bool> {
         self.check_writable()?;
         if check_key(key).is_err() {
@@ -2171,18 +2266,21 @@ impl Inner {
         w.reclaimed = true;
         // The checkpoint lists the files about to go.
         self.forget_checkpoint()?;
-        if self.options.keep_history && self.options.durability != Durability::Always {
-            // The archive keeps the delete record: it must be on disk before the move.
-            let synced = self.with_file(slot, w, |file| file.sync());
-            self.poison(synced)?;
-        }
         self.release_file(w);
         self.unmap(slot);
         // The files hold the highest sequence numbers handed out so far, perhaps: record that
         // they are used before removing them. Open finishes the reclaim if a crash stops it.
+        // A deleted session past its undo window is erased, archive included: erasure wins
+        // over `keep_history`.
         let result = recovery::write_seq_floor(&*self.fs, &self.dir, self.feed.next_seq())
-            .and_then(|()| self.retire(slot.session_id, w.oldest, w.newest.saturating_add(1)));
-        self.poison(result)
+            .and_then(|()| {
+                self.retire_as(Retirement::Erased(
+                    slot.session_id,
+                    w.oldest,
+                    w.newest.saturating_add(1),
+                ))
+            });
+        self.poison(result).map(drop)
     }
 
     /// Writes the projection to the checkpoint file (see `checkpoint.rs`). Called at close,
@@ -2430,41 +2528,53 @@ impl Inner {
         self.poison(retired)
     }
 
-    /// Retires the deferred `(session id, from, below)` segment ranges.
-    fn retire_now(&self, deferred: &[(u64, u32, u32)]) -> Result<()> {
-        for &(session_id, from, below) in deferred {
-            let retired = compaction::retire(
+    /// Carries out deferred retirements.
+    fn retire_now(&self, deferred: &[Retirement]) -> Result<()> {
+        for &retirement in deferred {
+            let done = self.carry_out(retirement).map(drop);
+            self.poison(done)?;
+        }
+        Ok(())
+    }
+
+    /// Removes (or archives) what `retirement` names, returning the paths it touched.
+    fn carry_out(&self, retirement: Retirement) -> Result<Vec<PathBuf>> {
+        match retirement {
+            Retirement::Replaced(id, from, below) => compaction::retire(
                 &*self.fs,
                 &self.dir,
-                session_id,
+                id,
                 from,
                 below,
                 retire_mode(&self.options),
-            );
-            self.poison(retired)?;
+            ),
+            Retirement::Erased(id, from, below) => {
+                let mut gone =
+                    compaction::retire(&*self.fs, &self.dir, id, from, below, Retire::Remove)?;
+                gone.extend(compaction::erase_traces(&*self.fs, &self.dir, id)?);
+                Ok(gone)
+            }
         }
-        Ok(())
     }
 
     /// Retires segments `from..below` of a session, now or, while event readers are open,
     /// when the last of them is dropped.
     fn retire(&self, session_id: u64, from: u32, below: u32) -> Result<()> {
+        self.retire_as(Retirement::Replaced(session_id, from, below))
+            .map(drop)
+    }
+
+    /// Carries out `retirement` now, or defers it while event readers are open; returns what
+    /// it removed (nothing when deferred).
+    fn retire_as(&self, retirement: Retirement) -> Result<Vec<PathBuf>> {
         // Held through the retirement, so that a reader cannot start in the middle of it and
         // list the folder half changed.
         let mut readers = self.readers.lock();
         if readers.open > 0 {
-            readers.deferred.push((session_id, from, below));
-            return Ok(());
+            readers.deferred.push(retirement);
+            return Ok(Vec::new());
         }
-        compaction::retire(
-            &*self.fs,
-            &self.dir,
-            session_id,
-            from,
-            below,
-            retire_mode(&self.options),
-        )
-        .map(drop)
+        self.carry_out(retirement)
     }
 
     /// Every live session, most recent activity first, ties broken by key.

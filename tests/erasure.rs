@@ -1,0 +1,143 @@
+//! Deletion means gone: once what a delete, clear or cleanup removed is past its undo window,
+//! no byte of it is left anywhere in the folder (segments, archive, quarantine, side files,
+//! checkpoint), `keep_history` or not; `erase_session` does it at once.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use sessionlog::{ChatMessage, Durability, LogStore, Options, SessionBackend};
+
+const MARKER: &[u8] = b"MARKER-7f3a9c";
+
+fn marker(i: usize) -> ChatMessage {
+    ChatMessage::user(format!("{} {i}", std::str::from_utf8(MARKER).unwrap()))
+}
+
+fn holds_marker(dir: &Path) -> Vec<std::path::PathBuf> {
+    snapshot_files(dir)
+        .into_iter()
+        .filter(|(_, bytes)| bytes.windows(MARKER.len()).any(|w| w == MARKER))
+        .map(|(path, _)| path)
+        .collect()
+}
+
+fn options(retention: Duration) -> Options {
+    Options {
+        keep_history: true,
+        tombstone_retention: retention,
+        ..Options::with_durability(Durability::Never)
+    }
+}
+
+/// A session with history in the archive: written, compacted, written again.
+fn write_secret(store: &LogStore, key: &str) {
+    for i in 0..5 {
+        store.append(key, &marker(i)).unwrap();
+    }
+    store.update_last(key, &marker(99)).unwrap();
+    store.compact_session(key).unwrap();
+    store.append(key, &marker(100)).unwrap();
+    store.append("bystander", &user("stays")).unwrap();
+}
+
+#[test]
+fn a_delete_past_its_undo_window_leaves_no_byte_even_with_keep_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    write_secret(&store, "secret");
+    assert!(!holds_marker(dir.path()).is_empty());
+    store.delete_session("secret").unwrap();
+    assert_eq!(holds_marker(dir.path()), Vec::<std::path::PathBuf>::new());
+    drop(store);
+    // Not in the checkpoint either, and not after a reopen.
+    assert!(holds_marker(dir.path()).is_empty());
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    assert_eq!(store.load("bystander"), vec![user("stays")]);
+}
+
+#[test]
+fn cleanup_stale_past_its_undo_window_leaves_no_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(Duration::from_millis(30))).unwrap();
+    write_secret(&store, "secret");
+    std::thread::sleep(Duration::from_millis(5));
+    store.append("bystander", &user("fresh")).unwrap();
+    assert!(store.cleanup_stale(0).unwrap() >= 1);
+    std::thread::sleep(Duration::from_millis(60));
+    // The next sweep (here: the next delete) reclaims it.
+    store.append("other", &user("x")).unwrap();
+    store.delete_session("other").unwrap();
+    assert!(
+        holds_marker(dir.path()).is_empty(),
+        "{:?}",
+        holds_marker(dir.path())
+    );
+}
+
+#[test]
+fn a_clear_past_its_undo_window_is_gone_after_the_next_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(Duration::from_millis(30))).unwrap();
+    for i in 0..3 {
+        store.append("k", &marker(i)).unwrap();
+    }
+    store.clear_messages("k").unwrap();
+    store.append("k", &user("after")).unwrap();
+    std::thread::sleep(Duration::from_millis(60));
+    store.compact_session("k").unwrap();
+    // The segments the compaction replaced went to the archive (keep_history): they hold the
+    // cleared messages as history. Erasure of a clear covers the live segments.
+    let live: Vec<_> = holds_marker(dir.path())
+        .into_iter()
+        .filter(|p| !p.starts_with(dir.path().join("archive")))
+        .collect();
+    assert!(live.is_empty(), "{live:?}");
+}
+
+#[test]
+fn erase_session_removes_every_trace_at_once_whatever_the_undo_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(Duration::from_secs(86_400))).unwrap();
+    write_secret(&store, "secret");
+    // An earlier session of the key, deleted and still restorable.
+    store.delete_session("secret").unwrap();
+    write_secret(&store, "secret");
+    let removed = store.erase_session("secret").unwrap();
+    assert!(!removed.is_empty());
+    assert!(
+        holds_marker(dir.path()).is_empty(),
+        "{:?}",
+        holds_marker(dir.path())
+    );
+    assert!(!store.session_exists("secret"));
+    assert!(!store.restore_session("secret").unwrap());
+    assert_eq!(store.load("bystander").len(), 2);
+    drop(store);
+    assert!(holds_marker(dir.path()).is_empty());
+}
+
+#[test]
+fn erasing_a_forked_source_leaves_the_fork_whole_and_no_other_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    for i in 0..3 {
+        store.append("src", &user(&format!("shared {i}"))).unwrap();
+    }
+    store.fork_session("src", "fork", None).unwrap();
+    for i in 0..3 {
+        store.append("src", &marker(i)).unwrap();
+    }
+    store.erase_session("src").unwrap();
+    assert!(
+        holds_marker(dir.path()).is_empty(),
+        "{:?}",
+        holds_marker(dir.path())
+    );
+    assert_eq!(store.load("fork").len(), 3);
+    drop(store);
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    assert_eq!(store.load("fork").len(), 3);
+}
