@@ -114,6 +114,13 @@ pub enum Error {
     /// byte. Open it with [`crate::LogStore::open`] to write.
     #[error("the store was opened read-only")]
     ReadOnly,
+    /// Creating a session would pass [`crate::Options::sessions_max`]. Nothing was written;
+    /// delete sessions or raise the limit.
+    #[error("the store holds its limit of {max} sessions")]
+    TooManySessions {
+        /// The limit.
+        max: usize,
+    },
     /// [`crate::LogStore::fork_session`] was asked to fork a session that does not exist (or
     /// did not yet exist at the sequence number given). Nothing was written.
     #[error("no session {key:?} to fork")]
@@ -176,6 +183,7 @@ impl Error {
             Error::RecordTooLarge { .. }
             | Error::BatchTooLarge { .. }
             | Error::InvalidCursor { .. }
+            | Error::TooManySessions { .. }
             | Error::InvalidKey { .. }
             | Error::InvalidOptions { .. } => io::ErrorKind::InvalidInput,
             Error::Locked { .. } => io::ErrorKind::ResourceBusy,

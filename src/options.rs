@@ -56,6 +56,9 @@ pub struct Options {
     /// writer finds the pool full opens and closes its file for each write instead. Default:
     /// 256.
     pub open_files_max: usize,
+    /// Most live sessions the store holds; a write that would create one more fails with
+    /// [`Error::TooManySessions`] and writes nothing. Default: no limit (`usize::MAX`).
+    pub sessions_max: usize,
     /// Compact sessions in the background once their dead bytes (records superseded by
     /// `update_last`, `remove_last`, `clear_messages`, metadata changes) reach both
     /// [`Options::compaction_dead_bytes_min`] and the size of their live messages. Default:
@@ -163,6 +166,7 @@ impl Default for Options {
             record_bytes_max: 64 << 20,
             segment_bytes_max: 32 << 20,
             open_files_max: 256,
+            sessions_max: usize::MAX,
             auto_compact: true,
             compaction_dead_bytes_min: 64 << 10,
             keep_history: false,

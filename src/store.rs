@@ -1292,6 +1292,15 @@ impl Inner {
         Arc::clone(slot)
     }
 
+    /// Refuses a new session once the store holds `sessions_max`.
+    fn check_room(&self) -> Result<()> {
+        let max = self.options.sessions_max;
+        if self.sessions.read().len() >= max {
+            return Err(Error::TooManySessions { max });
+        }
+        Ok(())
+    }
+
     fn check_writable(&self) -> Result<()> {
         if self.read_only {
             Err(Error::ReadOnly)
@@ -1356,6 +1365,7 @@ impl Inner {
                 Some(slot) => slot,
                 None if creates => {
                     self.check_writable()?;
+                    self.check_room()?;
                     self.create_slot(key)
                 }
                 None => return Ok(decide(None).into_value()),
@@ -1572,6 +1582,7 @@ impl Inner {
                 reason: "segment numbers exhausted; compact the source first".into(),
             });
         }
+        self.check_room()?;
         let tgt = self.create_slot(target);
         // A new slot's writer is free; one that is not belongs to a concurrent writer of the
         // key, which then owns it.

@@ -191,3 +191,108 @@ fn segments_roll_over_at_the_configured_size() {
         before
     );
 }
+
+#[test]
+fn a_record_at_the_limit_is_taken_and_one_byte_more_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        record_bytes_max: 1000,
+        durability: sessionlog::Durability::Never,
+        ..Options::default()
+    };
+    let store = LogStore::open_with(dir.path(), options).unwrap();
+    // An append's payload: tag 4, role 8 + 4 ("user"), content 8 + n.
+    let at_limit = user(&"a".repeat(1000 - 24));
+    store.append("k", &at_limit).unwrap();
+    let one_more = user(&"a".repeat(1000 - 23));
+    assert!(matches!(
+        store.append("k", &one_more).map_err(|e| e.into_inner()),
+        Err(Some(e)) if matches!(e.downcast_ref::<Error>(), Some(Error::RecordTooLarge { len: 1001, max: 1000 }))
+    ));
+    assert_eq!(store.load("k"), vec![at_limit]);
+}
+
+#[test]
+fn the_session_limit_is_enforced_at_the_limit_and_one_past() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        sessions_max: 3,
+        durability: sessionlog::Durability::Never,
+        ..Options::default()
+    };
+    let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
+    for key in ["a", "b", "c"] {
+        store.append(key, &user("x")).unwrap();
+    }
+    let err = store.append("d", &user("x")).unwrap_err();
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<Error>());
+    assert!(
+        matches!(inner, Some(Error::TooManySessions { max: 3 })),
+        "{err:?}"
+    );
+    assert!(!store.session_exists("d"));
+    // Existing sessions still take writes; a delete makes room.
+    store.append("a", &user("more")).unwrap();
+    assert!(matches!(
+        store.fork_session("a", "e", None),
+        Err(Error::TooManySessions { max: 3 })
+    ));
+    drop(store);
+    let store = LogStore::open_with(
+        dir.path(),
+        Options {
+            tombstone_retention: std::time::Duration::ZERO,
+            ..options
+        },
+    )
+    .unwrap();
+    store.delete_session("c").unwrap();
+    store.append("d", &user("x")).unwrap();
+    assert_eq!(store.list_sessions().len(), 3);
+}
+
+#[test]
+fn the_segment_size_limit_is_enforced_at_both_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    for (size, ok) in [
+        (4096, true),
+        (4095, false),
+        (512 << 30, true),
+        ((512 << 30) + 1, false),
+    ] {
+        let result = LogStore::open_with(
+            dir.path(),
+            Options {
+                segment_bytes_max: size,
+                ..Options::default()
+            },
+        );
+        assert_eq!(result.is_ok(), ok, "segment_bytes_max {size}");
+        if !ok {
+            assert!(matches!(result, Err(Error::InvalidOptions { .. })));
+        }
+    }
+}
+
+#[test]
+fn more_sessions_than_open_files_all_take_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        open_files_max: 2,
+        durability: sessionlog::Durability::Never,
+        ..Options::default()
+    };
+    let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
+    for round in 0..3 {
+        for s in 0..10 {
+            store
+                .append(&format!("s{s}"), &user(&format!("{round}")))
+                .unwrap();
+        }
+    }
+    drop(store);
+    let store = LogStore::open_with(dir.path(), options).unwrap();
+    for s in 0..10 {
+        assert_eq!(store.load(&format!("s{s}")).len(), 3);
+    }
+}
