@@ -88,8 +88,8 @@ pub enum Error {
         /// Which option, and why.
         reason: String,
     },
-    /// Another [`crate::LogStore`], in this process or another, has the folder open. Close it
-    /// (drop the store) first.
+    /// Another [`crate::LogStore`], in this process or another, has the folder open (open
+    /// waits up to 200 ms for a lock released at once). Close it (drop the store) first.
     #[error("{path} is locked by another open store")]
     Locked {
         /// The lock file.

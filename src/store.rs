@@ -459,15 +459,25 @@ impl LogStore {
             None
         } else {
             let lock_path = dir.join(LOCK_FILE);
-            let lock = fs.lock(&lock_path).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::WouldBlock {
-                    Error::Locked {
-                        path: lock_path.clone(),
+            // A lock held for a moment is waited for: a child process this process starts
+            // holds a copy of the lock's descriptor between its fork and its exec, so a
+            // store dropped and opened again meanwhile would find its own lock still held.
+            let mut waited = Duration::ZERO;
+            let lock = loop {
+                match fs.lock(&lock_path) {
+                    Ok(lock) => break lock,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if waited >= LOCK_WAIT_MAX {
+                            return Err(Error::Locked {
+                                path: lock_path.clone(),
+                            });
+                        }
+                        std::thread::sleep(LOCK_RETRY_EVERY);
+                        waited += LOCK_RETRY_EVERY;
                     }
-                } else {
-                    context("locking", &lock_path)(e)
+                    Err(e) => return Err(context("locking", &lock_path)(e)),
                 }
-            })?;
+            };
             Some(lock)
         };
         let folder = recovery::list_folder(&*fs, &dir)?;
@@ -1069,6 +1079,11 @@ fn flusher(inner: &Inner, every: Duration) {
         let _ = inner.flush();
     }
 }
+
+/// How long open waits for a lock another holder may release at once.
+const LOCK_WAIT_MAX: Duration = Duration::from_millis(200);
+/// How often it tries again meanwhile.
+const LOCK_RETRY_EVERY: Duration = Duration::from_millis(10);
 
 /// How often the compactor looks for tombstones past their retention.
 const TOMBSTONE_SWEEP_EVERY: Duration = Duration::from_secs(1);
