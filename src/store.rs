@@ -1799,7 +1799,17 @@ impl Inner {
         for fork in forks {
             self.compact(&fork)?;
         }
-        // The live session: its delete record first, so that a crash leaves it deleted.
+        // The live session: its delete record first, so that a crash leaves it deleted. Its
+        // files are listed now: with a zero retention the delete reclaims them at once.
+        let live_files: Vec<PathBuf> = match self.slot(key) {
+            Some(slot) => {
+                let w = slot.writer.lock();
+                (w.oldest.max(1)..=w.newest)
+                    .map(|n| segment::path(&self.dir, slot.session_id, n))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         self.commit(key, false, &Event::Delete, |view| match view {
             Some(_) => Decision::Write(()),
             None => Decision::Skip(()),
@@ -1860,6 +1870,11 @@ impl Inner {
         for id in ids {
             let traces = compaction::erase_traces(&*self.fs, &self.dir, id);
             gone.extend(self.poison(traces)?);
+        }
+        for path in live_files {
+            if !self.fs.exists(&path) && !gone.contains(&path) {
+                gone.push(path);
+            }
         }
         if !gone.is_empty() {
             // The removals are durable only with the folder's entries.
@@ -2508,12 +2523,16 @@ impl Inner {
         self.forget_checkpoint()?;
         let ts = now_micros();
         let ticket = self.feed.take();
+        let keep_cleared = view
+            .cleared_by
+            .is_some_and(|(_, ts)| within_retention(self.options.tombstone_retention, ts));
+        // Cleared messages past their undo window go for good with this compaction: the
+        // segments that held them are removed, and the session's archive with them (erasure
+        // wins over history).
+        let erasing = view.cleared_by.is_some() && !keep_cleared;
         let generation = {
             let source =
                 SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, &every_loc(&view))?;
-            let keep_cleared = view
-                .cleared_by
-                .is_some_and(|(_, ts)| within_retention(self.options.tombstone_retention, ts));
             self.poison(compaction::write_generation(
                 &*self.fs,
                 &self.dir,
@@ -2550,7 +2569,12 @@ impl Inner {
         w.sealed = false;
         w.links_checked = true;
         drop(w);
-        let retired = self.retire(slot.session_id, oldest, number);
+        let retirement = if erasing {
+            Retirement::Erased(slot.session_id, oldest, number)
+        } else {
+            Retirement::Replaced(slot.session_id, oldest, number)
+        };
+        let retired = self.retire_as(retirement).map(drop);
         self.poison(retired)
     }
 
@@ -2581,13 +2605,6 @@ impl Inner {
                 Ok(gone)
             }
         }
-    }
-
-    /// Retires segments `from..below` of a session, now or, while event readers are open,
-    /// when the last of them is dropped.
-    fn retire(&self, session_id: u64, from: u32, below: u32) -> Result<()> {
-        self.retire_as(Retirement::Replaced(session_id, from, below))
-            .map(drop)
     }
 
     /// Carries out `retirement` now, or defers it while event readers are open; returns what
