@@ -59,6 +59,10 @@ pub fn write_generation(
     replaced_head: Hash,
     keep_cleared: bool,
 ) -> Result<Generation> {
+    // A generation that drops cleared messages past their undo window says so in its header,
+    // so that an open finishing it after a crash erases what it replaces instead of
+    // archiving it.
+    let erasing = view.cleared_by.is_some() && !keep_cleared;
     let final_path = segment::path(dir, session_id, segment);
     let temp_path = temp_path(dir, session_id, segment);
     let file = fs
@@ -69,7 +73,7 @@ pub fn write_generation(
         kind,
         session_id,
         segment,
-        prev_len: 0,
+        prev_len: u64::from(erasing),
         key: view.key.clone(),
     });
     let header_len = buffer.len() as u64;

@@ -135,7 +135,8 @@ pub struct Retention {
     pub max_messages: Option<usize>,
     /// Keep the bytes of the store's sessions (live and restorable) under this: first
     /// tombstones go, oldest delete first, then the least recently active sessions, for
-    /// good. Default: none.
+    /// good. The bytes counted are the records of each session since its last compaction:
+    /// segment headers and `archive/` are not counted. Default: none.
     pub disk_budget: Option<u64>,
     /// How often the background applies the rules. Default: one minute.
     pub check_every: Duration,
@@ -200,6 +201,9 @@ impl Options {
                 "segment_bytes_max must be 4096..={SEGMENT_BYTES_LIMIT}, got {}",
                 self.segment_bytes_max
             ));
+        }
+        if self.retention.check_every.is_zero() {
+            return invalid("Retention::check_every must not be zero".into());
         }
         if let Durability::Interval(every) = self.durability {
             if every.is_zero() {

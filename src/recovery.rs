@@ -729,6 +729,19 @@ fn replay_session(
     // Finish the compaction a crash interrupted, now that its generation proved sound.
     if let (Some((_, kind, key)), Some(superseded)) = (base, superseded) {
         let mut retired = Vec::new();
+        // A compacted generation that erased cleared messages (`prev_len` 1) removes what
+        // it replaced, and the session's archive, instead of archiving it.
+        let erasing = segments.first().is_some_and(|s| {
+            matches!(&s.header, Ok((h, _)) if h.kind == SegmentKind::Compacted && h.prev_len == 1)
+        });
+        let superseded = if erasing {
+            if damage.is_none() {
+                retired.extend(compaction::erase_traces(fs, dir, id)?);
+            }
+            Retire::Remove
+        } else {
+            superseded
+        };
         for s in &replaced {
             let how = match (&s.header, kind, &damage) {
                 (Ok(_), SegmentKind::Compacted, None) => superseded,

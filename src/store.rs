@@ -104,6 +104,8 @@ struct Inner {
     checkpoint_on_disk: Mutex<bool>,
     /// Opened with `open_read_only`: no lock, no background work, every write refused.
     read_only: bool,
+    /// Live sessions, for `Options::sessions_max`.
+    live_sessions: AtomicUsize,
     /// Live sessions by last activity, most recent first, ties by key: what `list_page`
     /// walks. Built on first use (so open does not pay for it), kept up to date after.
     activity: Mutex<Option<ActivityIndex>>,
@@ -282,6 +284,9 @@ enum Retirement {
     /// Every file of a deleted session past its undo window: its segments `from..below`, and
     /// its archived, quarantined and side files (erasure wins over history).
     Erased(u64, u32, u32),
+    /// Segments `from..below` of a session, removed (never archived): a fork's links to a
+    /// session being erased.
+    Unlinked(u64, u32, u32),
 }
 
 /// Held by an event reader; its drop retires what was deferred while readers were open. It
@@ -551,6 +556,10 @@ impl LogStore {
             };
             sessions.insert(slot.key.clone(), Arc::new(slot));
         }
+        let live_sessions = sessions
+            .values()
+            .filter(|slot| slot.view.read().is_live())
+            .count();
         // The latest delete of each key can be restored; older ones are reclaimed below.
         let mut replayed_tombstones = replayed.tombstones;
         replayed_tombstones.sort_by_key(|s| Reverse(s.session_id));
@@ -583,6 +592,7 @@ impl LogStore {
             readers: Mutex::new(Readers::default()),
             tombstones: Mutex::new(tombstones),
             activity: Mutex::new(None),
+            live_sessions: AtomicUsize::new(live_sessions),
             report,
             _lock: lock,
         });
@@ -1307,10 +1317,11 @@ impl Inner {
         Arc::clone(slot)
     }
 
-    /// Refuses a new session once the store holds `sessions_max`.
+    /// Refuses a new session once the store holds `sessions_max` live ones (concurrent
+    /// creations can pass it by the number of writers racing).
     fn check_room(&self) -> Result<()> {
         let max = self.options.sessions_max;
-        if self.sessions.read().len() >= max {
+        if self.live_sessions.load(Ordering::SeqCst) >= max {
             return Err(Error::TooManySessions { max });
         }
         Ok(())
@@ -1466,6 +1477,15 @@ impl Inner {
                 && dead >= view.live_bytes + retained;
             (applied, compact, before_entry, after_entry)
         };
+        match (before_entry, after_entry) {
+            (None, Some(_)) => {
+                self.live_sessions.fetch_add(1, Ordering::SeqCst);
+            }
+            (Some(_), None) => {
+                self.live_sessions.fetch_sub(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
         if before_entry != after_entry {
             self.reindex(slot, before_entry, after_entry);
         }
@@ -1669,25 +1689,12 @@ impl Inner {
             .ok_or_else(|| Error::InvalidOptions {
                 reason: "segment numbers exhausted; compact the source first".into(),
             })?;
-        let path = segment::path(&self.dir, tgt.session_id, number);
-        let header = segment::encode_header(&SegmentHeader {
-            version: segment::FORMAT_VERSION,
-            kind: SegmentKind::Forked,
-            session_id: tgt.session_id,
-            segment: number,
-            prev_len: shared.end,
-            key: tgt.key.clone(),
-        });
-        let file = self
-            .fs
-            .open(&path, OpenMode::CreateNew)
-            .map_err(context("creating", &path))?;
-        file.write_at(&header, 0)
-            .map_err(context("writing", &path))?;
+        let (file, header_len) =
+            self.create_segment(tgt, number, SegmentKind::Forked, shared.end)?;
         tw.oldest = sw.oldest;
         tw.newest = number;
-        tw.newest_len = header.len() as u64;
-        tw.header_len = header.len() as u64;
+        tw.newest_len = header_len;
+        tw.header_len = header_len;
         tw.head = shared.head;
         tw.newest_version = segment::FORMAT_VERSION;
         self.cache_file(tw, file);
@@ -1797,7 +1804,29 @@ impl Inner {
         let forks: Vec<String> =
             self.live_views(|view| view.fork_origin.as_ref().map(|_| view.key.clone()));
         for fork in forks {
-            self.compact(&fork)?;
+            // The links it drops go at once and are never archived: they are this session's
+            // bytes under another name.
+            self.compact_as(&fork, true)?;
+        }
+        // Deleted forks of it would keep its bytes through their links: they go for good.
+        let dead_forks: Vec<Arc<Slot>> = {
+            let tombstones = self.tombstones.lock();
+            tombstones
+                .slots()
+                .filter(|slot| {
+                    slot.view
+                        .read()
+                        .fork_origin
+                        .as_ref()
+                        .is_some_and(|(source, _)| source == key)
+                })
+                .cloned()
+                .collect()
+        };
+        for slot in dead_forks {
+            if self.tombstones.lock().take(&slot) {
+                self.reclaim_tombstone(&slot)?;
+            }
         }
         // The live session: its delete record first, so that a crash leaves it deleted. Its
         // files are listed now: with a zero retention the delete reclaims them at once.
@@ -1832,14 +1861,11 @@ impl Inner {
                 let floor = recovery::write_seq_floor(&*self.fs, &self.dir, self.feed.next_seq());
                 self.poison(floor)?;
                 // Not deferred for readers: an erasure is meant to take effect now.
-                let removed = compaction::retire(
-                    &*self.fs,
-                    &self.dir,
+                let removed = self.carry_out(Retirement::Erased(
                     slot.session_id,
                     w.oldest,
                     w.newest.saturating_add(1),
-                    Retire::Remove,
-                );
+                ));
                 gone.extend(self.poison(removed)?);
             }
         }
@@ -1851,19 +1877,24 @@ impl Inner {
             }
             for entry in self.fs.list(&folder).map_err(context("listing", &folder))? {
                 let path = folder.join(&entry.name);
-                let Some((id, _)) = entry
+                let segment_name = entry
                     .name
                     .to_str()
-                    .and_then(|name| segment::parse_file_name(name, segment::SEGMENT_SUFFIX))
-                else {
+                    .and_then(|name| segment::parse_file_name(name, segment::SEGMENT_SUFFIX));
+                if segment_name.is_none() {
                     continue;
-                };
+                }
                 let header =
                     crate::fs::read_prefix(&*self.fs, &path, segment::HEADER_BYTES_MAX as u64)
                         .ok()
                         .and_then(|bytes| segment::decode_header(&bytes).ok());
-                if header.is_some_and(|(h, _)| h.key == key) && !ids.contains(&id) {
-                    ids.push(id);
+                // Files naming the key: its earlier sessions' and, under a fork's name, shared
+                // ones. Only these files go, not the rest of another session's archive.
+                if header.is_some_and(|(h, _)| h.key == key) {
+                    self.fs
+                        .remove_file(&path)
+                        .map_err(context("removing", &path))?;
+                    gone.push(path);
                 }
             }
         }
@@ -1917,6 +1948,10 @@ impl Inner {
                 None => Ok(()),
             }
         };
+        if let Err(e) = self.check_room() {
+            put_back(&mut w)?;
+            return Err(e);
+        }
         {
             // Back in the map before the record is written, under this writer's lock: a
             // writer of the key waits for the restore, then finds the session live.
@@ -2233,24 +2268,11 @@ impl Inner {
             self.with_file(slot, w, |file| file.sync())?;
         }
         self.release_file(w);
-        let path = segment::path(&self.dir, slot.session_id, number);
-        let header = segment::encode_header(&SegmentHeader {
-            version: segment::FORMAT_VERSION,
-            kind: SegmentKind::Fresh,
-            session_id: slot.session_id,
-            segment: number,
-            prev_len: if w.newest == 0 { 0 } else { w.newest_len },
-            key: slot.key.clone(),
-        });
-        let file = self
-            .fs
-            .open(&path, OpenMode::CreateNew)
-            .map_err(context("creating", &path))?;
-        file.write_at(&header, 0)
-            .map_err(context("writing", &path))?;
+        let prev_len = if w.newest == 0 { 0 } else { w.newest_len };
+        let (file, header_len) = self.create_segment(slot, number, SegmentKind::Fresh, prev_len)?;
         w.newest = number;
-        w.newest_len = header.len() as u64;
-        w.header_len = header.len() as u64;
+        w.newest_len = header_len;
+        w.header_len = header_len;
         w.newest_version = segment::FORMAT_VERSION;
         w.sealed = false;
         w.links_checked = true;
@@ -2260,6 +2282,33 @@ impl Inner {
         self.cache_file(w, file);
         self.unsynced.lock().dir = true;
         Ok(())
+    }
+
+    /// Creates segment `number` of a session with its header; returns its handle and the
+    /// header's length.
+    fn create_segment(
+        &self,
+        slot: &Slot,
+        number: u32,
+        kind: SegmentKind,
+        prev_len: u64,
+    ) -> Result<(Box<dyn FileHandle>, u64)> {
+        let path = segment::path(&self.dir, slot.session_id, number);
+        let header = segment::encode_header(&SegmentHeader {
+            version: segment::FORMAT_VERSION,
+            kind,
+            session_id: slot.session_id,
+            segment: number,
+            prev_len,
+            key: slot.key.clone(),
+        });
+        let file = self
+            .fs
+            .open(&path, OpenMode::CreateNew)
+            .map_err(context("creating", &path))?;
+        file.write_at(&header, 0)
+            .map_err(context("writing", &path))?;
+        Ok((file, header.len() as u64))
     }
 
     /// Runs `f` on the newest segment's handle, opening it (and caching it while the pool has
@@ -2493,9 +2542,15 @@ impl Inner {
         Ok(hit)
     }
 
-    /// Rewrites a session as one new generation (see `compaction.rs`). Holds the session's
-    /// writer lock throughout, so its writers wait; its readers and every other session go on.
+    /// Rewrites a session as one new generation (see `compaction.rs`).
     fn compact(&self, key: &str) -> Result<()> {
+        self.compact_as(key, false)
+    }
+
+    /// [`Inner::compact`]; with `unlink`, the replaced segments are removed at once (never
+    /// archived, not deferred for readers). Holds the session's
+    /// writer lock throughout, so its writers wait; its readers and every other session go on.
+    fn compact_as(&self, key: &str, unlink: bool) -> Result<()> {
         if check_key(key).is_err() {
             return Ok(());
         }
@@ -2571,6 +2626,8 @@ impl Inner {
         drop(w);
         let retirement = if erasing {
             Retirement::Erased(slot.session_id, oldest, number)
+        } else if unlink {
+            Retirement::Unlinked(slot.session_id, oldest, number)
         } else {
             Retirement::Replaced(slot.session_id, oldest, number)
         };
@@ -2598,22 +2655,35 @@ impl Inner {
                 below,
                 retire_mode(&self.options),
             ),
+            Retirement::Unlinked(id, from, below) => {
+                compaction::retire(&*self.fs, &self.dir, id, from, below, Retire::Remove)
+            }
             Retirement::Erased(id, from, below) => {
-                let mut gone =
-                    compaction::retire(&*self.fs, &self.dir, id, from, below, Retire::Remove)?;
-                gone.extend(compaction::erase_traces(&*self.fs, &self.dir, id)?);
+                // The traces first: while a segment is left, open finds the session and
+                // finishes the erasure; an archive left without one would stay for good.
+                let mut gone = compaction::erase_traces(&*self.fs, &self.dir, id)?;
+                gone.extend(compaction::retire(
+                    &*self.fs,
+                    &self.dir,
+                    id,
+                    from,
+                    below,
+                    Retire::Remove,
+                )?);
                 Ok(gone)
             }
         }
     }
 
-    /// Carries out `retirement` now, or defers it while event readers are open; returns what
-    /// it removed (nothing when deferred).
+    /// Carries out `retirement` now, or (a replacement, not an erasure) defers it while event
+    /// readers are open; returns what it removed (nothing when deferred). An erasure is not
+    /// deferred: it is meant to take effect at once, and a reader may then fail to read what
+    /// it erased.
     fn retire_as(&self, retirement: Retirement) -> Result<Vec<PathBuf>> {
         // Held through the retirement, so that a reader cannot start in the middle of it and
         // list the folder half changed.
         let mut readers = self.readers.lock();
-        if readers.open > 0 {
+        if readers.open > 0 && matches!(retirement, Retirement::Replaced(..)) {
             readers.deferred.push(retirement);
             return Ok(Vec::new());
         }

@@ -148,3 +148,54 @@ fn erasing_a_forked_source_leaves_the_fork_whole_and_no_other_byte() {
     let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
     assert_eq!(store.load("fork").len(), 3);
 }
+
+/// A compaction that erases cleared messages (with `keep_history`) is cut by a power loss at
+/// every file operation. Whether the cut came before its rename (the old generation stays,
+/// and the next compaction erases) or after it (open finishes it, erasing instead of
+/// archiving, as its header says), no byte of the cleared messages is left, archive included.
+#[test]
+fn an_erasing_compaction_cut_by_power_loss_never_archives_what_it_erased() {
+    use sessionlog::testing::SimFs;
+    use std::sync::Arc;
+    let options = Options {
+        keep_history: true,
+        auto_compact: false,
+        tombstone_retention: Duration::from_millis(1),
+        ..Options::default()
+    };
+    let setup = |fs: &SimFs| {
+        let store = LogStore::open_with_fs("/s", options.clone(), Arc::new(fs.clone())).unwrap();
+        for i in 0..3 {
+            store.append("k", &marker(i)).unwrap();
+        }
+        store.clear_messages("k").unwrap();
+        store.append("k", &user("after")).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        store
+    };
+    let total = {
+        let fs = SimFs::new();
+        let store = setup(&fs);
+        let before = fs.mutations();
+        store.compact_session("k").unwrap();
+        fs.mutations() - before
+    };
+    let holds = |fs: &SimFs| {
+        fs.files()
+            .iter()
+            .any(|(_, bytes)| bytes.windows(MARKER.len()).any(|w| w == MARKER))
+    };
+    for n in 0..=total {
+        let fs = SimFs::new();
+        let store = setup(&fs);
+        fs.cut_power_after(n);
+        let _ = store.compact_session("k");
+        drop(store);
+        fs.crash(None);
+        let store = LogStore::open_with_fs("/s", options.clone(), Arc::new(fs.clone())).unwrap();
+        assert_eq!(store.load("k"), vec![user("after")], "cut after {n}");
+        // The clear is past its window: what is left of it goes with the next compaction.
+        store.compact_session("k").unwrap();
+        assert!(!holds(&fs), "cut after {n}: the cleared messages survive");
+    }
+}

@@ -57,6 +57,11 @@ pub fn import_jsonl(dir: &Path, from: &Path) -> CliResult<ExitCode> {
             messages.into_iter().map(|m| (m, modified)).collect();
         failed |= !append_new(&store, &key, &timed, &path.display().to_string())?;
     }
+    finish(store, &bar, failed)
+}
+
+/// Closes the store after an import: exit status 1 if anything was not imported.
+fn finish(store: LogStore, bar: &indicatif::ProgressBar, failed: bool) -> CliResult<ExitCode> {
     bar.finish_and_clear();
     store.close()?;
     Ok(if failed {
@@ -259,11 +264,5 @@ pub fn import_sqlite(dir: &Path, from: &Path) -> CliResult<ExitCode> {
             }
         }
     }
-    bar.finish_and_clear();
-    store.close()?;
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    finish(store, &bar, failed)
 }
