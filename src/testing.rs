@@ -659,6 +659,8 @@ pub enum Op {
     Restore(usize),
     /// `fork_session(from, to, None)` (refused when `to` exists or `from` does not).
     Fork(usize, usize),
+    /// `erase_session(key)`.
+    Erase(usize),
     /// Close the store and open it again.
     Reopen,
     /// Lose power (dropping everything not yet durable), then open the store again.
@@ -685,6 +687,10 @@ pub struct ModelSession {
     pub state: (String, Option<String>),
 }
 
+/// A deleted session in the model: the session, its cleared messages, the key it was forked
+/// from.
+pub type ModelTombstone = (ModelSession, Option<Vec<ChatMessage>>, Option<String>);
+
 /// The contract, as plainly as it can be written: a map of sessions. Two models are equal
 /// when their sessions are: the undo state is not observable except through undo.
 #[derive(Debug, Clone, Default)]
@@ -693,9 +699,11 @@ pub struct Model {
     pub sessions: BTreeMap<String, ModelSession>,
     /// The messages the last clear of each live session removed (for `undo_clear`).
     pub cleared: BTreeMap<String, Vec<ChatMessage>>,
-    /// The latest deleted session of each key, with its cleared messages (for
-    /// `restore_session`).
-    pub tombstones: BTreeMap<String, (ModelSession, Option<Vec<ChatMessage>>)>,
+    /// The latest deleted session of each key, with its cleared messages and the key it was
+    /// forked from (for `restore_session` and `erase_session`).
+    pub tombstones: BTreeMap<String, ModelTombstone>,
+    /// The key each live fork was forked from.
+    pub fork_of: BTreeMap<String, String>,
 }
 
 impl PartialEq for Model {
@@ -725,6 +733,19 @@ impl Model {
     /// Applies `op` as SEMANTICS.md says.
     pub fn apply(&mut self, op: &Op) {
         let key = |k: &usize| KEYS[*k % KEYS.len()].to_owned();
+        // A call that creates a session creates a new one, not a fork.
+        let created = match op {
+            Op::Append(k, _)
+            | Op::Name(k, _)
+            | Op::Alias(k, _)
+            | Op::Context(k, ..)
+            | Op::State(k, _) => Some(k),
+            Op::AppendBatch(k, texts) if !texts.is_empty() => Some(k),
+            _ => None,
+        };
+        if let Some(k) = created.filter(|k| !self.sessions.contains_key(&key(k))) {
+            self.fork_of.remove(&key(k));
+        }
         match op {
             Op::Append(k, text) => self
                 .sessions
@@ -772,18 +793,32 @@ impl Model {
             Op::Delete(k) => {
                 if let Some(session) = self.sessions.remove(&key(k)) {
                     let cleared = self.cleared.remove(&key(k));
-                    self.tombstones.insert(key(k), (session, cleared));
+                    let origin = self.fork_of.remove(&key(k));
+                    self.tombstones.insert(key(k), (session, cleared, origin));
                 }
             }
             Op::Restore(k) => {
                 if !self.sessions.contains_key(&key(k)) {
-                    if let Some((session, cleared)) = self.tombstones.remove(&key(k)) {
+                    if let Some((session, cleared, origin)) = self.tombstones.remove(&key(k)) {
                         self.sessions.insert(key(k), session);
                         if let Some(cleared) = cleared {
                             self.cleared.insert(key(k), cleared);
                         }
+                        if let Some(origin) = origin {
+                            self.fork_of.insert(key(k), origin);
+                        }
                     }
                 }
+            }
+            Op::Erase(k) => {
+                let k = key(k);
+                self.sessions.remove(&k);
+                self.cleared.remove(&k);
+                self.fork_of.remove(&k);
+                self.tombstones.remove(&k);
+                // Deleted forks of it go too: they would keep its bytes.
+                self.tombstones
+                    .retain(|_, (_, _, origin)| origin.as_deref() != Some(k.as_str()));
             }
             Op::Fork(from, to) => {
                 let (from, to) = (key(from), key(to));
@@ -791,6 +826,7 @@ impl Model {
                     if let Some(source) = self.sessions.get(&from).cloned() {
                         self.sessions.insert(to.clone(), source);
                         self.cleared.remove(&to);
+                        self.fork_of.insert(to, from);
                     }
                 }
             }
@@ -887,6 +923,7 @@ pub fn run_op(store: &LogStore, op: &Op) -> io::Result<()> {
         }
         Op::Compact(k) => store.compact(key(k)),
         Op::UndoClear(k) => store.undo_clear(key(k)).map(drop).map_err(Into::into),
+        Op::Erase(k) => store.erase_session(key(k)).map(drop).map_err(Into::into),
         Op::Restore(k) => match store.restore_session(key(k)) {
             Ok(_) | Err(crate::Error::SessionExists { .. }) => Ok(()),
             Err(e) => Err(e.into()),
@@ -910,7 +947,7 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
             let b = pair.get(1).copied().unwrap_or(0);
             let k = usize::from(b % 5);
             let text = format!("t{}", b / 5);
-            match a % 20 {
+            match a % 21 {
                 0..=2 => Op::Append(k, text),
                 3 => Op::AppendBatch(
                     k,
@@ -930,6 +967,7 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
                 16 => Op::Fork(k, (k + 1 + usize::from(b / 5) % 4) % 5),
                 17 => Op::UndoClear(k),
                 18 => Op::Restore(k),
+                19 => Op::Erase(k),
                 _ => Op::Append(k, text),
             }
         })

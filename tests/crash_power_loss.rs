@@ -63,6 +63,7 @@ fn workload() -> Vec<Op> {
         Op::Delete(4),
         Op::Reopen,
         Op::UpdateLast(3, "last".into()),
+        Op::Erase(1),
         Op::Append(0, "the end".into()),
     ]);
     ops

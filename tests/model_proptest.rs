@@ -22,7 +22,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => key.clone().prop_map(Op::Compact),
         1 => key.clone().prop_map(Op::UndoClear),
         1 => key.clone().prop_map(Op::Restore),
-        1 => (key.clone(), key).prop_map(|(a, b)| Op::Fork(a, b)),
+        1 => (key.clone(), key.clone()).prop_map(|(a, b)| Op::Fork(a, b)),
+        1 => key.prop_map(Op::Erase),
         1 => Just(Op::Reopen),
         1 => Just(Op::PowerLoss),
     ]
