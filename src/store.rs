@@ -1482,7 +1482,13 @@ impl Inner {
                 self.live_sessions.fetch_add(1, Ordering::SeqCst);
             }
             (Some(_), None) => {
-                self.live_sessions.fetch_sub(1, Ordering::SeqCst);
+                // Saturating: a miscount must never turn into a store that refuses every new
+                // session.
+                let _ = self
+                    .live_sessions
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                        Some(n.saturating_sub(1))
+                    });
             }
             _ => {}
         }
@@ -1645,6 +1651,8 @@ impl Inner {
             // Nothing shared is dead weight of the fork's.
             view.bytes_written = view.live_bytes;
         }
+        // The fork is live from here on (its view was installed whole, not by an event).
+        self.live_sessions.fetch_add(1, Ordering::SeqCst);
         let event = Event::Fork {
             source,
             at_seq: shared.seq,

@@ -296,3 +296,34 @@ fn more_sessions_than_open_files_all_take_writes() {
         assert_eq!(store.load(&format!("s{s}")).len(), 3);
     }
 }
+
+#[test]
+fn forks_count_toward_the_session_limit_and_deletes_free_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(
+        dir.path(),
+        Options {
+            sessions_max: 3,
+            durability: sessionlog::Durability::Never,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    store.append("a", &user("x")).unwrap();
+    store.fork_session("a", "b", None).unwrap();
+    store.fork_session("a", "c", None).unwrap();
+    assert!(matches!(
+        store.append("d", &user("x")).map_err(|e| e.into_inner()),
+        Err(Some(e)) if matches!(e.downcast_ref::<Error>(), Some(Error::TooManySessions { max: 3 }))
+    ));
+    for key in ["a", "b", "c"] {
+        store.delete_session(key).unwrap();
+    }
+    for key in ["d", "e", "f"] {
+        store.append(key, &user("x")).unwrap();
+    }
+    assert!(
+        store.append("g", &user("x")).is_err(),
+        "the count never wraps"
+    );
+}
