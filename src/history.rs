@@ -3,7 +3,7 @@
 //! a given event.
 //!
 //! A session's history is its segments in the folder plus, with `Options::keep_history`, the
-//! ones compaction and delete moved to `archive/`. Each session is read by a [`Cursor`] that
+//! ones compaction moved to `archive/`. Each session is read by a [`Cursor`] that
 //! folds its records through the same [`SessionView::apply`] the store uses, so an event can
 //! say what it replaced (the old message of an `update_last`) and `load_at` agrees with the
 //! live store by construction. A cursor keeps no file open between reads and holds one read

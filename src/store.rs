@@ -725,9 +725,10 @@ impl LogStore {
 
     /// Erases the session `key` at once, whatever [`Options::tombstone_retention`] says: its
     /// live session (after writing its delete record), its restorable tombstone, and every
-    /// archived, quarantined or side file of its sessions, durably; forks that share its bytes
-    /// are compacted first, so that they keep their own copy and nothing of the session's
-    /// remains in a shared file. Returns the files it removed. The session can no longer be
+    /// archived, quarantined or side file of its sessions, durably. Every live fork in the
+    /// store is compacted first (their segments shared by hard links are removed, never
+    /// archived), so that forks keep their own copy and nothing of the session's remains in a
+    /// shared file; deleted forks of this session are erased with it. Returns the files it removed. The session can no longer be
     /// restored.
     pub fn erase_session(&self, session_key: &str) -> Result<Vec<PathBuf>> {
         self.inner.erase(session_key)

@@ -1,7 +1,8 @@
 //! The `sessionlog` command: look into a store, check it, compact it, export it, import the
 //! JSONL folders agents keep today, and run the demo.
 //!
-//! Read-only commands (`ls`, `show`, `search`, `verify`, `stats`, `export`) open the store with
+//! Read-only commands (`ls`, `show`, `replay`, `at`, `search`, `verify`, `stats`, `export`)
+//! open the store with
 //! `LogStore::open_read_only`: they work while an agent has the store open and change no byte.
 //! Exit status: 0 on success (for `verify`: the store is sound), 1 when `verify` found damage,
 //! 2 on a usage or I/O error.
@@ -303,8 +304,8 @@ fn run(command: Command) -> CliResult<ExitCode> {
             };
             let Some(state) = state else {
                 return Err(format!(
-                    "session {key:?} did not exist then (a deleted session's history is kept \
-                     only with keep_history)"
+                    "session {key:?} did not exist then (a deleted session's history goes when \
+                     it is reclaimed)"
                 )
                 .into());
             };
