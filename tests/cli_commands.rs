@@ -316,3 +316,17 @@ fn jsonl_import_keeps_every_file_name_a_separate_session() {
         assert_eq!(store.load(name), vec![user(&format!("from {i}"))]);
     }
 }
+
+#[test]
+fn verify_counts_an_unfinished_last_record_as_no_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(sample(dir.path()));
+    // A write in progress (or a crash's torn tail): half a record at the end of a segment.
+    let seg = segments(dir.path())[0].clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2, 3]);
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = run(&["verify", dir_arg(dir.path())]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("incomplete record"), "{}", text(&out));
+}
