@@ -43,7 +43,8 @@ pub fn temp_path(dir: &Path, session_id: u64, segment: u32) -> PathBuf {
 }
 
 /// Writes `view`'s live state as segment `segment` of session `session_id`, reading the
-/// messages from `source`, and puts it in force (steps 1 and 2 above). `replaced_head` is the
+/// messages from `source`, and puts it in force (steps 1 and 2 above). `snapshot_at` gives the
+/// sequence number and time of its snapshot record, once the messages are copied. `replaced_head` is the
 /// hash of the last record of what the generation replaces: its first record links to it, so
 /// the chain runs on through the compaction. With `keep_cleared`, the messages the last clear
 /// removed are written first, followed by that clear (its own sequence number and time), so
@@ -55,7 +56,7 @@ pub fn write_generation(
     (session_id, segment, kind): (u64, u32, SegmentKind),
     view: &SessionView,
     source: &SegmentFiles,
-    (snapshot_seq, snapshot_ts): (u64, i64),
+    snapshot_at: impl FnOnce() -> (u64, i64),
     replaced_head: Hash,
     keep_cleared: bool,
 ) -> Result<Generation> {
@@ -134,6 +135,9 @@ pub fn write_generation(
         &mut head,
     )?;
     let snapshot = Event::Snapshot(view.snapshot());
+    // The snapshot's sequence number is taken only now, after the copy: until the generation
+    // is in force, subscribers wait for every event after it.
+    let (snapshot_seq, snapshot_ts) = snapshot_at();
     head = encode_record(snapshot_seq, snapshot_ts, &head, &snapshot, &mut buffer);
     flush(&mut buffer, &mut written)?;
     // The generation must be wholly on disk before the rename can put it in force.

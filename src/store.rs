@@ -1198,7 +1198,7 @@ fn repair(
         (session.session_id, number, SegmentKind::Recovered),
         &session.view,
         &source,
-        (seq, now_micros()),
+        || (seq, now_micros()),
         session.head,
         session
             .view
@@ -2585,8 +2585,7 @@ impl Inner {
             self.poison(synced)?;
         }
         self.forget_checkpoint()?;
-        let ts = now_micros();
-        let ticket = self.feed.take();
+        let mut taken = None;
         let keep_cleared = view
             .cleared_by
             .is_some_and(|(_, ts)| within_retention(self.options.tombstone_retention, ts));
@@ -2603,10 +2602,22 @@ impl Inner {
                 (slot.session_id, number, SegmentKind::Compacted),
                 &view,
                 &source,
-                (ticket.seq(), ts),
+                || {
+                    let ticket = self.feed.take();
+                    let at = (ticket.seq(), now_micros());
+                    taken = Some((ticket, at.1));
+                    at
+                },
                 w.head,
                 keep_cleared,
             ))?
+        };
+        let Some((ticket, ts)) = taken else {
+            return self.poison(Err(Error::Corrupt {
+                path: segment::path(&self.dir, slot.session_id, number),
+                offset: 0,
+                reason: "a compaction wrote no snapshot".into(),
+            }));
         };
         {
             let mut view = slot.view.write();
