@@ -2093,17 +2093,21 @@ impl Inner {
     }
 
     fn apply_disk_budget(&self, budget: u64, report: &mut RetentionReport) -> Result<()> {
+        // Counted once, then kept up to date as sessions go (writes meanwhile are not
+        // counted until the next pass).
+        let mut total = self.session_bytes();
         // Tombstones first, the oldest delete first: they are gone from the caller's view.
-        while self.session_bytes() > budget {
+        while total > budget {
             let oldest = self.tombstones.lock().oldest();
             let Some(slot) = oldest else { break };
             if self.tombstones.lock().take(&slot) {
+                total = total.saturating_sub(slot.view.read().bytes_written);
                 self.reclaim_tombstone(&slot)?;
                 report.reclaimed += 1;
             }
         }
         // Then the least recently active sessions, for good.
-        while self.session_bytes() > budget {
+        while total > budget {
             let victim = {
                 let mut index = self.activity_index();
                 index
@@ -2127,6 +2131,7 @@ impl Inner {
             report
                 .expired
                 .push((slot.key.clone(), RetentionRule::DiskBudget));
+            total = total.saturating_sub(slot.view.read().bytes_written);
             if self.tombstones.lock().take(&slot) {
                 self.reclaim_tombstone(&slot)?;
             }
