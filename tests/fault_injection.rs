@@ -34,6 +34,14 @@ fn workload() -> Vec<Op> {
         Op::Delete(1),
         Op::Append(1, "back".into()),
         Op::Alias(3, "a".into()),
+        Op::AppendBatch(2, vec!["call".into(), "result".into()]),
+        Op::Clear(2),
+        Op::UndoClear(2),
+        Op::Fork(2, 4),
+        Op::Append(4, "forked".into()),
+        Op::Delete(4),
+        Op::Restore(4),
+        Op::Erase(2),
     ];
     ops.push(Op::Append(4, "last".into()));
     ops
