@@ -46,7 +46,8 @@ pub fn temp_path(dir: &Path, session_id: u64, segment: u32) -> PathBuf {
 /// messages from `source`, and puts it in force (steps 1 and 2 above). `snapshot_at` gives the
 /// sequence number and time of its snapshot record, once the messages are copied. `replaced_head` is the
 /// hash of the last record of what the generation replaces: its first record links to it, so
-/// the chain runs on through the compaction. With `keep_cleared`, the messages the last clear
+/// the chain runs on through the compaction. `erasing`: it drops cleared messages past their
+/// undo window (see below). With `keep_cleared`, the messages the last clear
 /// removed are written first, followed by that clear (its own sequence number and time), so
 /// `undo_clear` still works; otherwise they are dropped for good.
 #[allow(clippy::too_many_arguments)]
@@ -58,12 +59,11 @@ pub fn write_generation(
     source: &SegmentFiles,
     snapshot_at: impl FnOnce() -> (u64, i64),
     replaced_head: Hash,
-    keep_cleared: bool,
+    (keep_cleared, erasing): (bool, bool),
 ) -> Result<Generation> {
-    // A generation that drops cleared messages past their undo window says so in its header,
-    // so that an open finishing it after a crash erases what it replaces instead of
-    // archiving it.
-    let erasing = view.cleared_by.is_some() && !keep_cleared;
+    // A generation that drops cleared messages past their undo window (`erasing`) says so in
+    // its header, so that an open finishing it after a crash erases what it replaces instead
+    // of archiving it.
     let final_path = segment::path(dir, session_id, segment);
     let temp_path = temp_path(dir, session_id, segment);
     let file = fs

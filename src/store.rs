@@ -1136,7 +1136,7 @@ fn compactor(inner: &Inner) {
             }
         };
         // A failure poisons the store, so the next write reports it.
-        let _ = inner.compact(&key);
+        let _ = inner.compact_as(&key, false, false);
         background.state.lock().running -= 1;
         background.wake.notify_all();
     }
@@ -1200,10 +1200,11 @@ fn repair(
         &source,
         || (seq, now_micros()),
         session.head,
-        session
-            .view
-            .cleared_by
-            .is_some_and(|(_, ts)| within_retention(retention, ts)),
+        {
+            let cleared = session.view.cleared_by;
+            let within = cleared.is_some_and(|(_, ts)| within_retention(retention, ts));
+            (within, cleared.is_some() && !within)
+        },
     )?;
     drop(source);
     let quarantined = compaction::retire(
@@ -1815,7 +1816,7 @@ impl Inner {
         for fork in forks {
             // The links it drops go at once and are never archived: they are this session's
             // bytes under another name.
-            self.compact_as(&fork, true)?;
+            self.compact_as(&fork, true, false)?;
         }
         // Deleted forks of it would keep its bytes through their links: they go for good.
         let dead_forks: Vec<Arc<Slot>> = {
@@ -2557,14 +2558,17 @@ impl Inner {
     }
 
     /// Rewrites a session as one new generation (see `compaction.rs`).
+    /// An explicit compaction (`compact`, `compact_session`) holds only what is live, as the
+    /// contract says: messages a clear removed are dropped even within their undo window, so
+    /// `undo_clear` has nothing left to bring back. A background compaction keeps them.
     fn compact(&self, key: &str) -> Result<()> {
-        self.compact_as(key, false)
+        self.compact_as(key, false, true)
     }
 
     /// [`Inner::compact`]; with `unlink`, the replaced segments are removed at once (never
     /// archived, not deferred for readers). Holds the session's
     /// writer lock throughout, so its writers wait; its readers and every other session go on.
-    fn compact_as(&self, key: &str, unlink: bool) -> Result<()> {
+    fn compact_as(&self, key: &str, unlink: bool, purge: bool) -> Result<()> {
         if check_key(key).is_err() {
             return Ok(());
         }
@@ -2591,13 +2595,14 @@ impl Inner {
         }
         self.forget_checkpoint()?;
         let mut taken = None;
-        let keep_cleared = view
+        let within = view
             .cleared_by
             .is_some_and(|(_, ts)| within_retention(self.options.tombstone_retention, ts));
+        let keep_cleared = within && !purge;
         // Cleared messages past their undo window go for good with this compaction: the
         // segments that held them are removed, and the session's archive with them (erasure
         // wins over history).
-        let erasing = view.cleared_by.is_some() && !keep_cleared;
+        let erasing = view.cleared_by.is_some() && !within;
         let generation = {
             let source =
                 SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, &every_loc(&view))?;
@@ -2614,7 +2619,7 @@ impl Inner {
                     at
                 },
                 w.head,
-                keep_cleared,
+                (keep_cleared, erasing),
             ))?
         };
         let Some((ticket, ts)) = taken else {

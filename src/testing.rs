@@ -856,7 +856,11 @@ impl Model {
                     .or_insert_with(new_session)
                     .state = (state.into(), Some("turn".into()));
             }
-            Op::Compact(_) | Op::Reopen | Op::PowerLoss => {}
+            // An explicit compaction holds only what is live: nothing left to undo.
+            Op::Compact(k) => {
+                self.cleared.remove(&key(k));
+            }
+            Op::Reopen | Op::PowerLoss => {}
         }
     }
 

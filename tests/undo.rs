@@ -32,27 +32,38 @@ fn holds(dir: &Path, marker: &[u8]) -> bool {
 }
 
 #[test]
-fn undo_clear_puts_the_messages_back_before_newer_ones_across_reopens_and_compaction() {
+fn undo_clear_puts_the_messages_back_before_newer_ones_across_reopens_and_background_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    let store = with_retention(dir.path(), DAY);
+    let options = Options {
+        tombstone_retention: DAY,
+        compaction_dead_bytes_min: 1,
+        ..Options::with_durability(Durability::Never)
+    };
+    let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
     fill(&store, "k", "old", 3);
     assert_eq!(store.clear_messages("k").unwrap(), 3);
     store.append("k", &user("new")).unwrap();
-    // Through a compaction, a checkpointed reopen and a replayed one.
-    store.compact_session("k").unwrap();
+    // Enough dead bytes for the background to compact: it keeps what undo may need.
+    for i in 0..30 {
+        store.update_last("k", &user(&format!("new {i}"))).unwrap();
+    }
+    store.update_last("k", &user("new")).unwrap();
+    store.wait_for_compactions();
+    assert!(segments(dir.path()).len() == 1 && store.dead_bytes("k") < 200);
+    // Through a checkpointed reopen and a replayed one.
     drop(store);
-    let store = with_retention(dir.path(), DAY);
+    let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
     assert!(store.recovery_report().from_checkpoint);
     drop(store);
     std::fs::remove_file(dir.path().join("CHECKPOINT")).ok();
-    let store = with_retention(dir.path(), DAY);
+    let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
     assert_eq!(store.load("k"), vec![user("new")]);
     assert_eq!(store.undo_clear("k").unwrap(), 3);
     let expected = vec![user("old 0"), user("old 1"), user("old 2"), user("new")];
     assert_eq!(store.load("k"), expected);
     assert_eq!(store.undo_clear("k").unwrap(), 0, "nothing left to undo");
     drop(store);
-    let store = with_retention(dir.path(), DAY);
+    let store = LogStore::open_with(dir.path(), options).unwrap();
     assert_eq!(store.load("k"), expected);
     let kinds: Vec<EventKind> = store
         .events(EventFilter::session("k"))
@@ -61,6 +72,21 @@ fn undo_clear_puts_the_messages_back_before_newer_ones_across_reopens_and_compac
         .collect();
     assert!(kinds.contains(&EventKind::UndoClear), "{kinds:?}");
     assert!(store.verify().unwrap().is_sound());
+}
+
+/// `compact` holds only what is live (the contract): what a clear removed is gone from the
+/// session's segments, and undo has nothing to bring back.
+#[test]
+fn an_explicit_compaction_holds_only_what_is_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = with_retention(dir.path(), DAY);
+    fill(&store, "k", "secret", 3);
+    store.clear_messages("k").unwrap();
+    store.append("k", &user("new")).unwrap();
+    store.compact("k").unwrap();
+    assert!(!holds(dir.path(), b"secret"));
+    assert_eq!(store.undo_clear("k").unwrap(), 0);
+    assert_eq!(store.load("k"), vec![user("new")]);
 }
 
 #[test]
