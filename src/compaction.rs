@@ -213,6 +213,22 @@ pub fn retire(
     Ok(done)
 }
 
+/// Erases a deleted session's files: its traces first (archived, quarantined and side files),
+/// then its segments `from..below`, oldest first. In this order a crash part way leaves a
+/// segment holding the delete record, from which open finishes the erasure; the other order
+/// could strand an archive that nothing leads back to.
+pub fn erase_session_files(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    session_id: u64,
+    from: u32,
+    below: u32,
+) -> Result<Vec<PathBuf>> {
+    let mut gone = erase_traces(fs, dir, session_id)?;
+    gone.extend(retire(fs, dir, session_id, from, below, Retire::Remove)?);
+    Ok(gone)
+}
+
 /// Removes every trace of session `session_id` outside its segments: its archived and
 /// quarantined files and the side files of its torn tails. Returns what it removed.
 pub fn erase_traces(fs: &dyn FileSystem, dir: &Path, session_id: u64) -> Result<Vec<PathBuf>> {

@@ -50,6 +50,9 @@ struct Subscriber {
 pub(crate) struct Ticket<'a> {
     feed: &'a Feed,
     seq: u64,
+    /// A subscriber was registered when the number was taken. One registered later starts
+    /// after this number, so it is never owed this event.
+    wanted: bool,
     resolved: bool,
 }
 
@@ -61,7 +64,7 @@ impl Ticket<'_> {
 
     /// True when a subscriber may want this write's event: build it only then.
     pub(crate) fn wanted(&self) -> bool {
-        !self.feed.state.lock().subscribers.is_empty()
+        self.wanted
     }
 
     /// The write committed: hand its event (if built) to the subscribers.
@@ -112,6 +115,7 @@ impl Feed {
         Ticket {
             feed: self,
             seq,
+            wanted: !state.subscribers.is_empty(),
             resolved: false,
         }
     }

@@ -389,15 +389,7 @@ pub(crate) fn replay(
         write_seq_floor(fs, dir, next_seq)?;
         // A deleted session is erased, whatever `keep_history` says.
         for (id, oldest, highest) in deleted {
-            compaction::retire(
-                fs,
-                dir,
-                id,
-                oldest,
-                highest.saturating_add(1),
-                Retire::Remove,
-            )?;
-            compaction::erase_traces(fs, dir, id)?;
+            compaction::erase_session_files(fs, dir, id, oldest, highest.saturating_add(1))?;
         }
     }
     Ok(Replayed {

@@ -1288,15 +1288,13 @@ fn restore_delete(
     drop(file);
     // Then its files go, as a reclaim does: the sequence floor first.
     recovery::write_seq_floor(fs, dir, *next_seq)?;
-    compaction::retire(
+    compaction::erase_session_files(
         fs,
         dir,
         session.session_id,
         session.oldest,
         session.highest.saturating_add(1),
-        Retire::Remove,
     )?;
-    compaction::erase_traces(fs, dir, session.session_id)?;
     report.findings.push(Finding::DeleteRestored { key, path });
     Ok(())
 }
@@ -1572,7 +1570,7 @@ impl Inner {
     /// released this writer.
     fn entomb(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<Option<Arc<Slot>>> {
         if self.options.tombstone_retention.is_zero() {
-            return self.reclaim(slot, w).map(|()| None);
+            return self.reclaim(slot, w).map(|_| None);
         }
         w.retired = true;
         self.release_file(w);
@@ -1853,7 +1851,6 @@ impl Inner {
             Some(_) => Decision::Write(()),
             None => Decision::Skip(()),
         })?;
-        let mut ids = Vec::new();
         let mut gone = Vec::new();
         let tombstone = {
             let mut tombstones = self.tombstones.lock();
@@ -1861,23 +1858,8 @@ impl Inner {
             slot.filter(|slot| tombstones.take(slot))
         };
         if let Some(slot) = tombstone {
-            ids.push(slot.session_id);
-            let mut w = slot.writer.lock();
-            if !w.reclaimed {
-                w.retired = true;
-                w.reclaimed = true;
-                self.forget_checkpoint()?;
-                self.release_file(&mut w);
-                let floor = recovery::write_seq_floor(&*self.fs, &self.dir, self.feed.next_seq());
-                self.poison(floor)?;
-                // Not deferred for readers: an erasure is meant to take effect now.
-                let removed = self.carry_out(Retirement::Erased(
-                    slot.session_id,
-                    w.oldest,
-                    w.newest.saturating_add(1),
-                ));
-                gone.extend(self.poison(removed)?);
-            }
+            // Reclaimed as any expired tombstone is: an erasure is never deferred for readers.
+            gone.extend(self.reclaim_tombstone(&slot)?);
         }
         // Earlier sessions of the key, kept in the archive or quarantine.
         for folder in [compaction::ARCHIVE_DIR, compaction::QUARANTINE_DIR] {
@@ -1907,10 +1889,6 @@ impl Inner {
                     gone.push(path);
                 }
             }
-        }
-        for id in ids {
-            let traces = compaction::erase_traces(&*self.fs, &self.dir, id);
-            gone.extend(self.poison(traces)?);
         }
         for path in live_files {
             if !self.fs.exists(&path) && !gone.contains(&path) {
@@ -1953,7 +1931,7 @@ impl Inner {
                     let newer_at = newer.view.read().deleted_at;
                     tombstones.insert(newer, newer_at);
                     drop(tombstones);
-                    self.reclaim(&slot, w)
+                    self.reclaim(&slot, w).map(drop)
                 }
                 None => Ok(()),
             }
@@ -2153,10 +2131,10 @@ impl Inner {
 
     /// Reclaims the files of a tombstone the caller took out of `tombstones`, for good,
     /// unless a restore brought it back first (or it was reclaimed already).
-    fn reclaim_tombstone(&self, slot: &Arc<Slot>) -> Result<()> {
+    fn reclaim_tombstone(&self, slot: &Arc<Slot>) -> Result<Vec<PathBuf>> {
         let mut w = slot.writer.lock();
         if w.reclaimed || !w.retired || !slot.view.read().deleted {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.reclaim(slot, &mut w)
     }
@@ -2366,7 +2344,7 @@ impl Inner {
 
     /// After a session's delete record: takes it out of the map and reclaims its files
     /// (removes them, or moves them to `archive/` with `keep_history`).
-    fn reclaim(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<()> {
+    fn reclaim(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<Vec<PathBuf>> {
         w.retired = true;
         w.reclaimed = true;
         // The checkpoint lists the files about to go.
@@ -2385,7 +2363,7 @@ impl Inner {
                     w.newest.saturating_add(1),
                 ))
             });
-        self.poison(result).map(drop)
+        self.poison(result)
     }
 
     /// Writes the projection to the checkpoint file (see `checkpoint.rs`). Called at close,
@@ -2689,18 +2667,7 @@ impl Inner {
                 compaction::retire(&*self.fs, &self.dir, id, from, below, Retire::Remove)
             }
             Retirement::Erased(id, from, below) => {
-                // The traces first: while a segment is left, open finds the session and
-                // finishes the erasure; an archive left without one would stay for good.
-                let mut gone = compaction::erase_traces(&*self.fs, &self.dir, id)?;
-                gone.extend(compaction::retire(
-                    &*self.fs,
-                    &self.dir,
-                    id,
-                    from,
-                    below,
-                    Retire::Remove,
-                )?);
-                Ok(gone)
+                compaction::erase_session_files(&*self.fs, &self.dir, id, from, below)
             }
         }
     }
