@@ -380,6 +380,9 @@ pub(crate) struct Cursor {
     fs: Arc<dyn FileSystem>,
     session_id: u64,
     segments: Vec<SegmentRef>,
+    /// The segments' headers as `new` read them (`None`: unreadable then), so that each is
+    /// read once; headers never change once written.
+    headers: Vec<Option<segment::SegmentHeader>>,
     /// Index in `segments` of the segment being read; `segments.len()` when done.
     index: usize,
     /// Offset of the next record in that segment.
@@ -421,6 +424,7 @@ impl Cursor {
             fs,
             session_id,
             segments,
+            headers: Vec::new(),
             index: 0,
             offset: 0,
             buffer: Vec::new(),
@@ -440,9 +444,10 @@ impl Cursor {
         // Forks first: where the session's own segments begin, and the shares of segments
         // below forked ones (headers read without the file-name check, since a fork's shared
         // segments name their source).
-        let headers: Vec<Option<segment::SegmentHeader>> = (0..cursor.segments.len())
+        cursor.headers = (0..cursor.segments.len())
             .map(|i| cursor.read_header(i).ok())
             .collect();
+        let headers = cursor.headers.clone();
         let mut forked_at = None;
         let mut cuts = HashMap::new();
         for (index, header) in headers.iter().enumerate() {
@@ -481,10 +486,12 @@ impl Cursor {
             if matches!(cursor.header(last), Err(Error::Corrupt { reason, .. }) if reason == HEADER_CUT_SHORT)
             {
                 cursor.segments.pop();
+                cursor.headers.pop();
             }
         }
         let whole = cursor.segments.get(start).is_some_and(|s| s.number == 1);
         cursor.segments.drain(..start);
+        cursor.headers.drain(..start);
         cursor.forked_at = forked_at.and_then(|f| f.checked_sub(start));
         cursor.cuts = cuts
             .into_iter()
@@ -528,6 +535,9 @@ impl Cursor {
 
     /// The header of segment `index`, decoded.
     fn read_header(&self, index: usize) -> Result<segment::SegmentHeader> {
+        if let Some(Some(header)) = self.headers.get(index) {
+            return Ok(header.clone());
+        }
         let segment = self.segments.get(index).ok_or_else(|| Error::Corrupt {
             path: PathBuf::new(),
             offset: 0,
