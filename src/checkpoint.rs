@@ -14,12 +14,13 @@
 
 use std::path::Path;
 
+use crate::crypto::Keyring;
 use crate::error::Result;
 use crate::fs::{context, read_all, sync_dir, FileStat, FileSystem, OpenMode};
 use crate::projection::{MessageLoc, SessionView};
 use crate::record::{Hash, HASH_LEN};
 use crate::recovery::{Finding, RecoveryReport, Replayed, ReplayedSession};
-use crate::segment::{FORMAT_VERSION, FORMAT_VERSION_OLDEST};
+use crate::segment::{FORMAT_VERSION_OLDEST, SEALED_VERSION};
 
 /// The checkpoint's file name in the store's folder.
 pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
@@ -235,7 +236,7 @@ fn decode(bytes: &[u8]) -> Option<Decoded> {
         let newest_len = r.u64()?;
         let head = r.hash()?;
         let newest_version = r.u32()?;
-        if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&newest_version) {
+        if !(FORMAT_VERSION_OLDEST..=SEALED_VERSION).contains(&newest_version) {
             return None;
         }
         let bytes_written = r.u64()?;
@@ -311,21 +312,31 @@ fn decode(bytes: &[u8]) -> Option<Decoded> {
     })
 }
 
+/// The associated data of an encrypted store's checkpoint, which is sealed whole under the
+/// store key.
+pub(crate) const SEALED_AAD: &[u8] = b"sessionlog checkpoint\0";
+
 /// Loads the checkpoint if it is sound and matches the folder's segment files (`segments`,
 /// sorted). Without a usable checkpoint, returns `None` (the caller replays the segments), and
 /// notes why in `report` if one was there. The caller removes it with [`remove`] before the
-/// store takes a write.
+/// store takes a write. In an encrypted store the file is opened with `keys` first.
 pub(crate) fn load(
     fs: &dyn FileSystem,
     dir: &Path,
     segments: &[String],
     report: &mut RecoveryReport,
+    keys: Option<&Keyring>,
 ) -> Result<Option<Replayed>> {
     let path = dir.join(CHECKPOINT_FILE);
     if !fs.exists(&path) {
         return Ok(None);
     }
-    let decoded = read_all(fs, &path).ok().and_then(|bytes| decode(&bytes));
+    let bytes = read_all(fs, &path).ok();
+    let bytes = match keys {
+        Some(keys) => bytes.and_then(|sealed| keys.open_blob(SEALED_AAD, &sealed)),
+        None => bytes,
+    };
+    let decoded = bytes.and_then(|bytes| decode(&bytes));
     let usable = match decoded {
         None => Err("damaged or of another version"),
         Some(d) => match check_folder(fs, dir, &path, &d.segments, segments) {

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::crypto::{DataKey, Keyring};
 use crate::error::{Error, Result};
 use crate::fs::{context, free_name, move_aside, sync_dir, FileSystem, OpenMode};
 use crate::projection::{MessageLoc, SessionView};
@@ -43,7 +44,8 @@ pub fn temp_path(dir: &Path, session_id: u64, segment: u32) -> PathBuf {
 }
 
 /// Writes `view`'s live state as segment `segment` of session `session_id`, reading the
-/// messages from `source`, and puts it in force (steps 1 and 2 above). `snapshot_at` gives the
+/// messages from `source` and sealing its records with `seal` (an encrypted store's data key
+/// of the session), and puts it in force (steps 1 and 2 above). `snapshot_at` gives the
 /// sequence number and time of its snapshot record, once the messages are copied. `replaced_head` is the
 /// hash of the last record of what the generation replaces: its first record links to it, so
 /// the chain runs on through the compaction. `erasing`: it drops cleared messages past their
@@ -57,6 +59,7 @@ pub fn write_generation(
     (session_id, segment, kind): (u64, u32, SegmentKind),
     view: &SessionView,
     source: &SegmentFiles,
+    seal: Option<&DataKey>,
     snapshot_at: impl FnOnce() -> (u64, i64),
     replaced_head: Hash,
     (keep_cleared, erasing): (bool, bool),
@@ -70,7 +73,7 @@ pub fn write_generation(
         .open(&temp_path, OpenMode::Truncate)
         .map_err(context("creating", &temp_path))?;
     let mut buffer = segment::encode_header(&SegmentHeader {
-        version: segment::FORMAT_VERSION,
+        version: segment::version_for(seal.is_some()),
         kind,
         session_id,
         segment,
@@ -102,7 +105,7 @@ pub fn write_generation(
                 };
                 let offset = *written + buffer.len() as u64;
                 // The message keeps its sequence number and its append time.
-                *head = encode_record(stored.seq, stored.created_at, head, &append, buffer);
+                *head = encode_record(stored.seq, stored.created_at, head, &append, buffer, seal);
                 let len = *written + buffer.len() as u64 - offset;
                 let len = u32::try_from(len).map_err(|_| Error::RecordTooLarge {
                     len: usize::try_from(len).unwrap_or(usize::MAX),
@@ -125,7 +128,7 @@ pub fn write_generation(
             &mut written,
             &mut head,
         )?;
-        head = encode_record(clear_seq, clear_ts, &head, &Event::Clear, &mut buffer);
+        head = encode_record(clear_seq, clear_ts, &head, &Event::Clear, &mut buffer, seal);
     }
     copy(
         &view.messages,
@@ -138,7 +141,14 @@ pub fn write_generation(
     // The snapshot's sequence number is taken only now, after the copy: until the generation
     // is in force, subscribers wait for every event after it.
     let (snapshot_seq, snapshot_ts) = snapshot_at();
-    head = encode_record(snapshot_seq, snapshot_ts, &head, &snapshot, &mut buffer);
+    head = encode_record(
+        snapshot_seq,
+        snapshot_ts,
+        &head,
+        &snapshot,
+        &mut buffer,
+        seal,
+    );
     flush(&mut buffer, &mut written)?;
     // The generation must be wholly on disk before the rename can put it in force.
     file.sync().map_err(context("syncing", &temp_path))?;
@@ -213,19 +223,27 @@ pub fn retire(
     Ok(done)
 }
 
-/// Erases a deleted session's files: its traces first (archived, quarantined and side files),
-/// then its segments `from..below`, oldest first. In this order a crash part way leaves a
-/// segment holding the delete record, from which open finishes the erasure; the other order
-/// could strand an archive that nothing leads back to.
+/// Erases a deleted session's files: in an encrypted store its data key first (`keys`), which
+/// makes every copy of its bytes unreadable at once; then its traces (archived, quarantined
+/// and side files), then its segments `from..below`, oldest first. In this order a crash part
+/// way leaves a segment holding the delete record (or, encrypted, the erasure's marker), from
+/// which open finishes the erasure; the other order could strand an archive that nothing
+/// leads back to.
 pub fn erase_session_files(
     fs: &dyn FileSystem,
     dir: &Path,
+    keys: Option<&Keyring>,
     session_id: u64,
-    from: u32,
-    below: u32,
+    (from, below): (u32, u32),
 ) -> Result<Vec<PathBuf>> {
+    if let Some(keys) = keys {
+        keys.destroy_key(session_id)?;
+    }
     let mut gone = erase_traces(fs, dir, session_id)?;
     gone.extend(retire(fs, dir, session_id, from, below, Retire::Remove)?);
+    if let Some(keys) = keys {
+        keys.erased(session_id)?;
+    }
     Ok(gone)
 }
 

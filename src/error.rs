@@ -53,7 +53,7 @@ pub enum Error {
         path: PathBuf,
         /// The version stored in its header.
         found: u32,
-        /// The newest version this build reads (and the one it writes).
+        /// The newest version this build reads.
         supported: u32,
     },
     /// A record is larger than [`crate::Options::record_bytes_max`]. Nothing was written; raise
@@ -104,6 +104,28 @@ pub enum Error {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// The store is encrypted and the key given ([`crate::Options::encryption`]) is not its
+    /// key. Nothing was read or changed.
+    #[error("{path}: the encryption key is not this store's key")]
+    WrongKey {
+        /// The store's key check file.
+        path: PathBuf,
+    },
+    /// The store is encrypted and no key was given ([`crate::Options::encryption`]). Nothing
+    /// was read or changed.
+    #[error("{path} is an encrypted store: an encryption key is needed to open it")]
+    KeyRequired {
+        /// The store's folder.
+        path: PathBuf,
+    },
+    /// An encryption key was given for a store that holds unencrypted data; encryption is
+    /// chosen when a store is created. Export and import the sessions into a new encrypted
+    /// store instead. Nothing was read or changed.
+    #[error("{path} holds unencrypted sessions: encryption is chosen when a store is created")]
+    NotEncrypted {
+        /// The store's folder.
+        path: PathBuf,
     },
     /// An earlier write or sync failed, so the disk may not hold what the store believed it
     /// wrote. Every write is refused until the store is dropped and opened again; reads still
@@ -187,7 +209,10 @@ impl Error {
             | Error::InvalidKey { .. }
             | Error::InvalidOptions { .. } => io::ErrorKind::InvalidInput,
             Error::Locked { .. } => io::ErrorKind::ResourceBusy,
-            Error::InsecureFolder { .. } => io::ErrorKind::PermissionDenied,
+            Error::InsecureFolder { .. } | Error::WrongKey { .. } | Error::KeyRequired { .. } => {
+                io::ErrorKind::PermissionDenied
+            }
+            Error::NotEncrypted { .. } => io::ErrorKind::InvalidInput,
             Error::Poisoned => io::ErrorKind::Other,
             Error::ReadOnly => io::ErrorKind::PermissionDenied,
             Error::Conflict { .. } | Error::SessionExists { .. } => io::ErrorKind::AlreadyExists,

@@ -20,13 +20,14 @@ use serde::Serialize;
 
 use crate::backend::{SessionMetadata, SessionState, TimestampedMessage};
 use crate::compaction::ARCHIVE_DIR;
+use crate::crypto::{DataKey, Keyring};
 use crate::error::{Error, Result};
 use crate::fs::{context, FileSystem, OpenMode};
 use crate::message::ChatMessage;
 use crate::options::RetentionRule;
 use crate::projection::{to_time, MessageLoc, RecordLoc, SessionView};
 use crate::record::{
-    chain_start, decode_event, decode_frame, record_hash, Event, FrameError, Hash,
+    chain_start, decode_event, decode_frame, open_payload, record_hash, Event, FrameError, Hash,
 };
 use crate::recovery::NUMBER_LIMIT;
 use crate::segment::{self, SegmentKind, HEADER_BYTES_MAX, SEGMENT_SUFFIX};
@@ -414,13 +415,20 @@ pub(crate) struct Cursor {
     forked_at: Option<usize>,
     /// For a fork: how many bytes of a shared segment (by index) belong to its history.
     cuts: HashMap<usize, u64>,
+    /// The session's data key, in an encrypted store.
+    key: Option<Arc<DataKey>>,
 }
 
 impl Cursor {
     /// A cursor over a session's segments, starting where its history can be read whole: at
     /// segment 1, or at the first compacted or recovered segment after the last gap.
-    fn new(fs: Arc<dyn FileSystem>, session_id: u64, segments: Vec<SegmentRef>) -> Result<Self> {
+    fn new(
+        fs: Arc<dyn FileSystem>,
+        (session_id, key): (u64, Option<Arc<DataKey>>),
+        segments: Vec<SegmentRef>,
+    ) -> Result<Self> {
         let mut cursor = Cursor {
+            key,
             fs,
             session_id,
             segments,
@@ -554,7 +562,7 @@ impl Cursor {
             segment::HeaderError::UnsupportedVersion(found) => Error::UnsupportedVersion {
                 path: segment.path.clone(),
                 found,
-                supported: segment::FORMAT_VERSION,
+                supported: segment::SEALED_VERSION,
             },
             segment::HeaderError::Truncated => corrupt(HEADER_CUT_SHORT.into()),
             segment::HeaderError::Corrupt(reason) => corrupt(reason),
@@ -705,7 +713,9 @@ impl Cursor {
             reason,
         };
         let (frame, _) = decode_frame(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let event = decode_event(frame.payload).map_err(corrupt)?;
+        let mut scratch = Vec::new();
+        let payload = open_payload(&frame, self.key.as_deref(), &mut scratch).map_err(corrupt)?;
+        let event = decode_event(payload).map_err(corrupt)?;
         match event.message(loc.index()) {
             Some((role, content)) => Ok((frame.seq, ChatMessage::new(role, content))),
             None => Err(corrupt("record holds no such message".into())),
@@ -735,7 +745,10 @@ impl Cursor {
                 len: len as u32,
             };
             segment::check_layout(self.version, &frame).map_err(&corrupt)?;
-            let event = decode_event(frame.payload).map_err(&corrupt)?;
+            let mut scratch = Vec::new(); // an encrypted store's opened payload
+            let key = self.key.clone();
+            let payload = open_payload(&frame, key.as_deref(), &mut scratch).map_err(&corrupt)?;
+            let event = decode_event(payload).map_err(&corrupt)?;
             let (seq, ts) = (frame.seq, frame.ts_micros);
             // In a compacted generation whose history was read already, every record before
             // the snapshot restates what that history built.
@@ -881,6 +894,7 @@ impl Events {
         dir: &Path,
         filter: EventFilter,
         cut: u64,
+        keys: Option<&Keyring>,
     ) -> Result<Events> {
         let mut events = Events {
             cursors: Vec::new(),
@@ -899,7 +913,8 @@ impl Events {
                     continue;
                 }
             }
-            let cursor = Cursor::new(Arc::clone(&fs), id, segments)?;
+            let key = keys.map(|keys| keys.data_key(id)).transpose()?;
+            let cursor = Cursor::new(Arc::clone(&fs), (id, key), segments)?;
             events.cursors.push(cursor);
             events.pending.push(None);
         }
@@ -952,13 +967,15 @@ pub(crate) fn load_at(
     dir: &Path,
     key: &str,
     seq: u64,
+    keys: Option<&Keyring>,
 ) -> Result<Option<SessionAt>> {
     let mut unavailable = None;
     for (id, segments) in list_histories(&*fs, dir)? {
         if history_key(&*fs, &segments).as_deref() != Some(key) {
             continue;
         }
-        let mut cursor = Cursor::new(Arc::clone(&fs), id, segments)?;
+        let data_key = keys.map(|keys| keys.data_key(id)).transpose()?;
+        let mut cursor = Cursor::new(Arc::clone(&fs), (id, data_key), segments)?;
         let mut applied_any = false;
         while cursor.next_event(seq)?.is_some() {
             applied_any = true;
@@ -1075,6 +1092,7 @@ fn problem(session: Option<String>, error: Error) -> Problem {
 pub(crate) fn verify(
     fs: Arc<dyn FileSystem>,
     dir: &Path,
+    keys: Option<&Keyring>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
@@ -1083,7 +1101,14 @@ pub(crate) fn verify(
     for (id, segments) in histories {
         progress(report.sessions, total);
         report.sessions += 1;
-        let mut cursor = match Cursor::new(Arc::clone(&fs), id, segments) {
+        let key = match keys.map(|keys| keys.data_key(id)).transpose() {
+            Ok(key) => key,
+            Err(e) => {
+                report.problems.push(problem(None, e));
+                continue;
+            }
+        };
+        let mut cursor = match Cursor::new(Arc::clone(&fs), (id, key), segments) {
             Ok(cursor) => cursor,
             Err(e) => {
                 report.problems.push(problem(None, e));

@@ -36,6 +36,7 @@
 mod backend;
 mod checkpoint;
 mod compaction;
+mod crypto;
 mod error;
 mod feed;
 pub mod fs;
@@ -55,6 +56,7 @@ pub mod testing;
 pub use backend::{
     SessionBackend, SessionContext, SessionMetadata, SessionQuery, SessionState, TimestampedMessage,
 };
+pub use crypto::{DataKey, EncryptionKey};
 pub use error::{Error, Result};
 pub use feed::{Delivery, Subscription};
 pub use history::{EventFilter, EventKind, Events, LogEvent, Problem, SessionAt, VerifyReport};
@@ -63,5 +65,5 @@ pub use message::ChatMessage;
 pub use options::{Durability, Options, Retention, RetentionRule};
 pub use projection::BATCH_MESSAGES_MAX;
 pub use recovery::{Finding, RecoveryReport};
-pub use segment::{FORMAT_VERSION, MAX_KEY_BYTES};
+pub use segment::{FORMAT_VERSION, MAX_KEY_BYTES, SEALED_VERSION};
 pub use store::{LogStore, RetentionReport, SessionStats, SEARCH_LIMIT_DEFAULT};

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::crypto::EncryptionKey;
 use crate::error::{Error, Result};
 use crate::record::PAYLOAD_BYTES_LIMIT;
 
@@ -90,6 +91,14 @@ pub struct Options {
     /// demand ([`crate::LogStore::apply_retention`]); every removal is an event in the log.
     /// Default: none.
     pub retention: Retention,
+    /// Encrypt the store at rest with this key (see [`EncryptionKey`]): every record's
+    /// payload and the checkpoint are sealed with AES-256-GCM-SIV, under a data key of
+    /// each session's own that is stored sealed under this key in `keys/`. Chosen when the
+    /// store is created: a store created with a key must always be opened with it
+    /// ([`Error::KeyRequired`], [`Error::WrongKey`]), and a key is refused for a store that
+    /// holds unencrypted sessions ([`Error::NotEncrypted`]). The key is never written to
+    /// disk. Session keys, times and sizes are not sealed. Default: none.
+    pub encryption: Option<EncryptionKey>,
 }
 
 /// Why a retention rule removed something: recorded in the log with each removal.
@@ -175,6 +184,7 @@ impl Default for Options {
             allow_shared_folder: false,
             tombstone_retention: Duration::from_secs(24 * 60 * 60),
             retention: Retention::default(),
+            encryption: None,
         }
     }
 }

@@ -19,6 +19,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::{DataKey, NONCE_LEN, TAG_LEN};
+
 /// Offset of the payload length (`u32`).
 pub const LEN_OFFSET: usize = 0;
 /// Offset of the check of the length bytes (`u32`).
@@ -229,7 +231,9 @@ pub struct Frame<'a> {
     pub ts_micros: i64,
     /// The hash of the session's previous record; `None` for a version 1 record.
     pub prev: Option<Hash>,
-    /// The encoded [`Event`].
+    /// The record's header, as stored (a sealed payload's associated data comes from it).
+    pub header: &'a [u8],
+    /// The encoded [`Event`], or in an encrypted store the sealed one (see [`open_payload`]).
     pub payload: &'a [u8],
 }
 
@@ -311,14 +315,19 @@ pub fn record_len(payload_len: usize) -> u64 {
 
 /// Appends a version 2 record of `event` to `out`, its sequence number, time, `prev` and CRC
 /// not yet filled in ([`seal_record`] does that), and returns the payload's length. The event is encoded straight
-/// into the record: no intermediate copy. A payload over [`PAYLOAD_BYTES_LIMIT`] gets a length
+/// into the record: no intermediate copy. With `sealed` (an encrypted store), room for the
+/// nonce and the tag is left around the encoded event. A payload over [`PAYLOAD_BYTES_LIMIT`] gets a length
 /// field that will not decode; callers refuse such records before sealing them.
-pub fn begin_record(event: &Event<'_>, out: &mut Vec<u8>) -> usize {
+pub fn begin_record(event: &Event<'_>, out: &mut Vec<u8>, sealed: bool) -> usize {
     let start = out.len();
-    out.resize(start + HEADER_LEN, 0);
+    let nonce = if sealed { NONCE_LEN } else { 0 };
+    out.resize(start + HEADER_LEN + nonce, 0);
     // Encoding into a Vec cannot fail: every field is a plain integer, string or option.
     bincode::serde::encode_into_std_write(event, out, bincode_config())
         .expect("encoding an event into memory cannot fail");
+    if sealed {
+        out.resize(out.len() + TAG_LEN, 0);
+    }
     let payload_len = out.len() - start - HEADER_LEN;
     let len_bytes = u32::try_from(payload_len).unwrap_or(u32::MAX).to_le_bytes();
     let crc_bytes = len_check(len_bytes).to_le_bytes();
@@ -330,12 +339,23 @@ pub fn begin_record(event: &Event<'_>, out: &mut Vec<u8>) -> usize {
 }
 
 /// Fills in the sequence number, time, `prev` and CRC of the record that `record` holds (as
-/// [`begin_record`] left it).
-pub fn seal_record(record: &mut [u8], seq: u64, ts_micros: i64, prev: &Hash) {
+/// [`begin_record`] left it); with `key`, seals its payload first (begun with `sealed`), with
+/// the header as associated data.
+pub fn seal_record(
+    record: &mut [u8],
+    seq: u64,
+    ts_micros: i64,
+    prev: &Hash,
+    key: Option<&DataKey>,
+) {
     if let Some(fields) = record.get_mut(SEQ_OFFSET..HEADER_LEN) {
         fields[..8].copy_from_slice(&seq.to_le_bytes());
         fields[8..16].copy_from_slice(&ts_micros.to_le_bytes());
         fields[16..].copy_from_slice(prev);
+    }
+    if let Some(key) = key {
+        let (header, payload) = record.split_at_mut(HEADER_LEN.min(record.len()));
+        key.seal_payload(&sealed_aad(header), payload);
     }
     let crc = record_crc(record);
     if let Some(field) = record.get_mut(CRC_OFFSET..SEQ_OFFSET) {
@@ -349,18 +369,19 @@ pub fn seal_record(record: &mut [u8], seq: u64, ts_micros: i64, prev: &Hash) {
 }
 
 /// Appends the whole version 2 record of `event` to `out`, and returns its hash (the next
-/// record's `prev`).
+/// record's `prev`). With `key`, the payload is sealed.
 pub fn encode_record(
     seq: u64,
     ts_micros: i64,
     prev: &Hash,
     event: &Event<'_>,
     out: &mut Vec<u8>,
+    key: Option<&DataKey>,
 ) -> Hash {
     let start = out.len();
-    begin_record(event, out);
+    begin_record(event, out, key.is_some());
     let record = out.get_mut(start..).unwrap_or_default();
-    seal_record(record, seq, ts_micros, prev);
+    seal_record(record, seq, ts_micros, prev, key);
     record_hash(record)
 }
 
@@ -452,16 +473,46 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
         ),
         _ => None,
     };
-    let payload = record.get(header_len..).ok_or(FrameError::BadLength)?;
+    let (header, payload) = record.split_at(header_len);
     Ok((
         Frame {
             seq,
             ts_micros: i64::from_le_bytes(ts.to_le_bytes()),
             prev,
+            header,
             payload,
         },
         total,
     ))
+}
+
+/// The associated data of a sealed payload: the record's header without its CRC (bytes `0..8`
+/// and `12..60`), so that the length, sequence number, time and `prev` are bound to it.
+fn sealed_aad(header: &[u8]) -> [u8; HEADER_LEN - 4] {
+    let mut aad = [0; HEADER_LEN - 4];
+    if header.len() == HEADER_LEN {
+        aad[..CRC_OFFSET].copy_from_slice(&header[..CRC_OFFSET]);
+        aad[CRC_OFFSET..].copy_from_slice(&header[SEQ_OFFSET..]);
+    }
+    aad
+}
+
+/// The encoded event of a frame: its payload as stored, or, with `key` (an encrypted store),
+/// the payload opened into `scratch`. A sealed payload that does not open (changed bytes, a
+/// record moved from elsewhere, a record of another session) is an error, as is a version 1
+/// record in an encrypted store.
+pub fn open_payload<'a>(
+    frame: &Frame<'a>,
+    key: Option<&DataKey>,
+    scratch: &'a mut Vec<u8>,
+) -> Result<&'a [u8], String> {
+    match key {
+        None => Ok(frame.payload),
+        Some(_) if frame.header.len() != HEADER_LEN => {
+            Err("a version 1 record cannot be in an encrypted store".into())
+        }
+        Some(key) => key.open_payload(&sealed_aad(frame.header), frame.payload, scratch),
+    }
 }
 
 fn bincode_config() -> impl bincode::config::Config {
@@ -636,6 +687,7 @@ mod tests {
                 seq: 7,
                 ts_micros: -1,
                 prev: None,
+                header: &bytes[..HEADER_LEN_V1],
                 payload: b"abc"
             }
         );
@@ -658,9 +710,52 @@ mod tests {
             content: "streamed",
         };
         let mut in_place = Vec::new();
-        let hash = encode_record(9, -3, &PREV, &event, &mut in_place);
+        let hash = encode_record(9, -3, &PREV, &event, &mut in_place, None);
         assert_eq!(in_place, framed(9, -3, &encode_event(&event)));
         assert_eq!(hash, record_hash(&in_place));
+    }
+
+    #[test]
+    fn a_sealed_record_opens_only_unchanged_under_its_own_key() {
+        let key = DataKey::for_tests([1; 32]);
+        let event = Event::Append {
+            role: "user",
+            content: "my card is 4111-1111",
+        };
+        let mut record = Vec::new();
+        encode_record(5, 6, &PREV, &event, &mut record, Some(&key));
+        assert_eq!(
+            record.len(),
+            HEADER_LEN + encode_event(&event).len() + crate::crypto::SEAL_OVERHEAD
+        );
+        assert!(
+            !record.windows(4).any(|w| w == b"4111"),
+            "plaintext on disk"
+        );
+        let mut scratch = Vec::new();
+        let (frame, _) = decode_frame(&record).unwrap();
+        let payload = open_payload(&frame, Some(&key), &mut scratch).unwrap();
+        assert_eq!(decode_event(payload).unwrap(), event);
+        // Another session's key.
+        let other = DataKey::for_tests([2; 32]);
+        assert!(open_payload(&frame, Some(&other), &mut Vec::new()).is_err());
+        // The header is bound: a record given another sequence number, time or `prev`
+        // (CRC fixed up) does not open.
+        for field in [SEQ_OFFSET, TS_OFFSET, PREV_OFFSET] {
+            let mut moved = record.clone();
+            moved[field] ^= 1;
+            let crc = record_crc(&moved);
+            moved[CRC_OFFSET..SEQ_OFFSET].copy_from_slice(&crc.to_le_bytes());
+            let (frame, _) = decode_frame(&moved).unwrap();
+            assert!(
+                open_payload(&frame, Some(&key), &mut Vec::new()).is_err(),
+                "{field}"
+            );
+        }
+        // Two seals of one event differ (fresh nonces).
+        let mut again = Vec::new();
+        encode_record(5, 6, &PREV, &event, &mut again, Some(&key));
+        assert_ne!(again, record);
     }
 
     #[test]
@@ -676,11 +771,11 @@ mod tests {
             let bytes = framed(seq, ts, &payload);
             let (frame, used) = decode_frame(&bytes).unwrap();
             prop_assert_eq!(used, bytes.len());
-            prop_assert_eq!(frame, Frame { seq, ts_micros: ts, prev: Some(PREV), payload: &payload });
+            prop_assert_eq!(frame, Frame { seq, ts_micros: ts, prev: Some(PREV), header: &bytes[..HEADER_LEN], payload: &payload });
             let bytes = framed_v1(seq, ts, &payload);
             let (frame, used) = decode_frame(&bytes).unwrap();
             prop_assert_eq!(used, bytes.len());
-            prop_assert_eq!(frame, Frame { seq, ts_micros: ts, prev: None, payload: &payload });
+            prop_assert_eq!(frame, Frame { seq, ts_micros: ts, prev: None, header: &bytes[..HEADER_LEN_V1], payload: &payload });
         }
 
         #[test]

@@ -12,18 +12,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::checkpoint::CHECKPOINT_FILE;
 use crate::compaction::{self, Retire, ARCHIVE_DIR, QUARANTINE_DIR};
+use crate::crypto::{DataKey, Keyring, KEYS_DIR};
 use crate::error::{Error, Result};
 use crate::fs::{
     context, free_name, parent, read_all, read_prefix, sync_dir, FileSystem, OpenMode,
 };
 use crate::projection::{RecordLoc, SessionView};
-use crate::record::{chain_start, decode_event, record_hash, Event, Hash};
+use crate::record::{chain_start, decode_event, open_payload, record_hash, Event, Hash};
 use crate::segment::{
     self, decode_header, scan_records, HeaderError, ScanEnd, SegmentKind, FORMAT_VERSION,
-    HEADER_BYTES_MAX, SEGMENT_SUFFIX, TEMP_SUFFIX, TORN_INFIX,
+    HEADER_BYTES_MAX, SEALED_VERSION, SEGMENT_SUFFIX, TEMP_SUFFIX, TORN_INFIX,
 };
 
 /// Name of the lock file in a store's folder. It also holds the sequence floor.
@@ -165,6 +167,14 @@ pub enum Finding {
         /// Why it was not used.
         reason: String,
     },
+    /// An erasure a crash interrupted after it destroyed the session's data key (an encrypted
+    /// store): open removed the session's files, which could no longer be read.
+    ErasureFinished {
+        /// The erased session's id.
+        session_id: u64,
+        /// What was removed.
+        removed: Vec<PathBuf>,
+    },
     /// A file or folder that is not part of the store. It was not touched.
     UnknownFile {
         /// The path.
@@ -241,7 +251,15 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
     let entries = fs.list(dir).map_err(context("listing", dir))?;
     for entry in entries {
         let name = entry.name.to_str().unwrap_or_default();
-        if [LOCK_FILE, QUARANTINE_DIR, ARCHIVE_DIR, CHECKPOINT_FILE].contains(&name) {
+        if [
+            LOCK_FILE,
+            QUARANTINE_DIR,
+            ARCHIVE_DIR,
+            CHECKPOINT_FILE,
+            KEYS_DIR,
+        ]
+        .contains(&name)
+        {
             continue;
         }
         let ours = |suffix| {
@@ -311,6 +329,7 @@ pub(crate) fn replay(
     keep_history: bool,
     repair: bool,
     retention: std::time::Duration,
+    keys: Option<&Keyring>,
 ) -> Result<Replayed> {
     // What happens to segments no longer in force; `None`: a read-only open changes nothing.
     let superseded = match (repair, keep_history) {
@@ -340,8 +359,15 @@ pub(crate) fn replay(
                     return Err(Error::UnsupportedVersion {
                         path,
                         found,
-                        supported: FORMAT_VERSION,
+                        supported: SEALED_VERSION,
                     })
+                }
+                Ok((h, _)) if h.version == SEALED_VERSION && keys.is_none() => {
+                    // Sealed records in a store opened without a key (its `keys/` gone?):
+                    // refused before anything is changed, never taken for damage.
+                    return Err(Error::KeyRequired {
+                        path: dir.to_path_buf(),
+                    });
                 }
                 other => other,
             };
@@ -364,13 +390,44 @@ pub(crate) fn replay(
         // Keeps removed temporary files from coming back after a crash.
         sync_dir(fs, dir)?;
     }
+    if let Some(keys) = keys {
+        // Erasures a crash interrupted after the data key went: the files cannot be read any
+        // more and were on their way out. A read-only open only leaves them out.
+        for id in keys.erasing()? {
+            let files = groups.remove(&id).unwrap_or_default();
+            if repair {
+                let numbers = files.iter().map(|f| f.number);
+                let range = (
+                    numbers.clone().min().unwrap_or(1),
+                    numbers.max().unwrap_or(0) + 1,
+                );
+                let gone = compaction::erase_session_files(fs, dir, Some(keys), id, range)?;
+                report.findings.push(Finding::ErasureFinished {
+                    session_id: id,
+                    removed: gone,
+                });
+            }
+        }
+    }
     let mut max_seq = 0u64;
     let mut sessions = Vec::new();
     let mut deleted = Vec::new();
     let mut tombstones = Vec::new();
     for (id, mut files) in groups {
         files.sort_by_key(|f| f.number);
-        let replayed = replay_session(fs, dir, id, files, superseded, &mut report, &mut max_seq)?;
+        let key = match keys.map(|keys| keys.data_key(id)).transpose() {
+            Ok(key) => Ok(key),
+            Err(e) => Err(e.to_string()),
+        };
+        let replayed = replay_session(
+            fs,
+            dir,
+            (id, key),
+            files,
+            superseded,
+            &mut report,
+            &mut max_seq,
+        )?;
         match replayed {
             Outcome::Live(session) => sessions.push(*session),
             Outcome::Deleted(session, true)
@@ -389,7 +446,8 @@ pub(crate) fn replay(
         write_seq_floor(fs, dir, next_seq)?;
         // A deleted session is erased, whatever `keep_history` says.
         for (id, oldest, highest) in deleted {
-            compaction::erase_session_files(fs, dir, id, oldest, highest.saturating_add(1))?;
+            let range = (oldest, highest.saturating_add(1));
+            compaction::erase_session_files(fs, dir, keys, id, range)?;
         }
     }
     Ok(Replayed {
@@ -414,7 +472,7 @@ enum Outcome {
 fn replay_session(
     fs: &dyn FileSystem,
     dir: &Path,
-    id: u64,
+    (id, key): (u64, std::result::Result<Option<Arc<DataKey>>, String>),
     mut segments: Vec<SegmentFile>,
     superseded: Option<Retire>,
     report: &mut RecoveryReport,
@@ -564,6 +622,7 @@ fn replay_session(
         let mut first_record = true;
         let mut snapshot_seen = false;
         let mut last_record = None;
+        let mut scratch = Vec::new(); // an encrypted store's opened payload
         let end = scan_records(&bytes, *header_len, |offset, frame, len| {
             if frame.seq >= NUMBER_LIMIT {
                 return Err(format!("sequence number {} out of range", frame.seq));
@@ -573,7 +632,9 @@ fn replay_session(
             if cut.is_some_and(|cut| offset >= cut) {
                 return Ok(()); // the source's, after the fork
             }
-            let event = decode_event(frame.payload)?;
+            let key = key.as_ref().map_err(Clone::clone)?;
+            let payload = open_payload(&frame, key.as_deref(), &mut scratch)?;
+            let event = decode_event(payload)?;
             let is_fork = matches!(event, Event::Fork { .. });
             if is_fork != (forked_segment && first_record) {
                 return Err("a fork record must open a forked segment, and only that".into());

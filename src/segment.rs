@@ -11,19 +11,35 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use crate::crypto::DataKey;
 use crate::error::{Error, Result};
 use crate::fs::{context, FileHandle, FileSystem, OpenMode};
 use crate::message::ChatMessage;
 use crate::projection::MessageLoc;
-use crate::record::{decode_event, decode_frame, Event, Frame, FrameError};
+use crate::record::{decode_event, decode_frame, open_payload, Event, Frame, FrameError};
 
 /// The first eight bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SESSLOG\0";
 /// The format version this build writes (version 2: records carry a hash chain).
 pub const FORMAT_VERSION: u32 = 2;
+/// The format version of an encrypted store's segments: version 2's layout, with every
+/// record's payload sealed ([`crate::Options::encryption`]). A build that cannot decrypt
+/// refuses it as an unsupported version instead of taking its records for damage.
+pub const SEALED_VERSION: u32 = 3;
 /// The oldest format version this build reads (version 1: records without the chain).
 pub const FORMAT_VERSION_OLDEST: u32 = 1;
+/// The version this build writes: [`SEALED_VERSION`] in an encrypted store, else
+/// [`FORMAT_VERSION`].
+pub fn version_for(sealed: bool) -> u32 {
+    if sealed {
+        SEALED_VERSION
+    } else {
+        FORMAT_VERSION
+    }
+}
+
 /// Most bytes a session key may have.
 pub const MAX_KEY_BYTES: usize = 1024;
 
@@ -210,7 +226,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError
         )));
     }
     let version = u32::from_le_bytes(field(bytes, VERSION_OFFSET)?);
-    if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&version) {
+    if !(FORMAT_VERSION_OLDEST..=SEALED_VERSION).contains(&version) {
         return Err(HeaderError::UnsupportedVersion(version));
     }
     let [kind] = field::<1>(bytes, KIND_OFFSET)?;
@@ -234,8 +250,8 @@ pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError
     Ok((header, crc_offset + 4))
 }
 
-/// Checks that a record has the layout of its segment's format version: version 2 segments
-/// hold only records with a `prev` link, version 1 segments only records without.
+/// Checks that a record has the layout of its segment's format version: version 2 and 3
+/// segments hold only records with a `prev` link, version 1 segments only records without.
 pub fn check_layout(version: u32, frame: &Frame<'_>) -> Result<(), String> {
     if frame.prev.is_some() == (version >= 2) {
         Ok(())
@@ -330,6 +346,7 @@ pub struct SegmentFiles {
     dir: PathBuf,
     session_id: u64,
     files: HashMap<u32, Box<dyn FileHandle>>,
+    key: Option<Arc<DataKey>>,
 }
 
 /// Two records closer than this are read with one positioned read.
@@ -340,12 +357,14 @@ const READ_GAP_BYTES: u64 = 16 << 10;
 const READ_SPAN_BYTES: u64 = 256 << 10;
 
 impl SegmentFiles {
-    /// Opens every segment that `locs` point into.
+    /// Opens every segment that `locs` point into; `key` opens the payloads of an encrypted
+    /// store.
     pub fn open(
         fs: &dyn FileSystem,
         dir: &Path,
         session_id: u64,
         locs: &[MessageLoc],
+        key: Option<Arc<DataKey>>,
     ) -> Result<SegmentFiles> {
         let mut files = HashMap::new();
         for loc in locs {
@@ -361,7 +380,13 @@ impl SegmentFiles {
             dir: dir.to_owned(),
             session_id,
             files,
+            key,
         })
+    }
+
+    /// The data key the records are opened with (an encrypted store).
+    pub fn key(&self) -> Option<&DataKey> {
+        self.key.as_deref()
     }
 
     /// Reads the messages at `locs`, in order, merging neighbouring records into one read.
@@ -387,6 +412,7 @@ impl SegmentFiles {
         mut visit: impl FnMut(&MessageLoc, u64, &str, &str) -> bool,
     ) -> Result<()> {
         let mut buffer = Vec::new();
+        let mut scratch = Vec::new(); // an encrypted store's opened payload
         let mut rest = locs;
         while let Some(first) = rest.first() {
             let start = first.offset();
@@ -413,29 +439,27 @@ impl SegmentFiles {
             let (batch, later) = rest.split_at(run);
             self.read_span(first.segment, start, end, &mut buffer)?;
             // The messages of one batch record share it: it is checked and decoded once.
-            let mut decoded: Option<(u64, u64, Event<'_>)> = None;
-            for loc in batch {
-                if decoded.as_ref().is_none_or(|(at, ..)| *at != loc.offset()) {
-                    let from = usize::try_from(loc.offset() - start).unwrap_or(usize::MAX);
-                    let record = buffer.get(from..).unwrap_or_default();
-                    let (seq, event) = self.decode_record(loc, record)?;
-                    decoded = Some((loc.offset(), seq, event));
-                }
-                let Some((_, seq, event)) = &decoded else {
+            for record_locs in batch.chunk_by(|a, b| a.offset() == b.offset()) {
+                let Some(loc) = record_locs.first() else {
                     continue;
                 };
-                let Some((role, content)) = event.message(loc.index()) else {
-                    return Err(Error::Corrupt {
-                        path: path(&self.dir, self.session_id, loc.segment),
-                        offset: loc.offset(),
-                        reason: format!(
-                            "expected message {} of a record, found {event:?}",
-                            loc.index()
-                        ),
-                    });
-                };
-                if !visit(loc, *seq, role, content) {
-                    return Ok(());
+                let from = usize::try_from(loc.offset() - start).unwrap_or(usize::MAX);
+                let record = buffer.get(from..).unwrap_or_default();
+                let (seq, event) = self.decode_record(loc, record, &mut scratch)?;
+                for loc in record_locs {
+                    let Some((role, content)) = event.message(loc.index()) else {
+                        return Err(Error::Corrupt {
+                            path: path(&self.dir, self.session_id, loc.segment),
+                            offset: loc.offset(),
+                            reason: format!(
+                                "expected message {} of a record, found {event:?}",
+                                loc.index()
+                            ),
+                        });
+                    };
+                    if !visit(loc, seq, role, content) {
+                        return Ok(());
+                    }
                 }
             }
             rest = later;
@@ -462,7 +486,12 @@ impl SegmentFiles {
         Ok(())
     }
 
-    fn decode_record<'a>(&self, loc: &MessageLoc, record: &'a [u8]) -> Result<(u64, Event<'a>)> {
+    fn decode_record<'a>(
+        &self,
+        loc: &MessageLoc,
+        record: &'a [u8],
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<(u64, Event<'a>)> {
         let path = || path(&self.dir, self.session_id, loc.segment);
         let corrupt = |reason: String| Error::Corrupt {
             path: path(),
@@ -480,7 +509,8 @@ impl SegmentFiles {
             },
             other => corrupt(other.to_string()),
         })?;
-        let event = decode_event(frame.payload).map_err(corrupt)?;
+        let payload = open_payload(&frame, self.key.as_deref(), scratch).map_err(corrupt)?;
+        let event = decode_event(payload).map_err(corrupt)?;
         Ok((frame.seq, event))
     }
 }

@@ -30,6 +30,7 @@ use crate::backend::{
 };
 use crate::checkpoint;
 use crate::compaction::{self, Retire};
+use crate::crypto::{self, DataKey, Keyring};
 use crate::error::{Error, Result};
 use crate::feed::{Delivery, Feed, Subscription};
 use crate::fs::{context, sync_dir, FileHandle, FileSystem, LockGuard, OpenMode, StdFs};
@@ -118,6 +119,8 @@ struct Inner {
     readers: Mutex<Readers>,
     /// Held for the store's lifetime; dropping it releases the folder. `None` when read-only.
     _lock: Option<Box<dyn LockGuard>>,
+    /// An encrypted store's keys (`Options::encryption`).
+    keys: Option<Keyring>,
 }
 
 /// One session: its writer and its projection.
@@ -282,7 +285,12 @@ enum Retirement {
     /// Segments `from..below` of a session, retired as the options say (compaction).
     Replaced(u64, u32, u32),
     /// Every file of a deleted session past its undo window: its segments `from..below`, and
-    /// its archived, quarantined and side files (erasure wins over history).
+    /// its archived, quarantined and side files (erasure wins over history); in an encrypted
+    /// store its data key first.
+    Reclaimed(u64, u32, u32),
+    /// The segments `from..below` a compaction replaced when it dropped cleared messages
+    /// past their undo window, and the session's archived, quarantined and side files (the
+    /// session lives on in the new generation, under the same key).
     Erased(u64, u32, u32),
     /// Segments `from..below` of a session, removed (never archived): a fork's links to a
     /// session being erased.
@@ -430,9 +438,19 @@ impl LogStore {
         dir: impl AsRef<Path>,
         fs: Arc<dyn FileSystem>,
     ) -> Result<LogStore> {
+        LogStore::open_read_only_with(dir, Options::default(), fs)
+    }
+
+    /// [`LogStore::open_read_only`] with options: those that matter to a reader are
+    /// [`Options::encryption`] (the key of an encrypted store) and the limits.
+    pub fn open_read_only_with(
+        dir: impl AsRef<Path>,
+        options: Options,
+        fs: Arc<dyn FileSystem>,
+    ) -> Result<LogStore> {
         let options = Options {
             auto_compact: false,
-            ..Options::default()
+            ..options
         };
         LogStore::open_mode(dir.as_ref(), options, fs, true)
     }
@@ -486,11 +504,12 @@ impl LogStore {
             Some(lock)
         };
         let folder = recovery::list_folder(&*fs, &dir)?;
+        let keys = open_keyring(&fs, &dir, &options, read_only, &folder.names)?;
         let mut report = RecoveryReport::default();
         let from_checkpoint = if read_only {
             None // a reader checks every record
         } else {
-            checkpoint::load(&*fs, &dir, &folder.names, &mut report)?
+            checkpoint::load(&*fs, &dir, &folder.names, &mut report, keys.as_ref())?
         };
         let replayed = match from_checkpoint {
             Some(mut from_checkpoint) => {
@@ -505,6 +524,7 @@ impl LogStore {
                 options.keep_history,
                 !read_only,
                 options.tombstone_retention,
+                keys.as_ref(),
             )?,
         };
         let checkpoint_on_disk = report.from_checkpoint;
@@ -527,8 +547,7 @@ impl LogStore {
             let slot = match (twin, session.damage.is_some(), read_only) {
                 (false, false, _) => slot_from(session),
                 (false, true, false) => repair(
-                    &*fs,
-                    &dir,
+                    (&*fs, &dir, keys.as_ref()),
                     session,
                     &mut next_seq,
                     &mut report,
@@ -549,7 +568,12 @@ impl LogStore {
                     slot_from(session)
                 }
                 (true, _, false) => {
-                    restore_delete(&*fs, &dir, session, &mut next_seq, &mut report)?;
+                    restore_delete(
+                        (&*fs, &dir, keys.as_ref()),
+                        session,
+                        &mut next_seq,
+                        &mut report,
+                    )?;
                     continue;
                 }
                 (true, _, true) => continue, // the older twin is deleted (see above)
@@ -595,6 +619,7 @@ impl LogStore {
             live_sessions: AtomicUsize::new(live_sessions),
             report,
             _lock: lock,
+            keys,
         });
         if !read_only {
             for slot in displaced {
@@ -829,7 +854,9 @@ impl LogStore {
     }
 
     fn events_from(&self, filter: EventFilter, cut: u64, guard: ReaderGuard) -> Result<Events> {
-        let mut events = Events::new(Arc::clone(&self.inner.fs), &self.inner.dir, filter, cut)?;
+        let inner = &self.inner;
+        let keys = inner.keys.as_ref();
+        let mut events = Events::new(Arc::clone(&inner.fs), &inner.dir, filter, cut, keys)?;
         events.hold(Box::new(guard));
         Ok(events)
     }
@@ -845,6 +872,7 @@ impl LogStore {
             &self.inner.dir,
             session_key,
             seq,
+            self.inner.keys.as_ref(),
         )
     }
 
@@ -862,7 +890,8 @@ impl LogStore {
     /// a progress bar).
     pub fn verify_with_progress(&self, progress: impl FnMut(usize, usize)) -> Result<VerifyReport> {
         let _guard = self.reader_guard();
-        history::verify(Arc::clone(&self.inner.fs), &self.inner.dir, progress)
+        let keys = self.inner.keys.as_ref();
+        history::verify(Arc::clone(&self.inner.fs), &self.inner.dir, keys, progress)
     }
 
     /// Every event after `after_seq` (0: from the start), then every new event as it commits,
@@ -1172,9 +1201,39 @@ fn slot_from(session: ReplayedSession) -> Slot {
 
 /// Rewrites a damaged session's good prefix as a new generation and moves its old segments,
 /// damage included, into quarantine.
-fn repair(
-    fs: &dyn FileSystem,
+/// The keys of an encrypted store: checks `options.encryption` against the folder, and sets
+/// up encryption for a new, empty store (`names`: the folder's segment files).
+fn open_keyring(
+    fs: &Arc<dyn FileSystem>,
     dir: &Path,
+    options: &Options,
+    read_only: bool,
+    names: &[String],
+) -> Result<Option<Keyring>> {
+    let encrypted = crypto::is_encrypted(&**fs, dir);
+    match (&options.encryption, encrypted) {
+        (None, false) => Ok(None),
+        (None, true) => Err(Error::KeyRequired {
+            path: dir.to_path_buf(),
+        }),
+        (Some(key), true) => Keyring::open(Arc::clone(fs), dir, key, (false, !read_only)).map(Some),
+        (Some(key), false) => {
+            let holds_data = !names.is_empty()
+                || [compaction::ARCHIVE_DIR, compaction::QUARANTINE_DIR]
+                    .iter()
+                    .any(|folder| fs.is_dir(&dir.join(folder)));
+            if holds_data || read_only {
+                return Err(Error::NotEncrypted {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Keyring::open(Arc::clone(fs), dir, key, (true, true)).map(Some)
+        }
+    }
+}
+
+fn repair(
+    (fs, dir, keys): (&dyn FileSystem, &Path, Option<&Keyring>),
     mut session: ReplayedSession,
     next_seq: &mut u64,
     report: &mut RecoveryReport,
@@ -1189,7 +1248,9 @@ fn repair(
             offset,
             reason: "segment numbers exhausted".into(),
         })?;
-    let source = SegmentFiles::open(fs, dir, session.session_id, &every_loc(&session.view))?;
+    let key = keys.map(|k| k.data_key(session.session_id)).transpose()?;
+    let locs = every_loc(&session.view);
+    let source = SegmentFiles::open(fs, dir, session.session_id, &locs, key.clone())?;
     let seq = *next_seq;
     *next_seq += 1;
     let generation = compaction::write_generation(
@@ -1198,6 +1259,7 @@ fn repair(
         (session.session_id, number, SegmentKind::Recovered),
         &session.view,
         &source,
+        key.as_deref(),
         || (seq, now_micros()),
         session.head,
         {
@@ -1230,15 +1292,14 @@ fn repair(
     session.newest = number;
     session.newest_len = generation.len;
     session.head = generation.head;
-    session.newest_version = segment::FORMAT_VERSION;
+    session.newest_version = segment::version_for(keys.is_some());
     Ok(slot_from(session))
 }
 
 /// Writes the delete record a power loss lost for an older session whose key a newer session
 /// now holds (only possible without `Durability::Always`).
 fn restore_delete(
-    fs: &dyn FileSystem,
-    dir: &Path,
+    (fs, dir, keys): (&dyn FileSystem, &Path, Option<&Keyring>),
     session: ReplayedSession,
     next_seq: &mut u64,
     report: &mut RecoveryReport,
@@ -1265,12 +1326,14 @@ fn restore_delete(
     let path = segment::path(dir, session.session_id, session.newest);
     let mut frame = Vec::new();
     if session.newest_version >= 2 {
+        let key = keys.map(|k| k.data_key(session.session_id)).transpose()?;
         encode_record(
             *next_seq,
             now_micros(),
             &session.head,
             &Event::Delete,
             &mut frame,
+            key.as_deref(),
         );
     } else {
         // The segment has the version 1 layout: its records have no chain link.
@@ -1291,9 +1354,9 @@ fn restore_delete(
     compaction::erase_session_files(
         fs,
         dir,
+        keys,
         session.session_id,
-        session.oldest,
-        session.highest.saturating_add(1),
+        (session.oldest, session.highest.saturating_add(1)),
     )?;
     report.findings.push(Finding::DeleteRestored { key, path });
     Ok(())
@@ -1371,7 +1434,7 @@ impl Inner {
             return Ok(decide(None).into_value());
         }
         let mut record = Vec::new();
-        let payload_len = begin_record(event, &mut record);
+        let payload_len = begin_record(event, &mut record, self.keys.is_some());
         let too_large = |len: usize| -> Result<()> {
             if len > self.options.record_bytes_max {
                 Err(Error::RecordTooLarge {
@@ -1450,8 +1513,9 @@ impl Inner {
         (last, before): (Option<MessageLoc>, usize),
     ) -> Result<bool> {
         self.check_writable()?;
+        let key = self.write_key(slot, writer)?;
         let ticket = self.feed.take();
-        seal_record(record, ticket.seq(), ts, &writer.head);
+        seal_record(record, ticket.seq(), ts, &writer.head, key.as_deref());
         self.forget_checkpoint()?;
         let at = self.write_record(slot, writer, record, ticket.seq())?;
         writer.head = record_hash(record);
@@ -1633,6 +1697,13 @@ impl Inner {
         if tw.retired || tw.newest != 0 || tgt.view.read().exists {
             return Err(exists());
         }
+        if self.keys.is_some() {
+            // Encrypted: the fork gets its own copy, under its own data key, so that erasing
+            // either session never leaves its bytes readable through the other's files.
+            let copied = self.copy_fork(&src, &tgt, &mut tw, source, shared);
+            drop(sw);
+            return self.poison(copied);
+        }
         let linked = {
             // No reader may list the folder while the fork is half made.
             let _readers = self.readers.lock();
@@ -1658,7 +1729,7 @@ impl Inner {
             at_seq: shared.seq,
         };
         let mut record = Vec::new();
-        begin_record(&event, &mut record);
+        begin_record(&event, &mut record, false);
         let (last, before) = {
             let view = tgt.view.read();
             (view.messages.last().copied(), view.messages.len())
@@ -1671,6 +1742,80 @@ impl Inner {
             now_micros(),
             (last, before),
         )?;
+        Ok(())
+    }
+
+    /// Writes the fork `tgt` (whose writer lock the caller holds, as the source's) of `source`
+    /// as it was at `shared`: one compacted generation of the shared state, sealed under the
+    /// fork's new data key, whose snapshot names the origin.
+    fn copy_fork(
+        &self,
+        src: &Slot,
+        tgt: &Arc<Slot>,
+        tw: &mut Writer,
+        source: &str,
+        shared: Shared,
+    ) -> Result<()> {
+        let keys = self.keys.as_ref().ok_or(Error::Poisoned)?;
+        let key = keys.create_key(tgt.session_id)?;
+        let now = now_micros();
+        let mut view = SessionView {
+            key: tgt.key.clone(),
+            cleared: Vec::new(),
+            cleared_by: None,
+            fork_origin: Some((source.to_owned(), shared.seq)),
+            created_at: now,
+            last_activity: now,
+            ..shared.view
+        };
+        let source_files = self.segment_files(src, &view.messages)?;
+        let mut taken = None;
+        let generation = compaction::write_generation(
+            &*self.fs,
+            &self.dir,
+            (tgt.session_id, 1, SegmentKind::Compacted),
+            &view,
+            &source_files,
+            Some(&key),
+            || {
+                let ticket = self.feed.take();
+                let at = (ticket.seq(), now);
+                taken = Some(ticket);
+                at
+            },
+            chain_start(&tgt.key),
+            (false, false),
+        )?;
+        let Some(ticket) = taken else {
+            return Err(Error::Corrupt {
+                path: segment::path(&self.dir, tgt.session_id, 1),
+                offset: 0,
+                reason: "a fork's copy wrote no snapshot".into(),
+            });
+        };
+        let messages = view.messages.len();
+        view.install_compacted(generation.messages, Vec::new());
+        view.last_seq = ticket.seq();
+        *tgt.view.write() = view;
+        tw.oldest = 1;
+        tw.newest = 1;
+        tw.newest_len = generation.len;
+        tw.header_len = generation.header_len;
+        tw.head = generation.head;
+        tw.newest_version = self.segment_version();
+        self.live_sessions.fetch_add(1, Ordering::SeqCst);
+        self.reindex(tgt, None, Some(now));
+        let seq = ticket.seq();
+        ticket.commit(Some(Delivery::Event(LogEvent {
+            seq,
+            time: to_time(now),
+            session: tgt.key.clone(),
+            kind: EventKind::Fork {
+                source: source.to_owned(),
+                at_seq: shared.seq,
+                messages,
+            },
+        })));
         Ok(())
     }
 
@@ -1704,7 +1849,7 @@ impl Inner {
         tw.newest_len = header_len;
         tw.header_len = header_len;
         tw.head = shared.head;
-        tw.newest_version = segment::FORMAT_VERSION;
+        tw.newest_version = self.segment_version();
         self.cache_file(tw, file);
         // The links and the forked segment are durable only with the folder's entries.
         sync_dir(&*self.fs, &self.dir)
@@ -1737,10 +1882,13 @@ impl Inner {
         });
         let mut snapshot_seq = None;
         let mut stopped = false;
+        let key = self.data_key(src.session_id)?;
+        let mut scratch = Vec::new(); // an encrypted store's opened payload
         for (number, _, _, bytes, header_len) in &headers {
             let cut = cuts.get(number).copied();
             let end = segment::scan_records(bytes, *header_len, |offset, frame, len| {
-                let event = crate::record::decode_event(frame.payload)?;
+                let payload = crate::record::open_payload(&frame, key.as_deref(), &mut scratch)?;
+                let event = crate::record::decode_event(payload)?;
                 if matches!(event, Event::Snapshot(_)) && snapshot_seq.is_none() {
                     snapshot_seq = Some(frame.seq);
                 }
@@ -1965,7 +2113,7 @@ impl Inner {
             sessions.insert(key.to_owned(), Arc::clone(&slot));
         }
         let mut record = Vec::new();
-        begin_record(&Event::Restore, &mut record);
+        begin_record(&Event::Restore, &mut record, self.keys.is_some());
         let (last, before) = {
             let view = slot.view.read();
             (view.messages.last().copied(), view.messages.len())
@@ -2206,10 +2354,8 @@ impl Inner {
             w.sealed |= names > 1;
             w.links_checked = true;
         }
-        let created = w.newest == 0
-            || segment_full
-            || w.sealed
-            || w.newest_version != segment::FORMAT_VERSION;
+        let created =
+            w.newest == 0 || segment_full || w.sealed || w.newest_version != self.segment_version();
         if created {
             self.start_segment(slot, w)?;
         }
@@ -2266,7 +2412,7 @@ impl Inner {
         w.newest = number;
         w.newest_len = header_len;
         w.header_len = header_len;
-        w.newest_version = segment::FORMAT_VERSION;
+        w.newest_version = self.segment_version();
         w.sealed = false;
         w.links_checked = true;
         if w.oldest == 0 {
@@ -2288,7 +2434,7 @@ impl Inner {
     ) -> Result<(Box<dyn FileHandle>, u64)> {
         let path = segment::path(&self.dir, slot.session_id, number);
         let header = segment::encode_header(&SegmentHeader {
-            version: segment::FORMAT_VERSION,
+            version: self.segment_version(),
             kind,
             session_id: slot.session_id,
             segment: number,
@@ -2357,7 +2503,7 @@ impl Inner {
         // over `keep_history`.
         let result = recovery::write_seq_floor(&*self.fs, &self.dir, self.feed.next_seq())
             .and_then(|()| {
-                self.retire_as(Retirement::Erased(
+                self.retire_as(Retirement::Reclaimed(
                     slot.session_id,
                     w.oldest,
                     w.newest.saturating_add(1),
@@ -2433,6 +2579,11 @@ impl Inner {
             &segments,
             &entries,
         );
+        let bytes = match &self.keys {
+            // Names, aliases and context are as private as the records they came from.
+            Some(keys) => keys.seal_blob(checkpoint::SEALED_AAD, &bytes),
+            None => bytes,
+        };
         checkpoint::write(&*self.fs, &self.dir, &bytes, newest_segment_ns)
     }
 
@@ -2469,6 +2620,40 @@ impl Inner {
         Ok(())
     }
 
+    /// The format version of the segments this store writes.
+    fn segment_version(&self) -> u32 {
+        segment::version_for(self.keys.is_some())
+    }
+
+    /// Opens the segments of `slot` that `locs` point into, with the session's data key in
+    /// an encrypted store.
+    fn segment_files(&self, slot: &Slot, locs: &[MessageLoc]) -> Result<SegmentFiles> {
+        let key = self.data_key(slot.session_id)?;
+        SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, locs, key)
+    }
+
+    /// Session `session_id`'s data key in an encrypted store; `None` in a plain one.
+    fn data_key(&self, session_id: u64) -> Result<Option<Arc<DataKey>>> {
+        self.keys
+            .as_ref()
+            .map(|keys| keys.data_key(session_id))
+            .transpose()
+    }
+
+    /// The data key to seal a session's next record with (a new session gets its key, stored
+    /// durably, before its first segment exists).
+    fn write_key(&self, slot: &Slot, w: &Writer) -> Result<Option<Arc<DataKey>>> {
+        let Some(keys) = &self.keys else {
+            return Ok(None);
+        };
+        let key = if w.newest == 0 {
+            keys.create_key(slot.session_id)
+        } else {
+            keys.data_key(slot.session_id)
+        };
+        self.poison(key).map(Some)
+    }
+
     /// The message at `loc` of a session whose writer lock the caller holds.
     fn read_one(&self, slot: &Slot, loc: Option<MessageLoc>) -> Result<ChatMessage> {
         let loc = loc.ok_or_else(|| Error::Corrupt {
@@ -2476,7 +2661,7 @@ impl Inner {
             offset: 0,
             reason: "no last message to replace".into(),
         })?;
-        let files = SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, &[loc])?;
+        let files = self.segment_files(slot, &[loc])?;
         let mut read = files.read_messages(&[loc])?;
         read.pop().map(|m| m.message).ok_or_else(|| Error::Corrupt {
             path: segment::path(&self.dir, slot.session_id, loc.segment),
@@ -2505,7 +2690,7 @@ impl Inner {
                 .unwrap_or_default()
                 .to_vec();
             // Opened under the lock, so a compaction cannot remove the files first.
-            let files = SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, &locs)?;
+            let files = self.segment_files(&slot, &locs)?;
             (locs, files)
         };
         files.read_messages(&locs)
@@ -2524,7 +2709,7 @@ impl Inner {
             }
             let locs = view.messages.clone();
             // Opened under the lock, so a compaction cannot remove the files first.
-            let files = SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, &locs)?;
+            let files = self.segment_files(&slot, &locs)?;
             (locs, files)
         };
         let mut hit = false;
@@ -2582,14 +2767,14 @@ impl Inner {
         // wins over history).
         let erasing = view.cleared_by.is_some() && !within;
         let generation = {
-            let source =
-                SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, &every_loc(&view))?;
+            let source = self.segment_files(&slot, &every_loc(&view))?;
             self.poison(compaction::write_generation(
                 &*self.fs,
                 &self.dir,
                 (slot.session_id, number, SegmentKind::Compacted),
                 &view,
                 &source,
+                source.key(),
                 || {
                     let ticket = self.feed.take();
                     let at = (ticket.seq(), now_micros());
@@ -2628,7 +2813,7 @@ impl Inner {
         w.newest_len = generation.len;
         w.header_len = generation.header_len;
         w.head = generation.head;
-        w.newest_version = segment::FORMAT_VERSION;
+        w.newest_version = self.segment_version();
         w.sealed = false;
         w.links_checked = true;
         drop(w);
@@ -2666,8 +2851,15 @@ impl Inner {
             Retirement::Unlinked(id, from, below) => {
                 compaction::retire(&*self.fs, &self.dir, id, from, below, Retire::Remove)
             }
+            Retirement::Reclaimed(id, from, below) => compaction::erase_session_files(
+                &*self.fs,
+                &self.dir,
+                self.keys.as_ref(),
+                id,
+                (from, below),
+            ),
             Retirement::Erased(id, from, below) => {
-                compaction::erase_session_files(&*self.fs, &self.dir, id, from, below)
+                compaction::erase_session_files(&*self.fs, &self.dir, None, id, (from, below))
             }
         }
     }

@@ -993,9 +993,22 @@ fn fuzz_options() -> crate::Options {
 /// [`Model`], and panics where they disagree: after every call, every reopen and every power
 /// loss. The property test and the `ops_model` fuzz target drive it.
 pub fn check_ops(ops: &[Op]) {
+    check_ops_with(ops, fuzz_options());
+}
+
+/// [`check_ops`] on an encrypted store ([`crate::Options::encryption`]).
+pub fn check_ops_encrypted(ops: &[Op]) {
+    let options = crate::Options {
+        encryption: Some(crate::EncryptionKey::from_bytes([0x5a; 32])),
+        ..fuzz_options()
+    };
+    check_ops_with(ops, options);
+}
+
+fn check_ops_with(ops: &[Op], options: crate::Options) {
     let fs = SimFs::new();
     let open = || {
-        LogStore::open_with_fs(FUZZ_DIR, fuzz_options(), Arc::new(fs.clone()))
+        LogStore::open_with_fs(FUZZ_DIR, options.clone(), Arc::new(fs.clone()))
             .expect("the store opens")
     };
     let mut store = open();

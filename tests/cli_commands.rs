@@ -330,3 +330,82 @@ fn verify_counts_an_unfinished_last_record_as_no_damage() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("incomplete record"), "{}", text(&out));
 }
+
+#[test]
+fn an_encrypted_store_works_with_its_key_from_a_file_or_the_environment_and_not_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let jsonl = dir.path().join("jsonl");
+    std::fs::create_dir(&jsonl).unwrap();
+    std::fs::write(
+        jsonl.join("alice.jsonl"),
+        "{\"role\":\"user\",\"content\":\"my secret plan\"}\n",
+    )
+    .unwrap();
+    let keygen = run(&["keygen"]);
+    assert!(keygen.status.success());
+    let hex = text(&keygen).trim().to_owned();
+    assert_eq!(hex.len(), 64);
+    assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, format!("{hex}\n")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let with_file = |args: &[&str]| {
+        let mut all = vec!["--key-file", key_file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run(&all)
+    };
+    let store_arg = store_dir.to_str().unwrap();
+    let import = with_file(&["import", store_arg, "--from-jsonl", jsonl.to_str().unwrap()]);
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    assert!(snapshot_files(&store_dir)
+        .iter()
+        .all(|(_, bytes)| !bytes.windows(6).any(|w| w == b"secret")));
+    let show = with_file(&["show", store_arg, "alice"]);
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    assert!(text(&show).contains("my secret plan"));
+    let verify = with_file(&["verify", store_arg]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
+    let replay = with_file(&["replay", store_arg]);
+    assert!(text(&replay).contains("my secret plan"));
+    // The key in the environment.
+    let ls = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
+        .args(["ls", store_arg])
+        .env("SESSIONLOG_KEY", &hex)
+        .output()
+        .unwrap();
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    assert!(text(&ls).contains("alice"));
+    // Without a key, or with another one: a clear error, exit status 2.
+    let without = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
+        .args(["ls", store_arg])
+        .env_remove("SESSIONLOG_KEY")
+        .env_remove("SESSIONLOG_KEY_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(without.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&without.stderr).contains("encryption key"));
+    let wrong = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
+        .args(["ls", store_arg])
+        .env("SESSIONLOG_KEY", "00".repeat(32))
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("not this store's key"));
+}

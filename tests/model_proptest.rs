@@ -2,7 +2,7 @@
 //! the store agreeing with the in-memory model of SEMANTICS.md after every step.
 
 use proptest::prelude::*;
-use sessionlog::testing::{check_ops, Op, KEYS};
+use sessionlog::testing::{check_ops, check_ops_encrypted, Op, KEYS};
 
 fn op() -> impl Strategy<Value = Op> {
     let key = 0..KEYS.len();
@@ -34,5 +34,12 @@ proptest! {
     #[test]
     fn store_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..80)) {
         check_ops(&ops);
+    }
+
+    /// The same with encryption at rest: sealed records, per-session keys created and
+    /// destroyed (forks copy, erasures destroy the key first), across power losses.
+    #[test]
+    fn an_encrypted_store_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..80)) {
+        check_ops_encrypted(&ops);
     }
 }

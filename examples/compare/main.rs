@@ -145,6 +145,16 @@ fn ours(dir: &Path, durability: Durability) -> LogStore {
     LogStore::open_with(dir, options).expect("open sessionlog")
 }
 
+/// Our store with encryption at rest (a fixed key: the figure is the cost of sealing).
+fn ours_encrypted(dir: &Path, durability: Durability) -> LogStore {
+    let options = Options {
+        durability,
+        encryption: Some(sessionlog::EncryptionKey::from_bytes([7; 32])),
+        ..Options::default()
+    };
+    LogStore::open_with(dir, options).expect("open sessionlog, encrypted")
+}
+
 /// Appends `messages` to `key` one call at a time; returns calls per second.
 fn appends_per_sec(store: &dyn SessionBackend, key: &str, messages: &[ChatMessage]) -> f64 {
     let start = Instant::now();
@@ -517,6 +527,80 @@ fn main() {
         goal: "≤ 0.10× SQLite's time",
     });
     drop((ours_store, sqlite_store, jsonl_store));
+
+    // Encryption at rest: the same appends and load, sealed (AES-256-GCM-SIV).
+    let batch = gen.batch(sizes.buffered_appends);
+    let mut rounds: [Vec<f64>; 2] = Default::default();
+    for round in 0..3 {
+        let tag = |name: &str| format!("{name}-{round}");
+        rounds[0].push(appends_per_sec(
+            &ours_encrypted(&fresh(&tag("e1")), Durability::Never),
+            "k",
+            &batch,
+        ));
+        rounds[1].push(appends_per_sec(
+            &ours(&fresh(&tag("e2")), Durability::Never),
+            "k",
+            &batch,
+        ));
+        for name in ["e1", "e2"] {
+            std::fs::remove_dir_all(root.join(tag(name))).ok();
+        }
+    }
+    let [sealed_never, plain_never] = rounds.map(median_of);
+    rows.push(Row {
+        figure: "encrypted buffered append (Never)",
+        ours: format!("{} (plain {})", ops(sealed_never), ops(plain_never)),
+        sqlite: "".into(),
+        jsonl: format!("{} (no fsync)", ops(jsonl_plain)),
+        disk: "".into(),
+        ratios: format!(
+            "{} our plain, {} JSONL",
+            ratio(sealed_never / plain_never),
+            ratio(sealed_never / jsonl_plain)
+        ),
+        goal: "measured: the cost of sealing",
+    });
+    let batch = gen.batch(sizes.durable_appends);
+    let sealed_always = appends_per_sec(
+        &ours_encrypted(&fresh("e3"), Durability::Always),
+        "k",
+        &batch,
+    );
+    rows.push(Row {
+        figure: "encrypted durable append, 1 thread",
+        ours: ops(sealed_always),
+        sqlite: format!("{} (FULL)", ops(sqlite_full)),
+        jsonl: "".into(),
+        disk: "".into(),
+        ratios: format!(
+            "{} our plain, {} SQLite",
+            ratio(sealed_always / ours_always),
+            ratio(sealed_always / sqlite_full)
+        ),
+        goal: "measured: the cost of sealing",
+    });
+    let sealed_store = ours_encrypted(&fresh("e4"), Durability::Never);
+    for m in &session {
+        sealed_store.append("s", m).unwrap();
+    }
+    let sealed_load = time_per_call(sizes.loads, || {
+        assert_eq!(sealed_store.load("s").len(), 1000)
+    });
+    rows.push(Row {
+        figure: "encrypted load, 1,000-message session",
+        ours: format!("{} (plain {})", dur(sealed_load), dur(ours_load)),
+        sqlite: dur(sqlite_load),
+        jsonl: "".into(),
+        disk: "".into(),
+        ratios: format!(
+            "{} our plain, {} of SQLite's time",
+            ratio(sealed_load.as_secs_f64() / ours_load.as_secs_f64()),
+            ratio(sealed_load.as_secs_f64() / sqlite_load.as_secs_f64())
+        ),
+        goal: "measured: the cost of opening",
+    });
+    drop(sealed_store);
 
     // load_tail(50) against a full load, 10,000-message session.
     let long = ours(&fresh("l1"), Durability::Never);

@@ -22,7 +22,7 @@ pub fn import_jsonl(dir: &Path, from: &Path) -> CliResult<ExitCode> {
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
     files.sort();
-    let store = LogStore::open(dir)?;
+    let store = crate::open_store(dir)?;
     let mut failed = false;
     let bar = progress(files.len(), "importing");
     for path in files {
@@ -159,7 +159,7 @@ pub fn import_sqlite(dir: &Path, from: &Path) -> CliResult<ExitCode> {
         .prepare(keys_sql)?
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
-    let store = LogStore::open(dir)?;
+    let store = crate::open_store(dir)?;
     let mut failed = false;
     let bar = progress(keys.len(), "importing");
     let mut messages_stmt = conn.prepare(

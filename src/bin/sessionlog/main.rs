@@ -6,16 +6,21 @@
 //! `LogStore::open_read_only`: they work while an agent has the store open and change no byte.
 //! Exit status: 0 on success (for `verify`: the store is sound), 1 when `verify` found damage,
 //! 2 on a usage or I/O error.
+//!
+//! An encrypted store's key comes from `--key-file PATH` (a file holding 64 hexadecimal
+//! digits), else from the file named by `SESSIONLOG_KEY_FILE`, else from `SESSIONLOG_KEY` (the
+//! digits themselves); `sessionlog keygen` makes one.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use sessionlog::{
-    ChatMessage, EventFilter, EventKind, Finding, LogStore, SessionBackend, SessionContext,
-    SessionQuery, TimestampedMessage,
+    ChatMessage, EncryptionKey, EventFilter, EventKind, Finding, LogStore, Options, SessionBackend,
+    SessionContext, SessionQuery, TimestampedMessage,
 };
 
 /// Writes a line to standard output; a closed pipe ends the command instead of panicking.
@@ -34,12 +39,21 @@ mod import;
     about = "Look into, check and fill a sessionlog store"
 )]
 struct Cli {
+    /// The key of an encrypted store (created encrypted if new): a file holding 64
+    /// hexadecimal digits. Without it, the file named by SESSIONLOG_KEY_FILE, or the digits in
+    /// SESSIONLOG_KEY, if set.
+    #[arg(long, global = true, value_name = "PATH")]
+    key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print a new random encryption key (64 hexadecimal digits) for --key-file or
+    /// SESSIONLOG_KEY. Keep it where your program keeps its secrets: a store cannot be read
+    /// without it.
+    Keygen,
     /// Build a small store in DIR (creating it), stream a reply, reopen it and print it.
     Demo {
         /// The store's folder.
@@ -181,9 +195,60 @@ impl std::str::FromStr for Position {
     }
 }
 
+/// The options every command opens the store with (the encryption key, if any).
+static OPTIONS: OnceLock<Options> = OnceLock::new();
+
+/// The encryption key from `--key-file`, `SESSIONLOG_KEY_FILE` or `SESSIONLOG_KEY`.
+fn encryption_key(key_file: Option<PathBuf>) -> CliResult<Option<EncryptionKey>> {
+    let file = key_file.or_else(|| std::env::var_os("SESSIONLOG_KEY_FILE").map(PathBuf::from));
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("reading the key file {}: {e}", file.display()))?;
+        let text = zeroize::Zeroizing::new(text);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "warning: {} may be read by other users (mode {:o}); chmod 600 it",
+                    file.display(),
+                    mode & 0o777
+                );
+            }
+        }
+        return Ok(Some(EncryptionKey::from_hex(&text)?));
+    }
+    match std::env::var("SESSIONLOG_KEY") {
+        Ok(text) => Ok(Some(EncryptionKey::from_hex(&zeroize::Zeroizing::new(
+            text,
+        ))?)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Opens (creating it if missing) the store in `dir` with the command's options.
+fn open_store(dir: &Path) -> sessionlog::Result<LogStore> {
+    LogStore::open_with(dir, OPTIONS.get().cloned().unwrap_or_default())
+}
+
+/// Opens the store in `dir` read-only with the command's options.
+fn open_reader(dir: &Path) -> sessionlog::Result<LogStore> {
+    let options = OPTIONS.get().cloned().unwrap_or_default();
+    LogStore::open_read_only_with(dir, options, Arc::new(sessionlog::fs::StdFs))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
+    let started = encryption_key(cli.key_file).and_then(|encryption| {
+        OPTIONS
+            .set(Options {
+                encryption,
+                ..Options::default()
+            })
+            .map_err(|_| "options set twice".into())
+    });
+    match started.and_then(|()| run(cli.command)) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&*e) => ExitCode::SUCCESS,
         Err(e) => {
@@ -205,6 +270,7 @@ fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
 
 fn run(command: Command) -> CliResult<ExitCode> {
     match command {
+        Command::Keygen => outln!("{}", *EncryptionKey::generate()?.to_hex()),
         Command::Demo { dir } => demo(dir)?,
         Command::Ls { dir, json } => print_sessions(&read_only(&dir)?, json)?,
         Command::Show {
@@ -336,7 +402,7 @@ fn run(command: Command) -> CliResult<ExitCode> {
         Command::Verify { dir } => return verify(&dir),
         Command::Stats { dir, json } => stats(&read_only(&dir)?, json)?,
         Command::Compact { dir, key } => {
-            let store = existing(&dir, |d| LogStore::open(d))?;
+            let store = existing(&dir, open_store)?;
             let keys = match key {
                 Some(key) => vec![key],
                 None => store.list_sessions(),
@@ -502,7 +568,10 @@ fn progress(len: usize, what: &'static str) -> indicatif::ProgressBar {
 }
 
 /// Opens an existing store's folder (never creating one by mistake).
-fn existing(dir: &Path, open: fn(&Path) -> sessionlog::Result<LogStore>) -> CliResult<LogStore> {
+fn existing(
+    dir: &Path,
+    open: impl FnOnce(&Path) -> sessionlog::Result<LogStore>,
+) -> CliResult<LogStore> {
     if !dir.is_dir() {
         return Err(format!("{} is not a folder", dir.display()).into());
     }
@@ -510,7 +579,7 @@ fn existing(dir: &Path, open: fn(&Path) -> sessionlog::Result<LogStore>) -> CliR
 }
 
 fn read_only(dir: &Path) -> CliResult<LogStore> {
-    let store = existing(dir, |d| LogStore::open_read_only(d))?;
+    let store = existing(dir, open_reader)?;
     for finding in &store.recovery_report().findings {
         eprintln!("note: {}", describe(finding));
     }
@@ -539,7 +608,7 @@ fn describe(finding: &Finding) -> String {
 }
 
 fn verify(dir: &Path) -> CliResult<ExitCode> {
-    let store = existing(dir, |d| LogStore::open_read_only(d))?;
+    let store = existing(dir, open_reader)?;
     let mut damage = 0;
     for finding in &store.recovery_report().findings {
         // An unfinished last record is a crash's torn tail (a writable open cuts it) or a
@@ -666,7 +735,7 @@ fn print_sessions(store: &LogStore, json: bool) -> CliResult {
 fn demo(dir: PathBuf) -> CliResult {
     let keys = ["telegram_alice", "discord.clamps/room-7/bob", "cli:local"];
     {
-        let store = LogStore::open(&dir)?;
+        let store = open_store(&dir)?;
         for key in keys {
             store.delete_session(key)?; // the demo starts over each run
         }
@@ -712,7 +781,7 @@ fn demo(dir: PathBuf) -> CliResult {
         store.close()?;
     }
     // Reopen: everything below is read back from the store on disk.
-    let store = LogStore::open(&dir)?;
+    let store = open_store(&dir)?;
     outln!("\nreopened {}:\n", dir.display());
     print_sessions(&store, false)?;
     for key in keys {

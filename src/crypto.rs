@@ -1,0 +1,606 @@
+//! Encryption at rest ([`crate::Options::encryption`]): the store key, the sessions' data keys
+//! and the sealing of record payloads. `docs/FORMAT.md` ("Encryption") gives the bytes.
+//!
+//! The embedding program supplies one 256-bit store key; it is never written anywhere. Each
+//! session gets its own random data key, kept in `keys/{session_id:016x}.key` sealed under the
+//! store key. Record payloads are sealed with AES-256-GCM-SIV under the session's data key;
+//! the record's framing (length, checks, sequence number, time, `prev`) stays outside the seal
+//! and is its associated data, so torn-tail recovery works as without encryption and a record
+//! cannot be moved elsewhere unnoticed. Erasing a session removes its data key first: every
+//! copy of its bytes is unreadable from then on, before the copies themselves are removed.
+//!
+//! Nonces are 12 bytes: the store's *epoch*, a 32-bit number that every writable open raises
+//! by one and makes durable in `keys/STORE` before it seals anything, then a 64-bit counter
+//! that every seal advances. So no nonce is ever used twice under one key; and GCM-SIV is
+//! resistant to nonce misuse besides (a repeat would reveal only that two sealed texts were
+//! equal).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use aes_gcm_siv::aead::{AeadInOut, KeyInit};
+use aes_gcm_siv::{Aes256GcmSiv, Key, Nonce, Tag};
+use parking_lot::RwLock;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::fs::{context, read_prefix, sync_dir, FileSystem, OpenMode};
+
+/// Bytes of a key (store or data key).
+pub const KEY_LEN: usize = 32;
+/// Bytes of a nonce.
+pub const NONCE_LEN: usize = 12;
+/// Bytes of an authentication tag.
+pub const TAG_LEN: usize = 16;
+/// What sealing adds to a payload: the nonce before it and the tag after it.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// The folder of an encrypted store that holds its key check and its sealed data keys.
+pub const KEYS_DIR: &str = "keys";
+/// The file in `keys/` that tells whether a store key is the right one.
+pub const CHECK_FILE: &str = "STORE";
+/// Suffix of a sealed data key: `keys/{session_id:016x}.key`.
+pub const KEY_SUFFIX: &str = ".key";
+/// Suffix of an erasure in progress: `keys/{session_id:016x}.erasing`.
+pub const ERASING_SUFFIX: &str = ".erasing";
+
+const CHECK_MAGIC: [u8; 8] = *b"SLSTORE\0";
+const KEY_MAGIC: [u8; 8] = *b"SLDKEY\0\0";
+const KEYS_VERSION: u32 = 1;
+
+// keys/STORE: { magic: [u8; 8] | version: u32 | epoch: u32 | nonce: [u8; 12] | tag: [u8; 16]
+//                | crc: u32 }
+const CHECK_EPOCH: usize = 12;
+const CHECK_NONCE: usize = CHECK_EPOCH + 4;
+const CHECK_TAG: usize = CHECK_NONCE + NONCE_LEN;
+const CHECK_CRC: usize = CHECK_TAG + TAG_LEN;
+const CHECK_LEN: usize = CHECK_CRC + 4;
+// keys/{id}.key: { magic: [u8; 8] | version: u32 | session_id: u64 | nonce: [u8; 12]
+//                  | sealed_key: [u8; 32] | tag: [u8; 16] | crc: u32 }
+const KEY_ID: usize = 12;
+const KEY_NONCE: usize = KEY_ID + 8;
+const KEY_SEALED: usize = KEY_NONCE + NONCE_LEN;
+const KEY_TAG: usize = KEY_SEALED + KEY_LEN;
+const KEY_CRC: usize = KEY_TAG + TAG_LEN;
+const KEY_FILE_LEN: usize = KEY_CRC + 4;
+const _: () = assert!(
+    CHECK_LEN == 48 && KEY_FILE_LEN == 84,
+    "docs/FORMAT.md documents 48- and 84-byte key files"
+);
+
+/// A 256-bit key that the embedding program supplies to encrypt a store
+/// ([`crate::Options::encryption`]). It is never written to disk, its bytes are wiped from
+/// memory when it is dropped, and `Debug` does not show them.
+#[derive(Clone)]
+pub struct EncryptionKey(Zeroizing<[u8; KEY_LEN]>);
+
+impl EncryptionKey {
+    /// A key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> EncryptionKey {
+        EncryptionKey(Zeroizing::new(bytes))
+    }
+
+    /// A key from 64 hexadecimal digits (surrounding whitespace ignored), as the command line
+    /// reads it from a file or an environment variable.
+    pub fn from_hex(text: &str) -> Result<EncryptionKey> {
+        let text = text.trim();
+        let invalid = || Error::InvalidOptions {
+            reason: "an encryption key is 64 hexadecimal digits (32 bytes)".into(),
+        };
+        if text.len() != 2 * KEY_LEN || !text.is_ascii() {
+            return Err(invalid());
+        }
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            let pair = text.get(2 * i..2 * i + 2).ok_or_else(invalid)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| invalid())?;
+        }
+        Ok(EncryptionKey(bytes))
+    }
+
+    /// A new random key from the operating system's generator.
+    pub fn generate() -> Result<EncryptionKey> {
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        random(&mut bytes[..])?;
+        Ok(EncryptionKey(bytes))
+    }
+
+    /// The key as 64 lowercase hexadecimal digits (to store it where the program keeps its
+    /// secrets).
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        let mut out = Zeroizing::new(String::with_capacity(2 * KEY_LEN));
+        for byte in self.0.iter() {
+            out.push_str(&format!("{byte:02x}"));
+        }
+        out
+    }
+
+    fn cipher(&self) -> Aes256GcmSiv {
+        Aes256GcmSiv::new(&Key::<Aes256GcmSiv>::from(*self.0))
+    }
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EncryptionKey(..)")
+    }
+}
+
+impl PartialEq for EncryptionKey {
+    fn eq(&self, other: &EncryptionKey) -> bool {
+        *self.0 == *other.0
+    }
+}
+
+impl Eq for EncryptionKey {}
+
+fn random(out: &mut [u8]) -> Result<()> {
+    getrandom::fill(out)
+        .map_err(|e| Error::io("drawing random bytes", std::io::Error::other(e.to_string())))
+}
+
+/// Where nonces come from: the open's epoch (durable in `keys/STORE` before the first seal)
+/// and a counter.
+struct Nonces {
+    epoch: u32,
+    counter: AtomicU64,
+}
+
+impl Nonces {
+    fn new(epoch: u32) -> Nonces {
+        Nonces {
+            epoch,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> [u8; NONCE_LEN] {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut nonce = [0; NONCE_LEN];
+        nonce[..4].copy_from_slice(&self.epoch.to_le_bytes());
+        nonce[4..].copy_from_slice(&n.to_le_bytes());
+        nonce
+    }
+}
+
+/// Seals `data` in place; returns the tag.
+fn seal(
+    cipher: &Aes256GcmSiv,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    data: &mut [u8],
+) -> [u8; TAG_LEN] {
+    // Fails only for inputs past 64 GiB, which no record reaches (1 GiB at most).
+    cipher
+        .encrypt_inout_detached(&Nonce::from(*nonce), aad, data.into())
+        .map(Into::into)
+        .unwrap_or([0; TAG_LEN])
+}
+
+/// Opens `data` in place; false if the tag does not match (wrong key, or changed bytes).
+fn open(cipher: &Aes256GcmSiv, nonce: &[u8], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
+    let (Ok(nonce), Ok(tag)) = (<[u8; NONCE_LEN]>::try_from(nonce), Tag::try_from(tag)) else {
+        return false;
+    };
+    cipher
+        .decrypt_inout_detached(&Nonce::from(nonce), aad, data.into(), &tag)
+        .is_ok()
+}
+
+/// A session's data key: seals and opens its record payloads.
+pub struct DataKey {
+    cipher: Aes256GcmSiv,
+    nonces: Arc<Nonces>,
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+impl DataKey {
+    /// A data key from its bytes, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(key: [u8; KEY_LEN]) -> DataKey {
+        DataKey {
+            cipher: Aes256GcmSiv::new(&Key::<Aes256GcmSiv>::from(key)),
+            nonces: Arc::new(Nonces::new(1)),
+        }
+    }
+
+    /// Seals a payload laid out as `nonce (24 bytes, filled in here) | plaintext | tag (16
+    /// bytes, filled in here)`, with `aad` as associated data.
+    pub fn seal_payload(&self, aad: &[u8], payload: &mut [u8]) {
+        let nonce = self.nonces.next();
+        let Some(body_len) = payload.len().checked_sub(SEAL_OVERHEAD) else {
+            return; // never: the caller reserved the room
+        };
+        let (head, rest) = payload.split_at_mut(NONCE_LEN);
+        let (body, tag_field) = rest.split_at_mut(body_len);
+        head.copy_from_slice(&nonce);
+        let tag = seal(&self.cipher, &nonce, aad, body);
+        tag_field.copy_from_slice(&tag);
+    }
+
+    /// Opens a sealed payload into `out` and returns the plaintext, or why it does not open.
+    pub fn open_payload<'b>(
+        &self,
+        aad: &[u8],
+        payload: &[u8],
+        out: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], String> {
+        let Some(body_len) = payload.len().checked_sub(SEAL_OVERHEAD) else {
+            return Err(format!(
+                "sealed payload of {} bytes is shorter than its nonce and tag",
+                payload.len()
+            ));
+        };
+        let (nonce, rest) = payload.split_at(NONCE_LEN);
+        let (body, tag) = rest.split_at(body_len);
+        out.clear();
+        out.extend_from_slice(body);
+        if open(&self.cipher, nonce, aad, out, tag) {
+            Ok(out)
+        } else {
+            Err(
+                "sealed payload does not open under the session's key (changed bytes, \
+                 or a record moved from elsewhere)"
+                    .into(),
+            )
+        }
+    }
+}
+
+/// An encrypted store's keys: the store key (in memory only) and the sessions' data keys,
+/// read from `keys/` when first needed.
+pub struct Keyring {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    store: Aes256GcmSiv,
+    nonces: Arc<Nonces>,
+    keys: RwLock<HashMap<u64, Arc<DataKey>>>,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring").field("dir", &self.dir).finish()
+    }
+}
+
+/// What a store folder says about encryption, before any key is tried.
+pub fn is_encrypted(fs: &dyn FileSystem, store_dir: &Path) -> bool {
+    fs.exists(&store_dir.join(KEYS_DIR).join(CHECK_FILE))
+}
+
+impl Keyring {
+    /// Opens the keyring of the store in `store_dir` with `key`: checks the key against
+    /// `keys/STORE`, or, with `create` (a new, empty store), writes that file. A `writable`
+    /// open raises the epoch (the nonces' prefix) and makes it durable before it returns; a
+    /// read-only one seals nothing.
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        store_dir: &Path,
+        key: &EncryptionKey,
+        (create, writable): (bool, bool),
+    ) -> Result<Keyring> {
+        let dir = store_dir.join(KEYS_DIR);
+        let mut keyring = Keyring {
+            fs,
+            store: key.cipher(),
+            nonces: Arc::new(Nonces::new(0)),
+            keys: RwLock::new(HashMap::new()),
+            dir,
+        };
+        let check = keyring.dir.join(CHECK_FILE);
+        let epoch = if create && !keyring.fs.exists(&check) {
+            0
+        } else {
+            keyring.check(&check)?
+        };
+        if writable {
+            let epoch = epoch.checked_add(1).ok_or_else(|| Error::InvalidOptions {
+                reason: "the store's nonce epochs are exhausted (2^32 opens)".into(),
+            })?;
+            keyring.nonces = Arc::new(Nonces::new(epoch));
+            keyring.write_check(&check, epoch)?;
+        }
+        Ok(keyring)
+    }
+
+    /// Writes `keys/STORE` with `epoch`, durably: no nonce of the epoch is used before.
+    fn write_check(&self, check: &Path, epoch: u32) -> Result<()> {
+        let fs = &*self.fs;
+        if !fs.is_dir(&self.dir) {
+            fs.create_dir_all(&self.dir)
+                .map_err(context("creating", &self.dir))?;
+            // The folder's entry must be durable before the files in it are.
+            sync_dir(fs, crate::fs::parent(&self.dir))?;
+        }
+        let mut bytes = Vec::with_capacity(CHECK_LEN);
+        bytes.extend_from_slice(&CHECK_MAGIC);
+        bytes.extend_from_slice(&KEYS_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&epoch.to_le_bytes());
+        let nonce = self.nonces.next();
+        bytes.extend_from_slice(&nonce);
+        let tag = seal(&self.store, &nonce, &bytes[..CHECK_NONCE], &mut []);
+        bytes.extend_from_slice(&tag);
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        write_atomically(fs, check, &bytes)
+    }
+
+    /// Checks the store key against `keys/STORE`; returns the epoch it holds.
+    fn check(&self, check: &Path) -> Result<u32> {
+        let bytes = read_prefix(&*self.fs, check, CHECK_LEN as u64 + 1)?;
+        let corrupt = |reason: &str| Error::Corrupt {
+            path: check.to_path_buf(),
+            offset: 0,
+            reason: reason.into(),
+        };
+        if bytes.len() != CHECK_LEN || bytes[..8] != CHECK_MAGIC {
+            return Err(corrupt("not a store key check"));
+        }
+        if crc32fast::hash(&bytes[..CHECK_CRC]) != read_u32(&bytes, CHECK_CRC) {
+            return Err(corrupt("checksum mismatch"));
+        }
+        if read_u32(&bytes, 8) != KEYS_VERSION {
+            return Err(corrupt("unknown key check version"));
+        }
+        let aad = &bytes[..CHECK_NONCE];
+        let nonce = &bytes[CHECK_NONCE..CHECK_TAG];
+        let tag = &bytes[CHECK_TAG..CHECK_CRC];
+        if open(&self.store, nonce, aad, &mut [], tag) {
+            Ok(read_u32(&bytes, CHECK_EPOCH))
+        } else {
+            Err(Error::WrongKey {
+                path: check.to_path_buf(),
+            })
+        }
+    }
+
+    fn key_path(&self, session_id: u64) -> PathBuf {
+        self.dir.join(format!("{session_id:016x}{KEY_SUFFIX}"))
+    }
+
+    fn erasing_path(&self, session_id: u64) -> PathBuf {
+        self.dir.join(format!("{session_id:016x}{ERASING_SUFFIX}"))
+    }
+
+    /// Session `session_id`'s data key, read from its file when first asked for.
+    pub fn data_key(&self, session_id: u64) -> Result<Arc<DataKey>> {
+        if let Some(key) = self.keys.read().get(&session_id) {
+            return Ok(key.clone());
+        }
+        let path = self.key_path(session_id);
+        if !self.fs.exists(&path) {
+            return Err(Error::Corrupt {
+                path,
+                offset: 0,
+                reason: "the session's data key is missing (erased?): its records cannot be read"
+                    .into(),
+            });
+        }
+        let bytes = read_prefix(&*self.fs, &path, KEY_FILE_LEN as u64 + 1)?;
+        let key = self
+            .unseal_key(session_id, &bytes)
+            .map_err(|reason| Error::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                reason,
+            })?;
+        let key = Arc::new(key);
+        self.keys.write().insert(session_id, key.clone());
+        Ok(key)
+    }
+
+    fn unseal_key(&self, session_id: u64, bytes: &[u8]) -> Result<DataKey, String> {
+        if bytes.len() != KEY_FILE_LEN || bytes[..8] != KEY_MAGIC {
+            return Err("not a data key file".into());
+        }
+        if crc32fast::hash(&bytes[..KEY_CRC]) != read_u32(bytes, KEY_CRC) {
+            return Err("checksum mismatch".into());
+        }
+        if read_u32(bytes, 8) != KEYS_VERSION {
+            return Err("unknown data key version".into());
+        }
+        if bytes[KEY_ID..KEY_NONCE] != session_id.to_le_bytes() {
+            return Err("the data key belongs to another session".into());
+        }
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        key.copy_from_slice(&bytes[KEY_SEALED..KEY_TAG]);
+        let aad = &bytes[..KEY_NONCE];
+        let nonce = &bytes[KEY_NONCE..KEY_SEALED];
+        if !open(
+            &self.store,
+            nonce,
+            aad,
+            &mut key[..],
+            &bytes[KEY_TAG..KEY_CRC],
+        ) {
+            return Err("the data key does not open under the store key (changed bytes)".into());
+        }
+        Ok(self.data_key_from(&key))
+    }
+
+    fn data_key_from(&self, key: &[u8; KEY_LEN]) -> DataKey {
+        DataKey {
+            cipher: Aes256GcmSiv::new(&Key::<Aes256GcmSiv>::from(*key)),
+            nonces: self.nonces.clone(),
+        }
+    }
+
+    /// Makes a new random data key for session `session_id` and stores it sealed, durably,
+    /// replacing any key file of that id (an id gets a key before its first segment, so a
+    /// file left without a segment seals nothing).
+    pub fn create_key(&self, session_id: u64) -> Result<Arc<DataKey>> {
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        random(&mut key[..])?;
+        let mut bytes = Vec::with_capacity(KEY_FILE_LEN);
+        bytes.extend_from_slice(&KEY_MAGIC);
+        bytes.extend_from_slice(&KEYS_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&session_id.to_le_bytes());
+        let nonce = self.nonces.next();
+        bytes.extend_from_slice(&nonce);
+        let mut sealed = *key;
+        let tag = seal(&self.store, &nonce, &bytes[..KEY_NONCE], &mut sealed);
+        bytes.extend_from_slice(&sealed);
+        bytes.extend_from_slice(&tag);
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        write_atomically(&*self.fs, &self.key_path(session_id), &bytes)?;
+        let data_key = Arc::new(self.data_key_from(&key));
+        self.keys.write().insert(session_id, data_key.clone());
+        Ok(data_key)
+    }
+
+    /// The first step of erasing session `session_id`: from here on every copy of its
+    /// records is unreadable. Leaves `keys/{id}.erasing` for [`Keyring::erased`] to remove
+    /// once the session's files are gone, so that open finishes an erasure a crash cut short.
+    pub fn destroy_key(&self, session_id: u64) -> Result<()> {
+        self.keys.write().remove(&session_id);
+        let path = self.key_path(session_id);
+        if !self.fs.exists(&path) {
+            return Ok(());
+        }
+        let marker = self.erasing_path(session_id);
+        if !self.fs.exists(&marker) {
+            // Durable before the key goes: a crash after the removal must leave open the
+            // knowledge that the session's unreadable files are to be erased, not damage.
+            crate::fs::write_new_file(&*self.fs, &marker, &[])?;
+        }
+        self.fs
+            .remove_file(&path)
+            .map_err(context("removing", &path))?;
+        // The removal is what makes the session's bytes unreadable: it must be durable.
+        sync_dir(&*self.fs, &self.dir)
+    }
+
+    /// The last step of erasing session `session_id`, once its files are gone.
+    pub fn erased(&self, session_id: u64) -> Result<()> {
+        let marker = self.erasing_path(session_id);
+        if self.fs.exists(&marker) {
+            self.fs
+                .remove_file(&marker)
+                .map_err(context("removing", &marker))?;
+            // Not needed for safety (a marker that comes back makes open erase nothing
+            // more), but it keeps the folder tidy after a crash.
+            sync_dir(&*self.fs, &self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Sessions whose erasure a crash interrupted (their `.erasing` markers).
+    pub fn erasing(&self) -> Result<Vec<u64>> {
+        self.list_ids(ERASING_SUFFIX)
+    }
+
+    fn list_ids(&self, suffix: &str) -> Result<Vec<u64>> {
+        if !self.fs.is_dir(&self.dir) {
+            return Ok(Vec::new());
+        }
+        let entries = self
+            .fs
+            .list(&self.dir)
+            .map_err(context("listing", &self.dir))?;
+        Ok(entries
+            .iter()
+            .filter_map(|entry| parse_id(entry.name.to_str()?, suffix))
+            .collect())
+    }
+
+    /// Seals a whole blob (the checkpoint) under the store key: `nonce | ciphertext | tag`.
+    pub fn seal_blob(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        let nonce = self.nonces.next();
+        let mut out = Vec::with_capacity(plain.len() + SEAL_OVERHEAD);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let tag = seal(&self.store, &nonce, aad, &mut out[NONCE_LEN..]);
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    /// Opens a blob [`Keyring::seal_blob`] sealed; `None` if it does not open.
+    pub fn open_blob(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        let body_len = sealed.len().checked_sub(SEAL_OVERHEAD)?;
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (body, tag) = rest.split_at(body_len);
+        let mut out = body.to_vec();
+        open(&self.store, nonce, aad, &mut out, tag).then_some(out)
+    }
+}
+
+/// The session id in a `keys/` file name `{id:016x}{suffix}`.
+pub fn parse_id(name: &str, suffix: &str) -> Option<u64> {
+    let hex = name.strip_suffix(suffix)?;
+    if hex.len() != 16 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut field = [0; 4];
+    if let Some(src) = bytes.get(at..at + 4) {
+        field.copy_from_slice(src);
+    }
+    u32::from_le_bytes(field)
+}
+
+/// Writes a small file whole and durably in place of any file of that name: to `{path}.tmp`,
+/// synced, renamed, folder synced.
+fn write_atomically(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    if fs.exists(&tmp) {
+        fs.remove_file(&tmp).map_err(context("removing", &tmp))?;
+    }
+    let file = fs
+        .open(&tmp, OpenMode::CreateNew)
+        .map_err(context("creating", &tmp))?;
+    file.write_at(bytes, 0).map_err(context("writing", &tmp))?;
+    // The bytes must be on disk before the name points at them.
+    file.sync().map_err(context("syncing", &tmp))?;
+    drop(file);
+    // The rename puts the whole file in place at once, never a part of it.
+    fs.rename(&tmp, path).map_err(context("renaming", &tmp))?;
+    // And it is durable only once the folder is synced.
+    sync_dir(fs, crate::fs::parent(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_keys_round_trip_and_bad_ones_are_refused() {
+        let key = EncryptionKey::generate().unwrap();
+        let again = EncryptionKey::from_hex(&key.to_hex()).unwrap();
+        assert_eq!(key, again);
+        for bad in ["", "00", &"g".repeat(64), &"0".repeat(63), &"0".repeat(65)] {
+            assert!(EncryptionKey::from_hex(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(format!("{key:?}"), "EncryptionKey(..)");
+    }
+
+    #[test]
+    fn nonces_are_the_epoch_then_a_counter() {
+        let nonces = Nonces::new(7);
+        let a = nonces.next();
+        let b = nonces.next();
+        assert_eq!(a, [7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(b, [7, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn ids_parse_only_from_exact_names() {
+        assert_eq!(parse_id("00000000000000ab.key", KEY_SUFFIX), Some(0xab));
+        assert_eq!(parse_id("00000000000000AB.key", KEY_SUFFIX), None);
+        assert_eq!(parse_id("0000000000000ab.key", KEY_SUFFIX), None);
+        assert_eq!(parse_id("00000000000000ab.key.tmp", KEY_SUFFIX), None);
+    }
+}
