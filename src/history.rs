@@ -177,6 +177,16 @@ pub enum EventKind {
         /// Live messages it kept.
         messages: usize,
     },
+    /// A session's events were erased (its key and what it held are not in the log):
+    /// `whole_session`, the session itself, deleted and past its undo window or erased by
+    /// [`crate::LogStore::erase_session`]; otherwise its history before a compaction that
+    /// dropped cleared messages past their undo window. The event's `session` is empty.
+    Erased {
+        /// The erased session's id (its segment files' prefix).
+        session_id: u64,
+        /// The whole session, or only its history before its compaction.
+        whole_session: bool,
+    },
     /// A live message as a compaction rewrote it, when the events that built it are no
     /// longer in the log (compacted without `keep_history`). It carries the sequence number
     /// and time of the event that gave the message its content.
@@ -875,6 +885,8 @@ impl Cursor {
 /// Events of many sessions merged in sequence-number order.
 pub struct Events {
     cursors: Vec<Cursor>,
+    /// The erasure log's events (see `erasures.rs`), in order, the filter already applied.
+    erased: std::collections::VecDeque<LogEvent>,
     /// Each cursor's next event, keyed by sequence number.
     heads: BinaryHeap<Reverse<(u64, usize)>>,
     pending: Vec<Option<LogEvent>>,
@@ -896,7 +908,26 @@ impl Events {
         cut: u64,
         keys: Option<&Keyring>,
     ) -> Result<Events> {
+        let erased = match &filter.session {
+            Some(_) => Default::default(), // an erasure names no session
+            None => crate::erasures::read(&*fs, dir)?
+                .erasures
+                .into_iter()
+                .filter(|e| e.seq <= cut)
+                .map(|e| LogEvent {
+                    seq: e.seq,
+                    time: to_time(e.ts_micros),
+                    session: String::new(),
+                    kind: EventKind::Erased {
+                        session_id: e.session_id,
+                        whole_session: e.whole_session,
+                    },
+                })
+                .filter(|e| filter.admits(e.seq, e.time))
+                .collect(),
+        };
         let mut events = Events {
+            erased,
             cursors: Vec::new(),
             heads: BinaryHeap::new(),
             pending: Vec::new(),
@@ -946,6 +977,14 @@ impl Iterator for Events {
             if let Some(e) = self.error.take() {
                 self.failed = true;
                 return Some(Err(e));
+            }
+            let next_logged = self.heads.peek().map(|Reverse((seq, _))| *seq);
+            if self
+                .erased
+                .front()
+                .is_some_and(|e| next_logged.is_none_or(|seq| e.seq < seq))
+            {
+                return self.erased.pop_front().map(Ok);
             }
             let Reverse((_, index)) = self.heads.pop()?;
             let event = self.pending[index].take()?;

@@ -37,6 +37,7 @@ mod backend;
 mod checkpoint;
 mod compaction;
 mod crypto;
+mod erasures;
 mod error;
 mod feed;
 pub mod fs;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::checkpoint::CHECKPOINT_FILE;
 use crate::compaction::{self, Retire, ARCHIVE_DIR, QUARANTINE_DIR};
 use crate::crypto::{DataKey, Keyring, KEYS_DIR};
+use crate::erasures::{Erasure, ERASED_FILE};
 use crate::error::{Error, Result};
 use crate::fs::{
     context, free_name, parent, read_all, read_prefix, sync_dir, FileSystem, OpenMode,
@@ -221,6 +222,64 @@ struct SegmentFile {
     header: Result<(segment::SegmentHeader, usize), HeaderError>,
 }
 
+/// The prefix of the side file of a record of the erasure log a crash cut short.
+const ERASED_TORN_PREFIX: &str = "ERASED.torn-";
+
+/// The erasure log (`ERASED`) as open found it: where the next record goes, the highest
+/// sequence number in it, and the sessions whose erasure it holds.
+pub(crate) struct ErasureLog {
+    pub end: u64,
+    pub max_seq: u64,
+    erased: std::collections::HashSet<u64>,
+}
+
+impl ErasureLog {
+    /// Reads the log; `repair` (a writable open) saves a record a crash cut short to a side
+    /// file and cuts it off, so that the next record follows the last good one.
+    pub(crate) fn open(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        repair: bool,
+        report: &mut RecoveryReport,
+    ) -> Result<ErasureLog> {
+        let log = crate::erasures::read(fs, dir)?;
+        if repair && log.file_len > log.good_len {
+            let path = crate::erasures::path(dir);
+            let (saved_to, bytes) = cut_tail(fs, &path, log.good_len, false)?;
+            report.findings.push(Finding::TornTail {
+                path,
+                offset: log.good_len,
+                bytes,
+                saved_to,
+            });
+        }
+        Ok(ErasureLog {
+            end: log.good_len,
+            max_seq: log.max_seq(),
+            erased: log.erased_sessions(),
+        })
+    }
+
+    /// Logs the erasure of session `id` with the next sequence number, unless the log holds
+    /// it already (an erasure a crash interrupted after it was logged).
+    fn log(&mut self, fs: &dyn FileSystem, dir: &Path, id: u64, next_seq: &mut u64) -> Result<()> {
+        if self.erased.contains(&id) {
+            return Ok(());
+        }
+        let erasure = Erasure {
+            seq: *next_seq,
+            ts_micros: chrono::Utc::now().timestamp_micros(),
+            session_id: id,
+            whole_session: true,
+        };
+        self.end = crate::erasures::append(fs, dir, self.end, &erasure)?;
+        self.max_seq = self.max_seq.max(erasure.seq);
+        self.erased.insert(id);
+        *next_seq += 1;
+        Ok(())
+    }
+}
+
 /// Session ids and sequence numbers at or above this are damage (or not ours): the store
 /// never comes near them, and keeping them out leaves room to count up without overflow.
 pub(crate) const NUMBER_LIMIT: u64 = 1 << 62;
@@ -257,8 +316,10 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
             ARCHIVE_DIR,
             CHECKPOINT_FILE,
             KEYS_DIR,
+            ERASED_FILE,
         ]
         .contains(&name)
+            || (name.starts_with(ERASED_TORN_PREFIX) && entry.is_file)
         {
             continue;
         }
@@ -329,7 +390,7 @@ pub(crate) fn replay(
     keep_history: bool,
     repair: bool,
     retention: std::time::Duration,
-    keys: Option<&Keyring>,
+    (keys, erased): (Option<&Keyring>, &mut ErasureLog),
 ) -> Result<Replayed> {
     // What happens to segments no longer in force; `None`: a read-only open changes nothing.
     let superseded = match (repair, keep_history) {
@@ -390,23 +451,19 @@ pub(crate) fn replay(
         // Keeps removed temporary files from coming back after a crash.
         sync_dir(fs, dir)?;
     }
+    // Erasures a crash interrupted after the data key went (an encrypted store): the files
+    // cannot be read any more and were on their way out. Finished below, once the sequence
+    // numbers in use are known; a read-only open only leaves them out.
+    let mut unfinished = Vec::new();
     if let Some(keys) = keys {
-        // Erasures a crash interrupted after the data key went: the files cannot be read any
-        // more and were on their way out. A read-only open only leaves them out.
         for id in keys.erasing()? {
             let files = groups.remove(&id).unwrap_or_default();
-            if repair {
-                let numbers = files.iter().map(|f| f.number);
-                let range = (
-                    numbers.clone().min().unwrap_or(1),
-                    numbers.max().unwrap_or(0) + 1,
-                );
-                let gone = compaction::erase_session_files(fs, dir, Some(keys), id, range)?;
-                report.findings.push(Finding::ErasureFinished {
-                    session_id: id,
-                    removed: gone,
-                });
-            }
+            let numbers = files.iter().map(|f| f.number);
+            let range = (
+                numbers.clone().min().unwrap_or(1),
+                numbers.max().unwrap_or(0) + 1,
+            );
+            unfinished.push((id, range));
         }
     }
     let mut max_seq = 0u64;
@@ -439,13 +496,26 @@ pub(crate) fn replay(
             Outcome::Gone => {}
         }
     }
-    let next_seq = (max_seq + 1).max(read_seq_floor(fs, dir));
+    let mut next_seq = (max_seq + 1)
+        .max(read_seq_floor(fs, dir))
+        .max(erased.max_seq + 1);
+    if superseded.is_some() {
+        for (id, range) in unfinished {
+            erased.log(fs, dir, id, &mut next_seq)?;
+            let gone = compaction::erase_session_files(fs, dir, keys, id, range)?;
+            report.findings.push(Finding::ErasureFinished {
+                session_id: id,
+                removed: gone,
+            });
+        }
+    }
     if let (Some(_), false) = (superseded, deleted.is_empty()) {
         // A delete whose files a crash kept: finish reclaiming them, after recording that
         // their sequence numbers are used.
         write_seq_floor(fs, dir, next_seq)?;
         // A deleted session is erased, whatever `keep_history` says.
         for (id, oldest, highest) in deleted {
+            erased.log(fs, dir, id, &mut next_seq)?;
             let range = (oldest, highest.saturating_add(1));
             compaction::erase_session_files(fs, dir, keys, id, range)?;
         }
@@ -871,7 +941,12 @@ fn replay_session(
 /// Saves the bytes of `path` from `offset` to a side file next to it, makes that durable, then
 /// cuts the segment there (or removes it, with `remove`), durably. Returns the side file and
 /// how many bytes it holds.
-fn cut_tail(fs: &dyn FileSystem, path: &Path, offset: u64, remove: bool) -> Result<(PathBuf, u64)> {
+pub(crate) fn cut_tail(
+    fs: &dyn FileSystem,
+    path: &Path,
+    offset: u64,
+    remove: bool,
+) -> Result<(PathBuf, u64)> {
     let bytes = read_all(fs, path)?;
     let tail = bytes
         .get(usize::try_from(offset).unwrap_or(usize::MAX)..)

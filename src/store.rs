@@ -31,6 +31,7 @@ use crate::backend::{
 use crate::checkpoint;
 use crate::compaction::{self, Retire};
 use crate::crypto::{self, DataKey, Keyring};
+use crate::erasures::{self, Erasure};
 use crate::error::{Error, Result};
 use crate::feed::{Delivery, Feed, Subscription};
 use crate::fs::{context, sync_dir, FileHandle, FileSystem, LockGuard, OpenMode, StdFs};
@@ -121,6 +122,8 @@ struct Inner {
     _lock: Option<Box<dyn LockGuard>>,
     /// An encrypted store's keys (`Options::encryption`).
     keys: Option<Keyring>,
+    /// Where the erasure log's next record goes; the lock orders its appends.
+    erasure_log_end: Mutex<u64>,
 }
 
 /// One session: its writer and its projection.
@@ -506,6 +509,7 @@ impl LogStore {
         let folder = recovery::list_folder(&*fs, &dir)?;
         let keys = open_keyring(&fs, &dir, &options, read_only, &folder.names)?;
         let mut report = RecoveryReport::default();
+        let mut erased = recovery::ErasureLog::open(&*fs, &dir, !read_only, &mut report)?;
         let from_checkpoint = if read_only {
             None // a reader checks every record
         } else {
@@ -524,7 +528,7 @@ impl LogStore {
                 options.keep_history,
                 !read_only,
                 options.tombstone_retention,
-                keys.as_ref(),
+                (keys.as_ref(), &mut erased),
             )?,
         };
         let checkpoint_on_disk = report.from_checkpoint;
@@ -535,7 +539,8 @@ impl LogStore {
             checkpoint::remove(&*fs, &dir)?;
         }
         report.findings.extend(replayed.report.findings);
-        let mut next_seq = replayed.next_seq;
+        // Erasures have sequence numbers too (the erasure log's).
+        let mut next_seq = replayed.next_seq.max(erased.max_seq + 1);
         let mut replayed_sessions = replayed.sessions;
         let mut sessions: HashMap<String, Arc<Slot>> =
             HashMap::with_capacity(replayed_sessions.len());
@@ -620,6 +625,7 @@ impl LogStore {
             report,
             _lock: lock,
             keys,
+            erasure_log_end: Mutex::new(erased.end),
         });
         if !read_only {
             for slot in displaced {
@@ -2828,6 +2834,33 @@ impl Inner {
         self.poison(retired)
     }
 
+    /// Records in the erasure log, durably, that session `session_id` (or, not
+    /// `whole_session`, its history before its last compaction) is about to be erased, and
+    /// hands the event to subscribers.
+    fn log_erasure(&self, session_id: u64, whole_session: bool) -> Result<()> {
+        let mut end = self.erasure_log_end.lock();
+        let ticket = self.feed.take();
+        let seq = ticket.seq();
+        let ts = now_micros();
+        let erasure = Erasure {
+            seq,
+            ts_micros: ts,
+            session_id,
+            whole_session,
+        };
+        *end = erasures::append(&*self.fs, &self.dir, *end, &erasure)?;
+        ticket.commit(Some(Delivery::Event(LogEvent {
+            seq,
+            time: to_time(ts),
+            session: String::new(),
+            kind: EventKind::Erased {
+                session_id,
+                whole_session,
+            },
+        })));
+        Ok(())
+    }
+
     /// Carries out deferred retirements.
     fn retire_now(&self, deferred: &[Retirement]) -> Result<()> {
         for &retirement in deferred {
@@ -2851,14 +2884,13 @@ impl Inner {
             Retirement::Unlinked(id, from, below) => {
                 compaction::retire(&*self.fs, &self.dir, id, from, below, Retire::Remove)
             }
-            Retirement::Reclaimed(id, from, below) => compaction::erase_session_files(
-                &*self.fs,
-                &self.dir,
-                self.keys.as_ref(),
-                id,
-                (from, below),
-            ),
+            Retirement::Reclaimed(id, from, below) => {
+                self.log_erasure(id, true)?;
+                let keys = self.keys.as_ref();
+                compaction::erase_session_files(&*self.fs, &self.dir, keys, id, (from, below))
+            }
             Retirement::Erased(id, from, below) => {
+                self.log_erasure(id, false)?;
                 compaction::erase_session_files(&*self.fs, &self.dir, None, id, (from, below))
             }
         }

@@ -409,6 +409,11 @@ struct Replayed {
 fn replay(events: &[LogEvent]) -> BTreeMap<String, Replayed> {
     let mut sessions: BTreeMap<String, Replayed> = BTreeMap::new();
     for event in events {
+        if let EventKind::Erased { .. } = event.kind {
+            // An erasure names no session: the events it erased are no longer in the log.
+            assert!(event.session.is_empty());
+            continue;
+        }
         let s = sessions.entry(event.session.clone()).or_default();
         match &event.kind {
             EventKind::Append { message } | EventKind::Restated { message } => {

@@ -539,6 +539,14 @@ fn summary(kind: &EventKind) -> String {
         EventKind::State { state, turn_id } => format!("state {state} turn {}", option(turn_id)),
         EventKind::Compaction { messages } => format!("compaction ({messages} live messages)"),
         EventKind::Restated { message: m } => format!("restated {}", message(m)),
+        EventKind::Erased {
+            session_id,
+            whole_session: true,
+        } => format!("erased session #{session_id:x}"),
+        EventKind::Erased {
+            session_id,
+            whole_session: false,
+        } => format!("erased the history of session #{session_id:x} before its compaction"),
         other => format!("{other:?}"),
     }
 }

@@ -1,0 +1,177 @@
+//! The erasure log, `ERASED`: one record for each erasure, so that the event log says that an
+//! erasure happened (when, and which session id) once the erased events themselves are gone.
+//! It says nothing of what was erased: no key, no message.
+//!
+//! ```text
+//! // Format: { seq: u64 | ts_micros: i64 | session_id: u64 | kind: u32 | crc: u32 }
+//! ```
+//!
+//! 32 bytes a record, little-endian; `crc` is the CRC-32 of the 28 bytes before it. `kind` 0: the
+//! whole session was erased (a delete past its undo window, `erase_session`); 1: the session's
+//! history before a compaction was erased (cleared messages past their undo window). `seq` is a
+//! store-wide sequence number like any event's.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+use crate::fs::{context, read_all, FileSystem, OpenMode};
+
+/// The erasure log's file name, in the store's folder.
+pub const ERASED_FILE: &str = "ERASED";
+/// Bytes of one record.
+pub const RECORD_LEN: usize = 32;
+
+/// One erasure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Erasure {
+    /// Its sequence number.
+    pub seq: u64,
+    /// When, µs since the epoch.
+    pub ts_micros: i64,
+    /// The session id erased.
+    pub session_id: u64,
+    /// The whole session (true), or its history before a compaction (false).
+    pub whole_session: bool,
+}
+
+impl Erasure {
+    fn encode(&self) -> [u8; RECORD_LEN] {
+        let mut out = [0; RECORD_LEN];
+        out[0..8].copy_from_slice(&self.seq.to_le_bytes());
+        out[8..16].copy_from_slice(&self.ts_micros.to_le_bytes());
+        out[16..24].copy_from_slice(&self.session_id.to_le_bytes());
+        out[24..28].copy_from_slice(&u32::from(!self.whole_session).to_le_bytes());
+        let crc = crc32fast::hash(&out[..28]);
+        out[28..].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Erasure> {
+        let bytes: &[u8; RECORD_LEN] = bytes.try_into().ok()?;
+        let field = |at: usize| -> [u8; 8] {
+            let mut out = [0; 8];
+            out.copy_from_slice(&bytes[at..at + 8]);
+            out
+        };
+        let mut tail = [0; 4];
+        tail.copy_from_slice(&bytes[28..]);
+        if crc32fast::hash(&bytes[..28]) != u32::from_le_bytes(tail) {
+            return None;
+        }
+        let mut kind = [0; 4];
+        kind.copy_from_slice(&bytes[24..28]);
+        let whole_session = match u32::from_le_bytes(kind) {
+            0 => true,
+            1 => false,
+            _ => return None,
+        };
+        Some(Erasure {
+            seq: u64::from_le_bytes(field(0)),
+            ts_micros: i64::from_le_bytes(field(8)),
+            session_id: u64::from_le_bytes(field(16)),
+            whole_session,
+        })
+    }
+}
+
+/// What the log holds: its good records, and where they end (the file may be longer: a record
+/// a crash cut short).
+pub struct Log {
+    /// The records, in the order written.
+    pub erasures: Vec<Erasure>,
+    /// Bytes of good records from the start.
+    pub good_len: u64,
+    /// The file's length.
+    pub file_len: u64,
+}
+
+impl Log {
+    /// The highest sequence number in the log (0 if none).
+    pub fn max_seq(&self) -> u64 {
+        self.erasures.iter().map(|e| e.seq).max().unwrap_or(0)
+    }
+
+    /// Session ids whose whole-session erasure is logged.
+    pub fn erased_sessions(&self) -> HashSet<u64> {
+        self.erasures
+            .iter()
+            .filter(|e| e.whole_session)
+            .map(|e| e.session_id)
+            .collect()
+    }
+}
+
+/// Reads the log of the store in `dir`: its records up to the first that is not whole and sound.
+pub fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Log> {
+    let path = dir.join(ERASED_FILE);
+    if !fs.exists(&path) {
+        return Ok(Log {
+            erasures: Vec::new(),
+            good_len: 0,
+            file_len: 0,
+        });
+    }
+    let bytes = read_all(fs, &path)?;
+    let erasures: Vec<Erasure> = bytes
+        .chunks(RECORD_LEN)
+        .map_while(Erasure::decode)
+        .collect();
+    Ok(Log {
+        good_len: (erasures.len() * RECORD_LEN) as u64,
+        file_len: bytes.len() as u64,
+        erasures,
+    })
+}
+
+/// Appends `erasure` to the log at `at` (the end of its good records) and syncs it; returns
+/// the new end. Durable before the erasure starts, so that the log never misses one.
+pub fn append(fs: &dyn FileSystem, dir: &Path, at: u64, erasure: &Erasure) -> Result<u64> {
+    let path = dir.join(ERASED_FILE);
+    let created = !fs.exists(&path);
+    let mode = if created {
+        OpenMode::CreateNew
+    } else {
+        OpenMode::Write
+    };
+    let file = fs.open(&path, mode).map_err(context("opening", &path))?;
+    file.write_at(&erasure.encode(), at)
+        .map_err(context("writing", &path))?;
+    // The record must be on disk before the erased files start to go.
+    file.sync().map_err(context("syncing", &path))?;
+    if created {
+        // And so must the new file's name.
+        crate::fs::sync_dir(fs, dir)?;
+    }
+    Ok(at + RECORD_LEN as u64)
+}
+
+/// The path of the log in `dir`.
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join(ERASED_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_any_flipped_bit_is_refused() {
+        for whole_session in [true, false] {
+            let e = Erasure {
+                seq: 42,
+                ts_micros: -7,
+                session_id: 0xabc,
+                whole_session,
+            };
+            let bytes = e.encode();
+            assert_eq!(Erasure::decode(&bytes), Some(e));
+            for bit in 0..RECORD_LEN * 8 {
+                let mut bad = bytes;
+                bad[bit / 8] ^= 1 << (bit % 8);
+                assert_eq!(Erasure::decode(&bad), None, "bit {bit}");
+            }
+        }
+        assert_eq!(Erasure::decode(&[0; 31]), None);
+    }
+}

@@ -1,0 +1,222 @@
+//! The event log records that an erasure happened, not what was erased: every reclaimed delete,
+//! `erase_session` and erasing compaction leaves an `Erased` event (with its own sequence
+//! number and time, and no key or message), whether the running store or open did it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sessionlog::{
+    Delivery, Durability, EncryptionKey, EventFilter, EventKind, Finding, LogEvent, LogStore,
+    Options, SessionBackend,
+};
+
+fn options(retention: Duration) -> Options {
+    Options {
+        tombstone_retention: retention,
+        keep_history: true,
+        ..Options::with_durability(Durability::Never)
+    }
+}
+
+fn all_events(store: &LogStore) -> Vec<LogEvent> {
+    store
+        .events(EventFilter::all())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn erasures(events: &[LogEvent]) -> Vec<(u64, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Erased {
+                session_id,
+                whole_session,
+            } => Some((session_id, whole_session)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_reclaimed_delete_and_erase_session_each_leave_one_erased_event_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    store.append("secret", &user("the plan")).unwrap();
+    store.append("other", &user("kept")).unwrap();
+    store.append("gone-too", &user("x")).unwrap();
+    store.delete_session("secret").unwrap();
+    store.erase_session("gone-too").unwrap();
+    let events = all_events(&store);
+    assert_eq!(erasures(&events).len(), 2, "{events:?}");
+    // Nothing of the erased sessions is left in the log: only the erasures, which name
+    // neither their key nor their messages.
+    assert!(events
+        .iter()
+        .all(|e| e.session != "secret" && e.session != "gone-too"));
+    let erased: Vec<&LogEvent> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Erased { .. }))
+        .collect();
+    assert!(erased.iter().all(|e| e.session.is_empty()));
+    // In sequence-number order with the rest, after everything written before them.
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    let last_append = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Append { .. }))
+        .map(|e| e.seq)
+        .max()
+        .unwrap();
+    assert!(erased.iter().all(|e| e.seq > last_append));
+    drop(store);
+    // The log survives a reopen, and new events number on above it.
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    store.append("other", &user("after")).unwrap();
+    let again = all_events(&store);
+    assert_eq!(erasures(&again), erasures(&events));
+    assert!(again.last().unwrap().seq > erased.last().unwrap().seq);
+    assert!(matches!(
+        again.last().unwrap().kind,
+        EventKind::Append { .. }
+    ));
+}
+
+#[test]
+fn an_erasing_compaction_logs_that_the_history_went() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    store.append("k", &user("cleared away")).unwrap();
+    store.clear_messages("k").unwrap();
+    store.append("k", &user("kept")).unwrap();
+    store.compact_session("k").unwrap();
+    let events = all_events(&store);
+    assert_eq!(erasures(&events).len(), 1, "{events:?}");
+    assert!(!erasures(&events)[0].1, "the session lives on");
+    assert_eq!(store.load("k"), vec![user("kept")]);
+}
+
+#[test]
+fn open_logs_the_reclaim_of_a_delete_whose_undo_window_ended_while_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(Duration::from_secs(3600))).unwrap();
+    store.append("old", &user("bye")).unwrap();
+    store.delete_session("old").unwrap();
+    assert!(erasures(&all_events(&store)).is_empty(), "still restorable");
+    drop(store);
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).ok();
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let events = all_events(&store);
+    assert_eq!(erasures(&events).len(), 1, "{events:?}");
+    drop(store);
+    // Logged once, not again by the next open.
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    assert_eq!(erasures(&all_events(&store)).len(), 1);
+}
+
+#[test]
+fn open_finishing_an_encrypted_erasure_logs_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        encryption: Some(EncryptionKey::from_bytes([9; 32])),
+        ..options(Duration::ZERO)
+    };
+    let store = LogStore::open_with(dir.path(), opts.clone()).unwrap();
+    store.append("a", &user("one")).unwrap();
+    drop(store);
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
+    // A crash right after the erasure's first step: marker written, key removed.
+    let keys = dir.path().join("keys");
+    let key = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "key"))
+        .unwrap();
+    let stem = key.file_stem().unwrap().to_str().unwrap().to_owned();
+    std::fs::write(keys.join(format!("{stem}.erasing")), b"").unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let store = LogStore::open_with(dir.path(), opts.clone()).unwrap();
+    assert!(store
+        .recovery_report()
+        .findings
+        .iter()
+        .any(|f| matches!(f, Finding::ErasureFinished { .. })));
+    let id = u64::from_str_radix(&stem, 16).unwrap();
+    assert_eq!(erasures(&all_events(&store)), vec![(id, true)]);
+}
+
+#[test]
+fn a_torn_erasure_record_is_kept_aside_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    store.append("a", &user("x")).unwrap();
+    store.append("b", &user("y")).unwrap();
+    store.delete_session("a").unwrap();
+    drop(store);
+    let log = dir.path().join("ERASED");
+    let mut bytes = std::fs::read(&log).unwrap();
+    assert_eq!(bytes.len(), 32);
+    bytes.extend_from_slice(&[0xAB; 11]); // a record a crash cut short
+    std::fs::write(&log, &bytes).unwrap();
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let torn = store
+        .recovery_report()
+        .findings
+        .iter()
+        .find_map(|f| match f {
+            Finding::TornTail {
+                path,
+                bytes,
+                saved_to,
+                ..
+            } if path == &log => Some((*bytes, saved_to.clone())),
+            _ => None,
+        });
+    let (cut, saved_to) = torn.expect("the torn record is reported");
+    assert_eq!(cut, 11);
+    assert_eq!(std::fs::read(saved_to).unwrap(), vec![0xAB; 11]);
+    store.delete_session("b").unwrap();
+    assert_eq!(erasures(&all_events(&store)).len(), 2);
+    assert_eq!(std::fs::read(&log).unwrap().len(), 64);
+    drop(store);
+    // The side file is the store's own: not reported as unknown.
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+}
+
+#[test]
+fn a_subscriber_is_told_of_an_erasure_as_it_happens() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    store.append("a", &user("x")).unwrap();
+    let mut subscription = store.subscribe(0).unwrap();
+    // Caught up first: an erasure takes effect at once, under a reader of the erased files.
+    while !matches!(subscription.recv().unwrap(), Some(Delivery::CaughtUp)) {}
+    store.delete_session("a").unwrap();
+    let mut kinds = Vec::new();
+    while let Ok(Some(delivery)) = subscription.recv_timeout(Duration::from_secs(5)) {
+        if let Delivery::Event(event) = delivery {
+            let erased = matches!(event.kind, EventKind::Erased { .. });
+            kinds.push(event.kind);
+            if erased {
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(
+            kinds.last(),
+            Some(EventKind::Erased {
+                whole_session: true,
+                ..
+            })
+        ),
+        "{kinds:?}"
+    );
+}
