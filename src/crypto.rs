@@ -11,9 +11,10 @@
 //!
 //! Nonces are 12 bytes: the store's *epoch*, a 32-bit number that every writable open raises
 //! by one and makes durable in `keys/STORE` before it seals anything, then a 64-bit counter
-//! that every seal advances. So no nonce is ever used twice under one key; and GCM-SIV is
-//! resistant to nonce misuse besides (a repeat would reveal only that two sealed texts were
-//! equal).
+//! that starts at a random number in each open and that every seal advances. Within a store
+//! no nonce is used twice; two opens of one epoch (a store restored from a backup, or two stores
+//! under one store key) would need their random ranges to overlap; and GCM-SIV is resistant to
+//! nonce misuse besides (a repeat would reveal only that two sealed texts were equal).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -90,7 +91,7 @@ impl EncryptionKey {
         let invalid = || Error::InvalidOptions {
             reason: "an encryption key is 64 hexadecimal digits (32 bytes)".into(),
         };
-        if text.len() != 2 * KEY_LEN || !text.is_ascii() {
+        if text.len() != 2 * KEY_LEN || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid());
         }
         let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
@@ -143,21 +144,29 @@ fn random(out: &mut [u8]) -> Result<()> {
 }
 
 /// Where nonces come from: the open's epoch (durable in `keys/STORE` before the first seal)
-/// and a counter.
+/// and a counter that starts at a random number.
 struct Nonces {
     epoch: u32,
     counter: AtomicU64,
 }
 
 impl Nonces {
-    fn new(epoch: u32) -> Nonces {
+    fn new(epoch: u32, start: u64) -> Nonces {
         Nonces {
             epoch,
-            counter: AtomicU64::new(0),
+            counter: AtomicU64::new(start),
         }
     }
 
+    /// Nonces of `epoch`, counting from a random number.
+    fn random_start(epoch: u32) -> Result<Nonces> {
+        let mut start = [0; 8];
+        random(&mut start)?;
+        Ok(Nonces::new(epoch, u64::from_le_bytes(start)))
+    }
+
     fn next(&self) -> [u8; NONCE_LEN] {
+        // Wraps after 2^64 seals, far beyond any open's lifetime.
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut nonce = [0; NONCE_LEN];
         nonce[..4].copy_from_slice(&self.epoch.to_le_bytes());
@@ -173,11 +182,12 @@ fn seal(
     aad: &[u8],
     data: &mut [u8],
 ) -> [u8; TAG_LEN] {
-    // Fails only for inputs past 64 GiB, which no record reaches (1 GiB at most).
+    // Fails only for inputs past 64 GiB, and records are at most 1 GiB: never. Were it to
+    // fail, the bytes must not be written as they are (they may be plaintext).
     cipher
         .encrypt_inout_detached(&Nonce::from(*nonce), aad, data.into())
         .map(Into::into)
-        .unwrap_or([0; TAG_LEN])
+        .expect("GCM-SIV seals anything up to 64 GiB; records are at most 1 GiB")
 }
 
 /// Opens `data` in place; false if the tag does not match (wrong key, or changed bytes).
@@ -208,11 +218,11 @@ impl DataKey {
     pub(crate) fn for_tests(key: [u8; KEY_LEN]) -> DataKey {
         DataKey {
             cipher: Aes256GcmSiv::new(&Key::<Aes256GcmSiv>::from(key)),
-            nonces: Arc::new(Nonces::new(1)),
+            nonces: Arc::new(Nonces::new(1, 0)),
         }
     }
 
-    /// Seals a payload laid out as `nonce (24 bytes, filled in here) | plaintext | tag (16
+    /// Seals a payload laid out as `nonce (12 bytes, filled in here) | plaintext | tag (16
     /// bytes, filled in here)`, with `aad` as associated data.
     pub fn seal_payload(&self, aad: &[u8], payload: &mut [u8]) {
         let nonce = self.nonces.next();
@@ -291,7 +301,7 @@ impl Keyring {
         let mut keyring = Keyring {
             fs,
             store: key.cipher(),
-            nonces: Arc::new(Nonces::new(0)),
+            nonces: Arc::new(Nonces::random_start(0)?),
             keys: RwLock::new(HashMap::new()),
             dir,
         };
@@ -305,7 +315,7 @@ impl Keyring {
             let epoch = epoch.checked_add(1).ok_or_else(|| Error::InvalidOptions {
                 reason: "the store's nonce epochs are exhausted (2^32 opens)".into(),
             })?;
-            keyring.nonces = Arc::new(Nonces::new(epoch));
+            keyring.nonces = Arc::new(Nonces::random_start(epoch)?);
             keyring.write_check(&check, epoch)?;
         }
         Ok(keyring)
@@ -445,9 +455,9 @@ impl Keyring {
         bytes.extend_from_slice(&session_id.to_le_bytes());
         let nonce = self.nonces.next();
         bytes.extend_from_slice(&nonce);
-        let mut sealed = *key;
-        let tag = seal(&self.store, &nonce, &bytes[..KEY_NONCE], &mut sealed);
-        bytes.extend_from_slice(&sealed);
+        let mut sealed = Zeroizing::new(*key);
+        let tag = seal(&self.store, &nonce, &bytes[..KEY_NONCE], &mut sealed[..]);
+        bytes.extend_from_slice(&sealed[..]);
         bytes.extend_from_slice(&tag);
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
@@ -589,11 +599,17 @@ mod tests {
 
     #[test]
     fn nonces_are_the_epoch_then_a_counter() {
-        let nonces = Nonces::new(7);
+        let nonces = Nonces::new(7, u64::MAX);
         let a = nonces.next();
         let b = nonces.next();
-        assert_eq!(a, [7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(b, [7, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(a, [7, 0, 0, 0, 255, 255, 255, 255, 255, 255, 255, 255]);
+        assert_eq!(b, [7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        // Two opens of one epoch (a store restored from a backup) start far apart.
+        let (x, y) = (
+            Nonces::random_start(1).unwrap(),
+            Nonces::random_start(1).unwrap(),
+        );
+        assert_ne!(x.next(), y.next());
     }
 
     #[test]

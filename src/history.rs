@@ -279,6 +279,22 @@ struct SegmentRef {
 
 /// Every session's segments in `dir` and `dir/archive`, by session id, sorted by number. The
 /// folder's copy wins over an archived one of the same name.
+/// The histories of the store in `dir` ([`list_histories`]), leaving out sessions an
+/// encrypted store was erasing when a crash stopped it (their key is gone; open finishes them).
+fn readable_histories(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    keys: Option<&Keyring>,
+) -> Result<BTreeMap<u64, Vec<SegmentRef>>> {
+    let mut histories = list_histories(fs, dir)?;
+    if let Some(keys) = keys {
+        for id in keys.erasing()? {
+            histories.remove(&id);
+        }
+    }
+    Ok(histories)
+}
+
 fn list_histories(fs: &dyn FileSystem, dir: &Path) -> Result<BTreeMap<u64, Vec<SegmentRef>>> {
     let mut sessions: BTreeMap<u64, BTreeMap<u32, PathBuf>> = BTreeMap::new();
     let archive = dir.join(ARCHIVE_DIR);
@@ -937,7 +953,7 @@ impl Events {
             error: None,
             guard: None,
         };
-        for (id, segments) in list_histories(&*fs, dir)? {
+        for (id, segments) in readable_histories(&*fs, dir, keys)? {
             if let Some(wanted) = &events.filter.session {
                 // Another session's damage must not stop this one's reading.
                 if history_key(&*fs, &segments).as_ref() != Some(wanted) {
@@ -1009,7 +1025,7 @@ pub(crate) fn load_at(
     keys: Option<&Keyring>,
 ) -> Result<Option<SessionAt>> {
     let mut unavailable = None;
-    for (id, segments) in list_histories(&*fs, dir)? {
+    for (id, segments) in readable_histories(&*fs, dir, keys)? {
         if history_key(&*fs, &segments).as_deref() != Some(key) {
             continue;
         }
@@ -1135,7 +1151,7 @@ pub(crate) fn verify(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    let histories = list_histories(&*fs, dir)?;
+    let histories = readable_histories(&*fs, dir, keys)?;
     let total = histories.len();
     for (id, segments) in histories {
         progress(report.sessions, total);

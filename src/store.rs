@@ -1485,8 +1485,14 @@ impl Inner {
                 Decision::Write(value) => value,
             };
             too_large(payload_len)?;
-            // A compaction writes all metadata in one record, which must fit too.
-            too_large(metadata_len)?;
+            // A compaction writes all metadata in one record, which must fit too (sealed, in
+            // an encrypted store).
+            let seal = if self.keys.is_some() {
+                crypto::SEAL_OVERHEAD
+            } else {
+                0
+            };
+            too_large(metadata_len + seal)?;
             let ts = at.unwrap_or_else(now_micros);
             let compact =
                 self.write_event(&slot, &mut writer, event, &mut record, ts, (last, before))?;
@@ -2016,6 +2022,7 @@ impl Inner {
             gone.extend(self.reclaim_tombstone(&slot)?);
         }
         // Earlier sessions of the key, kept in the archive or quarantine.
+        let mut earlier: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
         for folder in [compaction::ARCHIVE_DIR, compaction::QUARANTINE_DIR] {
             let folder = self.dir.join(folder);
             if !self.fs.is_dir(&folder) {
@@ -2027,9 +2034,9 @@ impl Inner {
                     .name
                     .to_str()
                     .and_then(|name| segment::parse_file_name(name, segment::SEGMENT_SUFFIX));
-                if segment_name.is_none() {
+                let Some((id, _)) = segment_name else {
                     continue;
-                }
+                };
                 let header =
                     crate::fs::read_prefix(&*self.fs, &path, segment::HEADER_BYTES_MAX as u64)
                         .ok()
@@ -2037,11 +2044,27 @@ impl Inner {
                 // Files naming the key: its earlier sessions' and, under a fork's name, shared
                 // ones. Only these files go, not the rest of another session's archive.
                 if header.is_some_and(|(h, _)| h.key == key) {
-                    self.fs
-                        .remove_file(&path)
-                        .map_err(context("removing", &path))?;
-                    gone.push(path);
+                    earlier.entry(id).or_default().push(path);
                 }
+            }
+        }
+        for (id, paths) in earlier {
+            // Encrypted: the earlier session's data key goes first, so that any other copy of
+            // its bytes is unreadable too.
+            if let Some(keys) = &self.keys {
+                self.poison(keys.destroy_key(id))?;
+            }
+            for path in paths {
+                self.fs
+                    .remove_file(&path)
+                    .map_err(context("removing", &path))?;
+                // The removal is durable only with its folder's entry.
+                let synced = sync_dir(&*self.fs, crate::fs::parent(&path));
+                self.poison(synced)?;
+                gone.push(path);
+            }
+            if let Some(keys) = &self.keys {
+                self.poison(keys.erased(id))?;
             }
         }
         for path in live_files {

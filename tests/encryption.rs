@@ -401,3 +401,64 @@ fn every_writable_open_raises_the_nonce_epoch_and_a_reader_leaves_it() {
     assert_eq!(&seg[header + 60..header + 64], &1u32.to_le_bytes());
     assert_eq!(&seg[second + 60..second + 64], &2u32.to_le_bytes());
 }
+
+#[test]
+fn erase_session_destroys_the_keys_of_earlier_sessions_kept_in_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    store.append("k", &secret(1)).unwrap();
+    store.append("k", &secret(2)).unwrap();
+    store.append("bob", &user("stays")).unwrap();
+    drop(store);
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
+    // Damage k's first record (a good one follows): k has no good record left and goes to
+    // quarantine whole, its data key still in keys/.
+    let seg = segments(dir.path())
+        .into_iter()
+        .find(|p| {
+            // The header's key: length (2 bytes at 33), then the key.
+            let bytes = std::fs::read(p).unwrap();
+            bytes[33..36] == [1, 0, b'k']
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[40 + 70] ^= 0x55; // in the first record (header 40 bytes, record header 60)
+    std::fs::write(&seg, &bytes).unwrap();
+    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    assert!(store.recovery_report().has_damage());
+    assert!(store.load("k").is_empty());
+    assert_eq!(key_file(dir.path()).len(), 2);
+    let removed = store.erase_session("k").unwrap();
+    assert!(removed
+        .iter()
+        .any(|p| p.starts_with(dir.path().join("quarantine"))));
+    assert_eq!(
+        key_file(dir.path()).len(),
+        1,
+        "the quarantined session's key went too"
+    );
+    assert_eq!(store.load("bob"), vec![user("stays")]);
+}
+
+#[test]
+fn a_reader_leaves_out_a_session_whose_erasure_a_crash_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    store.append("alice", &secret(1)).unwrap();
+    store.append("bob", &user("stays")).unwrap();
+    drop(store);
+    let keys = key_file(dir.path());
+    let id = keys[0].file_stem().unwrap().to_str().unwrap().to_owned();
+    std::fs::write(dir.path().join("keys").join(format!("{id}.erasing")), b"").unwrap();
+    std::fs::remove_file(&keys[0]).unwrap();
+    let fs = std::sync::Arc::new(sessionlog::fs::StdFs);
+    let reader = LogStore::open_read_only_with(dir.path(), options(key()), fs).unwrap();
+    assert!(reader.load("alice").is_empty());
+    let events: Vec<_> = reader
+        .events(EventFilter::all())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(events.iter().all(|e| e.session == "bob"), "{events:?}");
+    assert!(reader.verify().unwrap().is_sound());
+}
