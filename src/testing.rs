@@ -1076,6 +1076,11 @@ pub fn fuzz_ops(data: &[u8]) {
     check_ops(&ops_from_bytes(data));
 }
 
+/// The `ops_model_encrypted` fuzz target: the same workload on an encrypted store.
+pub fn fuzz_ops_encrypted(data: &[u8]) {
+    check_ops_encrypted(&ops_from_bytes(data));
+}
+
 /// The `open_folder` fuzz target: lays arbitrary bytes out as segment files and opens the
 /// folder. Open must not panic; whatever it opens must answer consistently, take a write, and
 /// reopen to the same state.

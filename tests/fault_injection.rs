@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use sessionlog::testing::{run_op, FaultyFs, FsOp, Model, Op, SimFs, EIO, ENOSPC};
-use sessionlog::{ChatMessage, Error, LogStore, Options, SessionBackend};
+use sessionlog::{ChatMessage, EncryptionKey, Error, LogStore, Options, SessionBackend};
 
 const DIR: &str = "/store";
 
@@ -14,6 +14,15 @@ fn options() -> Options {
         segment_bytes_max: 4096,
         auto_compact: false,
         ..Options::default()
+    }
+}
+
+/// The same, encrypted at rest: key files, the nonce epoch and crypto-erasure join the
+/// operations a fault can hit.
+fn encrypted() -> Options {
+    Options {
+        encryption: Some(EncryptionKey::from_bytes([3; 32])),
+        ..options()
     }
 }
 
@@ -53,9 +62,9 @@ struct Outcome {
     poisoned_after: Option<bool>,
 }
 
-fn run(fs: &FaultyFs, ops: &[Op]) -> Outcome {
+fn run(fs: &FaultyFs, ops: &[Op], options: &Options) -> Outcome {
     let mut acked = Model::default();
-    let open = || LogStore::open_with_fs(DIR, options(), Arc::new(fs.clone()));
+    let open = || LogStore::open_with_fs(DIR, options.clone(), Arc::new(fs.clone()));
     let Ok(mut store) = open() else {
         return Outcome {
             acked,
@@ -114,9 +123,18 @@ fn without_probe(model: &Model) -> Model {
 
 #[test]
 fn every_injected_fault_is_reported_and_loses_nothing_acknowledged() {
+    sweep(&options());
+}
+
+#[test]
+fn every_injected_fault_in_an_encrypted_store_is_reported_and_loses_nothing_acknowledged() {
+    sweep(&encrypted());
+}
+
+fn sweep(options: &Options) {
     let total = {
         let fs = FaultyFs::new(Arc::new(SimFs::new()));
-        let outcome = run(&fs, &workload());
+        let outcome = run(&fs, &workload(), options);
         assert!(outcome.failed.is_none());
         fs.count()
     };
@@ -127,7 +145,7 @@ fn every_injected_fault_is_reported_and_loses_nothing_acknowledged() {
             let sim = SimFs::new();
             let fs = FaultyFs::new(Arc::new(sim.clone()));
             fs.fail_at(n, errno);
-            let outcome = run(&fs, &workload());
+            let outcome = run(&fs, &workload(), options);
             let context = format!("fault {errno} at operation {n} of {total}");
             let Some(failed) = outcome.failed else {
                 // The fault hit an operation whose error the store may absorb (none today),
@@ -149,7 +167,7 @@ fn every_injected_fault_is_reported_and_loses_nothing_acknowledged() {
                 if crash {
                     sim.crash(None);
                 }
-                let store = LogStore::open_with_fs(DIR, options(), Arc::new(sim.clone()))
+                let store = LogStore::open_with_fs(DIR, options.clone(), Arc::new(sim.clone()))
                     .unwrap_or_else(|e| panic!("{context}, crash {crash}: reopen failed: {e}"));
                 let seen = without_probe(&Model::observe(&store));
                 assert!(

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sessionlog::record::decode_frame;
-use sessionlog::testing::{fuzz_decode_record, fuzz_open_folder, fuzz_ops, run_op, Op, SimFs};
+use sessionlog::testing::{
+    fuzz_decode_record, fuzz_open_folder, fuzz_ops, fuzz_ops_encrypted, run_op, Op, SimFs,
+};
 use sessionlog::{LogStore, Options};
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -53,6 +55,15 @@ fn open_folder_corpus_replays_cleanly() {
 fn ops_model_corpus_replays_cleanly() {
     for (path, bytes) in corpus("ops_model") {
         let result = std::panic::catch_unwind(|| fuzz_ops(&bytes));
+        assert!(result.is_ok(), "{}", path.display());
+    }
+}
+
+/// The `ops_model_encrypted` target shares the `ops_model` seeds.
+#[test]
+fn ops_model_corpus_replays_cleanly_encrypted() {
+    for (path, bytes) in corpus("ops_model") {
+        let result = std::panic::catch_unwind(|| fuzz_ops_encrypted(&bytes));
         assert!(result.is_ok(), "{}", path.display());
     }
 }
