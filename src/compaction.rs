@@ -72,14 +72,17 @@ pub fn write_generation(
     let file = fs
         .open(&temp_path, OpenMode::Truncate)
         .map_err(context("creating", &temp_path))?;
-    let mut buffer = segment::encode_header(&SegmentHeader {
-        version: segment::version_for(seal.is_some()),
-        kind,
-        session_id,
-        segment,
-        prev_len: u64::from(erasing),
-        key: view.key.clone(),
-    });
+    let mut buffer = segment::encode_header(
+        &SegmentHeader {
+            version: segment::version_for(seal.is_some()),
+            kind,
+            session_id,
+            segment,
+            prev_len: u64::from(erasing),
+            key: view.key.clone(),
+        },
+        seal,
+    );
     let header_len = buffer.len() as u64;
     let mut written = 0u64; // bytes of the file already written out of the buffer
     let mut messages = Vec::with_capacity(view.messages.len());

@@ -334,12 +334,17 @@ fn list_histories(fs: &dyn FileSystem, dir: &Path) -> Result<BTreeMap<u64, Vec<S
         .collect())
 }
 
-/// The key a session's segments name, from the newest header that decodes.
-fn history_key(fs: &dyn FileSystem, segments: &[SegmentRef]) -> Option<String> {
+/// The key a session's segments name, from the newest header that decodes (`key`: the
+/// session's data key, in an encrypted store).
+fn history_key(
+    fs: &dyn FileSystem,
+    segments: &[SegmentRef],
+    key: Option<&DataKey>,
+) -> Option<String> {
     segments.iter().rev().find_map(|segment| {
         let mut bytes = Vec::new();
         read_segment(fs, segment, 0, HEADER_BYTES_MAX, &mut bytes).ok()?;
-        segment::decode_header(&bytes)
+        segment::decode_header(&bytes, key)
             .ok()
             .map(|(header, _)| header.key)
     })
@@ -584,16 +589,21 @@ impl Cursor {
             offset: 0,
             reason,
         };
-        let (header, len) = segment::decode_header(&bytes).map_err(|e| match e {
-            segment::HeaderError::UnsupportedVersion(found) => Error::UnsupportedVersion {
-                path: segment.path.clone(),
-                found,
-                supported: segment::SEALED_VERSION,
-            },
-            segment::HeaderError::Truncated => corrupt(HEADER_CUT_SHORT.into()),
-            segment::HeaderError::Corrupt(reason) => corrupt(reason),
-        })?;
-        debug_assert_eq!(len as u64, segment::header_len(&header.key));
+        let (header, len) =
+            segment::decode_header(&bytes, self.key.as_deref()).map_err(|e| match e {
+                segment::HeaderError::UnsupportedVersion(found) => Error::UnsupportedVersion {
+                    path: segment.path.clone(),
+                    found,
+                    supported: segment::SEALED_VERSION,
+                },
+                segment::HeaderError::Truncated => corrupt(HEADER_CUT_SHORT.into()),
+                segment::HeaderError::Corrupt(reason) => corrupt(reason),
+                segment::HeaderError::Sealed => corrupt(
+                    "the session key is sealed and the session's data key is missing".into(),
+                ),
+            })?;
+        let sealed = header.version == segment::SEALED_VERSION;
+        debug_assert_eq!(len as u64, segment::header_len(&header.key, sealed));
         Ok(header)
     }
 
@@ -627,7 +637,7 @@ impl Cursor {
         let base = matches!(header.kind, SegmentKind::Compacted | SegmentKind::Recovered);
         self.skipping_restated = base && self.index > 0;
         self.restating = base && self.index == 0;
-        self.offset = segment::header_len(&header.key);
+        self.offset = segment::header_len(&header.key, header.version == segment::SEALED_VERSION);
         self.version = header.version;
         self.buffer.clear();
         self.buffer_start = self.offset;
@@ -955,8 +965,9 @@ impl Events {
         };
         for (id, segments) in readable_histories(&*fs, dir, keys)? {
             if let Some(wanted) = &events.filter.session {
-                // Another session's damage must not stop this one's reading.
-                if history_key(&*fs, &segments).as_ref() != Some(wanted) {
+                // Another session's damage (or missing key) must not stop this one's reading.
+                let key = keys.and_then(|keys| keys.data_key(id).ok());
+                if history_key(&*fs, &segments, key.as_deref()).as_ref() != Some(wanted) {
                     continue;
                 }
             }
@@ -1026,10 +1037,10 @@ pub(crate) fn load_at(
 ) -> Result<Option<SessionAt>> {
     let mut unavailable = None;
     for (id, segments) in readable_histories(&*fs, dir, keys)? {
-        if history_key(&*fs, &segments).as_deref() != Some(key) {
+        let data_key = keys.and_then(|keys| keys.data_key(id).ok());
+        if history_key(&*fs, &segments, data_key.as_deref()).as_deref() != Some(key) {
             continue;
         }
-        let data_key = keys.map(|keys| keys.data_key(id)).transpose()?;
         let mut cursor = Cursor::new(Arc::clone(&fs), (id, data_key), segments)?;
         let mut applied_any = false;
         while cursor.next_event(seq)?.is_some() {

@@ -97,7 +97,8 @@ pub struct Options {
     /// store is created: a store created with a key must always be opened with it
     /// ([`Error::KeyRequired`], [`Error::WrongKey`]), and a key is refused for a store that
     /// holds unencrypted sessions ([`Error::NotEncrypted`]). The key is never written to
-    /// disk. Session keys, times and sizes are not sealed. Default: none.
+    /// disk. The session keys in segment headers are sealed too; times, sizes and sequence
+    /// numbers are not. Default: none.
     pub encryption: Option<EncryptionKey>,
 }
 

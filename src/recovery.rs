@@ -230,6 +230,9 @@ const ERASED_TORN_PREFIX: &str = "ERASED.torn-";
 pub(crate) struct ErasureLog {
     pub end: u64,
     pub max_seq: u64,
+    /// One more than the highest session id erased: a new session never takes an erased
+    /// session's id, so each id in the log names one session.
+    pub next_id: u64,
     erased: std::collections::HashSet<u64>,
 }
 
@@ -256,6 +259,12 @@ impl ErasureLog {
         Ok(ErasureLog {
             end: log.good_len,
             max_seq: log.max_seq(),
+            next_id: log
+                .erasures
+                .iter()
+                .map(|e| e.session_id.saturating_add(1))
+                .max()
+                .unwrap_or(1),
             erased: log.erased_sessions(),
         })
     }
@@ -274,6 +283,7 @@ impl ErasureLog {
         };
         self.end = crate::erasures::append(fs, dir, self.end, &erasure)?;
         self.max_seq = self.max_seq.max(erasure.seq);
+        self.next_id = self.next_id.max(id.saturating_add(1));
         self.erased.insert(id);
         *next_seq += 1;
         Ok(())
@@ -407,12 +417,14 @@ pub(crate) fn replay(
     } = folder;
     let mut groups: BTreeMap<u64, Vec<SegmentFile>> = BTreeMap::new();
     for (id, files) in listed {
+        // An encrypted store's headers seal the session key under the session's data key.
+        let data_key = keys.and_then(|keys| keys.data_key(id).ok());
         for number in files {
             let path = segment::path(dir, id, number);
             // Read one byte past the longest header: a header can only be cut short if the
             // whole file is shorter than that.
             let prefix = read_prefix(fs, &path, HEADER_BYTES_MAX as u64 + 1)?;
-            let header = match decode_header(&prefix) {
+            let header = match decode_header(&prefix, data_key.as_deref()) {
                 Err(HeaderError::Truncated) if prefix.len() > HEADER_BYTES_MAX => Err(
                     HeaderError::Corrupt("zero bytes where the header should be".into()),
                 ),
@@ -423,13 +435,16 @@ pub(crate) fn replay(
                         supported: SEALED_VERSION,
                     })
                 }
-                Ok((h, _)) if h.version == SEALED_VERSION && keys.is_none() => {
+                Err(HeaderError::Sealed) if keys.is_none() => {
                     // Sealed records in a store opened without a key (its `keys/` gone?):
                     // refused before anything is changed, never taken for damage.
                     return Err(Error::KeyRequired {
                         path: dir.to_path_buf(),
                     });
                 }
+                Err(HeaderError::Sealed) => Err(HeaderError::Corrupt(
+                    "the session's data key is missing: its segments cannot be read".into(),
+                )),
                 other => other,
             };
             groups.entry(id).or_default().push(SegmentFile {

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::crypto::DataKey;
+use crate::crypto::{DataKey, NONCE_LEN, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::fs::{context, FileHandle, FileSystem, OpenMode};
 use crate::message::ChatMessage;
@@ -25,8 +25,9 @@ pub const MAGIC: [u8; 8] = *b"SESSLOG\0";
 /// The format version this build writes (version 2: records carry a hash chain).
 pub const FORMAT_VERSION: u32 = 2;
 /// The format version of an encrypted store's segments: version 2's layout, with every
-/// record's payload sealed ([`crate::Options::encryption`]). A build that cannot decrypt
-/// refuses it as an unsupported version instead of taking its records for damage.
+/// record's payload sealed, and the session key in the header sealed too
+/// ([`crate::Options::encryption`]). A build that cannot decrypt refuses it as an unsupported
+/// version instead of taking its records for damage.
 pub const SEALED_VERSION: u32 = 3;
 /// The oldest format version this build reads (version 1: records without the chain).
 pub const FORMAT_VERSION_OLDEST: u32 = 1;
@@ -55,8 +56,12 @@ const _: () = assert!(
     KEY_OFFSET == 35,
     "docs/FORMAT.md documents the key at offset 35"
 );
-/// Longest possible header: the fixed part, the longest key, the CRC.
-pub const HEADER_BYTES_MAX: usize = KEY_OFFSET + MAX_KEY_BYTES + 4;
+/// Longest possible header: the fixed part, the longest key (sealed), the CRC.
+pub const HEADER_BYTES_MAX: usize = KEY_OFFSET + MAX_KEY_BYTES + SEAL_OVERHEAD + 4;
+const _: () = assert!(
+    HEADER_BYTES_MAX == 1091,
+    "docs/FORMAT.md documents the longest header"
+);
 
 /// File-name suffix of segments.
 pub const SEGMENT_SUFFIX: &str = ".seg";
@@ -129,6 +134,9 @@ pub enum HeaderError {
     Truncated,
     /// A format version this build does not read.
     UnsupportedVersion(u32),
+    /// A sound header of an encrypted store's segment (version 3), read without the
+    /// session's data key: its session key cannot be opened.
+    Sealed,
     /// Anything else: wrong magic, bad checksum, bad kind or key.
     Corrupt(String),
 }
@@ -162,18 +170,23 @@ pub fn parse_file_name(name: &str, suffix: &str) -> Option<(u64, u32)> {
     Some((u64::from_str_radix(id, 16).ok()?, number))
 }
 
-/// The length of the header of a segment of session `key`.
-pub fn header_len(key: &str) -> u64 {
-    (KEY_OFFSET + key.len() + 4) as u64
+/// The length of the header of a segment of session `key`; `sealed`: of an encrypted store.
+pub fn header_len(key: &str, sealed: bool) -> u64 {
+    let seal = if sealed { SEAL_OVERHEAD } else { 0 };
+    (KEY_OFFSET + key.len() + seal + 4) as u64
 }
 
-/// Encodes a segment header.
-pub fn encode_header(header: &SegmentHeader) -> Vec<u8> {
-    let key_len = u16::try_from(header.key.len())
+/// Encodes a segment header. With `seal` (the session's data key; the header's version must
+/// be [`SEALED_VERSION`]) the session key is stored sealed, the bytes before it as associated
+/// data.
+pub fn encode_header(header: &SegmentHeader, seal: Option<&DataKey>) -> Vec<u8> {
+    debug_assert_eq!(seal.is_some(), header.version == SEALED_VERSION);
+    let stored_len = header_len(&header.key, seal.is_some()) as usize - KEY_OFFSET - 4;
+    let key_len = u16::try_from(stored_len)
         .ok()
-        .filter(|len| usize::from(*len) <= MAX_KEY_BYTES)
+        .filter(|_| header.key.len() <= MAX_KEY_BYTES)
         .expect("keys are checked before a segment is created");
-    let mut out = Vec::with_capacity(KEY_OFFSET + header.key.len() + 4);
+    let mut out = Vec::with_capacity(KEY_OFFSET + stored_len + 4);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&header.version.to_le_bytes());
     out.push(header.kind.to_byte());
@@ -181,11 +194,18 @@ pub fn encode_header(header: &SegmentHeader) -> Vec<u8> {
     out.extend_from_slice(&header.segment.to_le_bytes());
     out.extend_from_slice(&header.prev_len.to_le_bytes());
     out.extend_from_slice(&key_len.to_le_bytes());
-    out.extend_from_slice(header.key.as_bytes());
+    match seal {
+        None => out.extend_from_slice(header.key.as_bytes()),
+        Some(data_key) => {
+            out.resize(KEY_OFFSET + stored_len, 0);
+            let (fixed, sealed) = out.split_at_mut(KEY_OFFSET);
+            sealed[NONCE_LEN..NONCE_LEN + header.key.len()].copy_from_slice(header.key.as_bytes());
+            data_key.seal_payload(fixed, sealed);
+        }
+    }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    debug_assert_eq!(decode_header(&out), Ok((header.clone(), out.len())));
-    debug_assert_eq!(out.len() as u64, header_len(&header.key));
+    debug_assert_eq!(decode_header(&out, seal), Ok((header.clone(), out.len())));
     out
 }
 
@@ -202,7 +222,13 @@ fn field<const N: usize>(bytes: &[u8], at: usize) -> Result<[u8; N], HeaderError
 /// whose checksum fails is damage to that one segment, while a sound header of another version
 /// was written by another sessionlog. (Every version keeps this header layout; see
 /// docs/FORMAT.md.)
-pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError> {
+///
+/// A version 3 header's session key is sealed: it is opened with `key`, the session's data key
+/// ([`HeaderError::Sealed`] without one).
+pub fn decode_header(
+    bytes: &[u8],
+    key: Option<&DataKey>,
+) -> Result<(SegmentHeader, usize), HeaderError> {
     if bytes.iter().all(|b| *b == 0) {
         return Err(HeaderError::Truncated); // empty, or zero fill from a crash
     }
@@ -213,7 +239,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError
         ));
     }
     let key_len = usize::from(u16::from_le_bytes(field(bytes, KEY_LEN_OFFSET)?));
-    if key_len == 0 || key_len > MAX_KEY_BYTES {
+    if key_len == 0 || key_len > MAX_KEY_BYTES + SEAL_OVERHEAD {
         return Err(HeaderError::Corrupt(format!("key length {key_len}")));
     }
     let crc_offset = KEY_OFFSET + key_len;
@@ -236,6 +262,23 @@ pub fn decode_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError
     let segment = u32::from_le_bytes(field(bytes, SEGMENT_OFFSET)?);
     let prev_len = u64::from_le_bytes(field(bytes, PREV_LEN_OFFSET)?);
     let key_bytes = covered.get(KEY_OFFSET..).ok_or(HeaderError::Truncated)?;
+    let mut opened = Vec::new();
+    let key_bytes = match (version, key) {
+        (SEALED_VERSION, None) => return Err(HeaderError::Sealed),
+        (SEALED_VERSION, Some(data_key)) => {
+            let aad = covered.get(..KEY_OFFSET).ok_or(HeaderError::Truncated)?;
+            data_key
+                .open_payload(aad, key_bytes, &mut opened)
+                .map_err(|e| HeaderError::Corrupt(format!("session key: {e}")))?
+        }
+        _ => key_bytes,
+    };
+    if key_bytes.is_empty() || key_bytes.len() > MAX_KEY_BYTES {
+        return Err(HeaderError::Corrupt(format!(
+            "key length {}",
+            key_bytes.len()
+        )));
+    }
     let key = std::str::from_utf8(key_bytes)
         .map_err(|_| HeaderError::Corrupt("key is not UTF-8".into()))?
         .to_owned();
@@ -547,12 +590,43 @@ mod tests {
     }
 
     #[test]
+    fn a_sealed_header_hides_the_key_and_opens_only_with_its_data_key() {
+        let key = DataKey::for_tests([4; 32]);
+        let header = SegmentHeader {
+            version: SEALED_VERSION,
+            key: "telegram_+15551234567".into(),
+            ..header()
+        };
+        let bytes = encode_header(&header, Some(&key));
+        assert_eq!(bytes.len() as u64, header_len(&header.key, true));
+        assert!(!bytes.windows(9).any(|w| w == b"telegram_"));
+        assert_eq!(decode_header(&bytes, Some(&key)), Ok((header, bytes.len())));
+        assert_eq!(decode_header(&bytes, None), Err(HeaderError::Sealed));
+        let other = DataKey::for_tests([5; 32]);
+        assert!(matches!(
+            decode_header(&bytes, Some(&other)),
+            Err(HeaderError::Corrupt(_))
+        ));
+        // The fields before the key are its associated data: a header given another kind
+        // (CRC fixed up) does not open.
+        let mut moved = bytes.clone();
+        moved[KIND_OFFSET] = SegmentKind::Fresh.to_byte();
+        let crc_at = moved.len() - 4;
+        let crc = crc32fast::hash(&moved[..crc_at]);
+        moved[crc_at..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            decode_header(&moved, Some(&key)),
+            Err(HeaderError::Corrupt(_))
+        ));
+    }
+
+    #[test]
     fn headers_round_trip_and_every_cut_is_truncated() {
-        let bytes = encode_header(&header());
-        assert_eq!(decode_header(&bytes), Ok((header(), bytes.len())));
+        let bytes = encode_header(&header(), None);
+        assert_eq!(decode_header(&bytes, None), Ok((header(), bytes.len())));
         for cut in 0..bytes.len() {
             assert_eq!(
-                decode_header(&bytes[..cut]),
+                decode_header(&bytes[..cut], None),
                 Err(HeaderError::Truncated),
                 "{cut}"
             );
@@ -561,43 +635,43 @@ mod tests {
 
     #[test]
     fn header_damage_is_detected() {
-        let bytes = encode_header(&header());
+        let bytes = encode_header(&header(), None);
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x40;
-            assert!(decode_header(&bad).is_err(), "flip at {i}");
+            assert!(decode_header(&bad, None).is_err(), "flip at {i}");
         }
     }
 
     #[test]
     fn a_sound_header_of_another_version_is_named() {
-        let mut bytes = encode_header(&header());
+        let mut bytes = encode_header(&header(), None);
         bytes[VERSION_OFFSET] = 9;
         let crc_at = bytes.len() - 4;
         let crc = crc32fast::hash(&bytes[..crc_at]);
         bytes[crc_at..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
-            decode_header(&bytes),
+            decode_header(&bytes, None),
             Err(HeaderError::UnsupportedVersion(9))
         );
     }
 
     #[test]
     fn a_flipped_version_byte_is_damage_not_a_new_version() {
-        let mut bytes = encode_header(&header());
+        let mut bytes = encode_header(&header(), None);
         bytes[VERSION_OFFSET] ^= 0x02;
         assert!(matches!(
-            decode_header(&bytes),
+            decode_header(&bytes, None),
             Err(HeaderError::Corrupt(_))
         ));
     }
 
     #[test]
     fn an_out_of_range_key_length_is_damage_not_a_torn_header() {
-        let mut bytes = encode_header(&header());
+        let mut bytes = encode_header(&header(), None);
         bytes[KEY_LEN_OFFSET + 1] = 0x80;
         assert!(matches!(
-            decode_header(&bytes),
+            decode_header(&bytes, None),
             Err(HeaderError::Corrupt(_))
         ));
     }

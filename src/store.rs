@@ -610,7 +610,7 @@ impl LogStore {
             options,
             sessions: RwLock::new(sessions),
             feed: Feed::new(next_seq),
-            next_id: AtomicU64::new(replayed.next_id),
+            next_id: AtomicU64::new(replayed.next_id.max(erased.next_id)),
             poisoned: AtomicBool::new(false),
             open_files: AtomicUsize::new(0),
             unsynced: Mutex::new(Unsynced::default()),
@@ -1188,7 +1188,8 @@ fn timestamped(messages: Vec<StoredMessage>) -> Vec<TimestampedMessage> {
 }
 
 fn slot_from(session: ReplayedSession) -> Slot {
-    let header_len = segment::header_len(&session.view.key);
+    let sealed = session.newest_version == segment::SEALED_VERSION;
+    let header_len = segment::header_len(&session.view.key, sealed);
     Slot {
         session_id: session.session_id,
         key: session.view.key.clone(),
@@ -1872,6 +1873,7 @@ impl Inner {
         let mut view = SessionView::new(&src.key);
         let mut last: Option<(u32, u64, u32)> = None;
         let mut headers = Vec::new();
+        let key = self.data_key(src.session_id)?;
         for number in sw.oldest..=sw.newest {
             let path = segment::path(&self.dir, src.session_id, number);
             let bytes = crate::fs::read_all(&*self.fs, &path)?;
@@ -1880,8 +1882,8 @@ impl Inner {
                 offset: 0,
                 reason,
             };
-            let (header, header_len) =
-                segment::decode_header(&bytes).map_err(|e| corrupt(format!("{e:?}")))?;
+            let (header, header_len) = segment::decode_header(&bytes, key.as_deref())
+                .map_err(|e| corrupt(format!("{e:?}")))?;
             headers.push((number, header.kind, header.prev_len, bytes, header_len));
         }
         let cuts: HashMap<u32, u64> = headers
@@ -1894,7 +1896,6 @@ impl Inner {
         });
         let mut snapshot_seq = None;
         let mut stopped = false;
-        let key = self.data_key(src.session_id)?;
         let mut scratch = Vec::new(); // an encrypted store's opened payload
         for (number, _, _, bytes, header_len) in &headers {
             let cut = cuts.get(number).copied();
@@ -2040,7 +2041,10 @@ impl Inner {
                 let header =
                     crate::fs::read_prefix(&*self.fs, &path, segment::HEADER_BYTES_MAX as u64)
                         .ok()
-                        .and_then(|bytes| segment::decode_header(&bytes).ok());
+                        .and_then(|bytes| {
+                            let data_key = self.data_key(id).ok().flatten();
+                            segment::decode_header(&bytes, data_key.as_deref()).ok()
+                        });
                 // Files naming the key: its earlier sessions' and, under a fork's name, shared
                 // ones. Only these files go, not the rest of another session's archive.
                 if header.is_some_and(|(h, _)| h.key == key) {
@@ -2462,14 +2466,19 @@ impl Inner {
         prev_len: u64,
     ) -> Result<(Box<dyn FileHandle>, u64)> {
         let path = segment::path(&self.dir, slot.session_id, number);
-        let header = segment::encode_header(&SegmentHeader {
-            version: self.segment_version(),
-            kind,
-            session_id: slot.session_id,
-            segment: number,
-            prev_len,
-            key: slot.key.clone(),
-        });
+        // Made before the session's first segment (see `write_key`).
+        let data_key = self.data_key(slot.session_id)?;
+        let header = segment::encode_header(
+            &SegmentHeader {
+                version: self.segment_version(),
+                kind,
+                session_id: slot.session_id,
+                segment: number,
+                prev_len,
+                key: slot.key.clone(),
+            },
+            data_key.as_deref(),
+        );
         let file = self
             .fs
             .open(&path, OpenMode::CreateNew)

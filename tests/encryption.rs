@@ -42,6 +42,19 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Bytes of a segment header of an encrypted store, for a one-byte session key: 39 fixed
+/// bytes, the key and the 28 bytes of its seal.
+const SEALED_HEADER_1: usize = 39 + 1 + 28;
+
+fn file_name(path: &Path) -> String {
+    path.file_name().unwrap().to_str().unwrap().to_owned()
+}
+
+/// The lowest session id of the segments in `dir`, as its 16 hex digits.
+fn first_id(dir: &Path) -> String {
+    file_name(&segments(dir)[0])[..16].to_owned()
+}
+
 fn key_file(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir.join("keys"))
         .unwrap()
@@ -74,6 +87,8 @@ fn nothing_readable_on_disk_and_everything_reads_back_after_reopen() {
     assert_eq!(messages.len(), 7);
     assert!(files_holding(dir.path(), SECRET).is_empty());
     assert!(files_holding(dir.path(), NAME).is_empty());
+    // Nor the session key, which the segment headers hold sealed.
+    assert!(files_holding(dir.path(), b"alice").is_empty());
     // Every segment says it is sealed (format version 3), so a build without encryption
     // refuses it instead of taking it for damage.
     for seg in segments(dir.path()) {
@@ -191,7 +206,7 @@ fn each_session_has_its_own_data_key_and_a_record_moved_between_sessions_is_caug
     let segs = segments(dir.path());
     assert_eq!(segs.len(), 2);
     let a = std::fs::read(&segs[0]).unwrap();
-    let header_a = 39 + 1; // the segment header with a one-byte key
+    let header_a = SEALED_HEADER_1; // the segment header with a one-byte key
     let record = a[header_a..].to_vec();
     let mut b = std::fs::read(&segs[1]).unwrap();
     b.extend_from_slice(&record);
@@ -267,11 +282,13 @@ fn erasing_destroys_the_data_key_so_copies_kept_elsewhere_cannot_be_read() {
     let store = LogStore::open_with(dir.path(), options(key())).unwrap();
     write_secrets(&store, "alice");
     store.append("bob", &user("stays")).unwrap();
-    // Someone copies alice's segments away (a backup, a stolen disk image).
+    // Someone copies alice's segments away (a backup, a stolen disk image). Alice was
+    // created first: hers have the lowest session id.
+    let alice = first_id(dir.path());
     let copies: Vec<(PathBuf, Vec<u8>)> = segments(dir.path())
         .into_iter()
+        .filter(|p| file_name(p).starts_with(&alice))
         .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
-        .filter(|(_, bytes)| bytes.windows(5).any(|w| w == b"alice"))
         .collect();
     assert!(!copies.is_empty());
     let removed = store.erase_session("alice").unwrap();
@@ -395,7 +412,7 @@ fn every_writable_open_raises_the_nonce_epoch_and_a_reader_leaves_it() {
     // The two records' nonces (the 12 bytes after each 60-byte record header) differ in
     // their epoch.
     let seg = std::fs::read(&segments(dir.path())[0]).unwrap();
-    let header = 39 + 1;
+    let header = SEALED_HEADER_1;
     let first_len = u32::from_le_bytes(seg[header..header + 4].try_into().unwrap()) as usize;
     let second = header + 60 + first_len;
     assert_eq!(&seg[header + 60..header + 64], &1u32.to_le_bytes());
@@ -413,16 +430,10 @@ fn erase_session_destroys_the_keys_of_earlier_sessions_kept_in_quarantine() {
     std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
     // Damage k's first record (a good one follows): k has no good record left and goes to
     // quarantine whole, its data key still in keys/.
-    let seg = segments(dir.path())
-        .into_iter()
-        .find(|p| {
-            // The header's key: length (2 bytes at 33), then the key.
-            let bytes = std::fs::read(p).unwrap();
-            bytes[33..36] == [1, 0, b'k']
-        })
-        .unwrap();
+    // k was created first: its segment has the lowest session id.
+    let seg = segments(dir.path()).into_iter().next().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[40 + 70] ^= 0x55; // in the first record (header 40 bytes, record header 60)
+    bytes[SEALED_HEADER_1 + 70] ^= 0x55; // in the first record (record header 60 bytes)
     std::fs::write(&seg, &bytes).unwrap();
     let store = LogStore::open_with(dir.path(), options(key())).unwrap();
     assert!(store.recovery_report().has_damage());

@@ -220,3 +220,25 @@ fn a_subscriber_is_told_of_an_erasure_as_it_happens() {
         "{kinds:?}"
     );
 }
+
+#[test]
+fn an_erased_sessions_id_is_never_given_to_a_new_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(Duration::from_secs(3600))).unwrap();
+    store.append("a", &user("x")).unwrap();
+    store.append("newest", &user("y")).unwrap();
+    store.erase_session("newest").unwrap();
+    drop(store);
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
+    // The erased session held the highest id; the folder no longer shows it.
+    let store = LogStore::open_with(dir.path(), options(Duration::from_secs(3600))).unwrap();
+    store.append("later", &user("z")).unwrap();
+    store.delete_session("later").unwrap();
+    drop(store);
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
+    // Open reclaims the delete and logs it: a second erasure, of another id.
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let erased = erasures(&all_events(&store));
+    assert_eq!(erased.len(), 2, "{erased:?}");
+    assert_ne!(erased[0].0, erased[1].0);
+}
