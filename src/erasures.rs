@@ -75,15 +75,18 @@ impl Erasure {
     }
 }
 
-/// What the log holds: its good records, and where they end (the file may be longer: a record
-/// a crash cut short).
+/// What the log holds: its good records, where the next one goes, and the offsets of bad
+/// records with good ones after them (damage, kept and skipped).
 pub struct Log {
-    /// The records, in the order written.
+    /// The sound records, in the order written.
     pub erasures: Vec<Erasure>,
-    /// Bytes of good records from the start.
+    /// Where the next record goes: the end of the last sound record. Bytes after it are what
+    /// a crash left of an append (a record cut short, or whole but not sound).
     pub good_len: u64,
     /// The file's length.
     pub file_len: u64,
+    /// Offsets of records that are not sound but have a sound record after them.
+    pub damaged: Vec<u64>,
 }
 
 impl Log {
@@ -102,7 +105,8 @@ impl Log {
     }
 }
 
-/// Reads the log of the store in `dir`: its records up to the first that is not whole and sound.
+/// Reads the log of the store in `dir`: every sound record, skipping (and listing) bad ones
+/// that have a sound one after them.
 pub fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Log> {
     let path = dir.join(ERASED_FILE);
     if !fs.exists(&path) {
@@ -110,17 +114,30 @@ pub fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Log> {
             erasures: Vec::new(),
             good_len: 0,
             file_len: 0,
+            damaged: Vec::new(),
         });
     }
     let bytes = read_all(fs, &path)?;
-    let erasures: Vec<Erasure> = bytes
-        .chunks(RECORD_LEN)
-        .map_while(Erasure::decode)
-        .collect();
+    let mut erasures = Vec::new();
+    let mut bad = Vec::new();
+    let mut good_len = 0;
+    for (i, record) in bytes.chunks_exact(RECORD_LEN).enumerate() {
+        let offset = (i * RECORD_LEN) as u64;
+        match Erasure::decode(record) {
+            Some(erasure) => {
+                erasures.push(erasure);
+                good_len = offset + RECORD_LEN as u64;
+            }
+            None => bad.push(offset),
+        }
+    }
+    // Bad records after the last sound one are a torn append, not damage.
+    bad.retain(|offset| *offset < good_len);
     Ok(Log {
-        good_len: (erasures.len() * RECORD_LEN) as u64,
-        file_len: bytes.len() as u64,
         erasures,
+        good_len,
+        file_len: bytes.len() as u64,
+        damaged: bad,
     })
 }
 
@@ -154,6 +171,32 @@ pub fn path(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_record_between_sound_ones_is_skipped_and_a_bad_tail_is_torn() {
+        let fs = crate::fs::StdFs;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let record = |seq| Erasure {
+            seq,
+            ts_micros: 0,
+            session_id: seq,
+            whole_session: true,
+        };
+        let mut end = 0;
+        for seq in 1..=3 {
+            end = append(&fs, dir, end, &record(seq)).unwrap();
+        }
+        let mut bytes = read_all(&fs, &path(dir)).unwrap();
+        bytes[RECORD_LEN + 3] ^= 1; // the middle record
+        bytes.extend_from_slice(&[7; RECORD_LEN + 5]); // a torn append after the last
+        std::fs::write(path(dir), &bytes).unwrap();
+        let log = read(&fs, dir).unwrap();
+        assert_eq!(log.erasures, vec![record(1), record(3)]);
+        assert_eq!(log.damaged, vec![RECORD_LEN as u64]);
+        assert_eq!(log.good_len, 3 * RECORD_LEN as u64);
+        assert_eq!(log.file_len, bytes.len() as u64);
+    }
 
     #[test]
     fn records_round_trip_and_any_flipped_bit_is_refused() {

@@ -229,35 +229,38 @@ const ERASED_TORN_PREFIX: &str = "ERASED.torn-";
 /// sequence number in it, and the sessions whose erasure it holds.
 pub(crate) struct ErasureLog {
     pub end: u64,
+    /// The file's length: longer than `end` when a crash tore an append.
+    file_len: u64,
     pub max_seq: u64,
     /// One more than the highest session id erased: a new session never takes an erased
     /// session's id, so each id in the log names one session.
     pub next_id: u64,
     erased: std::collections::HashSet<u64>,
+    /// (session id, seq) of each logged erasure of a session's history by a compaction.
+    histories: Vec<(u64, u64)>,
 }
 
 impl ErasureLog {
-    /// Reads the log; `repair` (a writable open) saves a record a crash cut short to a side
-    /// file and cuts it off, so that the next record follows the last good one.
+    /// Reads the log, changing nothing; a bad record with sound ones after it is reported as
+    /// damage (and skipped).
     pub(crate) fn open(
         fs: &dyn FileSystem,
         dir: &Path,
-        repair: bool,
         report: &mut RecoveryReport,
     ) -> Result<ErasureLog> {
         let log = crate::erasures::read(fs, dir)?;
-        if repair && log.file_len > log.good_len {
-            let path = crate::erasures::path(dir);
-            let (saved_to, bytes) = cut_tail(fs, &path, log.good_len, false)?;
-            report.findings.push(Finding::TornTail {
-                path,
-                offset: log.good_len,
-                bytes,
-                saved_to,
+        for &offset in &log.damaged {
+            report.findings.push(Finding::Damaged {
+                key: None,
+                path: crate::erasures::path(dir),
+                offset,
+                reason: "erasure record fails its checksum; the records after it are read".into(),
+                quarantined: Vec::new(),
             });
         }
         Ok(ErasureLog {
             end: log.good_len,
+            file_len: log.file_len,
             max_seq: log.max_seq(),
             next_id: log
                 .erasures
@@ -266,25 +269,93 @@ impl ErasureLog {
                 .max()
                 .unwrap_or(1),
             erased: log.erased_sessions(),
+            histories: log
+                .erasures
+                .iter()
+                .filter(|e| !e.whole_session)
+                .map(|e| (e.session_id, e.seq))
+                .collect(),
         })
+    }
+
+    /// A writable open, once it knows it will go on: saves what a crash left of an append to
+    /// a side file and cuts it off, so that the next record follows the last sound one.
+    pub(crate) fn repair(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        report: &mut RecoveryReport,
+    ) -> Result<()> {
+        if self.file_len > self.end {
+            let path = crate::erasures::path(dir);
+            let (saved_to, bytes) = cut_tail(fs, &path, self.end, false)?;
+            report.findings.push(Finding::TornTail {
+                path,
+                offset: self.end,
+                bytes,
+                saved_to,
+            });
+            self.file_len = self.end;
+        }
+        Ok(())
     }
 
     /// Logs the erasure of session `id` with the next sequence number, unless the log holds
     /// it already (an erasure a crash interrupted after it was logged).
-    fn log(&mut self, fs: &dyn FileSystem, dir: &Path, id: u64, next_seq: &mut u64) -> Result<()> {
+    pub(crate) fn log(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        id: u64,
+        next_seq: &mut u64,
+    ) -> Result<()> {
         if self.erased.contains(&id) {
             return Ok(());
         }
+        self.append(fs, dir, id, true, next_seq)
+    }
+
+    /// Logs the erasure of session `id`'s history by the compaction whose snapshot has
+    /// sequence number `snapshot_seq`, unless the log holds it already (the running store logs
+    /// it after the snapshot, so with a greater sequence number).
+    fn log_history(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        (id, snapshot_seq): (u64, u64),
+        next_seq: &mut u64,
+    ) -> Result<()> {
+        if self
+            .histories
+            .iter()
+            .any(|&(logged, seq)| logged == id && seq > snapshot_seq)
+        {
+            return Ok(());
+        }
+        self.histories.push((id, *next_seq));
+        self.append(fs, dir, id, false, next_seq)
+    }
+
+    fn append(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        id: u64,
+        whole_session: bool,
+        next_seq: &mut u64,
+    ) -> Result<()> {
         let erasure = Erasure {
             seq: *next_seq,
             ts_micros: chrono::Utc::now().timestamp_micros(),
             session_id: id,
-            whole_session: true,
+            whole_session,
         };
         self.end = crate::erasures::append(fs, dir, self.end, &erasure)?;
         self.max_seq = self.max_seq.max(erasure.seq);
         self.next_id = self.next_id.max(id.saturating_add(1));
-        self.erased.insert(id);
+        if whole_session {
+            self.erased.insert(id);
+        }
         *next_seq += 1;
         Ok(())
     }
@@ -454,6 +525,11 @@ pub(crate) fn replay(
             });
         }
     }
+    if repair {
+        // Every header was read (an unsupported version would have stopped open): changes
+        // may begin.
+        erased.repair(fs, dir, &mut report)?;
+    }
     for path in temps.iter().filter(|_| repair) {
         // A compaction's output before its rename: never in force, and the generation it was
         // copied from is still in place.
@@ -482,6 +558,7 @@ pub(crate) fn replay(
         }
     }
     let mut max_seq = 0u64;
+    let mut pending = Vec::new();
     let mut sessions = Vec::new();
     let mut deleted = Vec::new();
     let mut tombstones = Vec::new();
@@ -497,7 +574,7 @@ pub(crate) fn replay(
             (id, key),
             files,
             superseded,
-            &mut report,
+            (&mut report, &mut pending),
             &mut max_seq,
         )?;
         match replayed {
@@ -514,6 +591,25 @@ pub(crate) fn replay(
     let mut next_seq = (max_seq + 1)
         .max(read_seq_floor(fs, dir))
         .max(erased.max_seq + 1);
+    for finish in pending {
+        // An erasing compaction a crash cut short: logged (once), then finished.
+        erased.log_history(fs, dir, (finish.id, finish.snapshot_seq), &mut next_seq)?;
+        let mut retired = compaction::erase_traces(fs, dir, finish.id)?;
+        for number in finish.replaced {
+            retired.extend(compaction::retire(
+                fs,
+                dir,
+                finish.id,
+                number,
+                number + 1,
+                Retire::Remove,
+            )?);
+        }
+        report.findings.push(Finding::CompactionFinished {
+            key: finish.key,
+            retired,
+        });
+    }
     if superseded.is_some() {
         for (id, range) in unfinished {
             erased.log(fs, dir, id, &mut next_seq)?;
@@ -554,13 +650,23 @@ enum Outcome {
     Gone,
 }
 
+/// An erasing compaction a crash interrupted after its rename: its generation replayed soundly;
+/// the segments it replaced are removed (with the session's archive) once the erasure is
+/// logged, after every session was replayed.
+struct ErasingFinish {
+    id: u64,
+    key: String,
+    snapshot_seq: u64,
+    replaced: Vec<u32>,
+}
+
 fn replay_session(
     fs: &dyn FileSystem,
     dir: &Path,
     (id, key): (u64, std::result::Result<Option<Arc<DataKey>>, String>),
     mut segments: Vec<SegmentFile>,
     superseded: Option<Retire>,
-    report: &mut RecoveryReport,
+    (report, pending): (&mut RecoveryReport, &mut Vec<ErasingFinish>),
     max_seq: &mut u64,
 ) -> Result<Outcome> {
     let highest = segments.last().map_or(0, |s| s.number);
@@ -638,6 +744,8 @@ fn replay_session(
         .and_then(|s| s.header.as_ref().ok())
         .is_some_and(|(h, _)| h.session_id != id);
     let mut fork_record_seen = false;
+    // The sequence number of the base generation's snapshot.
+    let mut base_snapshot_seq = None;
     let mut damage: Option<(PathBuf, u64, String)> = None;
     let mut newest = 0u32;
     let mut newest_len = 0u64;
@@ -706,6 +814,7 @@ fn replay_session(
         let forked_segment = header.kind == SegmentKind::Forked;
         let mut first_record = true;
         let mut snapshot_seen = false;
+        let base_segment = i == 0 && generation;
         let mut last_record = None;
         let mut scratch = Vec::new(); // an encrypted store's opened payload
         let end = scan_records(&bytes, *header_len, |offset, frame, len| {
@@ -731,6 +840,9 @@ fn replay_session(
                     return Err("snapshot record outside a compacted generation's end".into());
                 }
                 snapshot_seen = true;
+                if base_segment {
+                    base_snapshot_seq = Some(frame.seq);
+                }
             }
             let at = RecordLoc {
                 seq: frame.seq,
@@ -872,13 +984,23 @@ fn replay_session(
         let erasing = segments.first().is_some_and(|s| {
             matches!(&s.header, Ok((h, _)) if h.kind == SegmentKind::Compacted && h.prev_len == 1)
         });
-        let superseded = if erasing {
-            if damage.is_none() {
-                retired.extend(compaction::erase_traces(fs, dir, id)?);
+        let replaced = match (erasing, &damage, base_snapshot_seq) {
+            (true, None, Some(snapshot_seq)) => {
+                // Logged and carried out by `replay` once the sequence numbers are known;
+                // segments whose header is bad are kept (quarantined) below, as ever.
+                let (sound, bad): (Vec<_>, Vec<_>) =
+                    replaced.into_iter().partition(|s| s.header.is_ok());
+                if !sound.is_empty() {
+                    pending.push(ErasingFinish {
+                        id,
+                        key: key.clone(),
+                        snapshot_seq,
+                        replaced: sound.iter().map(|s| s.number).collect(),
+                    });
+                }
+                bad
             }
-            Retire::Remove
-        } else {
-            superseded
+            _ => replaced,
         };
         for s in &replaced {
             let how = match (&s.header, kind, &damage) {

@@ -509,7 +509,7 @@ impl LogStore {
         let folder = recovery::list_folder(&*fs, &dir)?;
         let keys = open_keyring(&fs, &dir, &options, read_only, &folder.names)?;
         let mut report = RecoveryReport::default();
-        let mut erased = recovery::ErasureLog::open(&*fs, &dir, !read_only, &mut report)?;
+        let mut erased = recovery::ErasureLog::open(&*fs, &dir, &mut report)?;
         let from_checkpoint = if read_only {
             None // a reader checks every record
         } else {
@@ -518,6 +518,8 @@ impl LogStore {
         let replayed = match from_checkpoint {
             Some(mut from_checkpoint) => {
                 report.from_checkpoint = true;
+                // (Replay repairs the erasure log itself, once every header is read.)
+                erased.repair(&*fs, &dir, &mut report)?;
                 from_checkpoint.report = folder.report;
                 from_checkpoint
             }
@@ -576,7 +578,7 @@ impl LogStore {
                     restore_delete(
                         (&*fs, &dir, keys.as_ref()),
                         session,
-                        &mut next_seq,
+                        (&mut next_seq, &mut erased),
                         &mut report,
                     )?;
                     continue;
@@ -1308,7 +1310,7 @@ fn repair(
 fn restore_delete(
     (fs, dir, keys): (&dyn FileSystem, &Path, Option<&Keyring>),
     session: ReplayedSession,
-    next_seq: &mut u64,
+    (next_seq, erased): (&mut u64, &mut recovery::ErasureLog),
     report: &mut RecoveryReport,
 ) -> Result<()> {
     let key = session.view.key.clone();
@@ -1356,8 +1358,9 @@ fn restore_delete(
     // The delete must be durable before the newer session is served alone.
     file.sync().map_err(context("syncing", &path))?;
     drop(file);
-    // Then its files go, as a reclaim does: the sequence floor first.
+    // Then its files go, as a reclaim does: the sequence floor first, and the erasure logged.
     recovery::write_seq_floor(fs, dir, *next_seq)?;
+    erased.log(fs, dir, session.session_id, next_seq)?;
     compaction::erase_session_files(
         fs,
         dir,
@@ -2052,11 +2055,24 @@ impl Inner {
                 }
             }
         }
+        // Ids the store still uses (live sessions and tombstones, of any key: a fork's files
+        // name its source's key, and a restore may race this erasure): their files here go,
+        // but their keys and their place in the log are theirs.
+        let mut in_use: HashSet<u64> = {
+            let sessions = self.sessions.read();
+            sessions.values().map(|slot| slot.session_id).collect()
+        };
+        in_use.extend(self.tombstones.lock().slots().map(|slot| slot.session_id));
         for (id, paths) in earlier {
-            // Encrypted: the earlier session's data key goes first, so that any other copy of
-            // its bytes is unreadable too.
-            if let Some(keys) = &self.keys {
-                self.poison(keys.destroy_key(id))?;
+            let erased_whole = !in_use.contains(&id);
+            if erased_whole {
+                // Logged before anything of it goes; then, encrypted, its data key goes
+                // first, so that any other copy of its bytes is unreadable too.
+                let logged = self.log_erasure(id, true);
+                self.poison(logged)?;
+                if let Some(keys) = &self.keys {
+                    self.poison(keys.destroy_key(id))?;
+                }
             }
             for path in paths {
                 self.fs
@@ -2067,7 +2083,7 @@ impl Inner {
                 self.poison(synced)?;
                 gone.push(path);
             }
-            if let Some(keys) = &self.keys {
+            if let (true, Some(keys)) = (erased_whole, &self.keys) {
                 self.poison(keys.erased(id))?;
             }
         }

@@ -449,6 +449,17 @@ fn erase_session_destroys_the_keys_of_earlier_sessions_kept_in_quarantine() {
         "the quarantined session's key went too"
     );
     assert_eq!(store.load("bob"), vec![user("stays")]);
+    // And the log says so.
+    let k_id = u64::from_str_radix(&file_name(&seg)[..16], 16).unwrap();
+    let logged = store
+        .events(EventFilter::all())
+        .unwrap()
+        .filter_map(|e| match e.unwrap().kind {
+            sessionlog::EventKind::Erased { session_id, .. } => Some(session_id),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(logged, vec![k_id]);
 }
 
 #[test]

@@ -197,5 +197,20 @@ fn an_erasing_compaction_cut_by_power_loss_never_archives_what_it_erased() {
         // The clear is past its window: what is left of it goes with the next compaction.
         store.compact_session("k").unwrap();
         assert!(!holds(&fs), "cut after {n}: the cleared messages survive");
+        // Whichever step the cut hit, the erasure is in the log exactly once.
+        let erasures = store
+            .events(sessionlog::EventFilter::all())
+            .unwrap()
+            .filter(|e| {
+                matches!(
+                    e.as_ref().unwrap().kind,
+                    sessionlog::EventKind::Erased {
+                        whole_session: false,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(erasures, 1, "cut after {n}");
     }
 }

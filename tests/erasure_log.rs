@@ -242,3 +242,38 @@ fn an_erased_sessions_id_is_never_given_to_a_new_session() {
     assert_eq!(erased.len(), 2, "{erased:?}");
     assert_ne!(erased[0].0, erased[1].0);
 }
+
+#[test]
+fn a_damaged_erasure_record_is_reported_and_skipped_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    for key in ["a", "b", "c", "d", "keep"] {
+        store.append(key, &user("x")).unwrap();
+    }
+    for key in ["a", "b", "c"] {
+        store.delete_session(key).unwrap();
+    }
+    drop(store);
+    let log = dir.path().join("ERASED");
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes[32 + 5] ^= 0x10; // the second record
+    std::fs::write(&log, &bytes).unwrap();
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let damaged = store
+        .recovery_report()
+        .findings
+        .iter()
+        .any(|f| matches!(f, Finding::Damaged { path, offset: 32, .. } if path == &log));
+    assert!(damaged, "{:?}", store.recovery_report());
+    assert_eq!(erasures(&all_events(&store)).len(), 2);
+    store.delete_session("d").unwrap();
+    assert_eq!(erasures(&all_events(&store)).len(), 3);
+    drop(store);
+    // The damaged record stays where it was (never removed unasked); the new one follows.
+    let after = std::fs::read(&log).unwrap();
+    assert_eq!(after.len(), 4 * 32);
+    assert_eq!(after[..96], bytes[..]);
+    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    assert_eq!(erasures(&all_events(&store)).len(), 3);
+    assert_eq!(store.list_sessions(), vec!["keep".to_owned()]);
+}
