@@ -4,9 +4,9 @@
 //! The embedding program supplies one 256-bit store key; it is never written anywhere. Each
 //! session gets its own random data key, kept in `keys/{session_id:016x}.key` sealed under the
 //! store key. Record payloads are sealed with AES-256-GCM-SIV under the session's data key;
-//! the record's framing (length, checks, sequence number, time, `prev`) stays outside the seal
-//! and is its associated data, so torn-tail recovery works as without encryption and a record
-//! cannot be moved elsewhere unnoticed. Erasing a session removes its data key first: every
+//! the record's framing stays outside the seal, and all of it but the CRC (length, length
+//! check, sequence number, time, `prev`) is its associated data, so torn-tail recovery works
+//! as without encryption and a record cannot be moved elsewhere unnoticed. Erasing a session removes its data key first: every
 //! copy of its bytes is unreadable from then on, before the copies themselves are removed.
 //!
 //! Nonces are 12 bytes: the store's *epoch*, a 32-bit number that every writable open raises

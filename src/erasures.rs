@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::fs::{context, read_all, FileSystem, OpenMode};
+use crate::recovery::NUMBER_LIMIT;
 
 /// The erasure log's file name, in the store's folder.
 pub const ERASED_FILE: &str = "ERASED";
@@ -66,10 +67,16 @@ impl Erasure {
             1 => false,
             _ => return None,
         };
+        let seq = u64::from_le_bytes(field(0));
+        let session_id = u64::from_le_bytes(field(16));
+        // The store never comes near these numbers: a record holding one is not sound.
+        if seq >= NUMBER_LIMIT || session_id >= NUMBER_LIMIT {
+            return None;
+        }
         Some(Erasure {
-            seq: u64::from_le_bytes(field(0)),
+            seq,
             ts_micros: i64::from_le_bytes(field(8)),
-            session_id: u64::from_le_bytes(field(16)),
+            session_id,
             whole_session,
         })
     }
@@ -216,5 +223,15 @@ mod tests {
             }
         }
         assert_eq!(Erasure::decode(&[0; 31]), None);
+        // Numbers the store never reaches make a record unsound, CRC or not.
+        for (seq, session_id) in [(NUMBER_LIMIT, 1), (1, NUMBER_LIMIT), (u64::MAX, 1)] {
+            let e = Erasure {
+                seq,
+                ts_micros: 0,
+                session_id,
+                whole_session: true,
+            };
+            assert_eq!(Erasure::decode(&e.encode()), None);
+        }
     }
 }

@@ -119,10 +119,11 @@ pub enum Error {
         /// The store's folder.
         path: PathBuf,
     },
-    /// An encryption key was given for a store that holds unencrypted data; encryption is
-    /// chosen when a store is created. Export and import the sessions into a new encrypted
-    /// store instead. Nothing was read or changed.
-    #[error("{path} holds unencrypted sessions: encryption is chosen when a store is created")]
+    /// An encryption key was given for a store that is not encrypted: one that holds
+    /// unencrypted sessions (encryption is chosen when a store is created; export and import
+    /// the sessions into a new encrypted store instead), or, for a read-only open, any folder
+    /// that is not an encrypted store. Nothing was read or changed.
+    #[error("{path} is not an encrypted store: encryption is chosen when a store is created")]
     NotEncrypted {
         /// The store's folder.
         path: PathBuf,

@@ -277,8 +277,6 @@ struct SegmentRef {
     path: PathBuf,
 }
 
-/// Every session's segments in `dir` and `dir/archive`, by session id, sorted by number. The
-/// folder's copy wins over an archived one of the same name.
 /// The histories of the store in `dir` ([`list_histories`]), leaving out sessions an
 /// encrypted store was erasing when a crash stopped it (their key is gone; open finishes them).
 fn readable_histories(
@@ -295,6 +293,8 @@ fn readable_histories(
     Ok(histories)
 }
 
+/// Every session's segments in `dir` and `dir/archive`, by session id, sorted by number. The
+/// folder's copy wins over an archived one of the same name.
 fn list_histories(fs: &dyn FileSystem, dir: &Path) -> Result<BTreeMap<u64, Vec<SegmentRef>>> {
     let mut sessions: BTreeMap<u64, BTreeMap<u32, PathBuf>> = BTreeMap::new();
     let archive = dir.join(ARCHIVE_DIR);

@@ -92,8 +92,8 @@ pub struct Options {
     /// Default: none.
     pub retention: Retention,
     /// Encrypt the store at rest with this key (see [`EncryptionKey`]): every record's
-    /// payload and the checkpoint are sealed with AES-256-GCM-SIV, under a data key of
-    /// each session's own that is stored sealed under this key in `keys/`. Chosen when the
+    /// payload is sealed with AES-256-GCM-SIV under a data key of each session's own, stored
+    /// sealed under this key in `keys/`; the checkpoint is sealed under this key. Chosen when the
     /// store is created: a store created with a key must always be opened with it
     /// ([`Error::KeyRequired`], [`Error::WrongKey`]), and a key is refused for a store that
     /// holds unencrypted sessions ([`Error::NotEncrypted`]). The key is never written to

@@ -1208,8 +1208,6 @@ fn slot_from(session: ReplayedSession) -> Slot {
     }
 }
 
-/// Rewrites a damaged session's good prefix as a new generation and moves its old segments,
-/// damage included, into quarantine.
 /// The keys of an encrypted store: checks `options.encryption` against the folder, and sets
 /// up encryption for a new, empty store (`names`: the folder's segment files).
 fn open_keyring(
@@ -1241,6 +1239,8 @@ fn open_keyring(
     }
 }
 
+/// Rewrites a damaged session's good prefix as a new generation and moves its old segments,
+/// damage included, into quarantine.
 fn repair(
     (fs, dir, keys): (&dyn FileSystem, &Path, Option<&Keyring>),
     mut session: ReplayedSession,

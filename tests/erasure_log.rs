@@ -48,10 +48,21 @@ fn a_reclaimed_delete_and_erase_session_each_leave_one_erased_event_and_nothing_
     store.append("secret", &user("the plan")).unwrap();
     store.append("other", &user("kept")).unwrap();
     store.append("gone-too", &user("x")).unwrap();
+    // Session ids in order of creation: secret's is the lowest, gone-too's the highest.
+    let ids_of_secret_and_gone_too: Vec<u64> = {
+        let segs = segments(dir.path());
+        let id = |p: &std::path::PathBuf| {
+            u64::from_str_radix(&p.file_name().unwrap().to_str().unwrap()[..16], 16).unwrap()
+        };
+        vec![id(&segs[0]), id(&segs[2])]
+    };
     store.delete_session("secret").unwrap();
     store.erase_session("gone-too").unwrap();
     let events = all_events(&store);
-    assert_eq!(erasures(&events).len(), 2, "{events:?}");
+    // One erasure for each session, naming its id.
+    let mut ids: Vec<u64> = erasures(&events).iter().map(|(id, _)| *id).collect();
+    ids.sort();
+    assert_eq!(ids, ids_of_secret_and_gone_too, "{events:?}");
     // Nothing of the erased sessions is left in the log: only the erasures, which name
     // neither their key nor their messages.
     assert!(events
@@ -127,7 +138,8 @@ fn open_finishing_an_encrypted_erasure_logs_it_once() {
     store.append("a", &user("one")).unwrap();
     drop(store);
     std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
-    // A crash right after the erasure's first step: marker written, key removed.
+    // The state a crash leaves right after the erasure's first steps: the erasure logged
+    // (sequence number 99, above every record), the marker written, the key removed.
     let keys = dir.path().join("keys");
     let key = std::fs::read_dir(&keys)
         .unwrap()
@@ -135,6 +147,15 @@ fn open_finishing_an_encrypted_erasure_logs_it_once() {
         .find(|p| p.extension().is_some_and(|e| e == "key"))
         .unwrap();
     let stem = key.file_stem().unwrap().to_str().unwrap().to_owned();
+    let id = u64::from_str_radix(&stem, 16).unwrap();
+    let mut record = Vec::new();
+    record.extend_from_slice(&99u64.to_le_bytes());
+    record.extend_from_slice(&0i64.to_le_bytes());
+    record.extend_from_slice(&id.to_le_bytes());
+    record.extend_from_slice(&0u32.to_le_bytes()); // the whole session
+    let crc = crc32fast::hash(&record);
+    record.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(dir.path().join("ERASED"), &record).unwrap();
     std::fs::write(keys.join(format!("{stem}.erasing")), b"").unwrap();
     std::fs::remove_file(&key).unwrap();
     let store = LogStore::open_with(dir.path(), opts.clone()).unwrap();
@@ -143,8 +164,15 @@ fn open_finishing_an_encrypted_erasure_logs_it_once() {
         .findings
         .iter()
         .any(|f| matches!(f, Finding::ErasureFinished { .. })));
-    let id = u64::from_str_radix(&stem, 16).unwrap();
+    // Finished, and logged once: the record the erasure wrote before the crash.
     assert_eq!(erasures(&all_events(&store)), vec![(id, true)]);
+    assert_eq!(all_events(&store).last().unwrap().seq, 99);
+    assert!(segments(dir.path()).is_empty());
+    drop(store);
+    let store = LogStore::open_with(dir.path(), opts).unwrap();
+    assert_eq!(erasures(&all_events(&store)), vec![(id, true)]);
+    store.append("b", &user("later")).unwrap();
+    assert!(all_events(&store).last().unwrap().seq > 99);
 }
 
 #[test]

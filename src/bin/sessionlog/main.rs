@@ -240,7 +240,12 @@ fn open_reader(dir: &Path) -> sessionlog::Result<LogStore> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let started = encryption_key(cli.key_file).and_then(|encryption| {
+    let encryption = match &cli.command {
+        // A new key needs no old one (a bad SESSIONLOG_KEY must not stop keygen).
+        Command::Keygen => Ok(None),
+        _ => encryption_key(cli.key_file),
+    };
+    let started = encryption.and_then(|encryption| {
         OPTIONS
             .set(Options {
                 encryption,
