@@ -55,14 +55,9 @@ fn first_id(dir: &Path) -> String {
     file_name(&segments(dir)[0])[..16].to_owned()
 }
 
+/// The data key files of the store in `dir`, sorted by session id.
 fn key_file(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir.join("keys"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "key"))
-        .collect();
-    out.sort();
-    out
+    files_named(&dir.join("keys"), "key")
 }
 
 /// Writes a session with messages, an update, a name and a compaction in between.

@@ -141,11 +141,7 @@ fn open_finishing_an_encrypted_erasure_logs_it_once() {
     // The state a crash leaves right after the erasure's first steps: the erasure logged
     // (sequence number 99, above every record), the marker written, the key removed.
     let keys = dir.path().join("keys");
-    let key = std::fs::read_dir(&keys)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "key"))
-        .unwrap();
+    let key = files_named(&keys, "key").remove(0);
     let stem = key.file_stem().unwrap().to_str().unwrap().to_owned();
     let id = u64::from_str_radix(&stem, 16).unwrap();
     let mut record = Vec::new();

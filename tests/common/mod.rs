@@ -17,10 +17,15 @@ pub fn open_fast(dir: &Path) -> LogStore {
 
 /// Segment files in `dir`, sorted by name.
 pub fn segments(dir: &Path) -> Vec<PathBuf> {
+    files_named(dir, "seg")
+}
+
+/// Files in `dir` with the extension `extension`, sorted by name.
+pub fn files_named(dir: &Path, extension: &str) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
         .collect();
     out.sort();
     out
