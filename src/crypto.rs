@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aes_gcm_siv::aead::{AeadInOut, KeyInit};
@@ -138,6 +138,12 @@ impl PartialEq for EncryptionKey {
 
 impl Eq for EncryptionKey {}
 
+fn random_u64() -> Result<u64> {
+    let mut bytes = [0; 8];
+    random(&mut bytes)?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
 fn random(out: &mut [u8]) -> Result<()> {
     getrandom::fill(out)
         .map_err(|e| Error::io("drawing random bytes", std::io::Error::other(e.to_string())))
@@ -146,30 +152,37 @@ fn random(out: &mut [u8]) -> Result<()> {
 /// Where nonces come from: the open's epoch (durable in `keys/STORE` before the first seal)
 /// and a counter that starts at a random number.
 struct Nonces {
-    epoch: u32,
+    epoch: AtomicU32,
     counter: AtomicU64,
 }
 
 impl Nonces {
     fn new(epoch: u32, start: u64) -> Nonces {
         Nonces {
-            epoch,
+            epoch: AtomicU32::new(epoch),
             counter: AtomicU64::new(start),
         }
     }
 
     /// Nonces of `epoch`, counting from a random number.
     fn random_start(epoch: u32) -> Result<Nonces> {
-        let mut start = [0; 8];
-        random(&mut start)?;
-        Ok(Nonces::new(epoch, u64::from_le_bytes(start)))
+        Ok(Nonces::new(epoch, random_u64()?))
+    }
+
+    /// Moves on to `epoch`, counting from a random number. Only before anything seals with
+    /// these nonces concurrently (a store's open).
+    fn restart(&self, epoch: u32) -> Result<()> {
+        self.counter.store(random_u64()?, Ordering::SeqCst);
+        self.epoch.store(epoch, Ordering::SeqCst);
+        Ok(())
     }
 
     fn next(&self) -> [u8; NONCE_LEN] {
         // Wraps after 2^64 seals, far beyond any open's lifetime.
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut nonce = [0; NONCE_LEN];
-        nonce[..4].copy_from_slice(&self.epoch.to_le_bytes());
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        nonce[..4].copy_from_slice(&epoch.to_le_bytes());
         nonce[4..].copy_from_slice(&n.to_le_bytes());
         nonce
     }
@@ -271,6 +284,8 @@ pub struct Keyring {
     fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     store: Aes256GcmSiv,
+    /// The epoch `keys/STORE` holds.
+    epoch: u32,
     nonces: Arc<Nonces>,
     keys: RwLock<HashMap<u64, Arc<DataKey>>>,
 }
@@ -288,37 +303,69 @@ pub fn is_encrypted(fs: &dyn FileSystem, store_dir: &Path) -> bool {
 
 impl Keyring {
     /// Opens the keyring of the store in `store_dir` with `key`: checks the key against
-    /// `keys/STORE`, or, with `create` (a new, empty store), writes that file. A `writable`
-    /// open raises the epoch (the nonces' prefix) and makes it durable before it returns; a
-    /// read-only one seals nothing.
+    /// `keys/STORE`, or, with `create` (a new, empty store), first writes that file with epoch
+    /// 0. Changes nothing else: a store that will write calls [`Keyring::start_writing`]
+    /// before it seals anything; a read-only one seals nothing.
     pub fn open(
         fs: Arc<dyn FileSystem>,
         store_dir: &Path,
         key: &EncryptionKey,
-        (create, writable): (bool, bool),
+        create: bool,
     ) -> Result<Keyring> {
         let dir = store_dir.join(KEYS_DIR);
         let mut keyring = Keyring {
             fs,
             store: key.cipher(),
+            epoch: 0,
             nonces: Arc::new(Nonces::random_start(0)?),
             keys: RwLock::new(HashMap::new()),
             dir,
         };
         let check = keyring.dir.join(CHECK_FILE);
-        let epoch = if create && !keyring.fs.exists(&check) {
-            0
-        } else {
-            keyring.check(&check)?
-        };
-        if writable {
-            let epoch = epoch.checked_add(1).ok_or_else(|| Error::InvalidOptions {
+        if create && !keyring.fs.exists(&check) {
+            keyring.write_check(&check, 0)?;
+        }
+        keyring.epoch = keyring.check(&check)?;
+        Ok(keyring)
+    }
+
+    /// Before a writable store seals anything: raises the epoch (the nonces' first four bytes)
+    /// and makes it durable, so that no nonce of an earlier open is used again; and removes
+    /// key files a crash left half written (`*.tmp`, never renamed into place).
+    pub fn start_writing(&mut self) -> Result<()> {
+        let epoch = self
+            .epoch
+            .checked_add(1)
+            .ok_or_else(|| Error::InvalidOptions {
                 reason: "the store's nonce epochs are exhausted (2^32 opens)".into(),
             })?;
-            keyring.nonces = Arc::new(Nonces::random_start(epoch)?);
-            keyring.write_check(&check, epoch)?;
+        self.nonces.restart(epoch)?;
+        self.write_check(&self.dir.join(CHECK_FILE), epoch)?;
+        self.epoch = epoch;
+        let mut removed = false;
+        for entry in self
+            .fs
+            .list(&self.dir)
+            .map_err(context("listing", &self.dir))?
+        {
+            let Some(name) = entry.name.to_str().filter(|_| entry.is_file) else {
+                continue;
+            };
+            let ours = parse_id(name.trim_end_matches(".tmp"), KEY_SUFFIX).is_some()
+                || name == format!("{CHECK_FILE}.tmp");
+            if name.ends_with(".tmp") && ours {
+                let path = self.dir.join(name);
+                self.fs
+                    .remove_file(&path)
+                    .map_err(context("removing", &path))?;
+                removed = true;
+            }
         }
-        Ok(keyring)
+        if removed {
+            // Keeps removed files from coming back after a crash.
+            sync_dir(&*self.fs, &self.dir)?;
+        }
+        Ok(())
     }
 
     /// Writes `keys/STORE` with `epoch`, durably: no nonce of the epoch is used before.

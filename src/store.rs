@@ -507,7 +507,7 @@ impl LogStore {
             Some(lock)
         };
         let folder = recovery::list_folder(&*fs, &dir)?;
-        let keys = open_keyring(&fs, &dir, &options, read_only, &folder.names)?;
+        let mut keys = open_keyring(&fs, &dir, &options, read_only, &folder.names)?;
         let mut report = RecoveryReport::default();
         let mut erased = recovery::ErasureLog::open(&*fs, &dir, &mut report)?;
         let from_checkpoint = if read_only {
@@ -533,6 +533,11 @@ impl LogStore {
                 (keys.as_ref(), &mut erased),
             )?,
         };
+        if let (Some(keys), false) = (keys.as_mut(), read_only) {
+            // Every header was read and nothing sealed yet: the repairs below are the first
+            // seals of this open.
+            keys.start_writing()?;
+        }
         let checkpoint_on_disk = report.from_checkpoint;
         if !checkpoint_on_disk && !read_only {
             // A stale or damaged checkpoint goes at once. One that was used stays until the
@@ -1223,7 +1228,7 @@ fn open_keyring(
         (None, true) => Err(Error::KeyRequired {
             path: dir.to_path_buf(),
         }),
-        (Some(key), true) => Keyring::open(Arc::clone(fs), dir, key, (false, !read_only)).map(Some),
+        (Some(key), true) => Keyring::open(Arc::clone(fs), dir, key, false).map(Some),
         (Some(key), false) => {
             let holds_data = !names.is_empty()
                 || [compaction::ARCHIVE_DIR, compaction::QUARANTINE_DIR]
@@ -1234,7 +1239,7 @@ fn open_keyring(
                     path: dir.to_path_buf(),
                 });
             }
-            Keyring::open(Arc::clone(fs), dir, key, (true, true)).map(Some)
+            Keyring::open(Arc::clone(fs), dir, key, true).map(Some)
         }
     }
 }

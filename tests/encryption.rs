@@ -396,8 +396,12 @@ fn every_writable_open_raises_the_nonce_epoch_and_a_reader_leaves_it() {
     assert_eq!(epoch(), 1);
     store.append("a", &user("one")).unwrap();
     drop(store);
+    // A key file a crash left half written (never renamed into place) goes at the next open.
+    let stray = dir.path().join("keys").join("00000000000000ff.key.tmp");
+    std::fs::write(&stray, b"half").unwrap();
     let store = LogStore::open_with(dir.path(), options(key())).unwrap();
     assert_eq!(epoch(), 2);
+    assert!(!stray.exists());
     store.append("a", &user("two")).unwrap();
     drop(store);
     let fs = std::sync::Arc::new(sessionlog::fs::StdFs);
@@ -516,4 +520,27 @@ fn a_torn_sealed_record_is_cut_off_as_without_encryption() {
         store.recovery_report()
     );
     assert_eq!(store.load("alice"), vec![secret(0), secret(1), secret(3)]);
+}
+
+#[test]
+fn a_segment_of_an_unknown_version_stops_an_encrypted_open_before_any_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    store.append("k", &user("x")).unwrap();
+    drop(store);
+    let seg = segments(dir.path()).remove(0);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[8] = 4; // a sound header of version 4 (its CRC fixed up)
+    let crc_at = SEALED_HEADER_1 - 4;
+    let crc = crc32fast::hash(&bytes[..crc_at]);
+    bytes[crc_at..SEALED_HEADER_1].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&seg, &bytes).unwrap();
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
+    let before = snapshot_files(dir.path());
+    match LogStore::open_with(dir.path(), options(key())) {
+        Err(Error::UnsupportedVersion { found: 4, .. }) => {}
+        other => panic!("expected UnsupportedVersion, got {:?}", other.map(|_| ())),
+    }
+    // Not even the nonce epoch in keys/STORE moved.
+    assert_eq!(snapshot_files(dir.path()), before);
 }
