@@ -441,21 +441,21 @@ impl LogStore {
         dir: impl AsRef<Path>,
         fs: Arc<dyn FileSystem>,
     ) -> Result<LogStore> {
-        LogStore::open_read_only_with(dir, Options::default(), fs)
+        LogStore::read_only_mode(dir.as_ref(), Options::default(), fs)
     }
 
     /// [`LogStore::open_read_only`] with options: those that matter to a reader are
     /// [`Options::encryption`] (the key of an encrypted store) and the limits.
-    pub fn open_read_only_with(
-        dir: impl AsRef<Path>,
-        options: Options,
-        fs: Arc<dyn FileSystem>,
-    ) -> Result<LogStore> {
+    pub fn open_read_only_with(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
+        LogStore::read_only_mode(dir.as_ref(), options, Arc::new(StdFs))
+    }
+
+    fn read_only_mode(dir: &Path, options: Options, fs: Arc<dyn FileSystem>) -> Result<LogStore> {
         let options = Options {
             auto_compact: false,
             ..options
         };
-        LogStore::open_mode(dir.as_ref(), options, fs, true)
+        LogStore::open_mode(dir, options, fs, true)
     }
 
     fn open_mode(

@@ -156,14 +156,13 @@ fn a_wrong_or_missing_key_is_a_typed_error_and_changes_nothing() {
         Err(Error::KeyRequired { .. }) => {}
         other => panic!("expected KeyRequired, got {:?}", other.map(|_| ())),
     }
-    let fs = std::sync::Arc::new(sessionlog::fs::StdFs);
-    match LogStore::open_read_only_with(dir.path(), options(wrong), fs.clone()) {
+    match LogStore::open_read_only_with(dir.path(), options(wrong)) {
         Err(Error::WrongKey { .. }) => {}
         other => panic!("expected WrongKey, got {:?}", other.map(|_| ())),
     }
     assert_eq!(snapshot_files(dir.path()), before);
     // The right key reads, read-only too.
-    let reader = LogStore::open_read_only_with(dir.path(), options(key()), fs).unwrap();
+    let reader = LogStore::open_read_only_with(dir.path(), options(key())).unwrap();
     assert_eq!(reader.load("alice").len(), 7);
 }
 
@@ -404,8 +403,7 @@ fn every_writable_open_raises_the_nonce_epoch_and_a_reader_leaves_it() {
     assert!(!stray.exists());
     store.append("a", &user("two")).unwrap();
     drop(store);
-    let fs = std::sync::Arc::new(sessionlog::fs::StdFs);
-    let reader = LogStore::open_read_only_with(dir.path(), options(key()), fs).unwrap();
+    let reader = LogStore::open_read_only_with(dir.path(), options(key())).unwrap();
     assert_eq!(reader.load("a"), vec![user("one"), user("two")]);
     assert_eq!(epoch(), 2);
     // The two records' nonces (the 12 bytes after each 60-byte record header) differ in
@@ -472,8 +470,7 @@ fn a_reader_leaves_out_a_session_whose_erasure_a_crash_interrupted() {
     let id = keys[0].file_stem().unwrap().to_str().unwrap().to_owned();
     std::fs::write(dir.path().join("keys").join(format!("{id}.erasing")), b"").unwrap();
     std::fs::remove_file(&keys[0]).unwrap();
-    let fs = std::sync::Arc::new(sessionlog::fs::StdFs);
-    let reader = LogStore::open_read_only_with(dir.path(), options(key()), fs).unwrap();
+    let reader = LogStore::open_read_only_with(dir.path(), options(key())).unwrap();
     assert!(reader.load("alice").is_empty());
     let events: Vec<_> = reader
         .events(EventFilter::all())

@@ -14,7 +14,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -235,7 +235,7 @@ fn open_store(dir: &Path) -> sessionlog::Result<LogStore> {
 /// Opens the store in `dir` read-only with the command's options.
 fn open_reader(dir: &Path) -> sessionlog::Result<LogStore> {
     let options = OPTIONS.get().cloned().unwrap_or_default();
-    LogStore::open_read_only_with(dir, options, Arc::new(sessionlog::fs::StdFs))
+    LogStore::open_read_only_with(dir, options)
 }
 
 fn main() -> ExitCode {
