@@ -371,12 +371,8 @@ impl Keyring {
     /// Writes `keys/STORE` with `epoch`, durably: no nonce of the epoch is used before.
     fn write_check(&self, check: &Path, epoch: u32) -> Result<()> {
         let fs = &*self.fs;
-        if !fs.is_dir(&self.dir) {
-            fs.create_dir_all(&self.dir)
-                .map_err(context("creating", &self.dir))?;
-            // The folder's entry must be durable before the files in it are.
-            sync_dir(fs, crate::fs::parent(&self.dir))?;
-        }
+        // Created durably if missing, before the files in it.
+        crate::compaction::subfolder(fs, crate::fs::parent(&self.dir), KEYS_DIR)?;
         let mut bytes = Vec::with_capacity(CHECK_LEN);
         bytes.extend_from_slice(&CHECK_MAGIC);
         bytes.extend_from_slice(&KEYS_VERSION.to_le_bytes());
