@@ -53,17 +53,17 @@ pub fn temp_path(dir: &Path, session_id: u64, segment: u32) -> PathBuf {
 /// removed are written first, followed by that clear (its own sequence number and time), so
 /// `undo_clear` still works; otherwise they are dropped for good.
 #[allow(clippy::too_many_arguments)]
-pub fn write_generation(
+pub fn write_generation<T>(
     fs: &dyn FileSystem,
     dir: &Path,
     (session_id, segment, kind): (u64, u32, SegmentKind),
     view: &SessionView,
     source: &SegmentFiles,
     seal: Option<&DataKey>,
-    snapshot_at: impl FnOnce() -> (u64, i64),
+    snapshot_at: impl FnOnce() -> ((u64, i64), T),
     replaced_head: Hash,
     (keep_cleared, erasing): (bool, bool),
-) -> Result<Generation> {
+) -> Result<(Generation, T)> {
     // A generation that drops cleared messages past their undo window (`erasing`) says so in
     // its header, so that an open finishing it after a crash erases what it replaces instead
     // of archiving it.
@@ -143,7 +143,7 @@ pub fn write_generation(
     let snapshot = Event::Snapshot(view.snapshot());
     // The snapshot's sequence number is taken only now, after the copy: until the generation
     // is in force, subscribers wait for every event after it.
-    let (snapshot_seq, snapshot_ts) = snapshot_at();
+    let ((snapshot_seq, snapshot_ts), taken) = snapshot_at();
     head = encode_record(
         snapshot_seq,
         snapshot_ts,
@@ -161,13 +161,16 @@ pub fn write_generation(
         .map_err(context("renaming", &temp_path))?;
     // Make the rename durable before the old segments are retired.
     sync_dir(fs, dir)?;
-    Ok(Generation {
-        len: written,
-        header_len,
-        messages,
-        cleared,
-        head,
-    })
+    Ok((
+        Generation {
+            len: written,
+            header_len,
+            messages,
+            cleared,
+            head,
+        },
+        taken,
+    ))
 }
 
 /// What happens to segments that are no longer in force.

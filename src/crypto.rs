@@ -296,6 +296,11 @@ impl fmt::Debug for Keyring {
     }
 }
 
+/// Session `session_id`'s data key in an encrypted store (`keys`); `None` in a plain one.
+pub fn data_key(keys: Option<&Keyring>, session_id: u64) -> Result<Option<Arc<DataKey>>> {
+    keys.map(|keys| keys.data_key(session_id)).transpose()
+}
+
 /// What a store folder says about encryption, before any key is tried.
 pub fn is_encrypted(fs: &dyn FileSystem, store_dir: &Path) -> bool {
     fs.exists(&store_dir.join(KEYS_DIR).join(CHECK_FILE))

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::backend::{SessionMetadata, SessionState, TimestampedMessage};
 use crate::compaction::ARCHIVE_DIR;
-use crate::crypto::{DataKey, Keyring};
+use crate::crypto::{self, DataKey, Keyring};
 use crate::error::{Error, Result};
 use crate::fs::{context, FileSystem, OpenMode};
 use crate::message::ChatMessage;
@@ -341,13 +341,41 @@ fn history_key(
     segments: &[SegmentRef],
     key: Option<&DataKey>,
 ) -> Option<String> {
-    segments.iter().rev().find_map(|segment| {
-        let mut bytes = Vec::new();
-        read_segment(fs, segment, 0, HEADER_BYTES_MAX, &mut bytes).ok()?;
-        segment::decode_header(&bytes, key)
-            .ok()
-            .map(|(header, _)| header.key)
-    })
+    segments
+        .iter()
+        .rev()
+        .find_map(|segment| read_header(fs, segment, key).ok().map(|h| h.key))
+}
+
+/// Reads and decodes a segment's header (`key`: the session's data key, in an encrypted
+/// store).
+fn read_header(
+    fs: &dyn FileSystem,
+    segment: &SegmentRef,
+    key: Option<&DataKey>,
+) -> Result<segment::SegmentHeader> {
+    let mut bytes = Vec::new();
+    read_segment(fs, segment, 0, HEADER_BYTES_MAX, &mut bytes)?;
+    let corrupt = |reason: String| Error::Corrupt {
+        path: segment.path.clone(),
+        offset: 0,
+        reason,
+    };
+    let (header, len) = segment::decode_header(&bytes, key).map_err(|e| match e {
+        segment::HeaderError::UnsupportedVersion(found) => Error::UnsupportedVersion {
+            path: segment.path.clone(),
+            found,
+            supported: segment::SEALED_VERSION,
+        },
+        segment::HeaderError::Truncated => corrupt(HEADER_CUT_SHORT.into()),
+        segment::HeaderError::Corrupt(reason) => corrupt(reason),
+        segment::HeaderError::Sealed => {
+            corrupt("the session key is sealed and the session's data key is missing".into())
+        }
+    })?;
+    let sealed = header.version == segment::SEALED_VERSION;
+    debug_assert_eq!(len as u64, segment::header_len(&header.key, sealed));
+    Ok(header)
 }
 
 /// Reads `len` bytes at `offset` of a segment, following it into `archive/` if a compaction
@@ -382,24 +410,6 @@ fn read_segment(
     out.resize(len, 0);
     file.read_at(out, offset)
         .map_err(context("reading", &segment.path))
-}
-
-fn frame_error(path: &Path, offset: u64, error: FrameError) -> Error {
-    match error {
-        FrameError::Checksum {
-            expected, actual, ..
-        } => Error::ChecksumMismatch {
-            path: path.to_owned(),
-            offset,
-            expected,
-            actual,
-        },
-        other => Error::Corrupt {
-            path: path.to_owned(),
-            offset,
-            reason: other.to_string(),
-        },
-    }
 }
 
 const HEADER_CUT_SHORT: &str = "segment header cut short";
@@ -582,29 +592,7 @@ impl Cursor {
             offset: 0,
             reason: "no such segment".into(),
         })?;
-        let mut bytes = Vec::new();
-        read_segment(&*self.fs, segment, 0, HEADER_BYTES_MAX, &mut bytes)?;
-        let corrupt = |reason: String| Error::Corrupt {
-            path: segment.path.clone(),
-            offset: 0,
-            reason,
-        };
-        let (header, len) =
-            segment::decode_header(&bytes, self.key.as_deref()).map_err(|e| match e {
-                segment::HeaderError::UnsupportedVersion(found) => Error::UnsupportedVersion {
-                    path: segment.path.clone(),
-                    found,
-                    supported: segment::SEALED_VERSION,
-                },
-                segment::HeaderError::Truncated => corrupt(HEADER_CUT_SHORT.into()),
-                segment::HeaderError::Corrupt(reason) => corrupt(reason),
-                segment::HeaderError::Sealed => corrupt(
-                    "the session key is sealed and the session's data key is missing".into(),
-                ),
-            })?;
-        let sealed = header.version == segment::SEALED_VERSION;
-        debug_assert_eq!(len as u64, segment::header_len(&header.key, sealed));
-        Ok(header)
+        read_header(&*self.fs, segment, self.key.as_deref())
     }
 
     /// Reads the header of the segment at `index` and positions the cursor after it.
@@ -707,7 +695,7 @@ impl Cursor {
                 return Ok(None);
             }
         }
-        Err(frame_error(&segment.path, self.offset, error))
+        Err(Error::from_frame(&segment.path, self.offset, error))
     }
 
     /// The segment ends inside a record: a write in progress (or a torn tail a writable open
@@ -787,17 +775,8 @@ impl Cursor {
             let event = decode_event(payload).map_err(&corrupt)?;
             let (seq, ts) = (frame.seq, frame.ts_micros);
             // In a compacted generation whose history was read already, every record before
-            // the snapshot restates what that history built.
-            if self
-                .cuts
-                .get(&self.index)
-                .is_some_and(|cut| record_offset >= *cut)
-            {
-                // The rest of this shared segment is the source's: on to the next one.
-                self.index += 1;
-                self.enter_segment()?;
-                continue;
-            }
+            // the snapshot restates what that history built. (`next_record` never returns a
+            // record past a fork's cut.)
             let restated = self.skipping_restated && !matches!(event, Event::Snapshot(_));
             let shared = self.forked_at.is_some_and(|f| self.index < f);
             if seq > limit && !restated && !shared {
@@ -966,12 +945,12 @@ impl Events {
         for (id, segments) in readable_histories(&*fs, dir, keys)? {
             if let Some(wanted) = &events.filter.session {
                 // Another session's damage (or missing key) must not stop this one's reading.
-                let key = keys.and_then(|keys| keys.data_key(id).ok());
+                let key = crypto::data_key(keys, id).ok().flatten();
                 if history_key(&*fs, &segments, key.as_deref()).as_ref() != Some(wanted) {
                     continue;
                 }
             }
-            let key = keys.map(|keys| keys.data_key(id)).transpose()?;
+            let key = crypto::data_key(keys, id)?;
             let cursor = Cursor::new(Arc::clone(&fs), (id, key), segments)?;
             events.cursors.push(cursor);
             events.pending.push(None);
@@ -1037,7 +1016,7 @@ pub(crate) fn load_at(
 ) -> Result<Option<SessionAt>> {
     let mut unavailable = None;
     for (id, segments) in readable_histories(&*fs, dir, keys)? {
-        let data_key = keys.and_then(|keys| keys.data_key(id).ok());
+        let data_key = crypto::data_key(keys, id).ok().flatten();
         if history_key(&*fs, &segments, data_key.as_deref()).as_deref() != Some(key) {
             continue;
         }
@@ -1167,7 +1146,7 @@ pub(crate) fn verify(
     for (id, segments) in histories {
         progress(report.sessions, total);
         report.sessions += 1;
-        let key = match keys.map(|keys| keys.data_key(id)).transpose() {
+        let key = match crypto::data_key(keys, id) {
             Ok(key) => key,
             Err(e) => {
                 report.problems.push(problem(None, e));

@@ -453,6 +453,12 @@ impl SessionView {
             .sum::<usize>()
     }
 
+    /// The last clear can still be undone: it is younger than `retention`.
+    pub fn clear_undoable(&self, retention: std::time::Duration) -> bool {
+        self.cleared_by
+            .is_some_and(|(_, at)| crate::recovery::within_retention(retention, at))
+    }
+
     /// Bytes of the records of the messages kept for `undo_clear`.
     pub fn cleared_bytes(&self) -> u64 {
         self.cleared.iter().map(MessageLoc::weight).sum()

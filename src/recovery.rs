@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::checkpoint::CHECKPOINT_FILE;
 use crate::compaction::{self, Retire, ARCHIVE_DIR, QUARANTINE_DIR};
-use crate::crypto::{DataKey, Keyring, KEYS_DIR};
+use crate::crypto::{self, DataKey, Keyring, KEYS_DIR};
 use crate::erasures::{Erasure, ERASED_FILE};
 use crate::error::{Error, Result};
 use crate::fs::{
@@ -228,7 +228,7 @@ const ERASED_TORN_PREFIX: &str = "ERASED.torn-";
 /// The erasure log (`ERASED`) as open found it: where the next record goes, the highest
 /// sequence number in it, and the sessions whose erasure it holds.
 pub(crate) struct ErasureLog {
-    pub end: u64,
+    end: u64,
     /// The file's length: longer than `end` when a crash tore an append.
     file_len: u64,
     pub max_seq: u64,
@@ -332,10 +332,10 @@ impl ErasureLog {
         {
             return Ok(());
         }
-        self.histories.push((id, *next_seq));
         self.append(fs, dir, id, false, next_seq)
     }
 
+    /// Logs an erasure with the next sequence number, which it then takes.
     fn append(
         &mut self,
         fs: &dyn FileSystem,
@@ -344,19 +344,35 @@ impl ErasureLog {
         whole_session: bool,
         next_seq: &mut u64,
     ) -> Result<()> {
-        let erasure = Erasure {
-            seq: *next_seq,
-            ts_micros: chrono::Utc::now().timestamp_micros(),
-            session_id: id,
-            whole_session,
-        };
-        self.end = crate::erasures::append(fs, dir, self.end, &erasure)?;
-        self.max_seq = self.max_seq.max(erasure.seq);
-        self.next_id = self.next_id.max(id.saturating_add(1));
-        if whole_session {
-            self.erased.insert(id);
-        }
+        self.record(
+            fs,
+            dir,
+            &Erasure {
+                seq: *next_seq,
+                ts_micros: chrono::Utc::now().timestamp_micros(),
+                session_id: id,
+                whole_session,
+            },
+        )?;
         *next_seq += 1;
+        Ok(())
+    }
+
+    /// Appends `erasure` to the log, durably (open's erasures, and the running store's).
+    pub(crate) fn record(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        erasure: &Erasure,
+    ) -> Result<()> {
+        self.end = crate::erasures::append(fs, dir, self.end, erasure)?;
+        self.max_seq = self.max_seq.max(erasure.seq);
+        self.next_id = self.next_id.max(erasure.session_id.saturating_add(1));
+        if erasure.whole_session {
+            self.erased.insert(erasure.session_id);
+        } else {
+            self.histories.push((erasure.session_id, erasure.seq));
+        }
         Ok(())
     }
 }
@@ -489,7 +505,7 @@ pub(crate) fn replay(
     let mut groups: BTreeMap<u64, Vec<SegmentFile>> = BTreeMap::new();
     for (id, files) in listed {
         // An encrypted store's headers seal the session key under the session's data key.
-        let data_key = keys.and_then(|keys| keys.data_key(id).ok());
+        let data_key = crypto::data_key(keys, id).ok().flatten();
         for number in files {
             let path = segment::path(dir, id, number);
             // Read one byte past the longest header: a header can only be cut short if the
@@ -564,10 +580,7 @@ pub(crate) fn replay(
     let mut tombstones = Vec::new();
     for (id, mut files) in groups {
         files.sort_by_key(|f| f.number);
-        let key = match keys.map(|keys| keys.data_key(id)).transpose() {
-            Ok(key) => Ok(key),
-            Err(e) => Err(e.to_string()),
-        };
+        let key = crypto::data_key(keys, id).map_err(|e| e.to_string());
         let replayed = replay_session(
             fs,
             dir,

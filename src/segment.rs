@@ -541,17 +541,8 @@ impl SegmentFiles {
             offset: loc.offset(),
             reason,
         };
-        let (frame, _) = decode_frame(record).map_err(|e| match e {
-            FrameError::Checksum {
-                expected, actual, ..
-            } => Error::ChecksumMismatch {
-                path: path(),
-                offset: loc.offset(),
-                expected,
-                actual,
-            },
-            other => corrupt(other.to_string()),
-        })?;
+        let (frame, _) =
+            decode_frame(record).map_err(|e| Error::from_frame(&path(), loc.offset(), e))?;
         let payload = open_payload(&frame, self.key.as_deref(), scratch).map_err(corrupt)?;
         let event = decode_event(payload).map_err(corrupt)?;
         Ok((frame.seq, event))

@@ -29,9 +29,9 @@ use crate::backend::{
     SessionBackend, SessionContext, SessionMetadata, SessionQuery, SessionState, TimestampedMessage,
 };
 use crate::checkpoint;
-use crate::compaction::{self, Retire};
+use crate::compaction::{self, Generation, Retire};
 use crate::crypto::{self, DataKey, Keyring};
-use crate::erasures::{self, Erasure};
+use crate::erasures::Erasure;
 use crate::error::{Error, Result};
 use crate::feed::{Delivery, Feed, Subscription};
 use crate::fs::{context, sync_dir, FileHandle, FileSystem, LockGuard, OpenMode, StdFs};
@@ -122,8 +122,8 @@ struct Inner {
     _lock: Option<Box<dyn LockGuard>>,
     /// An encrypted store's keys (`Options::encryption`).
     keys: Option<Keyring>,
-    /// Where the erasure log's next record goes; the lock orders its appends.
-    erasure_log_end: Mutex<u64>,
+    /// The erasure log, as open left it and every erasure since; the lock orders its appends.
+    erasure_log: Mutex<recovery::ErasureLog>,
 }
 
 /// One session: its writer and its projection.
@@ -166,6 +166,19 @@ struct Writer {
 }
 
 impl Writer {
+    /// Appends go to `number`, a generation just put in force in place of every segment
+    /// before it.
+    fn install_generation(&mut self, number: u32, generation: &Generation, version: u32) {
+        self.oldest = number;
+        self.newest = number;
+        self.newest_len = generation.len;
+        self.header_len = generation.header_len;
+        self.head = generation.head;
+        self.newest_version = version;
+        self.sealed = false;
+        self.links_checked = true;
+    }
+
     fn empty(key: &str) -> Writer {
         Writer {
             oldest: 0,
@@ -632,7 +645,7 @@ impl LogStore {
             report,
             _lock: lock,
             keys,
-            erasure_log_end: Mutex::new(erased.end),
+            erasure_log: Mutex::new(erased),
         });
         if !read_only {
             for slot in displaced {
@@ -750,11 +763,7 @@ impl LogStore {
         let retention = self.inner.options.tombstone_retention;
         self.inner
             .commit(session_key, false, &Event::UndoClear, |view| match view {
-                Some(v)
-                    if !v.cleared.is_empty()
-                        && v.cleared_by
-                            .is_some_and(|(_, ts)| within_retention(retention, ts)) =>
-                {
+                Some(v) if !v.cleared.is_empty() && v.clear_undoable(retention) => {
                     Decision::Write(v.cleared.len())
                 }
                 _ => Decision::Skip(0),
@@ -986,8 +995,7 @@ impl LogStore {
         };
         let since = query.active_since.map(|t| t.timestamp_micros());
         let before = query.active_before.map(|t| t.timestamp_micros());
-        let mut index = self.inner.activity_index();
-        let activity = index.get_or_insert_with(ActivityIndex::new);
+        let activity = self.inner.activity_index();
         let mut sessions = Vec::with_capacity(limit.min(1024));
         let mut last = None;
         let mut more = false;
@@ -1262,7 +1270,7 @@ fn repair(
             offset,
             reason: "segment numbers exhausted".into(),
         })?;
-    let key = keys.map(|k| k.data_key(session.session_id)).transpose()?;
+    let key = crypto::data_key(keys, session.session_id)?;
     let locs = every_loc(&session.view);
     let source = SegmentFiles::open(fs, dir, session.session_id, &locs, key.clone())?;
     let seq = *next_seq;
@@ -1274,14 +1282,14 @@ fn repair(
         &session.view,
         &source,
         key.as_deref(),
-        || (seq, now_micros()),
+        || ((seq, now_micros()), ()),
         session.head,
         {
-            let cleared = session.view.cleared_by;
-            let within = cleared.is_some_and(|(_, ts)| within_retention(retention, ts));
-            (within, cleared.is_some() && !within)
+            let within = session.view.clear_undoable(retention);
+            (within, session.view.cleared_by.is_some() && !within)
         },
-    )?;
+    )?
+    .0;
     drop(source);
     let quarantined = compaction::retire(
         fs,
@@ -1340,7 +1348,7 @@ fn restore_delete(
     let path = segment::path(dir, session.session_id, session.newest);
     let mut frame = Vec::new();
     if session.newest_version >= 2 {
-        let key = keys.map(|k| k.data_key(session.session_id)).transpose()?;
+        let key = crypto::data_key(keys, session.session_id)?;
         encode_record(
             *next_seq,
             now_micros(),
@@ -1547,11 +1555,10 @@ impl Inner {
             let after_entry = view.is_live().then_some(view.last_activity);
             // Cleared messages a compaction would keep (within the retention) are neither
             // dead nor free to copy; past it, they are dead.
-            let retained = match view.cleared_by {
-                Some((_, at)) if within_retention(self.options.tombstone_retention, at) => {
-                    view.cleared_bytes()
-                }
-                _ => 0,
+            let retained = if view.clear_undoable(self.options.tombstone_retention) {
+                view.cleared_bytes()
+            } else {
+                0
             };
             let dead = view
                 .bytes_written
@@ -1611,27 +1618,25 @@ impl Inner {
     }
 
     /// The activity index, built from the live sessions if this is its first use.
-    fn activity_index(&self) -> parking_lot::MutexGuard<'_, Option<ActivityIndex>> {
-        let mut index = self.activity.lock();
-        if index.is_none() {
+    fn activity_index(&self) -> parking_lot::MappedMutexGuard<'_, ActivityIndex> {
+        parking_lot::MutexGuard::map(self.activity.lock(), |index| {
             // Built under the index's lock, so no write can move a session in between.
-            let built: ActivityIndex = self
-                .sessions
-                .read()
-                .values()
-                .filter_map(|slot| {
-                    let view = slot.view.read();
-                    view.is_live().then(|| {
-                        (
-                            (Reverse(view.last_activity), slot.key.clone()),
-                            Arc::clone(slot),
-                        )
+            index.get_or_insert_with(|| {
+                self.sessions
+                    .read()
+                    .values()
+                    .filter_map(|slot| {
+                        let view = slot.view.read();
+                        view.is_live().then(|| {
+                            (
+                                (Reverse(view.last_activity), slot.key.clone()),
+                                Arc::clone(slot),
+                            )
+                        })
                     })
-                })
-                .collect();
-            *index = Some(built);
-        }
-        index
+                    .collect()
+            })
+        })
     }
 
     /// Moves a session in the activity index from `before` to `after` (its last activity
@@ -1790,8 +1795,7 @@ impl Inner {
             ..shared.view
         };
         let source_files = self.segment_files(src, &view.messages)?;
-        let mut taken = None;
-        let generation = compaction::write_generation(
+        let (generation, ticket) = compaction::write_generation(
             &*self.fs,
             &self.dir,
             (tgt.session_id, 1, SegmentKind::Compacted),
@@ -1800,30 +1804,16 @@ impl Inner {
             Some(&key),
             || {
                 let ticket = self.feed.take();
-                let at = (ticket.seq(), now);
-                taken = Some(ticket);
-                at
+                ((ticket.seq(), now), ticket)
             },
             chain_start(&tgt.key),
             (false, false),
         )?;
-        let Some(ticket) = taken else {
-            return Err(Error::Corrupt {
-                path: segment::path(&self.dir, tgt.session_id, 1),
-                offset: 0,
-                reason: "a fork's copy wrote no snapshot".into(),
-            });
-        };
         let messages = view.messages.len();
+        tw.install_generation(1, &generation, self.segment_version());
         view.install_compacted(generation.messages, Vec::new());
         view.last_seq = ticket.seq();
         *tgt.view.write() = view;
-        tw.oldest = 1;
-        tw.newest = 1;
-        tw.newest_len = generation.len;
-        tw.header_len = generation.header_len;
-        tw.head = generation.head;
-        tw.newest_version = self.segment_version();
         self.live_sessions.fetch_add(1, Ordering::SeqCst);
         self.reindex(tgt, None, Some(now));
         let seq = ticket.seq();
@@ -2079,28 +2069,28 @@ impl Inner {
                     self.poison(keys.destroy_key(id))?;
                 }
             }
+            let mut folders = BTreeSet::new();
             for path in paths {
                 self.fs
                     .remove_file(&path)
                     .map_err(context("removing", &path))?;
-                // The removal is durable only with its folder's entry.
-                let synced = sync_dir(&*self.fs, crate::fs::parent(&path));
-                self.poison(synced)?;
+                folders.insert(crate::fs::parent(&path).to_path_buf());
                 gone.push(path);
+            }
+            for folder in folders {
+                // The removals are durable only with their folder's entries.
+                let synced = sync_dir(&*self.fs, &folder);
+                self.poison(synced)?;
             }
             if let (true, Some(keys)) = (erased_whole, &self.keys) {
                 self.poison(keys.erased(id))?;
             }
         }
+        // (Every removal above was synced by what made it.)
         for path in live_files {
             if !self.fs.exists(&path) && !gone.contains(&path) {
                 gone.push(path);
             }
-        }
-        if !gone.is_empty() {
-            // The removals are durable only with the folder's entries.
-            let synced = sync_dir(&*self.fs, &self.dir);
-            self.poison(synced)?;
         }
         Ok(gone)
     }
@@ -2290,9 +2280,7 @@ impl Inner {
         // Then the least recently active sessions, for good.
         while total > budget {
             let victim = {
-                let mut index = self.activity_index();
-                index
-                    .get_or_insert_with(ActivityIndex::new)
+                self.activity_index()
                     .values()
                     .rev()
                     .find(|slot| slot.view.read().state != RUNNING_STATE)
@@ -2693,10 +2681,7 @@ impl Inner {
 
     /// Session `session_id`'s data key in an encrypted store; `None` in a plain one.
     fn data_key(&self, session_id: u64) -> Result<Option<Arc<DataKey>>> {
-        self.keys
-            .as_ref()
-            .map(|keys| keys.data_key(session_id))
-            .transpose()
+        crypto::data_key(self.keys.as_ref(), session_id)
     }
 
     /// The data key to seal a session's next record with (a new session gets its key, stored
@@ -2816,16 +2801,13 @@ impl Inner {
             self.poison(synced)?;
         }
         self.forget_checkpoint()?;
-        let mut taken = None;
-        let within = view
-            .cleared_by
-            .is_some_and(|(_, ts)| within_retention(self.options.tombstone_retention, ts));
+        let within = view.clear_undoable(self.options.tombstone_retention);
         let keep_cleared = within && !purge;
         // Cleared messages past their undo window go for good with this compaction: the
         // segments that held them are removed, and the session's archive with them (erasure
         // wins over history).
         let erasing = view.cleared_by.is_some() && !within;
-        let generation = {
+        let (generation, (ticket, ts)) = {
             let source = self.segment_files(&slot, &every_loc(&view))?;
             self.poison(compaction::write_generation(
                 &*self.fs,
@@ -2836,21 +2818,16 @@ impl Inner {
                 source.key(),
                 || {
                     let ticket = self.feed.take();
-                    let at = (ticket.seq(), now_micros());
-                    taken = Some((ticket, at.1));
-                    at
+                    let ts = now_micros();
+                    ((ticket.seq(), ts), (ticket, ts))
                 },
                 w.head,
                 (keep_cleared, erasing),
             ))?
         };
-        let Some((ticket, ts)) = taken else {
-            return self.poison(Err(Error::Corrupt {
-                path: segment::path(&self.dir, slot.session_id, number),
-                offset: 0,
-                reason: "a compaction wrote no snapshot".into(),
-            }));
-        };
+        self.release_file(&mut w);
+        let oldest = w.oldest;
+        w.install_generation(number, &generation, self.segment_version());
         {
             let mut view = slot.view.write();
             view.install_compacted(generation.messages, generation.cleared);
@@ -2865,16 +2842,6 @@ impl Inner {
                 messages: view.messages.len(),
             },
         })));
-        self.release_file(&mut w);
-        let oldest = w.oldest;
-        w.oldest = number;
-        w.newest = number;
-        w.newest_len = generation.len;
-        w.header_len = generation.header_len;
-        w.head = generation.head;
-        w.newest_version = self.segment_version();
-        w.sealed = false;
-        w.links_checked = true;
         drop(w);
         let retirement = if erasing {
             Retirement::Erased(slot.session_id, oldest, number)
@@ -2891,7 +2858,7 @@ impl Inner {
     /// `whole_session`, its history before its last compaction) is about to be erased, and
     /// hands the event to subscribers.
     fn log_erasure(&self, session_id: u64, whole_session: bool) -> Result<()> {
-        let mut end = self.erasure_log_end.lock();
+        let mut log = self.erasure_log.lock();
         let ticket = self.feed.take();
         let seq = ticket.seq();
         let ts = now_micros();
@@ -2901,7 +2868,7 @@ impl Inner {
             session_id,
             whole_session,
         };
-        *end = erasures::append(&*self.fs, &self.dir, *end, &erasure)?;
+        log.record(&*self.fs, &self.dir, &erasure)?;
         ticket.commit(Some(Delivery::Event(LogEvent {
             seq,
             time: to_time(ts),
