@@ -28,7 +28,7 @@ use parking_lot::RwLock;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::fs::{context, read_prefix, sync_dir, FileSystem, OpenMode};
+use crate::fs::{context, read_prefix, sync_dir, FileSystem, TEMP_SUFFIX};
 
 /// Bytes of a key (store or data key).
 pub const KEY_LEN: usize = 32;
@@ -213,6 +213,41 @@ fn open(cipher: &Aes256GcmSiv, nonce: &[u8], aad: &[u8], data: &mut [u8], tag: &
         .is_ok()
 }
 
+/// Seals `sealed`, laid out as `nonce (filled in here) | plaintext | tag (filled in here)`, in
+/// place, with the next nonce.
+fn seal_in_place(cipher: &Aes256GcmSiv, nonces: &Nonces, aad: &[u8], sealed: &mut [u8]) {
+    let Some(body_len) = sealed.len().checked_sub(SEAL_OVERHEAD) else {
+        return; // never: every caller reserves the room
+    };
+    let nonce = nonces.next();
+    let (head, rest) = sealed.split_at_mut(NONCE_LEN);
+    let (body, tag_field) = rest.split_at_mut(body_len);
+    head.copy_from_slice(&nonce);
+    let tag = seal(cipher, &nonce, aad, body);
+    tag_field.copy_from_slice(&tag);
+}
+
+/// Opens `nonce | ciphertext | tag` into `out`. `Err(true)`: too short to hold a nonce and a
+/// tag; `Err(false)`: the tag does not match.
+fn open_sealed(
+    cipher: &Aes256GcmSiv,
+    aad: &[u8],
+    sealed: &[u8],
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), bool> {
+    let body_len = sealed.len().checked_sub(SEAL_OVERHEAD).ok_or(true)?;
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (body, tag) = rest.split_at(body_len);
+    out.clear();
+    out.extend_from_slice(body);
+    if open(cipher, nonce, aad, out, tag) {
+        Ok(())
+    } else {
+        out.clear();
+        Err(false)
+    }
+}
+
 /// A session's data key: seals and opens its record payloads.
 pub struct DataKey {
     cipher: Aes256GcmSiv,
@@ -238,15 +273,7 @@ impl DataKey {
     /// Seals a payload laid out as `nonce (12 bytes, filled in here) | plaintext | tag (16
     /// bytes, filled in here)`, with `aad` as associated data.
     pub fn seal_payload(&self, aad: &[u8], payload: &mut [u8]) {
-        let nonce = self.nonces.next();
-        let Some(body_len) = payload.len().checked_sub(SEAL_OVERHEAD) else {
-            return; // never: the caller reserved the room
-        };
-        let (head, rest) = payload.split_at_mut(NONCE_LEN);
-        let (body, tag_field) = rest.split_at_mut(body_len);
-        head.copy_from_slice(&nonce);
-        let tag = seal(&self.cipher, &nonce, aad, body);
-        tag_field.copy_from_slice(&tag);
+        seal_in_place(&self.cipher, &self.nonces, aad, payload);
     }
 
     /// Opens a sealed payload into `out` and returns the plaintext, or why it does not open.
@@ -256,25 +283,19 @@ impl DataKey {
         payload: &[u8],
         out: &'b mut Vec<u8>,
     ) -> Result<&'b [u8], String> {
-        let Some(body_len) = payload.len().checked_sub(SEAL_OVERHEAD) else {
-            return Err(format!(
-                "sealed payload of {} bytes is shorter than its nonce and tag",
-                payload.len()
-            ));
-        };
-        let (nonce, rest) = payload.split_at(NONCE_LEN);
-        let (body, tag) = rest.split_at(body_len);
-        out.clear();
-        out.extend_from_slice(body);
-        if open(&self.cipher, nonce, aad, out, tag) {
-            Ok(out)
-        } else {
-            Err(
-                "sealed payload does not open under the session's key (changed bytes, \
-                 or a record moved from elsewhere)"
-                    .into(),
-            )
-        }
+        open_sealed(&self.cipher, aad, payload, out).map_err(|short| {
+            if short {
+                format!(
+                    "sealed payload of {} bytes is shorter than its nonce and tag",
+                    payload.len()
+                )
+            } else {
+                "sealed payload does not open under the session's key (changed bytes, or a \
+                 record moved from elsewhere)"
+                    .into()
+            }
+        })?;
+        Ok(out)
     }
 }
 
@@ -308,9 +329,9 @@ pub fn is_encrypted(fs: &dyn FileSystem, store_dir: &Path) -> bool {
 
 impl Keyring {
     /// Opens the keyring of the store in `store_dir` with `key`: checks the key against
-    /// `keys/STORE`, or, with `create` (a new, empty store), first writes that file with epoch
-    /// 0. Changes nothing else: a store that will write calls [`Keyring::start_writing`]
-    /// before it seals anything; a read-only one seals nothing.
+    /// `keys/STORE`, or, with `create` (a new, empty store), starts from epoch 0 without it.
+    /// Changes nothing: a store that will write calls [`Keyring::start_writing`] (which writes
+    /// `keys/STORE`) before it seals anything; a read-only one seals nothing.
     pub fn open(
         fs: Arc<dyn FileSystem>,
         store_dir: &Path,
@@ -326,11 +347,9 @@ impl Keyring {
             keys: RwLock::new(HashMap::new()),
             dir,
         };
-        let check = keyring.dir.join(CHECK_FILE);
-        if create && !keyring.fs.exists(&check) {
-            keyring.write_check(&check, 0)?;
+        if !create {
+            keyring.epoch = keyring.check(&keyring.dir.join(CHECK_FILE))?;
         }
-        keyring.epoch = keyring.check(&check)?;
         Ok(keyring)
     }
 
@@ -347,26 +366,14 @@ impl Keyring {
         self.nonces.restart(epoch)?;
         self.write_check(&self.dir.join(CHECK_FILE), epoch)?;
         self.epoch = epoch;
-        let mut removed = false;
-        for entry in self
-            .fs
-            .list(&self.dir)
-            .map_err(context("listing", &self.dir))?
-        {
-            let Some(name) = entry.name.to_str().filter(|_| entry.is_file) else {
-                continue;
-            };
-            let ours = parse_id(name.trim_end_matches(".tmp"), KEY_SUFFIX).is_some()
-                || name == format!("{CHECK_FILE}.tmp");
-            if name.ends_with(".tmp") && ours {
-                let path = self.dir.join(name);
-                self.fs
-                    .remove_file(&path)
-                    .map_err(context("removing", &path))?;
-                removed = true;
-            }
+        let half_written = self.list_ids(&format!("{KEY_SUFFIX}{TEMP_SUFFIX}"))?;
+        for &id in &half_written {
+            let path = crate::fs::temp_path(&self.key_path(id));
+            self.fs
+                .remove_file(&path)
+                .map_err(context("removing", &path))?;
         }
-        if removed {
+        if !half_written.is_empty() {
             // Keeps removed files from coming back after a crash.
             sync_dir(&*self.fs, &self.dir)?;
         }
@@ -378,40 +385,56 @@ impl Keyring {
         let fs = &*self.fs;
         // Created durably if missing, before the files in it.
         crate::compaction::subfolder(fs, crate::fs::parent(&self.dir), KEYS_DIR)?;
-        let mut bytes = Vec::with_capacity(CHECK_LEN);
-        bytes.extend_from_slice(&CHECK_MAGIC);
-        bytes.extend_from_slice(&KEYS_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&epoch.to_le_bytes());
-        let nonce = self.nonces.next();
-        bytes.extend_from_slice(&nonce);
-        let tag = seal(&self.store, &nonce, &bytes[..CHECK_NONCE], &mut []);
-        bytes.extend_from_slice(&tag);
-        let crc = crc32fast::hash(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        write_atomically(fs, check, &bytes)
+        let mut prefix = Vec::with_capacity(CHECK_NONCE);
+        prefix.extend_from_slice(&CHECK_MAGIC);
+        prefix.extend_from_slice(&KEYS_VERSION.to_le_bytes());
+        prefix.extend_from_slice(&epoch.to_le_bytes());
+        let bytes = self.sealed_file(prefix, &[]);
+        debug_assert_eq!(bytes.len(), CHECK_LEN);
+        crate::fs::replace_file(fs, check, &bytes)
+    }
+
+    /// A key file's bytes: `prefix`, then `secret` sealed under the store key with `prefix` as
+    /// associated data (nonce, ciphertext, tag), then the CRC-32 of everything before it.
+    fn sealed_file(&self, mut prefix: Vec<u8>, secret: &[u8]) -> Vec<u8> {
+        let sealed = self.seal_blob(&prefix, secret);
+        prefix.extend_from_slice(&sealed);
+        let crc = crc32fast::hash(&prefix);
+        prefix.extend_from_slice(&crc.to_le_bytes());
+        prefix
+    }
+
+    /// Checks a key file's length, magic, CRC and version; returns its prefix (the associated
+    /// data, `..sealed_at`) and its sealed part (nonce, ciphertext, tag).
+    fn parse_sealed_file<'b>(
+        bytes: &'b [u8],
+        magic: &[u8; 8],
+        len: usize,
+        sealed_at: usize,
+    ) -> Result<(&'b [u8], &'b [u8]), &'static str> {
+        if bytes.len() != len || bytes[..8] != *magic {
+            return Err("not a key file of this kind");
+        }
+        let crc_at = len - 4;
+        if crc32fast::hash(&bytes[..crc_at]) != read_u32(bytes, crc_at) {
+            return Err("checksum mismatch");
+        }
+        if read_u32(bytes, 8) != KEYS_VERSION {
+            return Err("unknown key file version");
+        }
+        Ok((&bytes[..sealed_at], &bytes[sealed_at..crc_at]))
     }
 
     /// Checks the store key against `keys/STORE`; returns the epoch it holds.
     fn check(&self, check: &Path) -> Result<u32> {
         let bytes = read_prefix(&*self.fs, check, CHECK_LEN as u64 + 1)?;
-        let corrupt = |reason: &str| Error::Corrupt {
+        let (aad, sealed) = Self::parse_sealed_file(&bytes, &CHECK_MAGIC, CHECK_LEN, CHECK_NONCE)
+            .map_err(|reason| Error::Corrupt {
             path: check.to_path_buf(),
             offset: 0,
-            reason: reason.into(),
-        };
-        if bytes.len() != CHECK_LEN || bytes[..8] != CHECK_MAGIC {
-            return Err(corrupt("not a store key check"));
-        }
-        if crc32fast::hash(&bytes[..CHECK_CRC]) != read_u32(&bytes, CHECK_CRC) {
-            return Err(corrupt("checksum mismatch"));
-        }
-        if read_u32(&bytes, 8) != KEYS_VERSION {
-            return Err(corrupt("unknown key check version"));
-        }
-        let aad = &bytes[..CHECK_NONCE];
-        let nonce = &bytes[CHECK_NONCE..CHECK_TAG];
-        let tag = &bytes[CHECK_TAG..CHECK_CRC];
-        if open(&self.store, nonce, aad, &mut [], tag) {
+            reason: format!("store key check: {reason}"),
+        })?;
+        if self.open_blob(aad, sealed).is_some() {
             Ok(read_u32(&bytes, CHECK_EPOCH))
         } else {
             Err(Error::WrongKey {
@@ -456,31 +479,17 @@ impl Keyring {
     }
 
     fn unseal_key(&self, session_id: u64, bytes: &[u8]) -> Result<DataKey, String> {
-        if bytes.len() != KEY_FILE_LEN || bytes[..8] != KEY_MAGIC {
-            return Err("not a data key file".into());
-        }
-        if crc32fast::hash(&bytes[..KEY_CRC]) != read_u32(bytes, KEY_CRC) {
-            return Err("checksum mismatch".into());
-        }
-        if read_u32(bytes, 8) != KEYS_VERSION {
-            return Err("unknown data key version".into());
-        }
+        let (aad, sealed) = Self::parse_sealed_file(bytes, &KEY_MAGIC, KEY_FILE_LEN, KEY_NONCE)
+            .map_err(|reason| format!("data key file: {reason}"))?;
         if bytes[KEY_ID..KEY_NONCE] != session_id.to_le_bytes() {
             return Err("the data key belongs to another session".into());
         }
+        let opened = self
+            .open_blob(aad, sealed)
+            .map(Zeroizing::new)
+            .ok_or("the data key does not open under the store key (changed bytes)")?;
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        key.copy_from_slice(&bytes[KEY_SEALED..KEY_TAG]);
-        let aad = &bytes[..KEY_NONCE];
-        let nonce = &bytes[KEY_NONCE..KEY_SEALED];
-        if !open(
-            &self.store,
-            nonce,
-            aad,
-            &mut key[..],
-            &bytes[KEY_TAG..KEY_CRC],
-        ) {
-            return Err("the data key does not open under the store key (changed bytes)".into());
-        }
+        key.copy_from_slice(&opened);
         Ok(self.data_key_from(&key))
     }
 
@@ -497,19 +506,13 @@ impl Keyring {
     pub fn create_key(&self, session_id: u64) -> Result<Arc<DataKey>> {
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         random(&mut key[..])?;
-        let mut bytes = Vec::with_capacity(KEY_FILE_LEN);
-        bytes.extend_from_slice(&KEY_MAGIC);
-        bytes.extend_from_slice(&KEYS_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&session_id.to_le_bytes());
-        let nonce = self.nonces.next();
-        bytes.extend_from_slice(&nonce);
-        let mut sealed = Zeroizing::new(*key);
-        let tag = seal(&self.store, &nonce, &bytes[..KEY_NONCE], &mut sealed[..]);
-        bytes.extend_from_slice(&sealed[..]);
-        bytes.extend_from_slice(&tag);
-        let crc = crc32fast::hash(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        write_atomically(&*self.fs, &self.key_path(session_id), &bytes)?;
+        let mut prefix = Vec::with_capacity(KEY_NONCE);
+        prefix.extend_from_slice(&KEY_MAGIC);
+        prefix.extend_from_slice(&KEYS_VERSION.to_le_bytes());
+        prefix.extend_from_slice(&session_id.to_le_bytes());
+        let bytes = self.sealed_file(prefix, &key[..]);
+        debug_assert_eq!(bytes.len(), KEY_FILE_LEN);
+        crate::fs::replace_file(&*self.fs, &self.key_path(session_id), &bytes)?;
         let data_key = Arc::new(self.data_key_from(&key));
         self.keys.write().insert(session_id, data_key.clone());
         Ok(data_key)
@@ -566,38 +569,31 @@ impl Keyring {
             .map_err(context("listing", &self.dir))?;
         Ok(entries
             .iter()
+            .filter(|entry| entry.is_file)
             .filter_map(|entry| parse_id(entry.name.to_str()?, suffix))
             .collect())
     }
 
-    /// Seals a whole blob (the checkpoint) under the store key: `nonce | ciphertext | tag`.
+    /// Seals a whole blob (the checkpoint, a data key) under the store key:
+    /// `nonce | ciphertext | tag`.
     pub fn seal_blob(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
-        let nonce = self.nonces.next();
-        let mut out = Vec::with_capacity(plain.len() + SEAL_OVERHEAD);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plain);
-        let tag = seal(&self.store, &nonce, aad, &mut out[NONCE_LEN..]);
-        out.extend_from_slice(&tag);
+        let mut out = vec![0; plain.len() + SEAL_OVERHEAD];
+        out[NONCE_LEN..NONCE_LEN + plain.len()].copy_from_slice(plain);
+        seal_in_place(&self.store, &self.nonces, aad, &mut out);
         out
     }
 
     /// Opens a blob [`Keyring::seal_blob`] sealed; `None` if it does not open.
     pub fn open_blob(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-        let body_len = sealed.len().checked_sub(SEAL_OVERHEAD)?;
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (body, tag) = rest.split_at(body_len);
-        let mut out = body.to_vec();
-        open(&self.store, nonce, aad, &mut out, tag).then_some(out)
+        let mut out = Vec::new();
+        open_sealed(&self.store, aad, sealed, &mut out).ok()?;
+        Some(out)
     }
 }
 
 /// The session id in a `keys/` file name `{id:016x}{suffix}`.
 pub fn parse_id(name: &str, suffix: &str) -> Option<u64> {
-    let hex = name.strip_suffix(suffix)?;
-    if hex.len() != 16 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
+    crate::segment::parse_hex(name.strip_suffix(suffix)?, 16)
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
@@ -606,28 +602,6 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
         field.copy_from_slice(src);
     }
     u32::from_le_bytes(field)
-}
-
-/// Writes a small file whole and durably in place of any file of that name: to `{path}.tmp`,
-/// synced, renamed, folder synced.
-fn write_atomically(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    if fs.exists(&tmp) {
-        fs.remove_file(&tmp).map_err(context("removing", &tmp))?;
-    }
-    let file = fs
-        .open(&tmp, OpenMode::CreateNew)
-        .map_err(context("creating", &tmp))?;
-    file.write_at(bytes, 0).map_err(context("writing", &tmp))?;
-    // The bytes must be on disk before the name points at them.
-    file.sync().map_err(context("syncing", &tmp))?;
-    drop(file);
-    // The rename puts the whole file in place at once, never a part of it.
-    fs.rename(&tmp, path).map_err(context("renaming", &tmp))?;
-    // And it is durable only once the folder is synced.
-    sync_dir(fs, crate::fs::parent(path))
 }
 
 #[cfg(test)]

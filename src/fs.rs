@@ -287,6 +287,33 @@ pub fn write_new_file(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> Result<
     sync_dir(fs, parent(path))
 }
 
+/// Suffix of the temporary file [`replace_file`] writes before its rename.
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// `{path}.tmp`: where [`replace_file`] writes `path`'s new bytes.
+pub fn temp_path(path: &Path) -> std::path::PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(TEMP_SUFFIX);
+    std::path::PathBuf::from(tmp)
+}
+
+/// Writes a small file whole and durably in place of any file of that name: to `{path}.tmp`,
+/// synced, renamed, folder synced. A crash leaves the old file or the new one, never a part.
+pub fn replace_file(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
+    let file = fs
+        .open(&tmp, OpenMode::Truncate)
+        .map_err(context("creating", &tmp))?;
+    file.write_at(bytes, 0).map_err(context("writing", &tmp))?;
+    // The bytes must be on disk before the name points at them.
+    file.sync().map_err(context("syncing", &tmp))?;
+    drop(file);
+    // The rename puts the whole file in place at once, never a part of it.
+    fs.rename(&tmp, path).map_err(context("renaming", &tmp))?;
+    // And it is durable only once the folder is synced.
+    sync_dir(fs, parent(path))
+}
+
 /// Moves a file to `to`, which must not exist, and makes both folders' entries durable.
 pub fn move_aside(fs: &dyn FileSystem, from: &Path, to: &Path) -> Result<()> {
     if fs.exists(to) {

@@ -503,15 +503,20 @@ pub(crate) fn replay(
         ..
     } = folder;
     let mut groups: BTreeMap<u64, Vec<SegmentFile>> = BTreeMap::new();
+    // Each session's data key in an encrypted store (or why it cannot be had): its headers
+    // seal the session key, its records their events.
+    let mut data_keys: HashMap<u64, std::result::Result<Option<Arc<DataKey>>, String>> =
+        HashMap::new();
     for (id, files) in listed {
-        // An encrypted store's headers seal the session key under the session's data key.
-        let data_key = crypto::data_key(keys, id).ok().flatten();
+        let data_key = crypto::data_key(keys, id).map_err(|e| e.to_string());
+        let header_key = data_key.as_ref().ok().cloned().flatten();
+        data_keys.insert(id, data_key);
         for number in files {
             let path = segment::path(dir, id, number);
             // Read one byte past the longest header: a header can only be cut short if the
             // whole file is shorter than that.
             let prefix = read_prefix(fs, &path, HEADER_BYTES_MAX as u64 + 1)?;
-            let header = match decode_header(&prefix, data_key.as_deref()) {
+            let header = match decode_header(&prefix, header_key.as_deref()) {
                 Err(HeaderError::Truncated) if prefix.len() > HEADER_BYTES_MAX => Err(
                     HeaderError::Corrupt("zero bytes where the header should be".into()),
                 ),
@@ -580,7 +585,7 @@ pub(crate) fn replay(
     let mut tombstones = Vec::new();
     for (id, mut files) in groups {
         files.sort_by_key(|f| f.number);
-        let key = crypto::data_key(keys, id).map_err(|e| e.to_string());
+        let key = data_keys.remove(&id).unwrap_or(Ok(None));
         let replayed = replay_session(
             fs,
             dir,
@@ -949,14 +954,8 @@ fn replay_session(
             .map(|s| s.path.clone())
             .unwrap_or_else(|| segment::path(dir, id, highest));
         if superseded.is_some() {
-            for number in 1..=highest {
-                let name = segment::path(dir, id, number);
-                if fs.exists(&name) {
-                    fs.remove_file(&name).map_err(context("removing", &name))?;
-                }
-            }
-            // Makes the removal durable: the half-made fork does not come back.
-            sync_dir(fs, dir)?;
+            // Removed durably: the half-made fork does not come back.
+            compaction::retire(fs, dir, id, 1, highest + 1, Retire::Remove)?;
         }
         report.findings.push(Finding::Unfinished {
             path,
@@ -974,19 +973,16 @@ fn replay_session(
     // A session's history starts with segment 1 or with a compacted generation; a fresh
     // segment above 1 at the start means earlier segments are missing (a deleted session's
     // reclaim, interrupted, is the one exception: it removes the oldest first).
-    if let (Some(first), None, false) = (segments.first(), &damage, deleted) {
-        let fresh = matches!(&first.header, Ok((h, _)) if h.kind == SegmentKind::Fresh);
-        if fresh && first.number != 1 {
-            damage = Some((
-                first.path.clone(),
-                0,
-                format!(
-                    "segments 1 to {} of the session are missing",
-                    first.number - 1
-                ),
-            ));
-            view = None; // nothing before the first record is known: keep none of it
-        }
+    if let (Some(first), true, None, false) = (segments.first(), partial, &damage, deleted) {
+        damage = Some((
+            first.path.clone(),
+            0,
+            format!(
+                "segments 1 to {} of the session are missing",
+                first.number - 1
+            ),
+        ));
+        view = None; // nothing before the first record is known: keep none of it
     }
 
     // Finish the compaction a crash interrupted, now that its generation proved sound.

@@ -155,19 +155,22 @@ pub fn path(dir: &Path, session_id: u64, segment: u32) -> PathBuf {
 pub fn parse_file_name(name: &str, suffix: &str) -> Option<(u64, u32)> {
     let stem = name.strip_suffix(suffix)?;
     let (id, segment) = stem.split_once('-')?;
-    let is_hex = |s: &str, width: usize| {
-        s.len() == width && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    if !is_hex(id, 16) || !is_hex(segment, 8) {
-        return None;
-    }
-    let number = u32::from_str_radix(segment, 16).ok()?;
+    let id = parse_hex(id, 16)?;
+    let number = u32::try_from(parse_hex(segment, 8)?).ok()?;
     // Segment numbers start at 1 and stop one short of the largest, so that `n + 1` and
     // `n - 1` of a listed number never overflow.
     if number == 0 || number == u32::MAX {
         return None;
     }
-    Some((u64::from_str_radix(id, 16).ok()?, number))
+    Some((id, number))
+}
+
+/// `text` as a number if it is exactly `width` lowercase hexadecimal digits (what file names
+/// hold: no sign, no other case, no other width).
+pub fn parse_hex(text: &str, width: usize) -> Option<u64> {
+    let digits =
+        text.len() == width && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    digits.then(|| u64::from_str_radix(text, 16).ok()).flatten()
 }
 
 /// The length of the header of a segment of session `key`; `sealed`: of an encrypted store.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use sessionlog::{ChatMessage, LogStore, SessionBackend};
+use sessionlog::{ChatMessage, LogStore, Options, SessionBackend};
 
 use super::{progress, CliResult};
 
@@ -13,7 +13,7 @@ use super::{progress, CliResult};
 /// file's messages take the file's modification time. A line that does not parse stops that
 /// file's import (reported with file and line); a session that already holds the file's first
 /// messages gets only the rest, so importing twice adds nothing.
-pub fn import_jsonl(dir: &Path, from: &Path) -> CliResult<ExitCode> {
+pub fn import_jsonl(dir: &Path, from: &Path, options: &Options) -> CliResult<ExitCode> {
     if !from.is_dir() {
         return Err(format!("{} is not a folder", from.display()).into());
     }
@@ -22,7 +22,7 @@ pub fn import_jsonl(dir: &Path, from: &Path) -> CliResult<ExitCode> {
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
     files.sort();
-    let store = crate::open_store(dir)?;
+    let store = crate::open_store(dir, options)?;
     let mut failed = false;
     let bar = progress(files.len(), "importing");
     for path in files {
@@ -118,7 +118,7 @@ fn parse_sqlite_time(text: &str) -> Option<DateTime<Utc>> {
 /// they differ from what the store holds, so importing twice adds nothing. The database is
 /// opened read-only. A row whose time does not parse stops that session's import.
 #[cfg(feature = "sqlite")]
-pub fn import_sqlite(dir: &Path, from: &Path) -> CliResult<ExitCode> {
+pub fn import_sqlite(dir: &Path, from: &Path, options: &Options) -> CliResult<ExitCode> {
     use rusqlite::{Connection, OpenFlags, OptionalExtension};
     use sessionlog::SessionContext;
 
@@ -159,7 +159,7 @@ pub fn import_sqlite(dir: &Path, from: &Path) -> CliResult<ExitCode> {
         .prepare(keys_sql)?
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
-    let store = crate::open_store(dir)?;
+    let store = crate::open_store(dir, options)?;
     let mut failed = false;
     let bar = progress(keys.len(), "importing");
     let mut messages_stmt = conn.prepare(
@@ -222,20 +222,18 @@ pub fn import_sqlite(dir: &Path, from: &Path) -> CliResult<ExitCode> {
                 .filter(|v| !v.trim().is_empty())
                 .map(str::to_owned)
         };
-        if let Some(name) = present(&name) {
-            if store.get_session_name(&key)?.as_deref() != Some(name.trim()) {
-                store.set_session_name(&key, &name)?;
-            }
-        }
-        if let Some(alias) = present(&alias) {
-            if store.get_session_agent_alias(&key)?.as_deref() != Some(alias.trim()) {
-                store.set_session_agent_alias(&key, &alias)?;
-            }
-        }
+        // What the store holds already is not written again (the name and alias setters
+        // leave the routing fields alone, so one read serves all).
         let held = store.get_session_metadata(&key);
         let differs = |value: &Option<String>, stored: Option<&String>| {
             present(value).filter(|v| stored.map(|s| s.as_str()) != Some(v.trim()))
         };
+        if let Some(name) = differs(&name, held.as_ref().and_then(|m| m.name.as_ref())) {
+            store.set_session_name(&key, &name)?;
+        }
+        if let Some(alias) = differs(&alias, held.as_ref().and_then(|m| m.agent_alias.as_ref())) {
+            store.set_session_agent_alias(&key, &alias)?;
+        }
         let context = (
             differs(
                 &channel_id,

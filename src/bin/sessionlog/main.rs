@@ -14,7 +14,6 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::OnceLock;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -195,9 +194,6 @@ impl std::str::FromStr for Position {
     }
 }
 
-/// The options every command opens the store with (the encryption key, if any).
-static OPTIONS: OnceLock<Options> = OnceLock::new();
-
 /// The encryption key from `--key-file`, `SESSIONLOG_KEY_FILE` or `SESSIONLOG_KEY`.
 fn encryption_key(key_file: Option<PathBuf>) -> CliResult<Option<EncryptionKey>> {
     let file = key_file.or_else(|| std::env::var_os("SESSIONLOG_KEY_FILE").map(PathBuf::from));
@@ -227,15 +223,10 @@ fn encryption_key(key_file: Option<PathBuf>) -> CliResult<Option<EncryptionKey>>
     }
 }
 
-/// Opens (creating it if missing) the store in `dir` with the command's options.
-fn open_store(dir: &Path) -> sessionlog::Result<LogStore> {
-    LogStore::open_with(dir, OPTIONS.get().cloned().unwrap_or_default())
-}
-
-/// Opens the store in `dir` read-only with the command's options.
-fn open_reader(dir: &Path) -> sessionlog::Result<LogStore> {
-    let options = OPTIONS.get().cloned().unwrap_or_default();
-    LogStore::open_read_only_with(dir, options)
+/// Opens (creating it if missing) the store in `dir` with the command's options (the
+/// encryption key, if any).
+fn open_store(dir: &Path, options: &Options) -> sessionlog::Result<LogStore> {
+    LogStore::open_with(dir, options.clone())
 }
 
 fn main() -> ExitCode {
@@ -245,15 +236,11 @@ fn main() -> ExitCode {
         Command::Keygen => Ok(None),
         _ => encryption_key(cli.key_file),
     };
-    let started = encryption.and_then(|encryption| {
-        OPTIONS
-            .set(Options {
-                encryption,
-                ..Options::default()
-            })
-            .map_err(|_| "options set twice".into())
+    let options = encryption.map(|encryption| Options {
+        encryption,
+        ..Options::default()
     });
-    match started.and_then(|()| run(cli.command)) {
+    match options.and_then(|options| run(cli.command, &options)) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&*e) => ExitCode::SUCCESS,
         Err(e) => {
@@ -273,18 +260,18 @@ fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
         .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-fn run(command: Command) -> CliResult<ExitCode> {
+fn run(command: Command, options: &Options) -> CliResult<ExitCode> {
     match command {
         Command::Keygen => outln!("{}", *EncryptionKey::generate()?.to_hex()),
-        Command::Demo { dir } => demo(dir)?,
-        Command::Ls { dir, json } => print_sessions(&read_only(&dir)?, json)?,
+        Command::Demo { dir } => demo(dir, options)?,
+        Command::Ls { dir, json } => print_sessions(&read_only(&dir, options)?, json)?,
         Command::Show {
             dir,
             key,
             tail,
             json,
         } => {
-            let store = read_only(&dir)?;
+            let store = read_only(&dir, options)?;
             if !store.session_exists(&key) {
                 return Err(format!("no session {key:?} in {}", dir.display()).into());
             }
@@ -302,7 +289,7 @@ fn run(command: Command) -> CliResult<ExitCode> {
             limit,
             json,
         } => {
-            let store = read_only(&dir)?;
+            let store = read_only(&dir, options)?;
             let query = SessionQuery {
                 keyword: Some(words.join(" ")),
                 limit: Some(limit),
@@ -344,7 +331,7 @@ fn run(command: Command) -> CliResult<ExitCode> {
                 Some(Position::Time(time)) => filter.to_time = Some(time),
                 None => {}
             }
-            replay(&read_only(&dir)?, filter, json)?;
+            replay(&read_only(&dir, options)?, filter, json)?;
         }
         Command::At {
             dir,
@@ -353,7 +340,7 @@ fn run(command: Command) -> CliResult<ExitCode> {
             time,
             json,
         } => {
-            let store = read_only(&dir)?;
+            let store = read_only(&dir, options)?;
             let seq = match (seq, time) {
                 (Some(seq), _) => Some(seq),
                 (None, Some(time)) => {
@@ -404,10 +391,10 @@ fn run(command: Command) -> CliResult<ExitCode> {
                 print_message(&m, json)?;
             }
         }
-        Command::Verify { dir } => return verify(&dir),
-        Command::Stats { dir, json } => stats(&read_only(&dir)?, json)?,
+        Command::Verify { dir } => return verify(&dir, options),
+        Command::Stats { dir, json } => stats(&read_only(&dir, options)?, json)?,
         Command::Compact { dir, key } => {
-            let store = existing(&dir, open_store)?;
+            let store = existing(&dir, |d| open_store(d, options))?;
             let keys = match key {
                 Some(key) => vec![key],
                 None => store.list_sessions(),
@@ -428,7 +415,7 @@ fn run(command: Command) -> CliResult<ExitCode> {
             store.close()?;
         }
         Command::Export { dir, session } => {
-            let store = read_only(&dir)?;
+            let store = read_only(&dir, options)?;
             let keys = match session {
                 Some(key) => vec![key],
                 None => store.list_sessions(),
@@ -450,10 +437,10 @@ fn run(command: Command) -> CliResult<ExitCode> {
             from_sqlite,
         } => {
             if let Some(from) = from_jsonl {
-                return import::import_jsonl(&dir, &from);
+                return import::import_jsonl(&dir, &from, options);
             }
             if let Some(from) = from_sqlite {
-                return import_sqlite(&dir, &from);
+                return import_sqlite(&dir, &from, options);
             }
         }
     }
@@ -557,12 +544,12 @@ fn summary(kind: &EventKind) -> String {
 }
 
 #[cfg(feature = "sqlite")]
-fn import_sqlite(dir: &Path, from: &Path) -> CliResult<ExitCode> {
-    import::import_sqlite(dir, from)
+fn import_sqlite(dir: &Path, from: &Path, options: &Options) -> CliResult<ExitCode> {
+    import::import_sqlite(dir, from, options)
 }
 
 #[cfg(not(feature = "sqlite"))]
-fn import_sqlite(_dir: &Path, _from: &Path) -> CliResult<ExitCode> {
+fn import_sqlite(_dir: &Path, _from: &Path, _options: &Options) -> CliResult<ExitCode> {
     Err("this sessionlog was built without SQLite import; build it with `--features sqlite`".into())
 }
 
@@ -591,8 +578,9 @@ fn existing(
     Ok(open(dir)?)
 }
 
-fn read_only(dir: &Path) -> CliResult<LogStore> {
-    let store = existing(dir, open_reader)?;
+/// Opens the store in `dir` read-only, and prints what its open found.
+fn read_only(dir: &Path, options: &Options) -> CliResult<LogStore> {
+    let store = existing(dir, |d| LogStore::open_read_only_with(d, options.clone()))?;
     for finding in &store.recovery_report().findings {
         eprintln!("note: {}", describe(finding));
     }
@@ -620,8 +608,8 @@ fn describe(finding: &Finding) -> String {
     }
 }
 
-fn verify(dir: &Path) -> CliResult<ExitCode> {
-    let store = existing(dir, open_reader)?;
+fn verify(dir: &Path, options: &Options) -> CliResult<ExitCode> {
+    let store = existing(dir, |d| LogStore::open_read_only_with(d, options.clone()))?;
     let mut damage = 0;
     for finding in &store.recovery_report().findings {
         // An unfinished last record is a crash's torn tail (a writable open cuts it) or a
@@ -696,10 +684,7 @@ fn stats(store: &LogStore, json: bool) -> CliResult {
     Ok(())
 }
 
-/// Imports `<key>.jsonl` files. Each message gets its file's modification time. A line that
-/// does not parse stops that file's import (nothing of it is imported) and is reported with its
-/// file and line; the source is never changed. A file already imported is skipped, one whose
-/// messages extend the session's gets only the new ones.
+/// Prints the sessions: a table, or one JSON object a line.
 fn print_sessions(store: &LogStore, json: bool) -> CliResult {
     if !json {
         outln!(
@@ -745,10 +730,10 @@ fn print_sessions(store: &LogStore, json: bool) -> CliResult {
     Ok(())
 }
 
-fn demo(dir: PathBuf) -> CliResult {
+fn demo(dir: PathBuf, options: &Options) -> CliResult {
     let keys = ["telegram_alice", "discord.clamps/room-7/bob", "cli:local"];
     {
-        let store = open_store(&dir)?;
+        let store = open_store(&dir, options)?;
         for key in keys {
             store.delete_session(key)?; // the demo starts over each run
         }
@@ -794,7 +779,7 @@ fn demo(dir: PathBuf) -> CliResult {
         store.close()?;
     }
     // Reopen: everything below is read back from the store on disk.
-    let store = open_store(&dir)?;
+    let store = open_store(&dir, options)?;
     outln!("\nreopened {}:\n", dir.display());
     print_sessions(&store, false)?;
     for key in keys {
