@@ -14,17 +14,16 @@
 
 use std::path::Path;
 
-use crate::crypto::Keyring;
 use crate::error::Result;
 use crate::fs::{context, read_all, sync_dir, FileStat, FileSystem, OpenMode};
-use crate::projection::{MessageLoc, SessionView};
+use crate::keyring::Keyring;
+use crate::layout::{CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE};
+use crate::location::MessageLoc;
+use crate::projection::SessionView;
 use crate::record::{Hash, HASH_LEN};
 use crate::recovery::{Finding, RecoveryReport, Replayed, ReplayedSession};
 use crate::segment::{FORMAT_VERSION_OLDEST, SEALED_VERSION};
 
-/// The checkpoint's file name in the store's folder.
-pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
-const TEMP_FILE: &str = "CHECKPOINT.tmp";
 const MAGIC: [u8; 8] = *b"SLCKPT\0\0";
 /// Version 2 added each session's chain head and newest segment's format version; version 3
 /// the messages kept for undo, the tombstones and fork origins.
@@ -432,7 +431,7 @@ pub(crate) fn write(
     bytes: &[u8],
     newest_segment_ns: i64,
 ) -> Result<()> {
-    let temp = dir.join(TEMP_FILE);
+    let temp = dir.join(CHECKPOINT_TEMP_FILE);
     let file = fs
         .open(&temp, OpenMode::Truncate)
         .map_err(context("creating", &temp))?;
@@ -463,7 +462,7 @@ pub(crate) fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::projection::RecordLoc;
+    use crate::location::RecordLoc;
     use crate::record::Event;
 
     #[test]

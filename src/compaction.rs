@@ -10,12 +10,17 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::crypto::{DataKey, Keyring};
+use crate::cipher::DataKey;
 use crate::error::{Error, Result};
-use crate::fs::{context, free_name, move_aside, sync_dir, FileSystem, OpenMode};
-use crate::projection::{MessageLoc, SessionView};
+use crate::fs::{context, free_name, move_aside, subfolder, sync_dir, FileSystem, OpenMode};
+use crate::keyring::Keyring;
+use crate::layout::{
+    segment_name, segment_path, segment_temp_path, ARCHIVE_DIR, QUARANTINE_DIR, TORN_INFIX,
+};
+use crate::location::MessageLoc;
+use crate::projection::SessionView;
 use crate::record::{encode_record, Event, Hash};
-use crate::segment::{self, SegmentFiles, SegmentHeader, SegmentKind, TEMP_SUFFIX};
+use crate::segment::{self, SegmentFiles, SegmentHeader, SegmentKind};
 
 /// A generation written and in force.
 pub struct Generation {
@@ -35,13 +40,6 @@ pub struct Generation {
 const COPY_BATCH: usize = 256;
 /// Bytes compaction buffers before each write.
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
-
-/// The temporary name of segment `segment` of a session while it is being written.
-pub fn temp_path(dir: &Path, session_id: u64, segment: u32) -> PathBuf {
-    let name = segment::file_name(session_id, segment);
-    let stem = name.strip_suffix(segment::SEGMENT_SUFFIX).unwrap_or(&name);
-    dir.join(format!("{stem}{TEMP_SUFFIX}"))
-}
 
 /// Writes `view`'s live state as segment `segment` of session `session_id`, reading the
 /// messages from `source` and sealing its records with `seal` (an encrypted store's data key
@@ -67,8 +65,8 @@ pub fn write_generation<T>(
     // A generation that drops cleared messages past their undo window (`erasing`) says so in
     // its header, so that an open finishing it after a crash erases what it replaces instead
     // of archiving it.
-    let final_path = segment::path(dir, session_id, segment);
-    let temp_path = temp_path(dir, session_id, segment);
+    let final_path = segment_path(dir, session_id, segment);
+    let temp_path = segment_temp_path(dir, session_id, segment);
     let file = fs
         .open(&temp_path, OpenMode::Truncate)
         .map_err(context("creating", &temp_path))?;
@@ -184,11 +182,6 @@ pub enum Retire {
     Quarantine,
 }
 
-/// Folder where damaged segments are kept.
-pub const QUARANTINE_DIR: &str = "quarantine";
-/// Folder where superseded segments are kept with `Options::keep_history`.
-pub const ARCHIVE_DIR: &str = "archive";
-
 /// Retires the segments `from..below` of a session, lowest first, returning where each went.
 ///
 /// Lowest first matters for deleted sessions: their delete record is in the newest segment,
@@ -203,7 +196,7 @@ pub fn retire(
 ) -> Result<Vec<PathBuf>> {
     let mut done = Vec::new();
     for number in from..below {
-        let path = segment::path(dir, session_id, number);
+        let path = segment_path(dir, session_id, number);
         if !fs.exists(&path) {
             continue;
         }
@@ -217,7 +210,7 @@ pub fn retire(
             Retire::Quarantine => QUARANTINE_DIR,
         };
         let folder = subfolder(fs, dir, folder)?;
-        let target = free_name(fs, &folder, &segment::file_name(session_id, number));
+        let target = free_name(fs, &folder, &segment_name(session_id, number));
         move_aside(fs, &path, &target)?;
         done.push(target);
     }
@@ -272,7 +265,7 @@ pub fn erase_traces(fs: &dyn FileSystem, dir: &Path, session_id: u64) -> Result<
                 continue;
             };
             // In the store's folder only side files: its segments are retired on their own.
-            if !name.starts_with(&prefix) || !(all || name.contains(segment::TORN_INFIX)) {
+            if !name.starts_with(&prefix) || !(all || name.contains(TORN_INFIX)) {
                 continue;
             }
             let path = folder.join(name);
@@ -286,16 +279,4 @@ pub fn erase_traces(fs: &dyn FileSystem, dir: &Path, session_id: u64) -> Result<
         }
     }
     Ok(gone)
-}
-
-/// A subfolder of the store (`archive/`, `quarantine/`), created durably if missing.
-pub fn subfolder(fs: &dyn FileSystem, dir: &Path, name: &str) -> Result<PathBuf> {
-    let folder = dir.join(name);
-    if !fs.is_dir(&folder) {
-        fs.create_dir_all(&folder)
-            .map_err(context("creating", &folder))?;
-        // The new folder's entry must be durable before files are moved into it.
-        sync_dir(fs, dir)?;
-    }
-    Ok(folder)
 }

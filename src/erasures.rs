@@ -12,14 +12,12 @@
 //! store-wide sequence number like any event's.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::Result;
 use crate::fs::{context, read_all, FileSystem, OpenMode};
-use crate::recovery::NUMBER_LIMIT;
+use crate::layout::{erased_path, NUMBER_LIMIT};
 
-/// The erasure log's file name, in the store's folder.
-pub const ERASED_FILE: &str = "ERASED";
 /// Bytes of one record.
 pub const RECORD_LEN: usize = 32;
 
@@ -115,7 +113,7 @@ impl Log {
 /// Reads the log of the store in `dir`: every sound record, skipping (and listing) bad ones
 /// that have a sound one after them.
 pub fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Log> {
-    let path = dir.join(ERASED_FILE);
+    let path = erased_path(dir);
     if !fs.exists(&path) {
         return Ok(Log {
             erasures: Vec::new(),
@@ -151,7 +149,7 @@ pub fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Log> {
 /// Appends `erasure` to the log at `at` (the end of its good records) and syncs it; returns
 /// the new end. Durable before the erasure starts, so that the log never misses one.
 pub fn append(fs: &dyn FileSystem, dir: &Path, at: u64, erasure: &Erasure) -> Result<u64> {
-    let path = dir.join(ERASED_FILE);
+    let path = erased_path(dir);
     let created = !fs.exists(&path);
     let mode = if created {
         OpenMode::CreateNew
@@ -168,11 +166,6 @@ pub fn append(fs: &dyn FileSystem, dir: &Path, at: u64, erasure: &Erasure) -> Re
         crate::fs::sync_dir(fs, dir)?;
     }
     Ok(at + RECORD_LEN as u64)
-}
-
-/// The path of the log in `dir`.
-pub fn path(dir: &Path) -> PathBuf {
-    dir.join(ERASED_FILE)
 }
 
 #[cfg(test)]
@@ -194,10 +187,10 @@ mod tests {
         for seq in 1..=3 {
             end = append(&fs, dir, end, &record(seq)).unwrap();
         }
-        let mut bytes = read_all(&fs, &path(dir)).unwrap();
+        let mut bytes = read_all(&fs, &erased_path(dir)).unwrap();
         bytes[RECORD_LEN + 3] ^= 1; // the middle record
         bytes.extend_from_slice(&[7; RECORD_LEN + 5]); // a torn append after the last
-        std::fs::write(path(dir), &bytes).unwrap();
+        std::fs::write(erased_path(dir), &bytes).unwrap();
         let log = read(&fs, dir).unwrap();
         assert_eq!(log.erasures, vec![record(1), record(3)]);
         assert_eq!(log.damaged, vec![RECORD_LEN as u64]);

@@ -197,30 +197,6 @@ impl Error {
         }
     }
 
-    /// Why a record at `offset` of `path` does not decode: a checksum mismatch as such,
-    /// anything else as corrupt data.
-    pub(crate) fn from_frame(
-        path: &std::path::Path,
-        offset: u64,
-        error: crate::record::FrameError,
-    ) -> Error {
-        match error {
-            crate::record::FrameError::Checksum {
-                expected, actual, ..
-            } => Error::ChecksumMismatch {
-                path: path.to_owned(),
-                offset,
-                expected,
-                actual,
-            },
-            other => Error::Corrupt {
-                path: path.to_owned(),
-                offset,
-                reason: other.to_string(),
-            },
-        }
-    }
-
     /// The [`io::ErrorKind`] this error maps to at the [`crate::SessionBackend`] boundary.
     pub fn kind(&self) -> io::ErrorKind {
         match self {

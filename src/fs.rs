@@ -339,6 +339,18 @@ pub fn free_name(fs: &dyn FileSystem, dir: &Path, name: &str) -> PathBuf {
     candidate
 }
 
+/// A subfolder of the store (`archive/`, `quarantine/`, `keys/`), created durably if missing.
+pub fn subfolder(fs: &dyn FileSystem, dir: &Path, name: &str) -> Result<std::path::PathBuf> {
+    let folder = dir.join(name);
+    if !fs.is_dir(&folder) {
+        fs.create_dir_all(&folder)
+            .map_err(context("creating", &folder))?;
+        // The new folder's entry must be durable before files are moved into it.
+        sync_dir(fs, dir)?;
+    }
+    Ok(folder)
+}
+
 /// The folder holding `path`.
 pub fn parent(path: &Path) -> &Path {
     path.parent()

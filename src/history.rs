@@ -19,18 +19,19 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::backend::{SessionMetadata, SessionState, TimestampedMessage};
-use crate::compaction::ARCHIVE_DIR;
-use crate::crypto::{self, DataKey, Keyring};
+use crate::cipher::DataKey;
 use crate::error::{Error, Result};
 use crate::fs::{context, FileSystem, OpenMode};
+use crate::keyring::{self, Keyring};
+use crate::layout::{parse_segment_name, ARCHIVE_DIR, NUMBER_LIMIT, SEGMENT_SUFFIX};
+use crate::location::{MessageLoc, RecordLoc};
 use crate::message::ChatMessage;
 use crate::options::RetentionRule;
-use crate::projection::{to_time, MessageLoc, RecordLoc, SessionView};
+use crate::projection::{to_time, SessionView};
 use crate::record::{
     chain_start, decode_event, decode_frame, open_payload, record_hash, Event, FrameError, Hash,
 };
-use crate::recovery::NUMBER_LIMIT;
-use crate::segment::{self, SegmentKind, HEADER_BYTES_MAX, SEGMENT_SUFFIX};
+use crate::segment::{self, SegmentKind, HEADER_BYTES_MAX};
 
 /// Which events [`crate::LogStore::events`] returns. Every bound is inclusive; the default
 /// returns every event the log holds.
@@ -311,7 +312,7 @@ fn list_histories(fs: &dyn FileSystem, dir: &Path) -> Result<BTreeMap<u64, Vec<S
                 continue;
             };
             let ours =
-                segment::parse_file_name(name, SEGMENT_SUFFIX).filter(|(id, _)| *id < NUMBER_LIMIT);
+                parse_segment_name(name, SEGMENT_SUFFIX).filter(|(id, _)| *id < NUMBER_LIMIT);
             if let Some((id, number)) = ours {
                 // The folder's copy wins over an archived one of the same number.
                 sessions
@@ -695,7 +696,7 @@ impl Cursor {
                 return Ok(None);
             }
         }
-        Err(Error::from_frame(&segment.path, self.offset, error))
+        Err(error.at(&segment.path, self.offset))
     }
 
     /// The segment ends inside a record: a write in progress (or a torn tail a writable open
@@ -945,12 +946,12 @@ impl Events {
         for (id, segments) in readable_histories(&*fs, dir, keys)? {
             if let Some(wanted) = &events.filter.session {
                 // Another session's damage (or missing key) must not stop this one's reading.
-                let key = crypto::data_key(keys, id).ok().flatten();
+                let key = keyring::data_key(keys, id).ok().flatten();
                 if history_key(&*fs, &segments, key.as_deref()).as_ref() != Some(wanted) {
                     continue;
                 }
             }
-            let key = crypto::data_key(keys, id)?;
+            let key = keyring::data_key(keys, id)?;
             let cursor = Cursor::new(Arc::clone(&fs), (id, key), segments)?;
             events.cursors.push(cursor);
             events.pending.push(None);
@@ -1016,7 +1017,7 @@ pub(crate) fn load_at(
 ) -> Result<Option<SessionAt>> {
     let mut unavailable = None;
     for (id, segments) in readable_histories(&*fs, dir, keys)? {
-        let data_key = crypto::data_key(keys, id).ok().flatten();
+        let data_key = keyring::data_key(keys, id).ok().flatten();
         if history_key(&*fs, &segments, data_key.as_deref()).as_deref() != Some(key) {
             continue;
         }
@@ -1146,7 +1147,7 @@ pub(crate) fn verify(
     for (id, segments) in histories {
         progress(report.sessions, total);
         report.sessions += 1;
-        let key = match crypto::data_key(keys, id) {
+        let key = match keyring::data_key(keys, id) {
             Ok(key) => key,
             Err(e) => {
                 report.problems.push(problem(None, e));

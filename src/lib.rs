@@ -35,14 +35,17 @@
 
 mod backend;
 mod checkpoint;
+mod cipher;
 mod compaction;
-mod crypto;
 mod erasures;
 mod error;
 mod feed;
 pub mod fs;
 mod history;
+mod keyring;
+mod layout;
 mod listing;
+mod location;
 mod message;
 mod options;
 mod projection;
@@ -57,14 +60,14 @@ pub mod testing;
 pub use backend::{
     SessionBackend, SessionContext, SessionMetadata, SessionQuery, SessionState, TimestampedMessage,
 };
-pub use crypto::{DataKey, EncryptionKey};
+pub use cipher::{DataKey, EncryptionKey};
 pub use error::{Error, Result};
 pub use feed::{Delivery, Subscription};
 pub use history::{EventFilter, EventKind, Events, LogEvent, Problem, SessionAt, VerifyReport};
 pub use listing::{ListQuery, Page, PAGE_LIMIT_DEFAULT};
+pub use location::BATCH_MESSAGES_MAX;
 pub use message::ChatMessage;
 pub use options::{Durability, Options, Retention, RetentionRule};
-pub use projection::BATCH_MESSAGES_MAX;
 pub use recovery::{Finding, RecoveryReport};
 pub use segment::{FORMAT_VERSION, MAX_KEY_BYTES, SEALED_VERSION};
 pub use store::{LogStore, RetentionReport, SessionStats, SEARCH_LIMIT_DEFAULT};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::crypto::EncryptionKey;
+use crate::cipher::EncryptionKey;
 use crate::error::{Error, Result};
 use crate::record::PAYLOAD_BYTES_LIMIT;
 

@@ -19,7 +19,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{DataKey, NONCE_LEN, TAG_LEN};
+use crate::cipher::{DataKey, NONCE_LEN, TAG_LEN};
+use crate::error::Error;
 
 /// Offset of the payload length (`u32`).
 pub const LEN_OFFSET: usize = 0;
@@ -264,6 +265,28 @@ pub enum FrameError {
         /// Total size the record claims, header included.
         record_len: u64,
     },
+}
+
+impl FrameError {
+    /// This error as the store reports it for a record at `offset` of `path`: a checksum
+    /// mismatch as such, anything else as corrupt data.
+    pub(crate) fn at(self, path: &std::path::Path, offset: u64) -> Error {
+        match self {
+            FrameError::Checksum {
+                expected, actual, ..
+            } => Error::ChecksumMismatch {
+                path: path.to_owned(),
+                offset,
+                expected,
+                actual,
+            },
+            other => Error::Corrupt {
+                path: path.to_owned(),
+                offset,
+                reason: other.to_string(),
+            },
+        }
+    }
 }
 
 impl std::fmt::Display for FrameError {
@@ -726,7 +749,7 @@ mod tests {
         encode_record(5, 6, &PREV, &event, &mut record, Some(&key));
         assert_eq!(
             record.len(),
-            HEADER_LEN + encode_event(&event).len() + crate::crypto::SEAL_OVERHEAD
+            HEADER_LEN + encode_event(&event).len() + crate::cipher::SEAL_OVERHEAD
         );
         assert!(
             !record.windows(4).any(|w| w == b"4111"),

@@ -14,63 +14,26 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::checkpoint::CHECKPOINT_FILE;
-use crate::compaction::{self, Retire, ARCHIVE_DIR, QUARANTINE_DIR};
-use crate::crypto::{self, DataKey, Keyring, KEYS_DIR};
-use crate::erasures::{Erasure, ERASED_FILE};
+use crate::cipher::DataKey;
+use crate::compaction::{self, Retire};
+use crate::erasures::Erasure;
 use crate::error::{Error, Result};
 use crate::fs::{
     context, free_name, parent, read_all, read_prefix, sync_dir, FileSystem, OpenMode,
 };
-use crate::projection::{RecordLoc, SessionView};
+use crate::keyring::{self, Keyring};
+use crate::layout::{
+    self, erased_path, kept_session_id, parse_segment_name, segment_path, ARCHIVE_DIR,
+    CHECKPOINT_FILE, ERASED_FILE, ERASED_TORN_PREFIX, KEYS_DIR, LOCK_FILE, NUMBER_LIMIT,
+    QUARANTINE_DIR, SEGMENT_SUFFIX, SEGMENT_TEMP_SUFFIX, TORN_INFIX,
+};
+use crate::location::RecordLoc;
+use crate::projection::{within_retention, SessionView};
 use crate::record::{chain_start, decode_event, open_payload, record_hash, Event, Hash};
 use crate::segment::{
     self, decode_header, scan_records, HeaderError, ScanEnd, SegmentKind, FORMAT_VERSION,
-    HEADER_BYTES_MAX, SEALED_VERSION, SEGMENT_SUFFIX, TEMP_SUFFIX, TORN_INFIX,
+    HEADER_BYTES_MAX, SEALED_VERSION,
 };
-
-/// Name of the lock file in a store's folder. It also holds the sequence floor.
-pub const LOCK_FILE: &str = "LOCK";
-
-// Format of the LOCK file's content: { magic: [u8; 8] | seq_floor: u64 | crc32: u32 }
-const FLOOR_MAGIC: [u8; 8] = *b"SLFLOOR\0";
-const FLOOR_LEN: usize = 8 + 8 + 4;
-
-/// The sequence floor stored in the LOCK file: no record ever had a sequence number at or above
-/// it when it was written. 0 if the file holds none (or a damaged one).
-pub(crate) fn read_seq_floor(fs: &dyn FileSystem, dir: &Path) -> u64 {
-    let Ok(bytes) = read_prefix(fs, &dir.join(LOCK_FILE), FLOOR_LEN as u64) else {
-        return 0;
-    };
-    let (Some(magic), Some(floor), Some(crc)) =
-        (bytes.get(0..8), bytes.get(8..16), bytes.get(16..20))
-    else {
-        return 0;
-    };
-    let stored = u32::from_le_bytes(crc.try_into().unwrap_or_default());
-    if magic != FLOOR_MAGIC || stored != crc32fast::hash(bytes.get(..16).unwrap_or_default()) {
-        return 0;
-    }
-    u64::from_le_bytes(floor.try_into().unwrap_or_default())
-}
-
-/// Records durably that sequence numbers below `floor` are used, before records are removed
-/// (a deleted session's files), so that a reopen never hands out their numbers again.
-pub(crate) fn write_seq_floor(fs: &dyn FileSystem, dir: &Path, floor: u64) -> Result<()> {
-    let path = dir.join(LOCK_FILE);
-    let mut bytes = Vec::with_capacity(FLOOR_LEN);
-    bytes.extend_from_slice(&FLOOR_MAGIC);
-    bytes.extend_from_slice(&floor.to_le_bytes());
-    let crc = crc32fast::hash(&bytes);
-    bytes.extend_from_slice(&crc.to_le_bytes());
-    let file = fs
-        .open(&path, OpenMode::Write)
-        .map_err(context("opening", &path))?;
-    file.write_at(&bytes, 0)
-        .map_err(context("writing", &path))?;
-    // The floor must be durable before the records it stands for are removed.
-    file.sync().map_err(context("syncing", &path))
-}
 
 /// What open found and did, in the order it happened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -222,9 +185,6 @@ struct SegmentFile {
     header: Result<(segment::SegmentHeader, usize), HeaderError>,
 }
 
-/// The prefix of the side file of a record of the erasure log a crash cut short.
-const ERASED_TORN_PREFIX: &str = "ERASED.torn-";
-
 /// The erasure log (`ERASED`) as open found it: where the next record goes, the highest
 /// sequence number in it, and the sessions whose erasure it holds.
 pub(crate) struct ErasureLog {
@@ -252,7 +212,7 @@ impl ErasureLog {
         for &offset in &log.damaged {
             report.findings.push(Finding::Damaged {
                 key: None,
-                path: crate::erasures::path(dir),
+                path: erased_path(dir),
                 offset,
                 reason: "erasure record fails its checksum; the records after it are read".into(),
                 quarantined: Vec::new(),
@@ -287,7 +247,7 @@ impl ErasureLog {
         report: &mut RecoveryReport,
     ) -> Result<()> {
         if self.file_len > self.end {
-            let path = crate::erasures::path(dir);
+            let path = erased_path(dir);
             let (saved_to, bytes) = cut_tail(fs, &path, self.end, false)?;
             report.findings.push(Finding::TornTail {
                 path,
@@ -377,10 +337,6 @@ impl ErasureLog {
     }
 }
 
-/// Session ids and sequence numbers at or above this are damage (or not ours): the store
-/// never comes near them, and keeping them out leaves room to count up without overflow.
-pub(crate) const NUMBER_LIMIT: u64 = 1 << 62;
-
 /// What a listing of the store's folder found.
 pub(crate) struct Folder {
     /// Segment numbers by session id.
@@ -421,8 +377,7 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
             continue;
         }
         let ours = |suffix| {
-            segment::parse_file_name(name, suffix)
-                .filter(|(id, _)| *id < NUMBER_LIMIT && entry.is_file)
+            parse_segment_name(name, suffix).filter(|(id, _)| *id < NUMBER_LIMIT && entry.is_file)
         };
         if let Some((id, number)) = ours(SEGMENT_SUFFIX) {
             folder.next_id = folder.next_id.max(id + 1);
@@ -430,14 +385,14 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
             folder.names.push(name.to_owned());
             continue;
         }
-        if let Some((id, _)) = ours(TEMP_SUFFIX) {
+        if let Some((id, _)) = ours(SEGMENT_TEMP_SUFFIX) {
             folder.next_id = folder.next_id.max(id + 1);
             folder.temps.push(dir.join(name));
             folder.names.push(name.to_owned());
             continue;
         }
         let side_file = name.split_once(TORN_INFIX).is_some_and(|(stem, _)| {
-            segment::parse_file_name(&format!("{stem}{SEGMENT_SUFFIX}"), SEGMENT_SUFFIX).is_some()
+            parse_segment_name(&format!("{stem}{SEGMENT_SUFFIX}"), SEGMENT_SUFFIX).is_some()
         });
         if !(side_file && entry.is_file) {
             let path = dir.join(&entry.name);
@@ -454,25 +409,12 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
         }
         for entry in fs.list(&kept).map_err(context("listing", &kept))? {
             let name = entry.name.to_str().unwrap_or_default();
-            let id = name
-                .split_once('-')
-                .filter(|(id, _)| id.len() == 16)
-                .and_then(|(id, _)| u64::from_str_radix(id, 16).ok())
-                .filter(|id| *id < NUMBER_LIMIT);
-            if let Some(id) = id {
+            if let Some(id) = kept_session_id(name) {
                 folder.next_id = folder.next_id.max(id + 1);
             }
         }
     }
     Ok(folder)
-}
-
-/// True when a session deleted at `deleted_at` (µs since the epoch) can still be restored.
-pub(crate) fn within_retention(retention: std::time::Duration, deleted_at: i64) -> bool {
-    let age = chrono::Utc::now()
-        .timestamp_micros()
-        .saturating_sub(deleted_at);
-    u128::try_from(age).unwrap_or(0) < retention.as_micros()
 }
 
 /// Replays every session of a listed folder. With `keep_history`, segments that are no
@@ -508,11 +450,11 @@ pub(crate) fn replay(
     let mut data_keys: HashMap<u64, std::result::Result<Option<Arc<DataKey>>, String>> =
         HashMap::new();
     for (id, files) in listed {
-        let data_key = crypto::data_key(keys, id).map_err(|e| e.to_string());
+        let data_key = keyring::data_key(keys, id).map_err(|e| e.to_string());
         let header_key = data_key.as_ref().ok().cloned().flatten();
         data_keys.insert(id, data_key);
         for number in files {
-            let path = segment::path(dir, id, number);
+            let path = segment_path(dir, id, number);
             // Read one byte past the longest header: a header can only be cut short if the
             // whole file is shorter than that.
             let prefix = read_prefix(fs, &path, HEADER_BYTES_MAX as u64 + 1)?;
@@ -607,7 +549,7 @@ pub(crate) fn replay(
         }
     }
     let mut next_seq = (max_seq + 1)
-        .max(read_seq_floor(fs, dir))
+        .max(layout::read_seq_floor(fs, dir))
         .max(erased.max_seq + 1);
     for finish in pending {
         // An erasing compaction a crash cut short: logged (once), then finished.
@@ -641,7 +583,7 @@ pub(crate) fn replay(
     if let (Some(_), false) = (superseded, deleted.is_empty()) {
         // A delete whose files a crash kept: finish reclaiming them, after recording that
         // their sequence numbers are used.
-        write_seq_floor(fs, dir, next_seq)?;
+        layout::write_seq_floor(fs, dir, next_seq)?;
         // A deleted session is erased, whatever `keep_history` says.
         for (id, oldest, highest) in deleted {
             erased.log(fs, dir, id, &mut next_seq)?;
@@ -952,7 +894,7 @@ fn replay_session(
         let path = segments
             .last()
             .map(|s| s.path.clone())
-            .unwrap_or_else(|| segment::path(dir, id, highest));
+            .unwrap_or_else(|| segment_path(dir, id, highest));
         if superseded.is_some() {
             // Removed durably: the half-made fork does not come back.
             compaction::retire(fs, dir, id, 1, highest + 1, Retire::Remove)?;

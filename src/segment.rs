@@ -13,11 +13,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::crypto::{DataKey, NONCE_LEN, SEAL_OVERHEAD};
+use crate::cipher::{DataKey, NONCE_LEN, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::fs::{context, FileHandle, FileSystem, OpenMode};
+use crate::layout::segment_path;
+use crate::location::MessageLoc;
 use crate::message::ChatMessage;
-use crate::projection::MessageLoc;
 use crate::record::{decode_event, decode_frame, open_payload, Event, Frame, FrameError};
 
 /// The first eight bytes of every segment.
@@ -62,13 +63,6 @@ const _: () = assert!(
     HEADER_BYTES_MAX == 1091,
     "docs/FORMAT.md documents the longest header"
 );
-
-/// File-name suffix of segments.
-pub const SEGMENT_SUFFIX: &str = ".seg";
-/// File-name suffix of a compaction's output before it is renamed into place.
-pub const TEMP_SUFFIX: &str = ".seg.tmp";
-/// Infix of the side file that keeps the bytes of a torn tail cut off on open.
-pub const TORN_INFIX: &str = ".seg.torn-";
 
 /// What a segment's records mean relative to the session's lower-numbered segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,38 +133,6 @@ pub enum HeaderError {
     Sealed,
     /// Anything else: wrong magic, bad checksum, bad kind or key.
     Corrupt(String),
-}
-
-/// The file name of a session's segment.
-pub fn file_name(session_id: u64, segment: u32) -> String {
-    format!("{session_id:016x}-{segment:08x}{SEGMENT_SUFFIX}")
-}
-
-/// The path of a session's segment in `dir`.
-pub fn path(dir: &Path, session_id: u64, segment: u32) -> PathBuf {
-    dir.join(file_name(session_id, segment))
-}
-
-/// Parses `{session_id:016x}-{segment:08x}` (lowercase hex, exact widths) followed by `suffix`.
-pub fn parse_file_name(name: &str, suffix: &str) -> Option<(u64, u32)> {
-    let stem = name.strip_suffix(suffix)?;
-    let (id, segment) = stem.split_once('-')?;
-    let id = parse_hex(id, 16)?;
-    let number = u32::try_from(parse_hex(segment, 8)?).ok()?;
-    // Segment numbers start at 1 and stop one short of the largest, so that `n + 1` and
-    // `n - 1` of a listed number never overflow.
-    if number == 0 || number == u32::MAX {
-        return None;
-    }
-    Some((id, number))
-}
-
-/// `text` as a number if it is exactly `width` lowercase hexadecimal digits (what file names
-/// hold: no sign, no other case, no other width).
-pub fn parse_hex(text: &str, width: usize) -> Option<u64> {
-    let digits =
-        text.len() == width && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    digits.then(|| u64::from_str_radix(text, 16).ok()).flatten()
 }
 
 /// The length of the header of a segment of session `key`; `sealed`: of an encrypted store.
@@ -415,7 +377,7 @@ impl SegmentFiles {
         let mut files = HashMap::new();
         for loc in locs {
             if let std::collections::hash_map::Entry::Vacant(slot) = files.entry(loc.segment) {
-                let path = path(dir, session_id, loc.segment);
+                let path = segment_path(dir, session_id, loc.segment);
                 let file = fs
                     .open(&path, OpenMode::Read)
                     .map_err(context("opening", &path))?;
@@ -495,7 +457,7 @@ impl SegmentFiles {
                 for loc in record_locs {
                     let Some((role, content)) = event.message(loc.index()) else {
                         return Err(Error::Corrupt {
-                            path: path(&self.dir, self.session_id, loc.segment),
+                            path: segment_path(&self.dir, self.session_id, loc.segment),
                             offset: loc.offset(),
                             reason: format!(
                                 "expected message {} of a record, found {event:?}",
@@ -514,7 +476,7 @@ impl SegmentFiles {
     }
 
     fn read_span(&self, segment: u32, start: u64, end: u64, bytes: &mut Vec<u8>) -> Result<()> {
-        let path = path(&self.dir, self.session_id, segment);
+        let path = segment_path(&self.dir, self.session_id, segment);
         let file = self.files.get(&segment).ok_or_else(|| Error::Corrupt {
             path: path.clone(),
             offset: start,
@@ -538,14 +500,13 @@ impl SegmentFiles {
         record: &'a [u8],
         scratch: &'a mut Vec<u8>,
     ) -> Result<(u64, Event<'a>)> {
-        let path = || path(&self.dir, self.session_id, loc.segment);
+        let path = || segment_path(&self.dir, self.session_id, loc.segment);
         let corrupt = |reason: String| Error::Corrupt {
             path: path(),
             offset: loc.offset(),
             reason,
         };
-        let (frame, _) =
-            decode_frame(record).map_err(|e| Error::from_frame(&path(), loc.offset(), e))?;
+        let (frame, _) = decode_frame(record).map_err(|e| e.at(&path(), loc.offset()))?;
         let payload = open_payload(&frame, self.key.as_deref(), scratch).map_err(corrupt)?;
         let event = decode_event(payload).map_err(corrupt)?;
         Ok((frame.seq, event))
@@ -564,22 +525,6 @@ mod tests {
             segment: 7,
             prev_len: 1234,
             key: "a/b".into(),
-        }
-    }
-
-    #[test]
-    fn names_round_trip_and_reject_near_misses() {
-        let name = file_name(0xdead, 3);
-        assert_eq!(name, "000000000000dead-00000003.seg");
-        assert_eq!(parse_file_name(&name, SEGMENT_SUFFIX), Some((0xdead, 3)));
-        for bad in [
-            "000000000000DEAD-00000003.seg",
-            "00000000000dead-00000003.seg",
-            "000000000000dead-00000003.seg.bak",
-            "000000000000dead_00000003.seg",
-            "x.seg",
-        ] {
-            assert_eq!(parse_file_name(bad, SEGMENT_SUFFIX), None, "{bad}");
         }
     }
 

@@ -29,26 +29,26 @@ use crate::backend::{
     SessionBackend, SessionContext, SessionMetadata, SessionQuery, SessionState, TimestampedMessage,
 };
 use crate::checkpoint;
+use crate::cipher::{DataKey, SEAL_OVERHEAD};
 use crate::compaction::{self, Generation, Retire};
-use crate::crypto::{self, DataKey, Keyring};
 use crate::erasures::Erasure;
 use crate::error::{Error, Result};
 use crate::feed::{Delivery, Feed, Subscription};
 use crate::fs::{context, sync_dir, FileHandle, FileSystem, LockGuard, OpenMode, StdFs};
 use crate::history::{self, EventFilter, EventKind, Events, LogEvent, SessionAt, VerifyReport};
+use crate::keyring::{self, Keyring};
+use crate::layout;
+use crate::layout::LOCK_FILE;
 use crate::listing::{self, ListQuery, Page, PAGE_LIMIT_DEFAULT};
+use crate::location::{MessageLoc, RecordLoc, BATCH_MESSAGES_MAX};
 use crate::message::ChatMessage;
 use crate::options::{Durability, Options, RetentionRule};
-use crate::projection::{
-    to_time, MessageLoc, RecordLoc, SessionView, BATCH_MESSAGES_MAX, RUNNING_STATE,
-};
+use crate::projection::{to_time, within_retention, SessionView, RUNNING_STATE};
 use crate::record::{
     begin_record, chain_start, encode_event, encode_frame, encode_record, record_hash, seal_record,
     BatchMessage, Event, Hash,
 };
-use crate::recovery::{
-    self, within_retention, Finding, RecoveryReport, ReplayedSession, LOCK_FILE,
-};
+use crate::recovery::{self, Finding, RecoveryReport, ReplayedSession};
 use crate::search::Matcher;
 use crate::segment::{
     self, SegmentFiles, SegmentHeader, SegmentKind, StoredMessage, MAX_KEY_BYTES,
@@ -1230,7 +1230,7 @@ fn open_keyring(
     read_only: bool,
     names: &[String],
 ) -> Result<Option<Keyring>> {
-    let encrypted = crypto::is_encrypted(&**fs, dir);
+    let encrypted = keyring::is_encrypted(&**fs, dir);
     match (&options.encryption, encrypted) {
         (None, false) => Ok(None),
         (None, true) => Err(Error::KeyRequired {
@@ -1239,7 +1239,7 @@ fn open_keyring(
         (Some(key), true) => Keyring::open(Arc::clone(fs), dir, key, false).map(Some),
         (Some(key), false) => {
             let holds_data = !names.is_empty()
-                || [compaction::ARCHIVE_DIR, compaction::QUARANTINE_DIR]
+                || [layout::ARCHIVE_DIR, layout::QUARANTINE_DIR]
                     .iter()
                     .any(|folder| fs.is_dir(&dir.join(folder)));
             if holds_data || read_only {
@@ -1270,7 +1270,7 @@ fn repair(
             offset,
             reason: "segment numbers exhausted".into(),
         })?;
-    let key = crypto::data_key(keys, session.session_id)?;
+    let key = keyring::data_key(keys, session.session_id)?;
     let locs = every_loc(&session.view);
     let source = SegmentFiles::open(fs, dir, session.session_id, &locs, key.clone())?;
     let seq = *next_seq;
@@ -1345,10 +1345,10 @@ fn restore_delete(
         });
         return Ok(());
     }
-    let path = segment::path(dir, session.session_id, session.newest);
+    let path = layout::segment_path(dir, session.session_id, session.newest);
     let mut frame = Vec::new();
     if session.newest_version >= 2 {
-        let key = crypto::data_key(keys, session.session_id)?;
+        let key = keyring::data_key(keys, session.session_id)?;
         encode_record(
             *next_seq,
             now_micros(),
@@ -1372,7 +1372,7 @@ fn restore_delete(
     file.sync().map_err(context("syncing", &path))?;
     drop(file);
     // Then its files go, as a reclaim does: the sequence floor first, and the erasure logged.
-    recovery::write_seq_floor(fs, dir, *next_seq)?;
+    layout::write_seq_floor(fs, dir, *next_seq)?;
     erased.log(fs, dir, session.session_id, next_seq)?;
     compaction::erase_session_files(
         fs,
@@ -1505,7 +1505,7 @@ impl Inner {
             // A compaction writes all metadata in one record, which must fit too (sealed, in
             // an encrypted store).
             let seal = if self.keys.is_some() {
-                crypto::SEAL_OVERHEAD
+                SEAL_OVERHEAD
             } else {
                 0
             };
@@ -1590,7 +1590,7 @@ impl Inner {
         if let Err(reason) = applied {
             // The caller checked the event against the view, so this is a bug; stop writing.
             return self.poison(Err(Error::Corrupt {
-                path: segment::path(&self.dir, slot.session_id, at.segment),
+                path: layout::segment_path(&self.dir, slot.session_id, at.segment),
                 offset: at.offset,
                 reason: format!("record does not apply to the session: {reason}"),
             }));
@@ -1841,8 +1841,8 @@ impl Inner {
         shared: &Shared,
     ) -> Result<()> {
         for number in sw.oldest..=shared.segment {
-            let from = segment::path(&self.dir, src.session_id, number);
-            let to = segment::path(&self.dir, tgt.session_id, number);
+            let from = layout::segment_path(&self.dir, src.session_id, number);
+            let to = layout::segment_path(&self.dir, tgt.session_id, number);
             self.fs
                 .hard_link(&from, &to)
                 .map_err(context("linking", &to))?;
@@ -1873,7 +1873,7 @@ impl Inner {
         let mut headers = Vec::new();
         let key = self.data_key(src.session_id)?;
         for number in sw.oldest..=sw.newest {
-            let path = segment::path(&self.dir, src.session_id, number);
+            let path = layout::segment_path(&self.dir, src.session_id, number);
             let bytes = crate::fs::read_all(&*self.fs, &path)?;
             let corrupt = |reason: String| Error::Corrupt {
                 path: path.clone(),
@@ -1922,7 +1922,7 @@ impl Inner {
             });
             if let segment::ScanEnd::Damage { offset, reason } = end {
                 return Err(Error::Corrupt {
-                    path: segment::path(&self.dir, src.session_id, *number),
+                    path: layout::segment_path(&self.dir, src.session_id, *number),
                     offset,
                     reason,
                 });
@@ -2001,7 +2001,7 @@ impl Inner {
             Some(slot) => {
                 let w = slot.writer.lock();
                 (w.oldest.max(1)..=w.newest)
-                    .map(|n| segment::path(&self.dir, slot.session_id, n))
+                    .map(|n| layout::segment_path(&self.dir, slot.session_id, n))
                     .collect()
             }
             None => Vec::new(),
@@ -2022,7 +2022,7 @@ impl Inner {
         }
         // Earlier sessions of the key, kept in the archive or quarantine.
         let mut earlier: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
-        for folder in [compaction::ARCHIVE_DIR, compaction::QUARANTINE_DIR] {
+        for folder in [layout::ARCHIVE_DIR, layout::QUARANTINE_DIR] {
             let folder = self.dir.join(folder);
             if !self.fs.is_dir(&folder) {
                 continue;
@@ -2032,7 +2032,7 @@ impl Inner {
                 let segment_name = entry
                     .name
                     .to_str()
-                    .and_then(|name| segment::parse_file_name(name, segment::SEGMENT_SUFFIX));
+                    .and_then(|name| layout::parse_segment_name(name, layout::SEGMENT_SUFFIX));
                 let Some((id, _)) = segment_name else {
                     continue;
                 };
@@ -2388,7 +2388,7 @@ impl Inner {
         if !w.links_checked && w.newest != 0 {
             // A segment a fork shares (found on open: `sealed` is not kept on disk) never
             // changes again.
-            let path = segment::path(&self.dir, slot.session_id, w.newest);
+            let path = layout::segment_path(&self.dir, slot.session_id, w.newest);
             let names = self
                 .fs
                 .link_count(&path)
@@ -2474,7 +2474,7 @@ impl Inner {
         kind: SegmentKind,
         prev_len: u64,
     ) -> Result<(Box<dyn FileHandle>, u64)> {
-        let path = segment::path(&self.dir, slot.session_id, number);
+        let path = layout::segment_path(&self.dir, slot.session_id, number);
         // Made before the session's first segment (see `write_key`).
         let data_key = self.data_key(slot.session_id)?;
         let header = segment::encode_header(
@@ -2507,11 +2507,11 @@ impl Inner {
     ) -> Result<T> {
         if let Some(file) = &w.file {
             return f(&**file).map_err(|e| {
-                let path = segment::path(&self.dir, slot.session_id, w.newest);
+                let path = layout::segment_path(&self.dir, slot.session_id, w.newest);
                 context("writing", &path)(e)
             });
         }
-        let path = segment::path(&self.dir, slot.session_id, w.newest);
+        let path = layout::segment_path(&self.dir, slot.session_id, w.newest);
         let file = self
             .fs
             .open(&path, OpenMode::Write)
@@ -2548,8 +2548,8 @@ impl Inner {
         // they are used before removing them. Open finishes the reclaim if a crash stops it.
         // A deleted session past its undo window is erased, archive included: erasure wins
         // over `keep_history`.
-        let result = recovery::write_seq_floor(&*self.fs, &self.dir, self.feed.next_seq())
-            .and_then(|()| {
+        let result =
+            layout::write_seq_floor(&*self.fs, &self.dir, self.feed.next_seq()).and_then(|()| {
                 self.retire_as(Retirement::Reclaimed(
                     slot.session_id,
                     w.oldest,
@@ -2650,7 +2650,7 @@ impl Inner {
 
     fn sync_segments(&self, segments: &[(u64, u32)], dir: bool) -> Result<()> {
         for &(session_id, number) in segments {
-            let path = segment::path(&self.dir, session_id, number);
+            let path = layout::segment_path(&self.dir, session_id, number);
             match self.fs.open(&path, OpenMode::Read) {
                 // Interval/Never: this is where those writes become durable.
                 Ok(file) => file.sync().map_err(context("syncing", &path))?,
@@ -2681,7 +2681,7 @@ impl Inner {
 
     /// Session `session_id`'s data key in an encrypted store; `None` in a plain one.
     fn data_key(&self, session_id: u64) -> Result<Option<Arc<DataKey>>> {
-        crypto::data_key(self.keys.as_ref(), session_id)
+        keyring::data_key(self.keys.as_ref(), session_id)
     }
 
     /// The data key to seal a session's next record with (a new session gets its key, stored
@@ -2708,7 +2708,7 @@ impl Inner {
         let files = self.segment_files(slot, &[loc])?;
         let mut read = files.read_messages(&[loc])?;
         read.pop().map(|m| m.message).ok_or_else(|| Error::Corrupt {
-            path: segment::path(&self.dir, slot.session_id, loc.segment),
+            path: layout::segment_path(&self.dir, slot.session_id, loc.segment),
             offset: loc.offset(),
             reason: "message not found".into(),
         })

@@ -1093,7 +1093,7 @@ pub fn fuzz_open_folder(data: &[u8]) {
     while let [name, a, b, tail @ ..] = rest {
         let len = usize::from(u16::from_le_bytes([*a, *b])).min(tail.len());
         let (bytes, after) = tail.split_at(len);
-        let file = crate::segment::file_name(u64::from(*name / 4), u32::from(*name % 4) + 1);
+        let file = crate::layout::segment_name(u64::from(*name / 4), u32::from(*name % 4) + 1);
         fs.put_file(&Path::new(FUZZ_DIR).join(file), bytes);
         rest = after;
     }

@@ -1,0 +1,209 @@
+//! Every name in a store's folder, in one place: the files and folders a store holds, how a
+//! segment's or a key file's name is made and parsed, and the limit on the numbers names carry.
+//!
+//! ```text
+//! {dir}/LOCK                                  the lock, and the sequence floor (recovery)
+//! {dir}/CHECKPOINT, CHECKPOINT.tmp            the projection at the last clean close
+//! {dir}/ERASED, ERASED.torn-{n}               the erasure log, and a torn tail cut off it
+//! {dir}/{id:016x}-{segment:08x}.seg           a session's segments
+//! {dir}/{id:016x}-{segment:08x}.seg.tmp       a compaction's output before its rename
+//! {dir}/{id:016x}-{segment:08x}.seg.torn-{n}  the bytes of a torn tail cut off on open
+//! {dir}/archive/, {dir}/quarantine/           superseded (keep_history) and damaged segments
+//! {dir}/keys/STORE, keys/{id:016x}.key        an encrypted store's key check and data keys
+//! {dir}/keys/{id:016x}.erasing                an erasure a crash interrupted
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+use crate::fs::{context, read_prefix, FileSystem, OpenMode};
+
+/// Name of the lock file in a store's folder. It also holds the sequence floor.
+pub const LOCK_FILE: &str = "LOCK";
+/// The checkpoint: the projection as it was at the last clean close.
+pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
+/// Where the checkpoint is written before its rename.
+pub const CHECKPOINT_TEMP_FILE: &str = "CHECKPOINT.tmp";
+/// The erasure log.
+pub const ERASED_FILE: &str = "ERASED";
+/// Prefix of the side file that keeps a record of the erasure log a crash cut short.
+pub const ERASED_TORN_PREFIX: &str = "ERASED.torn-";
+/// Folder where damaged segments are kept.
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// Folder where superseded segments are kept with `Options::keep_history`.
+pub const ARCHIVE_DIR: &str = "archive";
+/// Folder of an encrypted store's key files.
+pub const KEYS_DIR: &str = "keys";
+/// The file in `keys/` that checks the store key and holds the nonce epoch.
+pub const STORE_CHECK_FILE: &str = "STORE";
+/// File-name suffix of a session's data key in `keys/`.
+pub const KEY_SUFFIX: &str = ".key";
+/// File-name suffix of the marker of an erasure a crash interrupted, in `keys/`.
+pub const ERASING_SUFFIX: &str = ".erasing";
+/// File-name suffix of segments.
+pub const SEGMENT_SUFFIX: &str = ".seg";
+/// File-name suffix of a compaction's output before it is renamed into place.
+pub const SEGMENT_TEMP_SUFFIX: &str = ".seg.tmp";
+/// Infix of the side file that keeps the bytes of a torn tail cut off on open.
+pub const TORN_INFIX: &str = ".seg.torn-";
+
+/// Session ids and sequence numbers at or above this are damage (or not ours): the store
+/// never comes near them, and keeping them out leaves room to count up without overflow.
+pub const NUMBER_LIMIT: u64 = 1 << 62;
+
+/// The file name of a session's segment.
+pub fn segment_name(session_id: u64, segment: u32) -> String {
+    format!("{session_id:016x}-{segment:08x}{SEGMENT_SUFFIX}")
+}
+
+/// The path of a session's segment in `dir`.
+pub fn segment_path(dir: &Path, session_id: u64, segment: u32) -> PathBuf {
+    dir.join(segment_name(session_id, segment))
+}
+
+/// The temporary name of segment `segment` of a session while compaction writes it.
+pub fn segment_temp_path(dir: &Path, session_id: u64, segment: u32) -> PathBuf {
+    dir.join(format!(
+        "{session_id:016x}-{segment:08x}{SEGMENT_TEMP_SUFFIX}"
+    ))
+}
+
+/// Parses `{session_id:016x}-{segment:08x}` (lowercase hex, exact widths) followed by `suffix`.
+pub fn parse_segment_name(name: &str, suffix: &str) -> Option<(u64, u32)> {
+    let stem = name.strip_suffix(suffix)?;
+    let (id, segment) = stem.split_once('-')?;
+    let id = parse_hex(id, 16)?;
+    let number = u32::try_from(parse_hex(segment, 8)?).ok()?;
+    // Segment numbers start at 1 and stop one short of the largest, so that `n + 1` and
+    // `n - 1` of a listed number never overflow.
+    if number == 0 || number == u32::MAX {
+        return None;
+    }
+    Some((id, number))
+}
+
+/// The session id an archived or quarantined file's name starts with (`{id:016x}-…`), if
+/// below [`NUMBER_LIMIT`].
+pub fn kept_session_id(name: &str) -> Option<u64> {
+    name.split_once('-')
+        .filter(|(id, _)| id.len() == 16)
+        .and_then(|(id, _)| u64::from_str_radix(id, 16).ok())
+        .filter(|id| *id < NUMBER_LIMIT)
+}
+
+/// The path of session `session_id`'s data key in `keys_dir`.
+pub fn key_path(keys_dir: &Path, session_id: u64) -> PathBuf {
+    keys_dir.join(format!("{session_id:016x}{KEY_SUFFIX}"))
+}
+
+/// The path of session `session_id`'s erasure marker in `keys_dir`.
+pub fn erasing_path(keys_dir: &Path, session_id: u64) -> PathBuf {
+    keys_dir.join(format!("{session_id:016x}{ERASING_SUFFIX}"))
+}
+
+/// The session id in a `keys/` file name `{id:016x}{suffix}`.
+pub fn parse_key_name(name: &str, suffix: &str) -> Option<u64> {
+    parse_hex(name.strip_suffix(suffix)?, 16)
+}
+
+/// The path of the erasure log of the store in `dir`.
+pub fn erased_path(dir: &Path) -> PathBuf {
+    dir.join(ERASED_FILE)
+}
+
+/// `text` as a number if it is exactly `width` lowercase hexadecimal digits (what file names
+/// hold: no sign, no other case, no other width).
+pub fn parse_hex(text: &str, width: usize) -> Option<u64> {
+    let digits =
+        text.len() == width && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    digits.then(|| u64::from_str_radix(text, 16).ok()).flatten()
+}
+
+// Format of the LOCK file's content: { magic: [u8; 8] | seq_floor: u64 | crc32: u32 }
+const FLOOR_MAGIC: [u8; 8] = *b"SLFLOOR\0";
+const FLOOR_LEN: usize = 8 + 8 + 4;
+
+/// The sequence floor stored in the LOCK file: no record ever had a sequence number at or above
+/// it when it was written. 0 if the file holds none (or a damaged one).
+pub(crate) fn read_seq_floor(fs: &dyn FileSystem, dir: &Path) -> u64 {
+    let Ok(bytes) = read_prefix(fs, &dir.join(LOCK_FILE), FLOOR_LEN as u64) else {
+        return 0;
+    };
+    let (Some(magic), Some(floor), Some(crc)) =
+        (bytes.get(0..8), bytes.get(8..16), bytes.get(16..20))
+    else {
+        return 0;
+    };
+    let stored = u32::from_le_bytes(crc.try_into().unwrap_or_default());
+    if magic != FLOOR_MAGIC || stored != crc32fast::hash(bytes.get(..16).unwrap_or_default()) {
+        return 0;
+    }
+    u64::from_le_bytes(floor.try_into().unwrap_or_default())
+}
+
+/// Records durably that sequence numbers below `floor` are used, before records are removed
+/// (a deleted session's files), so that a reopen never hands out their numbers again.
+pub(crate) fn write_seq_floor(fs: &dyn FileSystem, dir: &Path, floor: u64) -> Result<()> {
+    let path = dir.join(LOCK_FILE);
+    let mut bytes = Vec::with_capacity(FLOOR_LEN);
+    bytes.extend_from_slice(&FLOOR_MAGIC);
+    bytes.extend_from_slice(&floor.to_le_bytes());
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    let file = fs
+        .open(&path, OpenMode::Write)
+        .map_err(context("opening", &path))?;
+    file.write_at(&bytes, 0)
+        .map_err(context("writing", &path))?;
+    // The floor must be durable before the records it stands for are removed.
+    file.sync().map_err(context("syncing", &path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_parse_only_when_exact() {
+        let name = segment_name(0xdead, 3);
+        assert_eq!(name, "000000000000dead-00000003.seg");
+        assert_eq!(parse_segment_name(&name, SEGMENT_SUFFIX), Some((0xdead, 3)));
+        assert_eq!(
+            segment_temp_path(Path::new("d"), 0xdead, 3),
+            Path::new("d/000000000000dead-00000003.seg.tmp")
+        );
+        for bad in [
+            "000000000000DEAD-00000003.seg",
+            "000000000000dead-00000000.seg",
+            "000000000000dead-ffffffff.seg",
+            "00000000000dead-00000003.seg",
+            "+00000000000dead-00000003.seg",
+            "000000000000dead-00000003.seg.bak",
+            "000000000000dead_00000003.seg",
+            "x.seg",
+        ] {
+            assert_eq!(parse_segment_name(bad, SEGMENT_SUFFIX), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_parse_only_from_exact_key_names() {
+        assert_eq!(
+            parse_key_name("00000000000000ab.key", KEY_SUFFIX),
+            Some(0xab)
+        );
+        assert_eq!(parse_key_name("00000000000000AB.key", KEY_SUFFIX), None);
+        assert_eq!(parse_key_name("0000000000000ab.key", KEY_SUFFIX), None);
+        assert_eq!(parse_key_name("00000000000000ab.key.tmp", KEY_SUFFIX), None);
+    }
+
+    #[test]
+    fn kept_files_name_their_session() {
+        assert_eq!(
+            kept_session_id("00000000000000ab-00000001.seg.1"),
+            Some(0xab)
+        );
+        assert_eq!(kept_session_id("4000000000000000-00000001.seg"), None);
+        assert_eq!(kept_session_id("ab-00000001.seg"), None);
+    }
+}
