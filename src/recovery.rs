@@ -417,8 +417,17 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
     Ok(folder)
 }
 
-/// Replays every session of a listed folder. With `keep_history`, segments that are no
-/// longer in force go to `archive/` instead of being removed.
+/// How open replays: what the options and the kind of open ask of it.
+pub(crate) struct ReplayOptions {
+    /// Segments that are no longer in force go to `archive/` instead of being removed.
+    pub keep_history: bool,
+    /// Open may change the folder (a writer); a reader changes nothing.
+    pub repair: bool,
+    /// `Options::tombstone_retention`: deleted sessions younger than this stay restorable.
+    pub retention: std::time::Duration,
+}
+
+/// Replays every session of a listed folder.
 ///
 /// Nothing is changed until every segment header has been read: a segment of an unsupported
 /// version stops open before any repair.
@@ -426,11 +435,15 @@ pub(crate) fn replay(
     fs: &dyn FileSystem,
     dir: &Path,
     folder: Folder,
-    keep_history: bool,
-    repair: bool,
-    retention: std::time::Duration,
-    (keys, erased): (Option<&Keyring>, &mut ErasureLog),
+    options: &ReplayOptions,
+    keys: Option<&Keyring>,
+    erased: &mut ErasureLog,
 ) -> Result<Replayed> {
+    let ReplayOptions {
+        keep_history,
+        repair,
+        retention,
+    } = *options;
     // What happens to segments no longer in force; `None`: a read-only open changes nothing.
     let superseded = match (repair, keep_history) {
         (false, _) => None,

@@ -1,0 +1,261 @@
+//! [`SessionBackend`] for [`LogStore`]: the trait agent runtimes call, on top of the engine.
+
+use crate::backend::{
+    SessionBackend, SessionContext, SessionMetadata, SessionQuery, SessionState, TimestampedMessage,
+};
+use crate::message::ChatMessage;
+use crate::projection::{to_time, SessionView, RUNNING_STATE};
+use crate::record::Event;
+use crate::search::Matcher;
+
+use super::commit::Decision;
+use super::{now_micros, trimmed, LogStore, SEARCH_LIMIT_DEFAULT};
+
+impl SessionBackend for LogStore {
+    fn load(&self, session_key: &str) -> Vec<ChatMessage> {
+        self.inner
+            .read(session_key, |len| 0..len)
+            .map(|messages| messages.into_iter().map(|m| m.message).collect())
+            .unwrap_or_default()
+    }
+
+    fn load_with_timestamps(&self, session_key: &str) -> Vec<TimestampedMessage> {
+        self.read_messages(session_key).unwrap_or_default()
+    }
+
+    fn append(&self, session_key: &str, message: &ChatMessage) -> std::io::Result<()> {
+        let event = Event::Append {
+            role: &message.role,
+            content: &message.content,
+        };
+        Ok(self
+            .inner
+            .commit(session_key, true, &event, |_| Decision::Write(()))?)
+    }
+
+    fn remove_last(&self, session_key: &str) -> std::io::Result<bool> {
+        Ok(self
+            .inner
+            .commit(session_key, false, &Event::RemoveLast, |view| match view {
+                Some(v) if !v.messages.is_empty() => Decision::Write(true),
+                _ => Decision::Skip(false),
+            })?)
+    }
+
+    fn update_last(&self, session_key: &str, message: &ChatMessage) -> std::io::Result<bool> {
+        let event = Event::UpdateLast {
+            role: &message.role,
+            content: &message.content,
+        };
+        Ok(self
+            .inner
+            .commit(session_key, false, &event, |view| match view {
+                Some(v) if !v.messages.is_empty() => Decision::Write(true),
+                _ => Decision::Skip(false),
+            })?)
+    }
+
+    fn list_sessions(&self) -> Vec<String> {
+        self.inner
+            .live_slots()
+            .iter()
+            .map(|slot| slot.key.clone())
+            .collect()
+    }
+
+    fn list_sessions_with_metadata(&self) -> Vec<SessionMetadata> {
+        self.inner.live_views(|view| Some(view.metadata()))
+    }
+
+    fn compact(&self, session_key: &str) -> std::io::Result<()> {
+        Ok(self.inner.compact(session_key)?)
+    }
+
+    fn cleanup_stale(&self, ttl_hours: u32) -> std::io::Result<usize> {
+        let ttl = i64::from(ttl_hours).saturating_mul(3_600_000_000);
+        let cutoff = now_micros().saturating_sub(ttl);
+        let is_stale =
+            |view: &SessionView| view.last_activity < cutoff && view.state != RUNNING_STATE;
+        let candidates: Vec<String> = {
+            let sessions = self.inner.sessions.read();
+            sessions
+                .values()
+                .filter(|slot| {
+                    let view = slot.view.read();
+                    view.is_live() && is_stale(&view)
+                })
+                .map(|slot| slot.key.clone())
+                .collect()
+        };
+        let mut deleted = 0;
+        for key in candidates {
+            // Checked again under the session's writer lock: it may have moved on since.
+            let removed = self
+                .inner
+                .commit(&key, false, &Event::Delete, |view| match view {
+                    Some(v) if is_stale(v) => Decision::Write(true),
+                    _ => Decision::Skip(false),
+                })?;
+            deleted += usize::from(removed);
+        }
+        Ok(deleted)
+    }
+
+    fn search(&self, query: &SessionQuery) -> Vec<SessionMetadata> {
+        let limit = query.limit.unwrap_or(SEARCH_LIMIT_DEFAULT);
+        let rows = self
+            .inner
+            .live_views(|view| Some(view.metadata()))
+            .into_iter();
+        let Some(keyword) = &query.keyword else {
+            return rows.take(limit).collect();
+        };
+        let matcher = Matcher::new(keyword);
+        if matcher.is_empty() {
+            return Vec::new();
+        }
+        rows.filter(|meta| {
+            matcher.matches(&meta.key)
+                || meta
+                    .name
+                    .as_deref()
+                    .is_some_and(|name| matcher.matches(name))
+                || self
+                    .inner
+                    .any_message(&meta.key, |content| matcher.matches(content))
+                    .unwrap_or(false)
+        })
+        .take(limit)
+        .collect()
+    }
+
+    fn clear_messages(&self, session_key: &str) -> std::io::Result<usize> {
+        Ok(self
+            .inner
+            .commit(session_key, false, &Event::Clear, |view| match view {
+                Some(v) if !v.messages.is_empty() => Decision::Write(v.messages.len()),
+                _ => Decision::Skip(0),
+            })?)
+    }
+
+    fn delete_session(&self, session_key: &str) -> std::io::Result<bool> {
+        Ok(self
+            .inner
+            .commit(session_key, false, &Event::Delete, |view| match view {
+                Some(_) => Decision::Write(true),
+                None => Decision::Skip(false),
+            })?)
+    }
+
+    fn session_exists(&self, session_key: &str) -> bool {
+        self.inner.with_view(session_key, |_| ()).is_some()
+    }
+
+    fn set_session_name(&self, session_key: &str, name: &str) -> std::io::Result<()> {
+        let event = Event::SetName {
+            name: (!name.is_empty()).then_some(name),
+        };
+        Ok(self
+            .inner
+            .commit(session_key, true, &event, |_| Decision::Write(()))?)
+    }
+
+    fn get_session_name(&self, session_key: &str) -> std::io::Result<Option<String>> {
+        Ok(self
+            .inner
+            .with_view(session_key, |v| v.name.clone())
+            .flatten())
+    }
+
+    fn set_session_agent_alias(&self, session_key: &str, agent_alias: &str) -> std::io::Result<()> {
+        let event = Event::SetAlias {
+            alias: (!agent_alias.is_empty()).then_some(agent_alias),
+        };
+        Ok(self
+            .inner
+            .commit(session_key, true, &event, |_| Decision::Write(()))?)
+    }
+
+    fn get_session_agent_alias(&self, session_key: &str) -> std::io::Result<Option<String>> {
+        Ok(self
+            .inner
+            .with_view(session_key, |v| v.agent_alias.clone())
+            .flatten())
+    }
+
+    fn set_session_context(
+        &self,
+        session_key: &str,
+        context: SessionContext<'_>,
+    ) -> std::io::Result<()> {
+        let event = Event::SetContext {
+            channel_id: trimmed(context.channel_id),
+            room_id: trimmed(context.room_id),
+            sender_id: trimmed(context.sender_id),
+        };
+        let changes_nothing = matches!(
+            event,
+            Event::SetContext {
+                channel_id: None,
+                room_id: None,
+                sender_id: None
+            }
+        );
+        Ok(self.inner.commit(session_key, true, &event, |view| {
+            if view.is_some() && changes_nothing {
+                Decision::Skip(())
+            } else {
+                Decision::Write(())
+            }
+        })?)
+    }
+
+    fn get_session_metadata(&self, session_key: &str) -> Option<SessionMetadata> {
+        self.inner.with_view(session_key, SessionView::metadata)
+    }
+
+    fn set_session_state(
+        &self,
+        session_key: &str,
+        state: &str,
+        turn_id: Option<&str>,
+    ) -> std::io::Result<()> {
+        let event = Event::SetState { state, turn_id };
+        Ok(self
+            .inner
+            .commit(session_key, true, &event, |_| Decision::Write(()))?)
+    }
+
+    fn get_session_state(&self, session_key: &str) -> std::io::Result<Option<SessionState>> {
+        Ok(self
+            .inner
+            .with_view(session_key, SessionView::session_state))
+    }
+
+    fn list_running_sessions(&self) -> Vec<SessionMetadata> {
+        let mut rows = self.inner.running();
+        rows.sort_by(|(a, sa), (b, sb)| {
+            sb.turn_started_at
+                .cmp(&sa.turn_started_at)
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        rows.into_iter().map(|(meta, _)| meta).collect()
+    }
+
+    fn list_stuck_sessions(&self, threshold_secs: u64) -> Vec<SessionMetadata> {
+        let threshold = i64::try_from(threshold_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+        let cutoff = to_time(now_micros().saturating_sub(threshold));
+        let mut rows: Vec<_> = self
+            .inner
+            .running()
+            .into_iter()
+            .filter(|(_, state)| state.turn_started_at.is_some_and(|t| t < cutoff))
+            .collect();
+        rows.sort_by(|(a, sa), (b, sb)| {
+            sa.turn_started_at
+                .cmp(&sb.turn_started_at)
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        rows.into_iter().map(|(meta, _)| meta).collect()
+    }
+}

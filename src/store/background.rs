@@ -1,0 +1,117 @@
+//! The background threads: the interval flusher and the compactor, and the queue between the
+//! write path and the compactor.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Result};
+
+use super::Inner;
+
+/// The queue of sessions to compact, and the signal that stops the background threads.
+#[derive(Default)]
+pub(super) struct Background {
+    pub(super) state: Mutex<BackgroundState>,
+    pub(super) wake: Condvar,
+}
+
+#[derive(Default)]
+pub(super) struct BackgroundState {
+    pub(super) stop: bool,
+    /// Sessions waiting for compaction, each at most once.
+    pub(super) queue: VecDeque<String>,
+    pub(super) queued: HashSet<String>,
+    /// Compactions under way. A session leaves `queued` when its compaction starts, so writes
+    /// made meanwhile can queue it again.
+    pub(super) running: usize,
+}
+
+pub(super) fn spawn(
+    name: &str,
+    inner: &Arc<Inner>,
+    work: impl FnOnce(&Inner) + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    let inner = Arc::clone(inner);
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || work(&inner))
+        .map_err(|e| Error::io(format!("starting thread {name}"), e))
+}
+
+/// `Durability::Interval`: sync what is unsynced every `every`.
+pub(super) fn flusher(inner: &Inner, every: Duration) {
+    let background = &inner.background;
+    loop {
+        {
+            let mut state = background.state.lock();
+            if !state.stop {
+                background.wake.wait_for(&mut state, every);
+            }
+            if state.stop {
+                return;
+            }
+        }
+        // A failure poisons the store, so the next write reports it.
+        let _ = inner.flush();
+    }
+}
+
+/// How often the compactor looks for tombstones past their retention.
+pub(super) const TOMBSTONE_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Compacts the sessions writers queued, one at a time, and reclaims tombstones past their
+/// retention.
+pub(super) fn compactor(inner: &Inner) {
+    let background = &inner.background;
+    let mut last_retention = Instant::now();
+    loop {
+        let key = {
+            let mut state = background.state.lock();
+            loop {
+                if state.stop {
+                    return;
+                }
+                if let Some(key) = state.queue.pop_front() {
+                    state.queued.remove(&key);
+                    state.running += 1;
+                    break key;
+                }
+                let mut every = TOMBSTONE_SWEEP_EVERY;
+                if inner.options.retention.is_set() {
+                    every = every.min(inner.options.retention.check_every);
+                }
+                let idle = background.wake.wait_for(&mut state, every).timed_out();
+                let retention_due = inner.options.retention.is_set()
+                    && last_retention.elapsed() >= inner.options.retention.check_every;
+                if idle && (retention_due || !inner.tombstones.lock().is_empty()) {
+                    drop(state);
+                    // A failure poisons the store, so the next write reports it.
+                    if retention_due {
+                        last_retention = Instant::now();
+                        let _ = inner.apply_retention();
+                    }
+                    let _ = inner.sweep_tombstones();
+                    state = background.state.lock();
+                }
+            }
+        };
+        // A failure poisons the store, so the next write reports it.
+        let _ = inner.compact_as(&key, false, false);
+        background.state.lock().running -= 1;
+        background.wake.notify_all();
+    }
+}
+
+impl Inner {
+    pub(super) fn queue_compaction(&self, key: &str) {
+        let mut state = self.background.state.lock();
+        if state.queued.insert(key.to_owned()) {
+            state.queue.push_back(key.to_owned());
+            self.background.wake.notify_all();
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The write pipeline: check, decide, number, write, apply, publish. Every mutation of a
+//! session passes through [`Inner::commit`].
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::cipher::SEAL_OVERHEAD;
+use crate::error::{Error, Result};
+use crate::feed::Delivery;
+use crate::history::{self, LogEvent};
+use crate::layout;
+use crate::location::MessageLoc;
+use crate::projection::{to_time, SessionView};
+use crate::record::{begin_record, record_hash, seal_record, Event};
+
+use super::appender::Writer;
+use super::{check_key, now_micros, Inner, Slot};
+
+pub(super) enum Decision<R> {
+    /// Write the record, then return the value.
+    Write(R),
+    /// Write nothing and return the value.
+    Skip(R),
+}
+
+impl<R> Decision<R> {
+    pub(super) fn into_value(self) -> R {
+        match self {
+            Decision::Write(value) | Decision::Skip(value) => value,
+        }
+    }
+}
+
+impl Inner {
+    /// Refuses a new session once the store holds `sessions_max` live ones (concurrent
+    /// creations can pass it by the number of writers racing).
+    pub(super) fn check_room(&self) -> Result<()> {
+        let max = self.options.sessions_max;
+        if self.live_sessions.load(Ordering::SeqCst) >= max {
+            return Err(Error::TooManySessions { max });
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            Err(Error::ReadOnly)
+        } else if self.poisoned.load(Ordering::SeqCst) {
+            Err(Error::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(super) fn poison<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.poisoned.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// Writes `event` to session `key` when `decide` (given the live session, if any) says so.
+    /// `creates`: the event creates a missing session (and the key must be valid).
+    pub(super) fn commit<R>(
+        &self,
+        key: &str,
+        creates: bool,
+        event: &Event<'_>,
+        decide: impl Fn(Option<&SessionView>) -> Decision<R>,
+    ) -> Result<R> {
+        self.commit_at(key, creates, event, None, decide)
+    }
+
+    /// [`Inner::commit`] with the record's time given (`None`: now).
+    pub(super) fn commit_at<R>(
+        &self,
+        key: &str,
+        creates: bool,
+        event: &Event<'_>,
+        at: Option<i64>,
+        decide: impl Fn(Option<&SessionView>) -> Decision<R>,
+    ) -> Result<R> {
+        if creates {
+            check_key(key)?;
+        } else if check_key(key).is_err() {
+            return Ok(decide(None).into_value());
+        }
+        let mut record = Vec::new();
+        let payload_len = begin_record(event, &mut record, self.keys.is_some());
+        let too_large = |len: usize| -> Result<()> {
+            if len > self.options.record_bytes_max {
+                Err(Error::RecordTooLarge {
+                    len,
+                    max: self.options.record_bytes_max,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        if creates {
+            // Checked before a session is created for it.
+            too_large(payload_len)?;
+        }
+        loop {
+            let slot = match self.slot(key) {
+                Some(slot) => slot,
+                None if creates => {
+                    self.check_writable()?;
+                    self.check_room()?;
+                    self.create_slot(key)
+                }
+                None => return Ok(decide(None).into_value()),
+            };
+            let mut writer = slot.writer.lock();
+            if writer.retired {
+                continue; // deleted since the lookup: look the key up again
+            }
+            let (decision, metadata_len, last, before) = {
+                let view = slot.view.read();
+                let decision = decide(view.is_live().then_some(&*view));
+                let last = view.messages.last().copied();
+                (
+                    decision,
+                    view.snapshot_len_after(event),
+                    last,
+                    view.messages.len(),
+                )
+            };
+            let value = match decision {
+                Decision::Skip(value) => return Ok(value),
+                Decision::Write(value) => value,
+            };
+            too_large(payload_len)?;
+            // A compaction writes all metadata in one record, which must fit too (sealed, in
+            // an encrypted store).
+            let seal = if self.keys.is_some() {
+                SEAL_OVERHEAD
+            } else {
+                0
+            };
+            too_large(metadata_len + seal)?;
+            let ts = at.unwrap_or_else(now_micros);
+            let compact =
+                self.write_event(&slot, &mut writer, event, &mut record, ts, (last, before))?;
+            if matches!(event, Event::Delete | Event::Expire { .. }) {
+                let displaced = self.entomb(&slot, &mut writer)?;
+                drop(writer);
+                if let Some(older) = displaced {
+                    // Only the latest delete of a key can be restored.
+                    self.reclaim_tombstone(&older)?;
+                }
+                self.sweep_tombstones()?;
+            } else if compact {
+                self.queue_compaction(key);
+            }
+            return Ok(value);
+        }
+    }
+
+    /// Writes `event` (begun in `record`) to a session whose writer lock the caller holds,
+    /// applies it to the projection and hands it to subscribers. `(last, before)`: the
+    /// session's last message and length before the event. Returns whether the session now
+    /// holds enough dead bytes to compact.
+    pub(super) fn write_event(
+        &self,
+        slot: &Arc<Slot>,
+        writer: &mut Writer,
+        event: &Event<'_>,
+        record: &mut [u8],
+        ts: i64,
+        (last, before): (Option<MessageLoc>, usize),
+    ) -> Result<bool> {
+        self.check_writable()?;
+        let key = self.write_key(slot, writer)?;
+        let ticket = self.feed.take();
+        seal_record(record, ticket.seq(), ts, &writer.head, key.as_deref());
+        self.forget_checkpoint()?;
+        let at = self.write_record(slot, writer, record, ticket.seq())?;
+        writer.head = record_hash(record);
+        let (applied, compact, before_entry, after_entry) = {
+            let mut view = slot.view.write();
+            let before_entry = view.is_live().then_some(view.last_activity);
+            let applied = view.apply(ts, event, at);
+            let after_entry = view.is_live().then_some(view.last_activity);
+            // Cleared messages a compaction would keep (within the retention) are neither
+            // dead nor free to copy; past it, they are dead.
+            let retained = if view.clear_undoable(self.options.tombstone_retention) {
+                view.cleared_bytes()
+            } else {
+                0
+            };
+            let dead = view
+                .bytes_written
+                .saturating_sub(view.live_bytes)
+                .saturating_sub(retained);
+            let compact = self.options.auto_compact
+                && dead >= self.options.compaction_dead_bytes_min
+                && dead >= view.live_bytes + retained;
+            (applied, compact, before_entry, after_entry)
+        };
+        match (before_entry, after_entry) {
+            (None, Some(_)) => {
+                self.live_sessions.fetch_add(1, Ordering::SeqCst);
+            }
+            (Some(_), None) => {
+                // Saturating: a miscount must never turn into a store that refuses every new
+                // session.
+                let _ = self
+                    .live_sessions
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                        Some(n.saturating_sub(1))
+                    });
+            }
+            _ => {}
+        }
+        if before_entry != after_entry {
+            self.reindex(slot, before_entry, after_entry);
+        }
+        if let Err(reason) = applied {
+            // The caller checked the event against the view, so this is a bug; stop writing.
+            return self.poison(Err(Error::Corrupt {
+                path: layout::segment_path(&self.dir, slot.session_id, at.segment),
+                offset: at.offset,
+                reason: format!("record does not apply to the session: {reason}"),
+            }));
+        }
+        // A subscriber is told what an update_last or remove_last replaced: read it while
+        // this writer's lock keeps compaction from moving it. A failure to read it costs
+        // the subscriber the description, never the write.
+        let published = ticket.wanted().then(|| {
+            let seq = ticket.seq();
+            match history::event_kind(event, before, || self.read_one(slot, last)) {
+                Ok(kind) => Delivery::Event(LogEvent {
+                    seq,
+                    time: to_time(ts),
+                    session: slot.key.clone(),
+                    kind,
+                }),
+                Err(e) => Delivery::Missed {
+                    seq,
+                    reason: e.to_string(),
+                },
+            }
+        });
+        ticket.commit(published);
+        Ok(compact)
+    }
+}

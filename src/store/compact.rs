@@ -1,0 +1,105 @@
+//! Compacting a session: a new generation of what is live, put in force, and the old segments
+//! retired.
+
+use crate::compaction;
+use crate::error::{Error, Result};
+use crate::feed::Delivery;
+use crate::history::{EventKind, LogEvent};
+use crate::options::Durability;
+use crate::projection::to_time;
+use crate::segment::SegmentKind;
+
+use super::retire::Retirement;
+use super::{check_key, every_loc, now_micros, Inner};
+
+impl Inner {
+    /// Rewrites a session as one new generation (see `compaction.rs`).
+    /// An explicit compaction (`compact`, `compact_session`) holds only what is live, as the
+    /// contract says: messages a clear removed are dropped even within their undo window, so
+    /// `undo_clear` has nothing left to bring back. A background compaction keeps them.
+    pub(super) fn compact(&self, key: &str) -> Result<()> {
+        self.compact_as(key, false, true)
+    }
+
+    /// [`Inner::compact`]; with `unlink`, the replaced segments are removed at once (never
+    /// archived, not deferred for readers). Holds the session's
+    /// writer lock throughout, so its writers wait; its readers and every other session go on.
+    pub(super) fn compact_as(&self, key: &str, unlink: bool, purge: bool) -> Result<()> {
+        if check_key(key).is_err() {
+            return Ok(());
+        }
+        let Some(slot) = self.slot(key) else {
+            return Ok(());
+        };
+        let mut w = slot.writer.lock();
+        let view = slot.view.read().clone();
+        if w.retired || w.newest == 0 || !view.is_live() {
+            return Ok(());
+        }
+        self.check_writable()?;
+        let number = w
+            .newest
+            .checked_add(1)
+            .ok_or_else(|| Error::InvalidOptions {
+                reason: "segment numbers exhausted".into(),
+            })?;
+        if self.options.durability != Durability::Always {
+            // The generation links to the last record of the segments it replaces, which
+            // `keep_history` archives: they must hold that record after a crash.
+            let synced = self.with_file(&slot, &mut w, |file| file.sync());
+            self.poison(synced)?;
+        }
+        self.forget_checkpoint()?;
+        let within = view.clear_undoable(self.options.tombstone_retention);
+        let keep_cleared = within && !purge;
+        // Cleared messages past their undo window go for good with this compaction: the
+        // segments that held them are removed, and the session's archive with them (erasure
+        // wins over history).
+        let erasing = view.cleared_by.is_some() && !within;
+        let (generation, (ticket, ts)) = {
+            let source = self.segment_files(&slot, &every_loc(&view))?;
+            self.poison(compaction::write_generation(
+                &*self.fs,
+                &self.dir,
+                (slot.session_id, number, SegmentKind::Compacted),
+                &view,
+                &source,
+                source.key(),
+                || {
+                    let ticket = self.feed.take();
+                    let ts = now_micros();
+                    ((ticket.seq(), ts), (ticket, ts))
+                },
+                w.head,
+                (keep_cleared, erasing),
+            ))?
+        };
+        self.release_file(&mut w);
+        let oldest = w.oldest;
+        w.install_generation(number, &generation, self.segment_version());
+        {
+            let mut view = slot.view.write();
+            view.install_compacted(generation.messages, generation.cleared);
+            view.last_seq = view.last_seq.max(ticket.seq());
+        }
+        let seq = ticket.seq();
+        ticket.commit(Some(Delivery::Event(LogEvent {
+            seq,
+            time: to_time(ts),
+            session: slot.key.clone(),
+            kind: EventKind::Compaction {
+                messages: view.messages.len(),
+            },
+        })));
+        drop(w);
+        let retirement = if erasing {
+            Retirement::Erased(slot.session_id, oldest, number)
+        } else if unlink {
+            Retirement::Unlinked(slot.session_id, oldest, number)
+        } else {
+            Retirement::Replaced(slot.session_id, oldest, number)
+        };
+        let retired = self.retire_as(retirement).map(drop);
+        self.poison(retired)
+    }
+}

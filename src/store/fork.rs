@@ -1,0 +1,324 @@
+//! Forks: a new session that starts as another one was at a sequence number, sharing the
+//! source's segments by hard links (copies in an encrypted store).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::compaction;
+use crate::error::{Error, Result};
+use crate::feed::Delivery;
+use crate::fs::{context, sync_dir};
+use crate::history::{EventKind, LogEvent};
+use crate::layout;
+use crate::location::RecordLoc;
+use crate::projection::{to_time, SessionView};
+use crate::record::{begin_record, chain_start, record_hash, Event, Hash};
+use crate::segment::{self, SegmentKind};
+
+use super::appender::Writer;
+use super::{check_key, now_micros, Inner, Slot};
+
+/// What a fork shares of its source: the state, where in the source's segments it ends
+/// (segment number, byte length), the hash of its last record, and its last sequence number.
+pub(super) struct Shared {
+    pub(super) view: SessionView,
+    pub(super) segment: u32,
+    pub(super) end: u64,
+    pub(super) head: Hash,
+    pub(super) seq: u64,
+}
+
+impl Inner {
+    pub(super) fn fork(&self, source: &str, target: &str, at_seq: Option<u64>) -> Result<()> {
+        self.check_writable()?;
+        check_key(target)?;
+        let not_found = || Error::SessionNotFound {
+            key: source.to_owned(),
+        };
+        let exists = || Error::SessionExists {
+            key: target.to_owned(),
+        };
+        if source == target || self.with_view(target, |_| ()).is_some() {
+            return Err(exists());
+        }
+        let src = self.slot(source).ok_or_else(not_found)?;
+        let mut sw = src.writer.lock();
+        if sw.retired || sw.newest == 0 || !src.view.read().is_live() {
+            return Err(not_found());
+        }
+        // The state to share, where in the source's segments it ends, and the hash of its
+        // last record (the fork's first record links to it).
+        let live_seq = src.view.read().last_seq;
+        let shared = match at_seq {
+            Some(seq) if seq < live_seq => self.fold_until(&src, &sw, seq)?,
+            _ => Shared {
+                view: src.view.read().clone(),
+                segment: sw.newest,
+                end: sw.newest_len,
+                head: sw.head,
+                seq: live_seq,
+            },
+        };
+        if shared.segment == sw.newest {
+            // The shared segments never change again: the source's next record starts a
+            // new one.
+            sw.sealed = true;
+        }
+        // The shared bytes must be on disk before another session depends on them.
+        let synced = self.with_file(&src, &mut sw, |file| file.sync());
+        self.poison(synced)?;
+        self.forget_checkpoint()?;
+        if shared.segment >= u32::MAX - 1 {
+            return Err(Error::InvalidOptions {
+                reason: "segment numbers exhausted; compact the source first".into(),
+            });
+        }
+        self.check_room()?;
+        let tgt = self.create_slot(target);
+        // A new slot's writer is free; one that is not belongs to a concurrent writer of the
+        // key, which then owns it.
+        let Some(mut tw) = tgt.writer.try_lock() else {
+            return Err(exists());
+        };
+        if tw.retired || tw.newest != 0 || tgt.view.read().exists {
+            return Err(exists());
+        }
+        if self.keys.is_some() {
+            // Encrypted: the fork gets its own copy, under its own data key, so that erasing
+            // either session never leaves its bytes readable through the other's files.
+            let copied = self.copy_fork(&src, &tgt, &mut tw, source, shared);
+            drop(sw);
+            return self.poison(copied);
+        }
+        let linked = {
+            // No reader may list the folder while the fork is half made.
+            let _readers = self.readers.lock();
+            self.share_segments(&src, &sw, &tgt, &mut tw, &shared)
+        };
+        self.poison(linked)?;
+        drop(sw);
+        {
+            let mut view = tgt.view.write();
+            *view = SessionView {
+                key: target.to_owned(),
+                cleared: Vec::new(),
+                cleared_by: None,
+                ..shared.view
+            };
+            // Nothing shared is dead weight of the fork's.
+            view.bytes_written = view.live_bytes;
+        }
+        // The fork is live from here on (its view was installed whole, not by an event).
+        self.live_sessions.fetch_add(1, Ordering::SeqCst);
+        let event = Event::Fork {
+            source,
+            at_seq: shared.seq,
+        };
+        let mut record = Vec::new();
+        begin_record(&event, &mut record, false);
+        let (last, before) = {
+            let view = tgt.view.read();
+            (view.messages.last().copied(), view.messages.len())
+        };
+        self.write_event(
+            &tgt,
+            &mut tw,
+            &event,
+            &mut record,
+            now_micros(),
+            (last, before),
+        )?;
+        Ok(())
+    }
+
+    /// Writes the fork `tgt` (whose writer lock the caller holds, as the source's) of `source`
+    /// as it was at `shared`: one compacted generation of the shared state, sealed under the
+    /// fork's new data key, whose snapshot names the origin.
+    pub(super) fn copy_fork(
+        &self,
+        src: &Slot,
+        tgt: &Arc<Slot>,
+        tw: &mut Writer,
+        source: &str,
+        shared: Shared,
+    ) -> Result<()> {
+        let keys = self.keys.as_ref().ok_or(Error::Poisoned)?;
+        let key = keys.create_key(tgt.session_id)?;
+        let now = now_micros();
+        let mut view = SessionView {
+            key: tgt.key.clone(),
+            cleared: Vec::new(),
+            cleared_by: None,
+            fork_origin: Some((source.to_owned(), shared.seq)),
+            created_at: now,
+            last_activity: now,
+            ..shared.view
+        };
+        let source_files = self.segment_files(src, &view.messages)?;
+        let (generation, ticket) = compaction::write_generation(
+            &*self.fs,
+            &self.dir,
+            (tgt.session_id, 1, SegmentKind::Compacted),
+            &view,
+            &source_files,
+            Some(&key),
+            || {
+                let ticket = self.feed.take();
+                ((ticket.seq(), now), ticket)
+            },
+            chain_start(&tgt.key),
+            (false, false),
+        )?;
+        let messages = view.messages.len();
+        tw.install_generation(1, &generation, self.segment_version());
+        view.install_compacted(generation.messages, Vec::new());
+        view.last_seq = ticket.seq();
+        *tgt.view.write() = view;
+        self.live_sessions.fetch_add(1, Ordering::SeqCst);
+        self.reindex(tgt, None, Some(now));
+        let seq = ticket.seq();
+        ticket.commit(Some(Delivery::Event(LogEvent {
+            seq,
+            time: to_time(now),
+            session: tgt.key.clone(),
+            kind: EventKind::Fork {
+                source: source.to_owned(),
+                at_seq: shared.seq,
+                messages,
+            },
+        })));
+        Ok(())
+    }
+
+    /// Links the source's segments up to the shared one under the target's names, and
+    /// creates the target's forked segment after them.
+    pub(super) fn share_segments(
+        &self,
+        src: &Slot,
+        sw: &Writer,
+        tgt: &Slot,
+        tw: &mut Writer,
+        shared: &Shared,
+    ) -> Result<()> {
+        for number in sw.oldest..=shared.segment {
+            let from = layout::segment_path(&self.dir, src.session_id, number);
+            let to = layout::segment_path(&self.dir, tgt.session_id, number);
+            self.fs
+                .hard_link(&from, &to)
+                .map_err(context("linking", &to))?;
+        }
+        let number = shared
+            .segment
+            .checked_add(1)
+            .ok_or_else(|| Error::InvalidOptions {
+                reason: "segment numbers exhausted; compact the source first".into(),
+            })?;
+        let (file, header_len) =
+            self.create_segment(tgt, number, SegmentKind::Forked, shared.end)?;
+        tw.oldest = sw.oldest;
+        tw.newest = number;
+        tw.newest_len = header_len;
+        tw.header_len = header_len;
+        tw.head = shared.head;
+        tw.newest_version = self.segment_version();
+        self.cache_file(tw, file);
+        // The links and the forked segment are durable only with the folder's entries.
+        sync_dir(&*self.fs, &self.dir)
+    }
+
+    /// The source's state right after event `seq`, read from its segments in force.
+    pub(super) fn fold_until(&self, src: &Slot, sw: &Writer, seq: u64) -> Result<Shared> {
+        let mut view = SessionView::new(&src.key);
+        let mut last: Option<(u32, u64, u32)> = None;
+        let mut headers = Vec::new();
+        let key = self.data_key(src.session_id)?;
+        for number in sw.oldest..=sw.newest {
+            let path = layout::segment_path(&self.dir, src.session_id, number);
+            let bytes = crate::fs::read_all(&*self.fs, &path)?;
+            let corrupt = |reason: String| Error::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                reason,
+            };
+            let (header, header_len) = segment::decode_header(&bytes, key.as_deref())
+                .map_err(|e| corrupt(format!("{e:?}")))?;
+            headers.push((number, header.kind, header.prev_len, bytes, header_len));
+        }
+        let cuts: HashMap<u32, u64> = headers
+            .iter()
+            .filter(|(_, kind, ..)| *kind == SegmentKind::Forked)
+            .filter_map(|(number, _, prev_len, ..)| Some((number.checked_sub(1)?, *prev_len)))
+            .collect();
+        let base_first = headers.first().is_some_and(|(_, kind, ..)| {
+            matches!(kind, SegmentKind::Compacted | SegmentKind::Recovered)
+        });
+        let mut snapshot_seq = None;
+        let mut stopped = false;
+        let mut scratch = Vec::new(); // an encrypted store's opened payload
+        for (number, _, _, bytes, header_len) in &headers {
+            let cut = cuts.get(number).copied();
+            let end = segment::scan_records(bytes, *header_len, |offset, frame, len| {
+                let payload = crate::record::open_payload(&frame, key.as_deref(), &mut scratch)?;
+                let event = crate::record::decode_event(payload)?;
+                if matches!(event, Event::Snapshot(_)) && snapshot_seq.is_none() {
+                    snapshot_seq = Some(frame.seq);
+                }
+                if stopped || cut.is_some_and(|cut| offset >= cut) {
+                    return Ok(());
+                }
+                if frame.seq > seq {
+                    stopped = true;
+                    return Ok(());
+                }
+                let at = RecordLoc {
+                    seq: frame.seq,
+                    segment: *number,
+                    offset,
+                    len,
+                };
+                view.apply(frame.ts_micros, &event, at)?;
+                last = Some((*number, offset, len));
+                Ok(())
+            });
+            if let segment::ScanEnd::Damage { offset, reason } = end {
+                return Err(Error::Corrupt {
+                    path: layout::segment_path(&self.dir, src.session_id, *number),
+                    offset,
+                    reason,
+                });
+            }
+        }
+        if base_first && snapshot_seq.is_none_or(|s| s > seq) {
+            return Err(Error::HistoryCompacted {
+                key: src.key.clone(),
+                available_from: snapshot_seq.unwrap_or(0),
+            });
+        }
+        // A source that is itself a fork did not exist before its own Fork record.
+        let before_own_fork = src.view.read().fork_origin.is_some() && view.fork_origin.is_none();
+        let Some((segment, offset, len)) = last.filter(|_| view.is_live() && !before_own_fork)
+        else {
+            return Err(Error::SessionNotFound {
+                key: src.key.clone(),
+            });
+        };
+        let bytes = &headers
+            .iter()
+            .find(|(number, ..)| *number == segment)
+            .map(|(.., bytes, _)| bytes)
+            .ok_or_else(|| Error::SessionNotFound {
+                key: src.key.clone(),
+            })?;
+        let end = offset + u64::from(len);
+        let record = bytes.get(offset as usize..end as usize).unwrap_or_default();
+        let last_seq = view.last_seq;
+        Ok(Shared {
+            view,
+            segment,
+            end,
+            head: record_hash(record),
+            seq: last_seq,
+        })
+    }
+}

@@ -1,0 +1,654 @@
+//! [`LogStore`]: opening a folder, the write path, reads, background work, and the
+//! [`SessionBackend`] implementation.
+//!
+//! Concurrency: the map from key to session is behind one `RwLock`, held only to find, add or
+//! remove a session. Each session has a writer mutex (serialising its writers, I/O included)
+//! and a projection behind an `RwLock` that a writer takes only to apply a record it has
+//! written, so readers never see half of a mutation and writers of different sessions never
+//! wait for each other's I/O. Lock order: a session's writer before the map or the session's
+//! projection; the map lock is never held while waiting for a writer, and a projection lock is
+//! never held while waiting for anything but another projection lock. The tombstones mutex
+//! and the activity index's mutex come after a writer and the map, and are held only to read
+//! or change themselves (and, for a sweep or a page, to read projections). The readers mutex
+//! is held through a retirement's file operations and nests no other lock; the compactor
+//! looks at the tombstones mutex while it holds the background state's.
+
+mod appender;
+mod backend;
+mod background;
+mod commit;
+mod compact;
+mod fork;
+mod open;
+mod query;
+mod retention;
+mod retire;
+mod tombstones;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::Utc;
+use parking_lot::{Mutex, RwLock};
+
+use crate::backend::{SessionMetadata, SessionState, TimestampedMessage};
+use crate::error::{Error, Result};
+use crate::feed::{Feed, Subscription};
+use crate::fs::{FileSystem, LockGuard, StdFs};
+use crate::history::{self, EventFilter, Events, SessionAt, VerifyReport};
+use crate::keyring::Keyring;
+use crate::location::{MessageLoc, BATCH_MESSAGES_MAX};
+use crate::message::ChatMessage;
+use crate::options::Options;
+use crate::projection::{SessionView, RUNNING_STATE};
+use crate::record::{BatchMessage, Event};
+use crate::recovery::{self, RecoveryReport};
+use crate::segment::MAX_KEY_BYTES;
+
+use appender::{Unsynced, Writer};
+use background::Background;
+use commit::Decision;
+use query::timestamped;
+pub use retention::RetentionReport;
+use retire::{ReaderGuard, Readers};
+use tombstones::Tombstones;
+
+/// A session's size on disk, from [`LogStore::stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStats {
+    /// The session key.
+    pub key: String,
+    /// Live messages.
+    pub messages: usize,
+    /// Bytes of the records that hold the live messages.
+    pub live_bytes: u64,
+    /// Bytes of records a compaction would drop (superseded messages, metadata changes).
+    pub dead_bytes: u64,
+}
+
+/// Results `search` returns when the query gives no limit.
+pub const SEARCH_LIMIT_DEFAULT: usize = 50;
+
+/// An event-sourced store of agent sessions in one folder. See the crate documentation.
+///
+/// `LogStore` is `Send + Sync`; share it with an `Arc`. Dropping it stops the background
+/// threads (the flusher syncs what it still holds) and releases the folder's lock;
+/// [`LogStore::close`] does the same and reports a failed final sync.
+pub struct LogStore {
+    inner: Arc<Inner>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct Inner {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    options: Options,
+    sessions: RwLock<HashMap<String, Arc<Slot>>>,
+    /// Sequence numbers, store-wide, and the subscribers of committed events.
+    feed: Feed,
+    /// The next new session's id (its segment files' prefix).
+    next_id: AtomicU64,
+    /// Set by a failed write or sync: every later write is refused.
+    poisoned: AtomicBool,
+    /// Append handles cached in writers, at most `options.open_files_max`.
+    open_files: AtomicUsize,
+    /// What `Interval` and `Never` writes left unsynced.
+    unsynced: Mutex<Unsynced>,
+    /// Work for the background threads, and their stop signal.
+    background: Background,
+    report: RecoveryReport,
+    /// Open replayed the segments (rather than reading a checkpoint): what it read may be a
+    /// crashed process's unsynced writes, so the checkpoint at close must sync every segment.
+    replayed: bool,
+    /// The checkpoint this store opened from is still on disk, describing the segments
+    /// exactly; the first change to a segment removes it.
+    checkpoint_on_disk: Mutex<bool>,
+    /// Opened with `open_read_only`: no lock, no background work, every write refused.
+    read_only: bool,
+    /// Live sessions, for `Options::sessions_max`.
+    live_sessions: AtomicUsize,
+    /// Live sessions by last activity, most recent first, ties by key: what `list_page`
+    /// walks. Built on first use (so open does not pay for it), kept up to date after.
+    activity: Mutex<Option<ActivityIndex>>,
+    /// Deleted sessions that `restore_session` can still bring back, by key (the latest
+    /// delete of each), until `tombstone_retention` has passed.
+    tombstones: Mutex<Tombstones>,
+    /// Open event readers, and the segments retired while they were open: those are
+    /// removed (or archived) once the last reader is gone, so a reader never finds a file
+    /// gone from under it.
+    readers: Mutex<Readers>,
+    /// Held for the store's lifetime; dropping it releases the folder. `None` when read-only.
+    _lock: Option<Box<dyn LockGuard>>,
+    /// An encrypted store's keys (`Options::encryption`).
+    keys: Option<Keyring>,
+    /// The erasure log, as open left it and every erasure since; the lock orders its appends.
+    erasure_log: Mutex<recovery::ErasureLog>,
+}
+
+/// One session: its writer and its projection.
+struct Slot {
+    session_id: u64,
+    key: String,
+    writer: Mutex<Writer>,
+    view: RwLock<SessionView>,
+}
+
+/// Live sessions ordered by (last activity, most recent first; key).
+type ActivityIndex = BTreeMap<(Reverse<i64>, String), Arc<Slot>>;
+
+fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+/// Checks a key that may create a session.
+fn check_key(key: &str) -> Result<()> {
+    let reason = if key.is_empty() {
+        "a key must not be empty"
+    } else if key.len() > MAX_KEY_BYTES {
+        "a key must be at most 1024 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidKey {
+        len: key.len(),
+        reason,
+    })
+}
+
+/// The locations of every message a session still holds: live ones and those kept for
+/// `undo_clear`.
+fn every_loc(view: &SessionView) -> Vec<MessageLoc> {
+    view.messages.iter().chain(&view.cleared).copied().collect()
+}
+
+fn trimmed(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
+impl LogStore {
+    /// Opens (creating it if missing) the store in `dir` with default [`Options`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<LogStore> {
+        LogStore::open_with(dir, Options::default())
+    }
+
+    /// Opens (creating it if missing) the store in `dir`.
+    ///
+    /// Takes the folder's lock ([`Error::Locked`] if another store holds it), replays every
+    /// segment and repairs what a crash left; [`LogStore::recovery_report`] says what it found.
+    pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
+        LogStore::open_with_fs(dir, options, Arc::new(StdFs))
+    }
+
+    /// Opens the store in `dir` through another file system (see [`crate::fs`]): the seam
+    /// the crash and fault tests use.
+    pub fn open_with_fs(
+        dir: impl AsRef<Path>,
+        options: Options,
+        fs: Arc<dyn FileSystem>,
+    ) -> Result<LogStore> {
+        LogStore::open_mode(dir.as_ref(), options, fs, false)
+    }
+
+    /// Opens the store in `dir` to read it, possibly while another process writes it: takes
+    /// no lock and never changes a byte. Every segment is replayed and checked; what open
+    /// would repair (a torn tail, damage) is reported in [`LogStore::recovery_report`] and left
+    /// as it is, and reading stops at the last complete record. Every write fails with
+    /// [`Error::ReadOnly`]. The view is the folder as it was at open.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<LogStore> {
+        LogStore::open_read_only_with_fs(dir, Arc::new(StdFs))
+    }
+
+    /// [`LogStore::open_read_only`] through another file system.
+    pub fn open_read_only_with_fs(
+        dir: impl AsRef<Path>,
+        fs: Arc<dyn FileSystem>,
+    ) -> Result<LogStore> {
+        LogStore::read_only_mode(dir.as_ref(), Options::default(), fs)
+    }
+
+    /// [`LogStore::open_read_only`] with options: those that matter to a reader are
+    /// [`Options::encryption`] (the key of an encrypted store) and the limits.
+    pub fn open_read_only_with(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
+        LogStore::read_only_mode(dir.as_ref(), options, Arc::new(StdFs))
+    }
+
+    /// What open found: torn tails cut off, damage quarantined, unknown files left alone.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// The store's folder.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// The last `n` messages of a session (fewer if it has fewer; `[]` if it is missing), read
+    /// at a cost that depends on `n`, not on the session's length. Returns `[]` on a read
+    /// error; [`LogStore::read_tail`] reports it instead.
+    pub fn load_tail(&self, session_key: &str, n: usize) -> Vec<ChatMessage> {
+        self.read_tail(session_key, n)
+            .map(|messages| messages.into_iter().map(|m| m.message).collect())
+            .unwrap_or_default()
+    }
+
+    /// Like [`SessionBackend::load_with_timestamps`], but a read error (a file removed or
+    /// damaged behind the store's back) is returned instead of an empty history.
+    pub fn read_messages(&self, session_key: &str) -> Result<Vec<TimestampedMessage>> {
+        self.inner.read(session_key, |len| 0..len).map(timestamped)
+    }
+
+    /// Like [`LogStore::load_tail`], with times, and with read errors returned.
+    pub fn read_tail(&self, session_key: &str, n: usize) -> Result<Vec<TimestampedMessage>> {
+        self.inner
+            .read(session_key, |len| len.saturating_sub(n)..len)
+            .map(timestamped)
+    }
+
+    /// Rewrites a session's segments into one that holds only its live state; every read
+    /// returns the same afterwards. `Ok(())` for a missing session.
+    pub fn compact_session(&self, session_key: &str) -> Result<()> {
+        self.inner.compact(session_key)
+    }
+
+    /// Appends a message stamped with the given time instead of now: for importing histories
+    /// kept elsewhere. Otherwise exactly [`SessionBackend::append`] (the session's
+    /// `last_activity` becomes that time).
+    pub fn append_at(
+        &self,
+        session_key: &str,
+        message: &ChatMessage,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<()> {
+        let event = Event::Append {
+            role: &message.role,
+            content: &message.content,
+        };
+        let at = Some(at.timestamp_micros());
+        self.inner
+            .commit_at(session_key, true, &event, at, |_| Decision::Write(()))
+    }
+
+    /// Appends several messages as one record: after a crash the session holds all of them or
+    /// none. This is how an agent stores a tool call with its results, or a question with its
+    /// answer, so that no crash leaves half a turn that a model provider would reject. An empty
+    /// slice writes nothing. At most [`crate::BATCH_MESSAGES_MAX`] messages
+    /// ([`Error::BatchTooLarge`]), and the whole record at most
+    /// [`Options::record_bytes_max`] ([`Error::RecordTooLarge`]).
+    pub fn append_batch(&self, session_key: &str, messages: &[ChatMessage]) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        if messages.len() > BATCH_MESSAGES_MAX {
+            return Err(Error::BatchTooLarge {
+                len: messages.len(),
+                max: BATCH_MESSAGES_MAX,
+            });
+        }
+        let event = Event::AppendBatch {
+            messages: messages
+                .iter()
+                .map(|m| BatchMessage {
+                    role: &m.role,
+                    content: &m.content,
+                })
+                .collect(),
+        };
+        self.inner
+            .commit(session_key, true, &event, |_| Decision::Write(()))
+    }
+
+    /// Puts back the messages the last [`SessionBackend::clear_messages`] of the session
+    /// removed, in front of any appended since, and returns how many. `Ok(0)` when there is
+    /// nothing to undo: no clear, already undone, or older than
+    /// [`Options::tombstone_retention`] (then it is gone for good).
+    pub fn undo_clear(&self, session_key: &str) -> Result<usize> {
+        let retention = self.inner.options.tombstone_retention;
+        self.inner
+            .commit(session_key, false, &Event::UndoClear, |view| match view {
+                Some(v) if !v.cleared.is_empty() && v.clear_undoable(retention) => {
+                    Decision::Write(v.cleared.len())
+                }
+                _ => Decision::Skip(0),
+            })
+    }
+
+    /// Erases the session `key` at once, whatever [`Options::tombstone_retention`] says: its
+    /// live session (after writing its delete record), its restorable tombstone, and every
+    /// archived, quarantined or side file of its sessions, durably. Every live fork in the
+    /// store is compacted first (their segments shared by hard links are removed, never
+    /// archived), so that forks keep their own copy and nothing of the session's remains in a
+    /// shared file; deleted forks of this session are erased with it. Returns the files it removed. The session can no longer be
+    /// restored.
+    pub fn erase_session(&self, session_key: &str) -> Result<Vec<PathBuf>> {
+        self.inner.erase(session_key)
+    }
+
+    /// Brings back the session the last [`SessionBackend::delete_session`] (or
+    /// `cleanup_stale`) of this key removed, with its messages and metadata as they were.
+    /// `Ok(false)` when there is nothing to restore: never deleted, or deleted longer ago than
+    /// [`Options::tombstone_retention`] (then it is gone for good).
+    /// [`Error::SessionExists`] when the key was used again since the delete.
+    pub fn restore_session(&self, session_key: &str) -> Result<bool> {
+        self.inner.restore(session_key)
+    }
+
+    /// Forks `source` into a new session `target` whose history is the source's as it was
+    /// right after event `at_seq` (or now), sharing the source's bytes instead of copying
+    /// them: the target's first segments are hard links to the source's, so a fork of a long
+    /// session writes a few hundred bytes. The two then diverge freely; compacting or deleting
+    /// the source never breaks the fork (the shared bytes stay while either names them).
+    /// The fork's metadata is the source's then; [`LogStore::fork_origin`] names its source.
+    ///
+    /// Fails with [`Error::SessionExists`] if `target` exists, [`Error::SessionNotFound`] if
+    /// `source` does not (or did not at `at_seq`), and [`Error::HistoryCompacted`] if the
+    /// source's state at `at_seq` was compacted away.
+    pub fn fork_session(&self, source: &str, target: &str, at_seq: Option<u64>) -> Result<()> {
+        self.inner.fork(source, target, at_seq)
+    }
+
+    /// The session `key` was forked from, and the source's last event it shares; `None` for
+    /// a session that is not a fork (or does not exist).
+    pub fn fork_origin(&self, session_key: &str) -> Option<(String, u64)> {
+        self.inner
+            .with_view(session_key, |view| view.fork_origin.clone())
+            .flatten()
+    }
+
+    /// Appends a message only if the session exists, in one step: `Ok(false)`, writing nothing,
+    /// when it does not. Checking [`SessionBackend::session_exists`] and then appending leaves
+    /// a window in which a delete lets the append bring the session back; this does not.
+    pub fn append_if_exists(&self, session_key: &str, message: &ChatMessage) -> Result<bool> {
+        let event = Event::Append {
+            role: &message.role,
+            content: &message.content,
+        };
+        self.inner
+            .commit(session_key, false, &event, |view| match view {
+                Some(_) => Decision::Write(true),
+                None => Decision::Skip(false),
+            })
+    }
+
+    /// Appends a message only if the session holds exactly `expected_len` messages (0 for a
+    /// missing session, which the append then creates): optimistic concurrency for writers
+    /// that read a history, think, and append. Otherwise fails with [`Error::Conflict`] and
+    /// writes nothing.
+    pub fn append_expected(
+        &self,
+        session_key: &str,
+        message: &ChatMessage,
+        expected_len: usize,
+    ) -> Result<()> {
+        let event = Event::Append {
+            role: &message.role,
+            content: &message.content,
+        };
+        self.inner.commit(session_key, true, &event, |view| {
+            let actual = view.map_or(0, |v| v.messages.len());
+            if actual == expected_len {
+                Decision::Write(Ok(()))
+            } else {
+                Decision::Skip(Err(Error::Conflict {
+                    expected: expected_len,
+                    actual,
+                }))
+            }
+        })?
+    }
+
+    /// Every event the log holds that `filter` admits, in commit order (by sequence number),
+    /// each with its time, session and what it did, including what an `update_last` or
+    /// `remove_last` replaced.
+    ///
+    /// The events are those committed when this is called; later writes are not returned.
+    /// The log is read as the iterator advances: memory depends on the number of sessions
+    /// and their live messages, not on the log's size. A session's history starts at its
+    /// first record, or, where a compaction replaced it without
+    /// [`Options::keep_history`], at that compaction ([`crate::EventKind::Restated`] messages, then
+    /// [`crate::EventKind::Compaction`]). Deleted sessions' events remain only with `keep_history`.
+    /// While the iterator lives, compaction leaves the files it replaces in place; they are
+    /// retired when it is dropped.
+    ///
+    /// A damaged record ends the iteration with its error (see [`LogStore::verify`]).
+    pub fn events(&self, filter: EventFilter) -> Result<Events> {
+        let guard = self.reader_guard();
+        // Below every number still being written: those records may not be on disk yet.
+        let cut = self.inner.feed.committed_below().saturating_sub(1);
+        self.events_from(filter, cut, guard)
+    }
+
+    fn events_from(&self, filter: EventFilter, cut: u64, guard: ReaderGuard) -> Result<Events> {
+        let inner = &self.inner;
+        let keys = inner.keys.as_ref();
+        let mut events = Events::new(Arc::clone(&inner.fs), &inner.dir, filter, cut, keys)?;
+        events.hold(Box::new(guard));
+        Ok(events)
+    }
+
+    /// The session `key` as it was right after event `seq` (whichever session it belonged
+    /// to): its metadata, state and messages. `Ok(None)` if the session did not exist then
+    /// (not yet created, or deleted). Fails with [`Error::HistoryCompacted`] when that state
+    /// is no longer in the log: a compaction without [`Options::keep_history`] replaced it.
+    pub fn load_at(&self, session_key: &str, seq: u64) -> Result<Option<SessionAt>> {
+        let _guard = self.reader_guard();
+        history::load_at(
+            Arc::clone(&self.inner.fs),
+            &self.inner.dir,
+            session_key,
+            seq,
+            self.inner.keys.as_ref(),
+        )
+    }
+
+    /// Reads every record of every session's history (the folder's segments and, with
+    /// [`Options::keep_history`], `archive/`), checking each checksum, each link of the hash
+    /// chain (`docs/FORMAT.md`) and that each event can follow the ones before it, and reports
+    /// each problem with its session, file and offset.
+    /// Writes nothing itself (a compaction that ran meanwhile retires the segments it
+    /// replaced when this returns). `Err` only when the folder cannot be listed.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        self.verify_with_progress(|_, _| {})
+    }
+
+    /// [`LogStore::verify`], calling `progress(sessions_done, sessions_total)` as it goes (for
+    /// a progress bar).
+    pub fn verify_with_progress(&self, progress: impl FnMut(usize, usize)) -> Result<VerifyReport> {
+        let _guard = self.reader_guard();
+        let keys = self.inner.keys.as_ref();
+        history::verify(Arc::clone(&self.inner.fs), &self.inner.dir, keys, progress)
+    }
+
+    /// Every event after `after_seq` (0: from the start), then every new event as it commits,
+    /// each exactly once and in sequence-number order, with [`crate::Delivery::CaughtUp`] between
+    /// the events read from the log and the live ones: what a live dashboard needs.
+    ///
+    /// Events committed before this call come from the log, as [`LogStore::events`] returns
+    /// them; later ones are handed over by the writers that commit them. A write that fails
+    /// produces no event live (if its bytes reached the disk before the failure, a later
+    /// catch-up may still read it: the store is poisoned then, and a reopen decides). Live
+    /// events wait for every lower sequence number to commit, so a long compaction delays
+    /// them. An event whose description cannot be built is delivered as
+    /// [`crate::Delivery::Missed`].
+    pub fn subscribe(&self, after_seq: u64) -> Result<Subscription> {
+        // The guard comes first: no segment may be retired between the registration and the
+        // catch-up's listing of the folder, or events in between would be missed.
+        let guard = self.reader_guard();
+        let (live_from, live) = self.inner.feed.register(after_seq.saturating_add(1));
+        let filter = EventFilter {
+            from_seq: Some(after_seq.saturating_add(1)),
+            to_seq: Some(live_from.saturating_sub(1)),
+            ..EventFilter::all()
+        };
+        let cut = live_from.saturating_sub(1);
+        let catch_up = self.events_from(filter, cut, guard)?;
+        Ok(Subscription::new(catch_up, live_from, live))
+    }
+
+    /// The highest sequence number handed out so far (0 for an empty store).
+    pub fn last_seq(&self) -> u64 {
+        self.inner.feed.next_seq().saturating_sub(1)
+    }
+
+    fn reader_guard(&self) -> ReaderGuard {
+        self.inner.readers.lock().open += 1;
+        ReaderGuard(Arc::downgrade(&self.inner))
+    }
+
+    /// Applies [`Options::retention`] now: deletes the sessions inactive for longer than
+    /// `max_age`, drops the oldest messages beyond `max_messages`, and brings the store under
+    /// `disk_budget`; never touches a `running` session. Each removal is a `Trim` or
+    /// `Expire` event in the log, naming its rule ([`crate::EventKind::Trimmed`],
+    /// [`crate::EventKind::Expired`]), so a reader of the log can tell retention from loss.
+    /// The background does the same every [`crate::Retention::check_every`] (with
+    /// `auto_compact`).
+    pub fn apply_retention(&self) -> Result<RetentionReport> {
+        self.inner.apply_retention()
+    }
+
+    /// Bytes on disk of a session's records that a compaction would drop (0 for a missing
+    /// session).
+    pub fn dead_bytes(&self, session_key: &str) -> u64 {
+        self.inner
+            .with_view(session_key, SessionView::dead_bytes)
+            .unwrap_or(0)
+    }
+
+    /// Waits until the background compactor has no queued work (for tests and tools).
+    pub fn wait_for_compactions(&self) {
+        let mut state = self.inner.background.state.lock();
+        while (!state.queue.is_empty() || state.running > 0)
+            && !state.stop
+            && !self.threads.is_empty()
+        {
+            self.inner
+                .background
+                .wake
+                .wait_for(&mut state, Duration::from_millis(10));
+        }
+    }
+
+    /// Syncs every write not yet on disk (useful with [`Durability::Never`] or
+    /// [`Durability::Interval`]); a failure poisons the store.
+    pub fn sync(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Ok(());
+        }
+        self.inner.flush()
+    }
+
+    /// Stops the background threads, syncs what is still unsynced, writes the checkpoint that
+    /// lets the next open skip the replay, and releases the folder.
+    pub fn close(mut self) -> Result<()> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<()> {
+        {
+            let mut state = self.inner.background.state.lock();
+            state.stop = true;
+            self.inner.background.wake.notify_all();
+        }
+        for thread in self.threads.drain(..) {
+            // A panicked background thread has nothing left to report here.
+            let _ = thread.join();
+        }
+        if self.inner.read_only {
+            return Ok(()); // nothing was written
+        }
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        if *self.inner.checkpoint_on_disk.lock() {
+            return Ok(()); // nothing changed since open: the checkpoint still holds
+        }
+        // Segments retired while readers were open go now: the checkpoint must not list them
+        // (a reader that outlives the store may then fail to read them).
+        let deferred = std::mem::take(&mut self.inner.readers.lock().deferred);
+        self.inner.retire_now(&deferred)?;
+        // Everything written is made durable, then described in a checkpoint that lets the
+        // next open skip the replay.
+        self.inner.flush()?;
+        self.inner.write_checkpoint()
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        // A failed final sync poisons the store, which is being dropped anyway; `close`
+        // reports the error to callers who need it.
+        let _ = self.shut_down();
+    }
+}
+
+impl Inner {
+    fn slot(&self, key: &str) -> Option<Arc<Slot>> {
+        self.sessions.read().get(key).cloned()
+    }
+
+    fn create_slot(&self, key: &str) -> Arc<Slot> {
+        let mut sessions = self.sessions.write();
+        let slot = sessions.entry(key.to_owned()).or_insert_with(|| {
+            Arc::new(Slot {
+                session_id: self.next_id.fetch_add(1, Ordering::SeqCst),
+                key: key.to_owned(),
+                writer: Mutex::new(Writer::empty(key)),
+                view: RwLock::new(SessionView::new(key)),
+            })
+        });
+        Arc::clone(slot)
+    }
+
+    /// Every live session, most recent activity first, ties broken by key.
+    fn live_slots(&self) -> Vec<Arc<Slot>> {
+        let mut rows: Vec<(i64, Arc<Slot>)> = {
+            let sessions = self.sessions.read();
+            sessions
+                .values()
+                .filter_map(|slot| {
+                    let view = slot.view.read();
+                    view.is_live()
+                        .then(|| (view.last_activity, Arc::clone(slot)))
+                })
+                .collect()
+        };
+        rows.sort_by(|(a, sa), (b, sb)| b.cmp(a).then_with(|| sa.key.cmp(&sb.key)));
+        rows.into_iter().map(|(_, slot)| slot).collect()
+    }
+
+    /// `f` of every live session's view, in `live_slots` order.
+    fn live_views<T>(&self, mut f: impl FnMut(&SessionView) -> Option<T>) -> Vec<T> {
+        self.live_slots()
+            .iter()
+            .filter_map(|slot| {
+                let view = slot.view.read();
+                if view.is_live() {
+                    f(&view)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn with_view<T>(&self, key: &str, f: impl FnOnce(&SessionView) -> T) -> Option<T> {
+        let slot = self.slot(key)?;
+        let view = slot.view.read();
+        view.is_live().then(|| f(&view))
+    }
+
+    fn running(&self) -> Vec<(SessionMetadata, SessionState)> {
+        self.live_views(|view| {
+            (view.state == RUNNING_STATE).then(|| (view.metadata(), view.session_state()))
+        })
+    }
+}

@@ -1,0 +1,604 @@
+//! Opening a store as named steps (folder, lock, keys, checkpoint or replay, repair, threads)
+//! and the checkpoint written at close.
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::checkpoint;
+use crate::compaction::{self, Retire};
+use crate::error::{Error, Result};
+use crate::feed::Feed;
+use crate::fs::{context, sync_dir, FileSystem, LockGuard, OpenMode};
+use crate::keyring::{self, Keyring};
+use crate::layout;
+use crate::layout::LOCK_FILE;
+use crate::options::{Durability, Options};
+use crate::record::{encode_event, encode_frame, encode_record, Event};
+use crate::recovery::{self, Finding, RecoveryReport, Replayed, ReplayedSession};
+use crate::segment::{self, SegmentFiles, SegmentKind};
+
+use super::appender::{Unsynced, Writer};
+use super::background::{compactor, flusher, spawn, Background};
+use super::retire::Readers;
+use super::tombstones::Tombstones;
+use super::{every_loc, now_micros, Inner, LogStore, Slot};
+
+impl LogStore {
+    pub(super) fn read_only_mode(
+        dir: &Path,
+        options: Options,
+        fs: Arc<dyn FileSystem>,
+    ) -> Result<LogStore> {
+        let options = Options {
+            auto_compact: false,
+            ..options
+        };
+        LogStore::open_mode(dir, options, fs, true)
+    }
+
+    /// Opens the store in `dir`: the folder, its lock, the state on disk (from the checkpoint
+    /// or a replay), the sessions (repaired where damaged), then the background threads.
+    pub(super) fn open_mode(
+        dir: &Path,
+        options: Options,
+        fs: Arc<dyn FileSystem>,
+        read_only: bool,
+    ) -> Result<LogStore> {
+        options.validate()?;
+        let dir = dir.to_path_buf();
+        prepare_folder(&*fs, &dir, &options, read_only)?;
+        let lock = if read_only {
+            None
+        } else {
+            Some(lock_folder(&*fs, &dir)?)
+        };
+        let mut state = OnDisk::load(&fs, &dir, &options, read_only)?;
+        let opening = Opening {
+            fs: &*fs,
+            dir: &dir,
+            keys: state.keys.as_ref(),
+            options: &options,
+            read_only,
+        };
+        let sessions = opening.settle_sessions(
+            std::mem::take(&mut state.replayed.sessions),
+            &mut state.next_seq,
+            &mut state.erased,
+            &mut state.report,
+        )?;
+        let (tombstones, displaced) =
+            tombstones_from(std::mem::take(&mut state.replayed.tombstones));
+        let live_sessions = sessions
+            .values()
+            .filter(|slot| slot.view.read().is_live())
+            .count();
+        let report = state.report;
+        let inner = Arc::new(Inner {
+            fs,
+            dir,
+            options,
+            sessions: RwLock::new(sessions),
+            feed: Feed::new(state.next_seq),
+            next_id: AtomicU64::new(state.replayed.next_id.max(state.erased.next_id)),
+            poisoned: AtomicBool::new(false),
+            open_files: AtomicUsize::new(0),
+            unsynced: Mutex::new(Unsynced::default()),
+            background: Background::default(),
+            replayed: !report.from_checkpoint,
+            checkpoint_on_disk: Mutex::new(report.from_checkpoint),
+            read_only,
+            readers: Mutex::new(Readers::default()),
+            tombstones: Mutex::new(tombstones),
+            activity: Mutex::new(None),
+            live_sessions: AtomicUsize::new(live_sessions),
+            report,
+            _lock: lock,
+            keys: state.keys,
+            erasure_log: Mutex::new(state.erased),
+        });
+        if !read_only {
+            for slot in displaced {
+                inner.reclaim_tombstone(&slot)?;
+            }
+            inner.sweep_tombstones()?;
+        }
+        let threads = start_threads(&inner)?;
+        Ok(LogStore { inner, threads })
+    }
+}
+
+/// Creates the store's folder if missing (durably), and refuses one that others may write to.
+fn prepare_folder(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    options: &Options,
+    read_only: bool,
+) -> Result<()> {
+    if !fs.is_dir(dir) {
+        if read_only {
+            return Err(context("opening", dir)(std::io::ErrorKind::NotFound.into()));
+        }
+        fs.create_dir_all(dir).map_err(context("creating", dir))?;
+        // The new folder's entry must be durable before anything in it is.
+        sync_dir(fs, crate::fs::parent(dir))?;
+    }
+    let mode = fs.folder_mode(dir).map_err(context("examining", dir))?;
+    if mode & 0o022 != 0 && !options.allow_shared_folder {
+        // Another user who may write to the folder could replace or remove segments.
+        return Err(Error::InsecureFolder {
+            path: dir.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Takes the folder's lock, waiting a moment for a holder that may release it at once: a
+/// child process this process starts holds a copy of the lock's descriptor between its fork
+/// and its exec, so a store dropped and opened again meanwhile would find its own lock held.
+fn lock_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Box<dyn LockGuard>> {
+    let lock_path = dir.join(LOCK_FILE);
+    let mut waited = Duration::ZERO;
+    loop {
+        match fs.lock(&lock_path) {
+            Ok(lock) => return Ok(lock),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if waited >= LOCK_WAIT_MAX {
+                    return Err(Error::Locked { path: lock_path });
+                }
+                std::thread::sleep(LOCK_RETRY_EVERY);
+                waited += LOCK_RETRY_EVERY;
+            }
+            Err(e) => return Err(context("locking", &lock_path)(e)),
+        }
+    }
+}
+
+/// What the folder holds, read at open: the keys, the erasure log, every session as the
+/// checkpoint or a replay left it, and the next sequence number.
+struct OnDisk {
+    keys: Option<Keyring>,
+    erased: recovery::ErasureLog,
+    replayed: Replayed,
+    next_seq: u64,
+    report: RecoveryReport,
+}
+
+impl OnDisk {
+    /// Lists the folder, checks the key, reads the erasure log, then loads the checkpoint if
+    /// it matches the folder (never for a reader, which checks every record) or replays every
+    /// segment. A writer then raises the nonce epoch (every header is read and nothing sealed
+    /// yet) and removes a checkpoint it did not use.
+    fn load(
+        fs: &Arc<dyn FileSystem>,
+        dir: &Path,
+        options: &Options,
+        read_only: bool,
+    ) -> Result<OnDisk> {
+        let folder = recovery::list_folder(&**fs, dir)?;
+        let mut keys = open_keyring(fs, dir, options, read_only, &folder.names)?;
+        let mut report = RecoveryReport::default();
+        let mut erased = recovery::ErasureLog::open(&**fs, dir, &mut report)?;
+        let from_checkpoint = if read_only {
+            None
+        } else {
+            checkpoint::load(&**fs, dir, &folder.names, &mut report, keys.as_ref())?
+        };
+        let replayed = match from_checkpoint {
+            Some(mut from_checkpoint) => {
+                report.from_checkpoint = true;
+                // (Replay repairs the erasure log itself, once every header is read.)
+                erased.repair(&**fs, dir, &mut report)?;
+                from_checkpoint.report = folder.report;
+                from_checkpoint
+            }
+            None => recovery::replay(
+                &**fs,
+                dir,
+                folder,
+                &recovery::ReplayOptions {
+                    keep_history: options.keep_history,
+                    repair: !read_only,
+                    retention: options.tombstone_retention,
+                },
+                keys.as_ref(),
+                &mut erased,
+            )?,
+        };
+        if let (Some(keys), false) = (keys.as_mut(), read_only) {
+            keys.start_writing()?;
+        }
+        if !report.from_checkpoint && !read_only {
+            // A stale or damaged checkpoint goes at once. One that was used stays until the
+            // first change to the segments (see `Inner::forget_checkpoint`), so that a store
+            // opened only to read neither pays for its removal nor rewrites it at close.
+            checkpoint::remove(&**fs, dir)?;
+        }
+        let mut replayed = replayed;
+        report.findings.append(&mut replayed.report.findings);
+        // Erasures have sequence numbers too (the erasure log's).
+        let next_seq = replayed.next_seq.max(erased.max_seq + 1);
+        Ok(OnDisk {
+            keys,
+            erased,
+            replayed,
+            next_seq,
+            report,
+        })
+    }
+}
+
+/// What the steps of open after the load share: the folder, its keys, the options, and
+/// whether this open may change anything.
+struct Opening<'a> {
+    fs: &'a dyn FileSystem,
+    dir: &'a Path,
+    keys: Option<&'a Keyring>,
+    options: &'a Options,
+    read_only: bool,
+}
+
+impl Opening<'_> {
+    /// The sessions by key, newest first: a damaged one is repaired (a writer) or served as
+    /// far as it is sound (a reader); when a power loss left two sessions with one key, the
+    /// newer one is the real one (a key gets a new session only after its old one is deleted)
+    /// and the older one's lost delete is written again.
+    fn settle_sessions(
+        &self,
+        mut replayed: Vec<ReplayedSession>,
+        next_seq: &mut u64,
+        erased: &mut recovery::ErasureLog,
+        report: &mut RecoveryReport,
+    ) -> Result<HashMap<String, Arc<Slot>>> {
+        let mut sessions: HashMap<String, Arc<Slot>> = HashMap::with_capacity(replayed.len());
+        replayed.sort_by_key(|s| Reverse(s.session_id));
+        for mut session in replayed {
+            let twin = sessions.contains_key(&session.view.key);
+            let slot = match (twin, session.damage.is_some(), self.read_only) {
+                (false, false, _) => slot_from(session),
+                (false, true, false) => self.repair(session, next_seq, report)?,
+                (false, true, true) => {
+                    // Read-only: the session as far as it is sound, the damage left in place.
+                    if let Some((path, offset, reason)) = session.damage.take() {
+                        report.findings.push(Finding::Damaged {
+                            key: Some(session.view.key.clone()),
+                            path,
+                            offset,
+                            reason,
+                            quarantined: Vec::new(),
+                        });
+                    }
+                    slot_from(session)
+                }
+                (true, _, false) => {
+                    self.restore_delete(session, next_seq, erased, report)?;
+                    continue;
+                }
+                (true, _, true) => continue, // the older twin is deleted (see above)
+            };
+            sessions.insert(slot.key.clone(), Arc::new(slot));
+        }
+        Ok(sessions)
+    }
+
+    /// Rewrites a damaged session's good prefix as a new generation and moves its old segments,
+    /// damage included, into quarantine.
+    fn repair(
+        &self,
+        mut session: ReplayedSession,
+        next_seq: &mut u64,
+        report: &mut RecoveryReport,
+    ) -> Result<Slot> {
+        let (fs, dir, keys) = (self.fs, self.dir, self.keys);
+        let retention = self.options.tombstone_retention;
+        let (path, offset, reason) = session.damage.take().unwrap_or_default();
+        let number = session
+            .highest
+            .checked_add(1)
+            .ok_or_else(|| Error::Corrupt {
+                path: path.clone(),
+                offset,
+                reason: "segment numbers exhausted".into(),
+            })?;
+        let key = keyring::data_key(keys, session.session_id)?;
+        let locs = every_loc(&session.view);
+        let source = SegmentFiles::open(fs, dir, session.session_id, &locs, key.clone())?;
+        let seq = *next_seq;
+        *next_seq += 1;
+        let generation = compaction::write_generation(
+            fs,
+            dir,
+            (session.session_id, number, SegmentKind::Recovered),
+            &session.view,
+            &source,
+            key.as_deref(),
+            || ((seq, now_micros()), ()),
+            session.head,
+            {
+                let within = session.view.clear_undoable(retention);
+                (within, session.view.cleared_by.is_some() && !within)
+            },
+        )?
+        .0;
+        drop(source);
+        let quarantined = compaction::retire(
+            fs,
+            dir,
+            session.session_id,
+            session.oldest,
+            number,
+            Retire::Quarantine,
+        )?;
+        report.findings.push(Finding::Damaged {
+            key: Some(session.view.key.clone()),
+            path,
+            offset,
+            reason,
+            quarantined,
+        });
+        session
+            .view
+            .install_compacted(generation.messages, generation.cleared);
+        session.view.last_seq = session.view.last_seq.max(seq);
+        session.oldest = number;
+        session.newest = number;
+        session.newest_len = generation.len;
+        session.head = generation.head;
+        session.newest_version = segment::version_for(keys.is_some());
+        Ok(slot_from(session))
+    }
+
+    /// Writes the delete record a power loss lost for an older session whose key a newer session
+    /// now holds (only possible without `Durability::Always`).
+    fn restore_delete(
+        &self,
+        session: ReplayedSession,
+        next_seq: &mut u64,
+        erased: &mut recovery::ErasureLog,
+        report: &mut RecoveryReport,
+    ) -> Result<()> {
+        let (fs, dir, keys) = (self.fs, self.dir, self.keys);
+        let key = session.view.key.clone();
+        if let Some((path, offset, reason)) = session.damage {
+            let quarantined = compaction::retire(
+                fs,
+                dir,
+                session.session_id,
+                session.oldest,
+                session.highest.saturating_add(1),
+                Retire::Quarantine,
+            )?;
+            report.findings.push(Finding::Damaged {
+                key: Some(key),
+                path,
+                offset,
+                reason,
+                quarantined,
+            });
+            return Ok(());
+        }
+        let path = layout::segment_path(dir, session.session_id, session.newest);
+        let mut frame = Vec::new();
+        if session.newest_version >= 2 {
+            let key = keyring::data_key(keys, session.session_id)?;
+            encode_record(
+                *next_seq,
+                now_micros(),
+                &session.head,
+                &Event::Delete,
+                &mut frame,
+                key.as_deref(),
+            );
+        } else {
+            // The segment has the version 1 layout: its records have no chain link.
+            let payload = encode_event(&Event::Delete);
+            encode_frame(*next_seq, now_micros(), None, &payload, &mut frame);
+        }
+        *next_seq += 1;
+        let file = fs
+            .open(&path, OpenMode::Write)
+            .map_err(context("opening", &path))?;
+        file.write_at(&frame, session.newest_len)
+            .map_err(context("writing", &path))?;
+        // The delete must be durable before the newer session is served alone.
+        file.sync().map_err(context("syncing", &path))?;
+        drop(file);
+        // Then its files go, as a reclaim does: the sequence floor first, and the erasure logged.
+        layout::write_seq_floor(fs, dir, *next_seq)?;
+        erased.log(fs, dir, session.session_id, next_seq)?;
+        compaction::erase_session_files(
+            fs,
+            dir,
+            keys,
+            session.session_id,
+            (session.oldest, session.highest.saturating_add(1)),
+        )?;
+        report.findings.push(Finding::DeleteRestored { key, path });
+        Ok(())
+    }
+}
+
+/// The restorable deleted sessions (the latest delete of each key, newest session first), and
+/// the older deletes of a key they displace (reclaimed once the store is up).
+fn tombstones_from(mut replayed: Vec<ReplayedSession>) -> (Tombstones, Vec<Arc<Slot>>) {
+    replayed.sort_by_key(|s| Reverse(s.session_id));
+    let mut tombstones = Tombstones::default();
+    let mut displaced = Vec::new();
+    for session in replayed {
+        let deleted_at = session.view.deleted_at;
+        let slot = Arc::new(slot_from(session));
+        slot.writer.lock().retired = true;
+        if tombstones.get(&slot.key).is_some() {
+            displaced.push(slot);
+        } else {
+            tombstones.insert(slot, deleted_at);
+        }
+    }
+    (tombstones, displaced)
+}
+
+/// Starts the flusher (`Durability::Interval`) and the compactor (`auto_compact`).
+fn start_threads(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
+    let mut threads = Vec::new();
+    if let Durability::Interval(every) = inner.options.durability {
+        threads.push(spawn("sessionlog-flusher", inner, move |inner| {
+            flusher(inner, every)
+        })?);
+    }
+    if inner.options.auto_compact {
+        threads.push(spawn("sessionlog-compactor", inner, compactor)?);
+    }
+    Ok(threads)
+}
+
+/// How long open waits for a lock another holder may release at once.
+pub(super) const LOCK_WAIT_MAX: Duration = Duration::from_millis(200);
+
+/// How often it tries again meanwhile.
+pub(super) const LOCK_RETRY_EVERY: Duration = Duration::from_millis(10);
+
+pub(super) fn slot_from(session: ReplayedSession) -> Slot {
+    let sealed = session.newest_version == segment::SEALED_VERSION;
+    let header_len = segment::header_len(&session.view.key, sealed);
+    Slot {
+        session_id: session.session_id,
+        key: session.view.key.clone(),
+        writer: Mutex::new(Writer {
+            oldest: session.oldest,
+            newest: session.newest,
+            newest_len: session.newest_len,
+            header_len,
+            head: session.head,
+            newest_version: session.newest_version,
+            ..Writer::empty(&session.view.key)
+        }),
+        view: RwLock::new(session.view),
+    }
+}
+
+/// The keys of an encrypted store: checks `options.encryption` against the folder, and sets
+/// up encryption for a new, empty store (`names`: the folder's segment files).
+pub(super) fn open_keyring(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    options: &Options,
+    read_only: bool,
+    names: &[String],
+) -> Result<Option<Keyring>> {
+    let encrypted = keyring::is_encrypted(&**fs, dir);
+    match (&options.encryption, encrypted) {
+        (None, false) => Ok(None),
+        (None, true) => Err(Error::KeyRequired {
+            path: dir.to_path_buf(),
+        }),
+        (Some(key), true) => Keyring::open(Arc::clone(fs), dir, key, false).map(Some),
+        (Some(key), false) => {
+            let holds_data = !names.is_empty()
+                || [layout::ARCHIVE_DIR, layout::QUARANTINE_DIR]
+                    .iter()
+                    .any(|folder| fs.is_dir(&dir.join(folder)));
+            if holds_data || read_only {
+                return Err(Error::NotEncrypted {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Keyring::open(Arc::clone(fs), dir, key, true).map(Some)
+        }
+    }
+}
+
+impl Inner {
+    /// Removes the checkpoint the store opened from, durably, before the first change to a
+    /// segment would make it describe a folder that no longer exists.
+    pub(super) fn forget_checkpoint(&self) -> Result<()> {
+        let mut on_disk = self.checkpoint_on_disk.lock();
+        if *on_disk {
+            let result = checkpoint::remove(&*self.fs, &self.dir);
+            self.poison(result)?;
+            *on_disk = false;
+        }
+        Ok(())
+    }
+
+    /// Writes the projection to the checkpoint file (see `checkpoint.rs`). Called at close,
+    /// once the background threads have stopped and every write is synced.
+    pub(super) fn write_checkpoint(&self) -> Result<()> {
+        let names = recovery::list_folder(&*self.fs, &self.dir)?.names;
+        // The checkpoint may only describe durable bytes. Segments this store wrote are synced
+        // already, but what a replaying open read may be a crashed process's unsynced writes,
+        // still only in the page cache: then sync every segment.
+        let mut segments = Vec::with_capacity(names.len());
+        for name in names {
+            let path = self.dir.join(&name);
+            if self.replayed {
+                let file = self
+                    .fs
+                    .open(&path, OpenMode::Read)
+                    .map_err(context("opening", &path))?;
+                file.sync().map_err(context("syncing", &path))?;
+            }
+            let stat = self.fs.stat(&path).map_err(context("examining", &path))?;
+            segments.push((name, stat));
+        }
+        let newest_segment_ns = segments
+            .iter()
+            .map(|(_, stat)| stat.modified_ns)
+            .max()
+            .unwrap_or(i64::MIN);
+        // Live sessions and tombstones (restorable deleted sessions) alike.
+        let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
+        slots.extend(self.tombstones.lock().slots().cloned());
+        let mut held = Vec::with_capacity(slots.len());
+        for slot in &slots {
+            let w = slot.writer.lock();
+            let tombstone = slot.view.read().deleted;
+            if (!w.retired || tombstone) && w.newest != 0 {
+                held.push((
+                    slot,
+                    w.oldest,
+                    w.newest,
+                    w.newest_len,
+                    w.head,
+                    w.newest_version,
+                    slot.view.read(),
+                ));
+            }
+        }
+        let entries: Vec<checkpoint::Entry<'_>> = held
+            .iter()
+            .filter(|(.., view)| view.exists)
+            .map(
+                |(slot, oldest, newest, newest_len, head, newest_version, view)| {
+                    checkpoint::Entry {
+                        session_id: slot.session_id,
+                        oldest: *oldest,
+                        newest: *newest,
+                        newest_len: *newest_len,
+                        head: *head,
+                        newest_version: *newest_version,
+                        view,
+                    }
+                },
+            )
+            .collect();
+        let bytes = checkpoint::encode(
+            self.feed.next_seq(),
+            self.next_id.load(Ordering::SeqCst),
+            &segments,
+            &entries,
+        );
+        let bytes = match &self.keys {
+            // Names, aliases and context are as private as the records they came from.
+            Some(keys) => keys.seal_blob(checkpoint::SEALED_AAD, &bytes),
+            None => bytes,
+        };
+        checkpoint::write(&*self.fs, &self.dir, &bytes, newest_segment_ns)
+    }
+}

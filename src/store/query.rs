@@ -1,0 +1,214 @@
+//! Reads: messages from their segments, the activity index that `list_page` walks, and
+//! per-session statistics.
+
+use std::cmp::Reverse;
+use std::ops::{Bound, Range};
+use std::sync::Arc;
+
+use crate::backend::TimestampedMessage;
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::listing::{self, ListQuery, Page, PAGE_LIMIT_DEFAULT};
+use crate::location::MessageLoc;
+use crate::message::ChatMessage;
+use crate::projection::to_time;
+use crate::segment::{SegmentFiles, StoredMessage};
+
+use super::{ActivityIndex, Inner, LogStore, SessionStats, Slot};
+
+impl LogStore {
+    /// One page of the live sessions that `query` admits, most recent activity first (ties by
+    /// key), with a cursor for the next page. The cost is that of the sessions returned and
+    /// of those the filters skip on the way, not of every session: the store keeps its
+    /// sessions ordered by activity. Pages are consistent as they go: a session whose
+    /// activity changes between two pages moves to the front, so it may be seen twice or
+    /// (if it moved past the cursor) not at all; a cursor never fails because of writes.
+    /// [`Error::InvalidCursor`] for a cursor this store did not give.
+    pub fn list_page(&self, query: &ListQuery) -> Result<Page> {
+        let limit = if query.limit == 0 {
+            PAGE_LIMIT_DEFAULT
+        } else {
+            query.limit
+        };
+        let start = match &query.cursor {
+            Some(cursor) => {
+                let (at, key) =
+                    listing::decode_cursor(cursor).ok_or_else(|| Error::InvalidCursor {
+                        cursor: cursor.clone(),
+                    })?;
+                Bound::Excluded((Reverse(at), key))
+            }
+            None => match query.active_before {
+                // Before `t`: from the most recent activity at `t` minus one microsecond.
+                Some(before) => Bound::Included((
+                    Reverse(before.timestamp_micros().saturating_sub(1)),
+                    String::new(),
+                )),
+                None => Bound::Unbounded,
+            },
+        };
+        let since = query.active_since.map(|t| t.timestamp_micros());
+        let before = query.active_before.map(|t| t.timestamp_micros());
+        let activity = self.inner.activity_index();
+        let mut sessions = Vec::with_capacity(limit.min(1024));
+        let mut last = None;
+        let mut more = false;
+        for ((Reverse(at), key), slot) in activity.range((start, Bound::Unbounded)) {
+            if since.is_some_and(|since| *at < since) {
+                break; // older than the window: so is everything after
+            }
+            if before.is_some_and(|before| *at >= before) {
+                continue;
+            }
+            let view = slot.view.read();
+            if !view.is_live() || !query.admits(&view) {
+                continue;
+            }
+            if sessions.len() == limit {
+                more = true;
+                break;
+            }
+            sessions.push(view.metadata());
+            last = Some((*at, key.clone()));
+        }
+        let next = match (more, last) {
+            (true, Some((at, key))) => Some(listing::encode_cursor(at, &key)),
+            _ => None,
+        };
+        Ok(Page { sessions, next })
+    }
+
+    /// Every live session's size on disk, most recent activity first.
+    pub fn stats(&self) -> Vec<SessionStats> {
+        self.inner.live_views(|view| {
+            Some(SessionStats {
+                key: view.key.clone(),
+                messages: view.messages.len(),
+                live_bytes: view.live_bytes,
+                dead_bytes: view.dead_bytes(),
+            })
+        })
+    }
+}
+
+pub(super) fn timestamped(messages: Vec<StoredMessage>) -> Vec<TimestampedMessage> {
+    messages
+        .into_iter()
+        .map(|m| TimestampedMessage {
+            message: m.message,
+            created_at: Some(to_time(m.created_at)),
+        })
+        .collect()
+}
+
+impl Inner {
+    /// The activity index, built from the live sessions if this is its first use.
+    pub(super) fn activity_index(&self) -> parking_lot::MappedMutexGuard<'_, ActivityIndex> {
+        parking_lot::MutexGuard::map(self.activity.lock(), |index| {
+            // Built under the index's lock, so no write can move a session in between.
+            index.get_or_insert_with(|| {
+                self.sessions
+                    .read()
+                    .values()
+                    .filter_map(|slot| {
+                        let view = slot.view.read();
+                        view.is_live().then(|| {
+                            (
+                                (Reverse(view.last_activity), slot.key.clone()),
+                                Arc::clone(slot),
+                            )
+                        })
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    /// Moves a session in the activity index from `before` to `after` (its last activity
+    /// while live; `None` while not live).
+    pub(super) fn reindex(&self, slot: &Arc<Slot>, before: Option<i64>, after: Option<i64>) {
+        let mut index = self.activity.lock();
+        let Some(activity) = index.as_mut() else {
+            return; // not built yet: it will be built from the projections
+        };
+        if let Some(at) = before {
+            activity.remove(&(Reverse(at), slot.key.clone()));
+        }
+        if let Some(at) = after {
+            activity.insert((Reverse(at), slot.key.clone()), Arc::clone(slot));
+        }
+    }
+
+    /// Opens the segments of `slot` that `locs` point into, with the session's data key in
+    /// an encrypted store.
+    pub(super) fn segment_files(&self, slot: &Slot, locs: &[MessageLoc]) -> Result<SegmentFiles> {
+        let key = self.data_key(slot.session_id)?;
+        SegmentFiles::open(&*self.fs, &self.dir, slot.session_id, locs, key)
+    }
+
+    /// The message at `loc` of a session whose writer lock the caller holds.
+    pub(super) fn read_one(&self, slot: &Slot, loc: Option<MessageLoc>) -> Result<ChatMessage> {
+        let loc = loc.ok_or_else(|| Error::Corrupt {
+            path: self.dir.clone(),
+            offset: 0,
+            reason: "no last message to replace".into(),
+        })?;
+        let files = self.segment_files(slot, &[loc])?;
+        let mut read = files.read_messages(&[loc])?;
+        read.pop().map(|m| m.message).ok_or_else(|| Error::Corrupt {
+            path: layout::segment_path(&self.dir, slot.session_id, loc.segment),
+            offset: loc.offset(),
+            reason: "message not found".into(),
+        })
+    }
+
+    /// Reads the messages in `range(len)` of a live session.
+    pub(super) fn read(
+        &self,
+        key: &str,
+        range: impl FnOnce(usize) -> Range<usize>,
+    ) -> Result<Vec<StoredMessage>> {
+        let Some(slot) = self.slot(key) else {
+            return Ok(Vec::new());
+        };
+        let (locs, files) = {
+            let view = slot.view.read();
+            if !view.is_live() {
+                return Ok(Vec::new());
+            }
+            let locs = view
+                .messages
+                .get(range(view.messages.len()))
+                .unwrap_or_default()
+                .to_vec();
+            // Opened under the lock, so a compaction cannot remove the files first.
+            let files = self.segment_files(&slot, &locs)?;
+            (locs, files)
+        };
+        files.read_messages(&locs)
+    }
+
+    /// True when `found` holds for the content of any live message of the session; contents
+    /// are borrowed from the read buffer, and reading stops at the first hit.
+    pub(super) fn any_message(&self, key: &str, found: impl Fn(&str) -> bool) -> Result<bool> {
+        let Some(slot) = self.slot(key) else {
+            return Ok(false);
+        };
+        let (locs, files) = {
+            let view = slot.view.read();
+            if !view.is_live() {
+                return Ok(false);
+            }
+            let locs = view.messages.clone();
+            // Opened under the lock, so a compaction cannot remove the files first.
+            let files = self.segment_files(&slot, &locs)?;
+            (locs, files)
+        };
+        let mut hit = false;
+        files.visit_messages(&locs, |_, _, _, content| {
+            hit = found(content);
+            !hit
+        })?;
+        Ok(hit)
+    }
+}
