@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::Result;
-use crate::history::{Events, LogEvent};
+use crate::event::LogEvent;
+use crate::history::Events;
 
 /// Sequence numbers and the subscribers of committed events.
 pub(crate) struct Feed {

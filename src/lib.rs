@@ -39,6 +39,7 @@ mod cipher;
 mod compaction;
 mod erasures;
 mod error;
+mod event;
 mod feed;
 pub mod fs;
 mod history;
@@ -62,8 +63,9 @@ pub use backend::{
 };
 pub use cipher::{DataKey, EncryptionKey};
 pub use error::{Error, Result};
+pub use event::{EventFilter, EventKind, LogEvent};
 pub use feed::{Delivery, Subscription};
-pub use history::{EventFilter, EventKind, Events, LogEvent, Problem, SessionAt, VerifyReport};
+pub use history::{Events, Problem, SessionAt, VerifyReport};
 pub use listing::{ListQuery, Page, PAGE_LIMIT_DEFAULT};
 pub use location::BATCH_MESSAGES_MAX;
 pub use message::ChatMessage;

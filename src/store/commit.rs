@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::cipher::SEAL_OVERHEAD;
 use crate::error::{Error, Result};
+use crate::event::{self, LogEvent};
 use crate::feed::Delivery;
-use crate::history::{self, LogEvent};
 use crate::layout;
 use crate::location::MessageLoc;
 use crate::projection::{to_time, SessionView};
@@ -229,7 +229,7 @@ impl Inner {
         // the subscriber the description, never the write.
         let published = ticket.wanted().then(|| {
             let seq = ticket.seq();
-            match history::event_kind(event, before, || self.read_one(slot, last)) {
+            match event::event_kind(event, before, || self.read_one(slot, last)) {
                 Ok(kind) => Delivery::Event(LogEvent {
                     seq,
                     time: to_time(ts),

@@ -3,8 +3,8 @@
 
 use crate::compaction;
 use crate::error::{Error, Result};
+use crate::event::{EventKind, LogEvent};
 use crate::feed::Delivery;
-use crate::history::{EventKind, LogEvent};
 use crate::options::Durability;
 use crate::projection::to_time;
 use crate::segment::SegmentKind;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use crate::compaction;
 use crate::error::{Error, Result};
+use crate::event::{EventKind, LogEvent};
 use crate::feed::Delivery;
 use crate::fs::{context, sync_dir};
-use crate::history::{EventKind, LogEvent};
 use crate::layout;
 use crate::location::RecordLoc;
 use crate::projection::{to_time, SessionView};

@@ -38,9 +38,10 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::backend::{SessionMetadata, SessionState, TimestampedMessage};
 use crate::error::{Error, Result};
+use crate::event::EventFilter;
 use crate::feed::{Feed, Subscription};
 use crate::fs::{FileSystem, LockGuard, StdFs};
-use crate::history::{self, EventFilter, Events, SessionAt, VerifyReport};
+use crate::history::{self, Events, SessionAt, VerifyReport};
 use crate::keyring::Keyring;
 use crate::location::{MessageLoc, BATCH_MESSAGES_MAX};
 use crate::message::ChatMessage;

@@ -1,286 +1,36 @@
-//! Reading the log back as events, for audit: [`crate::LogStore::events`] streams every event
-//! in commit order, and [`crate::LogStore::load_at`] rebuilds a session as it was right after
-//! a given event.
-//!
-//! A session's history is its segments in the folder plus, with `Options::keep_history`, the
-//! ones compaction moved to `archive/`. Each session is read by a [`Cursor`] that
-//! folds its records through the same [`SessionView::apply`] the store uses, so an event can
-//! say what it replaced (the old message of an `update_last`) and `load_at` agrees with the
-//! live store by construction. A cursor keeps no file open between reads and holds one read
-//! buffer, so memory depends on the number of sessions and their live messages (24 bytes
-//! each), never on the size of the log.
+//! A session's history as a stream of records: its segments in the folder and in `archive/`,
+//! in order, each record folded through [`SessionView::apply`] by a [`Cursor`] that keeps no
+//! file open between reads and holds one bounded read buffer.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-
-use crate::backend::{SessionMetadata, SessionState, TimestampedMessage};
+use crate::backend::TimestampedMessage;
 use crate::cipher::DataKey;
 use crate::error::{Error, Result};
+use crate::event::{event_kind, EventKind, LogEvent};
 use crate::fs::{context, FileSystem, OpenMode};
-use crate::keyring::{self, Keyring};
+use crate::keyring::Keyring;
 use crate::layout::{parse_segment_name, ARCHIVE_DIR, NUMBER_LIMIT, SEGMENT_SUFFIX};
 use crate::location::{MessageLoc, RecordLoc};
 use crate::message::ChatMessage;
-use crate::options::RetentionRule;
 use crate::projection::{to_time, SessionView};
 use crate::record::{
     chain_start, decode_event, decode_frame, open_payload, record_hash, Event, FrameError, Hash,
 };
 use crate::segment::{self, SegmentKind, HEADER_BYTES_MAX};
 
-/// Which events [`crate::LogStore::events`] returns. Every bound is inclusive; the default
-/// returns every event the log holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EventFilter {
-    /// Only this session's events.
-    pub session: Option<String>,
-    /// Only events with this sequence number or a later one.
-    pub from_seq: Option<u64>,
-    /// Only events with this sequence number or an earlier one.
-    pub to_seq: Option<u64>,
-    /// Only events written at this time or later.
-    pub from_time: Option<DateTime<Utc>>,
-    /// Only events written at this time or earlier.
-    pub to_time: Option<DateTime<Utc>>,
-}
-
-impl EventFilter {
-    /// Every event of every session.
-    pub fn all() -> EventFilter {
-        EventFilter::default()
-    }
-
-    /// Every event of one session.
-    pub fn session(key: impl Into<String>) -> EventFilter {
-        EventFilter {
-            session: Some(key.into()),
-            ..EventFilter::default()
-        }
-    }
-
-    fn admits(&self, seq: u64, time: DateTime<Utc>) -> bool {
-        self.from_seq.is_none_or(|from| seq >= from)
-            && self.to_seq.is_none_or(|to| seq <= to)
-            && self.from_time.is_none_or(|from| time >= from)
-            && self.to_time.is_none_or(|to| time <= to)
-    }
-}
-
-/// One event read back from the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEvent {
-    /// Its store-wide sequence number: events are returned in this order.
-    pub seq: u64,
-    /// When it was written (for an imported message, the time it was given).
-    pub time: DateTime<Utc>,
-    /// The session it changed.
-    pub session: String,
-    /// What it did.
-    pub kind: EventKind,
-}
-
-/// What an event did to its session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum EventKind {
-    /// A message was appended.
-    Append {
-        /// The message.
-        message: ChatMessage,
-    },
-    /// Several messages were appended at once, all or none ([`crate::LogStore::append_batch`]).
-    AppendBatch {
-        /// The messages, in order.
-        messages: Vec<ChatMessage>,
-    },
-    /// The last message was replaced.
-    UpdateLast {
-        /// The message it replaced.
-        old: ChatMessage,
-        /// The new message.
-        new: ChatMessage,
-    },
-    /// The last message was removed.
-    RemoveLast {
-        /// The message removed.
-        removed: ChatMessage,
-    },
-    /// Every message was removed; the session stayed.
-    Clear {
-        /// How many messages were removed.
-        removed: usize,
-    },
-    /// The session was deleted.
-    Delete,
-    /// The messages the last clear removed were put back
-    /// ([`crate::LogStore::undo_clear`]).
-    UndoClear,
-    /// The deleted session was brought back ([`crate::LogStore::restore_session`]).
-    Restore,
-    /// The session began as a fork of `source` as it was after event `at_seq`, sharing its
-    /// `messages` messages ([`crate::LogStore::fork_session`]).
-    Fork {
-        /// The source session's key.
-        source: String,
-        /// The source's last event the fork includes.
-        at_seq: u64,
-        /// Messages the fork began with.
-        messages: usize,
-    },
-    /// A retention rule dropped the session's oldest messages.
-    Trimmed {
-        /// The rule.
-        rule: RetentionRule,
-        /// How many messages it dropped.
-        removed: usize,
-    },
-    /// A retention rule deleted the session.
-    Expired {
-        /// The rule.
-        rule: RetentionRule,
-        /// How many messages the session held.
-        removed: usize,
-    },
-    /// The name was set or cleared.
-    Name {
-        /// The new name.
-        name: Option<String>,
-    },
-    /// The agent alias was set or cleared.
-    Alias {
-        /// The new alias.
-        alias: Option<String>,
-    },
-    /// Routing context was set; a `None` field kept its value.
-    Context {
-        /// Channel reference.
-        channel_id: Option<String>,
-        /// Room or thread.
-        room_id: Option<String>,
-        /// Sender.
-        sender_id: Option<String>,
-    },
-    /// The state was set.
-    State {
-        /// The new state.
-        state: String,
-        /// The turn id given with it.
-        turn_id: Option<String>,
-    },
-    /// A compaction rewrote the session to its live state, `messages` messages long.
-    Compaction {
-        /// Live messages it kept.
-        messages: usize,
-    },
-    /// A session's events were erased (its key and what it held are not in the log):
-    /// `whole_session`, the session itself, deleted and past its undo window or erased by
-    /// [`crate::LogStore::erase_session`]; otherwise its history before a compaction that
-    /// dropped cleared messages past their undo window. The event's `session` is empty.
-    Erased {
-        /// The erased session's id (its segment files' prefix).
-        session_id: u64,
-        /// The whole session, or only its history before its compaction.
-        whole_session: bool,
-    },
-    /// A live message as a compaction rewrote it, when the events that built it are no
-    /// longer in the log (compacted without `keep_history`). It carries the sequence number
-    /// and time of the event that gave the message its content.
-    Restated {
-        /// The message.
-        message: ChatMessage,
-    },
-}
-
-/// What `event` did, for a session that held `before` messages; `old` reads its last message
-/// (called only for `UpdateLast` and `RemoveLast`).
-pub(crate) fn event_kind(
-    event: &Event<'_>,
-    before: usize,
-    old: impl FnOnce() -> Result<ChatMessage>,
-) -> Result<EventKind> {
-    let owned = |value: &Option<&str>| value.map(str::to_owned);
-    Ok(match event {
-        Event::Append { role, content } => EventKind::Append {
-            message: ChatMessage::new(*role, *content),
-        },
-        Event::AppendBatch { messages } => EventKind::AppendBatch {
-            messages: messages
-                .iter()
-                .map(|m| ChatMessage::new(m.role, m.content))
-                .collect(),
-        },
-        Event::UpdateLast { role, content } => EventKind::UpdateLast {
-            old: old()?,
-            new: ChatMessage::new(*role, *content),
-        },
-        Event::RemoveLast => EventKind::RemoveLast { removed: old()? },
-        Event::Clear => EventKind::Clear { removed: before },
-        Event::Delete => EventKind::Delete,
-        Event::SetName { name } => EventKind::Name { name: owned(name) },
-        Event::SetAlias { alias } => EventKind::Alias {
-            alias: owned(alias),
-        },
-        Event::SetContext {
-            channel_id,
-            room_id,
-            sender_id,
-        } => EventKind::Context {
-            channel_id: owned(channel_id),
-            room_id: owned(room_id),
-            sender_id: owned(sender_id),
-        },
-        Event::SetState { state, turn_id } => EventKind::State {
-            state: (*state).to_owned(),
-            turn_id: owned(turn_id),
-        },
-        Event::UndoClear => EventKind::UndoClear,
-        Event::Fork { source, at_seq } => EventKind::Fork {
-            source: (*source).to_owned(),
-            at_seq: *at_seq,
-            messages: before,
-        },
-        Event::Trim { count, rule } => EventKind::Trimmed {
-            rule: RetentionRule::from_byte(*rule),
-            removed: usize::try_from(*count).unwrap_or(usize::MAX),
-        },
-        Event::Expire { rule } => EventKind::Expired {
-            rule: RetentionRule::from_byte(*rule),
-            removed: before,
-        },
-        Event::Restore => EventKind::Restore,
-        Event::Snapshot(snapshot) => EventKind::Compaction {
-            messages: usize::try_from(snapshot.message_count).unwrap_or(usize::MAX),
-        },
-    })
-}
-
-/// A session as it was right after one event, from [`crate::LogStore::load_at`].
-#[derive(Debug, Clone)]
-pub struct SessionAt {
-    /// The session's metadata then.
-    pub metadata: SessionMetadata,
-    /// Its state then.
-    pub state: SessionState,
-    /// Its messages then, with the times they were appended.
-    pub messages: Vec<TimestampedMessage>,
-}
-
 /// One segment of a session's history, in the folder or in `archive/`.
 #[derive(Debug, Clone)]
-struct SegmentRef {
-    number: u32,
-    path: PathBuf,
+pub(super) struct SegmentRef {
+    pub(super) number: u32,
+    pub(super) path: PathBuf,
 }
 
 /// The histories of the store in `dir` ([`list_histories`]), leaving out sessions an
 /// encrypted store was erasing when a crash stopped it (their key is gone; open finishes them).
-fn readable_histories(
+pub(super) fn readable_histories(
     fs: &dyn FileSystem,
     dir: &Path,
     keys: Option<&Keyring>,
@@ -296,7 +46,10 @@ fn readable_histories(
 
 /// Every session's segments in `dir` and `dir/archive`, by session id, sorted by number. The
 /// folder's copy wins over an archived one of the same name.
-fn list_histories(fs: &dyn FileSystem, dir: &Path) -> Result<BTreeMap<u64, Vec<SegmentRef>>> {
+pub(super) fn list_histories(
+    fs: &dyn FileSystem,
+    dir: &Path,
+) -> Result<BTreeMap<u64, Vec<SegmentRef>>> {
     let mut sessions: BTreeMap<u64, BTreeMap<u32, PathBuf>> = BTreeMap::new();
     let archive = dir.join(ARCHIVE_DIR);
     // The folder first, then the archive: a segment archived between the two listings is
@@ -337,7 +90,7 @@ fn list_histories(fs: &dyn FileSystem, dir: &Path) -> Result<BTreeMap<u64, Vec<S
 
 /// The key a session's segments name, from the newest header that decodes (`key`: the
 /// session's data key, in an encrypted store).
-fn history_key(
+pub(super) fn history_key(
     fs: &dyn FileSystem,
     segments: &[SegmentRef],
     key: Option<&DataKey>,
@@ -350,7 +103,7 @@ fn history_key(
 
 /// Reads and decodes a segment's header (`key`: the session's data key, in an encrypted
 /// store).
-fn read_header(
+pub(super) fn read_header(
     fs: &dyn FileSystem,
     segment: &SegmentRef,
     key: Option<&DataKey>,
@@ -381,7 +134,7 @@ fn read_header(
 
 /// Reads `len` bytes at `offset` of a segment, following it into `archive/` if a compaction
 /// moved it there since it was listed.
-fn read_segment(
+pub(super) fn read_segment(
     fs: &dyn FileSystem,
     segment: &SegmentRef,
     offset: u64,
@@ -413,58 +166,58 @@ fn read_segment(
         .map_err(context("reading", &segment.path))
 }
 
-const HEADER_CUT_SHORT: &str = "segment header cut short";
+pub(super) const HEADER_CUT_SHORT: &str = "segment header cut short";
 
 /// The smallest read a cursor makes.
-const READ_CHUNK_BYTES: usize = 64 << 10;
+pub(super) const READ_CHUNK_BYTES: usize = 64 << 10;
 
 /// One session's history, read record by record and folded into a view.
 pub(crate) struct Cursor {
-    fs: Arc<dyn FileSystem>,
-    session_id: u64,
-    segments: Vec<SegmentRef>,
+    pub(super) fs: Arc<dyn FileSystem>,
+    pub(super) session_id: u64,
+    pub(super) segments: Vec<SegmentRef>,
     /// The segments' headers as `new` read them (`None`: unreadable then), so that each is
     /// read once; headers never change once written.
-    headers: Vec<Option<segment::SegmentHeader>>,
+    pub(super) headers: Vec<Option<segment::SegmentHeader>>,
     /// Index in `segments` of the segment being read; `segments.len()` when done.
-    index: usize,
+    pub(super) index: usize,
     /// Offset of the next record in that segment.
-    offset: u64,
+    pub(super) offset: u64,
     /// Bytes of that segment from `buffer_start`.
-    buffer: Vec<u8>,
-    buffer_start: u64,
+    pub(super) buffer: Vec<u8>,
+    pub(super) buffer_start: u64,
     /// The segment is a compacted or recovered one and the records before its snapshot
     /// restate messages the fold already holds.
-    skipping_restated: bool,
+    pub(super) skipping_restated: bool,
     /// The segment is a compacted or recovered one whose history is not in the log.
-    restating: bool,
+    pub(super) restating: bool,
     /// The first sequence number from which the session's state is known.
-    available_from: u64,
-    view: SessionView,
+    pub(super) available_from: u64,
+    pub(super) view: SessionView,
     /// The format version of the segment being read.
-    version: u32,
+    pub(super) version: u32,
     /// Check every record's link to the one before it (for `verify`).
-    check_chain: bool,
+    pub(super) check_chain: bool,
     /// The `prev` the next record must hold: the hash of the record before it (`None` where
     /// that record is not in the log: at the start of a compacted history).
-    chain: Option<Hash>,
+    pub(super) chain: Option<Hash>,
     /// Where the record before the next one lies (segment index, offset).
-    previous: Option<(usize, u64)>,
+    pub(super) previous: Option<(usize, u64)>,
     /// Links checked so far.
-    links: u64,
+    pub(super) links: u64,
     /// For a fork: the index of its forked segment; the segments before it are shared with
     /// its source, read silently (their events are the source's).
-    forked_at: Option<usize>,
+    pub(super) forked_at: Option<usize>,
     /// For a fork: how many bytes of a shared segment (by index) belong to its history.
-    cuts: HashMap<usize, u64>,
+    pub(super) cuts: HashMap<usize, u64>,
     /// The session's data key, in an encrypted store.
-    key: Option<Arc<DataKey>>,
+    pub(super) key: Option<Arc<DataKey>>,
 }
 
 impl Cursor {
     /// A cursor over a session's segments, starting where its history can be read whole: at
     /// segment 1, or at the first compacted or recovered segment after the last gap.
-    fn new(
+    pub(super) fn new(
         fs: Arc<dyn FileSystem>,
         (session_id, key): (u64, Option<Arc<DataKey>>),
         segments: Vec<SegmentRef>,
@@ -568,7 +321,7 @@ impl Cursor {
 
     /// The header of segment `index`, checked against its file name (a fork's shared
     /// segments name their source).
-    fn header(&self, index: usize) -> Result<segment::SegmentHeader> {
+    pub(super) fn header(&self, index: usize) -> Result<segment::SegmentHeader> {
         let header = self.read_header(index)?;
         let segment = &self.segments[index];
         let inherited = self.forked_at.is_some_and(|f| index < f);
@@ -584,7 +337,7 @@ impl Cursor {
     }
 
     /// The header of segment `index`, decoded.
-    fn read_header(&self, index: usize) -> Result<segment::SegmentHeader> {
+    pub(super) fn read_header(&self, index: usize) -> Result<segment::SegmentHeader> {
         if let Some(Some(header)) = self.headers.get(index) {
             return Ok(header.clone());
         }
@@ -597,7 +350,7 @@ impl Cursor {
     }
 
     /// Reads the header of the segment at `index` and positions the cursor after it.
-    fn enter_segment(&mut self) -> Result<()> {
+    pub(super) fn enter_segment(&mut self) -> Result<()> {
         if self.index >= self.segments.len() {
             return Ok(());
         }
@@ -640,7 +393,7 @@ impl Cursor {
 
     /// The record at the cursor: where its bytes start in `self.buffer`, and its length.
     /// `None` at the end of the session's history.
-    fn next_record(&mut self) -> Result<Option<(usize, usize)>> {
+    pub(super) fn next_record(&mut self) -> Result<Option<(usize, usize)>> {
         let mut want = READ_CHUNK_BYTES;
         loop {
             let Some(segment) = self.segments.get(self.index).cloned() else {
@@ -686,7 +439,7 @@ impl Cursor {
     /// anywhere after it, it is what a crash mid-write leaves (or a write in progress, seen
     /// by a reader beside the writer): the end of the history, as open treats it. Anywhere
     /// else it is damage.
-    fn bad_record(&mut self, error: FrameError) -> Result<Option<(usize, usize)>> {
+    pub(super) fn bad_record(&mut self, error: FrameError) -> Result<Option<(usize, usize)>> {
         let segment = self.segments[self.index].clone();
         if self.index + 1 == self.segments.len() {
             let mut rest = Vec::new();
@@ -701,7 +454,7 @@ impl Cursor {
 
     /// The segment ends inside a record: a write in progress (or a torn tail a writable open
     /// will cut) in the newest segment, damage in any other.
-    fn end_of_segment(&mut self, needed: u64) -> Result<Option<(usize, usize)>> {
+    pub(super) fn end_of_segment(&mut self, needed: u64) -> Result<Option<(usize, usize)>> {
         if self.index + 1 >= self.segments.len() {
             self.index = self.segments.len();
             return Ok(None);
@@ -715,7 +468,7 @@ impl Cursor {
 
     /// The message whose record is at `loc` (a `MessageLoc` of this cursor's view, whose
     /// `segment` is an index into `segments`).
-    fn message_at(&self, loc: &MessageLoc) -> Result<(u64, ChatMessage)> {
+    pub(super) fn message_at(&self, loc: &MessageLoc) -> Result<(u64, ChatMessage)> {
         let segment = self
             .segments
             .get(loc.segment as usize)
@@ -835,7 +588,7 @@ impl Cursor {
 
     /// Checks that a record's `prev` is the hash of the record before it: `Ok(true)` when it
     /// is, `Ok(false)` when there is no link to check.
-    fn check_link(&self, prev: Option<Hash>, offset: u64) -> Result<bool> {
+    pub(super) fn check_link(&self, prev: Option<Hash>, offset: u64) -> Result<bool> {
         let (Some(prev), Some(expected)) = (prev, self.chain) else {
             return Ok(false); // a version 1 record, or the first record of a compacted history
         };
@@ -863,7 +616,11 @@ impl Cursor {
         })
     }
 
-    fn old_message(&self, last: Option<MessageLoc>, at: &RecordLoc) -> Result<ChatMessage> {
+    pub(super) fn old_message(
+        &self,
+        last: Option<MessageLoc>,
+        at: &RecordLoc,
+    ) -> Result<ChatMessage> {
         let loc = last.ok_or_else(|| Error::Corrupt {
             path: self.segments[self.index].path.clone(),
             offset: at.offset,
@@ -873,7 +630,7 @@ impl Cursor {
     }
 
     /// The session's messages as the fold holds them now.
-    fn messages(&self) -> Result<Vec<TimestampedMessage>> {
+    pub(super) fn messages(&self) -> Result<Vec<TimestampedMessage>> {
         self.view
             .messages
             .iter()
@@ -886,297 +643,4 @@ impl Cursor {
             })
             .collect()
     }
-}
-
-/// Events of many sessions merged in sequence-number order.
-pub struct Events {
-    cursors: Vec<Cursor>,
-    /// The erasure log's events (see `erasures.rs`), in order, the filter already applied.
-    erased: std::collections::VecDeque<LogEvent>,
-    /// Each cursor's next event, keyed by sequence number.
-    heads: BinaryHeap<Reverse<(u64, usize)>>,
-    pending: Vec<Option<LogEvent>>,
-    filter: EventFilter,
-    /// Events above this were written after the iterator was made and are not returned.
-    cut: u64,
-    failed: bool,
-    /// An error met while reading ahead, returned after the event read before it.
-    error: Option<Error>,
-    /// Keeps compaction from removing files while the iterator lives.
-    guard: Option<Box<dyn std::any::Any + Send + Sync>>,
-}
-
-impl Events {
-    pub(crate) fn new(
-        fs: Arc<dyn FileSystem>,
-        dir: &Path,
-        filter: EventFilter,
-        cut: u64,
-        keys: Option<&Keyring>,
-    ) -> Result<Events> {
-        let erased = match &filter.session {
-            Some(_) => Default::default(), // an erasure names no session
-            None => crate::erasures::read(&*fs, dir)?
-                .erasures
-                .into_iter()
-                .filter(|e| e.seq <= cut)
-                .map(|e| LogEvent {
-                    seq: e.seq,
-                    time: to_time(e.ts_micros),
-                    session: String::new(),
-                    kind: EventKind::Erased {
-                        session_id: e.session_id,
-                        whole_session: e.whole_session,
-                    },
-                })
-                .filter(|e| filter.admits(e.seq, e.time))
-                .collect(),
-        };
-        let mut events = Events {
-            erased,
-            cursors: Vec::new(),
-            heads: BinaryHeap::new(),
-            pending: Vec::new(),
-            filter,
-            cut,
-            failed: false,
-            error: None,
-            guard: None,
-        };
-        for (id, segments) in readable_histories(&*fs, dir, keys)? {
-            if let Some(wanted) = &events.filter.session {
-                // Another session's damage (or missing key) must not stop this one's reading.
-                let key = keyring::data_key(keys, id).ok().flatten();
-                if history_key(&*fs, &segments, key.as_deref()).as_ref() != Some(wanted) {
-                    continue;
-                }
-            }
-            let key = keyring::data_key(keys, id)?;
-            let cursor = Cursor::new(Arc::clone(&fs), (id, key), segments)?;
-            events.cursors.push(cursor);
-            events.pending.push(None);
-        }
-        for index in 0..events.cursors.len() {
-            events.advance(index)?;
-        }
-        Ok(events)
-    }
-
-    pub(crate) fn hold(&mut self, guard: Box<dyn std::any::Any + Send + Sync>) {
-        self.guard = Some(guard);
-    }
-
-    /// Reads cursor `index`'s next event into `pending` and the heap.
-    fn advance(&mut self, index: usize) -> Result<()> {
-        if let Some(event) = self.cursors[index].next_event(self.cut)? {
-            self.heads.push(Reverse((event.seq, index)));
-            self.pending[index] = Some(event);
-        }
-        Ok(())
-    }
-}
-
-impl Iterator for Events {
-    type Item = Result<LogEvent>;
-
-    fn next(&mut self) -> Option<Result<LogEvent>> {
-        while !self.failed {
-            if let Some(e) = self.error.take() {
-                self.failed = true;
-                return Some(Err(e));
-            }
-            let next_logged = self.heads.peek().map(|Reverse((seq, _))| *seq);
-            if self
-                .erased
-                .front()
-                .is_some_and(|e| next_logged.is_none_or(|seq| e.seq < seq))
-            {
-                return self.erased.pop_front().map(Ok);
-            }
-            let Reverse((_, index)) = self.heads.pop()?;
-            let event = self.pending[index].take()?;
-            if let Err(e) = self.advance(index) {
-                // The event in hand is sound: return it, and the error next.
-                self.error = Some(e);
-            }
-            if self.filter.admits(event.seq, event.time) {
-                return Some(Ok(event));
-            }
-        }
-        None
-    }
-}
-
-/// The session `key` as it was right after event `seq`: `None` if it did not exist then.
-pub(crate) fn load_at(
-    fs: Arc<dyn FileSystem>,
-    dir: &Path,
-    key: &str,
-    seq: u64,
-    keys: Option<&Keyring>,
-) -> Result<Option<SessionAt>> {
-    let mut unavailable = None;
-    for (id, segments) in readable_histories(&*fs, dir, keys)? {
-        let data_key = keyring::data_key(keys, id).ok().flatten();
-        if history_key(&*fs, &segments, data_key.as_deref()).as_deref() != Some(key) {
-            continue;
-        }
-        let mut cursor = Cursor::new(Arc::clone(&fs), (id, data_key), segments)?;
-        let mut applied_any = false;
-        while cursor.next_event(seq)?.is_some() {
-            applied_any = true;
-        }
-        if cursor.restating || seq < cursor.available_from {
-            // The session's state at `seq` was compacted away: find from where it is known.
-            while cursor.restating && cursor.next_event(u64::MAX)?.is_some() {}
-            unavailable = Some(cursor.available_from);
-            continue;
-        }
-        if applied_any && cursor.view.is_live() {
-            return Ok(Some(SessionAt {
-                metadata: cursor.view.metadata(),
-                state: cursor.view.session_state(),
-                messages: cursor.messages()?,
-            }));
-        }
-    }
-    match unavailable {
-        Some(available_from) => Err(Error::HistoryCompacted {
-            key: key.to_owned(),
-            available_from,
-        }),
-        None => Ok(None),
-    }
-}
-
-/// What [`crate::LogStore::verify`] found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// Sessions whose history was read (live ones, and deleted ones kept in `archive/`).
-    pub sessions: usize,
-    /// Events read and checked.
-    pub events: u64,
-    /// Hash-chain links checked: each record (of format version 2) against the hash of the
-    /// record before it.
-    pub links: u64,
-    /// Every problem found: at most one per session, since a session's history cannot be
-    /// read past its first bad record.
-    pub problems: Vec<Problem>,
-}
-
-impl VerifyReport {
-    /// True when nothing is wrong.
-    pub fn is_sound(&self) -> bool {
-        self.problems.is_empty()
-    }
-}
-
-/// One problem [`crate::LogStore::verify`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The session, when its segment header could be read.
-    pub session: Option<String>,
-    /// The file holding the bad bytes (empty when unknown).
-    pub path: PathBuf,
-    /// Byte offset of the bad record or header in that file.
-    pub offset: u64,
-    /// What is wrong.
-    pub reason: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.session {
-            Some(key) => write!(f, "session {key:?}: ")?,
-            None => f.write_str("unknown session: ")?,
-        }
-        write!(
-            f,
-            "{} at offset {}: {}",
-            self.path.display(),
-            self.offset,
-            self.reason
-        )
-    }
-}
-
-fn problem(session: Option<String>, error: Error) -> Problem {
-    match error {
-        Error::Corrupt {
-            path,
-            offset,
-            reason,
-        } => Problem {
-            session,
-            path,
-            offset,
-            reason,
-        },
-        Error::ChecksumMismatch {
-            path,
-            offset,
-            expected,
-            actual,
-        } => Problem {
-            session,
-            path,
-            offset,
-            reason: format!("checksum mismatch: stored {expected:#010x}, computed {actual:#010x}"),
-        },
-        other => Problem {
-            session,
-            path: PathBuf::new(),
-            offset: 0,
-            reason: other.to_string(),
-        },
-    }
-}
-
-/// Reads every record of every session's history (segments in the folder and in `archive/`),
-/// checking each checksum, each hash-chain link, and that each event can follow the ones
-/// before it. Calls `progress(done, total)` after each session.
-pub(crate) fn verify(
-    fs: Arc<dyn FileSystem>,
-    dir: &Path,
-    keys: Option<&Keyring>,
-    mut progress: impl FnMut(usize, usize),
-) -> Result<VerifyReport> {
-    let mut report = VerifyReport::default();
-    let histories = readable_histories(&*fs, dir, keys)?;
-    let total = histories.len();
-    for (id, segments) in histories {
-        progress(report.sessions, total);
-        report.sessions += 1;
-        let key = match keyring::data_key(keys, id) {
-            Ok(key) => key,
-            Err(e) => {
-                report.problems.push(problem(None, e));
-                continue;
-            }
-        };
-        let mut cursor = match Cursor::new(Arc::clone(&fs), (id, key), segments) {
-            Ok(cursor) => cursor,
-            Err(e) => {
-                report.problems.push(problem(None, e));
-                continue;
-            }
-        };
-        cursor.check_chain = true;
-        loop {
-            match cursor.next_event(u64::MAX) {
-                Ok(Some(_)) => report.events += 1,
-                Ok(None) => {
-                    report.links += cursor.links;
-                    break;
-                }
-                Err(e) => {
-                    let key = Some(cursor.key().to_owned()).filter(|k| !k.is_empty());
-                    report.problems.push(problem(key, e));
-                    break;
-                }
-            }
-        }
-    }
-    progress(report.sessions, total);
-    Ok(report)
 }
