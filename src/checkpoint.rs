@@ -21,7 +21,8 @@ use crate::layout::{CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE};
 use crate::location::MessageLoc;
 use crate::projection::SessionView;
 use crate::record::{Hash, HASH_LEN};
-use crate::recovery::{Finding, RecoveryReport, Replayed, ReplayedSession};
+use crate::recovery::{Replayed, ReplayedSession};
+use crate::report::{Finding, RecoveryReport};
 use crate::segment::{FORMAT_VERSION_OLDEST, SEALED_VERSION};
 
 const MAGIC: [u8; 8] = *b"SLCKPT\0\0";

@@ -17,6 +17,8 @@ use std::path::Path;
 use crate::error::Result;
 use crate::fs::{context, read_all, FileSystem, OpenMode};
 use crate::layout::{erased_path, NUMBER_LIMIT};
+use crate::report::{Finding, RecoveryReport};
+use crate::torn_tail::cut_tail;
 
 /// Bytes of one record.
 pub const RECORD_LEN: usize = 32;
@@ -166,6 +168,158 @@ pub fn append(fs: &dyn FileSystem, dir: &Path, at: u64, erasure: &Erasure) -> Re
         crate::fs::sync_dir(fs, dir)?;
     }
     Ok(at + RECORD_LEN as u64)
+}
+
+/// The erasure log (`ERASED`) as open found it: where the next record goes, the highest
+/// sequence number in it, and the sessions whose erasure it holds.
+pub(crate) struct ErasureLog {
+    end: u64,
+    /// The file's length: longer than `end` when a crash tore an append.
+    file_len: u64,
+    pub max_seq: u64,
+    /// One more than the highest session id erased: a new session never takes an erased
+    /// session's id, so each id in the log names one session.
+    pub next_id: u64,
+    erased: std::collections::HashSet<u64>,
+    /// (session id, seq) of each logged erasure of a session's history by a compaction.
+    histories: Vec<(u64, u64)>,
+}
+
+impl ErasureLog {
+    /// Reads the log, changing nothing; a bad record with sound ones after it is reported as
+    /// damage (and skipped).
+    pub(crate) fn open(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        report: &mut RecoveryReport,
+    ) -> Result<ErasureLog> {
+        let log = read(fs, dir)?;
+        for &offset in &log.damaged {
+            report.findings.push(Finding::Damaged {
+                key: None,
+                path: erased_path(dir),
+                offset,
+                reason: "erasure record fails its checksum; the records after it are read".into(),
+                quarantined: Vec::new(),
+            });
+        }
+        Ok(ErasureLog {
+            end: log.good_len,
+            file_len: log.file_len,
+            max_seq: log.max_seq(),
+            next_id: log
+                .erasures
+                .iter()
+                .map(|e| e.session_id.saturating_add(1))
+                .max()
+                .unwrap_or(1),
+            erased: log.erased_sessions(),
+            histories: log
+                .erasures
+                .iter()
+                .filter(|e| !e.whole_session)
+                .map(|e| (e.session_id, e.seq))
+                .collect(),
+        })
+    }
+
+    /// A writable open, once it knows it will go on: saves what a crash left of an append to
+    /// a side file and cuts it off, so that the next record follows the last sound one.
+    pub(crate) fn repair(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        report: &mut RecoveryReport,
+    ) -> Result<()> {
+        if self.file_len > self.end {
+            let path = erased_path(dir);
+            let (saved_to, bytes) = cut_tail(fs, &path, self.end, false)?;
+            report.findings.push(Finding::TornTail {
+                path,
+                offset: self.end,
+                bytes,
+                saved_to,
+            });
+            self.file_len = self.end;
+        }
+        Ok(())
+    }
+
+    /// Logs the erasure of session `id` with the next sequence number, unless the log holds
+    /// it already (an erasure a crash interrupted after it was logged).
+    pub(crate) fn log(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        id: u64,
+        next_seq: &mut u64,
+    ) -> Result<()> {
+        if self.erased.contains(&id) {
+            return Ok(());
+        }
+        self.append(fs, dir, id, true, next_seq)
+    }
+
+    /// Logs the erasure of session `id`'s history by the compaction whose snapshot has
+    /// sequence number `snapshot_seq`, unless the log holds it already (the running store logs
+    /// it after the snapshot, so with a greater sequence number).
+    pub(crate) fn log_history(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        (id, snapshot_seq): (u64, u64),
+        next_seq: &mut u64,
+    ) -> Result<()> {
+        if self
+            .histories
+            .iter()
+            .any(|&(logged, seq)| logged == id && seq > snapshot_seq)
+        {
+            return Ok(());
+        }
+        self.append(fs, dir, id, false, next_seq)
+    }
+
+    /// Logs an erasure with the next sequence number, which it then takes.
+    fn append(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        id: u64,
+        whole_session: bool,
+        next_seq: &mut u64,
+    ) -> Result<()> {
+        self.record(
+            fs,
+            dir,
+            &Erasure {
+                seq: *next_seq,
+                ts_micros: chrono::Utc::now().timestamp_micros(),
+                session_id: id,
+                whole_session,
+            },
+        )?;
+        *next_seq += 1;
+        Ok(())
+    }
+
+    /// Appends `erasure` to the log, durably (open's erasures, and the running store's).
+    pub(crate) fn record(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        erasure: &Erasure,
+    ) -> Result<()> {
+        self.end = append(fs, dir, self.end, erasure)?;
+        self.max_seq = self.max_seq.max(erasure.seq);
+        self.next_id = self.next_id.max(erasure.session_id.saturating_add(1));
+        if erasure.whole_session {
+            self.erased.insert(erasure.session_id);
+        } else {
+            self.histories.push((erasure.session_id, erasure.seq));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -52,11 +52,13 @@ mod options;
 mod projection;
 pub mod record;
 mod recovery;
+mod report;
 mod search;
 mod segment;
 mod store;
 #[cfg(feature = "fault-injection")]
 pub mod testing;
+mod torn_tail;
 
 pub use backend::{
     SessionBackend, SessionContext, SessionMetadata, SessionQuery, SessionState, TimestampedMessage,
@@ -70,6 +72,6 @@ pub use listing::{ListQuery, Page, PAGE_LIMIT_DEFAULT};
 pub use location::BATCH_MESSAGES_MAX;
 pub use message::ChatMessage;
 pub use options::{Durability, Options, Retention, RetentionRule};
-pub use recovery::{Finding, RecoveryReport};
+pub use report::{Finding, RecoveryReport};
 pub use segment::{FORMAT_VERSION, MAX_KEY_BYTES, SEALED_VERSION};
 pub use store::{LogStore, RetentionReport, SessionStats, SEARCH_LIMIT_DEFAULT};

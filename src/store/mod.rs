@@ -37,6 +37,7 @@ use chrono::Utc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::backend::{SessionMetadata, SessionState, TimestampedMessage};
+use crate::erasures::ErasureLog;
 use crate::error::{Error, Result};
 use crate::event::EventFilter;
 use crate::feed::{Feed, Subscription};
@@ -48,7 +49,7 @@ use crate::message::ChatMessage;
 use crate::options::Options;
 use crate::projection::{SessionView, RUNNING_STATE};
 use crate::record::{BatchMessage, Event};
-use crate::recovery::{self, RecoveryReport};
+use crate::report::RecoveryReport;
 use crate::segment::MAX_KEY_BYTES;
 
 use appender::{Unsynced, Writer};
@@ -128,7 +129,7 @@ struct Inner {
     /// An encrypted store's keys (`Options::encryption`).
     keys: Option<Keyring>,
     /// The erasure log, as open left it and every erasure since; the lock orders its appends.
-    erasure_log: Mutex<recovery::ErasureLog>,
+    erasure_log: Mutex<ErasureLog>,
 }
 
 /// One session: its writer and its projection.

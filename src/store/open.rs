@@ -13,6 +13,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::checkpoint;
 use crate::compaction::{self, Retire};
+use crate::erasures::ErasureLog;
 use crate::error::{Error, Result};
 use crate::feed::Feed;
 use crate::fs::{context, sync_dir, FileSystem, LockGuard, OpenMode};
@@ -21,7 +22,8 @@ use crate::layout;
 use crate::layout::LOCK_FILE;
 use crate::options::{Durability, Options};
 use crate::record::{encode_event, encode_frame, encode_record, Event};
-use crate::recovery::{self, Finding, RecoveryReport, Replayed, ReplayedSession};
+use crate::recovery::{self, Replayed, ReplayedSession};
+use crate::report::{Finding, RecoveryReport};
 use crate::segment::{self, SegmentFiles, SegmentKind};
 
 use super::appender::{Unsynced, Writer};
@@ -165,7 +167,7 @@ fn lock_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Box<dyn LockGuard>> {
 /// checkpoint or a replay left it, and the next sequence number.
 struct OnDisk {
     keys: Option<Keyring>,
-    erased: recovery::ErasureLog,
+    erased: ErasureLog,
     replayed: Replayed,
     next_seq: u64,
     report: RecoveryReport,
@@ -185,7 +187,7 @@ impl OnDisk {
         let folder = recovery::list_folder(&**fs, dir)?;
         let mut keys = open_keyring(fs, dir, options, read_only, &folder.names)?;
         let mut report = RecoveryReport::default();
-        let mut erased = recovery::ErasureLog::open(&**fs, dir, &mut report)?;
+        let mut erased = ErasureLog::open(&**fs, dir, &mut report)?;
         let from_checkpoint = if read_only {
             None
         } else {
@@ -254,7 +256,7 @@ impl Opening<'_> {
         &self,
         mut replayed: Vec<ReplayedSession>,
         next_seq: &mut u64,
-        erased: &mut recovery::ErasureLog,
+        erased: &mut ErasureLog,
         report: &mut RecoveryReport,
     ) -> Result<HashMap<String, Arc<Slot>>> {
         let mut sessions: HashMap<String, Arc<Slot>> = HashMap::with_capacity(replayed.len());
@@ -361,7 +363,7 @@ impl Opening<'_> {
         &self,
         session: ReplayedSession,
         next_seq: &mut u64,
-        erased: &mut recovery::ErasureLog,
+        erased: &mut ErasureLog,
         report: &mut RecoveryReport,
     ) -> Result<()> {
         let (fs, dir, keys) = (self.fs, self.dir, self.keys);

@@ -1,0 +1,283 @@
+//! Open-time replay: list the folder, check every segment, rebuild every session's projection,
+//! and deal with what a crash or damage left, without ever deleting a byte not understood.
+//!
+//! The rules (docs/FORMAT.md, "Recovery", has the full list):
+//! - a record cut short at the end of a session's newest segment is cut off, after its bytes
+//!   are saved to a side file `{segment}.torn-{offset}` next to it;
+//! - a segment that a later compacted generation replaced is retired (a half-done compaction
+//!   is finished);
+//! - any other bad byte stops the session's replay there: the session keeps what came before,
+//!   and the store moves its old segments, damage included, byte for byte into `quarantine/`;
+//! - files that are not ours are reported and left alone.
+
+mod folder;
+mod session;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::compaction::{self, Retire};
+use crate::erasures::ErasureLog;
+use crate::error::Result;
+use crate::fs::{context, sync_dir, FileSystem};
+use crate::keyring::Keyring;
+use crate::layout;
+use crate::projection::{within_retention, SessionView};
+use crate::record::Hash;
+use crate::report::{Finding, RecoveryReport};
+
+pub(crate) use folder::{list_folder, Folder};
+use folder::{read_headers, Headers};
+use session::{replay_session, ErasingFinish, Outcome, Replaying};
+
+/// A session as replay left it.
+pub(crate) struct ReplayedSession {
+    pub session_id: u64,
+    pub view: SessionView,
+    /// First segment in force.
+    pub oldest: u32,
+    /// Segment to append to.
+    pub newest: u32,
+    /// Its length in bytes.
+    pub newest_len: u64,
+    /// Highest segment number any file of the session has.
+    pub highest: u32,
+    /// The hash of the session's last good record (the chain start if it has none): the
+    /// `prev` of its next record.
+    pub head: Hash,
+    /// The format version of the segment to append to: records of this build's version go
+    /// only into a segment of that version, so a version 1 segment is never appended to.
+    pub newest_version: u32,
+    /// The first damage, if any: (path, offset, reason).
+    pub damage: Option<(PathBuf, u64, String)>,
+}
+
+/// Everything replay learned.
+pub(crate) struct Replayed {
+    /// Sessions that exist (live, possibly damaged).
+    pub sessions: Vec<ReplayedSession>,
+    /// Deleted sessions still within the tombstone retention (older ones are reclaimed).
+    pub tombstones: Vec<ReplayedSession>,
+    pub next_seq: u64,
+    pub next_id: u64,
+    pub report: RecoveryReport,
+}
+
+/// How open replays: what the options and the kind of open ask of it.
+pub(crate) struct ReplayOptions {
+    /// Segments that are no longer in force go to `archive/` instead of being removed.
+    pub keep_history: bool,
+    /// Open may change the folder (a writer); a reader changes nothing.
+    pub repair: bool,
+    /// `Options::tombstone_retention`: deleted sessions younger than this stay restorable.
+    pub retention: Duration,
+}
+
+impl ReplayOptions {
+    /// What happens to segments no longer in force; `None`: a read-only open changes nothing.
+    fn superseded(&self) -> Option<Retire> {
+        match (self.repair, self.keep_history) {
+            (false, _) => None,
+            (true, true) => Some(Retire::Archive),
+            (true, false) => Some(Retire::Remove),
+        }
+    }
+}
+
+/// What the sessions' replays left for the end of open, once the sequence numbers in use are
+/// known.
+#[derive(Default)]
+struct Leftovers {
+    /// Erasing compactions a crash cut short after their rename.
+    erasing: Vec<ErasingFinish>,
+    /// Erasures a crash interrupted after the data key went: (session id, segments).
+    unfinished: Vec<(u64, (u32, u32))>,
+    /// Deleted sessions past their undo window, or not whole: (session id, oldest, highest).
+    deleted: Vec<(u64, u32, u32)>,
+}
+
+/// Replays every session of a listed folder, in stages: every header is read, then (a writer)
+/// the erasure log's torn tail and a compaction's unfinished output go, then each session is
+/// replayed, then what a crash left unfinished is finished.
+///
+/// Nothing is changed until every segment header has been read: a segment of an unsupported
+/// version stops open before any repair.
+pub(crate) fn replay(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    folder: Folder,
+    options: &ReplayOptions,
+    keys: Option<&Keyring>,
+    erased: &mut ErasureLog,
+) -> Result<Replayed> {
+    let superseded = options.superseded();
+    let Folder {
+        segments: listed,
+        temps,
+        next_id,
+        mut report,
+        ..
+    } = folder;
+    let Headers {
+        sessions: mut groups,
+        keys: mut data_keys,
+    } = read_headers(fs, dir, listed, keys)?;
+    if options.repair {
+        // Every header was read (an unsupported version would have stopped open): changes
+        // may begin.
+        erased.repair(fs, dir, &mut report)?;
+        remove_temps(fs, dir, &temps, &mut report)?;
+    }
+    let mut leftovers = Leftovers::default();
+    // Erasures a crash interrupted after the data key went (an encrypted store): the files
+    // cannot be read any more and were on their way out. Finished below, once the sequence
+    // numbers in use are known; a read-only open only leaves them out.
+    if let Some(keys) = keys {
+        for id in keys.erasing()? {
+            let files = groups.remove(&id).unwrap_or_default();
+            let numbers = files.iter().map(|f| f.number);
+            let range = (
+                numbers.clone().min().unwrap_or(1),
+                numbers.max().unwrap_or(0) + 1,
+            );
+            leftovers.unfinished.push((id, range));
+        }
+    }
+    let mut max_seq = 0u64;
+    let mut sessions = Vec::new();
+    let mut tombstones = Vec::new();
+    for (id, mut files) in groups {
+        files.sort_by_key(|f| f.number);
+        let mut replaying = Replaying {
+            fs,
+            dir,
+            id,
+            key: data_keys.remove(&id).unwrap_or(Ok(None)),
+            superseded,
+            report: &mut report,
+            erasing: &mut leftovers.erasing,
+            max_seq: &mut max_seq,
+        };
+        match replay_session(&mut replaying, files)? {
+            Outcome::Live(session) => sessions.push(*session),
+            Outcome::Deleted(session, true)
+                if within_retention(options.retention, session.view.deleted_at) =>
+            {
+                tombstones.push(*session);
+            }
+            Outcome::Deleted(session, _) => {
+                leftovers
+                    .deleted
+                    .push((id, session.oldest, session.highest));
+            }
+            Outcome::Gone => {}
+        }
+    }
+    let mut next_seq = (max_seq + 1)
+        .max(layout::read_seq_floor(fs, dir))
+        .max(erased.max_seq + 1);
+    let finishing = Finishing {
+        fs,
+        dir,
+        keys,
+        erased,
+        next_seq: &mut next_seq,
+        report: &mut report,
+    };
+    finishing.finish(leftovers, superseded.is_some())?;
+    Ok(Replayed {
+        sessions,
+        tombstones,
+        next_seq,
+        next_id,
+        report,
+    })
+}
+
+/// Removes a compaction's output that never reached its rename: never in force, and the
+/// generation it was copied from is still in place.
+fn remove_temps(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    temps: &[PathBuf],
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    for path in temps {
+        fs.remove_file(path).map_err(context("removing", path))?;
+        report
+            .findings
+            .push(Finding::TempFileRemoved { path: path.clone() });
+    }
+    if !temps.is_empty() {
+        // Keeps removed temporary files from coming back after a crash.
+        sync_dir(fs, dir)?;
+    }
+    Ok(())
+}
+
+/// The last stage of replay: erasures and reclaims a crash cut short, each logged in the
+/// erasure log (with the next sequence number) before it is carried out.
+struct Finishing<'a> {
+    fs: &'a dyn FileSystem,
+    dir: &'a Path,
+    keys: Option<&'a Keyring>,
+    erased: &'a mut ErasureLog,
+    next_seq: &'a mut u64,
+    report: &'a mut RecoveryReport,
+}
+
+impl Finishing<'_> {
+    /// Finishes every leftover; `writable`: the open may change the folder (else only the
+    /// erasing compactions, which a read-only replay never leaves, are looked at).
+    fn finish(mut self, leftovers: Leftovers, writable: bool) -> Result<()> {
+        let (fs, dir) = (self.fs, self.dir);
+        for finish in leftovers.erasing {
+            // An erasing compaction a crash cut short: logged (once), then finished.
+            let logged = (finish.id, finish.snapshot_seq);
+            self.erased.log_history(fs, dir, logged, self.next_seq)?;
+            let mut retired = compaction::erase_traces(fs, dir, finish.id)?;
+            for number in finish.replaced {
+                retired.extend(compaction::retire(
+                    fs,
+                    dir,
+                    finish.id,
+                    number,
+                    number + 1,
+                    Retire::Remove,
+                )?);
+            }
+            self.report.findings.push(Finding::CompactionFinished {
+                key: finish.key,
+                retired,
+            });
+        }
+        if !writable {
+            return Ok(());
+        }
+        for (id, range) in leftovers.unfinished {
+            self.erased.log(fs, dir, id, self.next_seq)?;
+            let gone = compaction::erase_session_files(fs, dir, self.keys, id, range)?;
+            self.report.findings.push(Finding::ErasureFinished {
+                session_id: id,
+                removed: gone,
+            });
+        }
+        self.reclaim(leftovers.deleted)
+    }
+
+    /// A delete whose files a crash kept: finish reclaiming them, after recording that their
+    /// sequence numbers are used. A deleted session is erased, whatever `keep_history` says.
+    fn reclaim(&mut self, deleted: Vec<(u64, u32, u32)>) -> Result<()> {
+        if deleted.is_empty() {
+            return Ok(());
+        }
+        let (fs, dir) = (self.fs, self.dir);
+        layout::write_seq_floor(fs, dir, *self.next_seq)?;
+        for (id, oldest, highest) in deleted {
+            self.erased.log(fs, dir, id, self.next_seq)?;
+            let range = (oldest, highest.saturating_add(1));
+            compaction::erase_session_files(fs, dir, self.keys, id, range)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,114 @@
+//! What open found and did: the [`RecoveryReport`] and each [`Finding`] in it.
+
+use std::path::PathBuf;
+
+/// What open found and did, in the order it happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Every finding.
+    pub findings: Vec<Finding>,
+    /// True when open took the projection from the checkpoint written at the last clean
+    /// close instead of replaying every segment.
+    pub from_checkpoint: bool,
+}
+
+impl RecoveryReport {
+    /// True when open found nothing to repair or report: nothing was cut off, quarantined,
+    /// finished or left unread. (An unused checkpoint is not a problem: open replayed instead.)
+    pub fn is_clean(&self) -> bool {
+        self.findings
+            .iter()
+            .all(|f| matches!(f, Finding::CheckpointIgnored { .. }))
+    }
+
+    /// True when some session lost records to damage (see [`Finding::Damaged`]).
+    pub fn has_damage(&self) -> bool {
+        self.findings
+            .iter()
+            .any(|f| matches!(f, Finding::Damaged { .. }))
+    }
+}
+
+/// One thing open found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Finding {
+    /// A record cut short at the end of a session's newest segment (a crash mid-write) was cut
+    /// off. Its bytes are in `saved_to`.
+    TornTail {
+        /// The segment.
+        path: PathBuf,
+        /// Where the cut was made (the file's new length, or 0 if the file was removed
+        /// because not even its header was complete).
+        offset: u64,
+        /// How many bytes were cut off.
+        bytes: u64,
+        /// The side file holding them.
+        saved_to: PathBuf,
+    },
+    /// A bad record or segment that is not a torn tail. The session was opened up to its last
+    /// good record; the files that held the damage were moved, unchanged, to `quarantined`.
+    Damaged {
+        /// The session, when any of its headers could be read.
+        key: Option<String>,
+        /// The file with the first bad bytes.
+        path: PathBuf,
+        /// Offset of the first bad byte's record.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+        /// Where the session's old segments are now.
+        quarantined: Vec<PathBuf>,
+    },
+    /// A compaction had put its new generation in force but not yet retired the old
+    /// segments; open finished it.
+    CompactionFinished {
+        /// The session.
+        key: String,
+        /// What was removed or moved to quarantine.
+        retired: Vec<PathBuf>,
+    },
+    /// A compaction's unfinished output (never in force) was removed.
+    TempFileRemoved {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Two sessions held the same key because a power loss kept a new session's records but
+    /// lost the older one's delete (only possible without [`crate::Durability::Always`]). The
+    /// newer one is kept; open wrote the lost delete record for the older one.
+    DeleteRestored {
+        /// The key.
+        key: String,
+        /// The older session's newest segment, where the delete record was written.
+        path: PathBuf,
+    },
+    /// A read-only open stopped at a record that is not complete: a crash left it torn, or
+    /// the process writing the store is in the middle of it. Nothing was changed.
+    Unfinished {
+        /// The segment.
+        path: PathBuf,
+        /// Where the incomplete record starts.
+        offset: u64,
+        /// How many bytes follow it.
+        bytes: u64,
+    },
+    /// A checkpoint of the projection was found but not used (open replayed every segment
+    /// instead); it was removed.
+    CheckpointIgnored {
+        /// Why it was not used.
+        reason: String,
+    },
+    /// An erasure a crash interrupted after it destroyed the session's data key (an encrypted
+    /// store): open removed the session's files, which could no longer be read.
+    ErasureFinished {
+        /// The erased session's id.
+        session_id: u64,
+        /// What was removed.
+        removed: Vec<PathBuf>,
+    },
+    /// A file or folder that is not part of the store. It was not touched.
+    UnknownFile {
+        /// The path.
+        path: PathBuf,
+    },
+}
