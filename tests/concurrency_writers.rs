@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use common::*;
@@ -66,6 +67,114 @@ fn concurrent_writers_on_many_sessions_lose_nothing() {
     check(&open(dir.path()));
 }
 
+/// The writer of `readers_never_see_half_a_mutation`: rounds of append `a{i}`, then update it
+/// to `b{i}`; a clear after every `CLEAR_EVERY` rounds.
+const ROUNDS: usize = 2000;
+const CLEAR_EVERY: usize = 100;
+
+/// A state that writer leaves the session in (its compactions change nothing a reader sees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Step {
+    /// Before the first round: `["start"]`.
+    Start,
+    /// Round `i` appended `a{i}`.
+    Appended(usize),
+    /// Round `i` updated `a{i}` to `b{i}`.
+    Updated(usize),
+    /// Round `i` ended with a clear.
+    Cleared(usize),
+}
+
+/// Every state of the writer, in the order it passes through them.
+fn steps() -> Vec<Step> {
+    let mut steps = vec![Step::Start];
+    for i in 0..ROUNDS {
+        steps.push(Step::Appended(i));
+        steps.push(Step::Updated(i));
+        if i % CLEAR_EVERY == CLEAR_EVERY - 1 {
+            steps.push(Step::Cleared(i));
+        }
+    }
+    steps
+}
+
+/// The session at `step`: whether it still holds `"start"`, the rounds whose `b{j}` it
+/// holds, and the round whose `a{i}` ends it (if one does).
+fn contents(step: Step) -> (bool, std::ops::Range<usize>, Option<usize>) {
+    let since_clear = |i: usize| i - i % CLEAR_EVERY;
+    match step {
+        Step::Start => (true, 0..0, None),
+        Step::Appended(i) => (since_clear(i) == 0, since_clear(i)..i, Some(i)),
+        Step::Updated(i) => (since_clear(i) == 0, since_clear(i)..i + 1, None),
+        Step::Cleared(_) => (false, 0..0, None),
+    }
+}
+
+/// How many messages the session holds at `step`.
+fn count_at(step: Step) -> usize {
+    let (start, updated, appended) = contents(step);
+    usize::from(start) + updated.len() + usize::from(appended.is_some())
+}
+
+/// The last `n` messages the session holds at `step` (all of them with `usize::MAX`).
+fn messages_at(step: Step, n: usize) -> Vec<ChatMessage> {
+    let (start, updated, appended) = contents(step);
+    let all = start
+        .then(|| user("start"))
+        .into_iter()
+        .chain(updated.map(|j| ChatMessage::assistant(format!("b{j}"))))
+        .chain(appended.map(|i| ChatMessage::assistant(format!("a{i}"))));
+    let skip = count_at(step).saturating_sub(n);
+    all.skip(skip).collect()
+}
+
+/// Where in `steps` a reader that last saw the writer at `steps[from]` (or later) now sees it,
+/// given what `load` returned: the messages must be exactly those of one state at or after
+/// `from`. (An empty session is the state after any clear: the first one from `from` on.)
+fn locate(
+    steps: &[Step],
+    index: &HashMap<Step, usize>,
+    messages: &[ChatMessage],
+    from: usize,
+) -> usize {
+    let at = match messages.last().map(|m| m.content.as_str()) {
+        None => {
+            from + steps[from..]
+                .iter()
+                .position(|s| matches!(s, Step::Cleared(_)))
+                .unwrap_or_else(|| panic!("empty, but no clear is left after {:?}", steps[from]))
+        }
+        Some("start") => index[&Step::Start],
+        Some(last) => {
+            let round = |prefix: char| {
+                last.strip_prefix(prefix)
+                    .and_then(|n| n.parse::<usize>().ok())
+            };
+            let step = match (round('a'), round('b')) {
+                (Some(i), _) => Step::Appended(i),
+                (_, Some(i)) => Step::Updated(i),
+                _ => panic!("a message never written: {last:?}"),
+            };
+            *index
+                .get(&step)
+                .unwrap_or_else(|| panic!("a round never written: {last:?}"))
+        }
+    };
+    assert!(
+        at >= from,
+        "went back from {:?} to {:?}",
+        steps[from],
+        steps[at]
+    );
+    assert_eq!(
+        messages,
+        messages_at(steps[at], usize::MAX),
+        "not the session as the writer left it at {:?}",
+        steps[at]
+    );
+    at
+}
+
 #[test]
 fn readers_never_see_half_a_mutation() {
     let dir = tempfile::tempdir().unwrap();
@@ -74,7 +183,7 @@ fn readers_never_see_half_a_mutation() {
     let writer = {
         let store = Arc::clone(&store);
         std::thread::spawn(move || {
-            for i in 0..2000 {
+            for i in 0..ROUNDS {
                 // Pairs: append then update, clear now and then. Count and content must agree.
                 store
                     .append("k", &ChatMessage::assistant(format!("a{i}")))
@@ -82,7 +191,7 @@ fn readers_never_see_half_a_mutation() {
                 store
                     .update_last("k", &ChatMessage::assistant(format!("b{i}")))
                     .unwrap();
-                if i % 100 == 99 {
+                if i % CLEAR_EVERY == CLEAR_EVERY - 1 {
                     store.clear_messages("k").unwrap();
                 }
                 if i % 250 == 0 {
@@ -95,6 +204,11 @@ fn readers_never_see_half_a_mutation() {
         .map(|_| {
             let store = Arc::clone(&store);
             std::thread::spawn(move || {
+                let steps = steps();
+                let index: HashMap<Step, usize> =
+                    steps.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+                // The writer's state this reader last saw: it never sees an older one.
+                let mut seen = 0;
                 for _ in 0..500 {
                     let messages = store.load("k");
                     for m in &messages {
@@ -104,11 +218,40 @@ fn readers_never_see_half_a_mutation() {
                                 || m.content.starts_with('b')
                         );
                     }
+                    // Exactly the messages of one state the writer passed through, with no
+                    // message lost, doubled or out of order.
+                    let before = locate(&steps, &index, &messages, seen);
                     let tail = store.load_tail("k", 3);
                     assert!(tail.len() <= 3);
-                    if let Some(meta) = store.get_session_metadata("k") {
-                        assert!(meta.message_count <= 101);
-                    }
+                    let meta = store
+                        .get_session_metadata("k")
+                        .expect("the session is never deleted");
+                    assert!(meta.message_count <= 101);
+                    let after_messages = store.load("k");
+                    let after = locate(&steps, &index, &after_messages, before);
+                    // The tail and the count were read between the two loads: each is that of
+                    // one state the writer passed through between them. (After an empty load
+                    // the writer may be at any later clear.)
+                    let until = if after_messages.is_empty() {
+                        steps.len() - 1
+                    } else {
+                        after
+                    };
+                    let between = &steps[before..=until];
+                    assert!(
+                        between.iter().any(|s| messages_at(*s, 3) == tail),
+                        "tail {tail:?} is no state from {:?} to {:?}",
+                        steps[before],
+                        steps[until]
+                    );
+                    assert!(
+                        between.iter().any(|s| count_at(*s) == meta.message_count),
+                        "count {} is no state from {:?} to {:?}",
+                        meta.message_count,
+                        steps[before],
+                        steps[until]
+                    );
+                    seen = after;
                 }
             })
         })
@@ -153,6 +296,42 @@ fn concurrent_delete_and_append_leave_one_consistent_session() {
             .get_session_metadata("k")
             .map_or(0, |m| m.message_count),
         count
+    );
+    // The session holds what the threads appended after the last delete: of each thread, a
+    // run of its last appends, in its order; of the thread that deleted last, every append
+    // after that delete.
+    let messages = store.load("k");
+    let deletes = |t: usize| (0..200).filter(move |i: &usize| (i + t).is_multiple_of(7));
+    let appended = |t: usize, from: usize| -> Vec<ChatMessage> {
+        (from..200)
+            .filter(|i| !(i + t).is_multiple_of(7))
+            .map(|i| user(&format!("{t}:{i}")))
+            .collect()
+    };
+    let mut kept = 0;
+    let mut whole_after_own_delete = 0;
+    for t in 0..4 {
+        let mine: Vec<ChatMessage> = messages
+            .iter()
+            .filter(|m| m.content.starts_with(&format!("{t}:")))
+            .cloned()
+            .collect();
+        assert!(
+            appended(t, 0).ends_with(&mine),
+            "thread {t}: {mine:?} is not a run of its last appends"
+        );
+        let last_delete = deletes(t).max().unwrap();
+        whole_after_own_delete += usize::from(mine == appended(t, last_delete + 1));
+        kept += mine.len();
+    }
+    assert_eq!(
+        kept,
+        messages.len(),
+        "a message no thread appended: {messages:?}"
+    );
+    assert!(
+        whole_after_own_delete >= 1,
+        "no thread kept every append after its last delete: {messages:?}"
     );
     drop(store);
     let store = open(dir.path());

@@ -3,21 +3,13 @@
 //! power after every possible number of file-system operations, with and without a torn last
 //! write, through the simulated file system of the `fault-injection` feature.
 
+mod common;
+
 use std::sync::Arc;
 
-use sessionlog::testing::{run_op, Model, Op, SimFs, KEYS};
-use sessionlog::{Durability, Finding, LogStore, Options};
-
-const DIR: &str = "/store";
-
-fn options(durability: Durability) -> Options {
-    Options {
-        durability,
-        segment_bytes_max: 4096,
-        auto_compact: false,
-        ..Options::default()
-    }
-}
+use common::{run_until_error, sweep_options, SIM_DIR};
+use sessionlog::testing::{Model, Op, SimFs, KEYS};
+use sessionlog::{Durability, Finding, LogStore};
 
 /// A workload that touches every kind of mutation, rolls segments over, compacts, deletes and
 /// recreates, and reopens.
@@ -69,41 +61,21 @@ fn workload() -> Vec<Op> {
     ops
 }
 
-/// Runs `ops` until the first error. Returns the model of every acknowledged call, the call
-/// that failed (if any) and the store if it is still open.
+/// Runs `ops` until the first error. Returns the model of every acknowledged call, the model
+/// after each of them, and the call that failed (if any); the store is closed.
 fn run(fs: &SimFs, durability: Durability, ops: &[Op]) -> (Model, Vec<Model>, Option<Op>) {
-    let mut model = Model::default();
-    let mut history = vec![model.clone()];
-    let open = || LogStore::open_with_fs(DIR, options(durability), Arc::new(fs.clone()));
-    let Ok(mut store) = open() else {
-        return (model, history, Some(Op::Reopen));
-    };
-    for op in ops {
-        let result = if *op == Op::Reopen {
-            drop(store);
-            match open() {
-                Ok(reopened) => {
-                    store = reopened;
-                    Ok(())
-                }
-                Err(_) => return (model, history, Some(op.clone())),
-            }
-        } else {
-            run_op(&store, op)
-        };
-        if result.is_err() {
-            return (model, history, Some(op.clone()));
-        }
-        model.apply(op);
-        history.push(model.clone());
-    }
-    (model, history, None)
+    let run = run_until_error(Arc::new(fs.clone()), &sweep_options(durability), ops);
+    (run.acked, run.history, run.failed)
 }
 
 fn reopen_after_crash(fs: &SimFs, torn: Option<usize>, context: &str) -> LogStore {
     fs.crash(torn);
-    let store = LogStore::open_with_fs(DIR, options(Durability::Always), Arc::new(fs.clone()))
-        .unwrap_or_else(|e| panic!("{context}: the store must open after a crash: {e}"));
+    let store = LogStore::open_with_fs(
+        SIM_DIR,
+        sweep_options(Durability::Always),
+        Arc::new(fs.clone()),
+    )
+    .unwrap_or_else(|e| panic!("{context}: the store must open after a crash: {e}"));
     let damaged = store
         .recovery_report()
         .findings

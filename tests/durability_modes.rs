@@ -1,12 +1,19 @@
 //! Each durability mode keeps what it promises across a clean close and reopen, the interval
-//! flusher runs, and a failed write poisons the store until it is reopened.
+//! flusher runs (it alone makes writes durable: a power loss after it ran, without any sync or
+//! close, keeps them), and a failed write poisons the store until it is reopened.
 
 mod common;
 
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
-use sessionlog::{Durability, Error, LogStore, Options, SessionBackend};
+use sessionlog::fs::{DirEntry, FileHandle, FileStat, FileSystem, LockGuard, OpenMode};
+use sessionlog::testing::SimFs;
+use sessionlog::{ChatMessage, Durability, Error, LogStore, Options, SessionBackend};
 
 #[test]
 fn every_mode_keeps_writes_across_close_and_reopen() {
@@ -27,6 +34,233 @@ fn every_mode_keeps_writes_across_close_and_reopen() {
         let store = open(dir.path());
         assert_eq!(store.load("k").len(), 20, "{durability:?}");
         assert_eq!(store.load("k")[19], user("last"));
+    }
+}
+
+/// What a [`Watched`] file system saw made durable.
+#[derive(Debug, Default)]
+struct Durable {
+    /// Each synced file's length when its latest sync began: at least that much of it is
+    /// durable.
+    synced: HashMap<PathBuf, u64>,
+    /// Names a folder sync made durable.
+    named: HashSet<PathBuf>,
+}
+
+/// A [`SimFs`] that notes what the store makes durable, so that a test can wait for the
+/// flusher without calling `sync` itself.
+#[derive(Debug, Clone)]
+struct Watched {
+    sim: SimFs,
+    durable: Arc<Mutex<Durable>>,
+}
+
+impl Watched {
+    fn new(sim: &SimFs) -> Watched {
+        Watched {
+            sim: sim.clone(),
+            durable: Arc::default(),
+        }
+    }
+
+    /// The segment files in `dir` whose name or bytes are not all durable yet.
+    fn segments_not_durable(&self, dir: &Path) -> Vec<PathBuf> {
+        let segments: Vec<(PathBuf, Vec<u8>)> = self
+            .sim
+            .files()
+            .into_iter()
+            .filter(|(p, _)| p.parent() == Some(dir) && p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        assert!(!segments.is_empty(), "the store wrote no segment");
+        let durable = self.durable.lock().unwrap();
+        segments
+            .into_iter()
+            .filter(|(p, bytes)| {
+                !durable.named.contains(p) || durable.synced.get(p) != Some(&(bytes.len() as u64))
+            })
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// True if any segment file was synced.
+    fn any_segment_synced(&self) -> bool {
+        let durable = self.durable.lock().unwrap();
+        durable
+            .synced
+            .keys()
+            .any(|p| p.extension().is_some_and(|e| e == "seg"))
+    }
+}
+
+#[derive(Debug)]
+struct WatchedFile {
+    inner: Box<dyn FileHandle>,
+    path: PathBuf,
+    durable: Arc<Mutex<Durable>>,
+}
+
+impl FileHandle for WatchedFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn sync(&self) -> io::Result<()> {
+        // Taken before the sync, so that a write racing with it is not counted as synced.
+        let len = self.inner.size()?;
+        self.inner.sync()?;
+        let mut durable = self.durable.lock().unwrap();
+        let synced = durable.synced.entry(self.path.clone()).or_default();
+        *synced = (*synced).max(len);
+        Ok(())
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+impl FileSystem for Watched {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.sim.create_dir_all(path)
+    }
+    fn folder_mode(&self, dir: &Path) -> io::Result<u32> {
+        self.sim.folder_mode(dir)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        self.sim.is_dir(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.sim.exists(path)
+    }
+    fn stat(&self, path: &Path) -> io::Result<FileStat> {
+        self.sim.stat(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        self.sim.list(dir)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
+        Ok(Box::new(WatchedFile {
+            inner: self.sim.open(path, mode)?,
+            path: path.to_owned(),
+            durable: Arc::clone(&self.durable),
+        }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.sim.rename(from, to)
+    }
+    fn link_count(&self, path: &Path) -> io::Result<u64> {
+        self.sim.link_count(path)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.sim.hard_link(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.sim.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        // Listed before the sync: these names are durable once it returns.
+        let names = self.sim.list(dir)?;
+        self.sim.sync_dir(dir)?;
+        let mut durable = self.durable.lock().unwrap();
+        durable
+            .named
+            .extend(names.into_iter().map(|entry| dir.join(entry.name)));
+        Ok(())
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        self.sim.lock(path)
+    }
+}
+
+/// Options for the power-loss tests below: no background compaction, so that only the
+/// flusher (if any) touches the file system once the calls return.
+fn power_loss_options(durability: Durability) -> Options {
+    Options {
+        auto_compact: false,
+        ..Options::with_durability(durability)
+    }
+}
+
+/// Writes 20 messages (the last one updated) to session `k`, as
+/// `every_mode_keeps_writes_across_close_and_reopen` does; returns what the session holds.
+fn write_some(store: &LogStore) -> Vec<ChatMessage> {
+    fill(store, "k", "m", 20);
+    store.update_last("k", &user("last")).unwrap();
+    let expected = store.load("k");
+    assert_eq!(expected.len(), 20);
+    expected
+}
+
+/// Cuts the power with `store` still open (so that closing it can sync nothing), drops it,
+/// loses everything not durable and opens the store again.
+fn lose_power(sim: &SimFs, store: LogStore) -> LogStore {
+    sim.cut_power_after(0);
+    drop(store);
+    sim.crash(None);
+    LogStore::open_with_fs(SIM_DIR, Options::default(), Arc::new(sim.clone()))
+        .expect("the store opens after a power loss")
+}
+
+#[test]
+fn the_interval_flusher_alone_makes_writes_durable() {
+    let sim = SimFs::new();
+    let watched = Watched::new(&sim);
+    let store = LogStore::open_with_fs(
+        SIM_DIR,
+        power_loss_options(Durability::Interval(Duration::from_millis(5))),
+        Arc::new(watched.clone()),
+    )
+    .unwrap();
+    let expected = write_some(&store);
+    // No sync, no close: wait (generously, in small steps) until every segment's name and
+    // bytes were made durable, which only the flusher can have done.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pending = watched.segments_not_durable(Path::new(SIM_DIR));
+        if pending.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flusher did not make {pending:?} durable within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let store = lose_power(&sim, store);
+    assert_eq!(store.load("k"), expected);
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+}
+
+#[test]
+fn before_the_flusher_runs_or_without_one_a_power_loss_takes_every_write() {
+    for durability in [
+        // The first flush is an hour away.
+        Durability::Interval(Duration::from_secs(3600)),
+        Durability::Never,
+    ] {
+        let sim = SimFs::new();
+        let watched = Watched::new(&sim);
+        let store = LogStore::open_with_fs(
+            SIM_DIR,
+            power_loss_options(durability),
+            Arc::new(watched.clone()),
+        )
+        .unwrap();
+        write_some(&store);
+        // Nothing made the writes durable: the power loss takes them all, which is why the
+        // test above has the flusher to thank for what it kept.
+        assert!(!watched.any_segment_synced(), "{durability:?}");
+        let store = lose_power(&sim, store);
+        assert!(!store.session_exists("k"), "{durability:?}");
+        assert!(store.load("k").is_empty(), "{durability:?}");
     }
 }
 

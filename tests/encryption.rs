@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use sessionlog::{
-    ChatMessage, Durability, EncryptionKey, Error, EventFilter, Finding, LogStore, Options,
-    SessionBackend,
+    ChatMessage, EncryptionKey, Error, EventFilter, Finding, LogStore, Options, SessionBackend,
 };
 
 const SECRET: &[u8] = b"SECRET-4111-1111-1111";
@@ -19,14 +18,6 @@ const NAME: &[u8] = b"NAME-alice-addr";
 
 fn key() -> EncryptionKey {
     EncryptionKey::from_bytes([0x42; 32])
-}
-
-fn options(key: EncryptionKey) -> Options {
-    Options {
-        encryption: Some(key),
-        keep_history: true,
-        ..Options::with_durability(Durability::Never)
-    }
 }
 
 fn secret(i: usize) -> ChatMessage {
@@ -77,7 +68,7 @@ fn write_secrets(store: &LogStore, session: &str) -> Vec<ChatMessage> {
 #[test]
 fn nothing_readable_on_disk_and_everything_reads_back_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     let messages = write_secrets(&store, "alice");
     assert_eq!(messages.len(), 7);
     assert!(files_holding(dir.path(), SECRET).is_empty());
@@ -107,7 +98,7 @@ fn nothing_readable_on_disk_and_everything_reads_back_after_reopen() {
     }
 
     // From the checkpoint.
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     assert!(store.recovery_report().from_checkpoint);
     assert_eq!(store.load("alice"), messages);
     let name = std::str::from_utf8(NAME).unwrap().to_owned();
@@ -116,7 +107,7 @@ fn nothing_readable_on_disk_and_everything_reads_back_after_reopen() {
     drop(store);
     // By replay (no checkpoint).
     std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     assert!(!store.recovery_report().from_checkpoint);
     assert!(
         store.recovery_report().is_clean(),
@@ -138,13 +129,13 @@ fn nothing_readable_on_disk_and_everything_reads_back_after_reopen() {
 #[test]
 fn a_wrong_or_missing_key_is_a_typed_error_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     write_secrets(&store, "alice");
     drop(store);
     let before = snapshot_files(dir.path());
 
     let wrong = EncryptionKey::from_bytes([0x43; 32]);
-    match LogStore::open_with(dir.path(), options(wrong.clone())) {
+    match LogStore::open_with(dir.path(), keep_history_encrypted(wrong.clone())) {
         Err(Error::WrongKey { .. }) => {}
         other => panic!("expected WrongKey, got {:?}", other.map(|_| ())),
     }
@@ -156,13 +147,13 @@ fn a_wrong_or_missing_key_is_a_typed_error_and_changes_nothing() {
         Err(Error::KeyRequired { .. }) => {}
         other => panic!("expected KeyRequired, got {:?}", other.map(|_| ())),
     }
-    match LogStore::open_read_only_with(dir.path(), options(wrong)) {
+    match LogStore::open_read_only_with(dir.path(), keep_history_encrypted(wrong)) {
         Err(Error::WrongKey { .. }) => {}
         other => panic!("expected WrongKey, got {:?}", other.map(|_| ())),
     }
     assert_eq!(snapshot_files(dir.path()), before);
     // The right key reads, read-only too.
-    let reader = LogStore::open_read_only_with(dir.path(), options(key())).unwrap();
+    let reader = LogStore::open_read_only_with(dir.path(), keep_history_encrypted(key())).unwrap();
     assert_eq!(reader.load("alice").len(), 7);
 }
 
@@ -173,7 +164,7 @@ fn a_key_is_refused_for_a_store_that_holds_unencrypted_sessions() {
     store.append("plain", &user("hello")).unwrap();
     drop(store);
     let before = snapshot_files(dir.path());
-    match LogStore::open_with(dir.path(), options(key())) {
+    match LogStore::open_with(dir.path(), keep_history_encrypted(key())) {
         Err(Error::NotEncrypted { .. }) => {}
         other => panic!("expected NotEncrypted, got {:?}", other.map(|_| ())),
     }
@@ -181,7 +172,7 @@ fn a_key_is_refused_for_a_store_that_holds_unencrypted_sessions() {
     assert!(!dir.path().join("keys").exists());
     // An empty folder becomes an encrypted store.
     let empty = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(empty.path(), options(key())).unwrap();
+    let store = LogStore::open_with(empty.path(), keep_history_encrypted(key())).unwrap();
     drop(store);
     assert!(empty.path().join("keys").join("STORE").exists());
 }
@@ -189,7 +180,7 @@ fn a_key_is_refused_for_a_store_that_holds_unencrypted_sessions() {
 #[test]
 fn each_session_has_its_own_data_key_and_a_record_moved_between_sessions_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     store.append("a", &user("from a")).unwrap();
     store.append("b", &user("from b")).unwrap();
     store.append("b", &user("b again")).unwrap();
@@ -205,7 +196,7 @@ fn each_session_has_its_own_data_key_and_a_record_moved_between_sessions_is_caug
     let mut b = std::fs::read(&segs[1]).unwrap();
     b.extend_from_slice(&record);
     std::fs::write(&segs[1], &b).unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     // The foreign record does not open under b's key: never a message of a in b.
     assert_eq!(store.load("b"), vec![user("from b"), user("b again")]);
     assert_eq!(store.load("a"), vec![user("from a")]);
@@ -222,7 +213,7 @@ fn each_session_has_its_own_data_key_and_a_record_moved_between_sessions_is_caug
 #[test]
 fn compaction_verify_and_the_audit_log_work_encrypted() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     let messages = write_secrets(&store, "alice");
     store.clear_messages("alice").unwrap();
     assert_eq!(store.undo_clear("alice").unwrap(), 7);
@@ -246,7 +237,7 @@ fn compaction_verify_and_the_audit_log_work_encrypted() {
 #[test]
 fn a_fork_gets_its_own_copy_under_its_own_key_and_outlives_the_erased_source() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     let messages = write_secrets(&store, "source");
     store.fork_session("source", "fork", None).unwrap();
     assert_eq!(store.load("fork"), messages);
@@ -260,7 +251,7 @@ fn a_fork_gets_its_own_copy_under_its_own_key_and_outlives_the_erased_source() {
     assert_eq!(key_file(dir.path()).len(), 1);
     assert_eq!(store.load("fork").len(), 8);
     drop(store);
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     assert!(
         store.recovery_report().is_clean(),
         "{:?}",
@@ -273,7 +264,7 @@ fn a_fork_gets_its_own_copy_under_its_own_key_and_outlives_the_erased_source() {
 #[test]
 fn erasing_destroys_the_data_key_so_copies_kept_elsewhere_cannot_be_read() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     write_secrets(&store, "alice");
     store.append("bob", &user("stays")).unwrap();
     // Someone copies alice's segments away (a backup, a stolen disk image). Alice was
@@ -293,7 +284,7 @@ fn erasing_destroys_the_data_key_so_copies_kept_elsewhere_cannot_be_read() {
     for (path, bytes) in &copies {
         std::fs::write(path, bytes).unwrap();
     }
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     assert!(store.load("alice").is_empty());
     assert!(!store.list_sessions().contains(&"alice".to_owned()));
     assert_eq!(store.load("bob"), vec![user("stays")]);
@@ -304,7 +295,7 @@ fn erasing_destroys_the_data_key_so_copies_kept_elsewhere_cannot_be_read() {
 #[test]
 fn open_finishes_an_erasure_a_crash_cut_short_after_the_key_went() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     write_secrets(&store, "alice");
     store.append("bob", &user("stays")).unwrap();
     drop(store);
@@ -316,7 +307,7 @@ fn open_finishes_an_erasure_a_crash_cut_short_after_the_key_went() {
     let id = alice_key.file_stem().unwrap().to_str().unwrap().to_owned();
     std::fs::write(dir.path().join("keys").join(format!("{id}.erasing")), b"").unwrap();
     std::fs::remove_file(&alice_key).unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     let finished = store
         .recovery_report()
         .findings
@@ -349,7 +340,7 @@ fn a_reclaimed_delete_takes_the_data_key_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
         tombstone_retention: Duration::ZERO,
-        ..options(key())
+        ..keep_history_encrypted(key())
     };
     let store = LogStore::open_with(dir.path(), opts.clone()).unwrap();
     write_secrets(&store, "alice");
@@ -370,7 +361,7 @@ fn a_record_over_the_limit_counts_its_seal() {
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
         record_bytes_max: 200,
-        ..options(key())
+        ..keep_history_encrypted(key())
     };
     let store = LogStore::open_with(dir.path(), opts).unwrap();
     // Sealed payload: 4 (event tag) + 8 + 4 ("user") + 8 + content, + 28 (nonce and AEAD tag).
@@ -391,19 +382,19 @@ fn every_writable_open_raises_the_nonce_epoch_and_a_reader_leaves_it() {
         let bytes = std::fs::read(dir.path().join("keys").join("STORE")).unwrap();
         u32::from_le_bytes(bytes[12..16].try_into().unwrap())
     };
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     assert_eq!(epoch(), 1);
     store.append("a", &user("one")).unwrap();
     drop(store);
     // A key file a crash left half written (never renamed into place) goes at the next open.
     let stray = dir.path().join("keys").join("00000000000000ff.key.tmp");
     std::fs::write(&stray, b"half").unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     assert_eq!(epoch(), 2);
     assert!(!stray.exists());
     store.append("a", &user("two")).unwrap();
     drop(store);
-    let reader = LogStore::open_read_only_with(dir.path(), options(key())).unwrap();
+    let reader = LogStore::open_read_only_with(dir.path(), keep_history_encrypted(key())).unwrap();
     assert_eq!(reader.load("a"), vec![user("one"), user("two")]);
     assert_eq!(epoch(), 2);
     // The two records' nonces (the 12 bytes after each 60-byte record header) differ in
@@ -419,7 +410,7 @@ fn every_writable_open_raises_the_nonce_epoch_and_a_reader_leaves_it() {
 #[test]
 fn erase_session_destroys_the_keys_of_earlier_sessions_kept_in_quarantine() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     store.append("k", &secret(1)).unwrap();
     store.append("k", &secret(2)).unwrap();
     store.append("bob", &user("stays")).unwrap();
@@ -432,7 +423,7 @@ fn erase_session_destroys_the_keys_of_earlier_sessions_kept_in_quarantine() {
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[SEALED_HEADER_1 + 70] ^= 0x55; // in the first record (record header 60 bytes)
     std::fs::write(&seg, &bytes).unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     assert!(store.recovery_report().has_damage());
     assert!(store.load("k").is_empty());
     assert_eq!(key_file(dir.path()).len(), 2);
@@ -462,7 +453,7 @@ fn erase_session_destroys_the_keys_of_earlier_sessions_kept_in_quarantine() {
 #[test]
 fn a_reader_leaves_out_a_session_whose_erasure_a_crash_interrupted() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     store.append("alice", &secret(1)).unwrap();
     store.append("bob", &user("stays")).unwrap();
     drop(store);
@@ -470,7 +461,7 @@ fn a_reader_leaves_out_a_session_whose_erasure_a_crash_interrupted() {
     let id = keys[0].file_stem().unwrap().to_str().unwrap().to_owned();
     std::fs::write(dir.path().join("keys").join(format!("{id}.erasing")), b"").unwrap();
     std::fs::remove_file(&keys[0]).unwrap();
-    let reader = LogStore::open_read_only_with(dir.path(), options(key())).unwrap();
+    let reader = LogStore::open_read_only_with(dir.path(), keep_history_encrypted(key())).unwrap();
     assert!(reader.load("alice").is_empty());
     let events: Vec<_> = reader
         .events(EventFilter::all())
@@ -484,7 +475,7 @@ fn a_reader_leaves_out_a_session_whose_erasure_a_crash_interrupted() {
 #[test]
 fn a_torn_sealed_record_is_cut_off_as_without_encryption() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     for i in 0..3 {
         store.append("alice", &secret(i)).unwrap();
     }
@@ -496,7 +487,7 @@ fn a_torn_sealed_record_is_cut_off_as_without_encryption() {
     let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     file.set_len(len - 10).unwrap();
     drop(file);
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     let torn: Vec<&Finding> = store
         .recovery_report()
         .findings
@@ -510,7 +501,7 @@ fn a_torn_sealed_record_is_cut_off_as_without_encryption() {
     store.append("alice", &secret(3)).unwrap();
     drop(store);
     std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     assert!(
         store.recovery_report().is_clean(),
         "{:?}",
@@ -522,7 +513,7 @@ fn a_torn_sealed_record_is_cut_off_as_without_encryption() {
 #[test]
 fn a_segment_of_an_unknown_version_stops_an_encrypted_open_before_any_change() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(key())).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
     store.append("k", &user("x")).unwrap();
     drop(store);
     let seg = segments(dir.path()).remove(0);
@@ -534,7 +525,7 @@ fn a_segment_of_an_unknown_version_stops_an_encrypted_open_before_any_change() {
     std::fs::write(&seg, &bytes).unwrap();
     std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
     let before = snapshot_files(dir.path());
-    match LogStore::open_with(dir.path(), options(key())) {
+    match LogStore::open_with(dir.path(), keep_history_encrypted(key())) {
         Err(Error::UnsupportedVersion { found: 4, .. }) => {}
         other => panic!("expected UnsupportedVersion, got {:?}", other.map(|_| ())),
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use sessionlog::{ChatMessage, Durability, LogStore, Options, SessionBackend};
+use sessionlog::{ChatMessage, LogStore, Options, SessionBackend};
 
 const MARKER: &[u8] = b"MARKER-7f3a9c";
 
@@ -22,14 +22,6 @@ fn holds_marker(dir: &Path) -> Vec<std::path::PathBuf> {
         .filter(|(_, bytes)| bytes.windows(MARKER.len()).any(|w| w == MARKER))
         .map(|(path, _)| path)
         .collect()
-}
-
-fn options(retention: Duration) -> Options {
-    Options {
-        keep_history: true,
-        tombstone_retention: retention,
-        ..Options::with_durability(Durability::Never)
-    }
 }
 
 /// A session with history in the archive: written, compacted, written again.
@@ -46,7 +38,7 @@ fn write_secret(store: &LogStore, key: &str) {
 #[test]
 fn a_delete_past_its_undo_window_leaves_no_byte_even_with_keep_history() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     write_secret(&store, "secret");
     assert!(!holds_marker(dir.path()).is_empty());
     store.delete_session("secret").unwrap();
@@ -54,14 +46,18 @@ fn a_delete_past_its_undo_window_leaves_no_byte_even_with_keep_history() {
     drop(store);
     // Not in the checkpoint either, and not after a reopen.
     assert!(holds_marker(dir.path()).is_empty());
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     assert_eq!(store.load("bystander"), vec![user("stays")]);
 }
 
 #[test]
 fn cleanup_stale_past_its_undo_window_leaves_no_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(Duration::from_millis(30))).unwrap();
+    let store = LogStore::open_with(
+        dir.path(),
+        keep_history_retaining(Duration::from_millis(30)),
+    )
+    .unwrap();
     write_secret(&store, "secret");
     std::thread::sleep(Duration::from_millis(5));
     store.append("bystander", &user("fresh")).unwrap();
@@ -80,7 +76,11 @@ fn cleanup_stale_past_its_undo_window_leaves_no_byte() {
 #[test]
 fn a_clear_past_its_undo_window_is_gone_after_the_next_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(Duration::from_millis(30))).unwrap();
+    let store = LogStore::open_with(
+        dir.path(),
+        keep_history_retaining(Duration::from_millis(30)),
+    )
+    .unwrap();
     for i in 0..3 {
         store.append("k", &marker(i)).unwrap();
     }
@@ -101,7 +101,11 @@ fn a_clear_past_its_undo_window_is_gone_after_the_next_compaction() {
 #[test]
 fn erase_session_removes_every_trace_at_once_whatever_the_undo_window() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(Duration::from_secs(86_400))).unwrap();
+    let store = LogStore::open_with(
+        dir.path(),
+        keep_history_retaining(Duration::from_secs(86_400)),
+    )
+    .unwrap();
     write_secret(&store, "secret");
     // An earlier session of the key, deleted and still restorable.
     store.delete_session("secret").unwrap();
@@ -129,7 +133,7 @@ fn erase_session_removes_every_trace_at_once_whatever_the_undo_window() {
 #[test]
 fn erasing_a_forked_source_leaves_the_fork_whole_and_no_other_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     for i in 0..3 {
         store.append("src", &user(&format!("shared {i}"))).unwrap();
     }
@@ -145,7 +149,7 @@ fn erasing_a_forked_source_leaves_the_fork_whole_and_no_other_byte() {
     );
     assert_eq!(store.load("fork").len(), 3);
     drop(store);
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     assert_eq!(store.load("fork").len(), 3);
 }
 

@@ -8,17 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use sessionlog::{
-    Delivery, Durability, EncryptionKey, EventFilter, EventKind, Finding, LogEvent, LogStore,
-    Options, SessionBackend,
+    Delivery, EncryptionKey, EventFilter, EventKind, Finding, LogEvent, LogStore, Options,
+    SessionBackend,
 };
-
-fn options(retention: Duration) -> Options {
-    Options {
-        tombstone_retention: retention,
-        keep_history: true,
-        ..Options::with_durability(Durability::Never)
-    }
-}
 
 fn all_events(store: &LogStore) -> Vec<LogEvent> {
     store
@@ -44,7 +36,7 @@ fn erasures(events: &[LogEvent]) -> Vec<(u64, bool)> {
 #[test]
 fn a_reclaimed_delete_and_erase_session_each_leave_one_erased_event_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     store.append("secret", &user("the plan")).unwrap();
     store.append("other", &user("kept")).unwrap();
     store.append("gone-too", &user("x")).unwrap();
@@ -84,7 +76,7 @@ fn a_reclaimed_delete_and_erase_session_each_leave_one_erased_event_and_nothing_
     assert!(erased.iter().all(|e| e.seq > last_append));
     drop(store);
     // The log survives a reopen, and new events number on above it.
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     store.append("other", &user("after")).unwrap();
     let again = all_events(&store);
     assert_eq!(erasures(&again), erasures(&events));
@@ -98,7 +90,7 @@ fn a_reclaimed_delete_and_erase_session_each_leave_one_erased_event_and_nothing_
 #[test]
 fn an_erasing_compaction_logs_that_the_history_went() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     store.append("k", &user("cleared away")).unwrap();
     store.clear_messages("k").unwrap();
     store.append("k", &user("kept")).unwrap();
@@ -112,18 +104,22 @@ fn an_erasing_compaction_logs_that_the_history_went() {
 #[test]
 fn open_logs_the_reclaim_of_a_delete_whose_undo_window_ended_while_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(Duration::from_secs(3600))).unwrap();
+    let store = LogStore::open_with(
+        dir.path(),
+        keep_history_retaining(Duration::from_secs(3600)),
+    )
+    .unwrap();
     store.append("old", &user("bye")).unwrap();
     store.delete_session("old").unwrap();
     assert!(erasures(&all_events(&store)).is_empty(), "still restorable");
     drop(store);
     std::fs::remove_file(dir.path().join("CHECKPOINT")).ok();
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     let events = all_events(&store);
     assert_eq!(erasures(&events).len(), 1, "{events:?}");
     drop(store);
     // Logged once, not again by the next open.
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     assert_eq!(erasures(&all_events(&store)).len(), 1);
 }
 
@@ -132,7 +128,7 @@ fn open_finishing_an_encrypted_erasure_logs_it_once() {
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
         encryption: Some(EncryptionKey::from_bytes([9; 32])),
-        ..options(Duration::ZERO)
+        ..keep_history_retaining(Duration::ZERO)
     };
     let store = LogStore::open_with(dir.path(), opts.clone()).unwrap();
     store.append("a", &user("one")).unwrap();
@@ -174,7 +170,7 @@ fn open_finishing_an_encrypted_erasure_logs_it_once() {
 #[test]
 fn a_torn_erasure_record_is_kept_aside_and_the_log_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     store.append("a", &user("x")).unwrap();
     store.append("b", &user("y")).unwrap();
     store.delete_session("a").unwrap();
@@ -184,7 +180,7 @@ fn a_torn_erasure_record_is_kept_aside_and_the_log_goes_on() {
     assert_eq!(bytes.len(), 32);
     bytes.extend_from_slice(&[0xAB; 11]); // a record a crash cut short
     std::fs::write(&log, &bytes).unwrap();
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     let torn = store
         .recovery_report()
         .findings
@@ -206,7 +202,7 @@ fn a_torn_erasure_record_is_kept_aside_and_the_log_goes_on() {
     assert_eq!(std::fs::read(&log).unwrap().len(), 64);
     drop(store);
     // The side file is the store's own: not reported as unknown.
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     assert!(
         store.recovery_report().is_clean(),
         "{:?}",
@@ -217,7 +213,7 @@ fn a_torn_erasure_record_is_kept_aside_and_the_log_goes_on() {
 #[test]
 fn a_subscriber_is_told_of_an_erasure_as_it_happens() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     store.append("a", &user("x")).unwrap();
     let mut subscription = store.subscribe(0).unwrap();
     // Caught up first: an erasure takes effect at once, under a reader of the erased files.
@@ -248,20 +244,28 @@ fn a_subscriber_is_told_of_an_erasure_as_it_happens() {
 #[test]
 fn an_erased_sessions_id_is_never_given_to_a_new_session() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(Duration::from_secs(3600))).unwrap();
+    let store = LogStore::open_with(
+        dir.path(),
+        keep_history_retaining(Duration::from_secs(3600)),
+    )
+    .unwrap();
     store.append("a", &user("x")).unwrap();
     store.append("newest", &user("y")).unwrap();
     store.erase_session("newest").unwrap();
     drop(store);
     std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
     // The erased session held the highest id; the folder no longer shows it.
-    let store = LogStore::open_with(dir.path(), options(Duration::from_secs(3600))).unwrap();
+    let store = LogStore::open_with(
+        dir.path(),
+        keep_history_retaining(Duration::from_secs(3600)),
+    )
+    .unwrap();
     store.append("later", &user("z")).unwrap();
     store.delete_session("later").unwrap();
     drop(store);
     std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
     // Open reclaims the delete and logs it: a second erasure, of another id.
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     let erased = erasures(&all_events(&store));
     assert_eq!(erased.len(), 2, "{erased:?}");
     assert_ne!(erased[0].0, erased[1].0);
@@ -270,7 +274,7 @@ fn an_erased_sessions_id_is_never_given_to_a_new_session() {
 #[test]
 fn a_damaged_erasure_record_is_reported_and_skipped_and_the_log_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     for key in ["a", "b", "c", "d", "keep"] {
         store.append(key, &user("x")).unwrap();
     }
@@ -282,7 +286,7 @@ fn a_damaged_erasure_record_is_reported_and_skipped_and_the_log_goes_on() {
     let mut bytes = std::fs::read(&log).unwrap();
     bytes[32 + 5] ^= 0x10; // the second record
     std::fs::write(&log, &bytes).unwrap();
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     let damaged = store
         .recovery_report()
         .findings
@@ -297,7 +301,7 @@ fn a_damaged_erasure_record_is_reported_and_skipped_and_the_log_goes_on() {
     let after = std::fs::read(&log).unwrap();
     assert_eq!(after.len(), 4 * 32);
     assert_eq!(after[..96], bytes[..]);
-    let store = LogStore::open_with(dir.path(), options(Duration::ZERO)).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_retaining(Duration::ZERO)).unwrap();
     assert_eq!(erasures(&all_events(&store)).len(), 3);
     assert_eq!(store.list_sessions(), vec!["keep".to_owned()]);
 }

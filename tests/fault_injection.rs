@@ -2,27 +2,22 @@
 //! reports it, a failed write or sync poisons the store, and a reopen (with or without a power
 //! loss after the fault) shows every acknowledged call and nothing invented.
 
+mod common;
+
 use std::sync::Arc;
 
-use sessionlog::testing::{run_op, FaultyFs, FsOp, Model, Op, SimFs, EIO, ENOSPC};
-use sessionlog::{ChatMessage, EncryptionKey, Error, LogStore, Options, SessionBackend};
+use common::{run_until_error, sweep_options, SIM_DIR};
+use sessionlog::testing::{FaultyFs, FsOp, Model, Op, SimFs, EIO, ENOSPC};
+use sessionlog::{
+    ChatMessage, Durability, EncryptionKey, Error, LogStore, Options, SessionBackend,
+};
 
-const DIR: &str = "/store";
-
-fn options() -> Options {
-    Options {
-        segment_bytes_max: 4096,
-        auto_compact: false,
-        ..Options::default()
-    }
-}
-
-/// The same, encrypted at rest: key files, the nonce epoch and crypto-erasure join the
+/// The sweep's options, encrypted at rest: key files, the nonce epoch and crypto-erasure join the
 /// operations a fault can hit.
 fn encrypted() -> Options {
     Options {
         encryption: Some(EncryptionKey::from_bytes([3; 32])),
-        ..options()
+        ..sweep_options(Durability::Always)
     }
 }
 
@@ -62,56 +57,24 @@ struct Outcome {
     poisoned_after: Option<bool>,
 }
 
+/// Runs `ops` until the first error; after a failed call (not an open), probes whether the
+/// store now refuses writes as poisoned.
 fn run(fs: &FaultyFs, ops: &[Op], options: &Options) -> Outcome {
-    let mut acked = Model::default();
-    let open = || LogStore::open_with_fs(DIR, options.clone(), Arc::new(fs.clone()));
-    let Ok(mut store) = open() else {
-        return Outcome {
-            acked,
-            failed: Some(Op::Reopen),
-            poisoned_after: None,
-        };
-    };
-    for op in ops {
-        let result = if *op == Op::Reopen {
-            drop(store);
-            match open() {
-                Ok(reopened) => {
-                    store = reopened;
-                    Ok(())
-                }
-                Err(_) => {
-                    return Outcome {
-                        acked,
-                        failed: Some(op.clone()),
-                        poisoned_after: None,
-                    }
-                }
-            }
-        } else {
-            run_op(&store, op)
-        };
-        if result.is_err() {
-            let next = store.append("probe", &ChatMessage::user("after the fault"));
-            let poisoned = matches!(
-                next.as_ref()
-                    .err()
-                    .and_then(|e| e.get_ref())
-                    .and_then(|e| e.downcast_ref::<Error>()),
-                Some(Error::Poisoned)
-            );
-            return Outcome {
-                acked,
-                failed: Some(op.clone()),
-                poisoned_after: Some(poisoned),
-            };
-        }
-        acked.apply(op);
-    }
+    let run = run_until_error(Arc::new(fs.clone()), options, ops);
+    let poisoned_after = run.store.map(|store| {
+        let next = store.append("probe", &ChatMessage::user("after the fault"));
+        matches!(
+            next.as_ref()
+                .err()
+                .and_then(|e| e.get_ref())
+                .and_then(|e| e.downcast_ref::<Error>()),
+            Some(Error::Poisoned)
+        )
+    });
     Outcome {
-        acked,
-        failed: None,
-        poisoned_after: None,
+        acked: run.acked,
+        failed: run.failed,
+        poisoned_after,
     }
 }
 
@@ -123,7 +86,7 @@ fn without_probe(model: &Model) -> Model {
 
 #[test]
 fn every_injected_fault_is_reported_and_loses_nothing_acknowledged() {
-    sweep(&options());
+    sweep(&sweep_options(Durability::Always));
 }
 
 #[test]
@@ -167,7 +130,7 @@ fn sweep(options: &Options) {
                 if crash {
                     sim.crash(None);
                 }
-                let store = LogStore::open_with_fs(DIR, options.clone(), Arc::new(sim.clone()))
+                let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::new(sim.clone()))
                     .unwrap_or_else(|e| panic!("{context}, crash {crash}: reopen failed: {e}"));
                 let seen = without_probe(&Model::observe(&store));
                 assert!(
@@ -191,7 +154,12 @@ fn sweep(options: &Options) {
 fn a_full_disk_keeps_acknowledged_writes_and_takes_writes_again_after_reopen() {
     let sim = SimFs::new();
     let fs = FaultyFs::new(Arc::new(sim.clone()));
-    let store = LogStore::open_with_fs(DIR, options(), Arc::new(fs.clone())).unwrap();
+    let store = LogStore::open_with_fs(
+        SIM_DIR,
+        sweep_options(Durability::Always),
+        Arc::new(fs.clone()),
+    )
+    .unwrap();
     for i in 0..20 {
         store
             .append("k", &ChatMessage::user(format!("{i}")))
@@ -210,7 +178,12 @@ fn a_full_disk_keeps_acknowledged_writes_and_takes_writes_again_after_reopen() {
     assert_eq!(store.load("k").len(), 20, "reads go on");
     drop(store);
 
-    let store = LogStore::open_with_fs(DIR, options(), Arc::new(sim.clone())).unwrap();
+    let store = LogStore::open_with_fs(
+        SIM_DIR,
+        sweep_options(Durability::Always),
+        Arc::new(sim.clone()),
+    )
+    .unwrap();
     let messages = store.load("k");
     assert_eq!(messages.len(), 20, "the failed write left nothing");
     for (i, m) in messages.iter().enumerate() {

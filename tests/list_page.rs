@@ -66,7 +66,27 @@ fn pages_walk_every_session_once_in_activity_order() {
     // The same after a reopen (checkpoint) and after a replay.
     drop(store);
     let store = open_fast(dir.path());
+    assert!(store.recovery_report().from_checkpoint);
     assert_eq!(all_pages(&store, ListQuery::default()), expected);
+    // Without the checkpoint the clean close wrote, open has to replay every segment.
+    drop(store);
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
+    let store = open_fast(dir.path());
+    let report = store.recovery_report();
+    assert!(!report.from_checkpoint, "{report:?}");
+    assert!(report.findings.is_empty(), "{report:?}");
+    assert_eq!(store.list_sessions(), expected);
+    for limit in [1, 7, 29, 100] {
+        let query = ListQuery {
+            limit,
+            ..ListQuery::default()
+        };
+        assert_eq!(
+            all_pages(&store, query),
+            expected,
+            "replayed, limit {limit}"
+        );
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use proptest::prelude::*;
-use sessionlog::{ChatMessage, LogStore, Options, SessionBackend, SessionContext};
+use sessionlog::{ChatMessage, Durability, LogStore, SessionBackend, SessionContext};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -52,17 +52,9 @@ struct Model {
     sessions: BTreeMap<String, (Vec<ChatMessage>, Option<String>)>,
 }
 
-fn options() -> Options {
-    Options {
-        durability: sessionlog::Durability::Never,
-        segment_bytes_max: 4096,
-        ..Options::default()
-    }
-}
-
 fn run(ops: &[Op]) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = LogStore::open_with(dir.path(), options()).unwrap();
+    let mut store = LogStore::open_with(dir.path(), small_segments(Durability::Never)).unwrap();
     let mut model = Model::default();
     for op in ops {
         match op {
@@ -136,7 +128,7 @@ fn run(ops: &[Op]) {
             Op::Reopen => {
                 let before = observe(&store);
                 drop(store);
-                store = LogStore::open_with(dir.path(), options()).unwrap();
+                store = LogStore::open_with(dir.path(), small_segments(Durability::Never)).unwrap();
                 assert_eq!(observe(&store), before, "reopen changed a read");
                 assert!(
                     store.recovery_report().is_clean(),
@@ -159,7 +151,7 @@ fn run(ops: &[Op]) {
     }
     let live = observe(&store);
     drop(store);
-    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    let store = LogStore::open_with(dir.path(), small_segments(Durability::Never)).unwrap();
     assert_eq!(observe(&store), live);
 }
 

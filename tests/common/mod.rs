@@ -2,8 +2,12 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use sessionlog::{ChatMessage, Durability, LogStore, Options, SessionBackend};
+use sessionlog::fs::FileSystem;
+use sessionlog::testing::{run_op, Model, Op};
+use sessionlog::{ChatMessage, Durability, EncryptionKey, LogStore, Options, SessionBackend};
 
 /// A store with default options (`Durability::Always`).
 pub fn open(dir: &Path) -> LogStore {
@@ -13,6 +17,105 @@ pub fn open(dir: &Path) -> LogStore {
 /// A store that never syncs: for tests whose subject is not durability.
 pub fn open_fast(dir: &Path) -> LogStore {
     LogStore::open_with(dir, Options::with_durability(Durability::Never)).expect("open")
+}
+
+/// Small segments (4 KiB), so that short workloads roll them over; every other option at its
+/// default.
+pub fn small_segments(durability: Durability) -> Options {
+    Options {
+        durability,
+        segment_bytes_max: 4096,
+        ..Options::default()
+    }
+}
+
+/// [`small_segments`] without the background compactor, so that every file-system operation
+/// comes from a call the test made: what the crash, fault and damage sweeps use.
+pub fn sweep_options(durability: Durability) -> Options {
+    Options {
+        auto_compact: false,
+        ..small_segments(durability)
+    }
+}
+
+/// Keeps the history of compacted and deleted sessions (`keep_history`) and never syncs.
+pub fn keep_history() -> Options {
+    Options {
+        keep_history: true,
+        ..Options::with_durability(Durability::Never)
+    }
+}
+
+/// [`keep_history`], keeping deleted sessions restorable for `retention`.
+pub fn keep_history_retaining(retention: Duration) -> Options {
+    Options {
+        tombstone_retention: retention,
+        ..keep_history()
+    }
+}
+
+/// [`keep_history`], encrypted at rest with `key`.
+pub fn keep_history_encrypted(key: EncryptionKey) -> Options {
+    Options {
+        encryption: Some(key),
+        ..keep_history()
+    }
+}
+
+/// The folder the tests on a simulated file system keep their store in.
+pub const SIM_DIR: &str = "/store";
+
+/// What [`run_until_error`] left.
+pub struct Run {
+    /// The model of every acknowledged call.
+    pub acked: Model,
+    /// The model after each acknowledged call, from the empty one on.
+    pub history: Vec<Model>,
+    /// The call that failed, if one did (`Op::Reopen` also when the first open failed).
+    pub failed: Option<Op>,
+    /// The store, still open, when a call other than an open failed.
+    pub store: Option<LogStore>,
+}
+
+/// Opens a store in [`SIM_DIR`] on `fs` and runs `ops` (`Op::Reopen` closes and opens it
+/// again) until the first error.
+pub fn run_until_error(fs: Arc<dyn FileSystem>, options: &Options, ops: &[Op]) -> Run {
+    let mut run = Run {
+        acked: Model::default(),
+        history: vec![Model::default()],
+        failed: None,
+        store: None,
+    };
+    let open = || LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::clone(&fs));
+    let Ok(mut store) = open() else {
+        run.failed = Some(Op::Reopen);
+        return run;
+    };
+    for op in ops {
+        let result = if *op == Op::Reopen {
+            drop(store);
+            match open() {
+                Ok(reopened) => {
+                    store = reopened;
+                    Ok(())
+                }
+                Err(_) => {
+                    run.failed = Some(op.clone());
+                    return run;
+                }
+            }
+        } else {
+            run_op(&store, op)
+        };
+        if result.is_err() {
+            run.failed = Some(op.clone());
+            run.store = Some(store);
+            return run;
+        }
+        run.acked.apply(op);
+        run.history.push(run.acked.clone());
+    }
+    run
 }
 
 /// Segment files in `dir`, sorted by name.
