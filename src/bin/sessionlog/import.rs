@@ -9,6 +9,9 @@ use sessionlog::{ChatMessage, LogStore, Options, SessionBackend};
 
 use super::{progress, CliResult};
 
+/// A message to import, with the time it was written.
+type Timed = (ChatMessage, DateTime<Utc>);
+
 /// Imports a folder of `<key>.jsonl` files, one `{"role","content"}` object a line. Each
 /// file's messages take the file's modification time. A line that does not parse stops that
 /// file's import (reported with file and line); a session that already holds the file's first
@@ -53,8 +56,7 @@ pub fn import_jsonl(dir: &Path, from: &Path, options: &Options) -> CliResult<Exi
             failed = true;
             continue;
         }
-        let timed: Vec<(ChatMessage, DateTime<Utc>)> =
-            messages.into_iter().map(|m| (m, modified)).collect();
+        let timed: Vec<Timed> = messages.into_iter().map(|m| (m, modified)).collect();
         failed |= !append_new(&store, &key, &timed, &path.display().to_string())?;
     }
     finish(store, &bar, failed)
@@ -74,12 +76,7 @@ fn finish(store: LogStore, bar: &indicatif::ProgressBar, failed: bool) -> CliRes
 /// Appends to session `key` the messages of `messages` it does not hold yet: the session
 /// must hold a prefix of them (then only the rest is appended, so a second import adds
 /// nothing). Returns false, appending nothing, when it holds something else.
-fn append_new(
-    store: &LogStore,
-    key: &str,
-    messages: &[(ChatMessage, DateTime<Utc>)],
-    source: &str,
-) -> CliResult<bool> {
+fn append_new(store: &LogStore, key: &str, messages: &[Timed], source: &str) -> CliResult<bool> {
     let existing = store.load(key);
     let holds_prefix =
         existing.len() <= messages.len() && existing.iter().zip(messages).all(|(a, (b, _))| a == b);
@@ -111,6 +108,18 @@ fn parse_sqlite_time(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
+/// The `session_metadata` columns the SQLite import reads, in `SqliteMetadata`'s order.
+#[cfg(feature = "sqlite")]
+const METADATA_COLUMNS: [&str; 7] = [
+    "name",
+    "agent_alias",
+    "channel_id",
+    "room_id",
+    "sender_id",
+    "state",
+    "turn_id",
+];
+
 /// Imports the SQLite layout agents use today: `sessions(id, session_key, role, content,
 /// created_at)` and `session_metadata(session_key, name, agent_alias, channel_id, room_id,
 /// sender_id, state, turn_id, ...)`; metadata columns a database lacks are skipped. Each
@@ -119,38 +128,14 @@ fn parse_sqlite_time(text: &str) -> Option<DateTime<Utc>> {
 /// opened read-only. A row whose time does not parse stops that session's import.
 #[cfg(feature = "sqlite")]
 pub fn import_sqlite(dir: &Path, from: &Path, options: &Options) -> CliResult<ExitCode> {
-    use rusqlite::{Connection, OpenFlags, OptionalExtension};
-    use sessionlog::SessionContext;
+    use rusqlite::{Connection, OpenFlags};
 
     if !from.is_file() {
         return Err(format!("{} is not a file", from.display()).into());
     }
     let conn = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('session_metadata')")?
-        .query_map([], |row| row.get(0))?
-        .collect::<Result<_, _>>()?;
-    let has_metadata = !columns.is_empty();
-    let wanted = [
-        "name",
-        "agent_alias",
-        "channel_id",
-        "room_id",
-        "sender_id",
-        "state",
-        "turn_id",
-    ];
-    let select: Vec<String> = wanted
-        .iter()
-        .map(|c| {
-            if columns.iter().any(|have| have == c) {
-                (*c).to_owned()
-            } else {
-                "NULL".to_owned()
-            }
-        })
-        .collect();
-    let keys_sql = if has_metadata {
+    let metadata_sql = metadata_sql(&conn)?;
+    let keys_sql = if metadata_sql.is_some() {
         "SELECT session_key FROM sessions UNION SELECT session_key FROM session_metadata ORDER BY 1"
     } else {
         "SELECT DISTINCT session_key FROM sessions ORDER BY 1"
@@ -160,91 +145,162 @@ pub fn import_sqlite(dir: &Path, from: &Path, options: &Options) -> CliResult<Ex
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     let store = crate::open_store(dir, options)?;
+    let mut source = SqliteSource {
+        conn: &conn,
+        from,
+        messages: conn.prepare(
+            "SELECT id, role, content, created_at FROM sessions WHERE session_key = ?1 ORDER BY id",
+        )?,
+        metadata_sql,
+    };
     let mut failed = false;
     let bar = progress(keys.len(), "importing");
-    let mut messages_stmt = conn.prepare(
-        "SELECT id, role, content, created_at FROM sessions WHERE session_key = ?1 ORDER BY id",
-    )?;
-    let metadata_sql = format!(
-        "SELECT {} FROM session_metadata WHERE session_key = ?1",
-        select.join(", ")
-    );
     for key in keys {
         bar.inc(1);
-        let rows: Vec<(i64, String, String, String)> = messages_stmt
-            .query_map([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        failed |= !source.import_session(&store, &key)?;
+    }
+    finish(store, &bar, failed)
+}
+
+/// The query of a session's row of `session_metadata` (`NULL` for the columns of
+/// `METADATA_COLUMNS` it lacks); `None` when the database has no such table.
+#[cfg(feature = "sqlite")]
+fn metadata_sql(conn: &rusqlite::Connection) -> CliResult<Option<String>> {
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('session_metadata')")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let select: Vec<&str> = METADATA_COLUMNS
+        .iter()
+        .map(|c| {
+            if columns.iter().any(|have| have == c) {
+                *c
+            } else {
+                "NULL"
+            }
+        })
+        .collect();
+    Ok(Some(format!(
+        "SELECT {} FROM session_metadata WHERE session_key = ?1",
+        select.join(", ")
+    )))
+}
+
+/// The SQLite database being imported, with its queries.
+#[cfg(feature = "sqlite")]
+struct SqliteSource<'a> {
+    conn: &'a rusqlite::Connection,
+    /// The database's path, for the messages about it.
+    from: &'a Path,
+    /// A session's rows of `sessions`, in order.
+    messages: rusqlite::Statement<'a>,
+    /// See `metadata_sql`.
+    metadata_sql: Option<String>,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteSource<'_> {
+    /// Imports session `key`: its messages, then its metadata. Returns false when it was not
+    /// imported (the reason printed).
+    fn import_session(&mut self, store: &LogStore, key: &str) -> CliResult<bool> {
+        let Some(messages) = self.read_messages(key)? else {
+            return Ok(false);
+        };
+        if !append_new(store, key, &messages, &self.from.display().to_string())? {
+            return Ok(false);
+        }
+        if let Some(metadata) = self.read_metadata(key)? {
+            metadata.apply(store, key)?;
+        }
+        Ok(true)
+    }
+
+    /// Session `key`'s messages with their times; `None`, reported, when a row's time does
+    /// not parse.
+    fn read_messages(&mut self, key: &str) -> CliResult<Option<Vec<Timed>>> {
+        let rows: Vec<(i64, String, String, String)> = self
+            .messages
+            .query_map([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<_, _>>()?;
         let mut messages = Vec::with_capacity(rows.len());
-        let mut bad = None;
         for (id, role, content, created_at) in rows {
-            match parse_sqlite_time(&created_at) {
-                Some(at) => messages.push((ChatMessage::new(role, content), at)),
-                None => {
-                    bad = Some(format!(
-                        "{}: sessions row {id}: created_at {created_at:?} is not a time",
-                        from.display()
-                    ));
-                    break;
-                }
-            }
+            let Some(at) = parse_sqlite_time(&created_at) else {
+                eprintln!(
+                    "{}: sessions row {id}: created_at {created_at:?} is not a time; session \
+                     {key:?} was not imported",
+                    self.from.display()
+                );
+                return Ok(None);
+            };
+            messages.push((ChatMessage::new(role, content), at));
         }
-        if let Some(bad) = bad {
-            eprintln!("{bad}; session {key:?} was not imported");
-            failed = true;
-            continue;
-        }
-        if !append_new(&store, &key, &messages, &from.display().to_string())? {
-            failed = true;
-            continue;
-        }
-        if !has_metadata {
-            continue;
-        }
-        type Row = [Option<String>; 7];
-        let row: Option<Row> = conn
-            .query_row(&metadata_sql, [&key], |r| {
-                Ok([
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ])
+        Ok(Some(messages))
+    }
+
+    /// Session `key`'s row of `session_metadata`, if the database has that table and row.
+    fn read_metadata(&self, key: &str) -> CliResult<Option<SqliteMetadata>> {
+        use rusqlite::OptionalExtension;
+
+        let Some(sql) = &self.metadata_sql else {
+            return Ok(None);
+        };
+        let row = self
+            .conn
+            .query_row(sql, [key], |r| {
+                Ok(SqliteMetadata {
+                    name: r.get(0)?,
+                    agent_alias: r.get(1)?,
+                    channel_id: r.get(2)?,
+                    room_id: r.get(3)?,
+                    sender_id: r.get(4)?,
+                    state: r.get(5)?,
+                    turn_id: r.get(6)?,
+                })
             })
             .optional()?;
-        let Some([name, alias, channel_id, room_id, sender_id, state, turn_id]) = row else {
-            continue;
-        };
-        let present = |v: &Option<String>| {
-            v.as_deref()
-                .filter(|v| !v.trim().is_empty())
-                .map(str::to_owned)
-        };
-        // What the store holds already is not written again (the name and alias setters
-        // leave the routing fields alone, so one read serves all).
-        let held = store.get_session_metadata(&key);
-        let differs = |value: &Option<String>, stored: Option<&String>| {
-            present(value).filter(|v| stored.map(|s| s.as_str()) != Some(v.trim()))
-        };
-        if let Some(name) = differs(&name, held.as_ref().and_then(|m| m.name.as_ref())) {
-            store.set_session_name(&key, &name)?;
+        Ok(row)
+    }
+}
+
+/// A session's row of `session_metadata` (the columns of `METADATA_COLUMNS`).
+#[cfg(feature = "sqlite")]
+struct SqliteMetadata {
+    name: Option<String>,
+    agent_alias: Option<String>,
+    channel_id: Option<String>,
+    room_id: Option<String>,
+    sender_id: Option<String>,
+    state: Option<String>,
+    turn_id: Option<String>,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteMetadata {
+    /// Sets on session `key` the name, alias, routing context and state that differ from
+    /// what the store holds; what it holds already is not written again.
+    fn apply(self, store: &LogStore, key: &str) -> CliResult {
+        use sessionlog::SessionContext;
+
+        // The name and alias setters leave the routing fields alone, so one read serves all.
+        let held = store.get_session_metadata(key);
+        let held = held.as_ref();
+        if let Some(name) = differs(&self.name, held.and_then(|m| m.name.as_ref())) {
+            store.set_session_name(key, &name)?;
         }
-        if let Some(alias) = differs(&alias, held.as_ref().and_then(|m| m.agent_alias.as_ref())) {
-            store.set_session_agent_alias(&key, &alias)?;
+        if let Some(alias) = differs(&self.agent_alias, held.and_then(|m| m.agent_alias.as_ref())) {
+            store.set_session_agent_alias(key, &alias)?;
         }
         let context = (
-            differs(
-                &channel_id,
-                held.as_ref().and_then(|m| m.channel_id.as_ref()),
-            ),
-            differs(&room_id, held.as_ref().and_then(|m| m.room_id.as_ref())),
-            differs(&sender_id, held.as_ref().and_then(|m| m.sender_id.as_ref())),
+            differs(&self.channel_id, held.and_then(|m| m.channel_id.as_ref())),
+            differs(&self.room_id, held.and_then(|m| m.room_id.as_ref())),
+            differs(&self.sender_id, held.and_then(|m| m.sender_id.as_ref())),
         );
         if context != (None, None, None) {
             store.set_session_context(
-                &key,
+                key,
                 SessionContext {
                     channel_id: context.0.as_deref(),
                     room_id: context.1.as_deref(),
@@ -252,15 +308,30 @@ pub fn import_sqlite(dir: &Path, from: &Path, options: &Options) -> CliResult<Ex
                 },
             )?;
         }
-        if let Some(state) = present(&state) {
-            let held = store.get_session_state(&key)?;
+        if let Some(state) = present(&self.state) {
+            let held = store.get_session_state(key)?;
             let same = held
                 .as_ref()
-                .is_some_and(|h| h.state == state && h.turn_id == turn_id);
+                .is_some_and(|h| h.state == state && h.turn_id == self.turn_id);
             if !same {
-                store.set_session_state(&key, &state, turn_id.as_deref())?;
+                store.set_session_state(key, &state, self.turn_id.as_deref())?;
             }
         }
+        Ok(())
     }
-    finish(store, &bar, failed)
+}
+
+/// A metadata value, unless it is missing or blank.
+#[cfg(feature = "sqlite")]
+fn present(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .filter(|v| !v.trim().is_empty())
+        .map(str::to_owned)
+}
+
+/// A metadata value, unless it is missing, blank, or what the store holds (`stored`).
+#[cfg(feature = "sqlite")]
+fn differs(value: &Option<String>, stored: Option<&String>) -> Option<String> {
+    present(value).filter(|v| stored.map(|s| s.as_str()) != Some(v.trim()))
 }

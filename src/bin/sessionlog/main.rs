@@ -194,6 +194,18 @@ impl std::str::FromStr for Position {
     }
 }
 
+impl Position {
+    /// A bound of `replay` as the event filter's sequence number and time: one of them, or
+    /// neither.
+    fn split(position: Option<Position>) -> (Option<u64>, Option<chrono::DateTime<chrono::Utc>>) {
+        match position {
+            Some(Position::Seq(seq)) => (Some(seq), None),
+            Some(Position::Time(time)) => (None, Some(time)),
+            None => (None, None),
+        }
+    }
+}
+
 /// The encryption key from `--key-file`, `SESSIONLOG_KEY_FILE` or `SESSIONLOG_KEY`.
 fn encryption_key(key_file: Option<PathBuf>) -> CliResult<Option<EncryptionKey>> {
     let file = key_file.or_else(|| std::env::var_os("SESSIONLOG_KEY_FILE").map(PathBuf::from));
@@ -270,46 +282,13 @@ fn run(command: Command, options: &Options) -> CliResult<ExitCode> {
             key,
             tail,
             json,
-        } => {
-            let store = read_only(&dir, options)?;
-            if !store.session_exists(&key) {
-                return Err(format!("no session {key:?} in {}", dir.display()).into());
-            }
-            let messages = match tail {
-                Some(n) => store.read_tail(&key, n)?,
-                None => store.read_messages(&key)?,
-            };
-            for m in messages {
-                print_message(&m, json)?;
-            }
-        }
+        } => show(&read_only(&dir, options)?, &dir, &key, tail, json)?,
         Command::Search {
             dir,
             words,
             limit,
             json,
-        } => {
-            let store = read_only(&dir, options)?;
-            let query = SessionQuery {
-                keyword: Some(words.join(" ")),
-                limit: Some(limit),
-            };
-            for meta in store.search(&query) {
-                if json {
-                    outln!(
-                        "{}",
-                        json!({"key": meta.key, "name": meta.name, "messages": meta.message_count, "last_activity": meta.last_activity.to_rfc3339()})
-                    );
-                } else {
-                    outln!(
-                        "{}\t{}\t{}",
-                        meta.key,
-                        meta.message_count,
-                        meta.last_activity.to_rfc3339()
-                    );
-                }
-            }
-        }
+        } => search(&read_only(&dir, options)?, &words, limit, json)?,
         Command::Replay {
             dir,
             session,
@@ -317,20 +296,15 @@ fn run(command: Command, options: &Options) -> CliResult<ExitCode> {
             until,
             json,
         } => {
-            let mut filter = EventFilter {
+            let (from_seq, from_time) = Position::split(since);
+            let (to_seq, to_time) = Position::split(until);
+            let filter = EventFilter {
                 session,
-                ..EventFilter::all()
+                from_seq,
+                to_seq,
+                from_time,
+                to_time,
             };
-            match since {
-                Some(Position::Seq(seq)) => filter.from_seq = Some(seq),
-                Some(Position::Time(time)) => filter.from_time = Some(time),
-                None => {}
-            }
-            match until {
-                Some(Position::Seq(seq)) => filter.to_seq = Some(seq),
-                Some(Position::Time(time)) => filter.to_time = Some(time),
-                None => {}
-            }
             replay(&read_only(&dir, options)?, filter, json)?;
         }
         Command::At {
@@ -339,98 +313,11 @@ fn run(command: Command, options: &Options) -> CliResult<ExitCode> {
             seq,
             time,
             json,
-        } => {
-            let store = read_only(&dir, options)?;
-            let seq = match (seq, time) {
-                (Some(seq), _) => Some(seq),
-                (None, Some(time)) => {
-                    let filter = EventFilter {
-                        to_time: Some(time),
-                        ..EventFilter::session(key.clone())
-                    };
-                    let mut last = None;
-                    for event in store.events(filter)? {
-                        last = Some(event?.seq);
-                    }
-                    last
-                }
-                (None, None) => return Err("give --seq or --time".into()),
-            };
-            let state = match seq {
-                Some(seq) => store.load_at(&key, seq)?,
-                None => None,
-            };
-            let Some(state) = state else {
-                return Err(format!(
-                    "session {key:?} did not exist then (a deleted session's history goes when \
-                     it is reclaimed)"
-                )
-                .into());
-            };
-            let meta = &state.metadata;
-            if json {
-                outln!(
-                    "{}",
-                    json!({"key": meta.key, "seq": seq, "name": meta.name, "agent_alias": meta.agent_alias,
-                        "channel_id": meta.channel_id, "room_id": meta.room_id, "sender_id": meta.sender_id,
-                        "state": state.state.state, "turn_id": state.state.turn_id,
-                        "created_at": meta.created_at.to_rfc3339(), "last_activity": meta.last_activity.to_rfc3339(),
-                        "messages": meta.message_count})
-                );
-            } else {
-                outln!(
-                    "{} after event {}: {} message(s), name {:?}, state {}",
-                    meta.key,
-                    seq.unwrap_or_default(),
-                    meta.message_count,
-                    meta.name.as_deref().unwrap_or(""),
-                    state.state.state
-                );
-            }
-            for m in state.messages {
-                print_message(&m, json)?;
-            }
-        }
+        } => at(&read_only(&dir, options)?, &key, seq, time, json)?,
         Command::Verify { dir } => return verify(&dir, options),
         Command::Stats { dir, json } => stats(&read_only(&dir, options)?, json)?,
-        Command::Compact { dir, key } => {
-            let store = existing(&dir, |d| open_store(d, options))?;
-            let keys = match key {
-                Some(key) => vec![key],
-                None => store.list_sessions(),
-            };
-            let before: u64 = store.stats().iter().map(|s| s.dead_bytes).sum();
-            let bar = progress(keys.len(), "compacting");
-            for key in &keys {
-                store.compact_session(key)?;
-                bar.inc(1);
-            }
-            bar.finish_and_clear();
-            let after: u64 = store.stats().iter().map(|s| s.dead_bytes).sum();
-            outln!(
-                "compacted {} session(s), reclaimed {} bytes",
-                keys.len(),
-                before.saturating_sub(after)
-            );
-            store.close()?;
-        }
-        Command::Export { dir, session } => {
-            let store = read_only(&dir, options)?;
-            let keys = match session {
-                Some(key) => vec![key],
-                None => store.list_sessions(),
-            };
-            let bar = progress(keys.len(), "exporting");
-            for key in keys {
-                for m in store.read_messages(&key)? {
-                    let at = m.created_at.map(|t| t.to_rfc3339());
-                    let line = json!({"session": key, "role": m.message.role, "content": m.message.content, "created_at": at});
-                    outln!("{line}");
-                }
-                bar.inc(1);
-            }
-            bar.finish_and_clear();
-        }
+        Command::Compact { dir, key } => compact(&dir, key, options)?,
+        Command::Export { dir, session } => export(&read_only(&dir, options)?, session)?,
         Command::Import {
             dir,
             from_jsonl,
@@ -445,6 +332,157 @@ fn run(command: Command, options: &Options) -> CliResult<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `show`: a session's messages, or its last `tail` ones.
+fn show(store: &LogStore, dir: &Path, key: &str, tail: Option<usize>, json: bool) -> CliResult {
+    if !store.session_exists(key) {
+        return Err(format!("no session {key:?} in {}", dir.display()).into());
+    }
+    let messages = match tail {
+        Some(n) => store.read_tail(key, n)?,
+        None => store.read_messages(key)?,
+    };
+    for m in messages {
+        print_message(&m, json)?;
+    }
+    Ok(())
+}
+
+/// `search`: the sessions whose messages, key or name hold any of `words`.
+fn search(store: &LogStore, words: &[String], limit: usize, json: bool) -> CliResult {
+    let query = SessionQuery {
+        keyword: Some(words.join(" ")),
+        limit: Some(limit),
+    };
+    for meta in store.search(&query) {
+        if json {
+            outln!(
+                "{}",
+                json!({"key": meta.key, "name": meta.name, "messages": meta.message_count, "last_activity": meta.last_activity.to_rfc3339()})
+            );
+        } else {
+            outln!(
+                "{}\t{}\t{}",
+                meta.key,
+                meta.message_count,
+                meta.last_activity.to_rfc3339()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `at`: session `key` right after the event `seq`, or at `time`.
+fn at(
+    store: &LogStore,
+    key: &str,
+    seq: Option<u64>,
+    time: Option<chrono::DateTime<chrono::Utc>>,
+    json: bool,
+) -> CliResult {
+    let seq = match (seq, time) {
+        (Some(seq), _) => Some(seq),
+        (None, Some(time)) => last_seq_until(store, key, time)?,
+        (None, None) => return Err("give --seq or --time".into()),
+    };
+    let state = match seq {
+        Some(seq) => store.load_at(key, seq)?,
+        None => None,
+    };
+    let Some(state) = state else {
+        return Err(format!(
+            "session {key:?} did not exist then (a deleted session's history goes when \
+             it is reclaimed)"
+        )
+        .into());
+    };
+    let meta = &state.metadata;
+    if json {
+        outln!(
+            "{}",
+            json!({"key": meta.key, "seq": seq, "name": meta.name, "agent_alias": meta.agent_alias,
+                "channel_id": meta.channel_id, "room_id": meta.room_id, "sender_id": meta.sender_id,
+                "state": state.state.state, "turn_id": state.state.turn_id,
+                "created_at": meta.created_at.to_rfc3339(), "last_activity": meta.last_activity.to_rfc3339(),
+                "messages": meta.message_count})
+        );
+    } else {
+        outln!(
+            "{} after event {}: {} message(s), name {:?}, state {}",
+            meta.key,
+            seq.unwrap_or_default(),
+            meta.message_count,
+            meta.name.as_deref().unwrap_or(""),
+            state.state.state
+        );
+    }
+    for m in state.messages {
+        print_message(&m, json)?;
+    }
+    Ok(())
+}
+
+/// The sequence number of session `key`'s last event written at or before `time`, if any.
+fn last_seq_until(
+    store: &LogStore,
+    key: &str,
+    time: chrono::DateTime<chrono::Utc>,
+) -> CliResult<Option<u64>> {
+    let filter = EventFilter {
+        to_time: Some(time),
+        ..EventFilter::session(key)
+    };
+    let mut last = None;
+    for event in store.events(filter)? {
+        last = Some(event?.seq);
+    }
+    Ok(last)
+}
+
+/// The session `key`, or every session of the store when it is `None`.
+fn session_keys(store: &LogStore, key: Option<String>) -> Vec<String> {
+    match key {
+        Some(key) => vec![key],
+        None => store.list_sessions(),
+    }
+}
+
+/// `compact`: compacts session `key`, or every session, and prints the bytes reclaimed.
+fn compact(dir: &Path, key: Option<String>, options: &Options) -> CliResult {
+    let store = existing(dir, |d| open_store(d, options))?;
+    let keys = session_keys(&store, key);
+    let before: u64 = store.stats().iter().map(|s| s.dead_bytes).sum();
+    let bar = progress(keys.len(), "compacting");
+    for key in &keys {
+        store.compact_session(key)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let after: u64 = store.stats().iter().map(|s| s.dead_bytes).sum();
+    outln!(
+        "compacted {} session(s), reclaimed {} bytes",
+        keys.len(),
+        before.saturating_sub(after)
+    );
+    store.close()?;
+    Ok(())
+}
+
+/// `export`: every message of session `session`, or of every session, as a JSON line.
+fn export(store: &LogStore, session: Option<String>) -> CliResult {
+    let keys = session_keys(store, session);
+    let bar = progress(keys.len(), "exporting");
+    for key in keys {
+        for m in store.read_messages(&key)? {
+            let at = m.created_at.map(|t| t.to_rfc3339());
+            let line = json!({"session": key, "role": m.message.role, "content": m.message.content, "created_at": at});
+            outln!("{line}");
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(())
 }
 
 fn print_message(m: &TimestampedMessage, json: bool) -> CliResult {
