@@ -8,7 +8,9 @@
 //! 3. retire the old segments (remove them, move them to `archive/` or `quarantine/`) and
 //!    fsync the folder. Open finishes this step if a crash interrupts it.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::cipher::DataKey;
 use crate::error::{Error, Result};
@@ -41,30 +43,74 @@ const COPY_BATCH: usize = 256;
 /// Bytes compaction buffers before each write.
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
 
-/// Writes `view`'s live state as segment `segment` of session `session_id`, reading the
-/// messages from `source` and sealing its records with `seal` (an encrypted store's data key
-/// of the session), and puts it in force (steps 1 and 2 above). `snapshot_at` gives the
-/// sequence number and time of its snapshot record, once the messages are copied. `replaced_head` is the
-/// hash of the last record of what the generation replaces: its first record links to it, so
-/// the chain runs on through the compaction. `erasing`: it drops cleared messages past their
-/// undo window (see below). With `keep_cleared`, the messages the last clear
-/// removed are written first, followed by that clear (its own sequence number and time), so
-/// `undo_clear` still works; otherwise they are dropped for good.
-#[allow(clippy::too_many_arguments)]
+/// What a new generation does with the messages the session's last clear removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleared {
+    /// Writes them first, followed by that clear (its own sequence number and time), so
+    /// `undo_clear` still works.
+    Keep,
+    /// Drops them for good: there are none, or an explicit compaction holds only what is live.
+    Drop,
+    /// Drops them past their undo window. The generation's header says so (`prev_len` 1), so
+    /// that an open finishing it after a crash erases what it replaces instead of archiving it.
+    Erase,
+}
+
+impl Cleared {
+    /// For `view`: kept within their undo window (`retention`) unless `explicit`, erased once
+    /// past it.
+    pub fn of(view: &SessionView, retention: Duration, explicit: bool) -> Cleared {
+        let within = view.clear_undoable(retention);
+        if within && !explicit {
+            Cleared::Keep
+        } else if view.cleared_by.is_some() && !within {
+            Cleared::Erase
+        } else {
+            Cleared::Drop
+        }
+    }
+}
+
+/// A generation to write: whose, under which number and kind, what it holds, where its
+/// messages are read from, and how it is sealed.
+pub struct NewGeneration<'a> {
+    /// The session id.
+    pub session_id: u64,
+    /// Its segment number.
+    pub segment: u32,
+    /// `Compacted` (a compaction, a fork's copy) or `Recovered` (open's repair).
+    pub kind: SegmentKind,
+    /// The live state it holds.
+    pub view: &'a SessionView,
+    /// Where its messages are read from.
+    pub source: &'a SegmentFiles,
+    /// An encrypted store's data key of the session.
+    pub seal: Option<&'a DataKey>,
+    /// The hash of the last record of what it replaces: its first record links to it, so the
+    /// chain runs on through the compaction.
+    pub replaced_head: Hash,
+    /// What it does with the messages the last clear removed.
+    pub cleared: Cleared,
+}
+
+/// Writes `new`'s live state and puts it in force (steps 1 and 2 above). `snapshot_at` gives
+/// the sequence number and time of its snapshot record, once the messages are copied.
 pub fn write_generation<T>(
     fs: &dyn FileSystem,
     dir: &Path,
-    (session_id, segment, kind): (u64, u32, SegmentKind),
-    view: &SessionView,
-    source: &SegmentFiles,
-    seal: Option<&DataKey>,
+    new: &NewGeneration<'_>,
     snapshot_at: impl FnOnce() -> ((u64, i64), T),
-    replaced_head: Hash,
-    (keep_cleared, erasing): (bool, bool),
 ) -> Result<(Generation, T)> {
-    // A generation that drops cleared messages past their undo window (`erasing`) says so in
-    // its header, so that an open finishing it after a crash erases what it replaces instead
-    // of archiving it.
+    let NewGeneration {
+        session_id,
+        segment,
+        kind,
+        view,
+        source,
+        seal,
+        replaced_head,
+        cleared: what_of_cleared,
+    } = *new;
     let final_path = segment_path(dir, session_id, segment);
     let temp_path = segment_temp_path(dir, session_id, segment);
     let file = fs
@@ -76,7 +122,7 @@ pub fn write_generation<T>(
             kind,
             session_id,
             segment,
-            prev_len: u64::from(erasing),
+            prev_len: u64::from(what_of_cleared == Cleared::Erase),
             key: view.key.clone(),
         },
         seal,
@@ -121,7 +167,7 @@ pub fn write_generation<T>(
         Ok(())
     };
     let mut cleared = Vec::new();
-    if let (true, Some((clear_seq, clear_ts))) = (keep_cleared, view.cleared_by) {
+    if let (Cleared::Keep, Some((clear_seq, clear_ts))) = (what_of_cleared, view.cleared_by) {
         copy(
             &view.cleared,
             &mut cleared,
@@ -224,7 +270,7 @@ pub fn retire(
 
 /// Erases a deleted session's files: in an encrypted store its data key first (`keys`), which
 /// makes every copy of its bytes unreadable at once; then its traces (archived, quarantined
-/// and side files), then its segments `from..below`, oldest first. In this order a crash part
+/// and side files), then its `segments`, oldest first. In this order a crash part
 /// way leaves a segment holding the delete record (or, encrypted, the erasure's marker), from
 /// which open finishes the erasure; the other order could strand an archive that nothing
 /// leads back to.
@@ -233,13 +279,20 @@ pub fn erase_session_files(
     dir: &Path,
     keys: Option<&Keyring>,
     session_id: u64,
-    (from, below): (u32, u32),
+    segments: Range<u32>,
 ) -> Result<Vec<PathBuf>> {
     if let Some(keys) = keys {
         keys.destroy_key(session_id)?;
     }
     let mut gone = erase_traces(fs, dir, session_id)?;
-    gone.extend(retire(fs, dir, session_id, from, below, Retire::Remove)?);
+    gone.extend(retire(
+        fs,
+        dir,
+        session_id,
+        segments.start,
+        segments.end,
+        Retire::Remove,
+    )?);
     if let Some(keys) = keys {
         keys.erased(session_id)?;
     }

@@ -267,7 +267,8 @@ impl ErasureLog {
         &mut self,
         fs: &dyn FileSystem,
         dir: &Path,
-        (id, snapshot_seq): (u64, u64),
+        id: u64,
+        snapshot_seq: u64,
         next_seq: &mut u64,
     ) -> Result<()> {
         if self

@@ -173,6 +173,14 @@ pub enum Error {
         /// The session's length when the write was attempted.
         actual: usize,
     },
+    /// A session has used every segment number its file names can carry (about four
+    /// billion): nothing was written to it. Copy its messages to a new session (`sessionlog
+    /// export`, then `import` under another key) and delete this one.
+    #[error("session {key:?} has used every segment number")]
+    SegmentsExhausted {
+        /// The session key.
+        key: String,
+    },
     /// The events asked for are no longer in the log: a compaction replaced them (and
     /// [`crate::Options::keep_history`] was off when it ran), or a delete reclaimed them.
     /// What the log still holds starts at `available_from`.
@@ -219,6 +227,7 @@ impl Error {
             Error::Conflict { .. } | Error::SessionExists { .. } => io::ErrorKind::AlreadyExists,
             Error::SessionNotFound { .. } => io::ErrorKind::NotFound,
             Error::HistoryCompacted { .. } => io::ErrorKind::NotFound,
+            Error::SegmentsExhausted { .. } => io::ErrorKind::Other,
         }
     }
 }

@@ -219,7 +219,8 @@ impl Cursor {
     /// segment 1, or at the first compacted or recovered segment after the last gap.
     pub(super) fn new(
         fs: Arc<dyn FileSystem>,
-        (session_id, key): (u64, Option<Arc<DataKey>>),
+        session_id: u64,
+        key: Option<Arc<DataKey>>,
         segments: Vec<SegmentRef>,
     ) -> Result<Self> {
         let mut cursor = Cursor {

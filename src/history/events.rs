@@ -77,7 +77,7 @@ impl Events {
                 }
             }
             let key = keyring::data_key(keys, id)?;
-            let cursor = Cursor::new(Arc::clone(&fs), (id, key), segments)?;
+            let cursor = Cursor::new(Arc::clone(&fs), id, key, segments)?;
             events.cursors.push(cursor);
             events.pending.push(None);
         }

@@ -53,7 +53,7 @@ pub(crate) fn load_at(
         if history_key(&*fs, &segments, data_key.as_deref()).as_deref() != Some(key) {
             continue;
         }
-        let mut cursor = Cursor::new(Arc::clone(&fs), (id, data_key), segments)?;
+        let mut cursor = Cursor::new(Arc::clone(&fs), id, data_key, segments)?;
         let mut applied_any = false;
         while cursor.next_event(seq)?.is_some() {
             applied_any = true;

@@ -114,7 +114,7 @@ pub(crate) fn verify(
                 continue;
             }
         };
-        let mut cursor = match Cursor::new(Arc::clone(&fs), (id, key), segments) {
+        let mut cursor = match Cursor::new(Arc::clone(&fs), id, key, segments) {
             Ok(cursor) => cursor,
             Err(e) => {
                 report.problems.push(problem(None, e));

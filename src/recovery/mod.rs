@@ -13,6 +13,7 @@
 mod folder;
 mod session;
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -91,7 +92,7 @@ struct Leftovers {
     /// Erasing compactions a crash cut short after their rename.
     erasing: Vec<ErasingFinish>,
     /// Erasures a crash interrupted after the data key went: (session id, segments).
-    unfinished: Vec<(u64, (u32, u32))>,
+    unfinished: Vec<(u64, Range<u32>)>,
     /// Deleted sessions past their undo window, or not whole: (session id, oldest, highest).
     deleted: Vec<(u64, u32, u32)>,
 }
@@ -136,10 +137,7 @@ pub(crate) fn replay(
         for id in keys.erasing()? {
             let files = groups.remove(&id).unwrap_or_default();
             let numbers = files.iter().map(|f| f.number);
-            let range = (
-                numbers.clone().min().unwrap_or(1),
-                numbers.max().unwrap_or(0) + 1,
-            );
+            let range = numbers.clone().min().unwrap_or(1)..numbers.max().unwrap_or(0) + 1;
             leftovers.unfinished.push((id, range));
         }
     }
@@ -233,8 +231,9 @@ impl Finishing<'_> {
         let (fs, dir) = (self.fs, self.dir);
         for finish in leftovers.erasing {
             // An erasing compaction a crash cut short: logged (once), then finished.
-            let logged = (finish.id, finish.snapshot_seq);
-            self.erased.log_history(fs, dir, logged, self.next_seq)?;
+            let (id, snapshot_seq) = (finish.id, finish.snapshot_seq);
+            self.erased
+                .log_history(fs, dir, id, snapshot_seq, self.next_seq)?;
             let mut retired = compaction::erase_traces(fs, dir, finish.id)?;
             for number in finish.replaced {
                 retired.extend(compaction::retire(
@@ -275,7 +274,7 @@ impl Finishing<'_> {
         layout::write_seq_floor(fs, dir, *self.next_seq)?;
         for (id, oldest, highest) in deleted {
             self.erased.log(fs, dir, id, self.next_seq)?;
-            let range = (oldest, highest.saturating_add(1));
+            let range = oldest..highest.saturating_add(1);
             compaction::erase_session_files(fs, dir, self.keys, id, range)?;
         }
         Ok(())

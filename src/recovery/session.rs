@@ -151,8 +151,7 @@ pub(super) fn replay_session(
     if let (Some(base), Some(superseded)) = (base, r.superseded) {
         finish_compaction(r, base, replaced, &segments, &scan, superseded)?;
     }
-    let oldest = segments.first().map_or(0, |s| s.number);
-    outcome(r, &segments, scan, (oldest, highest), deleted && !partial)
+    outcome(r, &segments, scan, highest, deleted && !partial)
 }
 
 /// A crash while the session's newest segment was being created: not even its header is
@@ -539,9 +538,10 @@ fn outcome(
     r: &mut Replaying<'_>,
     segments: &[SegmentFile],
     scan: Scan,
-    (oldest, highest): (u32, u32),
+    highest: u32,
     restorable: bool,
 ) -> Result<Outcome> {
+    let oldest = segments.first().map_or(0, |s| s.number);
     let Scan {
         view,
         damage,

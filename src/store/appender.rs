@@ -173,8 +173,8 @@ impl Inner {
         let number = w
             .newest
             .checked_add(1)
-            .ok_or_else(|| Error::InvalidOptions {
-                reason: "segment numbers exhausted; compact the session".into(),
+            .ok_or_else(|| Error::SegmentsExhausted {
+                key: slot.key.clone(),
             })?;
         if w.newest != 0 && self.options.durability != Durability::Always {
             // Without this, a crash could keep the new segment but tear the old one's tail,

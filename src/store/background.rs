@@ -10,6 +10,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 
+use super::compact::Compaction;
 use super::Inner;
 
 /// The queue of sessions to compact, and the signal that stops the background threads.
@@ -100,7 +101,7 @@ pub(super) fn compactor(inner: &Inner) {
             }
         };
         // A failure poisons the store, so the next write reports it.
-        let _ = inner.compact_as(&key, false, false);
+        let _ = inner.compact_as(&key, Compaction::Background);
         background.state.lock().running -= 1;
         background.wake.notify_all();
     }

@@ -31,6 +31,23 @@ impl<R> Decision<R> {
     }
 }
 
+/// A session as it was before an event: its last message and its length, which the event's
+/// [`EventKind`] reports on (what an `update_last` or `remove_last` replaced).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Before {
+    last: Option<MessageLoc>,
+    len: usize,
+}
+
+impl Before {
+    pub(super) fn of(view: &SessionView) -> Before {
+        Before {
+            last: view.messages.last().copied(),
+            len: view.messages.len(),
+        }
+    }
+}
+
 impl Inner {
     /// Refuses a new session once the store holds `sessions_max` live ones (concurrent
     /// creations can pass it by the number of writers racing).
@@ -115,16 +132,10 @@ impl Inner {
             if writer.retired {
                 continue; // deleted since the lookup: look the key up again
             }
-            let (decision, metadata_len, last, before) = {
+            let (decision, metadata_len, before) = {
                 let view = slot.view.read();
                 let decision = decide(view.is_live().then_some(&*view));
-                let last = view.messages.last().copied();
-                (
-                    decision,
-                    view.snapshot_len_after(event),
-                    last,
-                    view.messages.len(),
-                )
+                (decision, view.snapshot_len_after(event), Before::of(&view))
             };
             let value = match decision {
                 Decision::Skip(value) => return Ok(value),
@@ -140,8 +151,7 @@ impl Inner {
             };
             too_large(metadata_len + seal)?;
             let ts = at.unwrap_or_else(now_micros);
-            let compact =
-                self.write_event(&slot, &mut writer, event, &mut record, ts, (last, before))?;
+            let compact = self.write_event(&slot, &mut writer, event, &mut record, ts, before)?;
             if matches!(event, Event::Delete | Event::Expire { .. }) {
                 let displaced = self.entomb(&slot, &mut writer)?;
                 drop(writer);
@@ -158,8 +168,8 @@ impl Inner {
     }
 
     /// Writes `event` (begun in `record`) to a session whose writer lock the caller holds,
-    /// applies it to the projection and hands it to subscribers. `(last, before)`: the
-    /// session's last message and length before the event. Returns whether the session now
+    /// applies it to the projection and hands it to subscribers. `before`: the
+    /// session as it was before the event. Returns whether the session now
     /// holds enough dead bytes to compact.
     pub(super) fn write_event(
         &self,
@@ -168,7 +178,7 @@ impl Inner {
         event: &Event<'_>,
         record: &mut [u8],
         ts: i64,
-        (last, before): (Option<MessageLoc>, usize),
+        before: Before,
     ) -> Result<bool> {
         self.check_writable()?;
         let key = self.write_key(slot, writer)?;
@@ -229,7 +239,7 @@ impl Inner {
         // the subscriber the description, never the write.
         let published = ticket.wanted().then(|| {
             let seq = ticket.seq();
-            match event::event_kind(event, before, || self.read_one(slot, last)) {
+            match event::event_kind(event, before.len, || self.read_one(slot, before.last)) {
                 Ok(kind) => Delivery::Event(LogEvent {
                     seq,
                     time: to_time(ts),

@@ -1,7 +1,7 @@
 //! Compacting a session: a new generation of what is live, put in force, and the old segments
 //! retired.
 
-use crate::compaction;
+use crate::compaction::{self, Cleared, NewGeneration};
 use crate::error::{Error, Result};
 use crate::event::{EventKind, LogEvent};
 use crate::feed::Delivery;
@@ -12,19 +12,31 @@ use crate::segment::SegmentKind;
 use super::retire::Retirement;
 use super::{check_key, every_loc, now_micros, Inner};
 
+/// Why a session is compacted, which decides what the new generation keeps and how the
+/// segments it replaces go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Compaction {
+    /// The background compactor: messages a clear removed are kept within their undo window;
+    /// the replaced segments retire as the options say, once no event reader is open.
+    Background,
+    /// `compact`, `compact_session`: holds only what is live, as the contract says, so
+    /// messages a clear removed are dropped even within their undo window.
+    Explicit,
+    /// A fork of a session being erased gets its own copy of what it shares: the links it
+    /// drops are removed at once (never archived, not deferred for readers).
+    Detach,
+}
+
 impl Inner {
-    /// Rewrites a session as one new generation (see `compaction.rs`).
-    /// An explicit compaction (`compact`, `compact_session`) holds only what is live, as the
-    /// contract says: messages a clear removed are dropped even within their undo window, so
-    /// `undo_clear` has nothing left to bring back. A background compaction keeps them.
+    /// Rewrites a session as one new generation (see `compaction.rs`): an explicit
+    /// compaction, which holds only what is live.
     pub(super) fn compact(&self, key: &str) -> Result<()> {
-        self.compact_as(key, false, true)
+        self.compact_as(key, Compaction::Explicit)
     }
 
-    /// [`Inner::compact`]; with `unlink`, the replaced segments are removed at once (never
-    /// archived, not deferred for readers). Holds the session's
-    /// writer lock throughout, so its writers wait; its readers and every other session go on.
-    pub(super) fn compact_as(&self, key: &str, unlink: bool, purge: bool) -> Result<()> {
+    /// Rewrites a session as one new generation, as `why` asks. Holds the session's writer
+    /// lock throughout, so its writers wait; its readers and every other session go on.
+    pub(super) fn compact_as(&self, key: &str, why: Compaction) -> Result<()> {
         if check_key(key).is_err() {
             return Ok(());
         }
@@ -40,8 +52,8 @@ impl Inner {
         let number = w
             .newest
             .checked_add(1)
-            .ok_or_else(|| Error::InvalidOptions {
-                reason: "segment numbers exhausted".into(),
+            .ok_or_else(|| Error::SegmentsExhausted {
+                key: key.to_owned(),
             })?;
         if self.options.durability != Durability::Always {
             // The generation links to the last record of the segments it replaces, which
@@ -50,28 +62,32 @@ impl Inner {
             self.poison(synced)?;
         }
         self.forget_checkpoint()?;
-        let within = view.clear_undoable(self.options.tombstone_retention);
-        let keep_cleared = within && !purge;
         // Cleared messages past their undo window go for good with this compaction: the
         // segments that held them are removed, and the session's archive with them (erasure
         // wins over history).
-        let erasing = view.cleared_by.is_some() && !within;
+        let retention = self.options.tombstone_retention;
+        let cleared = Cleared::of(&view, retention, why == Compaction::Explicit);
         let (generation, (ticket, ts)) = {
             let source = self.segment_files(&slot, &every_loc(&view))?;
+            let new = NewGeneration {
+                session_id: slot.session_id,
+                segment: number,
+                kind: SegmentKind::Compacted,
+                view: &view,
+                source: &source,
+                seal: source.key(),
+                replaced_head: w.head,
+                cleared,
+            };
             self.poison(compaction::write_generation(
                 &*self.fs,
                 &self.dir,
-                (slot.session_id, number, SegmentKind::Compacted),
-                &view,
-                &source,
-                source.key(),
+                &new,
                 || {
                     let ticket = self.feed.take();
                     let ts = now_micros();
                     ((ticket.seq(), ts), (ticket, ts))
                 },
-                w.head,
-                (keep_cleared, erasing),
             ))?
         };
         self.release_file(&mut w);
@@ -92,9 +108,9 @@ impl Inner {
             },
         })));
         drop(w);
-        let retirement = if erasing {
+        let retirement = if cleared == Cleared::Erase {
             Retirement::Erased(slot.session_id, oldest, number)
-        } else if unlink {
+        } else if why == Compaction::Detach {
             Retirement::Unlinked(slot.session_id, oldest, number)
         } else {
             Retirement::Replaced(slot.session_id, oldest, number)

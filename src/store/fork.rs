@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::compaction;
+use crate::compaction::{self, Cleared, NewGeneration};
 use crate::error::{Error, Result};
 use crate::event::{EventKind, LogEvent};
 use crate::feed::Delivery;
 use crate::fs::{context, sync_dir};
+use crate::keyring::Keyring;
 use crate::layout;
 use crate::location::RecordLoc;
 use crate::projection::{to_time, SessionView};
@@ -17,6 +18,7 @@ use crate::record::{begin_record, chain_start, record_hash, Event, Hash};
 use crate::segment::{self, SegmentKind};
 
 use super::appender::Writer;
+use super::commit::Before;
 use super::{check_key, now_micros, Inner, Slot};
 
 /// What a fork shares of its source: the state, where in the source's segments it ends
@@ -70,8 +72,8 @@ impl Inner {
         self.poison(synced)?;
         self.forget_checkpoint()?;
         if shared.segment >= u32::MAX - 1 {
-            return Err(Error::InvalidOptions {
-                reason: "segment numbers exhausted; compact the source first".into(),
+            return Err(Error::SegmentsExhausted {
+                key: source.to_owned(),
             });
         }
         self.check_room()?;
@@ -84,10 +86,10 @@ impl Inner {
         if tw.retired || tw.newest != 0 || tgt.view.read().exists {
             return Err(exists());
         }
-        if self.keys.is_some() {
+        if let Some(keys) = &self.keys {
             // Encrypted: the fork gets its own copy, under its own data key, so that erasing
             // either session never leaves its bytes readable through the other's files.
-            let copied = self.copy_fork(&src, &tgt, &mut tw, source, shared);
+            let copied = self.copy_fork(keys, &src, &tgt, &mut tw, source, shared);
             drop(sw);
             return self.poison(copied);
         }
@@ -117,18 +119,8 @@ impl Inner {
         };
         let mut record = Vec::new();
         begin_record(&event, &mut record, false);
-        let (last, before) = {
-            let view = tgt.view.read();
-            (view.messages.last().copied(), view.messages.len())
-        };
-        self.write_event(
-            &tgt,
-            &mut tw,
-            &event,
-            &mut record,
-            now_micros(),
-            (last, before),
-        )?;
+        let before = Before::of(&tgt.view.read());
+        self.write_event(&tgt, &mut tw, &event, &mut record, now_micros(), before)?;
         Ok(())
     }
 
@@ -137,13 +129,13 @@ impl Inner {
     /// fork's new data key, whose snapshot names the origin.
     pub(super) fn copy_fork(
         &self,
+        keys: &Keyring,
         src: &Slot,
         tgt: &Arc<Slot>,
         tw: &mut Writer,
         source: &str,
         shared: Shared,
     ) -> Result<()> {
-        let keys = self.keys.as_ref().ok_or(Error::Poisoned)?;
         let key = keys.create_key(tgt.session_id)?;
         let now = now_micros();
         let mut view = SessionView {
@@ -156,20 +148,21 @@ impl Inner {
             ..shared.view
         };
         let source_files = self.segment_files(src, &view.messages)?;
-        let (generation, ticket) = compaction::write_generation(
-            &*self.fs,
-            &self.dir,
-            (tgt.session_id, 1, SegmentKind::Compacted),
-            &view,
-            &source_files,
-            Some(&key),
-            || {
+        let new = NewGeneration {
+            session_id: tgt.session_id,
+            segment: 1,
+            kind: SegmentKind::Compacted,
+            view: &view,
+            source: &source_files,
+            seal: Some(&key),
+            replaced_head: chain_start(&tgt.key),
+            cleared: Cleared::Drop,
+        };
+        let (generation, ticket) =
+            compaction::write_generation(&*self.fs, &self.dir, &new, || {
                 let ticket = self.feed.take();
                 ((ticket.seq(), now), ticket)
-            },
-            chain_start(&tgt.key),
-            (false, false),
-        )?;
+            })?;
         let messages = view.messages.len();
         tw.install_generation(1, &generation, self.segment_version());
         view.install_compacted(generation.messages, Vec::new());
@@ -211,8 +204,8 @@ impl Inner {
         let number = shared
             .segment
             .checked_add(1)
-            .ok_or_else(|| Error::InvalidOptions {
-                reason: "segment numbers exhausted; compact the source first".into(),
+            .ok_or_else(|| Error::SegmentsExhausted {
+                key: tgt.key.clone(),
             })?;
         let (file, header_len) =
             self.create_segment(tgt, number, SegmentKind::Forked, shared.end)?;

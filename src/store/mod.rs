@@ -60,7 +60,7 @@ pub use retention::RetentionReport;
 use retire::{ReaderGuard, Readers};
 use tombstones::Tombstones;
 
-/// A session's size on disk, from [`LogStore::stats`].
+/// A session's size on disk, from [`crate::LogStore::stats`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionStats {
     /// The session key.
@@ -80,7 +80,7 @@ pub const SEARCH_LIMIT_DEFAULT: usize = 50;
 ///
 /// `LogStore` is `Send + Sync`; share it with an `Arc`. Dropping it stops the background
 /// threads (the flusher syncs what it still holds) and releases the folder's lock;
-/// [`LogStore::close`] does the same and reports a failed final sync.
+/// [`crate::LogStore::close`] does the same and reports a failed final sync.
 pub struct LogStore {
     inner: Arc<Inner>,
     threads: Vec<JoinHandle<()>>,
@@ -181,7 +181,7 @@ impl LogStore {
     /// Opens (creating it if missing) the store in `dir`.
     ///
     /// Takes the folder's lock ([`Error::Locked`] if another store holds it), replays every
-    /// segment and repairs what a crash left; [`LogStore::recovery_report`] says what it found.
+    /// segment and repairs what a crash left; [`crate::LogStore::recovery_report`] says what it found.
     pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
         LogStore::open_with_fs(dir, options, Arc::new(StdFs))
     }
@@ -198,14 +198,14 @@ impl LogStore {
 
     /// Opens the store in `dir` to read it, possibly while another process writes it: takes
     /// no lock and never changes a byte. Every segment is replayed and checked; what open
-    /// would repair (a torn tail, damage) is reported in [`LogStore::recovery_report`] and left
+    /// would repair (a torn tail, damage) is reported in [`crate::LogStore::recovery_report`] and left
     /// as it is, and reading stops at the last complete record. Every write fails with
     /// [`Error::ReadOnly`]. The view is the folder as it was at open.
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<LogStore> {
         LogStore::open_read_only_with_fs(dir, Arc::new(StdFs))
     }
 
-    /// [`LogStore::open_read_only`] through another file system.
+    /// [`crate::LogStore::open_read_only`] through another file system.
     pub fn open_read_only_with_fs(
         dir: impl AsRef<Path>,
         fs: Arc<dyn FileSystem>,
@@ -213,7 +213,7 @@ impl LogStore {
         LogStore::read_only_mode(dir.as_ref(), Options::default(), fs)
     }
 
-    /// [`LogStore::open_read_only`] with options: those that matter to a reader are
+    /// [`crate::LogStore::open_read_only`] with options: those that matter to a reader are
     /// [`Options::encryption`] (the key of an encrypted store) and the limits.
     pub fn open_read_only_with(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
         LogStore::read_only_mode(dir.as_ref(), options, Arc::new(StdFs))
@@ -236,20 +236,20 @@ impl LogStore {
 
     /// The last `n` messages of a session (fewer if it has fewer; `[]` if it is missing), read
     /// at a cost that depends on `n`, not on the session's length. Returns `[]` on a read
-    /// error; [`LogStore::read_tail`] reports it instead.
+    /// error; [`crate::LogStore::read_tail`] reports it instead.
     pub fn load_tail(&self, session_key: &str, n: usize) -> Vec<ChatMessage> {
         self.read_tail(session_key, n)
             .map(|messages| messages.into_iter().map(|m| m.message).collect())
             .unwrap_or_default()
     }
 
-    /// Like [`SessionBackend::load_with_timestamps`], but a read error (a file removed or
+    /// Like [`crate::SessionBackend::load_with_timestamps`], but a read error (a file removed or
     /// damaged behind the store's back) is returned instead of an empty history.
     pub fn read_messages(&self, session_key: &str) -> Result<Vec<TimestampedMessage>> {
         self.inner.read(session_key, |len| 0..len).map(timestamped)
     }
 
-    /// Like [`LogStore::load_tail`], with times, and with read errors returned.
+    /// Like [`crate::LogStore::load_tail`], with times, and with read errors returned.
     pub fn read_tail(&self, session_key: &str, n: usize) -> Result<Vec<TimestampedMessage>> {
         self.inner
             .read(session_key, |len| len.saturating_sub(n)..len)
@@ -263,7 +263,7 @@ impl LogStore {
     }
 
     /// Appends a message stamped with the given time instead of now: for importing histories
-    /// kept elsewhere. Otherwise exactly [`SessionBackend::append`] (the session's
+    /// kept elsewhere. Otherwise exactly [`crate::SessionBackend::append`] (the session's
     /// `last_activity` becomes that time).
     pub fn append_at(
         &self,
@@ -309,7 +309,7 @@ impl LogStore {
             .commit(session_key, true, &event, |_| Decision::Write(()))
     }
 
-    /// Puts back the messages the last [`SessionBackend::clear_messages`] of the session
+    /// Puts back the messages the last [`crate::SessionBackend::clear_messages`] of the session
     /// removed, in front of any appended since, and returns how many. `Ok(0)` when there is
     /// nothing to undo: no clear, already undone, or older than
     /// [`Options::tombstone_retention`] (then it is gone for good).
@@ -335,7 +335,7 @@ impl LogStore {
         self.inner.erase(session_key)
     }
 
-    /// Brings back the session the last [`SessionBackend::delete_session`] (or
+    /// Brings back the session the last [`crate::SessionBackend::delete_session`] (or
     /// `cleanup_stale`) of this key removed, with its messages and metadata as they were.
     /// `Ok(false)` when there is nothing to restore: never deleted, or deleted longer ago than
     /// [`Options::tombstone_retention`] (then it is gone for good).
@@ -349,7 +349,7 @@ impl LogStore {
     /// them: the target's first segments are hard links to the source's, so a fork of a long
     /// session writes a few hundred bytes. The two then diverge freely; compacting or deleting
     /// the source never breaks the fork (the shared bytes stay while either names them).
-    /// The fork's metadata is the source's then; [`LogStore::fork_origin`] names its source.
+    /// The fork's metadata is the source's then; [`crate::LogStore::fork_origin`] names its source.
     ///
     /// Fails with [`Error::SessionExists`] if `target` exists, [`Error::SessionNotFound`] if
     /// `source` does not (or did not at `at_seq`), and [`Error::HistoryCompacted`] if the
@@ -367,7 +367,7 @@ impl LogStore {
     }
 
     /// Appends a message only if the session exists, in one step: `Ok(false)`, writing nothing,
-    /// when it does not. Checking [`SessionBackend::session_exists`] and then appending leaves
+    /// when it does not. Checking [`crate::SessionBackend::session_exists`] and then appending leaves
     /// a window in which a delete lets the append bring the session back; this does not.
     pub fn append_if_exists(&self, session_key: &str, message: &ChatMessage) -> Result<bool> {
         let event = Event::Append {
@@ -421,7 +421,7 @@ impl LogStore {
     /// While the iterator lives, compaction leaves the files it replaces in place; they are
     /// retired when it is dropped.
     ///
-    /// A damaged record ends the iteration with its error (see [`LogStore::verify`]).
+    /// A damaged record ends the iteration with its error (see [`crate::LogStore::verify`]).
     pub fn events(&self, filter: EventFilter) -> Result<Events> {
         let guard = self.reader_guard();
         // Below every number still being written: those records may not be on disk yet.
@@ -462,7 +462,7 @@ impl LogStore {
         self.verify_with_progress(|_, _| {})
     }
 
-    /// [`LogStore::verify`], calling `progress(sessions_done, sessions_total)` as it goes (for
+    /// [`crate::LogStore::verify`], calling `progress(sessions_done, sessions_total)` as it goes (for
     /// a progress bar).
     pub fn verify_with_progress(&self, progress: impl FnMut(usize, usize)) -> Result<VerifyReport> {
         let _guard = self.reader_guard();
@@ -474,7 +474,7 @@ impl LogStore {
     /// each exactly once and in sequence-number order, with [`crate::Delivery::CaughtUp`] between
     /// the events read from the log and the live ones: what a live dashboard needs.
     ///
-    /// Events committed before this call come from the log, as [`LogStore::events`] returns
+    /// Events committed before this call come from the log, as [`crate::LogStore::events`] returns
     /// them; later ones are handed over by the writers that commit them. A write that fails
     /// produces no event live (if its bytes reached the disk before the failure, a later
     /// catch-up may still read it: the store is poisoned then, and a reopen decides). Live
@@ -539,8 +539,8 @@ impl LogStore {
         }
     }
 
-    /// Syncs every write not yet on disk (useful with [`Durability::Never`] or
-    /// [`Durability::Interval`]); a failure poisons the store.
+    /// Syncs every write not yet on disk (useful with [`crate::Durability::Never`] or
+    /// [`crate::Durability::Interval`]); a failure poisons the store.
     pub fn sync(&self) -> Result<()> {
         if self.inner.read_only {
             return Ok(());

@@ -12,7 +12,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::checkpoint;
-use crate::compaction::{self, Retire};
+use crate::compaction::{self, Cleared, NewGeneration, Retire};
 use crate::erasures::ErasureLog;
 use crate::error::{Error, Result};
 use crate::feed::Feed;
@@ -314,21 +314,18 @@ impl Opening<'_> {
         let source = SegmentFiles::open(fs, dir, session.session_id, &locs, key.clone())?;
         let seq = *next_seq;
         *next_seq += 1;
-        let generation = compaction::write_generation(
-            fs,
-            dir,
-            (session.session_id, number, SegmentKind::Recovered),
-            &session.view,
-            &source,
-            key.as_deref(),
-            || ((seq, now_micros()), ()),
-            session.head,
-            {
-                let within = session.view.clear_undoable(retention);
-                (within, session.view.cleared_by.is_some() && !within)
-            },
-        )?
-        .0;
+        let new = NewGeneration {
+            session_id: session.session_id,
+            segment: number,
+            kind: SegmentKind::Recovered,
+            view: &session.view,
+            source: &source,
+            seal: key.as_deref(),
+            replaced_head: session.head,
+            cleared: Cleared::of(&session.view, retention, false),
+        };
+        let generation =
+            compaction::write_generation(fs, dir, &new, || ((seq, now_micros()), ()))?.0;
         drop(source);
         let quarantined = compaction::retire(
             fs,
@@ -420,7 +417,7 @@ impl Opening<'_> {
             dir,
             keys,
             session.session_id,
-            (session.oldest, session.highest.saturating_add(1)),
+            session.oldest..session.highest.saturating_add(1),
         )?;
         report.findings.push(Finding::DeleteRestored { key, path });
         Ok(())

@@ -10,7 +10,7 @@ use crate::record::Event;
 use super::commit::Decision;
 use super::{now_micros, Inner, Slot};
 
-/// What [`LogStore::apply_retention`] removed.
+/// What [`crate::LogStore::apply_retention`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetentionReport {
     /// Sessions deleted, and by which rule.

@@ -20,6 +20,7 @@ use crate::segment;
 
 use super::appender::Writer;
 use super::commit::Decision;
+use super::compact::Compaction;
 use super::{check_key, now_micros, Inner, Slot};
 
 /// See [`Inner::readers`].
@@ -79,42 +80,17 @@ pub(super) fn retire_mode(options: &Options) -> Retire {
 }
 
 impl Inner {
+    /// `erase_session`: the session's forks get their own copy of what they share, its
+    /// deleted forks go, then the session itself (its delete record first, so that a crash
+    /// leaves it deleted) and every earlier session of its key kept in `archive/` or
+    /// `quarantine/`. Returns every path removed.
     pub(super) fn erase(&self, key: &str) -> Result<Vec<PathBuf>> {
         self.check_writable()?;
         if check_key(key).is_err() {
             return Ok(Vec::new());
         }
-        // Forks of it get their own copy of what they share (nested forks share the same
-        // files: every fork is compacted).
-        let forks: Vec<String> =
-            self.live_views(|view| view.fork_origin.as_ref().map(|_| view.key.clone()));
-        for fork in forks {
-            // The links it drops go at once and are never archived: they are this session's
-            // bytes under another name.
-            self.compact_as(&fork, true, false)?;
-        }
-        // Deleted forks of it would keep its bytes through their links: they go for good.
-        let dead_forks: Vec<Arc<Slot>> = {
-            let tombstones = self.tombstones.lock();
-            tombstones
-                .slots()
-                .filter(|slot| {
-                    slot.view
-                        .read()
-                        .fork_origin
-                        .as_ref()
-                        .is_some_and(|(source, _)| source == key)
-                })
-                .cloned()
-                .collect()
-        };
-        for slot in dead_forks {
-            if self.tombstones.lock().take(&slot) {
-                self.reclaim_tombstone(&slot)?;
-            }
-        }
-        // The live session: its delete record first, so that a crash leaves it deleted. Its
-        // files are listed now: with a zero retention the delete reclaims them at once.
+        self.detach_forks(key)?;
+        // Its files are listed now: with a zero retention the delete reclaims them at once.
         let live_files: Vec<PathBuf> = match self.slot(key) {
             Some(slot) => {
                 let w = slot.writer.lock();
@@ -138,7 +114,53 @@ impl Inner {
             // Reclaimed as any expired tombstone is: an erasure is never deferred for readers.
             gone.extend(self.reclaim_tombstone(&slot)?);
         }
-        // Earlier sessions of the key, kept in the archive or quarantine.
+        self.erase_earlier(key, &mut gone)?;
+        // (Every removal above was synced by what made it.)
+        for path in live_files {
+            if !self.fs.exists(&path) && !gone.contains(&path) {
+                gone.push(path);
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Before `key` is erased: its live forks get their own copy of what they share (nested
+    /// forks share the same files: every fork is compacted), and its deleted forks, which
+    /// would keep its bytes through their links, go for good.
+    fn detach_forks(&self, key: &str) -> Result<()> {
+        let forks: Vec<String> =
+            self.live_views(|view| view.fork_origin.as_ref().map(|_| view.key.clone()));
+        for fork in forks {
+            // The links it drops go at once and are never archived: they are this session's
+            // bytes under another name.
+            self.compact_as(&fork, Compaction::Detach)?;
+        }
+        let dead_forks: Vec<Arc<Slot>> = {
+            let tombstones = self.tombstones.lock();
+            tombstones
+                .slots()
+                .filter(|slot| {
+                    slot.view
+                        .read()
+                        .fork_origin
+                        .as_ref()
+                        .is_some_and(|(source, _)| source == key)
+                })
+                .cloned()
+                .collect()
+        };
+        for slot in dead_forks {
+            if self.tombstones.lock().take(&slot) {
+                self.reclaim_tombstone(&slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Files in `archive/` and `quarantine/` whose header names `key`, by session id: its
+    /// earlier sessions' and, under a fork's name, shared ones. Only these files go, not the
+    /// rest of another session's archive.
+    fn kept_files_of(&self, key: &str) -> Result<BTreeMap<u64, Vec<PathBuf>>> {
         let mut earlier: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
         for folder in [layout::ARCHIVE_DIR, layout::QUARANTINE_DIR] {
             let folder = self.dir.join(folder);
@@ -161,13 +183,19 @@ impl Inner {
                             let data_key = self.data_key(id).ok().flatten();
                             segment::decode_header(&bytes, data_key.as_deref()).ok()
                         });
-                // Files naming the key: its earlier sessions' and, under a fork's name, shared
-                // ones. Only these files go, not the rest of another session's archive.
                 if header.is_some_and(|(h, _)| h.key == key) {
                     earlier.entry(id).or_default().push(path);
                 }
             }
         }
+        Ok(earlier)
+    }
+
+    /// Erases the files of `key`'s earlier sessions kept in `archive/` or `quarantine/`,
+    /// adding them to `gone`. A session no longer in use is logged in the erasure log first
+    /// and, encrypted, loses its data key before its files.
+    fn erase_earlier(&self, key: &str, gone: &mut Vec<PathBuf>) -> Result<()> {
+        let earlier = self.kept_files_of(key)?;
         // Ids the store still uses (live sessions and tombstones, of any key: a fork's files
         // name its source's key, and a restore may race this erasure): their files here go,
         // but their keys and their place in the log are theirs.
@@ -204,13 +232,7 @@ impl Inner {
                 self.poison(keys.erased(id))?;
             }
         }
-        // (Every removal above was synced by what made it.)
-        for path in live_files {
-            if !self.fs.exists(&path) && !gone.contains(&path) {
-                gone.push(path);
-            }
-        }
-        Ok(gone)
+        Ok(())
     }
 
     /// Takes a session out of the map if it is still the one its key names.
@@ -301,11 +323,11 @@ impl Inner {
             Retirement::Reclaimed(id, from, below) => {
                 self.log_erasure(id, true)?;
                 let keys = self.keys.as_ref();
-                compaction::erase_session_files(&*self.fs, &self.dir, keys, id, (from, below))
+                compaction::erase_session_files(&*self.fs, &self.dir, keys, id, from..below)
             }
             Retirement::Erased(id, from, below) => {
                 self.log_erasure(id, false)?;
-                compaction::erase_session_files(&*self.fs, &self.dir, None, id, (from, below))
+                compaction::erase_session_files(&*self.fs, &self.dir, None, id, from..below)
             }
         }
     }

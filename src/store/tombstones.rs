@@ -10,6 +10,7 @@ use crate::projection::within_retention;
 use crate::record::{begin_record, Event};
 
 use super::appender::Writer;
+use super::commit::Before;
 use super::{check_key, now_micros, Inner, Slot};
 
 /// Deleted sessions that can still be restored: the latest delete of each key, also ordered
@@ -157,17 +158,14 @@ impl Inner {
         }
         let mut record = Vec::new();
         begin_record(&Event::Restore, &mut record, self.keys.is_some());
-        let (last, before) = {
-            let view = slot.view.read();
-            (view.messages.last().copied(), view.messages.len())
-        };
+        let before = Before::of(&slot.view.read());
         let written = self.write_event(
             &slot,
             &mut w,
             &Event::Restore,
             &mut record,
             now_micros(),
-            (last, before),
+            before,
         );
         if let Err(e) = written {
             self.unmap(&slot);
