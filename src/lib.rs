@@ -50,6 +50,7 @@ mod location;
 mod message;
 mod options;
 mod projection;
+mod reader;
 pub mod record;
 mod recovery;
 mod report;

@@ -457,6 +457,13 @@ fn record_crc(record: &[u8]) -> u32 {
 /// Decodes the record at the start of `bytes`, returning it and its size. Never panics, never
 /// allocates, and never trusts a length it has not checked.
 pub fn decode_frame(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
+    let (total, header_len) = check_frame(bytes)?;
+    Ok((frame_fields(&bytes[..total], header_len)?, total))
+}
+
+/// Checks the record at the start of `bytes` (its length, the length's check, and its CRC)
+/// without decoding it; returns its total length and its header's length.
+pub(crate) fn check_frame(bytes: &[u8]) -> Result<(usize, usize), FrameError> {
     let available = bytes.len() as u64;
     let truncated = |needed: u64| FrameError::Truncated { needed, available };
     let (Some(len), Some(check)) = (read_u32(bytes, LEN_OFFSET), read_u32(bytes, LEN_CRC_OFFSET))
@@ -485,6 +492,12 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
             record_len: total as u64,
         });
     }
+    Ok((total, header_len))
+}
+
+/// The fields of `record`, a whole record that [`check_frame`] found sound, whose header is
+/// `header_len` bytes long.
+pub(crate) fn frame_fields(record: &[u8], header_len: usize) -> Result<Frame<'_>, FrameError> {
     let seq = read_u64(record, SEQ_OFFSET).ok_or(FrameError::BadLength)?;
     let ts = read_u64(record, TS_OFFSET).ok_or(FrameError::BadLength)?;
     let prev = match header_len {
@@ -496,17 +509,14 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
         ),
         _ => None,
     };
-    let (header, payload) = record.split_at(header_len);
-    Ok((
-        Frame {
-            seq,
-            ts_micros: i64::from_le_bytes(ts.to_le_bytes()),
-            prev,
-            header,
-            payload,
-        },
-        total,
-    ))
+    let (header, payload) = record.split_at(header_len.min(record.len()));
+    Ok(Frame {
+        seq,
+        ts_micros: i64::from_le_bytes(ts.to_le_bytes()),
+        prev,
+        header,
+        payload,
+    })
 }
 
 /// The associated data of a sealed payload: the record's header without its CRC (bytes `0..8`

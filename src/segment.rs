@@ -19,7 +19,7 @@ use crate::fs::{context, FileHandle, FileSystem, OpenMode};
 use crate::layout::segment_path;
 use crate::location::MessageLoc;
 use crate::message::ChatMessage;
-use crate::record::{decode_event, decode_frame, open_payload, Event, Frame, FrameError};
+use crate::record::{decode_event, decode_frame, open_payload, Event, Frame};
 
 /// The first eight bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SESSLOG\0";
@@ -300,43 +300,6 @@ pub(crate) fn good_record_after(bytes: &[u8]) -> bool {
     })
 }
 
-/// Walks the records of `bytes` from `start`, calling `visit(offset, frame, record_len)` for
-/// each good one; an error from `visit` stops the scan as damage at that record.
-pub fn scan_records<'a>(
-    bytes: &'a [u8],
-    start: usize,
-    mut visit: impl FnMut(u64, Frame<'a>, u32) -> Result<(), String>,
-) -> ScanEnd {
-    let mut offset = start;
-    while let Some(rest) = bytes.get(offset..).filter(|rest| !rest.is_empty()) {
-        let at = offset as u64;
-        match decode_frame(rest) {
-            Ok((frame, used)) => {
-                let Ok(len) = u32::try_from(used) else {
-                    return ScanEnd::Damage {
-                        offset: at,
-                        reason: "record longer than 4 GiB".into(),
-                    };
-                };
-                if let Err(reason) = visit(at, frame, len) {
-                    return ScanEnd::Damage { offset: at, reason };
-                }
-                offset += used;
-            }
-            // The record claims more bytes than the file has: a write cut short.
-            Err(FrameError::Truncated { .. }) => return ScanEnd::TornTail { offset: at },
-            Err(e) if good_record_after(rest) => {
-                return ScanEnd::Damage {
-                    offset: at,
-                    reason: e.to_string(),
-                }
-            }
-            Err(_) => return ScanEnd::TornTail { offset: at },
-        }
-    }
-    ScanEnd::Clean
-}
-
 /// A message read back from its record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -613,39 +576,5 @@ mod tests {
             decode_header(&bytes, None),
             Err(HeaderError::Corrupt(_))
         ));
-    }
-
-    #[test]
-    fn a_record_whose_header_is_partly_written_is_a_torn_tail() {
-        let mut bytes = Vec::new();
-        crate::record::encode_frame(1, 2, Some(&[0; 32]), b"first", &mut bytes);
-        let good = bytes.len();
-        crate::record::encode_frame(2, 3, Some(&[0; 32]), b"second", &mut bytes);
-        // Length and one byte of its CRC written, the rest zero.
-        for b in &mut bytes[good + 5..] {
-            *b = 0;
-        }
-        let mut seen = 0;
-        let end = scan_records(&bytes, 0, |_, _, _| {
-            seen += 1;
-            Ok(())
-        });
-        assert_eq!(
-            end,
-            ScanEnd::TornTail {
-                offset: good as u64
-            }
-        );
-        assert_eq!(seen, 1);
-    }
-
-    #[test]
-    fn a_bad_record_before_a_good_one_is_damage() {
-        let mut bytes = Vec::new();
-        crate::record::encode_frame(1, 2, Some(&[0; 32]), b"first", &mut bytes);
-        crate::record::encode_frame(2, 3, Some(&[0; 32]), b"second", &mut bytes);
-        bytes[3] ^= 1;
-        let end = scan_records(&bytes, 0, |_, _, _| Ok(()));
-        assert!(matches!(end, ScanEnd::Damage { offset: 0, .. }));
     }
 }

@@ -2,7 +2,7 @@
 //! in order, each record folded through [`SessionView::apply`] by a [`Cursor`] that keeps no
 //! file open between reads and holds one bounded read buffer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,23 +10,19 @@ use crate::backend::TimestampedMessage;
 use crate::cipher::DataKey;
 use crate::error::{Error, Result};
 use crate::event::{event_kind, EventKind, LogEvent};
-use crate::fs::{context, FileSystem, OpenMode};
+use crate::fs::{context, FileSystem};
 use crate::keyring::Keyring;
 use crate::layout::{parse_segment_name, ARCHIVE_DIR, NUMBER_LIMIT, SEGMENT_SUFFIX};
 use crate::location::{MessageLoc, RecordLoc};
 use crate::message::ChatMessage;
 use crate::projection::{to_time, SessionView};
+use crate::reader::{
+    bad_record_error, open_segment, ForkCuts, ReadPolicy, SegmentEnd, SegmentReader, SegmentRef,
+};
 use crate::record::{
-    chain_start, decode_event, decode_frame, open_payload, record_hash, Event, FrameError, Hash,
+    chain_start, decode_event, decode_frame, open_payload, record_hash, Event, Hash,
 };
 use crate::segment::{self, SegmentKind, HEADER_BYTES_MAX};
-
-/// One segment of a session's history, in the folder or in `archive/`.
-#[derive(Debug, Clone)]
-pub(super) struct SegmentRef {
-    pub(super) number: u32,
-    pub(super) path: PathBuf,
-}
 
 /// The histories of the store in `dir` ([`list_histories`]), leaving out sessions an
 /// encrypted store was erasing when a crash stopped it (their key is gone; open finishes them).
@@ -141,22 +137,7 @@ pub(super) fn read_segment(
     want: usize,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    let file = match fs.open(&segment.path, OpenMode::Read) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let moved = segment
-                .path
-                .parent()
-                .map(|dir| dir.join(ARCHIVE_DIR))
-                .zip(segment.path.file_name())
-                .map(|(archive, name)| archive.join(name));
-            match moved.map(|path| (fs.open(&path, OpenMode::Read), path)) {
-                Some((Ok(file), _)) => file,
-                _ => return Err(context("opening", &segment.path)(e)),
-            }
-        }
-        Err(e) => return Err(context("opening", &segment.path)(e)),
-    };
+    let file = open_segment(fs, &segment.path, true)?;
     let size = file.size().map_err(context("reading", &segment.path))?;
     let available = size.saturating_sub(offset);
     let len = usize::try_from(available).unwrap_or(usize::MAX).min(want);
@@ -168,8 +149,16 @@ pub(super) fn read_segment(
 
 pub(super) const HEADER_CUT_SHORT: &str = "segment header cut short";
 
-/// The smallest read a cursor makes.
-pub(super) const READ_CHUNK_BYTES: usize = 64 << 10;
+/// What folding one record did.
+enum Folded {
+    /// It is an event of the session's, reported.
+    Event(LogEvent),
+    /// It was folded (or skipped) without an event of its own: a message a compacted
+    /// generation restates, or a fork's shared history.
+    Silent,
+    /// Its sequence number is past the limit: not folded.
+    Beyond,
+}
 
 /// One session's history, read record by record and folded into a view.
 pub(crate) struct Cursor {
@@ -181,11 +170,10 @@ pub(crate) struct Cursor {
     pub(super) headers: Vec<Option<segment::SegmentHeader>>,
     /// Index in `segments` of the segment being read; `segments.len()` when done.
     pub(super) index: usize,
-    /// Offset of the next record in that segment.
-    pub(super) offset: u64,
-    /// Bytes of that segment from `buffer_start`.
-    pub(super) buffer: Vec<u8>,
-    pub(super) buffer_start: u64,
+    /// The reader of that segment (`None` when done).
+    pub(super) reader: Option<SegmentReader>,
+    /// The bytes of the record at the cursor.
+    pub(super) record: Vec<u8>,
     /// The segment is a compacted or recovered one and the records before its snapshot
     /// restate messages the fold already holds.
     pub(super) skipping_restated: bool,
@@ -205,11 +193,10 @@ pub(crate) struct Cursor {
     pub(super) previous: Option<(usize, u64)>,
     /// Links checked so far.
     pub(super) links: u64,
-    /// For a fork: the index of its forked segment; the segments before it are shared with
-    /// its source, read silently (their events are the source's).
-    pub(super) forked_at: Option<usize>,
-    /// For a fork: how many bytes of a shared segment (by index) belong to its history.
-    pub(super) cuts: HashMap<usize, u64>,
+    /// For a fork: its forked segment (the segments before it are shared with its source,
+    /// read silently: their events are the source's), and how many bytes of a shared segment
+    /// belong to its history.
+    pub(super) forks: ForkCuts,
     /// The session's data key, in an encrypted store.
     pub(super) key: Option<Arc<DataKey>>,
 }
@@ -230,9 +217,8 @@ impl Cursor {
             segments,
             headers: Vec::new(),
             index: 0,
-            offset: 0,
-            buffer: Vec::new(),
-            buffer_start: 0,
+            reader: None,
+            record: Vec::new(),
             skipping_restated: false,
             restating: false,
             available_from: 0,
@@ -242,8 +228,7 @@ impl Cursor {
             chain: None,
             previous: None,
             links: 0,
-            forked_at: None,
-            cuts: HashMap::new(),
+            forks: ForkCuts::default(),
         };
         // Forks first: where the session's own segments begin, and the shares of segments
         // below forked ones (headers read without the file-name check, since a fork's shared
@@ -252,16 +237,8 @@ impl Cursor {
             .map(|i| cursor.read_header(i).ok())
             .collect();
         let headers = cursor.headers.clone();
-        let mut forked_at = None;
-        let mut cuts = HashMap::new();
-        for (index, header) in headers.iter().enumerate() {
-            if let Some(header) = header.as_ref().filter(|h| h.kind == SegmentKind::Forked) {
-                forked_at = Some(index);
-                if let Some(below) = index.checked_sub(1) {
-                    cuts.insert(below, header.prev_len);
-                }
-            }
-        }
+        let numbers = cursor.segments.iter().map(|s| s.number);
+        let forks = ForkCuts::of(numbers.zip(headers.iter().map(Option::as_ref)));
         // The history is whole from the first of the newest run of consecutive segment
         // numbers if that is segment 1; otherwise (a gap: compacted without keep_history,
         // or damage quarantined) it starts at the first compacted or recovered segment.
@@ -296,11 +273,7 @@ impl Cursor {
         let whole = cursor.segments.get(start).is_some_and(|s| s.number == 1);
         cursor.segments.drain(..start);
         cursor.headers.drain(..start);
-        cursor.forked_at = forked_at.and_then(|f| f.checked_sub(start));
-        cursor.cuts = cuts
-            .into_iter()
-            .filter_map(|(index, cut)| Some((index.checked_sub(start)?, cut)))
-            .collect();
+        cursor.forks = forks;
         // The session's key is its newest segment's; the chain starts at the key of the
         // session that wrote its first record.
         let first_key = headers
@@ -325,7 +298,7 @@ impl Cursor {
     pub(super) fn header(&self, index: usize) -> Result<segment::SegmentHeader> {
         let header = self.read_header(index)?;
         let segment = &self.segments[index];
-        let inherited = self.forked_at.is_some_and(|f| index < f);
+        let inherited = self.forks.inherited(segment.number);
         if (header.session_id != self.session_id && !inherited) || header.segment != segment.number
         {
             return Err(Error::Corrupt {
@@ -352,9 +325,10 @@ impl Cursor {
 
     /// Reads the header of the segment at `index` and positions the cursor after it.
     pub(super) fn enter_segment(&mut self) -> Result<()> {
-        if self.index >= self.segments.len() {
+        self.reader = None;
+        let Some(segment) = self.segments.get(self.index).cloned() else {
             return Ok(());
-        }
+        };
         let header = match self.header(self.index) {
             Ok(header) => header,
             // The newest segment's header is not whole: a crash while it was created, or a
@@ -367,7 +341,7 @@ impl Cursor {
             }
             Err(e) => return Err(e),
         };
-        let inherited = self.forked_at.is_some_and(|f| self.index < f);
+        let inherited = self.forks.inherited(segment.number);
         if self.view.key.is_empty() {
             self.view = SessionView::new(&header.key);
         } else if self.view.key != header.key && !inherited {
@@ -380,10 +354,10 @@ impl Cursor {
         let base = matches!(header.kind, SegmentKind::Compacted | SegmentKind::Recovered);
         self.skipping_restated = base && self.index > 0;
         self.restating = base && self.index == 0;
-        self.offset = segment::header_len(&header.key, header.version == segment::SEALED_VERSION);
+        let start = segment::header_len(&header.key, header.version == segment::SEALED_VERSION);
         self.version = header.version;
-        self.buffer.clear();
-        self.buffer_start = self.offset;
+        let cut = self.forks.cut(segment.number);
+        self.reader = Some(SegmentReader::new(segment, start, cut, ReadPolicy::AUDIT));
         Ok(())
     }
 
@@ -392,79 +366,45 @@ impl Cursor {
         &self.view.key
     }
 
-    /// The record at the cursor: where its bytes start in `self.buffer`, and its length.
-    /// `None` at the end of the session's history.
-    pub(super) fn next_record(&mut self) -> Result<Option<(usize, usize)>> {
-        let mut want = READ_CHUNK_BYTES;
+    /// The next record of the history, its bytes copied into `self.record`: its offset in
+    /// segment `self.index`. `None` at the end of the session's history. A bad record in the
+    /// session's newest segment with no good record anywhere after it is what a crash
+    /// mid-write leaves (or a write in progress, seen by a reader beside the writer): the end
+    /// of the history, as open treats it. Anywhere else it is damage.
+    pub(super) fn next_record(&mut self) -> Result<Option<u64>> {
         loop {
-            let Some(segment) = self.segments.get(self.index).cloned() else {
+            let newest = self.index + 1 == self.segments.len();
+            let Some(reader) = self.reader.as_mut() else {
                 return Ok(None);
             };
-            if self
-                .cuts
-                .get(&self.index)
-                .is_some_and(|cut| self.offset >= *cut)
-            {
-                // The rest of a segment a fork shares is its source's: not even read.
-                self.index += 1;
-                self.enter_segment()?;
-                continue;
-            }
-            let from = usize::try_from(self.offset - self.buffer_start).unwrap_or(usize::MAX);
-            let rest = self.buffer.get(from..).unwrap_or_default();
-            match decode_frame(rest) {
-                Ok((_, used)) => return Ok(Some((from, used))),
-                Err(FrameError::Truncated { needed, .. }) => {
-                    want = want.max(usize::try_from(needed).unwrap_or(usize::MAX));
+            match reader.next(&*self.fs)? {
+                Some(record) if !record.shared => {
+                    self.record.clear();
+                    self.record.extend_from_slice(record.bytes);
+                    return Ok(Some(record.offset));
                 }
-                Err(e) => return self.bad_record(e),
+                // The rest of a segment a fork shares is its source's.
+                Some(_) => {}
+                None => {
+                    if let Some(SegmentEnd::Bad {
+                        offset,
+                        error,
+                        torn,
+                    }) = reader.end()
+                    {
+                        if newest && *torn {
+                            self.index = self.segments.len();
+                            self.reader = None;
+                            return Ok(None);
+                        }
+                        let path = &reader.segment().path;
+                        return Err(bad_record_error(path, *offset, error.clone()));
+                    }
+                }
             }
-            read_segment(&*self.fs, &segment, self.offset, want, &mut self.buffer)?;
-            self.buffer_start = self.offset;
-            if self.buffer.is_empty() {
-                // The segment ends at a record boundary: on to the next one.
-                self.index += 1;
-                self.enter_segment()?;
-            } else if self.buffer.len() < want {
-                // The file ends within this read: the buffer holds all there is.
-                return match decode_frame(&self.buffer) {
-                    Ok((_, used)) => Ok(Some((0, used))),
-                    Err(FrameError::Truncated { needed, .. }) => self.end_of_segment(needed),
-                    Err(e) => self.bad_record(e),
-                };
-            }
+            self.index += 1;
+            self.enter_segment()?;
         }
-    }
-
-    /// A record that does not decode. In the session's newest segment, with no good record
-    /// anywhere after it, it is what a crash mid-write leaves (or a write in progress, seen
-    /// by a reader beside the writer): the end of the history, as open treats it. Anywhere
-    /// else it is damage.
-    pub(super) fn bad_record(&mut self, error: FrameError) -> Result<Option<(usize, usize)>> {
-        let segment = self.segments[self.index].clone();
-        if self.index + 1 == self.segments.len() {
-            let mut rest = Vec::new();
-            read_segment(&*self.fs, &segment, self.offset, usize::MAX, &mut rest)?;
-            if !segment::good_record_after(&rest) {
-                self.index = self.segments.len();
-                return Ok(None);
-            }
-        }
-        Err(error.at(&segment.path, self.offset))
-    }
-
-    /// The segment ends inside a record: a write in progress (or a torn tail a writable open
-    /// will cut) in the newest segment, damage in any other.
-    pub(super) fn end_of_segment(&mut self, needed: u64) -> Result<Option<(usize, usize)>> {
-        if self.index + 1 >= self.segments.len() {
-            self.index = self.segments.len();
-            return Ok(None);
-        }
-        Err(Error::Corrupt {
-            path: self.segments[self.index].path.clone(),
-            offset: self.offset,
-            reason: format!("segment ends inside a record of {needed} bytes"),
-        })
     }
 
     /// The message whose record is at `loc` (a `MessageLoc` of this cursor's view, whose
@@ -505,86 +445,103 @@ impl Cursor {
     /// `limit`; otherwise the cursor stays before it. `None` at the end, or beyond `limit`.
     pub(crate) fn next_event(&mut self, limit: u64) -> Result<Option<LogEvent>> {
         loop {
-            let Some((from, len)) = self.next_record()? else {
+            let Some(offset) = self.next_record()? else {
                 return Ok(None);
             };
-            let path = self.segments[self.index].path.clone();
-            let record_offset = self.offset;
-            let corrupt = |reason: String| Error::Corrupt {
-                path: path.clone(),
-                offset: record_offset,
-                reason,
-            };
-            let bytes = self.buffer.get(from..from + len).unwrap_or_default();
-            let (frame, _) = decode_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
-            let at = RecordLoc {
-                seq: frame.seq,
-                segment: self.index as u32,
-                offset: record_offset,
-                len: len as u32,
-            };
-            segment::check_layout(self.version, &frame).map_err(&corrupt)?;
-            let mut scratch = Vec::new(); // an encrypted store's opened payload
-            let key = self.key.clone();
-            let payload = open_payload(&frame, key.as_deref(), &mut scratch).map_err(&corrupt)?;
-            let event = decode_event(payload).map_err(&corrupt)?;
-            let (seq, ts) = (frame.seq, frame.ts_micros);
-            // In a compacted generation whose history was read already, every record before
-            // the snapshot restates what that history built. (`next_record` never returns a
-            // record past a fork's cut.)
-            let restated = self.skipping_restated && !matches!(event, Event::Snapshot(_));
-            let shared = self.forked_at.is_some_and(|f| self.index < f);
-            if seq > limit && !restated && !shared {
-                return Ok(None);
-            }
-            if self.check_chain {
-                if self.check_link(frame.prev, at.offset)? {
-                    self.links += 1;
+            let record = std::mem::take(&mut self.record);
+            let folded = self.fold_record(offset, &record, limit);
+            self.record = record;
+            match folded? {
+                Folded::Event(event) => return Ok(Some(event)),
+                Folded::Silent => {}
+                Folded::Beyond => {
+                    // The cursor stays before it.
+                    if let Some(reader) = self.reader.as_mut() {
+                        reader.rewind(offset);
+                    }
+                    return Ok(None);
                 }
-                self.chain = Some(record_hash(bytes));
-                self.previous = Some((self.index, at.offset));
             }
-            self.offset += len as u64;
-            if restated {
-                continue; // the fold already holds this message from the archived history
+        }
+    }
+
+    /// Folds the record at `offset` of segment `self.index` (its bytes: `record`) into the
+    /// view, unless its sequence number is past `limit`.
+    fn fold_record(&mut self, record_offset: u64, record: &[u8], limit: u64) -> Result<Folded> {
+        let path = self.segments[self.index].path.clone();
+        let corrupt = |reason: String| Error::Corrupt {
+            path: path.clone(),
+            offset: record_offset,
+            reason,
+        };
+        let bytes = record;
+        let (frame, len) = decode_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let at = RecordLoc {
+            seq: frame.seq,
+            segment: self.index as u32,
+            offset: record_offset,
+            len: len as u32,
+        };
+        segment::check_layout(self.version, &frame).map_err(&corrupt)?;
+        let mut scratch = Vec::new(); // an encrypted store's opened payload
+        let key = self.key.clone();
+        let payload = open_payload(&frame, key.as_deref(), &mut scratch).map_err(&corrupt)?;
+        let event = decode_event(payload).map_err(&corrupt)?;
+        let (seq, ts) = (frame.seq, frame.ts_micros);
+        // In a compacted generation whose history was read already, every record before
+        // the snapshot restates what that history built. (`next_record` never returns a
+        // record past a fork's cut.)
+        let restated = self.skipping_restated && !matches!(event, Event::Snapshot(_));
+        let shared = self.forks.inherited(self.segments[self.index].number);
+        if seq > limit && !restated && !shared {
+            return Ok(Folded::Beyond);
+        }
+        if self.check_chain {
+            if self.check_link(frame.prev, at.offset)? {
+                self.links += 1;
             }
-            if shared {
-                // A fork's shared history: folded, not reported (those are the source's
-                // events).
-                if matches!(event, Event::Snapshot(_)) {
-                    self.skipping_restated = false;
-                    self.restating = false;
-                }
-                self.view.apply(ts, &event, at).map_err(&corrupt)?;
-                continue;
-            }
-            let last = self.view.messages.last().copied();
-            let before = self.view.messages.len();
-            let kind = if self.restating {
-                match event {
-                    Event::Append { role, content } => EventKind::Restated {
-                        message: ChatMessage::new(role, content),
-                    },
-                    _ => event_kind(&event, before, || self.old_message(last, &at))?,
-                }
-            } else {
-                event_kind(&event, before, || self.old_message(last, &at))?
-            };
-            if let Event::Snapshot(_) = event {
-                if self.restating {
-                    self.available_from = seq;
-                }
+            self.chain = Some(record_hash(bytes));
+            self.previous = Some((self.index, at.offset));
+        }
+        if restated {
+            return Ok(Folded::Silent); // the fold already holds this message from the archived history
+        }
+        if shared {
+            // A fork's shared history: folded, not reported (those are the source's
+            // events).
+            if matches!(event, Event::Snapshot(_)) {
                 self.skipping_restated = false;
                 self.restating = false;
             }
-            self.view.apply(ts, &event, at).map_err(corrupt)?;
-            return Ok(Some(LogEvent {
-                seq,
-                time: to_time(ts),
-                session: self.view.key.clone(),
-                kind,
-            }));
+            self.view.apply(ts, &event, at).map_err(&corrupt)?;
+            return Ok(Folded::Silent);
         }
+        let last = self.view.messages.last().copied();
+        let before = self.view.messages.len();
+        let kind = if self.restating {
+            match event {
+                Event::Append { role, content } => EventKind::Restated {
+                    message: ChatMessage::new(role, content),
+                },
+                _ => event_kind(&event, before, || self.old_message(last, &at))?,
+            }
+        } else {
+            event_kind(&event, before, || self.old_message(last, &at))?
+        };
+        if let Event::Snapshot(_) = event {
+            if self.restating {
+                self.available_from = seq;
+            }
+            self.skipping_restated = false;
+            self.restating = false;
+        }
+        self.view.apply(ts, &event, at).map_err(corrupt)?;
+        Ok(Folded::Event(LogEvent {
+            seq,
+            time: to_time(ts),
+            session: self.view.key.clone(),
+            kind,
+        }))
     }
 
     /// Checks that a record's `prev` is the hash of the record before it: `Ok(true)` when it

@@ -3,18 +3,18 @@
 //! projection (honouring a fork's cuts); then retire what a compaction left, and say what the
 //! session is now (live, deleted, or gone to quarantine).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::compaction::{self, Retire};
 use crate::error::Result;
-use crate::fs::{read_all, FileSystem};
+use crate::fs::{context, FileSystem};
 use crate::layout::{segment_path, NUMBER_LIMIT};
 use crate::location::RecordLoc;
 use crate::projection::SessionView;
+use crate::reader::{ForkCuts, ReadPolicy, Record, SegmentReader, SegmentRef};
 use crate::record::{chain_start, decode_event, open_payload, record_hash, Event, Hash};
 use crate::report::{Finding, RecoveryReport};
-use crate::segment::{self, scan_records, HeaderError, ScanEnd, SegmentHeader, SegmentKind};
+use crate::segment::{self, HeaderError, ScanEnd, SegmentHeader, SegmentKind};
 use crate::torn_tail::cut_tail;
 
 use super::folder::{SegmentFile, SessionKey};
@@ -65,40 +65,6 @@ type Damage = (PathBuf, u64, String);
 /// below it: its number, kind and session key.
 type Base = (u32, SegmentKind, String);
 
-/// A fork's segments below its (highest) forked segment are shared with its source: their
-/// headers name the source, and of each segment just below a forked one only the first
-/// `prev_len` bytes belong to the history (`docs/FORMAT.md`, "Forks").
-struct ForkCuts {
-    /// The highest forked segment.
-    forked_at: Option<u32>,
-    /// Segment number -> how many of its bytes belong to this session.
-    cuts: HashMap<u32, u64>,
-}
-
-impl ForkCuts {
-    fn of(segments: &[SegmentFile]) -> ForkCuts {
-        let forked = |s: &SegmentFile| match &s.header {
-            Ok((h, _)) if h.kind == SegmentKind::Forked => Some(h.prev_len),
-            _ => None,
-        };
-        ForkCuts {
-            forked_at: segments
-                .iter()
-                .rev()
-                .find_map(|s| forked(s).map(|_| s.number)),
-            cuts: segments
-                .iter()
-                .filter_map(|s| Some((s.number.checked_sub(1)?, forked(s)?)))
-                .collect(),
-        }
-    }
-
-    /// Segment `number` is the source's, below the fork.
-    fn inherited(&self, number: u32) -> bool {
-        self.forked_at.is_some_and(|f| number < f)
-    }
-}
-
 /// What reading the segments in force left.
 struct Scan {
     view: Option<SessionView>,
@@ -123,7 +89,11 @@ pub(super) fn replay_session(
     let highest = segments.last().map_or(0, |s| s.number);
     drop_torn_newest(r, &mut segments)?;
     let (base, replaced) = split_base(&mut segments);
-    let forks = ForkCuts::of(&segments);
+    let forks = ForkCuts::of(
+        segments
+            .iter()
+            .map(|s| (s.number, s.header.as_ref().ok().map(|(h, _)| h))),
+    );
     let mut scan = read_segments(r, &segments, &forks)?;
     if unfinished_fork(r, &segments, &forks, &scan, highest)? {
         return Ok(Outcome::Gone);
@@ -310,12 +280,15 @@ fn read_segment(
     let Ok((header, header_len)) = &seg.header else {
         return Ok(None); // never: checked before
     };
-    let bytes = read_all(r.fs, &seg.path)?;
-    let cut = forks.cuts.get(&seg.number).copied();
-    if cut.is_some_and(|cut| cut > bytes.len() as u64) {
+    let size =
+        r.fs.stat(&seg.path)
+            .map_err(context("examining", &seg.path))?
+            .len;
+    let cut = forks.cut(seg.number);
+    if cut.is_some_and(|cut| cut > size) {
         return Ok(Some((
             seg.path.clone(),
-            bytes.len() as u64,
+            size,
             "a fork shares more of this segment than it holds".into(),
         )));
     }
@@ -323,22 +296,30 @@ fn read_segment(
     let forked_segment = header.kind == SegmentKind::Forked;
     let mut first_record = true;
     let mut snapshot_seen = false;
-    let mut last_record = None;
+    // The last good record's bytes: only its hash is needed (the next record links to it);
+    // verify checks the rest of the chain.
+    let mut last_record = Vec::new();
     let mut scratch = Vec::new(); // an encrypted store's opened payload
     let Some(view) = scan.view.as_mut() else {
         return Ok(None); // never: the header check made it
     };
-    let end = scan_records(&bytes, *header_len, |offset, frame, len| {
+    let segment = SegmentRef {
+        number: seg.number,
+        path: seg.path.clone(),
+    };
+    let mut reader = SegmentReader::new(segment, *header_len as u64, cut, ReadPolicy::SCAN);
+    let mut visit = |record: &Record<'_>| -> std::result::Result<(), String> {
+        let frame = &record.frame;
         if frame.seq >= NUMBER_LIMIT {
             return Err(format!("sequence number {} out of range", frame.seq));
         }
-        segment::check_layout(header.version, &frame)?;
+        segment::check_layout(header.version, frame)?;
         *r.max_seq = (*r.max_seq).max(frame.seq);
-        if cut.is_some_and(|cut| offset >= cut) {
+        if record.shared {
             return Ok(()); // the source's, after the fork
         }
         let key = r.key.as_ref().map_err(Clone::clone)?;
-        let payload = open_payload(&frame, key.as_deref(), &mut scratch)?;
+        let payload = open_payload(frame, key.as_deref(), &mut scratch)?;
         let event = decode_event(payload)?;
         let is_fork = matches!(event, Event::Fork { .. });
         if is_fork != (forked_segment && first_record) {
@@ -358,31 +339,36 @@ fn read_segment(
         let at = RecordLoc {
             seq: frame.seq,
             segment: seg.number,
-            offset,
-            len,
+            offset: record.offset,
+            len: record.len,
         };
         view.apply(frame.ts_micros, &event, at)?;
-        last_record = Some((offset, len));
+        last_record.clear();
+        last_record.extend_from_slice(record.bytes);
         Ok(())
-    });
-    // Only the last good record's hash is needed (the next record links to it); verify
-    // checks the rest of the chain.
-    if let Some((offset, len)) = last_record {
-        let record = bytes.get(offset as usize..offset as usize + len as usize);
-        scan.head = record.map(record_hash);
+    };
+    let mut end = ScanEnd::Clean;
+    while let Some(record) = reader.next(r.fs)? {
+        if let Err(reason) = visit(&record) {
+            // Whatever lies past a fork's share of a segment is the source's business.
+            if !record.shared {
+                end = ScanEnd::Damage {
+                    offset: record.offset,
+                    reason,
+                };
+            }
+            break;
+        }
+    }
+    if let Some(read_end) = reader.end() {
+        end = read_end.scan_end();
+    }
+    if !last_record.is_empty() {
+        scan.head = Some(record_hash(&last_record));
     }
     scan.newest = seg.number;
-    scan.newest_len = bytes.len() as u64;
+    scan.newest_len = reader.size().unwrap_or(size);
     scan.newest_version = header.version;
-    let end = match (end, cut) {
-        // Whatever lies past a fork's share of a segment is the source's business.
-        (ScanEnd::TornTail { offset } | ScanEnd::Damage { offset, .. }, Some(cut))
-            if offset >= cut =>
-        {
-            ScanEnd::Clean
-        }
-        (end, _) => end,
-    };
     let damage = |offset, reason: &str| Some((seg.path.clone(), offset, reason.to_owned()));
     Ok(match end {
         // A generation is written whole (temporary file, sync, rename): one that ends

@@ -1,7 +1,6 @@
 //! Forks: a new session that starts as another one was at a sequence number, sharing the
 //! source's segments by hard links (copies in an encrypted store).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -14,8 +13,11 @@ use crate::keyring::Keyring;
 use crate::layout;
 use crate::location::RecordLoc;
 use crate::projection::{to_time, SessionView};
-use crate::record::{begin_record, chain_start, record_hash, Event, Hash};
-use crate::segment::{self, SegmentKind};
+use crate::reader::{ForkCuts, ReadPolicy, SegmentEnd, SegmentReader, SegmentRef};
+use crate::record::{
+    begin_record, chain_start, decode_event, open_payload, record_hash, Event, Hash,
+};
+use crate::segment::{self, ScanEnd, SegmentKind};
 
 use super::appender::Writer;
 use super::commit::Before;
@@ -222,96 +224,127 @@ impl Inner {
 
     /// The source's state right after event `seq`, read from its segments in force.
     pub(super) fn fold_until(&self, src: &Slot, sw: &Writer, seq: u64) -> Result<Shared> {
-        let mut view = SessionView::new(&src.key);
-        let mut last: Option<(u32, u64, u32)> = None;
-        let mut headers = Vec::new();
         let key = self.data_key(src.session_id)?;
+        let mut segments = Vec::new();
         for number in sw.oldest..=sw.newest {
             let path = layout::segment_path(&self.dir, src.session_id, number);
-            let bytes = crate::fs::read_all(&*self.fs, &path)?;
-            let corrupt = |reason: String| Error::Corrupt {
-                path: path.clone(),
-                offset: 0,
-                reason,
-            };
-            let (header, header_len) = segment::decode_header(&bytes, key.as_deref())
-                .map_err(|e| corrupt(format!("{e:?}")))?;
-            headers.push((number, header.kind, header.prev_len, bytes, header_len));
+            let prefix =
+                crate::fs::read_prefix(&*self.fs, &path, segment::HEADER_BYTES_MAX as u64)?;
+            let (header, header_len) =
+                segment::decode_header(&prefix, key.as_deref()).map_err(|e| Error::Corrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    reason: format!("{e:?}"),
+                })?;
+            segments.push((SegmentRef { number, path }, header, header_len));
         }
-        let cuts: HashMap<u32, u64> = headers
-            .iter()
-            .filter(|(_, kind, ..)| *kind == SegmentKind::Forked)
-            .filter_map(|(number, _, prev_len, ..)| Some((number.checked_sub(1)?, *prev_len)))
-            .collect();
-        let base_first = headers.first().is_some_and(|(_, kind, ..)| {
-            matches!(kind, SegmentKind::Compacted | SegmentKind::Recovered)
+        let forks = ForkCuts::of(segments.iter().map(|(s, h, _)| (s.number, Some(h))));
+        let base_first = segments.first().is_some_and(|(_, h, _)| {
+            matches!(h.kind, SegmentKind::Compacted | SegmentKind::Recovered)
         });
-        let mut snapshot_seq = None;
-        let mut stopped = false;
-        let mut scratch = Vec::new(); // an encrypted store's opened payload
-        for (number, _, _, bytes, header_len) in &headers {
-            let cut = cuts.get(number).copied();
-            let end = segment::scan_records(bytes, *header_len, |offset, frame, len| {
-                let payload = crate::record::open_payload(&frame, key.as_deref(), &mut scratch)?;
-                let event = crate::record::decode_event(payload)?;
-                if matches!(event, Event::Snapshot(_)) && snapshot_seq.is_none() {
-                    snapshot_seq = Some(frame.seq);
-                }
-                if stopped || cut.is_some_and(|cut| offset >= cut) {
-                    return Ok(());
-                }
-                if frame.seq > seq {
-                    stopped = true;
-                    return Ok(());
-                }
-                let at = RecordLoc {
-                    seq: frame.seq,
-                    segment: *number,
-                    offset,
-                    len,
-                };
-                view.apply(frame.ts_micros, &event, at)?;
-                last = Some((*number, offset, len));
-                Ok(())
-            });
-            if let segment::ScanEnd::Damage { offset, reason } = end {
-                return Err(Error::Corrupt {
-                    path: layout::segment_path(&self.dir, src.session_id, *number),
-                    offset,
-                    reason,
-                });
-            }
+        let mut fold = Fold {
+            view: SessionView::new(&src.key),
+            until: seq,
+            stopped: false,
+            snapshot_seq: None,
+            last: None,
+            last_bytes: Vec::new(),
+        };
+        for (segment, _, header_len) in segments {
+            let cut = forks.cut(segment.number);
+            fold.segment(&*self.fs, segment, header_len as u64, cut, key.as_deref())?;
         }
-        if base_first && snapshot_seq.is_none_or(|s| s > seq) {
+        if base_first && fold.snapshot_seq.is_none_or(|s| s > seq) {
             return Err(Error::HistoryCompacted {
                 key: src.key.clone(),
-                available_from: snapshot_seq.unwrap_or(0),
+                available_from: fold.snapshot_seq.unwrap_or(0),
             });
         }
         // A source that is itself a fork did not exist before its own Fork record.
+        let view = fold.view;
         let before_own_fork = src.view.read().fork_origin.is_some() && view.fork_origin.is_none();
-        let Some((segment, offset, len)) = last.filter(|_| view.is_live() && !before_own_fork)
-        else {
+        let Some((segment, end)) = fold.last.filter(|_| view.is_live() && !before_own_fork) else {
             return Err(Error::SessionNotFound {
                 key: src.key.clone(),
             });
         };
-        let bytes = &headers
-            .iter()
-            .find(|(number, ..)| *number == segment)
-            .map(|(.., bytes, _)| bytes)
-            .ok_or_else(|| Error::SessionNotFound {
-                key: src.key.clone(),
-            })?;
-        let end = offset + u64::from(len);
-        let record = bytes.get(offset as usize..end as usize).unwrap_or_default();
         let last_seq = view.last_seq;
         Ok(Shared {
             view,
             segment,
             end,
-            head: record_hash(record),
+            head: record_hash(&fold.last_bytes),
             seq: last_seq,
         })
+    }
+}
+
+/// A fork's fold of its source's records up to the fork point.
+struct Fold {
+    view: SessionView,
+    /// The fork point: records after it are read (for the snapshot) but not folded.
+    until: u64,
+    stopped: bool,
+    /// The first snapshot's sequence number.
+    snapshot_seq: Option<u64>,
+    /// Where the last record folded ends: (segment number, byte offset), and its bytes.
+    last: Option<(u32, u64)>,
+    last_bytes: Vec<u8>,
+}
+
+impl Fold {
+    /// Folds one segment's records from `start`; of a segment a fork shares, only the bytes
+    /// before `cut`. Damage (not a torn tail) is an error.
+    fn segment(
+        &mut self,
+        fs: &dyn crate::fs::FileSystem,
+        segment: SegmentRef,
+        start: u64,
+        cut: Option<u64>,
+        key: Option<&crate::cipher::DataKey>,
+    ) -> Result<()> {
+        let number = segment.number;
+        let path = segment.path.clone();
+        let damage = |offset, reason| Error::Corrupt {
+            path: path.clone(),
+            offset,
+            reason,
+        };
+        let mut reader = SegmentReader::new(segment, start, None, ReadPolicy::SCAN);
+        let mut scratch = Vec::new(); // an encrypted store's opened payload
+        while let Some(record) = reader.next(fs)? {
+            let (frame, offset) = (&record.frame, record.offset);
+            let payload = open_payload(frame, key, &mut scratch).map_err(|e| damage(offset, e))?;
+            let event = decode_event(payload).map_err(|e| damage(offset, e))?;
+            if matches!(event, Event::Snapshot(_)) && self.snapshot_seq.is_none() {
+                self.snapshot_seq = Some(frame.seq);
+            }
+            if self.stopped || cut.is_some_and(|cut| offset >= cut) {
+                continue;
+            }
+            if frame.seq > self.until {
+                self.stopped = true;
+                continue;
+            }
+            let at = RecordLoc {
+                seq: frame.seq,
+                segment: number,
+                offset,
+                len: record.len,
+            };
+            self.view
+                .apply(frame.ts_micros, &event, at)
+                .map_err(|e| damage(offset, e))?;
+            self.last = Some((number, offset + u64::from(record.len)));
+            self.last_bytes.clear();
+            self.last_bytes.extend_from_slice(record.bytes);
+        }
+        match reader.end() {
+            Some(end @ SegmentEnd::Bad { torn: false, .. }) => match end.scan_end() {
+                ScanEnd::Damage { offset, reason } => Err(damage(offset, reason)),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
     }
 }
