@@ -8,7 +8,8 @@
 //! damage. The store removes the checkpoint (durably) just before it first changes a segment.
 //!
 //! ```text
-//! // Format: { magic: [u8; 8] = "SLCKPT\0\0" | version: u32 | body_len: u64 | body_crc: u32 | body }
+//! // Format: { magic: [u8; 8] = "SLCKPT\0\0" | version: u32 | body_len: u64 | body_crc: u32
+//! //           | body }
 //! ```
 //! docs/FORMAT.md describes the body.
 

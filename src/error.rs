@@ -34,7 +34,10 @@ pub enum Error {
     },
     /// A record's CRC32 does not match its bytes (flipped or torn bytes). Like
     /// [`Error::Corrupt`], the file is kept.
-    #[error("checksum mismatch in {path} at offset {offset}: stored {expected:#010x}, computed {actual:#010x}")]
+    #[error(
+        "checksum mismatch in {path} at offset {offset}: stored {expected:#010x}, \
+         computed {actual:#010x}"
+    )]
     ChecksumMismatch {
         /// The file holding the record.
         path: PathBuf,

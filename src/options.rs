@@ -81,7 +81,8 @@ pub struct Options {
     /// brought back with [`crate::LogStore::undo_clear`] and
     /// [`crate::LogStore::restore_session`]. Until then its bytes stay on disk (a background
     /// compaction keeps cleared messages too; an explicit `compact` holds only what is live,
-    /// as the contract says, and ends the undo of a clear); after it, the next compaction (for a clear) or the next
+    /// as the contract says, and ends the undo of a clear); after it, the next compaction (for a
+    /// clear) or the next
     /// sweep (for a delete: on open, on a delete, and about once a second by the background
     /// thread when `auto_compact` is on) removes them for good. `Duration::ZERO`: no undo,
     /// cleared messages go with the next compaction and deleted sessions are reclaimed at

@@ -16,7 +16,8 @@ pub const INITIAL_STATE: &str = "idle";
 /// The state that marks a turn in progress.
 pub const RUNNING_STATE: &str = "running";
 
-/// True when something deleted or cleared at `deleted_at` (µs since the epoch) can still be restored.
+/// True when something deleted or cleared at `deleted_at` (µs since the epoch) can still be
+/// restored.
 pub(crate) fn within_retention(retention: std::time::Duration, deleted_at: i64) -> bool {
     let age = chrono::Utc::now()
         .timestamp_micros()

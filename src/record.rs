@@ -337,9 +337,11 @@ pub fn record_len(payload_len: usize) -> u64 {
 }
 
 /// Appends a version 2 record of `event` to `out`, its sequence number, time, `prev` and CRC
-/// not yet filled in ([`seal_record`] does that), and returns the payload's length. The event is encoded straight
+/// not yet filled in ([`seal_record`] does that), and returns the payload's length. The event is
+/// encoded straight
 /// into the record: no intermediate copy. With `sealed` (an encrypted store), room for the
-/// nonce and the tag is left around the encoded event. A payload over [`PAYLOAD_BYTES_LIMIT`] gets a length
+/// nonce and the tag is left around the encoded event. A payload over [`PAYLOAD_BYTES_LIMIT`] gets
+/// a length
 /// field that will not decode; callers refuse such records before sealing them.
 pub fn begin_record(event: &Event<'_>, out: &mut Vec<u8>, sealed: bool) -> usize {
     let start = out.len();
@@ -800,27 +802,44 @@ mod tests {
 
     proptest! {
         #[test]
-        fn frames_round_trip(seq: u64, ts: i64, payload in proptest::collection::vec(any::<u8>(), 0..300)) {
+        fn frames_round_trip(
+            seq: u64,
+            ts: i64,
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
             let bytes = framed(seq, ts, &payload);
             let (frame, used) = decode_frame(&bytes).unwrap();
             prop_assert_eq!(used, bytes.len());
-            prop_assert_eq!(frame, Frame { seq, ts_micros: ts, prev: Some(PREV), header: &bytes[..HEADER_LEN], payload: &payload });
+            let header = &bytes[..HEADER_LEN];
+            let prev = Some(PREV);
+            let expected = Frame { seq, ts_micros: ts, prev, header, payload: &payload };
+            prop_assert_eq!(frame, expected);
             let bytes = framed_v1(seq, ts, &payload);
             let (frame, used) = decode_frame(&bytes).unwrap();
             prop_assert_eq!(used, bytes.len());
-            prop_assert_eq!(frame, Frame { seq, ts_micros: ts, prev: None, header: &bytes[..HEADER_LEN_V1], payload: &payload });
+            let header = &bytes[..HEADER_LEN_V1];
+            let expected = Frame { seq, ts_micros: ts, prev: None, header, payload: &payload };
+            prop_assert_eq!(frame, expected);
         }
 
         #[test]
-        fn every_cut_of_a_frame_is_truncated(payload in proptest::collection::vec(any::<u8>(), 0..100), cut in 0usize..128) {
+        fn every_cut_of_a_frame_is_truncated(
+            payload in proptest::collection::vec(any::<u8>(), 0..100),
+            cut in 0usize..128,
+        ) {
             let bytes = framed(1, 2, &payload);
             let cut = cut % bytes.len();
-            let is_truncated = matches!(decode_frame(&bytes[..cut]), Err(FrameError::Truncated { .. }));
+            let decoded = decode_frame(&bytes[..cut]);
+            let is_truncated = matches!(decoded, Err(FrameError::Truncated { .. }));
             prop_assert!(is_truncated);
         }
 
         #[test]
-        fn every_flipped_bit_is_detected(payload in proptest::collection::vec(any::<u8>(), 0..100), bit in 0usize..1280, v1: bool) {
+        fn every_flipped_bit_is_detected(
+            payload in proptest::collection::vec(any::<u8>(), 0..100),
+            bit in 0usize..1280,
+            v1: bool,
+        ) {
             let mut bytes = if v1 { framed_v1(1, 2, &payload) } else { framed(1, 2, &payload) };
             let bit = bit % (bytes.len() * 8);
             bytes[bit / 8] ^= 1 << (bit % 8);
@@ -828,7 +847,9 @@ mod tests {
         }
 
         #[test]
-        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        fn decoding_arbitrary_bytes_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
             if let Ok((frame, _)) = decode_frame(&bytes) {
                 let _ = decode_event(frame.payload);
             }
@@ -836,7 +857,13 @@ mod tests {
         }
 
         #[test]
-        fn events_round_trip(role in ".{0,20}", content in ".{0,200}", name in proptest::option::of(".{0,10}"), n: u64, t: i64) {
+        fn events_round_trip(
+            role in ".{0,20}",
+            content in ".{0,200}",
+            name in proptest::option::of(".{0,10}"),
+            n: u64,
+            t: i64,
+        ) {
             let events = [
                 Event::Append { role: &role, content: &content },
                 Event::UpdateLast { role: &role, content: &content },
@@ -845,7 +872,9 @@ mod tests {
                 Event::Delete,
                 Event::SetName { name: name.as_deref() },
                 Event::SetAlias { alias: name.as_deref() },
-                Event::SetContext { channel_id: name.as_deref(), room_id: None, sender_id: Some(&role) },
+                Event::SetContext {
+                    channel_id: name.as_deref(), room_id: None, sender_id: Some(&role),
+                },
                 Event::SetState { state: &role, turn_id: name.as_deref() },
                 Event::Snapshot(Snapshot {
                     created_at: t, last_activity: t, name: name.as_deref(), agent_alias: None,

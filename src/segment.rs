@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! // Format: { magic: [u8; 8] | version: u32 | kind: u8 | session_id: u64 | segment: u32
-//! //           | prev_len: u64 | key_len: u16 | key: [u8; key_len] | header_crc: u32 } then records
+//! //           | prev_len: u64 | key_len: u16 | key: [u8; key_len] | header_crc: u32 }
+//! // then records
 //! ```
 
 use std::collections::HashMap;

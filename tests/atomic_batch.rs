@@ -83,7 +83,8 @@ fn a_batch_over_a_limit_writes_nothing() {
     let too_many = vec![user("x"); BATCH_MESSAGES_MAX + 1];
     assert!(matches!(
         store.append_batch("k", &too_many),
-        Err(Error::BatchTooLarge { len, max }) if len == BATCH_MESSAGES_MAX + 1 && max == BATCH_MESSAGES_MAX
+        Err(Error::BatchTooLarge { len, max })
+            if len == BATCH_MESSAGES_MAX + 1 && max == BATCH_MESSAGES_MAX
     ));
     let too_big = vec![
         user(&"a".repeat(400)),

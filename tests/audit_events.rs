@@ -460,7 +460,8 @@ fn op() -> impl Strategy<Value = Op> {
     let key = 0..KEYS.len();
     prop_oneof![
         6 => (key.clone(), "[a-z]{0,6}").prop_map(|(k, t)| Op::Append(k, t)),
-        2 => (key.clone(), proptest::collection::vec("[a-z]{0,6}", 0..4)).prop_map(|(k, t)| Op::AppendBatch(k, t)),
+        2 => (key.clone(), proptest::collection::vec("[a-z]{0,6}", 0..4))
+            .prop_map(|(k, t)| Op::AppendBatch(k, t)),
         3 => (key.clone(), "[a-z]{0,6}").prop_map(|(k, t)| Op::UpdateLast(k, t)),
         2 => key.clone().prop_map(Op::RemoveLast),
         1 => key.clone().prop_map(Op::Clear),

@@ -207,7 +207,11 @@ fn a_record_at_the_limit_is_taken_and_one_byte_more_refused() {
     let one_more = user(&"a".repeat(1000 - 23));
     assert!(matches!(
         store.append("k", &one_more).map_err(|e| e.into_inner()),
-        Err(Some(e)) if matches!(e.downcast_ref::<Error>(), Some(Error::RecordTooLarge { len: 1001, max: 1000 }))
+        Err(Some(e))
+            if matches!(
+                e.downcast_ref::<Error>(),
+                Some(Error::RecordTooLarge { len: 1001, max: 1000 })
+            )
     ));
     assert_eq!(store.load("k"), vec![at_limit]);
 }

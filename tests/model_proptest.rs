@@ -9,14 +9,19 @@ fn op() -> impl Strategy<Value = Op> {
     let text = "[a-z ]{0,8}|x{300,900}";
     prop_oneof![
         6 => (key.clone(), text).prop_map(|(k, t)| Op::Append(k, t)),
-        2 => (key.clone(), proptest::collection::vec(text, 0..4)).prop_map(|(k, t)| Op::AppendBatch(k, t)),
+        2 => (key.clone(), proptest::collection::vec(text, 0..4))
+            .prop_map(|(k, t)| Op::AppendBatch(k, t)),
         3 => (key.clone(), text).prop_map(|(k, t)| Op::UpdateLast(k, t)),
         2 => key.clone().prop_map(Op::RemoveLast),
         1 => key.clone().prop_map(Op::Clear),
         1 => key.clone().prop_map(Op::Delete),
         1 => (key.clone(), "[a-z]{0,3}").prop_map(|(k, t)| Op::Name(k, t)),
         1 => (key.clone(), "[a-z]{0,3}").prop_map(|(k, t)| Op::Alias(k, t)),
-        1 => (key.clone(), proptest::option::of(" ?[a-z]{0,3} ?"), proptest::option::of("[a-z]{0,3}"))
+        1 => (
+            key.clone(),
+            proptest::option::of(" ?[a-z]{0,3} ?"),
+            proptest::option::of("[a-z]{0,3}")
+        )
             .prop_map(|(k, c, s)| Op::Context(k, c, s)),
         1 => (key.clone(), any::<bool>()).prop_map(|(k, r)| Op::State(k, r)),
         1 => key.clone().prop_map(Op::Compact),

@@ -158,7 +158,9 @@ fn run(ops: &[Op]) {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
-    fn rebuilt_projection_answers_like_the_live_one(ops in proptest::collection::vec(op(), 1..120)) {
+    fn rebuilt_projection_answers_like_the_live_one(
+        ops in proptest::collection::vec(op(), 1..120),
+    ) {
         run(&ops);
     }
 }

@@ -120,7 +120,8 @@ const CHILD_DIR: &str = "SESSIONLOG_READER_CHILD_DIR";
 
 /// The writer process of `a_reader_in_another_process_sees_consistent_prefixes`.
 #[test]
-#[ignore = "the child process of a_reader_in_another_process_sees_consistent_prefixes, which runs it"]
+#[ignore = "the child process of a_reader_in_another_process_sees_consistent_prefixes, \
+            which runs it"]
 fn child_appender() {
     let dir = std::env::var(CHILD_DIR).expect("run by the parent test");
     // Durability::Always: each append waits for the disk, so the reader overlaps many writes.

@@ -821,7 +821,8 @@ fn main() {
     });
 
     println!(
-        "| figure | sessionlog | SQLite | JSONL | disk | ratio | goal |\n|---|---|---|---|---|---|---|"
+        "| figure | sessionlog | SQLite | JSONL | disk | ratio | goal |\n\
+         |---|---|---|---|---|---|---|"
     );
     for r in &rows {
         println!(

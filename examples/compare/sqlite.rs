@@ -136,7 +136,8 @@ impl SessionBackend for SqliteStore {
         let tx = conn.transaction().map_err(io)?;
         let removed = tx
             .execute(
-                "DELETE FROM sessions WHERE id = (SELECT MAX(id) FROM sessions WHERE session_key = ?1)",
+                "DELETE FROM sessions WHERE id = \
+                 (SELECT MAX(id) FROM sessions WHERE session_key = ?1)",
                 [session_key],
             )
             .map_err(io)?;

@@ -264,8 +264,11 @@ impl Cursor {
         // A newest segment whose header is not whole is one a crash (or a writer right now)
         // was creating: it holds nothing, and the segment before it is the newest.
         if let Some(last) = cursor.segments.len().checked_sub(1).filter(|&i| i > start) {
-            if matches!(cursor.header(last), Err(Error::Corrupt { reason, .. }) if reason == HEADER_CUT_SHORT)
-            {
+            let cut_short = |e: &Error| match e {
+                Error::Corrupt { reason, .. } => reason == HEADER_CUT_SHORT,
+                _ => false,
+            };
+            if cursor.header(last).as_ref().is_err_and(cut_short) {
                 cursor.segments.pop();
                 cursor.headers.pop();
             }
@@ -504,7 +507,8 @@ impl Cursor {
             self.previous = Some((self.index, at.offset));
         }
         if restated {
-            return Ok(Folded::Silent); // the fold already holds this message from the archived history
+            // The fold already holds this message from the archived history.
+            return Ok(Folded::Silent);
         }
         if shared {
             // A fork's shared history: folded, not reported (those are the source's

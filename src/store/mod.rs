@@ -181,7 +181,8 @@ impl LogStore {
     /// Opens (creating it if missing) the store in `dir`.
     ///
     /// Takes the folder's lock ([`Error::Locked`] if another store holds it), replays every
-    /// segment and repairs what a crash left; [`crate::LogStore::recovery_report`] says what it found.
+    /// segment and repairs what a crash left; [`crate::LogStore::recovery_report`] says what it
+    /// found.
     pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<LogStore> {
         LogStore::open_with_fs(dir, options, Arc::new(StdFs))
     }
@@ -198,7 +199,8 @@ impl LogStore {
 
     /// Opens the store in `dir` to read it, possibly while another process writes it: takes
     /// no lock and never changes a byte. Every segment is replayed and checked; what open
-    /// would repair (a torn tail, damage) is reported in [`crate::LogStore::recovery_report`] and left
+    /// would repair (a torn tail, damage) is reported in [`crate::LogStore::recovery_report`] and
+    /// left
     /// as it is, and reading stops at the last complete record. Every write fails with
     /// [`Error::ReadOnly`]. The view is the folder as it was at open.
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<LogStore> {
@@ -329,7 +331,8 @@ impl LogStore {
     /// archived, quarantined or side file of its sessions, durably. Every live fork in the
     /// store is compacted first (their segments shared by hard links are removed, never
     /// archived), so that forks keep their own copy and nothing of the session's remains in a
-    /// shared file; deleted forks of this session are erased with it. Returns the files it removed. The session can no longer be
+    /// shared file; deleted forks of this session are erased with it. Returns the files it
+    /// removed. The session can no longer be
     /// restored.
     pub fn erase_session(&self, session_key: &str) -> Result<Vec<PathBuf>> {
         self.inner.erase(session_key)
@@ -367,7 +370,8 @@ impl LogStore {
     }
 
     /// Appends a message only if the session exists, in one step: `Ok(false)`, writing nothing,
-    /// when it does not. Checking [`crate::SessionBackend::session_exists`] and then appending leaves
+    /// when it does not. Checking [`crate::SessionBackend::session_exists`] and then appending
+    /// leaves
     /// a window in which a delete lets the append bring the session back; this does not.
     pub fn append_if_exists(&self, session_key: &str, message: &ChatMessage) -> Result<bool> {
         let event = Event::Append {
@@ -462,7 +466,8 @@ impl LogStore {
         self.verify_with_progress(|_, _| {})
     }
 
-    /// [`crate::LogStore::verify`], calling `progress(sessions_done, sessions_total)` as it goes (for
+    /// [`crate::LogStore::verify`], calling `progress(sessions_done, sessions_total)` as it goes
+    /// (for
     /// a progress bar).
     pub fn verify_with_progress(&self, progress: impl FnMut(usize, usize)) -> Result<VerifyReport> {
         let _guard = self.reader_guard();

@@ -359,7 +359,10 @@ fn search(store: &LogStore, words: &[String], limit: usize, json: bool) -> CliRe
         if json {
             outln!(
                 "{}",
-                json!({"key": meta.key, "name": meta.name, "messages": meta.message_count, "last_activity": meta.last_activity.to_rfc3339()})
+                json!({
+                    "key": meta.key, "name": meta.name, "messages": meta.message_count,
+                    "last_activity": meta.last_activity.to_rfc3339()
+                })
             );
         } else {
             outln!(
@@ -404,7 +407,8 @@ fn at(
             json!({"key": meta.key, "seq": seq, "name": meta.name, "agent_alias": meta.agent_alias,
                 "channel_id": meta.channel_id, "room_id": meta.room_id, "sender_id": meta.sender_id,
                 "state": state.state.state, "turn_id": state.state.turn_id,
-                "created_at": meta.created_at.to_rfc3339(), "last_activity": meta.last_activity.to_rfc3339(),
+                "created_at": meta.created_at.to_rfc3339(),
+                "last_activity": meta.last_activity.to_rfc3339(),
                 "messages": meta.message_count})
         );
     } else {
@@ -476,7 +480,10 @@ fn export(store: &LogStore, session: Option<String>) -> CliResult {
     for key in keys {
         for m in store.read_messages(&key)? {
             let at = m.created_at.map(|t| t.to_rfc3339());
-            let line = json!({"session": key, "role": m.message.role, "content": m.message.content, "created_at": at});
+            let line = json!({
+                "session": key, "role": m.message.role, "content": m.message.content,
+                "created_at": at
+            });
             outln!("{line}");
         }
         bar.inc(1);
@@ -628,14 +635,23 @@ fn read_only(dir: &Path, options: &Options) -> CliResult<LogStore> {
 fn describe(finding: &Finding) -> String {
     match finding {
         Finding::Damaged {
-            key, path, offset, reason, ..
+            key,
+            path,
+            offset,
+            reason,
+            ..
         } => format!(
             "damage in session {:?}: {} at offset {offset}: {reason}",
             key.as_deref().unwrap_or("?"),
             path.display()
         ),
-        Finding::Unfinished { path, offset, bytes } => format!(
-            "incomplete record: {} at offset {offset} ({bytes} bytes; a crash, or a write in progress)",
+        Finding::Unfinished {
+            path,
+            offset,
+            bytes,
+        } => format!(
+            "incomplete record: {} at offset {offset} \
+             ({bytes} bytes; a crash, or a write in progress)",
             path.display()
         ),
         Finding::TornTail { path, offset, .. } => {
@@ -699,7 +715,10 @@ fn stats(store: &LogStore, json: bool) -> CliResult {
         if json {
             outln!(
                 "{}",
-                json!({"key": row.key, "messages": row.messages, "live_bytes": row.live_bytes, "dead_bytes": row.dead_bytes})
+                json!({
+                    "key": row.key, "messages": row.messages, "live_bytes": row.live_bytes,
+                    "dead_bytes": row.dead_bytes
+                })
             );
         } else {
             outln!(
@@ -714,10 +733,17 @@ fn stats(store: &LogStore, json: bool) -> CliResult {
     if json {
         outln!(
             "{}",
-            json!({"total": {"sessions": rows.len(), "messages": messages, "live_bytes": live, "dead_bytes": dead, "compaction_would_reclaim": dead}})
+            json!({"total": {
+                "sessions": rows.len(), "messages": messages, "live_bytes": live,
+                "dead_bytes": dead, "compaction_would_reclaim": dead
+            }})
         );
     } else {
-        outln!("{} sessions, {messages} messages, {live} bytes live, {dead} bytes dead (compaction would reclaim them)", rows.len());
+        outln!(
+            "{} sessions, {messages} messages, {live} bytes live, {dead} bytes dead \
+             (compaction would reclaim them)",
+            rows.len()
+        );
     }
     Ok(())
 }
@@ -747,7 +773,8 @@ fn print_sessions(store: &LogStore, json: bool) -> CliResult {
                 "{}",
                 json!({
                     "key": meta.key, "name": meta.name, "messages": meta.message_count,
-                    "created_at": meta.created_at.to_rfc3339(), "last_activity": meta.last_activity.to_rfc3339(),
+                    "created_at": meta.created_at.to_rfc3339(),
+                    "last_activity": meta.last_activity.to_rfc3339(),
                     "state": state, "agent_alias": meta.agent_alias, "channel_id": meta.channel_id,
                     "room_id": meta.room_id, "sender_id": meta.sender_id,
                 })
