@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use crate::cipher::DataKey;
 use crate::error::{Error, Result};
-use crate::fs::{context, free_name, move_aside, subfolder, sync_dir, FileSystem, OpenMode};
+use crate::fs::{
+    context, free_name, move_aside, subfolder, sync_dir, FileHandle, FileSystem, OpenMode,
+};
 use crate::keyring::Keyring;
 use crate::layout::{
     segment_name, segment_path, segment_temp_path, ARCHIVE_DIR, QUARANTINE_DIR, TORN_INFIX,
@@ -197,14 +199,7 @@ pub fn write_generation<T>(
         seal,
     );
     flush(&mut buffer, &mut written)?;
-    // The generation must be wholly on disk before the rename can put it in force.
-    file.sync().map_err(context("syncing", &temp_path))?;
-    drop(file);
-    // The rename is the commit point: it replaces the old generation atomically.
-    fs.rename(&temp_path, &final_path)
-        .map_err(context("renaming", &temp_path))?;
-    // Make the rename durable before the old segments are retired.
-    sync_dir(fs, dir)?;
+    put_in_force(fs, file, &temp_path, &final_path)?;
     Ok((
         Generation {
             len: written,
@@ -215,6 +210,23 @@ pub fn write_generation<T>(
         },
         taken,
     ))
+}
+
+/// Puts a generation written whole to `temp_path` (through `file`) in force as `final_path`.
+fn put_in_force(
+    fs: &dyn FileSystem,
+    file: Box<dyn FileHandle>,
+    temp_path: &Path,
+    final_path: &Path,
+) -> Result<()> {
+    // The generation must be wholly on disk before the rename can put it in force.
+    file.sync().map_err(context("syncing", temp_path))?;
+    drop(file);
+    // The rename is the commit point: it replaces the old generation atomically.
+    fs.rename(temp_path, final_path)
+        .map_err(context("renaming", temp_path))?;
+    // Make the rename durable before the old segments are retired.
+    sync_dir(fs, crate::fs::parent(final_path))
 }
 
 /// What happens to segments that are no longer in force.

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::Result;
-use crate::event::LogEvent;
+use crate::event::{EventKind, LogEvent};
 use crate::history::Events;
+use crate::projection::to_time;
 
 /// Sequence numbers and the subscribers of committed events.
 pub(crate) struct Feed {
@@ -72,6 +73,18 @@ impl Ticket<'_> {
     pub(crate) fn commit(mut self, event: Option<Delivery>) {
         self.resolved = true;
         self.feed.resolve(self.seq, event);
+    }
+
+    /// The write committed at `ts_micros`: hand the event `kind` of `session` (empty for a
+    /// store-wide one) to the subscribers, under this ticket's number.
+    pub(crate) fn commit_event(self, ts_micros: i64, session: String, kind: EventKind) {
+        let event = LogEvent {
+            seq: self.seq,
+            time: to_time(ts_micros),
+            session,
+            kind,
+        };
+        self.commit(Some(Delivery::Event(event)));
     }
 }
 

@@ -369,11 +369,25 @@ fn read_segment(
     scan.newest = seg.number;
     scan.newest_len = reader.size().unwrap_or(size);
     scan.newest_version = header.version;
+    end_damage(r, seg, end, generation && !snapshot_seen, newest, scan)
+}
+
+/// What the end of a segment's records means: nothing wrong, a torn tail of the session's
+/// newest segment (cut off or reported), or damage. `no_snapshot`: a compacted generation
+/// ended before its snapshot.
+fn end_damage(
+    r: &mut Replaying<'_>,
+    seg: &SegmentFile,
+    end: ScanEnd,
+    no_snapshot: bool,
+    newest: bool,
+    scan: &mut Scan,
+) -> Result<Option<Damage>> {
     let damage = |offset, reason: &str| Some((seg.path.clone(), offset, reason.to_owned()));
     Ok(match end {
         // A generation is written whole (temporary file, sync, rename): one that ends
         // before its snapshot was cut short after the fact.
-        ScanEnd::Clean | ScanEnd::TornTail { .. } if generation && !snapshot_seen => damage(
+        ScanEnd::Clean | ScanEnd::TornTail { .. } if no_snapshot => damage(
             scan.newest_len,
             "compacted generation ends before its snapshot",
         ),

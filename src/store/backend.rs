@@ -152,12 +152,8 @@ impl SessionBackend for LogStore {
     }
 
     fn set_session_name(&self, session_key: &str, name: &str) -> std::io::Result<()> {
-        let event = Event::SetName {
-            name: (!name.is_empty()).then_some(name),
-        };
-        Ok(self
-            .inner
-            .commit(session_key, true, &event, |_| Decision::Write(()))?)
+        let name = (!name.is_empty()).then_some(name);
+        self.set_metadata(session_key, &Event::SetName { name })
     }
 
     fn get_session_name(&self, session_key: &str) -> std::io::Result<Option<String>> {
@@ -168,12 +164,8 @@ impl SessionBackend for LogStore {
     }
 
     fn set_session_agent_alias(&self, session_key: &str, agent_alias: &str) -> std::io::Result<()> {
-        let event = Event::SetAlias {
-            alias: (!agent_alias.is_empty()).then_some(agent_alias),
-        };
-        Ok(self
-            .inner
-            .commit(session_key, true, &event, |_| Decision::Write(()))?)
+        let alias = (!agent_alias.is_empty()).then_some(agent_alias);
+        self.set_metadata(session_key, &Event::SetAlias { alias })
     }
 
     fn get_session_agent_alias(&self, session_key: &str) -> std::io::Result<Option<String>> {
@@ -220,10 +212,7 @@ impl SessionBackend for LogStore {
         state: &str,
         turn_id: Option<&str>,
     ) -> std::io::Result<()> {
-        let event = Event::SetState { state, turn_id };
-        Ok(self
-            .inner
-            .commit(session_key, true, &event, |_| Decision::Write(()))?)
+        self.set_metadata(session_key, &Event::SetState { state, turn_id })
     }
 
     fn get_session_state(&self, session_key: &str) -> std::io::Result<Option<SessionState>> {
@@ -257,5 +246,14 @@ impl SessionBackend for LogStore {
                 .then_with(|| a.key.cmp(&b.key))
         });
         rows.into_iter().map(|(meta, _)| meta).collect()
+    }
+}
+
+impl LogStore {
+    /// Writes a metadata event (name, alias, state), creating the session if it is missing.
+    fn set_metadata(&self, session_key: &str, event: &Event<'_>) -> std::io::Result<()> {
+        Ok(self
+            .inner
+            .commit(session_key, true, event, |_| Decision::Write(()))?)
     }
 }

@@ -3,10 +3,8 @@
 
 use crate::compaction::{self, Cleared, NewGeneration};
 use crate::error::{Error, Result};
-use crate::event::{EventKind, LogEvent};
-use crate::feed::Delivery;
+use crate::event::EventKind;
 use crate::options::Durability;
-use crate::projection::to_time;
 use crate::segment::SegmentKind;
 
 use super::retire::Retirement;
@@ -98,15 +96,10 @@ impl Inner {
             view.install_compacted(generation.messages, generation.cleared);
             view.last_seq = view.last_seq.max(ticket.seq());
         }
-        let seq = ticket.seq();
-        ticket.commit(Some(Delivery::Event(LogEvent {
-            seq,
-            time: to_time(ts),
-            session: slot.key.clone(),
-            kind: EventKind::Compaction {
-                messages: view.messages.len(),
-            },
-        })));
+        let kind = EventKind::Compaction {
+            messages: view.messages.len(),
+        };
+        ticket.commit_event(ts, slot.key.clone(), kind);
         drop(w);
         let retirement = if cleared == Cleared::Erase {
             Retirement::Erased(slot.session_id, oldest, number)

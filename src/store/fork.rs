@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use crate::compaction::{self, Cleared, NewGeneration};
 use crate::error::{Error, Result};
-use crate::event::{EventKind, LogEvent};
-use crate::feed::Delivery;
+use crate::event::EventKind;
 use crate::fs::{context, sync_dir};
 use crate::keyring::Keyring;
 use crate::layout;
 use crate::location::RecordLoc;
-use crate::projection::{to_time, SessionView};
+use crate::projection::SessionView;
 use crate::reader::{ForkCuts, ReadPolicy, SegmentEnd, SegmentReader, SegmentRef};
 use crate::record::{
     begin_record, chain_start, decode_event, open_payload, record_hash, Event, Hash,
@@ -172,17 +171,12 @@ impl Inner {
         *tgt.view.write() = view;
         self.live_sessions.fetch_add(1, Ordering::SeqCst);
         self.reindex(tgt, None, Some(now));
-        let seq = ticket.seq();
-        ticket.commit(Some(Delivery::Event(LogEvent {
-            seq,
-            time: to_time(now),
-            session: tgt.key.clone(),
-            kind: EventKind::Fork {
-                source: source.to_owned(),
-                at_seq: shared.seq,
-                messages,
-            },
-        })));
+        let kind = EventKind::Fork {
+            source: source.to_owned(),
+            at_seq: shared.seq,
+            messages,
+        };
+        ticket.commit_event(now, tgt.key.clone(), kind);
         Ok(())
     }
 

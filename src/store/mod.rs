@@ -18,6 +18,7 @@ mod backend;
 mod background;
 mod commit;
 mod compact;
+mod erase;
 mod fork;
 mod open;
 mod query;

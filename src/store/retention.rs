@@ -90,18 +90,9 @@ impl Inner {
 
     /// Bytes of the records of every live and restorable session.
     pub(super) fn session_bytes(&self) -> u64 {
-        let live: u64 = self
-            .sessions
-            .read()
-            .values()
-            .map(|slot| slot.view.read().bytes_written)
-            .sum();
-        let tombstones: u64 = self
-            .tombstones
-            .lock()
-            .slots()
-            .map(|slot| slot.view.read().bytes_written)
-            .sum();
+        let bytes = |slot: &Arc<Slot>| slot.view.read().bytes_written;
+        let live: u64 = self.sessions.read().values().map(bytes).sum();
+        let tombstones: u64 = self.tombstones.lock().slots().map(bytes).sum();
         live + tombstones
     }
 
