@@ -8,7 +8,6 @@
 //! 3. retire the old segments (remove them, move them to `archive/` or `quarantine/`) and
 //!    fsync the folder. Open finishes this step if a crash interrupts it.
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,10 +16,7 @@ use crate::error::{Error, Result};
 use crate::fs::{
     context, free_name, move_aside, subfolder, sync_dir, FileHandle, FileSystem, OpenMode,
 };
-use crate::keyring::Keyring;
-use crate::layout::{
-    segment_name, segment_path, segment_temp_path, ARCHIVE_DIR, QUARANTINE_DIR, TORN_INFIX,
-};
+use crate::layout::{segment_name, segment_path, segment_temp_path, ARCHIVE_DIR, QUARANTINE_DIR};
 use crate::location::MessageLoc;
 use crate::projection::SessionView;
 use crate::record::{encode_record, Event, Hash};
@@ -231,7 +227,7 @@ fn put_in_force(
 
 /// What happens to segments that are no longer in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retire {
+pub enum Disposal {
     /// Remove them: every live byte was rewritten (or the session was deleted).
     Remove,
     /// Move them into `archive/`, so that every event ever written can still be replayed.
@@ -250,7 +246,7 @@ pub fn retire(
     session_id: u64,
     from: u32,
     below: u32,
-    how: Retire,
+    how: Disposal,
 ) -> Result<Vec<PathBuf>> {
     let mut done = Vec::new();
     for number in from..below {
@@ -259,13 +255,13 @@ pub fn retire(
             continue;
         }
         let folder = match how {
-            Retire::Remove => {
+            Disposal::Remove => {
                 fs.remove_file(&path).map_err(context("removing", &path))?;
                 done.push(path);
                 continue;
             }
-            Retire::Archive => ARCHIVE_DIR,
-            Retire::Quarantine => QUARANTINE_DIR,
+            Disposal::Archive => ARCHIVE_DIR,
+            Disposal::Quarantine => QUARANTINE_DIR,
         };
         let folder = subfolder(fs, dir, folder)?;
         let target = free_name(fs, &folder, &segment_name(session_id, number));
@@ -278,70 +274,4 @@ pub fn retire(
         sync_dir(fs, dir)?;
     }
     Ok(done)
-}
-
-/// Erases a deleted session's files: in an encrypted store its data key first (`keys`), which
-/// makes every copy of its bytes unreadable at once; then its traces (archived, quarantined
-/// and side files), then its `segments`, oldest first. In this order a crash part
-/// way leaves a segment holding the delete record (or, encrypted, the erasure's marker), from
-/// which open finishes the erasure; the other order could strand an archive that nothing
-/// leads back to.
-pub fn erase_session_files(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    keys: Option<&Keyring>,
-    session_id: u64,
-    segments: Range<u32>,
-) -> Result<Vec<PathBuf>> {
-    if let Some(keys) = keys {
-        keys.destroy_key(session_id)?;
-    }
-    let mut gone = erase_traces(fs, dir, session_id)?;
-    gone.extend(retire(
-        fs,
-        dir,
-        session_id,
-        segments.start,
-        segments.end,
-        Retire::Remove,
-    )?);
-    if let Some(keys) = keys {
-        keys.erased(session_id)?;
-    }
-    Ok(gone)
-}
-
-/// Removes every trace of session `session_id` outside its segments: its archived and
-/// quarantined files and the side files of its torn tails. Returns what it removed.
-pub fn erase_traces(fs: &dyn FileSystem, dir: &Path, session_id: u64) -> Result<Vec<PathBuf>> {
-    let prefix = format!("{session_id:016x}-");
-    let mut gone = Vec::new();
-    for (folder, all) in [
-        (dir.to_path_buf(), false),
-        (dir.join(ARCHIVE_DIR), true),
-        (dir.join(QUARANTINE_DIR), true),
-    ] {
-        if !fs.is_dir(&folder) {
-            continue;
-        }
-        let mut removed_here = false;
-        for entry in fs.list(&folder).map_err(context("listing", &folder))? {
-            let Some(name) = entry.name.to_str().filter(|_| entry.is_file) else {
-                continue;
-            };
-            // In the store's folder only side files: its segments are retired on their own.
-            if !name.starts_with(&prefix) || !(all || name.contains(TORN_INFIX)) {
-                continue;
-            }
-            let path = folder.join(name);
-            fs.remove_file(&path).map_err(context("removing", &path))?;
-            gone.push(path);
-            removed_here = true;
-        }
-        if removed_here {
-            // An erasure must not come back after a crash.
-            sync_dir(fs, &folder)?;
-        }
-    }
-    Ok(gone)
 }

@@ -1,4 +1,5 @@
-//! The erasure log, `ERASED`: one record for each erasure, so that the event log says that an
+//! Erasure: the removal of an erased session's files (data key, traces, segments), and the
+//! erasure log, `ERASED`: one record for each erasure, so that the event log says that an
 //! erasure happened (when, and which session id) once the erased events themselves are gone.
 //! It says nothing of what was erased: no key, no message.
 //!
@@ -12,11 +13,14 @@
 //! store-wide sequence number like any event's.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 
+use crate::compaction;
 use crate::error::Result;
-use crate::fs::{context, read_all, FileSystem, OpenMode};
-use crate::layout::{erased_path, NUMBER_LIMIT};
+use crate::fs::{context, read_all, sync_dir, FileSystem, OpenMode};
+use crate::keyring::Keyring;
+use crate::layout::{erased_path, ARCHIVE_DIR, NUMBER_LIMIT, QUARANTINE_DIR, TORN_INFIX};
 use crate::report::{Finding, RecoveryReport};
 use crate::torn_tail::cut_tail;
 
@@ -165,7 +169,7 @@ pub fn append(fs: &dyn FileSystem, dir: &Path, at: u64, erasure: &Erasure) -> Re
     file.sync().map_err(context("syncing", &path))?;
     if created {
         // And so must the new file's name.
-        crate::fs::sync_dir(fs, dir)?;
+        sync_dir(fs, dir)?;
     }
     Ok(at + RECORD_LEN as u64)
 }
@@ -321,6 +325,72 @@ impl ErasureLog {
         }
         Ok(())
     }
+}
+
+/// Erases a deleted session's files: in an encrypted store its data key first (`keys`), which
+/// makes every copy of its bytes unreadable at once; then its traces (archived, quarantined
+/// and side files), then its `segments`, oldest first. In this order a crash part
+/// way leaves a segment holding the delete record (or, encrypted, the erasure's marker), from
+/// which open finishes the erasure; the other order could strand an archive that nothing
+/// leads back to.
+pub fn erase_session_files(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    keys: Option<&Keyring>,
+    session_id: u64,
+    segments: Range<u32>,
+) -> Result<Vec<PathBuf>> {
+    if let Some(keys) = keys {
+        keys.destroy_key(session_id)?;
+    }
+    let mut gone = erase_traces(fs, dir, session_id)?;
+    gone.extend(compaction::retire(
+        fs,
+        dir,
+        session_id,
+        segments.start,
+        segments.end,
+        compaction::Disposal::Remove,
+    )?);
+    if let Some(keys) = keys {
+        keys.erased(session_id)?;
+    }
+    Ok(gone)
+}
+
+/// Removes every trace of session `session_id` outside its segments: its archived and
+/// quarantined files and the side files of its torn tails. Returns what it removed.
+pub fn erase_traces(fs: &dyn FileSystem, dir: &Path, session_id: u64) -> Result<Vec<PathBuf>> {
+    let prefix = format!("{session_id:016x}-");
+    let mut gone = Vec::new();
+    for (folder, all) in [
+        (dir.to_path_buf(), false),
+        (dir.join(ARCHIVE_DIR), true),
+        (dir.join(QUARANTINE_DIR), true),
+    ] {
+        if !fs.is_dir(&folder) {
+            continue;
+        }
+        let mut removed_here = false;
+        for entry in fs.list(&folder).map_err(context("listing", &folder))? {
+            let Some(name) = entry.name.to_str().filter(|_| entry.is_file) else {
+                continue;
+            };
+            // In the store's folder only side files: its segments are retired on their own.
+            if !name.starts_with(&prefix) || !(all || name.contains(TORN_INFIX)) {
+                continue;
+            }
+            let path = folder.join(name);
+            fs.remove_file(&path).map_err(context("removing", &path))?;
+            gone.push(path);
+            removed_here = true;
+        }
+        if removed_here {
+            // An erasure must not come back after a crash.
+            sync_dir(fs, &folder)?;
+        }
+    }
+    Ok(gone)
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::compaction::{self, Retire};
-use crate::erasures::ErasureLog;
+use crate::compaction::{self, Disposal};
+use crate::erasures::{self, ErasureLog};
 use crate::error::Result;
 use crate::fs::{context, sync_dir, FileSystem};
 use crate::keyring::Keyring;
@@ -76,11 +76,11 @@ pub(crate) struct ReplayOptions {
 
 impl ReplayOptions {
     /// What happens to segments no longer in force; `None`: a read-only open changes nothing.
-    fn superseded(&self) -> Option<Retire> {
+    fn superseded(&self) -> Option<Disposal> {
         match (self.repair, self.keep_history) {
             (false, _) => None,
-            (true, true) => Some(Retire::Archive),
-            (true, false) => Some(Retire::Remove),
+            (true, true) => Some(Disposal::Archive),
+            (true, false) => Some(Disposal::Remove),
         }
     }
 }
@@ -234,7 +234,7 @@ impl Finishing<'_> {
             let (id, snapshot_seq) = (finish.id, finish.snapshot_seq);
             self.erased
                 .log_history(fs, dir, id, snapshot_seq, self.next_seq)?;
-            let mut retired = compaction::erase_traces(fs, dir, finish.id)?;
+            let mut retired = erasures::erase_traces(fs, dir, finish.id)?;
             for number in finish.replaced {
                 retired.extend(compaction::retire(
                     fs,
@@ -242,7 +242,7 @@ impl Finishing<'_> {
                     finish.id,
                     number,
                     number + 1,
-                    Retire::Remove,
+                    Disposal::Remove,
                 )?);
             }
             self.report.findings.push(Finding::CompactionFinished {
@@ -255,7 +255,7 @@ impl Finishing<'_> {
         }
         for (id, range) in leftovers.unfinished {
             self.erased.log(fs, dir, id, self.next_seq)?;
-            let gone = compaction::erase_session_files(fs, dir, self.keys, id, range)?;
+            let gone = erasures::erase_session_files(fs, dir, self.keys, id, range)?;
             self.report.findings.push(Finding::ErasureFinished {
                 session_id: id,
                 removed: gone,
@@ -275,7 +275,7 @@ impl Finishing<'_> {
         for (id, oldest, highest) in deleted {
             self.erased.log(fs, dir, id, self.next_seq)?;
             let range = oldest..highest.saturating_add(1);
-            compaction::erase_session_files(fs, dir, self.keys, id, range)?;
+            erasures::erase_session_files(fs, dir, self.keys, id, range)?;
         }
         Ok(())
     }

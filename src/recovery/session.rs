@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::compaction::{self, Retire};
+use crate::compaction::{self, Disposal};
 use crate::error::Result;
 use crate::fs::{context, FileSystem};
 use crate::layout::{segment_path, NUMBER_LIMIT};
@@ -29,7 +29,7 @@ pub(super) struct Replaying<'a> {
     /// Its data key (encrypted store), or why it cannot be had.
     pub key: SessionKey,
     /// What happens to segments no longer in force; `None`: a read-only open changes nothing.
-    pub superseded: Option<Retire>,
+    pub superseded: Option<Disposal>,
     pub report: &'a mut RecoveryReport,
     /// Erasing compactions to finish once the sequence numbers in use are known.
     pub erasing: &'a mut Vec<ErasingFinish>,
@@ -463,7 +463,7 @@ fn unfinished_fork(
         .unwrap_or_else(|| segment_path(r.dir, id, highest));
     if r.superseded.is_some() {
         // Removed durably: the half-made fork does not come back.
-        compaction::retire(r.fs, r.dir, id, 1, highest + 1, Retire::Remove)?;
+        compaction::retire(r.fs, r.dir, id, 1, highest + 1, Disposal::Remove)?;
     }
     r.report.findings.push(Finding::Unfinished {
         path,
@@ -484,7 +484,7 @@ fn finish_compaction(
     replaced: Vec<SegmentFile>,
     segments: &[SegmentFile],
     scan: &Scan,
-    superseded: Retire,
+    superseded: Disposal,
 ) -> Result<()> {
     let erasing = segments.first().is_some_and(
         |s| matches!(&s.header, Ok((h, _)) if h.kind == SegmentKind::Compacted && h.prev_len == 1),
@@ -510,7 +510,7 @@ fn finish_compaction(
     for s in &replaced {
         let how = match (&s.header, kind, &scan.damage) {
             (Ok(_), SegmentKind::Compacted, None) => superseded,
-            _ => Retire::Quarantine,
+            _ => Disposal::Quarantine,
         };
         retired.extend(compaction::retire(
             r.fs,
@@ -585,7 +585,7 @@ fn outcome(
                     id,
                     0,
                     highest.saturating_add(1),
-                    Retire::Quarantine,
+                    Disposal::Quarantine,
                 )?,
                 None => Vec::new(),
             };

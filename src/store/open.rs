@@ -12,8 +12,8 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::checkpoint;
-use crate::compaction::{self, Cleared, NewGeneration, Retire};
-use crate::erasures::ErasureLog;
+use crate::compaction::{self, Cleared, Disposal, NewGeneration};
+use crate::erasures::{self, ErasureLog};
 use crate::error::{Error, Result};
 use crate::feed::Feed;
 use crate::fs::{context, sync_dir, FileSystem, LockGuard, OpenMode};
@@ -333,7 +333,7 @@ impl Opening<'_> {
             session.session_id,
             session.oldest,
             number,
-            Retire::Quarantine,
+            Disposal::Quarantine,
         )?;
         report.findings.push(Finding::Damaged {
             key: Some(session.view.key.clone()),
@@ -372,7 +372,7 @@ impl Opening<'_> {
                 session.session_id,
                 session.oldest,
                 session.highest.saturating_add(1),
-                Retire::Quarantine,
+                Disposal::Quarantine,
             )?;
             report.findings.push(Finding::Damaged {
                 key: Some(key),
@@ -412,7 +412,7 @@ impl Opening<'_> {
         // Then its files go, as a reclaim does: the sequence floor first, and the erasure logged.
         layout::write_seq_floor(fs, dir, *next_seq)?;
         erased.log(fs, dir, session.session_id, next_seq)?;
-        compaction::erase_session_files(
+        erasures::erase_session_files(
             fs,
             dir,
             keys,

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
-use crate::compaction::{self, Retire};
-use crate::erasures::Erasure;
+use crate::compaction::{self, Disposal};
+use crate::erasures::{self, Erasure};
 use crate::error::Result;
 use crate::event::EventKind;
 use crate::layout;
@@ -63,11 +63,12 @@ impl Drop for ReaderGuard {
     }
 }
 
-pub(super) fn retire_mode(options: &Options) -> Retire {
+/// Where the segments a compaction replaced go: `archive/` with `keep_history`, else away.
+pub(super) fn disposal(options: &Options) -> Disposal {
     if options.keep_history {
-        Retire::Archive
+        Disposal::Archive
     } else {
-        Retire::Remove
+        Disposal::Remove
     }
 }
 
@@ -148,19 +149,19 @@ impl Inner {
                 id,
                 from,
                 below,
-                retire_mode(&self.options),
+                disposal(&self.options),
             ),
             Retirement::Unlinked(id, from, below) => {
-                compaction::retire(&*self.fs, &self.dir, id, from, below, Retire::Remove)
+                compaction::retire(&*self.fs, &self.dir, id, from, below, Disposal::Remove)
             }
             Retirement::Reclaimed(id, from, below) => {
                 self.log_erasure(id, true)?;
                 let keys = self.keys.as_ref();
-                compaction::erase_session_files(&*self.fs, &self.dir, keys, id, from..below)
+                erasures::erase_session_files(&*self.fs, &self.dir, keys, id, from..below)
             }
             Retirement::Erased(id, from, below) => {
                 self.log_erasure(id, false)?;
-                compaction::erase_session_files(&*self.fs, &self.dir, None, id, from..below)
+                erasures::erase_session_files(&*self.fs, &self.dir, None, id, from..below)
             }
         }
     }
