@@ -25,8 +25,8 @@
 //!
 //! let store = LogStore::open(dir.path())?;
 //! assert_eq!(store.load("telegram_42").len(), 2);
-//! assert_eq!(store.load_tail("telegram_42", 1), vec![ChatMessage::assistant("hi! how can I
-//! help?")]);
+//! let tail = store.load_tail("telegram_42", 1);
+//! assert_eq!(tail, vec![ChatMessage::assistant("hi! how can I help?")]);
 //! # Ok(())
 //! # }
 //! ```
