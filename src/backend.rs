@@ -173,6 +173,27 @@ pub trait SessionBackend: Send + Sync {
         Ok(false)
     }
 
+    /// Detach every session attributed to `agent_alias` (set its alias to
+    /// `None`). Used when an agent is deleted. Returns how many sessions
+    /// changed. (Added upstream after the first version of this contract.)
+    fn clear_agent_attribution(&self, _agent_alias: &str) -> std::io::Result<usize> {
+        Ok(0)
+    }
+
+    /// Re-point every session attributed to `from` to `to`. Used when an
+    /// agent is renamed; the histories are kept. Returns how many sessions
+    /// changed.
+    fn rename_agent_attribution(&self, _from: &str, _to: &str) -> std::io::Result<usize> {
+        Ok(0)
+    }
+
+    /// How many sessions are attributed to `agent_alias`: the same predicate
+    /// `rename_agent_attribution` moves, so a half-finished rename can be
+    /// resumed.
+    fn count_agent_attribution(&self, _agent_alias: &str) -> std::io::Result<usize> {
+        Ok(0)
+    }
+
     /// Quick existence check used by the gateway to avoid resurrecting a
     /// session that the user just deleted (#7126). The default impl falls
     /// back to `get_session_metadata`; production backends should override

@@ -147,6 +147,21 @@ impl SessionBackend for LogStore {
             })?)
     }
 
+    fn clear_agent_attribution(&self, agent_alias: &str) -> std::io::Result<usize> {
+        Ok(self.reattribute(agent_alias, None)?)
+    }
+
+    fn rename_agent_attribution(&self, from: &str, to: &str) -> std::io::Result<usize> {
+        if from == to {
+            return Ok(0); // nothing would change
+        }
+        Ok(self.reattribute(from, (!to.is_empty()).then_some(to))?)
+    }
+
+    fn count_agent_attribution(&self, agent_alias: &str) -> std::io::Result<usize> {
+        Ok(self.attributed_to(agent_alias).len())
+    }
+
     fn session_exists(&self, session_key: &str) -> bool {
         self.inner.with_view(session_key, |_| ()).is_some()
     }
@@ -250,6 +265,34 @@ impl SessionBackend for LogStore {
 }
 
 impl LogStore {
+    /// The live sessions whose agent alias is `agent_alias`, byte for byte (none for an empty
+    /// one).
+    fn attributed_to(&self, agent_alias: &str) -> Vec<String> {
+        if agent_alias.is_empty() {
+            return Vec::new();
+        }
+        self.inner.live_views(|view| {
+            (view.agent_alias.as_deref() == Some(agent_alias)).then(|| view.key.clone())
+        })
+    }
+
+    /// Sets the alias of every live session attributed to `from` to `to` (`None` clears): the
+    /// record the alias setter writes, one per session, each written only if the session is
+    /// still attributed to `from` under its writer's lock. Returns how many changed. A crash
+    /// part way leaves some sessions moved; `count_agent_attribution(from)` finds the rest.
+    fn reattribute(&self, from: &str, to: Option<&str>) -> crate::Result<usize> {
+        let event = Event::SetAlias { alias: to };
+        let mut changed = 0;
+        for key in self.attributed_to(from) {
+            let moved = self.inner.commit(&key, false, &event, |view| match view {
+                Some(view) if view.agent_alias.as_deref() == Some(from) => Decision::Write(true),
+                _ => Decision::Skip(false),
+            })?;
+            changed += usize::from(moved);
+        }
+        Ok(changed)
+    }
+
     /// Writes a metadata event (name, alias, state), creating the session if it is missing.
     fn set_metadata(&self, session_key: &str, event: &Event<'_>) -> std::io::Result<()> {
         Ok(self

@@ -1,0 +1,146 @@
+//! ZeroClaw's attribution methods (`clear_agent_attribution`, `rename_agent_attribution`,
+//! `count_agent_attribution`) as `shared/contract/SEMANTICS.md` says: the exact predicate on
+//! live sessions, one alias record per changed session, `last_activity` unchanged.
+
+use sessionlog::{
+    ChatMessage, EventFilter, EventKind, ListQuery, LogStore, SessionBackend, SessionMetadata,
+};
+
+/// Sessions `a`, `b` (alias "x"), `c` ("X"), `d` ("x "), `e` ("y"), `f` (none) and `g` ("x",
+/// deleted).
+fn store_with_aliases(dir: &std::path::Path) -> LogStore {
+    let store = LogStore::open(dir).unwrap();
+    for (key, alias) in [
+        ("a", "x"),
+        ("b", "x"),
+        ("c", "X"),
+        ("d", "x "),
+        ("e", "y"),
+        ("f", ""),
+        ("g", "x"),
+    ] {
+        store.append(key, &ChatMessage::user(key)).unwrap();
+        store.set_session_agent_alias(key, alias).unwrap();
+    }
+    assert!(store.delete_session("g").unwrap());
+    store
+}
+
+fn metadata(store: &LogStore, key: &str) -> SessionMetadata {
+    store.get_session_metadata(key).unwrap()
+}
+
+fn alias_events(store: &LogStore) -> Vec<(String, Option<String>)> {
+    store
+        .events(EventFilter::all())
+        .unwrap()
+        .map(Result::unwrap)
+        .filter_map(|event| match event.kind {
+            EventKind::Alias { alias } => Some((event.session, alias)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn count_matches_live_sessions_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_aliases(dir.path());
+    assert_eq!(store.count_agent_attribution("x").unwrap(), 2);
+    assert_eq!(store.count_agent_attribution("X").unwrap(), 1);
+    assert_eq!(store.count_agent_attribution("x ").unwrap(), 1);
+    assert_eq!(store.count_agent_attribution("z").unwrap(), 0);
+    assert_eq!(store.count_agent_attribution("").unwrap(), 0);
+}
+
+#[test]
+fn clear_detaches_exactly_the_matching_live_sessions_and_keeps_their_activity() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_aliases(dir.path());
+    let before_a = metadata(&store, "a");
+    let before_b = metadata(&store, "b");
+    let events_before = alias_events(&store).len();
+    assert_eq!(store.clear_agent_attribution("x").unwrap(), 2);
+    for (key, before) in [("a", before_a), ("b", before_b)] {
+        let after = metadata(&store, key);
+        assert_eq!(after.agent_alias, None);
+        assert_eq!(after.last_activity, before.last_activity);
+        assert_eq!(after.message_count, 1);
+    }
+    for (key, alias) in [("c", "X"), ("d", "x "), ("e", "y")] {
+        assert_eq!(metadata(&store, key).agent_alias.as_deref(), Some(alias));
+    }
+    assert_eq!(store.count_agent_attribution("x").unwrap(), 0);
+    // One alias record per changed session, the same one the setter writes.
+    let events = alias_events(&store);
+    assert_eq!(events.len(), events_before + 2);
+    let mut new: Vec<_> = events[events_before..].to_vec();
+    new.sort();
+    assert_eq!(new, [("a".into(), None), ("b".into(), None)]);
+    // Nothing left to clear: nothing written.
+    assert_eq!(store.clear_agent_attribution("x").unwrap(), 0);
+    assert_eq!(alias_events(&store).len(), events_before + 2);
+    // The deleted session was neither counted nor changed: restored, it has its alias.
+    assert!(store.restore_session("g").unwrap());
+    assert_eq!(metadata(&store, "g").agent_alias.as_deref(), Some("x"));
+}
+
+#[test]
+fn rename_moves_the_matching_sessions_and_list_page_agrees_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_aliases(dir.path());
+    let before = metadata(&store, "a").last_activity;
+    assert_eq!(store.rename_agent_attribution("x", "z").unwrap(), 2);
+    assert_eq!(store.count_agent_attribution("x").unwrap(), 0);
+    assert_eq!(store.count_agent_attribution("z").unwrap(), 2);
+    assert_eq!(metadata(&store, "a").last_activity, before);
+    let page = |store: &LogStore, alias: &str| -> Vec<String> {
+        let query = ListQuery {
+            agent_alias: Some(alias.into()),
+            ..ListQuery::default()
+        };
+        let mut keys: Vec<String> = store
+            .list_page(&query)
+            .unwrap()
+            .sessions
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(page(&store, "z"), ["a", "b"]);
+    assert!(page(&store, "x").is_empty());
+    drop(store);
+    let store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(page(&store, "z"), ["a", "b"]);
+    assert_eq!(store.count_agent_attribution("z").unwrap(), 2);
+    // An empty `to` clears, as the setter does.
+    assert_eq!(store.rename_agent_attribution("z", "").unwrap(), 2);
+    assert_eq!(metadata(&store, "a").agent_alias, None);
+    assert_eq!(store.count_agent_attribution("z").unwrap(), 0);
+}
+
+#[test]
+fn an_empty_alias_or_a_rename_onto_itself_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_aliases(dir.path());
+    let events = alias_events(&store).len();
+    assert_eq!(store.clear_agent_attribution("").unwrap(), 0);
+    assert_eq!(store.rename_agent_attribution("", "z").unwrap(), 0);
+    assert_eq!(store.rename_agent_attribution("x", "x").unwrap(), 0);
+    assert_eq!(alias_events(&store).len(), events);
+    assert_eq!(store.count_agent_attribution("x").unwrap(), 2);
+    assert_eq!(metadata(&store, "f").agent_alias, None);
+}
+
+#[test]
+fn a_read_only_store_refuses_to_change_attribution() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(store_with_aliases(dir.path()));
+    let reader = LogStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.count_agent_attribution("x").unwrap(), 2);
+    let error = reader.clear_agent_attribution("x").unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::PermissionDenied);
+    assert_eq!(reader.count_agent_attribution("x").unwrap(), 2);
+}
