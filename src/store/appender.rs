@@ -97,18 +97,23 @@ pub(super) struct Unsynced {
 }
 
 impl Inner {
-    pub(super) fn write_record(
+    /// Appends a whole record (`frame`, sequence number `seq`) to the session's newest
+    /// segment, starting a new segment when that one is full, shared by a fork or of an older
+    /// format; syncs it as the durability says. Returns where it lies. A failure poisons the
+    /// store: the disk may not hold what the store believes it wrote.
+    pub(super) fn append_record(
         &self,
         slot: &Slot,
-        writer: &mut Writer,
-        record: &[u8],
+        w: &mut Writer,
+        frame: &[u8],
         seq: u64,
     ) -> Result<RecordLoc> {
-        let result = self.write_frame(slot, writer, record, seq);
+        let result = self.append_unchecked(slot, w, frame, seq);
         self.poison(result)
     }
 
-    pub(super) fn write_frame(
+    /// [`Inner::append_record`] without poisoning the store on failure.
+    fn append_unchecked(
         &self,
         slot: &Slot,
         w: &mut Writer,
