@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::fs::{context, FileHandle, FileSystem, OpenMode};
 use crate::layout::ARCHIVE_DIR;
-use crate::record::{check_frame, frame_fields, Frame, FrameError};
-use crate::segment::{self, ScanEnd, SegmentHeader, SegmentKind};
+use crate::record::{check_frame, frame_fields, Frame, FrameError, HEADER_LEN};
+use crate::segment::{ScanEnd, SegmentHeader, SegmentKind};
 
 /// One segment of a session, in the store's folder or in `archive/`.
 #[derive(Debug, Clone)]
@@ -295,23 +295,51 @@ impl SegmentReader {
     }
 
     /// True if a good record starts anywhere after the first byte of the bad record at the
-    /// reader's offset.
+    /// reader's offset. Looks through the rest of the file a window at a time, so that a long
+    /// tail (zero fill, a file extended past its records) costs time, never memory: a window
+    /// holds one chunk plus a record header, or one candidate record whose length passed its
+    /// own check (at most [`crate::record::PAYLOAD_BYTES_LIMIT`] and its header).
     fn good_record_after(&mut self, fs: &dyn FileSystem) -> Result<bool> {
-        let size = match self.size {
-            Some(size) => size,
-            None => {
-                self.fill(fs, 0)?;
-                self.size.unwrap_or(0)
-            }
+        let file = self.file(fs)?;
+        let path = &self.segment.path;
+        let size = file.size().map_err(context("reading", path))?;
+        let read = |at: u64, len: u64, out: &mut Vec<u8>| -> Result<()> {
+            let len = usize::try_from(len.min(size.saturating_sub(at))).unwrap_or(usize::MAX);
+            out.clear();
+            out.resize(len, 0);
+            file.read_at(out, at).map_err(context("reading", path))
         };
-        let rest = usize::try_from(size.saturating_sub(self.offset)).unwrap_or(usize::MAX);
-        if self.buffer_start + (self.buffer.len() as u64) < size {
-            self.fill(fs, rest)?;
+        let chunk = self.policy.chunk.max(1) as u64;
+        let mut window = Vec::new();
+        let mut record = Vec::new();
+        let mut start = self.offset + 1;
+        let mut found = false;
+        'windows: while start < size {
+            read(start, chunk + HEADER_LEN as u64, &mut window)?;
+            let candidates = window.len().min(chunk as usize);
+            for i in 0..candidates {
+                match check_frame(&window[i..]) {
+                    Ok(_) => found = true,
+                    // A record longer than the window: read it whole where it starts.
+                    Err(FrameError::Truncated { needed, .. })
+                        if needed > (window.len() - i) as u64
+                            && needed <= size - (start + i as u64) =>
+                    {
+                        read(start + i as u64, needed, &mut record)?;
+                        found = check_frame(&record).is_ok();
+                    }
+                    Err(_) => {}
+                }
+                if found {
+                    break 'windows;
+                }
+            }
+            start += chunk;
         }
-        let from = usize::try_from(self.offset - self.buffer_start).unwrap_or(usize::MAX);
-        Ok(segment::good_record_after(
-            self.buffer.get(from..).unwrap_or_default(),
-        ))
+        if self.policy.keep_open {
+            self.file = Some(file);
+        }
+        Ok(found)
     }
 }
 
@@ -447,6 +475,40 @@ mod tests {
             }
         ));
         assert!(matches!(end.scan_end(), ScanEnd::Damage { offset: 0, .. }));
+    }
+
+    #[test]
+    fn a_long_bad_tail_is_torn_and_a_long_good_record_after_damage_is_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (segment, _, mut bytes) = records(tmp.path(), 2);
+        // Zero fill far longer than a window after the last good record: torn.
+        bytes.extend(std::iter::repeat_n(0u8, 1000));
+        std::fs::write(&segment.path, &bytes).unwrap();
+        let mut reader = SegmentReader::new(segment.clone(), 0, None, policy(16));
+        let (seen, end) = read_all(&mut reader);
+        assert_eq!(seen.len(), 2);
+        let tail = (bytes.len() - 1000) as u64;
+        assert!(matches!(end, SegmentEnd::Bad { offset, torn: true, .. } if offset == tail));
+        // A bad record, then a good one much longer than a window: damage.
+        let mut bytes = Vec::new();
+        encode_frame(1, 7, Some(&[0; 32]), b"first", &mut bytes);
+        bytes[20] ^= 1; // the first record's CRC no longer matches
+        encode_frame(2, 7, Some(&[0; 32]), &[b'y'; 3000], &mut bytes);
+        std::fs::write(&segment.path, &bytes).unwrap();
+        let mut reader = SegmentReader::new(segment, 0, None, policy(16));
+        let (seen, end) = read_all(&mut reader);
+        assert!(seen.is_empty());
+        assert!(
+            matches!(
+                end,
+                SegmentEnd::Bad {
+                    offset: 0,
+                    torn: false,
+                    ..
+                }
+            ),
+            "{end:?}"
+        );
     }
 
     #[test]

@@ -292,15 +292,6 @@ pub enum ScanEnd {
     },
 }
 
-/// True if a good record starts anywhere after the first byte of `bytes`.
-pub(crate) fn good_record_after(bytes: &[u8]) -> bool {
-    (1..bytes.len()).any(|at| {
-        bytes
-            .get(at..)
-            .is_some_and(|rest| decode_frame(rest).is_ok())
-    })
-}
-
 /// A message read back from its record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
