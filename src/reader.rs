@@ -9,9 +9,9 @@
 //! after the fork, and bad bytes there are the source's business, not this session's.
 //!
 //! Memory: the buffer holds one read of [`ReadPolicy::chunk`] bytes, or one record when a record
-//! is longer (a record's length is checked against its own CRC and the payload limit before
-//! anything is allocated for it). Only telling a torn tail from damage reads the rest of the
-//! file, which is bounded by the file's size.
+//! is longer (a record's length is checked against its own check and the payload limit before
+//! anything is allocated for it). Telling a torn tail from damage looks through the rest of the
+//! file a window at a time too, so a long tail costs time, never memory.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
