@@ -34,6 +34,8 @@
 //! The on-disk format is described byte by byte in `docs/FORMAT.md`; the design in
 //! `docs/DESIGN.md`.
 
+#[cfg(feature = "tokio")]
+mod async_store;
 mod backend;
 mod checkpoint;
 mod cipher;
@@ -62,6 +64,8 @@ mod store;
 pub mod testing;
 mod torn_tail;
 
+#[cfg(feature = "tokio")]
+pub use async_store::{AsyncLogStore, DeliveryStream};
 pub use backend::{
     SessionBackend, SessionContext, SessionMetadata, SessionQuery, SessionState, TimestampedMessage,
 };
