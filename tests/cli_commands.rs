@@ -110,6 +110,62 @@ fn search_stats_and_export_answer_from_the_store() {
 }
 
 #[test]
+fn export_writes_markdown_people_can_read_and_a_json_document_per_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sample(dir.path());
+    // A message whose text would break a Markdown document left unfenced.
+    let tricky = "# not a heading\n```\ncode\n```";
+    store
+        .append("bob", &ChatMessage::assistant(tricky))
+        .unwrap();
+    drop(store);
+    let markdown = run(&["export", dir_arg(dir.path()), "--format", "markdown"]);
+    assert!(markdown.status.success());
+    let markdown = text(&markdown);
+    assert!(
+        markdown.contains("# Session `alice`\n\n- name: trip\n"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("- messages: 2\n"));
+    assert!(markdown.contains("## user · "));
+    assert!(markdown.contains("\n```\nfind a cabin near the lake\n```\n"));
+    // The fence around the tricky message is longer than any backtick run inside it, and no
+    // line of the message reads as a heading of the document.
+    assert!(
+        markdown.contains(&format!("\n````\n{tricky}\n````\n")),
+        "{markdown}"
+    );
+    let headings = markdown
+        .lines()
+        .filter(|l| l.starts_with("# Session"))
+        .count();
+    assert_eq!(headings, 2);
+    let one = run(&[
+        "export",
+        dir_arg(dir.path()),
+        "--format",
+        "markdown",
+        "--session",
+        "bob",
+    ]);
+    assert!(!text(&one).contains("alice"));
+    let json = run(&["export", dir_arg(dir.path()), "--format", "json"]);
+    assert!(json.status.success());
+    let documents: Vec<serde_json::Value> = text(&json)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(documents.len(), 2);
+    let alice = documents.iter().find(|d| d["session"] == "alice").unwrap();
+    assert_eq!(alice["name"], "trip");
+    assert_eq!(alice["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(alice["messages"][1]["content"], "three cabins are free");
+    assert!(alice["messages"][0]["created_at"].is_string());
+    let bob = documents.iter().find(|d| d["session"] == "bob").unwrap();
+    assert_eq!(bob["messages"][1]["content"], tricky);
+}
+
+#[test]
 fn verify_reports_a_sound_store_with_0_and_damage_with_1() {
     let dir = tempfile::tempdir().unwrap();
     drop(sample(dir.path()));
