@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use sessionlog::{
     ChatMessage, EncryptionKey, EventFilter, EventKind, Finding, LogStore, Options, SessionBackend,
-    SessionContext, SessionMetadata, SessionQuery, TimestampedMessage,
+    SessionContext, SessionQuery, TimestampedMessage,
 };
 
 /// Writes a line to standard output; a closed pipe ends the command instead of panicking.
@@ -29,7 +29,10 @@ macro_rules! outln {
     };
 }
 
+mod export;
 mod import;
+
+use export::{export, ExportFormat};
 
 #[derive(Parser)]
 #[command(
@@ -479,106 +482,6 @@ fn compact(dir: &Path, key: Option<String>, options: &Options) -> CliResult {
     );
     store.close()?;
     Ok(())
-}
-
-/// What `export` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ExportFormat {
-    /// One JSON line per message: session, role, content, created_at.
-    Jsonl,
-    /// One JSON document (a line) per session: its metadata and its messages.
-    Json,
-    /// A heading per session with its metadata, then each message under its role and time.
-    Markdown,
-}
-
-/// `export`: the messages of session `session`, or of every session, in `format`.
-fn export(store: &LogStore, session: Option<String>, format: ExportFormat) -> CliResult {
-    let keys = session_keys(store, session);
-    let bar = progress(keys.len(), "exporting");
-    for key in keys {
-        let messages = store.read_messages(&key)?;
-        match format {
-            ExportFormat::Jsonl => {
-                for m in &messages {
-                    let mut line = message_json(m);
-                    line["session"] = json!(key);
-                    outln!("{line}");
-                }
-            }
-            ExportFormat::Json => outln!("{}", session_json(store, &key, &messages)),
-            ExportFormat::Markdown => outln!("{}", markdown(store, &key, &messages)),
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    Ok(())
-}
-
-/// A message as JSON: role, content, created_at.
-fn message_json(m: &TimestampedMessage) -> serde_json::Value {
-    let at = m.created_at.map(|t| t.to_rfc3339());
-    json!({"role": m.message.role, "content": m.message.content, "created_at": at})
-}
-
-/// Session `key` as one JSON document: its metadata and its messages.
-fn session_json(store: &LogStore, key: &str, messages: &[TimestampedMessage]) -> serde_json::Value {
-    let meta = store.get_session_metadata(key);
-    let field = |f: fn(&SessionMetadata) -> Option<String>| meta.as_ref().and_then(f);
-    json!({
-        "session": key,
-        "name": field(|m| m.name.clone()),
-        "agent_alias": field(|m| m.agent_alias.clone()),
-        "channel_id": field(|m| m.channel_id.clone()),
-        "room_id": field(|m| m.room_id.clone()),
-        "sender_id": field(|m| m.sender_id.clone()),
-        "created_at": field(|m| Some(m.created_at.to_rfc3339())),
-        "last_activity": field(|m| Some(m.last_activity.to_rfc3339())),
-        "messages": messages.iter().map(message_json).collect::<Vec<_>>(),
-    })
-}
-
-/// Session `key` as Markdown: a heading, its metadata as a list, then each message under a
-/// heading of its role and time, its text fenced (with a fence longer than any run of
-/// backticks in it) so that nothing in a message can break the document's structure.
-fn markdown(store: &LogStore, key: &str, messages: &[TimestampedMessage]) -> String {
-    let mut out = format!("# Session `{key}`\n\n");
-    if let Some(meta) = store.get_session_metadata(key) {
-        let fields = [
-            ("name", meta.name),
-            ("agent", meta.agent_alias),
-            ("channel", meta.channel_id),
-            ("room", meta.room_id),
-            ("sender", meta.sender_id),
-        ];
-        for (label, value) in fields {
-            if let Some(value) = value {
-                out.push_str(&format!("- {label}: {value}\n"));
-            }
-        }
-        out.push_str(&format!(
-            "- created: {}\n- last activity: {}\n- messages: {}\n",
-            meta.created_at.to_rfc3339(),
-            meta.last_activity.to_rfc3339(),
-            meta.message_count
-        ));
-    }
-    for m in messages {
-        let at = m.created_at.map(|t| t.to_rfc3339()).unwrap_or_default();
-        let longest_run = m
-            .message
-            .content
-            .split(|c| c != '`')
-            .map(str::len)
-            .max()
-            .unwrap_or(0);
-        let fence = "`".repeat(longest_run.max(2) + 1);
-        out.push_str(&format!(
-            "\n## {} · {at}\n\n{fence}\n{}\n{fence}\n",
-            m.message.role, m.message.content
-        ));
-    }
-    out
 }
 
 fn print_message(m: &TimestampedMessage, json: bool) -> CliResult {
