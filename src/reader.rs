@@ -149,7 +149,7 @@ pub(crate) struct SegmentReader {
     /// How many bytes of the segment belong to the history (a fork's cut), if not all.
     cut: Option<u64>,
     file: Option<Box<dyn FileHandle>>,
-    /// The file's length when it was first read.
+    /// The file's length as of the last read.
     size: Option<u64>,
     /// Offset of the next record.
     offset: u64,
@@ -181,7 +181,7 @@ impl SegmentReader {
         &self.segment
     }
 
-    /// The file's length, once anything was read.
+    /// The file's length as of the last read, once anything was read.
     pub fn size(&self) -> Option<u64> {
         self.size
     }
