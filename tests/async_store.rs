@@ -12,6 +12,14 @@ use sessionlog::{
 /// Long enough for anything these tests do; a deadlock fails the test instead of hanging it.
 const DEADLINE: Duration = Duration::from_secs(120);
 
+/// A runtime with one thread, which every task (and every wait) shares.
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn a_thousand_tasks_over_a_hundred_sessions_keep_every_sessions_order_and_count() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -71,10 +79,7 @@ fn a_thousand_tasks_over_a_hundred_sessions_keep_every_sessions_order_and_count(
 
 #[test]
 fn a_current_thread_runtime_is_never_blocked_by_a_call() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     let dir = tempfile::tempdir().unwrap();
     runtime.block_on(async {
         tokio::time::timeout(DEADLINE, async {
@@ -144,10 +149,7 @@ fn a_current_thread_runtime_is_never_blocked_by_a_call() {
 
 #[test]
 fn a_subscription_stream_delivers_what_the_blocking_one_does() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     let dir = tempfile::tempdir().unwrap();
     runtime.block_on(async {
         tokio::time::timeout(DEADLINE, async {
