@@ -53,7 +53,12 @@ pub const NUMBER_LIMIT: u64 = 1 << 62;
 
 /// The file name of a session's segment.
 pub fn segment_name(session_id: u64, segment: u32) -> String {
-    format!("{session_id:016x}-{segment:08x}{SEGMENT_SUFFIX}")
+    named(session_id, segment, SEGMENT_SUFFIX)
+}
+
+/// `{session_id:016x}-{segment:08x}{suffix}`: a segment's name, or its temporary one.
+fn named(session_id: u64, segment: u32, suffix: &str) -> String {
+    format!("{session_id:016x}-{segment:08x}{suffix}")
 }
 
 /// The path of a session's segment in `dir`.
@@ -63,9 +68,7 @@ pub fn segment_path(dir: &Path, session_id: u64, segment: u32) -> PathBuf {
 
 /// The temporary name of segment `segment` of a session while compaction writes it.
 pub fn segment_temp_path(dir: &Path, session_id: u64, segment: u32) -> PathBuf {
-    dir.join(format!(
-        "{session_id:016x}-{segment:08x}{SEGMENT_TEMP_SUFFIX}"
-    ))
+    dir.join(named(session_id, segment, SEGMENT_TEMP_SUFFIX))
 }
 
 /// Parses `{session_id:016x}-{segment:08x}` (lowercase hex, exact widths) followed by `suffix`.

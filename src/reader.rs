@@ -186,6 +186,18 @@ impl SegmentReader {
         self.size
     }
 
+    /// The file's length now (opening it, and keeping it open if the policy says so).
+    pub fn file_len(&mut self, fs: &dyn FileSystem) -> Result<u64> {
+        let file = self.file(fs)?;
+        let size = file.size().map_err(context("reading", &self.segment.path));
+        if self.policy.keep_open {
+            self.file = Some(file);
+        }
+        let size = size?;
+        self.size = Some(size);
+        Ok(size)
+    }
+
     /// How the segment ended, once [`SegmentReader::next`] returned `None`.
     pub fn end(&self) -> Option<&SegmentEnd> {
         self.end.as_ref()

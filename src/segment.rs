@@ -136,6 +136,25 @@ pub enum HeaderError {
     Corrupt(String),
 }
 
+/// Reads and decodes the header of the segment at `path` (`key`: the session's data key, in an
+/// encrypted store). Reads one byte past the longest header, so that a header counts as cut
+/// short only when the whole file is shorter than it, or is zero bytes no longer than the
+/// longest header; zero bytes where a longer file's header should be are damage
+/// (`docs/FORMAT.md`, "Segment header"). The outer error is the read's.
+pub fn read_header(
+    fs: &dyn FileSystem,
+    path: &Path,
+    key: Option<&DataKey>,
+) -> Result<std::result::Result<(SegmentHeader, usize), HeaderError>> {
+    let prefix = crate::fs::read_prefix(fs, path, HEADER_BYTES_MAX as u64 + 1)?;
+    Ok(match decode_header(&prefix, key) {
+        Err(HeaderError::Truncated) if prefix.len() > HEADER_BYTES_MAX => Err(
+            HeaderError::Corrupt("zero bytes where the header should be".into()),
+        ),
+        decoded => decoded,
+    })
+}
+
 /// The length of the header of a segment of session `key`; `sealed`: of an encrypted store.
 pub fn header_len(key: &str, sealed: bool) -> u64 {
     let seal = if sealed { SEAL_OVERHEAD } else { 0 };

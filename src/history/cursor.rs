@@ -20,7 +20,7 @@ use crate::reader::{
     bad_record_error, open_segment, ForkCuts, ReadPolicy, SegmentEnd, SegmentReader, SegmentRef,
 };
 use crate::record::{
-    chain_start, decode_event, decode_frame, open_payload, record_hash, Event, Hash,
+    chain_start, decode_event, decode_frame, frame_fields, open_payload, record_hash, Event, Hash,
 };
 use crate::segment::{self, SegmentKind, HEADER_BYTES_MAX};
 
@@ -374,7 +374,7 @@ impl Cursor {
     /// session's newest segment with no good record anywhere after it is what a crash
     /// mid-write leaves (or a write in progress, seen by a reader beside the writer): the end
     /// of the history, as open treats it. Anywhere else it is damage.
-    pub(super) fn next_record(&mut self) -> Result<Option<u64>> {
+    pub(super) fn next_record(&mut self) -> Result<Option<(u64, usize)>> {
         loop {
             let newest = self.index + 1 == self.segments.len();
             let Some(reader) = self.reader.as_mut() else {
@@ -384,7 +384,7 @@ impl Cursor {
                 Some(record) if !record.shared => {
                     self.record.clear();
                     self.record.extend_from_slice(record.bytes);
-                    return Ok(Some(record.offset));
+                    return Ok(Some((record.offset, record.frame.header.len())));
                 }
                 // The rest of a segment a fork shares is its source's.
                 Some(_) => {}
@@ -448,11 +448,11 @@ impl Cursor {
     /// `limit`; otherwise the cursor stays before it. `None` at the end, or beyond `limit`.
     pub(crate) fn next_event(&mut self, limit: u64) -> Result<Option<LogEvent>> {
         loop {
-            let Some(offset) = self.next_record()? else {
+            let Some((offset, header_len)) = self.next_record()? else {
                 return Ok(None);
             };
             let record = std::mem::take(&mut self.record);
-            let folded = self.fold_record(offset, &record, limit);
+            let folded = self.fold_record(offset, &record, header_len, limit);
             self.record = record;
             match folded? {
                 Folded::Event(event) => return Ok(Some(event)),
@@ -468,9 +468,16 @@ impl Cursor {
         }
     }
 
-    /// Folds the record at `offset` of segment `self.index` (its bytes: `record`) into the
-    /// view, unless its sequence number is past `limit`.
-    fn fold_record(&mut self, record_offset: u64, record: &[u8], limit: u64) -> Result<Folded> {
+    /// Folds the record at `offset` of segment `self.index` (its bytes: `record`, which the
+    /// reader checked, with a header of `header_len` bytes) into the view, unless its sequence
+    /// number is past `limit`.
+    fn fold_record(
+        &mut self,
+        record_offset: u64,
+        record: &[u8],
+        header_len: usize,
+        limit: u64,
+    ) -> Result<Folded> {
         let path = self.segments[self.index].path.clone();
         let corrupt = |reason: String| Error::Corrupt {
             path: path.clone(),
@@ -478,7 +485,8 @@ impl Cursor {
             reason,
         };
         let bytes = record;
-        let (frame, len) = decode_frame(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let frame = frame_fields(bytes, header_len).map_err(|e| corrupt(e.to_string()))?;
+        let len = bytes.len();
         let at = RecordLoc {
             seq: frame.seq,
             segment: self.index as u32,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::cipher::DataKey;
 use crate::error::{Error, Result};
-use crate::fs::{context, read_prefix, FileSystem};
+use crate::fs::{context, FileSystem};
 use crate::keyring::{self, Keyring};
 use crate::layout::{
     kept_session_id, parse_segment_name, segment_path, ARCHIVE_DIR, CHECKPOINT_FILE, ERASED_FILE,
@@ -16,7 +16,7 @@ use crate::layout::{
     SEGMENT_TEMP_SUFFIX, TORN_INFIX,
 };
 use crate::report::{Finding, RecoveryReport};
-use crate::segment::{decode_header, HeaderError, SegmentHeader, HEADER_BYTES_MAX, SEALED_VERSION};
+use crate::segment::{read_header, HeaderError, SegmentHeader, SEALED_VERSION};
 
 /// What a listing of the store's folder found.
 pub(crate) struct Folder {
@@ -131,13 +131,7 @@ pub(super) fn read_headers(
         data_keys.insert(id, data_key);
         for number in files {
             let path = segment_path(dir, id, number);
-            // Read one byte past the longest header: a header can only be cut short if the
-            // whole file is shorter than that.
-            let prefix = read_prefix(fs, &path, HEADER_BYTES_MAX as u64 + 1)?;
-            let header = match decode_header(&prefix, header_key.as_deref()) {
-                Err(HeaderError::Truncated) if prefix.len() > HEADER_BYTES_MAX => Err(
-                    HeaderError::Corrupt("zero bytes where the header should be".into()),
-                ),
+            let header = match read_header(fs, &path, header_key.as_deref())? {
                 Err(HeaderError::UnsupportedVersion(found)) => {
                     return Err(Error::UnsupportedVersion {
                         path,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::compaction::{self, Disposal};
 use crate::error::Result;
-use crate::fs::{context, FileSystem};
+use crate::fs::FileSystem;
 use crate::layout::{segment_path, NUMBER_LIMIT};
 use crate::location::RecordLoc;
 use crate::projection::SessionView;
@@ -280,11 +280,13 @@ fn read_segment(
     let Ok((header, header_len)) = &seg.header else {
         return Ok(None); // never: checked before
     };
-    let size =
-        r.fs.stat(&seg.path)
-            .map_err(context("examining", &seg.path))?
-            .len;
     let cut = forks.cut(seg.number);
+    let segment = SegmentRef {
+        number: seg.number,
+        path: seg.path.clone(),
+    };
+    let mut reader = SegmentReader::new(segment, *header_len as u64, cut, ReadPolicy::SCAN);
+    let size = reader.file_len(r.fs)?;
     if cut.is_some_and(|cut| cut > size) {
         return Ok(Some((
             seg.path.clone(),
@@ -303,11 +305,6 @@ fn read_segment(
     let Some(view) = scan.view.as_mut() else {
         return Ok(None); // never: the header check made it
     };
-    let segment = SegmentRef {
-        number: seg.number,
-        path: seg.path.clone(),
-    };
-    let mut reader = SegmentReader::new(segment, *header_len as u64, cut, ReadPolicy::SCAN);
     let mut visit = |record: &Record<'_>| -> std::result::Result<(), String> {
         let frame = &record.frame;
         if frame.seq >= NUMBER_LIMIT {

@@ -99,21 +99,9 @@ pub(super) struct Unsynced {
 impl Inner {
     /// Appends a whole record (`frame`, sequence number `seq`) to the session's newest
     /// segment, starting a new segment when that one is full, shared by a fork or of an older
-    /// format; syncs it as the durability says. Returns where it lies. A failure poisons the
-    /// store: the disk may not hold what the store believes it wrote.
+    /// format; syncs it as the durability says. Returns where it lies. The caller poisons the
+    /// store on a failure: the disk may not hold what the store believes it wrote.
     pub(super) fn append_record(
-        &self,
-        slot: &Slot,
-        w: &mut Writer,
-        frame: &[u8],
-        seq: u64,
-    ) -> Result<RecordLoc> {
-        let result = self.append_unchecked(slot, w, frame, seq);
-        self.poison(result)
-    }
-
-    /// [`Inner::append_record`] without poisoning the store on failure.
-    fn append_unchecked(
         &self,
         slot: &Slot,
         w: &mut Writer,

@@ -185,7 +185,7 @@ impl Inner {
         let ticket = self.feed.take();
         seal_record(record, ticket.seq(), ts, &writer.head, key.as_deref());
         self.forget_checkpoint()?;
-        let at = self.append_record(slot, writer, record, ticket.seq())?;
+        let at = self.poison(self.append_record(slot, writer, record, ticket.seq()))?;
         writer.head = record_hash(record);
         let (applied, compact, before_entry, after_entry) = {
             let mut view = slot.view.write();

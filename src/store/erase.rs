@@ -112,13 +112,10 @@ impl Inner {
                 let Some((id, _)) = segment_name else {
                     continue;
                 };
-                let header =
-                    crate::fs::read_prefix(&*self.fs, &path, segment::HEADER_BYTES_MAX as u64)
-                        .ok()
-                        .and_then(|bytes| {
-                            let data_key = self.data_key(id).ok().flatten();
-                            segment::decode_header(&bytes, data_key.as_deref()).ok()
-                        });
+                let data_key = self.data_key(id).ok().flatten();
+                let header = segment::read_header(&*self.fs, &path, data_key.as_deref())
+                    .ok()
+                    .and_then(Result::ok);
                 if header.is_some_and(|(h, _)| h.key == key) {
                     earlier.entry(id).or_default().push(path);
                 }

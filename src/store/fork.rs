@@ -16,7 +16,7 @@ use crate::reader::{ForkCuts, ReadPolicy, SegmentEnd, SegmentReader, SegmentRef}
 use crate::record::{
     begin_record, chain_start, decode_event, open_payload, record_hash, Event, Hash,
 };
-use crate::segment::{self, ScanEnd, SegmentKind};
+use crate::segment::{self, SegmentKind};
 
 use super::appender::Writer;
 use super::commit::Before;
@@ -222,14 +222,12 @@ impl Inner {
         let mut segments = Vec::new();
         for number in sw.oldest..=sw.newest {
             let path = layout::segment_path(&self.dir, src.session_id, number);
-            let prefix =
-                crate::fs::read_prefix(&*self.fs, &path, segment::HEADER_BYTES_MAX as u64)?;
-            let (header, header_len) =
-                segment::decode_header(&prefix, key.as_deref()).map_err(|e| Error::Corrupt {
-                    path: path.clone(),
-                    offset: 0,
-                    reason: format!("{e:?}"),
-                })?;
+            let read = segment::read_header(&*self.fs, &path, key.as_deref())?;
+            let (header, header_len) = read.map_err(|e| Error::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                reason: format!("{e:?}"),
+            })?;
             segments.push((SegmentRef { number, path }, header, header_len));
         }
         let forks = ForkCuts::of(segments.iter().map(|(s, h, _)| (s.number, Some(h))));
@@ -333,11 +331,13 @@ impl Fold {
             self.last_bytes.clear();
             self.last_bytes.extend_from_slice(record.bytes);
         }
+        // A torn tail is the writer's business; damage is not.
         match reader.end() {
-            Some(end @ SegmentEnd::Bad { torn: false, .. }) => match end.scan_end() {
-                ScanEnd::Damage { offset, reason } => Err(damage(offset, reason)),
-                _ => Ok(()),
-            },
+            Some(SegmentEnd::Bad {
+                offset,
+                error,
+                torn: false,
+            }) => Err(damage(*offset, error.to_string())),
             _ => Ok(()),
         }
     }

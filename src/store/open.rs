@@ -70,13 +70,12 @@ impl LogStore {
             read_only,
         };
         let sessions = opening.settle_sessions(
-            std::mem::take(&mut state.replayed.sessions),
+            state.sessions,
             &mut state.next_seq,
             &mut state.erased,
             &mut state.report,
         )?;
-        let (tombstones, displaced) =
-            tombstones_from(std::mem::take(&mut state.replayed.tombstones));
+        let (tombstones, displaced) = tombstones_from(state.tombstones);
         let live_sessions = sessions
             .values()
             .filter(|slot| slot.view.read().is_live())
@@ -88,7 +87,8 @@ impl LogStore {
             options,
             sessions: RwLock::new(sessions),
             feed: Feed::new(state.next_seq),
-            next_id: AtomicU64::new(state.replayed.next_id.max(state.erased.next_id)),
+            // An erased session's id is never taken again (the erasure log's ids).
+            next_id: AtomicU64::new(state.next_id.max(state.erased.next_id)),
             poisoned: AtomicBool::new(false),
             open_files: AtomicUsize::new(0),
             unsynced: Mutex::new(Unsynced::default()),
@@ -164,12 +164,15 @@ fn lock_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Box<dyn LockGuard>> {
 }
 
 /// What the folder holds, read at open: the keys, the erasure log, every session as the
-/// checkpoint or a replay left it, and the next sequence number.
+/// checkpoint or a replay left it (the sessions that exist, and the restorable deleted ones),
+/// the next sequence number and the next session id.
 struct OnDisk {
     keys: Option<Keyring>,
     erased: ErasureLog,
-    replayed: Replayed,
+    sessions: Vec<ReplayedSession>,
+    tombstones: Vec<ReplayedSession>,
     next_seq: u64,
+    next_id: u64,
     report: RecoveryReport,
 }
 
@@ -223,15 +226,22 @@ impl OnDisk {
             // opened only to read neither pays for its removal nor rewrites it at close.
             checkpoint::remove(&**fs, dir)?;
         }
-        let mut replayed = replayed;
-        report.findings.append(&mut replayed.report.findings);
-        // Erasures have sequence numbers too (the erasure log's).
-        let next_seq = replayed.next_seq.max(erased.max_seq + 1);
+        let Replayed {
+            sessions,
+            tombstones,
+            next_seq,
+            next_id,
+            report: found,
+        } = replayed;
+        report.findings.extend(found.findings);
         Ok(OnDisk {
+            // Erasures have sequence numbers too (the erasure log's).
+            next_seq: next_seq.max(erased.max_seq + 1),
+            next_id,
             keys,
             erased,
-            replayed,
-            next_seq,
+            sessions,
+            tombstones,
             report,
         })
     }
