@@ -120,6 +120,49 @@ impl AsyncLogStore {
             .await
     }
 
+    /// See [`LogStore::append_once`].
+    pub async fn append_once(
+        &self,
+        session_key: &str,
+        message: &ChatMessage,
+        message_id: &str,
+    ) -> Result<bool> {
+        let (key, message, id) = (
+            session_key.to_owned(),
+            message.clone(),
+            message_id.to_owned(),
+        );
+        self.run(move |s| s.append_once(&key, &message, &id)).await
+    }
+
+    /// See [`LogStore::append_batch_once`].
+    pub async fn append_batch_once(
+        &self,
+        session_key: &str,
+        messages: &[ChatMessage],
+        batch_id: &str,
+    ) -> Result<bool> {
+        let (key, messages, id) = (
+            session_key.to_owned(),
+            messages.to_vec(),
+            batch_id.to_owned(),
+        );
+        self.run(move |s| s.append_batch_once(&key, &messages, &id))
+            .await
+    }
+
+    /// See [`LogStore::archive_session`].
+    pub async fn archive_session(&self, session_key: &str) -> Result<bool> {
+        let key = session_key.to_owned();
+        self.run(move |s| s.archive_session(&key)).await
+    }
+
+    /// See [`LogStore::unarchive_session`].
+    pub async fn unarchive_session(&self, session_key: &str) -> Result<bool> {
+        let key = session_key.to_owned();
+        self.run(move |s| s.unarchive_session(&key)).await
+    }
+
     /// See [`SessionBackend::remove_last`].
     pub async fn remove_last(&self, session_key: &str) -> std::io::Result<bool> {
         let key = session_key.to_owned();

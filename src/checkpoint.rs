@@ -24,12 +24,13 @@ use crate::projection::SessionView;
 use crate::record::{Hash, HASH_LEN};
 use crate::recovery::{Replayed, ReplayedSession};
 use crate::report::{Finding, RecoveryReport};
-use crate::segment::{FORMAT_VERSION_OLDEST, SEALED_VERSION};
+use crate::segment::{FORMAT_VERSION_NEWEST, FORMAT_VERSION_OLDEST};
 
 const MAGIC: [u8; 8] = *b"SLCKPT\0\0";
 /// Version 2 added each session's chain head and newest segment's format version; version 3
-/// the messages kept for undo, the tombstones and fork origins.
-const VERSION: u32 = 3;
+/// the messages kept for undo, the tombstones and fork origins; version 4 the archived flag and
+/// the window of recent ids.
+const VERSION: u32 = 4;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
 /// One session as the checkpoint records it.
@@ -56,6 +57,9 @@ impl Writer {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
     fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u128(&mut self, v: u128) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
     fn str(&mut self, s: &str) {
@@ -148,6 +152,11 @@ pub(crate) fn encode(
             }
             None => body.u8(0),
         }
+        body.u8(u8::from(v.archived));
+        body.u64(v.recent_ids.len() as u64);
+        for digest in v.recent_ids.digests() {
+            body.u128(digest);
+        }
     }
     let mut out = Vec::with_capacity(HEADER_LEN + body.0.len());
     out.extend_from_slice(&MAGIC);
@@ -182,6 +191,16 @@ impl<'a> Reader<'a> {
     fn i64(&mut self) -> Option<i64> {
         Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
+    fn u128(&mut self) -> Option<u128> {
+        Some(u128::from_le_bytes(self.take(16)?.try_into().ok()?))
+    }
+    fn flag(&mut self) -> Option<bool> {
+        match self.u8()? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
     fn len(&mut self) -> Option<usize> {
         usize::try_from(self.u64()?).ok()
     }
@@ -206,7 +225,8 @@ struct Decoded {
     sessions: Vec<ReplayedSession>,
 }
 
-fn decode(bytes: &[u8]) -> Option<Decoded> {
+/// Decodes a checkpoint; each session's window keeps `window` ids.
+fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
     let mut header = Reader(bytes.get(..HEADER_LEN)?);
     if header.take(8)? != MAGIC || header.u32()? != VERSION {
         return None;
@@ -237,11 +257,11 @@ fn decode(bytes: &[u8]) -> Option<Decoded> {
         let newest_len = r.u64()?;
         let head = r.hash()?;
         let newest_version = r.u32()?;
-        if !(FORMAT_VERSION_OLDEST..=SEALED_VERSION).contains(&newest_version) {
+        if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION_NEWEST).contains(&newest_version) {
             return None;
         }
         let bytes_written = r.u64()?;
-        let mut view = SessionView::new(&r.str()?);
+        let mut view = SessionView::with_window(&r.str()?, window);
         view.exists = true;
         view.created_at = r.i64()?;
         view.last_activity = r.i64()?;
@@ -278,11 +298,7 @@ fn decode(bytes: &[u8]) -> Option<Decoded> {
             1 => Some((r.u64()?, r.i64()?)),
             _ => return None,
         };
-        view.deleted = match r.u8()? {
-            0 => false,
-            1 => true,
-            _ => return None,
-        };
+        view.deleted = r.flag()?;
         view.deleted_at = r.i64()?;
         view.last_seq = r.u64()?;
         view.fork_origin = match r.u8()? {
@@ -290,6 +306,13 @@ fn decode(bytes: &[u8]) -> Option<Decoded> {
             1 => Some((r.str()?, r.u64()?)),
             _ => return None,
         };
+        view.archived = r.flag()?;
+        let id_count = r.len()?;
+        let mut digests = Vec::with_capacity(id_count.min(body_len / 16));
+        for _ in 0..id_count {
+            digests.push(r.u128()?);
+        }
+        view.recent_ids.replace(&digests);
         sessions.push(ReplayedSession {
             session_id,
             view,
@@ -320,13 +343,15 @@ pub(crate) const SEALED_AAD: &[u8] = b"sessionlog checkpoint\0";
 /// Loads the checkpoint if it is sound and matches the folder's segment files (`segments`,
 /// sorted). Without a usable checkpoint, returns `None` (the caller replays the segments), and
 /// notes why in `report` if one was there. The caller removes it with [`remove`] before the
-/// store takes a write. In an encrypted store the file is opened with `keys` first.
+/// store takes a write. In an encrypted store the file is opened with `keys` first. Each
+/// session's window of ids keeps `window` of them.
 pub(crate) fn load(
     fs: &dyn FileSystem,
     dir: &Path,
     segments: &[String],
     report: &mut RecoveryReport,
     keys: Option<&Keyring>,
+    window: usize,
 ) -> Result<Option<Replayed>> {
     let path = dir.join(CHECKPOINT_FILE);
     if !fs.exists(&path) {
@@ -337,7 +362,7 @@ pub(crate) fn load(
         Some(keys) => bytes.and_then(|sealed| keys.open_blob(SEALED_AAD, &sealed)),
         None => bytes,
     };
-    let decoded = bytes.and_then(|bytes| decode(&bytes));
+    let decoded = bytes.and_then(|bytes| decode(&bytes, window));
     let usable = match decoded {
         None => Err("damaged or of another version"),
         Some(d) => match check_folder(fs, dir, &path, &d.segments, segments) {
@@ -464,6 +489,7 @@ pub(crate) fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id_window::IDEMPOTENCY_WINDOW_DEFAULT;
     use crate::location::RecordLoc;
     use crate::record::Event;
 
@@ -500,6 +526,23 @@ mod tests {
             RecordLoc { offset: 130, ..at },
         )
         .unwrap();
+        view.apply(
+            8,
+            &Event::AppendOnce {
+                role: "user",
+                content: "y",
+                id: "m-1",
+            },
+            RecordLoc { offset: 170, ..at },
+        )
+        .unwrap();
+        view.apply(
+            9,
+            &Event::SetArchived { archived: true },
+            RecordLoc { offset: 230, ..at },
+        )
+        .unwrap();
+        assert!(view.archived && view.recent_ids.len() == 1);
         let entry = Entry {
             session_id: 3,
             oldest: 1,
@@ -515,7 +558,7 @@ mod tests {
         };
         let names = vec![("0000000000000003-00000001.seg".to_string(), stat)];
         let bytes = encode(9, 4, &names, &[entry]);
-        let d = decode(&bytes).unwrap();
+        let d = decode(&bytes, IDEMPOTENCY_WINDOW_DEFAULT).unwrap();
         assert_eq!((d.next_seq, d.next_id, &d.segments), (9, 4, &names));
         assert_eq!(d.sessions.len(), 1);
         assert_eq!(d.sessions[0].view, view);
@@ -525,10 +568,16 @@ mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x04;
-            assert!(decode(&bad).is_none(), "flip at {i}");
+            assert!(
+                decode(&bad, IDEMPOTENCY_WINDOW_DEFAULT).is_none(),
+                "flip at {i}"
+            );
         }
         for cut in 0..bytes.len() {
-            assert!(decode(&bytes[..cut]).is_none(), "cut at {cut}");
+            assert!(
+                decode(&bytes[..cut], IDEMPOTENCY_WINDOW_DEFAULT).is_none(),
+                "cut at {cut}"
+            );
         }
     }
 }

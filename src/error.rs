@@ -85,6 +85,17 @@ pub enum Error {
         /// Why it was refused.
         reason: &'static str,
     },
+    /// A message or batch id given to [`crate::LogStore::append_once`] or
+    /// [`crate::LogStore::append_batch_once`] is empty or longer than
+    /// [`crate::MESSAGE_ID_MAX_BYTES`]. Nothing was written: give the channel's own id for the
+    /// message (a hash of a longer one will do).
+    #[error("invalid message id of {len} bytes: {reason}")]
+    InvalidMessageId {
+        /// Length of the id in bytes.
+        len: usize,
+        /// Why it was refused.
+        reason: &'static str,
+    },
     /// [`crate::Options`] hold a value the store cannot work with.
     #[error("invalid options: {reason}")]
     InvalidOptions {
@@ -219,6 +230,7 @@ impl Error {
             | Error::InvalidCursor { .. }
             | Error::TooManySessions { .. }
             | Error::InvalidKey { .. }
+            | Error::InvalidMessageId { .. }
             | Error::InvalidOptions { .. } => io::ErrorKind::InvalidInput,
             Error::Locked { .. } => io::ErrorKind::ResourceBusy,
             Error::InsecureFolder { .. } | Error::WrongKey { .. } | Error::KeyRequired { .. } => {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::message::ChatMessage;
 use crate::options::RetentionRule;
-use crate::record::Event;
+use crate::record::{BatchMessage, Event};
 
 /// Which events [`crate::LogStore::events`] returns. Every bound is inclusive; the default
 /// returns every event the log holds.
@@ -165,6 +165,26 @@ pub enum EventKind {
         /// The whole session, or only its history before its compaction.
         whole_session: bool,
     },
+    /// A message was appended under the caller's id for it
+    /// ([`crate::LogStore::append_once`]).
+    AppendOnce {
+        /// The message.
+        message: ChatMessage,
+        /// The caller's id for it.
+        message_id: String,
+    },
+    /// Several messages were appended at once under the caller's id for them
+    /// ([`crate::LogStore::append_batch_once`]).
+    AppendBatchOnce {
+        /// The messages, in order.
+        messages: Vec<ChatMessage>,
+        /// The caller's id for the batch.
+        batch_id: String,
+    },
+    /// The session was archived ([`crate::LogStore::archive_session`]).
+    Archive,
+    /// The session was brought back from the archive ([`crate::LogStore::unarchive_session`]).
+    Unarchive,
     /// A live message as a compaction rewrote it, when the events that built it are no
     /// longer in the log (compacted without `keep_history`). It carries the sequence number
     /// and time of the event that gave the message its content.
@@ -182,16 +202,29 @@ pub(crate) fn event_kind(
     old: impl FnOnce() -> Result<ChatMessage>,
 ) -> Result<EventKind> {
     let owned = |value: &Option<&str>| value.map(str::to_owned);
+    let batch = |messages: &[BatchMessage<'_>]| -> Vec<ChatMessage> {
+        messages
+            .iter()
+            .map(|m| ChatMessage::new(m.role, m.content))
+            .collect()
+    };
     Ok(match event {
         Event::Append { role, content } => EventKind::Append {
             message: ChatMessage::new(*role, *content),
         },
         Event::AppendBatch { messages } => EventKind::AppendBatch {
-            messages: messages
-                .iter()
-                .map(|m| ChatMessage::new(m.role, m.content))
-                .collect(),
+            messages: batch(messages),
         },
+        Event::AppendOnce { role, content, id } => EventKind::AppendOnce {
+            message: ChatMessage::new(*role, *content),
+            message_id: (*id).to_owned(),
+        },
+        Event::AppendBatchOnce { messages, id } => EventKind::AppendBatchOnce {
+            messages: batch(messages),
+            batch_id: (*id).to_owned(),
+        },
+        Event::SetArchived { archived: true } => EventKind::Archive,
+        Event::SetArchived { archived: false } => EventKind::Unarchive,
         Event::UpdateLast { role, content } => EventKind::UpdateLast {
             old: old()?,
             new: ChatMessage::new(*role, *content),

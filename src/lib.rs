@@ -46,12 +46,14 @@ mod event;
 mod feed;
 pub mod fs;
 mod history;
+mod id_window;
 mod keyring;
 mod layout;
 mod listing;
 mod location;
 mod message;
 mod options;
+mod payload;
 mod projection;
 mod reader;
 pub mod record;
@@ -74,6 +76,7 @@ pub use error::{Error, Result};
 pub use event::{EventFilter, EventKind, LogEvent};
 pub use feed::{Delivery, Subscription};
 pub use history::{Events, Problem, SessionAt, VerifyReport};
+pub use id_window::{IDEMPOTENCY_WINDOW_DEFAULT, IDEMPOTENCY_WINDOW_MAX, MESSAGE_ID_MAX_BYTES};
 pub use listing::{ListQuery, Page, PAGE_LIMIT_DEFAULT};
 pub use location::BATCH_MESSAGES_MAX;
 pub use message::ChatMessage;
@@ -81,3 +84,8 @@ pub use options::{Durability, Options, Retention, RetentionRule};
 pub use report::{Finding, RecoveryReport};
 pub use segment::{FORMAT_VERSION, MAX_KEY_BYTES, SEALED_VERSION};
 pub use store::{LogStore, RetentionReport, SessionStats, SEARCH_LIMIT_DEFAULT};
+
+/// The README's Rust examples, compiled and run by `cargo test` as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;

@@ -11,7 +11,7 @@ use crate::projection::SessionView;
 pub const PAGE_LIMIT_DEFAULT: usize = 50;
 
 /// Which sessions [`crate::LogStore::list_page`] returns. Every filter given must hold; the
-/// default lists every live session, most recent activity first.
+/// default lists every live session that is not archived, most recent activity first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListQuery {
     /// Only sessions with this agent alias.
@@ -34,6 +34,9 @@ pub struct ListQuery {
     pub limit: usize,
     /// Where to go on: the `next` of the previous page.
     pub cursor: Option<String>,
+    /// `Some(true)`: only archived sessions ([`crate::LogStore::archive_session`]); `None`
+    /// (the default) or `Some(false)`: only sessions that are not archived.
+    pub archived: Option<bool>,
 }
 
 /// One page of sessions from [`crate::LogStore::list_page`].
@@ -52,7 +55,8 @@ impl ListQuery {
         let equal = |wanted: &Option<String>, held: &Option<String>| {
             wanted.is_none() || wanted.as_deref() == held.as_deref()
         };
-        equal(&self.agent_alias, &view.agent_alias)
+        view.archived == self.archived.unwrap_or(false)
+            && equal(&self.agent_alias, &view.agent_alias)
             && equal(&self.channel_id, &view.channel_id)
             && equal(&self.room_id, &view.room_id)
             && equal(&self.sender_id, &view.sender_id)

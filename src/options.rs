@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::cipher::EncryptionKey;
 use crate::error::{Error, Result};
+use crate::id_window::{IDEMPOTENCY_WINDOW_DEFAULT, IDEMPOTENCY_WINDOW_MAX};
 use crate::record::PAYLOAD_BYTES_LIMIT;
 
 /// Largest `segment_bytes_max`: offsets of records in a segment stay below 2^40 even with a
@@ -101,6 +102,14 @@ pub struct Options {
     /// disk. The session keys in segment headers are sealed too; times, sizes and sequence
     /// numbers are not. Default: none.
     pub encryption: Option<EncryptionKey>,
+    /// How many of a session's last identified appends ([`crate::LogStore::append_once`],
+    /// [`crate::LogStore::append_batch_once`]) it remembers the ids of: an id among them is a
+    /// duplicate and writes nothing; an id older than that (the `window + 1`th back) is
+    /// accepted again. The window is rebuilt from the log, so it survives reopen, compaction
+    /// and crashes; it costs about 45 bytes of memory per id it holds. 0 remembers none (every
+    /// `append_once` writes). Default: [`crate::IDEMPOTENCY_WINDOW_DEFAULT`] (4,096); at most
+    /// [`crate::IDEMPOTENCY_WINDOW_MAX`].
+    pub idempotency_window: usize,
 }
 
 /// Why a retention rule removed something: recorded in the log with each removal.
@@ -187,6 +196,7 @@ impl Default for Options {
             tombstone_retention: Duration::from_secs(24 * 60 * 60),
             retention: Retention::default(),
             encryption: None,
+            idempotency_window: IDEMPOTENCY_WINDOW_DEFAULT,
         }
     }
 }
@@ -213,6 +223,12 @@ impl Options {
             return invalid(format!(
                 "segment_bytes_max must be 4096..={SEGMENT_BYTES_LIMIT}, got {}",
                 self.segment_bytes_max
+            ));
+        }
+        if self.idempotency_window > IDEMPOTENCY_WINDOW_MAX {
+            return invalid(format!(
+                "idempotency_window must be at most {IDEMPOTENCY_WINDOW_MAX}, got {}",
+                self.idempotency_window
             ));
         }
         if self.retention.check_every.is_zero() {

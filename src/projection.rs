@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::backend::{SessionMetadata, SessionState};
+use crate::id_window::{id_digest, IdWindow};
 use crate::location::{MessageLoc, RecordLoc, BATCH_MESSAGES_MAX, OFFSET_MASK};
 use crate::record::{Event, Snapshot};
 
@@ -71,6 +72,10 @@ pub struct SessionView {
     pub fork_origin: Option<(String, u64)>,
     /// The sequence number of the last record applied.
     pub last_seq: u64,
+    /// Archived: left out of listings and search until unarchived or appended to.
+    pub archived: bool,
+    /// The ids of its last identified appends, for `append_once`.
+    pub recent_ids: IdWindow,
 }
 
 /// Converts stored microseconds to a time. Every stored time was checked by
@@ -84,8 +89,14 @@ fn owned(value: Option<&str>) -> Option<String> {
 }
 
 impl SessionView {
-    /// A session that has no record yet.
+    /// A session that has no record yet, with a window of the default size (for tests).
+    #[cfg(test)]
     pub fn new(key: &str) -> SessionView {
+        SessionView::with_window(key, crate::id_window::IDEMPOTENCY_WINDOW_DEFAULT)
+    }
+
+    /// A session that has no record yet, whose window keeps `window` ids.
+    pub fn with_window(key: &str, window: usize) -> SessionView {
         SessionView {
             key: key.to_owned(),
             exists: false,
@@ -108,6 +119,8 @@ impl SessionView {
             deleted_at: 0,
             fork_origin: None,
             last_seq: 0,
+            archived: false,
+            recent_ids: IdWindow::new(window),
         }
     }
 
@@ -141,7 +154,7 @@ impl SessionView {
                     self.messages.len()
                 ));
             }
-            Event::AppendBatch { messages }
+            Event::AppendBatch { messages } | Event::AppendBatchOnce { messages, .. }
                 if messages.is_empty() || messages.len() > BATCH_MESSAGES_MAX =>
             {
                 return Err(format!("batch of {} messages", messages.len()));
@@ -164,12 +177,20 @@ impl SessionView {
         }
         let here = MessageLoc::single(at.segment, at.len, at.offset, ts);
         match event {
-            Event::Append { .. } => {
+            Event::AppendOnce { id, .. } | Event::AppendBatchOnce { id, .. } => {
+                self.recent_ids.push(id_digest(id));
+            }
+            _ => {}
+        }
+        match event {
+            Event::Append { .. } | Event::AppendOnce { .. } => {
                 self.messages.push(here);
                 self.live_bytes += u64::from(here.len);
                 self.last_activity = ts;
+                self.archived = false;
             }
-            Event::AppendBatch { messages } => {
+            Event::AppendBatch { messages } | Event::AppendBatchOnce { messages, .. } => {
+                self.archived = false;
                 let count = messages.len();
                 for index in 0..count {
                     let loc = MessageLoc::in_batch(at.segment, at.len, at.offset, ts, index, count);
@@ -225,15 +246,11 @@ impl SessionView {
             }
             Event::Restore => self.deleted = false,
             Event::Fork { source, at_seq } => {
-                // A new session begins here, with the history it shares with its source: none
-                // of the source's undo state, and nothing of the shared bytes dead.
-                self.fork_origin = Some(((*source).to_owned(), *at_seq));
-                self.created_at = ts;
-                self.last_activity = ts;
-                self.cleared.clear();
-                self.cleared_by = None;
+                self.begin_fork(source, *at_seq, ts);
+                // Nothing of the shared bytes is dead.
                 self.bytes_written = self.live_bytes + u64::from(at.len);
             }
+            Event::SetArchived { archived } => self.archived = *archived,
             Event::SetName { name } => self.name = owned(*name),
             Event::SetAlias { alias } => self.agent_alias = owned(*alias),
             Event::SetContext {
@@ -270,9 +287,24 @@ impl SessionView {
                 self.fork_origin = s
                     .fork_source
                     .map(|source| (source.to_owned(), s.fork_at_seq));
+                self.archived = s.archived;
+                self.recent_ids.replace(&s.recent_ids);
             }
         }
         Ok(())
+    }
+
+    /// Makes this view (a source's, as it was after its event `at_seq`) the start of a fork of
+    /// `source` at `ts`: the history it shares stays; none of the source's undo state, its
+    /// archive flag or its window of ids (the fork's own appends fill its window).
+    pub fn begin_fork(&mut self, source: &str, at_seq: u64, ts: i64) {
+        self.fork_origin = Some((source.to_owned(), at_seq));
+        self.created_at = ts;
+        self.last_activity = ts;
+        self.cleared.clear();
+        self.cleared_by = None;
+        self.archived = false;
+        self.recent_ids.clear();
     }
 
     fn check_snapshot(&self, s: &Snapshot<'_>) -> Result<(), String> {
@@ -294,8 +326,16 @@ impl SessionView {
         Ok(())
     }
 
-    /// The metadata as a compaction writes it.
+    /// The metadata as a compaction writes it, with the window of recent ids.
     pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            recent_ids: self.recent_ids.digests().collect(),
+            ..self.metadata_snapshot()
+        }
+    }
+
+    /// [`SessionView::snapshot`] without the ids (which it does not copy).
+    fn metadata_snapshot(&self) -> Snapshot<'_> {
         Snapshot {
             created_at: self.created_at,
             last_activity: self.last_activity,
@@ -310,6 +350,8 @@ impl SessionView {
             message_count: self.messages.len() as u64,
             fork_source: self.fork_origin.as_ref().map(|(source, _)| source.as_str()),
             fork_at_seq: self.fork_origin.as_ref().map_or(0, |(_, at)| *at),
+            archived: self.archived,
+            recent_ids: Vec::new(),
         }
     }
 
@@ -337,10 +379,11 @@ impl SessionView {
         }
     }
 
-    /// The encoded size of the snapshot a compaction would write after `event`: every
-    /// metadata string must fit in one record together.
+    /// The encoded size of the snapshot a compaction would write after `event`, without its
+    /// ids (at most 16 bytes each, bounded by the window): every metadata string must fit in
+    /// one record together.
     pub fn snapshot_len_after(&self, event: &Event<'_>) -> usize {
-        let mut snapshot = self.snapshot();
+        let mut snapshot = self.metadata_snapshot();
         match event {
             Event::SetName { name } => snapshot.name = *name,
             Event::SetAlias { alias } => snapshot.agent_alias = *alias,
@@ -359,8 +402,8 @@ impl SessionView {
             }
             _ => {}
         }
-        // Fixed fields: tag 4, times 3 x 9, counts 2 x 8, strings' length prefixes and option
-        // tags.
+        // Fixed fields: tag 4, times 3 x 9, counts 2 x 8, the archived flag 1 and the ids'
+        // count 8, strings' length prefixes and option tags.
         let strings = [
             snapshot.name,
             snapshot.agent_alias,
@@ -371,7 +414,7 @@ impl SessionView {
             snapshot.turn_id,
             snapshot.fork_source,
         ];
-        72 + strings
+        81 + strings
             .iter()
             .map(|s| 9 + s.map_or(0, str::len))
             .sum::<usize>()

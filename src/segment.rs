@@ -24,15 +24,20 @@ use crate::record::{decode_event, decode_frame, open_payload, Event, Frame};
 
 /// The first eight bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SESSLOG\0";
-/// The format version this build writes (version 2: records carry a hash chain).
-pub const FORMAT_VERSION: u32 = 2;
-/// The format version of an encrypted store's segments: version 2's layout, with every
-/// record's payload sealed, and the session key in the header sealed too
+/// The format version this build writes. Version 2: records carry a hash chain; version 4
+/// adds the events `AppendOnce`, `AppendBatchOnce` and `SetArchived`, and the snapshot's
+/// archived flag and window of ids (docs/FORMAT.md). A build that does not know them refuses
+/// the segment as an unsupported version instead of taking its records for damage.
+pub const FORMAT_VERSION: u32 = 4;
+/// The format version of an encrypted store's segments: [`FORMAT_VERSION`]'s layout, with
+/// every record's payload sealed, and the session key in the header sealed too
 /// ([`crate::Options::encryption`]). A build that cannot decrypt refuses it as an unsupported
-/// version instead of taking its records for damage.
-pub const SEALED_VERSION: u32 = 3;
+/// version instead of taking its records for damage. (Version 3 is version 2, sealed.)
+pub const SEALED_VERSION: u32 = 5;
 /// The oldest format version this build reads (version 1: records without the chain).
 pub const FORMAT_VERSION_OLDEST: u32 = 1;
+/// The newest format version this build reads.
+pub const FORMAT_VERSION_NEWEST: u32 = SEALED_VERSION;
 /// The version this build writes: [`SEALED_VERSION`] in an encrypted store, else
 /// [`FORMAT_VERSION`].
 pub fn version_for(sealed: bool) -> u32 {
@@ -41,6 +46,11 @@ pub fn version_for(sealed: bool) -> u32 {
     } else {
         FORMAT_VERSION
     }
+}
+
+/// True for the versions whose records and session key are sealed (3 and 5).
+pub fn is_sealed(version: u32) -> bool {
+    version == 3 || version == SEALED_VERSION
 }
 
 /// Most bytes a session key may have.
@@ -165,7 +175,7 @@ pub fn header_len(key: &str, sealed: bool) -> u64 {
 /// be [`SEALED_VERSION`]) the session key is stored sealed, the bytes before it as associated
 /// data.
 pub fn encode_header(header: &SegmentHeader, seal: Option<&DataKey>) -> Vec<u8> {
-    debug_assert_eq!(seal.is_some(), header.version == SEALED_VERSION);
+    debug_assert_eq!(seal.is_some(), is_sealed(header.version));
     let stored_len = header_len(&header.key, seal.is_some()) as usize - KEY_OFFSET - 4;
     let key_len = u16::try_from(stored_len)
         .ok()
@@ -237,7 +247,7 @@ pub fn decode_header(
         )));
     }
     let version = u32::from_le_bytes(field(bytes, VERSION_OFFSET)?);
-    if !(FORMAT_VERSION_OLDEST..=SEALED_VERSION).contains(&version) {
+    if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION_NEWEST).contains(&version) {
         return Err(HeaderError::UnsupportedVersion(version));
     }
     let [kind] = field::<1>(bytes, KIND_OFFSET)?;
@@ -248,9 +258,9 @@ pub fn decode_header(
     let prev_len = u64::from_le_bytes(field(bytes, PREV_LEN_OFFSET)?);
     let key_bytes = covered.get(KEY_OFFSET..).ok_or(HeaderError::Truncated)?;
     let mut opened = Vec::new();
-    let key_bytes = match (version, key) {
-        (SEALED_VERSION, None) => return Err(HeaderError::Sealed),
-        (SEALED_VERSION, Some(data_key)) => {
+    let key_bytes = match (is_sealed(version), key) {
+        (true, None) => return Err(HeaderError::Sealed),
+        (true, Some(data_key)) => {
             let aad = covered.get(..KEY_OFFSET).ok_or(HeaderError::Truncated)?;
             data_key
                 .open_payload(aad, key_bytes, &mut opened)

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use sessionlog::{ChatMessage, Durability, LogStore, Options, SessionBackend, FORMAT_VERSION};
+use sessionlog::{
+    ChatMessage, Durability, ListQuery, LogStore, Options, SessionBackend, FORMAT_VERSION,
+};
 
 fn keep_history() -> Options {
     Options {
@@ -155,18 +157,36 @@ fn fixture_copy(version: u32) -> tempfile::TempDir {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(format!("v{version}-store"));
-    for entry in std::fs::read_dir(&fixture).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
+    copy_folder(&fixture, dir.path());
     dir
 }
 
+fn copy_folder(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir(&target).unwrap();
+            copy_folder(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 fn cli(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
-        .args(args)
-        .output()
-        .unwrap();
+    cli_with_key(args, None)
+}
+
+/// The command's output; with `key`, for an encrypted store (through `SESSIONLOG_KEY`).
+fn cli_with_key(args: &[&str], key: Option<&str>) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sessionlog"));
+    command.args(args).env_remove("SESSIONLOG_KEY");
+    command.env_remove("SESSIONLOG_KEY_FILE");
+    if let Some(key) = key {
+        command.env("SESSIONLOG_KEY", key);
+    }
+    let out = command.output().unwrap();
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -186,8 +206,9 @@ fn fixture_text(name: &str) -> String {
 /// (`tests/fixtures/v{N}-*.jsonl`, from `sessionlog ls --json`, `export`, `replay --json`).
 #[test]
 fn a_store_of_every_format_version_reads_exactly_as_its_own_version_read_it() {
-    assert_eq!(FORMAT_VERSION, 2, "add a fixture for the new version");
-    for version in 1..=FORMAT_VERSION {
+    assert_eq!(FORMAT_VERSION, 4, "add a fixture for the new version");
+    // (Versions 3 and 5 are those of encrypted stores: tests/encryption.rs reads them.)
+    for version in [1, 2, 4] {
         let dir = fixture_copy(version);
         let before = snapshot_files(dir.path());
         let d = dir.path().to_str().unwrap();
@@ -205,19 +226,69 @@ fn a_store_of_every_format_version_reads_exactly_as_its_own_version_read_it() {
             before,
             "read-only commands change nothing"
         );
-        // A writable open reads the same.
+        // A writable open reads the same (the archived sessions too).
         let store = open(dir.path());
-        let messages: usize = store
-            .list_sessions()
-            .iter()
-            .map(|k| store.load(k).len())
-            .sum();
+        let archived = ListQuery {
+            archived: Some(true),
+            ..ListQuery::default()
+        };
+        let keys = store.list_sessions().into_iter().chain(
+            (store.list_page(&archived).unwrap().sessions)
+                .into_iter()
+                .map(|m| m.key),
+        );
+        let messages: usize = keys.map(|k| store.load(&k).len()).sum();
         assert_eq!(messages, expected("export").lines().count());
     }
 }
 
+/// The key of `tests/fixtures/v3-store`, an encrypted store written by format version 3 (the
+/// demo), with what that build printed for it.
+const V3_KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
 #[test]
-fn a_version_1_store_takes_new_writes_in_version_2_segments_with_a_linked_chain() {
+fn an_encrypted_store_of_version_3_reads_as_its_own_version_read_it_and_takes_writes() {
+    let dir = fixture_copy(3);
+    let before = snapshot_files(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let expected = |what: &str| fixture_text(&format!("v3-{what}.jsonl"));
+    let key = Some(V3_KEY);
+    assert_eq!(cli_with_key(&["ls", d, "--json"], key), expected("ls"));
+    assert_eq!(cli_with_key(&["export", d], key), expected("export"));
+    assert_eq!(
+        cli_with_key(&["replay", d, "--json"], key),
+        expected("replay")
+    );
+    assert!(cli_with_key(&["verify", d], key).contains("sound"));
+    assert_eq!(snapshot_files(dir.path()), before);
+    // A writable open takes new writes in version 5 segments, chained to the old ones.
+    let options = Options {
+        encryption: Some(sessionlog::EncryptionKey::from_hex(V3_KEY).unwrap()),
+        ..Options::default()
+    };
+    let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
+    let key = store.list_sessions()[0].clone();
+    let held = store.load(&key).len();
+    assert!(store.append_once(&key, &user("one more"), "v5-1").unwrap());
+    store.archive_session(&key).unwrap();
+    drop(store);
+    let store = LogStore::open_with(dir.path(), options).unwrap();
+    assert_eq!(store.load(&key).len(), held + 1);
+    assert!(store.is_archived(&key));
+    assert!(!store.append_once(&key, &user("one more"), "v5-1").unwrap());
+    assert!(store.verify().unwrap().is_sound());
+    let versions: Vec<u8> = segments(dir.path())
+        .iter()
+        .map(|p| std::fs::read(p).unwrap()[8])
+        .collect();
+    assert!(
+        versions.contains(&3) && versions.contains(&5),
+        "{versions:?}"
+    );
+}
+
+#[test]
+fn a_version_1_store_takes_new_writes_in_new_version_segments_with_a_linked_chain() {
     let dir = fixture_copy(1);
     let v1_segments: Vec<(PathBuf, Vec<u8>)> = segments(dir.path())
         .into_iter()
@@ -259,16 +330,17 @@ fn a_version_1_store_takes_new_writes_in_version_2_segments_with_a_linked_chain(
     for path in segments(dir.path()) {
         let version = u32::from_le_bytes(std::fs::read(&path).unwrap()[8..12].try_into().unwrap());
         let is_old = v1_segments.iter().any(|(p, _)| *p == path);
-        assert_eq!(version, if is_old { 1 } else { 2 }, "{}", path.display());
+        let expected = if is_old { 1 } else { FORMAT_VERSION };
+        assert_eq!(version, expected, "{}", path.display());
     }
-    // The first version 2 record of each old session links to its last version 1 record.
+    // The first new record of each old session links to its last version 1 record.
     let report = store.verify().unwrap();
     assert!(report.is_sound(), "{:?}", report.problems);
     assert_eq!(
         report.links, 3,
         "two links over the version boundary, one new session"
     );
-    // Compaction rewrites an old session wholly in version 2.
+    // Compaction rewrites an old session wholly in the new version.
     store.compact_session("telegram_alice").unwrap();
     assert_eq!(store.load("telegram_alice").len(), 4);
     assert!(store.verify().unwrap().is_sound());

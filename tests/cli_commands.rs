@@ -194,6 +194,63 @@ fn verify_reports_a_sound_store_with_0_and_damage_with_1() {
 }
 
 #[test]
+fn archive_hides_a_session_from_ls_until_unarchive_and_export_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(sample(dir.path()));
+    let d = dir_arg(dir.path());
+    let out = run(&["archive", d, "bob"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text(&out), "archived bob\n");
+    let listed = text(&run(&["ls", d]));
+    assert!(
+        listed.contains("alice") && !listed.contains("bob"),
+        "{listed}"
+    );
+    let archived = text(&run(&["ls", d, "--archived", "--json"]));
+    assert_eq!(archived.lines().count(), 1);
+    assert!(archived.contains("\"key\":\"bob\""), "{archived}");
+    assert!(!text(&run(&["search", d, "status"])).contains("bob"));
+    // Export writes every session, archived ones too.
+    assert!(text(&run(&["export", d])).contains("build status?"));
+    assert!(text(&run(&["replay", d])).contains("archive"));
+    let out = run(&["unarchive", d, "bob"]);
+    assert!(out.status.success());
+    assert!(text(&run(&["ls", d])).contains("bob"));
+    assert!(
+        text(&run(&["ls", d, "--archived"])).lines().count() == 1,
+        "the header only"
+    );
+    // A missing session: exit status 1, nothing written.
+    let before = common::snapshot_files(dir.path());
+    let out = run(&["archive", d, "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no session"));
+    assert_eq!(common::snapshot_files(dir.path()), before);
+}
+
+#[test]
+fn replay_shows_the_ids_of_exactly_once_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.append_once("k", &user("hi"), "wamid.HBg1").unwrap();
+        store.append_once("k", &user("hi"), "wamid.HBg1").unwrap();
+    }
+    let out = text(&run(&["replay", dir_arg(dir.path())]));
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains("append_once user \"hi\" id \"wamid.HBg1\""),
+        "{out}"
+    );
+    let json = text(&run(&["replay", dir_arg(dir.path()), "--json"]));
+    assert!(json.contains("\"message_id\":\"wamid.HBg1\""), "{json}");
+}
+
+#[test]
 fn compact_reclaims_dead_bytes() {
     let dir = tempfile::tempdir().unwrap();
     {

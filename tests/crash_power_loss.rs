@@ -1,7 +1,8 @@
 //! A power loss at any point of a workload loses no call that returned `Ok` under
 //! `Durability::Always`, invents nothing, and leaves a store that opens. The sweep cuts the
 //! power after every possible number of file-system operations, with and without a torn last
-//! write, through the simulated file system of the `fault-injection` feature.
+//! write, through the simulated file system of the `fault-injection` feature. The window of
+//! ids `append_once` checks comes through every cut as the messages do.
 
 mod common;
 
@@ -37,10 +38,18 @@ fn workload() -> Vec<Op> {
         Op::RemoveLast(1),
         Op::Compact(0),
         Op::Append(0, "after compaction".into()),
+        Op::AppendOnce(2, "once a".into(), "m-a".into()),
+        Op::AppendOnce(2, "once a".into(), "m-a".into()),
+        Op::Archive(2),
+        Op::Archive(0),
         Op::Reopen,
+        Op::AppendOnce(2, "once b".into(), "m-b".into()),
         Op::Clear(2),
         Op::Append(2, "after clear".into()),
         Op::UndoClear(2),
+        Op::Compact(2),
+        Op::AppendOnce(2, "once a again".into(), "m-a".into()),
+        Op::Unarchive(0),
         Op::Delete(1),
         Op::Restore(1),
         Op::Fork(1, 4),
@@ -119,6 +128,30 @@ fn no_acknowledged_write_is_lost_at_any_power_cut() {
                 seen == acked || seen == with_in_flight,
                 "{context}: in flight {in_flight:?}\nseen  {seen:?}\nacked {acked:?}"
             );
+            // The window of ids came through too: every id of the state it recovered to is a
+            // duplicate, and an id in flight that did not land is written now.
+            let now = if seen == acked {
+                &acked
+            } else {
+                &with_in_flight
+            };
+            let message = sessionlog::ChatMessage::user("again");
+            for (key, ids) in &now.ids {
+                for id in ids {
+                    let wrote = store.append_once(key, &message, id).unwrap();
+                    assert!(
+                        !wrote,
+                        "{context}: {key:?} forgot the acknowledged id {id:?}"
+                    );
+                }
+            }
+            if let Some(Op::AppendOnce(k, _, id)) = &in_flight {
+                let key = KEYS[*k];
+                if !now.ids.get(key).is_some_and(|ids| ids.contains(id)) {
+                    let wrote = store.append_once(key, &message, id).unwrap();
+                    assert!(wrote, "{context}: the id in flight did not land");
+                }
+            }
             // And the recovered store takes writes again, which survive another reopen.
             drop(store);
             let store = reopen_after_crash(&fs, None, &context);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::*;
 use sessionlog::{
     ChatMessage, EncryptionKey, Error, EventFilter, Finding, LogStore, Options, SessionBackend,
+    SEALED_VERSION,
 };
 
 const SECRET: &[u8] = b"SECRET-4111-1111-1111";
@@ -75,10 +76,10 @@ fn nothing_readable_on_disk_and_everything_reads_back_after_reopen() {
     assert!(files_holding(dir.path(), NAME).is_empty());
     // Nor the session key, which the segment headers hold sealed.
     assert!(files_holding(dir.path(), b"alice").is_empty());
-    // Every segment says it is sealed (format version 3), so a build without encryption
+    // Every segment says it is sealed (format version 5), so a build without encryption
     // refuses it instead of taking it for damage.
     for seg in segments(dir.path()) {
-        assert_eq!(std::fs::read(seg).unwrap()[8], 3);
+        assert_eq!(u32::from(std::fs::read(seg).unwrap()[8]), SEALED_VERSION);
     }
     drop(store); // writes the checkpoint, sealed
     assert!(dir.path().join("CHECKPOINT").exists());
@@ -518,7 +519,7 @@ fn a_segment_of_an_unknown_version_stops_an_encrypted_open_before_any_change() {
     drop(store);
     let seg = segments(dir.path()).remove(0);
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[8] = 4; // a sound header of version 4 (its CRC fixed up)
+    bytes[8] = 6; // a sound header of version 6 (its CRC fixed up)
     let crc_at = SEALED_HEADER_1 - 4;
     let crc = crc32fast::hash(&bytes[..crc_at]);
     bytes[crc_at..SEALED_HEADER_1].copy_from_slice(&crc.to_le_bytes());
@@ -526,7 +527,7 @@ fn a_segment_of_an_unknown_version_stops_an_encrypted_open_before_any_change() {
     std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
     let before = snapshot_files(dir.path());
     match LogStore::open_with(dir.path(), keep_history_encrypted(key())) {
-        Err(Error::UnsupportedVersion { found: 4, .. }) => {}
+        Err(Error::UnsupportedVersion { found: 6, .. }) => {}
         other => panic!("expected UnsupportedVersion, got {:?}", other.map(|_| ())),
     }
     // Not even the nonce epoch in keys/STORE moved.

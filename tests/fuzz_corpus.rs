@@ -1,6 +1,8 @@
 //! Every input in the fuzz seed corpus (`fuzz/corpus/<target>/`) is replayed through the same
 //! code as its fuzz target, so CI exercises every target on every run without a fuzzer.
-//! `cargo test --test fuzz_corpus -- --ignored` regenerates the seeds built from real stores.
+//! `cargo test --test fuzz_corpus -- --ignored` regenerates the seeds built from real stores
+//! (those named `v1_*` and `v2_*` were written by older format versions and are kept as they
+//! are).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -138,6 +140,17 @@ fn regenerate_seed_corpus() {
                 Op::Alias(4, "al".into()),
             ],
         ),
+        (
+            "once_archived",
+            vec![
+                Op::AppendOnce(0, "a".into(), "m-1".into()),
+                Op::AppendOnce(0, "b".into(), "m-2".into()),
+                Op::Archive(0),
+                Op::Compact(0),
+                Op::AppendOnce(0, "c".into(), "m-3".into()),
+                Op::Archive(0),
+            ],
+        ),
     ];
     let options = Options {
         segment_bytes_max: 4096,
@@ -170,7 +183,11 @@ fn regenerate_seed_corpus() {
         }
     }
     // ops_model seeds: two bytes per op (see sessionlog::testing::ops_from_bytes).
-    let ops_seeds: [(&str, &[u8]); 5] = [
+    let ops_seeds: [(&str, &[u8]); 6] = [
+        (
+            "once_archive",
+            &[20, 0, 20, 0, 22, 0, 14, 0, 20, 0, 0, 0, 22, 5, 13, 0, 23, 0],
+        ),
         ("append_update", &[0, 1, 0, 6, 4, 11, 5, 16]),
         ("remove_clear", &[0, 0, 1, 5, 6, 0, 7, 5, 6, 5]),
         ("delete_recreate", &[0, 2, 9, 7, 8, 2, 0, 2, 14, 0]),

@@ -28,7 +28,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => key.clone().prop_map(Op::UndoClear),
         1 => key.clone().prop_map(Op::Restore),
         1 => (key.clone(), key.clone()).prop_map(|(a, b)| Op::Fork(a, b)),
-        1 => key.prop_map(Op::Erase),
+        1 => key.clone().prop_map(Op::Erase),
+        3 => (key.clone(), text, "m[0-5]")
+            .prop_map(|(k, t, id)| Op::AppendOnce(k, t, id)),
+        1 => key.clone().prop_map(Op::Archive),
+        1 => key.prop_map(Op::Unarchive),
         1 => Just(Op::Reopen),
         1 => Just(Op::PowerLoss),
     ]

@@ -178,8 +178,8 @@ fn a_segment_of_an_unknown_version_stops_open_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let seg = build(dir.path());
     let mut bytes = std::fs::read(&seg).unwrap();
-    // A sound header of version 4: the key "k" is one byte, so the CRC is at 36..40.
-    bytes[8] = 4;
+    // A sound header of version 6: the key "k" is one byte, so the CRC is at 36..40.
+    bytes[8] = 6;
     let crc = crc32fast_hash(&bytes[..36]);
     bytes[36..40].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&seg, &bytes).unwrap();
@@ -203,8 +203,8 @@ fn a_segment_of_an_unknown_version_stops_open_and_changes_nothing() {
         matches!(
             result,
             Err(Error::UnsupportedVersion {
-                found: 4,
-                supported: 3,
+                found: 6,
+                supported: 5,
                 ..
             })
         ),
@@ -212,19 +212,21 @@ fn a_segment_of_an_unknown_version_stops_open_and_changes_nothing() {
         result.err()
     );
     assert_eq!(snapshot_files(dir.path()), before);
-    // Version 3 is an encrypted store's: without a key it is refused the same way.
-    bytes[8] = 3;
-    let crc = crc32fast_hash(&bytes[..36]);
-    bytes[36..40].copy_from_slice(&crc.to_le_bytes());
-    std::fs::write(&seg, &bytes).unwrap();
-    let before = snapshot_files(dir.path());
-    let result = LogStore::open(dir.path());
-    assert!(
-        matches!(result, Err(Error::KeyRequired { .. })),
-        "{:?}",
-        result.err()
-    );
-    assert_eq!(snapshot_files(dir.path()), before);
+    // Versions 3 and 5 are an encrypted store's: without a key they are refused the same way.
+    for sealed in [3, 5] {
+        bytes[8] = sealed;
+        let crc = crc32fast_hash(&bytes[..36]);
+        bytes[36..40].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&seg, &bytes).unwrap();
+        let before = snapshot_files(dir.path());
+        let result = LogStore::open(dir.path());
+        assert!(
+            matches!(result, Err(Error::KeyRequired { .. })),
+            "version {sealed}: {:?}",
+            result.err()
+        );
+        assert_eq!(snapshot_files(dir.path()), before);
+    }
 }
 
 #[test]

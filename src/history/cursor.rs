@@ -115,7 +115,7 @@ pub(super) fn read_header(
         segment::HeaderError::UnsupportedVersion(found) => Error::UnsupportedVersion {
             path: segment.path.clone(),
             found,
-            supported: segment::SEALED_VERSION,
+            supported: segment::FORMAT_VERSION_NEWEST,
         },
         segment::HeaderError::Truncated => corrupt(HEADER_CUT_SHORT.into()),
         segment::HeaderError::Corrupt(reason) => corrupt(reason),
@@ -123,7 +123,7 @@ pub(super) fn read_header(
             corrupt("the session key is sealed and the session's data key is missing".into())
         }
     })?;
-    let sealed = header.version == segment::SEALED_VERSION;
+    let sealed = segment::is_sealed(header.version);
     debug_assert_eq!(len as u64, segment::header_len(&header.key, sealed));
     Ok(header)
 }
@@ -222,7 +222,7 @@ impl Cursor {
             skipping_restated: false,
             restating: false,
             available_from: 0,
-            view: SessionView::new(""),
+            view: SessionView::with_window("", 0),
             version: segment::FORMAT_VERSION,
             check_chain: false,
             chain: None,
@@ -284,7 +284,7 @@ impl Cursor {
             .and_then(|h| h.as_ref())
             .map(|h| h.key.clone());
         if let Some(newest) = headers.iter().rev().flatten().next() {
-            cursor.view = SessionView::new(&newest.key);
+            cursor.view = SessionView::with_window(&newest.key, 0);
         }
         cursor.enter_segment()?;
         if whole {
@@ -346,7 +346,7 @@ impl Cursor {
         };
         let inherited = self.forks.inherited(segment.number);
         if self.view.key.is_empty() {
-            self.view = SessionView::new(&header.key);
+            self.view = SessionView::with_window(&header.key, 0);
         } else if self.view.key != header.key && !inherited {
             return Err(Error::Corrupt {
                 path: self.segments[self.index].path.clone(),
@@ -357,7 +357,7 @@ impl Cursor {
         let base = matches!(header.kind, SegmentKind::Compacted | SegmentKind::Recovered);
         self.skipping_restated = base && self.index > 0;
         self.restating = base && self.index == 0;
-        let start = segment::header_len(&header.key, header.version == segment::SEALED_VERSION);
+        let start = segment::header_len(&header.key, segment::is_sealed(header.version));
         self.version = header.version;
         let cut = self.forks.cut(segment.number);
         self.reader = Some(SegmentReader::new(segment, start, cut, ReadPolicy::AUDIT));

@@ -16,7 +16,7 @@ use crate::layout::{
     SEGMENT_TEMP_SUFFIX, TORN_INFIX,
 };
 use crate::report::{Finding, RecoveryReport};
-use crate::segment::{read_header, HeaderError, SegmentHeader, SEALED_VERSION};
+use crate::segment::{read_header, HeaderError, SegmentHeader, FORMAT_VERSION_NEWEST};
 
 /// What a listing of the store's folder found.
 pub(crate) struct Folder {
@@ -136,7 +136,7 @@ pub(super) fn read_headers(
                     return Err(Error::UnsupportedVersion {
                         path,
                         found,
-                        supported: SEALED_VERSION,
+                        supported: FORMAT_VERSION_NEWEST,
                     })
                 }
                 Err(HeaderError::Sealed) if keys.is_none() => {

@@ -72,6 +72,8 @@ pub(crate) struct ReplayOptions {
     pub repair: bool,
     /// `Options::tombstone_retention`: deleted sessions younger than this stay restorable.
     pub retention: Duration,
+    /// `Options::idempotency_window`: the ids each session's window keeps.
+    pub window: usize,
 }
 
 impl ReplayOptions {
@@ -155,6 +157,7 @@ pub(crate) fn replay(
             report: &mut report,
             erasing: &mut leftovers.erasing,
             max_seq: &mut max_seq,
+            window: options.window,
         };
         match replay_session(&mut replaying, files)? {
             Outcome::Live(session) => sessions.push(*session),

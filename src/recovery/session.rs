@@ -35,6 +35,8 @@ pub(super) struct Replaying<'a> {
     pub erasing: &'a mut Vec<ErasingFinish>,
     /// The highest sequence number any record holds.
     pub max_seq: &'a mut u64,
+    /// The ids each session's window keeps.
+    pub window: usize,
 }
 
 /// What a session's replay found it to be.
@@ -185,7 +187,9 @@ fn read_segments(
         .rev()
         .find_map(|s| s.header.as_ref().ok().map(|(h, _)| h.key.clone()));
     let mut scan = Scan {
-        view: own_key.as_deref().map(SessionView::new),
+        view: own_key
+            .as_deref()
+            .map(|key| SessionView::with_window(key, r.window)),
         damage: None,
         newest: 0,
         newest_len: 0,
@@ -198,7 +202,7 @@ fn read_segments(
     let newest_number = segments.last().map(|s| s.number);
     for (i, seg) in segments.iter().enumerate() {
         let expected = oldest.checked_add(u32::try_from(i).unwrap_or(u32::MAX));
-        let header = match check_header(r.id, seg, expected, forks, &mut scan) {
+        let header = match check_header(r, seg, expected, forks, &mut scan) {
             Ok(header) => header,
             Err(damage) => {
                 scan.damage = Some(damage);
@@ -230,7 +234,7 @@ fn read_segments(
 /// here: no gap before it, its session and number those of its name (a fork's inherited
 /// segments name the source), and its key the session's.
 fn check_header<'s>(
-    id: u64,
+    r: &Replaying<'_>,
     seg: &'s SegmentFile,
     expected: Option<u32>,
     forks: &ForkCuts,
@@ -249,7 +253,7 @@ fn check_header<'s>(
         Err(e) => return Err(damage(0, format!("bad segment header: {e:?}"))),
     };
     let inherited = forks.inherited(seg.number);
-    if (header.session_id != id && !inherited) || header.segment != seg.number {
+    if (header.session_id != r.id && !inherited) || header.segment != seg.number {
         return Err(damage(
             0,
             format!(
@@ -260,7 +264,7 @@ fn check_header<'s>(
     }
     let view = scan
         .view
-        .get_or_insert_with(|| SessionView::new(&header.key));
+        .get_or_insert_with(|| SessionView::with_window(&header.key, r.window));
     if view.key != header.key && !inherited {
         return Err(damage(0, "header holds another key".into()));
     }

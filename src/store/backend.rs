@@ -57,14 +57,12 @@ impl SessionBackend for LogStore {
 
     fn list_sessions(&self) -> Vec<String> {
         self.inner
-            .live_slots()
-            .iter()
-            .map(|slot| slot.key.clone())
-            .collect()
+            .live_views(|view| (!view.archived).then(|| view.key.clone()))
     }
 
     fn list_sessions_with_metadata(&self) -> Vec<SessionMetadata> {
-        self.inner.live_views(|view| Some(view.metadata()))
+        self.inner
+            .live_views(|view| (!view.archived).then(|| view.metadata()))
     }
 
     fn compact(&self, session_key: &str) -> std::io::Result<()> {
@@ -105,7 +103,7 @@ impl SessionBackend for LogStore {
         let limit = query.limit.unwrap_or(SEARCH_LIMIT_DEFAULT);
         let rows = self
             .inner
-            .live_views(|view| Some(view.metadata()))
+            .live_views(|view| (!view.archived).then(|| view.metadata()))
             .into_iter();
         let Some(keyword) = &query.keyword else {
             return rows.take(limit).collect();

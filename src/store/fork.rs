@@ -141,13 +141,9 @@ impl Inner {
         let now = now_micros();
         let mut view = SessionView {
             key: tgt.key.clone(),
-            cleared: Vec::new(),
-            cleared_by: None,
-            fork_origin: Some((source.to_owned(), shared.seq)),
-            created_at: now,
-            last_activity: now,
             ..shared.view
         };
+        view.begin_fork(source, shared.seq, now);
         let source_files = self.segment_files(src, &view.messages)?;
         let new = NewGeneration {
             session_id: tgt.session_id,
@@ -235,7 +231,7 @@ impl Inner {
             matches!(h.kind, SegmentKind::Compacted | SegmentKind::Recovered)
         });
         let mut fold = Fold {
-            view: SessionView::new(&src.key),
+            view: SessionView::with_window(&src.key, self.options.idempotency_window),
             until: seq,
             stopped: false,
             snapshot_seq: None,

@@ -14,12 +14,14 @@
 //! looks at the tombstones mutex while it holds the background state's.
 
 mod appender;
+mod archive;
 mod backend;
 mod background;
 mod commit;
 mod compact;
 mod erase;
 mod fork;
+mod once;
 mod open;
 mod query;
 mod retention;
@@ -169,6 +171,26 @@ fn every_loc(view: &SessionView) -> Vec<MessageLoc> {
     view.messages.iter().chain(&view.cleared).copied().collect()
 }
 
+/// The messages of a batch as its record holds them; `None` for an empty batch (which writes
+/// nothing), [`Error::BatchTooLarge`] beyond [`BATCH_MESSAGES_MAX`].
+fn batch(messages: &[ChatMessage]) -> Result<Option<Vec<BatchMessage<'_>>>> {
+    if messages.len() > BATCH_MESSAGES_MAX {
+        return Err(Error::BatchTooLarge {
+            len: messages.len(),
+            max: BATCH_MESSAGES_MAX,
+        });
+    }
+    Ok((!messages.is_empty()).then(|| {
+        messages
+            .iter()
+            .map(|m| BatchMessage {
+                role: &m.role,
+                content: &m.content,
+            })
+            .collect()
+    }))
+}
+
 fn trimmed(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())
 }
@@ -290,24 +312,10 @@ impl LogStore {
     /// ([`Error::BatchTooLarge`]), and the whole record at most
     /// [`Options::record_bytes_max`] ([`Error::RecordTooLarge`]).
     pub fn append_batch(&self, session_key: &str, messages: &[ChatMessage]) -> Result<()> {
-        if messages.is_empty() {
+        let Some(messages) = batch(messages)? else {
             return Ok(());
-        }
-        if messages.len() > BATCH_MESSAGES_MAX {
-            return Err(Error::BatchTooLarge {
-                len: messages.len(),
-                max: BATCH_MESSAGES_MAX,
-            });
-        }
-        let event = Event::AppendBatch {
-            messages: messages
-                .iter()
-                .map(|m| BatchMessage {
-                    role: &m.role,
-                    content: &m.content,
-                })
-                .collect(),
         };
+        let event = Event::AppendBatch { messages };
         self.inner
             .commit(session_key, true, &event, |_| Decision::Write(()))
     }
@@ -610,7 +618,10 @@ impl Inner {
                 session_id: self.next_id.fetch_add(1, Ordering::SeqCst),
                 key: key.to_owned(),
                 writer: Mutex::new(Writer::empty(key)),
-                view: RwLock::new(SessionView::new(key)),
+                view: RwLock::new(SessionView::with_window(
+                    key,
+                    self.options.idempotency_window,
+                )),
             })
         });
         Arc::clone(slot)

@@ -194,7 +194,14 @@ impl OnDisk {
         let from_checkpoint = if read_only {
             None
         } else {
-            checkpoint::load(&**fs, dir, &folder.names, &mut report, keys.as_ref())?
+            checkpoint::load(
+                &**fs,
+                dir,
+                &folder.names,
+                &mut report,
+                keys.as_ref(),
+                options.idempotency_window,
+            )?
         };
         let replayed = match from_checkpoint {
             Some(mut from_checkpoint) => {
@@ -212,6 +219,7 @@ impl OnDisk {
                     keep_history: options.keep_history,
                     repair: !read_only,
                     retention: options.tombstone_retention,
+                    window: options.idempotency_window,
                 },
                 keys.as_ref(),
                 &mut erased,
@@ -474,7 +482,7 @@ pub(super) const LOCK_WAIT_MAX: Duration = Duration::from_millis(200);
 pub(super) const LOCK_RETRY_EVERY: Duration = Duration::from_millis(10);
 
 pub(super) fn slot_from(session: ReplayedSession) -> Slot {
-    let sealed = session.newest_version == segment::SEALED_VERSION;
+    let sealed = segment::is_sealed(session.newest_version);
     let header_len = segment::header_len(&session.view.key, sealed);
     Slot {
         session_id: session.session_id,

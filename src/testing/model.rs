@@ -21,6 +21,8 @@ pub struct ModelSession {
     pub sender_id: Option<String>,
     /// State and turn.
     pub state: (String, Option<String>),
+    /// Archived ([`crate::LogStore::archive_session`]).
+    pub archived: bool,
 }
 
 /// A deleted session in the model: the session, its cleared messages, the key it was forked
@@ -40,6 +42,11 @@ pub struct Model {
     pub tombstones: BTreeMap<String, ModelTombstone>,
     /// The key each live fork was forked from.
     pub fork_of: BTreeMap<String, String>,
+    /// The ids of each live session's identified appends, oldest first (the model keeps them
+    /// all: workloads stay far below the store's window).
+    pub ids: BTreeMap<String, Vec<String>>,
+    /// The ids of each deleted session, for `restore_session`.
+    pub tombstone_ids: BTreeMap<String, Vec<String>>,
 }
 
 impl PartialEq for Model {
@@ -75,6 +82,9 @@ impl Model {
     pub fn apply(&mut self, op: &Op) {
         match op {
             Op::Append(k, text) => self.append(key(*k), std::slice::from_ref(text)),
+            Op::AppendOnce(k, text, id) => self.append_once(key(*k), text, id),
+            Op::Archive(k) => self.set_archived(key(*k), true),
+            Op::Unarchive(k) => self.set_archived(key(*k), false),
             Op::AppendBatch(k, texts) => self.append(key(*k), texts),
             Op::UpdateLast(k, text) => self.update_last(key(*k), text),
             Op::RemoveLast(k) => self.remove_last(key(*k)),
@@ -104,6 +114,7 @@ impl Model {
     fn session_or_new(&mut self, key: &str) -> &mut ModelSession {
         if !self.sessions.contains_key(key) {
             self.fork_of.remove(key);
+            self.ids.remove(key);
         }
         self.sessions
             .entry(key.to_owned())
@@ -114,9 +125,32 @@ impl Model {
     /// session).
     fn append(&mut self, key: &str, texts: &[String]) {
         if !texts.is_empty() {
-            self.session_or_new(key)
-                .messages
-                .extend(user_messages(texts));
+            let session = self.session_or_new(key);
+            session.messages.extend(user_messages(texts));
+            session.archived = false;
+        }
+    }
+
+    /// Appends `text` unless the live session holds an append with `id`.
+    fn append_once(&mut self, key: &str, text: &str, id: &str) {
+        let seen = self.sessions.contains_key(key)
+            && self
+                .ids
+                .get(key)
+                .is_some_and(|ids| ids.iter().any(|held| held == id));
+        if !seen {
+            self.append(key, &[text.to_owned()]);
+            self.ids
+                .entry(key.to_owned())
+                .or_default()
+                .push(id.to_owned());
+        }
+    }
+
+    /// Archives or unarchives the live session `key`, if there is one.
+    fn set_archived(&mut self, key: &str, archived: bool) {
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.archived = archived;
         }
     }
 
@@ -166,6 +200,8 @@ impl Model {
             let origin = self.fork_of.remove(key);
             self.tombstones
                 .insert(key.to_owned(), (session, cleared, origin));
+            let ids = self.ids.remove(key).unwrap_or_default();
+            self.tombstone_ids.insert(key.to_owned(), ids);
         }
     }
 
@@ -180,6 +216,9 @@ impl Model {
                 if let Some(origin) = origin {
                     self.fork_of.insert(key.to_owned(), origin);
                 }
+                if let Some(ids) = self.tombstone_ids.remove(key) {
+                    self.ids.insert(key.to_owned(), ids);
+                }
             }
         }
     }
@@ -190,9 +229,12 @@ impl Model {
         self.cleared.remove(key);
         self.fork_of.remove(key);
         self.tombstones.remove(key);
+        self.ids.remove(key);
+        self.tombstone_ids.remove(key);
         // Deleted forks of it go too: they would keep its bytes.
-        self.tombstones
-            .retain(|_, (_, _, origin)| origin.as_deref() != Some(key));
+        let tombstones = &mut self.tombstones;
+        tombstones.retain(|_, (_, _, origin)| origin.as_deref() != Some(key));
+        self.tombstone_ids.retain(|k, _| tombstones.contains_key(k));
     }
 
     /// Copies the live session `from` to a new session `to` (refused when `to` is live or
@@ -200,8 +242,14 @@ impl Model {
     fn fork(&mut self, from: &str, to: &str) {
         if from != to && !self.sessions.contains_key(to) {
             if let Some(source) = self.sessions.get(from).cloned() {
-                self.sessions.insert(to.to_owned(), source);
+                // A fork is not archived, and its window of ids starts empty.
+                let fork = ModelSession {
+                    archived: false,
+                    ..source
+                };
+                self.sessions.insert(to.to_owned(), fork);
                 self.cleared.remove(to);
+                self.ids.remove(to);
                 self.fork_of.insert(to.to_owned(), from.to_owned());
             }
         }
@@ -218,10 +266,23 @@ impl Model {
         }
     }
 
-    /// What `store` holds, in the model's terms.
+    /// What `store` holds, in the model's terms: the sessions it lists and the archived ones.
     pub fn observe(store: &LogStore) -> Model {
         let mut sessions = BTreeMap::new();
-        for meta in store.list_sessions_with_metadata() {
+        let archived = store
+            .list_page(&crate::ListQuery {
+                archived: Some(true),
+                limit: usize::MAX,
+                ..crate::ListQuery::default()
+            })
+            .expect("a page without a cursor")
+            .sessions;
+        let listed = store.list_sessions_with_metadata();
+        for (meta, archived) in listed
+            .into_iter()
+            .map(|m| (m, false))
+            .chain(archived.into_iter().map(|m| (m, true)))
+        {
             let state = store
                 .get_session_state(&meta.key)
                 .ok()
@@ -238,6 +299,7 @@ impl Model {
                     channel_id: meta.channel_id,
                     sender_id: meta.sender_id,
                     state,
+                    archived,
                 },
             );
         }

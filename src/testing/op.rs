@@ -38,6 +38,12 @@ pub enum Op {
     Fork(usize, usize),
     /// `erase_session(key)`.
     Erase(usize),
+    /// `append_once(key, user(text), id)`.
+    AppendOnce(usize, String, String),
+    /// `archive_session(key)`.
+    Archive(usize),
+    /// `unarchive_session(key)`.
+    Unarchive(usize),
     /// Close the store and open it again.
     Reopen,
     /// Lose power (dropping everything not yet durable), then open the store again.
@@ -106,6 +112,11 @@ pub fn run_op(store: &LogStore, op: &Op) -> io::Result<()> {
             }
             Err(e) => Err(e.into()),
         },
+        Op::AppendOnce(k, text, id) => Ok(store
+            .append_once(key(*k), &ChatMessage::user(text.clone()), id)
+            .map(drop)?),
+        Op::Archive(k) => Ok(store.archive_session(key(*k)).map(drop)?),
+        Op::Unarchive(k) => Ok(store.unarchive_session(key(*k)).map(drop)?),
         Op::Reopen | Op::PowerLoss => Ok(()),
     }
 }
@@ -118,7 +129,7 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
             let b = pair.get(1).copied().unwrap_or(0);
             let k = usize::from(b % 5);
             let text = format!("t{}", b / 5);
-            match a % 21 {
+            match a % 24 {
                 0..=2 => Op::Append(k, text),
                 3 => Op::AppendBatch(
                     k,
@@ -139,6 +150,9 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
                 17 => Op::UndoClear(k),
                 18 => Op::Restore(k),
                 19 => Op::Erase(k),
+                20 | 21 => Op::AppendOnce(k, text, format!("m{}", b % 8)),
+                22 => Op::Archive(k),
+                23 => Op::Unarchive(k),
                 _ => Op::Append(k, text),
             }
         })

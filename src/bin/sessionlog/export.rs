@@ -21,7 +21,7 @@ pub(crate) enum ExportFormat {
 
 /// `export`: the messages of session `session`, or of every session, in `format`.
 pub(crate) fn export(store: &LogStore, session: Option<String>, format: ExportFormat) -> CliResult {
-    let keys = session_keys(store, session);
+    let keys = session_keys(store, session)?;
     let bar = progress(keys.len(), "exporting");
     for key in keys {
         let messages = store.read_messages(&key)?;

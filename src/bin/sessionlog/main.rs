@@ -4,8 +4,8 @@
 //! Read-only commands (`ls`, `show`, `replay`, `at`, `search`, `verify`, `stats`, `export`)
 //! open the store with
 //! `LogStore::open_read_only`: they work while an agent has the store open and change no byte.
-//! Exit status: 0 on success (for `verify`: the store is sound), 1 when `verify` found damage,
-//! 2 on a usage or I/O error.
+//! Exit status: 0 on success (for `verify`: the store is sound), 1 when `verify` found damage
+//! or `archive`/`unarchive` found no such session, 2 on a usage or I/O error.
 //!
 //! An encrypted store's key comes from `--key-file PATH` (a file holding 64 hexadecimal
 //! digits), else from the file named by `SESSIONLOG_KEY_FILE`, else from `SESSIONLOG_KEY` (the
@@ -31,8 +31,10 @@ macro_rules! outln {
 
 mod export;
 mod import;
+mod sessions;
 
 use export::{export, ExportFormat};
+use sessions::{print_sessions, session_keys, set_archived};
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +70,24 @@ enum Command {
         /// One JSON object a line instead of a table.
         #[arg(long)]
         json: bool,
+        /// List the archived sessions instead (left out otherwise).
+        #[arg(long)]
+        archived: bool,
+    },
+    /// Archive a session: it keeps everything but leaves `ls` and `search` until unarchived
+    /// or appended to.
+    Archive {
+        /// The store's folder.
+        dir: PathBuf,
+        /// The session key.
+        key: String,
+    },
+    /// Bring an archived session back into `ls` and `search`.
+    Unarchive {
+        /// The store's folder.
+        dir: PathBuf,
+        /// The session key.
+        key: String,
     },
     /// Print a session's messages with their times.
     Show {
@@ -283,7 +303,13 @@ fn run(command: Command, options: &Options) -> CliResult<ExitCode> {
     match command {
         Command::Keygen => outln!("{}", *EncryptionKey::generate()?.to_hex()),
         Command::Demo { dir } => demo(dir, options)?,
-        Command::Ls { dir, json } => print_sessions(&read_only(&dir, options)?, json)?,
+        Command::Ls {
+            dir,
+            json,
+            archived,
+        } => print_sessions(&read_only(&dir, options)?, json, archived)?,
+        Command::Archive { dir, key } => return set_archived(&dir, &key, true, options),
+        Command::Unarchive { dir, key } => return set_archived(&dir, &key, false, options),
         Command::Show {
             dir,
             key,
@@ -455,18 +481,10 @@ fn last_seq_until(
     Ok(last)
 }
 
-/// The session `key`, or every session of the store when it is `None`.
-fn session_keys(store: &LogStore, key: Option<String>) -> Vec<String> {
-    match key {
-        Some(key) => vec![key],
-        None => store.list_sessions(),
-    }
-}
-
 /// `compact`: compacts session `key`, or every session, and prints the bytes reclaimed.
 fn compact(dir: &Path, key: Option<String>, options: &Options) -> CliResult {
     let store = existing(dir, |d| open_store(d, options))?;
-    let keys = session_keys(&store, key);
+    let keys = session_keys(&store, key)?;
     let before: u64 = store.stats().iter().map(|s| s.dead_bytes).sum();
     let bar = progress(keys.len(), "compacting");
     for key in &keys {
@@ -539,6 +557,20 @@ fn summary(kind: &EventKind) -> String {
             let each: Vec<String> = messages.iter().map(message).collect();
             format!("append_batch [{}]", each.join(", "))
         }
+        EventKind::AppendOnce {
+            message: m,
+            message_id,
+        } => format!("append_once {} id {}", message(m), quote(message_id)),
+        EventKind::AppendBatchOnce { messages, batch_id } => {
+            let each: Vec<String> = messages.iter().map(message).collect();
+            format!(
+                "append_batch_once [{}] id {}",
+                each.join(", "),
+                quote(batch_id)
+            )
+        }
+        EventKind::Archive => "archive".into(),
+        EventKind::Unarchive => "unarchive".into(),
         EventKind::UpdateLast { old, new } => {
             format!("update_last {} (was {})", message(new), quote(&old.content))
         }
@@ -740,53 +772,6 @@ fn stats(store: &LogStore, json: bool) -> CliResult {
     Ok(())
 }
 
-/// Prints the sessions: a table, or one JSON object a line.
-fn print_sessions(store: &LogStore, json: bool) -> CliResult {
-    if !json {
-        outln!(
-            "{:<28} {:<22} {:>5}  {:<20} {:<20} {:<8} ALIAS",
-            "KEY",
-            "NAME",
-            "MSGS",
-            "CREATED",
-            "LAST ACTIVITY",
-            "STATE"
-        );
-    }
-    for meta in store.list_sessions_with_metadata() {
-        let state = store
-            .get_session_state(&meta.key)
-            .ok()
-            .flatten()
-            .map(|s| s.state)
-            .unwrap_or_default();
-        if json {
-            outln!(
-                "{}",
-                json!({
-                    "key": meta.key, "name": meta.name, "messages": meta.message_count,
-                    "created_at": meta.created_at.to_rfc3339(),
-                    "last_activity": meta.last_activity.to_rfc3339(),
-                    "state": state, "agent_alias": meta.agent_alias, "channel_id": meta.channel_id,
-                    "room_id": meta.room_id, "sender_id": meta.sender_id,
-                })
-            );
-        } else {
-            outln!(
-                "{:<28} {:<22} {:>5}  {:<20} {:<20} {:<8} {}",
-                meta.key,
-                meta.name.unwrap_or_default(),
-                meta.message_count,
-                meta.created_at.format("%Y-%m-%d %H:%M:%S"),
-                meta.last_activity.format("%Y-%m-%d %H:%M:%S"),
-                state,
-                meta.agent_alias.unwrap_or_default()
-            );
-        }
-    }
-    Ok(())
-}
-
 fn demo(dir: PathBuf, options: &Options) -> CliResult {
     let keys = ["telegram_alice", "discord.clamps/room-7/bob", "cli:local"];
     {
@@ -838,7 +823,7 @@ fn demo(dir: PathBuf, options: &Options) -> CliResult {
     // Reopen: everything below is read back from the store on disk.
     let store = open_store(&dir, options)?;
     outln!("\nreopened {}:\n", dir.display());
-    print_sessions(&store, false)?;
+    print_sessions(&store, false, false)?;
     for key in keys {
         outln!("\n{key}:");
         for m in store.read_messages(key)? {
