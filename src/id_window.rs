@@ -9,7 +9,8 @@
 //!
 //! Ids are kept as 128-bit digests ([`id_digest`]), so that a window costs the same whatever
 //! the ids' length: about 45 bytes per id in memory (16 in the order, about 29 in the map),
-//! 16 bytes per id in a snapshot or the checkpoint. Two different ids collide with probability
+//! 16 bytes per id in a snapshot or the checkpoint, and 16 bytes for a session that never took
+//! an identified append. Two different ids collide with probability
 //! 2^-128 per pair.
 
 use std::collections::{HashMap, VecDeque};
@@ -33,10 +34,17 @@ pub fn id_digest(id: &str) -> u128 {
     u128::from_le_bytes(first)
 }
 
-/// The last `cap` ids entered, oldest first.
+/// The last `cap` ids entered, oldest first. A session that never took an identified append
+/// pays 16 bytes for it: the digests live behind a box made on the first one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdWindow {
     cap: usize,
+    held: Option<Box<Held>>,
+}
+
+/// The digests of a window that holds some.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Held {
     /// The digests in the window, oldest first.
     order: VecDeque<u128>,
     /// Each digest in the window, with the position (counted from the first id ever entered)
@@ -50,17 +58,14 @@ pub struct IdWindow {
 impl IdWindow {
     /// An empty window that keeps at most `cap` ids (0 keeps none).
     pub fn new(cap: usize) -> IdWindow {
-        IdWindow {
-            cap,
-            order: VecDeque::new(),
-            newest: HashMap::new(),
-            first: 0,
-        }
+        IdWindow { cap, held: None }
     }
 
     /// True when the window holds `digest`.
     pub fn contains(&self, digest: u128) -> bool {
-        self.newest.contains_key(&digest)
+        self.held
+            .as_ref()
+            .is_some_and(|held| held.newest.contains_key(&digest))
     }
 
     /// Enters `digest` as the newest id, forgetting the oldest if the window is full.
@@ -68,17 +73,24 @@ impl IdWindow {
         if self.cap == 0 {
             return;
         }
-        let position = self.first + self.order.len() as u64;
-        self.order.push_back(digest);
-        self.newest.insert(digest, position);
-        self.trim();
+        let held = self.held.get_or_insert_with(Box::default);
+        let position = held.first + held.order.len() as u64;
+        held.order.push_back(digest);
+        held.newest.insert(digest, position);
+        while held.order.len() > self.cap {
+            let Some(oldest) = held.order.pop_front() else {
+                break;
+            };
+            if held.newest.get(&oldest) == Some(&held.first) {
+                held.newest.remove(&oldest);
+            }
+            held.first += 1;
+        }
     }
 
     /// Forgets every id.
     pub fn clear(&mut self) {
-        self.order.clear();
-        self.newest.clear();
-        self.first = 0;
+        self.held = None;
     }
 
     /// Replaces the window's ids with `digests` (oldest first), keeping the last `cap`.
@@ -91,25 +103,13 @@ impl IdWindow {
     }
 
     /// The ids, oldest first.
-    pub fn digests(&self) -> impl ExactSizeIterator<Item = u128> + '_ {
-        self.order.iter().copied()
+    pub fn digests(&self) -> impl Iterator<Item = u128> + '_ {
+        self.held.iter().flat_map(|held| held.order.iter().copied())
     }
 
     /// How many ids it holds.
     pub fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    fn trim(&mut self) {
-        while self.order.len() > self.cap {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            if self.newest.get(&oldest) == Some(&self.first) {
-                self.newest.remove(&oldest);
-            }
-            self.first += 1;
-        }
+        self.held.as_ref().map_or(0, |held| held.order.len())
     }
 }
 

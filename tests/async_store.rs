@@ -193,3 +193,50 @@ fn a_subscription_stream_delivers_what_the_blocking_one_does() {
         .expect("the stream never stalls");
     });
 }
+
+/// Redelivered messages from many tasks at once: each id is written once, on a multi-threaded
+/// runtime; archive and unarchive answer as their blocking twins.
+#[test]
+fn concurrent_redeliveries_write_each_id_once_and_archive_works_async() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        let options = Options::with_durability(Durability::Never);
+        let store = AsyncLogStore::open_with(dir.path(), options).await.unwrap();
+        let mut tasks = Vec::new();
+        for delivery in 0..200 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = format!("wamid.{}", delivery % 50);
+                let message = ChatMessage::user(id.clone());
+                let single = store.append_once("chat", &message, &id).await.unwrap();
+                let batch_id = format!("turn.{}", delivery % 10);
+                let turn = [message.clone(), ChatMessage::assistant("ok")];
+                let batch = store
+                    .append_batch_once("chat", &turn, &batch_id)
+                    .await
+                    .unwrap();
+                usize::from(single) + usize::from(batch)
+            }));
+        }
+        let mut written = 0;
+        for task in tasks {
+            written += tokio::time::timeout(DEADLINE, task)
+                .await
+                .expect("the task finishes")
+                .unwrap();
+        }
+        assert_eq!(written, 50 + 10);
+        assert_eq!(store.load("chat").await.len(), 50 + 2 * 10);
+        assert!(store.archive_session("chat").await.unwrap());
+        assert!(store.list_sessions().await.is_empty());
+        assert!(!store.archive_session("missing").await.unwrap());
+        assert!(store.unarchive_session("chat").await.unwrap());
+        assert_eq!(store.list_sessions().await, vec!["chat".to_string()]);
+        store.close().await.unwrap();
+    });
+}
