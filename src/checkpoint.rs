@@ -29,8 +29,8 @@ use crate::segment::{FORMAT_VERSION_NEWEST, FORMAT_VERSION_OLDEST};
 const MAGIC: [u8; 8] = *b"SLCKPT\0\0";
 /// Version 2 added each session's chain head and newest segment's format version; version 3
 /// the messages kept for undo, the tombstones and fork origins; version 4 the archived flag and
-/// the window of recent ids.
-const VERSION: u32 = 4;
+/// the window of recent ids; version 5 the size of the window it was written with.
+const VERSION: u32 = 5;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
 /// One session as the checkpoint records it.
@@ -77,16 +77,19 @@ impl Writer {
     }
 }
 
-/// Encodes a checkpoint of the given sessions and segment files (name, length, time).
+/// Encodes a checkpoint of the given sessions and segment files (name, length, time), written
+/// by a store whose windows keep `window` ids.
 pub(crate) fn encode(
     next_seq: u64,
     next_id: u64,
+    window: usize,
     segments: &[(String, FileStat)],
     sessions: &[Entry<'_>],
 ) -> Vec<u8> {
     let mut body = Writer(Vec::new());
     body.u64(next_seq);
     body.u64(next_id);
+    body.u64(window as u64);
     body.u64(segments.len() as u64);
     for (name, stat) in segments {
         body.str(name);
@@ -221,6 +224,10 @@ impl<'a> Reader<'a> {
 struct Decoded {
     next_seq: u64,
     next_id: u64,
+    /// The size of the windows of ids it was written with.
+    window: u64,
+    /// Some session's window held that many ids, so a larger window may hold more of them.
+    window_full: bool,
     segments: Vec<(String, FileStat)>,
     sessions: Vec<ReplayedSession>,
 }
@@ -240,6 +247,8 @@ fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
     let mut r = Reader(body);
     let next_seq = r.u64()?;
     let next_id = r.u64()?;
+    let recorded_window = r.u64()?;
+    let mut window_full = false;
     let segment_count = r.len()?;
     let mut segments = Vec::with_capacity(segment_count.min(body_len));
     for _ in 0..segment_count {
@@ -308,6 +317,7 @@ fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
         };
         view.archived = r.flag()?;
         let id_count = r.len()?;
+        window_full |= id_count as u64 >= recorded_window && recorded_window > 0;
         let mut digests = Vec::with_capacity(id_count.min(body_len / 16));
         for _ in 0..id_count {
             digests.push(r.u128()?);
@@ -331,6 +341,8 @@ fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
     Some(Decoded {
         next_seq,
         next_id,
+        window: recorded_window,
+        window_full,
         segments,
         sessions,
     })
@@ -365,6 +377,11 @@ pub(crate) fn load(
     let decoded = bytes.and_then(|bytes| decode(&bytes, window));
     let usable = match decoded {
         None => Err("damaged or of another version"),
+        // A store whose windows were smaller kept fewer ids than this one keeps: where a
+        // window was full, the segments may hold older ids that replay enters.
+        Some(d) if d.window_full && d.window < window as u64 => {
+            Err("it was written with a smaller idempotency_window")
+        }
         Some(d) => match check_folder(fs, dir, &path, &d.segments, segments) {
             Ok(()) => Ok(d),
             Err(reason) => Err(reason),
@@ -557,9 +574,11 @@ mod tests {
             modified_ns: 12,
         };
         let names = vec![("0000000000000003-00000001.seg".to_string(), stat)];
-        let bytes = encode(9, 4, &names, &[entry]);
+        let bytes = encode(9, 4, IDEMPOTENCY_WINDOW_DEFAULT, &names, &[entry]);
         let d = decode(&bytes, IDEMPOTENCY_WINDOW_DEFAULT).unwrap();
         assert_eq!((d.next_seq, d.next_id, &d.segments), (9, 4, &names));
+        assert_eq!(d.window, IDEMPOTENCY_WINDOW_DEFAULT as u64);
+        assert!(!d.window_full);
         assert_eq!(d.sessions.len(), 1);
         assert_eq!(d.sessions[0].view, view);
         assert_eq!(d.sessions[0].newest_len, 170);

@@ -8,10 +8,10 @@
 //! holds it too.
 //!
 //! Ids are kept as 128-bit digests ([`id_digest`]), so that a window costs the same whatever
-//! the ids' length: about 45 bytes per id in memory (16 in the order, about 29 in the map),
-//! 16 bytes per id in a snapshot or the checkpoint, and 16 bytes for a session that never took
-//! an identified append. Two different ids collide with probability
-//! 2^-128 per pair.
+//! the ids' length: at most 66 bytes per id in memory once full (16 in the order, 2 x 25 for
+//! the map's buckets; 264 KiB for a full window of 4,096), about 70 for a few dozen ids, 16
+//! bytes per id in a snapshot or the checkpoint, and 16 bytes for a session that never took an
+//! identified append. Two different ids collide with probability 2^-128 per pair.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -36,24 +36,38 @@ pub fn id_digest(id: &str) -> u128 {
 
 /// The last `cap` ids entered, oldest first. A session that never took an identified append
 /// pays 16 bytes for it: the digests live behind a box made on the first one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct IdWindow {
     cap: usize,
     held: Option<Box<Held>>,
 }
 
 /// The digests of a window that holds some.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 struct Held {
     /// The digests in the window, oldest first.
     order: VecDeque<u128>,
-    /// Each digest in the window, with the position (counted from the first id ever entered)
-    /// of its newest entry: an id entered twice (possible when the window was smaller when it
-    /// came again) stays in the window until its newest entry leaves.
-    newest: HashMap<u128, u64>,
-    /// The position of `order`'s first digest.
-    first: u64,
+    /// How many times each digest is in `order` (an id can be entered twice, when the window
+    /// was smaller when it came again): it stays in the window until its newest entry leaves.
+    /// Keyed by the digest's two halves, so that an entry takes 24 bytes, not the 32 a `u128`
+    /// key's alignment would make it.
+    count: HashMap<[u64; 2], u32>,
 }
+
+/// The map's key for `digest`.
+fn halves(digest: u128) -> [u64; 2] {
+    [digest as u64, (digest >> 64) as u64]
+}
+
+impl PartialEq for IdWindow {
+    /// Two windows are equal when they keep the same number of ids and hold the same ones in
+    /// the same order (however their memory was reserved).
+    fn eq(&self, other: &IdWindow) -> bool {
+        self.cap == other.cap && self.digests().eq(other.digests())
+    }
+}
+
+impl Eq for IdWindow {}
 
 impl IdWindow {
     /// An empty window that keeps at most `cap` ids (0 keeps none).
@@ -61,31 +75,40 @@ impl IdWindow {
         IdWindow { cap, held: None }
     }
 
+    /// How many ids it keeps at most.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// True when the window holds `digest`.
     pub fn contains(&self, digest: u128) -> bool {
         self.held
             .as_ref()
-            .is_some_and(|held| held.newest.contains_key(&digest))
+            .is_some_and(|held| held.count.contains_key(&halves(digest)))
     }
 
-    /// Enters `digest` as the newest id, forgetting the oldest if the window is full.
+    /// Enters `digest` as the newest id, forgetting the oldest first if the window is full (so
+    /// that neither the order nor the map ever holds more than `cap`, and neither grows past
+    /// the size `cap` needs).
     pub fn push(&mut self, digest: u128) {
         if self.cap == 0 {
             return;
         }
         let held = self.held.get_or_insert_with(Box::default);
-        let position = held.first + held.order.len() as u64;
-        held.order.push_back(digest);
-        held.newest.insert(digest, position);
-        while held.order.len() > self.cap {
+        while held.order.len() >= self.cap {
             let Some(oldest) = held.order.pop_front() else {
                 break;
             };
-            if held.newest.get(&oldest) == Some(&held.first) {
-                held.newest.remove(&oldest);
+            let key = halves(oldest);
+            if let Some(n) = held.count.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    held.count.remove(&key);
+                }
             }
-            held.first += 1;
         }
+        held.order.push_back(digest);
+        *held.count.entry(halves(digest)).or_insert(0) += 1;
     }
 
     /// Forgets every id.
@@ -110,6 +133,24 @@ impl IdWindow {
     /// How many ids it holds.
     pub fn len(&self) -> usize {
         self.held.as_ref().map_or(0, |held| held.order.len())
+    }
+
+    /// The heap bytes the window has reserved, counted from its collections' capacities: the
+    /// box, 16 bytes per slot of the order, and per bucket of the map its 24-byte entry and
+    /// control byte (a hash table keeps at least an eighth of its buckets free, rounded up to a
+    /// power of two).
+    #[cfg(test)]
+    pub fn heap_bytes(&self) -> usize {
+        self.held.as_ref().map_or(0, |held| {
+            let buckets = if held.count.capacity() == 0 {
+                0
+            } else {
+                (held.count.capacity() * 8 / 7).next_power_of_two()
+            };
+            std::mem::size_of::<Held>()
+                + held.order.capacity() * std::mem::size_of::<u128>()
+                + buckets * (std::mem::size_of::<([u64; 2], u32)>() + 1)
+        })
     }
 }
 
@@ -158,6 +199,37 @@ mod tests {
         let digests: Vec<u128> = ["a", "b", "c"].map(id_digest).to_vec();
         window.replace(&digests);
         assert_eq!(window.digests().collect::<Vec<_>>(), digests[1..].to_vec());
+    }
+
+    #[test]
+    fn a_full_window_stays_within_its_reserved_size() {
+        let cap = IDEMPOTENCY_WINDOW_DEFAULT;
+        let mut window = IdWindow::new(cap);
+        let mut most = 0;
+        for i in 0..3 * cap {
+            window.push(id_digest(&i.to_string()));
+            most = most.max(window.heap_bytes());
+        }
+        assert_eq!(window.len(), cap);
+        // The order never reserves more than the next power of two of `cap` slots, the map
+        // never more buckets than `cap` entries need: 16 + 2 * 25 bytes an id for 4,096.
+        assert_eq!(window.held.as_ref().unwrap().order.capacity(), cap);
+        assert!(
+            most <= cap * (16 + 2 * 25) + 256,
+            "{most} bytes for {cap} ids"
+        );
+    }
+
+    #[test]
+    fn windows_with_the_same_ids_are_equal_however_they_grew() {
+        let mut grown = IdWindow::new(3);
+        for id in ["a", "b", "c", "d"] {
+            grown.push(id_digest(id));
+        }
+        let mut replaced = IdWindow::new(3);
+        replaced.replace(&["b", "c", "d"].map(id_digest));
+        assert_eq!(grown, replaced);
+        assert_ne!(grown, IdWindow::new(3));
     }
 
     #[test]

@@ -106,7 +106,9 @@ pub struct Options {
     /// [`crate::LogStore::append_batch_once`]) it remembers the ids of: an id among them is a
     /// duplicate and writes nothing; an id older than that (the `window + 1`th back) is
     /// accepted again. The window is rebuilt from the log, so it survives reopen, compaction
-    /// and crashes; it costs about 45 bytes of memory per id it holds. 0 remembers none (every
+    /// and crashes (an open with a smaller window keeps fewer, and a compaction under it
+    /// forgets the rest); it costs at most about 70 bytes of memory per id it holds (264 KiB
+    /// for a full window of 4,096). 0 remembers none (every
     /// `append_once` writes). Default: [`crate::IDEMPOTENCY_WINDOW_DEFAULT`] (4,096); at most
     /// [`crate::IDEMPOTENCY_WINDOW_MAX`].
     pub idempotency_window: usize,

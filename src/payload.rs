@@ -122,8 +122,9 @@ pub enum Event<'a> {
 }
 
 impl<'a> Event<'a> {
-    /// The role and content of message `index` of a record that holds messages: an `Append`
-    /// or `UpdateLast` (index 0) or an `AppendBatch`. `None` for any other event.
+    /// The role and content of message `index` of a record that holds messages: an `Append`,
+    /// `AppendOnce` or `UpdateLast` (index 0) or an `AppendBatch` or `AppendBatchOnce`. `None`
+    /// for any other event.
     pub fn message(&self, index: usize) -> Option<(&'a str, &'a str)> {
         match self {
             Event::Append { role, content }

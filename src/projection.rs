@@ -403,7 +403,13 @@ impl SessionView {
             _ => {}
         }
         // Fixed fields: tag 4, times 3 x 9, counts 2 x 8, the archived flag 1 and the ids'
-        // count 8, strings' length prefixes and option tags.
+        // count 8, strings' length prefixes and option tags; the window's ids, 16 bytes each,
+        // with the one this event enters.
+        let entered = usize::from(matches!(
+            event,
+            Event::AppendOnce { .. } | Event::AppendBatchOnce { .. }
+        ));
+        let ids = (self.recent_ids.len() + entered).min(self.recent_ids.cap());
         let strings = [
             snapshot.name,
             snapshot.agent_alias,
@@ -414,10 +420,11 @@ impl SessionView {
             snapshot.turn_id,
             snapshot.fork_source,
         ];
-        81 + strings
-            .iter()
-            .map(|s| 9 + s.map_or(0, str::len))
-            .sum::<usize>()
+        81 + 16 * ids
+            + strings
+                .iter()
+                .map(|s| 9 + s.map_or(0, str::len))
+                .sum::<usize>()
     }
 
     /// The last clear can still be undone: it is younger than `retention`.
@@ -474,6 +481,27 @@ mod tests {
         offset: 100,
         len: 40,
     };
+
+    #[test]
+    fn the_snapshot_bound_covers_a_full_window_of_ids() {
+        let mut view = SessionView::with_window("k", 64);
+        view.name = Some("a name".into());
+        for i in 0..100 {
+            view.recent_ids.push(id_digest(&i.to_string()));
+        }
+        let written = crate::payload::encode_event(&Event::Snapshot(view.snapshot())).len();
+        let bound = view.snapshot_len_after(&Event::SetArchived { archived: true });
+        assert!(written <= bound, "{written} bytes written, {bound} bound");
+        let mut short = SessionView::with_window("k", 64);
+        short.recent_ids.push(id_digest("a"));
+        let written = crate::payload::encode_event(&Event::Snapshot(short.snapshot())).len();
+        let once = Event::AppendOnce {
+            role: "user",
+            content: "c",
+            id: "b",
+        };
+        assert!(written + 16 <= short.snapshot_len_after(&once));
+    }
 
     #[test]
     fn update_last_keeps_the_append_time() {

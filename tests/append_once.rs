@@ -9,8 +9,8 @@ use std::sync::Arc;
 use common::SIM_DIR;
 use sessionlog::testing::SimFs;
 use sessionlog::{
-    ChatMessage, Durability, EncryptionKey, Error, EventFilter, EventKind, LogStore, Options,
-    SessionBackend, MESSAGE_ID_MAX_BYTES,
+    ChatMessage, Durability, EncryptionKey, Error, EventFilter, EventKind, Finding, LogStore,
+    Options, SessionBackend, MESSAGE_ID_MAX_BYTES,
 };
 
 fn sim_open(fs: &SimFs, options: &Options) -> LogStore {
@@ -190,6 +190,90 @@ fn the_window_edge_holds_through_reopen_replay_and_compaction() {
     let again = ChatMessage::user("again");
     assert!(!store.append_once("live", &again, "id-2").unwrap());
     assert!(store.append_once("live", &again, "id-9").unwrap());
+}
+
+/// A store opened once with a smaller window and closed writes a checkpoint of the smaller
+/// windows; a later open with the larger window does not trust it and replays, finding the ids
+/// the smaller window dropped. A compaction under the smaller window forgets them for good.
+#[test]
+fn a_smaller_window_for_one_open_loses_no_ids_unless_it_compacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let window = |idempotency_window| Options {
+        idempotency_window,
+        ..Options::with_durability(Durability::Never)
+    };
+    let again = ChatMessage::user("again");
+    let store = LogStore::open_with(dir.path(), window(8)).unwrap();
+    fill(&store, "k", 1..=8);
+    store.close().unwrap();
+    // An open with a window of 2 that writes (elsewhere) and closes: its checkpoint holds 2 ids.
+    let store = LogStore::open_with(dir.path(), window(2)).unwrap();
+    store.append("other", &again).unwrap();
+    store.close().unwrap();
+    assert!(dir.path().join("CHECKPOINT").exists());
+    let store = LogStore::open_with(dir.path(), window(8)).unwrap();
+    let report = store.recovery_report();
+    assert!(!report.from_checkpoint, "{report:?}");
+    assert!(
+        report.findings.iter().any(|f| matches!(f,
+            Finding::CheckpointIgnored { reason } if reason.contains("idempotency_window"))),
+        "{report:?}"
+    );
+    for i in 1..=8 {
+        let id = format!("id-{i}");
+        assert!(!store.append_once("k", &again, &id).unwrap(), "{id}");
+    }
+    store.close().unwrap();
+    // The checkpoint of the larger window serves a smaller one.
+    let store = LogStore::open_with(dir.path(), window(2)).unwrap();
+    assert!(store.recovery_report().from_checkpoint);
+    assert!(store.append_once("k", &again, "id-1").unwrap());
+    // A compaction under the window of 2 keeps 2 ids: the others are forgotten for good.
+    store.compact_session("k").unwrap();
+    store.close().unwrap();
+    let store = LogStore::open_with(dir.path(), window(8)).unwrap();
+    assert!(!store.append_once("k", &again, "id-8").unwrap());
+    assert!(!store.append_once("k", &again, "id-1").unwrap());
+    assert!(store.append_once("k", &again, "id-7").unwrap());
+}
+
+/// A compaction writes a session's metadata and window in one record: an identified append
+/// that would grow the window past what one record holds is refused, writes nothing, and the
+/// session still compacts and reopens.
+#[test]
+fn an_id_the_snapshot_could_not_hold_is_refused_before_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        record_bytes_max: 400,
+        idempotency_window: 64,
+        ..Options::with_durability(Durability::Never)
+    };
+    let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
+    let mut written = 0;
+    let refused = loop {
+        match store.append_once("k", &ChatMessage::user("m"), &format!("id-{written}")) {
+            Ok(wrote) => {
+                assert!(wrote);
+                written += 1;
+            }
+            Err(e) => break e,
+        }
+        assert!(written < 64, "the window's 64 ids cannot fit in 400 bytes");
+    };
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::InvalidInput,
+        "{refused}"
+    );
+    assert!(written > 0);
+    assert_eq!(store.load("k").len(), written);
+    store.compact_session("k").unwrap();
+    store.close().unwrap();
+    let store = LogStore::open_with(dir.path(), options).unwrap();
+    assert_eq!(store.load("k").len(), written);
+    assert!(!store
+        .append_once("k", &ChatMessage::user("m"), "id-0")
+        .unwrap());
 }
 
 #[test]

@@ -193,6 +193,42 @@ fn verify_reports_a_sound_store_with_0_and_damage_with_1() {
     assert_eq!(usage.status.code(), Some(2));
 }
 
+/// `compact` keeps as many ids per session as `--idempotency-window` says; too large a window
+/// is refused before anything is written.
+#[test]
+fn compact_keeps_the_window_of_ids_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir_arg(dir.path());
+    let options = sessionlog::Options {
+        idempotency_window: 16,
+        ..sessionlog::Options::default()
+    };
+    let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
+    for i in 1..=16 {
+        assert!(store
+            .append_once("k", &user(&format!("m{i}")), &format!("id-{i}"))
+            .unwrap());
+    }
+    store.close().unwrap();
+    let before = common::snapshot_files(dir.path());
+    let out = run(&["--idempotency-window", "70000", "compact", d]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("idempotency_window"));
+    assert_eq!(common::snapshot_files(dir.path()), before);
+    // The default window (4,096) keeps all 16.
+    assert!(run(&["compact", d]).status.success());
+    let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
+    assert!(!store.append_once("k", &user("again"), "id-1").unwrap());
+    store.close().unwrap();
+    // A window of 4 keeps the newest 4: id-2 is forgotten, id-16 is not.
+    assert!(run(&["--idempotency-window", "4", "compact", d])
+        .status
+        .success());
+    let store = LogStore::open_with(dir.path(), options).unwrap();
+    assert!(!store.append_once("k", &user("again"), "id-16").unwrap());
+    assert!(store.append_once("k", &user("again"), "id-2").unwrap());
+}
+
 #[test]
 fn archive_hides_a_session_from_ls_until_unarchive_and_export_keeps_it() {
     let dir = tempfile::tempdir().unwrap();

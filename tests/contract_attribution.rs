@@ -144,3 +144,95 @@ fn a_read_only_store_refuses_to_change_attribution() {
     assert_eq!(error.kind(), std::io::ErrorKind::PermissionDenied);
     assert_eq!(reader.count_agent_attribution("x").unwrap(), 2);
 }
+
+/// A power cut at every point of a rename leaves each session either moved or not (never lost,
+/// never with another alias, its activity unchanged); `count_agent_attribution(from)` says how
+/// many remain, and running the rename again finishes it.
+#[test]
+fn a_rename_cut_by_a_crash_at_any_point_is_finished_by_running_it_again() {
+    use sessionlog::testing::SimFs;
+    use sessionlog::Options;
+    use std::sync::Arc;
+
+    const SESSIONS: usize = 6;
+    let setup = |fs: &SimFs| {
+        let store =
+            LogStore::open_with_fs("/store", Options::default(), Arc::new(fs.clone())).unwrap();
+        for i in 0..SESSIONS {
+            let key = format!("s{i}");
+            store.append(&key, &ChatMessage::user("hi")).unwrap();
+            store.set_session_agent_alias(&key, "old-agent").unwrap();
+        }
+        // An archived session is live: it is renamed too.
+        store.archive_session("s0").unwrap();
+        store.append("other", &ChatMessage::user("hi")).unwrap();
+        store.set_session_agent_alias("other", "another").unwrap();
+        drop(store);
+    };
+    let open = |fs: &SimFs| {
+        LogStore::open_with_fs("/store", Options::default(), Arc::new(fs.clone())).unwrap()
+    };
+    let activity = |store: &LogStore| -> Vec<_> {
+        (0..SESSIONS)
+            .map(|i| metadata(store, &format!("s{i}")).last_activity)
+            .collect()
+    };
+    // The operations a whole rename takes.
+    let fs = SimFs::new();
+    setup(&fs);
+    let before = fs.mutations();
+    {
+        let store = open(&fs);
+        assert_eq!(
+            store
+                .rename_agent_attribution("old-agent", "new-agent")
+                .unwrap(),
+            SESSIONS
+        );
+    }
+    let total = fs.mutations() - before;
+    assert!(total >= SESSIONS as u64, "a record per session");
+    let mut partial = 0;
+    for cut in 0..=total {
+        let fs = SimFs::new();
+        setup(&fs);
+        let store = open(&fs);
+        let active = activity(&store);
+        fs.cut_power_after(cut);
+        let _ = store.rename_agent_attribution("old-agent", "new-agent");
+        drop(store);
+        fs.crash(Some(7));
+        let store = open(&fs);
+        let left = store.count_agent_attribution("old-agent").unwrap();
+        let moved = store.count_agent_attribution("new-agent").unwrap();
+        assert_eq!(
+            left + moved,
+            SESSIONS,
+            "cut after {cut}: every session is one or the other"
+        );
+        partial += usize::from(left > 0 && moved > 0);
+        assert_eq!(store.count_agent_attribution("another").unwrap(), 1);
+        assert_eq!(
+            activity(&store),
+            active,
+            "cut after {cut}: activity unchanged"
+        );
+        assert!(store.is_archived("s0"), "cut after {cut}");
+        assert_eq!(
+            store
+                .rename_agent_attribution("old-agent", "new-agent")
+                .unwrap(),
+            left,
+            "cut after {cut}: the rename again moves what is left"
+        );
+        assert_eq!(store.count_agent_attribution("old-agent").unwrap(), 0);
+        assert_eq!(
+            store.count_agent_attribution("new-agent").unwrap(),
+            SESSIONS
+        );
+    }
+    assert!(
+        partial >= SESSIONS - 1,
+        "cuts left renames half done ({partial})"
+    );
+}

@@ -14,7 +14,9 @@ impl LogStore {
     /// by default. An append to it (any of the append methods) brings it back; so does
     /// [`LogStore::unarchive_session`]. The session's `last_activity` does not change.
     /// Archiving is an event in the log ([`crate::EventKind::Archive`]), kept through
-    /// compaction, undo and restore; a fork of an archived session is not archived.
+    /// compaction, undo and restore; a fork of an archived session is not archived. An archived
+    /// session is live: the agent attribution methods, `cleanup_stale` and retention treat it
+    /// as any other.
     ///
     /// `Ok(false)` for a missing session; `Ok(true)` otherwise (writing nothing when it is
     /// archived already).

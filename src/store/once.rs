@@ -9,6 +9,9 @@ use crate::record::Event;
 use super::commit::Decision;
 use super::{batch, LogStore};
 
+// The message below names the limit.
+const _: () = assert!(MESSAGE_ID_MAX_BYTES == 1024);
+
 /// Checks a caller's message or batch id.
 fn check_id(id: &str) -> Result<()> {
     let reason = if id.is_empty() {

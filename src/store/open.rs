@@ -608,6 +608,7 @@ impl Inner {
         let bytes = checkpoint::encode(
             self.feed.next_seq(),
             self.next_id.load(Ordering::SeqCst),
+            self.options.idempotency_window,
             &segments,
             &entries,
         );

@@ -48,6 +48,11 @@ struct Cli {
     /// SESSIONLOG_KEY, if set.
     #[arg(long, global = true, value_name = "PATH")]
     key_file: Option<PathBuf>,
+    /// How many recent message ids each session's window keeps (Options::idempotency_window)
+    /// while this command writes, compacts or closes the store. A compaction keeps only this
+    /// many ids, so pass your application's value if it is larger than the default.
+    #[arg(long, global = true, value_name = "N", default_value_t = sessionlog::IDEMPOTENCY_WINDOW_DEFAULT)]
+    idempotency_window: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -277,6 +282,7 @@ fn main() -> ExitCode {
     };
     let options = encryption.map(|encryption| Options {
         encryption,
+        idempotency_window: cli.idempotency_window,
         ..Options::default()
     });
     match options.and_then(|options| run(cli.command, &options)) {
