@@ -18,13 +18,13 @@ use std::path::Path;
 use crate::error::Result;
 use crate::fs::{context, read_all, sync_dir, FileStat, FileSystem, OpenMode};
 use crate::keyring::Keyring;
-use crate::layout::{CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE};
+use crate::layout::{CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, NUMBER_LIMIT};
 use crate::location::MessageLoc;
 use crate::projection::SessionView;
 use crate::record::{Hash, HASH_LEN};
 use crate::recovery::{Replayed, ReplayedSession};
 use crate::report::{Finding, RecoveryReport};
-use crate::segment::{FORMAT_VERSION_NEWEST, FORMAT_VERSION_OLDEST};
+use crate::segment::{key_len_ok, FORMAT_VERSION_NEWEST, FORMAT_VERSION_OLDEST};
 
 const MAGIC: [u8; 8] = *b"SLCKPT\0\0";
 /// Version 2 added each session's chain head and newest segment's format version; version 3
@@ -348,6 +348,33 @@ fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
     })
 }
 
+/// Checks what a whole checkpoint (its CRC right) claims against the rules every store keeps,
+/// so that a value the store would never have written is not trusted: numbers below the
+/// format's limit, each session's sequence numbers below the next one, keys of a length a
+/// session may have, one live session per key and one session per id.
+fn check(d: &Decoded) -> std::result::Result<(), &'static str> {
+    if d.next_seq >= NUMBER_LIMIT || d.next_id >= NUMBER_LIMIT {
+        return Err("it holds a sequence number or session id beyond the format's range");
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut live_keys = std::collections::HashSet::new();
+    for s in &d.sessions {
+        if s.session_id >= d.next_id || !ids.insert(s.session_id) {
+            return Err("it holds a session id twice, or one not below the next");
+        }
+        if s.view.last_seq >= d.next_seq {
+            return Err("a session's last sequence number is not below the next");
+        }
+        if !key_len_ok(s.view.key.len()) {
+            return Err("a session's key is empty or longer than any key may be");
+        }
+        if !s.view.deleted && !live_keys.insert(s.view.key.as_str()) {
+            return Err("two sessions hold one key");
+        }
+    }
+    Ok(())
+}
+
 /// The associated data of an encrypted store's checkpoint, which is sealed whole under the
 /// store key.
 pub(crate) const SEALED_AAD: &[u8] = b"sessionlog checkpoint\0";
@@ -382,10 +409,12 @@ pub(crate) fn load(
         Some(d) if d.window_full && d.window < window as u64 => {
             Err("it was written with a smaller idempotency_window")
         }
-        Some(d) => match check_folder(fs, dir, &path, &d.segments, segments) {
-            Ok(()) => Ok(d),
-            Err(reason) => Err(reason),
-        },
+        Some(d) => {
+            match check(&d).and_then(|()| check_folder(fs, dir, &path, &d.segments, segments)) {
+                Ok(()) => Ok(d),
+                Err(reason) => Err(reason),
+            }
+        }
     };
     let usable = match usable {
         Ok(d) => Some(d),

@@ -17,8 +17,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::compaction;
-use crate::error::Result;
-use crate::fs::{context, read_all, sync_dir, FileSystem, OpenMode};
+use crate::error::{Error, Result};
+use crate::fs::{context, sync_dir, FileSystem, OpenMode};
 use crate::keyring::Keyring;
 use crate::layout::{erased_path, ARCHIVE_DIR, NUMBER_LIMIT, QUARANTINE_DIR, TORN_INFIX};
 use crate::report::{Finding, RecoveryReport};
@@ -98,6 +98,8 @@ pub struct Log {
     pub file_len: u64,
     /// Offsets of records that are not sound but have a sound record after them.
     pub damaged: Vec<u64>,
+    /// How many more bad records with a sound one after them there are than `damaged` lists.
+    pub damaged_more: u64,
 }
 
 impl Log {
@@ -116,40 +118,62 @@ impl Log {
     }
 }
 
+/// The longest tail a crash can leave after the log's last sound record (one record cut short,
+/// with room for a file system's zero fill of a page).
+const TORN_TAIL_MAX: u64 = 64 << 10;
+
+/// Most bad records [`read`] lists by offset; any more are only counted.
+const DAMAGED_LISTED: usize = 64;
+
 /// Reads the log of the store in `dir`: every sound record, skipping (and listing) bad ones
-/// that have a sound one after them.
+/// that have a sound one after them. It reads through a bounded buffer, so a log extended far
+/// past its records (zero fill, a sparse file) costs time, never memory.
 pub fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Log> {
     let path = erased_path(dir);
+    let mut log = Log {
+        erasures: Vec::new(),
+        good_len: 0,
+        file_len: 0,
+        damaged: Vec::new(),
+        damaged_more: 0,
+    };
     if !fs.exists(&path) {
-        return Ok(Log {
-            erasures: Vec::new(),
-            good_len: 0,
-            file_len: 0,
-            damaged: Vec::new(),
-        });
+        return Ok(log);
     }
-    let bytes = read_all(fs, &path)?;
-    let mut erasures = Vec::new();
-    let mut bad = Vec::new();
-    let mut good_len = 0;
-    for (i, record) in bytes.chunks_exact(RECORD_LEN).enumerate() {
-        let offset = (i * RECORD_LEN) as u64;
-        match Erasure::decode(record) {
-            Some(erasure) => {
-                erasures.push(erasure);
-                good_len = offset + RECORD_LEN as u64;
+    let file = fs
+        .open(&path, OpenMode::Read)
+        .map_err(context("opening", &path))?;
+    log.file_len = file.size().map_err(context("reading", &path))?;
+    let whole = log.file_len - log.file_len % RECORD_LEN as u64;
+    // Bad records since the last sound one: damage if a sound one follows, else a torn append.
+    let mut pending = Vec::new();
+    let mut pending_more = 0u64;
+    let chunk_len = usize::try_from(whole).map_or(RECORD_LEN << 15, |w| w.min(RECORD_LEN << 15));
+    let mut chunk = vec![0; chunk_len];
+    let mut at = 0;
+    while at < whole {
+        let n = usize::try_from(whole - at).map_or(chunk.len(), |left| left.min(chunk.len()));
+        let bytes = &mut chunk[..n];
+        file.read_at(bytes, at).map_err(context("reading", &path))?;
+        for (i, record) in bytes.chunks_exact(RECORD_LEN).enumerate() {
+            let offset = at + (i * RECORD_LEN) as u64;
+            match Erasure::decode(record) {
+                Some(erasure) => {
+                    log.erasures.push(erasure);
+                    log.good_len = offset + RECORD_LEN as u64;
+                    let room = DAMAGED_LISTED.saturating_sub(log.damaged.len());
+                    let listed = pending.len().min(room);
+                    log.damaged_more += (pending.len() - listed) as u64 + pending_more;
+                    log.damaged.extend(pending.drain(..).take(listed));
+                    pending_more = 0;
+                }
+                None if log.damaged.len() + pending.len() < DAMAGED_LISTED => pending.push(offset),
+                None => pending_more += 1,
             }
-            None => bad.push(offset),
         }
+        at += n as u64;
     }
-    // Bad records after the last sound one are a torn append, not damage.
-    bad.retain(|offset| *offset < good_len);
-    Ok(Log {
-        erasures,
-        good_len,
-        file_len: bytes.len() as u64,
-        damaged: bad,
-    })
+    Ok(log)
 }
 
 /// Appends `erasure` to the log at `at` (the end of its good records) and syncs it; returns
@@ -198,12 +222,17 @@ impl ErasureLog {
         report: &mut RecoveryReport,
     ) -> Result<ErasureLog> {
         let log = read(fs, dir)?;
-        for &offset in &log.damaged {
+        for (i, &offset) in log.damaged.iter().enumerate() {
+            let mut reason =
+                String::from("erasure record fails its checksum; the records after it are read");
+            if i + 1 == log.damaged.len() && log.damaged_more > 0 {
+                reason += &format!(" ({} more bad records are not listed)", log.damaged_more);
+            }
             report.findings.push(Finding::Damaged {
                 key: None,
                 path: erased_path(dir),
                 offset,
-                reason: "erasure record fails its checksum; the records after it are read".into(),
+                reason,
                 quarantined: Vec::new(),
             });
         }
@@ -237,6 +266,22 @@ impl ErasureLog {
     ) -> Result<()> {
         if self.file_len > self.end {
             let path = erased_path(dir);
+            let tail = self.file_len - self.end;
+            if tail > TORN_TAIL_MAX {
+                // No crash leaves this much (appends are synced one record at a time): the
+                // file was extended or overwritten. It is the store's authority on erasure,
+                // so it is neither cut nor set aside; open stops and says so.
+                return Err(Error::Corrupt {
+                    path,
+                    offset: self.end,
+                    reason: format!(
+                        "{tail} bytes after the last sound erasure record, more than an \
+                         unfinished append leaves; once you have checked what they hold, cut \
+                         the file to {} bytes",
+                        self.end
+                    ),
+                });
+            }
             let (saved_to, bytes) = cut_tail(fs, &path, self.end, false)?;
             report.findings.push(Finding::TornTail {
                 path,
@@ -396,6 +441,7 @@ pub fn erase_traces(fs: &dyn FileSystem, dir: &Path, session_id: u64) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::read_all;
 
     #[test]
     fn a_bad_record_between_sound_ones_is_skipped_and_a_bad_tail_is_torn() {

@@ -119,6 +119,16 @@ pub enum Error {
         /// Its permission bits.
         mode: u32,
     },
+    /// A file or folder of the store's own (`LOCK`, `CHECKPOINT`, `ERASED`, a segment,
+    /// `archive/`, `quarantine/`, `keys/`) is a symbolic link. The store never follows a link
+    /// it did not make, so that nothing outside its folder is read, written or moved into:
+    /// put the file or folder itself in the link's place (or remove the link). Nothing was
+    /// changed through it.
+    #[error("{path} is a symbolic link; sessionlog does not follow links inside its folder")]
+    SymbolicLink {
+        /// The link.
+        path: PathBuf,
+    },
     /// The store is encrypted and the key given ([`crate::Options::encryption`]) is not its
     /// key. Nothing was read or changed.
     #[error("{path}: the encryption key is not this store's key")]
@@ -233,9 +243,10 @@ impl Error {
             | Error::InvalidMessageId { .. }
             | Error::InvalidOptions { .. } => io::ErrorKind::InvalidInput,
             Error::Locked { .. } => io::ErrorKind::ResourceBusy,
-            Error::InsecureFolder { .. } | Error::WrongKey { .. } | Error::KeyRequired { .. } => {
-                io::ErrorKind::PermissionDenied
-            }
+            Error::InsecureFolder { .. }
+            | Error::SymbolicLink { .. }
+            | Error::WrongKey { .. }
+            | Error::KeyRequired { .. } => io::ErrorKind::PermissionDenied,
             Error::NotEncrypted { .. } => io::ErrorKind::InvalidInput,
             Error::Poisoned => io::ErrorKind::Other,
             Error::ReadOnly => io::ErrorKind::PermissionDenied,

@@ -80,12 +80,19 @@ pub trait FileSystem: Send + Sync + Debug {
     fn is_dir(&self, path: &Path) -> bool;
     /// True if something exists at `path`.
     fn exists(&self, path: &Path) -> bool;
+    /// True if `path` is a symbolic link (which the store never follows). The default, for
+    /// file systems without links, is false.
+    fn is_symlink(&self, path: &Path) -> bool {
+        let _ = path;
+        false
+    }
     /// A file's length and modification time.
     fn stat(&self, path: &Path) -> io::Result<FileStat>;
     /// The entries of a folder, in no particular order.
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
     /// Opens a file. Files the store creates are readable and writable by their owner only
-    /// (0600 on Unix), whatever the process umask.
+    /// (0600 on Unix), whatever the process umask. A symbolic link is not followed: opening
+    /// one fails (`ELOOP` on Unix).
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>>;
     /// Renames a file, replacing `to` if it exists. Atomic within one folder.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -103,11 +110,14 @@ pub trait FileSystem: Send + Sync + Debug {
     /// Makes the folder's entries (created, renamed, removed files) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Takes an exclusive lock on `path` (creating it), or fails with
-    /// [`io::ErrorKind::WouldBlock`] at once if it is held, by this process or another.
+    /// [`io::ErrorKind::WouldBlock`] at once if it is held, by this process or another. Like
+    /// [`FileSystem::open`], it does not follow a symbolic link.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
 }
 
-/// The real file system (`std::fs`, `pread`/`pwrite`, `fdatasync`, `flock`).
+/// The real file system (`std::fs`, `pread`/`pwrite`, `fdatasync`, `flock`). Every file is
+/// opened with `O_NOFOLLOW`, so a link planted in place of one of the store's files fails the
+/// open instead of sending a write outside the folder.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StdFs;
 
@@ -164,8 +174,13 @@ impl FileSystem for StdFs {
     fn exists(&self, path: &Path) -> bool {
         path.symlink_metadata().is_ok()
     }
+    fn is_symlink(&self, path: &Path) -> bool {
+        path.symlink_metadata()
+            .is_ok_and(|meta| meta.file_type().is_symlink())
+    }
     fn stat(&self, path: &Path) -> io::Result<FileStat> {
-        let meta = std::fs::metadata(path)?;
+        // A link's own times and length, never its target's.
+        let meta = std::fs::symlink_metadata(path)?;
         let modified = meta.modified()?;
         let modified_ns = match modified.duration_since(std::time::UNIX_EPOCH) {
             Ok(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
@@ -190,7 +205,10 @@ impl FileSystem for StdFs {
     }
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
         let mut options = OpenOptions::new();
-        options.read(true).mode(0o600);
+        options
+            .read(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW);
         match mode {
             OpenMode::Read => {}
             OpenMode::Write => {
@@ -218,7 +236,7 @@ impl FileSystem for StdFs {
     }
     fn link_count(&self, path: &Path) -> io::Result<u64> {
         use std::os::unix::fs::MetadataExt;
-        Ok(std::fs::metadata(path)?.nlink())
+        Ok(std::fs::symlink_metadata(path)?.nlink())
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
@@ -233,6 +251,7 @@ impl FileSystem for StdFs {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         match file.try_lock() {
@@ -244,9 +263,28 @@ impl FileSystem for StdFs {
 }
 
 /// Attaches what the store was doing to an I/O error. The message is built only if there is
-/// an error: this sits on the write path.
+/// an error: this sits on the write path. A file that could not be opened because it is a
+/// symbolic link is [`Error::SymbolicLink`].
 pub fn context<'a>(what: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::io(format!("{what} {}", path.display()), source)
+    move |source| {
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            return Error::SymbolicLink {
+                path: path.to_owned(),
+            };
+        }
+        Error::io(format!("{what} {}", path.display()), source)
+    }
+}
+
+/// Fails with [`Error::SymbolicLink`] if `path` is a symbolic link: for the store's folders,
+/// which are entered by path (`O_NOFOLLOW` guards only the last step of a file's path).
+pub fn refuse_symlink(fs: &dyn FileSystem, path: &Path) -> Result<()> {
+    if fs.is_symlink(path) {
+        return Err(Error::SymbolicLink {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Reads a whole file.
@@ -342,6 +380,8 @@ pub fn free_name(fs: &dyn FileSystem, dir: &Path, name: &str) -> PathBuf {
 /// A subfolder of the store (`archive/`, `quarantine/`, `keys/`), created durably if missing.
 pub fn subfolder(fs: &dyn FileSystem, dir: &Path, name: &str) -> Result<std::path::PathBuf> {
     let folder = dir.join(name);
+    // Files moved into a linked folder would leave the store.
+    refuse_symlink(fs, &folder)?;
     if !fs.is_dir(&folder) {
         fs.create_dir_all(&folder)
             .map_err(context("creating", &folder))?;

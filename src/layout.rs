@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::fs::{context, read_prefix, FileSystem, OpenMode};
+use crate::report::{Finding, RecoveryReport};
 
 /// Name of the lock file in a store's folder. It also holds the sequence floor.
 pub const LOCK_FILE: &str = "LOCK";
@@ -127,8 +128,10 @@ const FLOOR_MAGIC: [u8; 8] = *b"SLFLOOR\0";
 const FLOOR_LEN: usize = 8 + 8 + 4;
 
 /// The sequence floor stored in the LOCK file: no record ever had a sequence number at or above
-/// it when it was written. 0 if the file holds none (or a damaged one).
-pub(crate) fn read_seq_floor(fs: &dyn FileSystem, dir: &Path) -> u64 {
+/// it when it was written. 0 if the file holds none (or a damaged one, which a crash during its
+/// write can leave); 0 and a [`Finding::SequenceFloorIgnored`] in `report` if it holds a whole
+/// one at or beyond [`NUMBER_LIMIT`], which no store writes.
+pub(crate) fn read_seq_floor(fs: &dyn FileSystem, dir: &Path, report: &mut RecoveryReport) -> u64 {
     let Ok(bytes) = read_prefix(fs, &dir.join(LOCK_FILE), FLOOR_LEN as u64) else {
         return 0;
     };
@@ -141,7 +144,15 @@ pub(crate) fn read_seq_floor(fs: &dyn FileSystem, dir: &Path) -> u64 {
     if magic != FLOOR_MAGIC || stored != crc32fast::hash(bytes.get(..16).unwrap_or_default()) {
         return 0;
     }
-    u64::from_le_bytes(floor.try_into().unwrap_or_default())
+    let floor = u64::from_le_bytes(floor.try_into().unwrap_or_default());
+    if floor >= NUMBER_LIMIT {
+        report.findings.push(Finding::SequenceFloorIgnored {
+            path: dir.join(LOCK_FILE),
+            floor,
+        });
+        return 0;
+    }
+    floor
 }
 
 /// Records durably that sequence numbers below `floor` are used, before records are removed

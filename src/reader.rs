@@ -41,6 +41,10 @@ pub(crate) struct ReadPolicy {
     /// A segment missing from the folder is looked for in `archive/`: a compaction may have
     /// moved it there since it was listed (the audit cursor).
     pub follow_archive: bool,
+    /// A bad record with more than this many bytes after it is damage without a look for a
+    /// good record after it: no crash leaves such a tail, so the look (which costs time
+    /// through the whole rest of the file) could only say damage too.
+    pub tail_max: u64,
 }
 
 impl ReadPolicy {
@@ -49,12 +53,14 @@ impl ReadPolicy {
         chunk: 1 << 20,
         keep_open: true,
         follow_archive: false,
+        tail_max: u64::MAX,
     };
     /// The audit cursor: many at once, each waiting between records, beside a running store.
     pub const AUDIT: ReadPolicy = ReadPolicy {
         chunk: 64 << 10,
         keep_open: false,
         follow_archive: true,
+        tail_max: u64::MAX,
     };
 }
 
@@ -295,8 +301,9 @@ impl SegmentReader {
         self.end = Some(if self.cut.is_some_and(|cut| offset >= cut) {
             SegmentEnd::Clean
         } else {
-            let torn =
-                matches!(error, FrameError::Truncated { .. }) || !self.good_record_after(fs)?;
+            let torn = matches!(error, FrameError::Truncated { .. })
+                || (self.file_len(fs)?.saturating_sub(offset) <= self.policy.tail_max
+                    && !self.good_record_after(fs)?);
             SegmentEnd::Bad {
                 offset,
                 error,

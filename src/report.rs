@@ -106,6 +106,16 @@ pub enum Finding {
         /// What was removed.
         removed: Vec<PathBuf>,
     },
+    /// The sequence floor in `LOCK` (below which numbers were used by records since removed)
+    /// is whole but beyond the format's range, so the store never wrote it. It was not used:
+    /// open numbered on from the records and the erasure log, and the next floor written
+    /// replaces it.
+    SequenceFloorIgnored {
+        /// The `LOCK` file.
+        path: PathBuf,
+        /// The floor it holds.
+        floor: u64,
+    },
     /// A file or folder that is not part of the store. It was not touched.
     UnknownFile {
         /// The path.

@@ -56,6 +56,12 @@ pub fn is_sealed(version: u32) -> bool {
 /// Most bytes a session key may have.
 pub const MAX_KEY_BYTES: usize = 1024;
 
+/// True for a key's length that a session may have (1 to [`MAX_KEY_BYTES`] bytes): the one
+/// rule for keys given by a caller and keys read from disk.
+pub fn key_len_ok(len: usize) -> bool {
+    (1..=MAX_KEY_BYTES).contains(&len)
+}
+
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;
 const KIND_OFFSET: usize = VERSION_OFFSET + 4;
@@ -268,7 +274,7 @@ pub fn decode_header(
         }
         _ => key_bytes,
     };
-    if key_bytes.is_empty() || key_bytes.len() > MAX_KEY_BYTES {
+    if !key_len_ok(key_bytes.len()) {
         return Err(HeaderError::Corrupt(format!(
             "key length {}",
             key_bytes.len()

@@ -6,29 +6,51 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::fs::{context, free_name, parent, read_all, sync_dir, FileSystem, OpenMode};
+use crate::fs::{context, free_name, parent, sync_dir, FileSystem, OpenMode};
+
+/// How much of the tail one read copies: the memory a cut costs, however long the tail.
+const COPY_CHUNK: u64 = 1 << 20;
 
 /// Saves the bytes of `path` from `offset` to a side file next to it, makes that durable, then
 /// cuts the segment there (or removes it, with `remove`), durably. Returns the side file and
-/// how many bytes it holds.
+/// how many bytes it holds. The bytes are copied through a bounded buffer.
 pub fn cut_tail(
     fs: &dyn FileSystem,
     path: &Path,
     offset: u64,
     remove: bool,
 ) -> Result<(PathBuf, u64)> {
-    let bytes = read_all(fs, path)?;
-    let tail = bytes
-        .get(usize::try_from(offset).unwrap_or(usize::MAX)..)
-        .unwrap_or_default();
+    let source = fs
+        .open(path, OpenMode::Read)
+        .map_err(context("opening", path))?;
+    let len = source.size().map_err(context("reading", path))?;
     let dir = parent(path);
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("segment");
     let side = free_name(fs, dir, &format!("{name}.torn-{offset:016x}"));
+    let saved = fs
+        .open(&side, OpenMode::CreateNew)
+        .map_err(context("creating", &side))?;
+    let tail = len.saturating_sub(offset);
+    let mut buffer = vec![0; usize::try_from(tail.min(COPY_CHUNK)).unwrap_or(0)];
+    let mut done = 0;
+    while done < tail {
+        let n = usize::try_from((tail - done).min(COPY_CHUNK)).unwrap_or(0);
+        let bytes = &mut buffer[..n];
+        source
+            .read_at(bytes, offset + done)
+            .map_err(context("reading", path))?;
+        saved
+            .write_at(bytes, done)
+            .map_err(context("writing", &side))?;
+        done += n as u64;
+    }
     // The saved bytes (and their name) are durable before the segment loses them.
-    crate::fs::write_new_file(fs, &side, tail)?;
+    saved.sync().map_err(context("syncing", &side))?;
+    drop((source, saved));
+    sync_dir(fs, dir)?;
     if remove {
         fs.remove_file(path).map_err(context("removing", path))?;
         // The removal must be durable before a new segment can take the name.
@@ -44,5 +66,5 @@ pub fn cut_tail(
         // behind the torn bytes.
         segment.sync().map_err(context("syncing", path))?;
     }
-    Ok((side, tail.len() as u64))
+    Ok((side, tail))
 }

@@ -154,3 +154,118 @@ fn a_segment_whose_header_was_never_completed_is_set_aside() {
     let store: LogStore = open(dir.path());
     assert_eq!(store.load("new"), vec![user("y")]);
 }
+
+/// A tail of 3 MiB (more than one copy buffer) is saved whole, byte for byte, to its side file.
+#[test]
+fn a_long_torn_tail_is_saved_whole() {
+    let (dir, seg, _, end) = store_with_last_record();
+    let tail: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8 | 1).collect();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&tail);
+    std::fs::write(&seg, &bytes).unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.load("k").len(), 3);
+    let saved = store
+        .recovery_report()
+        .findings
+        .iter()
+        .find_map(|f| match f {
+            Finding::TornTail {
+                saved_to, bytes, ..
+            } => Some((saved_to.clone(), *bytes)),
+            _ => None,
+        })
+        .expect("a torn tail");
+    assert_eq!(saved.1, tail.len() as u64);
+    assert_eq!(std::fs::read(&saved.0).unwrap(), tail);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), end);
+}
+
+/// A newest segment extended (sparse) far past its records: more than any unfinished append
+/// leaves, so it is damage. The file is set aside whole (a rename: nothing copied, nothing read
+/// into memory), the session keeps every record, and it takes appends again.
+#[test]
+fn a_segment_extended_far_past_its_records_is_set_aside_whole() {
+    let (dir, seg, _, end) = store_with_last_record();
+    let extended = end + (8 << 30);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(extended)
+        .unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.load("k").len(), 3);
+    let report = store.recovery_report();
+    let quarantined = report
+        .findings
+        .iter()
+        .find_map(|f| match f {
+            Finding::Damaged {
+                path,
+                offset,
+                quarantined,
+                ..
+            } if *path == seg && *offset == end => Some(quarantined.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no damage reported: {report:?}"));
+    let kept = quarantined
+        .iter()
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() == extended))
+        .unwrap_or_else(|| panic!("the extended file, whole, among {quarantined:?}"));
+    assert!(kept.starts_with(dir.path().join("quarantine")));
+    // Nothing was copied to a side file.
+    assert!(!report
+        .findings
+        .iter()
+        .any(|f| matches!(f, Finding::TornTail { .. })));
+    let side_files = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".torn-")
+        })
+        .count();
+    assert_eq!(side_files, 0);
+    store.append("k", &user("after")).unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.load("k").len(), 4);
+    assert!(!store.recovery_report().has_damage());
+}
+
+/// The erasure log extended far past its records: no crash leaves that, and the log is the
+/// store's authority on erasure, so a writable open stops with `Error::Corrupt` and changes
+/// nothing; a read-only open still reads the store.
+#[test]
+fn an_erasure_log_extended_far_past_its_records_stops_a_writable_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_fast(dir.path());
+    store.append("gone", &user("secret")).unwrap();
+    store.append("kept", &user("hello")).unwrap();
+    store.erase_session("gone").unwrap();
+    store.close().unwrap();
+    let erased = dir.path().join("ERASED");
+    let len = std::fs::metadata(&erased).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&erased)
+        .unwrap();
+    file.set_len(len + (64 << 20)).unwrap();
+    drop(file);
+    let before = std::fs::metadata(&erased).unwrap().len();
+    match LogStore::open(dir.path()) {
+        Err(sessionlog::Error::Corrupt { path, offset, .. }) => {
+            assert_eq!((path, offset), (erased.clone(), len));
+        }
+        other => panic!("expected Error::Corrupt, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(std::fs::metadata(&erased).unwrap().len(), before);
+    let reader = LogStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.load("kept").len(), 1);
+    assert!(reader.load("gone").is_empty());
+}

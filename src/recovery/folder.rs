@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::cipher::DataKey;
 use crate::error::{Error, Result};
-use crate::fs::{context, FileSystem};
+use crate::fs::{context, refuse_symlink, FileSystem};
 use crate::keyring::{self, Keyring};
 use crate::layout::{
     kept_session_id, parse_segment_name, segment_path, ARCHIVE_DIR, CHECKPOINT_FILE, ERASED_FILE,
@@ -53,8 +53,12 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
             ERASED_FILE,
         ]
         .contains(&name)
-            || (name.starts_with(ERASED_TORN_PREFIX) && entry.is_file)
         {
+            // The store's own names: never followed if they are links.
+            refuse_symlink(fs, &dir.join(name))?;
+            continue;
+        }
+        if name.starts_with(ERASED_TORN_PREFIX) && entry.is_file {
             continue;
         }
         let ours = |suffix| {

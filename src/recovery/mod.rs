@@ -74,6 +74,18 @@ pub(crate) struct ReplayOptions {
     pub retention: Duration,
     /// `Options::idempotency_window`: the ids each session's window keeps.
     pub window: usize,
+    /// The longest torn tail an unfinished append can leave (see [`torn_tail_max`]).
+    pub torn_tail_max: u64,
+}
+
+/// The longest tail a crash can leave after a segment's last sound record: the appends not yet
+/// synced, at most a segment's worth, plus one record. A longer "tail" (a file extended past
+/// its records, a sparse or zero-filled region) is damage: the file is kept aside whole instead
+/// of being copied to a side file.
+pub(crate) fn torn_tail_max(segment_bytes_max: u64, record_bytes_max: usize) -> u64 {
+    segment_bytes_max
+        .saturating_add(record_bytes_max as u64)
+        .saturating_add(64 << 10)
 }
 
 impl ReplayOptions {
@@ -158,6 +170,7 @@ pub(crate) fn replay(
             erasing: &mut leftovers.erasing,
             max_seq: &mut max_seq,
             window: options.window,
+            torn_tail_max: options.torn_tail_max,
         };
         match replay_session(&mut replaying, files)? {
             Outcome::Live(session) => sessions.push(*session),
@@ -175,7 +188,7 @@ pub(crate) fn replay(
         }
     }
     let mut next_seq = (max_seq + 1)
-        .max(layout::read_seq_floor(fs, dir))
+        .max(layout::read_seq_floor(fs, dir, &mut report))
         .max(erased.max_seq + 1);
     let finishing = Finishing {
         fs,

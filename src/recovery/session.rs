@@ -37,6 +37,8 @@ pub(super) struct Replaying<'a> {
     pub max_seq: &'a mut u64,
     /// The ids each session's window keeps.
     pub window: usize,
+    /// The longest torn tail an unfinished append can leave.
+    pub torn_tail_max: u64,
 }
 
 /// What a session's replay found it to be.
@@ -289,7 +291,11 @@ fn read_segment(
         number: seg.number,
         path: seg.path.clone(),
     };
-    let mut reader = SegmentReader::new(segment, *header_len as u64, cut, ReadPolicy::SCAN);
+    let policy = ReadPolicy {
+        tail_max: r.torn_tail_max,
+        ..ReadPolicy::SCAN
+    };
+    let mut reader = SegmentReader::new(segment, *header_len as u64, cut, policy);
     let size = reader.file_len(r.fs)?;
     if cut.is_some_and(|cut| cut > size) {
         return Ok(Some((
@@ -402,6 +408,17 @@ fn end_damage(
             offset,
             "record cut short in a segment that is not the session's newest",
         ),
+        ScanEnd::Damage { offset, reason }
+            if scan.newest_len.saturating_sub(offset) > r.torn_tail_max =>
+        {
+            damage(
+                offset,
+                &format!(
+                    "{reason}, with {} bytes after it: more than an unfinished append leaves",
+                    scan.newest_len.saturating_sub(offset)
+                ),
+            )
+        }
         ScanEnd::Damage { offset, reason } => Some((seg.path.clone(), offset, reason)),
     })
 }

@@ -119,12 +119,12 @@ impl Inner {
             too_large(payload_len)?;
         }
         loop {
-            let slot = match self.slot(key) {
-                Some(slot) => slot,
+            let (slot, made) = match self.slot(key) {
+                Some(slot) => (slot, false),
                 None if creates => {
                     self.check_writable()?;
                     self.check_room()?;
-                    self.create_slot(key)
+                    (self.create_slot(key), true)
                 }
                 None => return Ok(decide(None).into_value()),
             };
@@ -132,16 +132,24 @@ impl Inner {
             if writer.retired {
                 continue; // deleted since the lookup: look the key up again
             }
+            // A slot this call made and then wrote nothing to goes again.
+            let abandon = |writer: &mut Writer| {
+                if made {
+                    self.abandon(&slot, writer);
+                }
+            };
             let (decision, metadata_len, before) = {
                 let view = slot.view.read();
                 let decision = decide(view.is_live().then_some(&*view));
                 (decision, view.snapshot_len_after(event), Before::of(&view))
             };
             let value = match decision {
-                Decision::Skip(value) => return Ok(value),
+                Decision::Skip(value) => {
+                    abandon(&mut writer);
+                    return Ok(value);
+                }
                 Decision::Write(value) => value,
             };
-            too_large(payload_len)?;
             // A compaction writes all metadata in one record, which must fit too (sealed, in
             // an encrypted store).
             let seal = if self.keys.is_some() {
@@ -149,9 +157,19 @@ impl Inner {
             } else {
                 0
             };
-            too_large(metadata_len + seal)?;
             let ts = at.unwrap_or_else(now_micros);
-            let compact = self.write_event(&slot, &mut writer, event, &mut record, ts, before)?;
+            let written = too_large(payload_len)
+                .and_then(|()| too_large(metadata_len + seal))
+                .and_then(|()| {
+                    self.write_event(&slot, &mut writer, event, &mut record, ts, before)
+                });
+            let compact = match written {
+                Ok(compact) => compact,
+                Err(e) => {
+                    abandon(&mut writer);
+                    return Err(e);
+                }
+            };
             if matches!(event, Event::Delete | Event::Expire { .. }) {
                 let displaced = self.entomb(&slot, &mut writer)?;
                 drop(writer);

@@ -4,6 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use parking_lot::MutexGuard;
+
 use crate::compaction::{self, Cleared, NewGeneration};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
@@ -87,41 +89,61 @@ impl Inner {
         if tw.retired || tw.newest != 0 || tgt.view.read().exists {
             return Err(exists());
         }
-        if let Some(keys) = &self.keys {
+        let made = match &self.keys {
             // Encrypted: the fork gets its own copy, under its own data key, so that erasing
             // either session never leaves its bytes readable through the other's files.
-            let copied = self.copy_fork(keys, &src, &tgt, &mut tw, source, shared);
-            drop(sw);
-            return self.poison(copied);
+            Some(keys) => {
+                let copied = self.copy_fork(keys, &src, &tgt, &mut tw, source, shared);
+                drop(sw);
+                self.poison(copied)
+            }
+            None => self.link_fork(&src, sw, &tgt, &mut tw, source, shared),
+        };
+        if made.is_err() {
+            // Never seen (a session is seen once it exists), and gone again.
+            self.abandon(&tgt, &mut tw);
         }
+        made
+    }
+
+    /// Makes the fork `tgt` (whose writer lock the caller holds) of `source` by linking the
+    /// source's segments (`sw`: its writer, released once they are linked) and writing the
+    /// fork's `Fork` record. The fork exists, and is seen, only once that record is written.
+    fn link_fork(
+        &self,
+        src: &Slot,
+        sw: MutexGuard<'_, Writer>,
+        tgt: &Arc<Slot>,
+        tw: &mut Writer,
+        source: &str,
+        shared: Shared,
+    ) -> Result<()> {
         let linked = {
             // No reader may list the folder while the fork is half made.
             let _readers = self.readers.lock();
-            self.share_segments(&src, &sw, &tgt, &mut tw, &shared)
+            self.share_segments(src, &sw, tgt, tw, &shared)
         };
         self.poison(linked)?;
         drop(sw);
+        let at_seq = shared.seq;
         {
             let mut view = tgt.view.write();
             *view = SessionView {
-                key: target.to_owned(),
+                key: tgt.key.clone(),
                 cleared: Vec::new(),
                 cleared_by: None,
+                // Not yet: applying the Fork record makes it exist (and counts it live).
+                exists: false,
                 ..shared.view
             };
             // Nothing shared is dead weight of the fork's.
             view.bytes_written = view.live_bytes;
         }
-        // The fork is live from here on (its view was installed whole, not by an event).
-        self.live_sessions.fetch_add(1, Ordering::SeqCst);
-        let event = Event::Fork {
-            source,
-            at_seq: shared.seq,
-        };
+        let event = Event::Fork { source, at_seq };
         let mut record = Vec::new();
         begin_record(&event, &mut record, false);
         let before = Before::of(&tgt.view.read());
-        self.write_event(&tgt, &mut tw, &event, &mut record, now_micros(), before)?;
+        self.write_event(tgt, tw, &event, &mut record, now_micros(), before)?;
         Ok(())
     }
 

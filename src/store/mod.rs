@@ -53,7 +53,7 @@ use crate::options::Options;
 use crate::projection::{SessionView, RUNNING_STATE};
 use crate::record::{BatchMessage, Event};
 use crate::report::RecoveryReport;
-use crate::segment::MAX_KEY_BYTES;
+use crate::segment::{key_len_ok, MAX_KEY_BYTES};
 
 use appender::{Unsynced, Writer};
 use background::Background;
@@ -150,14 +150,17 @@ fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
 }
 
+// The message below names the limit.
+const _: () = assert!(MAX_KEY_BYTES == 1024);
+
 /// Checks a key that may create a session.
 fn check_key(key: &str) -> Result<()> {
-    let reason = if key.is_empty() {
-        "a key must not be empty"
-    } else if key.len() > MAX_KEY_BYTES {
-        "a key must be at most 1024 bytes"
-    } else {
+    let reason = if key_len_ok(key.len()) {
         return Ok(());
+    } else if key.is_empty() {
+        "a key must not be empty"
+    } else {
+        "a key must be at most 1024 bytes"
     };
     Err(Error::InvalidKey {
         len: key.len(),
@@ -365,7 +368,9 @@ impl LogStore {
     ///
     /// Fails with [`Error::SessionExists`] if `target` exists, [`Error::SessionNotFound`] if
     /// `source` does not (or did not at `at_seq`), and [`Error::HistoryCompacted`] if the
-    /// source's state at `at_seq` was compacted away.
+    /// source's state at `at_seq` was compacted away. The fork is seen (by `session_exists`,
+    /// listings, `load`) only once its first record is written: one that fails leaves no
+    /// session behind.
     pub fn fork_session(&self, source: &str, target: &str, at_seq: Option<u64>) -> Result<()> {
         self.inner.fork(source, target, at_seq)
     }
@@ -392,6 +397,12 @@ impl LogStore {
                 Some(_) => Decision::Write(true),
                 None => Decision::Skip(false),
             })
+    }
+
+    /// How many sessions are in the map (see [`crate::testing::sessions_in_memory`]).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn sessions_in_memory(&self) -> usize {
+        self.inner.sessions.read().len()
     }
 
     /// Appends a message only if the session holds exactly `expected_len` messages (0 for a

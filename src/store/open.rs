@@ -220,6 +220,10 @@ impl OnDisk {
                     repair: !read_only,
                     retention: options.tombstone_retention,
                     window: options.idempotency_window,
+                    torn_tail_max: recovery::torn_tail_max(
+                        options.segment_bytes_max,
+                        options.record_bytes_max,
+                    ),
                 },
                 keys.as_ref(),
                 &mut erased,

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::event::EventKind;
 use crate::layout;
 use crate::options::Options;
+use crate::projection::SessionView;
 
 use super::appender::Writer;
 use super::{now_micros, Inner, Slot};
@@ -82,6 +83,23 @@ impl Inner {
         {
             sessions.remove(&slot.key);
         }
+    }
+
+    /// Takes a slot this call made out of the map again when it never became a session (a
+    /// refused `append_expected`, a write or fork that failed): a call that writes nothing
+    /// leaves nothing behind, and nobody saw it, since a session is seen only once it
+    /// exists. A writer waiting on its lock finds it retired and looks the key up again.
+    pub(super) fn abandon(&self, slot: &Arc<Slot>, w: &mut Writer) {
+        {
+            let mut view = slot.view.write();
+            if view.exists {
+                return;
+            }
+            *view = SessionView::with_window(&slot.key, self.options.idempotency_window);
+        }
+        self.release_file(w);
+        w.retired = true;
+        self.unmap(slot);
     }
 
     /// After a session's delete record: takes it out of the map and reclaims its files

@@ -7,6 +7,8 @@
 //!   `EIO` or `ENOSPC`.
 //! - [`Model`] and [`Op`]: a plain in-memory model of SEMANTICS.md, and operations that run
 //!   against both it and a store, for the crash sweeps, the property test and the fuzz targets.
+//! - [`sessions_in_memory`]: what a store holds in memory, for tests that nothing is left
+//!   behind.
 
 mod faulty_fs;
 mod fuzz;
@@ -22,3 +24,9 @@ pub use fuzz::{
 pub use model::{Model, ModelSession, ModelTombstone};
 pub use op::{ops_from_bytes, run_op, Op, KEYS};
 pub use sim_fs::SimFs;
+
+/// How many sessions the store holds in memory: live ones, and any a call made and has not
+/// yet written to (a test's view of what calls leave behind).
+pub fn sessions_in_memory(store: &crate::LogStore) -> usize {
+    store.sessions_in_memory()
+}
