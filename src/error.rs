@@ -153,8 +153,10 @@ pub enum Error {
         path: PathBuf,
     },
     /// An earlier write or sync failed, so the disk may not hold what the store believed it
-    /// wrote. Every write is refused until the store is dropped and opened again; reads still
-    /// work. Reopening replays what is really on disk.
+    /// wrote. Every write is refused, and no file is changed, until the store is dropped and
+    /// opened again; reads still work. Reopening replays what is really on disk. (A file that
+    /// could not be opened, or a compaction that failed before its new generation was in force,
+    /// fails its own call only.)
     #[error("the store refuses writes after a failed write or sync; reopen it")]
     Poisoned,
     /// The store was opened with [`crate::LogStore::open_read_only`], which never changes a

@@ -266,29 +266,54 @@ fn before_the_flusher_runs_or_without_one_a_power_loss_takes_every_write() {
 
 #[test]
 fn a_failed_write_poisons_the_store_until_reopen() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("store");
-    let store = open(&dir);
+    use sessionlog::testing::{FaultyFs, FsOp, EIO};
+    let sim = SimFs::new();
+    let faulty = FaultyFs::new(Arc::new(sim.clone()));
+    let options = Options::with_durability(Durability::Always);
+    let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::new(faulty.clone())).unwrap();
     store.append("existing", &user("x")).unwrap();
-    // Take the folder away: creating the new session's segment fails.
-    let moved = root.path().join("moved");
-    std::fs::rename(&dir, &moved).unwrap();
-    let err = store.append("new", &user("y")).unwrap_err();
+    // The segment is open: the next operation is the append's write.
+    faulty.fail_at(0, EIO);
+    let err = store.append("existing", &user("lost")).unwrap_err();
+    assert_eq!(faulty.failed(), Some(FsOp::Write));
     let inner = err.get_ref().and_then(|e| e.downcast_ref::<Error>());
     assert!(matches!(inner, Some(Error::Io { .. })), "{err:?}");
-    std::fs::rename(&moved, &dir).unwrap();
     // Every later write is refused, even where the disk would accept it.
     let err = store.append("existing", &user("z")).unwrap_err();
     let inner = err.get_ref().and_then(|e| e.downcast_ref::<Error>());
     assert!(matches!(inner, Some(Error::Poisoned)), "{err:?}");
     assert!(store.set_session_name("existing", "n").is_err());
+    assert!(store.append("new", &user("y")).is_err());
     // Reads still work.
     assert_eq!(store.load("existing"), vec![user("x")]);
     drop(store);
-    let store = open(&dir);
+    let store = LogStore::open_with_fs(SIM_DIR, options, Arc::new(sim)).unwrap();
     assert_eq!(store.load("existing"), vec![user("x")]);
     assert!(!store.session_exists("new"));
     store.append("existing", &user("after reopen")).unwrap();
+}
+
+/// A segment that cannot be created (here, the folder is gone) writes nothing: the append
+/// fails, and the store takes writes again once the folder is back.
+#[test]
+fn a_segment_that_cannot_be_created_fails_that_append_only() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    let store = open(&dir);
+    store.append("existing", &user("x")).unwrap();
+    let moved = root.path().join("moved");
+    std::fs::rename(&dir, &moved).unwrap();
+    let err = store.append("new", &user("y")).unwrap_err();
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<Error>());
+    assert!(matches!(inner, Some(Error::Io { .. })), "{err:?}");
+    assert!(!store.session_exists("new"));
+    std::fs::rename(&moved, &dir).unwrap();
+    store.append("existing", &user("z")).unwrap();
+    store.append("new", &user("y again")).unwrap();
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(store.load("existing"), vec![user("x"), user("z")]);
+    assert_eq!(store.load("new"), vec![user("y again")]);
 }
 
 #[test]

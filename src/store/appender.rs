@@ -139,7 +139,7 @@ impl Inner {
         })?;
         if always && created {
             // A new segment is durable only once the folder's entry for it is.
-            sync_dir(&*self.fs, &self.dir)?;
+            self.poison(sync_dir(&*self.fs, &self.dir))?;
         }
         w.newest_len += frame_len;
         if !always {
@@ -218,33 +218,37 @@ impl Inner {
             .fs
             .open(&path, OpenMode::CreateNew)
             .map_err(context("creating", &path))?;
-        file.write_at(&header, 0)
-            .map_err(context("writing", &path))?;
+        // A header half written would keep the segment's name from being taken again: the
+        // store stops writing (the file is a torn header to the next open).
+        self.poison(file.write_at(&header, 0).map_err(context("writing", &path)))?;
         Ok((file, header.len() as u64))
     }
 
-    /// Runs `f` on the newest segment's handle, opening it (and caching it while the pool has
-    /// room) if needed.
+    /// Runs `f` (a write or a sync) on the newest segment's handle, opening it (and caching it
+    /// while the pool has room) if needed. A failure of `f` poisons the store: the disk may no
+    /// longer hold what it was given (fsyncgate). A failure to open the file does not: nothing
+    /// was written, so only this call fails.
     pub(super) fn with_file<T>(
         &self,
         slot: &Slot,
         w: &mut Writer,
         f: impl FnOnce(&dyn FileHandle) -> std::io::Result<T>,
     ) -> Result<T> {
-        if let Some(file) = &w.file {
-            return f(&**file).map_err(|e| {
-                let path = layout::segment_path(&self.dir, slot.session_id, w.newest);
-                context("writing", &path)(e)
-            });
-        }
-        let path = layout::segment_path(&self.dir, slot.session_id, w.newest);
-        let file = self
-            .fs
-            .open(&path, OpenMode::Write)
-            .map_err(context("opening", &path))?;
-        let out = f(&*file).map_err(context("writing", &path));
-        self.cache_file(w, file);
-        out
+        let path = || layout::segment_path(&self.dir, slot.session_id, w.newest);
+        let out = match &w.file {
+            Some(file) => f(&**file).map_err(|e| context("writing", &path())(e)),
+            None => {
+                let path = path();
+                let file = self
+                    .fs
+                    .open(&path, OpenMode::Write)
+                    .map_err(context("opening", &path))?;
+                let out = f(&*file).map_err(context("writing", &path));
+                self.cache_file(w, file);
+                out
+            }
+        };
+        self.poison(out)
     }
 
     pub(super) fn cache_file(&self, w: &mut Writer, file: Box<dyn FileHandle>) {

@@ -203,7 +203,9 @@ impl Inner {
         let ticket = self.feed.take();
         seal_record(record, ticket.seq(), ts, &writer.head, key.as_deref());
         self.forget_checkpoint()?;
-        let at = self.poison(self.append_record(slot, writer, record, ticket.seq()))?;
+        // A failed write or sync poisons the store inside; a file that could not be opened or
+        // created fails this call only.
+        let at = self.append_record(slot, writer, record, ticket.seq())?;
         writer.head = record_hash(record);
         let (applied, compact, before_entry, after_entry) = {
             let mut view = slot.view.write();

@@ -4,11 +4,12 @@
 use crate::compaction::{self, Cleared, NewGeneration};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
+use crate::layout;
 use crate::options::Durability;
 use crate::segment::SegmentKind;
 
 use super::retire::Retirement;
-use super::{check_key, every_loc, now_micros, Inner};
+use super::{check_key, every_loc, now_micros, Inner, Slot};
 
 /// Why a session is compacted, which decides what the new generation keeps and how the
 /// segments it replaces go.
@@ -56,8 +57,7 @@ impl Inner {
         if self.options.durability != Durability::Always {
             // The generation links to the last record of the segments it replaces, which
             // `keep_history` archives: they must hold that record after a crash.
-            let synced = self.with_file(&slot, &mut w, |file| file.sync());
-            self.poison(synced)?;
+            self.with_file(&slot, &mut w, |file| file.sync())?;
         }
         self.forget_checkpoint()?;
         // Cleared messages past their undo window go for good with this compaction: the
@@ -77,16 +77,12 @@ impl Inner {
                 replaced_head: w.head,
                 cleared,
             };
-            self.poison(compaction::write_generation(
-                &*self.fs,
-                &self.dir,
-                &new,
-                || {
-                    let ticket = self.feed.take();
-                    let ts = now_micros();
-                    ((ticket.seq(), ts), (ticket, ts))
-                },
-            ))?
+            let written = compaction::write_generation(&*self.fs, &self.dir, &new, || {
+                let ticket = self.feed.take();
+                let ts = now_micros();
+                ((ticket.seq(), ts), (ticket, ts))
+            });
+            self.settle_generation(&slot, number, written)?
         };
         self.release_file(&mut w);
         let oldest = w.oldest;
@@ -110,5 +106,24 @@ impl Inner {
         };
         let retired = self.retire_as(retirement).map(drop);
         self.poison(retired)
+    }
+
+    /// What a compaction's failure means. Before the rename put the new generation in force,
+    /// nothing the session depends on changed: the compaction fails alone (its temporary file
+    /// goes; open would remove it too) and the store goes on, whatever failed (a read of a
+    /// damaged record, a full disk, a descriptor limit). After it, the disk may not hold what
+    /// the session now names, so the store stops writing.
+    fn settle_generation<T>(&self, slot: &Slot, number: u32, written: Result<T>) -> Result<T> {
+        let Err(e) = written else {
+            return written;
+        };
+        let temp = layout::segment_temp_path(&self.dir, slot.session_id, number);
+        let final_path = layout::segment_path(&self.dir, slot.session_id, number);
+        if self.fs.exists(&final_path) && !self.fs.exists(&temp) {
+            return self.poison(Err(e));
+        }
+        // Best effort: a temporary file left here is removed at the next open.
+        let _ = self.fs.remove_file(&temp);
+        Err(e)
     }
 }

@@ -71,8 +71,7 @@ impl Inner {
             sw.sealed = true;
         }
         // The shared bytes must be on disk before another session depends on them.
-        let synced = self.with_file(&src, &mut sw, |file| file.sync());
-        self.poison(synced)?;
+        self.with_file(&src, &mut sw, |file| file.sync())?;
         self.forget_checkpoint()?;
         if shared.segment >= u32::MAX - 1 {
             return Err(Error::SegmentsExhausted {

@@ -105,6 +105,8 @@ impl Inner {
     /// After a session's delete record: takes it out of the map and reclaims its files
     /// (removes them, or moves them to `archive/` with `keep_history`).
     pub(super) fn reclaim(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<Vec<PathBuf>> {
+        // A poisoned store changes no file: the next open finishes the reclaim.
+        self.check_writable()?;
         w.retired = true;
         w.reclaimed = true;
         // The checkpoint lists the files about to go.
@@ -160,6 +162,8 @@ impl Inner {
 
     /// Removes (or archives) what `retirement` names, returning the paths it touched.
     pub(super) fn carry_out(&self, retirement: Retirement) -> Result<Vec<PathBuf>> {
+        // A poisoned store removes, moves and logs nothing more: open redoes what is left.
+        self.check_writable()?;
         match retirement {
             Retirement::Replaced(id, from, below) => compaction::retire(
                 &*self.fs,

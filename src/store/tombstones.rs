@@ -189,7 +189,8 @@ impl Inner {
 
     /// Reclaims every tombstone past the retention.
     pub(super) fn sweep_tombstones(&self) -> Result<()> {
-        if self.read_only {
+        if self.read_only || self.check_writable().is_err() {
+            // A poisoned store reclaims nothing more; open sweeps what is past retention.
             return Ok(());
         }
         let retention =

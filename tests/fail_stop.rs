@@ -1,0 +1,182 @@
+//! Fail-stop, and only where it is due: a failed write or sync of data stops every later write
+//! (`Error::Poisoned`, the disk may not hold what it was given); a file that cannot be opened,
+//! or a compaction that fails before its new generation is in force, fails that one call and
+//! the store goes on. A poisoned store changes no file, not even to reclaim a tombstone.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::SIM_DIR;
+use sessionlog::fs::FileSystem;
+use sessionlog::testing::{FaultyFs, FsOp, SimFs, EIO};
+use sessionlog::{ChatMessage, Durability, Error, LogStore, Options, SessionBackend};
+
+/// Linux's `EMFILE`: the process has too many files open.
+const EMFILE: i32 = 24;
+
+fn is_poisoned(store: &LogStore) -> bool {
+    matches!(
+        store.append("probe", &ChatMessage::user("probe")),
+        Err(e) if matches!(e.get_ref().and_then(|e| e.downcast_ref::<Error>()), Some(Error::Poisoned))
+    )
+}
+
+fn texts(store: &LogStore, key: &str) -> Vec<String> {
+    store.load(key).into_iter().map(|m| m.content).collect()
+}
+
+/// A session's segment cannot be opened (too many open files): the append fails, nothing is
+/// written, and the next append to it succeeds. A failed write or sync still poisons.
+#[test]
+fn a_segment_that_cannot_be_opened_fails_that_append_only() {
+    let options = Options {
+        open_files_max: 1,
+        ..Options::with_durability(Durability::Always)
+    };
+    let mut opens = 0;
+    for n in 0.. {
+        let sim = SimFs::new();
+        let fs = FaultyFs::new(Arc::new(sim.clone()));
+        let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::new(fs.clone())).unwrap();
+        store.append("a", &ChatMessage::user("a1")).unwrap();
+        store.append("b", &ChatMessage::user("b1")).unwrap();
+        fs.fail_at(n, EMFILE);
+        let result = store.append("b", &ChatMessage::user("b2"));
+        let Some(failed) = fs.failed() else {
+            result.unwrap();
+            break;
+        };
+        assert!(
+            result.is_err(),
+            "step {n} ({failed:?}) failed but the append succeeded"
+        );
+        let expected: Vec<String> = match failed {
+            FsOp::Open => {
+                opens += 1;
+                assert!(!is_poisoned(&store), "step {n}: an open poisoned the store");
+                store.append("b", &ChatMessage::user("b3")).unwrap();
+                vec!["b1".into(), "b3".into()]
+            }
+            FsOp::Write | FsOp::Sync | FsOp::SyncDir => {
+                assert!(
+                    is_poisoned(&store),
+                    "step {n}: a failed {failed:?} did not poison"
+                );
+                vec!["b1".into()]
+            }
+            other => panic!("step {n}: an append does no {other:?}"),
+        };
+        assert_eq!(texts(&store, "b"), expected, "step {n}");
+        drop(store);
+        let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::new(sim)).unwrap();
+        let after = texts(&store, "b");
+        assert!(
+            after == expected || (failed != FsOp::Open && after == ["b1", "b2"]),
+            "step {n}: {after:?} after reopen"
+        );
+        assert_eq!(texts(&store, "a"), ["a1"]);
+    }
+    assert!(opens > 0, "no step opened a file");
+}
+
+/// A compaction fails at each of its steps in turn. Before its rename, the store goes on
+/// writing; from the rename's folder sync on, it is poisoned. Either way every message is
+/// there, in memory and after a reopen.
+#[test]
+fn a_compaction_that_fails_before_its_rename_leaves_the_store_writing() {
+    let options = Options {
+        compaction_dead_bytes_min: u64::MAX,
+        ..Options::with_durability(Durability::Always)
+    };
+    let mut renamed = false;
+    let mut before_rename = 0;
+    for n in 0.. {
+        let sim = SimFs::new();
+        let fs = FaultyFs::new(Arc::new(sim.clone()));
+        let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::new(fs.clone())).unwrap();
+        for i in 0..5 {
+            store
+                .append("a", &ChatMessage::user(format!("m{i}")))
+                .unwrap();
+        }
+        store.remove_last("a").unwrap();
+        let expected = texts(&store, "a");
+        fs.fail_at(n, EIO);
+        let result = store.compact_session("a");
+        let Some(failed) = fs.failed() else {
+            result.unwrap();
+            break;
+        };
+        assert!(result.is_err(), "step {n} ({failed:?})");
+        renamed |= failed == FsOp::SyncDir || failed == FsOp::Remove;
+        assert_eq!(texts(&store, "a"), expected, "step {n} ({failed:?})");
+        let poisoned = is_poisoned(&store);
+        if renamed {
+            assert!(poisoned, "step {n} ({failed:?}): in force, not poisoned");
+        } else {
+            before_rename += 1;
+            assert!(
+                !poisoned,
+                "step {n} ({failed:?}): poisoned before the rename"
+            );
+            store.append("a", &ChatMessage::user("after")).unwrap();
+            store.compact_session("a").unwrap();
+        }
+        let mut now = expected.clone();
+        if !renamed {
+            now.push("after".into());
+        }
+        assert_eq!(texts(&store, "a"), now, "step {n}");
+        drop(store);
+        let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::new(sim)).unwrap();
+        assert_eq!(texts(&store, "a"), now, "step {n} after reopen");
+    }
+    assert!(
+        renamed && before_rename > 2,
+        "{before_rename} steps before the rename"
+    );
+}
+
+/// Once poisoned, the store's background sweep leaves a tombstone past its retention alone:
+/// no file removed, nothing logged. The next open reclaims it.
+#[test]
+fn a_poisoned_store_reclaims_no_tombstone() {
+    let options = Options {
+        tombstone_retention: Duration::from_millis(100),
+        ..Options::with_durability(Durability::Always)
+    };
+    let sim = SimFs::new();
+    let fs = FaultyFs::new(Arc::new(sim.clone()));
+    let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::new(fs.clone())).unwrap();
+    store.append("old", &ChatMessage::user("bye")).unwrap();
+    store.append("x", &ChatMessage::user("x1")).unwrap();
+    assert!(store.delete_session("old").unwrap());
+    let files = |sim: &SimFs| {
+        let mut names: Vec<String> = sim
+            .list(Path::new(SIM_DIR))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files(&sim);
+    assert!(before.iter().filter(|n| n.ends_with(".seg")).count() >= 2);
+    // "x"'s segment is open: the next operation is the append's write.
+    fs.fail_at(0, EIO);
+    assert!(store.append("x", &ChatMessage::user("x2")).is_err());
+    assert_eq!(fs.failed(), Some(FsOp::Write));
+    assert!(is_poisoned(&store));
+    // Past the retention, and past a background sweep (every second).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(files(&sim), before, "the poisoned store changed the folder");
+    drop(store);
+    let store = LogStore::open_with_fs(SIM_DIR, options, Arc::new(sim.clone())).unwrap();
+    assert!(!store.session_exists("old"));
+    assert!(store.restore_session("old").is_ok_and(|restored| !restored));
+    assert_eq!(texts(&store, "x"), ["x1"]);
+}
