@@ -294,6 +294,11 @@ impl ErasureLog {
         Ok(())
     }
 
+    /// True when the log holds the erasure of session `id` (whole).
+    pub(crate) fn holds(&self, id: u64) -> bool {
+        self.erased.contains(&id)
+    }
+
     /// Logs the erasure of session `id` with the next sequence number, unless the log holds
     /// it already (an erasure a crash interrupted after it was logged).
     pub(crate) fn log(

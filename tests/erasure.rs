@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use sessionlog::{ChatMessage, LogStore, Options, SessionBackend};
+use sessionlog::{ChatMessage, Durability, LogStore, Options, SessionBackend};
 
 const MARKER: &[u8] = b"MARKER-7f3a9c";
 
@@ -217,4 +217,88 @@ fn an_erasing_compaction_cut_by_power_loss_never_archives_what_it_erased() {
             .count();
         assert_eq!(erasures, 1, "cut after {n}");
     }
+}
+
+/// `erase_session` cut by a power loss at every file operation, with and without `Always`.
+/// Wherever the cut fell, once the erasure log holds the erasure the session is gone for good
+/// at the next open: not restorable, no byte of its messages left (the log is the authority,
+/// even where the delete record or the unlinks were lost). Before the erasure was logged, the
+/// session is live or restorable, whole.
+#[test]
+fn an_erasure_cut_by_power_loss_is_finished_once_it_is_logged() {
+    for durability in [Durability::Always, Durability::Never] {
+        erasure_cut_by_power_loss(Options {
+            tombstone_retention: Duration::from_secs(3600),
+            ..Options::with_durability(durability)
+        });
+    }
+}
+
+fn erasure_cut_by_power_loss(options: Options) {
+    use sessionlog::testing::SimFs;
+    use std::sync::Arc;
+    let mode = options.durability;
+    let setup = |fs: &SimFs| {
+        let store = LogStore::open_with_fs("/s", options.clone(), Arc::new(fs.clone())).unwrap();
+        for i in 0..3 {
+            store.append("k", &marker(i)).unwrap();
+        }
+        store.append("other", &user("stays")).unwrap();
+        store.sync().unwrap();
+        store
+    };
+    let total = {
+        let fs = SimFs::new();
+        let store = setup(&fs);
+        let before = fs.mutations();
+        store.erase_session("k").unwrap();
+        fs.mutations() - before
+    };
+    let holds = |fs: &SimFs| {
+        fs.files()
+            .iter()
+            .any(|(_, bytes)| bytes.windows(MARKER.len()).any(|w| w == MARKER))
+    };
+    let mut logged = 0;
+    for n in 0..=total {
+        let fs = SimFs::new();
+        let store = setup(&fs);
+        fs.cut_power_after(n);
+        let _ = store.erase_session("k");
+        drop(store);
+        fs.crash(None);
+        let store = LogStore::open_with_fs("/s", options.clone(), Arc::new(fs.clone())).unwrap();
+        let context = format!("{mode:?}, cut after {n} of {total}");
+        assert_eq!(store.load("other"), vec![user("stays")], "{context}");
+        let erased = store
+            .events(sessionlog::EventFilter::all())
+            .unwrap()
+            .any(|e| {
+                matches!(
+                    e.unwrap().kind,
+                    sessionlog::EventKind::Erased {
+                        whole_session: true,
+                        ..
+                    }
+                )
+            });
+        if erased {
+            logged += 1;
+            assert!(!store.session_exists("k"), "{context}");
+            assert!(!store.restore_session("k").unwrap(), "{context}: restored");
+            assert!(store.load("k").is_empty(), "{context}");
+            assert!(!holds(&fs), "{context}: the erased messages survive");
+        } else {
+            let left = store.load("k").len();
+            let restored = !store.session_exists("k") && store.restore_session("k").unwrap();
+            assert!(
+                left == 3 || (restored && store.load("k").len() == 3),
+                "{context}: {left} messages, not whole"
+            );
+        }
+    }
+    assert!(
+        logged > 0,
+        "{mode:?}: no cut fell after the erasure was logged"
+    );
 }

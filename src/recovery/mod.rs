@@ -173,6 +173,13 @@ pub(crate) fn replay(
             torn_tail_max: options.torn_tail_max,
         };
         match replay_session(&mut replaying, files)? {
+            // The erasure log is the authority: a session it says was erased goes, even where
+            // a crash lost its delete record (without `Always`) or brought its files back.
+            Outcome::Live(session) | Outcome::Deleted(session, _) if erased.holds(id) => {
+                leftovers
+                    .deleted
+                    .push((id, session.oldest, session.highest));
+            }
             Outcome::Live(session) => sessions.push(*session),
             Outcome::Deleted(session, true)
                 if within_retention(options.retention, session.view.deleted_at) =>
