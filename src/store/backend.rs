@@ -8,19 +8,36 @@ use crate::projection::{to_time, SessionView, RUNNING_STATE};
 use crate::record::Event;
 use crate::search::Matcher;
 
+use crate::health::Swallowed;
+
 use super::commit::Decision;
 use super::{now_micros, trimmed, LogStore, SEARCH_LIMIT_DEFAULT};
 
 impl SessionBackend for LogStore {
+    /// Returns `[]` if the session's files cannot be read; the error is counted in
+    /// [`LogStore::health`] and logged ([`LogStore::read_messages`] returns it instead).
     fn load(&self, session_key: &str) -> Vec<ChatMessage> {
+        let read = self.inner.read(session_key, |len| 0..len);
         self.inner
-            .read(session_key, |len| 0..len)
+            .monitor
+            .note(Swallowed::Read, "load", Some(session_key), read)
             .map(|messages| messages.into_iter().map(|m| m.message).collect())
             .unwrap_or_default()
     }
 
+    /// Returns `[]` if the session's files cannot be read; the error is counted in
+    /// [`LogStore::health`] and logged ([`LogStore::read_messages`] returns it instead).
     fn load_with_timestamps(&self, session_key: &str) -> Vec<TimestampedMessage> {
-        self.read_messages(session_key).unwrap_or_default()
+        let read = self.read_messages(session_key);
+        self.inner
+            .monitor
+            .note(
+                Swallowed::Read,
+                "load_with_timestamps",
+                Some(session_key),
+                read,
+            )
+            .unwrap_or_default()
     }
 
     fn append(&self, session_key: &str, message: &ChatMessage) -> std::io::Result<()> {
@@ -118,10 +135,15 @@ impl SessionBackend for LogStore {
                     .name
                     .as_deref()
                     .is_some_and(|name| matcher.matches(name))
-                || self
-                    .inner
-                    .any_message(&meta.key, |content| matcher.matches(content))
-                    .unwrap_or(false)
+                || {
+                    let found = self
+                        .inner
+                        .any_message(&meta.key, |content| matcher.matches(content));
+                    let monitor = &self.inner.monitor;
+                    monitor
+                        .note(Swallowed::Read, "search", Some(&meta.key), found)
+                        .unwrap_or(false)
+                }
         })
         .take(limit)
         .collect()

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
+use crate::health::Swallowed;
 
 use super::compact::Compaction;
 use super::Inner;
@@ -57,7 +58,10 @@ pub(super) fn flusher(inner: &Inner, every: Duration) {
             }
         }
         // A failure poisons the store, so the next write reports it.
-        let _ = inner.flush();
+        let flushed = inner.flush();
+        inner
+            .monitor
+            .note(Swallowed::Background, "interval flush", None, flushed);
     }
 }
 
@@ -93,15 +97,22 @@ pub(super) fn compactor(inner: &Inner) {
                     // A failure poisons the store, so the next write reports it.
                     if retention_due {
                         last_retention = Instant::now();
-                        let _ = inner.apply_retention();
+                        let applied = inner.apply_retention().map(drop);
+                        let monitor = &inner.monitor;
+                        monitor.note(Swallowed::Background, "retention", None, applied);
                     }
-                    let _ = inner.sweep_tombstones();
+                    let swept = inner.sweep_tombstones();
+                    let monitor = &inner.monitor;
+                    monitor.note(Swallowed::Background, "tombstone sweep", None, swept);
                     state = background.state.lock();
                 }
             }
         };
-        // A failure poisons the store, so the next write reports it.
-        let _ = inner.compact_as(&key, Compaction::Background);
+        // Logged and counted: a failed compaction of one session does not stop the store
+        // unless its new generation was already in force (then it poisons it).
+        let compacted = inner.compact_as(&key, Compaction::Background);
+        let monitor = &inner.monitor;
+        monitor.note(Swallowed::Background, "compaction", Some(&key), compacted);
         background.state.lock().running -= 1;
         background.wake.notify_all();
     }

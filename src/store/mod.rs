@@ -45,6 +45,7 @@ use crate::error::{Error, Result};
 use crate::event::EventFilter;
 use crate::feed::{Feed, Subscription};
 use crate::fs::{FileSystem, LockGuard, StdFs};
+use crate::health::{Health, Monitor, Swallowed};
 use crate::history::{self, Events, SessionAt, VerifyReport};
 use crate::keyring::Keyring;
 use crate::location::{MessageLoc, BATCH_MESSAGES_MAX};
@@ -100,6 +101,8 @@ struct Inner {
     next_id: AtomicU64,
     /// Set by a failed write or sync: every later write is refused.
     poisoned: AtomicBool,
+    /// Errors swallowed where no caller could be told.
+    monitor: Monitor,
     /// Append handles cached in writers, at most `options.open_files_max`.
     open_files: AtomicUsize,
     /// What `Interval` and `Never` writes left unsynced.
@@ -266,9 +269,21 @@ impl LogStore {
     /// at a cost that depends on `n`, not on the session's length. Returns `[]` on a read
     /// error; [`crate::LogStore::read_tail`] reports it instead.
     pub fn load_tail(&self, session_key: &str, n: usize) -> Vec<ChatMessage> {
-        self.read_tail(session_key, n)
+        let read = self.read_tail(session_key, n);
+        self.inner
+            .monitor
+            .note(Swallowed::Read, "load_tail", Some(session_key), read)
             .map(|messages| messages.into_iter().map(|m| m.message).collect())
             .unwrap_or_default()
+    }
+
+    /// Errors the store met where it could not return them (a failed read behind `load`, a
+    /// background compaction that failed), and whether a failed write stopped its writes.
+    /// Each such error is also logged as a `tracing` event (target `sessionlog`, level WARN).
+    pub fn health(&self) -> Health {
+        self.inner
+            .monitor
+            .health(self.inner.poisoned.load(Ordering::SeqCst))
     }
 
     /// Like [`crate::SessionBackend::load_with_timestamps`], but a read error (a file removed or

@@ -17,6 +17,7 @@ use crate::erasures::{self, ErasureLog};
 use crate::error::{Error, Result};
 use crate::feed::Feed;
 use crate::fs::{context, sync_dir, FileSystem, LockGuard, OpenMode};
+use crate::health::Monitor;
 use crate::keyring::{self, Keyring};
 use crate::layout;
 use crate::layout::LOCK_FILE;
@@ -90,6 +91,7 @@ impl LogStore {
             // An erased session's id is never taken again (the erasure log's ids).
             next_id: AtomicU64::new(state.next_id.max(state.erased.next_id)),
             poisoned: AtomicBool::new(false),
+            monitor: Monitor::default(),
             open_files: AtomicUsize::new(0),
             unsynced: Mutex::new(Unsynced::default()),
             background: Background::default(),

@@ -9,6 +9,7 @@ use crate::compaction::{self, Disposal};
 use crate::erasures::{self, Erasure};
 use crate::error::Result;
 use crate::event::EventKind;
+use crate::health::Swallowed;
 use crate::layout;
 use crate::options::Options;
 use crate::projection::SessionView;
@@ -60,7 +61,9 @@ impl Drop for ReaderGuard {
         let deferred = std::mem::take(&mut readers.deferred);
         // A failure poisons the store (the next write reports it) and leaves the old
         // segments beside the newer generation or the delete record: open retires them.
-        let _ = inner.retire_now(&deferred);
+        let retired = inner.retire_now(&deferred);
+        let monitor = &inner.monitor;
+        monitor.note(Swallowed::Background, "deferred retirement", None, retired);
     }
 }
 
