@@ -329,3 +329,53 @@ fn a_fork_of_a_fork_cannot_reach_before_the_fork() {
     ));
     assert!(!store.session_exists("grandchild"));
 }
+
+/// A fork from the past links the segment that holds its fork point, and with it the source's
+/// records written after that point. Once the source is deleted past its undo window (or
+/// erased), none of those later bytes may stay on disk under the fork's names: the fork keeps
+/// its own history, and no file holds what only the source had.
+#[test]
+fn deleting_or_erasing_the_source_leaves_none_of_its_later_bytes_under_a_fork() {
+    const LATER: &str = "LATER-ONLY-IN-THE-SOURCE";
+    for erase in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open_with(dir.path(), no_undo()).unwrap();
+        store.append("src", &user("shared one")).unwrap();
+        store.append("src", &user("shared two")).unwrap();
+        let at = store.last_seq();
+        for i in 0..3 {
+            store.append("src", &user(&format!("{LATER} {i}"))).unwrap();
+        }
+        store.fork_session("src", "fork", Some(at)).unwrap();
+        store.append("fork", &user("the fork's own")).unwrap();
+        if erase {
+            store.erase_session("src").unwrap();
+        } else {
+            assert!(store.delete_session("src").unwrap());
+        }
+        let fork: Vec<String> = store.load("fork").into_iter().map(|m| m.content).collect();
+        assert_eq!(
+            fork,
+            ["shared one", "shared two", "the fork's own"],
+            "erase {erase}"
+        );
+        let holding: Vec<_> = snapshot_files(dir.path())
+            .into_iter()
+            .filter(|(_, bytes)| bytes.windows(LATER.len()).any(|w| w == LATER.as_bytes()))
+            .map(|(path, _)| path)
+            .collect();
+        assert!(
+            holding.is_empty(),
+            "erase {erase}: the source's later bytes in {holding:?}"
+        );
+        drop(store);
+        let store = LogStore::open_with(dir.path(), no_undo()).unwrap();
+        let fork: Vec<String> = store.load("fork").into_iter().map(|m| m.content).collect();
+        assert_eq!(
+            fork,
+            ["shared one", "shared two", "the fork's own"],
+            "erase {erase}"
+        );
+        assert!(!store.session_exists("src"));
+    }
+}

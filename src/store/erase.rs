@@ -63,7 +63,7 @@ impl Inner {
     /// Before `key` is erased: its live forks get their own copy of what they share (nested
     /// forks share the same files: every fork is compacted), and its deleted forks, which
     /// would keep its bytes through their links, go for good.
-    fn detach_forks(&self, key: &str) -> Result<()> {
+    pub(super) fn detach_forks(&self, key: &str) -> Result<()> {
         let forks: Vec<String> =
             self.live_views(|view| view.fork_origin.as_ref().map(|_| view.key.clone()));
         for fork in forks {

@@ -110,6 +110,10 @@ impl Inner {
     pub(super) fn reclaim(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<Vec<PathBuf>> {
         // A poisoned store changes no file: the next open finishes the reclaim.
         self.check_writable()?;
+        // A fork from the past shares the segment of its fork point, source records written
+        // after that point included: it gets its own copy before the source's bytes go, so
+        // that none of them outlives the source under the fork's names.
+        self.detach_forks(&slot.key)?;
         w.retired = true;
         w.reclaimed = true;
         // The checkpoint lists the files about to go.
