@@ -200,6 +200,7 @@ impl Inner {
     ) -> Result<bool> {
         self.check_writable()?;
         let key = self.write_key(slot, writer)?;
+        self.reserve_seqs()?;
         let ticket = self.feed.take();
         seal_record(record, ticket.seq(), ts, &writer.head, key.as_deref());
         self.forget_checkpoint()?;

@@ -60,6 +60,7 @@ impl Inner {
             self.with_file(&slot, &mut w, |file| file.sync())?;
         }
         self.forget_checkpoint()?;
+        self.reserve_seqs()?;
         // Cleared messages past their undo window go for good with this compaction: the
         // segments that held them are removed, and the session's archive with them (erasure
         // wins over history).

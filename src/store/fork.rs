@@ -158,6 +158,7 @@ impl Inner {
         source: &str,
         shared: Shared,
     ) -> Result<()> {
+        self.reserve_seqs()?;
         let key = keys.create_key(tgt.session_id)?;
         let now = now_micros();
         let mut view = SessionView {

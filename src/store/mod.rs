@@ -24,6 +24,7 @@ mod fork;
 mod once;
 mod open;
 mod query;
+mod reservation;
 mod retention;
 mod retire;
 mod tombstones;
@@ -101,6 +102,11 @@ struct Inner {
     next_id: AtomicU64,
     /// Set by a failed write or sync: every later write is refused.
     poisoned: AtomicBool,
+    /// Sequence numbers below this one are reserved durably (the `LOCK` floor); see
+    /// `reservation.rs`.
+    reserved: AtomicU64,
+    /// Held while the floor is raised.
+    reserving: Mutex<()>,
     /// Errors swallowed where no caller could be told.
     monitor: Monitor,
     /// Append handles cached in writers, at most `options.open_files_max`.

@@ -91,6 +91,9 @@ impl LogStore {
             // An erased session's id is never taken again (the erasure log's ids).
             next_id: AtomicU64::new(state.next_id.max(state.erased.next_id)),
             poisoned: AtomicBool::new(false),
+            // Nothing reserved yet: the first number taken raises the floor.
+            reserved: AtomicU64::new(0),
+            reserving: Mutex::new(()),
             monitor: Monitor::default(),
             open_files: AtomicUsize::new(0),
             unsynced: Mutex::new(Unsynced::default()),

@@ -10,7 +10,6 @@ use crate::erasures::{self, Erasure};
 use crate::error::Result;
 use crate::event::EventKind;
 use crate::health::Swallowed;
-use crate::layout;
 use crate::options::Options;
 use crate::projection::SessionView;
 
@@ -120,18 +119,17 @@ impl Inner {
         self.forget_checkpoint()?;
         self.release_file(w);
         self.unmap(slot);
-        // The files hold the highest sequence numbers handed out so far, perhaps: record that
-        // they are used before removing them. Open finishes the reclaim if a crash stops it.
-        // A deleted session past its undo window is erased, archive included: erasure wins
-        // over `keep_history`.
-        let result =
-            layout::write_seq_floor(&*self.fs, &self.dir, self.feed.next_seq()).and_then(|()| {
-                self.retire_as(Retirement::Reclaimed(
-                    slot.session_id,
-                    w.oldest,
-                    w.newest.saturating_add(1),
-                ))
-            });
+        // The files hold the highest sequence numbers handed out so far, perhaps: the floor,
+        // durably above them, records that they are used before they go. Open finishes the
+        // reclaim if a crash stops it. A deleted session past its undo window is erased,
+        // archive included: erasure wins over `keep_history`.
+        let result = self.reserve_seqs().and_then(|()| {
+            self.retire_as(Retirement::Reclaimed(
+                slot.session_id,
+                w.oldest,
+                w.newest.saturating_add(1),
+            ))
+        });
         self.poison(result)
     }
 
@@ -139,6 +137,7 @@ impl Inner {
     /// `whole_session`, its history before its last compaction) is about to be erased, and
     /// hands the event to subscribers.
     pub(super) fn log_erasure(&self, session_id: u64, whole_session: bool) -> Result<()> {
+        self.reserve_seqs()?;
         let mut log = self.erasure_log.lock();
         let ticket = self.feed.take();
         let seq = ticket.seq();
