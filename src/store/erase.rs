@@ -25,7 +25,7 @@ impl Inner {
         if check_key(key).is_err() {
             return Ok(Vec::new());
         }
-        self.detach_forks(key)?;
+        self.detach_forks(key, true)?;
         // Its files are listed now: with a zero retention the delete reclaims them at once.
         let live_files: Vec<PathBuf> = match self.slot(key) {
             Some(slot) => {
@@ -61,15 +61,21 @@ impl Inner {
     }
 
     /// Before `key` is erased: its live forks get their own copy of what they share (nested
-    /// forks share the same files: every fork is compacted), and its deleted forks, which
-    /// would keep its bytes through their links, go for good.
-    pub(super) fn detach_forks(&self, key: &str) -> Result<()> {
+    /// forks share the same files: every fork is compacted), and, with `dead_too`, its deleted
+    /// forks, which would keep its bytes through their links, go for good. A fork names its
+    /// source by key only, so this reaches the forks of every session that had `key`:
+    /// compacting a live one changes nothing it holds, but a deleted one is reclaimed only for
+    /// an explicit `erase_session` of the key.
+    pub(super) fn detach_forks(&self, key: &str, dead_too: bool) -> Result<()> {
         let forks: Vec<String> =
             self.live_views(|view| view.fork_origin.as_ref().map(|_| view.key.clone()));
         for fork in forks {
             // The links it drops go at once and are never archived: they are this session's
             // bytes under another name.
             self.compact_as(&fork, Compaction::Detach)?;
+        }
+        if !dead_too {
+            return Ok(());
         }
         let dead_forks: Vec<Arc<Slot>> = {
             let tombstones = self.tombstones.lock();

@@ -110,9 +110,11 @@ impl Inner {
         // A poisoned store changes no file: the next open finishes the reclaim.
         self.check_writable()?;
         // A fork from the past shares the segment of its fork point, source records written
-        // after that point included: it gets its own copy before the source's bytes go, so
-        // that none of them outlives the source under the fork's names.
-        self.detach_forks(&slot.key)?;
+        // after that point included: a live one gets its own copy before the source's bytes
+        // go, so that none of them outlives the source under its names. (A deleted fork keeps
+        // them until its own reclaim: it may be a fork of a later session of the key, and
+        // restorable.)
+        self.detach_forks(&slot.key, false)?;
         w.retired = true;
         w.reclaimed = true;
         // The checkpoint lists the files about to go.
