@@ -21,6 +21,14 @@ fn options(encrypted: bool) -> Options {
     }
 }
 
+/// A new store on a simulated disk behind a file system that fails on request.
+fn faulty_store(encrypted: bool) -> (SimFs, FaultyFs, LogStore) {
+    let sim = SimFs::new();
+    let fs = FaultyFs::new(Arc::new(sim.clone()));
+    let store = LogStore::open_with_fs(SIM_DIR, options(encrypted), Arc::new(fs.clone())).unwrap();
+    (sim, fs, store)
+}
+
 fn assert_unseen(store: &LogStore, key: &str, context: &str) {
     assert!(!store.session_exists(key), "{context}: exists");
     assert!(
@@ -73,10 +81,7 @@ fn a_first_append_that_fails_at_any_step_leaves_no_session() {
     for encrypted in [false, true] {
         let mut faults = 0;
         for n in 0.. {
-            let sim = SimFs::new();
-            let fs = FaultyFs::new(Arc::new(sim.clone()));
-            let store =
-                LogStore::open_with_fs(SIM_DIR, options(encrypted), Arc::new(fs.clone())).unwrap();
+            let (sim, fs, store) = faulty_store(encrypted);
             store.append("a", &ChatMessage::user("first")).unwrap();
             fs.fail_at(n, EIO);
             let result = store.append("new", &ChatMessage::user("hello"));
@@ -112,10 +117,7 @@ fn a_fork_that_fails_at_any_step_is_never_seen() {
     for encrypted in [false, true] {
         let mut faults = 0;
         for n in 0.. {
-            let sim = SimFs::new();
-            let fs = FaultyFs::new(Arc::new(sim.clone()));
-            let store =
-                LogStore::open_with_fs(SIM_DIR, options(encrypted), Arc::new(fs.clone())).unwrap();
+            let (sim, fs, store) = faulty_store(encrypted);
             for text in ["one", "two", "three"] {
                 store.append("src", &ChatMessage::user(text)).unwrap();
             }
