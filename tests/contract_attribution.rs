@@ -236,3 +236,41 @@ fn a_rename_cut_by_a_crash_at_any_point_is_finished_by_running_it_again() {
         "cuts left renames half done ({partial})"
     );
 }
+
+/// ZeroClaw's own scenario for `rename_agent_attribution`, through the trait: of two sessions
+/// attributed to different agents, only the one whose alias matches is re-pointed; a rename of
+/// an agent no session names changes nothing. Then its attribution lifecycle: count, rename,
+/// clear, each over both sessions.
+#[test]
+fn zeroclaws_rename_scenario_repoints_only_matching_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    let backend: &dyn SessionBackend = &store;
+    backend.append("s1", &ChatMessage::user("hi")).unwrap();
+    backend.set_session_agent_alias("s1", "scout").unwrap();
+    backend.append("s2", &ChatMessage::user("yo")).unwrap();
+    backend.set_session_agent_alias("s2", "other").unwrap();
+    assert_eq!(
+        backend.rename_agent_attribution("scout", "ranger").unwrap(),
+        1
+    );
+    let alias = |key: &str| backend.get_session_agent_alias(key).unwrap();
+    assert_eq!(alias("s1").as_deref(), Some("ranger"));
+    assert_eq!(alias("s2").as_deref(), Some("other"));
+    assert_eq!(backend.rename_agent_attribution("ghost", "x").unwrap(), 0);
+    // The history stays with the renamed attribution.
+    assert_eq!(backend.load("s1"), vec![ChatMessage::user("hi")]);
+
+    for key in ["s1", "s2"] {
+        backend.set_session_agent_alias(key, "rowan").unwrap();
+    }
+    assert_eq!(backend.count_agent_attribution("rowan").unwrap(), 2);
+    assert_eq!(
+        backend.rename_agent_attribution("rowan", "sable").unwrap(),
+        2
+    );
+    assert_eq!(backend.count_agent_attribution("rowan").unwrap(), 0);
+    assert_eq!(backend.count_agent_attribution("sable").unwrap(), 2);
+    assert_eq!(backend.clear_agent_attribution("sable").unwrap(), 2);
+    assert_eq!(backend.count_agent_attribution("sable").unwrap(), 0);
+}
