@@ -9,7 +9,9 @@
 //!
 //! 32 bytes a record, little-endian; `crc` is the CRC-32 of the 28 bytes before it. `kind` 0: the
 //! whole session was erased (a delete past its undo window, `erase_session`); 1: the session's
-//! history before a compaction was erased (cleared messages past their undo window). `seq` is a
+//! history before a compaction was erased (cleared messages past their undo window); 2: the
+//! sequence numbers from `session_id` (here a sequence number) up to the record's own name no
+//! event: open found them reserved but not on disk (a crash took what had them). `seq` is a
 //! store-wide sequence number like any event's.
 
 use std::collections::HashSet;
@@ -27,17 +29,37 @@ use crate::torn_tail::cut_tail;
 /// Bytes of one record.
 pub const RECORD_LEN: usize = 32;
 
-/// One erasure.
+/// One record of the log: an erasure, or a gap in the sequence numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Erasure {
     /// Its sequence number.
     pub seq: u64,
     /// When, µs since the epoch.
     pub ts_micros: i64,
-    /// The session id erased.
-    pub session_id: u64,
-    /// The whole session (true), or its history before a compaction (false).
-    pub whole_session: bool,
+    /// What it records.
+    pub what: Logged,
+}
+
+/// What a record of the erasure log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logged {
+    /// The whole session with this id was erased.
+    Session(u64),
+    /// The history of the session with this id before a compaction was erased.
+    History(u64),
+    /// The sequence numbers from this one up to the record's own name no event.
+    Gap(u64),
+}
+
+impl Erasure {
+    /// The session erased, whole (`true`) or its history (`false`); `None` for a gap.
+    pub fn erased(&self) -> Option<(u64, bool)> {
+        match self.what {
+            Logged::Session(id) => Some((id, true)),
+            Logged::History(id) => Some((id, false)),
+            Logged::Gap(_) => None,
+        }
+    }
 }
 
 impl Erasure {
@@ -45,8 +67,13 @@ impl Erasure {
         let mut out = [0; RECORD_LEN];
         out[0..8].copy_from_slice(&self.seq.to_le_bytes());
         out[8..16].copy_from_slice(&self.ts_micros.to_le_bytes());
-        out[16..24].copy_from_slice(&self.session_id.to_le_bytes());
-        out[24..28].copy_from_slice(&u32::from(!self.whole_session).to_le_bytes());
+        let (field, kind): (u64, u32) = match self.what {
+            Logged::Session(id) => (id, 0),
+            Logged::History(id) => (id, 1),
+            Logged::Gap(from) => (from, 2),
+        };
+        out[16..24].copy_from_slice(&field.to_le_bytes());
+        out[24..28].copy_from_slice(&kind.to_le_bytes());
         let crc = crc32fast::hash(&out[..28]);
         out[28..].copy_from_slice(&crc.to_le_bytes());
         out
@@ -66,22 +93,23 @@ impl Erasure {
         }
         let mut kind = [0; 4];
         kind.copy_from_slice(&bytes[24..28]);
-        let whole_session = match u32::from_le_bytes(kind) {
-            0 => true,
-            1 => false,
-            _ => return None,
-        };
         let seq = u64::from_le_bytes(field(0));
-        let session_id = u64::from_le_bytes(field(16));
+        let number = u64::from_le_bytes(field(16));
         // The store never comes near these numbers: a record holding one is not sound.
-        if seq >= NUMBER_LIMIT || session_id >= NUMBER_LIMIT {
+        if seq >= NUMBER_LIMIT || number >= NUMBER_LIMIT {
             return None;
         }
+        let what = match u32::from_le_bytes(kind) {
+            0 => Logged::Session(number),
+            1 => Logged::History(number),
+            // A gap ends just before the record that logs it.
+            2 if number < seq => Logged::Gap(number),
+            _ => return None,
+        };
         Some(Erasure {
             seq,
             ts_micros: i64::from_le_bytes(field(8)),
-            session_id,
-            whole_session,
+            what,
         })
     }
 }
@@ -112,8 +140,10 @@ impl Log {
     pub fn erased_sessions(&self) -> HashSet<u64> {
         self.erasures
             .iter()
-            .filter(|e| e.whole_session)
-            .map(|e| e.session_id)
+            .filter_map(|e| match e.what {
+                Logged::Session(id) => Some(id),
+                _ => None,
+            })
             .collect()
     }
 }
@@ -243,15 +273,18 @@ impl ErasureLog {
             next_id: log
                 .erasures
                 .iter()
-                .map(|e| e.session_id.saturating_add(1))
+                .filter_map(|e| e.erased())
+                .map(|(id, _)| id.saturating_add(1))
                 .max()
                 .unwrap_or(1),
             erased: log.erased_sessions(),
             histories: log
                 .erasures
                 .iter()
-                .filter(|e| !e.whole_session)
-                .map(|e| (e.session_id, e.seq))
+                .filter_map(|e| match e.what {
+                    Logged::History(id) => Some((id, e.seq)),
+                    _ => None,
+                })
                 .collect(),
         })
     }
@@ -344,14 +377,44 @@ impl ErasureLog {
         whole_session: bool,
         next_seq: &mut u64,
     ) -> Result<()> {
+        let what = if whole_session {
+            Logged::Session(id)
+        } else {
+            Logged::History(id)
+        };
         self.record(
             fs,
             dir,
             &Erasure {
                 seq: *next_seq,
                 ts_micros: chrono::Utc::now().timestamp_micros(),
-                session_id: id,
-                whole_session,
+                what,
+            },
+        )?;
+        *next_seq += 1;
+        Ok(())
+    }
+
+    /// Logs that the sequence numbers from `found` (one past the highest on disk) up to
+    /// `*next_seq` (the floor: none at or above it was handed out) name no event, with the
+    /// number `*next_seq` itself, unless there is no such gap.
+    pub(crate) fn log_gap(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        found: u64,
+        next_seq: &mut u64,
+    ) -> Result<()> {
+        if found >= *next_seq {
+            return Ok(());
+        }
+        self.record(
+            fs,
+            dir,
+            &Erasure {
+                seq: *next_seq,
+                ts_micros: chrono::Utc::now().timestamp_micros(),
+                what: Logged::Gap(found),
             },
         )?;
         *next_seq += 1;
@@ -367,11 +430,16 @@ impl ErasureLog {
     ) -> Result<()> {
         self.end = append(fs, dir, self.end, erasure)?;
         self.max_seq = self.max_seq.max(erasure.seq);
-        self.next_id = self.next_id.max(erasure.session_id.saturating_add(1));
-        if erasure.whole_session {
-            self.erased.insert(erasure.session_id);
-        } else {
-            self.histories.push((erasure.session_id, erasure.seq));
+        match erasure.what {
+            Logged::Session(id) => {
+                self.next_id = self.next_id.max(id.saturating_add(1));
+                self.erased.insert(id);
+            }
+            Logged::History(id) => {
+                self.next_id = self.next_id.max(id.saturating_add(1));
+                self.histories.push((id, erasure.seq));
+            }
+            Logged::Gap(_) => {}
         }
         Ok(())
     }
@@ -456,8 +524,7 @@ mod tests {
         let record = |seq| Erasure {
             seq,
             ts_micros: 0,
-            session_id: seq,
-            whole_session: true,
+            what: Logged::Session(seq),
         };
         let mut end = 0;
         for seq in 1..=3 {
@@ -476,12 +543,15 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_any_flipped_bit_is_refused() {
-        for whole_session in [true, false] {
+        for what in [
+            Logged::Session(0xabc),
+            Logged::History(0xabc),
+            Logged::Gap(7),
+        ] {
             let e = Erasure {
                 seq: 42,
                 ts_micros: -7,
-                session_id: 0xabc,
-                whole_session,
+                what,
             };
             let bytes = e.encode();
             assert_eq!(Erasure::decode(&bytes), Some(e));
@@ -497,8 +567,16 @@ mod tests {
             let e = Erasure {
                 seq,
                 ts_micros: 0,
-                session_id,
-                whole_session: true,
+                what: Logged::Session(session_id),
+            };
+            assert_eq!(Erasure::decode(&e.encode()), None);
+        }
+        // A gap ends before the record that logs it.
+        for from in [42, 43, 100] {
+            let e = Erasure {
+                seq: 42,
+                ts_micros: 0,
+                what: Logged::Gap(from),
             };
             assert_eq!(Erasure::decode(&e.encode()), None);
         }

@@ -165,6 +165,18 @@ pub enum EventKind {
         /// The whole session, or only its history before its compaction.
         whole_session: bool,
     },
+    /// The sequence numbers `from..=to` name no event that can be read: they were reserved
+    /// ahead of use (see `docs/FORMAT.md`, "Sequence numbers"), and the open after a crash
+    /// found none of them on disk. A crash took the events that had them (records not yet
+    /// synced under `Interval` or `Never`, or sent to `quarantine/` as damage), or they were
+    /// never handed out. Such a number is never handed out again. The event's `session` is
+    /// empty.
+    Gap {
+        /// The first number of the gap.
+        from: u64,
+        /// The last number of the gap.
+        to: u64,
+    },
     /// A message was appended under the caller's id for it
     /// ([`crate::LogStore::append_once`]).
     AppendOnce {

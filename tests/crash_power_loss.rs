@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::{run_until_error, sweep_options, SIM_DIR};
 use sessionlog::testing::{Model, Op, SimFs, KEYS};
-use sessionlog::{Durability, Finding, LogStore};
+use sessionlog::{Durability, Finding, LogStore, Options};
 
 /// A workload that touches every kind of mutation, rolls segments over, compacts, deletes and
 /// recreates, and reopens.
@@ -70,21 +70,76 @@ fn workload() -> Vec<Op> {
     ops
 }
 
+/// A workload of forks, forks of forks, deletes reclaimed at once (no undo window) and
+/// erasures, over segments that roll over at nearly every message: the directory operations
+/// a reordering disk may keep in any subset.
+fn fork_and_erase_workload() -> Vec<Op> {
+    let big = |c: &str| c.repeat(1500);
+    vec![
+        Op::Append(0, big("a")),
+        Op::Append(0, big("b")),
+        Op::Append(0, big("c")),
+        Op::Fork(0, 1),
+        Op::Append(1, big("d")),
+        Op::Append(1, "small".into()),
+        Op::Fork(1, 2),
+        Op::Append(2, big("e")),
+        Op::Append(0, big("f")),
+        Op::Delete(0),
+        Op::Append(2, "after the source went".into()),
+        Op::Fork(2, 3),
+        Op::Compact(1),
+        Op::Erase(2),
+        Op::Append(3, big("g")),
+        Op::Delete(3),
+        Op::Append(4, big("h")),
+        Op::Fork(4, 0),
+        Op::Reopen,
+        Op::Erase(4),
+        Op::Append(0, "last".into()),
+        Op::Delete(0),
+    ]
+}
+
+/// [`sweep_options`] reclaiming a deleted session at once.
+fn reclaiming_at_once() -> Options {
+    Options {
+        tombstone_retention: std::time::Duration::ZERO,
+        ..sweep_options(Durability::Always)
+    }
+}
+
 /// Runs `ops` until the first error. Returns the model of every acknowledged call, the model
 /// after each of them, and the call that failed (if any); the store is closed.
 fn run(fs: &SimFs, durability: Durability, ops: &[Op]) -> (Model, Vec<Model>, Option<Op>) {
-    let run = run_until_error(Arc::new(fs.clone()), &sweep_options(durability), ops);
+    run_with(fs, &sweep_options(durability), ops)
+}
+
+fn run_with(fs: &SimFs, options: &Options, ops: &[Op]) -> (Model, Vec<Model>, Option<Op>) {
+    let run = run_until_error(Arc::new(fs.clone()), options, ops);
     (run.acked, run.history, run.failed)
 }
 
-fn reopen_after_crash(fs: &SimFs, torn: Option<usize>, context: &str) -> LogStore {
-    fs.crash(torn);
-    let store = LogStore::open_with_fs(
-        SIM_DIR,
-        sweep_options(Durability::Always),
-        Arc::new(fs.clone()),
-    )
-    .unwrap_or_else(|e| panic!("{context}: the store must open after a crash: {e}"));
+/// How the power goes off: keeping each file's synced bytes and up to this many bytes of its
+/// last write, or as a disk that writes back in any order would, with this seed
+/// ([`SimFs::crash_reordering`]).
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    Torn(Option<usize>),
+    Reordered(u64),
+}
+
+fn reopen_after_crash(fs: &SimFs, cut: Cut, context: &str) -> LogStore {
+    reopen_with(fs, &sweep_options(Durability::Always), cut, context)
+}
+
+fn reopen_with(fs: &SimFs, options: &Options, cut: Cut, context: &str) -> LogStore {
+    match cut {
+        Cut::Torn(torn) => fs.crash(torn),
+        Cut::Reordered(seed) => fs.crash_reordering(seed),
+    }
+    let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::new(fs.clone()))
+        .unwrap_or_else(|e| panic!("{context}: the store must open after a crash: {e}"));
     let damaged = store
         .recovery_report()
         .findings
@@ -114,58 +169,121 @@ fn no_acknowledged_write_is_lost_at_any_power_cut() {
     );
     for torn in [None, Some(1), Some(13)] {
         for n in 0..=total {
-            let fs = SimFs::new();
-            fs.cut_power_after(n);
-            let (acked, _, in_flight) = run(&fs, Durability::Always, &workload());
-            let context = format!("power cut after {n} of {total} mutations, torn {torn:?}");
-            let store = reopen_after_crash(&fs, torn, &context);
-            let seen = Model::observe(&store);
-            let mut with_in_flight = acked.clone();
-            if let Some(op) = &in_flight {
-                with_in_flight.apply(op);
-            }
+            check_cut(n, total, Cut::Torn(torn));
+        }
+    }
+}
+
+/// Seeds per power cut of the reordering sweep: with the workload's ~400 cut points, well over
+/// 10,000 crashes per run. `SESSIONLOG_REORDER_SEEDS=N` runs more.
+fn reorder_seeds() -> u64 {
+    std::env::var("SESSIONLOG_REORDER_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(26)
+}
+
+#[test]
+fn no_acknowledged_write_is_lost_when_the_disk_reorders() {
+    let options = sweep_options(Durability::Always);
+    let ops = workload();
+    let total = total_mutations_of(&options, &ops);
+    let seeds = reorder_seeds();
+    for n in 0..=total {
+        for seed in 0..seeds {
+            let cut = Cut::Reordered(n * 1_000_003 + seed);
+            check_cut_of(&options, &ops, n, total, cut);
+        }
+    }
+    eprintln!("{} reordered power cuts", (total + 1) * seeds);
+}
+
+#[test]
+fn forks_deletes_and_erasures_survive_a_disk_that_reorders() {
+    let options = reclaiming_at_once();
+    let ops = fork_and_erase_workload();
+    let total = total_mutations_of(&options, &ops);
+    let seeds = reorder_seeds();
+    for n in 0..=total {
+        check_cut_of(&options, &ops, n, total, Cut::Torn(None));
+        for seed in 0..seeds {
+            let cut = Cut::Reordered(n * 1_000_003 + seed);
+            check_cut_of(&options, &ops, n, total, cut);
+        }
+    }
+    eprintln!("{} reordered power cuts", (total + 1) * seeds);
+}
+
+fn total_mutations_of(options: &Options, ops: &[Op]) -> u64 {
+    let fs = SimFs::new();
+    let (_, _, failed) = run_with(&fs, options, ops);
+    assert_eq!(failed, None, "the workload runs cleanly without faults");
+    fs.mutations()
+}
+
+fn check_cut(n: u64, total: u64, cut: Cut) {
+    check_cut_of(
+        &sweep_options(Durability::Always),
+        &workload(),
+        n,
+        total,
+        cut,
+    );
+}
+
+/// Cuts the power after `n` mutations of `ops` (under `Durability::Always`), then checks that
+/// the store holds every acknowledged call (and perhaps the one in flight), remembers every
+/// acknowledged id, and takes writes again.
+fn check_cut_of(options: &Options, ops: &[Op], n: u64, total: u64, cut: Cut) {
+    let fs = SimFs::new();
+    fs.cut_power_after(n);
+    let (acked, _, in_flight) = run_with(&fs, options, ops);
+    let context = format!("power cut after {n} of {total} mutations in {in_flight:?}, {cut:?}");
+    let store = reopen_with(&fs, options, cut, &context);
+    let seen = Model::observe(&store);
+    let mut with_in_flight = acked.clone();
+    if let Some(op) = &in_flight {
+        with_in_flight.apply(op);
+    }
+    assert!(
+        seen == acked || seen == with_in_flight,
+        "{context}: in flight {in_flight:?}\nseen  {seen:?}\nacked {acked:?}"
+    );
+    // The window of ids came through too: every id of the state it recovered to is a
+    // duplicate, and an id in flight that did not land is written now.
+    let now = if seen == acked {
+        &acked
+    } else {
+        &with_in_flight
+    };
+    let message = sessionlog::ChatMessage::user("again");
+    for (key, ids) in &now.ids {
+        for id in ids {
+            let wrote = store.append_once(key, &message, id).unwrap();
             assert!(
-                seen == acked || seen == with_in_flight,
-                "{context}: in flight {in_flight:?}\nseen  {seen:?}\nacked {acked:?}"
-            );
-            // The window of ids came through too: every id of the state it recovered to is a
-            // duplicate, and an id in flight that did not land is written now.
-            let now = if seen == acked {
-                &acked
-            } else {
-                &with_in_flight
-            };
-            let message = sessionlog::ChatMessage::user("again");
-            for (key, ids) in &now.ids {
-                for id in ids {
-                    let wrote = store.append_once(key, &message, id).unwrap();
-                    assert!(
-                        !wrote,
-                        "{context}: {key:?} forgot the acknowledged id {id:?}"
-                    );
-                }
-            }
-            if let Some(Op::AppendOnce(k, _, id)) = &in_flight {
-                let key = KEYS[*k];
-                if !now.ids.get(key).is_some_and(|ids| ids.contains(id)) {
-                    let wrote = store.append_once(key, &message, id).unwrap();
-                    assert!(wrote, "{context}: the id in flight did not land");
-                }
-            }
-            // And the recovered store takes writes again, which survive another reopen.
-            drop(store);
-            let store = reopen_after_crash(&fs, None, &context);
-            let key = KEYS[0];
-            sessionlog::SessionBackend::append(&store, key, &sessionlog::ChatMessage::user("z"))
-                .unwrap();
-            let expected = Model::observe(&store);
-            drop(store);
-            assert_eq!(
-                Model::observe(&reopen_after_crash(&fs, None, &context)),
-                expected
+                !wrote,
+                "{context}: {key:?} forgot the acknowledged id {id:?}"
             );
         }
     }
+    if let Some(Op::AppendOnce(k, _, id)) = &in_flight {
+        let key = KEYS[*k];
+        if !now.ids.get(key).is_some_and(|ids| ids.contains(id)) {
+            let wrote = store.append_once(key, &message, id).unwrap();
+            assert!(wrote, "{context}: the id in flight did not land");
+        }
+    }
+    // And the recovered store takes writes again, which survive another reopen.
+    drop(store);
+    let store = reopen_with(&fs, options, Cut::Torn(None), &context);
+    let key = KEYS[0];
+    sessionlog::SessionBackend::append(&store, key, &sessionlog::ChatMessage::user("z")).unwrap();
+    let expected = Model::observe(&store);
+    drop(store);
+    assert_eq!(
+        Model::observe(&reopen_with(&fs, options, Cut::Torn(None), &context)),
+        expected
+    );
 }
 
 #[test]
@@ -176,21 +294,49 @@ fn without_sync_a_crash_leaves_each_session_at_some_earlier_state() {
     ] {
         let total = total_mutations(durability);
         for n in (0..=total).step_by(3) {
-            let fs = SimFs::new();
-            fs.cut_power_after(n);
-            let (_, history, _) = run(&fs, durability, &workload());
-            let context = format!("{durability:?}: power cut after {n} of {total}");
-            let store = reopen_after_crash(&fs, Some(5), &context);
-            let seen = Model::observe(&store);
-            // Sessions are independent files: each must be as it was at some point.
-            for key in KEYS {
-                let now = seen.sessions.get(*key);
-                let possible = history.iter().any(|m| m.sessions.get(*key) == now) || now.is_none();
-                assert!(
-                    possible,
-                    "{context}: {key:?} is {now:?}, never a state it had"
-                );
-            }
+            check_earlier_state(durability, n, total, Cut::Torn(Some(5)));
         }
+    }
+}
+
+#[test]
+fn without_sync_a_disk_that_reorders_leaves_each_session_at_some_earlier_state() {
+    let durability = Durability::Never;
+    let total = total_mutations(durability);
+    for n in 0..=total {
+        for seed in 0..4 {
+            check_earlier_state(durability, n, total, Cut::Reordered(n * 7_919 + seed));
+        }
+    }
+}
+
+/// Cuts the power after `n` mutations of the workload under `durability`, then checks that
+/// each session is as it was after some acknowledged call, or gone (never synced).
+fn check_earlier_state(durability: Durability, n: u64, total: u64, cut: Cut) {
+    let fs = SimFs::new();
+    fs.cut_power_after(n);
+    let (_, history, _) = run(&fs, durability, &workload());
+    let context = format!("{durability:?}: power cut after {n} of {total}, {cut:?}");
+    let store = match cut {
+        Cut::Torn(_) => reopen_after_crash(&fs, cut, &context),
+        Cut::Reordered(seed) => {
+            // Unsynced writes kept out of order can leave a hole before records that
+            // survived: open reports that as damage and keeps the session up to the hole,
+            // quarantining the rest, which is still an earlier state.
+            fs.crash_reordering(seed);
+            let options = sweep_options(Durability::Always);
+            LogStore::open_with_fs(SIM_DIR, options, Arc::new(fs.clone()))
+                .unwrap_or_else(|e| panic!("{context}: the store must open after a crash: {e}"))
+        }
+    };
+    let seen = Model::observe(&store);
+    // Sessions are independent files: each must be as it was at some point.
+    for key in KEYS {
+        let now = seen.sessions.get(*key);
+        let possible = history.iter().any(|m| m.sessions.get(*key) == now) || now.is_none();
+        assert!(
+            possible,
+            "{context}: {key:?} is {now:?}, never a state it had"
+        );
     }
 }

@@ -55,13 +55,70 @@ fn numbers_a_power_loss_took_are_never_handed_out_again() {
             reused > handed_out,
             "{durability:?}: number {reused} handed out again (the lost ones went to {handed_out})"
         );
-        let seqs: Vec<u64> = store
+        // The log says which numbers name no event: every one the crash took among them.
+        let events: Vec<sessionlog::LogEvent> = store
             .events(sessionlog::EventFilter::all())
             .unwrap()
-            .map(|e| e.unwrap().seq)
+            .map(Result::unwrap)
             .collect();
-        assert_eq!(seqs, vec![reused], "{durability:?}");
+        let [gap, after] = &events[..] else {
+            panic!("{durability:?}: {events:?}");
+        };
+        let sessionlog::EventKind::Gap { from, to } = gap.kind else {
+            panic!("{durability:?}: {gap:?} is no gap");
+        };
+        assert!(from <= delivered[0] && handed_out <= to, "{from}..={to}");
+        assert_eq!((gap.seq, gap.session.as_str()), (to + 1, ""));
+        assert_eq!(after.seq, reused);
+        assert!(reused > gap.seq);
+        // Logged once: a clean reopen finds the gap explained.
+        drop(store);
+        let store = LogStore::open_with_fs(SIM_DIR, options, Arc::new(sim.clone())).unwrap();
+        let gaps = store
+            .events(sessionlog::EventFilter::all())
+            .unwrap()
+            .filter(|e| matches!(e.as_ref().unwrap().kind, sessionlog::EventKind::Gap { .. }))
+            .count();
+        assert_eq!(gaps, 1, "{durability:?}");
     }
+}
+
+/// A process that ends without closing the store (its records synced) leaves numbers
+/// reserved past its last one: the next open logs them as a gap, once, and the numbers on go
+/// on from after it; the events before it are all there.
+#[test]
+fn a_crash_leaves_a_logged_gap_and_a_clean_close_none() {
+    let sim = SimFs::new();
+    let open =
+        || LogStore::open_with_fs(SIM_DIR, Options::default(), Arc::new(sim.clone())).unwrap();
+    let store = open();
+    store.append("k", &ChatMessage::user("one")).unwrap();
+    store.append("k", &ChatMessage::user("two")).unwrap();
+    let last = store.last_seq();
+    sim.cut_power_after(0);
+    drop(store);
+    sim.crash(None);
+    let store = open();
+    let kinds = |store: &LogStore| -> Vec<(u64, sessionlog::EventKind)> {
+        store
+            .events(sessionlog::EventFilter::all())
+            .unwrap()
+            .map(|e| e.map(|e| (e.seq, e.kind)).unwrap())
+            .collect()
+    };
+    let seen = kinds(&store);
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let (gap_seq, sessionlog::EventKind::Gap { from, to }) = seen[2].clone() else {
+        panic!("{seen:?}");
+    };
+    assert_eq!((from, to + 1), (last + 1, gap_seq));
+    store.append("k", &ChatMessage::user("three")).unwrap();
+    assert_eq!(store.last_seq(), gap_seq + 1);
+    store.close().unwrap();
+    let store = open();
+    assert_eq!(kinds(&store).len(), 4, "a clean close logs no gap");
+    store.append("k", &ChatMessage::user("four")).unwrap();
+    assert_eq!(store.last_seq(), gap_seq + 2, "and leaves none");
 }
 
 /// After a clean close the next open goes on from the last number: no hole.

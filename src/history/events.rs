@@ -5,6 +5,7 @@ use std::collections::BinaryHeap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::erasures::Logged;
 use crate::error::{Error, Result};
 use crate::event::{EventFilter, EventKind, LogEvent};
 use crate::fs::FileSystem;
@@ -49,9 +50,19 @@ impl Events {
                     seq: e.seq,
                     time: to_time(e.ts_micros),
                     session: String::new(),
-                    kind: EventKind::Erased {
-                        session_id: e.session_id,
-                        whole_session: e.whole_session,
+                    kind: match e.what {
+                        Logged::Session(session_id) => EventKind::Erased {
+                            session_id,
+                            whole_session: true,
+                        },
+                        Logged::History(session_id) => EventKind::Erased {
+                            session_id,
+                            whole_session: false,
+                        },
+                        Logged::Gap(from) => EventKind::Gap {
+                            from,
+                            to: e.seq - 1,
+                        },
                     },
                 })
                 .filter(|e| filter.admits(e.seq, e.time))

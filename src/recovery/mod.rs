@@ -159,6 +159,20 @@ pub(crate) fn replay(
     let mut sessions = Vec::new();
     let mut tombstones = Vec::new();
     for (id, mut files) in groups {
+        let key_readable = !matches!(data_keys.get(&id), Some(Err(_)));
+        if erased.holds(id) && key_readable {
+            // The erasure log is the authority: a session it says was erased goes, unread,
+            // whatever of it a crash left (a disk that reorders may keep any of the removals
+            // of its files, and not others, so what is left may look like damage). Files
+            // sealed under a data key that is gone are bytes nobody can read, and not the
+            // store's to remove: they are damage, kept aside.
+            let numbers = files.iter().map(|f| f.number);
+            let oldest = numbers.clone().min().unwrap_or(1);
+            leftovers
+                .deleted
+                .push((id, oldest, numbers.max().unwrap_or(0)));
+            continue;
+        }
         files.sort_by_key(|f| f.number);
         let mut replaying = Replaying {
             fs,
@@ -173,13 +187,6 @@ pub(crate) fn replay(
             torn_tail_max: options.torn_tail_max,
         };
         match replay_session(&mut replaying, files)? {
-            // The erasure log is the authority: a session it says was erased goes, even where
-            // a crash lost its delete record (without `Always`) or brought its files back.
-            Outcome::Live(session) | Outcome::Deleted(session, _) if erased.holds(id) => {
-                leftovers
-                    .deleted
-                    .push((id, session.oldest, session.highest));
-            }
             Outcome::Live(session) => sessions.push(*session),
             Outcome::Deleted(session, true)
                 if within_retention(options.retention, session.view.deleted_at) =>
@@ -194,14 +201,16 @@ pub(crate) fn replay(
             Outcome::Gone => {}
         }
     }
-    let mut next_seq = (max_seq + 1)
-        .max(layout::read_seq_floor(fs, dir, &mut report))
-        .max(erased.max_seq + 1);
+    // One past the highest number on disk; the floor may be higher still (numbers reserved
+    // that a crash took, or never handed out): they are skipped, and the gap logged.
+    let found = (max_seq + 1).max(erased.max_seq + 1);
+    let mut next_seq = found.max(layout::read_seq_floor(fs, dir, &mut report));
     let finishing = Finishing {
         fs,
         dir,
         keys,
         erased,
+        found,
         next_seq: &mut next_seq,
         report: &mut report,
     };
@@ -243,6 +252,8 @@ struct Finishing<'a> {
     dir: &'a Path,
     keys: Option<&'a Keyring>,
     erased: &'a mut ErasureLog,
+    /// One past the highest sequence number on disk.
+    found: u64,
     next_seq: &'a mut u64,
     report: &'a mut RecoveryReport,
 }
@@ -252,6 +263,10 @@ impl Finishing<'_> {
     /// erasing compactions, which a read-only replay never leaves, are looked at).
     fn finish(mut self, leftovers: Leftovers, writable: bool) -> Result<()> {
         let (fs, dir) = (self.fs, self.dir);
+        if writable {
+            // Numbers reserved but found nowhere: the log says so before any is passed over.
+            self.erased.log_gap(fs, dir, self.found, self.next_seq)?;
+        }
         for finish in leftovers.erasing {
             // An erasing compaction a crash cut short: logged (once), then finished.
             let (id, snapshot_seq) = (finish.id, finish.snapshot_seq);

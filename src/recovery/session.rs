@@ -333,7 +333,9 @@ fn read_segment(
             return Err("a fork record must open a forked segment, and only that".into());
         }
         first_record = false;
-        scan.fork_record_seen |= is_fork;
+        // Only the session's own Fork record (in its highest forked segment) makes it a
+        // fork: an inherited segment's is its source's.
+        scan.fork_record_seen |= is_fork && forks.forked_at == Some(seg.number);
         if matches!(event, Event::Snapshot(_)) {
             if !generation || snapshot_seen {
                 return Err("snapshot record outside a compacted generation's end".into());
@@ -467,8 +469,25 @@ fn unfinished_fork(
         Ok((h, _)) if h.session_id != id => r.fs.link_count(&s.path).is_ok_and(|n| n > 1),
         _ => true,
     });
+    // A forked segment holding nothing past its header was made before its links were all
+    // durable: a disk that reorders may have kept some of them and not others, so a gap among
+    // the links is no damage then, only the fork's unfinished making.
+    let forked_empty = forks
+        .forked_at
+        .and_then(|number| segments.iter().find(|s| s.number == number))
+        .is_some_and(|s| match &s.header {
+            Ok((h, header_len)) => {
+                h.session_id == id
+                    && r.fs
+                        .stat(&s.path)
+                        .is_ok_and(|st| st.len == *header_len as u64)
+            }
+            Err(_) => false,
+        });
     let unfinished = newest_foreign
-        || (forks.forked_at.is_some() && !scan.fork_record_seen && scan.damage.is_none());
+        || (forks.forked_at.is_some()
+            && !scan.fork_record_seen
+            && (scan.damage.is_none() || forked_empty));
     if !(unfinished && only_links) {
         return Ok(false);
     }

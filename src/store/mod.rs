@@ -626,6 +626,16 @@ impl LogStore {
         // Everything written is made durable, then described in a checkpoint that lets the
         // next open skip the replay.
         self.inner.flush()?;
+        if self.inner.reserved.load(Ordering::SeqCst) > 0 {
+            // No number is handed out any more: the floor comes down to the next one, so that
+            // the next open finds no gap (the numbers reserved past it were never used).
+            // Synced: a floor above the records after a clean close would log a gap.
+            crate::layout::write_seq_floor(
+                &*self.inner.fs,
+                &self.inner.dir,
+                self.inner.feed.next_seq(),
+            )?;
+        }
         self.inner.write_checkpoint()
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
 use crate::compaction::{self, Disposal};
-use crate::erasures::{self, Erasure};
+use crate::erasures::{self, Erasure, Logged};
 use crate::error::Result;
 use crate::event::EventKind;
 use crate::health::Swallowed;
@@ -144,11 +144,15 @@ impl Inner {
         let ticket = self.feed.take();
         let seq = ticket.seq();
         let ts = now_micros();
+        let what = if whole_session {
+            Logged::Session(session_id)
+        } else {
+            Logged::History(session_id)
+        };
         let erasure = Erasure {
             seq,
             ts_micros: ts,
-            session_id,
-            whole_session,
+            what,
         };
         log.record(&*self.fs, &self.dir, &erasure)?;
         let kind = EventKind::Erased {

@@ -17,6 +17,41 @@ enum Node {
     Dir,
 }
 
+/// A change to a file's bytes not yet made durable by a sync.
+#[derive(Debug, Clone)]
+enum DataOp {
+    Write { offset: usize, bytes: Vec<u8> },
+    SetLen(usize),
+}
+
+impl DataOp {
+    fn apply(&self, data: &mut Vec<u8>) {
+        match self {
+            DataOp::Write { offset, bytes } => {
+                let end = offset + bytes.len();
+                if data.len() < end {
+                    data.resize(end, 0);
+                }
+                data[*offset..end].copy_from_slice(bytes);
+            }
+            DataOp::SetLen(len) => data.resize(*len, 0),
+        }
+    }
+
+    /// The 4 KiB pages the change touches (a length change: the page it ends in).
+    fn pages(&self) -> std::ops::RangeInclusive<usize> {
+        match self {
+            DataOp::Write { offset, bytes } => {
+                offset / PAGE..=(offset + bytes.len().max(1) - 1) / PAGE
+            }
+            DataOp::SetLen(len) => len / PAGE..=len / PAGE,
+        }
+    }
+}
+
+/// The unit in which a disk writes back a file's cached bytes.
+const PAGE: usize = 4096;
+
 #[derive(Debug, Default)]
 struct Inode {
     /// The logical time of the last change (see `SimState::clock`).
@@ -25,6 +60,16 @@ struct Inode {
     durable: Vec<u8>,
     /// The last write since the last sync: (offset, bytes).
     last_unsynced: Option<(u64, Vec<u8>)>,
+    /// Every change since the last sync, oldest first.
+    unsynced: Vec<DataOp>,
+}
+
+/// A change of names not yet made durable by syncing the folders it touched: each entry sets a
+/// name to a node or removes it (`None`). A power loss keeps or drops the entries left as a
+/// whole (a rename is atomic); a sync of a folder makes the entries in it durable.
+#[derive(Debug, Clone)]
+struct DirOp {
+    effects: Vec<(PathBuf, Option<Node>)>,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +79,8 @@ struct SimState {
     inodes: HashMap<u64, Inode>,
     next_inode: u64,
     locks: HashSet<PathBuf>,
+    /// The name changes not yet durable, oldest first.
+    unsynced_names: Vec<DirOp>,
     /// Mutating operations performed so far.
     mutations: u64,
     /// Power goes off once `mutations` reaches this.
@@ -78,6 +125,58 @@ impl SimState {
         self.clock += 1;
         Ok(())
     }
+
+    /// Changes names (see [`DirOp`]) and remembers the change until it is durable.
+    fn change_names(&mut self, effects: Vec<(PathBuf, Option<Node>)>) {
+        for (path, node) in &effects {
+            match node {
+                Some(node) => self.names.insert(path.clone(), *node),
+                None => self.names.remove(path),
+            };
+        }
+        self.unsynced_names.push(DirOp { effects });
+    }
+
+    /// Records a change to a file's bytes that a sync has not made durable yet.
+    fn change_data(&mut self, id: u64, op: DataOp) -> io::Result<()> {
+        let clock = self.clock;
+        let inode = self.inodes.get_mut(&id).ok_or_else(power_off)?;
+        op.apply(&mut inode.data);
+        inode.last_unsynced = match &op {
+            DataOp::Write { offset, bytes } => Some((*offset as u64, bytes.clone())),
+            DataOp::SetLen(_) => None,
+        };
+        inode.unsynced.push(op);
+        inode.modified = clock;
+        Ok(())
+    }
+
+    /// After a power loss, the power comes back on: every name and byte is durable as it
+    /// now is, and no lock is held.
+    fn power_back_on(&mut self) {
+        self.durable_names = self.names.clone();
+        self.unsynced_names.clear();
+        for inode in self.inodes.values_mut() {
+            inode.durable = inode.data.clone();
+            inode.last_unsynced = None;
+            inode.unsynced.clear();
+        }
+        self.locks.clear();
+        self.power_cut_at = None;
+    }
+}
+
+/// A small seeded generator (splitmix64): the same seed makes the same power loss.
+struct Coin(u64);
+
+impl Coin {
+    fn flip(&mut self) -> bool {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) & 1 == 1
+    }
 }
 
 impl SimFs {
@@ -119,21 +218,69 @@ impl SimFs {
             let mut data = inode.durable.clone();
             if let (Some(keep), Some((offset, bytes))) = (torn_bytes, &inode.last_unsynced) {
                 let kept = bytes.get(..keep.min(bytes.len())).unwrap_or_default();
-                let start = usize::try_from(*offset).unwrap_or(usize::MAX);
-                if start <= data.len() && !kept.is_empty() {
-                    let end = start + kept.len();
-                    if data.len() < end {
-                        data.resize(end, 0);
-                    }
-                    data[start..end].copy_from_slice(kept);
+                let offset = usize::try_from(*offset).unwrap_or(usize::MAX);
+                if offset <= data.len() && !kept.is_empty() {
+                    let torn = DataOp::Write {
+                        offset,
+                        bytes: kept.to_vec(),
+                    };
+                    torn.apply(&mut data);
                 }
             }
-            inode.data = data.clone();
-            inode.durable = data;
-            inode.last_unsynced = None;
+            inode.data = data;
         }
-        state.locks.clear();
-        state.power_cut_at = None;
+        state.power_back_on();
+    }
+
+    /// Loses power as a disk that writes back in any order would: of the name changes not
+    /// made durable (creates, renames, removals, hard links), a subset chosen by `seed`
+    /// survives, each change whole; of each file's writes since its last sync, a subset
+    /// survives too, where a surviving write keeps every earlier unsynced write to the same
+    /// 4 KiB page. Names left in a folder that did not survive go with it. Then the power
+    /// comes back on and locks are released.
+    pub fn crash_reordering(&self, seed: u64) {
+        let mut coin = Coin(seed);
+        let mut state = self.state.lock();
+        let mut names = state.durable_names.clone();
+        for op in std::mem::take(&mut state.unsynced_names) {
+            if coin.flip() {
+                for (path, node) in op.effects {
+                    match node {
+                        Some(node) => names.insert(path, node),
+                        None => names.remove(&path),
+                    };
+                }
+            }
+        }
+        let mut kept = BTreeMap::new();
+        for (path, node) in names {
+            let root = path.parent().is_none();
+            if root || matches!(kept.get(&parent_of(&path)), Some(Node::Dir)) {
+                kept.insert(path, node);
+            }
+        }
+        state.names = kept;
+        let mut ids: Vec<u64> = state.inodes.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(inode) = state.inodes.get_mut(&id) else {
+                continue;
+            };
+            let mut forced = HashSet::new();
+            let mut keep = vec![false; inode.unsynced.len()];
+            for (i, op) in inode.unsynced.iter().enumerate().rev() {
+                if coin.flip() || op.pages().any(|page| forced.contains(&page)) {
+                    keep[i] = true;
+                    forced.extend(op.pages());
+                }
+            }
+            let mut data = inode.durable.clone();
+            for (op, _) in inode.unsynced.iter().zip(keep).filter(|(_, k)| *k) {
+                op.apply(&mut data);
+            }
+            inode.data = data;
+        }
+        state.power_back_on();
     }
 
     /// Every file and its current bytes, for tests that inspect or damage a store.
@@ -176,6 +323,7 @@ impl SimFs {
         inode.data = bytes.to_vec();
         inode.durable = bytes.to_vec();
         inode.last_unsynced = None;
+        inode.unsynced.clear();
         inode.modified = clock;
     }
 }
@@ -207,17 +355,9 @@ impl FileHandle for SimFile {
         }
         let mut state = self.fs.state.lock();
         state.mutate()?;
-        let clock = state.clock;
-        let inode = state.inodes.get_mut(&self.id).ok_or_else(power_off)?;
-        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let end = start + buf.len();
-        if inode.data.len() < end {
-            inode.data.resize(end, 0);
-        }
-        inode.data[start..end].copy_from_slice(buf);
-        inode.last_unsynced = Some((offset, buf.to_vec()));
-        inode.modified = clock;
-        Ok(())
+        let offset = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let bytes = buf.to_vec();
+        state.change_data(self.id, DataOp::Write { offset, bytes })
     }
 
     fn sync(&self) -> io::Result<()> {
@@ -226,6 +366,7 @@ impl FileHandle for SimFile {
         let inode = state.inodes.get_mut(&self.id).ok_or_else(power_off)?;
         inode.durable = inode.data.clone();
         inode.last_unsynced = None;
+        inode.unsynced.clear();
         Ok(())
     }
 
@@ -241,15 +382,8 @@ impl FileHandle for SimFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut state = self.fs.state.lock();
         state.mutate()?;
-        let clock = state.clock;
-        let inode = state.inodes.get_mut(&self.id).ok_or_else(power_off)?;
-        inode.data.resize(
-            usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?,
-            0,
-        );
-        inode.last_unsynced = None;
-        inode.modified = clock;
-        Ok(())
+        let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        state.change_data(self.id, DataOp::SetLen(len))
     }
 }
 
@@ -276,8 +410,14 @@ impl FileSystem for SimFs {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         state.mutate()?;
-        for ancestor in path.ancestors() {
-            state.names.entry(ancestor.to_owned()).or_insert(Node::Dir);
+        let mut created: Vec<(PathBuf, Option<Node>)> = path
+            .ancestors()
+            .filter(|a| !state.names.contains_key(*a))
+            .map(|a| (a.to_owned(), Some(Node::Dir)))
+            .collect();
+        created.reverse();
+        if !created.is_empty() {
+            state.change_names(created);
         }
         Ok(())
     }
@@ -335,11 +475,8 @@ impl FileSystem for SimFs {
             (OpenMode::CreateNew, Some(_)) => return Err(io::ErrorKind::AlreadyExists.into()),
             (OpenMode::Truncate, Some(Node::File(id))) => {
                 state.mutate()?;
-                let clock = state.clock;
-                let inode = state.inodes.entry(id).or_default();
-                inode.data.clear();
-                inode.last_unsynced = None;
-                inode.modified = clock;
+                state.inodes.entry(id).or_default();
+                state.change_data(id, DataOp::SetLen(0))?;
                 id
             }
             (OpenMode::CreateNew | OpenMode::Truncate, None) => {
@@ -357,7 +494,7 @@ impl FileSystem for SimFs {
                         ..Inode::default()
                     },
                 );
-                state.names.insert(path.to_owned(), Node::File(id));
+                state.change_names(vec![(path.to_owned(), Some(Node::File(id)))]);
                 id
             }
         };
@@ -371,8 +508,10 @@ impl FileSystem for SimFs {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         state.mutate()?;
-        let node = state.names.remove(from).ok_or_else(|| not_found(from))?;
-        state.names.insert(to.to_owned(), node);
+        let node = *state.names.get(from).ok_or_else(|| not_found(from))?;
+        if from != to {
+            state.change_names(vec![(from.to_owned(), None), (to.to_owned(), Some(node))]);
+        }
         Ok(())
     }
 
@@ -397,7 +536,7 @@ impl FileSystem for SimFs {
         match state.names.get(from) {
             Some(Node::File(id)) => {
                 let id = *id;
-                state.names.insert(to.to_owned(), Node::File(id));
+                state.change_names(vec![(to.to_owned(), Some(Node::File(id)))]);
                 Ok(())
             }
             Some(Node::Dir) => Err(io::ErrorKind::IsADirectory.into()),
@@ -410,7 +549,7 @@ impl FileSystem for SimFs {
         state.mutate()?;
         match state.names.get(path) {
             Some(Node::File(_)) => {
-                state.names.remove(path);
+                state.change_names(vec![(path.to_owned(), None)]);
                 Ok(())
             }
             Some(Node::Dir) => Err(io::ErrorKind::IsADirectory.into()),
@@ -430,6 +569,10 @@ impl FileSystem for SimFs {
             .collect();
         state.durable_names.retain(|p, _| !in_dir(p));
         state.durable_names.extend(current);
+        for op in &mut state.unsynced_names {
+            op.effects.retain(|(p, _)| !in_dir(p));
+        }
+        state.unsynced_names.retain(|op| !op.effects.is_empty());
         Ok(())
     }
 

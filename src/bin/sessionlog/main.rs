@@ -614,6 +614,9 @@ fn summary(kind: &EventKind) -> String {
             session_id,
             whole_session: false,
         } => format!("erased the history of session #{session_id:x} before its compaction"),
+        EventKind::Gap { from, to } => {
+            format!("numbers {from} to {to} name no event (a crash took them, or they were unused)")
+        }
         other => format!("{other:?}"),
     }
 }
