@@ -5,6 +5,7 @@
 //! {dir}/LOCK                                  the lock, and the sequence floor (recovery)
 //! {dir}/CHECKPOINT, CHECKPOINT.tmp            the projection at the last clean close
 //! {dir}/ERASED, ERASED.torn-{n}               the erasure log, and a torn tail cut off it
+//! {dir}/ANCHORS, ANCHORS.torn-{n}             the anchor log, and a torn tail cut off it
 //! {dir}/{id:016x}-{segment:08x}.seg           a session's segments
 //! {dir}/{id:016x}-{segment:08x}.seg.tmp       a compaction's output before its rename
 //! {dir}/{id:016x}-{segment:08x}.seg.torn-{n}  the bytes of a torn tail cut off on open
@@ -29,6 +30,10 @@ pub const CHECKPOINT_TEMP_FILE: &str = "CHECKPOINT.tmp";
 pub const ERASED_FILE: &str = "ERASED";
 /// Prefix of the side file that keeps a record of the erasure log a crash cut short.
 pub const ERASED_TORN_PREFIX: &str = "ERASED.torn-";
+/// The anchor log: where each session had reached at the last clean close (`anchor.rs`).
+pub const ANCHORS_FILE: &str = "ANCHORS";
+/// Prefix of the side files of the anchor log's torn tails.
+pub const ANCHORS_TORN_PREFIX: &str = "ANCHORS.torn-";
 /// Folder where damaged segments are kept.
 pub const QUARANTINE_DIR: &str = "quarantine";
 /// Folder where superseded segments are kept with `Options::keep_history`.

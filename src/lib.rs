@@ -34,6 +34,7 @@
 //! The on-disk format is described byte by byte in `docs/FORMAT.md`; the design in
 //! `docs/DESIGN.md`.
 
+mod anchor;
 #[cfg(feature = "tokio")]
 mod async_store;
 mod backend;

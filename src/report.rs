@@ -21,11 +21,12 @@ impl RecoveryReport {
             .all(|f| matches!(f, Finding::CheckpointIgnored { .. }))
     }
 
-    /// True when some session lost records to damage (see [`Finding::Damaged`]).
+    /// True when some session lost records to damage (see [`Finding::Damaged`]) or ends before
+    /// its anchored point ([`Finding::RolledBack`]).
     pub fn has_damage(&self) -> bool {
         self.findings
             .iter()
-            .any(|f| matches!(f, Finding::Damaged { .. }))
+            .any(|f| matches!(f, Finding::Damaged { .. } | Finding::RolledBack { .. }))
     }
 }
 
@@ -115,6 +116,22 @@ pub enum Finding {
         path: PathBuf,
         /// The floor it holds.
         floor: u64,
+    },
+    /// A session ends before the point the anchor log (`ANCHORS`) recorded for it at an
+    /// earlier clean close: its files were rolled back to an older copy (a restore from a
+    /// backup, say), or removed, or lost records to damage. Nothing was changed; the session
+    /// is served as its files hold it, and `verify` fails until it passes its anchored point
+    /// again. If the rollback was deliberate, remove `ANCHORS` (the next clean close starts a
+    /// new chain, with a new root hash).
+    RolledBack {
+        /// The session, when its files are there.
+        key: Option<String>,
+        /// The session's id (its files' prefix).
+        session_id: u64,
+        /// The sequence number of the session's last record at its anchor.
+        anchored_seq: u64,
+        /// The sequence number of its last record now (0: the session is gone).
+        found_seq: u64,
     },
     /// A file or folder that is not part of the store. It was not touched.
     UnknownFile {

@@ -144,7 +144,7 @@ fn reopen_with(fs: &SimFs, options: &Options, cut: Cut, context: &str) -> LogSto
         .recovery_report()
         .findings
         .iter()
-        .any(|f| matches!(f, Finding::Damaged { .. }));
+        .any(|f| matches!(f, Finding::Damaged { .. } | Finding::RolledBack { .. }));
     assert!(
         !damaged,
         "{context}: a crash is not damage: {:?}",

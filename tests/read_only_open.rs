@@ -177,7 +177,12 @@ fn a_reader_in_another_process_sees_consistent_prefixes() {
         let seen: Vec<String> = reader.load("k").into_iter().map(|m| m.content).collect();
         let expected: Vec<String> = (0..seen.len()).map(|i| i.to_string()).collect();
         assert_eq!(seen, expected, "a prefix of what was written, in order");
-        assert!(!reader.recovery_report().has_damage());
+        assert!(
+            !reader.recovery_report().has_damage(),
+            "{:?}, {} messages",
+            reader.recovery_report(),
+            seen.len()
+        );
         longest = longest.max(seen.len());
     }
     assert!(child.wait().unwrap().success());

@@ -11,9 +11,9 @@ use crate::error::{Error, Result};
 use crate::fs::{context, refuse_symlink, FileSystem};
 use crate::keyring::{self, Keyring};
 use crate::layout::{
-    kept_session_id, parse_segment_name, segment_path, ARCHIVE_DIR, CHECKPOINT_FILE, ERASED_FILE,
-    ERASED_TORN_PREFIX, KEYS_DIR, LOCK_FILE, NUMBER_LIMIT, QUARANTINE_DIR, SEGMENT_SUFFIX,
-    SEGMENT_TEMP_SUFFIX, TORN_INFIX,
+    kept_session_id, parse_segment_name, segment_path, ANCHORS_FILE, ANCHORS_TORN_PREFIX,
+    ARCHIVE_DIR, CHECKPOINT_FILE, ERASED_FILE, ERASED_TORN_PREFIX, KEYS_DIR, LOCK_FILE,
+    NUMBER_LIMIT, QUARANTINE_DIR, SEGMENT_SUFFIX, SEGMENT_TEMP_SUFFIX, TORN_INFIX,
 };
 use crate::report::{Finding, RecoveryReport};
 use crate::segment::{read_header, HeaderError, SegmentHeader, FORMAT_VERSION_NEWEST};
@@ -51,6 +51,7 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
             CHECKPOINT_FILE,
             KEYS_DIR,
             ERASED_FILE,
+            ANCHORS_FILE,
         ]
         .contains(&name)
         {
@@ -58,7 +59,10 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
             refuse_symlink(fs, &dir.join(name))?;
             continue;
         }
-        if name.starts_with(ERASED_TORN_PREFIX) && entry.is_file {
+        let side_file = [ERASED_TORN_PREFIX, ANCHORS_TORN_PREFIX]
+            .iter()
+            .any(|prefix| name.starts_with(prefix));
+        if side_file && entry.is_file {
             continue;
         }
         let ours = |suffix| {

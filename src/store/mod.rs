@@ -27,6 +27,7 @@ mod query;
 mod reservation;
 mod retention;
 mod retire;
+mod root;
 mod tombstones;
 
 use std::cmp::Reverse;
@@ -107,6 +108,10 @@ struct Inner {
     reserved: AtomicU64,
     /// Held while the floor is raised.
     reserving: Mutex<()>,
+    /// Held while an anchor is appended (`root.rs`).
+    anchoring: Mutex<()>,
+    /// Where the anchors open read end: all a read-only store may check its sessions against.
+    anchors_seen: u64,
     /// Errors swallowed where no caller could be told.
     monitor: Monitor,
     /// Append handles cached in writers, at most `options.open_files_max`.
@@ -513,7 +518,11 @@ impl LogStore {
     pub fn verify_with_progress(&self, progress: impl FnMut(usize, usize)) -> Result<VerifyReport> {
         let _guard = self.reader_guard();
         let keys = self.inner.keys.as_ref();
-        history::verify(Arc::clone(&self.inner.fs), &self.inner.dir, keys, progress)
+        let mut report =
+            history::verify(Arc::clone(&self.inner.fs), &self.inner.dir, keys, progress)?;
+        let behind = self.anchor_problems(&report.problems)?;
+        report.problems.extend(behind);
+        Ok(report)
     }
 
     /// Every event after `after_seq` (0: from the start), then every new event as it commits,
@@ -636,6 +645,8 @@ impl LogStore {
                 self.inner.feed.next_seq(),
             )?;
         }
+        // Where every session has reached, kept outside its own files (`root.rs`).
+        self.inner.anchor()?;
         self.inner.write_checkpoint()
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::anchor::Anchors;
 use crate::checkpoint;
 use crate::compaction::{self, Cleared, Disposal, NewGeneration};
 use crate::erasures::{self, ErasureLog};
@@ -30,6 +31,7 @@ use crate::segment::{self, SegmentFiles, SegmentKind};
 use super::appender::{Unsynced, Writer};
 use super::background::{compactor, flusher, spawn, Background};
 use super::retire::Readers;
+use super::root;
 use super::tombstones::Tombstones;
 use super::{every_loc, now_micros, Inner, LogStore, Slot};
 
@@ -62,6 +64,9 @@ impl LogStore {
         } else {
             Some(lock_folder(&*fs, &dir)?)
         };
+        // Read before the segments: a writer beside a read-only open anchors only what it
+        // wrote before, so the segments read next hold at least what these anchors record.
+        let mut anchors = Anchors::read(&*fs, &dir)?;
         let mut state = OnDisk::load(&fs, &dir, &options, read_only)?;
         let opening = Opening {
             fs: &*fs,
@@ -77,6 +82,32 @@ impl LogStore {
             &mut state.report,
         )?;
         let (tombstones, displaced) = tombstones_from(state.tombstones);
+        // A session that ends before the point its anchor records was rolled back.
+        if !read_only {
+            anchors.repair(&*fs, &dir, &mut state.report)?;
+        }
+        let slots = sessions
+            .values()
+            .chain(tombstones.slots())
+            .chain(&displaced);
+        let damaged = root::damaged(&state.report.findings);
+        let erasing = root::erasing(state.keys.as_ref())?;
+        // A writer beside a read-only open may have erased a session since the log was read
+        // (it logs the erasure before the files go): read again, after the segments.
+        let erased_since = match read_only {
+            true => erasures::read(&*fs, &dir)?.erased_sessions(),
+            false => Default::default(),
+        };
+        let skipped = |id| {
+            state.erased.holds(id)
+                || erased_since.contains(&id)
+                || erasing.contains(&id)
+                || damaged.contains(&id)
+        };
+        let behind = root::rolled_back(&anchors, slots, skipped);
+        state.report.findings.extend(behind);
+        let anchors_seen = anchors.end();
+        drop(anchors);
         let live_sessions = sessions
             .values()
             .filter(|slot| slot.view.read().is_live())
@@ -94,6 +125,8 @@ impl LogStore {
             // Nothing reserved yet: the first number taken raises the floor.
             reserved: AtomicU64::new(0),
             reserving: Mutex::new(()),
+            anchoring: Mutex::new(()),
+            anchors_seen,
             monitor: Monitor::default(),
             open_files: AtomicUsize::new(0),
             unsynced: Mutex::new(Unsynced::default()),

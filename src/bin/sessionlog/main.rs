@@ -154,11 +154,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check every record's checksum, the archive's too. Exit status 0 when sound, 1 when
-    /// damage was found.
+    /// Check every record's checksum, the archive's too, and that no session ends before the
+    /// point its anchor records. Exit status 0 when sound, 1 when damage was found.
     Verify {
         /// The store's folder.
         dir: PathBuf,
+        /// Without a value: print the store's root hash (as of its last anchor) to keep
+        /// elsewhere. With one: fail unless the store's history holds that root (a folder
+        /// rolled back to a copy older than it does not).
+        #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "HASH")]
+        root: Option<String>,
     },
     /// Sessions, messages, and bytes live and dead, per session and in total.
     Stats {
@@ -353,7 +358,7 @@ fn run(command: Command, options: &Options) -> CliResult<ExitCode> {
             time,
             json,
         } => at(&read_only(&dir, options)?, &key, seq, time, json)?,
-        Command::Verify { dir } => return verify(&dir, options),
+        Command::Verify { dir, root } => return verify(&dir, root.as_deref(), options),
         Command::Stats { dir, json } => stats(&read_only(&dir, options)?, json)?,
         Command::Compact { dir, key } => compact(&dir, key, options)?,
         Command::Export {
@@ -695,7 +700,7 @@ fn describe(finding: &Finding) -> String {
     }
 }
 
-fn verify(dir: &Path, options: &Options) -> CliResult<ExitCode> {
+fn verify(dir: &Path, root: Option<&str>, options: &Options) -> CliResult<ExitCode> {
     let store = existing(dir, |d| LogStore::open_read_only_with(d, options.clone()))?;
     let mut damage = 0;
     for finding in &store.recovery_report().findings {
@@ -715,6 +720,24 @@ fn verify(dir: &Path, options: &Options) -> CliResult<ExitCode> {
     for problem in &report.problems {
         damage += 1;
         outln!("damage: {problem}");
+    }
+    match root {
+        None => {}
+        Some("") => match store.root_hash() {
+            Ok(hash) => outln!("root {hash}"),
+            Err(sessionlog::Error::ReadOnly) => {
+                outln!("no root yet: the store has not been closed since it was created")
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Some(hash) if store.holds_root(hash)? => outln!("root {hash} is in the store's history"),
+        Some(hash) => {
+            damage += 1;
+            outln!(
+                "damage: root {hash} is not in the store's history: the folder was rolled back \
+                 to a copy older than it, or it is another store's root"
+            );
+        }
     }
     if damage == 0 {
         outln!(

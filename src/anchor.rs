@@ -1,0 +1,378 @@
+//! The anchor log, `ANCHORS`: where each session's history had reached when the store last
+//! closed cleanly (or [`crate::LogStore::root_hash`] was called), kept outside the sessions' own
+//! files, so that a session whose files were rolled back to an older copy is noticed at open
+//! and by `verify`, and a hash chain over the anchors (the store's *root hash*) that an operator
+//! can keep elsewhere to notice a rollback of the whole folder.
+//!
+//! ```text
+//! // Format of one anchor: { magic: [u8; 4] = "SLAN" | count: u32 | next_seq: u64 |
+//! //   prev_root: [u8; 32] | count × { session_id: u64 | last_seq: u64 | head: [u8; 32] } |
+//! //   root: [u8; 32] | crc: u32 }
+//! ```
+//!
+//! Little-endian. An anchor lists the sessions whose last sequence number rose since the anchor
+//! before it (the first lists every session), sorted by id; `head` is the hash of the session's
+//! last record. `root` is the BLAKE3 hash of the anchor's bytes before it (`prev_root`, the
+//! root of the anchor before, or 32 zero bytes, chains them); `crc` the CRC-32 of everything
+//! before it. Folding the anchors in order gives each session's anchored point; an anchored
+//! point never goes down.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+use crate::fs::{context, sync_dir, FileSystem, OpenMode};
+use crate::layout::{ANCHORS_FILE, NUMBER_LIMIT};
+use crate::record::{Hash, HASH_LEN};
+use crate::report::{Finding, RecoveryReport};
+use crate::torn_tail::cut_tail;
+
+const MAGIC: [u8; 4] = *b"SLAN";
+/// Bytes of an anchor before its entries.
+const HEAD_LEN: usize = 4 + 4 + 8 + HASH_LEN;
+/// Bytes of one entry.
+const ENTRY_LEN: usize = 8 + 8 + HASH_LEN;
+/// Bytes of an anchor after its entries.
+const TAIL_LEN: usize = HASH_LEN + 4;
+/// Most entries one anchor holds: an anchor is read whole, and this bounds what that takes
+/// (48 MiB). A store with more sessions changed since its last anchor writes several.
+const ENTRIES_MAX: usize = 1 << 20;
+
+/// Where one session's history had reached at its latest anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Point {
+    pub last_seq: u64,
+    pub head: Hash,
+}
+
+/// The anchor log as read: each session's anchored point, every root in the chain, where the
+/// next anchor goes.
+#[derive(Debug, Default)]
+pub(crate) struct Anchors {
+    pub points: HashMap<u64, Point>,
+    /// The root of every anchor, oldest first.
+    pub roots: Vec<Hash>,
+    /// The end of the last sound anchor.
+    end: u64,
+    /// The file's length: longer than `end` when an append was cut short.
+    file_len: u64,
+}
+
+/// The anchor log's path in the store's folder.
+pub(crate) fn anchors_path(dir: &Path) -> PathBuf {
+    dir.join(ANCHORS_FILE)
+}
+
+/// The hex form of a root, as [`crate::LogStore::root_hash`] returns it.
+pub(crate) fn hex(root: &Hash) -> String {
+    root.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Anchors {
+    /// Reads the log: every sound anchor up to the first that is not (an append a crash cut
+    /// short, or damage, which cannot be told apart: the bytes from there are the tail that a
+    /// writable open saves aside before the next anchor). Reads one anchor at a time.
+    pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Anchors> {
+        Anchors::read_until(fs, dir, u64::MAX)
+    }
+
+    /// [`Anchors::read`], of the first `limit` bytes only: the anchors a reader found when it
+    /// opened the store (a writer beside it may have appended more since, for records the
+    /// reader has not seen).
+    pub(crate) fn read_until(fs: &dyn FileSystem, dir: &Path, limit: u64) -> Result<Anchors> {
+        let path = anchors_path(dir);
+        let mut anchors = Anchors::default();
+        if !fs.exists(&path) {
+            return Ok(anchors);
+        }
+        let file = fs
+            .open(&path, OpenMode::Read)
+            .map_err(context("opening", &path))?;
+        anchors.file_len = file.size().map_err(context("reading", &path))?.min(limit);
+        let mut bytes = Vec::new();
+        loop {
+            let left = anchors.file_len - anchors.end;
+            let mut head = [0u8; HEAD_LEN];
+            if left < (HEAD_LEN + TAIL_LEN) as u64 {
+                break;
+            }
+            file.read_at(&mut head, anchors.end)
+                .map_err(context("reading", &path))?;
+            let count = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+            let len = HEAD_LEN + count * ENTRY_LEN + TAIL_LEN;
+            if head[..4] != MAGIC || count > ENTRIES_MAX || len as u64 > left {
+                break;
+            }
+            bytes.resize(len, 0);
+            file.read_at(&mut bytes, anchors.end)
+                .map_err(context("reading", &path))?;
+            let Some((entries, root)) = decode(&bytes) else {
+                break;
+            };
+            if anchors.roots.last().copied().unwrap_or([0; HASH_LEN]) != prev_root(&bytes) {
+                break; // not the next link of this chain
+            }
+            for (id, point) in entries {
+                anchors.points.insert(id, point);
+            }
+            anchors.roots.push(root);
+            anchors.end += len as u64;
+        }
+        Ok(anchors)
+    }
+
+    /// Where the last sound anchor ends.
+    pub(crate) fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// The root of the latest anchor.
+    pub(crate) fn root(&self) -> Option<Hash> {
+        self.roots.last().copied()
+    }
+
+    /// A writable open: saves what follows the last sound anchor (an append a crash cut
+    /// short) to a side file and cuts it off, so that the next anchor follows the last one.
+    pub(crate) fn repair(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        report: &mut RecoveryReport,
+    ) -> Result<()> {
+        if self.file_len > self.end {
+            let path = anchors_path(dir);
+            let (saved_to, bytes) = cut_tail(fs, &path, self.end, false)?;
+            report.findings.push(Finding::TornTail {
+                path,
+                offset: self.end,
+                bytes,
+                saved_to,
+            });
+            self.file_len = self.end;
+        }
+        Ok(())
+    }
+
+    /// Appends an anchor of the sessions in `now` (session id, point) whose point rose, or
+    /// that have none yet, durably; returns the new root. With nothing risen and an anchor in
+    /// place, writes nothing and returns its root.
+    pub(crate) fn append(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        next_seq: u64,
+        now: impl IntoIterator<Item = (u64, Point)>,
+    ) -> Result<Hash> {
+        let mut risen: Vec<(u64, Point)> = now
+            .into_iter()
+            .filter(|(id, point)| {
+                self.points
+                    .get(id)
+                    .is_none_or(|old| point.last_seq > old.last_seq)
+            })
+            .collect();
+        if risen.is_empty() {
+            if let Some(root) = self.root() {
+                return Ok(root);
+            }
+        }
+        risen.sort_unstable_by_key(|(id, _)| *id);
+        let path = anchors_path(dir);
+        let created = !fs.exists(&path);
+        let mode = if created {
+            OpenMode::CreateNew
+        } else {
+            OpenMode::Write
+        };
+        let file = fs.open(&path, mode).map_err(context("opening", &path))?;
+        let mut chunks: Vec<&[(u64, Point)]> = risen.chunks(ENTRIES_MAX).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]); // the first anchor of an empty store
+        }
+        for chunk in chunks {
+            let prev = self.root().unwrap_or([0; HASH_LEN]);
+            let (bytes, root) = encode(next_seq, &prev, chunk);
+            file.write_at(&bytes, self.end)
+                .map_err(context("writing", &path))?;
+            self.end += bytes.len() as u64;
+            self.file_len = self.end;
+            self.roots.push(root);
+            self.points.extend(chunk.iter().copied());
+        }
+        // The anchor stands for a state already durable; it must be durable itself before its
+        // root is handed out, or an operator could keep a root the folder never holds.
+        file.sync().map_err(context("syncing", &path))?;
+        if created {
+            // And so must the new file's name.
+            sync_dir(fs, dir)?;
+        }
+        Ok(self.root().unwrap_or([0; HASH_LEN]))
+    }
+
+    /// The sessions that end before their anchored point: (session id, anchored point, the
+    /// point found, if the session is there at all). `found` gives a session's point by id;
+    /// `erased` says whether the erasure log erased a session (then its absence is no
+    /// rollback).
+    pub(crate) fn behind(
+        &self,
+        found: impl Fn(u64) -> Option<Point>,
+        erased: impl Fn(u64) -> bool,
+    ) -> Vec<(u64, Point, Option<Point>)> {
+        let mut behind: Vec<_> = self
+            .points
+            .iter()
+            .filter(|(id, _)| !erased(**id))
+            .filter_map(|(&id, &anchored)| {
+                let now = found(id);
+                let ok = now.is_some_and(|now| {
+                    now.last_seq > anchored.last_seq
+                        || (now.last_seq == anchored.last_seq && now.head == anchored.head)
+                });
+                (!ok).then_some((id, anchored, now))
+            })
+            .collect();
+        behind.sort_unstable_by_key(|(id, ..)| *id);
+        behind
+    }
+}
+
+fn prev_root(bytes: &[u8]) -> Hash {
+    let mut prev = [0; HASH_LEN];
+    prev.copy_from_slice(&bytes[16..16 + HASH_LEN]);
+    prev
+}
+
+fn encode(next_seq: u64, prev: &Hash, entries: &[(u64, Point)]) -> (Vec<u8>, Hash) {
+    let mut out = Vec::with_capacity(HEAD_LEN + entries.len() * ENTRY_LEN + TAIL_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    out.extend_from_slice(&next_seq.to_le_bytes());
+    out.extend_from_slice(prev);
+    for (id, point) in entries {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&point.last_seq.to_le_bytes());
+        out.extend_from_slice(&point.head);
+    }
+    let root = *blake3::hash(&out).as_bytes();
+    out.extend_from_slice(&root);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    (out, root)
+}
+
+/// One whole anchor's entries and root, if it is sound.
+fn decode(bytes: &[u8]) -> Option<(Vec<(u64, Point)>, Hash)> {
+    let body_len = bytes.len().checked_sub(TAIL_LEN)?;
+    let (body, tail) = bytes.split_at(body_len);
+    let (root_bytes, crc) = tail.split_at(HASH_LEN);
+    let crc = u32::from_le_bytes(crc.try_into().ok()?);
+    if crc32fast::hash(&bytes[..bytes.len() - 4]) != crc {
+        return None;
+    }
+    let root: Hash = root_bytes.try_into().ok()?;
+    if *blake3::hash(body).as_bytes() != root {
+        return None;
+    }
+    let next_seq = u64::from_le_bytes(body.get(8..16)?.try_into().ok()?);
+    if next_seq >= NUMBER_LIMIT {
+        return None;
+    }
+    let mut entries = Vec::new();
+    for entry in body.get(HEAD_LEN..)?.chunks_exact(ENTRY_LEN) {
+        let id = u64::from_le_bytes(entry[0..8].try_into().ok()?);
+        let last_seq = u64::from_le_bytes(entry[8..16].try_into().ok()?);
+        // The store never comes near these numbers: an anchor holding one is not sound.
+        if id >= NUMBER_LIMIT || last_seq >= next_seq {
+            return None;
+        }
+        let head: Hash = entry[16..].try_into().ok()?;
+        entries.push((id, Point { last_seq, head }));
+    }
+    Some((entries, root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::SimFs;
+
+    fn point(last_seq: u64, h: u8) -> Point {
+        Point {
+            last_seq,
+            head: [h; HASH_LEN],
+        }
+    }
+
+    #[test]
+    fn anchors_fold_chain_and_only_rise() {
+        let fs = SimFs::new();
+        let dir = Path::new("/s");
+        fs.create_dir_all(dir).unwrap();
+        let mut log = Anchors::read(&fs, dir).unwrap();
+        let first = log
+            .append(&fs, dir, 10, [(1, point(5, 1)), (2, point(9, 2))])
+            .unwrap();
+        // Nothing rose: no new anchor.
+        assert_eq!(
+            log.append(&fs, dir, 10, [(1, point(5, 1)), (2, point(9, 2))])
+                .unwrap(),
+            first
+        );
+        // Session 1 went back (not recorded), session 2 rose.
+        let second = log
+            .append(&fs, dir, 20, [(1, point(3, 7)), (2, point(15, 3))])
+            .unwrap();
+        assert_ne!(first, second);
+        let again = Anchors::read(&fs, dir).unwrap();
+        assert_eq!(again.roots, vec![first, second]);
+        assert_eq!(again.points[&1], point(5, 1));
+        assert_eq!(again.points[&2], point(15, 3));
+        let behind = again.behind(
+            |id| Some(if id == 1 { point(3, 7) } else { point(15, 3) }),
+            |_| false,
+        );
+        assert_eq!(behind, vec![(1, point(5, 1), Some(point(3, 7)))]);
+        // Same number, another head: not the anchored history.
+        let behind = again.behind(|id| Some(point(if id == 1 { 5 } else { 15 }, 9)), |_| false);
+        assert_eq!(behind.len(), 2);
+        // Gone without an erasure is behind; erased is not.
+        assert_eq!(again.behind(|_| None, |id| id == 2).len(), 1);
+    }
+
+    #[test]
+    fn a_bad_byte_ends_the_chain_where_it_is_and_the_tail_is_saved() {
+        let fs = SimFs::new();
+        let dir = Path::new("/s");
+        fs.create_dir_all(dir).unwrap();
+        let mut log = Anchors::read(&fs, dir).unwrap();
+        let first = log.append(&fs, dir, 10, [(1, point(5, 1))]).unwrap();
+        log.append(&fs, dir, 20, [(1, point(15, 1))]).unwrap();
+        let path = anchors_path(dir);
+        let mut bytes = fs.files().into_iter().find(|(p, _)| *p == path).unwrap().1;
+        let len = bytes.len();
+        bytes[len - 10] ^= 1;
+        fs.put_file(&path, &bytes);
+        let mut again = Anchors::read(&fs, dir).unwrap();
+        assert_eq!(again.roots, vec![first]);
+        assert_eq!(again.points[&1], point(5, 1));
+        let mut report = RecoveryReport::default();
+        again.repair(&fs, dir, &mut report).unwrap();
+        assert!(matches!(report.findings[..], [Finding::TornTail { .. }]));
+        let third = again.append(&fs, dir, 30, [(1, point(25, 1))]).unwrap();
+        assert_eq!(Anchors::read(&fs, dir).unwrap().roots, vec![first, third]);
+    }
+
+    #[test]
+    fn any_flipped_bit_makes_an_anchor_unsound() {
+        let (bytes, _) = encode(10, &[0; HASH_LEN], &[(1, point(5, 1))]);
+        assert!(decode(&bytes).is_some());
+        for bit in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode(&bad).is_none(), "bit {bit} was not noticed");
+        }
+        // A number past what any store reaches.
+        let (bytes, _) = encode(10, &[0; HASH_LEN], &[(1, point(10, 1))]);
+        assert!(decode(&bytes).is_none(), "a last_seq at or past next_seq");
+    }
+}

@@ -1,0 +1,185 @@
+//! The store's root hash: anchors of where each session had reached (`anchor.rs`), appended
+//! at every clean close and by [`LogStore::root_hash`], and the check, at open and by
+//! `verify`, that no session ends before its anchored point.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::anchor::{self, Anchors, Point};
+use crate::error::{Error, Result};
+use crate::history::Problem;
+use crate::keyring::Keyring;
+use crate::layout::{parse_segment_name, SEGMENT_SUFFIX};
+use crate::record::Hash;
+use crate::report::Finding;
+
+use super::{Inner, LogStore, Slot};
+
+/// Each session's point (its last record's number and hash), of the sessions among `slots`
+/// that have a record.
+fn points<'a>(slots: impl IntoIterator<Item = &'a Arc<Slot>>) -> HashMap<u64, (String, Point)> {
+    let mut points = HashMap::new();
+    for slot in slots {
+        // The writer's lock first, as every writer takes them.
+        let w = slot.writer.lock();
+        let view = slot.view.read();
+        if w.newest != 0 && view.exists {
+            let point = Point {
+                last_seq: view.last_seq,
+                head: w.head,
+            };
+            points.insert(slot.session_id, (slot.key.clone(), point));
+        }
+    }
+    points
+}
+
+/// The session id a segment's path names (its file name's prefix).
+fn session_of(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    parse_segment_name(name, SEGMENT_SUFFIX).map(|(id, _)| id)
+}
+
+/// The sessions whose damage `findings` report: a session that lost records to damage ends
+/// early, and is reported once, as damaged.
+pub(super) fn damaged(findings: &[Finding]) -> HashSet<u64> {
+    let mut ids = HashSet::new();
+    for finding in findings {
+        if let Finding::Damaged {
+            path, quarantined, ..
+        } = finding
+        {
+            ids.extend(
+                std::iter::once(path)
+                    .chain(quarantined)
+                    .filter_map(|p| session_of(p)),
+            );
+        }
+    }
+    ids
+}
+
+/// The sessions whose erasure an encrypted store began (`keys/{id}.erasing`): a read-only
+/// open leaves them out, and their absence is no rollback.
+pub(super) fn erasing(keys: Option<&Keyring>) -> Result<HashSet<u64>> {
+    Ok(match keys {
+        Some(keys) => keys.erasing()?.into_iter().collect(),
+        None => HashSet::new(),
+    })
+}
+
+/// A [`Finding::RolledBack`] for each session of `slots` (or anchored and gone, and not
+/// `skipped`: erased, or reported as damaged) that ends before its anchored point.
+pub(super) fn rolled_back<'a>(
+    anchors: &Anchors,
+    slots: impl IntoIterator<Item = &'a Arc<Slot>>,
+    skipped: impl Fn(u64) -> bool,
+) -> Vec<Finding> {
+    let points = points(slots);
+    anchors
+        .behind(|id| points.get(&id).map(|(_, p)| *p), skipped)
+        .into_iter()
+        .map(|(session_id, anchored, found)| Finding::RolledBack {
+            key: points.get(&session_id).map(|(key, _)| key.clone()),
+            session_id,
+            anchored_seq: anchored.last_seq,
+            found_seq: found.map_or(0, |p| p.last_seq),
+        })
+        .collect()
+}
+
+impl Inner {
+    /// Every slot: live sessions and restorable deleted ones.
+    fn all_slots(&self) -> Vec<Arc<Slot>> {
+        let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
+        slots.extend(self.tombstones.lock().slots().cloned());
+        slots
+    }
+
+    /// Appends an anchor of the sessions whose point rose since the last one, once what it
+    /// stands for is durable; returns the new root.
+    pub(super) fn anchor(&self) -> Result<Hash> {
+        let _one = self.anchoring.lock();
+        let points = points(&self.all_slots());
+        let next_seq = self.feed.next_seq();
+        // The records the points name must be on disk before an anchor vouches for them.
+        self.flush()?;
+        let mut anchors = Anchors::read(&*self.fs, &self.dir)?;
+        let points = points.into_iter().map(|(id, (_, point))| (id, point));
+        anchors.append(&*self.fs, &self.dir, next_seq, points)
+    }
+}
+
+impl LogStore {
+    /// The store's root hash (64 hex digits): the hash of its latest anchor, which records
+    /// where every session had reached and chains every anchor before it. A writable store
+    /// first syncs what it holds and appends an anchor of what changed since the last one (a
+    /// clean close does the same). Keep the root somewhere the store's disk cannot reach;
+    /// [`LogStore::holds_root`] (or `sessionlog verify --root HASH`) later says whether the
+    /// store's history still holds it, which a folder rolled back to an older copy does not.
+    ///
+    /// A read-only store returns the root as of the last anchor; one that has none yet fails
+    /// with [`Error::ReadOnly`] (it cannot write the first).
+    pub fn root_hash(&self) -> Result<String> {
+        if self.inner.read_only {
+            let anchors = Anchors::read(&*self.inner.fs, &self.inner.dir)?;
+            return anchors
+                .root()
+                .map(|r| anchor::hex(&r))
+                .ok_or(Error::ReadOnly);
+        }
+        self.inner.check_writable()?;
+        self.inner.anchor().map(|r| anchor::hex(&r))
+    }
+
+    /// True when `root` (as [`LogStore::root_hash`] returned it, in hex, either case) is the
+    /// root of one of the store's anchors: the store's history has passed through it. False for
+    /// a root this folder never held (another store's, or one anchored after the copy this
+    /// folder was restored from).
+    pub fn holds_root(&self, root: &str) -> Result<bool> {
+        let anchors = Anchors::read(&*self.inner.fs, &self.inner.dir)?;
+        let root = root.trim().to_ascii_lowercase();
+        Ok(anchors.roots.iter().any(|r| anchor::hex(r) == root))
+    }
+
+    /// [`Problem`]s for the sessions that end before their anchored point, for `verify`,
+    /// leaving out those with a problem among `known` (damage, already reported).
+    pub(super) fn anchor_problems(&self, known: &[Problem]) -> Result<Vec<Problem>> {
+        let inner = &self.inner;
+        // A reader's sessions are as open found them; a writer beside it may have anchored
+        // more since.
+        let limit = if inner.read_only {
+            inner.anchors_seen
+        } else {
+            u64::MAX
+        };
+        let anchors = Anchors::read_until(&*inner.fs, &inner.dir, limit)?;
+        let erased = inner.erasure_log.lock();
+        let damaged: HashSet<u64> = known.iter().filter_map(|p| session_of(&p.path)).collect();
+        let erasing = erasing(inner.keys.as_ref())?;
+        let skipped = |id| erased.holds(id) || erasing.contains(&id) || damaged.contains(&id);
+        let found = rolled_back(&anchors, &inner.all_slots(), skipped);
+        Ok(found
+            .into_iter()
+            .filter_map(|finding| match finding {
+                Finding::RolledBack {
+                    key,
+                    session_id,
+                    anchored_seq,
+                    found_seq,
+                } => Some(Problem {
+                    session: key,
+                    path: anchor::anchors_path(&inner.dir),
+                    offset: 0,
+                    reason: format!(
+                        "session #{session_id:x} ends at event {found_seq}, before event \
+                         {anchored_seq} that its anchor records: its files were rolled back, \
+                         removed or damaged (if on purpose, remove ANCHORS)"
+                    ),
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,238 @@
+//! A rollback does not go unnoticed: a session whose files are restored to an older copy is
+//! reported at open (`Finding::RolledBack`) and fails `verify`, in plain and encrypted stores;
+//! the root hash tells a whole folder rolled back to an older copy (`LogStore::holds_root`,
+//! `sessionlog verify --root`). Deletes, erasures, compaction and forks are no rollback.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use sessionlog::{EncryptionKey, Finding, LogStore, Options, SessionBackend};
+
+fn options(encrypted: bool) -> Options {
+    Options {
+        encryption: encrypted.then(|| EncryptionKey::from_bytes([7; 32])),
+        ..Options::default()
+    }
+}
+
+/// Every file of the session whose segments hold `key`'s records (the lowest id first: the
+/// sessions are made in order, so `nth` picks the nth made).
+fn session_files(dir: &Path, nth: usize) -> Vec<PathBuf> {
+    let segs = segments(dir);
+    let mut ids: Vec<String> = segs
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap()[..16].to_owned())
+        .collect();
+    ids.dedup();
+    segs.into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(&ids[nth])
+        })
+        .collect()
+}
+
+fn rolled_back(store: &LogStore) -> Vec<(Option<String>, u64, u64)> {
+    store
+        .recovery_report()
+        .findings
+        .iter()
+        .filter_map(|f| match f {
+            Finding::RolledBack {
+                key,
+                anchored_seq,
+                found_seq,
+                ..
+            } => Some((key.clone(), *anchored_seq, *found_seq)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_session_restored_to_an_older_copy_is_reported_and_fails_verify() {
+    for encrypted in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open_with(dir.path(), options(encrypted)).unwrap();
+        fill(&store, "alice", "a", 3);
+        fill(&store, "bob", "b", 2);
+        store.close().unwrap();
+        let backup: Vec<(PathBuf, Vec<u8>)> = session_files(dir.path(), 0)
+            .into_iter()
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect();
+        let store = LogStore::open_with(dir.path(), options(encrypted)).unwrap();
+        assert!(rolled_back(&store).is_empty());
+        fill(&store, "alice", "later", 2);
+        let anchored = store.last_seq();
+        store.close().unwrap();
+        for (path, bytes) in &backup {
+            std::fs::write(path, bytes).unwrap();
+        }
+        for read_only in [true, false] {
+            let store = if read_only {
+                LogStore::open_read_only_with(dir.path(), options(encrypted)).unwrap()
+            } else {
+                LogStore::open_with(dir.path(), options(encrypted)).unwrap()
+            };
+            let found = rolled_back(&store);
+            assert_eq!(found.len(), 1, "encrypted {encrypted}: {found:?}");
+            let (key, at, now) = &found[0];
+            assert_eq!(key.as_deref(), Some("alice"));
+            assert_eq!(*at, anchored);
+            assert!(now < at);
+            assert!(store.recovery_report().has_damage());
+            // Served as the files hold it; verify names it.
+            assert_eq!(store.load("alice").len(), 3);
+            let report = store.verify().unwrap();
+            assert!(!report.is_sound());
+            assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+            assert_eq!(report.problems[0].session.as_deref(), Some("alice"));
+            assert_eq!(store.load("bob").len(), 2);
+        }
+        // Still reported after a close: the anchored point never comes down.
+        let store = LogStore::open_with(dir.path(), options(encrypted)).unwrap();
+        assert_eq!(rolled_back(&store).len(), 1);
+        drop(store);
+        // A rollback made on purpose: without the anchor log nothing is reported.
+        std::fs::remove_file(dir.path().join("ANCHORS")).unwrap();
+        let store = LogStore::open_with(dir.path(), options(encrypted)).unwrap();
+        assert!(rolled_back(&store).is_empty());
+        assert!(store.verify().unwrap().is_sound());
+    }
+}
+
+#[test]
+fn a_session_whose_files_are_all_gone_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    fill(&store, "alice", "a", 2);
+    fill(&store, "bob", "b", 2);
+    store.close().unwrap();
+    for path in session_files(dir.path(), 1) {
+        std::fs::remove_file(path).unwrap();
+    }
+    let store = common::open(dir.path());
+    let found = rolled_back(&store);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].0.as_deref(), found[0].2), (None, 0));
+    assert!(!store.verify().unwrap().is_sound());
+}
+
+#[test]
+fn deletes_erasures_compaction_and_forks_are_no_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        tombstone_retention: Duration::ZERO,
+        ..Options::default()
+    };
+    let open = || LogStore::open_with(dir.path(), opts.clone()).unwrap();
+    let store = open();
+    for key in ["a", "b", "c", "d", "e"] {
+        fill(&store, key, key, 3);
+    }
+    store.close().unwrap();
+    let store = open();
+    store.delete_session("a").unwrap();
+    store.erase_session("b").unwrap();
+    store.clear_messages("c").unwrap();
+    store.compact("c").unwrap();
+    store.fork_session("d", "d2", None).unwrap();
+    store.remove_last("e").unwrap();
+    store.compact("e").unwrap();
+    store.close().unwrap();
+    let store = open();
+    assert!(
+        rolled_back(&store).is_empty(),
+        "{:?}",
+        store.recovery_report()
+    );
+    assert!(store.verify().unwrap().is_sound());
+    store.delete_session("d").unwrap();
+    fill(&store, "a", "again", 1);
+    store.close().unwrap();
+    let store = open();
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+    assert!(store.verify().unwrap().is_sound());
+}
+
+fn cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn copy_folder(from: &Path, to: &Path) {
+    for (path, bytes) in snapshot_files(from) {
+        let target = to.join(path.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, bytes).unwrap();
+    }
+}
+
+#[test]
+fn the_root_hash_tells_a_whole_folder_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    fill(&store, "alice", "a", 2);
+    let early = store.root_hash().unwrap();
+    assert_eq!(early.len(), 64);
+    assert_eq!(
+        store.root_hash().unwrap(),
+        early,
+        "nothing changed: same root"
+    );
+    store.close().unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    copy_folder(dir.path(), backup.path());
+    let store = common::open(dir.path());
+    fill(&store, "alice", "later", 1);
+    let late = store.root_hash().unwrap();
+    assert_ne!(late, early);
+    assert!(store.holds_root(&early).unwrap() && store.holds_root(&late.to_uppercase()).unwrap());
+    store.close().unwrap();
+
+    // The command prints the root as of the last anchor, and checks a kept one.
+    let path = dir.path().to_str().unwrap();
+    let (ok, out) = cli(&["verify", path, "--root"]);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("root {late}")), "{out}");
+    let (ok, out) = cli(&["verify", path, "--root", &late]);
+    assert!(ok, "{out}");
+
+    // The whole folder put back as the backup holds it: every file consistent, nothing for
+    // open to notice, but the later root is not in its history.
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    std::fs::create_dir(dir.path()).unwrap();
+    copy_folder(backup.path(), dir.path());
+    let store = common::open(dir.path());
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+    assert!(store.holds_root(&early).unwrap());
+    assert!(!store.holds_root(&late).unwrap());
+    drop(store);
+    let (ok, out) = cli(&["verify", path, "--root", &late]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("not in the store's history"), "{out}");
+    let (ok, out) = cli(&["verify", path, "--root", &early]);
+    assert!(ok, "{out}");
+}
