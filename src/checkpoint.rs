@@ -2,10 +2,11 @@
 //! skip replaying every segment.
 //!
 //! It is trusted only when it is whole (magic, version, CRC), the folder holds exactly the
-//! segment files it lists, each with the length and modification time it records, and every one
-//! of them was last modified before the checkpoint itself: a segment changed after the store
-//! closed (damaged, edited, cut) makes open fall back to the full replay, which reports the
-//! damage. The store removes the checkpoint (durably) just before it first changes a segment.
+//! segment files it lists, each with the length, modification time and change time (`ctime`,
+//! which no program can set back) it records, and every one of them was last modified before
+//! the checkpoint itself: a segment changed after the store closed (damaged, edited, cut,
+//! another file's bytes copied over it with its times put back) makes open fall back to the
+//! full replay, which reports the damage. The store removes the checkpoint (durably) just before it first changes a segment.
 //!
 //! ```text
 //! // Format: { magic: [u8; 8] = "SLCKPT\0\0" | version: u32 | body_len: u64 | body_crc: u32
@@ -29,8 +30,17 @@ use crate::segment::{key_len_ok, FORMAT_VERSION_NEWEST, FORMAT_VERSION_OLDEST};
 const MAGIC: [u8; 8] = *b"SLCKPT\0\0";
 /// Version 2 added each session's chain head and newest segment's format version; version 3
 /// the messages kept for undo, the tombstones and fork origins; version 4 the archived flag and
-/// the window of recent ids; version 5 the size of the window it was written with.
-const VERSION: u32 = 5;
+/// the window of recent ids; version 5 the size of the window it was written with; version 6
+/// each segment's change time.
+const VERSION: u32 = 6;
+
+/// What the checkpoint records of a segment file: what `stat` said, and its change time
+/// (`ctime`, where the file system keeps one): a file rewritten after the checkpoint with its
+/// length and modification time put back still shows a later change time.
+pub(crate) type SegmentStat = (FileStat, Option<i64>);
+
+/// How a segment without a change time is recorded.
+const NO_CHANGE_TIME: i64 = i64::MIN;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
 /// One session as the checkpoint records it.
@@ -83,7 +93,7 @@ pub(crate) fn encode(
     next_seq: u64,
     next_id: u64,
     window: usize,
-    segments: &[(String, FileStat)],
+    segments: &[(String, SegmentStat)],
     sessions: &[Entry<'_>],
 ) -> Vec<u8> {
     let mut body = Writer(Vec::new());
@@ -91,10 +101,11 @@ pub(crate) fn encode(
     body.u64(next_id);
     body.u64(window as u64);
     body.u64(segments.len() as u64);
-    for (name, stat) in segments {
+    for (name, (stat, changed)) in segments {
         body.str(name);
         body.u64(stat.len);
         body.i64(stat.modified_ns);
+        body.i64(changed.unwrap_or(NO_CHANGE_TIME));
     }
     body.u64(sessions.len() as u64);
     for e in sessions {
@@ -228,7 +239,7 @@ struct Decoded {
     window: u64,
     /// Some session's window held that many ids, so a larger window may hold more of them.
     window_full: bool,
-    segments: Vec<(String, FileStat)>,
+    segments: Vec<(String, SegmentStat)>,
     sessions: Vec<ReplayedSession>,
 }
 
@@ -255,7 +266,8 @@ fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
         let name = r.str()?;
         let len = r.u64()?;
         let modified_ns = r.i64()?;
-        segments.push((name, FileStat { len, modified_ns }));
+        let changed = Some(r.i64()?).filter(|&c| c != NO_CHANGE_TIME);
+        segments.push((name, (FileStat { len, modified_ns }, changed)));
     }
     let session_count = r.len()?;
     let mut sessions = Vec::with_capacity(session_count.min(body_len));
@@ -454,7 +466,7 @@ fn check_folder(
     fs: &dyn FileSystem,
     dir: &Path,
     checkpoint: &Path,
-    recorded: &[(String, FileStat)],
+    recorded: &[(String, SegmentStat)],
     listed: &[String],
 ) -> std::result::Result<(), &'static str> {
     if recorded.len() != listed.len() || recorded.iter().zip(listed).any(|((a, _), b)| a != b) {
@@ -464,13 +476,20 @@ fn check_folder(
         .stat(checkpoint)
         .map_err(|_| "it cannot be examined")?
         .modified_ns;
-    let check = |part: &[(String, FileStat)]| {
-        for (name, stat) in part {
-            let now = fs
-                .stat(&dir.join(name))
+    let check = |part: &[(String, SegmentStat)]| {
+        for (name, (stat, changed)) in part {
+            let (now, changed_now) = fs
+                .stat_changed(&dir.join(name))
                 .map_err(|_| "a segment cannot be examined")?;
             if now != *stat || now.modified_ns >= written {
                 return Err("a segment changed after it was written");
+            }
+            // Rewritten, with its length and modification time put back: its bytes may be
+            // another file's (say, another session's segment of the same length).
+            if let (Some(then), Some(now)) = (changed, changed_now) {
+                if *then != now {
+                    return Err("a segment was rewritten after it was written");
+                }
             }
         }
         Ok(())
@@ -602,7 +621,13 @@ mod tests {
             len: 170,
             modified_ns: 12,
         };
-        let names = vec![("0000000000000003-00000001.seg".to_string(), stat)];
+        let names = vec![
+            (
+                "0000000000000003-00000001.seg".to_string(),
+                (stat, Some(-5)),
+            ),
+            ("0000000000000003-00000002.seg".to_string(), (stat, None)),
+        ];
         let bytes = encode(9, 4, IDEMPOTENCY_WINDOW_DEFAULT, &names, &[entry]);
         let d = decode(&bytes, IDEMPOTENCY_WINDOW_DEFAULT).unwrap();
         assert_eq!((d.next_seq, d.next_id, &d.segments), (9, 4, &names));

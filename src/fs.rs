@@ -88,6 +88,13 @@ pub trait FileSystem: Send + Sync + Debug {
     }
     /// A file's length and modification time.
     fn stat(&self, path: &Path) -> io::Result<FileStat>;
+    /// [`FileSystem::stat`], with the file's status change time (`ctime`, nanoseconds since
+    /// the Unix epoch) where the file system keeps one: every change to the file's bytes moves
+    /// it, and no program can set it back, so it tells a file rewritten with its modification
+    /// time restored. The default, for file systems without one, is `None`.
+    fn stat_changed(&self, path: &Path) -> io::Result<(FileStat, Option<i64>)> {
+        Ok((self.stat(path)?, None))
+    }
     /// The entries of a folder, in no particular order.
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
     /// Opens a file. Files the store creates are readable and writable by their owner only
@@ -179,6 +186,9 @@ impl FileSystem for StdFs {
             .is_ok_and(|meta| meta.file_type().is_symlink())
     }
     fn stat(&self, path: &Path) -> io::Result<FileStat> {
+        self.stat_changed(path).map(|(stat, _)| stat)
+    }
+    fn stat_changed(&self, path: &Path) -> io::Result<(FileStat, Option<i64>)> {
         // A link's own times and length, never its target's.
         let meta = std::fs::symlink_metadata(path)?;
         let modified = meta.modified()?;
@@ -186,10 +196,22 @@ impl FileSystem for StdFs {
             Ok(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
             Err(before) => i64::try_from(before.duration().as_nanos()).map_or(i64::MIN, |n| -n),
         };
-        Ok(FileStat {
+        #[cfg(unix)]
+        let changed = {
+            use std::os::unix::fs::MetadataExt;
+            Some(
+                meta.ctime()
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(meta.ctime_nsec()),
+            )
+        };
+        #[cfg(not(unix))]
+        let changed = None;
+        let stat = FileStat {
             len: meta.len(),
             modified_ns,
-        })
+        };
+        Ok((stat, changed))
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();

@@ -140,3 +140,60 @@ fn a_compaction_after_a_checkpoint_open_removes_it_first() {
     assert!(!store.recovery_report().from_checkpoint);
     assert_eq!(observe(&store), seen);
 }
+
+/// Writes `bytes` over the file at `path` (the same file, as `cp` does), then puts its
+/// modification time back: what the checkpoint recorded of it still holds but its change time.
+fn overwrite_keeping_mtime(path: &std::path::Path, bytes: &[u8]) {
+    let modified = std::fs::metadata(path).unwrap().modified().unwrap();
+    std::fs::write(path, bytes).unwrap();
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(modified).unwrap();
+    assert_eq!(
+        std::fs::metadata(path).unwrap().modified().unwrap(),
+        modified
+    );
+}
+
+#[test]
+fn another_sessions_segment_of_the_same_length_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, "alice", "a", 2);
+    fill(&store, "carol", "c", 2);
+    store.close().unwrap();
+    let [alice, carol] = &segments(dir.path())[..] else {
+        panic!("one segment each");
+    };
+    let carols = std::fs::read(carol).unwrap();
+    assert_eq!(std::fs::metadata(alice).unwrap().len(), carols.len() as u64);
+    overwrite_keeping_mtime(alice, &carols);
+    let store = open(dir.path());
+    assert!(ignored(&store), "{:?}", store.recovery_report());
+    let alices = store.load("alice");
+    assert!(
+        alices.iter().all(|m| !m.content.starts_with('c')),
+        "carol's messages served as alice's: {alices:?}"
+    );
+    assert!(store.recovery_report().has_damage());
+    assert_eq!(store.load("carol").len(), 2);
+}
+
+#[test]
+fn a_flipped_byte_in_a_name_record_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, "a", "alpha", 2);
+    store.set_session_name("a", "Zebra").unwrap();
+    fill(&store, "a", "after", 1);
+    store.close().unwrap();
+    let seg = segments(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"Zebra").unwrap();
+    bytes[at] = b'Y';
+    overwrite_keeping_mtime(&seg, &bytes);
+    let store = open(dir.path());
+    assert!(ignored(&store), "{:?}", store.recovery_report());
+    assert!(store.recovery_report().has_damage());
+    let name = store.get_session_metadata("a").unwrap().name;
+    assert_ne!(name.as_deref(), Some("Yebra"));
+}

@@ -603,12 +603,15 @@ impl Inner {
                     .map_err(context("opening", &path))?;
                 file.sync().map_err(context("syncing", &path))?;
             }
-            let stat = self.fs.stat(&path).map_err(context("examining", &path))?;
+            let stat = self
+                .fs
+                .stat_changed(&path)
+                .map_err(context("examining", &path))?;
             segments.push((name, stat));
         }
         let newest_segment_ns = segments
             .iter()
-            .map(|(_, stat)| stat.modified_ns)
+            .map(|(_, (stat, _))| stat.modified_ns)
             .max()
             .unwrap_or(i64::MIN);
         // Live sessions and tombstones (restorable deleted sessions) alike.

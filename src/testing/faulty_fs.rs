@@ -137,6 +137,9 @@ impl FileSystem for FaultyFs {
     fn stat(&self, path: &Path) -> io::Result<FileStat> {
         self.inner.stat(path)
     }
+    fn stat_changed(&self, path: &Path) -> io::Result<(FileStat, Option<i64>)> {
+        self.inner.stat_changed(path)
+    }
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         self.step(FsOp::Dir)?;
         self.inner.list(dir)
