@@ -379,3 +379,50 @@ fn deleting_or_erasing_the_source_leaves_none_of_its_later_bytes_under_a_fork() 
         assert!(!store.session_exists("src"));
     }
 }
+
+/// A delete whose undo window passed while the store was down (a crash, no checkpoint): the
+/// open that reclaims it detaches the fork first, as the running store does.
+#[test]
+fn a_reclaim_that_open_carries_out_leaves_none_of_the_sources_later_bytes_under_a_fork() {
+    use sessionlog::testing::SimFs;
+    const LATER: &str = "LATER-ONLY-IN-THE-SOURCE";
+    let sim = SimFs::new();
+    let options = Options {
+        tombstone_retention: Duration::from_millis(300),
+        ..Options::default()
+    };
+    let open = || {
+        LogStore::open_with_fs("/store", options.clone(), std::sync::Arc::new(sim.clone())).unwrap()
+    };
+    let store = open();
+    store.append("src", &user("shared one")).unwrap();
+    let at = store.last_seq();
+    for i in 0..3 {
+        store.append("src", &user(&format!("{LATER} {i}"))).unwrap();
+    }
+    store.fork_session("src", "fork", Some(at)).unwrap();
+    assert!(store.delete_session("src").unwrap());
+    // The power goes: no clean close, no checkpoint; open replays.
+    sim.cut_power_after(0);
+    drop(store);
+    sim.crash(None);
+    std::thread::sleep(Duration::from_millis(400));
+    let store = open();
+    assert!(!store.recovery_report().from_checkpoint);
+    assert!(
+        !store.restore_session("src").unwrap(),
+        "past its undo window"
+    );
+    let fork: Vec<String> = store.load("fork").into_iter().map(|m| m.content).collect();
+    assert_eq!(fork, ["shared one"]);
+    let holding: Vec<_> = sim
+        .files()
+        .into_iter()
+        .filter(|(_, bytes)| bytes.windows(LATER.len()).any(|w| w == LATER.as_bytes()))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        holding.is_empty(),
+        "the source's later bytes in {holding:?}"
+    );
+}

@@ -15,7 +15,6 @@ mod session;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::compaction::{self, Disposal};
 use crate::erasures::{self, ErasureLog};
@@ -23,7 +22,7 @@ use crate::error::Result;
 use crate::fs::{context, sync_dir, FileSystem};
 use crate::keyring::Keyring;
 use crate::layout;
-use crate::projection::{within_retention, SessionView};
+use crate::projection::SessionView;
 use crate::record::Hash;
 use crate::report::{Finding, RecoveryReport};
 
@@ -70,8 +69,6 @@ pub(crate) struct ReplayOptions {
     pub keep_history: bool,
     /// Open may change the folder (a writer); a reader changes nothing.
     pub repair: bool,
-    /// `Options::tombstone_retention`: deleted sessions younger than this stay restorable.
-    pub retention: Duration,
     /// `Options::idempotency_window`: the ids each session's window keeps.
     pub window: usize,
     /// The longest torn tail an unfinished append can leave (see [`torn_tail_max`]).
@@ -188,11 +185,10 @@ pub(crate) fn replay(
         };
         match replay_session(&mut replaying, files)? {
             Outcome::Live(session) => sessions.push(*session),
-            Outcome::Deleted(session, true)
-                if within_retention(options.retention, session.view.deleted_at) =>
-            {
-                tombstones.push(*session);
-            }
+            // Restorable, or past its undo window: then the store's sweep at open reclaims it
+            // as the running store does, its live forks detached first (they may share its
+            // later bytes).
+            Outcome::Deleted(session, true) => tombstones.push(*session),
             Outcome::Deleted(session, _) => {
                 leftovers
                     .deleted

@@ -256,7 +256,6 @@ impl OnDisk {
                 &recovery::ReplayOptions {
                     keep_history: options.keep_history,
                     repair: !read_only,
-                    retention: options.tombstone_retention,
                     window: options.idempotency_window,
                     torn_tail_max: recovery::torn_tail_max(
                         options.segment_bytes_max,
