@@ -376,3 +376,32 @@ fn errors_convert_to_io_errors_with_fitting_kinds_and_the_original_as_source() {
     .into();
     assert_eq!(io.kind(), ErrorKind::StorageFull);
 }
+
+/// A clean close costs what is dirty at once, not a sync per file: with many sessions written
+/// under `Never`, it makes them durable with one sync of the file system (where there is one),
+/// and a power loss right after the close keeps every session.
+#[test]
+fn a_clean_close_of_many_sessions_syncs_the_file_system_once() {
+    let sim = SimFs::new();
+    let options = Options::with_durability(Durability::Never);
+    let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::new(sim.clone())).unwrap();
+    let sessions = 300;
+    for s in 0..sessions {
+        store.append(&format!("user_{s}"), &user("hello")).unwrap();
+    }
+    let before = sim.mutations();
+    store.close().unwrap();
+    let closing = sim.mutations() - before;
+    assert!(
+        closing < 40,
+        "{closing} file-system operations to close {sessions} sessions"
+    );
+    sim.crash(None);
+    let store = LogStore::open_with_fs(SIM_DIR, options, Arc::new(sim.clone())).unwrap();
+    assert_eq!(store.list_sessions().len(), sessions);
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+}

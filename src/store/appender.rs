@@ -96,6 +96,11 @@ pub(super) struct Unsynced {
     pub(super) dir: bool,
 }
 
+/// From this many files to sync, one sync of the file system is cheaper than a sync each
+/// (each `fdatasync` costs a round trip to the disk; `syncfs` writes back everything the file
+/// system has dirty, the store's or not, so a few files are better synced one by one).
+const SYNC_FILE_SYSTEM_FROM: usize = 64;
+
 impl Inner {
     /// Appends a whole record (`frame`, sequence number `seq`) to the session's newest
     /// segment, starting a new segment when that one is full, shared by a fork or of an older
@@ -280,6 +285,9 @@ impl Inner {
     }
 
     pub(super) fn sync_segments(&self, segments: &[(u64, u32)], dir: bool) -> Result<()> {
+        if segments.len() >= SYNC_FILE_SYSTEM_FROM && self.sync_file_system()? {
+            return Ok(()); // every file, and the folder's entries, at once
+        }
         for &(session_id, number) in segments {
             let path = layout::segment_path(&self.dir, session_id, number);
             match self.fs.open(&path, OpenMode::Read) {
@@ -296,6 +304,15 @@ impl Inner {
             sync_dir(&*self.fs, &self.dir)?;
         }
         Ok(())
+    }
+
+    /// Syncs the whole file system the store is on at once, where it can; false where it
+    /// cannot (then sync file by file).
+    pub(super) fn sync_file_system(&self) -> Result<bool> {
+        // Interval/Never: where the writes of many sessions become durable together.
+        self.fs
+            .sync_file_system(&self.dir)
+            .map_err(context("syncing the file system of", &self.dir))
     }
 
     /// The format version of the segments this store writes.

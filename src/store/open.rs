@@ -593,9 +593,11 @@ impl Inner {
         // already, but what a replaying open read may be a crashed process's unsynced writes,
         // still only in the page cache: then sync every segment.
         let mut segments = Vec::with_capacity(names.len());
+        // All at once where the file system can; else each file below.
+        let each = self.replayed && !(names.len() > 1 && self.sync_file_system()?);
         for name in names {
             let path = self.dir.join(&name);
-            if self.replayed {
+            if each {
                 let file = self
                     .fs
                     .open(&path, OpenMode::Read)

@@ -140,6 +140,10 @@ impl FileSystem for FaultyFs {
     fn stat_changed(&self, path: &Path) -> io::Result<(FileStat, Option<i64>)> {
         self.inner.stat_changed(path)
     }
+    fn sync_file_system(&self, dir: &Path) -> io::Result<bool> {
+        self.step(FsOp::Sync)?;
+        self.inner.sync_file_system(dir)
+    }
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         self.step(FsOp::Dir)?;
         self.inner.list(dir)

@@ -583,6 +583,19 @@ impl FileSystem for SimFs {
         Ok(())
     }
 
+    fn sync_file_system(&self, _dir: &Path) -> io::Result<bool> {
+        let mut state = self.state.lock();
+        state.mutate()?;
+        state.durable_names = state.names.clone();
+        state.unsynced_names.clear();
+        for inode in state.inodes.values_mut() {
+            inode.durable = inode.data.clone();
+            inode.last_unsynced = None;
+            inode.unsynced.clear();
+        }
+        Ok(true)
+    }
+
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
         {
             let mut state = self.state.lock();
