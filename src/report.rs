@@ -21,12 +21,19 @@ impl RecoveryReport {
             .all(|f| matches!(f, Finding::CheckpointIgnored { .. }))
     }
 
-    /// True when some session lost records to damage (see [`Finding::Damaged`]) or ends before
-    /// its anchored point ([`Finding::RolledBack`]).
+    /// True when some session lost records to damage (see [`Finding::Damaged`]).
     pub fn has_damage(&self) -> bool {
         self.findings
             .iter()
-            .any(|f| matches!(f, Finding::Damaged { .. } | Finding::RolledBack { .. }))
+            .any(|f| matches!(f, Finding::Damaged { .. }))
+    }
+
+    /// True when some session ends before the point its anchor recorded (see
+    /// [`Finding::RolledBack`]).
+    pub fn has_rollback(&self) -> bool {
+        self.findings
+            .iter()
+            .any(|f| matches!(f, Finding::RolledBack { .. }))
     }
 }
 
@@ -119,9 +126,9 @@ pub enum Finding {
     },
     /// A session ends before the point the anchor log (`ANCHORS`) recorded for it at an
     /// earlier clean close: its files were rolled back to an older copy (a restore from a
-    /// backup, say), or removed, or lost records to damage. Nothing was changed; the session
-    /// is served as its files hold it, and `verify` fails until it passes its anchored point
-    /// again. If the rollback was deliberate, remove `ANCHORS` (the next clean close starts a
+    /// backup, say), or removed. (A session open found damaged, or whose torn last record it
+    /// cut, is reported as that instead.) Nothing was changed; the session is served as its
+    /// files hold it, and `verify` fails until it passes its anchored point again. If the rollback was deliberate, remove `ANCHORS` (the next clean close starts a
     /// new chain, with a new root hash).
     RolledBack {
         /// The session, when its files are there.

@@ -88,7 +88,8 @@ fn a_session_restored_to_an_older_copy_is_reported_and_fails_verify() {
             assert_eq!(key.as_deref(), Some("alice"));
             assert_eq!(*at, anchored);
             assert!(now < at);
-            assert!(store.recovery_report().has_damage());
+            assert!(store.recovery_report().has_rollback());
+            assert!(!store.recovery_report().has_damage());
             // Served as the files hold it; verify names it.
             assert_eq!(store.load("alice").len(), 3);
             let report = store.verify().unwrap();

@@ -90,7 +90,7 @@ impl LogStore {
             .values()
             .chain(tombstones.slots())
             .chain(&displaced);
-        let damaged = root::damaged(&state.report.findings);
+        let explained = root::explained(&state.report.findings);
         let erasing = root::erasing(state.keys.as_ref())?;
         // A writer beside a read-only open may have erased a session since the log was read
         // (it logs the erasure before the files go): read again, after the segments.
@@ -102,7 +102,7 @@ impl LogStore {
             state.erased.holds(id)
                 || erased_since.contains(&id)
                 || erasing.contains(&id)
-                || damaged.contains(&id)
+                || explained.contains(&id)
         };
         let behind = root::rolled_back(&anchors, slots, skipped);
         state.report.findings.extend(behind);

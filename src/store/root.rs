@@ -41,20 +41,25 @@ fn session_of(path: &Path) -> Option<u64> {
     parse_segment_name(name, SEGMENT_SUFFIX).map(|(id, _)| id)
 }
 
-/// The sessions whose damage `findings` report: a session that lost records to damage ends
-/// early, and is reported once, as damaged.
-pub(super) fn damaged(findings: &[Finding]) -> HashSet<u64> {
+/// The sessions whose end `findings` already explain: one that lost records to damage, or
+/// whose last record open found cut short (a torn tail: a bit flipped at rest in an anchored
+/// last record looks the same, and is reported as that, its bytes kept aside), ends early and
+/// is reported once, as what it is.
+pub(super) fn explained(findings: &[Finding]) -> HashSet<u64> {
     let mut ids = HashSet::new();
     for finding in findings {
-        if let Finding::Damaged {
-            path, quarantined, ..
-        } = finding
-        {
-            ids.extend(
+        match finding {
+            Finding::Damaged {
+                path, quarantined, ..
+            } => ids.extend(
                 std::iter::once(path)
                     .chain(quarantined)
                     .filter_map(|p| session_of(p)),
-            );
+            ),
+            Finding::TornTail { path, .. } | Finding::Unfinished { path, .. } => {
+                ids.extend(session_of(path));
+            }
+            _ => {}
         }
     }
     ids
@@ -156,9 +161,12 @@ impl LogStore {
         };
         let anchors = Anchors::read_until(&*inner.fs, &inner.dir, limit)?;
         let erased = inner.erasure_log.lock();
-        let damaged: HashSet<u64> = known.iter().filter_map(|p| session_of(&p.path)).collect();
+        // Damage verify found, or what open found and reported (a torn tail it cut), is said
+        // once, as what it is.
+        let mut explained = explained(&inner.report.findings);
+        explained.extend(known.iter().filter_map(|p| session_of(&p.path)));
         let erasing = erasing(inner.keys.as_ref())?;
-        let skipped = |id| erased.holds(id) || erasing.contains(&id) || damaged.contains(&id);
+        let skipped = |id| erased.holds(id) || erasing.contains(&id) || explained.contains(&id);
         let found = rolled_back(&anchors, &inner.all_slots(), skipped);
         Ok(found
             .into_iter()
