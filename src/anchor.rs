@@ -21,11 +21,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::fs::{context, sync_dir, FileSystem, OpenMode};
+use crate::fs::{append_durably, context, FileSystem, OpenMode};
 use crate::layout::{ANCHORS_FILE, NUMBER_LIMIT};
 use crate::record::{Hash, HASH_LEN};
-use crate::report::{Finding, RecoveryReport};
-use crate::torn_tail::cut_tail;
+use crate::report::RecoveryReport;
+use crate::torn_tail::cut_log_tail;
 
 const MAGIC: [u8; 4] = *b"SLAN";
 /// Bytes of an anchor before its entries.
@@ -140,14 +140,7 @@ impl Anchors {
         report: &mut RecoveryReport,
     ) -> Result<()> {
         if self.file_len > self.end {
-            let path = anchors_path(dir);
-            let (saved_to, bytes) = cut_tail(fs, &path, self.end, false)?;
-            report.findings.push(Finding::TornTail {
-                path,
-                offset: self.end,
-                bytes,
-                saved_to,
-            });
+            cut_log_tail(fs, &anchors_path(dir), self.end, report)?;
             self.file_len = self.end;
         }
         Ok(())
@@ -177,36 +170,33 @@ impl Anchors {
             }
         }
         risen.sort_unstable_by_key(|(id, _)| *id);
-        let path = anchors_path(dir);
-        let created = !fs.exists(&path);
-        let mode = if created {
-            OpenMode::CreateNew
-        } else {
-            OpenMode::Write
-        };
-        let file = fs.open(&path, mode).map_err(context("opening", &path))?;
         let mut chunks: Vec<&[(u64, Point)]> = risen.chunks(ENTRIES_MAX).collect();
         if chunks.is_empty() {
             chunks.push(&[]); // the first anchor of an empty store
         }
-        for chunk in chunks {
-            let prev = self.root().unwrap_or([0; HASH_LEN]);
-            let (bytes, root) = encode(next_seq, &prev, chunk);
-            file.write_at(&bytes, self.end)
-                .map_err(context("writing", &path))?;
-            self.end += bytes.len() as u64;
-            self.file_len = self.end;
+        // The anchor stands for a state already durable; it must be durable itself (and a new
+        // log's name) before its root is handed out, or an operator could keep a root the
+        // folder never holds.
+        let mut written = Vec::new();
+        let mut end = self.end;
+        let mut prev = self.root().unwrap_or([0; HASH_LEN]);
+        append_durably(fs, &anchors_path(dir), |file| {
+            for chunk in chunks {
+                let (bytes, root) = encode(next_seq, &prev, chunk);
+                file.write_at(&bytes, end)?;
+                end += bytes.len() as u64;
+                prev = root;
+                written.push((root, chunk));
+            }
+            Ok(())
+        })?;
+        self.end = end;
+        self.file_len = end;
+        for (root, chunk) in written {
             self.roots.push(root);
             self.points.extend(chunk.iter().copied());
         }
-        // The anchor stands for a state already durable; it must be durable itself before its
-        // root is handed out, or an operator could keep a root the folder never holds.
-        file.sync().map_err(context("syncing", &path))?;
-        if created {
-            // And so must the new file's name.
-            sync_dir(fs, dir)?;
-        }
-        Ok(self.root().unwrap_or([0; HASH_LEN]))
+        Ok(prev)
     }
 
     /// The sessions that end before their anchored point: (session id, anchored point, the
@@ -294,6 +284,7 @@ fn decode(bytes: &[u8]) -> Option<(Vec<(u64, Point)>, Hash)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Finding;
     use crate::testing::SimFs;
 
     fn point(last_seq: u64, h: u8) -> Point {

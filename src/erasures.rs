@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 
 use crate::compaction;
 use crate::error::{Error, Result};
-use crate::fs::{context, sync_dir, FileSystem, OpenMode};
+use crate::fs::{append_durably, context, sync_dir, FileSystem, OpenMode};
 use crate::keyring::Keyring;
 use crate::layout::{erased_path, ARCHIVE_DIR, NUMBER_LIMIT, QUARANTINE_DIR, TORN_INFIX};
 use crate::report::{Finding, RecoveryReport};
-use crate::torn_tail::cut_tail;
+use crate::torn_tail::cut_log_tail;
 
 /// Bytes of one record.
 pub const RECORD_LEN: usize = 32;
@@ -209,22 +209,10 @@ pub fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Log> {
 /// Appends `erasure` to the log at `at` (the end of its good records) and syncs it; returns
 /// the new end. Durable before the erasure starts, so that the log never misses one.
 pub fn append(fs: &dyn FileSystem, dir: &Path, at: u64, erasure: &Erasure) -> Result<u64> {
-    let path = erased_path(dir);
-    let created = !fs.exists(&path);
-    let mode = if created {
-        OpenMode::CreateNew
-    } else {
-        OpenMode::Write
-    };
-    let file = fs.open(&path, mode).map_err(context("opening", &path))?;
-    file.write_at(&erasure.encode(), at)
-        .map_err(context("writing", &path))?;
-    // The record must be on disk before the erased files start to go.
-    file.sync().map_err(context("syncing", &path))?;
-    if created {
-        // And so must the new file's name.
-        sync_dir(fs, dir)?;
-    }
+    // The record must be on disk (and a new log's name) before the erased files start to go.
+    append_durably(fs, &erased_path(dir), |file| {
+        file.write_at(&erasure.encode(), at)
+    })?;
     Ok(at + RECORD_LEN as u64)
 }
 
@@ -315,13 +303,7 @@ impl ErasureLog {
                     ),
                 });
             }
-            let (saved_to, bytes) = cut_tail(fs, &path, self.end, false)?;
-            report.findings.push(Finding::TornTail {
-                path,
-                offset: self.end,
-                bytes,
-                saved_to,
-            });
+            cut_log_tail(fs, &path, self.end, report)?;
             self.file_len = self.end;
         }
         Ok(())
@@ -382,15 +364,23 @@ impl ErasureLog {
         } else {
             Logged::History(id)
         };
-        self.record(
-            fs,
-            dir,
-            &Erasure {
-                seq: *next_seq,
-                ts_micros: chrono::Utc::now().timestamp_micros(),
-                what,
-            },
-        )?;
+        self.record_now(fs, dir, what, next_seq)
+    }
+
+    /// Appends a record of `what`, now, with the number `*next_seq`, and moves that on.
+    fn record_now(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        what: Logged,
+        next_seq: &mut u64,
+    ) -> Result<()> {
+        let erasure = Erasure {
+            seq: *next_seq,
+            ts_micros: chrono::Utc::now().timestamp_micros(),
+            what,
+        };
+        self.record(fs, dir, &erasure)?;
         *next_seq += 1;
         Ok(())
     }
@@ -408,17 +398,7 @@ impl ErasureLog {
         if found >= *next_seq {
             return Ok(());
         }
-        self.record(
-            fs,
-            dir,
-            &Erasure {
-                seq: *next_seq,
-                ts_micros: chrono::Utc::now().timestamp_micros(),
-                what: Logged::Gap(found),
-            },
-        )?;
-        *next_seq += 1;
-        Ok(())
+        self.record_now(fs, dir, Logged::Gap(found), next_seq)
     }
 
     /// Appends `erasure` to the log, durably (open's erasures, and the running store's).

@@ -372,6 +372,29 @@ pub fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     fs.sync_dir(dir).map_err(context("syncing folder", dir))
 }
 
+/// Writes to a log file (`ERASED`, `ANCHORS`) with `write`, creating it if missing, then makes
+/// what was written durable: the file synced, and its folder too when the file is new (a new
+/// file's bytes count only once its name is durable).
+pub fn append_durably(
+    fs: &dyn FileSystem,
+    path: &Path,
+    write: impl FnOnce(&dyn FileHandle) -> io::Result<()>,
+) -> Result<()> {
+    let created = !fs.exists(path);
+    let mode = if created {
+        OpenMode::CreateNew
+    } else {
+        OpenMode::Write
+    };
+    let file = fs.open(path, mode).map_err(context("opening", path))?;
+    write(&*file).map_err(context("writing", path))?;
+    file.sync().map_err(context("syncing", path))?;
+    if created {
+        sync_dir(fs, parent(path))?;
+    }
+    Ok(())
+}
+
 /// Writes a new file whole and durably: create, write, sync the file, sync its folder.
 pub fn write_new_file(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> Result<()> {
     let file = fs

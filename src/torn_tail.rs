@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::fs::{context, free_name, parent, sync_dir, FileSystem, OpenMode};
+use crate::report::{Finding, RecoveryReport};
 
 /// How much of the tail one read copies: the memory a cut costs, however long the tail.
 const COPY_CHUNK: u64 = 1 << 20;
@@ -67,4 +68,22 @@ pub fn cut_tail(
         segment.sync().map_err(context("syncing", path))?;
     }
     Ok((side, tail))
+}
+
+/// [`cut_tail`] for a log file (`ERASED`, `ANCHORS`) whose sound records end at `end`: the
+/// bytes after them are saved aside and cut off, and reported as a torn tail.
+pub fn cut_log_tail(
+    fs: &dyn FileSystem,
+    path: &Path,
+    end: u64,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let (saved_to, bytes) = cut_tail(fs, path, end, false)?;
+    report.findings.push(Finding::TornTail {
+        path: path.to_path_buf(),
+        offset: end,
+        bytes,
+        saved_to,
+    });
+    Ok(())
 }

@@ -35,6 +35,15 @@ fn unique_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// The files among `files` that hold `marker`.
+fn holding(files: Vec<(std::path::PathBuf, Vec<u8>)>, marker: &str) -> Vec<std::path::PathBuf> {
+    files
+        .into_iter()
+        .filter(|(_, bytes)| bytes.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        .map(|(path, _)| path)
+        .collect()
+}
+
 fn no_undo() -> Options {
     Options {
         tombstone_retention: Duration::ZERO,
@@ -359,11 +368,7 @@ fn deleting_or_erasing_the_source_leaves_none_of_its_later_bytes_under_a_fork() 
             ["shared one", "shared two", "the fork's own"],
             "erase {erase}"
         );
-        let holding: Vec<_> = snapshot_files(dir.path())
-            .into_iter()
-            .filter(|(_, bytes)| bytes.windows(LATER.len()).any(|w| w == LATER.as_bytes()))
-            .map(|(path, _)| path)
-            .collect();
+        let holding = holding(snapshot_files(dir.path()), LATER);
         assert!(
             holding.is_empty(),
             "erase {erase}: the source's later bytes in {holding:?}"
@@ -415,12 +420,7 @@ fn a_reclaim_that_open_carries_out_leaves_none_of_the_sources_later_bytes_under_
     );
     let fork: Vec<String> = store.load("fork").into_iter().map(|m| m.content).collect();
     assert_eq!(fork, ["shared one"]);
-    let holding: Vec<_> = sim
-        .files()
-        .into_iter()
-        .filter(|(_, bytes)| bytes.windows(LATER.len()).any(|w| w == LATER.as_bytes()))
-        .map(|(path, _)| path)
-        .collect();
+    let holding = holding(sim.files(), LATER);
     assert!(
         holding.is_empty(),
         "the source's later bytes in {holding:?}"

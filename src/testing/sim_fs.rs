@@ -151,9 +151,8 @@ impl SimState {
         Ok(())
     }
 
-    /// After a power loss, the power comes back on: every name and byte is durable as it
-    /// now is, and no lock is held.
-    fn power_back_on(&mut self) {
+    /// Every name and byte becomes durable as it now is.
+    fn make_all_durable(&mut self) {
         self.durable_names = self.names.clone();
         self.unsynced_names.clear();
         for inode in self.inodes.values_mut() {
@@ -161,6 +160,12 @@ impl SimState {
             inode.last_unsynced = None;
             inode.unsynced.clear();
         }
+    }
+
+    /// After a power loss, the power comes back on: every name and byte is durable as it
+    /// now is, and no lock is held.
+    fn power_back_on(&mut self) {
+        self.make_all_durable();
         self.locks.clear();
         self.power_cut_at = None;
     }
@@ -586,13 +591,7 @@ impl FileSystem for SimFs {
     fn sync_file_system(&self, _dir: &Path) -> io::Result<bool> {
         let mut state = self.state.lock();
         state.mutate()?;
-        state.durable_names = state.names.clone();
-        state.unsynced_names.clear();
-        for inode in state.inodes.values_mut() {
-            inode.durable = inode.data.clone();
-            inode.last_unsynced = None;
-            inode.unsynced.clear();
-        }
+        state.make_all_durable();
         Ok(true)
     }
 
