@@ -103,18 +103,18 @@ impl Anchors {
             if head[..4] != MAGIC || count > ENTRIES_MAX || len as u64 > left {
                 break;
             }
+            bytes.clear();
+            bytes.extend_from_slice(&head);
             bytes.resize(len, 0);
-            file.read_at(&mut bytes, anchors.end)
+            file.read_at(&mut bytes[HEAD_LEN..], anchors.end + HEAD_LEN as u64)
                 .map_err(context("reading", &path))?;
             let Some((entries, root)) = decode(&bytes) else {
                 break;
             };
-            if anchors.roots.last().copied().unwrap_or([0; HASH_LEN]) != prev_root(&bytes) {
+            if anchors.root().unwrap_or([0; HASH_LEN]) != prev_root(&bytes) {
                 break; // not the next link of this chain
             }
-            for (id, point) in entries {
-                anchors.points.insert(id, point);
-            }
+            anchors.points.extend(entries);
             anchors.roots.push(root);
             anchors.end += len as u64;
         }

@@ -111,11 +111,7 @@ fn reclaiming_at_once() -> Options {
 
 /// Runs `ops` until the first error. Returns the model of every acknowledged call, the model
 /// after each of them, and the call that failed (if any); the store is closed.
-fn run(fs: &SimFs, durability: Durability, ops: &[Op]) -> (Model, Vec<Model>, Option<Op>) {
-    run_with(fs, &sweep_options(durability), ops)
-}
-
-fn run_with(fs: &SimFs, options: &Options, ops: &[Op]) -> (Model, Vec<Model>, Option<Op>) {
+fn run(fs: &SimFs, options: &Options, ops: &[Op]) -> (Model, Vec<Model>, Option<Op>) {
     let run = run_until_error(Arc::new(fs.clone()), options, ops);
     (run.acked, run.history, run.failed)
 }
@@ -129,15 +125,19 @@ enum Cut {
     Reordered(u64),
 }
 
-fn reopen_after_crash(fs: &SimFs, cut: Cut, context: &str) -> LogStore {
-    reopen_with(fs, &sweep_options(Durability::Always), cut, context)
+impl Cut {
+    /// Loses the power of `fs` this way.
+    fn apply(self, fs: &SimFs) {
+        match self {
+            Cut::Torn(torn) => fs.crash(torn),
+            Cut::Reordered(seed) => fs.crash_reordering(seed),
+        }
+    }
 }
 
-fn reopen_with(fs: &SimFs, options: &Options, cut: Cut, context: &str) -> LogStore {
-    match cut {
-        Cut::Torn(torn) => fs.crash(torn),
-        Cut::Reordered(seed) => fs.crash_reordering(seed),
-    }
+/// Loses power the `cut` way and opens the store again, which must report no damage.
+fn reopen_after_crash(fs: &SimFs, options: &Options, cut: Cut, context: &str) -> LogStore {
+    cut.apply(fs);
     let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::new(fs.clone()))
         .unwrap_or_else(|e| panic!("{context}: the store must open after a crash: {e}"));
     let damaged = store
@@ -153,23 +153,17 @@ fn reopen_with(fs: &SimFs, options: &Options, cut: Cut, context: &str) -> LogSto
     store
 }
 
-fn total_mutations(durability: Durability) -> u64 {
-    let fs = SimFs::new();
-    let (_, _, failed) = run(&fs, durability, &workload());
-    assert_eq!(failed, None, "the workload runs cleanly without faults");
-    fs.mutations()
-}
-
 #[test]
 fn no_acknowledged_write_is_lost_at_any_power_cut() {
-    let total = total_mutations(Durability::Always);
+    let (options, ops) = (sweep_options(Durability::Always), workload());
+    let total = total_mutations(&options, &ops);
     assert!(
         total > 50,
         "the workload exercises the file system ({total} mutations)"
     );
     for torn in [None, Some(1), Some(13)] {
         for n in 0..=total {
-            check_cut(n, total, Cut::Torn(torn));
+            check_cut(&options, &ops, n, total, Cut::Torn(torn));
         }
     }
 }
@@ -187,12 +181,12 @@ fn reorder_seeds() -> u64 {
 fn no_acknowledged_write_is_lost_when_the_disk_reorders() {
     let options = sweep_options(Durability::Always);
     let ops = workload();
-    let total = total_mutations_of(&options, &ops);
+    let total = total_mutations(&options, &ops);
     let seeds = reorder_seeds();
     for n in 0..=total {
         for seed in 0..seeds {
             let cut = Cut::Reordered(n * 1_000_003 + seed);
-            check_cut_of(&options, &ops, n, total, cut);
+            check_cut(&options, &ops, n, total, cut);
         }
     }
     eprintln!("{} reordered power cuts", (total + 1) * seeds);
@@ -202,44 +196,34 @@ fn no_acknowledged_write_is_lost_when_the_disk_reorders() {
 fn forks_deletes_and_erasures_survive_a_disk_that_reorders() {
     let options = reclaiming_at_once();
     let ops = fork_and_erase_workload();
-    let total = total_mutations_of(&options, &ops);
+    let total = total_mutations(&options, &ops);
     let seeds = reorder_seeds();
     for n in 0..=total {
-        check_cut_of(&options, &ops, n, total, Cut::Torn(None));
+        check_cut(&options, &ops, n, total, Cut::Torn(None));
         for seed in 0..seeds {
             let cut = Cut::Reordered(n * 1_000_003 + seed);
-            check_cut_of(&options, &ops, n, total, cut);
+            check_cut(&options, &ops, n, total, cut);
         }
     }
     eprintln!("{} reordered power cuts", (total + 1) * seeds);
 }
 
-fn total_mutations_of(options: &Options, ops: &[Op]) -> u64 {
+fn total_mutations(options: &Options, ops: &[Op]) -> u64 {
     let fs = SimFs::new();
-    let (_, _, failed) = run_with(&fs, options, ops);
+    let (_, _, failed) = run(&fs, options, ops);
     assert_eq!(failed, None, "the workload runs cleanly without faults");
     fs.mutations()
-}
-
-fn check_cut(n: u64, total: u64, cut: Cut) {
-    check_cut_of(
-        &sweep_options(Durability::Always),
-        &workload(),
-        n,
-        total,
-        cut,
-    );
 }
 
 /// Cuts the power after `n` mutations of `ops` (under `Durability::Always`), then checks that
 /// the store holds every acknowledged call (and perhaps the one in flight), remembers every
 /// acknowledged id, and takes writes again.
-fn check_cut_of(options: &Options, ops: &[Op], n: u64, total: u64, cut: Cut) {
+fn check_cut(options: &Options, ops: &[Op], n: u64, total: u64, cut: Cut) {
     let fs = SimFs::new();
     fs.cut_power_after(n);
-    let (acked, _, in_flight) = run_with(&fs, options, ops);
+    let (acked, _, in_flight) = run(&fs, options, ops);
     let context = format!("power cut after {n} of {total} mutations in {in_flight:?}, {cut:?}");
-    let store = reopen_with(&fs, options, cut, &context);
+    let store = reopen_after_crash(&fs, options, cut, &context);
     let seen = Model::observe(&store);
     let mut with_in_flight = acked.clone();
     if let Some(op) = &in_flight {
@@ -275,13 +259,13 @@ fn check_cut_of(options: &Options, ops: &[Op], n: u64, total: u64, cut: Cut) {
     }
     // And the recovered store takes writes again, which survive another reopen.
     drop(store);
-    let store = reopen_with(&fs, options, Cut::Torn(None), &context);
+    let store = reopen_after_crash(&fs, options, Cut::Torn(None), &context);
     let key = KEYS[0];
     sessionlog::SessionBackend::append(&store, key, &sessionlog::ChatMessage::user("z")).unwrap();
     let expected = Model::observe(&store);
     drop(store);
     assert_eq!(
-        Model::observe(&reopen_with(&fs, options, Cut::Torn(None), &context)),
+        Model::observe(&reopen_after_crash(&fs, options, Cut::Torn(None), &context)),
         expected
     );
 }
@@ -292,7 +276,7 @@ fn without_sync_a_crash_leaves_each_session_at_some_earlier_state() {
         Durability::Never,
         Durability::Interval(std::time::Duration::from_secs(3600)),
     ] {
-        let total = total_mutations(durability);
+        let total = total_mutations(&sweep_options(durability), &workload());
         for n in (0..=total).step_by(3) {
             check_earlier_state(durability, n, total, Cut::Torn(Some(5)));
         }
@@ -302,7 +286,7 @@ fn without_sync_a_crash_leaves_each_session_at_some_earlier_state() {
 #[test]
 fn without_sync_a_disk_that_reorders_leaves_each_session_at_some_earlier_state() {
     let durability = Durability::Never;
-    let total = total_mutations(durability);
+    let total = total_mutations(&sweep_options(durability), &workload());
     for n in 0..=total {
         for seed in 0..4 {
             check_earlier_state(durability, n, total, Cut::Reordered(n * 7_919 + seed));
@@ -315,16 +299,16 @@ fn without_sync_a_disk_that_reorders_leaves_each_session_at_some_earlier_state()
 fn check_earlier_state(durability: Durability, n: u64, total: u64, cut: Cut) {
     let fs = SimFs::new();
     fs.cut_power_after(n);
-    let (_, history, _) = run(&fs, durability, &workload());
+    let (_, history, _) = run(&fs, &sweep_options(durability), &workload());
     let context = format!("{durability:?}: power cut after {n} of {total}, {cut:?}");
+    let options = sweep_options(Durability::Always);
     let store = match cut {
-        Cut::Torn(_) => reopen_after_crash(&fs, cut, &context),
-        Cut::Reordered(seed) => {
+        Cut::Torn(_) => reopen_after_crash(&fs, &options, cut, &context),
+        Cut::Reordered(_) => {
             // Unsynced writes kept out of order can leave a hole before records that
             // survived: open reports that as damage and keeps the session up to the hole,
             // quarantining the rest, which is still an earlier state.
-            fs.crash_reordering(seed);
-            let options = sweep_options(Durability::Always);
+            cut.apply(&fs);
             LogStore::open_with_fs(SIM_DIR, options, Arc::new(fs.clone()))
                 .unwrap_or_else(|e| panic!("{context}: the store must open after a crash: {e}"))
         }

@@ -27,7 +27,7 @@ use crate::record::Hash;
 use crate::report::{Finding, RecoveryReport};
 
 pub(crate) use folder::{list_folder, Folder};
-use folder::{read_headers, Headers};
+use folder::{read_headers, Headers, SegmentFile};
 use session::{replay_session, ErasingFinish, Outcome, Replaying};
 
 /// A session as replay left it.
@@ -147,9 +147,7 @@ pub(crate) fn replay(
     if let Some(keys) = keys {
         for id in keys.erasing()? {
             let files = groups.remove(&id).unwrap_or_default();
-            let numbers = files.iter().map(|f| f.number);
-            let range = numbers.clone().min().unwrap_or(1)..numbers.max().unwrap_or(0) + 1;
-            leftovers.unfinished.push((id, range));
+            leftovers.unfinished.push((id, numbers(&files)));
         }
     }
     let mut max_seq = 0u64;
@@ -163,11 +161,8 @@ pub(crate) fn replay(
             // of its files, and not others, so what is left may look like damage). Files
             // sealed under a data key that is gone are bytes nobody can read, and not the
             // store's to remove: they are damage, kept aside.
-            let numbers = files.iter().map(|f| f.number);
-            let oldest = numbers.clone().min().unwrap_or(1);
-            leftovers
-                .deleted
-                .push((id, oldest, numbers.max().unwrap_or(0)));
+            let range = numbers(&files);
+            leftovers.deleted.push((id, range.start, range.end - 1));
             continue;
         }
         files.sort_by_key(|f| f.number);
@@ -218,6 +213,12 @@ pub(crate) fn replay(
         next_id,
         report,
     })
+}
+
+/// The segment numbers from the lowest of `files` to the highest (empty when there are none).
+fn numbers(files: &[SegmentFile]) -> Range<u32> {
+    let numbers = files.iter().map(|f| f.number);
+    numbers.clone().min().unwrap_or(1)..numbers.max().unwrap_or(0) + 1
 }
 
 /// Removes a compaction's output that never reached its rename: never in force, and the

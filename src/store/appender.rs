@@ -285,7 +285,7 @@ impl Inner {
     }
 
     pub(super) fn sync_segments(&self, segments: &[(u64, u32)], dir: bool) -> Result<()> {
-        if segments.len() >= SYNC_FILE_SYSTEM_FROM && self.sync_file_system()? {
+        if self.sync_file_system(segments.len())? {
             return Ok(()); // every file, and the folder's entries, at once
         }
         for &(session_id, number) in segments {
@@ -306,9 +306,12 @@ impl Inner {
         Ok(())
     }
 
-    /// Syncs the whole file system the store is on at once, where it can; false where it
-    /// cannot (then sync file by file).
-    pub(super) fn sync_file_system(&self) -> Result<bool> {
+    /// With `files` files to sync, syncs the whole file system the store is on at once, where
+    /// it can and that pays; false otherwise (then sync file by file).
+    pub(super) fn sync_file_system(&self, files: usize) -> Result<bool> {
+        if files < SYNC_FILE_SYSTEM_FROM {
+            return Ok(false);
+        }
         // Interval/Never: where the writes of many sessions become durable together.
         self.fs
             .sync_file_system(&self.dir)

@@ -90,21 +90,15 @@ impl LogStore {
             .values()
             .chain(tombstones.slots())
             .chain(&displaced);
-        let explained = root::explained(&state.report.findings);
-        let erasing = root::erasing(state.keys.as_ref())?;
-        // A writer beside a read-only open may have erased a session since the log was read
-        // (it logs the erasure before the files go): read again, after the segments.
-        let erased_since = match read_only {
-            true => erasures::read(&*fs, &dir)?.erased_sessions(),
-            false => Default::default(),
-        };
-        let skipped = |id| {
-            state.erased.holds(id)
-                || erased_since.contains(&id)
-                || erasing.contains(&id)
-                || explained.contains(&id)
-        };
-        let behind = root::rolled_back(&anchors, slots, skipped);
+        let mut exempt = root::exempt(&state.report.findings, state.keys.as_ref())?;
+        if read_only {
+            // A writer beside a read-only open may have erased a session since the log was
+            // read (it logs the erasure before the files go): read again, after the segments.
+            exempt.extend(erasures::read(&*fs, &dir)?.erased_sessions());
+        }
+        let behind = root::rolled_back(&anchors, slots, |id| {
+            exempt.contains(&id) || state.erased.holds(id)
+        });
         state.report.findings.extend(behind);
         let anchors_seen = anchors.end();
         drop(anchors);
@@ -594,7 +588,7 @@ impl Inner {
         // still only in the page cache: then sync every segment.
         let mut segments = Vec::with_capacity(names.len());
         // All at once where the file system can; else each file below.
-        let each = self.replayed && !(names.len() > 1 && self.sync_file_system()?);
+        let each = self.replayed && !self.sync_file_system(names.len())?;
         for name in names {
             let path = self.dir.join(&name);
             if each {

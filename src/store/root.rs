@@ -41,11 +41,12 @@ fn session_of(path: &Path) -> Option<u64> {
     parse_segment_name(name, SEGMENT_SUFFIX).map(|(id, _)| id)
 }
 
-/// The sessions whose end `findings` already explain: one that lost records to damage, or
-/// whose last record open found cut short (a torn tail: a bit flipped at rest in an anchored
-/// last record looks the same, and is reported as that, its bytes kept aside), ends early and
-/// is reported once, as what it is.
-pub(super) fn explained(findings: &[Finding]) -> HashSet<u64> {
+/// The sessions whose end needs no rollback report: those `findings` already explain (one
+/// that lost records to damage, or whose last record open found cut short: a torn tail, and a
+/// bit flipped at rest in an anchored last record looks the same, is reported once, as what
+/// it is), and those whose erasure an encrypted store began (`keys/{id}.erasing`: a read-only
+/// open leaves them out).
+pub(super) fn exempt(findings: &[Finding], keys: Option<&Keyring>) -> Result<HashSet<u64>> {
     let mut ids = HashSet::new();
     for finding in findings {
         match finding {
@@ -62,16 +63,10 @@ pub(super) fn explained(findings: &[Finding]) -> HashSet<u64> {
             _ => {}
         }
     }
-    ids
-}
-
-/// The sessions whose erasure an encrypted store began (`keys/{id}.erasing`): a read-only
-/// open leaves them out, and their absence is no rollback.
-pub(super) fn erasing(keys: Option<&Keyring>) -> Result<HashSet<u64>> {
-    Ok(match keys {
-        Some(keys) => keys.erasing()?.into_iter().collect(),
-        None => HashSet::new(),
-    })
+    if let Some(keys) = keys {
+        ids.extend(keys.erasing()?);
+    }
+    Ok(ids)
 }
 
 /// A [`Finding::RolledBack`] for each session of `slots` (or anchored and gone, and not
@@ -160,13 +155,13 @@ impl LogStore {
             u64::MAX
         };
         let anchors = Anchors::read_until(&*inner.fs, &inner.dir, limit)?;
-        let erased = inner.erasure_log.lock();
         // Damage verify found, or what open found and reported (a torn tail it cut), is said
         // once, as what it is.
-        let mut explained = explained(&inner.report.findings);
-        explained.extend(known.iter().filter_map(|p| session_of(&p.path)));
-        let erasing = erasing(inner.keys.as_ref())?;
-        let skipped = |id| erased.holds(id) || erasing.contains(&id) || explained.contains(&id);
+        let mut exempt = exempt(&inner.report.findings, inner.keys.as_ref())?;
+        exempt.extend(known.iter().filter_map(|p| session_of(&p.path)));
+        // The erasure log is locked only once every session's point is read (a reclaim
+        // holds a session's writer while it logs).
+        let skipped = |id| exempt.contains(&id) || inner.erasure_log.lock().holds(id);
         let found = rolled_back(&anchors, &inner.all_slots(), skipped);
         Ok(found
             .into_iter()

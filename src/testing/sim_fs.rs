@@ -58,10 +58,24 @@ struct Inode {
     modified: u64,
     data: Vec<u8>,
     durable: Vec<u8>,
-    /// The last write since the last sync: (offset, bytes).
-    last_unsynced: Option<(u64, Vec<u8>)>,
     /// Every change since the last sync, oldest first.
     unsynced: Vec<DataOp>,
+}
+
+impl Inode {
+    /// Its bytes become durable as they now are.
+    fn synced(&mut self) {
+        self.durable = self.data.clone();
+        self.unsynced.clear();
+    }
+
+    /// The last write since the last sync, unless a length change came after it.
+    fn last_unsynced_write(&self) -> Option<(usize, &[u8])> {
+        match self.unsynced.last()? {
+            DataOp::Write { offset, bytes } => Some((*offset, bytes)),
+            DataOp::SetLen(_) => None,
+        }
+    }
 }
 
 /// A change of names not yet made durable by syncing the folders it touched: each entry sets a
@@ -142,10 +156,6 @@ impl SimState {
         let clock = self.clock;
         let inode = self.inodes.get_mut(&id).ok_or_else(power_off)?;
         op.apply(&mut inode.data);
-        inode.last_unsynced = match &op {
-            DataOp::Write { offset, bytes } => Some((*offset as u64, bytes.clone())),
-            DataOp::SetLen(_) => None,
-        };
         inode.unsynced.push(op);
         inode.modified = clock;
         Ok(())
@@ -156,9 +166,7 @@ impl SimState {
         self.durable_names = self.names.clone();
         self.unsynced_names.clear();
         for inode in self.inodes.values_mut() {
-            inode.durable = inode.data.clone();
-            inode.last_unsynced = None;
-            inode.unsynced.clear();
+            inode.synced();
         }
     }
 
@@ -221,9 +229,8 @@ impl SimFs {
         state.names = state.durable_names.clone();
         for inode in state.inodes.values_mut() {
             let mut data = inode.durable.clone();
-            if let (Some(keep), Some((offset, bytes))) = (torn_bytes, &inode.last_unsynced) {
+            if let (Some(keep), Some((offset, bytes))) = (torn_bytes, inode.last_unsynced_write()) {
                 let kept = bytes.get(..keep.min(bytes.len())).unwrap_or_default();
-                let offset = usize::try_from(*offset).unwrap_or(usize::MAX);
                 if offset <= data.len() && !kept.is_empty() {
                     let torn = DataOp::Write {
                         offset,
@@ -326,9 +333,7 @@ impl SimFs {
         let clock = state.clock;
         let inode = state.inodes.entry(id).or_default();
         inode.data = bytes.to_vec();
-        inode.durable = bytes.to_vec();
-        inode.last_unsynced = None;
-        inode.unsynced.clear();
+        inode.synced();
         inode.modified = clock;
     }
 }
@@ -368,10 +373,11 @@ impl FileHandle for SimFile {
     fn sync(&self) -> io::Result<()> {
         let mut state = self.fs.state.lock();
         state.mutate()?;
-        let inode = state.inodes.get_mut(&self.id).ok_or_else(power_off)?;
-        inode.durable = inode.data.clone();
-        inode.last_unsynced = None;
-        inode.unsynced.clear();
+        state
+            .inodes
+            .get_mut(&self.id)
+            .ok_or_else(power_off)?
+            .synced();
         Ok(())
     }
 
