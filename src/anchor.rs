@@ -12,10 +12,12 @@
 //!
 //! Little-endian. An anchor lists the sessions whose last sequence number rose since the anchor
 //! before it (the first lists every session), sorted by id; `head` is the hash of the session's
-//! last record. `root` is the BLAKE3 hash of the anchor's bytes before it (`prev_root`, the
+//! last record. A writable open that reported a session's loss as damage or a torn tail writes
+//! an anchor of those sessions' new, lower, points (`last_seq` 0 and a zero `head`: no record
+//! left), so that the loss is reported once, not again as a rollback at every open. `root` is the BLAKE3 hash of the anchor's bytes before it (`prev_root`, the
 //! root of the anchor before, or 32 zero bytes, chains them); `crc` the CRC-32 of everything
-//! before it. Folding the anchors in order gives each session's anchored point; an anchored
-//! point never goes down.
+//! before it. Folding the anchors in order (the latest entry of a session wins) gives each
+//! session's anchored point; it goes down only by such an open's anchor.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -43,6 +45,14 @@ const ENTRIES_MAX: usize = 1 << 20;
 pub(crate) struct Point {
     pub last_seq: u64,
     pub head: Hash,
+}
+
+impl Point {
+    /// A session with no record left (all of it quarantined as damage): nothing vouched for.
+    pub(crate) const NONE: Point = Point {
+        last_seq: 0,
+        head: [0; HASH_LEN],
+    };
 }
 
 /// The anchor log as read: each session's anchored point, every root in the chain, where the
@@ -169,8 +179,37 @@ impl Anchors {
                 return Ok(root);
             }
         }
-        risen.sort_unstable_by_key(|(id, _)| *id);
-        let mut chunks: Vec<&[(u64, Point)]> = risen.chunks(ENTRIES_MAX).collect();
+        self.write(fs, dir, next_seq, &mut risen)
+    }
+
+    /// A writable open: records `lowered` (session id, point; [`Point::NONE`] for a session
+    /// with no record left), the new end of sessions whose loss it reported as damage or a
+    /// torn tail, so that later opens take that end as anchored and do not report the same
+    /// loss again as a rollback. Writes nothing when `lowered` is empty.
+    pub(crate) fn settle(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        next_seq: u64,
+        mut lowered: Vec<(u64, Point)>,
+    ) -> Result<()> {
+        if !lowered.is_empty() {
+            self.write(fs, dir, next_seq, &mut lowered)?;
+        }
+        Ok(())
+    }
+
+    /// Appends anchors of `entries` (sorted here) after the last sound one, durably; returns
+    /// the new root.
+    fn write(
+        &mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        next_seq: u64,
+        entries: &mut [(u64, Point)],
+    ) -> Result<Hash> {
+        entries.sort_unstable_by_key(|(id, _)| *id);
+        let mut chunks: Vec<&[(u64, Point)]> = entries.chunks(ENTRIES_MAX).collect();
         if chunks.is_empty() {
             chunks.push(&[]); // the first anchor of an empty store
         }
@@ -187,6 +226,10 @@ impl Anchors {
                 end += bytes.len() as u64;
                 prev = root;
                 written.push((root, chunk));
+            }
+            // What an append that failed left past the new end is no anchor.
+            if file.size()? > end {
+                file.set_len(end)?;
             }
             Ok(())
         })?;
@@ -214,7 +257,7 @@ impl Anchors {
             .filter(|(id, _)| !erased(**id))
             .filter_map(|(&id, &anchored)| {
                 let now = found(id);
-                let ok = now.is_some_and(|now| {
+                let ok = now.map_or(anchored == Point::NONE, |now| {
                     now.last_seq > anchored.last_seq
                         || (now.last_seq == anchored.last_seq && now.head == anchored.head)
                 });

@@ -5,12 +5,16 @@
 
 mod common;
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use common::*;
-use sessionlog::{EncryptionKey, Finding, LogStore, Options, SessionBackend};
+use sessionlog::fs::{DirEntry, FileHandle, FileStat, FileSystem, LockGuard, OpenMode};
+use sessionlog::testing::SimFs;
+use sessionlog::{Durability, EncryptionKey, Finding, LogStore, Options, SessionBackend};
 
 fn options(encrypted: bool) -> Options {
     Options {
@@ -236,4 +240,223 @@ fn the_root_hash_tells_a_whole_folder_rolled_back() {
     assert!(out.contains("not in the store's history"), "{out}");
     let (ok, out) = cli(&["verify", path, "--root", &early]);
     assert!(ok, "{out}");
+}
+
+/// A file system that holds every segment sync while its gate is closed, and notes whether
+/// the anchor log was written meanwhile.
+#[derive(Debug, Clone)]
+struct Gated {
+    sim: SimFs,
+    gate: Arc<(Mutex<Gate>, Condvar)>,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    closed: bool,
+    /// A segment sync is waiting at the gate.
+    holding: bool,
+    /// The anchor log was written while a segment sync was held.
+    anchored_meanwhile: bool,
+}
+
+impl Gated {
+    fn set(&self, f: impl FnOnce(&mut Gate)) {
+        f(&mut self.gate.0.lock().unwrap());
+        self.gate.1.notify_all();
+    }
+
+    /// Waits (at most `limit`) until `until` holds; returns whether it does.
+    fn wait(&self, limit: Duration, until: impl Fn(&Gate) -> bool) -> bool {
+        let guard = self.gate.0.lock().unwrap();
+        let (guard, _) = self
+            .gate
+            .1
+            .wait_timeout_while(guard, limit, |g| !until(g))
+            .unwrap();
+        until(&guard)
+    }
+}
+
+#[derive(Debug)]
+struct GatedFile {
+    inner: Box<dyn FileHandle>,
+    path: PathBuf,
+    fs: Gated,
+}
+
+impl FileHandle for GatedFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if self.path.ends_with("ANCHORS") {
+            self.fs.set(|g| g.anchored_meanwhile |= g.holding);
+        }
+        self.inner.write_at(buf, offset)
+    }
+    fn sync(&self) -> io::Result<()> {
+        if self.path.extension().is_some_and(|e| e == "seg") {
+            let (lock, opened) = &*self.fs.gate;
+            let mut g = lock.lock().unwrap();
+            if g.closed {
+                g.holding = true;
+                opened.notify_all();
+                g = opened.wait_while(g, |g| g.closed).unwrap();
+                g.holding = false;
+            }
+        }
+        self.inner.sync()
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+impl FileSystem for Gated {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.sim.create_dir_all(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        self.sim.is_dir(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.sim.exists(path)
+    }
+    fn stat(&self, path: &Path) -> io::Result<FileStat> {
+        self.sim.stat(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        self.sim.list(dir)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
+        Ok(Box::new(GatedFile {
+            inner: self.sim.open(path, mode)?,
+            path: path.to_owned(),
+            fs: self.clone(),
+        }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.sim.rename(from, to)
+    }
+    fn link_count(&self, path: &Path) -> io::Result<u64> {
+        self.sim.link_count(path)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.sim.hard_link(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.sim.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.sim.sync_dir(dir)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        self.sim.lock(path)
+    }
+}
+
+#[test]
+fn a_root_vouches_only_for_records_on_disk_while_another_flush_syncs() {
+    let fs = Gated {
+        sim: SimFs::new(),
+        gate: Arc::default(),
+    };
+    let never = Options {
+        auto_compact: false,
+        ..Options::with_durability(Durability::Never)
+    };
+    let dir = "/gated";
+    let store = LogStore::open_with_fs(dir, never.clone(), Arc::new(fs.clone())).unwrap();
+    store.append("k", &user("synced by another flush")).unwrap();
+    fs.set(|g| g.closed = true);
+    let root = std::thread::scope(|s| {
+        // A flush takes the segment to sync and is held at its sync.
+        let flusher = s.spawn(|| store.sync());
+        assert!(fs.wait(Duration::from_secs(60), |g| g.holding));
+        let anchorer = s.spawn(|| store.root_hash());
+        // The root must wait for that sync: it vouches for the record.
+        let early =
+            fs.wait(Duration::from_millis(500), |g| g.anchored_meanwhile) || anchorer.is_finished();
+        // Opened before asserting, so that a failure does not leave the flush held.
+        fs.set(|g| g.closed = false);
+        assert!(
+            !early,
+            "an anchor was written before the record it names was synced"
+        );
+        flusher.join().unwrap().unwrap();
+        anchorer.join().unwrap().unwrap()
+    });
+    // What the root names survives a power cut at once.
+    fs.sim.cut_power_after(0);
+    drop(store);
+    fs.sim.crash(None);
+    let store = LogStore::open_with_fs(dir, never, Arc::new(fs.sim.clone())).unwrap();
+    assert!(
+        rolled_back(&store).is_empty(),
+        "{:?}",
+        store.recovery_report()
+    );
+    assert!(store.holds_root(&root).unwrap());
+    assert_eq!(store.load("k"), vec![user("synced by another flush")]);
+}
+
+#[test]
+fn an_anchor_whose_sync_failed_is_replaced_not_chained_over() {
+    let sim = SimFs::new();
+    let dir = "/failing";
+    let options = Options::with_durability(Durability::Always);
+    let store = LogStore::open_with_fs(dir, options.clone(), Arc::new(sim.clone())).unwrap();
+    store.append("k", &user("one")).unwrap();
+    let first = store.root_hash().unwrap();
+    store.append("k", &user("two")).unwrap();
+    // The disk fails to write the next anchor back: the file shows it, the disk lacks it.
+    sim.fail_next_sync(&Path::new(dir).join("ANCHORS"));
+    let err = store.root_hash().unwrap_err();
+    assert!(err.to_string().contains("ANCHORS"), "{err}");
+    let second = store.root_hash().unwrap();
+    assert_ne!(second, first);
+    // What a root names is on disk once it is handed out.
+    sim.cut_power_after(0);
+    drop(store);
+    sim.crash(None);
+    let store = LogStore::open_with_fs(dir, options, Arc::new(sim.clone())).unwrap();
+    assert!(
+        store.recovery_report().findings.is_empty(),
+        "{:?}",
+        store.recovery_report()
+    );
+    assert!(store.holds_root(&first).unwrap());
+    assert!(store.holds_root(&second).unwrap());
+    assert_eq!(store.verify().unwrap().problems, vec![]);
+}
+
+#[test]
+fn a_session_quarantined_whole_is_reported_once_not_as_a_rollback_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append("k", &user(&"first ".repeat(200))).unwrap();
+    store.append("k", &user("second")).unwrap();
+    store.append("other", &user("neighbour")).unwrap();
+    drop(store); // a clean close anchors both sessions
+                 // A flipped byte in k's first record: the whole session goes to quarantine.
+    let seg = session_files(dir.path(), 0).remove(0);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+    let store = open(dir.path());
+    let report = store.recovery_report();
+    assert!(report.has_damage(), "{report:?}");
+    assert!(!report.has_rollback(), "{report:?}");
+    assert_eq!(store.load("k"), vec![]);
+    drop(store);
+    for _ in 0..2 {
+        let store = open(dir.path());
+        let report = store.recovery_report();
+        assert!(!report.has_rollback(), "reopened: {report:?}");
+        assert_eq!(store.load("other"), vec![user("neighbour")]);
+    }
 }

@@ -271,7 +271,10 @@ impl Inner {
     }
 
     /// Syncs every segment written since the last flush, then the folder if it gained files.
+    /// Returns once every write made before the call is durable: a flush that finds another
+    /// still syncing what it took waits for it (an anchor vouches for what a flush returned).
     pub(super) fn flush(&self) -> Result<()> {
+        let _one = self.flushing.lock();
         let (segments, dir) = {
             let mut unsynced = self.unsynced.lock();
             unsynced.epoch += 1;

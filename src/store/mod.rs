@@ -108,16 +108,20 @@ struct Inner {
     reserved: AtomicU64,
     /// Held while the floor is raised.
     reserving: Mutex<()>,
-    /// Held while an anchor is appended (`root.rs`).
-    anchoring: Mutex<()>,
-    /// Where the anchors open read end: all a read-only store may check its sessions against.
-    anchors_seen: u64,
+    /// Where the anchors known durable end, held while an anchor is appended (`root.rs`): an
+    /// anchor whose write or sync failed is no link of the chain, and the next one replaces
+    /// it. A read-only store's stays where open found the anchors end: all it may check its
+    /// sessions against.
+    anchoring: Mutex<u64>,
     /// Errors swallowed where no caller could be told.
     monitor: Monitor,
     /// Append handles cached in writers, at most `options.open_files_max`.
     open_files: AtomicUsize,
     /// What `Interval` and `Never` writes left unsynced.
     unsynced: Mutex<Unsynced>,
+    /// Held by a flush from taking the unsynced lists until their syncs are done, so a flush
+    /// returns only once every write before it is durable, even one another flush took.
+    flushing: Mutex<()>,
     /// Work for the background threads, and their stop signal.
     background: Background,
     report: RecoveryReport,

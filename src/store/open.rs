@@ -86,20 +86,30 @@ impl LogStore {
         if !read_only {
             anchors.repair(&*fs, &dir, &mut state.report)?;
         }
-        let slots = sessions
-            .values()
-            .chain(tombstones.slots())
-            .chain(&displaced);
+        let slots = || {
+            sessions
+                .values()
+                .chain(tombstones.slots())
+                .chain(&displaced)
+        };
         let mut exempt = root::exempt(&state.report.findings, state.keys.as_ref())?;
         if read_only {
             // A writer beside a read-only open may have erased a session since the log was
             // read (it logs the erasure before the files go): read again, after the segments.
             exempt.extend(erasures::read(&*fs, &dir)?.erased_sessions());
         }
-        let behind = root::rolled_back(&anchors, slots, |id| {
+        let behind = root::rolled_back(&anchors, slots(), |id| {
             exempt.contains(&id) || state.erased.holds(id)
         });
         state.report.findings.extend(behind);
+        if !read_only {
+            // The loss just reported as damage or a torn tail is not reported again as a
+            // rollback at the next open.
+            let lowered = root::lowered(&anchors, slots(), |id| {
+                exempt.contains(&id) && !state.erased.holds(id)
+            });
+            anchors.settle(&*fs, &dir, state.next_seq, lowered)?;
+        }
         let anchors_seen = anchors.end();
         drop(anchors);
         let live_sessions = sessions
@@ -119,11 +129,11 @@ impl LogStore {
             // Nothing reserved yet: the first number taken raises the floor.
             reserved: AtomicU64::new(0),
             reserving: Mutex::new(()),
-            anchoring: Mutex::new(()),
-            anchors_seen,
+            anchoring: Mutex::new(anchors_seen),
             monitor: Monitor::default(),
             open_files: AtomicUsize::new(0),
             unsynced: Mutex::new(Unsynced::default()),
+            flushing: Mutex::new(()),
             background: Background::default(),
             replayed: !report.from_checkpoint,
             checkpoint_on_disk: Mutex::new(report.from_checkpoint),

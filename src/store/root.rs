@@ -89,6 +89,22 @@ pub(super) fn rolled_back<'a>(
         .collect()
 }
 
+/// The sessions among `slots` (or anchored and gone) for which `reported` holds (their loss was
+/// reported otherwise) that end before their anchored point, each with its point now
+/// ([`Point::NONE`] when gone).
+pub(super) fn lowered<'a>(
+    anchors: &Anchors,
+    slots: impl IntoIterator<Item = &'a Arc<Slot>>,
+    reported: impl Fn(u64) -> bool,
+) -> Vec<(u64, Point)> {
+    let points = points(slots);
+    anchors
+        .behind(|id| points.get(&id).map(|(_, p)| *p), |id| !reported(id))
+        .into_iter()
+        .map(|(session_id, _, found)| (session_id, found.unwrap_or(Point::NONE)))
+        .collect()
+}
+
 impl Inner {
     /// Every slot: live sessions and restorable deleted ones.
     fn all_slots(&self) -> Vec<Arc<Slot>> {
@@ -100,14 +116,19 @@ impl Inner {
     /// Appends an anchor of the sessions whose point rose since the last one, once what it
     /// stands for is durable; returns the new root.
     pub(super) fn anchor(&self) -> Result<Hash> {
-        let _one = self.anchoring.lock();
+        let mut durable_end = self.anchoring.lock();
         let points = points(&self.all_slots());
         let next_seq = self.feed.next_seq();
         // The records the points name must be on disk before an anchor vouches for them.
         self.flush()?;
-        let mut anchors = Anchors::read(&*self.fs, &self.dir)?;
+        // Not past the anchors known durable: after a failed sync the file may show an
+        // anchor the disk does not hold (write-back failed and the pages were marked clean),
+        // and a root chained over it would name a history no copy of the folder has.
+        let mut anchors = Anchors::read_until(&*self.fs, &self.dir, *durable_end)?;
         let points = points.into_iter().map(|(id, (_, point))| (id, point));
-        anchors.append(&*self.fs, &self.dir, next_seq, points)
+        let root = anchors.append(&*self.fs, &self.dir, next_seq, points)?;
+        *durable_end = anchors.end();
+        Ok(root)
     }
 }
 
@@ -147,13 +168,9 @@ impl LogStore {
     /// leaving out those with a problem among `known` (damage, already reported).
     pub(super) fn anchor_problems(&self, known: &[Problem]) -> Result<Vec<Problem>> {
         let inner = &self.inner;
-        // A reader's sessions are as open found them; a writer beside it may have anchored
-        // more since.
-        let limit = if inner.read_only {
-            inner.anchors_seen
-        } else {
-            u64::MAX
-        };
+        // A reader's sessions are as open found them (a writer beside it may have anchored
+        // more since); a writer's, as far as its anchors are durable.
+        let limit = *inner.anchoring.lock();
         let anchors = Anchors::read_until(&*inner.fs, &inner.dir, limit)?;
         // Damage verify found, or what open found and reported (a torn tail it cut), is said
         // once, as what it is.

@@ -69,6 +69,14 @@ impl Inode {
         self.unsynced.clear();
     }
 
+    /// A sync: its changes since the last sync become durable (those a failed sync dropped
+    /// stay readable but never reach the disk).
+    fn written_back(&mut self) {
+        for op in self.unsynced.drain(..) {
+            op.apply(&mut self.durable);
+        }
+    }
+
     /// The last write since the last sync, unless a length change came after it.
     fn last_unsynced_write(&self) -> Option<(usize, &[u8])> {
         match self.unsynced.last()? {
@@ -99,6 +107,8 @@ struct SimState {
     mutations: u64,
     /// Power goes off once `mutations` reaches this.
     power_cut_at: Option<u64>,
+    /// The file whose next sync fails (see [`SimFs::fail_next_sync`]).
+    failing_sync: Option<u64>,
     /// A logical clock for modification times: strictly increasing, so two changes never
     /// share a time.
     clock: u64,
@@ -214,6 +224,18 @@ impl SimFs {
     /// Mutating operations performed so far.
     pub fn mutations(&self) -> u64 {
         self.state.lock().mutations
+    }
+
+    /// Makes the next sync of the file now at `path` fail with `EIO`, as a disk whose
+    /// write-back failed: the changes since the file's last sync stay readable, but no later
+    /// sync writes them (Linux marks the pages clean after reporting the error), so a power
+    /// loss takes them.
+    pub fn fail_next_sync(&self, path: &Path) {
+        let mut state = self.state.lock();
+        state.failing_sync = match state.names.get(path) {
+            Some(Node::File(id)) => Some(*id),
+            _ => None,
+        };
     }
 
     /// True once the power is off.
@@ -373,11 +395,14 @@ impl FileHandle for SimFile {
     fn sync(&self) -> io::Result<()> {
         let mut state = self.fs.state.lock();
         state.mutate()?;
-        state
-            .inodes
-            .get_mut(&self.id)
-            .ok_or_else(power_off)?
-            .synced();
+        let failing = state.failing_sync == Some(self.id);
+        let inode = state.inodes.get_mut(&self.id).ok_or_else(power_off)?;
+        if failing {
+            inode.unsynced.clear();
+            state.failing_sync = None;
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        inode.written_back();
         Ok(())
     }
 
@@ -597,7 +622,11 @@ impl FileSystem for SimFs {
     fn sync_file_system(&self, _dir: &Path) -> io::Result<bool> {
         let mut state = self.state.lock();
         state.mutate()?;
-        state.make_all_durable();
+        state.durable_names = state.names.clone();
+        state.unsynced_names.clear();
+        for inode in state.inodes.values_mut() {
+            inode.written_back();
+        }
         Ok(true)
     }
 
