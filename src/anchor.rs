@@ -23,10 +23,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::fs::{append_durably, context, FileSystem, OpenMode};
+use crate::fs::{append_durably, context, FileHandle, FileSystem, OpenMode};
 use crate::layout::{ANCHORS_FILE, NUMBER_LIMIT};
 use crate::record::{Hash, HASH_LEN};
-use crate::report::RecoveryReport;
+use crate::report::{Finding, RecoveryReport};
 use crate::torn_tail::cut_log_tail;
 
 const MAGIC: [u8; 4] = *b"SLAN";
@@ -66,6 +66,9 @@ pub(crate) struct Anchors {
     end: u64,
     /// The file's length: longer than `end` when an append was cut short.
     file_len: u64,
+    /// Where each run of bytes that is no anchor starts, of those with a sound anchor after
+    /// them (damage, kept in place; the anchors after it are read).
+    pub damaged: Vec<u64>,
 }
 
 /// The anchor log's path in the store's folder.
@@ -79,9 +82,11 @@ pub(crate) fn hex(root: &Hash) -> String {
 }
 
 impl Anchors {
-    /// Reads the log: every sound anchor up to the first that is not (an append a crash cut
-    /// short, or damage, which cannot be told apart: the bytes from there are the tail that a
-    /// writable open saves aside before the next anchor). Reads one anchor at a time.
+    /// Reads the log: every sound anchor, in order, each the next link of the chain. Bytes
+    /// that are no anchor with a sound anchor after them are damage: their offset goes to
+    /// `damaged`, and the chain starts again at that anchor. Those at the end are an append a
+    /// crash cut short (the tail that a writable open saves aside before the next anchor).
+    /// Reads one anchor at a time.
     pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Anchors> {
         Anchors::read_until(fs, dir, u64::MAX)
     }
@@ -100,33 +105,30 @@ impl Anchors {
             .map_err(context("opening", &path))?;
         anchors.file_len = file.size().map_err(context("reading", &path))?.min(limit);
         let mut bytes = Vec::new();
-        loop {
-            let left = anchors.file_len - anchors.end;
-            let mut head = [0u8; HEAD_LEN];
-            if left < (HEAD_LEN + TAIL_LEN) as u64 {
-                break;
+        // Right after damage, the next sound anchor starts the chain again.
+        let mut linked = true;
+        while anchors.end < anchors.file_len {
+            let at = anchors.end;
+            let sound = read_anchor(&*file, &path, at, anchors.file_len, &mut bytes)?;
+            let prev = anchors.root().unwrap_or([0; HASH_LEN]);
+            match sound {
+                Some((entries, root)) if !linked || prev_root(&bytes) == prev => {
+                    anchors.points.extend(entries);
+                    anchors.roots.push(root);
+                    anchors.end += bytes.len() as u64;
+                    linked = true;
+                }
+                _ => match next_anchor(&*file, &path, at + 1, anchors.file_len, &mut bytes)? {
+                    // Bytes that are no anchor (or an anchor that is no link of this chain)
+                    // with a sound anchor after them: damage, not an append a crash cut short.
+                    Some(next) => {
+                        anchors.damaged.push(at);
+                        anchors.end = next;
+                        linked = false;
+                    }
+                    None => break,
+                },
             }
-            file.read_at(&mut head, anchors.end)
-                .map_err(context("reading", &path))?;
-            let count = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-            let len = HEAD_LEN + count * ENTRY_LEN + TAIL_LEN;
-            if head[..4] != MAGIC || count > ENTRIES_MAX || len as u64 > left {
-                break;
-            }
-            bytes.clear();
-            bytes.extend_from_slice(&head);
-            bytes.resize(len, 0);
-            file.read_at(&mut bytes[HEAD_LEN..], anchors.end + HEAD_LEN as u64)
-                .map_err(context("reading", &path))?;
-            let Some((entries, root)) = decode(&bytes) else {
-                break;
-            };
-            if anchors.root().unwrap_or([0; HASH_LEN]) != prev_root(&bytes) {
-                break; // not the next link of this chain
-            }
-            anchors.points.extend(entries);
-            anchors.roots.push(root);
-            anchors.end += len as u64;
         }
         Ok(anchors)
     }
@@ -139,6 +141,21 @@ impl Anchors {
     /// The root of the latest anchor.
     pub(crate) fn root(&self) -> Option<Hash> {
         self.roots.last().copied()
+    }
+
+    /// Reports the damage the read found (kept in place: the anchors after it are read).
+    pub(crate) fn report_damage(&self, dir: &Path, report: &mut RecoveryReport) {
+        for &offset in &self.damaged {
+            report.findings.push(Finding::Damaged {
+                key: None,
+                path: anchors_path(dir),
+                offset,
+                reason: "bytes that are no anchor of the chain, with sound anchors after them; \
+                         those are read, and the points of the anchors lost are not checked"
+                    .to_owned(),
+                quarantined: Vec::new(),
+            });
+        }
     }
 
     /// A writable open: saves what follows the last sound anchor (an append a crash cut
@@ -269,6 +286,64 @@ impl Anchors {
     }
 }
 
+/// The anchor at `at` (its bytes left in `bytes`), if one that is sound ends by `file_len`.
+fn read_anchor(
+    file: &dyn FileHandle,
+    path: &Path,
+    at: u64,
+    file_len: u64,
+    bytes: &mut Vec<u8>,
+) -> Result<Option<Decoded>> {
+    let left = file_len.saturating_sub(at);
+    let mut head = [0u8; HEAD_LEN];
+    if left < (HEAD_LEN + TAIL_LEN) as u64 {
+        return Ok(None);
+    }
+    file.read_at(&mut head, at)
+        .map_err(context("reading", path))?;
+    let count = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+    let len = HEAD_LEN + count * ENTRY_LEN + TAIL_LEN;
+    if head[..4] != MAGIC || count > ENTRIES_MAX || len as u64 > left {
+        return Ok(None);
+    }
+    bytes.clear();
+    bytes.extend_from_slice(&head);
+    bytes.resize(len, 0);
+    file.read_at(&mut bytes[HEAD_LEN..], at + HEAD_LEN as u64)
+        .map_err(context("reading", path))?;
+    Ok(decode(bytes))
+}
+
+/// Where the first sound anchor at or after `from` starts, if any: the file is scanned for
+/// the magic through a fixed buffer.
+fn next_anchor(
+    file: &dyn FileHandle,
+    path: &Path,
+    from: u64,
+    file_len: u64,
+    bytes: &mut Vec<u8>,
+) -> Result<Option<u64>> {
+    const CHUNK: usize = 1 << 16;
+    let mut chunk = vec![0u8; CHUNK];
+    let mut at = from;
+    while at < file_len {
+        let n = usize::try_from(file_len - at).map_or(CHUNK, |left| left.min(CHUNK));
+        file.read_at(&mut chunk[..n], at)
+            .map_err(context("reading", path))?;
+        for i in 0..n.saturating_sub(MAGIC.len() - 1) {
+            let start = at + i as u64;
+            if chunk[i..i + MAGIC.len()] == MAGIC
+                && read_anchor(file, path, start, file_len, bytes)?.is_some()
+            {
+                return Ok(Some(start));
+            }
+        }
+        // The next chunk overlaps this one by a magic's length less one.
+        at += (n.saturating_sub(MAGIC.len() - 1)).max(1) as u64;
+    }
+    Ok(None)
+}
+
 fn prev_root(bytes: &[u8]) -> Hash {
     let mut prev = [0; HASH_LEN];
     prev.copy_from_slice(&bytes[16..16 + HASH_LEN]);
@@ -294,7 +369,10 @@ fn encode(next_seq: u64, prev: &Hash, entries: &[(u64, Point)]) -> (Vec<u8>, Has
 }
 
 /// One whole anchor's entries and root, if it is sound.
-fn decode(bytes: &[u8]) -> Option<(Vec<(u64, Point)>, Hash)> {
+/// A sound anchor's entries and root.
+type Decoded = (Vec<(u64, Point)>, Hash);
+
+fn decode(bytes: &[u8]) -> Option<Decoded> {
     let body_len = bytes.len().checked_sub(TAIL_LEN)?;
     let (body, tail) = bytes.split_at(body_len);
     let (root_bytes, crc) = tail.split_at(HASH_LEN);
@@ -394,6 +472,76 @@ mod tests {
         assert!(matches!(report.findings[..], [Finding::TornTail { .. }]));
         let third = again.append(&fs, dir, 30, [(1, point(25, 1))]).unwrap();
         assert_eq!(Anchors::read(&fs, dir).unwrap().roots, vec![first, third]);
+    }
+
+    #[test]
+    fn damage_in_the_middle_is_kept_and_reported_and_the_anchors_after_it_are_read() {
+        let fs = SimFs::new();
+        let dir = Path::new("/s");
+        fs.create_dir_all(dir).unwrap();
+        let mut log = Anchors::read(&fs, dir).unwrap();
+        let first = log.append(&fs, dir, 10, [(1, point(5, 1))]).unwrap();
+        let first_end = log.end();
+        log.append(&fs, dir, 20, [(1, point(15, 1)), (2, point(16, 2))])
+            .unwrap();
+        let third = log.append(&fs, dir, 30, [(2, point(25, 2))]).unwrap();
+        let path = anchors_path(dir);
+        let mut bytes = fs.files().into_iter().find(|(p, _)| *p == path).unwrap().1;
+        bytes[first_end as usize + 50] ^= 1; // inside the second anchor
+        fs.put_file(&path, &bytes);
+        let mut again = Anchors::read(&fs, dir).unwrap();
+        assert_eq!(again.roots, vec![first, third]);
+        assert_eq!(again.damaged, vec![first_end]);
+        assert_eq!(
+            again.end(),
+            bytes.len() as u64,
+            "the next anchor goes after them all"
+        );
+        assert_eq!(
+            again.points[&1],
+            point(5, 1),
+            "the lost anchor's points are not known"
+        );
+        assert_eq!(again.points[&2], point(25, 2));
+        let mut report = RecoveryReport::default();
+        again.report_damage(dir, &mut report);
+        again.repair(&fs, dir, &mut report).unwrap();
+        assert!(
+            matches!(&report.findings[..], [Finding::Damaged { offset, .. }] if *offset == first_end),
+            "{report:?}"
+        );
+        // Nothing is cut: the damaged bytes stay where they are.
+        let kept = fs.files().into_iter().find(|(p, _)| *p == path).unwrap().1;
+        assert_eq!(kept, bytes);
+        let fourth = again.append(&fs, dir, 40, [(1, point(35, 1))]).unwrap();
+        assert_eq!(
+            Anchors::read(&fs, dir).unwrap().roots,
+            vec![first, third, fourth]
+        );
+    }
+
+    #[test]
+    fn a_settled_point_lowers_the_anchored_one() {
+        let fs = SimFs::new();
+        let dir = Path::new("/s");
+        fs.create_dir_all(dir).unwrap();
+        let mut log = Anchors::read(&fs, dir).unwrap();
+        log.append(&fs, dir, 10, [(1, point(5, 1)), (2, point(9, 2))])
+            .unwrap();
+        log.settle(&fs, dir, 10, vec![(1, point(3, 7)), (2, Point::NONE)])
+            .unwrap();
+        let again = Anchors::read(&fs, dir).unwrap();
+        assert_eq!(again.points[&1], point(3, 7));
+        // Session 1 at its settled point, session 2 gone: neither is behind.
+        let found = |id| (id == 1).then_some(point(3, 7));
+        assert!(again.behind(found, |_| false).is_empty());
+        // Session 2 with a record is past nothing vouched for; session 1 below its settled
+        // point is behind it.
+        let found = |id| Some(point(if id == 1 { 2 } else { 4 }, 7));
+        assert_eq!(
+            again.behind(found, |_| false),
+            vec![(1, point(3, 7), Some(point(2, 7)))]
+        );
     }
 
     #[test]

@@ -68,6 +68,7 @@ impl LogStore {
         // wrote before, so the segments read next hold at least what these anchors record.
         let mut anchors = Anchors::read(&*fs, &dir)?;
         let mut state = OnDisk::load(&fs, &dir, &options, read_only)?;
+        anchors.report_damage(&dir, &mut state.report);
         let opening = Opening {
             fs: &*fs,
             dir: &dir,
