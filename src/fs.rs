@@ -51,6 +51,15 @@ pub trait FileHandle: Send + Sync + Debug {
     fn size(&self) -> io::Result<u64>;
     /// Cuts or extends the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes everything written to the file system that holds this file durable at once, as
+    /// [`FileSystem::sync_file_system`] does, through this handle: Linux reports a failed
+    /// write-back to each handle that was open when it happened, so a handle kept since
+    /// before the writes hears of every failure, even one another process's `syncfs` saw
+    /// first (a freshly opened one would not). Returns false where it cannot (the default),
+    /// and the caller syncs file by file.
+    fn sync_file_system(&self) -> io::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// What `stat` says of a file.
@@ -120,7 +129,8 @@ pub trait FileSystem: Send + Sync + Debug {
     /// bytes and folders' entries alike, where the file system offers that and reports a
     /// failed write-back (Linux's `syncfs` from kernel 5.8): one call instead of a sync per
     /// file. Returns false where it does not, and the caller syncs file by file. The default
-    /// returns false.
+    /// returns false. A store syncs through [`FileHandle::sync_file_system`] on a handle it
+    /// opened at open instead, which hears of write-back failures another process saw first.
     fn sync_file_system(&self, dir: &Path) -> io::Result<bool> {
         let _ = dir;
         Ok(false)
@@ -155,6 +165,14 @@ impl FileHandle for StdFile {
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+    #[cfg(target_os = "linux")]
+    fn sync_file_system(&self) -> io::Result<bool> {
+        if !syncfs_reports_errors() {
+            return Ok(false);
+        }
+        rustix::fs::syncfs(&self.0)?;
+        Ok(true)
     }
 }
 

@@ -180,3 +180,28 @@ fn a_poisoned_store_reclaims_no_tombstone() {
     assert!(store.restore_session("old").is_ok_and(|restored| !restored));
     assert_eq!(texts(&store, "x"), ["x1"]);
 }
+
+#[test]
+fn a_failed_write_back_another_process_heard_of_first_still_fails_the_flush() {
+    let sim = SimFs::new();
+    let options = Options {
+        auto_compact: false,
+        ..Options::with_durability(Durability::Never)
+    };
+    let store = LogStore::open_with_fs(SIM_DIR, options, Arc::new(sim.clone())).unwrap();
+    // Enough sessions that the flush syncs the whole file system at once.
+    for i in 0..100 {
+        store
+            .append(&format!("s{i}"), &ChatMessage::user("lost"))
+            .unwrap();
+    }
+    // The write-back fails, and another process's `syncfs` is told first: a handle opened
+    // now would hear nothing.
+    sim.fail_write_back(true);
+    let err = store.sync().unwrap_err();
+    assert!(err.to_string().contains("syncing the file system"), "{err}");
+    assert!(
+        is_poisoned(&store),
+        "the disk does not hold what it was given"
+    );
+}

@@ -315,9 +315,12 @@ impl Inner {
         if files < SYNC_FILE_SYSTEM_FROM {
             return Ok(false);
         }
+        let Some(handle) = &self.file_system else {
+            return Ok(false);
+        };
         // Interval/Never: where the writes of many sessions become durable together.
-        self.fs
-            .sync_file_system(&self.dir)
+        handle
+            .sync_file_system()
             .map_err(context("syncing the file system of", &self.dir))
     }
 

@@ -46,7 +46,7 @@ use crate::erasures::ErasureLog;
 use crate::error::{Error, Result};
 use crate::event::EventFilter;
 use crate::feed::{Feed, Subscription};
-use crate::fs::{FileSystem, LockGuard, StdFs};
+use crate::fs::{FileHandle, FileSystem, LockGuard, StdFs};
 use crate::health::{Health, Monitor, Swallowed};
 use crate::history::{self, Events, SessionAt, VerifyReport};
 use crate::keyring::Keyring;
@@ -119,6 +119,10 @@ struct Inner {
     open_files: AtomicUsize,
     /// What `Interval` and `Never` writes left unsynced.
     unsynced: Mutex<Unsynced>,
+    /// A handle on the lock file, opened at open, through which the whole file system is
+    /// synced: it hears of every write-back failure since open, even one another process's
+    /// `syncfs` reported first. `None` in a read-only store.
+    file_system: Option<Box<dyn FileHandle>>,
     /// Held by a flush from taking the unsynced lists until their syncs are done, so a flush
     /// returns only once every write before it is durable, even one another flush took.
     flushing: Mutex<()>,

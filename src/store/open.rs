@@ -64,6 +64,17 @@ impl LogStore {
         } else {
             Some(lock_folder(&*fs, &dir)?)
         };
+        // Opened before anything is written, so that it hears of every failed write-back.
+        let file_system = match lock {
+            Some(_) => {
+                let path = dir.join(LOCK_FILE);
+                Some(
+                    fs.open(&path, OpenMode::Read)
+                        .map_err(context("opening", &path))?,
+                )
+            }
+            None => None,
+        };
         // Read before the segments: a writer beside a read-only open anchors only what it
         // wrote before, so the segments read next hold at least what these anchors record.
         let mut anchors = Anchors::read(&*fs, &dir)?;
@@ -135,6 +146,7 @@ impl LogStore {
             open_files: AtomicUsize::new(0),
             unsynced: Mutex::new(Unsynced::default()),
             flushing: Mutex::new(()),
+            file_system,
             background: Background::default(),
             replayed: !report.from_checkpoint,
             checkpoint_on_disk: Mutex::new(report.from_checkpoint),

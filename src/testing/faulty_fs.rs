@@ -118,6 +118,10 @@ impl FileHandle for FaultyFile {
         self.fs.step(FsOp::SetLen)?;
         self.inner.set_len(len)
     }
+    fn sync_file_system(&self) -> io::Result<bool> {
+        self.fs.step(FsOp::Sync)?;
+        self.inner.sync_file_system()
+    }
 }
 
 impl FileSystem for FaultyFs {

@@ -109,6 +109,10 @@ struct SimState {
     power_cut_at: Option<u64>,
     /// The file whose next sync fails (see [`SimFs::fail_next_sync`]).
     failing_sync: Option<u64>,
+    /// Write-back failures of the whole file system so far (see [`SimFs::fail_write_back`]),
+    /// and how many of them some `syncfs` has reported.
+    write_back_errors: u64,
+    write_back_errors_seen: u64,
     /// A logical clock for modification times: strictly increasing, so two changes never
     /// share a time.
     clock: u64,
@@ -180,6 +184,16 @@ impl SimState {
         }
     }
 
+    /// A sync of the whole file system: every name becomes durable, and every file's changes
+    /// since its last sync.
+    fn write_back_all(&mut self) {
+        self.durable_names = self.names.clone();
+        self.unsynced_names.clear();
+        for inode in self.inodes.values_mut() {
+            inode.written_back();
+        }
+    }
+
     /// After a power loss, the power comes back on: every name and byte is durable as it
     /// now is, and no lock is held.
     fn power_back_on(&mut self) {
@@ -236,6 +250,21 @@ impl SimFs {
             Some(Node::File(id)) => Some(*id),
             _ => None,
         };
+    }
+
+    /// The disk fails to write back what is cached: every file's changes since its last sync
+    /// are lost (they stay readable until a power loss), and `syncfs` reports the failure
+    /// once to each handle open now, as Linux does, and once to a handle opened later unless
+    /// `seen_elsewhere` (another process's `syncfs` reported it first).
+    pub fn fail_write_back(&self, seen_elsewhere: bool) {
+        let mut state = self.state.lock();
+        for inode in state.inodes.values_mut() {
+            inode.unsynced.clear();
+        }
+        state.write_back_errors += 1;
+        if seen_elsewhere {
+            state.write_back_errors_seen = state.write_back_errors;
+        }
     }
 
     /// True once the power is off.
@@ -365,6 +394,8 @@ struct SimFile {
     fs: SimFs,
     id: u64,
     writable: bool,
+    /// The write-back failures this handle has heard of (see [`SimFs::fail_write_back`]).
+    errors_heard: Mutex<u64>,
 }
 
 impl FileHandle for SimFile {
@@ -404,6 +435,19 @@ impl FileHandle for SimFile {
         }
         inode.written_back();
         Ok(())
+    }
+
+    fn sync_file_system(&self) -> io::Result<bool> {
+        let mut state = self.fs.state.lock();
+        state.mutate()?;
+        let mut heard = self.errors_heard.lock();
+        if state.write_back_errors > *heard {
+            *heard = state.write_back_errors;
+            state.write_back_errors_seen = state.write_back_errors;
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        state.write_back_all();
+        Ok(true)
     }
 
     fn size(&self) -> io::Result<u64> {
@@ -541,10 +585,13 @@ impl FileSystem for SimFs {
                 id
             }
         };
+        // A new handle hears of failures no one has reported yet, as Linux's do.
+        let errors_heard = Mutex::new(state.write_back_errors_seen);
         Ok(Box::new(SimFile {
             fs: self.clone(),
             id,
             writable: mode != OpenMode::Read,
+            errors_heard,
         }))
     }
 
@@ -622,14 +669,14 @@ impl FileSystem for SimFs {
     fn sync_file_system(&self, _dir: &Path) -> io::Result<bool> {
         let mut state = self.state.lock();
         state.mutate()?;
-        state.durable_names = state.names.clone();
-        state.unsynced_names.clear();
-        for inode in state.inodes.values_mut() {
-            inode.written_back();
+        // Through a handle opened now.
+        if state.write_back_errors > state.write_back_errors_seen {
+            state.write_back_errors_seen = state.write_back_errors;
+            return Err(io::Error::from_raw_os_error(libc::EIO));
         }
+        state.write_back_all();
         Ok(true)
     }
-
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
         {
             let mut state = self.state.lock();
