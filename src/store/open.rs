@@ -98,26 +98,26 @@ impl LogStore {
         if !read_only {
             anchors.repair(&*fs, &dir, &mut state.report)?;
         }
-        let slots = || {
+        let points = root::points(
             sessions
                 .values()
                 .chain(tombstones.slots())
-                .chain(&displaced)
-        };
+                .chain(&displaced),
+        );
         let mut exempt = root::exempt(&state.report.findings, state.keys.as_ref())?;
         if read_only {
             // A writer beside a read-only open may have erased a session since the log was
             // read (it logs the erasure before the files go): read again, after the segments.
             exempt.extend(erasures::read(&*fs, &dir)?.erased_sessions());
         }
-        let behind = root::rolled_back(&anchors, slots(), |id| {
+        let behind = root::rolled_back(&anchors, &points, |id| {
             exempt.contains(&id) || state.erased.holds(id)
         });
         state.report.findings.extend(behind);
         if !read_only {
             // The loss just reported as damage or a torn tail is not reported again as a
             // rollback at the next open.
-            let lowered = root::lowered(&anchors, slots(), |id| {
+            let lowered = root::lowered(&anchors, &points, |id| {
                 exempt.contains(&id) && !state.erased.holds(id)
             });
             anchors.settle(&*fs, &dir, state.next_seq, lowered)?;

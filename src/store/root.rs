@@ -16,10 +16,14 @@ use crate::report::Finding;
 
 use super::{Inner, LogStore, Slot};
 
-/// Each session's point (its last record's number and hash), of the sessions among `slots`
-/// that have a record.
-fn points<'a>(slots: impl IntoIterator<Item = &'a Arc<Slot>>) -> HashMap<u64, (String, Point)> {
-    let mut points = HashMap::new();
+/// Each session's point (its last record's number and hash), by id, of the sessions among
+/// `slots` that have a record.
+pub(super) type Points<'a> = HashMap<u64, (&'a Arc<Slot>, Point)>;
+
+/// The [`Points`] of `slots`.
+pub(super) fn points<'a>(slots: impl IntoIterator<Item = &'a Arc<Slot>>) -> Points<'a> {
+    let slots = slots.into_iter();
+    let mut points = HashMap::with_capacity(slots.size_hint().0);
     for slot in slots {
         // The writer's lock first, as every writer takes them.
         let w = slot.writer.lock();
@@ -29,7 +33,7 @@ fn points<'a>(slots: impl IntoIterator<Item = &'a Arc<Slot>>) -> HashMap<u64, (S
                 last_seq: view.last_seq,
                 head: w.head,
             };
-            points.insert(slot.session_id, (slot.key.clone(), point));
+            points.insert(slot.session_id, (slot, point));
         }
     }
     points
@@ -69,19 +73,18 @@ pub(super) fn exempt(findings: &[Finding], keys: Option<&Keyring>) -> Result<Has
     Ok(ids)
 }
 
-/// A [`Finding::RolledBack`] for each session of `slots` (or anchored and gone, and not
+/// A [`Finding::RolledBack`] for each session of `points` (or anchored and gone, and not
 /// `skipped`: erased, or reported as damaged) that ends before its anchored point.
-pub(super) fn rolled_back<'a>(
+pub(super) fn rolled_back(
     anchors: &Anchors,
-    slots: impl IntoIterator<Item = &'a Arc<Slot>>,
+    points: &Points<'_>,
     skipped: impl Fn(u64) -> bool,
 ) -> Vec<Finding> {
-    let points = points(slots);
     anchors
         .behind(|id| points.get(&id).map(|(_, p)| *p), skipped)
         .into_iter()
         .map(|(session_id, anchored, found)| Finding::RolledBack {
-            key: points.get(&session_id).map(|(key, _)| key.clone()),
+            key: points.get(&session_id).map(|(slot, _)| slot.key.clone()),
             session_id,
             anchored_seq: anchored.last_seq,
             found_seq: found.map_or(0, |p| p.last_seq),
@@ -89,15 +92,14 @@ pub(super) fn rolled_back<'a>(
         .collect()
 }
 
-/// The sessions among `slots` (or anchored and gone) for which `reported` holds (their loss was
-/// reported otherwise) that end before their anchored point, each with its point now
+/// The sessions among `points` (or anchored and gone) for which `reported` holds (their loss
+/// was reported otherwise) that end before their anchored point, each with its point now
 /// ([`Point::NONE`] when gone).
-pub(super) fn lowered<'a>(
+pub(super) fn lowered(
     anchors: &Anchors,
-    slots: impl IntoIterator<Item = &'a Arc<Slot>>,
+    points: &Points<'_>,
     reported: impl Fn(u64) -> bool,
 ) -> Vec<(u64, Point)> {
-    let points = points(slots);
     anchors
         .behind(|id| points.get(&id).map(|(_, p)| *p), |id| !reported(id))
         .into_iter()
@@ -117,7 +119,8 @@ impl Inner {
     /// stands for is durable; returns the new root.
     pub(super) fn anchor(&self) -> Result<Hash> {
         let mut durable_end = self.anchoring.lock();
-        let points = points(&self.all_slots());
+        let slots = self.all_slots();
+        let points = points(&slots);
         let next_seq = self.feed.next_seq();
         // The records the points name must be on disk before an anchor vouches for them.
         self.flush()?;
@@ -179,7 +182,8 @@ impl LogStore {
         // The erasure log is locked only once every session's point is read (a reclaim
         // holds a session's writer while it logs).
         let skipped = |id| exempt.contains(&id) || inner.erasure_log.lock().holds(id);
-        let found = rolled_back(&anchors, &inner.all_slots(), skipped);
+        let slots = inner.all_slots();
+        let found = rolled_back(&anchors, &points(&slots), skipped);
         Ok(found
             .into_iter()
             .filter_map(|finding| match finding {
