@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::hooked::{Hooked, Hooks};
 use common::*;
-use sessionlog::fs::{DirEntry, FileHandle, FileStat, FileSystem, LockGuard, OpenMode};
+use sessionlog::fs::{FileHandle, FileSystem};
 use sessionlog::testing::SimFs;
 use sessionlog::{ChatMessage, Durability, Error, LogStore, Options, SessionBackend};
 
@@ -47,22 +48,37 @@ struct Durable {
     named: HashSet<PathBuf>,
 }
 
-/// A [`SimFs`] that notes what the store makes durable, so that a test can wait for the
-/// flusher without calling `sync` itself.
-#[derive(Debug, Clone)]
-struct Watched {
-    sim: SimFs,
-    durable: Arc<Mutex<Durable>>,
+/// Notes what the store makes durable.
+#[derive(Debug, Default)]
+struct Watch(Mutex<Durable>);
+
+impl Hooks for Watch {
+    fn sync(&self, path: &Path, file: &dyn FileHandle) -> io::Result<()> {
+        // Taken before the sync, so that a write racing with it is not counted as synced.
+        let len = file.size()?;
+        file.sync()?;
+        let mut durable = self.0.lock().unwrap();
+        let synced = durable.synced.entry(path.to_owned()).or_default();
+        *synced = (*synced).max(len);
+        Ok(())
+    }
+    fn sync_dir(&self, dir: &Path, sim: &SimFs) -> io::Result<()> {
+        // Listed before the sync: these names are durable once it returns.
+        let names = sim.list(dir)?;
+        sim.sync_dir(dir)?;
+        let mut durable = self.0.lock().unwrap();
+        durable
+            .named
+            .extend(names.into_iter().map(|entry| dir.join(entry.name)));
+        Ok(())
+    }
 }
 
-impl Watched {
-    fn new(sim: &SimFs) -> Watched {
-        Watched {
-            sim: sim.clone(),
-            durable: Arc::default(),
-        }
-    }
+/// A [`SimFs`] that notes what the store makes durable, so that a test can wait for the
+/// flusher without calling `sync` itself.
+type Watched = Hooked<Watch>;
 
+impl Hooked<Watch> {
     /// The segment files in `dir` whose name or bytes are not all durable yet.
     fn segments_not_durable(&self, dir: &Path) -> Vec<PathBuf> {
         let segments: Vec<(PathBuf, Vec<u8>)> = self
@@ -72,7 +88,7 @@ impl Watched {
             .filter(|(p, _)| p.parent() == Some(dir) && p.extension().is_some_and(|e| e == "seg"))
             .collect();
         assert!(!segments.is_empty(), "the store wrote no segment");
-        let durable = self.durable.lock().unwrap();
+        let durable = self.hooks.0.lock().unwrap();
         segments
             .into_iter()
             .filter(|(p, bytes)| {
@@ -84,95 +100,11 @@ impl Watched {
 
     /// True if any segment file was synced.
     fn any_segment_synced(&self) -> bool {
-        let durable = self.durable.lock().unwrap();
+        let durable = self.hooks.0.lock().unwrap();
         durable
             .synced
             .keys()
             .any(|p| p.extension().is_some_and(|e| e == "seg"))
-    }
-}
-
-#[derive(Debug)]
-struct WatchedFile {
-    inner: Box<dyn FileHandle>,
-    path: PathBuf,
-    durable: Arc<Mutex<Durable>>,
-}
-
-impl FileHandle for WatchedFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_at(buf, offset)
-    }
-    fn sync(&self) -> io::Result<()> {
-        // Taken before the sync, so that a write racing with it is not counted as synced.
-        let len = self.inner.size()?;
-        self.inner.sync()?;
-        let mut durable = self.durable.lock().unwrap();
-        let synced = durable.synced.entry(self.path.clone()).or_default();
-        *synced = (*synced).max(len);
-        Ok(())
-    }
-    fn size(&self) -> io::Result<u64> {
-        self.inner.size()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-}
-
-impl FileSystem for Watched {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.sim.create_dir_all(path)
-    }
-    fn folder_mode(&self, dir: &Path) -> io::Result<u32> {
-        self.sim.folder_mode(dir)
-    }
-    fn is_dir(&self, path: &Path) -> bool {
-        self.sim.is_dir(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.sim.exists(path)
-    }
-    fn stat(&self, path: &Path) -> io::Result<FileStat> {
-        self.sim.stat(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
-        self.sim.list(dir)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
-        Ok(Box::new(WatchedFile {
-            inner: self.sim.open(path, mode)?,
-            path: path.to_owned(),
-            durable: Arc::clone(&self.durable),
-        }))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.sim.rename(from, to)
-    }
-    fn link_count(&self, path: &Path) -> io::Result<u64> {
-        self.sim.link_count(path)
-    }
-    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.sim.hard_link(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.sim.remove_file(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        // Listed before the sync: these names are durable once it returns.
-        let names = self.sim.list(dir)?;
-        self.sim.sync_dir(dir)?;
-        let mut durable = self.durable.lock().unwrap();
-        durable
-            .named
-            .extend(names.into_iter().map(|entry| dir.join(entry.name)));
-        Ok(())
-    }
-    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
-        self.sim.lock(path)
     }
 }
 
@@ -208,7 +140,7 @@ fn lose_power(sim: &SimFs, store: LogStore) -> LogStore {
 #[test]
 fn the_interval_flusher_alone_makes_writes_durable() {
     let sim = SimFs::new();
-    let watched = Watched::new(&sim);
+    let watched = Watched::new(&sim, Watch::default());
     let store = LogStore::open_with_fs(
         SIM_DIR,
         power_loss_options(Durability::Interval(Duration::from_millis(5))),
@@ -247,7 +179,7 @@ fn before_the_flusher_runs_or_without_one_a_power_loss_takes_every_write() {
         Durability::Never,
     ] {
         let sim = SimFs::new();
-        let watched = Watched::new(&sim);
+        let watched = Watched::new(&sim, Watch::default());
         let store = LogStore::open_with_fs(
             SIM_DIR,
             power_loss_options(durability),

@@ -70,11 +70,17 @@ fn ops_model_corpus_replays_cleanly_encrypted() {
     }
 }
 
-/// Lays segment files out in the `open_folder` input format.
+/// Lays segment files and the anchor log out in the `open_folder` input format.
 fn folder_input(files: &[(PathBuf, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (path, bytes) in files {
         let name = path.file_name().unwrap().to_str().unwrap();
+        if name == "ANCHORS" {
+            out.push(255);
+            out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+            out.extend_from_slice(bytes);
+            continue;
+        }
         let Some((id, rest)) = name.split_once('-') else {
             continue;
         };
@@ -84,7 +90,7 @@ fn folder_input(files: &[(PathBuf, Vec<u8>)]) -> Vec<u8> {
         let Ok(segment) = u32::from_str_radix(&rest[..8], 16) else {
             continue;
         };
-        if !name.ends_with(".seg") || id >= 64 || segment == 0 || segment > 4 {
+        if !name.ends_with(".seg") || id >= 63 || segment == 0 || segment > 4 {
             continue;
         }
         out.push((id * 4 + u64::from(segment - 1)) as u8);
@@ -168,7 +174,7 @@ fn regenerate_seed_corpus() {
         let files: Vec<_> = fs
             .files()
             .into_iter()
-            .filter(|(p, _)| p.extension().is_some_and(|e| e == "seg"))
+            .filter(|(p, _)| p.extension().is_some_and(|e| e == "seg") || p.ends_with("ANCHORS"))
             .collect();
         std::fs::write(root.join("open_folder").join(name), folder_input(&files)).unwrap();
         // decode_record seeds: the records of the workload's first segment, after its header

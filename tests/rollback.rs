@@ -11,8 +11,9 @@ use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use common::hooked::{Hooked, Hooks};
 use common::*;
-use sessionlog::fs::{DirEntry, FileHandle, FileStat, FileSystem, LockGuard, OpenMode};
+use sessionlog::fs::FileHandle;
 use sessionlog::testing::SimFs;
 use sessionlog::{Durability, EncryptionKey, Finding, LogStore, Options, SessionBackend};
 
@@ -242,16 +243,16 @@ fn the_root_hash_tells_a_whole_folder_rolled_back() {
     assert!(ok, "{out}");
 }
 
-/// A file system that holds every segment sync while its gate is closed, and notes whether
-/// the anchor log was written meanwhile.
-#[derive(Debug, Clone)]
-struct Gated {
-    sim: SimFs,
-    gate: Arc<(Mutex<Gate>, Condvar)>,
+/// Holds every segment sync while closed, and notes whether the anchor log was written
+/// meanwhile.
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
 }
 
 #[derive(Debug, Default)]
-struct Gate {
+struct GateState {
     closed: bool,
     /// A segment sync is waiting at the gate.
     holding: bool,
@@ -259,111 +260,47 @@ struct Gate {
     anchored_meanwhile: bool,
 }
 
-impl Gated {
-    fn set(&self, f: impl FnOnce(&mut Gate)) {
-        f(&mut self.gate.0.lock().unwrap());
-        self.gate.1.notify_all();
+impl Gate {
+    fn set(&self, f: impl FnOnce(&mut GateState)) {
+        f(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
     }
 
     /// Waits (at most `limit`) until `until` holds; returns whether it does.
-    fn wait(&self, limit: Duration, until: impl Fn(&Gate) -> bool) -> bool {
-        let guard = self.gate.0.lock().unwrap();
+    fn wait(&self, limit: Duration, until: impl Fn(&GateState) -> bool) -> bool {
+        let guard = self.state.lock().unwrap();
         let (guard, _) = self
-            .gate
-            .1
+            .changed
             .wait_timeout_while(guard, limit, |g| !until(g))
             .unwrap();
         until(&guard)
     }
 }
 
-#[derive(Debug)]
-struct GatedFile {
-    inner: Box<dyn FileHandle>,
-    path: PathBuf,
-    fs: Gated,
-}
-
-impl FileHandle for GatedFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if self.path.ends_with("ANCHORS") {
-            self.fs.set(|g| g.anchored_meanwhile |= g.holding);
+impl Hooks for Gate {
+    fn write(&self, path: &Path) {
+        if path.ends_with("ANCHORS") {
+            self.set(|g| g.anchored_meanwhile |= g.holding);
         }
-        self.inner.write_at(buf, offset)
     }
-    fn sync(&self) -> io::Result<()> {
-        if self.path.extension().is_some_and(|e| e == "seg") {
-            let (lock, opened) = &*self.fs.gate;
-            let mut g = lock.lock().unwrap();
+    fn sync(&self, path: &Path, file: &dyn FileHandle) -> io::Result<()> {
+        if path.extension().is_some_and(|e| e == "seg") {
+            let mut g = self.state.lock().unwrap();
             if g.closed {
                 g.holding = true;
-                opened.notify_all();
-                g = opened.wait_while(g, |g| g.closed).unwrap();
+                self.changed.notify_all();
+                g = self.changed.wait_while(g, |g| g.closed).unwrap();
                 g.holding = false;
             }
         }
-        self.inner.sync()
-    }
-    fn size(&self) -> io::Result<u64> {
-        self.inner.size()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-}
-
-impl FileSystem for Gated {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.sim.create_dir_all(path)
-    }
-    fn is_dir(&self, path: &Path) -> bool {
-        self.sim.is_dir(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.sim.exists(path)
-    }
-    fn stat(&self, path: &Path) -> io::Result<FileStat> {
-        self.sim.stat(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
-        self.sim.list(dir)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
-        Ok(Box::new(GatedFile {
-            inner: self.sim.open(path, mode)?,
-            path: path.to_owned(),
-            fs: self.clone(),
-        }))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.sim.rename(from, to)
-    }
-    fn link_count(&self, path: &Path) -> io::Result<u64> {
-        self.sim.link_count(path)
-    }
-    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.sim.hard_link(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.sim.remove_file(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.sim.sync_dir(dir)
-    }
-    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
-        self.sim.lock(path)
+        file.sync()
     }
 }
 
 #[test]
 fn a_root_vouches_only_for_records_on_disk_while_another_flush_syncs() {
-    let fs = Gated {
-        sim: SimFs::new(),
-        gate: Arc::default(),
-    };
+    let fs = Hooked::new(&SimFs::new(), Gate::default());
+    let gate = &fs.hooks;
     let never = Options {
         auto_compact: false,
         ..Options::with_durability(Durability::Never)
@@ -371,17 +308,17 @@ fn a_root_vouches_only_for_records_on_disk_while_another_flush_syncs() {
     let dir = "/gated";
     let store = LogStore::open_with_fs(dir, never.clone(), Arc::new(fs.clone())).unwrap();
     store.append("k", &user("synced by another flush")).unwrap();
-    fs.set(|g| g.closed = true);
+    gate.set(|g| g.closed = true);
     let root = std::thread::scope(|s| {
         // A flush takes the segment to sync and is held at its sync.
         let flusher = s.spawn(|| store.sync());
-        assert!(fs.wait(Duration::from_secs(60), |g| g.holding));
+        assert!(gate.wait(Duration::from_secs(60), |g| g.holding));
         let anchorer = s.spawn(|| store.root_hash());
         // The root must wait for that sync: it vouches for the record.
-        let early =
-            fs.wait(Duration::from_millis(500), |g| g.anchored_meanwhile) || anchorer.is_finished();
+        let early = gate.wait(Duration::from_millis(500), |g| g.anchored_meanwhile)
+            || anchorer.is_finished();
         // Opened before asserting, so that a failure does not leave the flush held.
-        fs.set(|g| g.closed = false);
+        gate.set(|g| g.closed = false);
         assert!(
             !early,
             "an anchor was written before the record it names was synced"
