@@ -12,14 +12,15 @@
 //!
 //! Little-endian. An anchor lists the sessions whose last sequence number rose since the anchor
 //! before it (the first lists every session), sorted by id; `head` is the hash of the session's
-//! last record. A writable open that reported a session's loss as damage or a torn tail writes
-//! an anchor of those sessions' new, lower, points (`last_seq` 0 and a zero `head`: no record
-//! left), so that the loss is reported once, not again as a rollback at every open. `root` is the BLAKE3 hash of the anchor's bytes before it (`prev_root`, the
-//! root of the anchor before, or 32 zero bytes, chains them); `crc` the CRC-32 of everything
-//! before it. Folding the anchors in order (the latest entry of a session wins) gives each
-//! session's anchored point; it goes down only by such an open's anchor.
+//! last record. It also lists, at their new, lower, points (`last_seq` 0 and a zero `head`: no
+//! record left), the sessions whose loss the store's open reported as damage or a torn tail,
+//! so that the loss is reported once, not again as a rollback at every open. `root` is the
+//! BLAKE3 hash of the anchor's bytes before it (`prev_root`, the root of the anchor before, or
+//! 32 zero bytes, chains them); `crc` the CRC-32 of everything before it. Folding the anchors
+//! in order (the latest entry of a session wins) gives each session's anchored point; it goes
+//! down only by such an entry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
@@ -39,6 +40,8 @@ const TAIL_LEN: usize = HASH_LEN + 4;
 /// Most entries one anchor holds: an anchor is read whole, and this bounds what that takes
 /// (48 MiB). A store with more sessions changed since its last anchor writes several.
 const ENTRIES_MAX: usize = 1 << 20;
+/// Bytes of the largest anchor.
+const ANCHOR_MAX: u64 = (HEAD_LEN + ENTRIES_MAX * ENTRY_LEN + TAIL_LEN) as u64;
 
 /// Where one session's history had reached at its latest anchor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +110,9 @@ impl Anchors {
         let mut bytes = Vec::new();
         // Right after damage, the next sound anchor starts the chain again.
         let mut linked = true;
+        // What the scan past damage may read of candidate anchors: every magic in a hostile
+        // file could claim the largest anchor, and reading each would take hours.
+        let mut budget = anchors.file_len.saturating_add(2 * ANCHOR_MAX);
         while anchors.end < anchors.file_len {
             let at = anchors.end;
             let sound = read_anchor(&*file, &path, at, anchors.file_len, &mut bytes)?;
@@ -118,7 +124,14 @@ impl Anchors {
                     anchors.end += bytes.len() as u64;
                     linked = true;
                 }
-                _ => match next_anchor(&*file, &path, at + 1, anchors.file_len, &mut bytes)? {
+                _ => match next_anchor(
+                    &*file,
+                    &path,
+                    at + 1,
+                    anchors.file_len,
+                    &mut bytes,
+                    &mut budget,
+                )? {
                     // Bytes that are no anchor (or an anchor that is no link of this chain)
                     // with a sound anchor after them: damage, not an append a crash cut short.
                     Some(next) => {
@@ -176,44 +189,43 @@ impl Anchors {
     /// Appends an anchor of the sessions in `now` (session id, point) whose point rose, or
     /// that have none yet, durably; returns the new root. With nothing risen and an anchor in
     /// place, writes nothing and returns its root.
+    ///
+    /// The sessions in `lowered` are written whatever their point: those whose loss an open
+    /// reported as damage or a torn tail, so that later opens take where they now end (their
+    /// point in `now`, or [`Point::NONE`] if they have no record left) as anchored and do not
+    /// report the same loss again as a rollback.
     pub(crate) fn append(
         &mut self,
         fs: &dyn FileSystem,
         dir: &Path,
         next_seq: u64,
         now: impl IntoIterator<Item = (u64, Point)>,
+        lowered: &HashSet<u64>,
     ) -> Result<Hash> {
-        let mut risen: Vec<(u64, Point)> = now
+        let mut present = HashSet::new();
+        let mut entries: Vec<(u64, Point)> = now
             .into_iter()
             .filter(|(id, point)| {
-                self.points
-                    .get(id)
-                    .is_none_or(|old| point.last_seq > old.last_seq)
+                present.insert(*id);
+                lowered.contains(id)
+                    || self
+                        .points
+                        .get(id)
+                        .is_none_or(|old| point.last_seq > old.last_seq)
             })
             .collect();
-        if risen.is_empty() {
+        entries.extend(
+            lowered
+                .iter()
+                .filter(|id| !present.contains(id))
+                .map(|&id| (id, Point::NONE)),
+        );
+        if entries.is_empty() {
             if let Some(root) = self.root() {
                 return Ok(root);
             }
         }
-        self.write(fs, dir, next_seq, &mut risen)
-    }
-
-    /// A writable open: records `lowered` (session id, point; [`Point::NONE`] for a session
-    /// with no record left), the new end of sessions whose loss it reported as damage or a
-    /// torn tail, so that later opens take that end as anchored and do not report the same
-    /// loss again as a rollback. Writes nothing when `lowered` is empty.
-    pub(crate) fn settle(
-        &mut self,
-        fs: &dyn FileSystem,
-        dir: &Path,
-        next_seq: u64,
-        mut lowered: Vec<(u64, Point)>,
-    ) -> Result<()> {
-        if !lowered.is_empty() {
-            self.write(fs, dir, next_seq, &mut lowered)?;
-        }
-        Ok(())
+        self.write(fs, dir, next_seq, &mut entries)
     }
 
     /// Appends anchors of `entries` (sorted here) after the last sound one, durably; returns
@@ -236,7 +248,7 @@ impl Anchors {
         let mut written = Vec::new();
         let mut end = self.end;
         let mut prev = self.root().unwrap_or([0; HASH_LEN]);
-        append_durably(fs, &anchors_path(dir), |file| {
+        append_durably(fs, &anchors_path(dir), self.end == 0, |file| {
             for chunk in chunks {
                 let (bytes, root) = encode(next_seq, &prev, chunk);
                 file.write_at(&bytes, end)?;
@@ -315,13 +327,15 @@ fn read_anchor(
 }
 
 /// Where the first sound anchor at or after `from` starts, if any: the file is scanned for
-/// the magic through a fixed buffer.
+/// the magic through a fixed buffer. Each candidate's claimed length is taken from `budget`;
+/// once that runs out, the scan stops and there is none (the rest is a torn tail).
 fn next_anchor(
     file: &dyn FileHandle,
     path: &Path,
     from: u64,
     file_len: u64,
     bytes: &mut Vec<u8>,
+    budget: &mut u64,
 ) -> Result<Option<u64>> {
     const CHUNK: usize = 1 << 16;
     let mut chunk = vec![0u8; CHUNK];
@@ -332,9 +346,19 @@ fn next_anchor(
             .map_err(context("reading", path))?;
         for i in 0..n.saturating_sub(MAGIC.len() - 1) {
             let start = at + i as u64;
-            if chunk[i..i + MAGIC.len()] == MAGIC
-                && read_anchor(file, path, start, file_len, bytes)?.is_some()
-            {
+            if chunk[i..i + MAGIC.len()] != MAGIC {
+                continue;
+            }
+            let count = chunk
+                .get(i + 4..i + 8)
+                .and_then(|c| c.try_into().ok())
+                .map_or(0, u32::from_le_bytes);
+            let claimed = (HEAD_LEN + TAIL_LEN) as u64 + u64::from(count) * ENTRY_LEN as u64;
+            *budget = match budget.checked_sub(claimed.min(ANCHOR_MAX)) {
+                Some(left) => left,
+                None => return Ok(None),
+            };
+            if read_anchor(file, path, start, file_len, bytes)?.is_some() {
                 return Ok(Some(start));
             }
         }
@@ -404,6 +428,8 @@ fn decode(bytes: &[u8]) -> Option<Decoded> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::report::Finding;
     use crate::testing::SimFs;
@@ -422,17 +448,35 @@ mod tests {
         fs.create_dir_all(dir).unwrap();
         let mut log = Anchors::read(&fs, dir).unwrap();
         let first = log
-            .append(&fs, dir, 10, [(1, point(5, 1)), (2, point(9, 2))])
+            .append(
+                &fs,
+                dir,
+                10,
+                [(1, point(5, 1)), (2, point(9, 2))],
+                &HashSet::new(),
+            )
             .unwrap();
         // Nothing rose: no new anchor.
         assert_eq!(
-            log.append(&fs, dir, 10, [(1, point(5, 1)), (2, point(9, 2))])
-                .unwrap(),
+            log.append(
+                &fs,
+                dir,
+                10,
+                [(1, point(5, 1)), (2, point(9, 2))],
+                &HashSet::new()
+            )
+            .unwrap(),
             first
         );
         // Session 1 went back (not recorded), session 2 rose.
         let second = log
-            .append(&fs, dir, 20, [(1, point(3, 7)), (2, point(15, 3))])
+            .append(
+                &fs,
+                dir,
+                20,
+                [(1, point(3, 7)), (2, point(15, 3))],
+                &HashSet::new(),
+            )
             .unwrap();
         assert_ne!(first, second);
         let again = Anchors::read(&fs, dir).unwrap();
@@ -457,8 +501,11 @@ mod tests {
         let dir = Path::new("/s");
         fs.create_dir_all(dir).unwrap();
         let mut log = Anchors::read(&fs, dir).unwrap();
-        let first = log.append(&fs, dir, 10, [(1, point(5, 1))]).unwrap();
-        log.append(&fs, dir, 20, [(1, point(15, 1))]).unwrap();
+        let first = log
+            .append(&fs, dir, 10, [(1, point(5, 1))], &HashSet::new())
+            .unwrap();
+        log.append(&fs, dir, 20, [(1, point(15, 1))], &HashSet::new())
+            .unwrap();
         let path = anchors_path(dir);
         let mut bytes = fs.files().into_iter().find(|(p, _)| *p == path).unwrap().1;
         let len = bytes.len();
@@ -470,7 +517,9 @@ mod tests {
         let mut report = RecoveryReport::default();
         again.repair(&fs, dir, &mut report).unwrap();
         assert!(matches!(report.findings[..], [Finding::TornTail { .. }]));
-        let third = again.append(&fs, dir, 30, [(1, point(25, 1))]).unwrap();
+        let third = again
+            .append(&fs, dir, 30, [(1, point(25, 1))], &HashSet::new())
+            .unwrap();
         assert_eq!(Anchors::read(&fs, dir).unwrap().roots, vec![first, third]);
     }
 
@@ -480,11 +529,21 @@ mod tests {
         let dir = Path::new("/s");
         fs.create_dir_all(dir).unwrap();
         let mut log = Anchors::read(&fs, dir).unwrap();
-        let first = log.append(&fs, dir, 10, [(1, point(5, 1))]).unwrap();
-        let first_end = log.end();
-        log.append(&fs, dir, 20, [(1, point(15, 1)), (2, point(16, 2))])
+        let first = log
+            .append(&fs, dir, 10, [(1, point(5, 1))], &HashSet::new())
             .unwrap();
-        let third = log.append(&fs, dir, 30, [(2, point(25, 2))]).unwrap();
+        let first_end = log.end();
+        log.append(
+            &fs,
+            dir,
+            20,
+            [(1, point(15, 1)), (2, point(16, 2))],
+            &HashSet::new(),
+        )
+        .unwrap();
+        let third = log
+            .append(&fs, dir, 30, [(2, point(25, 2))], &HashSet::new())
+            .unwrap();
         let path = anchors_path(dir);
         let mut bytes = fs.files().into_iter().find(|(p, _)| *p == path).unwrap().1;
         bytes[first_end as usize + 50] ^= 1; // inside the second anchor
@@ -513,11 +572,72 @@ mod tests {
         // Nothing is cut: the damaged bytes stay where they are.
         let kept = fs.files().into_iter().find(|(p, _)| *p == path).unwrap().1;
         assert_eq!(kept, bytes);
-        let fourth = again.append(&fs, dir, 40, [(1, point(35, 1))]).unwrap();
+        let fourth = again
+            .append(&fs, dir, 40, [(1, point(35, 1))], &HashSet::new())
+            .unwrap();
         assert_eq!(
             Anchors::read(&fs, dir).unwrap().roots,
             vec![first, third, fourth]
         );
+    }
+
+    #[test]
+    fn the_next_anchor_is_found_across_the_scan_buffers_edge() {
+        let fs = SimFs::new();
+        let dir = Path::new("/s");
+        fs.create_dir_all(dir).unwrap();
+        let mut log = Anchors::read(&fs, dir).unwrap();
+        let first = log
+            .append(&fs, dir, 10, [(1, point(5, 1))], &HashSet::new())
+            .unwrap();
+        let damaged_at = log.end();
+        let path = anchors_path(dir);
+        let mut bytes = fs.files().into_iter().find(|(p, _)| *p == path).unwrap().1;
+        // The scan starts one byte into the damage and reads 64 KiB at a time, each read
+        // overlapping the one before by three bytes: put the next magic across the first
+        // read's end, after garbage that holds a stray magic of no sound anchor.
+        let next_at = damaged_at as usize + 1 + (1 << 16) - 2;
+        bytes.resize(next_at, 0xa5);
+        bytes[damaged_at as usize + 100..][..4].copy_from_slice(&MAGIC);
+        let (next, root) = encode(20, &[7; HASH_LEN], &[(2, point(15, 2))]);
+        bytes.extend_from_slice(&next);
+        fs.put_file(&path, &bytes);
+        let again = Anchors::read(&fs, dir).unwrap();
+        assert_eq!(again.damaged, vec![damaged_at]);
+        assert_eq!(again.roots, vec![first, root]);
+        assert_eq!(again.end(), bytes.len() as u64);
+    }
+
+    #[test]
+    fn a_file_of_false_magics_is_scanned_in_bounded_reads() {
+        let sim = SimFs::new();
+        let dir = Path::new("/s");
+        sim.create_dir_all(dir).unwrap();
+        // After one sound anchor: 64 KiB of magics, each claiming an anchor of 1 MiB that the
+        // file is long enough to hold, then 2 MiB of filler.
+        let mut log = Anchors::read(&sim, dir).unwrap();
+        let first = log
+            .append(&sim, dir, 10, [(1, point(5, 1))], &HashSet::new())
+            .unwrap();
+        let path = anchors_path(dir);
+        let mut bytes = sim.files().into_iter().find(|(p, _)| *p == path).unwrap().1;
+        let count = ((1u32 << 20) / ENTRY_LEN as u32).to_le_bytes();
+        for _ in 0..(1 << 16) / 8 {
+            bytes.extend_from_slice(&MAGIC);
+            bytes.extend_from_slice(&count);
+        }
+        bytes.resize(bytes.len() + (2 << 20), 7);
+        sim.put_file(&path, &bytes);
+        let fs = crate::testing::FaultyFs::new(Arc::new(sim));
+        let again = Anchors::read(&fs, dir).unwrap();
+        assert_eq!(again.roots, vec![first]);
+        assert!(
+            again.damaged.is_empty(),
+            "no sound anchor after them: a torn tail"
+        );
+        // Reading each of the 8,192 candidates would take two reads of it; the budget stops
+        // the scan after about a hundred.
+        assert!(fs.count() < 1_000, "{} reads", fs.count());
     }
 
     #[test]
@@ -526,9 +646,17 @@ mod tests {
         let dir = Path::new("/s");
         fs.create_dir_all(dir).unwrap();
         let mut log = Anchors::read(&fs, dir).unwrap();
-        log.append(&fs, dir, 10, [(1, point(5, 1)), (2, point(9, 2))])
-            .unwrap();
-        log.settle(&fs, dir, 10, vec![(1, point(3, 7)), (2, Point::NONE)])
+        log.append(
+            &fs,
+            dir,
+            10,
+            [(1, point(5, 1)), (2, point(9, 2))],
+            &HashSet::new(),
+        )
+        .unwrap();
+        // Session 1 now ends lower, session 2 has no record left.
+        let lowered = HashSet::from([1, 2]);
+        log.append(&fs, dir, 10, [(1, point(3, 7))], &lowered)
             .unwrap();
         let again = Anchors::read(&fs, dir).unwrap();
         assert_eq!(again.points[&1], point(3, 7));

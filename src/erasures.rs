@@ -210,7 +210,7 @@ pub fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Log> {
 /// the new end. Durable before the erasure starts, so that the log never misses one.
 pub fn append(fs: &dyn FileSystem, dir: &Path, at: u64, erasure: &Erasure) -> Result<u64> {
     // The record must be on disk (and a new log's name) before the erased files start to go.
-    append_durably(fs, &erased_path(dir), |file| {
+    append_durably(fs, &erased_path(dir), at == 0, |file| {
         file.write_at(&erasure.encode(), at)
     })?;
     Ok(at + RECORD_LEN as u64)

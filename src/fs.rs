@@ -391,11 +391,13 @@ pub fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
 }
 
 /// Writes to a log file (`ERASED`, `ANCHORS`) with `write`, creating it if missing, then makes
-/// what was written durable: the file synced, and its folder too when the file is new (a new
-/// file's bytes count only once its name is durable).
+/// what was written durable: the file synced, and its folder too when the file is new or
+/// `first` (nothing in it is known durable yet: an earlier append that created it may have
+/// failed before its folder sync; a new file's bytes count only once its name is durable).
 pub fn append_durably(
     fs: &dyn FileSystem,
     path: &Path,
+    first: bool,
     write: impl FnOnce(&dyn FileHandle) -> io::Result<()>,
 ) -> Result<()> {
     let created = !fs.exists(path);
@@ -407,7 +409,7 @@ pub fn append_durably(
     let file = fs.open(path, mode).map_err(context("opening", path))?;
     write(&*file).map_err(context("writing", path))?;
     file.sync().map_err(context("syncing", path))?;
-    if created {
+    if created || first {
         sync_dir(fs, parent(path))?;
     }
     Ok(())

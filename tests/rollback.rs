@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::hooked::{Hooked, Hooks};
 use common::*;
-use sessionlog::fs::FileHandle;
+use sessionlog::fs::{FileHandle, FileSystem};
 use sessionlog::testing::SimFs;
 use sessionlog::{Durability, EncryptionKey, Finding, LogStore, Options, SessionBackend};
 
@@ -258,6 +258,8 @@ struct GateState {
     holding: bool,
     /// The anchor log was written while a segment sync was held.
     anchored_meanwhile: bool,
+    /// The held sync fails once let through (the disk failed to write the bytes back).
+    fail_held: bool,
 }
 
 impl Gate {
@@ -291,6 +293,9 @@ impl Hooks for Gate {
                 self.changed.notify_all();
                 g = self.changed.wait_while(g, |g| g.closed).unwrap();
                 g.holding = false;
+                if g.fail_held {
+                    return Err(io::Error::from_raw_os_error(5)); // EIO
+                }
             }
         }
         file.sync()
@@ -396,4 +401,94 @@ fn a_session_quarantined_whole_is_reported_once_not_as_a_rollback_later() {
         assert!(!report.has_rollback(), "reopened: {report:?}");
         assert_eq!(store.load("other"), vec![user("neighbour")]);
     }
+}
+
+#[test]
+fn no_root_is_handed_out_when_the_flush_it_waited_for_failed() {
+    let fs = Hooked::new(&SimFs::new(), Gate::default());
+    let gate = &fs.hooks;
+    let never = Options {
+        auto_compact: false,
+        ..Options::with_durability(Durability::Never)
+    };
+    let store = LogStore::open_with_fs("/failing-flush", never, Arc::new(fs.clone())).unwrap();
+    store.append("k", &user("never written back")).unwrap();
+    gate.set(|g| {
+        g.closed = true;
+        g.fail_held = true;
+    });
+    let (flushed, rooted) = std::thread::scope(|s| {
+        // A flush takes the segment to sync; its sync will fail.
+        let flusher = s.spawn(|| store.sync());
+        assert!(gate.wait(Duration::from_secs(60), |g| g.holding));
+        let anchorer = s.spawn(|| store.root_hash());
+        // Give the root's own flush time to queue behind the held one (it must wait).
+        gate.wait(Duration::from_millis(200), |g| g.anchored_meanwhile);
+        gate.set(|g| g.closed = false);
+        (flusher.join().unwrap(), anchorer.join().unwrap())
+    });
+    assert!(flushed.is_err());
+    // The record the root would name is not on disk: no root, whichever call came second.
+    let err = rooted.unwrap_err();
+    assert!(matches!(err, sessionlog::Error::Poisoned), "{err}");
+    assert!(!gate.state.lock().unwrap().anchored_meanwhile);
+}
+
+#[test]
+fn a_copy_taken_mid_write_is_a_rollback_not_just_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append("k", &user("one")).unwrap();
+    store.append("k", &user("two")).unwrap();
+    let seg = session_files(dir.path(), 0).remove(0);
+    let copied = std::fs::read(&seg).unwrap();
+    store
+        .append("k", &user("three, being written as the copy was taken"))
+        .unwrap();
+    store.append("k", &user("four")).unwrap();
+    drop(store); // anchors k at "four"
+                 // The copy: the segment as it was, with the first 30 bytes of the next record.
+    let now = std::fs::read(&seg).unwrap();
+    std::fs::write(&seg, &now[..copied.len() + 30]).unwrap();
+    for reopened in [false, true] {
+        let store = open(dir.path());
+        let report = store.recovery_report();
+        assert!(report.has_rollback(), "reopened {reopened}: {report:?}");
+        assert_eq!(store.load("k"), vec![user("one"), user("two")]);
+        assert!(!store.verify().unwrap().is_sound());
+    }
+}
+
+/// Fails the next folder sync once armed.
+#[derive(Debug, Default)]
+struct FailDirSync(Mutex<bool>);
+
+impl Hooks for FailDirSync {
+    fn sync_dir(&self, dir: &Path, sim: &SimFs) -> io::Result<()> {
+        if std::mem::take(&mut *self.0.lock().unwrap()) {
+            return Err(io::Error::from_raw_os_error(5)); // EIO
+        }
+        sim.sync_dir(dir)
+    }
+}
+
+#[test]
+fn a_root_is_durable_even_when_the_anchor_log_was_created_by_a_failed_call() {
+    let fs = Hooked::new(&SimFs::new(), FailDirSync::default());
+    let dir = "/first-anchor";
+    let store = LogStore::open_with_fs(dir, Options::default(), Arc::new(fs.clone())).unwrap();
+    store.append("k", &user("one")).unwrap();
+    store.sync().unwrap(); // the new segment's folder entry: no folder sync left to do
+                           // The first anchor creates ANCHORS; the folder sync that makes its name durable fails.
+    *fs.hooks.0.lock().unwrap() = true;
+    assert!(store.root_hash().is_err());
+    let root = store.root_hash().unwrap();
+    fs.sim.cut_power_after(0);
+    drop(store);
+    fs.sim.crash(None);
+    let store = LogStore::open_with_fs(dir, Options::default(), Arc::new(fs.sim.clone())).unwrap();
+    assert!(
+        store.holds_root(&root).unwrap(),
+        "the anchor log's name was lost"
+    );
 }

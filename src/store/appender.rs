@@ -275,6 +275,11 @@ impl Inner {
     /// still syncing what it took waits for it (an anchor vouches for what a flush returned).
     pub(super) fn flush(&self) -> Result<()> {
         let _one = self.flushing.lock();
+        if self.poisoned.load(Ordering::SeqCst) {
+            // A flush before this one failed, perhaps one that took writes made before this
+            // call: they may not be on disk, and no later sync can tell.
+            return Err(Error::Poisoned);
+        }
         let (segments, dir) = {
             let mut unsynced = self.unsynced.lock();
             unsynced.epoch += 1;

@@ -2,6 +2,7 @@
 //! write path and the compactor.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -56,6 +57,9 @@ pub(super) fn flusher(inner: &Inner, every: Duration) {
             if state.stop {
                 return;
             }
+        }
+        if inner.poisoned.load(Ordering::SeqCst) {
+            continue; // nothing it syncs now can be trusted; a reopen decides
         }
         // A failure poisons the store, so the next write reports it.
         let flushed = inner.flush();

@@ -11,7 +11,10 @@
 //! and the activity index's mutex come after a writer and the map, and are held only to read
 //! or change themselves (and, for a sweep or a page, to read projections). The readers mutex
 //! is held through a retirement's file operations and nests no other lock; the compactor
-//! looks at the tombstones mutex while it holds the background state's.
+//! looks at the tombstones mutex while it holds the background state's. An anchor holds the
+//! anchoring mutex while it reads every session's point (writers, one at a time) and then
+//! flushes; a flush holds the flushing mutex through its syncs and takes only the unsynced
+//! lists' mutex inside it. No writer takes either.
 
 mod appender;
 mod archive;
@@ -108,11 +111,11 @@ struct Inner {
     reserved: AtomicU64,
     /// Held while the floor is raised.
     reserving: Mutex<()>,
-    /// Where the anchors known durable end, held while an anchor is appended (`root.rs`): an
-    /// anchor whose write or sync failed is no link of the chain, and the next one replaces
-    /// it. A read-only store's stays where open found the anchors end: all it may check its
-    /// sessions against.
-    anchoring: Mutex<u64>,
+    /// Held while an anchor is appended (`root.rs`).
+    anchoring: Mutex<root::Anchoring>,
+    /// The sessions whose end open's findings explain (damage, a fork cut short, a torn
+    /// anchored record): no rollback to report for them.
+    explained: std::collections::HashSet<u64>,
     /// Errors swallowed where no caller could be told.
     monitor: Monitor,
     /// Append handles cached in writers, at most `options.open_files_max`.

@@ -2,7 +2,7 @@
 //! and the checkpoint written at close.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -104,7 +104,9 @@ impl LogStore {
                 .chain(tombstones.slots())
                 .chain(&displaced),
         );
-        let mut exempt = root::exempt(&state.report.findings, state.keys.as_ref())?;
+        let explained = root::explained(&state.report.findings, &anchors, &*fs);
+        let mut exempt = explained.clone();
+        exempt.extend(root::erasing(state.keys.as_ref())?);
         if read_only {
             // A writer beside a read-only open may have erased a session since the log was
             // read (it logs the erasure before the files go): read again, after the segments.
@@ -114,15 +116,21 @@ impl LogStore {
             exempt.contains(&id) || state.erased.holds(id)
         });
         state.report.findings.extend(behind);
-        if !read_only {
-            // The loss just reported as damage or a torn tail is not reported again as a
-            // rollback at the next open.
-            let lowered = root::lowered(&anchors, &points, |id| {
-                exempt.contains(&id) && !state.erased.holds(id)
-            });
-            anchors.settle(&*fs, &dir, state.next_seq, lowered)?;
-        }
-        let anchors_seen = anchors.end();
+        // The loss just reported as damage or a torn tail is not reported again as a rollback
+        // once the next anchor (at the latest, a clean close) records where those sessions
+        // now end: only after the caller has had this open's report.
+        let lowered = if read_only {
+            HashSet::new()
+        } else {
+            root::lowered(&anchors, &points, |id| {
+                explained.contains(&id) && !state.erased.holds(id)
+            })
+        };
+        let anchoring = root::Anchoring {
+            durable_end: anchors.end(),
+            lowered,
+        };
+        drop(points);
         drop(anchors);
         let live_sessions = sessions
             .values()
@@ -141,7 +149,8 @@ impl LogStore {
             // Nothing reserved yet: the first number taken raises the floor.
             reserved: AtomicU64::new(0),
             reserving: Mutex::new(()),
-            anchoring: Mutex::new(anchors_seen),
+            anchoring: Mutex::new(anchoring),
+            explained,
             monitor: Monitor::default(),
             open_files: AtomicUsize::new(0),
             unsynced: Mutex::new(Unsynced::default()),

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use crate::anchor::{self, Anchors, Point};
 use crate::error::{Error, Result};
+use crate::fs::{FileSystem, OpenMode};
 use crate::history::Problem;
 use crate::keyring::Keyring;
 use crate::layout::{parse_segment_name, SEGMENT_SUFFIX};
-use crate::record::Hash;
+use crate::record::{Hash, SEQ_OFFSET};
 use crate::report::Finding;
 
 use super::{Inner, LogStore, Slot};
@@ -45,12 +46,17 @@ fn session_of(path: &Path) -> Option<u64> {
     parse_segment_name(name, SEGMENT_SUFFIX).map(|(id, _)| id)
 }
 
-/// The sessions whose end needs no rollback report: those `findings` already explain (one
-/// that lost records to damage, or whose last record open found cut short: a torn tail, and a
-/// bit flipped at rest in an anchored last record looks the same, is reported once, as what
-/// it is), and those whose erasure an encrypted store began (`keys/{id}.erasing`: a read-only
-/// open leaves them out).
-pub(super) fn exempt(findings: &[Finding], keys: Option<&Keyring>) -> Result<HashSet<u64>> {
+/// The sessions whose end `findings` already explain, so that it needs no rollback report:
+/// one that lost records to damage (kept in `quarantine/`), a fork cut short, and one whose
+/// anchored last record open cut off as a torn tail (a bit flipped at rest in it looks the
+/// same): reported once, as what they are. A torn tail explains the session's end only when
+/// the torn bytes begin with the anchored record's number; bytes that cannot say so (a copy
+/// of the files taken mid-write, say, which may also lack records before them) do not.
+pub(super) fn explained(
+    findings: &[Finding],
+    anchors: &Anchors,
+    fs: &dyn FileSystem,
+) -> HashSet<u64> {
     let mut ids = HashSet::new();
     for finding in findings {
         match finding {
@@ -61,16 +67,50 @@ pub(super) fn exempt(findings: &[Finding], keys: Option<&Keyring>) -> Result<Has
                     .chain(quarantined)
                     .filter_map(|p| session_of(p)),
             ),
-            Finding::TornTail { path, .. } | Finding::Unfinished { path, .. } => {
-                ids.extend(session_of(path));
+            Finding::Unfinished { path, .. } => ids.extend(session_of(path)),
+            Finding::TornTail {
+                path,
+                offset,
+                saved_to,
+                ..
+            } => {
+                let Some(id) = session_of(path) else {
+                    continue;
+                };
+                let anchored = anchors.points.get(&id).map(|p| p.last_seq);
+                if anchored.is_some() && torn_seq(fs, path, *offset, saved_to) == anchored {
+                    ids.insert(id);
+                }
             }
             _ => {}
         }
     }
-    if let Some(keys) = keys {
-        ids.extend(keys.erasing()?);
+    ids
+}
+
+/// The sequence number in the header of the torn bytes of a [`Finding::TornTail`]: in the
+/// side file a writable open saved them to, or still in the segment (a read-only open).
+fn torn_seq(fs: &dyn FileSystem, segment: &Path, offset: u64, saved_to: &Path) -> Option<u64> {
+    let mut head = [0u8; SEQ_OFFSET + 8];
+    for (path, at) in [(saved_to, 0), (segment, offset)] {
+        let read = fs
+            .open(path, OpenMode::Read)
+            .and_then(|file| file.read_at(&mut head, at));
+        if read.is_ok() {
+            let seq: [u8; 8] = head[SEQ_OFFSET..].try_into().ok()?;
+            return Some(u64::from_le_bytes(seq));
+        }
     }
-    Ok(ids)
+    None
+}
+
+/// The sessions whose erasure an encrypted store began (`keys/{id}.erasing`): gone, and no
+/// rollback. A read-only open leaves their files in place.
+pub(super) fn erasing(keys: Option<&Keyring>) -> Result<HashSet<u64>> {
+    Ok(match keys {
+        Some(keys) => keys.erasing()?.into_iter().collect(),
+        None => HashSet::new(),
+    })
 }
 
 /// A [`Finding::RolledBack`] for each session of `points` (or anchored and gone, and not
@@ -93,18 +133,31 @@ pub(super) fn rolled_back(
 }
 
 /// The sessions among `points` (or anchored and gone) for which `reported` holds (their loss
-/// was reported otherwise) that end before their anchored point, each with its point now
-/// ([`Point::NONE`] when gone).
+/// was reported otherwise) that end before their anchored point: the next anchor records
+/// where they now end.
 pub(super) fn lowered(
     anchors: &Anchors,
     points: &Points<'_>,
     reported: impl Fn(u64) -> bool,
-) -> Vec<(u64, Point)> {
+) -> HashSet<u64> {
     anchors
         .behind(|id| points.get(&id).map(|(_, p)| *p), |id| !reported(id))
         .into_iter()
-        .map(|(session_id, _, found)| (session_id, found.unwrap_or(Point::NONE)))
+        .map(|(session_id, ..)| session_id)
         .collect()
+}
+
+/// What [`Inner::anchor`] works from, under one lock.
+#[derive(Debug, Default)]
+pub(super) struct Anchoring {
+    /// Where the anchors known durable end: an anchor whose write or sync failed is no link
+    /// of the chain, and the next one replaces it. A read-only store's stays where open
+    /// found the anchors end: all it may check its sessions against.
+    pub durable_end: u64,
+    /// The sessions whose loss open reported as damage or a torn tail, and that end before
+    /// their anchored point: the next anchor records where they now end, so that later
+    /// opens do not report the same loss again as a rollback.
+    pub lowered: HashSet<u64>,
 }
 
 impl Inner {
@@ -118,7 +171,7 @@ impl Inner {
     /// Appends an anchor of the sessions whose point rose since the last one, once what it
     /// stands for is durable; returns the new root.
     pub(super) fn anchor(&self) -> Result<Hash> {
-        let mut durable_end = self.anchoring.lock();
+        let mut state = self.anchoring.lock();
         let slots = self.all_slots();
         let points = points(&slots);
         let next_seq = self.feed.next_seq();
@@ -127,10 +180,11 @@ impl Inner {
         // Not past the anchors known durable: after a failed sync the file may show an
         // anchor the disk does not hold (write-back failed and the pages were marked clean),
         // and a root chained over it would name a history no copy of the folder has.
-        let mut anchors = Anchors::read_until(&*self.fs, &self.dir, *durable_end)?;
+        let mut anchors = Anchors::read_until(&*self.fs, &self.dir, state.durable_end)?;
         let points = points.into_iter().map(|(id, (_, point))| (id, point));
-        let root = anchors.append(&*self.fs, &self.dir, next_seq, points)?;
-        *durable_end = anchors.end();
+        let root = anchors.append(&*self.fs, &self.dir, next_seq, points, &state.lowered)?;
+        state.durable_end = anchors.end();
+        state.lowered.clear();
         Ok(root)
     }
 }
@@ -162,7 +216,13 @@ impl LogStore {
     /// a root this folder never held (another store's, or one anchored after the copy this
     /// folder was restored from).
     pub fn holds_root(&self, root: &str) -> Result<bool> {
-        let anchors = Anchors::read(&*self.inner.fs, &self.inner.dir)?;
+        // A writer's as far as they are known durable: an anchor whose sync failed holds none.
+        let limit = if self.inner.read_only {
+            u64::MAX
+        } else {
+            self.inner.anchoring.lock().durable_end
+        };
+        let anchors = Anchors::read_until(&*self.inner.fs, &self.inner.dir, limit)?;
         let root = root.trim().to_ascii_lowercase();
         Ok(anchors.roots.iter().any(|r| anchor::hex(r) == root))
     }
@@ -173,11 +233,12 @@ impl LogStore {
         let inner = &self.inner;
         // A reader's sessions are as open found them (a writer beside it may have anchored
         // more since); a writer's, as far as its anchors are durable.
-        let limit = *inner.anchoring.lock();
+        let limit = inner.anchoring.lock().durable_end;
         let anchors = Anchors::read_until(&*inner.fs, &inner.dir, limit)?;
         // Damage verify found, or what open found and reported (a torn tail it cut), is said
         // once, as what it is.
-        let mut exempt = exempt(&inner.report.findings, inner.keys.as_ref())?;
+        let mut exempt = inner.explained.clone();
+        exempt.extend(erasing(inner.keys.as_ref())?);
         exempt.extend(known.iter().filter_map(|p| session_of(&p.path)));
         // The erasure log is locked only once every session's point is read (a reclaim
         // holds a session's writer while it logs).

@@ -200,6 +200,9 @@ impl SimState {
         self.make_all_durable();
         self.locks.clear();
         self.power_cut_at = None;
+        // A failure of write-back before the loss is no news to the next boot's handles.
+        self.failing_sync = None;
+        self.write_back_errors_seen = self.write_back_errors;
     }
 }
 
