@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::fs::{append_durably, context, FileHandle, FileSystem, OpenMode};
+use crate::fs::{append_durably, context, sync_dir, FileHandle, FileSystem, OpenMode};
 use crate::layout::{ANCHORS_FILE, NUMBER_LIMIT};
 use crate::record::{Hash, HASH_LEN};
 use crate::report::{Finding, RecoveryReport};
@@ -77,6 +77,17 @@ pub(crate) struct Anchors {
 /// The anchor log's path in the store's folder.
 pub(crate) fn anchors_path(dir: &Path) -> PathBuf {
     dir.join(ANCHORS_FILE)
+}
+
+/// Makes the anchor log as it is durable, and its name: for the first anchor a process hands
+/// out, which may stand on anchors an earlier process wrote and did not sync.
+pub(crate) fn sync(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    let path = anchors_path(dir);
+    let file = fs
+        .open(&path, OpenMode::Read)
+        .map_err(context("opening", &path))?;
+    file.sync().map_err(context("syncing", &path))?;
+    sync_dir(fs, dir)
 }
 
 /// The hex form of a root, as [`crate::LogStore::root_hash`] returns it.
@@ -353,8 +364,14 @@ fn next_anchor(
                 .get(i + 4..i + 8)
                 .and_then(|c| c.try_into().ok())
                 .map_or(0, u32::from_le_bytes);
+            // What reading it would take: its head only, when its count or length rules it out.
             let claimed = (HEAD_LEN + TAIL_LEN) as u64 + u64::from(count) * ENTRY_LEN as u64;
-            *budget = match budget.checked_sub(claimed.min(ANCHOR_MAX)) {
+            let read = if claimed > ANCHOR_MAX || claimed > file_len - start {
+                HEAD_LEN as u64
+            } else {
+                claimed
+            };
+            *budget = match budget.checked_sub(read) {
                 Some(left) => left,
                 None => return Ok(None),
             };

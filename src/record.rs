@@ -175,6 +175,19 @@ fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(field))
 }
 
+/// The sequence number in the header `bytes` begin with, if its length check holds (either
+/// version): what a torn record's first bytes say it was. `None` when too few bytes are there
+/// or they are no record header.
+pub(crate) fn header_seq(bytes: &[u8]) -> Option<u64> {
+    let len = read_u32(bytes, LEN_OFFSET)?;
+    let check = read_u32(bytes, LEN_CRC_OFFSET)?;
+    let len_bytes = len.to_le_bytes();
+    if check != len_check(len_bytes) && check != crc_of_len(len_bytes) {
+        return None;
+    }
+    read_u64(bytes, SEQ_OFFSET)
+}
+
 /// Total size in bytes of a record with a payload of `payload_len` bytes.
 pub fn record_len(payload_len: usize) -> u64 {
     (HEADER_LEN + payload_len) as u64

@@ -205,3 +205,28 @@ fn a_failed_write_back_another_process_heard_of_first_still_fails_the_flush() {
         "the disk does not hold what it was given"
     );
 }
+
+#[test]
+fn a_store_poisoned_by_a_failed_write_still_syncs_what_it_acknowledged() {
+    let sim = SimFs::new();
+    let fs = FaultyFs::new(Arc::new(sim.clone()));
+    let options = Options {
+        auto_compact: false,
+        ..Options::with_durability(Durability::Never)
+    };
+    let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::new(fs.clone())).unwrap();
+    store
+        .append("k", &ChatMessage::user("acknowledged"))
+        .unwrap();
+    fs.fail_at(0, EIO);
+    assert!(store.append("k", &ChatMessage::user("refused")).is_err());
+    assert!(is_poisoned(&store));
+    // The write that failed was never acknowledged; the one before it was, and a sync still
+    // makes it durable.
+    store.sync().unwrap();
+    sim.cut_power_after(0);
+    drop(store);
+    sim.crash(None);
+    let store = LogStore::open_with_fs(SIM_DIR, options, Arc::new(sim.clone())).unwrap();
+    assert_eq!(store.load("k"), vec![ChatMessage::user("acknowledged")]);
+}

@@ -450,6 +450,12 @@ fn a_copy_taken_mid_write_is_a_rollback_not_just_a_torn_tail() {
                  // The copy: the segment as it was, with the first 30 bytes of the next record.
     let now = std::fs::read(&seg).unwrap();
     std::fs::write(&seg, &now[..copied.len() + 30]).unwrap();
+    // A reader, which leaves the torn bytes in place, says so too.
+    let reader = LogStore::open_read_only(dir.path()).unwrap();
+    let report = reader.recovery_report();
+    assert!(report.has_rollback(), "read-only: {report:?}");
+    assert!(!reader.verify().unwrap().is_sound());
+    drop(reader);
     for reopened in [false, true] {
         let store = open(dir.path());
         let report = store.recovery_report();
@@ -491,4 +497,39 @@ fn a_root_is_durable_even_when_the_anchor_log_was_created_by_a_failed_call() {
         store.holds_root(&root).unwrap(),
         "the anchor log's name was lost"
     );
+}
+
+#[test]
+fn a_torn_anchored_record_cut_by_an_open_that_never_closed_is_not_a_rollback_later() {
+    let sim = SimFs::new();
+    let dir = "/killed";
+    let store = LogStore::open_with_fs(dir, Options::default(), Arc::new(sim.clone())).unwrap();
+    store.append("k", &user("one")).unwrap();
+    store.append("k", &user("two, torn at rest")).unwrap();
+    drop(store); // anchors k at "two"
+    let (seg, bytes) = sim
+        .files()
+        .into_iter()
+        .find(|(p, _)| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    sim.put_file(&seg, &bytes[..bytes.len() - 10]);
+    let store = LogStore::open_with_fs(dir, Options::default(), Arc::new(sim.clone())).unwrap();
+    let report = store.recovery_report();
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::TornTail { .. })),
+        "{report:?}"
+    );
+    assert!(!report.has_rollback(), "{report:?}");
+    // The process ends before any anchor records where k now ends.
+    sim.cut_power_after(0);
+    drop(store);
+    sim.crash(None);
+    let store = LogStore::open_with_fs(dir, Options::default(), Arc::new(sim.clone())).unwrap();
+    let report = store.recovery_report();
+    assert!(!report.has_rollback(), "{report:?}");
+    assert_eq!(store.load("k"), vec![user("one")]);
+    assert!(store.verify().unwrap().is_sound());
 }

@@ -274,8 +274,8 @@ impl Inner {
     /// Returns once every write made before the call is durable: a flush that finds another
     /// still syncing what it took waits for it (an anchor vouches for what a flush returned).
     pub(super) fn flush(&self) -> Result<()> {
-        let _one = self.flushing.lock();
-        if self.poisoned.load(Ordering::SeqCst) {
+        let mut failed = self.flushing.lock();
+        if *failed {
             // A flush before this one failed, perhaps one that took writes made before this
             // call: they may not be on disk, and no later sync can tell.
             return Err(Error::Poisoned);
@@ -289,6 +289,7 @@ impl Inner {
             )
         };
         let result = self.sync_segments(&segments, dir);
+        *failed = result.is_err();
         self.poison(result)
     }
 

@@ -2,7 +2,6 @@
 //! write path and the compactor.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -58,8 +57,8 @@ pub(super) fn flusher(inner: &Inner, every: Duration) {
                 return;
             }
         }
-        if inner.poisoned.load(Ordering::SeqCst) {
-            continue; // nothing it syncs now can be trusted; a reopen decides
+        if *inner.flushing.lock() {
+            continue; // a flush failed: a reopen decides what is on disk
         }
         // A failure poisons the store, so the next write reports it.
         let flushed = inner.flush();

@@ -127,8 +127,9 @@ struct Inner {
     /// `syncfs` reported first. `None` in a read-only store.
     file_system: Option<Box<dyn FileHandle>>,
     /// Held by a flush from taking the unsynced lists until their syncs are done, so a flush
-    /// returns only once every write before it is durable, even one another flush took.
-    flushing: Mutex<()>,
+    /// returns only once every write before it is durable, even one another flush took; true
+    /// once a flush failed (no later one can say the writes it took are on disk).
+    flushing: Mutex<bool>,
     /// Work for the background threads, and their stop signal.
     background: Background,
     report: RecoveryReport,

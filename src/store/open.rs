@@ -104,7 +104,11 @@ impl LogStore {
                 .chain(tombstones.slots())
                 .chain(&displaced),
         );
-        let explained = root::explained(&state.report.findings, &anchors, &*fs);
+        let mut explained = root::explained(&state.report.findings, &anchors, &*fs);
+        let earlier = root::explained_by_side_files(&anchors, &points, &dir, &*fs, |id| {
+            explained.contains(&id) || state.erased.holds(id)
+        });
+        explained.extend(earlier);
         let mut exempt = explained.clone();
         exempt.extend(root::erasing(state.keys.as_ref())?);
         if read_only {
@@ -129,6 +133,7 @@ impl LogStore {
         let anchoring = root::Anchoring {
             durable_end: anchors.end(),
             lowered,
+            synced: false,
         };
         drop(points);
         drop(anchors);
@@ -154,7 +159,7 @@ impl LogStore {
             monitor: Monitor::default(),
             open_files: AtomicUsize::new(0),
             unsynced: Mutex::new(Unsynced::default()),
-            flushing: Mutex::new(()),
+            flushing: Mutex::new(false),
             file_system,
             background: Background::default(),
             replayed: !report.from_checkpoint,

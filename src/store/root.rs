@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::fs::{FileSystem, OpenMode};
 use crate::history::Problem;
 use crate::keyring::Keyring;
-use crate::layout::{parse_segment_name, SEGMENT_SUFFIX};
-use crate::record::{Hash, SEQ_OFFSET};
+use crate::layout::{parse_segment_name, segment_path, SEGMENT_SUFFIX};
+use crate::record::{header_seq, Hash, SEQ_OFFSET};
 use crate::report::Finding;
 
 use super::{Inner, LogStore, Slot};
@@ -48,16 +48,22 @@ fn session_of(path: &Path) -> Option<u64> {
 
 /// The sessions whose end `findings` already explain, so that it needs no rollback report:
 /// one that lost records to damage (kept in `quarantine/`), a fork cut short, and one whose
-/// anchored last record open cut off as a torn tail (a bit flipped at rest in it looks the
+/// anchored last record was cut off as a torn tail (a bit flipped at rest in it looks the
 /// same): reported once, as what they are. A torn tail explains the session's end only when
-/// the torn bytes begin with the anchored record's number; bytes that cannot say so (a copy
-/// of the files taken mid-write, say, which may also lack records before them) do not.
+/// the torn bytes begin with a record header carrying the anchored record's number; bytes that
+/// cannot say so (a copy of the files taken mid-write, say, which may lack records before
+/// them too) do not. Torn bytes are in their side file after a writable open, still at the
+/// segment's end after a read-only one (reported as unfinished).
 pub(super) fn explained(
     findings: &[Finding],
     anchors: &Anchors,
     fs: &dyn FileSystem,
 ) -> HashSet<u64> {
     let mut ids = HashSet::new();
+    let anchored = |path: &Path| {
+        let id = session_of(path)?;
+        Some((id, anchors.points.get(&id)?.last_seq))
+    };
     for finding in findings {
         match finding {
             Finding::Damaged {
@@ -67,41 +73,71 @@ pub(super) fn explained(
                     .chain(quarantined)
                     .filter_map(|p| session_of(p)),
             ),
-            Finding::Unfinished { path, .. } => ids.extend(session_of(path)),
             Finding::TornTail {
                 path,
                 offset,
                 saved_to,
                 ..
-            } => {
-                let Some(id) = session_of(path) else {
-                    continue;
-                };
-                let anchored = anchors.points.get(&id).map(|p| p.last_seq);
-                if anchored.is_some() && torn_seq(fs, path, *offset, saved_to) == anchored {
-                    ids.insert(id);
+            } if *offset > 0 => {
+                if let Some((id, seq)) = anchored(path) {
+                    if torn_seq(fs, saved_to, 0) == Some(seq) {
+                        ids.insert(id);
+                    }
                 }
             }
+            Finding::Unfinished { path, offset, .. } => match anchored(path) {
+                // A read-only open's torn tail, left in place.
+                Some((id, seq)) if *offset > 0 => {
+                    if torn_seq(fs, path, *offset) == Some(seq) {
+                        ids.insert(id);
+                    }
+                }
+                Some(_) => {}
+                // A fork cut short was never anchored.
+                None => ids.extend(session_of(path)),
+            },
             _ => {}
         }
     }
     ids
 }
 
-/// The sequence number in the header of the torn bytes of a [`Finding::TornTail`]: in the
-/// side file a writable open saved them to, or still in the segment (a read-only open).
-fn torn_seq(fs: &dyn FileSystem, segment: &Path, offset: u64, saved_to: &Path) -> Option<u64> {
+/// What the record header at `offset` in `path` says its number is.
+fn torn_seq(fs: &dyn FileSystem, path: &Path, offset: u64) -> Option<u64> {
     let mut head = [0u8; SEQ_OFFSET + 8];
-    for (path, at) in [(saved_to, 0), (segment, offset)] {
-        let read = fs
-            .open(path, OpenMode::Read)
-            .and_then(|file| file.read_at(&mut head, at));
-        if read.is_ok() {
-            let seq: [u8; 8] = head[SEQ_OFFSET..].try_into().ok()?;
-            return Some(u64::from_le_bytes(seq));
-        }
-    }
-    None
+    let file = fs.open(path, OpenMode::Read).ok()?;
+    file.read_at(&mut head, offset).ok()?;
+    header_seq(&head)
+}
+
+/// The sessions behind their anchor among `points` that an earlier open's torn tail explains:
+/// the side file it saved at the newest segment's present end begins with the anchored
+/// record (that open's report went, and the anchor recording the new end was never written:
+/// the process ended first).
+pub(super) fn explained_by_side_files(
+    anchors: &Anchors,
+    points: &Points<'_>,
+    dir: &Path,
+    fs: &dyn FileSystem,
+    skipped: impl Fn(u64) -> bool,
+) -> HashSet<u64> {
+    anchors
+        .behind(|id| points.get(&id).map(|(_, p)| *p), skipped)
+        .into_iter()
+        .filter_map(|(id, anchored, _)| {
+            let (slot, _) = points.get(&id)?;
+            let (newest, len) = {
+                let w = slot.writer.lock();
+                (w.newest, w.newest_len)
+            };
+            let segment = segment_path(dir, id, newest);
+            let side = segment.with_file_name(format!(
+                "{}.torn-{len:016x}",
+                segment.file_name()?.to_str()?
+            ));
+            (torn_seq(fs, &side, 0) == Some(anchored.last_seq)).then_some(id)
+        })
+        .collect()
 }
 
 /// The sessions whose erasure an encrypted store began (`keys/{id}.erasing`): gone, and no
@@ -158,6 +194,8 @@ pub(super) struct Anchoring {
     /// their anchored point: the next anchor records where they now end, so that later
     /// opens do not report the same loss again as a rollback.
     pub lowered: HashSet<u64>,
+    /// This store has synced the anchor log (and its folder) once.
+    pub synced: bool,
 }
 
 impl Inner {
@@ -183,6 +221,12 @@ impl Inner {
         let mut anchors = Anchors::read_until(&*self.fs, &self.dir, state.durable_end)?;
         let points = points.into_iter().map(|(id, (_, point))| (id, point));
         let root = anchors.append(&*self.fs, &self.dir, next_seq, points, &state.lowered)?;
+        if !state.synced {
+            // What an earlier process wrote may still be only in the page cache (it may have
+            // failed to sync, or been killed before): the root handed out must be on disk.
+            anchor::sync(&*self.fs, &self.dir)?;
+            state.synced = true;
+        }
         state.durable_end = anchors.end();
         state.lowered.clear();
         Ok(root)
