@@ -451,6 +451,30 @@ mod tests {
     use crate::report::Finding;
     use crate::testing::SimFs;
 
+    /// A file system holding an empty store folder, and that folder.
+    fn empty_store() -> (SimFs, &'static Path) {
+        let fs = SimFs::new();
+        let dir = Path::new("/s");
+        fs.create_dir_all(dir).unwrap();
+        (fs, dir)
+    }
+
+    /// A store folder whose anchor log holds one anchor (session 1 at 5), that log, its root.
+    fn one_anchor() -> (SimFs, &'static Path, Anchors, Hash) {
+        let (fs, dir) = empty_store();
+        let mut log = Anchors::read(&fs, dir).unwrap();
+        let first = log
+            .append(&fs, dir, 10, [(1, point(5, 1))], &HashSet::new())
+            .unwrap();
+        (fs, dir, log, first)
+    }
+
+    /// The anchor log's bytes.
+    fn log_bytes(fs: &SimFs, dir: &Path) -> Vec<u8> {
+        let path = anchors_path(dir);
+        fs.files().into_iter().find(|(p, _)| *p == path).unwrap().1
+    }
+
     fn point(last_seq: u64, h: u8) -> Point {
         Point {
             last_seq,
@@ -460,9 +484,7 @@ mod tests {
 
     #[test]
     fn anchors_fold_chain_and_only_rise() {
-        let fs = SimFs::new();
-        let dir = Path::new("/s");
-        fs.create_dir_all(dir).unwrap();
+        let (fs, dir) = empty_store();
         let mut log = Anchors::read(&fs, dir).unwrap();
         let first = log
             .append(
@@ -514,17 +536,11 @@ mod tests {
 
     #[test]
     fn a_bad_byte_ends_the_chain_where_it_is_and_the_tail_is_saved() {
-        let fs = SimFs::new();
-        let dir = Path::new("/s");
-        fs.create_dir_all(dir).unwrap();
-        let mut log = Anchors::read(&fs, dir).unwrap();
-        let first = log
-            .append(&fs, dir, 10, [(1, point(5, 1))], &HashSet::new())
-            .unwrap();
+        let (fs, dir, mut log, first) = one_anchor();
         log.append(&fs, dir, 20, [(1, point(15, 1))], &HashSet::new())
             .unwrap();
         let path = anchors_path(dir);
-        let mut bytes = fs.files().into_iter().find(|(p, _)| *p == path).unwrap().1;
+        let mut bytes = log_bytes(&fs, dir);
         let len = bytes.len();
         bytes[len - 10] ^= 1;
         fs.put_file(&path, &bytes);
@@ -542,13 +558,7 @@ mod tests {
 
     #[test]
     fn damage_in_the_middle_is_kept_and_reported_and_the_anchors_after_it_are_read() {
-        let fs = SimFs::new();
-        let dir = Path::new("/s");
-        fs.create_dir_all(dir).unwrap();
-        let mut log = Anchors::read(&fs, dir).unwrap();
-        let first = log
-            .append(&fs, dir, 10, [(1, point(5, 1))], &HashSet::new())
-            .unwrap();
+        let (fs, dir, mut log, first) = one_anchor();
         let first_end = log.end();
         log.append(
             &fs,
@@ -562,7 +572,7 @@ mod tests {
             .append(&fs, dir, 30, [(2, point(25, 2))], &HashSet::new())
             .unwrap();
         let path = anchors_path(dir);
-        let mut bytes = fs.files().into_iter().find(|(p, _)| *p == path).unwrap().1;
+        let mut bytes = log_bytes(&fs, dir);
         bytes[first_end as usize + 50] ^= 1; // inside the second anchor
         fs.put_file(&path, &bytes);
         let mut again = Anchors::read(&fs, dir).unwrap();
@@ -587,7 +597,7 @@ mod tests {
             "{report:?}"
         );
         // Nothing is cut: the damaged bytes stay where they are.
-        let kept = fs.files().into_iter().find(|(p, _)| *p == path).unwrap().1;
+        let kept = log_bytes(&fs, dir);
         assert_eq!(kept, bytes);
         let fourth = again
             .append(&fs, dir, 40, [(1, point(35, 1))], &HashSet::new())
@@ -600,16 +610,10 @@ mod tests {
 
     #[test]
     fn the_next_anchor_is_found_across_the_scan_buffers_edge() {
-        let fs = SimFs::new();
-        let dir = Path::new("/s");
-        fs.create_dir_all(dir).unwrap();
-        let mut log = Anchors::read(&fs, dir).unwrap();
-        let first = log
-            .append(&fs, dir, 10, [(1, point(5, 1))], &HashSet::new())
-            .unwrap();
+        let (fs, dir, log, first) = one_anchor();
         let damaged_at = log.end();
         let path = anchors_path(dir);
-        let mut bytes = fs.files().into_iter().find(|(p, _)| *p == path).unwrap().1;
+        let mut bytes = log_bytes(&fs, dir);
         // The scan starts one byte into the damage and reads 64 KiB at a time, each read
         // overlapping the one before by three bytes: put the next magic across the first
         // read's end, after garbage that holds a stray magic of no sound anchor.
@@ -627,17 +631,11 @@ mod tests {
 
     #[test]
     fn a_file_of_false_magics_is_scanned_in_bounded_reads() {
-        let sim = SimFs::new();
-        let dir = Path::new("/s");
-        sim.create_dir_all(dir).unwrap();
         // After one sound anchor: 64 KiB of magics, each claiming an anchor of 1 MiB that the
         // file is long enough to hold, then 2 MiB of filler.
-        let mut log = Anchors::read(&sim, dir).unwrap();
-        let first = log
-            .append(&sim, dir, 10, [(1, point(5, 1))], &HashSet::new())
-            .unwrap();
+        let (sim, dir, _, first) = one_anchor();
         let path = anchors_path(dir);
-        let mut bytes = sim.files().into_iter().find(|(p, _)| *p == path).unwrap().1;
+        let mut bytes = log_bytes(&sim, dir);
         let count = ((1u32 << 20) / ENTRY_LEN as u32).to_le_bytes();
         for _ in 0..(1 << 16) / 8 {
             bytes.extend_from_slice(&MAGIC);
@@ -659,9 +657,7 @@ mod tests {
 
     #[test]
     fn a_settled_point_lowers_the_anchored_one() {
-        let fs = SimFs::new();
-        let dir = Path::new("/s");
-        fs.create_dir_all(dir).unwrap();
+        let (fs, dir) = empty_store();
         let mut log = Anchors::read(&fs, dir).unwrap();
         log.append(
             &fs,

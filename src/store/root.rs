@@ -121,8 +121,7 @@ pub(super) fn explained_by_side_files(
     fs: &dyn FileSystem,
     skipped: impl Fn(u64) -> bool,
 ) -> HashSet<u64> {
-    anchors
-        .behind(|id| points.get(&id).map(|(_, p)| *p), skipped)
+    behind(anchors, points, skipped)
         .into_iter()
         .filter_map(|(id, anchored, _)| {
             let (slot, _) = points.get(&id)?;
@@ -149,6 +148,16 @@ pub(super) fn erasing(keys: Option<&Keyring>) -> Result<HashSet<u64>> {
     })
 }
 
+/// The sessions among `points` (or anchored and gone) not `skipped` that end before their
+/// anchored point: (session id, anchored point, point now).
+fn behind(
+    anchors: &Anchors,
+    points: &Points<'_>,
+    skipped: impl Fn(u64) -> bool,
+) -> Vec<(u64, Point, Option<Point>)> {
+    anchors.behind(|id| points.get(&id).map(|(_, p)| *p), skipped)
+}
+
 /// A [`Finding::RolledBack`] for each session of `points` (or anchored and gone, and not
 /// `skipped`: erased, or reported as damaged) that ends before its anchored point.
 pub(super) fn rolled_back(
@@ -156,8 +165,7 @@ pub(super) fn rolled_back(
     points: &Points<'_>,
     skipped: impl Fn(u64) -> bool,
 ) -> Vec<Finding> {
-    anchors
-        .behind(|id| points.get(&id).map(|(_, p)| *p), skipped)
+    behind(anchors, points, skipped)
         .into_iter()
         .map(|(session_id, anchored, found)| Finding::RolledBack {
             key: points.get(&session_id).map(|(slot, _)| slot.key.clone()),
@@ -176,8 +184,7 @@ pub(super) fn lowered(
     points: &Points<'_>,
     reported: impl Fn(u64) -> bool,
 ) -> HashSet<u64> {
-    anchors
-        .behind(|id| points.get(&id).map(|(_, p)| *p), |id| !reported(id))
+    behind(anchors, points, |id| !reported(id))
         .into_iter()
         .map(|(session_id, ..)| session_id)
         .collect()
