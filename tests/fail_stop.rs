@@ -230,3 +230,26 @@ fn a_store_poisoned_by_a_failed_write_still_syncs_what_it_acknowledged() {
     let store = LogStore::open_with_fs(SIM_DIR, options, Arc::new(sim.clone())).unwrap();
     assert_eq!(store.load("k"), vec![ChatMessage::user("acknowledged")]);
 }
+
+#[test]
+fn a_failed_write_back_fails_the_flush_of_a_few_files() {
+    let sim = SimFs::new();
+    let options = Options {
+        auto_compact: false,
+        ..Options::with_durability(Durability::Never)
+    };
+    let store = LogStore::open_with_fs(SIM_DIR, options, Arc::new(sim.clone())).unwrap();
+    // Few enough sessions that the flush syncs file by file.
+    for i in 0..3 {
+        store
+            .append(&format!("s{i}"), &ChatMessage::user("lost"))
+            .unwrap();
+    }
+    sim.fail_write_back(false);
+    let err = store.sync().unwrap_err();
+    assert!(err.to_string().contains("syncing"), "{err}");
+    assert!(
+        is_poisoned(&store),
+        "the disk does not hold what it was given"
+    );
+}

@@ -60,6 +60,10 @@ struct Inode {
     durable: Vec<u8>,
     /// Every change since the last sync, oldest first.
     unsynced: Vec<DataOp>,
+    /// Write-back failures that lost some of its changes, and how many of them a sync of it
+    /// has reported (see [`SimFs::fail_write_back`]).
+    write_back_errors: u64,
+    write_back_errors_seen: u64,
 }
 
 impl Inode {
@@ -203,6 +207,9 @@ impl SimState {
         // A failure of write-back before the loss is no news to the next boot's handles.
         self.failing_sync = None;
         self.write_back_errors_seen = self.write_back_errors;
+        for inode in self.inodes.values_mut() {
+            inode.write_back_errors_seen = inode.write_back_errors;
+        }
     }
 }
 
@@ -256,13 +263,18 @@ impl SimFs {
     }
 
     /// The disk fails to write back what is cached: every file's changes since its last sync
-    /// are lost (they stay readable until a power loss), and `syncfs` reports the failure
-    /// once to each handle open now, as Linux does, and once to a handle opened later unless
-    /// `seen_elsewhere` (another process's `syncfs` reported it first).
+    /// are lost (they stay readable until a power loss). As Linux does, `syncfs` reports the
+    /// failure once to each handle open now, and once to a handle opened later unless
+    /// `seen_elsewhere` (another process's `syncfs` reported it first); a sync of a file that
+    /// lost changes reports it once to each of its handles open now, and once to one opened
+    /// later if no sync of the file has reported it yet.
     pub fn fail_write_back(&self, seen_elsewhere: bool) {
         let mut state = self.state.lock();
         for inode in state.inodes.values_mut() {
-            inode.unsynced.clear();
+            if !inode.unsynced.is_empty() {
+                inode.unsynced.clear();
+                inode.write_back_errors += 1;
+            }
         }
         state.write_back_errors += 1;
         if seen_elsewhere {
@@ -397,8 +409,10 @@ struct SimFile {
     fs: SimFs,
     id: u64,
     writable: bool,
-    /// The write-back failures this handle has heard of (see [`SimFs::fail_write_back`]).
+    /// The write-back failures this handle has heard of (see [`SimFs::fail_write_back`]):
+    /// of the file system, and of its file.
     errors_heard: Mutex<u64>,
+    file_errors_heard: Mutex<u64>,
 }
 
 impl FileHandle for SimFile {
@@ -430,10 +444,18 @@ impl FileHandle for SimFile {
         let mut state = self.fs.state.lock();
         state.mutate()?;
         let failing = state.failing_sync == Some(self.id);
-        let inode = state.inodes.get_mut(&self.id).ok_or_else(power_off)?;
         if failing {
-            inode.unsynced.clear();
             state.failing_sync = None;
+        }
+        let inode = state.inodes.get_mut(&self.id).ok_or_else(power_off)?;
+        let mut heard = self.file_errors_heard.lock();
+        if failing || inode.write_back_errors > *heard {
+            if failing {
+                inode.unsynced.clear();
+                inode.write_back_errors += 1;
+            }
+            *heard = inode.write_back_errors;
+            inode.write_back_errors_seen = inode.write_back_errors;
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         inode.written_back();
@@ -590,11 +612,18 @@ impl FileSystem for SimFs {
         };
         // A new handle hears of failures no one has reported yet, as Linux's do.
         let errors_heard = Mutex::new(state.write_back_errors_seen);
+        let file_errors_heard = Mutex::new(
+            state
+                .inodes
+                .get(&id)
+                .map_or(0, |inode| inode.write_back_errors_seen),
+        );
         Ok(Box::new(SimFile {
             fs: self.clone(),
             id,
             writable: mode != OpenMode::Read,
             errors_heard,
+            file_errors_heard,
         }))
     }
 
