@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::fs::{append_durably, context, sync_dir, FileHandle, FileSystem, OpenMode};
+use crate::fs::{append_durably, context, FileHandle, FileSystem, OpenMode};
 use crate::layout::{ANCHORS_FILE, NUMBER_LIMIT};
 use crate::record::{Hash, HASH_LEN};
 use crate::report::{Finding, RecoveryReport};
@@ -41,7 +41,12 @@ const TAIL_LEN: usize = HASH_LEN + 4;
 /// (48 MiB). A store with more sessions changed since its last anchor writes several.
 const ENTRIES_MAX: usize = 1 << 20;
 /// Bytes of the largest anchor.
-const ANCHOR_MAX: u64 = (HEAD_LEN + ENTRIES_MAX * ENTRY_LEN + TAIL_LEN) as u64;
+const ANCHOR_MAX: u64 = anchor_len(ENTRIES_MAX as u32);
+
+/// Bytes of an anchor of `count` entries.
+const fn anchor_len(count: u32) -> u64 {
+    (HEAD_LEN + TAIL_LEN) as u64 + count as u64 * ENTRY_LEN as u64
+}
 
 /// Where one session's history had reached at its latest anchor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,17 +82,6 @@ pub(crate) struct Anchors {
 /// The anchor log's path in the store's folder.
 pub(crate) fn anchors_path(dir: &Path) -> PathBuf {
     dir.join(ANCHORS_FILE)
-}
-
-/// Makes the anchor log as it is durable, and its name: for the first anchor a process hands
-/// out, which may stand on anchors an earlier process wrote and did not sync.
-pub(crate) fn sync(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
-    let path = anchors_path(dir);
-    let file = fs
-        .open(&path, OpenMode::Read)
-        .map_err(context("opening", &path))?;
-    file.sync().map_err(context("syncing", &path))?;
-    sync_dir(fs, dir)
 }
 
 /// The hex form of a root, as [`crate::LogStore::root_hash`] returns it.
@@ -205,6 +199,11 @@ impl Anchors {
     /// reported as damage or a torn tail, so that later opens take where they now end (their
     /// point in `now`, or [`Point::NONE`] if they have no record left) as anchored and do not
     /// report the same loss again as a rollback.
+    ///
+    /// `first`: nothing in the log is known durable yet (the first anchor since open: an
+    /// earlier process may have written anchors it never synced, or an earlier call may have
+    /// created the log and failed before syncing its folder). The log and its folder are
+    /// synced then, even when nothing is written.
     pub(crate) fn append(
         &mut self,
         fs: &dyn FileSystem,
@@ -212,6 +211,7 @@ impl Anchors {
         next_seq: u64,
         now: impl IntoIterator<Item = (u64, Point)>,
         lowered: &HashSet<u64>,
+        first: bool,
     ) -> Result<Hash> {
         let mut present = HashSet::new();
         let mut entries: Vec<(u64, Point)> = now
@@ -231,27 +231,14 @@ impl Anchors {
                 .filter(|id| !present.contains(id))
                 .map(|&id| (id, Point::NONE)),
         );
-        if entries.is_empty() {
-            if let Some(root) = self.root() {
-                return Ok(root);
-            }
-        }
-        self.write(fs, dir, next_seq, &mut entries)
-    }
-
-    /// Appends anchors of `entries` (sorted here) after the last sound one, durably; returns
-    /// the new root.
-    fn write(
-        &mut self,
-        fs: &dyn FileSystem,
-        dir: &Path,
-        next_seq: u64,
-        entries: &mut [(u64, Point)],
-    ) -> Result<Hash> {
         entries.sort_unstable_by_key(|(id, _)| *id);
         let mut chunks: Vec<&[(u64, Point)]> = entries.chunks(ENTRIES_MAX).collect();
         if chunks.is_empty() {
-            chunks.push(&[]); // the first anchor of an empty store
+            match self.root() {
+                Some(root) if !first => return Ok(root),
+                Some(_) => {} // nothing to add, but the log must be made durable
+                None => chunks.push(&[]), // the first anchor of an empty store
+            }
         }
         // The anchor stands for a state already durable; it must be durable itself (and a new
         // log's name) before its root is handed out, or an operator could keep a root the
@@ -259,7 +246,7 @@ impl Anchors {
         let mut written = Vec::new();
         let mut end = self.end;
         let mut prev = self.root().unwrap_or([0; HASH_LEN]);
-        append_durably(fs, &anchors_path(dir), self.end == 0, |file| {
+        append_durably(fs, &anchors_path(dir), first, |file| {
             for chunk in chunks {
                 let (bytes, root) = encode(next_seq, &prev, chunk);
                 file.write_at(&bytes, end)?;
@@ -324,14 +311,13 @@ fn read_anchor(
     }
     file.read_at(&mut head, at)
         .map_err(context("reading", path))?;
-    let count = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-    let len = HEAD_LEN + count * ENTRY_LEN + TAIL_LEN;
-    if head[..4] != MAGIC || count > ENTRIES_MAX || len as u64 > left {
+    let len = anchor_len(u32::from_le_bytes([head[4], head[5], head[6], head[7]]));
+    if head[..4] != MAGIC || len > ANCHOR_MAX || len > left {
         return Ok(None);
     }
     bytes.clear();
     bytes.extend_from_slice(&head);
-    bytes.resize(len, 0);
+    bytes.resize(len as usize, 0);
     file.read_at(&mut bytes[HEAD_LEN..], at + HEAD_LEN as u64)
         .map_err(context("reading", path))?;
     Ok(decode(bytes))
@@ -365,7 +351,7 @@ fn next_anchor(
                 .and_then(|c| c.try_into().ok())
                 .map_or(0, u32::from_le_bytes);
             // What reading it would take: its head only, when its count or length rules it out.
-            let claimed = (HEAD_LEN + TAIL_LEN) as u64 + u64::from(count) * ENTRY_LEN as u64;
+            let claimed = anchor_len(count);
             let read = if claimed > ANCHOR_MAX || claimed > file_len - start {
                 HEAD_LEN as u64
             } else {
@@ -463,10 +449,19 @@ mod tests {
     fn one_anchor() -> (SimFs, &'static Path, Anchors, Hash) {
         let (fs, dir) = empty_store();
         let mut log = Anchors::read(&fs, dir).unwrap();
-        let first = log
-            .append(&fs, dir, 10, [(1, point(5, 1))], &HashSet::new())
-            .unwrap();
+        let first = add(&mut log, &fs, dir, 10, [(1, point(5, 1))]).unwrap();
         (fs, dir, log, first)
+    }
+
+    /// Appends an anchor of `now` (nothing lowered; the log made durable as a first anchor).
+    fn add<const N: usize>(
+        log: &mut Anchors,
+        fs: &SimFs,
+        dir: &Path,
+        next_seq: u64,
+        now: [(u64, Point); N],
+    ) -> Result<Hash> {
+        log.append(fs, dir, next_seq, now, &HashSet::new(), true)
     }
 
     /// The anchor log's bytes.
@@ -486,37 +481,21 @@ mod tests {
     fn anchors_fold_chain_and_only_rise() {
         let (fs, dir) = empty_store();
         let mut log = Anchors::read(&fs, dir).unwrap();
-        let first = log
-            .append(
-                &fs,
-                dir,
-                10,
-                [(1, point(5, 1)), (2, point(9, 2))],
-                &HashSet::new(),
-            )
-            .unwrap();
+        let first = add(&mut log, &fs, dir, 10, [(1, point(5, 1)), (2, point(9, 2))]).unwrap();
         // Nothing rose: no new anchor.
         assert_eq!(
-            log.append(
-                &fs,
-                dir,
-                10,
-                [(1, point(5, 1)), (2, point(9, 2))],
-                &HashSet::new()
-            )
-            .unwrap(),
+            add(&mut log, &fs, dir, 10, [(1, point(5, 1)), (2, point(9, 2))]).unwrap(),
             first
         );
         // Session 1 went back (not recorded), session 2 rose.
-        let second = log
-            .append(
-                &fs,
-                dir,
-                20,
-                [(1, point(3, 7)), (2, point(15, 3))],
-                &HashSet::new(),
-            )
-            .unwrap();
+        let second = add(
+            &mut log,
+            &fs,
+            dir,
+            20,
+            [(1, point(3, 7)), (2, point(15, 3))],
+        )
+        .unwrap();
         assert_ne!(first, second);
         let again = Anchors::read(&fs, dir).unwrap();
         assert_eq!(again.roots, vec![first, second]);
@@ -537,8 +516,7 @@ mod tests {
     #[test]
     fn a_bad_byte_ends_the_chain_where_it_is_and_the_tail_is_saved() {
         let (fs, dir, mut log, first) = one_anchor();
-        log.append(&fs, dir, 20, [(1, point(15, 1))], &HashSet::new())
-            .unwrap();
+        add(&mut log, &fs, dir, 20, [(1, point(15, 1))]).unwrap();
         let path = anchors_path(dir);
         let mut bytes = log_bytes(&fs, dir);
         let len = bytes.len();
@@ -550,9 +528,7 @@ mod tests {
         let mut report = RecoveryReport::default();
         again.repair(&fs, dir, &mut report).unwrap();
         assert!(matches!(report.findings[..], [Finding::TornTail { .. }]));
-        let third = again
-            .append(&fs, dir, 30, [(1, point(25, 1))], &HashSet::new())
-            .unwrap();
+        let third = add(&mut again, &fs, dir, 30, [(1, point(25, 1))]).unwrap();
         assert_eq!(Anchors::read(&fs, dir).unwrap().roots, vec![first, third]);
     }
 
@@ -560,17 +536,15 @@ mod tests {
     fn damage_in_the_middle_is_kept_and_reported_and_the_anchors_after_it_are_read() {
         let (fs, dir, mut log, first) = one_anchor();
         let first_end = log.end();
-        log.append(
+        add(
+            &mut log,
             &fs,
             dir,
             20,
             [(1, point(15, 1)), (2, point(16, 2))],
-            &HashSet::new(),
         )
         .unwrap();
-        let third = log
-            .append(&fs, dir, 30, [(2, point(25, 2))], &HashSet::new())
-            .unwrap();
+        let third = add(&mut log, &fs, dir, 30, [(2, point(25, 2))]).unwrap();
         let path = anchors_path(dir);
         let mut bytes = log_bytes(&fs, dir);
         bytes[first_end as usize + 50] ^= 1; // inside the second anchor
@@ -599,9 +573,7 @@ mod tests {
         // Nothing is cut: the damaged bytes stay where they are.
         let kept = log_bytes(&fs, dir);
         assert_eq!(kept, bytes);
-        let fourth = again
-            .append(&fs, dir, 40, [(1, point(35, 1))], &HashSet::new())
-            .unwrap();
+        let fourth = add(&mut again, &fs, dir, 40, [(1, point(35, 1))]).unwrap();
         assert_eq!(
             Anchors::read(&fs, dir).unwrap().roots,
             vec![first, third, fourth]
@@ -659,17 +631,10 @@ mod tests {
     fn a_settled_point_lowers_the_anchored_one() {
         let (fs, dir) = empty_store();
         let mut log = Anchors::read(&fs, dir).unwrap();
-        log.append(
-            &fs,
-            dir,
-            10,
-            [(1, point(5, 1)), (2, point(9, 2))],
-            &HashSet::new(),
-        )
-        .unwrap();
+        add(&mut log, &fs, dir, 10, [(1, point(5, 1)), (2, point(9, 2))]).unwrap();
         // Session 1 now ends lower, session 2 has no record left.
         let lowered = HashSet::from([1, 2]);
-        log.append(&fs, dir, 10, [(1, point(3, 7))], &lowered)
+        log.append(&fs, dir, 10, [(1, point(3, 7))], &lowered, false)
             .unwrap();
         let again = Anchors::read(&fs, dir).unwrap();
         assert_eq!(again.points[&1], point(3, 7));

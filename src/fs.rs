@@ -295,12 +295,7 @@ impl FileSystem for StdFs {
     }
     #[cfg(target_os = "linux")]
     fn sync_file_system(&self, dir: &Path) -> io::Result<bool> {
-        if !syncfs_reports_errors() {
-            return Ok(false);
-        }
-        let folder = File::open(dir)?;
-        rustix::fs::syncfs(&folder)?;
-        Ok(true)
+        StdFile(File::open(dir)?).sync_file_system()
     }
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
         let file = OpenOptions::new()

@@ -126,9 +126,10 @@ pub enum Finding {
     },
     /// A session ends before the point the anchor log (`ANCHORS`) recorded for it at an
     /// earlier clean close: its files were rolled back to an older copy (a restore from a
-    /// backup, say), or removed. (A session open found damaged, or whose torn last record it
-    /// cut, is reported as that instead.) Nothing was changed; the session is served as its
-    /// files hold it, and `verify` fails until it passes its anchored point again. If the rollback was deliberate, remove `ANCHORS` (the next clean close starts a
+    /// backup, say), or removed. (A session open found damaged, or whose anchored last record
+    /// it cut as a torn tail, is reported as that instead.) Nothing was changed; the session
+    /// is served as its files hold it, and `verify` fails until it passes its anchored point
+    /// again. If the rollback was deliberate, remove `ANCHORS` (the next clean close starts a
     /// new chain, with a new root hash).
     RolledBack {
         /// The session, when its files are there.

@@ -26,11 +26,7 @@ pub fn cut_tail(
         .map_err(context("opening", path))?;
     let len = source.size().map_err(context("reading", path))?;
     let dir = parent(path);
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("segment");
-    let side = free_name(fs, dir, &format!("{name}.torn-{offset:016x}"));
+    let side = free_name(fs, dir, &side_name(path, offset));
     let saved = fs
         .open(&side, OpenMode::CreateNew)
         .map_err(context("creating", &side))?;
@@ -68,6 +64,16 @@ pub fn cut_tail(
         segment.sync().map_err(context("syncing", path))?;
     }
     Ok((side, tail))
+}
+
+/// The name of the side file that holds the bytes cut from `path` at `offset` (unless one
+/// of that name was there already: then [`free_name`] numbers it).
+pub fn side_name(path: &Path, offset: u64) -> String {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("segment");
+    format!("{name}.torn-{offset:016x}")
 }
 
 /// [`cut_tail`] for a log file (`ERASED`, `ANCHORS`) whose sound records end at `end`: the

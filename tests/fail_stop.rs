@@ -181,20 +181,26 @@ fn a_poisoned_store_reclaims_no_tombstone() {
     assert_eq!(texts(&store, "x"), ["x1"]);
 }
 
-#[test]
-fn a_failed_write_back_another_process_heard_of_first_still_fails_the_flush() {
-    let sim = SimFs::new();
+/// A store under `Never` on `sim` with `sessions` sessions written and not yet synced.
+fn unsynced_sessions(sim: &SimFs, sessions: usize) -> LogStore {
     let options = Options {
         auto_compact: false,
         ..Options::with_durability(Durability::Never)
     };
     let store = LogStore::open_with_fs(SIM_DIR, options, Arc::new(sim.clone())).unwrap();
-    // Enough sessions that the flush syncs the whole file system at once.
-    for i in 0..100 {
+    for i in 0..sessions {
         store
             .append(&format!("s{i}"), &ChatMessage::user("lost"))
             .unwrap();
     }
+    store
+}
+
+#[test]
+fn a_failed_write_back_another_process_heard_of_first_still_fails_the_flush() {
+    let sim = SimFs::new();
+    // Enough sessions that the flush syncs the whole file system at once.
+    let store = unsynced_sessions(&sim, 100);
     // The write-back fails, and another process's `syncfs` is told first: a handle opened
     // now would hear nothing.
     sim.fail_write_back(true);
@@ -234,17 +240,8 @@ fn a_store_poisoned_by_a_failed_write_still_syncs_what_it_acknowledged() {
 #[test]
 fn a_failed_write_back_fails_the_flush_of_a_few_files() {
     let sim = SimFs::new();
-    let options = Options {
-        auto_compact: false,
-        ..Options::with_durability(Durability::Never)
-    };
-    let store = LogStore::open_with_fs(SIM_DIR, options, Arc::new(sim.clone())).unwrap();
     // Few enough sessions that the flush syncs file by file.
-    for i in 0..3 {
-        store
-            .append(&format!("s{i}"), &ChatMessage::user("lost"))
-            .unwrap();
-    }
+    let store = unsynced_sessions(&sim, 3);
     sim.fail_write_back(false);
     let err = store.sync().unwrap_err();
     assert!(err.to_string().contains("syncing"), "{err}");

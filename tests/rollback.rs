@@ -302,16 +302,26 @@ impl Hooks for Gate {
     }
 }
 
-#[test]
-fn a_root_vouches_only_for_records_on_disk_while_another_flush_syncs() {
-    let fs = Hooked::new(&SimFs::new(), Gate::default());
-    let gate = &fs.hooks;
-    let never = Options {
+/// Options under which only `sync` and `root_hash` flush.
+fn never() -> Options {
+    Options {
         auto_compact: false,
         ..Options::with_durability(Durability::Never)
-    };
+    }
+}
+
+/// A store in `dir` on a gated file system.
+fn gated_store(dir: &str) -> (Hooked<Gate>, LogStore) {
+    let fs = Hooked::new(&SimFs::new(), Gate::default());
+    let store = LogStore::open_with_fs(dir, never(), Arc::new(fs.clone())).unwrap();
+    (fs, store)
+}
+
+#[test]
+fn a_root_vouches_only_for_records_on_disk_while_another_flush_syncs() {
     let dir = "/gated";
-    let store = LogStore::open_with_fs(dir, never.clone(), Arc::new(fs.clone())).unwrap();
+    let (fs, store) = gated_store(dir);
+    let gate = &fs.hooks;
     store.append("k", &user("synced by another flush")).unwrap();
     gate.set(|g| g.closed = true);
     let root = std::thread::scope(|s| {
@@ -335,7 +345,7 @@ fn a_root_vouches_only_for_records_on_disk_while_another_flush_syncs() {
     fs.sim.cut_power_after(0);
     drop(store);
     fs.sim.crash(None);
-    let store = LogStore::open_with_fs(dir, never, Arc::new(fs.sim.clone())).unwrap();
+    let store = LogStore::open_with_fs(dir, never(), Arc::new(fs.sim.clone())).unwrap();
     assert!(
         rolled_back(&store).is_empty(),
         "{:?}",
@@ -405,13 +415,8 @@ fn a_session_quarantined_whole_is_reported_once_not_as_a_rollback_later() {
 
 #[test]
 fn no_root_is_handed_out_when_the_flush_it_waited_for_failed() {
-    let fs = Hooked::new(&SimFs::new(), Gate::default());
+    let (fs, store) = gated_store("/failing-flush");
     let gate = &fs.hooks;
-    let never = Options {
-        auto_compact: false,
-        ..Options::with_durability(Durability::Never)
-    };
-    let store = LogStore::open_with_fs("/failing-flush", never, Arc::new(fs.clone())).unwrap();
     store.append("k", &user("never written back")).unwrap();
     gate.set(|g| {
         g.closed = true;

@@ -114,7 +114,8 @@ struct Inner {
     /// Held while an anchor is appended (`root.rs`).
     anchoring: Mutex<root::Anchoring>,
     /// The sessions whose end open's findings explain (damage, a fork cut short, a torn
-    /// anchored record): no rollback to report for them.
+    /// anchored record): no rollback to report for them, and the next anchor records where
+    /// those behind their anchor now end.
     explained: std::collections::HashSet<u64>,
     /// Errors swallowed where no caller could be told.
     monitor: Monitor,

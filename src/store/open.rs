@@ -2,7 +2,7 @@
 //! and the checkpoint written at close.
 
 use std::cmp::Reverse;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -59,21 +59,14 @@ impl LogStore {
         options.validate()?;
         let dir = dir.to_path_buf();
         prepare_folder(&*fs, &dir, &options, read_only)?;
-        let lock = if read_only {
-            None
+        let (lock, file_system) = if read_only {
+            (None, None)
         } else {
-            Some(lock_folder(&*fs, &dir)?)
-        };
-        // Opened before anything is written, so that it hears of every failed write-back.
-        let file_system = match lock {
-            Some(_) => {
-                let path = dir.join(LOCK_FILE);
-                Some(
-                    fs.open(&path, OpenMode::Read)
-                        .map_err(context("opening", &path))?,
-                )
-            }
-            None => None,
+            let lock = lock_folder(&*fs, &dir)?;
+            // Opened before anything is written, so that it hears of every failed write-back.
+            let path = dir.join(LOCK_FILE);
+            let handle = fs.open(&path, OpenMode::Read);
+            (Some(lock), Some(handle.map_err(context("opening", &path))?))
         };
         // Read before the segments: a writer beside a read-only open anchors only what it
         // wrote before, so the segments read next hold at least what these anchors record.
@@ -120,19 +113,8 @@ impl LogStore {
             exempt.contains(&id) || state.erased.holds(id)
         });
         state.report.findings.extend(behind);
-        // The loss just reported as damage or a torn tail is not reported again as a rollback
-        // once the next anchor (at the latest, a clean close) records where those sessions
-        // now end: only after the caller has had this open's report.
-        let lowered = if read_only {
-            HashSet::new()
-        } else {
-            root::lowered(&anchors, &points, |id| {
-                explained.contains(&id) && !state.erased.holds(id)
-            })
-        };
         let anchoring = root::Anchoring {
             durable_end: anchors.end(),
-            lowered,
             synced: false,
         };
         drop(points);

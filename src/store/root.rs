@@ -14,6 +14,7 @@ use crate::keyring::Keyring;
 use crate::layout::{parse_segment_name, segment_path, SEGMENT_SUFFIX};
 use crate::record::{header_seq, Hash, SEQ_OFFSET};
 use crate::report::Finding;
+use crate::torn_tail::side_name;
 
 use super::{Inner, LogStore, Slot};
 
@@ -130,10 +131,7 @@ pub(super) fn explained_by_side_files(
                 (w.newest, w.newest_len)
             };
             let segment = segment_path(dir, id, newest);
-            let side = segment.with_file_name(format!(
-                "{}.torn-{len:016x}",
-                segment.file_name()?.to_str()?
-            ));
+            let side = dir.join(side_name(&segment, len));
             (torn_seq(fs, &side, 0) == Some(anchored.last_seq)).then_some(id)
         })
         .collect()
@@ -176,20 +174,6 @@ pub(super) fn rolled_back(
         .collect()
 }
 
-/// The sessions among `points` (or anchored and gone) for which `reported` holds (their loss
-/// was reported otherwise) that end before their anchored point: the next anchor records
-/// where they now end.
-pub(super) fn lowered(
-    anchors: &Anchors,
-    points: &Points<'_>,
-    reported: impl Fn(u64) -> bool,
-) -> HashSet<u64> {
-    behind(anchors, points, |id| !reported(id))
-        .into_iter()
-        .map(|(session_id, ..)| session_id)
-        .collect()
-}
-
 /// What [`Inner::anchor`] works from, under one lock.
 #[derive(Debug, Default)]
 pub(super) struct Anchoring {
@@ -197,11 +181,8 @@ pub(super) struct Anchoring {
     /// of the chain, and the next one replaces it. A read-only store's stays where open
     /// found the anchors end: all it may check its sessions against.
     pub durable_end: u64,
-    /// The sessions whose loss open reported as damage or a torn tail, and that end before
-    /// their anchored point: the next anchor records where they now end, so that later
-    /// opens do not report the same loss again as a rollback.
-    pub lowered: HashSet<u64>,
-    /// This store has synced the anchor log (and its folder) once.
+    /// This store has made the anchor log and its folder durable once (after that, what it
+    /// reads of the log up to `durable_end` is on disk).
     pub synced: bool,
 }
 
@@ -226,16 +207,29 @@ impl Inner {
         // anchor the disk does not hold (write-back failed and the pages were marked clean),
         // and a root chained over it would name a history no copy of the folder has.
         let mut anchors = Anchors::read_until(&*self.fs, &self.dir, state.durable_end)?;
+        // The loss open reported as damage or a torn tail is not reported again as a rollback
+        // once an anchor records where those sessions now end (after the caller had open's
+        // report); once it has, they are no longer behind.
+        let lowered: HashSet<u64> = behind(&anchors, &points, |id| {
+            !self.explained.contains(&id) || self.erasure_log.lock().holds(id)
+        })
+        .into_iter()
+        .map(|(id, ..)| id)
+        .collect();
         let points = points.into_iter().map(|(id, (_, point))| (id, point));
-        let root = anchors.append(&*self.fs, &self.dir, next_seq, points, &state.lowered)?;
-        if !state.synced {
-            // What an earlier process wrote may still be only in the page cache (it may have
-            // failed to sync, or been killed before): the root handed out must be on disk.
-            anchor::sync(&*self.fs, &self.dir)?;
-            state.synced = true;
-        }
+        // The first anchor since open makes the log durable even if it writes nothing: what
+        // an earlier process wrote may still be only in the page cache (it may have failed to
+        // sync, or been killed first), and the root handed out must be on disk.
+        let root = anchors.append(
+            &*self.fs,
+            &self.dir,
+            next_seq,
+            points,
+            &lowered,
+            !state.synced,
+        )?;
+        state.synced = true;
         state.durable_end = anchors.end();
-        state.lowered.clear();
         Ok(root)
     }
 }
