@@ -1,12 +1,15 @@
 //! The checkpoint: the whole projection, written at a clean close so that the next open can
 //! skip replaying every segment.
 //!
-//! It is trusted only when it is whole (magic, version, CRC), the folder holds exactly the
-//! segment files it lists, each with the length, modification time and change time (`ctime`,
-//! which no program can set back) it records, and every one of them was last modified before
-//! the checkpoint itself: a segment changed after the store closed (damaged, edited, cut,
-//! another file's bytes copied over it with its times put back) makes open fall back to the
-//! full replay, which reports the damage. The store removes the checkpoint (durably) just before it first changes a segment.
+//! It is trusted only when it is whole (magic, version, CRC) and the folder holds exactly the
+//! segment files it lists. Open examines no live session's file: what the checkpoint recorded
+//! of each (length, modification time, change time, which no program can set back) becomes the
+//! session's [`Claim`], checked the first time the session is read or written, which replays
+//! the session if its files changed after the checkpoint was written (damaged, edited, cut,
+//! another file's bytes copied over one with its times put back). The files of the deleted
+//! sessions it keeps for restore are checked at open: a change there makes open fall back to
+//! the full replay, which reports the damage. The store removes the checkpoint (durably) just
+//! before it first changes a segment.
 //!
 //! ```text
 //! // Format: { magic: [u8; 8] = "SLCKPT\0\0" | version: u32 | body_len: u64 | body_crc: u32
@@ -14,12 +17,16 @@
 //! ```
 //! docs/FORMAT.md describes the body.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use crate::claim::{Claim, SegmentStat};
 use crate::error::Result;
 use crate::fs::{context, read_all, sync_dir, FileStat, FileSystem, OpenMode};
 use crate::keyring::Keyring;
-use crate::layout::{CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, NUMBER_LIMIT};
+use crate::layout::{
+    parse_segment_name, CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, NUMBER_LIMIT, SEGMENT_SUFFIX,
+};
 use crate::location::MessageLoc;
 use crate::projection::SessionView;
 use crate::record::{Hash, HASH_LEN};
@@ -33,11 +40,6 @@ const MAGIC: [u8; 8] = *b"SLCKPT\0\0";
 /// the window of recent ids; version 5 the size of the window it was written with; version 6
 /// each segment's change time.
 const VERSION: u32 = 6;
-
-/// What the checkpoint records of a segment file: what `stat` said, and its change time
-/// (`ctime`, where the file system keeps one): a file rewritten after the checkpoint with its
-/// length and modification time put back still shows a later change time.
-pub(crate) type SegmentStat = (FileStat, Option<i64>);
 
 /// How a segment without a change time is recorded.
 const NO_CHANGE_TIME: i64 = i64::MIN;
@@ -368,8 +370,8 @@ fn check(d: &Decoded) -> std::result::Result<(), &'static str> {
     if d.next_seq >= NUMBER_LIMIT || d.next_id >= NUMBER_LIMIT {
         return Err("it holds a sequence number or session id beyond the format's range");
     }
-    let mut ids = std::collections::HashSet::new();
-    let mut live_keys = std::collections::HashSet::new();
+    let mut ids = HashSet::with_capacity(d.sessions.len());
+    let mut live_keys = HashSet::with_capacity(d.sessions.len());
     for s in &d.sessions {
         if s.session_id >= d.next_id || !ids.insert(s.session_id) {
             return Err("it holds a session id twice, or one not below the next");
@@ -391,11 +393,15 @@ fn check(d: &Decoded) -> std::result::Result<(), &'static str> {
 /// store key.
 pub(crate) const SEALED_AAD: &[u8] = b"sessionlog checkpoint\0";
 
+/// What a checkpoint each live session's files are checked against, by session id.
+pub(crate) type Claims = HashMap<u64, Claim>;
+
 /// Loads the checkpoint if it is sound and matches the folder's segment files (`segments`,
-/// sorted). Without a usable checkpoint, returns `None` (the caller replays the segments), and
-/// notes why in `report` if one was there. The caller removes it with [`remove`] before the
-/// store takes a write. In an encrypted store the file is opened with `keys` first. Each
-/// session's window of ids keeps `window` of them.
+/// sorted), with what it claims of each live session's files (checked at the session's first
+/// read or write). Without a usable checkpoint, returns `None` (the caller replays the
+/// segments), and notes why in `report` if one was there. The caller removes it with [`remove`]
+/// before the store takes a write. In an encrypted store the file is opened with `keys` first.
+/// Each session's window of ids keeps `window` of them.
 pub(crate) fn load(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -403,7 +409,7 @@ pub(crate) fn load(
     report: &mut RecoveryReport,
     keys: Option<&Keyring>,
     window: usize,
-) -> Result<Option<Replayed>> {
+) -> Result<Option<(Replayed, Claims)>> {
     let path = dir.join(CHECKPOINT_FILE);
     if !fs.exists(&path) {
         return Ok(None);
@@ -421,32 +427,45 @@ pub(crate) fn load(
         Some(d) if d.window_full && d.window < window as u64 => {
             Err("it was written with a smaller idempotency_window")
         }
-        Some(d) => {
-            match check(&d).and_then(|()| check_folder(fs, dir, &path, &d.segments, segments)) {
-                Ok(()) => Ok(d),
-                Err(reason) => Err(reason),
-            }
-        }
+        Some(mut d) => check(&d).and_then(|()| {
+            let live: HashSet<u64> = d
+                .sessions
+                .iter()
+                .filter(|s| !s.view.deleted)
+                .map(|s| s.session_id)
+                .collect();
+            let recorded = std::mem::take(&mut d.segments);
+            let claims = check_folder(fs, dir, &path, recorded, segments, &live)?;
+            Ok((d, claims))
+        }),
     };
-    let usable = match usable {
-        Ok(d) => Some(d),
+    let (d, claims) = match usable {
+        Ok(usable) => usable,
         Err(reason) => {
             report.findings.push(Finding::CheckpointIgnored {
                 reason: reason.into(),
             });
-            None
+            return Ok(None);
         }
     };
-    Ok(usable.map(|d| {
-        let (sessions, tombstones) = d.sessions.into_iter().partition(|s| !s.view.deleted);
-        Replayed {
-            sessions,
-            tombstones,
-            next_seq: d.next_seq,
-            next_id: d.next_id,
-            report: RecoveryReport::default(),
+    let live = d.sessions.iter().filter(|s| !s.view.deleted).count();
+    let mut sessions = Vec::with_capacity(live);
+    let mut tombstones = Vec::with_capacity(d.sessions.len() - live);
+    for session in d.sessions {
+        if session.view.deleted {
+            tombstones.push(session);
+        } else {
+            sessions.push(session);
         }
-    }))
+    }
+    let replayed = Replayed {
+        sessions,
+        tombstones,
+        next_seq: d.next_seq,
+        next_id: d.next_id,
+        report: RecoveryReport::default(),
+    };
+    Ok(Some((replayed, claims)))
 }
 
 /// Removes the checkpoint, durably: once the store writes, it no longer describes the folder.
@@ -460,15 +479,19 @@ pub(crate) fn remove(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Checks that the folder's segments are exactly those recorded, unchanged, and all older
-/// than the checkpoint.
+/// Checks that the folder's segment and temporary files are exactly those recorded, and
+/// returns what the checkpoint claims of each live session's segment files (`live`): those are
+/// checked the first time the session is read or written (`claim.rs`), so that open does no
+/// work per file. Every other file it records (the deleted sessions kept for restore, files of
+/// no session) is checked now: unchanged, and modified before the checkpoint.
 fn check_folder(
     fs: &dyn FileSystem,
     dir: &Path,
     checkpoint: &Path,
-    recorded: &[(String, SegmentStat)],
+    recorded: Vec<(String, SegmentStat)>,
     listed: &[String],
-) -> std::result::Result<(), &'static str> {
+    live: &HashSet<u64>,
+) -> std::result::Result<HashMap<u64, Claim>, &'static str> {
     if recorded.len() != listed.len() || recorded.iter().zip(listed).any(|((a, _), b)| a != b) {
         return Err("the folder's segment files differ from those it records");
     }
@@ -476,39 +499,34 @@ fn check_folder(
         .stat(checkpoint)
         .map_err(|_| "it cannot be examined")?
         .modified_ns;
-    let check = |part: &[(String, SegmentStat)]| {
-        for (name, (stat, changed)) in part {
-            let (now, changed_now) = fs
-                .stat_changed(&dir.join(name))
-                .map_err(|_| "a segment cannot be examined")?;
-            if now != *stat || now.modified_ns >= written {
-                return Err("a segment changed after it was written");
+    let mut files: HashMap<u64, Vec<(u32, SegmentStat)>> = HashMap::with_capacity(live.len());
+    for (name, (stat, changed)) in recorded {
+        match parse_segment_name(&name, SEGMENT_SUFFIX) {
+            Some((id, number)) if live.contains(&id) => {
+                files.entry(id).or_default().push((number, (stat, changed)));
             }
-            // Rewritten, with its length and modification time put back: its bytes may be
-            // another file's (say, another session's segment of the same length).
-            if let (Some(then), Some(now)) = (changed, changed_now) {
-                if *then != now {
-                    return Err("a segment was rewritten after it was written");
+            _ => {
+                let (now, changed_now) = fs
+                    .stat_changed(&dir.join(&name))
+                    .map_err(|_| "a segment cannot be examined")?;
+                if now != stat || now.modified_ns >= written {
+                    return Err("a segment changed after it was written");
+                }
+                // Rewritten, with its length and modification time put back: its bytes may
+                // be another file's.
+                if let (Some(then), Some(now)) = (changed, changed_now) {
+                    if then != now {
+                        return Err("a segment was rewritten after it was written");
+                    }
                 }
             }
         }
-        Ok(())
-    };
-    // Thousands of stat calls: spread them over a few threads.
-    let part_len = recorded.len().div_ceil(STAT_THREADS).max(1);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = recorded
-            .chunks(part_len)
-            .map(|part| scope.spawn(move || check(part)))
-            .collect();
-        parts
-            .into_iter()
-            .try_for_each(|part| part.join().unwrap_or(Err("a segment check failed")))
-    })
+    }
+    Ok(files
+        .into_iter()
+        .map(|(id, files)| (id, Claim::new(written, files)))
+        .collect())
 }
-
-/// Threads that examine the segments when a checkpoint is loaded.
-const STAT_THREADS: usize = 4;
 
 /// How long `write` waits for the clock to move past the segments' modification times.
 const CLOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);

@@ -40,6 +40,7 @@ mod async_store;
 mod backend;
 mod checkpoint;
 mod cipher;
+mod claim;
 mod compaction;
 mod erasures;
 mod error;

@@ -1,6 +1,7 @@
 //! What open found and did: the [`RecoveryReport`] and each [`Finding`] in it.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 
 /// What open found and did, in the order it happened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +35,54 @@ impl RecoveryReport {
         self.findings
             .iter()
             .any(|f| matches!(f, Finding::RolledBack { .. }))
+    }
+}
+
+/// Open's report, and what was found after it: a session's files are checked against the
+/// checkpoint the first time the session is read or written (see [`Finding::ChangedWhileClosed`]).
+/// Each addition is a new report kept beside the ones before it, so a reference to an earlier
+/// one stays valid for as long as the store.
+pub(crate) struct Reports {
+    report: RecoveryReport,
+    later: OnceLock<Box<Reports>>,
+    /// Held by an addition (used in the first report only).
+    adding: Mutex<()>,
+}
+
+impl Reports {
+    /// Open's report.
+    pub(crate) fn new(report: RecoveryReport) -> Reports {
+        Reports {
+            report,
+            later: OnceLock::new(),
+            adding: Mutex::new(()),
+        }
+    }
+
+    /// The newest report: open's findings and every one found since.
+    pub(crate) fn newest(&self) -> &RecoveryReport {
+        let mut at = self;
+        while let Some(later) = at.later.get() {
+            at = later;
+        }
+        &at.report
+    }
+
+    /// Adds findings made after open.
+    pub(crate) fn add(&self, findings: Vec<Finding>) {
+        if findings.is_empty() {
+            return;
+        }
+        // A poisoned lock guards nothing but the order of additions.
+        let _one = self.adding.lock().unwrap_or_else(|e| e.into_inner());
+        let mut at = self;
+        while let Some(later) = at.later.get() {
+            at = later;
+        }
+        let mut report = at.report.clone();
+        report.findings.extend(findings);
+        // Set under the lock, where `at` has no later report yet.
+        let _ = at.later.set(Box::new(Reports::new(report)));
     }
 }
 
@@ -140,6 +189,18 @@ pub enum Finding {
         anchored_seq: u64,
         /// The sequence number of its last record now (0: the session is gone).
         found_seq: u64,
+    },
+    /// A session's files changed while the store was closed: they no longer match what the
+    /// checkpoint written at the last clean close recorded of them. Open took the projection
+    /// from the checkpoint without examining each file; the change was found the first time
+    /// the session was read or written, which replayed the session from its files first. The
+    /// session is served as its files hold it (anything the replay found wrong in them is
+    /// reported beside this, as open reports it), never as the checkpoint recorded it.
+    ChangedWhileClosed {
+        /// The session.
+        key: String,
+        /// The session's id (its files' prefix).
+        session_id: u64,
     },
     /// A file or folder that is not part of the store. It was not touched.
     UnknownFile {

@@ -22,6 +22,7 @@ use crate::error::Result;
 use crate::fs::{context, sync_dir, FileSystem};
 use crate::keyring::Keyring;
 use crate::layout;
+use crate::options::Options;
 use crate::projection::SessionView;
 use crate::record::Hash;
 use crate::report::{Finding, RecoveryReport};
@@ -86,6 +87,16 @@ pub(crate) fn torn_tail_max(segment_bytes_max: u64, record_bytes_max: usize) -> 
 }
 
 impl ReplayOptions {
+    /// How a store opened with `options` replays; `repair`: it may change the folder.
+    pub(crate) fn of(options: &Options, repair: bool) -> ReplayOptions {
+        ReplayOptions {
+            keep_history: options.keep_history,
+            repair,
+            window: options.idempotency_window,
+            torn_tail_max: torn_tail_max(options.segment_bytes_max, options.record_bytes_max),
+        }
+    }
+
     /// What happens to segments no longer in force; `None`: a read-only open changes nothing.
     fn superseded(&self) -> Option<Disposal> {
         match (self.repair, self.keep_history) {
@@ -211,6 +222,87 @@ pub(crate) fn replay(
         tombstones,
         next_seq,
         next_id,
+        report,
+    })
+}
+
+/// What the replay of one session alone found.
+pub(crate) struct Alone {
+    /// The session, if it exists (possibly damaged: its `damage` says where); `None` when
+    /// nothing of it is left in place or its files hold it deleted.
+    pub live: Option<ReplayedSession>,
+    /// The highest sequence number any of its records holds.
+    pub max_seq: u64,
+    /// What the replay found and did.
+    pub report: RecoveryReport,
+}
+
+/// Replays one session, `id`, from its segments `numbers` alone, in a running store (the
+/// first read or write of a session whose files changed after the checkpoint the store opened
+/// from): every header is read, then the session is replayed as open replays it, repairing as
+/// open does (a torn tail cut off and saved, a session with nothing sound quarantined) except a
+/// live session's damage, which the caller rewrites. A session whose files hold it deleted is
+/// quarantined whole: the store held it live, so its files are not what the store wrote.
+pub(crate) fn replay_alone(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    id: u64,
+    numbers: Vec<u32>,
+    options: &ReplayOptions,
+    keys: Option<&Keyring>,
+) -> Result<Alone> {
+    let listed = std::iter::once((id, numbers)).collect();
+    let Headers {
+        sessions: mut groups,
+        keys: mut data_keys,
+    } = read_headers(fs, dir, listed, keys)?;
+    let mut files = groups.remove(&id).unwrap_or_default();
+    files.sort_by_key(|f| f.number);
+    let mut report = RecoveryReport::default();
+    let mut max_seq = 0;
+    // An erasing compaction a crash cut short cannot follow a clean close: none to finish.
+    let mut erasing = Vec::new();
+    let mut replaying = Replaying {
+        fs,
+        dir,
+        id,
+        key: data_keys.remove(&id).unwrap_or(Ok(None)),
+        superseded: options.superseded(),
+        report: &mut report,
+        erasing: &mut erasing,
+        max_seq: &mut max_seq,
+        window: options.window,
+        torn_tail_max: options.torn_tail_max,
+    };
+    let live = match replay_session(&mut replaying, files)? {
+        Outcome::Live(session) => Some(*session),
+        Outcome::Deleted(session, _) => {
+            let quarantined = match options.superseded() {
+                Some(_) => compaction::retire(
+                    fs,
+                    dir,
+                    id,
+                    0,
+                    session.highest.saturating_add(1),
+                    Disposal::Quarantine,
+                )?,
+                None => Vec::new(),
+            };
+            report.findings.push(Finding::Damaged {
+                key: Some(session.view.key.clone()),
+                path: layout::segment_path(dir, id, session.newest),
+                offset: 0,
+                reason: "its files hold the session deleted, where the checkpoint held it live"
+                    .into(),
+                quarantined,
+            });
+            None
+        }
+        Outcome::Gone => None,
+    };
+    Ok(Alone {
+        live,
+        max_seq,
         report,
     })
 }

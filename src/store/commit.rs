@@ -119,7 +119,7 @@ impl Inner {
             too_large(payload_len)?;
         }
         loop {
-            let (slot, made) = match self.slot(key) {
+            let (slot, made) = match self.slot(key)? {
                 Some(slot) => (slot, false),
                 None if creates => {
                     self.check_writable()?;
@@ -185,6 +185,25 @@ impl Inner {
         }
     }
 
+    /// Counts a session that became live (`before` false, `after` true) or stopped being live.
+    pub(super) fn count_live(&self, before: bool, after: bool) {
+        match (before, after) {
+            (false, true) => {
+                self.live_sessions.fetch_add(1, Ordering::SeqCst);
+            }
+            (true, false) => {
+                // Saturating: a miscount must never turn into a store that refuses every new
+                // session.
+                let _ = self
+                    .live_sessions
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                        Some(n.saturating_sub(1))
+                    });
+            }
+            _ => {}
+        }
+    }
+
     /// Writes `event` (begun in `record`) to a session whose writer lock the caller holds,
     /// applies it to the projection and hands it to subscribers. `before`: the
     /// session as it was before the event. Returns whether the session now
@@ -229,21 +248,7 @@ impl Inner {
                 && dead >= view.live_bytes + retained;
             (applied, compact, before_entry, after_entry)
         };
-        match (before_entry, after_entry) {
-            (None, Some(_)) => {
-                self.live_sessions.fetch_add(1, Ordering::SeqCst);
-            }
-            (Some(_), None) => {
-                // Saturating: a miscount must never turn into a store that refuses every new
-                // session.
-                let _ = self
-                    .live_sessions
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                        Some(n.saturating_sub(1))
-                    });
-            }
-            _ => {}
-        }
+        self.count_live(before_entry.is_some(), after_entry.is_some());
         if before_entry != after_entry {
             self.reindex(slot, before_entry, after_entry);
         }

@@ -39,7 +39,7 @@ impl Inner {
         if check_key(key).is_err() {
             return Ok(());
         }
-        let Some(slot) = self.slot(key) else {
+        let Some(slot) = self.slot(key)? else {
             return Ok(());
         };
         let mut w = slot.writer.lock();

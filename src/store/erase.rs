@@ -27,7 +27,7 @@ impl Inner {
         }
         self.detach_forks(key, true)?;
         // Its files are listed now: with a zero retention the delete reclaims them at once.
-        let live_files: Vec<PathBuf> = match self.slot(key) {
+        let live_files: Vec<PathBuf> = match self.slot(key)? {
             Some(slot) => {
                 let w = slot.writer.lock();
                 (w.oldest.max(1)..=w.newest)

@@ -47,7 +47,7 @@ impl Inner {
         if source == target || self.with_view(target, |_| ()).is_some() {
             return Err(exists());
         }
-        let src = self.slot(source).ok_or_else(not_found)?;
+        let src = self.slot(source)?.ok_or_else(not_found)?;
         let mut sw = src.writer.lock();
         if sw.retired || sw.newest == 0 || !src.view.read().is_live() {
             return Err(not_found());

@@ -23,6 +23,7 @@ mod background;
 mod commit;
 mod compact;
 mod erase;
+mod first_touch;
 mod fork;
 mod once;
 mod open;
@@ -45,6 +46,7 @@ use chrono::Utc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::backend::{SessionMetadata, SessionState, TimestampedMessage};
+use crate::claim::Claim;
 use crate::erasures::ErasureLog;
 use crate::error::{Error, Result};
 use crate::event::EventFilter;
@@ -58,7 +60,7 @@ use crate::message::ChatMessage;
 use crate::options::Options;
 use crate::projection::{SessionView, RUNNING_STATE};
 use crate::record::{BatchMessage, Event};
-use crate::report::RecoveryReport;
+use crate::report::{RecoveryReport, Reports};
 use crate::segment::{key_len_ok, MAX_KEY_BYTES};
 
 use appender::{Unsynced, Writer};
@@ -113,10 +115,11 @@ struct Inner {
     reserving: Mutex<()>,
     /// Held while an anchor is appended (`root.rs`).
     anchoring: Mutex<root::Anchoring>,
-    /// The sessions whose end open's findings explain (damage, a fork cut short, a torn
-    /// anchored record): no rollback to report for them, and the next anchor records where
-    /// those behind their anchor now end.
-    explained: std::collections::HashSet<u64>,
+    /// The sessions whose end open's findings (or a session's replay at its first touch,
+    /// `first_touch.rs`) explain (damage, a fork cut short, a torn anchored record): no
+    /// rollback to report for them, and the next anchor records where those behind their
+    /// anchor now end.
+    explained: Mutex<std::collections::HashSet<u64>>,
     /// Errors swallowed where no caller could be told.
     monitor: Monitor,
     /// Append handles cached in writers, at most `options.open_files_max`.
@@ -133,7 +136,8 @@ struct Inner {
     flushing: Mutex<bool>,
     /// Work for the background threads, and their stop signal.
     background: Background,
-    report: RecoveryReport,
+    /// What open found, and what the first read or write of a session found since.
+    report: Reports,
     /// Open replayed the segments (rather than reading a checkpoint): what it read may be a
     /// crashed process's unsynced writes, so the checkpoint at close must sync every segment.
     replayed: bool,
@@ -166,6 +170,9 @@ struct Inner {
 struct Slot {
     session_id: u64,
     key: String,
+    /// What the checkpoint open read claims of the session's files, until the first read or
+    /// write of the session checks it (`first_touch.rs`). Taken before `writer` and `view`.
+    claim: Mutex<Option<Box<Claim>>>,
     writer: Mutex<Writer>,
     view: RwLock<SessionView>,
 }
@@ -275,8 +282,13 @@ impl LogStore {
     }
 
     /// What open found: torn tails cut off, damage quarantined, unknown files left alone.
+    ///
+    /// After an open from the checkpoint, a session's files are checked against it the first
+    /// time the session is read or written, not at open (so open costs no work per file): what
+    /// that finds ([`crate::Finding::ChangedWhileClosed`], and the damage a replay of the
+    /// session finds) is added here then. A reference taken earlier keeps the report as it was.
     pub fn recovery_report(&self) -> &RecoveryReport {
-        &self.inner.report
+        self.inner.report.newest()
     }
 
     /// The store's folder.
@@ -673,7 +685,19 @@ impl Drop for LogStore {
 }
 
 impl Inner {
-    fn slot(&self, key: &str) -> Option<Arc<Slot>> {
+    /// The session under `key`, its files checked against the checkpoint if this is their
+    /// first read or write since open (`first_touch.rs`): for anything that reads or writes
+    /// the session's bytes.
+    fn slot(&self, key: &str) -> Result<Option<Arc<Slot>>> {
+        let Some(slot) = self.lookup(key) else {
+            return Ok(None);
+        };
+        self.settle_claim(&slot)?;
+        Ok(Some(slot))
+    }
+
+    /// The session under `key`, as the projection holds it, its files unchecked.
+    fn lookup(&self, key: &str) -> Option<Arc<Slot>> {
         self.sessions.read().get(key).cloned()
     }
 
@@ -683,6 +707,7 @@ impl Inner {
             Arc::new(Slot {
                 session_id: self.next_id.fetch_add(1, Ordering::SeqCst),
                 key: key.to_owned(),
+                claim: Mutex::new(None),
                 writer: Mutex::new(Writer::empty(key)),
                 view: RwLock::new(SessionView::with_window(
                     key,
@@ -725,8 +750,15 @@ impl Inner {
             .collect()
     }
 
+    /// `f` of a live session's view, its files checked first if this is the session's first
+    /// touch since open. A check that could not be made (the store stopped by a failed
+    /// repair, a file that cannot be examined) leaves the projection's answer, what the store
+    /// itself last wrote; the check is made again at the next touch.
     fn with_view<T>(&self, key: &str, f: impl FnOnce(&SessionView) -> T) -> Option<T> {
-        let slot = self.slot(key)?;
+        let slot = match self.slot(key) {
+            Ok(slot) => slot?,
+            Err(_) => self.lookup(key)?,
+        };
         let view = slot.view.read();
         view.is_live().then(|| f(&view))
     }

@@ -12,7 +12,8 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::anchor::Anchors;
-use crate::checkpoint;
+use crate::checkpoint::{self, Claims};
+use crate::claim::{Claim, SegmentStat};
 use crate::compaction::{self, Cleared, Disposal, NewGeneration};
 use crate::erasures::{self, ErasureLog};
 use crate::error::{Error, Result};
@@ -25,7 +26,7 @@ use crate::layout::LOCK_FILE;
 use crate::options::{Durability, Options};
 use crate::record::{encode_event, encode_frame, encode_record, Event};
 use crate::recovery::{self, Replayed, ReplayedSession};
-use crate::report::{Finding, RecoveryReport};
+use crate::report::{Finding, RecoveryReport, Reports};
 use crate::segment::{self, SegmentFiles, SegmentKind};
 
 use super::appender::{Unsynced, Writer};
@@ -82,6 +83,7 @@ impl LogStore {
         };
         let sessions = opening.settle_sessions(
             state.sessions,
+            state.claims,
             &mut state.next_seq,
             &mut state.erased,
             &mut state.report,
@@ -137,7 +139,7 @@ impl LogStore {
             reserved: AtomicU64::new(0),
             reserving: Mutex::new(()),
             anchoring: Mutex::new(anchoring),
-            explained,
+            explained: Mutex::new(explained),
             monitor: Monitor::default(),
             open_files: AtomicUsize::new(0),
             unsynced: Mutex::new(Unsynced::default()),
@@ -151,7 +153,7 @@ impl LogStore {
             tombstones: Mutex::new(tombstones),
             activity: Mutex::new(None),
             live_sessions: AtomicUsize::new(live_sessions),
-            report,
+            report: Reports::new(report),
             _lock: lock,
             keys: state.keys,
             erasure_log: Mutex::new(state.erased),
@@ -222,6 +224,9 @@ struct OnDisk {
     erased: ErasureLog,
     sessions: Vec<ReplayedSession>,
     tombstones: Vec<ReplayedSession>,
+    /// What the checkpoint claims of each live session's files, checked at the session's
+    /// first read or write (none after a replay, which read every file).
+    claims: Claims,
     next_seq: u64,
     next_id: u64,
     report: RecoveryReport,
@@ -254,30 +259,25 @@ impl OnDisk {
                 options.idempotency_window,
             )?
         };
-        let replayed = match from_checkpoint {
-            Some(mut from_checkpoint) => {
+        let (replayed, claims) = match from_checkpoint {
+            Some((mut from_checkpoint, claims)) => {
                 report.from_checkpoint = true;
                 // (Replay repairs the erasure log itself, once every header is read.)
                 erased.repair(&**fs, dir, &mut report)?;
                 from_checkpoint.report = folder.report;
-                from_checkpoint
+                (from_checkpoint, claims)
             }
-            None => recovery::replay(
-                &**fs,
-                dir,
-                folder,
-                &recovery::ReplayOptions {
-                    keep_history: options.keep_history,
-                    repair: !read_only,
-                    window: options.idempotency_window,
-                    torn_tail_max: recovery::torn_tail_max(
-                        options.segment_bytes_max,
-                        options.record_bytes_max,
-                    ),
-                },
-                keys.as_ref(),
-                &mut erased,
-            )?,
+            None => (
+                recovery::replay(
+                    &**fs,
+                    dir,
+                    folder,
+                    &recovery::ReplayOptions::of(options, !read_only),
+                    keys.as_ref(),
+                    &mut erased,
+                )?,
+                Claims::default(),
+            ),
         };
         if let (Some(keys), false) = (keys.as_mut(), read_only) {
             keys.start_writing()?;
@@ -304,6 +304,7 @@ impl OnDisk {
             erased,
             sessions,
             tombstones,
+            claims,
             report,
         })
     }
@@ -327,6 +328,7 @@ impl Opening<'_> {
     fn settle_sessions(
         &self,
         mut replayed: Vec<ReplayedSession>,
+        mut claims: Claims,
         next_seq: &mut u64,
         erased: &mut ErasureLog,
         report: &mut RecoveryReport,
@@ -336,7 +338,10 @@ impl Opening<'_> {
         for mut session in replayed {
             let twin = sessions.contains_key(&session.view.key);
             let slot = match (twin, session.damage.is_some(), self.read_only) {
-                (false, false, _) => slot_from(session),
+                (false, false, _) => {
+                    let claim = claims.remove(&session.session_id);
+                    slot_from(session, claim)
+                }
                 (false, true, false) => self.repair(session, next_seq, report)?,
                 (false, true, true) => {
                     // Read-only: the session as far as it is sound, the damage left in place.
@@ -349,7 +354,7 @@ impl Opening<'_> {
                             quarantined: Vec::new(),
                         });
                     }
-                    slot_from(session)
+                    slot_from(session, None)
                 }
                 (true, _, false) => {
                     self.restore_delete(session, next_seq, erased, report)?;
@@ -370,60 +375,18 @@ impl Opening<'_> {
         next_seq: &mut u64,
         report: &mut RecoveryReport,
     ) -> Result<Slot> {
-        let (fs, dir, keys) = (self.fs, self.dir, self.keys);
         let retention = self.options.tombstone_retention;
-        let (path, offset, reason) = session.damage.take().unwrap_or_default();
-        let number = session
-            .highest
-            .checked_add(1)
-            .ok_or_else(|| Error::Corrupt {
-                path: path.clone(),
-                offset,
-                reason: "segment numbers exhausted".into(),
-            })?;
-        let key = keyring::data_key(keys, session.session_id)?;
-        let locs = every_loc(&session.view);
-        let source = SegmentFiles::open(fs, dir, session.session_id, &locs, key.clone())?;
-        let seq = *next_seq;
-        *next_seq += 1;
-        let new = NewGeneration {
-            session_id: session.session_id,
-            segment: number,
-            kind: SegmentKind::Recovered,
-            view: &session.view,
-            source: &source,
-            seal: key.as_deref(),
-            replaced_head: session.head,
-            cleared: Cleared::of(&session.view, retention, false),
-        };
-        let generation =
-            compaction::write_generation(fs, dir, &new, || ((seq, now_micros()), ()))?.0;
-        drop(source);
-        let quarantined = compaction::retire(
-            fs,
-            dir,
-            session.session_id,
-            session.oldest,
-            number,
-            Disposal::Quarantine,
+        let found = rewrite_damaged(
+            self.fs,
+            self.dir,
+            self.keys,
+            retention,
+            &mut session,
+            *next_seq,
         )?;
-        report.findings.push(Finding::Damaged {
-            key: Some(session.view.key.clone()),
-            path,
-            offset,
-            reason,
-            quarantined,
-        });
-        session
-            .view
-            .install_compacted(generation.messages, generation.cleared);
-        session.view.last_seq = session.view.last_seq.max(seq);
-        session.oldest = number;
-        session.newest = number;
-        session.newest_len = generation.len;
-        session.head = generation.head;
-        session.newest_version = segment::version_for(keys.is_some());
-        Ok(slot_from(session))
+        *next_seq += 1;
+        report.findings.push(found);
+        Ok(slot_from(session, None))
     }
 
     /// Writes the delete record a power loss lost for an older session whose key a newer session
@@ -496,6 +459,68 @@ impl Opening<'_> {
     }
 }
 
+/// Rewrites the good prefix of a damaged session (its `damage` taken) as a new generation
+/// whose first record takes sequence number `seq`, moves its old segments, damage included,
+/// into quarantine, and leaves `session` as the new generation holds it. Returns the finding.
+pub(super) fn rewrite_damaged(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    keys: Option<&Keyring>,
+    retention: Duration,
+    session: &mut ReplayedSession,
+    seq: u64,
+) -> Result<Finding> {
+    let (path, offset, reason) = session.damage.take().unwrap_or_default();
+    let number = session
+        .highest
+        .checked_add(1)
+        .ok_or_else(|| Error::Corrupt {
+            path: path.clone(),
+            offset,
+            reason: "segment numbers exhausted".into(),
+        })?;
+    let key = keyring::data_key(keys, session.session_id)?;
+    let locs = every_loc(&session.view);
+    let source = SegmentFiles::open(fs, dir, session.session_id, &locs, key.clone())?;
+    let new = NewGeneration {
+        session_id: session.session_id,
+        segment: number,
+        kind: SegmentKind::Recovered,
+        view: &session.view,
+        source: &source,
+        seal: key.as_deref(),
+        replaced_head: session.head,
+        cleared: Cleared::of(&session.view, retention, false),
+    };
+    let generation = compaction::write_generation(fs, dir, &new, || ((seq, now_micros()), ()))?.0;
+    drop(source);
+    let quarantined = compaction::retire(
+        fs,
+        dir,
+        session.session_id,
+        session.oldest,
+        number,
+        Disposal::Quarantine,
+    )?;
+    let found = Finding::Damaged {
+        key: Some(session.view.key.clone()),
+        path,
+        offset,
+        reason,
+        quarantined,
+    };
+    session
+        .view
+        .install_compacted(generation.messages, generation.cleared);
+    session.view.last_seq = session.view.last_seq.max(seq);
+    session.oldest = number;
+    session.newest = number;
+    session.newest_len = generation.len;
+    session.head = generation.head;
+    session.newest_version = segment::version_for(keys.is_some());
+    Ok(found)
+}
+
 /// The restorable deleted sessions (the latest delete of each key, newest session first), and
 /// the older deletes of a key they displace (reclaimed once the store is up).
 fn tombstones_from(mut replayed: Vec<ReplayedSession>) -> (Tombstones, Vec<Arc<Slot>>) {
@@ -504,7 +529,7 @@ fn tombstones_from(mut replayed: Vec<ReplayedSession>) -> (Tombstones, Vec<Arc<S
     let mut displaced = Vec::new();
     for session in replayed {
         let deleted_at = session.view.deleted_at;
-        let slot = Arc::new(slot_from(session));
+        let slot = Arc::new(slot_from(session, None));
         slot.writer.lock().retired = true;
         if tombstones.get(&slot.key).is_some() {
             displaced.push(slot);
@@ -535,22 +560,29 @@ pub(super) const LOCK_WAIT_MAX: Duration = Duration::from_millis(200);
 /// How often it tries again meanwhile.
 pub(super) const LOCK_RETRY_EVERY: Duration = Duration::from_millis(10);
 
-pub(super) fn slot_from(session: ReplayedSession) -> Slot {
-    let sealed = segment::is_sealed(session.newest_version);
-    let header_len = segment::header_len(&session.view.key, sealed);
+/// The slot of a session as open found it; `claim`: what the checkpoint claims of its files,
+/// checked at its first read or write.
+pub(super) fn slot_from(session: ReplayedSession, claim: Option<Claim>) -> Slot {
     Slot {
         session_id: session.session_id,
         key: session.view.key.clone(),
-        writer: Mutex::new(Writer {
-            oldest: session.oldest,
-            newest: session.newest,
-            newest_len: session.newest_len,
-            header_len,
-            head: session.head,
-            newest_version: session.newest_version,
-            ..Writer::empty(&session.view.key)
-        }),
+        claim: Mutex::new(claim.map(Box::new)),
+        writer: Mutex::new(writer_from(&session)),
         view: RwLock::new(session.view),
+    }
+}
+
+/// The writer of a session as a replay (or the checkpoint) left it.
+pub(super) fn writer_from(session: &ReplayedSession) -> Writer {
+    let sealed = segment::is_sealed(session.newest_version);
+    Writer {
+        oldest: session.oldest,
+        newest: session.newest,
+        newest_len: session.newest_len,
+        header_len: segment::header_len(&session.view.key, sealed),
+        head: session.head,
+        newest_version: session.newest_version,
+        ..Writer::empty(&session.view.key)
     }
 }
 
@@ -608,7 +640,29 @@ impl Inner {
         let mut segments = Vec::with_capacity(names.len());
         // All at once where the file system can; else each file below.
         let each = self.replayed && !self.sync_file_system(names.len())?;
+        // A session nobody read or wrote since open keeps what the checkpoint claimed of its
+        // files, unchecked: a change made to them while the store was closed is still caught
+        // at its first read or write after the next open.
+        let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
+        let claimed: HashMap<(u64, u32), SegmentStat> = slots
+            .iter()
+            .flat_map(|slot| {
+                let claim = slot.claim.lock();
+                let files = claim.as_deref().map(|c| c.files().to_vec());
+                let id = slot.session_id;
+                files
+                    .into_iter()
+                    .flatten()
+                    .map(move |(number, stat)| ((id, number), stat))
+            })
+            .collect();
         for name in names {
+            let recorded = layout::parse_segment_name(&name, layout::SEGMENT_SUFFIX)
+                .and_then(|file| claimed.get(&file));
+            if let Some(stat) = recorded {
+                segments.push((name, *stat));
+                continue;
+            }
             let path = self.dir.join(&name);
             if each {
                 let file = self
@@ -629,7 +683,6 @@ impl Inner {
             .max()
             .unwrap_or(i64::MIN);
         // Live sessions and tombstones (restorable deleted sessions) alike.
-        let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
         slots.extend(self.tombstones.lock().slots().cloned());
         let mut held = Vec::with_capacity(slots.len());
         for slot in &slots {

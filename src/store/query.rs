@@ -168,7 +168,7 @@ impl Inner {
         key: &str,
         range: impl FnOnce(usize) -> Range<usize>,
     ) -> Result<Vec<StoredMessage>> {
-        let Some(slot) = self.slot(key) else {
+        let Some(slot) = self.slot(key)? else {
             return Ok(Vec::new());
         };
         let (locs, files) = {
@@ -191,7 +191,7 @@ impl Inner {
     /// True when `found` holds for the content of any live message of the session; contents
     /// are borrowed from the read buffer, and reading stops at the first hit.
     pub(super) fn any_message(&self, key: &str, found: impl Fn(&str) -> bool) -> Result<bool> {
-        let Some(slot) = self.slot(key) else {
+        let Some(slot) = self.slot(key)? else {
             return Ok(false);
         };
         let (locs, files) = {

@@ -210,8 +210,9 @@ impl Inner {
         // The loss open reported as damage or a torn tail is not reported again as a rollback
         // once an anchor records where those sessions now end (after the caller had open's
         // report); once it has, they are no longer behind.
+        let explained = self.explained.lock().clone();
         let lowered: HashSet<u64> = behind(&anchors, &points, |id| {
-            !self.explained.contains(&id) || self.erasure_log.lock().holds(id)
+            !explained.contains(&id) || self.erasure_log.lock().holds(id)
         })
         .into_iter()
         .map(|(id, ..)| id)
@@ -231,6 +232,33 @@ impl Inner {
         state.synced = true;
         state.durable_end = anchors.end();
         Ok(root)
+    }
+}
+
+impl Inner {
+    /// A [`Finding::RolledBack`] if the session of `slot`, just replayed at its first touch
+    /// (its files changed while the store was closed), now ends before its anchored point and
+    /// `findings` (the replay's) do not explain it; a loss they explain is recorded as such,
+    /// so that the next anchor records where the session now ends.
+    pub(super) fn rolled_back_alone(
+        &self,
+        slot: &Arc<Slot>,
+        findings: &[Finding],
+        anchors: &Anchors,
+    ) -> Vec<Finding> {
+        let id = slot.session_id;
+        let slots = [Arc::clone(slot)];
+        let points = points(&slots);
+        let mut explained = explained(findings, anchors, &*self.fs);
+        let earlier =
+            explained_by_side_files(anchors, &points, &self.dir, &*self.fs, |other| other != id);
+        explained.extend(earlier);
+        if explained.contains(&id) {
+            self.explained.lock().insert(id);
+        }
+        rolled_back(anchors, &points, |other| {
+            other != id || explained.contains(&other) || self.erasure_log.lock().holds(other)
+        })
     }
 }
 
@@ -282,7 +310,7 @@ impl LogStore {
         let anchors = Anchors::read_until(&*inner.fs, &inner.dir, limit)?;
         // Damage verify found, or what open found and reported (a torn tail it cut), is said
         // once, as what it is.
-        let mut exempt = inner.explained.clone();
+        let mut exempt = inner.explained.lock().clone();
         exempt.extend(erasing(inner.keys.as_ref())?);
         exempt.extend(known.iter().filter_map(|p| session_of(&p.path)));
         // The erasure log is locked only once every session's point is read (a reclaim

@@ -1,0 +1,106 @@
+//! What a checkpoint claims of one session's segment files, checked the first time the session's
+//! bytes are read or written instead of at open, so that open does no work per file.
+//!
+//! A claim holds, for each of the session's segment files, the length, modification time and
+//! change time (`ctime`) the checkpoint recorded, and when the checkpoint itself was written.
+//! It holds when every file still shows them and was modified before the checkpoint; where the
+//! file system keeps no change time (so a file rewritten with its length and modification time
+//! put back would pass), each file's header must also be sound and name its segment number, and
+//! the newest one the session: another session's file copied over it is caught there.
+//! A claim that does not hold is no verdict: the session is replayed from its files, which says
+//! what, if anything, changed (see `store/first_touch.rs`).
+
+use std::io::ErrorKind;
+use std::path::Path;
+
+use crate::cipher::DataKey;
+use crate::error::{Error, Result};
+use crate::fs::{context, FileStat, FileSystem};
+use crate::layout::segment_path;
+use crate::segment::read_header;
+
+/// What a checkpoint records of a segment file: what `stat` said, and its change time
+/// (`ctime`, where the file system keeps one): a file rewritten after the checkpoint with its
+/// length and modification time put back still shows a later change time.
+pub(crate) type SegmentStat = (FileStat, Option<i64>);
+
+/// What the checkpoint recorded of a session's segment files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Claim {
+    /// When the checkpoint was written: its modification time.
+    written_ns: i64,
+    /// Each file: its segment number and what `stat` said of it, lowest number first.
+    files: Vec<(u32, SegmentStat)>,
+}
+
+impl Claim {
+    /// A claim of the files `files` (segment number, recorded stat) by a checkpoint written at
+    /// `written_ns`.
+    pub(crate) fn new(written_ns: i64, mut files: Vec<(u32, SegmentStat)>) -> Claim {
+        files.sort_by_key(|(number, _)| *number);
+        files.shrink_to_fit();
+        Claim { written_ns, files }
+    }
+
+    /// The segment numbers the claim covers, lowest first.
+    pub(crate) fn numbers(&self) -> Vec<u32> {
+        self.files.iter().map(|(number, _)| *number).collect()
+    }
+
+    /// Each file's segment number and what the checkpoint recorded of it: what the next
+    /// checkpoint records of a session nobody read or wrote, so that a change made while the
+    /// store was closed is still caught after it.
+    pub(crate) fn files(&self) -> &[(u32, SegmentStat)] {
+        &self.files
+    }
+
+    /// True when the files of session `id` in `dir` are as the checkpoint recorded them (see
+    /// the module's comment); `key`: the session's data key in an encrypted store. A file that
+    /// is gone, or whose header does not decode, fails the claim; a failed `stat` or read is
+    /// an error.
+    pub(crate) fn holds(
+        &self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        id: u64,
+        key: Option<&DataKey>,
+    ) -> Result<bool> {
+        let mut without_change_time = false;
+        for (number, (stat, changed)) in &self.files {
+            let path = segment_path(dir, id, *number);
+            let (now, changed_now) = match fs.stat_changed(&path) {
+                Ok(found) => found,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(context("examining", &path)(e)),
+            };
+            if now != *stat || now.modified_ns >= self.written_ns {
+                return Ok(false);
+            }
+            match (changed, changed_now) {
+                (Some(then), Some(now)) if *then != now => return Ok(false),
+                (Some(_), Some(_)) => {}
+                _ => without_change_time = true,
+            }
+        }
+        if !without_change_time {
+            return Ok(true);
+        }
+        let newest = self.files.last().map(|(number, _)| *number);
+        for (number, _) in &self.files {
+            let path = segment_path(dir, id, *number);
+            let header = match read_header(fs, &path, key) {
+                Ok(Ok((header, _))) => header,
+                Ok(Err(_)) => return Ok(false),
+                Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                    return Ok(false)
+                }
+                Err(e) => return Err(e),
+            };
+            // Segments below a fork's own are the source's files, whose headers name it.
+            if header.segment != *number || (Some(*number) == newest && header.session_id != id) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
