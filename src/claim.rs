@@ -104,3 +104,61 @@ impl Claim {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::StdFs;
+    use crate::layout::parse_segment_name;
+    use crate::layout::SEGMENT_SUFFIX;
+    use crate::{ChatMessage, LogStore, SessionBackend};
+
+    /// The one segment of each of two sessions of a closed store: (session id, path).
+    fn two_sessions(dir: &Path) -> [(u64, std::path::PathBuf); 2] {
+        let store = LogStore::open(dir).unwrap();
+        for key in ["alice", "carol"] {
+            for text in ["one", "two"] {
+                store.append(key, &ChatMessage::user(text)).unwrap();
+            }
+        }
+        store.close().unwrap();
+        let mut found: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                let path = e.unwrap().path();
+                let name = path.file_name()?.to_str()?.to_owned();
+                let (id, _) = parse_segment_name(&name, SEGMENT_SUFFIX)?;
+                Some((id, path))
+            })
+            .collect();
+        found.sort();
+        [found.remove(0), found.remove(0)]
+    }
+
+    #[test]
+    fn without_change_times_another_sessions_file_is_caught_by_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let [(alice, alices), (_, carols)] = two_sessions(dir.path());
+        let fs = StdFs;
+        // As recorded by a file system that keeps no change time.
+        let claim_of = |path: &Path| {
+            let stat = fs.stat(path).unwrap();
+            Claim::new(i64::MAX, vec![(1, (stat, None))])
+        };
+        let claim = claim_of(&alices);
+        assert!(claim.holds(&fs, dir.path(), alice, None).unwrap());
+        // Carol's segment, of the same length, copied over Alice's with its time put back:
+        // length and modification time still match.
+        let bytes = std::fs::read(&carols).unwrap();
+        assert_eq!(bytes.len() as u64, fs.stat(&alices).unwrap().len);
+        let modified = std::fs::metadata(&alices).unwrap().modified().unwrap();
+        std::fs::write(&alices, &bytes).unwrap();
+        let file = std::fs::File::options().write(true).open(&alices).unwrap();
+        file.set_modified(modified).unwrap();
+        assert_eq!(fs.stat(&alices).unwrap(), claim_of(&alices).files()[0].1 .0);
+        assert!(!claim.holds(&fs, dir.path(), alice, None).unwrap());
+        // A file gone fails the claim; it is no error.
+        std::fs::remove_file(&alices).unwrap();
+        assert!(!claim.holds(&fs, dir.path(), alice, None).unwrap());
+    }
+}

@@ -40,13 +40,14 @@ impl RecoveryReport {
 
 /// Open's report, and what was found after it: a session's files are checked against the
 /// checkpoint the first time the session is read or written (see [`Finding::ChangedWhileClosed`]).
-/// Each addition is a new report kept beside the ones before it, so a reference to an earlier
-/// one stays valid for as long as the store.
+/// Findings wait in a list until the report is next asked for; then a new report, open's and
+/// every finding since, is kept beside the earlier ones, so a reference to an earlier one stays
+/// valid for as long as the store.
 pub(crate) struct Reports {
     report: RecoveryReport,
     later: OnceLock<Box<Reports>>,
-    /// Held by an addition (used in the first report only).
-    adding: Mutex<()>,
+    /// Findings not yet in a report (used in the first report only).
+    pending: Mutex<Vec<Finding>>,
 }
 
 impl Reports {
@@ -55,34 +56,44 @@ impl Reports {
         Reports {
             report,
             later: OnceLock::new(),
-            adding: Mutex::new(()),
+            pending: Mutex::new(Vec::new()),
         }
     }
 
     /// The newest report: open's findings and every one found since.
     pub(crate) fn newest(&self) -> &RecoveryReport {
+        // A poisoned lock guards nothing a panic could have left half done.
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let mut at = self;
         while let Some(later) = at.later.get() {
             at = later;
+        }
+        if !pending.is_empty() {
+            let mut report = at.report.clone();
+            report.findings.append(&mut pending);
+            // Set under the lock, where `at` has no later report yet.
+            let _ = at.later.set(Box::new(Reports::new(report)));
+            if let Some(later) = at.later.get() {
+                at = later;
+            }
         }
         &at.report
     }
 
     /// Adds findings made after open.
     pub(crate) fn add(&self, findings: Vec<Finding>) {
-        if findings.is_empty() {
-            return;
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.extend(findings);
+    }
+}
+
+impl Drop for Reports {
+    fn drop(&mut self) {
+        // One report at a time, not a recursion as deep as the chain.
+        let mut next = self.later.take();
+        while let Some(mut report) = next {
+            next = report.later.take();
         }
-        // A poisoned lock guards nothing but the order of additions.
-        let _one = self.adding.lock().unwrap_or_else(|e| e.into_inner());
-        let mut at = self;
-        while let Some(later) = at.later.get() {
-            at = later;
-        }
-        let mut report = at.report.clone();
-        report.findings.extend(findings);
-        // Set under the lock, where `at` has no later report yet.
-        let _ = at.later.set(Box::new(Reports::new(report)));
     }
 }
 

@@ -9,32 +9,46 @@ use std::sync::Arc;
 use crate::anchor::Anchors;
 use crate::compaction::{self, Disposal};
 use crate::error::Result;
+use crate::event::EventKind;
+use crate::fs::{context, OpenMode};
 use crate::keyring;
+use crate::layout::segment_path;
 use crate::projection::SessionView;
 use crate::recovery::{self, ReplayOptions, ReplayedSession};
 use crate::report::Finding;
 
 use super::appender::Writer;
 use super::open::{rewrite_damaged, writer_from};
-use super::{Inner, Slot};
+use super::{now_micros, Inner, Slot};
 
 impl Inner {
     /// Checks the files of `slot` against the checkpoint's claim, the first time the session
-    /// is read or written; replays the session if they changed. The claim stays until a check
-    /// or replay succeeds, so a session whose files cannot be examined is never served from
-    /// the checkpoint alone.
-    pub(super) fn settle_claim(&self, slot: &Arc<Slot>) -> Result<()> {
+    /// is read or written; replays the session if they changed. Returns false when the session
+    /// is no longer in the store's map (nothing of it was sound: its next write starts a new
+    /// session). The claim stays until a check or replay succeeds, so a session whose files
+    /// cannot be examined is never served from the checkpoint alone.
+    pub(super) fn settle_claim(&self, slot: &Arc<Slot>) -> Result<bool> {
         let mut claim = slot.claim.lock();
         let Some(held) = claim.as_deref() else {
-            return Ok(());
+            return Ok(true);
         };
         let key = keyring::data_key(self.keys.as_ref(), slot.session_id)?;
-        if !held.holds(&*self.fs, &self.dir, slot.session_id, key.as_deref())? {
-            let replayed = self.replay_changed(slot, held.numbers());
-            // Files half repaired leave the store in no state to write on.
-            self.poison(replayed)?;
-        }
+        let in_place = if held.holds(&*self.fs, &self.dir, slot.session_id, key.as_deref())? {
+            true
+        } else {
+            self.replay_changed(slot, held.numbers())?
+        };
         *claim = None;
+        Ok(in_place)
+    }
+
+    /// Settles every live session's claim: for `verify`, which checks each session against
+    /// its anchor from what the store holds of it.
+    pub(super) fn settle_all(&self) -> Result<()> {
+        let slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
+        for slot in &slots {
+            self.settle_claim(slot)?;
+        }
         Ok(())
     }
 
@@ -43,26 +57,51 @@ impl Inner {
     /// the checkpoint recorded (a change time moved by a link to a shared segment, say) change
     /// nothing and report nothing; otherwise the store reports
     /// [`Finding::ChangedWhileClosed`], with what the replay found, and repairs as open does.
-    fn replay_changed(&self, slot: &Arc<Slot>, numbers: Vec<u32>) -> Result<()> {
+    /// Returns whether the session is still in the store's map.
+    fn replay_changed(&self, slot: &Arc<Slot>, mut numbers: Vec<u32>) -> Result<bool> {
         self.check_writable()?;
+        // A file gone since the checkpoint is a missing segment to the replay, not an error.
+        numbers.retain(|&n| self.fs.exists(&segment_path(&self.dir, slot.session_id, n)));
+        // First a replay that changes nothing: it says whether the files differ at all, and
+        // a failure here (a descriptor limit, say) fails this call alone.
+        let options = ReplayOptions::of(&self.options, false);
+        let (fs, dir, keys) = (&*self.fs, &*self.dir, self.keys.as_ref());
+        let look =
+            recovery::replay_alone(fs, dir, slot.session_id, numbers.clone(), &options, keys)?;
+        if look.report.findings.is_empty() && self.holds_as_recorded(slot, look.live.as_ref()) {
+            return Ok(true);
+        }
+        // Every anchor, not only those known durable: no anchor this run appended names this
+        // session (its point has not moved since open). Read without the anchor's lock, which
+        // is taken before writers.
+        let anchors = Anchors::read(fs, dir)?;
         // The checkpoint no longer describes the folder: it goes before anything changes.
         self.forget_checkpoint()?;
         self.reserve_seqs()?;
-        // Read before the session's writer is locked: an anchor locks the log, then writers.
-        let durable_end = self.anchoring.lock().durable_end;
-        let anchors = Anchors::read_until(&*self.fs, &self.dir, durable_end)?;
-        let Some(mut findings) = self.replay_into(slot, numbers)? else {
-            return Ok(());
-        };
+        // From here files change: a failure leaves them half repaired, and the store stops.
+        let replayed = self.replay_into(slot, numbers);
+        let (mut findings, in_place) = self.poison(replayed)?;
         findings.extend(self.rolled_back_alone(slot, &findings, &anchors));
         self.report.add(findings);
-        Ok(())
+        Ok(in_place)
     }
 
-    /// Replays the session of `slot` from its segment files `numbers` and puts what they hold
-    /// in its place; returns what the replay found, or `None` when they hold what the
-    /// checkpoint recorded.
-    fn replay_into(&self, slot: &Arc<Slot>, numbers: Vec<u32>) -> Result<Option<Vec<Finding>>> {
+    /// True when a replay found the session (`replayed`) where the checkpoint left it.
+    fn holds_as_recorded(&self, slot: &Slot, replayed: Option<&ReplayedSession>) -> bool {
+        let w = slot.writer.lock();
+        let view = slot.view.read();
+        replayed.is_some_and(|s| {
+            s.damage.is_none()
+                && (s.head, s.oldest, s.newest, s.newest_len)
+                    == (w.head, w.oldest, w.newest, w.newest_len)
+                && (s.view.last_seq, &s.view.key) == (view.last_seq, &view.key)
+        })
+    }
+
+    /// Replays the session of `slot` from its segment files `numbers`, repairing as open
+    /// does, and puts what they hold in its place; returns what the replay found, and whether
+    /// the session is still in the store's map.
+    fn replay_into(&self, slot: &Arc<Slot>, numbers: Vec<u32>) -> Result<(Vec<Finding>, bool)> {
         let mut w = slot.writer.lock();
         let range = match (numbers.first(), numbers.last()) {
             (Some(&first), Some(&last)) => first..last.saturating_add(1),
@@ -71,46 +110,41 @@ impl Inner {
         let options = ReplayOptions::of(&self.options, true);
         let (fs, dir, keys) = (&*self.fs, &*self.dir, self.keys.as_ref());
         let alone = recovery::replay_alone(fs, dir, slot.session_id, numbers, &options, keys)?;
-        let mut findings = alone.report.findings;
-        let unchanged = alone.live.as_ref().is_some_and(|s| {
-            s.damage.is_none()
-                && (s.head, s.oldest, s.newest, s.newest_len)
-                    == (w.head, w.oldest, w.newest, w.newest_len)
-                && s.view.last_seq == slot.view.read().last_seq
-        });
-        if unchanged && findings.is_empty() {
-            return Ok(None);
-        }
-        findings.insert(
-            0,
-            Finding::ChangedWhileClosed {
-                key: slot.key.clone(),
-                session_id: slot.session_id,
-            },
-        );
+        let mut findings = vec![Finding::ChangedWhileClosed {
+            key: slot.key.clone(),
+            session_id: slot.session_id,
+        }];
+        findings.extend(alone.report.findings);
+        let whole = |s: &ReplayedSession, reason: &str, findings: &mut Vec<Finding>| {
+            let below = s.highest.saturating_add(1);
+            let quarantined =
+                compaction::retire(fs, dir, slot.session_id, 0, below, Disposal::Quarantine)?;
+            findings.push(Finding::Damaged {
+                key: Some(slot.key.clone()),
+                path: segment_path(dir, slot.session_id, s.newest),
+                offset: 0,
+                reason: reason.into(),
+                quarantined,
+            });
+            Ok::<_, crate::error::Error>(None)
+        };
         let session = match alone.live {
-            // Numbers the store never handed out: not bytes it wrote.
-            Some(s) if alone.max_seq >= self.feed.next_seq() => {
-                let quarantined = compaction::retire(
-                    fs,
-                    dir,
-                    slot.session_id,
-                    0,
-                    s.highest.saturating_add(1),
-                    Disposal::Quarantine,
-                )?;
-                findings.push(Finding::Damaged {
-                    key: Some(slot.key.clone()),
-                    path: crate::layout::segment_path(dir, slot.session_id, s.newest),
-                    offset: 0,
-                    reason: "its records hold sequence numbers the store never handed out".into(),
-                    quarantined,
-                });
-                None
-            }
+            // Numbers handed out before open, but not to this session's records: not bytes
+            // the store wrote for it. (Numbers from open on went to other sessions.)
+            Some(s) if alone.max_seq >= self.first_seq => whole(
+                &s,
+                "its records hold sequence numbers the store had not handed out when it closed",
+                &mut findings,
+            )?,
+            Some(s) if s.view.key != slot.key => whole(
+                &s,
+                "its files hold another key under the session's id",
+                &mut findings,
+            )?,
             Some(mut s) if s.damage.is_some() => {
                 let ticket = self.feed.take();
                 let retention = self.options.tombstone_retention;
+                let ts = now_micros();
                 findings.push(rewrite_damaged(
                     fs,
                     dir,
@@ -119,12 +153,15 @@ impl Inner {
                     &mut s,
                     ticket.seq(),
                 )?);
+                let kind = EventKind::Compaction {
+                    messages: s.view.messages.len(),
+                };
+                ticket.commit_event(ts, slot.key.clone(), kind);
                 Some(s)
             }
             Some(s) => Some(s),
             None => {
-                // Nothing of it in force: what is left of its files goes aside, so that its
-                // next write starts a new first segment.
+                // Nothing of it in force: what is left of its files goes aside.
                 let quarantined = compaction::retire(
                     fs,
                     dir,
@@ -136,7 +173,7 @@ impl Inner {
                 if !quarantined.is_empty() {
                     findings.push(Finding::Damaged {
                         key: Some(slot.key.clone()),
-                        path: crate::layout::segment_path(dir, slot.session_id, range.start),
+                        path: segment_path(dir, slot.session_id, range.start),
                         offset: 0,
                         reason: "no record of the session is sound".into(),
                         quarantined,
@@ -145,8 +182,29 @@ impl Inner {
                 None
             }
         };
+        if let Some(s) = &session {
+            // What the session is served from is on disk before a checkpoint describes it:
+            // bytes copied in while the store was closed may still be in the page cache only.
+            for number in s.oldest.max(1)..=s.newest {
+                let path = segment_path(dir, slot.session_id, number);
+                if !fs.exists(&path) {
+                    continue;
+                }
+                let file = fs
+                    .open(&path, OpenMode::Read)
+                    .map_err(context("opening", &path))?;
+                file.sync().map_err(context("syncing", &path))?;
+            }
+        }
+        let in_place = session.is_some();
         self.install(slot, &mut w, session);
-        Ok(Some(findings))
+        if !in_place {
+            // Nothing is left of the session: its id, which anchors, archive and erasure log
+            // know, is not used again; the next write to its key makes a new session.
+            w.retired = true;
+            self.unmap(slot);
+        }
+        Ok((findings, in_place))
     }
 
     /// Puts a replayed session (or, `None`, an empty one) in the place of what `slot` held.

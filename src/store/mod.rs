@@ -115,6 +115,9 @@ struct Inner {
     reserving: Mutex<()>,
     /// Held while an anchor is appended (`root.rs`).
     anchoring: Mutex<root::Anchoring>,
+    /// The first sequence number this run could hand out: a record of a number at or above it
+    /// found in a session's files at its first touch was not written for that session.
+    first_seq: u64,
     /// The sessions whose end open's findings (or a session's replay at its first touch,
     /// `first_touch.rs`) explain (damage, a fork cut short, a torn anchored record): no
     /// rollback to report for them, and the next anchor records where those behind their
@@ -541,6 +544,11 @@ impl LogStore {
     /// (for
     /// a progress bar).
     pub fn verify_with_progress(&self, progress: impl FnMut(usize, usize)) -> Result<VerifyReport> {
+        if !self.inner.read_only {
+            // Each session is checked against its anchor as the store holds it: the files of
+            // those not read or written since open are checked against the checkpoint first.
+            self.inner.settle_all()?;
+        }
         let _guard = self.reader_guard();
         let keys = self.inner.keys.as_ref();
         let mut report =
@@ -692,8 +700,11 @@ impl Inner {
         let Some(slot) = self.lookup(key) else {
             return Ok(None);
         };
-        self.settle_claim(&slot)?;
-        Ok(Some(slot))
+        if self.settle_claim(&slot)? {
+            Ok(Some(slot))
+        } else {
+            Ok(None) // nothing of it was sound: gone from the map
+        }
     }
 
     /// The session under `key`, as the projection holds it, its files unchecked.

@@ -132,6 +132,7 @@ impl LogStore {
             options,
             sessions: RwLock::new(sessions),
             feed: Feed::new(state.next_seq),
+            first_seq: state.next_seq,
             // An erased session's id is never taken again (the erasure log's ids).
             next_id: AtomicU64::new(state.next_id.max(state.erased.next_id)),
             poisoned: AtomicBool::new(false),
