@@ -19,6 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::claim::{Claim, SegmentStat};
 use crate::error::Result;
@@ -284,21 +285,24 @@ fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
             return None;
         }
         let bytes_written = r.u64()?;
-        let mut view = SessionView::with_window(&r.str()?, window);
-        view.exists = true;
-        view.created_at = r.i64()?;
-        view.last_activity = r.i64()?;
-        view.name = r.opt_str()?;
-        view.agent_alias = r.opt_str()?;
-        view.channel_id = r.opt_str()?;
-        view.room_id = r.opt_str()?;
-        view.sender_id = r.opt_str()?;
-        view.state = r.str()?;
-        view.turn_id = r.opt_str()?;
-        view.turn_started_at = match r.u8()? {
-            0 => None,
-            1 => Some(r.i64()?),
-            _ => return None,
+        let mut view = SessionView {
+            key: r.str()?,
+            exists: true,
+            created_at: r.i64()?,
+            last_activity: r.i64()?,
+            name: r.opt_str()?,
+            agent_alias: r.opt_str()?,
+            channel_id: r.opt_str()?,
+            room_id: r.opt_str()?,
+            sender_id: r.opt_str()?,
+            state: r.str()?,
+            turn_id: r.opt_str()?,
+            turn_started_at: match r.u8()? {
+                0 => None,
+                1 => Some(r.i64()?),
+                _ => return None,
+            },
+            ..SessionView::empty(window)
         };
         let mut locs = || -> Option<Vec<MessageLoc>> {
             let count = r.len()?;
@@ -448,16 +452,9 @@ pub(crate) fn load(
             return Ok(None);
         }
     };
-    let live = d.sessions.iter().filter(|s| !s.view.deleted).count();
-    let mut sessions = Vec::with_capacity(live);
-    let mut tombstones = Vec::with_capacity(d.sessions.len() - live);
-    for session in d.sessions {
-        if session.view.deleted {
-            tombstones.push(session);
-        } else {
-            sessions.push(session);
-        }
-    }
+    // Few are deleted: only they move.
+    let mut sessions = d.sessions;
+    let tombstones = sessions.extract_if(.., |s| s.view.deleted).collect();
     let replayed = Replayed {
         sessions,
         tombstones,
@@ -499,11 +496,18 @@ fn check_folder(
         .stat(checkpoint)
         .map_err(|_| "it cannot be examined")?
         .modified_ns;
-    let mut files: HashMap<u64, Vec<(u32, SegmentStat)>> = HashMap::with_capacity(live.len());
+    // Sorted by name, so by session id and then segment number: each session's files are
+    // one run of `files`.
+    let mut files = Vec::with_capacity(recorded.len());
+    let mut runs: Vec<(u64, std::ops::Range<usize>)> = Vec::with_capacity(live.len());
     for (name, (stat, changed)) in recorded {
         match parse_segment_name(&name, SEGMENT_SUFFIX) {
             Some((id, number)) if live.contains(&id) => {
-                files.entry(id).or_default().push((number, (stat, changed)));
+                match runs.last_mut() {
+                    Some((last, run)) if *last == id => run.end += 1,
+                    _ => runs.push((id, files.len()..files.len() + 1)),
+                }
+                files.push((number, (stat, changed)));
             }
             _ => {
                 let (now, changed_now) = fs
@@ -522,9 +526,10 @@ fn check_folder(
             }
         }
     }
-    Ok(files
+    let files: Arc<[(u32, SegmentStat)]> = Arc::from(files);
+    Ok(runs
         .into_iter()
-        .map(|(id, files)| (id, Claim::new(written, files)))
+        .map(|(id, run)| (id, Claim::new(written, Arc::clone(&files), run)))
         .collect())
 }
 

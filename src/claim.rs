@@ -11,7 +11,9 @@
 //! what, if anything, changed (see `store/first_touch.rs`).
 
 use std::io::ErrorKind;
+use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::cipher::DataKey;
 use crate::error::{Error, Result};
@@ -29,29 +31,38 @@ pub(crate) type SegmentStat = (FileStat, Option<i64>);
 pub(crate) struct Claim {
     /// When the checkpoint was written: its modification time.
     written_ns: i64,
-    /// Each file: its segment number and what `stat` said of it, lowest number first.
-    files: Vec<(u32, SegmentStat)>,
+    /// The files of every session the checkpoint holds, each as its segment number and what
+    /// `stat` said of it (one allocation for all of them), and where this session's are.
+    all: Arc<[(u32, SegmentStat)]>,
+    range: Range<usize>,
 }
 
 impl Claim {
-    /// A claim of the files `files` (segment number, recorded stat) by a checkpoint written at
-    /// `written_ns`.
-    pub(crate) fn new(written_ns: i64, mut files: Vec<(u32, SegmentStat)>) -> Claim {
-        files.sort_by_key(|(number, _)| *number);
-        files.shrink_to_fit();
-        Claim { written_ns, files }
+    /// A claim of the files `all[range]` (segment number and recorded stat, lowest number
+    /// first) by a checkpoint written at `written_ns`.
+    pub(crate) fn new(
+        written_ns: i64,
+        all: Arc<[(u32, SegmentStat)]>,
+        range: Range<usize>,
+    ) -> Claim {
+        let range = range.start.min(all.len())..range.end.min(all.len());
+        Claim {
+            written_ns,
+            all,
+            range,
+        }
     }
 
     /// The segment numbers the claim covers, lowest first.
     pub(crate) fn numbers(&self) -> Vec<u32> {
-        self.files.iter().map(|(number, _)| *number).collect()
+        self.files().iter().map(|(number, _)| *number).collect()
     }
 
     /// Each file's segment number and what the checkpoint recorded of it: what the next
     /// checkpoint records of a session nobody read or wrote, so that a change made while the
     /// store was closed is still caught after it.
     pub(crate) fn files(&self) -> &[(u32, SegmentStat)] {
-        &self.files
+        self.all.get(self.range.clone()).unwrap_or_default()
     }
 
     /// True when the files of session `id` in `dir` are as the checkpoint recorded them (see
@@ -66,7 +77,7 @@ impl Claim {
         key: Option<&DataKey>,
     ) -> Result<bool> {
         let mut without_change_time = false;
-        for (number, (stat, changed)) in &self.files {
+        for (number, (stat, changed)) in self.files() {
             let path = segment_path(dir, id, *number);
             let (now, changed_now) = match fs.stat_changed(&path) {
                 Ok(found) => found,
@@ -85,8 +96,8 @@ impl Claim {
         if !without_change_time {
             return Ok(true);
         }
-        let newest = self.files.last().map(|(number, _)| *number);
-        for (number, _) in &self.files {
+        let newest = self.files().last().map(|(number, _)| *number);
+        for (number, _) in self.files() {
             let path = segment_path(dir, id, *number);
             let header = match read_header(fs, &path, key) {
                 Ok(Ok((header, _))) => header,
@@ -143,7 +154,7 @@ mod tests {
         // As recorded by a file system that keeps no change time.
         let claim_of = |path: &Path| {
             let stat = fs.stat(path).unwrap();
-            Claim::new(i64::MAX, vec![(1, (stat, None))])
+            Claim::new(i64::MAX, Arc::from(vec![(1, (stat, None))]), 0..1)
         };
         let claim = claim_of(&alices);
         assert!(claim.holds(&fs, dir.path(), alice, None).unwrap());

@@ -99,6 +99,16 @@ impl SessionView {
     pub fn with_window(key: &str, window: usize) -> SessionView {
         SessionView {
             key: key.to_owned(),
+            state: INITIAL_STATE.to_owned(),
+            ..SessionView::empty(window)
+        }
+    }
+
+    /// [`SessionView::with_window`] with an empty key and state, for a decoder to fill in
+    /// (it allocates nothing).
+    pub(crate) fn empty(window: usize) -> SessionView {
+        SessionView {
+            key: String::new(),
             exists: false,
             deleted: false,
             created_at: 0,
@@ -108,7 +118,7 @@ impl SessionView {
             channel_id: None,
             room_id: None,
             sender_id: None,
-            state: INITIAL_STATE.to_owned(),
+            state: String::new(),
             turn_id: None,
             turn_started_at: None,
             messages: Vec::new(),

@@ -581,9 +581,14 @@ pub(super) fn writer_from(session: &ReplayedSession) -> Writer {
         newest: session.newest,
         newest_len: session.newest_len,
         header_len: segment::header_len(&session.view.key, sealed),
+        file: None,
+        retired: false,
+        listed: None,
         head: session.head,
+        reclaimed: false,
+        sealed: false,
+        links_checked: false,
         newest_version: session.newest_version,
-        ..Writer::empty(&session.view.key)
     }
 }
 
@@ -701,6 +706,8 @@ impl Inner {
                 ));
             }
         }
+        // Newest session first, the order open settles them in (then its sort moves nothing).
+        held.sort_by_key(|(slot, ..)| Reverse(slot.session_id));
         let entries: Vec<checkpoint::Entry<'_>> = held
             .iter()
             .filter(|(.., view)| view.exists)
