@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use crate::claim::{Claim, SegmentStat};
 use crate::error::Result;
-use crate::fs::{context, read_all, sync_dir, FileStat, FileSystem, OpenMode};
+use crate::fs::{context, map_or_read, sync_dir, FileStat, FileSystem, OpenMode};
 use crate::keyring::Keyring;
 use crate::layout::{
     parse_segment_name, CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, NUMBER_LIMIT, SEGMENT_SUFFIX,
@@ -418,12 +418,15 @@ pub(crate) fn load(
     if !fs.exists(&path) {
         return Ok(None);
     }
-    let bytes = read_all(fs, &path).ok();
-    let bytes = match keys {
-        Some(keys) => bytes.and_then(|sealed| keys.open_blob(SEALED_AAD, &sealed)),
-        None => bytes,
+    // Mapped: read without copying it, and never allocating a length the file claims.
+    let bytes = map_or_read(fs, &path).ok();
+    let decoded = match (bytes, keys) {
+        (Some(sealed), Some(keys)) => keys
+            .open_blob(SEALED_AAD, &sealed)
+            .and_then(|bytes| decode(&bytes, window)),
+        (Some(bytes), None) => decode(&bytes, window),
+        (None, _) => None,
     };
-    let decoded = bytes.and_then(|bytes| decode(&bytes, window));
     let usable = match decoded {
         None => Err("damaged or of another version"),
         // A store whose windows were smaller kept fewer ids than this one keeps: where a

@@ -54,6 +54,7 @@ mod keyring;
 mod layout;
 mod listing;
 mod location;
+mod mapped;
 mod message;
 mod options;
 mod payload;
