@@ -246,6 +246,11 @@ struct Decoded {
     sessions: Vec<ReplayedSession>,
 }
 
+/// The fewest bytes a segment's entry takes (its name's length, its length and two times).
+const SEGMENT_BYTES_MIN: usize = 32;
+/// Fewer bytes than any session's entry takes (its fixed-width fields alone take more).
+const SESSION_BYTES_MIN: usize = 128;
+
 /// Decodes a checkpoint; each session's window keeps `window` ids.
 fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
     let mut header = Reader(bytes.get(..HEADER_LEN)?);
@@ -264,7 +269,8 @@ fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
     let recorded_window = r.u64()?;
     let mut window_full = false;
     let segment_count = r.len()?;
-    let mut segments = Vec::with_capacity(segment_count.min(body_len));
+    // Capacities by what the body can hold: each entry takes at least this many bytes.
+    let mut segments = Vec::with_capacity(segment_count.min(body_len / SEGMENT_BYTES_MIN));
     for _ in 0..segment_count {
         let name = r.str()?;
         let len = r.u64()?;
@@ -273,7 +279,7 @@ fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
         segments.push((name, (FileStat { len, modified_ns }, changed)));
     }
     let session_count = r.len()?;
-    let mut sessions = Vec::with_capacity(session_count.min(body_len));
+    let mut sessions = Vec::with_capacity(session_count.min(body_len / SESSION_BYTES_MIN));
     for _ in 0..session_count {
         let session_id = r.u64()?;
         let oldest = r.u32()?;

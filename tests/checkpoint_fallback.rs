@@ -115,3 +115,28 @@ fn a_compaction_after_a_checkpoint_open_removes_it_first() {
     assert!(!store.recovery_report().from_checkpoint);
     assert_eq!(observe(&store), seen);
 }
+
+#[test]
+fn a_huge_sparse_checkpoint_is_ignored_without_reading_it_into_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = build(dir.path());
+    // 8 GiB of nothing: reading it into a buffer of its length would take that much memory.
+    let file = std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("CHECKPOINT"))
+        .unwrap();
+    file.set_len(8 << 30).unwrap();
+    drop(file);
+    let store = open(dir.path());
+    assert!(!store.recovery_report().from_checkpoint);
+    assert!(ignored(&store));
+    assert_eq!(observe(&store), seen);
+    // The process never held the file's length (other tests in it hold far less than this).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kb < 2 << 20, "peak resident memory {peak_kb} kB");
+}
