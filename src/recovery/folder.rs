@@ -20,8 +20,6 @@ use crate::segment::{read_header, HeaderError, SegmentHeader, FORMAT_VERSION_NEW
 
 /// What a listing of the store's folder found.
 pub(crate) struct Folder {
-    /// Segment numbers by session id.
-    pub(super) segments: BTreeMap<u64, Vec<u32>>,
     /// Compaction output that never reached its rename.
     pub(super) temps: Vec<PathBuf>,
     /// The names of all segment and temporary files, sorted: what a checkpoint must match.
@@ -35,13 +33,13 @@ pub(crate) struct Folder {
 /// Lists the store's folder without changing anything.
 pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
     let mut folder = Folder {
-        segments: BTreeMap::new(),
         temps: Vec::new(),
         names: Vec::new(),
         next_id: 1,
         report: RecoveryReport::default(),
     };
     let entries = fs.list(dir).map_err(context("listing", dir))?;
+    folder.names.reserve(entries.len());
     for entry in entries {
         let name = entry.name.to_str().unwrap_or_default();
         if [
@@ -68,10 +66,11 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
         let ours = |suffix| {
             parse_segment_name(name, suffix).filter(|(id, _)| *id < NUMBER_LIMIT && entry.is_file)
         };
-        if let Some((id, number)) = ours(SEGMENT_SUFFIX) {
+        if let Some((id, _)) = ours(SEGMENT_SUFFIX) {
             folder.next_id = folder.next_id.max(id + 1);
-            folder.segments.entry(id).or_default().push(number);
-            folder.names.push(name.to_owned());
+            folder
+                .names
+                .push(entry.name.into_string().unwrap_or_default());
             continue;
         }
         if let Some((id, _)) = ours(SEGMENT_TEMP_SUFFIX) {
@@ -88,7 +87,8 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
             folder.report.findings.push(Finding::UnknownFile { path });
         }
     }
-    folder.names.sort();
+    // Names are unique: an unstable sort gives the one order.
+    folder.names.sort_unstable();
     // Archived and quarantined segments keep their session ids: a new session must not
     // reuse one, or its history would mix with theirs.
     for kept in [ARCHIVE_DIR, QUARANTINE_DIR] {
@@ -104,6 +104,19 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
         }
     }
     Ok(folder)
+}
+
+impl Folder {
+    /// The segment numbers of each session, by session id (a replay's work list).
+    pub(super) fn segments(&self) -> BTreeMap<u64, Vec<u32>> {
+        let mut segments: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        for name in &self.names {
+            if let Some((id, number)) = parse_segment_name(name, SEGMENT_SUFFIX) {
+                segments.entry(id).or_default().push(number);
+            }
+        }
+        segments
+    }
 }
 
 /// One segment file of a session, and its header as read (or why it could not be).

@@ -134,8 +134,8 @@ pub(crate) fn replay(
     erased: &mut ErasureLog,
 ) -> Result<Replayed> {
     let superseded = options.superseded();
+    let listed = folder.segments();
     let Folder {
-        segments: listed,
         temps,
         next_id,
         mut report,
