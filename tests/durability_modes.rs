@@ -337,3 +337,38 @@ fn a_clean_close_of_many_sessions_syncs_the_file_system_once() {
         store.recovery_report()
     );
 }
+
+/// Counts the syncs of the checkpoint's temporary file: one per checkpoint written.
+#[derive(Debug, Default)]
+struct CheckpointWrites(Mutex<usize>);
+
+impl Hooks for CheckpointWrites {
+    fn sync(&self, path: &Path, file: &dyn FileHandle) -> io::Result<()> {
+        if path.ends_with("CHECKPOINT.tmp") {
+            *self.0.lock().unwrap() += 1;
+        }
+        file.sync()
+    }
+}
+
+#[test]
+fn close_shuts_the_store_down_once_and_its_drop_does_nothing_more() {
+    let sim = SimFs::new();
+    let fs = Hooked::new(&sim, CheckpointWrites::default());
+    let options = Options::with_durability(Durability::Never);
+    let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::new(fs.clone())).unwrap();
+    for s in 0..20 {
+        store.append(&format!("user_{s}"), &user("hello")).unwrap();
+    }
+    let before = sim.mutations();
+    store.close().unwrap();
+    assert_eq!(*fs.hooks.0.lock().unwrap(), 1, "one checkpoint written");
+    let closing = sim.mutations() - before;
+    // Dropped without `close`: the same work, once.
+    let store = LogStore::open_with_fs(SIM_DIR, options, Arc::new(fs.clone())).unwrap();
+    store.append("user_0", &user("again")).unwrap();
+    let before = sim.mutations();
+    drop(store);
+    assert_eq!(*fs.hooks.0.lock().unwrap(), 2);
+    assert!(sim.mutations() - before <= closing + 4);
+}

@@ -95,6 +95,8 @@ pub const SEARCH_LIMIT_DEFAULT: usize = 50;
 pub struct LogStore {
     inner: Arc<Inner>,
     threads: Vec<JoinHandle<()>>,
+    /// A shutdown (`close`, or the drop) finished: the drop after `close` has nothing to do.
+    shut: bool,
 }
 
 struct Inner {
@@ -643,6 +645,17 @@ impl LogStore {
     }
 
     fn shut_down(&mut self) -> Result<()> {
+        if self.shut {
+            return Ok(());
+        }
+        let result = self.shut_down_once();
+        // A failed shutdown is tried again by the drop (it returns `Poisoned` at once if a
+        // failed write stopped the store).
+        self.shut = result.is_ok();
+        result
+    }
+
+    fn shut_down_once(&mut self) -> Result<()> {
         {
             let mut state = self.inner.background.state.lock();
             state.stop = true;

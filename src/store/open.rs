@@ -166,7 +166,11 @@ impl LogStore {
             inner.sweep_tombstones()?;
         }
         let threads = start_threads(&inner)?;
-        Ok(LogStore { inner, threads })
+        Ok(LogStore {
+            inner,
+            threads,
+            shut: false,
+        })
     }
 }
 
