@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use crate::claim::{Claim, SegmentStat};
 use crate::error::Result;
-use crate::fs::{context, map_or_read, sync_dir, FileStat, FileSystem, OpenMode};
+use crate::fs::{context, read_all, sync_dir, FileStat, FileSystem, OpenMode};
 use crate::keyring::Keyring;
 use crate::layout::{
     parse_segment_name, CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, NUMBER_LIMIT, SEGMENT_SUFFIX,
@@ -424,15 +424,14 @@ pub(crate) fn load(
     if !fs.exists(&path) {
         return Ok(None);
     }
-    // Mapped: read without copying it, and never allocating a length the file claims.
-    let bytes = map_or_read(fs, &path).ok();
-    let decoded = match (bytes, keys) {
-        (Some(sealed), Some(keys)) => keys
-            .open_blob(SEALED_AAD, &sealed)
-            .and_then(|bytes| decode(&bytes, window)),
-        (Some(bytes), None) => decode(&bytes, window),
-        (None, _) => None,
+    let bytes = match keys {
+        // Sealed whole: it is opened whole (its length is the file's).
+        Some(keys) => read_all(fs, &path)
+            .ok()
+            .and_then(|sealed| keys.open_blob(SEALED_AAD, &sealed)),
+        None => read_checked(fs, &path),
     };
+    let decoded = bytes.and_then(|bytes| decode(&bytes, window));
     let usable = match decoded {
         None => Err("damaged or of another version"),
         // A store whose windows were smaller kept fewer ids than this one keeps: where a
@@ -473,6 +472,43 @@ pub(crate) fn load(
     };
     Ok(Some((replayed, claims)))
 }
+
+/// The bytes of a plain store's checkpoint, read only once its header matches the file's
+/// length and its body's CRC is right, computed through a fixed buffer: a damaged or sparse
+/// file of any length is refused without a buffer of that length (or any read error).
+fn read_checked(fs: &dyn FileSystem, path: &Path) -> Option<Vec<u8>> {
+    let file = fs.open(path, OpenMode::Read).ok()?;
+    let len = file.size().ok()?;
+    let mut head = [0u8; HEADER_LEN];
+    file.read_at(&mut head, 0).ok()?;
+    let mut header = Reader(&head);
+    if header.take(8)? != MAGIC || header.u32()? != VERSION {
+        return None;
+    }
+    let body_len = header.u64()?;
+    let crc = header.u32()?;
+    if HEADER_LEN as u64 + body_len != len {
+        return None;
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    let mut chunk = vec![0u8; READ_CHUNK.min(body_len as usize)];
+    let mut at = HEADER_LEN as u64;
+    while at < len {
+        let n = chunk.len().min((len - at) as usize);
+        file.read_at(&mut chunk[..n], at).ok()?;
+        hasher.update(&chunk[..n]);
+        at += n as u64;
+    }
+    if hasher.finalize() != crc {
+        return None;
+    }
+    let mut bytes = vec![0u8; usize::try_from(len).ok()?];
+    file.read_at(&mut bytes, 0).ok()?;
+    Some(bytes)
+}
+
+/// The buffer a checkpoint's CRC is computed through before it is read whole.
+const READ_CHUNK: usize = 256 << 10;
 
 /// Removes the checkpoint, durably: once the store writes, it no longer describes the folder.
 pub(crate) fn remove(fs: &dyn FileSystem, dir: &Path) -> Result<()> {

@@ -60,39 +60,6 @@ pub trait FileHandle: Send + Sync + Debug {
     fn sync_file_system(&self) -> io::Result<bool> {
         Ok(false)
     }
-    /// The whole file's bytes, mapped read-only into memory, for a file nothing writes any
-    /// more (the store asks only of its checkpoint); `None` where files cannot be mapped (the
-    /// default), and the caller reads it instead.
-    fn map(&self) -> io::Result<Option<FileBytes>> {
-        Ok(None)
-    }
-}
-
-/// A whole file's bytes: mapped ([`FileHandle::map`]) or read into memory.
-#[derive(Debug)]
-pub struct FileBytes(Bytes);
-
-#[derive(Debug)]
-enum Bytes {
-    Mapped(crate::mapped::Mapped),
-    Read(Vec<u8>),
-}
-
-impl From<Vec<u8>> for FileBytes {
-    fn from(bytes: Vec<u8>) -> FileBytes {
-        FileBytes(Bytes::Read(bytes))
-    }
-}
-
-impl std::ops::Deref for FileBytes {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match &self.0 {
-            Bytes::Mapped(mapped) => mapped,
-            Bytes::Read(bytes) => bytes,
-        }
-    }
 }
 
 /// What `stat` says of a file.
@@ -186,10 +153,6 @@ struct StdFile(File);
 impl FileHandle for StdFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.0.read_exact_at(buf, offset)
-    }
-    fn map(&self) -> io::Result<Option<FileBytes>> {
-        let mapped = crate::mapped::Mapped::of(&self.0)?;
-        Ok(Some(FileBytes(Bytes::Mapped(mapped))))
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.0.write_all_at(buf, offset)
@@ -375,19 +338,6 @@ pub fn refuse_symlink(fs: &dyn FileSystem, path: &Path) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// A whole file that nothing writes any more, mapped where the file system can
-/// ([`FileHandle::map`]), else read.
-pub fn map_or_read(fs: &dyn FileSystem, path: &Path) -> Result<FileBytes> {
-    let file = fs
-        .open(path, OpenMode::Read)
-        .map_err(context("opening", path))?;
-    if let Some(mapped) = file.map().map_err(context("mapping", path))? {
-        return Ok(mapped);
-    }
-    drop(file);
-    read_all(fs, path).map(FileBytes::from)
 }
 
 /// Reads a whole file.

@@ -54,7 +54,6 @@ mod keyring;
 mod layout;
 mod listing;
 mod location;
-mod mapped;
 mod message;
 mod options;
 mod payload;

@@ -333,3 +333,45 @@ fn a_session_with_nothing_sound_is_gone_at_its_first_touch_and_its_key_starts_an
     store.close().unwrap();
     checkpoint_agrees_with_a_replay(dir.path());
 }
+
+#[test]
+fn a_file_copied_back_while_closed_is_made_durable_before_a_checkpoint_vouches_for_it() {
+    use sessionlog::fs::{FileSystem, OpenMode};
+    use sessionlog::testing::SimFs;
+    use sessionlog::Options;
+    use std::sync::Arc;
+    let sim = SimFs::new();
+    let open_sim = || LogStore::open_with_fs(SIM_DIR, Options::default(), Arc::new(sim.clone()));
+    let store = open_sim().unwrap();
+    fill(&store, "a", "alpha", 3);
+    store.close().unwrap();
+    let (seg, bytes) = sim
+        .files()
+        .into_iter()
+        .find(|(p, _)| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    // The same bytes copied in as a new file and renamed over the segment, its name made
+    // durable but its bytes still only in the page cache.
+    let copy = seg.with_extension("copy");
+    let file = sim.open(&copy, OpenMode::CreateNew).unwrap();
+    file.write_at(&bytes, 0).unwrap();
+    drop(file);
+    sim.rename(&copy, &seg).unwrap();
+    sim.sync_dir(Path::new(SIM_DIR)).unwrap();
+    let store = open_sim().unwrap();
+    assert_eq!(store.load("a").len(), 3);
+    assert!(
+        store.recovery_report().is_clean(),
+        "the same records: nothing to report"
+    );
+    store.append("b", &user("beta")).unwrap();
+    store.close().unwrap();
+    sim.crash(None);
+    let store = open_sim().unwrap();
+    assert_eq!(store.load("a").len(), 3);
+    assert!(
+        store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+}

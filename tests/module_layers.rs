@@ -189,34 +189,3 @@ fn no_library_file_is_longer_than_a_reader_can_hold() {
         "files over {FILE_LINES_MAX} lines: {long:?}"
     );
 }
-
-/// The files whose code (comments and unit tests left out) says `unsafe` or names the lint.
-fn files_with_unsafe(files: &[PathBuf]) -> Vec<PathBuf> {
-    files
-        .iter()
-        .filter(|f| {
-            let text = code(&std::fs::read_to_string(f).unwrap());
-            text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .any(|word| word == "unsafe" || word == "unsafe_code")
-        })
-        .cloned()
-        .collect()
-}
-
-#[test]
-fn only_the_map_module_holds_unsafe_code() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
-    assert_eq!(files_with_unsafe(&files), vec![src.join("mapped.rs")]);
-}
-
-#[test]
-fn the_unsafe_check_finds_unsafe_code() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("x.rs");
-    std::fs::write(&file, "// unsafe in a comment\nfn f() { unsafe { g() } }\n").unwrap();
-    let quiet = dir.path().join("y.rs");
-    std::fs::write(&quiet, "// unsafe in a comment\nfn unsafely() {}\n").unwrap();
-    assert_eq!(files_with_unsafe(&[file.clone(), quiet]), vec![file]);
-}

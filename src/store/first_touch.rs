@@ -10,7 +10,7 @@ use crate::anchor::Anchors;
 use crate::compaction::{self, Disposal};
 use crate::error::Result;
 use crate::event::EventKind;
-use crate::fs::{context, OpenMode};
+use crate::fs::{context, sync_dir, OpenMode};
 use crate::keyring;
 use crate::layout::segment_path;
 use crate::projection::SessionView;
@@ -43,13 +43,17 @@ impl Inner {
     }
 
     /// Settles every live session's claim: for `verify`, which checks each session against
-    /// its anchor from what the store holds of it.
-    pub(super) fn settle_all(&self) -> Result<()> {
+    /// its anchor from what the store holds of it. Returns the sessions whose files could not
+    /// be checked, with why.
+    pub(super) fn settle_all(&self) -> Vec<(Arc<Slot>, crate::error::Error)> {
         let slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
-        for slot in &slots {
-            self.settle_claim(slot)?;
-        }
-        Ok(())
+        slots
+            .into_iter()
+            .filter_map(|slot| match self.settle_claim(&slot) {
+                Ok(_) => None,
+                Err(e) => Some((slot, e)),
+            })
+            .collect()
     }
 
     /// Replays a session whose files no longer match the checkpoint and puts what they hold in
@@ -69,6 +73,9 @@ impl Inner {
         let look =
             recovery::replay_alone(fs, dir, slot.session_id, numbers.clone(), &options, keys)?;
         if look.report.findings.is_empty() && self.holds_as_recorded(slot, look.live.as_ref()) {
+            // The same records, in files that changed anyway (copied back in while the store
+            // was closed, say): on disk before a checkpoint vouches for them again.
+            self.sync_files(slot.session_id, &numbers)?;
             return Ok(true);
         }
         // Every anchor, not only those known durable: no anchor this run appended names this
@@ -185,16 +192,8 @@ impl Inner {
         if let Some(s) = &session {
             // What the session is served from is on disk before a checkpoint describes it:
             // bytes copied in while the store was closed may still be in the page cache only.
-            for number in s.oldest.max(1)..=s.newest {
-                let path = segment_path(dir, slot.session_id, number);
-                if !fs.exists(&path) {
-                    continue;
-                }
-                let file = fs
-                    .open(&path, OpenMode::Read)
-                    .map_err(context("opening", &path))?;
-                file.sync().map_err(context("syncing", &path))?;
-            }
+            let numbers: Vec<u32> = (s.oldest.max(1)..=s.newest).collect();
+            self.sync_files(slot.session_id, &numbers)?;
         }
         let in_place = session.is_some();
         self.install(slot, &mut w, session);
@@ -205,6 +204,23 @@ impl Inner {
             self.unmap(slot);
         }
         Ok((findings, in_place))
+    }
+
+    /// Syncs the segments `numbers` of session `id` that exist, and the folder (their names
+    /// may be new too).
+    fn sync_files(&self, id: u64, numbers: &[u32]) -> Result<()> {
+        for &number in numbers {
+            let path = segment_path(&self.dir, id, number);
+            if !self.fs.exists(&path) {
+                continue;
+            }
+            let file = self
+                .fs
+                .open(&path, OpenMode::Read)
+                .map_err(context("opening", &path))?;
+            file.sync().map_err(context("syncing", &path))?;
+        }
+        sync_dir(&*self.fs, &self.dir)
     }
 
     /// Puts a replayed session (or, `None`, an empty one) in the place of what `slot` held.

@@ -546,15 +546,25 @@ impl LogStore {
     /// (for
     /// a progress bar).
     pub fn verify_with_progress(&self, progress: impl FnMut(usize, usize)) -> Result<VerifyReport> {
-        if !self.inner.read_only {
-            // Each session is checked against its anchor as the store holds it: the files of
-            // those not read or written since open are checked against the checkpoint first.
-            self.inner.settle_all()?;
-        }
+        // Each session is checked against its anchor as the store holds it: the files of
+        // those not read or written since open are checked against the checkpoint first.
+        let unchecked = if self.inner.read_only {
+            Vec::new()
+        } else {
+            self.inner.settle_all()
+        };
         let _guard = self.reader_guard();
         let keys = self.inner.keys.as_ref();
         let mut report =
             history::verify(Arc::clone(&self.inner.fs), &self.inner.dir, keys, progress)?;
+        report
+            .problems
+            .extend(unchecked.into_iter().map(|(slot, e)| history::Problem {
+                session: Some(slot.key.clone()),
+                path: self.inner.dir.clone(),
+                offset: 0,
+                reason: format!("its files could not be checked against the checkpoint: {e}"),
+            }));
         let behind = self.anchor_problems(&report.problems)?;
         report.problems.extend(behind);
         Ok(report)
