@@ -45,18 +45,6 @@ fn fix_crc(record: &mut [u8]) {
     record[8..12].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn segment_holding(dir: &Path, needle: &[u8]) -> PathBuf {
-    segments(dir)
-        .into_iter()
-        .find(|p| {
-            std::fs::read(p)
-                .unwrap()
-                .windows(needle.len())
-                .any(|w| w == needle)
-        })
-        .unwrap()
-}
-
 #[test]
 fn every_record_links_to_the_one_before_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use sessionlog::{Finding, LogStore, SessionBackend};
@@ -21,17 +21,14 @@ fn changed(store: &LogStore, key: &str) -> bool {
         .any(|f| matches!(f, Finding::ChangedWhileClosed { key: k, .. } if k == key))
 }
 
-/// The segment of the store in `dir` that holds `text`.
-fn segment_holding(dir: &Path, text: &[u8]) -> PathBuf {
-    segments(dir)
-        .into_iter()
-        .find(|p| {
-            std::fs::read(p)
-                .unwrap()
-                .windows(text.len())
-                .any(|w| w == text)
-        })
-        .unwrap()
+/// Flips a bit of `text` in the segment that holds it (same length, damaged), as a plain
+/// write does: the file's modification time moves.
+fn damage_message(dir: &Path, text: &[u8]) {
+    let seg = segment_holding(dir, text);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.windows(text.len()).position(|w| w == text).unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
 }
 
 /// Writes `bytes` over the file at `path` (the same file, as `cp` does), then puts its
@@ -74,11 +71,7 @@ fn build(dir: &Path) {
 fn a_byte_changed_while_closed_is_found_at_the_first_read_not_at_open() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path());
-    let seg = segment_holding(dir.path(), b"alpha 2");
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let at = bytes.windows(7).position(|w| w == b"alpha 2").unwrap();
-    bytes[at] ^= 0x01; // same length, damaged
-    std::fs::write(&seg, &bytes).unwrap();
+    damage_message(dir.path(), b"alpha 2");
     let store = open(dir.path());
     assert!(store.recovery_report().from_checkpoint);
     assert!(
@@ -217,11 +210,7 @@ fn a_segment_cut_or_grown_while_closed_is_replayed_at_the_first_write() {
 fn a_change_stays_caught_across_an_open_that_never_touched_the_session() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path());
-    let seg = segment_holding(dir.path(), b"alpha 2");
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let at = bytes.windows(7).position(|w| w == b"alpha 2").unwrap();
-    bytes[at] ^= 0x01;
-    std::fs::write(&seg, &bytes).unwrap();
+    damage_message(dir.path(), b"alpha 2");
     {
         // Only `b` is written: the close writes a new checkpoint, which must not record the
         // changed file of `a` as it is now.
@@ -371,6 +360,37 @@ fn a_file_copied_back_while_closed_is_made_durable_before_a_checkpoint_vouches_f
     assert_eq!(store.load("a").len(), 3);
     assert!(
         store.recovery_report().is_clean(),
+        "{:?}",
+        store.recovery_report()
+    );
+}
+
+#[test]
+fn a_session_whose_file_was_emptied_while_closed_is_reported_under_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let seg = segment_holding(dir.path(), b"alpha 0");
+    std::fs::File::options()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let store = open(dir.path());
+    assert!(store.load("a").is_empty());
+    assert!(changed(&store, "a"));
+    let rolled: Vec<_> = store
+        .recovery_report()
+        .findings
+        .iter()
+        .filter_map(|f| match f {
+            Finding::RolledBack { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rolled,
+        vec![Some("a".to_string())],
         "{:?}",
         store.recovery_report()
     );

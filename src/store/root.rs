@@ -256,9 +256,19 @@ impl Inner {
         if explained.contains(&id) {
             self.explained.lock().insert(id);
         }
-        rolled_back(anchors, &points, |other| {
+        let mut found = rolled_back(anchors, &points, |other| {
             other != id || explained.contains(&other) || self.erasure_log.lock().holds(other)
-        })
+        });
+        for finding in &mut found {
+            if let Finding::RolledBack {
+                key: key @ None, ..
+            } = finding
+            {
+                // Gone from the map (nothing of it was sound), but its key is known.
+                *key = Some(slot.key.clone());
+            }
+        }
+        found
     }
 }
 

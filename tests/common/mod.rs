@@ -126,6 +126,19 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Files in `dir` with the extension `extension`, sorted by name.
+/// The segment of the store in `dir` that holds `needle`.
+pub fn segment_holding(dir: &Path, needle: &[u8]) -> PathBuf {
+    segments(dir)
+        .into_iter()
+        .find(|p| {
+            std::fs::read(p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+        })
+        .unwrap()
+}
+
 pub fn files_named(dir: &Path, extension: &str) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
