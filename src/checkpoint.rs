@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::claim::{Claim, SegmentStat};
+use crate::claim::{compare, Claim, Compared, SegmentStat};
 use crate::error::Result;
 use crate::fs::{context, read_all, sync_dir, FileStat, FileSystem, OpenMode};
 use crate::keyring::Keyring;
@@ -251,14 +251,20 @@ const SEGMENT_BYTES_MIN: usize = 32;
 /// Fewer bytes than any session's entry takes (its fixed-width fields alone take more).
 const SESSION_BYTES_MIN: usize = 128;
 
-/// Decodes a checkpoint; each session's window keeps `window` ids.
-fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
+/// The body's length and CRC a checkpoint's header gives, if `bytes` start with a header of
+/// this version.
+fn header(bytes: &[u8]) -> Option<(u64, u32)> {
     let mut header = Reader(bytes.get(..HEADER_LEN)?);
     if header.take(8)? != MAGIC || header.u32()? != VERSION {
         return None;
     }
-    let body_len = usize::try_from(header.u64()?).ok()?;
-    let crc = header.u32()?;
+    Some((header.u64()?, header.u32()?))
+}
+
+/// Decodes a checkpoint; each session's window keeps `window` ids.
+fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
+    let (body_len, crc) = header(bytes)?;
+    let body_len = usize::try_from(body_len).ok()?;
     let body = bytes.get(HEADER_LEN..)?;
     if body.len() != body_len || crc32fast::hash(body) != crc {
         return None;
@@ -481,13 +487,8 @@ fn read_checked(fs: &dyn FileSystem, path: &Path) -> Option<Vec<u8>> {
     let len = file.size().ok()?;
     let mut head = [0u8; HEADER_LEN];
     file.read_at(&mut head, 0).ok()?;
-    let mut header = Reader(&head);
-    if header.take(8)? != MAGIC || header.u32()? != VERSION {
-        return None;
-    }
-    let body_len = header.u64()?;
-    let crc = header.u32()?;
-    if HEADER_LEN as u64 + body_len != len {
+    let (body_len, crc) = header(&head)?;
+    if (HEADER_LEN as u64).checked_add(body_len) != Some(len) {
         return None;
     }
     let mut hasher = crc32fast::Hasher::new();
@@ -545,28 +546,25 @@ fn check_folder(
     // one run of `files`.
     let mut files = Vec::with_capacity(recorded.len());
     let mut runs: Vec<(u64, std::ops::Range<usize>)> = Vec::with_capacity(live.len());
-    for (name, (stat, changed)) in recorded {
+    for (name, stat) in recorded {
         match parse_segment_name(&name, SEGMENT_SUFFIX) {
             Some((id, number)) if live.contains(&id) => {
                 match runs.last_mut() {
                     Some((last, run)) if *last == id => run.end += 1,
                     _ => runs.push((id, files.len()..files.len() + 1)),
                 }
-                files.push((number, (stat, changed)));
+                files.push((number, stat));
             }
             _ => {
-                let (now, changed_now) = fs
+                let now = fs
                     .stat_changed(&dir.join(&name))
                     .map_err(|_| "a segment cannot be examined")?;
-                if now != stat || now.modified_ns >= written {
-                    return Err("a segment changed after it was written");
-                }
-                // Rewritten, with its length and modification time put back: its bytes may
-                // be another file's.
-                if let (Some(then), Some(now)) = (changed, changed_now) {
-                    if then != now {
-                        return Err("a segment was rewritten after it was written");
+                match compare(&stat, &now, written) {
+                    Compared::Changed => return Err("a segment changed after it was written"),
+                    Compared::Rewritten => {
+                        return Err("a segment was rewritten after it was written")
                     }
+                    Compared::Same { .. } => {}
                 }
             }
         }

@@ -26,6 +26,36 @@ use crate::segment::read_header;
 /// length and modification time put back still shows a later change time.
 pub(crate) type SegmentStat = (FileStat, Option<i64>);
 
+/// How a file is now against what a checkpoint recorded of it.
+pub(crate) enum Compared {
+    /// Its length or modification time differs, or it was modified after the checkpoint.
+    Changed,
+    /// Its change time moved: rewritten, with its length and modification time put back (its
+    /// bytes may be another file's, say another session's segment of the same length).
+    Rewritten,
+    /// As recorded; `change_time_known`: both the record and the file system have a change
+    /// time (without one, a rewrite with its times put back would pass).
+    Same { change_time_known: bool },
+}
+
+/// Compares what `stat` says of a file `now` with what a checkpoint written at `written_ns`
+/// recorded of it.
+pub(crate) fn compare(recorded: &SegmentStat, now: &SegmentStat, written_ns: i64) -> Compared {
+    let ((stat, changed), (stat_now, changed_now)) = (recorded, now);
+    if stat_now != stat || stat_now.modified_ns >= written_ns {
+        return Compared::Changed;
+    }
+    match (changed, changed_now) {
+        (Some(then), Some(now)) if then != now => Compared::Rewritten,
+        (Some(_), Some(_)) => Compared::Same {
+            change_time_known: true,
+        },
+        _ => Compared::Same {
+            change_time_known: false,
+        },
+    }
+}
+
 /// What the checkpoint recorded of a session's segment files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Claim {
@@ -66,40 +96,37 @@ impl Claim {
     }
 
     /// True when the files of session `id` in `dir` are as the checkpoint recorded them (see
-    /// the module's comment); `key`: the session's data key in an encrypted store. A file that
-    /// is gone, or whose header does not decode, fails the claim; a failed `stat` or read is
-    /// an error.
+    /// the module's comment); `key` gives the session's data key in an encrypted store, asked
+    /// for only if the headers must be read. A file that is gone, or whose header does not
+    /// decode, fails the claim; a failed `stat` or read is an error.
     pub(crate) fn holds(
         &self,
         fs: &dyn FileSystem,
         dir: &Path,
         id: u64,
-        key: Option<&DataKey>,
+        key: impl FnOnce() -> Result<Option<Arc<DataKey>>>,
     ) -> Result<bool> {
         let mut without_change_time = false;
-        for (number, (stat, changed)) in self.files() {
+        for (number, recorded) in self.files() {
             let path = segment_path(dir, id, *number);
-            let (now, changed_now) = match fs.stat_changed(&path) {
+            let now = match fs.stat_changed(&path) {
                 Ok(found) => found,
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
                 Err(e) => return Err(context("examining", &path)(e)),
             };
-            if now != *stat || now.modified_ns >= self.written_ns {
-                return Ok(false);
-            }
-            match (changed, changed_now) {
-                (Some(then), Some(now)) if *then != now => return Ok(false),
-                (Some(_), Some(_)) => {}
-                _ => without_change_time = true,
+            match compare(recorded, &now, self.written_ns) {
+                Compared::Same { change_time_known } => without_change_time |= !change_time_known,
+                Compared::Changed | Compared::Rewritten => return Ok(false),
             }
         }
         if !without_change_time {
             return Ok(true);
         }
+        let key = key()?;
         let newest = self.files().last().map(|(number, _)| *number);
         for (number, _) in self.files() {
             let path = segment_path(dir, id, *number);
-            let header = match read_header(fs, &path, key) {
+            let header = match read_header(fs, &path, key.as_deref()) {
                 Ok(Ok((header, _))) => header,
                 Ok(Err(_)) => return Ok(false),
                 Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
@@ -157,7 +184,7 @@ mod tests {
             Claim::new(i64::MAX, Arc::from(vec![(1, (stat, None))]), 0..1)
         };
         let claim = claim_of(&alices);
-        assert!(claim.holds(&fs, dir.path(), alice, None).unwrap());
+        assert!(claim.holds(&fs, dir.path(), alice, || Ok(None)).unwrap());
         // Carol's segment, of the same length, copied over Alice's with its time put back:
         // length and modification time still match.
         let bytes = std::fs::read(&carols).unwrap();
@@ -167,9 +194,9 @@ mod tests {
         let file = std::fs::File::options().write(true).open(&alices).unwrap();
         file.set_modified(modified).unwrap();
         assert_eq!(fs.stat(&alices).unwrap(), claim_of(&alices).files()[0].1 .0);
-        assert!(!claim.holds(&fs, dir.path(), alice, None).unwrap());
+        assert!(!claim.holds(&fs, dir.path(), alice, || Ok(None)).unwrap());
         // A file gone fails the claim; it is no error.
         std::fs::remove_file(&alices).unwrap();
-        assert!(!claim.holds(&fs, dir.path(), alice, None).unwrap());
+        assert!(!claim.holds(&fs, dir.path(), alice, || Ok(None)).unwrap());
     }
 }

@@ -185,9 +185,10 @@ impl Inner {
         }
     }
 
-    /// Counts a session that became live (`before` false, `after` true) or stopped being live.
-    pub(super) fn count_live(&self, before: bool, after: bool) {
-        match (before, after) {
+    /// A session's place among the live ones moved from `before` to `after` (its last activity
+    /// while live, `None` while not): the live count and the activity index follow.
+    pub(super) fn relist(&self, slot: &Arc<Slot>, before: Option<i64>, after: Option<i64>) {
+        match (before.is_some(), after.is_some()) {
             (false, true) => {
                 self.live_sessions.fetch_add(1, Ordering::SeqCst);
             }
@@ -201,6 +202,9 @@ impl Inner {
                     });
             }
             _ => {}
+        }
+        if before != after {
+            self.reindex(slot, before, after);
         }
     }
 
@@ -248,10 +252,7 @@ impl Inner {
                 && dead >= view.live_bytes + retained;
             (applied, compact, before_entry, after_entry)
         };
-        self.count_live(before_entry.is_some(), after_entry.is_some());
-        if before_entry != after_entry {
-            self.reindex(slot, before_entry, after_entry);
-        }
+        self.relist(slot, before_entry, after_entry);
         if let Err(reason) = applied {
             // The caller checked the event against the view, so this is a bug; stop writing.
             return self.poison(Err(Error::Corrupt {

@@ -32,8 +32,8 @@ impl Inner {
         let Some(held) = claim.as_deref() else {
             return Ok(true);
         };
-        let key = keyring::data_key(self.keys.as_ref(), slot.session_id)?;
-        let in_place = if held.holds(&*self.fs, &self.dir, slot.session_id, key.as_deref())? {
+        let key = || keyring::data_key(self.keys.as_ref(), slot.session_id);
+        let in_place = if held.holds(&*self.fs, &self.dir, slot.session_id, key)? {
             true
         } else {
             self.replay_changed(slot, held.numbers())?
@@ -122,32 +122,30 @@ impl Inner {
             session_id: slot.session_id,
         }];
         findings.extend(alone.report.findings);
-        let whole = |s: &ReplayedSession, reason: &str, findings: &mut Vec<Finding>| {
-            let below = s.highest.saturating_add(1);
-            let quarantined =
-                compaction::retire(fs, dir, slot.session_id, 0, below, Disposal::Quarantine)?;
-            findings.push(Finding::Damaged {
+        // Files of the session moved aside whole, and the finding that says so.
+        let quarantine = |from: u32, below: u32, number: u32, reason: &str| -> Result<Finding> {
+            let id = slot.session_id;
+            Ok(Finding::Damaged {
                 key: Some(slot.key.clone()),
-                path: segment_path(dir, slot.session_id, s.newest),
+                path: segment_path(dir, id, number),
                 offset: 0,
                 reason: reason.into(),
-                quarantined,
-            });
-            Ok::<_, crate::error::Error>(None)
+                quarantined: compaction::retire(fs, dir, id, from, below, Disposal::Quarantine)?,
+            })
         };
         let session = match alone.live {
-            // Numbers handed out before open, but not to this session's records: not bytes
-            // the store wrote for it. (Numbers from open on went to other sessions.)
-            Some(s) if alone.max_seq >= self.first_seq => whole(
-                &s,
-                "its records hold sequence numbers the store had not handed out when it closed",
-                &mut findings,
-            )?,
-            Some(s) if s.view.key != slot.key => whole(
-                &s,
-                "its files hold another key under the session's id",
-                &mut findings,
-            )?,
+            // Numbers handed out before open, but not to this session's records, or another
+            // key: not bytes the store wrote for it. (Numbers from open on went to others.)
+            Some(s) if alone.max_seq >= self.first_seq || s.view.key != slot.key => {
+                let reason = if alone.max_seq >= self.first_seq {
+                    "its records hold sequence numbers the store had not handed out when it closed"
+                } else {
+                    "its files hold another key under the session's id"
+                };
+                let below = s.highest.saturating_add(1);
+                findings.push(quarantine(0, below, s.newest, reason)?);
+                None
+            }
             Some(mut s) if s.damage.is_some() => {
                 let ticket = self.feed.take();
                 let retention = self.options.tombstone_retention;
@@ -169,22 +167,11 @@ impl Inner {
             Some(s) => Some(s),
             None => {
                 // Nothing of it in force: what is left of its files goes aside.
-                let quarantined = compaction::retire(
-                    fs,
-                    dir,
-                    slot.session_id,
-                    range.start,
-                    range.end,
-                    Disposal::Quarantine,
-                )?;
-                if !quarantined.is_empty() {
-                    findings.push(Finding::Damaged {
-                        key: Some(slot.key.clone()),
-                        path: segment_path(dir, slot.session_id, range.start),
-                        offset: 0,
-                        reason: "no record of the session is sound".into(),
-                        quarantined,
-                    });
+                let reason = "no record of the session is sound";
+                let found = quarantine(range.start, range.end, range.start, reason)?;
+                if matches!(&found, Finding::Damaged { quarantined, .. } if !quarantined.is_empty())
+                {
+                    findings.push(found);
                 }
                 None
             }
@@ -240,9 +227,6 @@ impl Inner {
             *view = replayed;
             (before, view.is_live().then_some(view.last_activity))
         };
-        self.count_live(before.is_some(), after.is_some());
-        if before != after {
-            self.reindex(slot, before, after);
-        }
+        self.relist(slot, before, after);
     }
 }

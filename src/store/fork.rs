@@ -1,7 +1,6 @@
 //! Forks: a new session that starts as another one was at a sequence number, sharing the
 //! source's segments by hard links (copies in an encrypted store).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::MutexGuard;
@@ -187,8 +186,7 @@ impl Inner {
         view.install_compacted(generation.messages, Vec::new());
         view.last_seq = ticket.seq();
         *tgt.view.write() = view;
-        self.live_sessions.fetch_add(1, Ordering::SeqCst);
-        self.reindex(tgt, None, Some(now));
+        self.relist(tgt, None, Some(now));
         let kind = EventKind::Fork {
             source: source.to_owned(),
             at_seq: shared.seq,

@@ -99,21 +99,20 @@ impl LogStore {
                 .chain(tombstones.slots())
                 .chain(&displaced),
         );
-        let mut explained = root::explained(&state.report.findings, &anchors, &*fs);
-        let earlier = root::explained_by_side_files(&anchors, &points, &dir, &*fs, |id| {
-            explained.contains(&id) || state.erased.holds(id)
-        });
-        explained.extend(earlier);
-        let mut exempt = explained.clone();
-        exempt.extend(root::erasing(state.keys.as_ref())?);
+        let mut gone = root::erasing(state.keys.as_ref())?;
         if read_only {
             // A writer beside a read-only open may have erased a session since the log was
             // read (it logs the erasure before the files go): read again, after the segments.
-            exempt.extend(erasures::read(&*fs, &dir)?.erased_sessions());
+            gone.extend(erasures::read(&*fs, &dir)?.erased_sessions());
         }
-        let behind = root::rolled_back(&anchors, &points, |id| {
-            exempt.contains(&id) || state.erased.holds(id)
-        });
+        let (explained, behind) = root::check_anchored(
+            &anchors,
+            &points,
+            &state.report.findings,
+            &dir,
+            &*fs,
+            |id| gone.contains(&id) || state.erased.holds(id),
+        );
         state.report.findings.extend(behind);
         let anchoring = root::Anchoring {
             durable_end: anchors.end(),

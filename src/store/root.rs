@@ -55,11 +55,7 @@ fn session_of(path: &Path) -> Option<u64> {
 /// cannot say so (a copy of the files taken mid-write, say, which may lack records before
 /// them too) do not. Torn bytes are in their side file after a writable open, still at the
 /// segment's end after a read-only one (reported as unfinished).
-pub(super) fn explained(
-    findings: &[Finding],
-    anchors: &Anchors,
-    fs: &dyn FileSystem,
-) -> HashSet<u64> {
+fn explained(findings: &[Finding], anchors: &Anchors, fs: &dyn FileSystem) -> HashSet<u64> {
     let mut ids = HashSet::new();
     let anchored = |path: &Path| {
         let id = session_of(path)?;
@@ -103,6 +99,26 @@ pub(super) fn explained(
     ids
 }
 
+/// The check against the anchors that open makes of every session, and a session's replay at
+/// its first touch of it: the sessions among `points` whose end `findings` or an earlier
+/// open's side file explain (reported once, as what they are), and a [`Finding::RolledBack`]
+/// for each other session (of `points`, or anchored and gone) not `skipped` that ends before
+/// its anchored point.
+pub(super) fn check_anchored(
+    anchors: &Anchors,
+    points: &Points<'_>,
+    findings: &[Finding],
+    dir: &Path,
+    fs: &dyn FileSystem,
+    skipped: impl Fn(u64) -> bool,
+) -> (HashSet<u64>, Vec<Finding>) {
+    let mut explained = explained(findings, anchors, fs);
+    let earlier = explained_by_side_files(anchors, points, dir, fs, |id| explained.contains(&id));
+    explained.extend(earlier);
+    let found = rolled_back(anchors, points, |id| explained.contains(&id) || skipped(id));
+    (explained, found)
+}
+
 /// What the record header at `offset` in `path` says its number is.
 fn torn_seq(fs: &dyn FileSystem, path: &Path, offset: u64) -> Option<u64> {
     let mut head = [0u8; SEQ_OFFSET + 8];
@@ -115,7 +131,7 @@ fn torn_seq(fs: &dyn FileSystem, path: &Path, offset: u64) -> Option<u64> {
 /// the side file it saved at the newest segment's present end begins with the anchored
 /// record (that open's report went, and the anchor recording the new end was never written:
 /// the process ended first).
-pub(super) fn explained_by_side_files(
+fn explained_by_side_files(
     anchors: &Anchors,
     points: &Points<'_>,
     dir: &Path,
@@ -158,7 +174,7 @@ fn behind(
 
 /// A [`Finding::RolledBack`] for each session of `points` (or anchored and gone, and not
 /// `skipped`: erased, or reported as damaged) that ends before its anchored point.
-pub(super) fn rolled_back(
+fn rolled_back(
     anchors: &Anchors,
     points: &Points<'_>,
     skipped: impl Fn(u64) -> bool,
@@ -249,16 +265,13 @@ impl Inner {
         let id = slot.session_id;
         let slots = [Arc::clone(slot)];
         let points = points(&slots);
-        let mut explained = explained(findings, anchors, &*self.fs);
-        let earlier =
-            explained_by_side_files(anchors, &points, &self.dir, &*self.fs, |other| other != id);
-        explained.extend(earlier);
+        let (explained, mut found) =
+            check_anchored(anchors, &points, findings, &self.dir, &*self.fs, |other| {
+                other != id || self.erasure_log.lock().holds(other)
+            });
         if explained.contains(&id) {
             self.explained.lock().insert(id);
         }
-        let mut found = rolled_back(anchors, &points, |other| {
-            other != id || explained.contains(&other) || self.erasure_log.lock().holds(other)
-        });
         for finding in &mut found {
             if let Finding::RolledBack {
                 key: key @ None, ..
