@@ -213,12 +213,12 @@ impl Anchors {
         lowered: &HashSet<u64>,
         first: bool,
     ) -> Result<Hash> {
+        // The lowered sessions still present (only those are ever looked up).
         let mut present = HashSet::new();
         let mut entries: Vec<(u64, Point)> = now
             .into_iter()
             .filter(|(id, point)| {
-                present.insert(*id);
-                lowered.contains(id)
+                lowered.contains(id) && present.insert(*id)
                     || self
                         .points
                         .get(id)

@@ -113,9 +113,16 @@ pub(super) fn check_anchored(
     skipped: impl Fn(u64) -> bool,
 ) -> (HashSet<u64>, Vec<Finding>) {
     let mut explained = explained(findings, anchors, fs);
-    let earlier = explained_by_side_files(anchors, points, dir, fs, |id| explained.contains(&id));
-    explained.extend(earlier);
-    let found = rolled_back(anchors, points, |id| explained.contains(&id) || skipped(id));
+    let mut found = Vec::new();
+    // One pass over the sessions behind their anchor: an earlier open's side file explains
+    // a session's loss, or it is a rollback.
+    for (id, anchored, now) in behind(anchors, points, |id| explained.contains(&id)) {
+        if side_file_explains(points, dir, fs, id, anchored) {
+            explained.insert(id);
+        } else if !skipped(id) {
+            found.push(rollback(points, id, anchored, now));
+        }
+    }
     (explained, found)
 }
 
@@ -127,30 +134,27 @@ fn torn_seq(fs: &dyn FileSystem, path: &Path, offset: u64) -> Option<u64> {
     header_seq(&head)
 }
 
-/// The sessions behind their anchor among `points` that an earlier open's torn tail explains:
-/// the side file it saved at the newest segment's present end begins with the anchored
-/// record (that open's report went, and the anchor recording the new end was never written:
-/// the process ended first).
-fn explained_by_side_files(
-    anchors: &Anchors,
+/// True when the loss of session `id` of `points`, behind its `anchored` point, is an earlier
+/// open's torn tail: the side file it saved at the newest segment's present end begins with the
+/// anchored record (that open's report went, and the anchor recording the new end was never
+/// written: the process ended first).
+fn side_file_explains(
     points: &Points<'_>,
     dir: &Path,
     fs: &dyn FileSystem,
-    skipped: impl Fn(u64) -> bool,
-) -> HashSet<u64> {
-    behind(anchors, points, skipped)
-        .into_iter()
-        .filter_map(|(id, anchored, _)| {
-            let (slot, _) = points.get(&id)?;
-            let (newest, len) = {
-                let w = slot.writer.lock();
-                (w.newest, w.newest_len)
-            };
-            let segment = segment_path(dir, id, newest);
-            let side = dir.join(side_name(&segment, len));
-            (torn_seq(fs, &side, 0) == Some(anchored.last_seq)).then_some(id)
-        })
-        .collect()
+    id: u64,
+    anchored: Point,
+) -> bool {
+    let Some((slot, _)) = points.get(&id) else {
+        return false;
+    };
+    let (newest, len) = {
+        let w = slot.writer.lock();
+        (w.newest, w.newest_len)
+    };
+    let segment = segment_path(dir, id, newest);
+    let side = dir.join(side_name(&segment, len));
+    torn_seq(fs, &side, 0) == Some(anchored.last_seq)
 }
 
 /// The sessions whose erasure an encrypted store began (`keys/{id}.erasing`): gone, and no
@@ -181,13 +185,24 @@ fn rolled_back(
 ) -> Vec<Finding> {
     behind(anchors, points, skipped)
         .into_iter()
-        .map(|(session_id, anchored, found)| Finding::RolledBack {
-            key: points.get(&session_id).map(|(slot, _)| slot.key.clone()),
-            session_id,
-            anchored_seq: anchored.last_seq,
-            found_seq: found.map_or(0, |p| p.last_seq),
-        })
+        .map(|(session_id, anchored, found)| rollback(points, session_id, anchored, found))
         .collect()
+}
+
+/// The [`Finding::RolledBack`] of session `session_id`, anchored at `anchored` and now at
+/// `found` (`None`: gone).
+fn rollback(
+    points: &Points<'_>,
+    session_id: u64,
+    anchored: Point,
+    found: Option<Point>,
+) -> Finding {
+    Finding::RolledBack {
+        key: points.get(&session_id).map(|(slot, _)| slot.key.clone()),
+        session_id,
+        anchored_seq: anchored.last_seq,
+        found_seq: found.map_or(0, |p| p.last_seq),
+    }
 }
 
 /// What [`Inner::anchor`] works from, under one lock.
