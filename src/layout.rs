@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! {dir}/LOCK                                  the lock, and the sequence floor (recovery)
-//! {dir}/CHECKPOINT, CHECKPOINT.tmp            the projection at the last clean close
+//! {dir}/CHECKPOINT, CHECKPOINT.tmp            the projection at a clean close, or taken while
+//!                                             the store ran
+//! {dir}/CHECKPOINT.running                    segments changed after the checkpoint was written
 //! {dir}/ERASED, ERASED.torn-{n}               the erasure log, and a torn tail cut off it
 //! {dir}/ANCHORS, ANCHORS.torn-{n}             the anchor log, and a torn tail cut off it
 //! {dir}/{id:016x}-{segment:08x}.seg           a session's segments
@@ -26,6 +28,9 @@ pub const LOCK_FILE: &str = "LOCK";
 pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
 /// Where the checkpoint is written before its rename.
 pub const CHECKPOINT_TEMP_FILE: &str = "CHECKPOINT.tmp";
+/// The running marker: present (empty) while segments may differ from what the checkpoint
+/// describes, from a running store's first change until a clean close's checkpoint.
+pub const CHECKPOINT_RUNNING_FILE: &str = "CHECKPOINT.running";
 /// The erasure log.
 pub const ERASED_FILE: &str = "ERASED";
 /// Prefix of the side file that keeps a record of the erasure log a crash cut short.

@@ -112,6 +112,16 @@ pub struct Options {
     /// `append_once` writes). Default: [`crate::IDEMPOTENCY_WINDOW_DEFAULT`] (4,096); at most
     /// [`crate::IDEMPOTENCY_WINDOW_MAX`].
     pub idempotency_window: usize,
+    /// A background thread writes a checkpoint of the store (what a clean close writes) after
+    /// this many bytes of records were written since the last one, so that an open after a
+    /// crash replays only the sessions written since (each from where the checkpoint left
+    /// it), not every segment. Each checkpoint first syncs what is unsynced, then writes the
+    /// whole projection (about 25 bytes per message plus 150 per session). 0: only by time
+    /// ([`Options::checkpoint_interval`]). Default: 64 MiB.
+    pub checkpoint_bytes: u64,
+    /// The background thread also writes a checkpoint this long after the last one if
+    /// anything was written meanwhile. `None`: only by bytes. Default: 5 minutes.
+    pub checkpoint_interval: Option<Duration>,
 }
 
 /// Why a retention rule removed something: recorded in the log with each removal.
@@ -199,6 +209,8 @@ impl Default for Options {
             retention: Retention::default(),
             encryption: None,
             idempotency_window: IDEMPOTENCY_WINDOW_DEFAULT,
+            checkpoint_bytes: 64 << 20,
+            checkpoint_interval: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -232,6 +244,12 @@ impl Options {
                 "idempotency_window must be at most {IDEMPOTENCY_WINDOW_MAX}, got {}",
                 self.idempotency_window
             ));
+        }
+        if self
+            .checkpoint_interval
+            .is_some_and(|every| every.is_zero())
+        {
+            return invalid("checkpoint_interval must not be zero (None: only by bytes)".into());
         }
         if self.retention.check_every.is_zero() {
             return invalid("Retention::check_every must not be zero".into());

@@ -8,9 +8,14 @@ use std::sync::{Mutex, OnceLock};
 pub struct RecoveryReport {
     /// Every finding.
     pub findings: Vec<Finding>,
-    /// True when open took the projection from the checkpoint written at the last clean
-    /// close instead of replaying every segment.
+    /// True when open took the projection from a checkpoint instead of replaying every
+    /// segment: the one written at the last clean close, or after a crash one taken while the
+    /// store ran (then the sessions written since were replayed, see `replayed_sessions`).
     pub from_checkpoint: bool,
+    /// How many sessions open replayed from their segment files: every one without a
+    /// checkpoint, none after a clean close, and after a crash those whose files changed after
+    /// the last checkpoint.
+    pub replayed_sessions: usize,
 }
 
 impl RecoveryReport {

@@ -44,15 +44,23 @@ fn a_clean_close_lets_the_next_open_skip_the_replay() {
         dir.path().join("CHECKPOINT").exists(),
         "still true while nothing is written"
     );
-    // The first write removes it; the store keeps working, and the next replay agrees.
+    // The first write marks it running first; after a crash the next open replays only the
+    // session written since, and agrees with a full replay.
     store.append("a", &user("more")).unwrap();
     assert!(
-        !dir.path().join("CHECKPOINT").exists(),
-        "removed before the first write"
+        dir.path().join("CHECKPOINT.running").exists(),
+        "marked before the first write"
     );
     let later = observe(&store);
-    std::mem::forget(store); // no clean close: no checkpoint
+    std::mem::forget(store); // no clean close
     std::fs::remove_file(dir.path().join("LOCK")).ok();
+    let store = open(dir.path());
+    let report = store.recovery_report();
+    assert!(report.from_checkpoint && report.is_clean(), "{report:?}");
+    assert_eq!(report.replayed_sessions, 1);
+    assert_eq!(observe(&store), later);
+    drop(store);
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
     let store = open(dir.path());
     assert!(!store.recovery_report().from_checkpoint);
     assert_eq!(observe(&store), later);
@@ -103,16 +111,18 @@ fn a_read_only_session_leaves_the_checkpoint_usable() {
 }
 
 #[test]
-fn a_compaction_after_a_checkpoint_open_removes_it_first() {
+fn a_compaction_after_a_checkpoint_open_marks_it_running_first() {
     let dir = tempfile::tempdir().unwrap();
     let seen = build(dir.path());
     let store = open(dir.path());
     store.compact("a").unwrap();
-    assert!(!dir.path().join("CHECKPOINT").exists());
-    std::mem::forget(store); // a crash: the next open must replay, and agree
+    assert!(dir.path().join("CHECKPOINT.running").exists());
+    std::mem::forget(store); // a crash: the next open must replay that session, and agree
     std::fs::remove_file(dir.path().join("LOCK")).ok();
     let store = open(dir.path());
-    assert!(!store.recovery_report().from_checkpoint);
+    let report = store.recovery_report();
+    assert!(report.from_checkpoint && report.is_clean(), "{report:?}");
+    assert_eq!(report.replayed_sessions, 1);
     assert_eq!(observe(&store), seen);
 }
 

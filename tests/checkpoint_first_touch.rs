@@ -98,8 +98,8 @@ fn a_byte_changed_while_closed_is_found_at_the_first_read_not_at_open() {
     assert!(store.recovery_report().has_damage());
     assert!(early.is_clean(), "a report taken earlier stays as it was");
     assert!(
-        !dir.path().join("CHECKPOINT").exists(),
-        "the checkpoint no longer describes the folder"
+        dir.path().join("CHECKPOINT.running").exists(),
+        "the checkpoint no longer describes the folder: marked before the repair"
     );
     assert_eq!(store.get_session_metadata("a").unwrap().message_count, 2);
     store.close().unwrap();

@@ -2,7 +2,9 @@
 //! `Durability::Always`, invents nothing, and leaves a store that opens. The sweep cuts the
 //! power after every possible number of file-system operations, with and without a torn last
 //! write, through the simulated file system of the `fault-injection` feature. The window of
-//! ids `append_once` checks comes through every cut as the messages do.
+//! ids `append_once` checks comes through every cut as the messages do. The workloads take
+//! checkpoints while the store runs, so the sweep cuts the power inside each step of writing
+//! one, and opens from one after every later cut.
 
 mod common;
 
@@ -23,6 +25,9 @@ fn workload() -> Vec<Op> {
         ));
     }
     ops.extend([
+        // A checkpoint taken while the store runs: every cut inside it, and every cut after
+        // it (an open from it, replaying only what changed since).
+        Op::Checkpoint,
         Op::Name(0, "first".into()),
         Op::Alias(1, "agent".into()),
         Op::Context(2, Some(" discord.x ".into()), Some("bob".into())),
@@ -59,6 +64,7 @@ fn workload() -> Vec<Op> {
         Op::Append(3, "x".repeat(3000)),
         Op::Append(3, "y".repeat(3000)),
         Op::Append(4, "unicode ü".into()),
+        Op::Checkpoint,
         Op::Name(4, String::new()),
         Op::Compact(3),
         Op::Delete(4),
@@ -88,6 +94,7 @@ fn fork_and_erase_workload() -> Vec<Op> {
         Op::Delete(0),
         Op::Append(2, "after the source went".into()),
         Op::Fork(2, 3),
+        Op::Checkpoint,
         Op::Compact(1),
         Op::Erase(2),
         Op::Append(3, big("g")),

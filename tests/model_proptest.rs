@@ -35,6 +35,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => key.prop_map(Op::Unarchive),
         1 => Just(Op::Reopen),
         1 => Just(Op::PowerLoss),
+        1 => Just(Op::Checkpoint),
+        1 => Just(Op::Crash),
     ]
 }
 

@@ -40,6 +40,9 @@ struct Sizes {
     list_messages: usize,
     memory_messages: usize,
     page_sessions: usize,
+    /// The crash row: bytes a child writes over `crash_sessions` sessions before it is killed.
+    crash_bytes: u64,
+    crash_sessions: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -53,6 +56,8 @@ const FULL: Sizes = Sizes {
     list_messages: 20,
     memory_messages: 1_000_000,
     page_sessions: 100_000,
+    crash_bytes: 1 << 30,
+    crash_sessions: 10_000,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -66,6 +71,8 @@ const SMOKE: Sizes = Sizes {
     list_messages: 5,
     memory_messages: 10_000,
     page_sessions: 500,
+    crash_bytes: 2 << 20,
+    crash_sessions: 100,
 };
 
 /// A fixed-seed generator, so every run writes the same messages.
@@ -414,6 +421,55 @@ fn open_list_rows(
     ]
 }
 
+/// Open + list after a crash: a child writes `crash_bytes` over `crash_sessions` sessions with
+/// the default checkpoints and is killed (SIGKILL); new processes open and list it as it is
+/// (median of 3, none closing it), then one closes it and the same is timed from the clean
+/// close's checkpoint.
+fn crash_open_row(dir: &Path, sizes: &Sizes) -> Row {
+    let path = dir.to_str().unwrap();
+    let mut writer = Command::new(std::env::current_exe().unwrap())
+        .args(["--child", "write-until-killed", path])
+        .arg(sizes.crash_bytes.to_string())
+        .arg(sizes.crash_sessions.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the writer");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(writer.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "written");
+    writer.kill().unwrap(); // SIGKILL
+    writer.wait().unwrap();
+    let bytes = folder_bytes(dir);
+    let crashed = median_of(
+        (0..3)
+            .map(|_| child(&["open-list-crashed", path]))
+            .collect(),
+    );
+    child(&["open-list-ours", path]); // closes cleanly
+    let clean = median_of((0..3).map(|_| child(&["open-list-ours", path])).collect());
+    Row {
+        figure: format!(
+            "open + list after SIGKILL, {} MB over {} sessions, new process",
+            bytes / 1_000_000,
+            sizes.crash_sessions
+        ),
+        ours: format!(
+            "{} (clean: {})",
+            dur(Duration::from_secs_f64(crashed)),
+            dur(Duration::from_secs_f64(clean))
+        ),
+        sqlite: "".into(),
+        jsonl: "".into(),
+        disk: "".into(),
+        ratios: format!("{} of a clean open", ratio(crashed / clean)),
+        goal: "≤ 3× a clean open",
+    }
+}
+
 /// The child modes: each prints one number.
 fn run_child(args: &[String]) {
     let dir = PathBuf::from(&args[1]);
@@ -439,6 +495,44 @@ fn run_child(args: &[String]) {
             let listed = store.list_sessions_with_metadata().len();
             assert!(listed > 0);
             start.elapsed().as_secs_f64()
+        }
+        // As "open-list-ours", but the process then exits without closing the store (a
+        // crashed store stays crashed for the next run).
+        "open-list-crashed" => {
+            let start = Instant::now();
+            let store = ours(&dir, Durability::Never);
+            let listed = store.list_sessions_with_metadata().len();
+            assert!(listed > 0);
+            let elapsed = start.elapsed().as_secs_f64();
+            eprintln!(
+                "replayed {} sessions",
+                store.recovery_report().replayed_sessions
+            );
+            std::mem::forget(store);
+            elapsed
+        }
+        // Writes `args[2]` bytes of messages over `args[3]` sessions with the default
+        // checkpoints, says so, and waits to be killed.
+        "write-until-killed" => {
+            let (bytes, sessions): (u64, usize) =
+                (args[2].parse().unwrap(), args[3].parse().unwrap());
+            let store = ours(&dir, Durability::Never);
+            let text =
+                "a message of an agent's conversation, long enough to be typical. ".repeat(15);
+            let message = ChatMessage::user(text.as_str());
+            let (mut written, mut i) = (0u64, 0usize);
+            while written < bytes {
+                store
+                    .append(&format!("user_{}", i % sessions), &message)
+                    .unwrap();
+                written += text.len() as u64;
+                i += 1;
+            }
+            println!("written");
+            let _ = std::io::stdout().flush();
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+            }
         }
         // The process's peak resident bytes (`VmHWM`) after opening and listing, or after
         // nothing (the baseline every other peak is measured against).
@@ -899,6 +993,7 @@ fn main() {
             goal: "opens and lists (no descriptor or memory exhaustion)",
         });
     }
+    rows.push(crash_open_row(&fresh("c1"), &sizes));
     // As after a crash: no checkpoint, every segment replayed.
     let segment_bytes = folder_bytes(&ours_dir);
     let mut replays = Vec::new();

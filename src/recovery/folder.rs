@@ -12,8 +12,9 @@ use crate::fs::{context, refuse_symlink, FileSystem};
 use crate::keyring::{self, Keyring};
 use crate::layout::{
     kept_session_id, parse_segment_name, segment_path, ANCHORS_FILE, ANCHORS_TORN_PREFIX,
-    ARCHIVE_DIR, CHECKPOINT_FILE, ERASED_FILE, ERASED_TORN_PREFIX, KEYS_DIR, LOCK_FILE,
-    NUMBER_LIMIT, QUARANTINE_DIR, SEGMENT_SUFFIX, SEGMENT_TEMP_SUFFIX, TORN_INFIX,
+    ARCHIVE_DIR, CHECKPOINT_FILE, CHECKPOINT_RUNNING_FILE, CHECKPOINT_TEMP_FILE, ERASED_FILE,
+    ERASED_TORN_PREFIX, KEYS_DIR, LOCK_FILE, NUMBER_LIMIT, QUARANTINE_DIR, SEGMENT_SUFFIX,
+    SEGMENT_TEMP_SUFFIX, TORN_INFIX,
 };
 use crate::report::{Finding, RecoveryReport};
 use crate::segment::{read_header, HeaderError, SegmentHeader, FORMAT_VERSION_NEWEST};
@@ -47,6 +48,8 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
             QUARANTINE_DIR,
             ARCHIVE_DIR,
             CHECKPOINT_FILE,
+            CHECKPOINT_TEMP_FILE,
+            CHECKPOINT_RUNNING_FILE,
             KEYS_DIR,
             ERASED_FILE,
             ANCHORS_FILE,

@@ -11,8 +11,10 @@
 //! - files that are not ours are reported and left alone.
 
 mod folder;
+mod resume;
 mod session;
 
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +31,7 @@ use crate::report::{Finding, RecoveryReport};
 
 pub(crate) use folder::{list_folder, Folder};
 use folder::{read_headers, Headers, SegmentFile};
+use resume::resume_session;
 use session::{replay_session, ErasingFinish, Outcome, Replaying};
 
 /// A session as replay left it.
@@ -62,6 +65,22 @@ pub(crate) struct Replayed {
     pub next_seq: u64,
     pub next_id: u64,
     pub report: RecoveryReport,
+}
+
+/// What is left to replay after an open from a checkpoint taken while the store ran: the
+/// sessions whose files changed after it (written to, compacted, deleted, new), the rest
+/// coming from the checkpoint.
+#[derive(Default)]
+pub(crate) struct Partial {
+    /// The sessions to replay, by id.
+    pub ids: BTreeSet<u64>,
+    /// Those whose newest segment only grew (and gained roll-overs) since the checkpoint: the
+    /// replay goes on from where the checkpoint left them.
+    pub resume: HashMap<u64, ReplayedSession>,
+    /// The highest sequence number the sessions not replayed hold.
+    pub max_seq: u64,
+    /// The checkpoint's next sequence number: numbers below it were handed out.
+    pub next_seq: u64,
 }
 
 /// How open replays: what the options and the kind of open ask of it.
@@ -124,7 +143,9 @@ struct Leftovers {
 /// replayed, then what a crash left unfinished is finished.
 ///
 /// Nothing is changed until every segment header has been read: a segment of an unsupported
-/// version stops open before any repair.
+/// version stops open before any repair. With `partial`, only the sessions it names are
+/// replayed (the others come from a checkpoint), those it can resume from where the
+/// checkpoint left them.
 pub(crate) fn replay(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -132,9 +153,20 @@ pub(crate) fn replay(
     options: &ReplayOptions,
     keys: Option<&Keyring>,
     erased: &mut ErasureLog,
+    partial: Option<Partial>,
 ) -> Result<Replayed> {
     let superseded = options.superseded();
-    let listed = folder.segments();
+    let mut listed = folder.segments();
+    let Partial {
+        ids: only,
+        mut resume,
+        max_seq: seen,
+        next_seq: handed_out,
+    } = partial.unwrap_or_else(|| Partial {
+        ids: listed.keys().copied().collect(),
+        ..Partial::default()
+    });
+    listed.retain(|id, _| only.contains(id));
     let Folder {
         temps,
         next_id,
@@ -161,9 +193,10 @@ pub(crate) fn replay(
             leftovers.unfinished.push((id, numbers(&files)));
         }
     }
-    let mut max_seq = 0u64;
+    let mut max_seq = seen;
     let mut sessions = Vec::new();
     let mut tombstones = Vec::new();
+    report.replayed_sessions = groups.len();
     for (id, mut files) in groups {
         let key_readable = !matches!(data_keys.get(&id), Some(Err(_)));
         if erased.holds(id) && key_readable {
@@ -189,7 +222,14 @@ pub(crate) fn replay(
             window: options.window,
             torn_tail_max: options.torn_tail_max,
         };
-        match replay_session(&mut replaying, files)? {
+        let outcome = match resume.remove(&id) {
+            Some(base) => match resume_session(&mut replaying, base, files)? {
+                Ok(outcome) => outcome,
+                Err(files) => replay_session(&mut replaying, files)?,
+            },
+            None => replay_session(&mut replaying, files)?,
+        };
+        match outcome {
             Outcome::Live(session) => sessions.push(*session),
             // Restorable, or past its undo window: then the store's sweep at open reclaims it
             // as the running store does, its live forks detached first (they may share its
@@ -206,7 +246,9 @@ pub(crate) fn replay(
     // One past the highest number on disk; the floor may be higher still (numbers reserved
     // that a crash took, or never handed out): they are skipped, and the gap logged.
     let found = (max_seq + 1).max(erased.max_seq + 1);
-    let mut next_seq = found.max(layout::read_seq_floor(fs, dir, &mut report));
+    let mut next_seq = found
+        .max(layout::read_seq_floor(fs, dir, &mut report))
+        .max(handed_out);
     let finishing = Finishing {
         fs,
         dir,

@@ -70,8 +70,8 @@ type Damage = (PathBuf, u64, String);
 type Base = (u32, SegmentKind, String);
 
 /// What reading the segments in force left.
-struct Scan {
-    view: Option<SessionView>,
+pub(super) struct Scan {
+    pub(super) view: Option<SessionView>,
     damage: Option<Damage>,
     /// The segment to append to, its length and format version.
     newest: u32,
@@ -83,6 +83,9 @@ struct Scan {
     fork_record_seen: bool,
     /// The sequence number of the base generation's snapshot.
     base_snapshot_seq: Option<u64>,
+    /// A resumed scan: the hash the next record read must link to (the last one the
+    /// checkpoint holds).
+    link: Option<Hash>,
 }
 
 /// Replays one session's segments (sorted by number).
@@ -98,7 +101,12 @@ pub(super) fn replay_session(
             .iter()
             .map(|s| (s.number, s.header.as_ref().ok().map(|(h, _)| h))),
     );
-    let mut scan = read_segments(r, &segments, &forks)?;
+    let own_key = segments
+        .iter()
+        .rev()
+        .find_map(|s| s.header.as_ref().ok().map(|(h, _)| h.key.clone()));
+    let start = Scan::new(own_key.map(|key| SessionView::with_window(&key, r.window)));
+    let mut scan = read_segments(r, &segments, &forks, start, None)?;
     if unfinished_fork(r, &segments, &forks, &scan, highest)? {
         return Ok(Outcome::Gone);
     }
@@ -125,7 +133,8 @@ pub(super) fn replay_session(
     if let (Some(base), Some(superseded)) = (base, r.superseded) {
         finish_compaction(r, base, replaced, &segments, &scan, superseded)?;
     }
-    outcome(r, &segments, scan, highest, deleted && !partial)
+    let oldest = segments.first().map_or(0, |s| s.number);
+    outcome(r, oldest, &segments, scan, highest, deleted && !partial)
 }
 
 /// A crash while the session's newest segment was being created: not even its header is
@@ -177,29 +186,49 @@ fn split_base(segments: &mut Vec<SegmentFile>) -> (Option<Base>, Vec<SegmentFile
     (base, below)
 }
 
-/// Reads the segments in force, in order, through the session's projection, up to the first
-/// damage; cuts (a writer) or reports (a reader) a torn tail of the newest.
-fn read_segments(
+impl Scan {
+    /// A scan that starts from `view` (`None`: from the first header's key).
+    pub(super) fn new(view: Option<SessionView>) -> Scan {
+        Scan {
+            view,
+            damage: None,
+            newest: 0,
+            newest_len: 0,
+            newest_version: segment::FORMAT_VERSION,
+            head: None,
+            fork_record_seen: false,
+            base_snapshot_seq: None,
+            link: None,
+        }
+    }
+
+    /// A scan that goes on from where a checkpoint left a session: its records up to byte
+    /// `newest_len` of segment `newest` are already in `view`, the last of them hashing to
+    /// `head`.
+    pub(super) fn resumed(view: SessionView, newest: u32, newest_len: u64, head: Hash) -> Scan {
+        Scan {
+            newest,
+            newest_len,
+            head: Some(head),
+            link: Some(head),
+            // A fork's own record came before the checkpoint.
+            fork_record_seen: true,
+            ..Scan::new(Some(view))
+        }
+    }
+}
+
+/// Reads the segments in force, in order, through the session's projection (`scan`: where it
+/// starts), up to the first damage; cuts (a writer) or reports (a reader) a torn tail of the
+/// newest. `resume_at`: the first segment is read from this offset on, not from its header's
+/// end (its records before it are in the scan's view already).
+pub(super) fn read_segments(
     r: &mut Replaying<'_>,
     segments: &[SegmentFile],
     forks: &ForkCuts,
+    mut scan: Scan,
+    resume_at: Option<u64>,
 ) -> Result<Scan> {
-    let own_key = segments
-        .iter()
-        .rev()
-        .find_map(|s| s.header.as_ref().ok().map(|(h, _)| h.key.clone()));
-    let mut scan = Scan {
-        view: own_key
-            .as_deref()
-            .map(|key| SessionView::with_window(key, r.window)),
-        damage: None,
-        newest: 0,
-        newest_len: 0,
-        newest_version: segment::FORMAT_VERSION,
-        head: None,
-        fork_record_seen: false,
-        base_snapshot_seq: None,
-    };
     let oldest = segments.first().map_or(0, |s| s.number);
     let newest_number = segments.last().map(|s| s.number);
     for (i, seg) in segments.iter().enumerate() {
@@ -224,7 +253,8 @@ fn read_segments(
             break;
         }
         let newest = Some(seg.number) == newest_number;
-        if let Some(damage) = read_segment(r, seg, i == 0, newest, forks, &mut scan)? {
+        let start = resume_at.filter(|_| i == 0);
+        if let Some(damage) = read_segment(r, seg, start, newest, forks, &mut scan)? {
             scan.damage = Some(damage);
             break;
         }
@@ -274,11 +304,12 @@ fn check_header<'s>(
 }
 
 /// Reads one segment's records through the projection; returns the damage that ends the
-/// session's replay here, if any. `first`: the first segment in force; `newest`: the last.
+/// session's replay here, if any. `start`: where a resumed scan goes on in its first segment
+/// (`None`: from the header's end); `newest`: the last segment in force.
 fn read_segment(
     r: &mut Replaying<'_>,
     seg: &SegmentFile,
-    first: bool,
+    start: Option<u64>,
     newest: bool,
     forks: &ForkCuts,
     scan: &mut Scan,
@@ -295,7 +326,10 @@ fn read_segment(
         tail_max: r.torn_tail_max,
         ..ReadPolicy::SCAN
     };
-    let mut reader = SegmentReader::new(segment, *header_len as u64, cut, policy);
+    let first = scan.newest == 0;
+    let records_from = *header_len as u64;
+    let start = start.unwrap_or(records_from);
+    let mut reader = SegmentReader::new(segment, start, cut, policy);
     let size = reader.file_len(r.fs)?;
     if cut.is_some_and(|cut| cut > size) {
         return Ok(Some((
@@ -306,12 +340,15 @@ fn read_segment(
     }
     let generation = matches!(header.kind, SegmentKind::Compacted | SegmentKind::Recovered);
     let forked_segment = header.kind == SegmentKind::Forked;
-    let mut first_record = true;
-    let mut snapshot_seen = false;
+    // A resumed scan starts past the records a checkpoint holds: a fork's record, and a
+    // generation's snapshot, among them.
+    let mut first_record = start == records_from;
+    let mut snapshot_seen = generation && start > records_from;
     // The last good record's bytes: only its hash is needed (the next record links to it);
     // verify checks the rest of the chain.
     let mut last_record = Vec::new();
     let mut scratch = Vec::new(); // an encrypted store's opened payload
+    let mut link = scan.link.take();
     let Some(view) = scan.view.as_mut() else {
         return Ok(None); // never: the header check made it
     };
@@ -324,6 +361,13 @@ fn read_segment(
         *r.max_seq = (*r.max_seq).max(frame.seq);
         if record.shared {
             return Ok(()); // the source's, after the fork
+        }
+        if let (Some(expected), Some(prev)) = (link.take(), frame.prev) {
+            if prev != expected {
+                return Err(
+                    "the first record after the checkpoint does not link to its last".into(),
+                );
+            }
         }
         let key = r.key.as_ref().map_err(Clone::clone)?;
         let payload = open_payload(frame, key.as_deref(), &mut scratch)?;
@@ -372,6 +416,7 @@ fn read_segment(
     if let Some(read_end) = reader.end() {
         end = read_end.scan_end();
     }
+    scan.link = link;
     if !last_record.is_empty() {
         scan.head = Some(record_hash(&last_record));
     }
@@ -571,14 +616,14 @@ fn finish_compaction(
 /// and nothing live, every file of the session moves aside unchanged (a writer); segments
 /// with headers but no record (a crash right after creating a session's first segment) hold
 /// nothing to replay or lose, and stay, never written to.
-fn outcome(
+pub(super) fn outcome(
     r: &mut Replaying<'_>,
+    oldest: u32,
     segments: &[SegmentFile],
     scan: Scan,
     highest: u32,
     restorable: bool,
 ) -> Result<Outcome> {
-    let oldest = segments.first().map_or(0, |s| s.number);
     let Scan {
         view,
         damage,

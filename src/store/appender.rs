@@ -147,6 +147,7 @@ impl Inner {
             self.poison(sync_dir(&*self.fs, &self.dir))?;
         }
         w.newest_len += frame_len;
+        self.count_written(frame_len);
         if !always {
             let mut unsynced = self.unsynced.lock();
             let listing = Some((unsynced.epoch, w.newest));

@@ -19,6 +19,8 @@ use super::Inner;
 pub(super) struct Background {
     pub(super) state: Mutex<BackgroundState>,
     pub(super) wake: Condvar,
+    /// Wakes the checkpointer: enough was written for a checkpoint, or the store stops.
+    pub(super) checkpoint_due: Condvar,
 }
 
 #[derive(Default)]

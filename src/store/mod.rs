@@ -20,6 +20,7 @@ mod appender;
 mod archive;
 mod backend;
 mod background;
+mod checkpointing;
 mod commit;
 mod compact;
 mod erase;
@@ -143,12 +144,12 @@ struct Inner {
     background: Background,
     /// What open found, and what the first read or write of a session found since.
     report: Reports,
-    /// Open replayed the segments (rather than reading a checkpoint): what it read may be a
-    /// crashed process's unsynced writes, so the checkpoint at close must sync every segment.
-    replayed: bool,
-    /// The checkpoint this store opened from is still on disk, describing the segments
-    /// exactly; the first change to a segment removes it.
-    checkpoint_on_disk: Mutex<bool>,
+    /// What the store knows of the checkpoint on disk (`checkpointing.rs`).
+    checkpoint: Mutex<checkpointing::CheckpointState>,
+    /// Held while a checkpoint is written: one at a time.
+    checkpointing: Mutex<()>,
+    /// Bytes written to segments since the last checkpoint.
+    written_since_checkpoint: AtomicU64,
     /// Opened with `open_read_only`: no lock, no background work, every write refused.
     read_only: bool,
     /// Live sessions, for `Options::sessions_max`.
@@ -648,6 +649,15 @@ impl LogStore {
         self.inner.flush()
     }
 
+    /// Writes a checkpoint of the store now, as the background thread does every
+    /// [`Options::checkpoint_bytes`] written: everything written before the call is synced,
+    /// and an open after a crash replays only the sessions written after it (the others come
+    /// from the checkpoint). Fails with [`Error::ReadOnly`] in a read-only store.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.write_checkpoint(true).map(drop)
+    }
+
     /// Stops the background threads, syncs what is still unsynced, writes the checkpoint that
     /// lets the next open skip the replay, and releases the folder.
     pub fn close(mut self) -> Result<()> {
@@ -670,6 +680,7 @@ impl LogStore {
             let mut state = self.inner.background.state.lock();
             state.stop = true;
             self.inner.background.wake.notify_all();
+            self.inner.background.checkpoint_due.notify_all();
         }
         for thread in self.threads.drain(..) {
             // A panicked background thread has nothing left to report here.
@@ -681,7 +692,7 @@ impl LogStore {
         if self.inner.poisoned.load(Ordering::SeqCst) {
             return Err(Error::Poisoned);
         }
-        if *self.inner.checkpoint_on_disk.lock() {
+        if self.inner.checkpoint.lock().exact {
             return Ok(()); // nothing changed since open: the checkpoint still holds
         }
         // Segments retired while readers were open go now: the checkpoint must not list them
@@ -703,7 +714,7 @@ impl LogStore {
         }
         // Where every session has reached, kept outside its own files (`root.rs`).
         self.inner.anchor()?;
-        self.inner.write_checkpoint()
+        self.inner.write_checkpoint(false).map(drop)
     }
 }
 

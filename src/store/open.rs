@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -12,8 +12,8 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::anchor::Anchors;
-use crate::checkpoint::{self, Claims};
-use crate::claim::{Claim, SegmentStat};
+use crate::checkpoint::{self, Claims, Loaded};
+use crate::claim::Claim;
 use crate::compaction::{self, Cleared, Disposal, NewGeneration};
 use crate::erasures::{self, ErasureLog};
 use crate::error::{Error, Result};
@@ -25,19 +25,20 @@ use crate::layout;
 use crate::layout::LOCK_FILE;
 use crate::options::{Durability, Options};
 use crate::record::{encode_event, encode_frame, encode_record, Event};
-use crate::recovery::{self, Replayed, ReplayedSession};
+use crate::recovery::{self, Partial, Replayed, ReplayedSession};
 use crate::report::{Finding, RecoveryReport, Reports};
 use crate::segment::{self, SegmentFiles, SegmentKind};
 
 use super::appender::{Unsynced, Writer};
 use super::background::{compactor, flusher, spawn, Background};
+use super::checkpointing::{checkpointer, CheckpointState};
 use super::retire::Readers;
 use super::root;
 use super::tombstones::Tombstones;
 use super::{every_loc, now_micros, Inner, LogStore, Slot};
 
 impl LogStore {
-    pub(super) fn read_only_mode(
+    pub(crate) fn read_only_mode(
         dir: &Path,
         options: Options,
         fs: Arc<dyn FileSystem>,
@@ -146,8 +147,13 @@ impl LogStore {
             flushing: Mutex::new(false),
             file_system,
             background: Background::default(),
-            replayed: !report.from_checkpoint,
-            checkpoint_on_disk: Mutex::new(report.from_checkpoint),
+            checkpoint: Mutex::new(CheckpointState {
+                exact: report.from_checkpoint && !state.after_crash,
+                marked: state.marked,
+                unsynced_before_open: report.replayed_sessions > 0,
+            }),
+            checkpointing: Mutex::new(()),
+            written_since_checkpoint: AtomicU64::new(0),
             read_only,
             readers: Mutex::new(Readers::default()),
             tombstones: Mutex::new(tombstones),
@@ -234,6 +240,11 @@ struct OnDisk {
     next_seq: u64,
     next_id: u64,
     report: RecoveryReport,
+    /// The running marker is on disk.
+    marked: bool,
+    /// Open took a checkpoint taken while the store ran, and replayed the sessions written
+    /// after it.
+    after_crash: bool,
 }
 
 impl OnDisk {
@@ -251,7 +262,10 @@ impl OnDisk {
         let mut keys = open_keyring(fs, dir, options, read_only, &folder.names)?;
         let mut report = RecoveryReport::default();
         let mut erased = ErasureLog::open(&**fs, dir, &mut report)?;
-        let from_checkpoint = if read_only {
+        // Segments changed after the checkpoint was written, and the store never closed
+        // cleanly: the checkpoint holds only the sessions whose files did not change since.
+        let marked = fs.exists(&dir.join(layout::CHECKPOINT_RUNNING_FILE));
+        let loaded = if read_only {
             None
         } else {
             checkpoint::load(
@@ -261,35 +275,59 @@ impl OnDisk {
                 &mut report,
                 keys.as_ref(),
                 options.idempotency_window,
+                marked,
             )?
         };
-        let (replayed, claims) = match from_checkpoint {
-            Some((mut from_checkpoint, claims)) => {
+        let mut after_crash = false;
+        let (replayed, claims) = match loaded {
+            Some(Loaded {
+                replayed: mut from_checkpoint,
+                claims,
+                partial: None,
+            }) => {
                 report.from_checkpoint = true;
                 // (Replay repairs the erasure log itself, once every header is read.)
                 erased.repair(&**fs, dir, &mut report)?;
                 from_checkpoint.report = folder.report;
                 (from_checkpoint, claims)
             }
-            None => (
-                recovery::replay(
-                    &**fs,
-                    dir,
-                    folder,
-                    &recovery::ReplayOptions::of(options, !read_only),
-                    keys.as_ref(),
-                    &mut erased,
-                )?,
-                Claims::default(),
-            ),
+            loaded => {
+                // After a crash, the sessions whose files changed since the checkpoint (the
+                // others come from it); without a usable checkpoint, every session.
+                let (kept, claims, partial) = match loaded {
+                    Some(Loaded {
+                        replayed: kept,
+                        claims,
+                        partial: Some(partial),
+                    }) => {
+                        let (kept, claims, partial) =
+                            drop_erased(kept, claims, partial, &erased, keys.as_ref())?;
+                        (Some(kept), claims, Some(partial))
+                    }
+                    _ => (None, Claims::default(), None),
+                };
+                let replaying = recovery::ReplayOptions::of(options, !read_only);
+                let keys = keys.as_ref();
+                let mut replayed =
+                    recovery::replay(&**fs, dir, folder, &replaying, keys, &mut erased, partial)?;
+                if let Some(mut kept) = kept {
+                    report.from_checkpoint = true;
+                    after_crash = true;
+                    replayed.sessions.append(&mut kept.sessions);
+                    replayed.tombstones.append(&mut kept.tombstones);
+                    replayed.next_id = replayed.next_id.max(kept.next_id);
+                }
+                (replayed, claims)
+            }
         };
         if let (Some(keys), false) = (keys.as_mut(), read_only) {
             keys.start_writing()?;
         }
         if !report.from_checkpoint && !read_only {
-            // A stale or damaged checkpoint goes at once. One that was used stays until the
-            // first change to the segments (see `Inner::forget_checkpoint`), so that a store
-            // opened only to read neither pays for its removal nor rewrites it at close.
+            // A stale or damaged checkpoint goes at once. One that was used stays, marked
+            // running from the first change to the segments on (see
+            // `Inner::forget_checkpoint`), so that a store opened only to read neither pays for
+            // its removal nor rewrites it at close.
             checkpoint::remove(&**fs, dir)?;
         }
         let Replayed {
@@ -300,6 +338,7 @@ impl OnDisk {
             report: found,
         } = replayed;
         report.findings.extend(found.findings);
+        report.replayed_sessions = found.replayed_sessions;
         Ok(OnDisk {
             // Erasures have sequence numbers too (the erasure log's).
             next_seq: next_seq.max(erased.max_seq + 1),
@@ -310,8 +349,39 @@ impl OnDisk {
             tombstones,
             claims,
             report,
+            marked,
+            after_crash,
         })
     }
+}
+
+/// After a crash: a session the checkpoint holds that was erased since (the erasure log or an
+/// `.erasing` key marker names it) goes by the erasure, whatever is left of its files, which
+/// the replay then removes: it leaves the sessions kept from the checkpoint and their claims,
+/// and joins the sessions to replay.
+fn drop_erased(
+    mut kept: Replayed,
+    mut claims: Claims,
+    mut partial: Partial,
+    erased: &ErasureLog,
+    keys: Option<&Keyring>,
+) -> Result<(Replayed, Claims, Partial)> {
+    let erasing = match keys {
+        Some(keys) => keys.erasing()?,
+        None => Vec::new(),
+    };
+    let gone = |id: u64| erased.holds(id) || erasing.contains(&id);
+    let erased_ids: Vec<u64> = (kept.sessions.iter().chain(&kept.tombstones))
+        .map(|s| s.session_id)
+        .filter(|&id| gone(id))
+        .collect();
+    kept.sessions.retain(|s| !gone(s.session_id));
+    kept.tombstones.retain(|s| !gone(s.session_id));
+    claims.retain(|id, _| !gone(*id));
+    partial
+        .ids
+        .extend(erasing.iter().chain(&erased_ids).copied());
+    Ok((kept, claims, partial))
 }
 
 /// What the steps of open after the load share: the folder, its keys, the options, and
@@ -544,7 +614,8 @@ fn tombstones_from(mut replayed: Vec<ReplayedSession>) -> (Tombstones, Vec<Arc<S
     (tombstones, displaced)
 }
 
-/// Starts the flusher (`Durability::Interval`) and the compactor (`auto_compact`).
+/// Starts the flusher (`Durability::Interval`), the compactor (`auto_compact`) and the
+/// checkpointer.
 fn start_threads(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
     if let Durability::Interval(every) = inner.options.durability {
@@ -554,6 +625,11 @@ fn start_threads(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
     }
     if inner.options.auto_compact {
         threads.push(spawn("sessionlog-compactor", inner, compactor)?);
+    }
+    let checkpoints =
+        inner.options.checkpoint_bytes > 0 || inner.options.checkpoint_interval.is_some();
+    if checkpoints && !inner.read_only {
+        threads.push(spawn("sessionlog-checkpointer", inner, checkpointer)?);
     }
     Ok(threads)
 }
@@ -623,123 +699,5 @@ pub(super) fn open_keyring(
             }
             Keyring::open(Arc::clone(fs), dir, key, true).map(Some)
         }
-    }
-}
-
-impl Inner {
-    /// Removes the checkpoint the store opened from, durably, before the first change to a
-    /// segment would make it describe a folder that no longer exists.
-    pub(super) fn forget_checkpoint(&self) -> Result<()> {
-        let mut on_disk = self.checkpoint_on_disk.lock();
-        if *on_disk {
-            let result = checkpoint::remove(&*self.fs, &self.dir);
-            self.poison(result)?;
-            *on_disk = false;
-        }
-        Ok(())
-    }
-
-    /// Writes the projection to the checkpoint file (see `checkpoint.rs`). Called at close,
-    /// once the background threads have stopped and every write is synced.
-    pub(super) fn write_checkpoint(&self) -> Result<()> {
-        let names = recovery::list_folder(&*self.fs, &self.dir)?.names;
-        // The checkpoint may only describe durable bytes. Segments this store wrote are synced
-        // already, but what a replaying open read may be a crashed process's unsynced writes,
-        // still only in the page cache: then sync every segment.
-        let mut segments = Vec::with_capacity(names.len());
-        // All at once where the file system can; else each file below.
-        let each = self.replayed && !self.sync_file_system(names.len())?;
-        // A session nobody read or wrote since open keeps what the checkpoint claimed of its
-        // files, unchecked: a change made to them while the store was closed is still caught
-        // at its first read or write after the next open.
-        let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
-        let claimed: HashMap<(u64, u32), SegmentStat> = slots
-            .iter()
-            .flat_map(|slot| {
-                let claim = slot.claim.lock();
-                let files = claim.as_deref().map(|c| c.files().to_vec());
-                let id = slot.session_id;
-                files
-                    .into_iter()
-                    .flatten()
-                    .map(move |(number, stat)| ((id, number), stat))
-            })
-            .collect();
-        for name in names {
-            let recorded = layout::parse_segment_name(&name, layout::SEGMENT_SUFFIX)
-                .and_then(|file| claimed.get(&file));
-            if let Some(stat) = recorded {
-                segments.push((name, *stat));
-                continue;
-            }
-            let path = self.dir.join(&name);
-            if each {
-                let file = self
-                    .fs
-                    .open(&path, OpenMode::Read)
-                    .map_err(context("opening", &path))?;
-                file.sync().map_err(context("syncing", &path))?;
-            }
-            let stat = self
-                .fs
-                .stat_changed(&path)
-                .map_err(context("examining", &path))?;
-            segments.push((name, stat));
-        }
-        let newest_segment_ns = segments
-            .iter()
-            .map(|(_, (stat, _))| stat.modified_ns)
-            .max()
-            .unwrap_or(i64::MIN);
-        // Live sessions and tombstones (restorable deleted sessions) alike.
-        slots.extend(self.tombstones.lock().slots().cloned());
-        let mut held = Vec::with_capacity(slots.len());
-        for slot in &slots {
-            let w = slot.writer.lock();
-            let tombstone = slot.view.read().deleted;
-            if (!w.retired || tombstone) && w.newest != 0 {
-                held.push((
-                    slot,
-                    w.oldest,
-                    w.newest,
-                    w.newest_len,
-                    w.head,
-                    w.newest_version,
-                    slot.view.read(),
-                ));
-            }
-        }
-        // Newest session first, the order open settles them in (then its sort moves nothing).
-        held.sort_by_key(|(slot, ..)| Reverse(slot.session_id));
-        let entries: Vec<checkpoint::Entry<'_>> = held
-            .iter()
-            .filter(|(.., view)| view.exists)
-            .map(
-                |(slot, oldest, newest, newest_len, head, newest_version, view)| {
-                    checkpoint::Entry {
-                        session_id: slot.session_id,
-                        oldest: *oldest,
-                        newest: *newest,
-                        newest_len: *newest_len,
-                        head: *head,
-                        newest_version: *newest_version,
-                        view,
-                    }
-                },
-            )
-            .collect();
-        let bytes = checkpoint::encode(
-            self.feed.next_seq(),
-            self.next_id.load(Ordering::SeqCst),
-            self.options.idempotency_window,
-            &segments,
-            &entries,
-        );
-        let bytes = match &self.keys {
-            // Names, aliases and context are as private as the records they came from.
-            Some(keys) => keys.seal_blob(checkpoint::SEALED_AAD, &bytes),
-            None => bytes,
-        };
-        checkpoint::write(&*self.fs, &self.dir, &bytes, newest_segment_ns)
     }
 }

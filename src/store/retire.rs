@@ -125,10 +125,14 @@ impl Inner {
         // durably above them, records that they are used before they go. Open finishes the
         // reclaim if a crash stops it. A deleted session past its undo window is erased,
         // archive included: erasure wins over `keep_history`.
+        // Every segment of the session's id goes, not only those in force: a compaction that
+        // put a generation in force retires the segments it replaced after it lets go of the
+        // writer, and a crash before it does would leave them, their data key gone, to the
+        // next open. (Retirements hold the readers' lock, so the two never race.)
         let result = self.reserve_seqs().and_then(|()| {
             self.retire_as(Retirement::Reclaimed(
                 slot.session_id,
-                w.oldest,
+                1,
                 w.newest.saturating_add(1),
             ))
         });

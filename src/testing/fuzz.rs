@@ -54,17 +54,35 @@ fn check_ops_with(ops: &[Op], options: crate::Options) {
             }
             Op::PowerLoss => {
                 drop(store);
-                // Every other power loss is one of a disk that writes back in any order.
-                if i % 2 == 0 {
-                    fs.crash(Some(i % 17));
-                } else {
-                    fs.crash_reordering(fs.mutations() ^ i as u64);
-                }
+                lose_power(&fs, i);
                 store = open();
                 assert!(
                     !store.recovery_report().has_damage(),
                     "a power loss is not damage: {:?}",
                     store.recovery_report()
+                );
+            }
+            Op::Crash => {
+                // The power goes with the store open: its drop can write nothing more.
+                fs.cut_power_after(0);
+                drop(store);
+                lose_power(&fs, i);
+                store = open();
+                let report = store.recovery_report();
+                assert!(!report.has_damage(), "a crash is not damage: {report:?}");
+                // What the checkpoint and the sessions replayed after it give is what a
+                // replay of every segment (a read-only open's) gives.
+                let replayed = LogStore::read_only_mode(
+                    Path::new(FUZZ_DIR),
+                    options.clone(),
+                    Arc::new(fs.clone()),
+                )
+                .expect("a reader opens");
+                assert_eq!(
+                    Model::observe(&store),
+                    Model::observe(&replayed),
+                    "after op {i}: the open from a checkpoint taken while the store ran, \
+                     against a full replay"
                 );
             }
             _ => {
@@ -73,6 +91,16 @@ fn check_ops_with(ops: &[Op], options: crate::Options) {
             }
         }
         assert_eq!(Model::observe(&store), model, "after op {i} {op:?}");
+    }
+}
+
+/// Loses the power of `fs` at the `i`th op: every other time as a disk that writes back in any
+/// order would.
+fn lose_power(fs: &SimFs, i: usize) {
+    if i.is_multiple_of(2) {
+        fs.crash(Some(i % 17));
+    } else {
+        fs.crash_reordering(fs.mutations() ^ i as u64);
     }
 }
 

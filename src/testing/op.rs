@@ -48,6 +48,11 @@ pub enum Op {
     Reopen,
     /// Lose power (dropping everything not yet durable), then open the store again.
     PowerLoss,
+    /// `checkpoint()`: a checkpoint taken while the store runs.
+    Checkpoint,
+    /// Lose power with the store still open (it never closes), then open it again: after a
+    /// checkpoint, the open replays only what was written since.
+    Crash,
 }
 
 /// The keys workloads use: similar-looking keys that must stay distinct.
@@ -75,8 +80,8 @@ pub(super) fn user_messages(texts: &[String]) -> Vec<ChatMessage> {
     texts.iter().map(|t| ChatMessage::user(t.clone())).collect()
 }
 
-/// Runs `op` against the store. `Reopen` and `PowerLoss` are handled by the caller (they need
-/// the folder and options); here they do nothing.
+/// Runs `op` against the store. `Reopen`, `PowerLoss` and `Crash` are handled by the caller
+/// (they need the folder and options); here they do nothing.
 pub fn run_op(store: &LogStore, op: &Op) -> io::Result<()> {
     match op {
         Op::Append(k, text) => store.append(key(*k), &ChatMessage::user(text.clone())),
@@ -117,7 +122,8 @@ pub fn run_op(store: &LogStore, op: &Op) -> io::Result<()> {
             .map(drop)?),
         Op::Archive(k) => Ok(store.archive_session(key(*k)).map(drop)?),
         Op::Unarchive(k) => Ok(store.unarchive_session(key(*k)).map(drop)?),
-        Op::Reopen | Op::PowerLoss => Ok(()),
+        Op::Checkpoint => Ok(store.checkpoint()?),
+        Op::Reopen | Op::PowerLoss | Op::Crash => Ok(()),
     }
 }
 
@@ -144,7 +150,9 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
                 11 => Op::Context(k, Some(format!(" c{b} ")), (b % 3 == 0).then(|| "s".into())),
                 12 => Op::State(k, b % 2 == 0),
                 13 => Op::Compact(k),
+                14 if b % 4 == 0 => Op::Checkpoint,
                 14 => Op::Reopen,
+                15 if b % 4 == 1 => Op::Crash,
                 15 => Op::PowerLoss,
                 16 => Op::Fork(k, (k + 1 + usize::from(b / 5) % 4) % 5),
                 17 => Op::UndoClear(k),

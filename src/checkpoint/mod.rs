@@ -1,15 +1,20 @@
-//! The checkpoint: the whole projection, written at a clean close so that the next open can
-//! skip replaying every segment.
+//! The checkpoint: the whole projection, written at a clean close, and while the store runs
+//! (`store/checkpointing.rs`), so that the next open can skip replaying every segment.
 //!
-//! It is trusted only when it is whole (magic, version, CRC) and the folder holds exactly the
-//! segment files it lists. Open examines no live session's file: what the checkpoint recorded
-//! of each (length, modification time, change time, which no program can set back) becomes the
-//! session's [`Claim`], checked the first time the session is read or written, which replays
-//! the session if its files changed after the checkpoint was written (damaged, edited, cut,
-//! another file's bytes copied over one with its times put back). The files of the deleted
-//! sessions it keeps for restore are checked at open: a change there makes open fall back to
-//! the full replay, which reports the damage. The store removes the checkpoint (durably) just
-//! before it first changes a segment.
+//! It is trusted only when it is whole (magic, version, CRC). After a clean close the folder
+//! must hold exactly the segment files it lists, and open examines no live session's file:
+//! what the checkpoint recorded of each (length, modification time, change time, which no
+//! program can set back) becomes the session's [`Claim`], checked the first time the session is
+//! read or written, which replays the session if its files changed after the checkpoint was
+//! written (damaged, edited, cut, another file's bytes copied over one with its times put back).
+//! The files of the deleted sessions it keeps for restore are checked at open: a change there
+//! makes open fall back to the full replay, which reports the damage.
+//!
+//! Once segments change after it (the store writes after opening from it, or it was taken
+//! while the store ran), the running marker is on disk beside it. An open that finds the marker
+//! (the store never closed cleanly since) examines every segment file against the checkpoint,
+//! and replays only the sessions whose files changed, each from where the checkpoint left it
+//! when only its newest segment grew ([`Loaded::partial`]).
 //!
 //! ```text
 //! // Format: { magic: [u8; 8] = "SLCKPT\0\0" | version: u32 | body_len: u64 | body_crc: u32
@@ -17,30 +22,34 @@
 //! ```
 //! docs/FORMAT.md describes the body.
 
+mod folder;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::claim::{compare, Claim, Compared, SegmentStat};
+use crate::claim::{Claim, SegmentStat};
 use crate::error::Result;
 use crate::fs::{context, read_all, sync_dir, FileStat, FileSystem, OpenMode};
 use crate::keyring::Keyring;
-use crate::layout::{
-    parse_segment_name, CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, NUMBER_LIMIT, SEGMENT_SUFFIX,
-};
+use crate::layout::{CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, NUMBER_LIMIT};
 use crate::location::MessageLoc;
 use crate::projection::SessionView;
 use crate::record::{Hash, HASH_LEN};
-use crate::recovery::{Replayed, ReplayedSession};
+use crate::recovery::{Partial, Replayed, ReplayedSession};
 use crate::report::{Finding, RecoveryReport};
 use crate::segment::{key_len_ok, FORMAT_VERSION_NEWEST, FORMAT_VERSION_OLDEST};
+use folder::{check_folder, check_folder_after_crash};
 
 const MAGIC: [u8; 8] = *b"SLCKPT\0\0";
 /// Version 2 added each session's chain head and newest segment's format version; version 3
 /// the messages kept for undo, the tombstones and fork origins; version 4 the archived flag and
 /// the window of recent ids; version 5 the size of the window it was written with; version 6
-/// each segment's change time.
-const VERSION: u32 = 6;
+/// each segment's change time. Version 7 has the body of version 6; a store that writes it may
+/// also leave the running marker beside it (`CHECKPOINT.running`: segments changed after the
+/// checkpoint was written), which a store that reads only version 6 would not know of.
+const VERSION: u32 = 7;
+/// The oldest version read: the body has not changed since.
+const VERSION_OLDEST: u32 = 6;
 
 /// How a segment without a change time is recorded.
 const NO_CHANGE_TIME: i64 = i64::MIN;
@@ -57,6 +66,7 @@ pub(crate) struct Entry<'a> {
     pub view: &'a SessionView,
 }
 
+#[derive(Default)]
 struct Writer(Vec<u8>);
 
 impl Writer {
@@ -90,16 +100,112 @@ impl Writer {
     }
 }
 
+/// The sessions of a checkpoint, encoded one at a time (each while its session's locks are
+/// held, so that no lock is held across sessions).
+#[derive(Default)]
+pub(crate) struct Sessions {
+    count: u64,
+    bytes: Writer,
+}
+
+impl Sessions {
+    /// Adds a session.
+    pub(crate) fn add(&mut self, e: &Entry<'_>) {
+        self.count += 1;
+        let w = &mut self.bytes;
+        let v = e.view;
+        w.u64(e.session_id);
+        w.u32(e.oldest);
+        w.u32(e.newest);
+        w.u64(e.newest_len);
+        w.0.extend_from_slice(&e.head);
+        w.u32(e.newest_version);
+        w.u64(v.bytes_written);
+        w.str(&v.key);
+        w.i64(v.created_at);
+        w.i64(v.last_activity);
+        for s in [
+            &v.name,
+            &v.agent_alias,
+            &v.channel_id,
+            &v.room_id,
+            &v.sender_id,
+        ] {
+            w.opt_str(s.as_deref());
+        }
+        w.str(&v.state);
+        w.opt_str(v.turn_id.as_deref());
+        match v.turn_started_at {
+            Some(t) => {
+                w.u8(1);
+                w.i64(t);
+            }
+            None => w.u8(0),
+        }
+        for list in [&v.messages, &v.cleared] {
+            w.u64(list.len() as u64);
+            for m in list {
+                w.u32(m.segment);
+                w.u32(m.len);
+                w.u64(m.packed);
+                w.i64(m.created_at);
+            }
+        }
+        match v.cleared_by {
+            Some((seq, ts)) => {
+                w.u8(1);
+                w.u64(seq);
+                w.i64(ts);
+            }
+            None => w.u8(0),
+        }
+        w.u8(u8::from(v.deleted));
+        w.i64(v.deleted_at);
+        w.u64(v.last_seq);
+        match &v.fork_origin {
+            Some((source, at_seq)) => {
+                w.u8(1);
+                w.str(source);
+                w.u64(*at_seq);
+            }
+            None => w.u8(0),
+        }
+        w.u8(u8::from(v.archived));
+        w.u64(v.recent_ids.len() as u64);
+        for digest in v.recent_ids.digests() {
+            w.u128(digest);
+        }
+    }
+}
+
 /// Encodes a checkpoint of the given sessions and segment files (name, length, time), written
 /// by a store whose windows keep `window` ids.
-pub(crate) fn encode(
+#[cfg(test)]
+fn encode(
     next_seq: u64,
     next_id: u64,
     window: usize,
     segments: &[(String, SegmentStat)],
     sessions: &[Entry<'_>],
 ) -> Vec<u8> {
-    let mut body = Writer(Vec::new());
+    let mut encoded = Sessions::default();
+    for e in sessions {
+        encoded.add(e);
+    }
+    encode_with(next_seq, next_id, window, segments, encoded)
+}
+
+/// [`encode`] of sessions already encoded.
+pub(crate) fn encode_with(
+    next_seq: u64,
+    next_id: u64,
+    window: usize,
+    segments: &[(String, SegmentStat)],
+    sessions: Sessions,
+) -> Vec<u8> {
+    let mut body = Writer(Vec::with_capacity(
+        sessions.bytes.0.len() + 64 * segments.len() + 64,
+    ));
     body.u64(next_seq);
     body.u64(next_id);
     body.u64(window as u64);
@@ -110,71 +216,8 @@ pub(crate) fn encode(
         body.i64(stat.modified_ns);
         body.i64(changed.unwrap_or(NO_CHANGE_TIME));
     }
-    body.u64(sessions.len() as u64);
-    for e in sessions {
-        let v = e.view;
-        body.u64(e.session_id);
-        body.u32(e.oldest);
-        body.u32(e.newest);
-        body.u64(e.newest_len);
-        body.0.extend_from_slice(&e.head);
-        body.u32(e.newest_version);
-        body.u64(v.bytes_written);
-        body.str(&v.key);
-        body.i64(v.created_at);
-        body.i64(v.last_activity);
-        for s in [
-            &v.name,
-            &v.agent_alias,
-            &v.channel_id,
-            &v.room_id,
-            &v.sender_id,
-        ] {
-            body.opt_str(s.as_deref());
-        }
-        body.str(&v.state);
-        body.opt_str(v.turn_id.as_deref());
-        match v.turn_started_at {
-            Some(t) => {
-                body.u8(1);
-                body.i64(t);
-            }
-            None => body.u8(0),
-        }
-        for list in [&v.messages, &v.cleared] {
-            body.u64(list.len() as u64);
-            for m in list {
-                body.u32(m.segment);
-                body.u32(m.len);
-                body.u64(m.packed);
-                body.i64(m.created_at);
-            }
-        }
-        match v.cleared_by {
-            Some((seq, ts)) => {
-                body.u8(1);
-                body.u64(seq);
-                body.i64(ts);
-            }
-            None => body.u8(0),
-        }
-        body.u8(u8::from(v.deleted));
-        body.i64(v.deleted_at);
-        body.u64(v.last_seq);
-        match &v.fork_origin {
-            Some((source, at_seq)) => {
-                body.u8(1);
-                body.str(source);
-                body.u64(*at_seq);
-            }
-            None => body.u8(0),
-        }
-        body.u8(u8::from(v.archived));
-        body.u64(v.recent_ids.len() as u64);
-        for digest in v.recent_ids.digests() {
-            body.u128(digest);
-        }
-    }
+    body.u64(sessions.count);
+    body.0.extend_from_slice(&sessions.bytes.0);
     let mut out = Vec::with_capacity(HEADER_LEN + body.0.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -255,7 +298,7 @@ const SESSION_BYTES_MIN: usize = 128;
 /// this version.
 fn header(bytes: &[u8]) -> Option<(u64, u32)> {
     let mut header = Reader(bytes.get(..HEADER_LEN)?);
-    if header.take(8)? != MAGIC || header.u32()? != VERSION {
+    if header.take(8)? != MAGIC || !(VERSION_OLDEST..=VERSION).contains(&header.u32()?) {
         return None;
     }
     Some((header.u64()?, header.u32()?))
@@ -412,12 +455,26 @@ pub(crate) const SEALED_AAD: &[u8] = b"sessionlog checkpoint\0";
 /// What a checkpoint each live session's files are checked against, by session id.
 pub(crate) type Claims = HashMap<u64, Claim>;
 
+/// A checkpoint as open loaded it.
+pub(crate) struct Loaded {
+    /// The sessions it holds (after a crash, those whose files did not change since).
+    pub replayed: Replayed,
+    /// What it claims of each of those live sessions' files, checked at the session's first
+    /// read or write.
+    pub claims: Claims,
+    /// After a crash (a checkpoint taken while the store ran): the sessions to replay.
+    pub partial: Option<Partial>,
+}
+
 /// Loads the checkpoint if it is sound and matches the folder's segment files (`segments`,
 /// sorted), with what it claims of each live session's files (checked at the session's first
 /// read or write). Without a usable checkpoint, returns `None` (the caller replays the
-/// segments), and notes why in `report` if one was there. The caller removes it with [`remove`]
-/// before the store takes a write. In an encrypted store the file is opened with `keys` first.
-/// Each session's window of ids keeps `window` of them.
+/// segments), and notes why in `report` if one was there. In an encrypted store the file is
+/// opened with `keys` first. Each session's window of ids keeps `window` of them.
+///
+/// `running`: segments may have changed after the checkpoint was written (the store crashed
+/// while it ran). Then every segment file is examined now, and the sessions whose files
+/// changed are left out and named in [`Loaded::partial`], for a replay.
 pub(crate) fn load(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -425,7 +482,8 @@ pub(crate) fn load(
     report: &mut RecoveryReport,
     keys: Option<&Keyring>,
     window: usize,
-) -> Result<Option<(Replayed, Claims)>> {
+    running: bool,
+) -> Result<Option<Loaded>> {
     let path = dir.join(CHECKPOINT_FILE);
     if !fs.exists(&path) {
         return Ok(None);
@@ -446,18 +504,25 @@ pub(crate) fn load(
             Err("it was written with a smaller idempotency_window")
         }
         Some(mut d) => check(&d).and_then(|()| {
-            let live: HashSet<u64> = d
-                .sessions
-                .iter()
-                .filter(|s| !s.view.deleted)
-                .map(|s| s.session_id)
-                .collect();
             let recorded = std::mem::take(&mut d.segments);
-            let claims = check_folder(fs, dir, &path, recorded, segments, &live)?;
-            Ok((d, claims))
+            let (claims, changed) = if running {
+                check_folder_after_crash(fs, dir, &path, recorded, segments, &d.sessions)?
+            } else {
+                let live: HashSet<u64> = d
+                    .sessions
+                    .iter()
+                    .filter(|s| !s.view.deleted)
+                    .map(|s| s.session_id)
+                    .collect();
+                (
+                    check_folder(fs, dir, &path, recorded, segments, &live)?,
+                    None,
+                )
+            };
+            Ok((d, claims, changed))
         }),
     };
-    let (d, claims) = match usable {
+    let (d, claims, changed) = match usable {
         Ok(usable) => usable,
         Err(reason) => {
             report.findings.push(Finding::CheckpointIgnored {
@@ -466,8 +531,22 @@ pub(crate) fn load(
             return Ok(None);
         }
     };
-    // Few are deleted: only they move.
     let mut sessions = d.sessions;
+    let partial = changed.map(|changed| {
+        let mut partial = Partial {
+            next_seq: d.next_seq,
+            ..Partial::default()
+        };
+        for session in sessions.extract_if(.., |s| changed.contains_key(&s.session_id)) {
+            if changed.get(&session.session_id) == Some(&true) && !session.view.deleted {
+                partial.resume.insert(session.session_id, session);
+            }
+        }
+        partial.ids = changed.into_keys().collect();
+        partial.max_seq = sessions.iter().map(|s| s.view.last_seq).max().unwrap_or(0);
+        partial
+    });
+    // Few are deleted: only they move.
     let tombstones = sessions.extract_if(.., |s| s.view.deleted).collect();
     let replayed = Replayed {
         sessions,
@@ -476,7 +555,11 @@ pub(crate) fn load(
         next_id: d.next_id,
         report: RecoveryReport::default(),
     };
-    Ok(Some((replayed, claims)))
+    Ok(Some(Loaded {
+        replayed,
+        claims,
+        partial,
+    }))
 }
 
 /// The bytes of a plain store's checkpoint, read only once its header matches the file's
@@ -522,73 +605,20 @@ pub(crate) fn remove(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Checks that the folder's segment and temporary files are exactly those recorded, and
-/// returns what the checkpoint claims of each live session's segment files (`live`): those are
-/// checked the first time the session is read or written (`claim.rs`), so that open does no
-/// work per file. Every other file it records (the deleted sessions kept for restore, files of
-/// no session) is checked now: unchanged, and modified before the checkpoint.
-fn check_folder(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    checkpoint: &Path,
-    recorded: Vec<(String, SegmentStat)>,
-    listed: &[String],
-    live: &HashSet<u64>,
-) -> std::result::Result<HashMap<u64, Claim>, &'static str> {
-    if recorded.len() != listed.len() || recorded.iter().zip(listed).any(|((a, _), b)| a != b) {
-        return Err("the folder's segment files differ from those it records");
-    }
-    let written = fs
-        .stat(checkpoint)
-        .map_err(|_| "it cannot be examined")?
-        .modified_ns;
-    // Sorted by name, so by session id and then segment number: each session's files are
-    // one run of `files`.
-    let mut files = Vec::with_capacity(recorded.len());
-    let mut runs: Vec<(u64, std::ops::Range<usize>)> = Vec::with_capacity(live.len());
-    for (name, stat) in recorded {
-        match parse_segment_name(&name, SEGMENT_SUFFIX) {
-            Some((id, number)) if live.contains(&id) => {
-                match runs.last_mut() {
-                    Some((last, run)) if *last == id => run.end += 1,
-                    _ => runs.push((id, files.len()..files.len() + 1)),
-                }
-                files.push((number, stat));
-            }
-            _ => {
-                let now = fs
-                    .stat_changed(&dir.join(&name))
-                    .map_err(|_| "a segment cannot be examined")?;
-                match compare(&stat, &now, written) {
-                    Compared::Changed => return Err("a segment changed after it was written"),
-                    Compared::Rewritten => {
-                        return Err("a segment was rewritten after it was written")
-                    }
-                    Compared::Same { .. } => {}
-                }
-            }
-        }
-    }
-    let files: Arc<[(u32, SegmentStat)]> = Arc::from(files);
-    Ok(runs
-        .into_iter()
-        .map(|(id, run)| (id, Claim::new(written, Arc::clone(&files), run)))
-        .collect())
-}
-
 /// How long `write` waits for the clock to move past the segments' modification times.
 const CLOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Writes a checkpoint durably: temporary file, sync, rename, folder sync. The checkpoint must
 /// be strictly newer than every segment it describes (`newest_segment_ns`), so that a segment
 /// changed after it is recognised; on a file system whose clock is too coarse to show that
-/// within a short wait, no checkpoint is written (the next open replays instead).
+/// within a short wait, no checkpoint is written (the next open replays instead): returns
+/// false then.
 pub(crate) fn write(
     fs: &dyn FileSystem,
     dir: &Path,
     bytes: &[u8],
     newest_segment_ns: i64,
-) -> Result<()> {
+) -> Result<bool> {
     let temp = dir.join(CHECKPOINT_TEMP_FILE);
     let file = fs
         .open(&temp, OpenMode::Truncate)
@@ -603,7 +633,7 @@ pub(crate) fn write(
         if started.elapsed() > CLOCK_WAIT {
             drop(file);
             fs.remove_file(&temp).map_err(context("removing", &temp))?;
-            return Ok(());
+            return Ok(false);
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
@@ -614,7 +644,8 @@ pub(crate) fn write(
     fs.rename(&temp, &path)
         .map_err(context("renaming", &temp))?;
     // The rename is durable only once the folder is synced.
-    sync_dir(fs, dir)
+    sync_dir(fs, dir)?;
+    Ok(true)
 }
 
 #[cfg(test)]

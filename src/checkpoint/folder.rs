@@ -1,0 +1,171 @@
+//! The folder against a checkpoint: after a clean close, the files must be exactly those it
+//! records (the live sessions' are checked at their first touch, through their claims); after
+//! a crash, every file is examined and the sessions whose files changed are named, for a
+//! replay.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::claim::{compare, Claim, Compared, SegmentStat};
+use crate::fs::FileSystem;
+use crate::layout::{parse_segment_name, SEGMENT_SUFFIX};
+use crate::recovery::ReplayedSession;
+
+/// Checks that the folder's segment and temporary files are exactly those recorded, and
+/// returns what the checkpoint claims of each live session's segment files (`live`): those are
+/// checked the first time the session is read or written (`claim.rs`), so that open does no
+/// work per file. Every other file it records (the deleted sessions kept for restore, files of
+/// no session) is checked now: unchanged, and modified before the checkpoint.
+pub(super) fn check_folder(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    checkpoint: &Path,
+    recorded: Vec<(String, SegmentStat)>,
+    listed: &[String],
+    live: &HashSet<u64>,
+) -> std::result::Result<HashMap<u64, Claim>, &'static str> {
+    if recorded.len() != listed.len() || recorded.iter().zip(listed).any(|((a, _), b)| a != b) {
+        return Err("the folder's segment files differ from those it records");
+    }
+    let written = fs
+        .stat(checkpoint)
+        .map_err(|_| "it cannot be examined")?
+        .modified_ns;
+    for (name, stat) in &recorded {
+        let id = parse_segment_name(name, SEGMENT_SUFFIX).map(|(id, _)| id);
+        if id.is_some_and(|id| live.contains(&id)) {
+            continue;
+        }
+        let now = fs
+            .stat_changed(&dir.join(name))
+            .map_err(|_| "a segment cannot be examined")?;
+        match compare(stat, &now, written) {
+            Compared::Changed => return Err("a segment changed after it was written"),
+            Compared::Rewritten => return Err("a segment was rewritten after it was written"),
+            Compared::Same { .. } => {}
+        }
+    }
+    Ok(claims_of(written, recorded, live))
+}
+
+/// After a crash: compares every segment file of the folder (`listed`) with what a checkpoint
+/// taken while the store ran recorded (`recorded`, both sorted by name). Returns the claims of
+/// the live sessions whose files did not change, and the sessions whose files did, by id: true
+/// when only the newest segment grew (and newer ones appeared), so that a replay can go on
+/// from where the checkpoint left the session. A file of no session the checkpoint holds, or
+/// outside a session's segments, makes its session id one to replay.
+#[allow(clippy::type_complexity)]
+pub(super) fn check_folder_after_crash(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    checkpoint: &Path,
+    recorded: Vec<(String, SegmentStat)>,
+    listed: &[String],
+    sessions: &[ReplayedSession],
+) -> std::result::Result<(HashMap<u64, Claim>, Option<HashMap<u64, bool>>), &'static str> {
+    let written = fs
+        .stat(checkpoint)
+        .map_err(|_| "it cannot be examined")?
+        .modified_ns;
+    // Each session's segments in force: (oldest, newest, newest's length).
+    let spans: HashMap<u64, (u32, u32, u64)> = sessions
+        .iter()
+        .map(|s| (s.session_id, (s.oldest, s.newest, s.newest_len)))
+        .collect();
+    let mut changed: HashMap<u64, bool> = HashMap::new();
+    let mut mark = |id: u64, grown: bool| {
+        let entry = changed.entry(id).or_insert(true);
+        *entry &= grown;
+    };
+    let (mut old, mut new) = (recorded.iter().peekable(), listed.iter().peekable());
+    loop {
+        // A merge of the two sorted lists: each name recorded, listed, or both.
+        let order = match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((a, _)), Some(b)) => a.as_str().cmp(b.as_str()),
+        };
+        let next = match order {
+            Ordering::Less => old.next().map(|(a, stat)| (a, Some(*stat), false)),
+            Ordering::Greater => new.next().map(|b| (b, None, true)),
+            Ordering::Equal => new
+                .next()
+                .and(old.next())
+                .map(|(a, stat)| (a, Some(*stat), true)),
+        };
+        let Some((name, then, now)) = next else {
+            break; // never: the list peeked at has a next name
+        };
+        // Compaction output never renamed: the replay removes it.
+        let Some((id, number)) = parse_segment_name(name, SEGMENT_SUFFIX) else {
+            continue;
+        };
+        let Some(&(oldest, newest, newest_len)) = spans.get(&id) else {
+            mark(id, false);
+            continue;
+        };
+        match (then, now) {
+            _ if number < oldest => mark(id, false),
+            (None, _) if number > newest => mark(id, true),
+            (Some(then), true) if number <= newest => {
+                let stat = match fs.stat_changed(&dir.join(name)) {
+                    Ok(stat) => stat,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        mark(id, false);
+                        continue;
+                    }
+                    Err(_) => return Err("a segment cannot be examined"),
+                };
+                match compare(&then, &stat, written) {
+                    Compared::Same { .. } => {}
+                    Compared::Changed
+                        if number == newest
+                            && then.0.len == newest_len
+                            && stat.0.len >= newest_len =>
+                    {
+                        mark(id, true)
+                    }
+                    Compared::Changed | Compared::Rewritten => mark(id, false),
+                }
+            }
+            _ => mark(id, false),
+        }
+    }
+    // The live sessions left: their files as recorded, checked again at first touch.
+    let live: HashSet<u64> = sessions
+        .iter()
+        .filter(|s| !s.view.deleted && !changed.contains_key(&s.session_id))
+        .map(|s| s.session_id)
+        .collect();
+    Ok((claims_of(written, recorded, &live), Some(changed)))
+}
+
+/// The claims of the `live` sessions on their files, from what a checkpoint written at
+/// `written` recorded of every file (sorted by name, so by session id and then segment
+/// number: each session's files are one run).
+fn claims_of(
+    written: i64,
+    recorded: Vec<(String, SegmentStat)>,
+    live: &HashSet<u64>,
+) -> HashMap<u64, Claim> {
+    let mut files = Vec::with_capacity(recorded.len());
+    let mut runs: Vec<(u64, std::ops::Range<usize>)> = Vec::with_capacity(live.len());
+    for (name, stat) in recorded {
+        if let Some((id, number)) = parse_segment_name(&name, SEGMENT_SUFFIX) {
+            if live.contains(&id) {
+                match runs.last_mut() {
+                    Some((last, run)) if *last == id => run.end += 1,
+                    _ => runs.push((id, files.len()..files.len() + 1)),
+                }
+                files.push((number, stat));
+            }
+        }
+    }
+    let files: Arc<[(u32, SegmentStat)]> = Arc::from(files);
+    runs.into_iter()
+        .map(|(id, run)| (id, Claim::new(written, Arc::clone(&files), run)))
+        .collect()
+}

@@ -1,0 +1,291 @@
+//! Writing checkpoints: at a clean close, and while the store runs (every
+//! `Options::checkpoint_bytes` written, at least every `Options::checkpoint_interval`, or when
+//! `LogStore::checkpoint` asks), so that an open after a crash replays only the sessions
+//! written since the last one (see `checkpoint/` for what open does with it).
+//!
+//! A checkpoint written while the store runs describes segments that keep changing after it:
+//! the running marker (`CHECKPOINT.running`) says so, durably, before such a checkpoint is put
+//! in place and before the first change to segments a clean close's checkpoint describes. A
+//! clean close removes it once its own checkpoint is in place.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashSet};
+use std::io::ErrorKind;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::checkpoint::{self, Entry, Sessions};
+use crate::claim::SegmentStat;
+use crate::error::Result;
+use crate::fs::{context, sync_dir, OpenMode};
+use crate::health::Swallowed;
+use crate::layout::{self, CHECKPOINT_RUNNING_FILE};
+use crate::recovery;
+
+use super::{Inner, Slot};
+
+/// What the store knows of the checkpoint on disk.
+#[derive(Default)]
+pub(super) struct CheckpointState {
+    /// The checkpoint open read still describes the segments exactly: nothing changed since.
+    pub(super) exact: bool,
+    /// The running marker is on disk.
+    pub(super) marked: bool,
+    /// Open replayed segments a crashed process may have left in the page cache only: the
+    /// next checkpoint syncs every file before it vouches for them.
+    pub(super) unsynced_before_open: bool,
+}
+
+/// How often the checkpointer looks at what was written, at most.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// The background thread that takes checkpoints while the store runs.
+pub(super) fn checkpointer(inner: &Inner) {
+    let background = &inner.background;
+    let bytes = inner.options.checkpoint_bytes;
+    let every = inner.options.checkpoint_interval;
+    let look = every.map_or(LOOK_EVERY, |every| every.min(LOOK_EVERY));
+    let mut last = Instant::now();
+    loop {
+        {
+            let mut state = background.state.lock();
+            if !state.stop {
+                background.checkpoint_due.wait_for(&mut state, look);
+            }
+            if state.stop {
+                return;
+            }
+        }
+        let written = inner.written_since_checkpoint.load(Ordering::SeqCst);
+        let due = (bytes > 0 && written >= bytes)
+            || (written > 0 && every.is_some_and(|every| last.elapsed() >= every));
+        if !due || inner.poisoned.load(Ordering::SeqCst) {
+            continue;
+        }
+        // A failure poisons the store where a sync failed; it is counted either way.
+        let taken = inner.write_checkpoint(true).map(drop);
+        inner
+            .monitor
+            .note(Swallowed::Background, "checkpoint", None, taken);
+        last = Instant::now();
+    }
+}
+
+impl Inner {
+    /// Counts `bytes` written to segments since the last checkpoint; wakes the checkpointer
+    /// when they reach `Options::checkpoint_bytes`.
+    pub(super) fn count_written(&self, bytes: u64) {
+        let before = self
+            .written_since_checkpoint
+            .fetch_add(bytes, Ordering::SeqCst);
+        let due = self.options.checkpoint_bytes;
+        if due > 0 && before < due && before.saturating_add(bytes) >= due {
+            self.background.checkpoint_due.notify_one();
+        }
+    }
+
+    /// Called before the first change to a segment: the checkpoint the store opened from no
+    /// longer describes the segments exactly, so the running marker goes on disk first.
+    pub(super) fn forget_checkpoint(&self) -> Result<()> {
+        let mut state = self.checkpoint.lock();
+        if state.exact {
+            let marked = self.mark_running(&mut state);
+            self.poison(marked)?;
+            state.exact = false;
+        }
+        Ok(())
+    }
+
+    /// Puts the running marker on disk, durably, if it is not there yet.
+    fn mark_running(&self, state: &mut CheckpointState) -> Result<()> {
+        if !state.marked {
+            let path = self.dir.join(CHECKPOINT_RUNNING_FILE);
+            self.fs
+                .open(&path, OpenMode::Truncate)
+                .map_err(context("creating", &path))?;
+            // On disk before a segment moves past the checkpoint (or a checkpoint taken while
+            // the store runs is put in place): without it, the next open would trust the
+            // checkpoint without looking at the files.
+            sync_dir(&*self.fs, &self.dir)?;
+            state.marked = true;
+        }
+        Ok(())
+    }
+
+    /// Writes the projection to the checkpoint file (see `checkpoint/`): at close, once the
+    /// background threads have stopped and every write is synced (`running` false; then the
+    /// running marker goes), or while the store runs (`running`). Returns false when the file
+    /// system's clock could not show the checkpoint newer than the segments (none was
+    /// written).
+    pub(super) fn write_checkpoint(&self, running: bool) -> Result<bool> {
+        let _one = self.checkpointing.lock();
+        if running {
+            self.check_writable()?;
+            if self.checkpoint.lock().exact {
+                return Ok(true); // nothing changed since open: the checkpoint holds
+            }
+        }
+        let counted = self.written_since_checkpoint.load(Ordering::SeqCst);
+        if running {
+            // What the checkpoint describes is on disk before it says so.
+            self.flush()?;
+            let mut state = self.checkpoint.lock();
+            let marked = self.mark_running(&mut state);
+            self.poison(marked)?;
+        }
+        let names = recovery::list_folder(&*self.fs, &self.dir)?.names;
+        // What a replaying open read may be a crashed process's unsynced writes, still only
+        // in the page cache: then every segment is synced (all at once where the file system
+        // can, else each file below).
+        let each =
+            self.checkpoint.lock().unsynced_before_open && !self.sync_file_system(names.len())?;
+        let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
+        // Live sessions and tombstones (restorable deleted sessions) alike; a session deleted
+        // meanwhile may be in both lists.
+        slots.extend(self.tombstones.lock().slots().cloned());
+        // Newest session first, the order open settles them in (then its sort moves nothing).
+        slots.sort_by_key(|slot| Reverse(slot.session_id));
+        slots.dedup_by_key(|slot| slot.session_id);
+        let mut segments: BTreeMap<String, SegmentStat> = BTreeMap::new();
+        let mut sessions = Sessions::default();
+        let mut live_keys = HashSet::new();
+        let mut newest_segment_ns = i64::MIN;
+        for slot in &slots {
+            self.record_session(slot, each, &mut live_keys, &mut segments, &mut sessions)?;
+        }
+        for name in names {
+            if segments.contains_key(&name) {
+                continue;
+            }
+            // Files of no session held (a deleted session's, a compaction's output): each
+            // recorded, so that a clean open checks them and an open after a crash replays
+            // their session.
+            // While the store runs, a compaction may retire one meanwhile: then it is gone.
+            let path = self.dir.join(&name);
+            let gone = |e: &std::io::Error| running && e.kind() == ErrorKind::NotFound;
+            if each {
+                match self.fs.open(&path, OpenMode::Read) {
+                    Ok(file) => file.sync().map_err(context("syncing", &path))?,
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(context("opening", &path)(e)),
+                }
+            }
+            match self.fs.stat_changed(&path) {
+                Ok(stat) => {
+                    segments.insert(name, stat);
+                }
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(context("examining", &path)(e)),
+            }
+        }
+        for (stat, _) in segments.values() {
+            newest_segment_ns = newest_segment_ns.max(stat.modified_ns);
+        }
+        let segments: Vec<(String, SegmentStat)> = segments.into_iter().collect();
+        // Read after every session: above each number and id they hold.
+        let bytes = checkpoint::encode_with(
+            self.feed.next_seq(),
+            self.next_id.load(Ordering::SeqCst),
+            self.options.idempotency_window,
+            &segments,
+            sessions,
+        );
+        let bytes = match &self.keys {
+            // Names, aliases and context are as private as the records they came from.
+            Some(keys) => keys.seal_blob(checkpoint::SEALED_AAD, &bytes),
+            None => bytes,
+        };
+        let written = checkpoint::write(&*self.fs, &self.dir, &bytes, newest_segment_ns)?;
+        if written {
+            self.checkpoint.lock().unsynced_before_open &= !each;
+            self.written_since_checkpoint
+                .fetch_sub(counted, Ordering::SeqCst);
+        }
+        if written && !running {
+            // The checkpoint describes the segments as they stay: the marker goes.
+            let mut state = self.checkpoint.lock();
+            if state.marked {
+                let path = self.dir.join(CHECKPOINT_RUNNING_FILE);
+                self.fs
+                    .remove_file(&path)
+                    .map_err(context("removing", &path))?;
+                // Gone durably, or the next open only looks at every file again.
+                sync_dir(&*self.fs, &self.dir)?;
+                state.marked = false;
+            }
+        }
+        Ok(written)
+    }
+
+    /// Records one session in a checkpoint under construction, with its segment files, all
+    /// under its locks, so that what is recorded of the files and of the session agree (an
+    /// append meanwhile changes both, or neither). A session nobody read or wrote since open
+    /// keeps what the checkpoint claimed of its files, unchecked: a change made to them while
+    /// the store was closed is still caught at its first read or write after the next open.
+    fn record_session(
+        &self,
+        slot: &Slot,
+        each: bool,
+        live_keys: &mut HashSet<String>,
+        segments: &mut BTreeMap<String, SegmentStat>,
+        sessions: &mut Sessions,
+    ) -> Result<()> {
+        let claim = slot.claim.lock();
+        let mut w = slot.writer.lock();
+        let view = slot.view.read();
+        let tombstone = view.deleted;
+        if (w.retired && !tombstone) || w.newest == 0 || !view.exists {
+            return Ok(());
+        }
+        // One live session per key: a session deleted (and its key taken again) while this
+        // checkpoint was taken is left out, its files replayed after a crash.
+        if !tombstone && !live_keys.insert(view.key.clone()) {
+            return Ok(());
+        }
+        let id = slot.session_id;
+        match claim.as_deref() {
+            Some(claim) => {
+                for (number, stat) in claim.files() {
+                    segments.insert(layout::segment_name(id, *number), *stat);
+                }
+            }
+            None => {
+                let epoch = self.unsynced.lock().epoch;
+                if w.listed
+                    .is_some_and(|(listed, number)| listed == epoch && number == w.newest)
+                {
+                    // Written after the flush that began this checkpoint.
+                    self.with_file(slot, &mut w, |file| file.sync())?;
+                }
+                for number in w.oldest.max(1)..=w.newest {
+                    let path = layout::segment_path(&self.dir, id, number);
+                    if each {
+                        match self.fs.open(&path, OpenMode::Read) {
+                            Ok(file) => file.sync().map_err(context("syncing", &path))?,
+                            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                            Err(e) => return Err(context("opening", &path)(e)),
+                        }
+                    }
+                    match self.fs.stat_changed(&path) {
+                        Ok(stat) => {
+                            segments.insert(layout::segment_name(id, number), stat);
+                        }
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(context("examining", &path)(e)),
+                    }
+                }
+            }
+        }
+        sessions.add(&Entry {
+            session_id: id,
+            oldest: w.oldest,
+            newest: w.newest,
+            newest_len: w.newest_len,
+            head: w.head,
+            newest_version: w.newest_version,
+            view: &view,
+        });
+        Ok(())
+    }
+}

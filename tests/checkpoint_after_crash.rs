@@ -1,0 +1,244 @@
+//! Checkpoints taken while the store runs: after a crash, open takes every session whose files
+//! did not change from the last checkpoint and replays only the others (a session whose newest
+//! segment only grew from where the checkpoint left it), with the same answers as a replay of
+//! every segment. The running marker tells such a checkpoint from a clean close's.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sessionlog::testing::{Model, SimFs};
+use sessionlog::{ChatMessage, Durability, LogStore, Options, SessionBackend};
+
+const DIR: &str = "/store";
+
+fn options() -> Options {
+    Options {
+        segment_bytes_max: 4096,
+        checkpoint_bytes: 0,
+        checkpoint_interval: None,
+        ..Options::with_durability(Durability::Always)
+    }
+}
+
+fn open(fs: &SimFs, options: &Options) -> LogStore {
+    LogStore::open_with_fs(DIR, options.clone(), Arc::new(fs.clone())).unwrap()
+}
+
+/// The power goes with the store open: nothing more reaches the disk, not even its drop's.
+fn crash(fs: &SimFs, store: LogStore) {
+    fs.cut_power_after(0);
+    drop(store);
+    fs.crash(None);
+}
+
+/// What a replay of every segment gives (a read-only open never uses the checkpoint).
+fn full_replay(fs: &SimFs) -> Model {
+    let store = LogStore::open_read_only_with_fs(DIR, Arc::new(fs.clone())).unwrap();
+    assert!(!store.recovery_report().from_checkpoint);
+    Model::observe(&store)
+}
+
+fn exists(fs: &SimFs, name: &str) -> bool {
+    let path = Path::new(DIR).join(name);
+    fs.files().iter().any(|(p, _)| *p == path)
+}
+
+fn say(store: &LogStore, key: &str, text: &str) {
+    store.append(key, &ChatMessage::user(text)).unwrap();
+}
+
+#[test]
+fn an_open_after_a_crash_replays_only_the_sessions_written_since_the_checkpoint() {
+    let fs = SimFs::new();
+    let options = options();
+    let store = open(&fs, &options);
+    for i in 0..30 {
+        for m in 0..3 {
+            say(&store, &format!("s{i}"), &format!("message {m} of s{i}"));
+        }
+    }
+    store.checkpoint().unwrap();
+    // After it: appends (one rolling over to a new segment), a change of the last message, a
+    // delete, a compaction, and a new session.
+    say(&store, "s1", "after the checkpoint");
+    for m in 0..40 {
+        say(
+            &store,
+            "s2",
+            &format!("{m} a message long enough to fill a segment soon"),
+        );
+    }
+    store
+        .update_last("s4", &ChatMessage::assistant("changed"))
+        .unwrap();
+    store.delete_session("s3").unwrap();
+    store.compact("s5").unwrap();
+    say(&store, "new", "born after the checkpoint");
+    let before = Model::observe(&store);
+    crash(&fs, store);
+
+    let store = open(&fs, &options);
+    let report = store.recovery_report().clone();
+    assert!(report.from_checkpoint, "{report:?}");
+    assert_eq!(report.replayed_sessions, 6, "{report:?}");
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(Model::observe(&store), before);
+    drop(store);
+    assert_eq!(full_replay(&fs), before);
+}
+
+#[test]
+fn after_a_clean_close_the_first_change_marks_the_checkpoint_and_a_crash_replays_that_session() {
+    let fs = SimFs::new();
+    let options = options();
+    let store = open(&fs, &options);
+    for i in 0..10 {
+        say(&store, &format!("s{i}"), "hello");
+    }
+    store.close().unwrap();
+    assert!(exists(&fs, "CHECKPOINT"));
+    assert!(!exists(&fs, "CHECKPOINT.running"));
+
+    let store = open(&fs, &options);
+    assert_eq!(store.recovery_report().replayed_sessions, 0);
+    store.load("s0"); // reading changes nothing
+    assert!(!exists(&fs, "CHECKPOINT.running"));
+    say(&store, "s7", "after the open");
+    assert!(exists(&fs, "CHECKPOINT.running"));
+    let before = Model::observe(&store);
+    crash(&fs, store);
+
+    let store = open(&fs, &options);
+    let report = store.recovery_report();
+    assert!(report.from_checkpoint && report.is_clean(), "{report:?}");
+    assert_eq!(report.replayed_sessions, 1);
+    assert_eq!(Model::observe(&store), before);
+    // A clean close puts a checkpoint of its own in place, and the marker goes.
+    store.close().unwrap();
+    assert!(!exists(&fs, "CHECKPOINT.running"));
+    let store = open(&fs, &options);
+    assert_eq!(store.recovery_report().replayed_sessions, 0);
+    assert_eq!(Model::observe(&store), before);
+    drop(store);
+    assert_eq!(full_replay(&fs), before);
+}
+
+#[test]
+fn writes_not_yet_synced_when_the_power_goes_are_replayed_from_what_the_disk_kept() {
+    // Under `Never` a checkpoint syncs what it describes first; what came after may be lost,
+    // and each session is then what its files hold, never what the checkpoint recorded of
+    // more than that.
+    let fs = SimFs::new();
+    let options = Options {
+        durability: Durability::Never,
+        ..options()
+    };
+    let store = open(&fs, &options);
+    for i in 0..8 {
+        say(&store, &format!("s{i}"), "synced by the checkpoint");
+    }
+    store.checkpoint().unwrap();
+    let at_checkpoint = Model::observe(&store);
+    for i in 0..4 {
+        say(&store, &format!("s{i}"), "never synced");
+    }
+    crash(&fs, store);
+    let store = open(&fs, &options);
+    let report = store.recovery_report().clone();
+    assert!(report.from_checkpoint && !report.has_damage(), "{report:?}");
+    assert_eq!(Model::observe(&store), at_checkpoint);
+    drop(store);
+    assert_eq!(full_replay(&fs), at_checkpoint);
+}
+
+#[test]
+fn a_tail_that_does_not_link_to_the_checkpoint_is_damage_not_served() {
+    // A record after the checkpoint's last one of a session must name it as its previous:
+    // one from elsewhere (here, the session's own records, written again) is damage.
+    let fs = SimFs::new();
+    let options = options();
+    let store = open(&fs, &options);
+    let segment = || {
+        fs.files()
+            .into_iter()
+            .find(|(p, _)| p.extension().is_some_and(|e| e == "seg"))
+            .unwrap()
+    };
+    say(&store, "a", "one");
+    let one_ends = segment().1.len();
+    say(&store, "a", "two");
+    store.checkpoint().unwrap();
+    let checkpointed = store.load("a");
+    crash(&fs, store);
+    // The record of "two" appended again: the file only grew, but the copy links to "one".
+    let (path, mut bytes) = segment();
+    let two = bytes[one_ends..].to_vec();
+    bytes.extend_from_slice(&two);
+    fs.put_file(&path, &bytes);
+    let store = open(&fs, &options);
+    let report = store.recovery_report().clone();
+    assert!(report.has_damage(), "{report:?}");
+    assert_eq!(store.load("a"), checkpointed);
+}
+
+#[test]
+fn the_background_thread_takes_a_checkpoint_after_checkpoint_bytes() {
+    let fs = SimFs::new();
+    let options = Options {
+        checkpoint_bytes: 2048,
+        ..options()
+    };
+    let store = open(&fs, &options);
+    for i in 0..20 {
+        say(
+            &store,
+            &format!("s{i}"),
+            "a message of some length, written twenty times",
+        );
+    }
+    // The checkpointer is woken by the bytes; it looks again every second at most.
+    let started = Instant::now();
+    while !exists(&fs, "CHECKPOINT") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no checkpoint was taken"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(exists(&fs, "CHECKPOINT.running"));
+    // Nothing is written while the crash is set up: what the checkpoint holds stays.
+    let before = Model::observe(&store);
+    crash(&fs, store);
+    let store = open(&fs, &options);
+    let report = store.recovery_report().clone();
+    assert!(report.from_checkpoint, "{report:?}");
+    assert!(report.replayed_sessions < 20, "{report:?}");
+    assert_eq!(Model::observe(&store), before);
+}
+
+#[test]
+fn a_checkpoint_of_format_6_written_by_the_previous_build_is_read() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v6-store");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let version = std::fs::read(dir.path().join("CHECKPOINT")).unwrap()[8..12].to_vec();
+    assert_eq!(version, 6u32.to_le_bytes());
+    let from_checkpoint = {
+        let store = common::open(dir.path());
+        let report = store.recovery_report();
+        assert!(report.from_checkpoint && report.is_clean(), "{report:?}");
+        assert_eq!(report.replayed_sessions, 0);
+        Model::observe(&store)
+    };
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
+    let store = common::open(dir.path());
+    assert!(!store.recovery_report().from_checkpoint);
+    assert_eq!(Model::observe(&store), from_checkpoint);
+    assert_eq!(store.list_sessions().len(), 3);
+}
