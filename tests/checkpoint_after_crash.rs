@@ -236,9 +236,57 @@ fn a_checkpoint_of_format_6_written_by_the_previous_build_is_read() {
         assert_eq!(report.replayed_sessions, 0);
         Model::observe(&store)
     };
-    std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
+    // What a replay of every segment gives.
+    assert_eq!(
+        Model::observe(&LogStore::open_read_only(dir.path()).unwrap()),
+        from_checkpoint
+    );
+    // A build that reads only version 6 would trust it whatever the marker says: the first
+    // change removes it instead of marking it.
+    {
+        let store = common::open(dir.path());
+        store.append("user_0", &ChatMessage::user("more")).unwrap();
+        assert!(!dir.path().join("CHECKPOINT").exists());
+        std::mem::forget(store); // a crash
+        std::fs::remove_file(dir.path().join("LOCK")).ok();
+    }
     let store = common::open(dir.path());
     assert!(!store.recovery_report().from_checkpoint);
-    assert_eq!(Model::observe(&store), from_checkpoint);
+    assert_eq!(store.load("user_0").len(), 5);
     assert_eq!(store.list_sessions().len(), 3);
+    drop(store);
+    let store = LogStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(store.load("user_1").len(), 4);
+}
+
+#[test]
+fn an_erasure_takes_the_checkpoint_that_holds_the_erased_session_with_it() {
+    const KEY: &str = "secret-key-5d1e";
+    let fs = SimFs::new();
+    let options = options();
+    let store = open(&fs, &options);
+    say(&store, KEY, "hello");
+    store.set_session_name(KEY, "a name to forget").unwrap();
+    say(&store, "other", "stays");
+    store.checkpoint().unwrap();
+    let holding = |needle: &[u8]| -> Vec<std::path::PathBuf> {
+        fs.files()
+            .into_iter()
+            .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+            .map(|(path, _)| path)
+            .collect()
+    };
+    assert!(holding(KEY.as_bytes()).contains(&Path::new(DIR).join("CHECKPOINT")));
+    store.erase_session(KEY).unwrap();
+    assert_eq!(holding(KEY.as_bytes()), Vec::<std::path::PathBuf>::new());
+    assert!(holding(b"a name to forget").is_empty());
+    // The next checkpoint describes the store without it; after a crash all is as it was.
+    store.checkpoint().unwrap();
+    assert!(holding(KEY.as_bytes()).is_empty());
+    let before = Model::observe(&store);
+    crash(&fs, store);
+    let store = open(&fs, &options);
+    assert!(store.recovery_report().from_checkpoint);
+    assert_eq!(Model::observe(&store), before);
+    assert!(!store.session_exists(KEY));
 }

@@ -79,6 +79,9 @@ pub(super) fn check_folder_after_crash(
         let entry = changed.entry(id).or_insert(true);
         *entry &= grown;
     };
+    // How many of each session's segments, `oldest` to `newest`, are there as recorded (or
+    // grew): a session missing one is replayed, as a replay of everything would find it.
+    let mut present: HashMap<u64, u32> = HashMap::new();
     let (mut old, mut new) = (recorded.iter().peekable(), listed.iter().peekable());
     loop {
         // A merge of the two sorted lists: each name recorded, listed, or both.
@@ -119,6 +122,7 @@ pub(super) fn check_folder_after_crash(
                     }
                     Err(_) => return Err("a segment cannot be examined"),
                 };
+                *present.entry(id).or_default() += 1;
                 match compare(&then, &stat, written) {
                     Compared::Same { .. } => {}
                     Compared::Changed
@@ -132,6 +136,12 @@ pub(super) fn check_folder_after_crash(
                 }
             }
             _ => mark(id, false),
+        }
+    }
+    for (id, &(oldest, newest, _)) in &spans {
+        let expected = newest.saturating_sub(oldest).saturating_add(1);
+        if present.get(id).copied().unwrap_or(0) != expected {
+            mark(*id, false);
         }
     }
     // The live sessions left: their files as recorded, checked again at first touch.

@@ -279,6 +279,8 @@ impl<'a> Reader<'a> {
 
 /// A decoded checkpoint.
 struct Decoded {
+    /// Its format version.
+    version: u32,
     next_seq: u64,
     next_id: u64,
     /// The size of the windows of ids it was written with.
@@ -296,17 +298,21 @@ const SESSION_BYTES_MIN: usize = 128;
 
 /// The body's length and CRC a checkpoint's header gives, if `bytes` start with a header of
 /// this version.
-fn header(bytes: &[u8]) -> Option<(u64, u32)> {
+fn header(bytes: &[u8]) -> Option<(u64, u32, u32)> {
     let mut header = Reader(bytes.get(..HEADER_LEN)?);
-    if header.take(8)? != MAGIC || !(VERSION_OLDEST..=VERSION).contains(&header.u32()?) {
+    if header.take(8)? != MAGIC {
         return None;
     }
-    Some((header.u64()?, header.u32()?))
+    let version = header.u32()?;
+    if !(VERSION_OLDEST..=VERSION).contains(&version) {
+        return None;
+    }
+    Some((header.u64()?, header.u32()?, version))
 }
 
 /// Decodes a checkpoint; each session's window keeps `window` ids.
 fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
-    let (body_len, crc) = header(bytes)?;
+    let (body_len, crc, version) = header(bytes)?;
     let body_len = usize::try_from(body_len).ok()?;
     let body = bytes.get(HEADER_LEN..)?;
     if body.len() != body_len || crc32fast::hash(body) != crc {
@@ -412,6 +418,7 @@ fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
         return None;
     }
     Some(Decoded {
+        version,
         next_seq,
         next_id,
         window: recorded_window,
@@ -464,6 +471,9 @@ pub(crate) struct Loaded {
     pub claims: Claims,
     /// After a crash (a checkpoint taken while the store ran): the sessions to replay.
     pub partial: Option<Partial>,
+    /// It is of a version a build that knows nothing of the running marker reads as written
+    /// at a clean close: it goes, rather than being marked, before the segments change.
+    pub older_format: bool,
 }
 
 /// Loads the checkpoint if it is sound and matches the folder's segment files (`segments`,
@@ -559,6 +569,7 @@ pub(crate) fn load(
         replayed,
         claims,
         partial,
+        older_format: d.version < VERSION,
     }))
 }
 
@@ -570,7 +581,7 @@ fn read_checked(fs: &dyn FileSystem, path: &Path) -> Option<Vec<u8>> {
     let len = file.size().ok()?;
     let mut head = [0u8; HEADER_LEN];
     file.read_at(&mut head, 0).ok()?;
-    let (body_len, crc) = header(&head)?;
+    let (body_len, crc, _) = header(&head)?;
     if (HEADER_LEN as u64).checked_add(body_len) != Some(len) {
         return None;
     }
@@ -594,11 +605,19 @@ fn read_checked(fs: &dyn FileSystem, path: &Path) -> Option<Vec<u8>> {
 /// The buffer a checkpoint's CRC is computed through before it is read whole.
 const READ_CHUNK: usize = 256 << 10;
 
-/// Removes the checkpoint, durably: once the store writes, it no longer describes the folder.
+/// Removes the checkpoint, and a temporary one a crash left, durably: once the store writes,
+/// it no longer describes the folder; once it erases, what it holds of the erased goes too.
 pub(crate) fn remove(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     let path = dir.join(CHECKPOINT_FILE);
-    if fs.exists(&path) {
-        fs.remove_file(&path).map_err(context("removing", &path))?;
+    let temp = dir.join(CHECKPOINT_TEMP_FILE);
+    let mut removed = false;
+    for path in [path, temp] {
+        if fs.exists(&path) {
+            fs.remove_file(&path).map_err(context("removing", &path))?;
+            removed = true;
+        }
+    }
+    if removed {
         // Gone for good before anything changes the segments.
         sync_dir(fs, dir)?;
     }
@@ -608,12 +627,12 @@ pub(crate) fn remove(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
 /// How long `write` waits for the clock to move past the segments' modification times.
 const CLOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Writes a checkpoint durably: temporary file, sync, rename, folder sync. The checkpoint must
-/// be strictly newer than every segment it describes (`newest_segment_ns`), so that a segment
-/// changed after it is recognised; on a file system whose clock is too coarse to show that
-/// within a short wait, no checkpoint is written (the next open replays instead): returns
+/// Writes a checkpoint to its temporary file, durably (see [`put_in_place`] for the rest). The
+/// checkpoint must be strictly newer than every segment it describes (`newest_segment_ns`), so
+/// that a segment changed after it is recognised; on a file system whose clock is too coarse to
+/// show that within a short wait, nothing is written (the next open replays instead): returns
 /// false then.
-pub(crate) fn write(
+pub(crate) fn write_temp(
     fs: &dyn FileSystem,
     dir: &Path,
     bytes: &[u8],
@@ -632,20 +651,33 @@ pub(crate) fn write(
         }
         if started.elapsed() > CLOCK_WAIT {
             drop(file);
-            fs.remove_file(&temp).map_err(context("removing", &temp))?;
+            discard_temp(fs, dir)?;
             return Ok(false);
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     // Whole on disk before the rename makes it the checkpoint.
     file.sync().map_err(context("syncing", &temp))?;
-    drop(file);
+    Ok(true)
+}
+
+/// Puts the checkpoint [`write_temp`] wrote in place: rename, folder sync.
+pub(crate) fn put_in_place(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    let temp = dir.join(CHECKPOINT_TEMP_FILE);
     let path = dir.join(CHECKPOINT_FILE);
     fs.rename(&temp, &path)
         .map_err(context("renaming", &temp))?;
     // The rename is durable only once the folder is synced.
-    sync_dir(fs, dir)?;
-    Ok(true)
+    sync_dir(fs, dir)
+}
+
+/// Removes a checkpoint's temporary file, if there is one.
+pub(crate) fn discard_temp(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    let temp = dir.join(CHECKPOINT_TEMP_FILE);
+    if fs.exists(&temp) {
+        fs.remove_file(&temp).map_err(context("removing", &temp))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

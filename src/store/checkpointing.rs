@@ -35,10 +35,20 @@ pub(super) struct CheckpointState {
     /// Open replayed segments a crashed process may have left in the page cache only: the
     /// next checkpoint syncs every file before it vouches for them.
     pub(super) unsynced_before_open: bool,
+    /// The checkpoint open read is of a version a build that knows nothing of the marker
+    /// reads as a clean close's: it is removed before the first change, not marked.
+    pub(super) older_format: bool,
+    /// Erasures so far: a checkpoint that recorded its sessions before one is not put in
+    /// place (it may hold what the erasure removed).
+    pub(super) erasures: u64,
 }
 
 /// How often the checkpointer looks at what was written, at most.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the checkpointer waits after a checkpoint that failed or was not written before it
+/// tries again.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// The background thread that takes checkpoints while the store runs.
 pub(super) fn checkpointer(inner: &Inner) {
@@ -47,6 +57,7 @@ pub(super) fn checkpointer(inner: &Inner) {
     let every = inner.options.checkpoint_interval;
     let look = every.map_or(LOOK_EVERY, |every| every.min(LOOK_EVERY));
     let mut last = Instant::now();
+    let mut retry_at = None;
     loop {
         {
             let mut state = background.state.lock();
@@ -60,14 +71,21 @@ pub(super) fn checkpointer(inner: &Inner) {
         let written = inner.written_since_checkpoint.load(Ordering::SeqCst);
         let due = (bytes > 0 && written >= bytes)
             || (written > 0 && every.is_some_and(|every| last.elapsed() >= every));
-        if !due || inner.poisoned.load(Ordering::SeqCst) {
+        let waiting = retry_at.is_some_and(|at| Instant::now() < at);
+        if !due || waiting || inner.poisoned.load(Ordering::SeqCst) {
             continue;
         }
         // A failure poisons the store where a sync failed; it is counted either way.
-        let taken = inner.write_checkpoint(true).map(drop);
+        let taken = inner.write_checkpoint(true);
+        retry_at = match taken {
+            Ok(true) => None,
+            // Not written (a file-system clock too coarse, an erasure meanwhile), or failed:
+            // not again at once.
+            _ => Some(Instant::now() + RETRY_AFTER),
+        };
         inner
             .monitor
-            .note(Swallowed::Background, "checkpoint", None, taken);
+            .note(Swallowed::Background, "checkpoint", None, taken.map(drop));
         last = Instant::now();
     }
 }
@@ -90,14 +108,32 @@ impl Inner {
     pub(super) fn forget_checkpoint(&self) -> Result<()> {
         let mut state = self.checkpoint.lock();
         if state.exact {
-            let marked = self.mark_running(&mut state);
-            self.poison(marked)?;
+            if state.older_format {
+                // A build that reads only that version would trust it, marker or not.
+                let removed = checkpoint::remove(&*self.fs, &self.dir);
+                self.poison(removed)?;
+            } else {
+                self.mark_running(&mut state)?;
+            }
             state.exact = false;
         }
         Ok(())
     }
 
-    /// Puts the running marker on disk, durably, if it is not there yet.
+    /// Before an erasure: the checkpoint (and a temporary one) goes, durably, so that nothing
+    /// it holds of the erased session (its key, name, context) outlives the erasure, and a
+    /// checkpoint under way that recorded it is not put in place (see `erasures`). The next
+    /// checkpoint describes the store without it.
+    pub(super) fn drop_checkpoint_for_erasure(&self) -> Result<()> {
+        let mut state = self.checkpoint.lock();
+        state.erasures += 1;
+        state.exact = false;
+        let removed = checkpoint::remove(&*self.fs, &self.dir);
+        self.poison(removed)
+    }
+
+    /// Puts the running marker on disk, durably, if it is not there yet. A failure to create
+    /// it changes nothing; a failed folder sync stops the store.
     fn mark_running(&self, state: &mut CheckpointState) -> Result<()> {
         if !state.marked {
             let path = self.dir.join(CHECKPOINT_RUNNING_FILE);
@@ -107,7 +143,7 @@ impl Inner {
             // On disk before a segment moves past the checkpoint (or a checkpoint taken while
             // the store runs is put in place): without it, the next open would trust the
             // checkpoint without looking at the files.
-            sync_dir(&*self.fs, &self.dir)?;
+            self.poison(sync_dir(&*self.fs, &self.dir))?;
             state.marked = true;
         }
         Ok(())
@@ -115,9 +151,9 @@ impl Inner {
 
     /// Writes the projection to the checkpoint file (see `checkpoint/`): at close, once the
     /// background threads have stopped and every write is synced (`running` false; then the
-    /// running marker goes), or while the store runs (`running`). Returns false when the file
-    /// system's clock could not show the checkpoint newer than the segments (none was
-    /// written).
+    /// running marker goes), or while the store runs (`running`). Returns false when none was
+    /// written: the file system's clock could not show the checkpoint newer than the segments,
+    /// or an erasure came while it was taken.
     pub(super) fn write_checkpoint(&self, running: bool) -> Result<bool> {
         let _one = self.checkpointing.lock();
         if running {
@@ -127,19 +163,18 @@ impl Inner {
             }
         }
         let counted = self.written_since_checkpoint.load(Ordering::SeqCst);
-        if running {
-            // What the checkpoint describes is on disk before it says so.
-            self.flush()?;
+        let (unsynced, erasures) = {
             let mut state = self.checkpoint.lock();
-            let marked = self.mark_running(&mut state);
-            self.poison(marked)?;
-        }
+            if running {
+                self.mark_running(&mut state)?;
+            }
+            (state.unsynced_before_open, state.erasures)
+        };
         let names = recovery::list_folder(&*self.fs, &self.dir)?.names;
         // What a replaying open read may be a crashed process's unsynced writes, still only
         // in the page cache: then every segment is synced (all at once where the file system
         // can, else each file below).
-        let each =
-            self.checkpoint.lock().unsynced_before_open && !self.sync_file_system(names.len())?;
+        let each = unsynced && !self.sync_file_system(names.len())?;
         let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
         // Live sessions and tombstones (restorable deleted sessions) alike; a session deleted
         // meanwhile may be in both lists.
@@ -183,6 +218,11 @@ impl Inner {
             newest_segment_ns = newest_segment_ns.max(stat.modified_ns);
         }
         let segments: Vec<(String, SegmentStat)> = segments.into_iter().collect();
+        if running {
+            // What the checkpoint describes is on disk before it is in place: every write
+            // recorded above came before this flush (one `syncfs` where the file system can).
+            self.flush()?;
+        }
         // Read after every session: above each number and id they hold.
         let bytes = checkpoint::encode_with(
             self.feed.next_seq(),
@@ -196,15 +236,22 @@ impl Inner {
             Some(keys) => keys.seal_blob(checkpoint::SEALED_AAD, &bytes),
             None => bytes,
         };
-        let written = checkpoint::write(&*self.fs, &self.dir, &bytes, newest_segment_ns)?;
-        if written {
-            self.checkpoint.lock().unsynced_before_open &= !each;
-            self.written_since_checkpoint
-                .fetch_sub(counted, Ordering::SeqCst);
+        if !checkpoint::write_temp(&*self.fs, &self.dir, &bytes, newest_segment_ns)? {
+            return Ok(false);
         }
-        if written && !running {
+        let mut state = self.checkpoint.lock();
+        if state.erasures != erasures {
+            // It may hold what an erasure since removed: the next one will not.
+            checkpoint::discard_temp(&*self.fs, &self.dir)?;
+            return Ok(false);
+        }
+        checkpoint::put_in_place(&*self.fs, &self.dir)?;
+        // Every file was synced for it, one way or the other.
+        state.unsynced_before_open = false;
+        self.written_since_checkpoint
+            .fetch_sub(counted, Ordering::SeqCst);
+        if !running {
             // The checkpoint describes the segments as they stay: the marker goes.
-            let mut state = self.checkpoint.lock();
             if state.marked {
                 let path = self.dir.join(CHECKPOINT_RUNNING_FILE);
                 self.fs
@@ -215,12 +262,13 @@ impl Inner {
                 state.marked = false;
             }
         }
-        Ok(written)
+        Ok(true)
     }
 
     /// Records one session in a checkpoint under construction, with its segment files, all
     /// under its locks, so that what is recorded of the files and of the session agree (an
-    /// append meanwhile changes both, or neither). A session nobody read or wrote since open
+    /// append meanwhile changes both, or neither). (What it records is synced once every
+    /// session is recorded, before the checkpoint is written.) A session nobody read or wrote since open
     /// keeps what the checkpoint claimed of its files, unchecked: a change made to them while
     /// the store was closed is still caught at its first read or write after the next open.
     fn record_session(
@@ -232,7 +280,7 @@ impl Inner {
         sessions: &mut Sessions,
     ) -> Result<()> {
         let claim = slot.claim.lock();
-        let mut w = slot.writer.lock();
+        let w = slot.writer.lock();
         let view = slot.view.read();
         let tombstone = view.deleted;
         if (w.retired && !tombstone) || w.newest == 0 || !view.exists {
@@ -251,13 +299,6 @@ impl Inner {
                 }
             }
             None => {
-                let epoch = self.unsynced.lock().epoch;
-                if w.listed
-                    .is_some_and(|(listed, number)| listed == epoch && number == w.newest)
-                {
-                    // Written after the flush that began this checkpoint.
-                    self.with_file(slot, &mut w, |file| file.sync())?;
-                }
                 for number in w.oldest.max(1)..=w.newest {
                     let path = layout::segment_path(&self.dir, id, number);
                     if each {

@@ -151,6 +151,8 @@ impl LogStore {
                 exact: report.from_checkpoint && !state.after_crash,
                 marked: state.marked,
                 unsynced_before_open: report.replayed_sessions > 0,
+                older_format: state.older_format,
+                erasures: 0,
             }),
             checkpointing: Mutex::new(()),
             written_since_checkpoint: AtomicU64::new(0),
@@ -245,6 +247,8 @@ struct OnDisk {
     /// Open took a checkpoint taken while the store ran, and replayed the sessions written
     /// after it.
     after_crash: bool,
+    /// The checkpoint it read is of a version older builds read (see `CheckpointState`).
+    older_format: bool,
 }
 
 impl OnDisk {
@@ -279,11 +283,13 @@ impl OnDisk {
             )?
         };
         let mut after_crash = false;
+        let older_format = loaded.as_ref().is_some_and(|l| l.older_format);
         let (replayed, claims) = match loaded {
             Some(Loaded {
                 replayed: mut from_checkpoint,
                 claims,
                 partial: None,
+                ..
             }) => {
                 report.from_checkpoint = true;
                 // (Replay repairs the erasure log itself, once every header is read.)
@@ -299,6 +305,7 @@ impl OnDisk {
                         replayed: kept,
                         claims,
                         partial: Some(partial),
+                        ..
                     }) => {
                         let (kept, claims, partial) =
                             drop_erased(kept, claims, partial, &erased, keys.as_ref())?;
@@ -351,6 +358,7 @@ impl OnDisk {
             report,
             marked,
             after_crash,
+            older_format,
         })
     }
 }

@@ -143,6 +143,7 @@ impl Inner {
     /// `whole_session`, its history before its last compaction) is about to be erased, and
     /// hands the event to subscribers.
     pub(super) fn log_erasure(&self, session_id: u64, whole_session: bool) -> Result<()> {
+        self.drop_checkpoint_for_erasure()?;
         self.reserve_seqs()?;
         let mut log = self.erasure_log.lock();
         let ticket = self.feed.take();
