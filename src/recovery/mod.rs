@@ -31,7 +31,7 @@ use crate::report::{Finding, RecoveryReport};
 
 pub(crate) use folder::{list_folder, Folder};
 use folder::{read_headers, Headers, SegmentFile};
-use resume::resume_session;
+use resume::{add_known_headers, resume_session, skip_known_headers};
 use session::{replay_session, ErasingFinish, Outcome, Replaying};
 
 /// A session as replay left it.
@@ -167,6 +167,7 @@ pub(crate) fn replay(
         ..Partial::default()
     });
     listed.retain(|id, _| only.contains(id));
+    let mut skipped = skip_known_headers(&mut listed, &resume);
     let Folder {
         temps,
         next_id,
@@ -177,6 +178,7 @@ pub(crate) fn replay(
         sessions: mut groups,
         keys: mut data_keys,
     } = read_headers(fs, dir, listed, keys)?;
+    add_known_headers(&mut groups, &resume, &skipped, dir);
     if options.repair {
         // Every header was read (an unsupported version would have stopped open): changes
         // may begin.
@@ -225,7 +227,20 @@ pub(crate) fn replay(
         let outcome = match resume.remove(&id) {
             Some(base) => match resume_session(&mut replaying, base, files)? {
                 Ok(outcome) => outcome,
-                Err(files) => replay_session(&mut replaying, files)?,
+                Err(files) => {
+                    // Replayed whole after all: with every header read.
+                    let files = match skipped.remove(&id) {
+                        Some(all) => {
+                            let listed = std::iter::once((id, all)).collect();
+                            let mut again = read_headers(fs, dir, listed, keys)?.sessions;
+                            let mut files = again.remove(&id).unwrap_or_default();
+                            files.sort_by_key(|f| f.number);
+                            files
+                        }
+                        None => files,
+                    };
+                    replay_session(&mut replaying, files)?
+                }
             },
             None => replay_session(&mut replaying, files)?,
         };

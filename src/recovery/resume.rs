@@ -8,8 +8,12 @@
 //! a fork or a recovery after the checkpoint rewrote more than a tail, and the session is
 //! replayed whole instead.
 
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use crate::layout::segment_path;
 use crate::reader::ForkCuts;
-use crate::segment::SegmentKind;
+use crate::segment::{self, SegmentHeader, SegmentKind};
 
 use super::folder::SegmentFile;
 use super::session::{outcome, read_segments, Outcome, Replaying, Scan};
@@ -43,4 +47,58 @@ pub(super) fn resume_session(
     let deleted = scan.view.as_ref().is_some_and(|v| v.deleted);
     // The checkpoint held the session whole, so a delete after it is restorable.
     outcome(r, base.oldest, &tail, scan, highest, deleted).map(Ok)
+}
+
+/// Takes out of `listed` the newest segment of each session to resume that held records when
+/// the checkpoint was taken: its header is not read again (the checkpoint vouched for its bytes
+/// up to `newest_len`; [`add_known_headers`] puts it back as the checkpoint knows it). Returns
+/// those sessions' full lists, for a whole replay if one cannot be resumed after all.
+pub(super) fn skip_known_headers(
+    listed: &mut BTreeMap<u64, Vec<u32>>,
+    resume: &HashMap<u64, ReplayedSession>,
+) -> HashMap<u64, Vec<u32>> {
+    let mut skipped = HashMap::new();
+    for (id, base) in resume {
+        let Some(numbers) = listed.get_mut(id) else {
+            continue;
+        };
+        let sealed = segment::is_sealed(base.newest_version);
+        let holds_records = base.newest_len > segment::header_len(&base.view.key, sealed);
+        if holds_records && numbers.contains(&base.newest) {
+            skipped.insert(*id, numbers.clone());
+            numbers.retain(|&n| n != base.newest);
+        }
+    }
+    skipped
+}
+
+/// Adds to `groups` the newest segment of each session [`skip_known_headers`] took out, with
+/// the header the checkpoint knows of: its version and key, and its length. (Its kind does not
+/// matter past its first record: no record after it may be a fork's or a snapshot.)
+pub(super) fn add_known_headers(
+    groups: &mut BTreeMap<u64, Vec<SegmentFile>>,
+    resume: &HashMap<u64, ReplayedSession>,
+    skipped: &HashMap<u64, Vec<u32>>,
+    dir: &Path,
+) {
+    for id in skipped.keys() {
+        let Some(base) = resume.get(id) else {
+            continue;
+        };
+        let sealed = segment::is_sealed(base.newest_version);
+        let header = SegmentHeader {
+            version: base.newest_version,
+            kind: SegmentKind::Fresh,
+            session_id: *id,
+            segment: base.newest,
+            prev_len: 0,
+            key: base.view.key.clone(),
+        };
+        let len = segment::header_len(&base.view.key, sealed) as usize;
+        groups.entry(*id).or_default().push(SegmentFile {
+            number: base.newest,
+            path: segment_path(dir, *id, base.newest),
+            header: Ok((header, len)),
+        });
+    }
 }
