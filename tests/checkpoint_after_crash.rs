@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::hooked::{Hooked, Hooks};
 use sessionlog::testing::{Model, SimFs};
 use sessionlog::{ChatMessage, Durability, LogStore, Options, SessionBackend};
 
@@ -289,4 +290,60 @@ fn an_erasure_takes_the_checkpoint_that_holds_the_erased_session_with_it() {
     assert!(store.recovery_report().from_checkpoint);
     assert_eq!(Model::observe(&store), before);
     assert!(!store.session_exists(KEY));
+}
+
+/// A file system that keeps no change time (the simulated one, through hooks that change
+/// nothing: their `stat_changed` is the trait's default).
+#[derive(Debug, Default)]
+struct NoChangeTimes;
+
+impl Hooks for NoChangeTimes {}
+
+#[test]
+fn without_change_times_an_open_after_a_crash_agrees_with_a_full_replay() {
+    // A session whose newest segment grew is replayed whole there (its older files matched
+    // on length and time alone); the answers are a full replay's either way.
+    let sim = SimFs::new();
+    let fs = Hooked::new(&sim, NoChangeTimes);
+    let options = options();
+    let open = || LogStore::open_with_fs(DIR, options.clone(), Arc::new(fs.clone())).unwrap();
+    let store = open();
+    for m in 0..30 {
+        say(
+            &store,
+            "long",
+            &format!("{m} a message that fills segments in a while"),
+        );
+        say(&store, &format!("s{}", m % 5), "short");
+    }
+    store.checkpoint().unwrap();
+    say(&store, "long", "after the checkpoint");
+    say(&store, "s1", "after the checkpoint");
+    let before = Model::observe(&store);
+    sim.cut_power_after(0);
+    drop(store);
+    sim.crash(None);
+    let store = open();
+    let report = store.recovery_report().clone();
+    assert!(report.from_checkpoint && report.is_clean(), "{report:?}");
+    assert_eq!(report.replayed_sessions, 2);
+    assert_eq!(Model::observe(&store), before);
+    drop(store);
+    assert_eq!(full_replay(&sim), before);
+}
+
+#[test]
+fn a_zero_checkpoint_interval_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        checkpoint_interval: Some(Duration::ZERO),
+        ..Options::default()
+    };
+    let opened = LogStore::open_with(dir.path().join("store"), options);
+    assert!(
+        matches!(opened, Err(sessionlog::Error::InvalidOptions { .. })),
+        "{:?}",
+        opened.err()
+    );
+    assert!(!dir.path().join("store").exists());
 }

@@ -82,6 +82,10 @@ pub(super) fn check_folder_after_crash(
     // How many of each session's segments, `oldest` to `newest`, are there as recorded (or
     // grew): a session missing one is replayed, as a replay of everything would find it.
     let mut present: HashMap<u64, u32> = HashMap::new();
+    // Sessions with a file that matched without a change time to compare (a file system that
+    // keeps none): a rewrite with its times put back would pass, so such a session is not
+    // resumed on the strength of its older files (kept, its claim reads their headers).
+    let mut unsure: HashSet<u64> = HashSet::new();
     let (mut old, mut new) = (recorded.iter().peekable(), listed.iter().peekable());
     loop {
         // A merge of the two sorted lists: each name recorded, listed, or both.
@@ -124,7 +128,11 @@ pub(super) fn check_folder_after_crash(
                 };
                 *present.entry(id).or_default() += 1;
                 match compare(&then, &stat, written) {
-                    Compared::Same { .. } => {}
+                    Compared::Same { change_time_known } => {
+                        if !change_time_known {
+                            unsure.insert(id);
+                        }
+                    }
                     Compared::Changed
                         if number == newest
                             && then.0.len == newest_len
@@ -142,6 +150,11 @@ pub(super) fn check_folder_after_crash(
         let expected = newest.saturating_sub(oldest).saturating_add(1);
         if present.get(id).copied().unwrap_or(0) != expected {
             mark(*id, false);
+        }
+    }
+    for id in unsure {
+        if let Some(grown) = changed.get_mut(&id) {
+            *grown = false;
         }
     }
     // The live sessions left: their files as recorded, checked again at first touch.
