@@ -672,7 +672,7 @@ pub(crate) fn put_in_place(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
 }
 
 /// Removes a checkpoint's temporary file, if there is one.
-pub(crate) fn discard_temp(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+fn discard_temp(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     let temp = dir.join(CHECKPOINT_TEMP_FILE);
     if fs.exists(&temp) {
         fs.remove_file(&temp).map_err(context("removing", &temp))?;

@@ -224,25 +224,28 @@ pub(crate) fn replay(
             window: options.window,
             torn_tail_max: options.torn_tail_max,
         };
-        let outcome = match resume.remove(&id) {
-            Some(base) => match resume_session(&mut replaying, base, files)? {
-                Ok(outcome) => outcome,
-                Err(files) => {
-                    // Replayed whole after all: with every header read.
-                    let files = match skipped.remove(&id) {
-                        Some(all) => {
-                            let listed = std::iter::once((id, all)).collect();
-                            let mut again = read_headers(fs, dir, listed, keys)?.sessions;
-                            let mut files = again.remove(&id).unwrap_or_default();
-                            files.sort_by_key(|f| f.number);
-                            files
-                        }
-                        None => files,
-                    };
-                    replay_session(&mut replaying, files)?
-                }
-            },
-            None => replay_session(&mut replaying, files)?,
+        let resumed = match resume.remove(&id) {
+            // A session whose data key cannot be had is replayed whole, as a replay of every
+            // segment would (its headers do not open).
+            Some(base) if key_readable => resume_session(&mut replaying, base, files)?,
+            _ => Err(files),
+        };
+        let outcome = match resumed {
+            Ok(outcome) => outcome,
+            Err(files) => {
+                // Replayed whole: with every header read.
+                let files = match skipped.remove(&id) {
+                    Some(all) => {
+                        let listed = std::iter::once((id, all)).collect();
+                        let mut again = read_headers(fs, dir, listed, keys)?.sessions;
+                        let mut files = again.remove(&id).unwrap_or_default();
+                        files.sort_by_key(|f| f.number);
+                        files
+                    }
+                    None => files,
+                };
+                replay_session(&mut replaying, files)?
+            }
         };
         match outcome {
             Outcome::Live(session) => sessions.push(*session),

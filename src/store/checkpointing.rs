@@ -106,6 +106,10 @@ impl Inner {
     /// Called before the first change to a segment: the checkpoint the store opened from no
     /// longer describes the segments exactly, so the running marker goes on disk first.
     pub(super) fn forget_checkpoint(&self) -> Result<()> {
+        // Once false, for good: writes after the first take no lock here.
+        if !self.checkpoint_exact.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let mut state = self.checkpoint.lock();
         if state.exact {
             if state.older_format {
@@ -116,6 +120,7 @@ impl Inner {
                 self.mark_running(&mut state)?;
             }
             state.exact = false;
+            self.checkpoint_exact.store(false, Ordering::SeqCst);
         }
         Ok(())
     }
@@ -128,6 +133,7 @@ impl Inner {
         let mut state = self.checkpoint.lock();
         state.erasures += 1;
         state.exact = false;
+        self.checkpoint_exact.store(false, Ordering::SeqCst);
         let removed = checkpoint::remove(&*self.fs, &self.dir);
         self.poison(removed)
     }
@@ -174,7 +180,7 @@ impl Inner {
         // What a replaying open read may be a crashed process's unsynced writes, still only
         // in the page cache: then every segment is synced (all at once where the file system
         // can, else each file below).
-        let each = unsynced && !self.sync_file_system(names.len())?;
+        let each = unsynced && !self.poison(self.sync_file_system(names.len()))?;
         let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
         // Live sessions and tombstones (restorable deleted sessions) alike; a session deleted
         // meanwhile may be in both lists.
@@ -201,7 +207,7 @@ impl Inner {
             let gone = |e: &std::io::Error| running && e.kind() == ErrorKind::NotFound;
             if each {
                 match self.fs.open(&path, OpenMode::Read) {
-                    Ok(file) => file.sync().map_err(context("syncing", &path))?,
+                    Ok(file) => self.poison(file.sync().map_err(context("syncing", &path)))?,
                     Err(e) if gone(&e) => continue,
                     Err(e) => return Err(context("opening", &path)(e)),
                 }
@@ -236,16 +242,17 @@ impl Inner {
             Some(keys) => keys.seal_blob(checkpoint::SEALED_AAD, &bytes),
             None => bytes,
         };
+        // Written and put in place under the lock an erasure takes to remove the checkpoint:
+        // one that recorded a session an erasure removed since is never written, and one
+        // written before an erasure is removed by it.
+        let mut state = self.checkpoint.lock();
+        if state.erasures != erasures {
+            return Ok(false); // it may hold what an erasure removed: the next one will not
+        }
         if !checkpoint::write_temp(&*self.fs, &self.dir, &bytes, newest_segment_ns)? {
             return Ok(false);
         }
-        let mut state = self.checkpoint.lock();
-        if state.erasures != erasures {
-            // It may hold what an erasure since removed: the next one will not.
-            checkpoint::discard_temp(&*self.fs, &self.dir)?;
-            return Ok(false);
-        }
-        checkpoint::put_in_place(&*self.fs, &self.dir)?;
+        self.poison(checkpoint::put_in_place(&*self.fs, &self.dir))?;
         // Every file was synced for it, one way or the other.
         state.unsynced_before_open = false;
         self.written_since_checkpoint
@@ -258,7 +265,7 @@ impl Inner {
                     .remove_file(&path)
                     .map_err(context("removing", &path))?;
                 // Gone durably, or the next open only looks at every file again.
-                sync_dir(&*self.fs, &self.dir)?;
+                self.poison(sync_dir(&*self.fs, &self.dir))?;
                 state.marked = false;
             }
         }
@@ -303,7 +310,9 @@ impl Inner {
                     let path = layout::segment_path(&self.dir, id, number);
                     if each {
                         match self.fs.open(&path, OpenMode::Read) {
-                            Ok(file) => file.sync().map_err(context("syncing", &path))?,
+                            Ok(file) => {
+                                self.poison(file.sync().map_err(context("syncing", &path)))?
+                            }
                             Err(e) if e.kind() == ErrorKind::NotFound => continue,
                             Err(e) => return Err(context("opening", &path)(e)),
                         }

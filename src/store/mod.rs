@@ -10,7 +10,10 @@
 //! never held while waiting for anything but another projection lock. The tombstones mutex
 //! and the activity index's mutex come after a writer and the map, and are held only to read
 //! or change themselves (and, for a sweep or a page, to read projections). The readers mutex
-//! is held through a retirement's file operations and nests no other lock; the compactor
+//! is held through a retirement's file operations, an erasure's log included (the checkpoint
+//! state's mutex, then the erasure log's, each alone); the checkpoint state's mutex is a leaf,
+//! held only through file operations (the marker, removing or putting a checkpoint in place),
+//! and a checkpoint being taken holds each session's locks in turn, never two; the compactor
 //! looks at the tombstones mutex while it holds the background state's. An anchor holds the
 //! anchoring mutex while it reads every session's point (writers, one at a time) and then
 //! flushes; a flush holds the flushing mutex through its syncs and takes only the unsynced
@@ -146,6 +149,8 @@ struct Inner {
     report: Reports,
     /// What the store knows of the checkpoint on disk (`checkpointing.rs`).
     checkpoint: Mutex<checkpointing::CheckpointState>,
+    /// Its `exact`, read without the lock by every write (once false, false for good).
+    checkpoint_exact: AtomicBool,
     /// Held while a checkpoint is written: one at a time.
     checkpointing: Mutex<()>,
     /// Bytes written to segments since the last checkpoint.

@@ -154,6 +154,7 @@ impl LogStore {
                 older_format: state.older_format,
                 erasures: 0,
             }),
+            checkpoint_exact: AtomicBool::new(report.from_checkpoint && !state.after_crash),
             checkpointing: Mutex::new(()),
             written_since_checkpoint: AtomicU64::new(0),
             read_only,
