@@ -30,7 +30,7 @@ use crate::record::Hash;
 use crate::report::{Finding, RecoveryReport};
 
 pub(crate) use folder::{list_folder, Folder};
-use folder::{read_headers, Headers, SegmentFile};
+use folder::{read_headers, Headers, SegmentFile, SessionKey};
 use resume::{add_known_headers, resume_session, skip_known_headers};
 use session::{replay_session, ErasingFinish, Outcome, Replaying};
 
@@ -235,13 +235,7 @@ pub(crate) fn replay(
             Err(files) => {
                 // Replayed whole: with every header read.
                 let files = match skipped.remove(&id) {
-                    Some(all) => {
-                        let listed = std::iter::once((id, all)).collect();
-                        let mut again = read_headers(fs, dir, listed, keys)?.sessions;
-                        let mut files = again.remove(&id).unwrap_or_default();
-                        files.sort_by_key(|f| f.number);
-                        files
-                    }
+                    Some(all) => session_headers(fs, dir, id, all, keys)?.0,
                     None => files,
                 };
                 replay_session(&mut replaying, files)?
@@ -311,13 +305,7 @@ pub(crate) fn replay_alone(
     options: &ReplayOptions,
     keys: Option<&Keyring>,
 ) -> Result<Alone> {
-    let listed = std::iter::once((id, numbers)).collect();
-    let Headers {
-        sessions: mut groups,
-        keys: mut data_keys,
-    } = read_headers(fs, dir, listed, keys)?;
-    let mut files = groups.remove(&id).unwrap_or_default();
-    files.sort_by_key(|f| f.number);
+    let (files, key) = session_headers(fs, dir, id, numbers, keys)?;
     let mut report = RecoveryReport::default();
     let mut max_seq = 0;
     // An erasing compaction a crash cut short cannot follow a clean close: none to finish.
@@ -326,7 +314,7 @@ pub(crate) fn replay_alone(
         fs,
         dir,
         id,
-        key: data_keys.remove(&id).unwrap_or(Ok(None)),
+        key,
         superseded: options.superseded(),
         report: &mut report,
         erasing: &mut erasing,
@@ -365,6 +353,24 @@ pub(crate) fn replay_alone(
         max_seq,
         report,
     })
+}
+
+/// Session `id`'s segments `numbers` with their headers, lowest first, and its data key.
+fn session_headers(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    id: u64,
+    numbers: Vec<u32>,
+    keys: Option<&Keyring>,
+) -> Result<(Vec<SegmentFile>, SessionKey)> {
+    let listed = std::iter::once((id, numbers)).collect();
+    let Headers {
+        sessions: mut groups,
+        keys: mut data_keys,
+    } = read_headers(fs, dir, listed, keys)?;
+    let mut files = groups.remove(&id).unwrap_or_default();
+    files.sort_by_key(|f| f.number);
+    Ok((files, data_keys.remove(&id).unwrap_or(Ok(None))))
 }
 
 /// The segment numbers from the lowest of `files` to the highest (empty when there are none).

@@ -11,6 +11,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashSet};
 use std::io::ErrorKind;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,8 +29,6 @@ use super::{Inner, Slot};
 /// What the store knows of the checkpoint on disk.
 #[derive(Default)]
 pub(super) struct CheckpointState {
-    /// The checkpoint open read still describes the segments exactly: nothing changed since.
-    pub(super) exact: bool,
     /// The running marker is on disk.
     pub(super) marked: bool,
     /// Open replayed segments a crashed process may have left in the page cache only: the
@@ -111,7 +110,7 @@ impl Inner {
             return Ok(());
         }
         let mut state = self.checkpoint.lock();
-        if state.exact {
+        if self.checkpoint_exact.load(Ordering::SeqCst) {
             if state.older_format {
                 // A build that reads only that version would trust it, marker or not.
                 let removed = checkpoint::remove(&*self.fs, &self.dir);
@@ -119,7 +118,6 @@ impl Inner {
             } else {
                 self.mark_running(&mut state)?;
             }
-            state.exact = false;
             self.checkpoint_exact.store(false, Ordering::SeqCst);
         }
         Ok(())
@@ -132,7 +130,6 @@ impl Inner {
     pub(super) fn drop_checkpoint_for_erasure(&self) -> Result<()> {
         let mut state = self.checkpoint.lock();
         state.erasures += 1;
-        state.exact = false;
         self.checkpoint_exact.store(false, Ordering::SeqCst);
         let removed = checkpoint::remove(&*self.fs, &self.dir);
         self.poison(removed)
@@ -164,7 +161,7 @@ impl Inner {
         let _one = self.checkpointing.lock();
         if running {
             self.check_writable()?;
-            if self.checkpoint.lock().exact {
+            if self.checkpoint_exact.load(Ordering::SeqCst) {
                 return Ok(true); // nothing changed since open: the checkpoint holds
             }
         }
@@ -203,21 +200,8 @@ impl Inner {
             // recorded, so that a clean open checks them and an open after a crash replays
             // their session.
             // While the store runs, a compaction may retire one meanwhile: then it is gone.
-            let path = self.dir.join(&name);
-            let gone = |e: &std::io::Error| running && e.kind() == ErrorKind::NotFound;
-            if each {
-                match self.fs.open(&path, OpenMode::Read) {
-                    Ok(file) => self.poison(file.sync().map_err(context("syncing", &path)))?,
-                    Err(e) if gone(&e) => continue,
-                    Err(e) => return Err(context("opening", &path)(e)),
-                }
-            }
-            match self.fs.stat_changed(&path) {
-                Ok(stat) => {
-                    segments.insert(name, stat);
-                }
-                Err(e) if gone(&e) => {}
-                Err(e) => return Err(context("examining", &path)(e)),
+            if let Some(stat) = self.examine(&self.dir.join(&name), each, running)? {
+                segments.insert(name, stat);
             }
         }
         for (stat, _) in segments.values() {
@@ -272,6 +256,25 @@ impl Inner {
         Ok(true)
     }
 
+    /// What a checkpoint records of the file at `path` (synced first with `sync`); `None`
+    /// when it is gone and `missing_ok`, an error when it is gone otherwise. A failed sync stops
+    /// the store (a write-back error is reported once).
+    fn examine(&self, path: &Path, sync: bool, missing_ok: bool) -> Result<Option<SegmentStat>> {
+        let gone = |e: &std::io::Error| missing_ok && e.kind() == ErrorKind::NotFound;
+        if sync {
+            match self.fs.open(path, OpenMode::Read) {
+                Ok(file) => self.poison(file.sync().map_err(context("syncing", path)))?,
+                Err(e) if gone(&e) => return Ok(None),
+                Err(e) => return Err(context("opening", path)(e)),
+            }
+        }
+        match self.fs.stat_changed(path) {
+            Ok(stat) => Ok(Some(stat)),
+            Err(e) if gone(&e) => Ok(None),
+            Err(e) => Err(context("examining", path)(e)),
+        }
+    }
+
     /// Records one session in a checkpoint under construction, with its segment files, all
     /// under its locks, so that what is recorded of the files and of the session agree (an
     /// append meanwhile changes both, or neither). (What it records is synced once every
@@ -308,21 +311,8 @@ impl Inner {
             None => {
                 for number in w.oldest.max(1)..=w.newest {
                     let path = layout::segment_path(&self.dir, id, number);
-                    if each {
-                        match self.fs.open(&path, OpenMode::Read) {
-                            Ok(file) => {
-                                self.poison(file.sync().map_err(context("syncing", &path)))?
-                            }
-                            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                            Err(e) => return Err(context("opening", &path)(e)),
-                        }
-                    }
-                    match self.fs.stat_changed(&path) {
-                        Ok(stat) => {
-                            segments.insert(layout::segment_name(id, number), stat);
-                        }
-                        Err(e) if e.kind() == ErrorKind::NotFound => {}
-                        Err(e) => return Err(context("examining", &path)(e)),
+                    if let Some(stat) = self.examine(&path, each, true)? {
+                        segments.insert(layout::segment_name(id, number), stat);
                     }
                 }
             }

@@ -149,7 +149,9 @@ struct Inner {
     report: Reports,
     /// What the store knows of the checkpoint on disk (`checkpointing.rs`).
     checkpoint: Mutex<checkpointing::CheckpointState>,
-    /// Its `exact`, read without the lock by every write (once false, false for good).
+    /// The checkpoint open read still describes the segments exactly: nothing changed since.
+    /// Read without a lock by every write; once false, false for good, set so under
+    /// `checkpoint`.
     checkpoint_exact: AtomicBool,
     /// Held while a checkpoint is written: one at a time.
     checkpointing: Mutex<()>,
@@ -697,7 +699,7 @@ impl LogStore {
         if self.inner.poisoned.load(Ordering::SeqCst) {
             return Err(Error::Poisoned);
         }
-        if self.inner.checkpoint.lock().exact {
+        if self.inner.checkpoint_exact.load(Ordering::SeqCst) {
             return Ok(()); // nothing changed since open: the checkpoint still holds
         }
         // Segments retired while readers were open go now: the checkpoint must not list them

@@ -148,7 +148,6 @@ impl LogStore {
             file_system,
             background: Background::default(),
             checkpoint: Mutex::new(CheckpointState {
-                exact: report.from_checkpoint && !state.after_crash,
                 marked: state.marked,
                 unsynced_before_open: report.replayed_sessions > 0,
                 older_format: state.older_format,
