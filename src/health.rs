@@ -25,6 +25,13 @@ pub struct Health {
     /// A failed write or sync stopped the store's writes ([`crate::Error::Poisoned`]) until it
     /// is reopened.
     pub poisoned: bool,
+    /// Sessions whose message locations were read back from the checkpoint: at their first
+    /// read or write after open, and again after the memory budget dropped them
+    /// ([`crate::Options::memory_budget`]).
+    pub locations_read_back: u64,
+    /// Sessions whose message locations the memory budget dropped, to be read back from the
+    /// checkpoint at their next use.
+    pub locations_parked: u64,
 }
 
 /// Where a swallowed error was met.
@@ -42,6 +49,8 @@ pub(crate) struct Monitor {
     read_errors: AtomicU64,
     background_errors: AtomicU64,
     last_error: Mutex<Option<String>>,
+    read_back: AtomicU64,
+    parked: AtomicU64,
 }
 
 impl Monitor {
@@ -73,6 +82,16 @@ impl Monitor {
             .ok()
     }
 
+    /// Counts a session's locations read back from the checkpoint.
+    pub(crate) fn read_back(&self) {
+        self.read_back.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a session's locations dropped under the memory budget.
+    pub(crate) fn parked(&self) {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The counters now.
     pub(crate) fn health(&self, poisoned: bool) -> Health {
         Health {
@@ -80,6 +99,8 @@ impl Monitor {
             background_errors: self.background_errors.load(Ordering::Relaxed),
             last_error: self.last_error.lock().clone(),
             poisoned,
+            locations_read_back: self.read_back.load(Ordering::Relaxed),
+            locations_parked: self.parked.load(Ordering::Relaxed),
         }
     }
 }

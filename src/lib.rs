@@ -56,6 +56,7 @@ mod listing;
 mod location;
 mod message;
 mod options;
+mod parked;
 mod payload;
 mod projection;
 mod reader;

@@ -122,6 +122,15 @@ pub struct Options {
     /// The background thread also writes a checkpoint this long after the last one if
     /// anything was written meanwhile. `None`: only by bytes. Default: 5 minutes.
     pub checkpoint_interval: Option<Duration>,
+    /// Most bytes of message locations (24 per message) read back from the checkpoint to keep
+    /// in memory. Open reads no session's locations, only its metadata; a session's are read
+    /// from the checkpoint at its first read or write. Past this budget, those read longest
+    /// ago that have not changed since are dropped again, to be read back at their next use;
+    /// no answer changes. Locations that changed since the checkpoint stay in memory until
+    /// the store closes, and an erasure reads every session's back (it removes the checkpoint
+    /// they are read from). An encrypted store's checkpoint is opened whole, so this does not
+    /// apply to it. `None`: no budget. Default: `None`.
+    pub memory_budget: Option<u64>,
 }
 
 /// Why a retention rule removed something: recorded in the log with each removal.
@@ -211,6 +220,7 @@ impl Default for Options {
             idempotency_window: IDEMPOTENCY_WINDOW_DEFAULT,
             checkpoint_bytes: 64 << 20,
             checkpoint_interval: Some(Duration::from_secs(300)),
+            memory_budget: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::backend::{SessionMetadata, SessionState};
 use crate::id_window::{id_digest, IdWindow};
 use crate::location::{MessageLoc, RecordLoc, BATCH_MESSAGES_MAX, OFFSET_MASK};
+use crate::parked::Block;
 use crate::record::{Event, Snapshot};
 
 /// The state a session is in when it is created.
@@ -76,6 +77,13 @@ pub struct SessionView {
     pub archived: bool,
     /// The ids of its last identified appends, for `append_once`.
     pub recent_ids: IdWindow,
+    /// Set while the message locations are not in memory (`messages` and `cleared` are empty
+    /// meanwhile): the checkpoint block that holds them. Only the store's first touch of the
+    /// session reads them back; nothing is applied to a parked view.
+    pub parked: Option<Block>,
+    /// The checkpoint block the locations in memory were read from, while they still equal it
+    /// (anything that changes them clears it): a memory budget may park them again.
+    pub image: Option<Block>,
 }
 
 /// Converts stored microseconds to a time. Every stored time was checked by
@@ -131,6 +139,8 @@ impl SessionView {
             last_seq: 0,
             archived: false,
             recent_ids: IdWindow::new(window),
+            parked: None,
+            image: None,
         }
     }
 
@@ -138,6 +148,10 @@ impl SessionView {
     /// cannot follow the session's history (the store never writes such a record), so the
     /// record is damage.
     pub fn apply(&mut self, ts: i64, event: &Event<'_>, at: RecordLoc) -> Result<(), String> {
+        if self.parked.is_some() {
+            // The store reads a session's locations back before it writes to it.
+            return Err("event applied to a session whose message locations are parked".into());
+        }
         match (self.deleted, event) {
             (true, Event::Restore) => {}
             (true, _) => return Err("record after the session's delete record".into()),
@@ -175,6 +189,7 @@ impl SessionView {
             Event::Snapshot(snapshot) => self.check_snapshot(snapshot)?,
             _ => {}
         }
+        self.image = None;
         if !self.exists {
             self.exists = true;
             self.created_at = ts;
@@ -357,7 +372,7 @@ impl SessionView {
             state: &self.state,
             turn_id: self.turn_id.as_deref(),
             turn_started_at: self.turn_started_at,
-            message_count: self.messages.len() as u64,
+            message_count: self.message_count() as u64,
             fork_source: self.fork_origin.as_ref().map(|(source, _)| source.as_str()),
             fork_at_seq: self.fork_origin.as_ref().map_or(0, |(_, at)| *at),
             archived: self.archived,
@@ -372,7 +387,7 @@ impl SessionView {
             name: self.name.clone(),
             created_at: to_time(self.created_at),
             last_activity: to_time(self.last_activity),
-            message_count: self.messages.len(),
+            message_count: self.message_count(),
             agent_alias: self.agent_alias.clone(),
             channel_id: self.channel_id.clone(),
             room_id: self.room_id.clone(),
@@ -445,7 +460,35 @@ impl SessionView {
 
     /// Bytes of the records of the messages kept for `undo_clear`.
     pub fn cleared_bytes(&self) -> u64 {
-        self.cleared.iter().map(MessageLoc::weight).sum()
+        match &self.parked {
+            Some(block) => block.cleared_bytes(),
+            None => self.cleared.iter().map(MessageLoc::weight).sum(),
+        }
+    }
+
+    /// Its live messages, whether their locations are in memory or parked.
+    pub fn message_count(&self) -> usize {
+        self.parked
+            .as_ref()
+            .map_or(self.messages.len(), Block::messages)
+    }
+
+    /// Puts back the locations `block` holds, read from it, and keeps it as their image.
+    pub(crate) fn unpark(&mut self, messages: Vec<MessageLoc>, cleared: Vec<MessageLoc>) {
+        self.messages = messages;
+        self.cleared = cleared;
+        self.image = self.parked.take();
+    }
+
+    /// Drops the locations in memory when they are still their image's (returns how many
+    /// bytes of the checkpoint's they were), to be read back from it at the next touch.
+    pub(crate) fn park(&mut self) -> Option<u64> {
+        let image = self.image.take()?;
+        let len = image.len();
+        self.messages = Vec::new();
+        self.cleared = Vec::new();
+        self.parked = Some(image);
+        Some(len)
     }
 
     /// Bytes of records a compaction would drop (messages kept for `undo_clear` are not
@@ -470,6 +513,8 @@ impl SessionView {
 
     /// Installs message locations and the bytes written since the last compaction.
     pub fn install_generation(&mut self, messages: Vec<MessageLoc>, bytes_written: u64) {
+        self.image = None;
+        self.parked = None;
         self.live_bytes = messages.iter().map(MessageLoc::weight).sum();
         self.messages = messages;
         self.bytes_written = bytes_written;

@@ -16,417 +16,37 @@
 //! and replays only the sessions whose files changed, each from where the checkpoint left it
 //! when only its newest segment grew ([`Loaded::partial`]).
 //!
+//! Open reads the header and the body (every session's metadata, CRC checked) and leaves the
+//! location section (each session's message locations) in the file: a session's are read at
+//! its first touch (`parked.rs`). An encrypted store's checkpoint is sealed whole, so it is
+//! opened whole and decoded whole.
+//!
 //! ```text
 //! // Format: { magic: [u8; 8] = "SLCKPT\0\0" | version: u32 | body_len: u64 | body_crc: u32
-//! //           | body }
+//! //           | section_len: u64 | body | location section }
 //! ```
-//! docs/FORMAT.md describes the body.
+//! docs/FORMAT.md describes the body and the section.
 
+mod codec;
 mod folder;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::claim::{Claim, SegmentStat};
+use crate::claim::Claim;
 use crate::error::Result;
-use crate::fs::{context, read_all, sync_dir, FileStat, FileSystem, OpenMode};
+use crate::fs::{context, read_all, sync_dir, FileSystem, OpenMode};
 use crate::keyring::Keyring;
 use crate::layout::{CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, NUMBER_LIMIT};
-use crate::location::MessageLoc;
+use crate::parked::BlockFile;
 use crate::projection::SessionView;
-use crate::record::{Hash, HASH_LEN};
-use crate::recovery::{Partial, Replayed, ReplayedSession};
+use crate::recovery::{Partial, Replayed};
 use crate::report::{Finding, RecoveryReport};
-use crate::segment::{key_len_ok, FORMAT_VERSION_NEWEST, FORMAT_VERSION_OLDEST};
+use crate::segment::key_len_ok;
+use codec::{decode, decode_whole, Decoded, Header, Section, HEADER_LEN, VERSION};
+pub(crate) use codec::{encode_with, Entry, Sessions};
 use folder::{check_folder, check_folder_after_crash};
-
-const MAGIC: [u8; 8] = *b"SLCKPT\0\0";
-/// Version 2 added each session's chain head and newest segment's format version; version 3
-/// the messages kept for undo, the tombstones and fork origins; version 4 the archived flag and
-/// the window of recent ids; version 5 the size of the window it was written with; version 6
-/// each segment's change time. Version 7 has the body of version 6; a store that writes it may
-/// also leave the running marker beside it (`CHECKPOINT.running`: segments changed after the
-/// checkpoint was written), which a store that reads only version 6 would not know of.
-const VERSION: u32 = 7;
-/// The oldest version read: the body has not changed since.
-const VERSION_OLDEST: u32 = 6;
-
-/// How a segment without a change time is recorded.
-const NO_CHANGE_TIME: i64 = i64::MIN;
-const HEADER_LEN: usize = 8 + 4 + 8 + 4;
-
-/// One session as the checkpoint records it.
-pub(crate) struct Entry<'a> {
-    pub session_id: u64,
-    pub oldest: u32,
-    pub newest: u32,
-    pub newest_len: u64,
-    pub head: Hash,
-    pub newest_version: u32,
-    pub view: &'a SessionView,
-}
-
-#[derive(Default)]
-struct Writer(Vec<u8>);
-
-impl Writer {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn i64(&mut self, v: i64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u128(&mut self, v: u128) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn str(&mut self, s: &str) {
-        self.u64(s.len() as u64);
-        self.0.extend_from_slice(s.as_bytes());
-    }
-    fn opt_str(&mut self, s: Option<&str>) {
-        match s {
-            Some(s) => {
-                self.u8(1);
-                self.str(s);
-            }
-            None => self.u8(0),
-        }
-    }
-}
-
-/// The sessions of a checkpoint, encoded one at a time (each while its session's locks are
-/// held, so that no lock is held across sessions).
-#[derive(Default)]
-pub(crate) struct Sessions {
-    count: u64,
-    bytes: Writer,
-}
-
-impl Sessions {
-    /// Adds a session.
-    pub(crate) fn add(&mut self, e: &Entry<'_>) {
-        self.count += 1;
-        let w = &mut self.bytes;
-        let v = e.view;
-        w.u64(e.session_id);
-        w.u32(e.oldest);
-        w.u32(e.newest);
-        w.u64(e.newest_len);
-        w.0.extend_from_slice(&e.head);
-        w.u32(e.newest_version);
-        w.u64(v.bytes_written);
-        w.str(&v.key);
-        w.i64(v.created_at);
-        w.i64(v.last_activity);
-        for s in [
-            &v.name,
-            &v.agent_alias,
-            &v.channel_id,
-            &v.room_id,
-            &v.sender_id,
-        ] {
-            w.opt_str(s.as_deref());
-        }
-        w.str(&v.state);
-        w.opt_str(v.turn_id.as_deref());
-        match v.turn_started_at {
-            Some(t) => {
-                w.u8(1);
-                w.i64(t);
-            }
-            None => w.u8(0),
-        }
-        for list in [&v.messages, &v.cleared] {
-            w.u64(list.len() as u64);
-            for m in list {
-                w.u32(m.segment);
-                w.u32(m.len);
-                w.u64(m.packed);
-                w.i64(m.created_at);
-            }
-        }
-        match v.cleared_by {
-            Some((seq, ts)) => {
-                w.u8(1);
-                w.u64(seq);
-                w.i64(ts);
-            }
-            None => w.u8(0),
-        }
-        w.u8(u8::from(v.deleted));
-        w.i64(v.deleted_at);
-        w.u64(v.last_seq);
-        match &v.fork_origin {
-            Some((source, at_seq)) => {
-                w.u8(1);
-                w.str(source);
-                w.u64(*at_seq);
-            }
-            None => w.u8(0),
-        }
-        w.u8(u8::from(v.archived));
-        w.u64(v.recent_ids.len() as u64);
-        for digest in v.recent_ids.digests() {
-            w.u128(digest);
-        }
-    }
-}
-
-/// Encodes a checkpoint of the given sessions and segment files (name, length, time), written
-/// by a store whose windows keep `window` ids.
-#[cfg(test)]
-fn encode(
-    next_seq: u64,
-    next_id: u64,
-    window: usize,
-    segments: &[(String, SegmentStat)],
-    sessions: &[Entry<'_>],
-) -> Vec<u8> {
-    let mut encoded = Sessions::default();
-    for e in sessions {
-        encoded.add(e);
-    }
-    encode_with(next_seq, next_id, window, segments, encoded)
-}
-
-/// [`encode`] of sessions already encoded.
-pub(crate) fn encode_with(
-    next_seq: u64,
-    next_id: u64,
-    window: usize,
-    segments: &[(String, SegmentStat)],
-    sessions: Sessions,
-) -> Vec<u8> {
-    let mut body = Writer(Vec::with_capacity(
-        sessions.bytes.0.len() + 64 * segments.len() + 64,
-    ));
-    body.u64(next_seq);
-    body.u64(next_id);
-    body.u64(window as u64);
-    body.u64(segments.len() as u64);
-    for (name, (stat, changed)) in segments {
-        body.str(name);
-        body.u64(stat.len);
-        body.i64(stat.modified_ns);
-        body.i64(changed.unwrap_or(NO_CHANGE_TIME));
-    }
-    body.u64(sessions.count);
-    body.0.extend_from_slice(&sessions.bytes.0);
-    let mut out = Vec::with_capacity(HEADER_LEN + body.0.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(body.0.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body.0).to_le_bytes());
-    out.extend_from_slice(&body.0);
-    out
-}
-
-/// A cursor that never reads past its bytes: every read is `None` at the end.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1)?.first().copied()
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn hash(&mut self) -> Option<Hash> {
-        self.take(HASH_LEN)?.try_into().ok()
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn u128(&mut self) -> Option<u128> {
-        Some(u128::from_le_bytes(self.take(16)?.try_into().ok()?))
-    }
-    fn flag(&mut self) -> Option<bool> {
-        match self.u8()? {
-            0 => Some(false),
-            1 => Some(true),
-            _ => None,
-        }
-    }
-    fn len(&mut self) -> Option<usize> {
-        usize::try_from(self.u64()?).ok()
-    }
-    fn str(&mut self) -> Option<String> {
-        let n = self.len()?;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-    fn opt_str(&mut self) -> Option<Option<String>> {
-        match self.u8()? {
-            0 => Some(None),
-            1 => Some(Some(self.str()?)),
-            _ => None,
-        }
-    }
-}
-
-/// A decoded checkpoint.
-struct Decoded {
-    /// Its format version.
-    version: u32,
-    next_seq: u64,
-    next_id: u64,
-    /// The size of the windows of ids it was written with.
-    window: u64,
-    /// Some session's window held that many ids, so a larger window may hold more of them.
-    window_full: bool,
-    segments: Vec<(String, SegmentStat)>,
-    sessions: Vec<ReplayedSession>,
-}
-
-/// The fewest bytes a segment's entry takes (its name's length, its length and two times).
-const SEGMENT_BYTES_MIN: usize = 32;
-/// Fewer bytes than any session's entry takes (its fixed-width fields alone take more).
-const SESSION_BYTES_MIN: usize = 128;
-
-/// The body's length and CRC a checkpoint's header gives, if `bytes` start with a header of
-/// this version.
-fn header(bytes: &[u8]) -> Option<(u64, u32, u32)> {
-    let mut header = Reader(bytes.get(..HEADER_LEN)?);
-    if header.take(8)? != MAGIC {
-        return None;
-    }
-    let version = header.u32()?;
-    if !(VERSION_OLDEST..=VERSION).contains(&version) {
-        return None;
-    }
-    Some((header.u64()?, header.u32()?, version))
-}
-
-/// Decodes a checkpoint; each session's window keeps `window` ids.
-fn decode(bytes: &[u8], window: usize) -> Option<Decoded> {
-    let (body_len, crc, version) = header(bytes)?;
-    let body_len = usize::try_from(body_len).ok()?;
-    let body = bytes.get(HEADER_LEN..)?;
-    if body.len() != body_len || crc32fast::hash(body) != crc {
-        return None;
-    }
-    let mut r = Reader(body);
-    let next_seq = r.u64()?;
-    let next_id = r.u64()?;
-    let recorded_window = r.u64()?;
-    let mut window_full = false;
-    let segment_count = r.len()?;
-    // Capacities by what the body can hold: each entry takes at least this many bytes.
-    let mut segments = Vec::with_capacity(segment_count.min(body_len / SEGMENT_BYTES_MIN));
-    for _ in 0..segment_count {
-        let name = r.str()?;
-        let len = r.u64()?;
-        let modified_ns = r.i64()?;
-        let changed = Some(r.i64()?).filter(|&c| c != NO_CHANGE_TIME);
-        segments.push((name, (FileStat { len, modified_ns }, changed)));
-    }
-    let session_count = r.len()?;
-    let mut sessions = Vec::with_capacity(session_count.min(body_len / SESSION_BYTES_MIN));
-    for _ in 0..session_count {
-        let session_id = r.u64()?;
-        let oldest = r.u32()?;
-        let newest = r.u32()?;
-        let newest_len = r.u64()?;
-        let head = r.hash()?;
-        let newest_version = r.u32()?;
-        if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION_NEWEST).contains(&newest_version) {
-            return None;
-        }
-        let bytes_written = r.u64()?;
-        let mut view = SessionView {
-            key: r.str()?,
-            exists: true,
-            created_at: r.i64()?,
-            last_activity: r.i64()?,
-            name: r.opt_str()?,
-            agent_alias: r.opt_str()?,
-            channel_id: r.opt_str()?,
-            room_id: r.opt_str()?,
-            sender_id: r.opt_str()?,
-            state: r.str()?,
-            turn_id: r.opt_str()?,
-            turn_started_at: match r.u8()? {
-                0 => None,
-                1 => Some(r.i64()?),
-                _ => return None,
-            },
-            ..SessionView::empty(window)
-        };
-        let mut locs = || -> Option<Vec<MessageLoc>> {
-            let count = r.len()?;
-            let mut list = Vec::with_capacity(count.min(body_len / 24));
-            for _ in 0..count {
-                list.push(MessageLoc {
-                    segment: r.u32()?,
-                    len: r.u32()?,
-                    packed: r.u64()?,
-                    created_at: r.i64()?,
-                });
-            }
-            Some(list)
-        };
-        let messages = locs()?;
-        view.cleared = locs()?;
-        view.install_generation(messages, bytes_written);
-        view.cleared_by = match r.u8()? {
-            0 => None,
-            1 => Some((r.u64()?, r.i64()?)),
-            _ => return None,
-        };
-        view.deleted = r.flag()?;
-        view.deleted_at = r.i64()?;
-        view.last_seq = r.u64()?;
-        view.fork_origin = match r.u8()? {
-            0 => None,
-            1 => Some((r.str()?, r.u64()?)),
-            _ => return None,
-        };
-        view.archived = r.flag()?;
-        let id_count = r.len()?;
-        window_full |= id_count as u64 >= recorded_window && recorded_window > 0;
-        let mut digests = Vec::with_capacity(id_count.min(body_len / 16));
-        for _ in 0..id_count {
-            digests.push(r.u128()?);
-        }
-        view.recent_ids.replace(&digests);
-        sessions.push(ReplayedSession {
-            session_id,
-            view,
-            oldest,
-            newest,
-            newest_len,
-            highest: newest,
-            head,
-            newest_version,
-            damage: None,
-        });
-    }
-    if !r.0.is_empty() {
-        return None;
-    }
-    Some(Decoded {
-        version,
-        next_seq,
-        next_id,
-        window: recorded_window,
-        window_full,
-        segments,
-        sessions,
-    })
-}
 
 /// Checks what a whole checkpoint (its CRC right) claims against the rules every store keeps,
 /// so that a value the store would never have written is not trusted: numbers below the
@@ -498,14 +118,15 @@ pub(crate) fn load(
     if !fs.exists(&path) {
         return Ok(None);
     }
-    let bytes = match keys {
+    let decoded = match keys {
         // Sealed whole: it is opened whole (its length is the file's).
         Some(keys) => read_all(fs, &path)
             .ok()
-            .and_then(|sealed| keys.open_blob(SEALED_AAD, &sealed)),
-        None => read_checked(fs, &path),
+            .and_then(|sealed| keys.open_blob(SEALED_AAD, &sealed))
+            .and_then(|bytes| decode_whole(&bytes, window)),
+        None => read_checked(fs, &path)
+            .and_then(|(bytes, section)| decode(&bytes, window, Section::File(section))),
     };
-    let decoded = bytes.and_then(|bytes| decode(&bytes, window));
     let usable = match decoded {
         None => Err("damaged or of another version"),
         // A store whose windows were smaller kept fewer ids than this one keeps: where a
@@ -547,8 +168,12 @@ pub(crate) fn load(
             next_seq: d.next_seq,
             ..Partial::default()
         };
-        for session in sessions.extract_if(.., |s| changed.contains_key(&s.session_id)) {
-            if changed.get(&session.session_id) == Some(&true) && !session.view.deleted {
+        for mut session in sessions.extract_if(.., |s| changed.contains_key(&s.session_id)) {
+            // One whose locations cannot be read back is replayed whole.
+            if changed.get(&session.session_id) == Some(&true)
+                && !session.view.deleted
+                && unpark_now(&mut session.view)
+            {
                 partial.resume.insert(session.session_id, session);
             }
         }
@@ -556,8 +181,16 @@ pub(crate) fn load(
         partial.max_seq = sessions.iter().map(|s| s.view.last_seq).max().unwrap_or(0);
         partial
     });
-    // Few are deleted: only they move.
-    let tombstones = sessions.extract_if(.., |s| s.view.deleted).collect();
+    // Few are deleted: only they move, with their locations read back now (their files were
+    // checked now too).
+    let tombstones: Vec<_> = sessions.extract_if(.., |s| s.view.deleted).collect();
+    let mut tombstones = tombstones;
+    if !tombstones.iter_mut().all(|s| unpark_now(&mut s.view)) {
+        report.findings.push(Finding::CheckpointIgnored {
+            reason: "the message locations of a deleted session cannot be read back".into(),
+        });
+        return Ok(None);
+    }
     let replayed = Replayed {
         sessions,
         tombstones,
@@ -573,33 +206,53 @@ pub(crate) fn load(
     }))
 }
 
-/// The bytes of a plain store's checkpoint, read only once its header matches the file's
-/// length and its body's CRC is right, computed through a fixed buffer: a damaged or sparse
-/// file of any length is refused without a buffer of that length (or any read error).
-fn read_checked(fs: &dyn FileSystem, path: &Path) -> Option<Vec<u8>> {
+/// Reads back the locations of a view that are parked; false if they cannot be.
+fn unpark_now(view: &mut SessionView) -> bool {
+    let Some(block) = &view.parked else {
+        return true;
+    };
+    match block.read() {
+        Ok((messages, cleared)) => {
+            view.unpark(messages, cleared);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// The header and body of a plain store's checkpoint, read only once the header matches the
+/// file's length and the body's CRC is right, computed through a fixed buffer: a damaged or
+/// sparse file of any length is refused without a buffer of that length (or any read error).
+/// With them, the file, open, from which its location section is read.
+fn read_checked(fs: &dyn FileSystem, path: &Path) -> Option<(Vec<u8>, Arc<BlockFile>)> {
     let file = fs.open(path, OpenMode::Read).ok()?;
     let len = file.size().ok()?;
     let mut head = [0u8; HEADER_LEN];
-    file.read_at(&mut head, 0).ok()?;
-    let (body_len, crc, _) = header(&head)?;
-    if (HEADER_LEN as u64).checked_add(body_len) != Some(len) {
+    let head_len = HEADER_LEN.min(usize::try_from(len).ok()?);
+    file.read_at(&mut head[..head_len], 0).ok()?;
+    let h = Header::read(&head[..head_len])?;
+    if h.file_len() != Some(len) {
         return None;
     }
+    let body_end = h.len as u64 + h.body_len;
     let mut hasher = crc32fast::Hasher::new();
-    let mut chunk = vec![0u8; READ_CHUNK.min(body_len as usize)];
-    let mut at = HEADER_LEN as u64;
-    while at < len {
-        let n = chunk.len().min((len - at) as usize);
+    let mut chunk = vec![0u8; READ_CHUNK.min(usize::try_from(h.body_len).ok()?)];
+    let mut at = h.len as u64;
+    while at < body_end {
+        let n = chunk.len().min((body_end - at) as usize);
         file.read_at(&mut chunk[..n], at).ok()?;
         hasher.update(&chunk[..n]);
         at += n as u64;
     }
-    if hasher.finalize() != crc {
+    if hasher.finalize() != h.body_crc {
         return None;
     }
-    let mut bytes = vec![0u8; usize::try_from(len).ok()?];
+    let mut bytes = vec![0u8; usize::try_from(body_end).ok()?];
     file.read_at(&mut bytes, 0).ok()?;
-    Some(bytes)
+    Some((
+        bytes,
+        Arc::new(BlockFile::new(file, path.to_owned(), body_end)),
+    ))
 }
 
 /// The buffer a checkpoint's CRC is computed through before it is read whole.
@@ -678,108 +331,4 @@ fn discard_temp(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
         fs.remove_file(&temp).map_err(context("removing", &temp))?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::id_window::IDEMPOTENCY_WINDOW_DEFAULT;
-    use crate::location::RecordLoc;
-    use crate::record::Event;
-
-    #[test]
-    fn a_checkpoint_round_trips_and_any_damage_is_refused() {
-        let mut view = SessionView::new("k/ü");
-        let at = RecordLoc {
-            seq: 1,
-            segment: 1,
-            offset: 40,
-            len: 50,
-        };
-        view.apply(
-            5,
-            &Event::Append {
-                role: "user",
-                content: "x",
-            },
-            at,
-        )
-        .unwrap();
-        view.apply(
-            6,
-            &Event::SetName { name: Some("n") },
-            RecordLoc { offset: 90, ..at },
-        )
-        .unwrap();
-        view.apply(
-            7,
-            &Event::SetState {
-                state: "running",
-                turn_id: None,
-            },
-            RecordLoc { offset: 130, ..at },
-        )
-        .unwrap();
-        view.apply(
-            8,
-            &Event::AppendOnce {
-                role: "user",
-                content: "y",
-                id: "m-1",
-            },
-            RecordLoc { offset: 170, ..at },
-        )
-        .unwrap();
-        view.apply(
-            9,
-            &Event::SetArchived { archived: true },
-            RecordLoc { offset: 230, ..at },
-        )
-        .unwrap();
-        assert!(view.archived && view.recent_ids.len() == 1);
-        let entry = Entry {
-            session_id: 3,
-            oldest: 1,
-            newest: 1,
-            newest_len: 170,
-            head: [9; 32],
-            newest_version: 1,
-            view: &view,
-        };
-        let stat = FileStat {
-            len: 170,
-            modified_ns: 12,
-        };
-        let names = vec![
-            (
-                "0000000000000003-00000001.seg".to_string(),
-                (stat, Some(-5)),
-            ),
-            ("0000000000000003-00000002.seg".to_string(), (stat, None)),
-        ];
-        let bytes = encode(9, 4, IDEMPOTENCY_WINDOW_DEFAULT, &names, &[entry]);
-        let d = decode(&bytes, IDEMPOTENCY_WINDOW_DEFAULT).unwrap();
-        assert_eq!((d.next_seq, d.next_id, &d.segments), (9, 4, &names));
-        assert_eq!(d.window, IDEMPOTENCY_WINDOW_DEFAULT as u64);
-        assert!(!d.window_full);
-        assert_eq!(d.sessions.len(), 1);
-        assert_eq!(d.sessions[0].view, view);
-        assert_eq!(d.sessions[0].newest_len, 170);
-        assert_eq!(d.sessions[0].head, [9; 32]);
-        assert_eq!(d.sessions[0].newest_version, 1);
-        for i in 0..bytes.len() {
-            let mut bad = bytes.clone();
-            bad[i] ^= 0x04;
-            assert!(
-                decode(&bad, IDEMPOTENCY_WINDOW_DEFAULT).is_none(),
-                "flip at {i}"
-            );
-        }
-        for cut in 0..bytes.len() {
-            assert!(
-                decode(&bytes[..cut], IDEMPOTENCY_WINDOW_DEFAULT).is_none(),
-                "cut at {cut}"
-            );
-        }
-    }
 }

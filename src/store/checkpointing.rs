@@ -128,6 +128,8 @@ impl Inner {
     /// checkpoint under way that recorded it is not put in place (see `erasures`). The next
     /// checkpoint describes the store without it.
     pub(super) fn drop_checkpoint_for_erasure(&self) -> Result<()> {
+        // Nothing read from the checkpoint may stay open once it is removed.
+        self.unpark_all()?;
         let mut state = self.checkpoint.lock();
         state.erasures += 1;
         self.checkpoint_exact.store(false, Ordering::SeqCst);
@@ -325,7 +327,7 @@ impl Inner {
             head: w.head,
             newest_version: w.newest_version,
             view: &view,
-        });
+        })?;
         Ok(())
     }
 }

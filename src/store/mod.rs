@@ -33,6 +33,7 @@ mod once;
 mod open;
 mod query;
 mod reservation;
+mod residence;
 mod retention;
 mod retire;
 mod root;
@@ -71,6 +72,7 @@ use appender::{Unsynced, Writer};
 use background::Background;
 use commit::Decision;
 use query::timestamped;
+use residence::{Pinned, Residence};
 pub use retention::RetentionReport;
 use retire::{ReaderGuard, Readers};
 use tombstones::Tombstones;
@@ -177,6 +179,9 @@ struct Inner {
     keys: Option<Keyring>,
     /// The erasure log, as open left it and every erasure since; the lock orders its appends.
     erasure_log: Mutex<ErasureLog>,
+    /// The sessions whose locations were read back from the checkpoint, for the memory
+    /// budget (`residence.rs`).
+    residence: Mutex<Residence>,
 }
 
 /// One session: its writer and its projection.
@@ -188,6 +193,9 @@ struct Slot {
     claim: Mutex<Option<Box<Claim>>>,
     writer: Mutex<Writer>,
     view: RwLock<SessionView>,
+    /// Calls using the session's message locations: while there are any, they stay in
+    /// memory (`residence.rs`).
+    pins: AtomicUsize,
 }
 
 /// Live sessions ordered by (last activity, most recent first; key).
@@ -735,9 +743,21 @@ impl Drop for LogStore {
 
 impl Inner {
     /// The session under `key`, its files checked against the checkpoint if this is their
-    /// first read or write since open (`first_touch.rs`): for anything that reads or writes
-    /// the session's bytes.
-    fn slot(&self, key: &str) -> Result<Option<Arc<Slot>>> {
+    /// first read or write since open (`first_touch.rs`), its message locations in memory
+    /// and kept there while the call holds it (`residence.rs`): for anything that reads or
+    /// writes the session's bytes or locations.
+    fn slot(&self, key: &str) -> Result<Option<Pinned>> {
+        let Some(slot) = self.settled(key)? else {
+            return Ok(None);
+        };
+        let slot = Pinned::new(slot);
+        self.unpark(&slot)?;
+        Ok(Some(slot))
+    }
+
+    /// The session under `key`, its files checked against the checkpoint if this is their
+    /// first read or write since open; its locations may be parked: for its metadata.
+    fn settled(&self, key: &str) -> Result<Option<Arc<Slot>>> {
         let Some(slot) = self.lookup(key) else {
             return Ok(None);
         };
@@ -753,7 +773,7 @@ impl Inner {
         self.sessions.read().get(key).cloned()
     }
 
-    fn create_slot(&self, key: &str) -> Arc<Slot> {
+    fn create_slot(&self, key: &str) -> Pinned {
         let mut sessions = self.sessions.write();
         let slot = sessions.entry(key.to_owned()).or_insert_with(|| {
             Arc::new(Slot {
@@ -765,9 +785,10 @@ impl Inner {
                     key,
                     self.options.idempotency_window,
                 )),
+                pins: AtomicUsize::new(0),
             })
         });
-        Arc::clone(slot)
+        Pinned::new(Arc::clone(slot))
     }
 
     /// Every live session, most recent activity first, ties broken by key.
@@ -807,7 +828,7 @@ impl Inner {
     /// repair, a file that cannot be examined) leaves the projection's answer, what the store
     /// itself last wrote; the check is made again at the next touch.
     fn with_view<T>(&self, key: &str, f: impl FnOnce(&SessionView) -> T) -> Option<T> {
-        let slot = match self.slot(key) {
+        let slot = match self.settled(key) {
             Ok(slot) => slot?,
             Err(_) => self.lookup(key)?,
         };

@@ -160,6 +160,7 @@ impl LogStore {
             readers: Mutex::new(Readers::default()),
             tombstones: Mutex::new(tombstones),
             activity: Mutex::new(None),
+            residence: Mutex::default(),
             live_sessions: AtomicUsize::new(live_sessions),
             report: Reports::new(report),
             _lock: lock,
@@ -657,6 +658,7 @@ pub(super) fn slot_from(session: ReplayedSession, claim: Option<Claim>) -> Slot 
         claim: Mutex::new(claim.map(Box::new)),
         writer: Mutex::new(writer_from(&session)),
         view: RwLock::new(session.view),
+        pins: std::sync::atomic::AtomicUsize::new(0),
     }
 }
 

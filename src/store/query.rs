@@ -83,7 +83,7 @@ impl LogStore {
         self.inner.live_views(|view| {
             Some(SessionStats {
                 key: view.key.clone(),
-                messages: view.messages.len(),
+                messages: view.message_count(),
                 live_bytes: view.live_bytes,
                 dead_bytes: view.dead_bytes(),
             })

@@ -56,7 +56,7 @@ impl Inner {
                 let excess = {
                     let view = slot.view.read();
                     if view.is_live() && view.state != RUNNING_STATE {
-                        view.messages.len().saturating_sub(max)
+                        view.message_count().saturating_sub(max)
                     } else {
                         0
                     }

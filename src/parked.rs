@@ -1,0 +1,186 @@
+//! A session's message locations as the checkpoint holds them, for a session whose own are not
+//! in memory: open reads each session's metadata from the checkpoint but leaves its locations
+//! on disk, and the first read or write of the session reads them (`store/residence.rs`); a
+//! memory budget may drop them again while they are still what the checkpoint holds.
+//!
+//! A [`Block`] names one session's locations in the checkpoint's location section: where they
+//! start, how many there are (live, then kept for `undo_clear`, 24 bytes each) and their CRC.
+//! It holds the checkpoint file open, so a later checkpoint renamed over it (or an erasure that
+//! removes it, which first reads every block back, see `store/checkpointing.rs`) does not
+//! change what it reads.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::fs::FileHandle;
+use crate::location::MessageLoc;
+
+/// Bytes of one message location in a checkpoint's location section.
+pub(crate) const LOC_BYTES: usize = 24;
+/// The buffer a large block's CRC is computed through before it is read whole.
+const CHUNK: usize = 64 << 10;
+
+/// An open checkpoint file whose location section blocks are read from.
+pub(crate) struct BlockFile {
+    file: Box<dyn FileHandle>,
+    path: PathBuf,
+    /// Where the location section starts in the file.
+    section: u64,
+}
+
+impl BlockFile {
+    /// A checkpoint file opened as `file` (at `path`), whose location section starts at
+    /// `section`.
+    pub(crate) fn new(file: Box<dyn FileHandle>, path: PathBuf, section: u64) -> BlockFile {
+        BlockFile {
+            file,
+            path,
+            section,
+        }
+    }
+}
+
+/// One session's message locations in a checkpoint's location section.
+#[derive(Clone)]
+pub(crate) struct Block {
+    file: Arc<BlockFile>,
+    /// From the start of the section.
+    offset: u64,
+    messages: usize,
+    cleared: usize,
+    crc: u32,
+    /// Bytes of the records of the messages kept for `undo_clear`.
+    cleared_bytes: u64,
+}
+
+impl fmt::Debug for Block {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Block")
+            .field("offset", &self.offset)
+            .field("messages", &self.messages)
+            .field("cleared", &self.cleared)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The same block of the same file.
+impl PartialEq for Block {
+    fn eq(&self, other: &Block) -> bool {
+        Arc::ptr_eq(&self.file, &other.file)
+            && (self.offset, self.messages, self.cleared, self.crc)
+                == (other.offset, other.messages, other.cleared, other.crc)
+    }
+}
+impl Eq for Block {}
+
+impl Block {
+    /// The block at `offset` of `file`'s section, of `messages` live locations and `cleared`
+    /// kept ones whose records take `cleared_bytes`, under `crc`.
+    pub(crate) fn new(
+        file: Arc<BlockFile>,
+        offset: u64,
+        (messages, cleared): (usize, usize),
+        crc: u32,
+        cleared_bytes: u64,
+    ) -> Block {
+        Block {
+            file,
+            offset,
+            messages,
+            cleared,
+            crc,
+            cleared_bytes,
+        }
+    }
+
+    /// Live messages it holds.
+    pub(crate) fn messages(&self) -> usize {
+        self.messages
+    }
+
+    /// Bytes of the records of the messages it keeps for `undo_clear`.
+    pub(crate) fn cleared_bytes(&self) -> u64 {
+        self.cleared_bytes
+    }
+
+    /// Its length in bytes: the memory its locations take once read.
+    pub(crate) fn len(&self) -> u64 {
+        ((self.messages + self.cleared) * LOC_BYTES) as u64
+    }
+
+    /// Its bytes, once their CRC is right. A block larger than [`CHUNK`] is first checked
+    /// through a fixed buffer, so a damaged count never makes a buffer of its size.
+    pub(crate) fn bytes(&self) -> Result<Vec<u8>> {
+        let f = &*self.file;
+        let len = self.len();
+        let at = f.section + self.offset;
+        let damaged = |reason: &str| Error::Corrupt {
+            path: f.path.clone(),
+            offset: at,
+            reason: format!("the checkpoint's message locations of a session: {reason}"),
+        };
+        let read = |buf: &mut [u8], from: u64| {
+            f.file
+                .read_at(buf, from)
+                .map_err(|e| damaged(&format!("unreadable ({e})")))
+        };
+        if len > CHUNK as u64 {
+            let mut hasher = crc32fast::Hasher::new();
+            let mut chunk = vec![0u8; CHUNK];
+            let mut done = 0;
+            while done < len {
+                let n = CHUNK.min((len - done) as usize);
+                read(&mut chunk[..n], at + done)?;
+                hasher.update(&chunk[..n]);
+                done += n as u64;
+            }
+            if hasher.finalize() != self.crc {
+                return Err(damaged("CRC mismatch"));
+            }
+        }
+        let mut bytes = vec![0u8; len as usize];
+        read(&mut bytes, at)?;
+        if crc32fast::hash(&bytes) != self.crc {
+            return Err(damaged("CRC mismatch"));
+        }
+        Ok(bytes)
+    }
+
+    /// Its locations: the live messages', then those kept for `undo_clear`.
+    pub(crate) fn read(&self) -> Result<(Vec<MessageLoc>, Vec<MessageLoc>)> {
+        Ok(decode_locs(&self.bytes()?, self.messages))
+    }
+}
+
+/// The locations a block's `bytes` hold: the first `messages` are the live messages', the
+/// rest those kept for `undo_clear`.
+pub(crate) fn decode_locs(bytes: &[u8], messages: usize) -> (Vec<MessageLoc>, Vec<MessageLoc>) {
+    let mut locs = bytes.chunks_exact(LOC_BYTES).map(decode_loc);
+    let live = locs.by_ref().take(messages).collect();
+    (live, locs.collect())
+}
+
+/// Appends the encoding of `loc` to `out`.
+pub(crate) fn encode_loc(out: &mut Vec<u8>, loc: &MessageLoc) {
+    out.extend_from_slice(&loc.segment.to_le_bytes());
+    out.extend_from_slice(&loc.len.to_le_bytes());
+    out.extend_from_slice(&loc.packed.to_le_bytes());
+    out.extend_from_slice(&loc.created_at.to_le_bytes());
+}
+
+/// The location `bytes` (24 of them) encode.
+fn decode_loc(bytes: &[u8]) -> MessageLoc {
+    let word = |at: usize, n: usize| {
+        let mut b = [0u8; 8];
+        b[..n].copy_from_slice(&bytes[at..at + n]);
+        u64::from_le_bytes(b)
+    };
+    MessageLoc {
+        segment: word(0, 4) as u32,
+        len: word(4, 4) as u32,
+        packed: word(8, 8),
+        created_at: word(16, 8) as i64,
+    }
+}

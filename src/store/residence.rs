@@ -1,0 +1,176 @@
+//! Which sessions' message locations are in memory. Open leaves every session's locations in
+//! the checkpoint (parked, `parked.rs`); the first call that reads or writes a session reads
+//! them back ([`Inner::slot`]). Under [`crate::Options::memory_budget`], the locations read
+//! back longest ago are dropped again while they are still what the checkpoint holds, so the
+//! next touch reads them back: no answer changes.
+//!
+//! A call that reads a session's locations pins it ([`Pinned`]) for as long as it uses them;
+//! a pinned session is never parked, so no call finds its locations gone half way.
+
+use std::collections::VecDeque;
+use std::ops::Deref;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::recovery::{self, ReplayOptions};
+use crate::report::Finding;
+
+use super::{Inner, Slot};
+
+/// How long a replay of parked locations waits for the session's writer.
+const WRITER_WAIT: Duration = Duration::from_secs(1);
+
+/// A session a call uses: its locations stay in memory until the call drops it.
+pub(super) struct Pinned(Arc<Slot>);
+
+impl Pinned {
+    /// Pins `slot`.
+    pub(super) fn new(slot: Arc<Slot>) -> Pinned {
+        slot.pins.fetch_add(1, Ordering::SeqCst);
+        Pinned(slot)
+    }
+}
+
+impl Deref for Pinned {
+    type Target = Arc<Slot>;
+    fn deref(&self) -> &Arc<Slot> {
+        &self.0
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.0.pins.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The sessions whose locations were read back from the checkpoint, oldest first, with the
+/// bytes each took then; only kept under a memory budget.
+#[derive(Default)]
+pub(super) struct Residence {
+    read_back: VecDeque<(Weak<Slot>, u64)>,
+    bytes: u64,
+}
+
+impl Inner {
+    /// Reads back the locations of `slot` if they are parked, then parks others' if that
+    /// passes the memory budget. `slot` must be pinned.
+    pub(super) fn unpark(&self, slot: &Arc<Slot>) -> Result<()> {
+        let Some(len) = self.unpark_one(slot)? else {
+            return Ok(());
+        };
+        let Some(budget) = self.options.memory_budget else {
+            return Ok(());
+        };
+        let mut residence = self.residence.lock();
+        residence.read_back.push_back((Arc::downgrade(slot), len));
+        residence.bytes += len;
+        // Each entry is looked at once at most: pinned or busy ones go to the back.
+        let mut tries = residence.read_back.len();
+        while residence.bytes > budget && tries > 0 {
+            tries -= 1;
+            let Some((other, len)) = residence.read_back.pop_front() else {
+                break;
+            };
+            residence.bytes -= len;
+            let Some(other) = other.upgrade() else {
+                continue; // gone from the store
+            };
+            let parked = match other.view.try_write() {
+                // Checked under the view's lock: a call pins before it reads the locations.
+                Some(mut view) if other.pins.load(Ordering::SeqCst) == 0 => {
+                    if view.park().is_some() {
+                        self.monitor.parked();
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if !parked {
+                residence.read_back.push_back((Arc::downgrade(&other), len));
+                residence.bytes += len;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads back the locations of `slot` if they are parked; returns how many bytes they
+    /// take. Locations that cannot be read back from the checkpoint are replayed from the
+    /// session's files, which must end where the checkpoint says (reported as
+    /// [`Finding::CheckpointIgnored`]); if they do not, the read fails and the session stays
+    /// parked.
+    fn unpark_one(&self, slot: &Arc<Slot>) -> Result<Option<u64>> {
+        if slot.view.read().parked.is_none() {
+            return Ok(None);
+        }
+        let failed = {
+            let mut view = slot.view.write();
+            let Some(block) = view.parked.clone() else {
+                return Ok(None);
+            };
+            match block.read() {
+                Ok((messages, cleared)) => {
+                    view.unpark(messages, cleared);
+                    self.monitor.read_back();
+                    return Ok(Some(block.len()));
+                }
+                Err(e) => e,
+            }
+        };
+        self.replay_parked(slot, failed).map(|()| None)
+    }
+
+    /// Replays a session whose parked locations could not be read back (`failed` says why)
+    /// from its files, without changing them, and takes what the replay found if it ends
+    /// where the checkpoint says the session ends.
+    fn replay_parked(&self, slot: &Arc<Slot>, failed: Error) -> Result<()> {
+        // Bounded: the caller may hold the session's writer (an erasure reads every session's
+        // locations back); then the read fails as it came.
+        let Some(w) = slot.writer.try_lock_for(WRITER_WAIT) else {
+            return Err(failed);
+        };
+        let numbers: Vec<u32> = (w.oldest.max(1)..=w.newest).collect();
+        let options = ReplayOptions::of(&self.options, false);
+        let (fs, dir, keys) = (&*self.fs, &*self.dir, self.keys.as_ref());
+        let look = recovery::replay_alone(fs, dir, slot.session_id, numbers, &options, keys)?;
+        let mut view = slot.view.write();
+        if view.parked.is_none() {
+            return Ok(()); // read back meanwhile
+        }
+        match look.live {
+            Some(s)
+                if s.damage.is_none()
+                    && (s.head, s.oldest, s.newest, s.newest_len)
+                        == (w.head, w.oldest, w.newest, w.newest_len)
+                    && (s.view.last_seq, &s.view.key) == (view.last_seq, &view.key) =>
+            {
+                *view = s.view;
+                self.report.add(vec![Finding::CheckpointIgnored {
+                    reason: format!(
+                        "{failed}; the session {:?} was replayed from its files instead",
+                        slot.key
+                    ),
+                }]);
+                Ok(())
+            }
+            _ => Err(failed),
+        }
+    }
+
+    /// Reads back every session's parked locations and forgets where the checkpoint holds
+    /// them: before an erasure removes the checkpoint, so that no open handle keeps its
+    /// bytes (the erased session's metadata among them) on disk.
+    pub(super) fn unpark_all(&self) -> Result<()> {
+        let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
+        slots.extend(self.tombstones.lock().slots().cloned());
+        for slot in &slots {
+            let _pin = Pinned::new(Arc::clone(slot));
+            self.unpark_one(slot)?;
+            slot.view.write().image = None;
+        }
+        *self.residence.lock() = Residence::default();
+        Ok(())
+    }
+}

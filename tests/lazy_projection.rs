@@ -1,0 +1,192 @@
+//! Open from the checkpoint reads every session's metadata but no session's message locations:
+//! a session's are read back from the checkpoint at its first read or write, and under
+//! `Options::memory_budget` dropped again and read back at the next use, without changing any
+//! answer. Locations the checkpoint no longer holds soundly are replayed from the segments,
+//! never served wrong.
+
+use std::path::Path;
+
+use sessionlog::{
+    ChatMessage, Durability, Finding, LogStore, Options, SessionBackend, SessionMetadata,
+};
+
+const SESSIONS: usize = 40;
+const MESSAGES: usize = 12;
+
+fn key(i: usize) -> String {
+    format!("sender-{i:02}")
+}
+
+fn options(budget: Option<u64>) -> Options {
+    Options {
+        memory_budget: budget,
+        ..Options::with_durability(Durability::Never)
+    }
+}
+
+/// A store of `SESSIONS` sessions of `MESSAGES` messages each (the first session cleared, its
+/// messages kept for `undo_clear`, then two new ones), closed cleanly; returns what each
+/// session holds.
+fn build(dir: &Path) -> Vec<Vec<ChatMessage>> {
+    let store = LogStore::open_with(dir, options(None)).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..SESSIONS {
+        let messages: Vec<ChatMessage> = (0..MESSAGES)
+            .map(|m| ChatMessage::user(format!("message {m} of session {i}")))
+            .collect();
+        for message in &messages {
+            store.append(&key(i), message).unwrap();
+        }
+        store
+            .set_session_name(&key(i), &format!("name {i}"))
+            .unwrap();
+        expected.push(messages);
+    }
+    store.clear_messages(&key(0)).unwrap();
+    let after_clear = vec![ChatMessage::user("one"), ChatMessage::assistant("two")];
+    for message in &after_clear {
+        store.append(&key(0), message).unwrap();
+    }
+    let cleared = std::mem::replace(&mut expected[0], after_clear);
+    store.close().unwrap();
+    expected.push(cleared);
+    expected
+}
+
+/// Every session of `expected` but `skip` holds what it says.
+fn check_all(store: &LogStore, expected: &[Vec<ChatMessage>], skip: Option<usize>, when: &str) {
+    for (i, messages) in expected.iter().enumerate() {
+        if Some(i) != skip {
+            assert_eq!(&store.load(&key(i)), messages, "{when}, session {i}");
+        }
+    }
+}
+
+fn listing(store: &LogStore) -> Vec<(String, usize, Option<String>)> {
+    let mut rows: Vec<_> = store
+        .list_sessions_with_metadata()
+        .into_iter()
+        .map(|m: SessionMetadata| (m.key, m.message_count, m.name))
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn expected_listing(expected: &[Vec<ChatMessage>]) -> Vec<(String, usize, Option<String>)> {
+    (0..SESSIONS)
+        .map(|i| (key(i), expected[i].len(), Some(format!("name {i}"))))
+        .collect()
+}
+
+#[test]
+fn open_lists_every_session_without_reading_any_session_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = build(dir.path());
+    let store = LogStore::open_with(dir.path(), options(None)).unwrap();
+    assert_eq!(listing(&store), expected_listing(&expected));
+    assert_eq!(store.stats().len(), SESSIONS);
+    assert_eq!(store.health().locations_read_back, 0);
+    assert_eq!(store.load(&key(5)), expected[5]);
+    assert_eq!(store.health().locations_read_back, 1);
+    assert_eq!(store.load(&key(5)), expected[5]);
+    assert_eq!(store.load_tail(&key(6), 3), expected[6][MESSAGES - 3..]);
+    assert_eq!(store.health().locations_read_back, 2);
+}
+
+#[test]
+fn the_memory_budget_parks_and_reads_back_without_changing_any_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = build(dir.path());
+    let cleared = expected.pop().unwrap();
+    // About three sessions' locations (12 messages, 24 bytes each).
+    let store = LogStore::open_with(dir.path(), options(Some(1_000))).unwrap();
+    for round in 0..3 {
+        check_all(&store, &expected, None, &format!("round {round}"));
+    }
+    let health = store.health();
+    assert!(health.locations_parked >= 2 * SESSIONS as u64, "{health:?}");
+    assert!(
+        health.locations_read_back >= 3 * SESSIONS as u64 - 3,
+        "{health:?}"
+    );
+    assert_eq!(listing(&store), expected_listing(&expected));
+    // Writes to sessions read back, and an undo of a clear whose kept messages were parked.
+    for i in (1..SESSIONS).step_by(7) {
+        let message = ChatMessage::assistant(format!("later in {i}"));
+        store.append(&key(i), &message).unwrap();
+        expected[i].push(message);
+        check_all(&store, &expected, None, &format!("after the write to {i}"));
+    }
+    assert_eq!(store.undo_clear(&key(0)).unwrap(), MESSAGES);
+    let mut restored = cleared;
+    restored.append(&mut expected[0]);
+    expected[0] = restored;
+    assert_eq!(store.load(&key(0)), expected[0]);
+    store.close().unwrap();
+    // The next checkpoint copied the parked sessions' locations from this one.
+    let store = LogStore::open_with(dir.path(), options(None)).unwrap();
+    assert!(store.recovery_report().findings.is_empty());
+    check_all(&store, &expected, None, "reopened");
+}
+
+/// The location section starts after the header (32 bytes) and the body.
+fn section_start(checkpoint: &[u8]) -> usize {
+    let body_len = u64::from_le_bytes(checkpoint[12..20].try_into().unwrap());
+    32 + body_len as usize
+}
+
+#[test]
+fn damaged_locations_in_the_checkpoint_are_replayed_from_the_segments_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = build(dir.path());
+    expected.pop();
+    let path = dir.path().join("CHECKPOINT");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let start = section_start(&bytes);
+    assert!(start < bytes.len());
+    for b in &mut bytes[start..] {
+        *b ^= 0x20;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let store = LogStore::open_with(dir.path(), options(None)).unwrap();
+    // The metadata is sound: open and listing need no locations.
+    assert_eq!(listing(&store), expected_listing(&expected));
+    check_all(&store, &expected, None, "damaged locations");
+    let replayed = store
+        .recovery_report()
+        .findings
+        .iter()
+        .filter(|f| {
+            matches!(f, Finding::CheckpointIgnored { reason }
+                if reason.contains("replayed from its files"))
+        })
+        .count();
+    assert_eq!(replayed, SESSIONS);
+    assert_eq!(store.health().locations_read_back, 0);
+    let message = ChatMessage::user("still writable");
+    store.append(&key(3), &message).unwrap();
+    expected[3].push(message);
+    store.close().unwrap();
+    let store = LogStore::open_with(dir.path(), options(None)).unwrap();
+    check_all(&store, &expected, None, "reopened");
+}
+
+#[test]
+fn an_erasure_reads_back_every_parked_session_before_the_checkpoint_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = build(dir.path());
+    expected.pop();
+    let store = LogStore::open_with(dir.path(), options(Some(1_000))).unwrap();
+    assert_eq!(store.load(&key(1)), expected[1]);
+    store.erase_session(&key(2)).unwrap();
+    assert!(!dir.path().join("CHECKPOINT").exists());
+    assert_eq!(store.health().locations_read_back as usize, SESSIONS);
+    // Nothing is parked any more: the budget has nothing it may drop.
+    check_all(&store, &expected, Some(2), "after the erasure");
+    assert_eq!(store.health().locations_parked, 0);
+    assert!(store.load(&key(2)).is_empty());
+    store.close().unwrap();
+    let store = LogStore::open_with(dir.path(), options(None)).unwrap();
+    assert_eq!(store.list_sessions().len(), SESSIONS - 1);
+    check_all(&store, &expected, Some(2), "reopened");
+}
