@@ -125,11 +125,12 @@ pub struct Options {
     /// Most bytes of message locations (24 per message) read back from the checkpoint to keep
     /// in memory. Open reads no session's locations, only its metadata; a session's are read
     /// from the checkpoint at its first read or write. Past this budget, those read longest
-    /// ago that have not changed since are dropped again, to be read back at their next use;
-    /// no answer changes. Locations that changed since the checkpoint stay in memory until
-    /// the store closes, and an erasure reads every session's back (it removes the checkpoint
-    /// they are read from). An encrypted store's checkpoint is opened whole, so this does not
-    /// apply to it. `None`: no budget. Default: `None`.
+    /// ago whose messages have not changed since (a change of name, alias, context, state or
+    /// archived flag changes none) are dropped again, to be read back at their next use; no
+    /// answer changes. Locations whose messages changed since the checkpoint stay in memory
+    /// until the store closes, and an erasure reads every session's back (it removes the
+    /// checkpoint they are read from). An encrypted store's checkpoint is opened whole, so
+    /// this does not apply to it. `None`: no budget. Default: `None`.
     pub memory_budget: Option<u64>,
 }
 

@@ -95,6 +95,15 @@ impl Block {
         }
     }
 
+    /// The same locations at `offset` of `file`'s section (a later checkpoint's copy).
+    pub(crate) fn moved_to(&self, file: &Arc<BlockFile>, offset: u64) -> Block {
+        Block {
+            file: Arc::clone(file),
+            offset,
+            ..self.clone()
+        }
+    }
+
     /// Live messages it holds.
     pub(crate) fn messages(&self) -> usize {
         self.messages

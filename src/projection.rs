@@ -189,7 +189,19 @@ impl SessionView {
             Event::Snapshot(snapshot) => self.check_snapshot(snapshot)?,
             _ => {}
         }
-        self.image = None;
+        let metadata_only = matches!(
+            event,
+            Event::SetName { .. }
+                | Event::SetAlias { .. }
+                | Event::SetContext { .. }
+                | Event::SetState { .. }
+                | Event::SetArchived { .. }
+        );
+        if !metadata_only {
+            // The locations may change (and a deleted session is never parked: a restore
+            // applies to it without reading anything back).
+            self.image = None;
+        }
         if !self.exists {
             self.exists = true;
             self.created_at = ts;
@@ -505,9 +517,12 @@ impl SessionView {
         if cleared.is_empty() {
             self.cleared_by = None;
         }
+        let written: u64 = messages
+            .iter()
+            .chain(&cleared)
+            .map(MessageLoc::weight)
+            .sum();
         self.cleared = cleared;
-        let written: u64 =
-            messages.iter().map(MessageLoc::weight).sum::<u64>() + self.cleared_bytes();
         self.install_generation(messages, written);
     }
 

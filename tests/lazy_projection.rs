@@ -110,6 +110,15 @@ fn the_memory_budget_parks_and_reads_back_without_changing_any_answer() {
         "{health:?}"
     );
     assert_eq!(listing(&store), expected_listing(&expected));
+    // A change of metadata leaves the locations as the checkpoint holds them: still dropped
+    // and read back (each session is read back again in the next round).
+    for i in 0..SESSIONS {
+        store.set_session_state(&key(i), "idle", None).unwrap();
+    }
+    let before = store.health().locations_read_back;
+    check_all(&store, &expected, None, "after the state changes");
+    let read_back = store.health().locations_read_back - before;
+    assert!(read_back >= SESSIONS as u64 - 3, "{read_back}");
     // Writes to sessions read back, and an undo of a clear whose kept messages were parked.
     for i in (1..SESSIONS).step_by(7) {
         let message = ChatMessage::assistant(format!("later in {i}"));
@@ -172,6 +181,29 @@ fn damaged_locations_in_the_checkpoint_are_replayed_from_the_segments_never_serv
 }
 
 #[test]
+fn a_checkpoint_taken_before_damaged_locations_are_touched_replays_them_from_the_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = build(dir.path());
+    expected.pop();
+    let path = dir.path().join("CHECKPOINT");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let start = section_start(&bytes);
+    for b in &mut bytes[start..] {
+        *b ^= 0x20;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let store = LogStore::open_with(dir.path(), options(None)).unwrap();
+    let message = ChatMessage::user("one more");
+    store.append(&key(3), &message).unwrap();
+    expected[3].push(message);
+    // Every other session is still parked in the damaged checkpoint.
+    store.checkpoint().unwrap();
+    store.close().unwrap();
+    let store = LogStore::open_with(dir.path(), options(None)).unwrap();
+    check_all(&store, &expected, None, "reopened");
+}
+
+#[test]
 fn an_erasure_reads_back_every_parked_session_before_the_checkpoint_goes() {
     let dir = tempfile::tempdir().unwrap();
     let mut expected = build(dir.path());
@@ -189,4 +221,39 @@ fn an_erasure_reads_back_every_parked_session_before_the_checkpoint_goes() {
     let store = LogStore::open_with(dir.path(), options(None)).unwrap();
     assert_eq!(store.list_sessions().len(), SESSIONS - 1);
     check_all(&store, &expected, Some(2), "reopened");
+}
+
+/// The checkpoint files this process holds open under `dir`, removed or not.
+#[cfg(target_os = "linux")]
+fn open_checkpoints(dir: &Path) -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| {
+            target.starts_with(&*dir.to_string_lossy()) && target.contains("CHECKPOINT")
+        })
+        .collect()
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_checkpoint_taken_while_the_store_runs_becomes_the_file_parked_locations_are_read_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = build(dir.path());
+    expected.pop();
+    let store = LogStore::open_with(dir.path(), options(Some(1_000))).unwrap();
+    assert_eq!(store.load(&key(1)), expected[1]);
+    assert_eq!(open_checkpoints(dir.path()).len(), 1);
+    let message = ChatMessage::user("after open");
+    store.append(&key(4), &message).unwrap();
+    expected[4].push(message);
+    store.checkpoint().unwrap();
+    // The replaced checkpoint is closed: every parked session reads from the new one.
+    let open = open_checkpoints(dir.path());
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert!(!open[0].ends_with("(deleted)"), "{open:?}");
+    check_all(&store, &expected, None, "after the checkpoint");
+    check_all(&store, &expected, None, "again");
+    assert!(store.health().locations_parked > 0);
 }

@@ -4,6 +4,8 @@
 //! ```sh
 //! cargo run --release --example compare            # full sizes (a few minutes)
 //! cargo run --release --example compare -- --smoke # tiny sizes (what CI runs)
+//! cargo run --release --example compare -- --million # 1,000,000 sessions × 2 (opt-in: ~5 GB
+//!                                                     # of disk, several minutes)
 //! ```
 //!
 //! It prints one Markdown table: each figure for each store, and our ratio to each peer and to
@@ -534,6 +536,19 @@ fn run_child(args: &[String]) {
                 std::thread::sleep(Duration::from_secs(60));
             }
         }
+        // Seconds to open the store and read the first page of 50 sessions by activity.
+        "open-page-ours" => {
+            let start = Instant::now();
+            let store = ours(&dir, Durability::Never);
+            let page = store.list_page(&first_page()).unwrap();
+            assert_eq!(page.sessions.len(), 50);
+            start.elapsed().as_secs_f64()
+        }
+        "peak-page-ours" => {
+            let store = ours(&dir, Durability::Never);
+            assert_eq!(store.list_page(&first_page()).unwrap().sessions.len(), 50);
+            peak_resident_bytes() as f64
+        }
         // The process's peak resident bytes (`VmHWM`) after opening and listing, or after
         // nothing (the baseline every other peak is measured against).
         "peak-none" => peak_resident_bytes() as f64,
@@ -561,10 +576,69 @@ fn run_child(args: &[String]) {
     println!("{value}");
 }
 
+fn first_page() -> ListQuery {
+    ListQuery {
+        limit: 50,
+        ..ListQuery::default()
+    }
+}
+
+/// The opt-in row of 1,000,000 sessions × 2 messages: the store is written (under `Never`)
+/// and closed, then new processes open it and read the first page of 50 sessions (median of 3),
+/// and their peak resident memory is measured over a process that opened nothing.
+fn million_rows(dir: &Path, sessions: usize) {
+    let started = Instant::now();
+    let store = ours(dir, Durability::Never);
+    let message = ChatMessage::user("hello, a short message");
+    for s in 0..sessions {
+        let key = format!("user_{s}");
+        store.append(&key, &message).unwrap();
+        store.append(&key, &message).unwrap();
+    }
+    let written = started.elapsed();
+    let start = Instant::now();
+    store.close().unwrap();
+    let close = start.elapsed();
+    let path = dir.to_str().unwrap();
+    let median = |args: &[&str]| median_of((0..3).map(|_| child(args)).collect());
+    let open_page = median(&["open-page-ours", path]);
+    let peak = median(&["peak-page-ours", path]) - median(&["peak-none", path]);
+    println!(
+        "| figure | sessionlog | goal |\n|---|---|---|\n\
+         | {sessions} sessions × 2: open + first list_page(50), new process | {} | under 1 s |\n\
+         | peak resident memory of that process (less a process that opened nothing) | {:.0} MB | under 300 MB |\n\
+         | writing the store / its close() (Never) | {} / {} | |",
+        dur(Duration::from_secs_f64(open_page)),
+        peak / 1e6,
+        dur(written),
+        dur(close),
+    );
+    println!(
+        "\n(store: {:.2} GB on disk)",
+        folder_bytes(dir) as f64 / 1e9
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--child") {
         run_child(&args[1..]);
+        return;
+    }
+    if args.iter().any(|a| a == "--million") {
+        // `--sessions N` for a smaller store of the same shape, `--keep` to keep it (for a
+        // profile).
+        let sessions = args
+            .iter()
+            .position(|a| a == "--sessions")
+            .and_then(|i| args.get(i + 1)?.parse().ok())
+            .unwrap_or(1_000_000);
+        let dir = PathBuf::from("target/compare-million");
+        std::fs::remove_dir_all(&dir).ok();
+        million_rows(&dir, sessions);
+        if !args.iter().any(|a| a == "--keep") {
+            std::fs::remove_dir_all(&dir).ok();
+        }
         return;
     }
     let smoke = args.iter().any(|a| a == "--smoke");

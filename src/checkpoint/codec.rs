@@ -92,7 +92,8 @@ pub(crate) struct Sessions {
 impl Sessions {
     /// Adds a session. A session whose locations are parked has them copied from the
     /// checkpoint that holds them, which fails if they cannot be read back whole.
-    pub(crate) fn add(&mut self, e: &Entry<'_>) -> Result<()> {
+    /// Returns where its locations start in the location section.
+    pub(crate) fn add(&mut self, e: &Entry<'_>) -> Result<u64> {
         let v = e.view;
         let start = self.locations.len();
         match &v.parked {
@@ -165,7 +166,12 @@ impl Sessions {
         for digest in v.recent_ids.digests() {
             w.u128(digest);
         }
-        Ok(())
+        Ok(start as u64)
+    }
+
+    /// The location section's length so far.
+    pub(crate) fn section_len(&self) -> usize {
+        self.locations.len()
     }
 }
 

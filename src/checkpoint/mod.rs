@@ -44,7 +44,7 @@ use crate::projection::SessionView;
 use crate::recovery::{Partial, Replayed};
 use crate::report::{Finding, RecoveryReport};
 use crate::segment::key_len_ok;
-use codec::{decode, decode_whole, Decoded, Header, Section, HEADER_LEN, VERSION};
+use codec::{decode, decode_whole, Decoded, Header, Section, HEADER_LEN};
 pub(crate) use codec::{encode_with, Entry, Sessions};
 use folder::{check_folder, check_folder_after_crash};
 
@@ -78,6 +78,10 @@ fn check(d: &Decoded) -> std::result::Result<(), &'static str> {
 /// The associated data of an encrypted store's checkpoint, which is sealed whole under the
 /// store key.
 pub(crate) const SEALED_AAD: &[u8] = b"sessionlog checkpoint\0";
+
+/// The first version a build that knows the running marker wrote: an older checkpoint goes,
+/// rather than being marked, before the segments change.
+const MARKER_VERSION: u32 = 7;
 
 /// What a checkpoint each live session's files are checked against, by session id.
 pub(crate) type Claims = HashMap<u64, Claim>;
@@ -202,7 +206,7 @@ pub(crate) fn load(
         replayed,
         claims,
         partial,
-        older_format: d.version < VERSION,
+        older_format: d.version < MARKER_VERSION,
     }))
 }
 
@@ -214,6 +218,8 @@ fn unpark_now(view: &mut SessionView) -> bool {
     match block.read() {
         Ok((messages, cleared)) => {
             view.unpark(messages, cleared);
+            // Kept in memory for good: nothing holds the checkpoint file open for it.
+            view.image = None;
             true
         }
         Err(_) => false,

@@ -21,9 +21,11 @@ use crate::claim::SegmentStat;
 use crate::error::Result;
 use crate::fs::{context, sync_dir, OpenMode};
 use crate::health::Swallowed;
-use crate::layout::{self, CHECKPOINT_RUNNING_FILE};
+use crate::layout::{self, CHECKPOINT_FILE, CHECKPOINT_RUNNING_FILE};
+use crate::parked::{Block, BlockFile};
 use crate::recovery;
 
+use super::residence::Pinned;
 use super::{Inner, Slot};
 
 /// What the store knows of the checkpoint on disk.
@@ -129,7 +131,7 @@ impl Inner {
     /// checkpoint describes the store without it.
     pub(super) fn drop_checkpoint_for_erasure(&self) -> Result<()> {
         // Nothing read from the checkpoint may stay open once it is removed.
-        self.unpark_all()?;
+        self.unpark_all();
         let mut state = self.checkpoint.lock();
         state.erasures += 1;
         self.checkpoint_exact.store(false, Ordering::SeqCst);
@@ -191,8 +193,13 @@ impl Inner {
         let mut sessions = Sessions::default();
         let mut live_keys = HashSet::new();
         let mut newest_segment_ns = i64::MIN;
+        let mut moved = Vec::new();
         for slot in &slots {
-            self.record_session(slot, each, &mut live_keys, &mut segments, &mut sessions)?;
+            let recorded =
+                self.record_session(slot, each, &mut live_keys, &mut segments, &mut sessions)?;
+            if let Some((block, offset)) = recorded {
+                moved.push((Arc::clone(slot), block, offset));
+            }
         }
         for name in names {
             if segments.contains_key(&name) {
@@ -215,6 +222,7 @@ impl Inner {
             // recorded above came before this flush (one `syncfs` where the file system can).
             self.flush()?;
         }
+        let section_len = sessions.section_len();
         // Read after every session: above each number and id they hold.
         let bytes = checkpoint::encode_with(
             self.feed.next_seq(),
@@ -239,6 +247,10 @@ impl Inner {
             return Ok(false);
         }
         self.poison(checkpoint::put_in_place(&*self.fs, &self.dir))?;
+        if self.keys.is_none() {
+            // (An encrypted store's checkpoint is read whole: nothing is parked in it.)
+            self.repoint(moved, (bytes.len() - section_len) as u64);
+        }
         // Every file was synced for it, one way or the other.
         state.unsynced_before_open = false;
         self.written_since_checkpoint
@@ -283,25 +295,49 @@ impl Inner {
     /// session is recorded, before the checkpoint is written.) A session nobody read or wrote since open
     /// keeps what the checkpoint claimed of its files, unchecked: a change made to them while
     /// the store was closed is still caught at its first read or write after the next open.
+    ///
+    /// Returns where the checkpoint puts the session's locations when they are a block of an
+    /// earlier checkpoint (parked, or their image), so that they can be read from this one once
+    /// it is in place. Locations that cannot be copied from the block that holds them are read
+    /// back first (replayed from the session's files if the block cannot be read).
     fn record_session(
+        &self,
+        slot: &Arc<Slot>,
+        each: bool,
+        live_keys: &mut HashSet<String>,
+        segments: &mut BTreeMap<String, SegmentStat>,
+        sessions: &mut Sessions,
+    ) -> Result<Option<(Block, u64)>> {
+        match self.record_locked(slot, each, live_keys, segments, sessions) {
+            Err(_) if slot.view.read().parked.is_some() => {
+                let pinned = Pinned::new(Arc::clone(slot));
+                self.unpark(&pinned)?;
+                self.record_locked(slot, each, live_keys, segments, sessions)
+            }
+            recorded => recorded,
+        }
+    }
+
+    /// [`Inner::record_session`], once, under the session's locks.
+    fn record_locked(
         &self,
         slot: &Slot,
         each: bool,
         live_keys: &mut HashSet<String>,
         segments: &mut BTreeMap<String, SegmentStat>,
         sessions: &mut Sessions,
-    ) -> Result<()> {
+    ) -> Result<Option<(Block, u64)>> {
         let claim = slot.claim.lock();
         let w = slot.writer.lock();
         let view = slot.view.read();
         let tombstone = view.deleted;
         if (w.retired && !tombstone) || w.newest == 0 || !view.exists {
-            return Ok(());
+            return Ok(None);
         }
         // One live session per key: a session deleted (and its key taken again) while this
         // checkpoint was taken is left out, its files replayed after a crash.
-        if !tombstone && !live_keys.insert(view.key.clone()) {
-            return Ok(());
+        if !tombstone && live_keys.contains(&view.key) {
+            return Ok(None);
         }
         let id = slot.session_id;
         match claim.as_deref() {
@@ -319,7 +355,7 @@ impl Inner {
                 }
             }
         }
-        sessions.add(&Entry {
+        let offset = sessions.add(&Entry {
             session_id: id,
             oldest: w.oldest,
             newest: w.newest,
@@ -328,6 +364,36 @@ impl Inner {
             newest_version: w.newest_version,
             view: &view,
         })?;
-        Ok(())
+        if !tombstone {
+            live_keys.insert(view.key.clone());
+        }
+        let block = view.parked.as_ref().or(view.image.as_ref()).cloned();
+        Ok(block.map(|block| (block, offset)))
+    }
+
+    /// Points the sessions whose locations are still those of an earlier checkpoint's block
+    /// (`moved`: the block, and where the new checkpoint, in place, holds the same bytes) at
+    /// the new checkpoint, so that the old file, replaced, is closed once none reads from it.
+    /// If the new one cannot be opened, they keep reading from the old one.
+    fn repoint(&self, moved: Vec<(Arc<Slot>, Block, u64)>, section: u64) {
+        if moved.is_empty() {
+            return;
+        }
+        let path = self.dir.join(CHECKPOINT_FILE);
+        let Ok(file) = self.fs.open(&path, OpenMode::Read) else {
+            return;
+        };
+        let file = Arc::new(BlockFile::new(file, path, section));
+        for (slot, old, offset) in moved {
+            let new = old.moved_to(&file, offset);
+            let mut view = slot.view.write();
+            // Each is checked under the view's lock: locations changed since, or read back
+            // for an erasure, are left as they are.
+            if view.parked.as_ref() == Some(&old) {
+                view.parked = Some(new);
+            } else if view.image.as_ref() == Some(&old) {
+                view.image = Some(new);
+            }
+        }
     }
 }

@@ -417,8 +417,14 @@ impl Opening<'_> {
         report: &mut RecoveryReport,
     ) -> Result<HashMap<String, Arc<Slot>>> {
         let mut sessions: HashMap<String, Arc<Slot>> = HashMap::with_capacity(replayed.len());
-        replayed.sort_by_key(|s| Reverse(s.session_id));
-        for mut session in replayed {
+        // Taken from the end, newest session id first; the list gives its memory back as it
+        // empties (a large list is a mapping of its own: shrinking it returns pages), so the
+        // decoded sessions and their slots are not both held whole.
+        replayed.sort_by_key(|s| s.session_id);
+        while let Some(mut session) = replayed.pop() {
+            if replayed.capacity() > SHRINK_FROM && replayed.len() < replayed.capacity() / 8 * 7 {
+                replayed.shrink_to_fit();
+            }
             let twin = sessions.contains_key(&session.view.key);
             let slot = match (twin, session.damage.is_some(), self.read_only) {
                 (false, false, _) => {
@@ -642,6 +648,9 @@ fn start_threads(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
     }
     Ok(threads)
 }
+
+/// The fewest sessions whose decoded list open shrinks as it moves them into slots.
+const SHRINK_FROM: usize = 4096;
 
 /// How long open waits for a lock another holder may release at once.
 pub(super) const LOCK_WAIT_MAX: Duration = Duration::from_millis(200);

@@ -14,6 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::health::Swallowed;
 use crate::recovery::{self, ReplayOptions};
 use crate::report::Finding;
 
@@ -161,16 +162,22 @@ impl Inner {
 
     /// Reads back every session's parked locations and forgets where the checkpoint holds
     /// them: before an erasure removes the checkpoint, so that no open handle keeps its
-    /// bytes (the erased session's metadata among them) on disk.
-    pub(super) fn unpark_all(&self) -> Result<()> {
+    /// bytes (the erased session's metadata among them) on disk. A session whose locations
+    /// can be read back neither from the checkpoint nor from its files stays parked (the
+    /// checkpoint's file then stays open until the store closes): the erasure is not refused
+    /// for it, and the error is counted in [`crate::LogStore::health`].
+    pub(super) fn unpark_all(&self) {
         let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
         slots.extend(self.tombstones.lock().slots().cloned());
         for slot in &slots {
             let _pin = Pinned::new(Arc::clone(slot));
-            self.unpark_one(slot)?;
+            if let Err(e) = self.unpark_one(slot) {
+                let what = "reading message locations back before an erasure";
+                self.monitor
+                    .swallowed(Swallowed::Background, what, Some(&slot.key), &e);
+            }
             slot.view.write().image = None;
         }
         *self.residence.lock() = Residence::default();
-        Ok(())
     }
 }
