@@ -342,6 +342,7 @@ impl SessionView {
         self.cleared_by = None;
         self.archived = false;
         self.recent_ids.clear();
+        self.image = None;
     }
 
     fn check_snapshot(&self, s: &Snapshot<'_>) -> Result<(), String> {

@@ -541,12 +541,12 @@ fn run_child(args: &[String]) {
             let start = Instant::now();
             let store = ours(&dir, Durability::Never);
             let page = store.list_page(&first_page()).unwrap();
-            assert_eq!(page.sessions.len(), 50);
+            assert!(!page.sessions.is_empty());
             start.elapsed().as_secs_f64()
         }
         "peak-page-ours" => {
             let store = ours(&dir, Durability::Never);
-            assert_eq!(store.list_page(&first_page()).unwrap().sessions.len(), 50);
+            assert!(!store.list_page(&first_page()).unwrap().sessions.is_empty());
             peak_resident_bytes() as f64
         }
         // The process's peak resident bytes (`VmHWM`) after opening and listing, or after
@@ -563,12 +563,18 @@ fn run_child(args: &[String]) {
             peak_resident_bytes() as f64
         }
         // Resident bytes the open store added, per message.
+        // (Every session is read, so that its message locations are in memory: open reads
+        // none of them.)
         "memory-ours" => {
             let messages: f64 = args[2].parse().unwrap();
             let before = resident_bytes();
             let store = ours(&dir, Durability::Never);
+            let keys = store.list_sessions();
+            assert!(!keys.is_empty());
+            for key in &keys {
+                assert_eq!(store.load_tail(key, 1).len(), 1);
+            }
             let after = resident_bytes();
-            assert!(!store.list_sessions().is_empty());
             (after.saturating_sub(before)) as f64 / messages
         }
         other => panic!("unknown child mode {other}"),
@@ -1152,7 +1158,7 @@ fn main() {
         &sizes.memory_messages.to_string(),
     ]);
     rows.push(Row {
-        figure: "memory of the projection per message".into(),
+        figure: "memory of the projection per message, every session read".into(),
         ours: format!("{per_message:.1} B"),
         sqlite: "".into(),
         jsonl: "".into(),

@@ -186,7 +186,8 @@ impl Inner {
         // Live sessions and tombstones (restorable deleted sessions) alike; a session deleted
         // meanwhile may be in both lists.
         slots.extend(self.tombstones.lock().slots().cloned());
-        // Newest session first, the order open settles them in (then its sort moves nothing).
+        // Newest session first, the order open settles them in (its sort then only reverses
+        // the list).
         slots.sort_by_key(|slot| Reverse(slot.session_id));
         slots.dedup_by_key(|slot| slot.session_id);
         let mut segments: BTreeMap<String, SegmentStat> = BTreeMap::new();

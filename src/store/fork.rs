@@ -132,6 +132,9 @@ impl Inner {
                 cleared_by: None,
                 // Not yet: applying the Fork record makes it exist (and counts it live).
                 exists: false,
+                // The source's block does not hold the fork's locations.
+                image: None,
+                parked: None,
                 ..shared.view
             };
             // Nothing shared is dead weight of the fork's.
