@@ -128,8 +128,10 @@ pub struct Options {
     /// ago whose messages have not changed since (a change of name, alias, context, state or
     /// archived flag changes none) are dropped again, to be read back at their next use; no
     /// answer changes. Locations whose messages changed since the checkpoint stay in memory
-    /// until the store closes, and an erasure reads every session's back (it removes the
-    /// checkpoint they are read from). An encrypted store's checkpoint is opened whole, so
+    /// until the store closes. An erasure reads every session's back (it removes the
+    /// checkpoint they are read from), and the budget drops them again once the next
+    /// checkpoint holds them (one is due at the next [`Options::checkpoint_interval`], or
+    /// [`crate::LogStore::checkpoint`]). An encrypted store's checkpoint is opened whole, so
     /// this does not apply to it. `None`: no budget. Default: `None`.
     pub memory_budget: Option<u64>,
 }

@@ -13,6 +13,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use parking_lot::RwLock;
+
 use crate::error::{Error, Result};
 use crate::fs::FileHandle;
 use crate::location::MessageLoc;
@@ -24,7 +26,8 @@ const CHUNK: usize = 64 << 10;
 
 /// An open checkpoint file whose location section blocks are read from.
 pub(crate) struct BlockFile {
-    file: Box<dyn FileHandle>,
+    /// `None` once detached: closed, its blocks no longer read.
+    file: RwLock<Option<Box<dyn FileHandle>>>,
     path: PathBuf,
     /// Where the location section starts in the file.
     section: u64,
@@ -35,10 +38,17 @@ impl BlockFile {
     /// `section`.
     pub(crate) fn new(file: Box<dyn FileHandle>, path: PathBuf, section: u64) -> BlockFile {
         BlockFile {
-            file,
+            file: RwLock::new(Some(file)),
             path,
             section,
         }
+    }
+
+    /// Closes the file: before an erasure removes the checkpoint. Its blocks are no longer
+    /// read; what they describe can still be matched (`Block`'s equality), so that a later
+    /// checkpoint's copy takes their place.
+    pub(crate) fn detach(&self) {
+        self.file.write().take();
     }
 }
 
@@ -114,6 +124,16 @@ impl Block {
         self.cleared_bytes
     }
 
+    /// The file it is read from, to detach it.
+    pub(crate) fn file(&self) -> &Arc<BlockFile> {
+        &self.file
+    }
+
+    /// Its file is still open: it can be read.
+    pub(crate) fn attached(&self) -> bool {
+        self.file.file.read().is_some()
+    }
+
     /// Its length in bytes: the memory its locations take once read.
     pub(crate) fn len(&self) -> u64 {
         ((self.messages + self.cleared) * LOC_BYTES) as u64
@@ -130,9 +150,12 @@ impl Block {
             offset: at,
             reason: format!("the checkpoint's message locations of a session: {reason}"),
         };
+        let file = f.file.read();
+        let Some(file) = file.as_deref() else {
+            return Err(damaged("its checkpoint was removed (an erasure)"));
+        };
         let read = |buf: &mut [u8], from: u64| {
-            f.file
-                .read_at(buf, from)
+            file.read_at(buf, from)
                 .map_err(|e| damaged(&format!("unreadable ({e})")))
         };
         if len > CHUNK as u64 {

@@ -493,10 +493,11 @@ impl SessionView {
         self.image = self.parked.take();
     }
 
-    /// Drops the locations in memory when they are still their image's (returns how many
-    /// bytes of the checkpoint's they were), to be read back from it at the next touch.
+    /// Drops the locations in memory when they are still their image's and it can be read
+    /// (returns how many bytes of the checkpoint's they were), to be read back from it at the
+    /// next touch.
     pub(crate) fn park(&mut self) -> Option<u64> {
-        let image = self.image.take()?;
+        let image = self.image.take_if(|image| image.attached())?;
         let len = image.len();
         self.messages = Vec::new();
         self.cleared = Vec::new();

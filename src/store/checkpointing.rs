@@ -396,5 +396,7 @@ impl Inner {
                 view.image = Some(new);
             }
         }
+        // Locations an erasure left in memory may be dropped again.
+        self.keep_budget();
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::health::Swallowed;
+use crate::parked::BlockFile;
 use crate::recovery::{self, ReplayOptions};
 use crate::report::Finding;
 
@@ -62,12 +63,23 @@ impl Inner {
         let Some(len) = self.unpark_one(slot)? else {
             return Ok(());
         };
-        let Some(budget) = self.options.memory_budget else {
+        if self.options.memory_budget.is_none() {
             return Ok(());
-        };
+        }
         let mut residence = self.residence.lock();
         residence.read_back.push_back((Arc::downgrade(slot), len));
         residence.bytes += len;
+        drop(residence);
+        self.keep_budget();
+        Ok(())
+    }
+
+    /// Parks the locations read back longest ago, while they pass the memory budget.
+    pub(super) fn keep_budget(&self) {
+        let Some(budget) = self.options.memory_budget else {
+            return;
+        };
+        let mut residence = self.residence.lock();
         // Each entry is looked at once at most: pinned or busy ones go to the back.
         let mut tries = residence.read_back.len();
         while residence.bytes > budget && tries > 0 {
@@ -79,22 +91,23 @@ impl Inner {
             let Some(other) = other.upgrade() else {
                 continue; // gone from the store
             };
-            let parked = match other.view.try_write() {
+            let done = match other.view.try_write() {
                 // Checked under the view's lock: a call pins before it reads the locations.
                 Some(mut view) if other.pins.load(Ordering::SeqCst) == 0 => {
                     if view.park().is_some() {
                         self.monitor.parked();
                     }
-                    true
+                    // Parked, or changed since (never parked again); unless its block's file
+                    // was detached by an erasure: the next checkpoint gives it one again.
+                    view.image.is_none()
                 }
                 _ => false,
             };
-            if !parked {
+            if !done {
                 residence.read_back.push_back((Arc::downgrade(&other), len));
                 residence.bytes += len;
             }
         }
-        Ok(())
     }
 
     /// Reads back the locations of `slot` if they are parked; returns how many bytes they
@@ -160,24 +173,44 @@ impl Inner {
         }
     }
 
-    /// Reads back every session's parked locations and forgets where the checkpoint holds
-    /// them: before an erasure removes the checkpoint, so that no open handle keeps its
-    /// bytes (the erased session's metadata among them) on disk. A session whose locations
-    /// can be read back neither from the checkpoint nor from its files stays parked (the
-    /// checkpoint's file then stays open until the store closes): the erasure is not refused
-    /// for it, and the error is counted in [`crate::LogStore::health`].
+    /// Reads back every session's parked locations and closes the checkpoint files they were
+    /// read from: before an erasure removes the checkpoint, so that no open handle keeps its
+    /// bytes (the erased session's metadata among them) on disk. The sessions keep their
+    /// images, detached: the memory budget drops none of them until the next checkpoint (which
+    /// an erasure makes due) holds their locations again. A session whose locations can be
+    /// read back neither from the checkpoint nor from its files stays parked, to be replayed
+    /// from its files at its next touch: the erasure is not refused for it, and the error is
+    /// counted in [`crate::LogStore::health`].
     pub(super) fn unpark_all(&self) {
         let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
         slots.extend(self.tombstones.lock().slots().cloned());
+        let mut files: Vec<Arc<BlockFile>> = Vec::new();
         for slot in &slots {
             let _pin = Pinned::new(Arc::clone(slot));
-            if let Err(e) = self.unpark_one(slot) {
-                let what = "reading message locations back before an erasure";
-                self.monitor
-                    .swallowed(Swallowed::Background, what, Some(&slot.key), &e);
+            match self.unpark_one(slot) {
+                Ok(Some(len)) if self.options.memory_budget.is_some() => {
+                    let mut residence = self.residence.lock();
+                    residence.read_back.push_back((Arc::downgrade(slot), len));
+                    residence.bytes += len;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let what = "reading message locations back before an erasure";
+                    self.monitor
+                        .swallowed(Swallowed::Read, what, Some(&slot.key), &e);
+                }
             }
-            slot.view.write().image = None;
+            let view = slot.view.read();
+            for block in view.parked.iter().chain(&view.image) {
+                if !files.iter().any(|f| Arc::ptr_eq(f, block.file())) {
+                    files.push(Arc::clone(block.file()));
+                }
+            }
         }
-        *self.residence.lock() = Residence::default();
+        for file in files {
+            file.detach();
+        }
+        // The next checkpoint holds every session's locations again.
+        self.written_since_checkpoint.fetch_add(1, Ordering::SeqCst);
     }
 }
