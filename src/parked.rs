@@ -52,17 +52,39 @@ impl BlockFile {
     }
 }
 
+/// Where a checkpoint holds a session's message locations, as its view knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Home {
+    /// In memory only: no checkpoint block the store reads holds them as they are.
+    #[default]
+    Memory,
+    /// Not in memory (the view's lists are empty): the block holds them.
+    Parked(Block),
+    /// In memory, and still equal to the block (its image): a memory budget may park them.
+    Image(Block),
+}
+
+impl Home {
+    /// The block, parked or image.
+    pub(crate) fn block(&self) -> Option<&Block> {
+        match self {
+            Home::Memory => None,
+            Home::Parked(block) | Home::Image(block) => Some(block),
+        }
+    }
+}
+
 /// One session's message locations in a checkpoint's location section.
 #[derive(Clone)]
-pub(crate) struct Block {
+pub struct Block {
     file: Arc<BlockFile>,
     /// From the start of the section.
     offset: u64,
-    messages: usize,
-    cleared: usize,
-    crc: u32,
     /// Bytes of the records of the messages kept for `undo_clear`.
     cleared_bytes: u64,
+    messages: u32,
+    cleared: u32,
+    crc: u32,
 }
 
 impl fmt::Debug for Block {
@@ -91,7 +113,7 @@ impl Block {
     pub(crate) fn new(
         file: Arc<BlockFile>,
         offset: u64,
-        (messages, cleared): (usize, usize),
+        (messages, cleared): (u32, u32),
         crc: u32,
         cleared_bytes: u64,
     ) -> Block {
@@ -116,7 +138,7 @@ impl Block {
 
     /// Live messages it holds.
     pub(crate) fn messages(&self) -> usize {
-        self.messages
+        self.messages as usize
     }
 
     /// Bytes of the records of the messages it keeps for `undo_clear`.
@@ -136,7 +158,7 @@ impl Block {
 
     /// Its length in bytes: the memory its locations take once read.
     pub(crate) fn len(&self) -> u64 {
-        ((self.messages + self.cleared) * LOC_BYTES) as u64
+        (u64::from(self.messages) + u64::from(self.cleared)) * LOC_BYTES as u64
     }
 
     /// Its bytes, once their CRC is right. A block larger than [`CHUNK`] is first checked
@@ -145,6 +167,11 @@ impl Block {
         let f = &*self.file;
         let len = self.len();
         let at = f.section + self.offset;
+        let whole = usize::try_from(len).map_err(|_| Error::Corrupt {
+            path: f.path.clone(),
+            offset: at,
+            reason: "the checkpoint's message locations of a session: too many".into(),
+        })?;
         let damaged = |reason: &str| Error::Corrupt {
             path: f.path.clone(),
             offset: at,
@@ -172,7 +199,7 @@ impl Block {
                 return Err(damaged("CRC mismatch"));
             }
         }
-        let mut bytes = vec![0u8; len as usize];
+        let mut bytes = vec![0u8; whole];
         read(&mut bytes, at)?;
         if crc32fast::hash(&bytes) != self.crc {
             return Err(damaged("CRC mismatch"));
@@ -182,7 +209,7 @@ impl Block {
 
     /// Its locations: the live messages', then those kept for `undo_clear`.
     pub(crate) fn read(&self) -> Result<(Vec<MessageLoc>, Vec<MessageLoc>)> {
-        Ok(decode_locs(&self.bytes()?, self.messages))
+        Ok(decode_locs(&self.bytes()?, self.messages()))
     }
 }
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::backend::{SessionMetadata, SessionState};
 use crate::id_window::{id_digest, IdWindow};
 use crate::location::{MessageLoc, RecordLoc, BATCH_MESSAGES_MAX, OFFSET_MASK};
-use crate::parked::Block;
+use crate::parked::{Block, Home};
 use crate::record::{Event, Snapshot};
 
 /// The state a session is in when it is created.
@@ -77,13 +77,11 @@ pub struct SessionView {
     pub archived: bool,
     /// The ids of its last identified appends, for `append_once`.
     pub recent_ids: IdWindow,
-    /// Set while the message locations are not in memory (`messages` and `cleared` are empty
-    /// meanwhile): the checkpoint block that holds them. Only the store's first touch of the
-    /// session reads them back; nothing is applied to a parked view.
-    pub parked: Option<Block>,
-    /// The checkpoint block the locations in memory were read from, while they still equal it
-    /// (anything that changes them clears it): a memory budget may park them again.
-    pub image: Option<Block>,
+    /// Where a checkpoint holds the message locations: parked there (`messages` and `cleared`
+    /// are empty meanwhile; only the store's first touch of the session reads them back, and
+    /// nothing is applied to a parked view), or an image of what is in memory (anything that
+    /// may change the locations forgets it), or nowhere the store reads.
+    pub home: Home,
 }
 
 /// Converts stored microseconds to a time. Every stored time was checked by
@@ -139,8 +137,7 @@ impl SessionView {
             last_seq: 0,
             archived: false,
             recent_ids: IdWindow::new(window),
-            parked: None,
-            image: None,
+            home: Home::Memory,
         }
     }
 
@@ -148,7 +145,7 @@ impl SessionView {
     /// cannot follow the session's history (the store never writes such a record), so the
     /// record is damage.
     pub fn apply(&mut self, ts: i64, event: &Event<'_>, at: RecordLoc) -> Result<(), String> {
-        if self.parked.is_some() {
+        if self.parked().is_some() {
             // The store reads a session's locations back before it writes to it.
             return Err("event applied to a session whose message locations are parked".into());
         }
@@ -200,7 +197,7 @@ impl SessionView {
         if !metadata_only {
             // The locations may change (and a deleted session is never parked: a restore
             // applies to it without reading anything back).
-            self.image = None;
+            self.home = Home::Memory;
         }
         if !self.exists {
             self.exists = true;
@@ -342,7 +339,7 @@ impl SessionView {
         self.cleared_by = None;
         self.archived = false;
         self.recent_ids.clear();
-        self.image = None;
+        self.home = Home::Memory;
     }
 
     fn check_snapshot(&self, s: &Snapshot<'_>) -> Result<(), String> {
@@ -473,7 +470,7 @@ impl SessionView {
 
     /// Bytes of the records of the messages kept for `undo_clear`.
     pub fn cleared_bytes(&self) -> u64 {
-        match &self.parked {
+        match self.parked() {
             Some(block) => block.cleared_bytes(),
             None => self.cleared.iter().map(MessageLoc::weight).sum(),
         }
@@ -481,27 +478,45 @@ impl SessionView {
 
     /// Its live messages, whether their locations are in memory or parked.
     pub fn message_count(&self) -> usize {
-        self.parked
-            .as_ref()
-            .map_or(self.messages.len(), Block::messages)
+        self.parked().map_or(self.messages.len(), Block::messages)
     }
 
-    /// Puts back the locations `block` holds, read from it, and keeps it as their image.
+    /// The block its locations are parked in, if they are.
+    pub(crate) fn parked(&self) -> Option<&Block> {
+        match &self.home {
+            Home::Parked(block) => Some(block),
+            _ => None,
+        }
+    }
+
+    /// The block its locations in memory are an image of, if any.
+    pub(crate) fn image(&self) -> Option<&Block> {
+        match &self.home {
+            Home::Image(block) => Some(block),
+            _ => None,
+        }
+    }
+
+    /// Puts back the locations the parked block holds, read from it, and keeps it as their
+    /// image.
     pub(crate) fn unpark(&mut self, messages: Vec<MessageLoc>, cleared: Vec<MessageLoc>) {
         self.messages = messages;
         self.cleared = cleared;
-        self.image = self.parked.take();
+        if let Home::Parked(block) = std::mem::take(&mut self.home) {
+            self.home = Home::Image(block);
+        }
     }
 
     /// Drops the locations in memory when they are still their image's and it can be read
     /// (returns how many bytes of the checkpoint's they were), to be read back from it at the
     /// next touch.
     pub(crate) fn park(&mut self) -> Option<u64> {
-        let image = self.image.take_if(|image| image.attached())?;
-        let len = image.len();
+        let len = self.image().filter(|image| image.attached())?.len();
+        if let Home::Image(block) = std::mem::take(&mut self.home) {
+            self.home = Home::Parked(block);
+        }
         self.messages = Vec::new();
         self.cleared = Vec::new();
-        self.parked = Some(image);
         Some(len)
     }
 
@@ -530,8 +545,7 @@ impl SessionView {
 
     /// Installs message locations and the bytes written since the last compaction.
     pub fn install_generation(&mut self, messages: Vec<MessageLoc>, bytes_written: u64) {
-        self.image = None;
-        self.parked = None;
+        self.home = Home::Memory;
         self.live_bytes = messages.iter().map(MessageLoc::weight).sum();
         self.messages = messages;
         self.bytes_written = bytes_written;

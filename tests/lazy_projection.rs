@@ -138,25 +138,27 @@ fn the_memory_budget_parks_and_reads_back_without_changing_any_answer() {
     check_all(&store, &expected, None, "reopened");
 }
 
-/// The location section starts after the header (32 bytes) and the body.
-fn section_start(checkpoint: &[u8]) -> usize {
-    let body_len = u64::from_le_bytes(checkpoint[12..20].try_into().unwrap());
-    32 + body_len as usize
-}
-
-#[test]
-fn damaged_locations_in_the_checkpoint_are_replayed_from_the_segments_never_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut expected = build(dir.path());
+/// [`build`], then every byte of the checkpoint's location section (after the 32-byte header
+/// and the body) flipped; returns what each live session holds.
+fn build_with_damaged_locations(dir: &Path) -> Vec<Vec<ChatMessage>> {
+    let mut expected = build(dir);
     expected.pop();
-    let path = dir.path().join("CHECKPOINT");
+    let path = dir.join("CHECKPOINT");
     let mut bytes = std::fs::read(&path).unwrap();
-    let start = section_start(&bytes);
+    let body_len = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
+    let start = 32 + body_len as usize;
     assert!(start < bytes.len());
     for b in &mut bytes[start..] {
         *b ^= 0x20;
     }
     std::fs::write(&path, &bytes).unwrap();
+    expected
+}
+
+#[test]
+fn damaged_locations_in_the_checkpoint_are_replayed_from_the_segments_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = build_with_damaged_locations(dir.path());
     let store = LogStore::open_with(dir.path(), options(None)).unwrap();
     // The metadata is sound: open and listing need no locations.
     assert_eq!(listing(&store), expected_listing(&expected));
@@ -183,15 +185,7 @@ fn damaged_locations_in_the_checkpoint_are_replayed_from_the_segments_never_serv
 #[test]
 fn a_checkpoint_taken_before_damaged_locations_are_touched_replays_them_from_the_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let mut expected = build(dir.path());
-    expected.pop();
-    let path = dir.path().join("CHECKPOINT");
-    let mut bytes = std::fs::read(&path).unwrap();
-    let start = section_start(&bytes);
-    for b in &mut bytes[start..] {
-        *b ^= 0x20;
-    }
-    std::fs::write(&path, &bytes).unwrap();
+    let mut expected = build_with_damaged_locations(dir.path());
     let store = LogStore::open_with(dir.path(), options(None)).unwrap();
     let message = ChatMessage::user("one more");
     store.append(&key(3), &message).unwrap();

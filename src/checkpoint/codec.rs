@@ -7,7 +7,7 @@ use crate::claim::SegmentStat;
 use crate::error::Result;
 use crate::fs::FileStat;
 use crate::location::MessageLoc;
-use crate::parked::{decode_locs, encode_loc, Block, BlockFile, LOC_BYTES};
+use crate::parked::{decode_locs, encode_loc, Block, BlockFile, Home, LOC_BYTES};
 use crate::projection::SessionView;
 use crate::record::{Hash, HASH_LEN};
 use crate::recovery::ReplayedSession;
@@ -96,7 +96,7 @@ impl Sessions {
     pub(crate) fn add(&mut self, e: &Entry<'_>) -> Result<u64> {
         let v = e.view;
         let start = self.locations.len();
-        match &v.parked {
+        match v.parked() {
             Some(block) => self.locations.extend_from_slice(&block.bytes()?),
             None => {
                 for m in v.messages.iter().chain(&v.cleared) {
@@ -449,9 +449,9 @@ pub(super) fn decode(bytes: &[u8], window: usize, section: Section<'_>) -> Optio
             view.cleared = locs()?;
             view.install_generation(messages, bytes_written);
         } else {
-            let counts = (r.len()?, r.len()?);
+            let counts = (u32::try_from(r.u64()?).ok()?, u32::try_from(r.u64()?).ok()?);
             let (live_bytes, cleared_bytes, crc) = (r.u64()?, r.u64()?, r.u32()?);
-            let len = counts.0.checked_add(counts.1)?.checked_mul(LOC_BYTES)? as u64;
+            let len = (u64::from(counts.0) + u64::from(counts.1)) * LOC_BYTES as u64;
             let offset = section_at;
             section_at = section_at
                 .checked_add(len)
@@ -461,7 +461,7 @@ pub(super) fn decode(bytes: &[u8], window: usize, section: Section<'_>) -> Optio
                     view.bytes_written = bytes_written;
                     view.live_bytes = live_bytes;
                     let block = Block::new(Arc::clone(file), offset, counts, crc, cleared_bytes);
-                    view.parked = Some(block);
+                    view.home = Home::Parked(block);
                 }
                 Section::Bytes(bytes) => {
                     let at = usize::try_from(offset).ok()?;
@@ -469,7 +469,7 @@ pub(super) fn decode(bytes: &[u8], window: usize, section: Section<'_>) -> Optio
                     if crc32fast::hash(block) != crc {
                         return None;
                     }
-                    let (messages, cleared) = decode_locs(block, counts.0);
+                    let (messages, cleared) = decode_locs(block, counts.0 as usize);
                     view.cleared = cleared;
                     view.install_generation(messages, bytes_written);
                     if (view.live_bytes, view.cleared_bytes()) != (live_bytes, cleared_bytes) {

@@ -212,14 +212,14 @@ pub(crate) fn load(
 
 /// Reads back the locations of a view that are parked; false if they cannot be.
 fn unpark_now(view: &mut SessionView) -> bool {
-    let Some(block) = &view.parked else {
+    let Some(block) = view.parked() else {
         return true;
     };
     match block.read() {
         Ok((messages, cleared)) => {
             view.unpark(messages, cleared);
             // Kept in memory for good: nothing holds the checkpoint file open for it.
-            view.image = None;
+            view.home = crate::parked::Home::Memory;
             true
         }
         Err(_) => false,

@@ -22,7 +22,7 @@ use crate::error::Result;
 use crate::fs::{context, sync_dir, OpenMode};
 use crate::health::Swallowed;
 use crate::layout::{self, CHECKPOINT_FILE, CHECKPOINT_RUNNING_FILE};
-use crate::parked::{Block, BlockFile};
+use crate::parked::{Block, BlockFile, Home};
 use crate::recovery;
 
 use super::residence::Pinned;
@@ -310,7 +310,7 @@ impl Inner {
         sessions: &mut Sessions,
     ) -> Result<Option<(Block, u64)>> {
         match self.record_locked(slot, each, live_keys, segments, sessions) {
-            Err(_) if slot.view.read().parked.is_some() => {
+            Err(_) if slot.view.read().parked().is_some() => {
                 let pinned = Pinned::new(Arc::clone(slot));
                 self.unpark(&pinned)?;
                 self.record_locked(slot, each, live_keys, segments, sessions)
@@ -368,7 +368,7 @@ impl Inner {
         if !tombstone {
             live_keys.insert(view.key.clone());
         }
-        let block = view.parked.as_ref().or(view.image.as_ref()).cloned();
+        let block = view.home.block().cloned();
         Ok(block.map(|block| (block, offset)))
     }
 
@@ -390,11 +390,11 @@ impl Inner {
             let mut view = slot.view.write();
             // Each is checked under the view's lock: locations changed since, or read back
             // for an erasure, are left as they are.
-            if view.parked.as_ref() == Some(&old) {
-                view.parked = Some(new);
-            } else if view.image.as_ref() == Some(&old) {
-                view.image = Some(new);
-            }
+            view.home = match std::mem::take(&mut view.home) {
+                Home::Parked(block) if block == old => Home::Parked(new),
+                Home::Image(block) if block == old => Home::Image(new),
+                other => other,
+            };
         }
         // Locations an erasure left in memory may be dropped again.
         self.keep_budget();

@@ -133,8 +133,7 @@ impl Inner {
                 // Not yet: applying the Fork record makes it exist (and counts it live).
                 exists: false,
                 // The source's block does not hold the fork's locations.
-                image: None,
-                parked: None,
+                home: crate::parked::Home::Memory,
                 ..shared.view
             };
             // Nothing shared is dead weight of the fork's.

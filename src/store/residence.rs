@@ -99,7 +99,7 @@ impl Inner {
                     }
                     // Parked, or changed since (never parked again); unless its block's file
                     // was detached by an erasure: the next checkpoint gives it one again.
-                    view.image.is_none()
+                    view.image().is_none()
                 }
                 _ => false,
             };
@@ -116,12 +116,12 @@ impl Inner {
     /// [`Finding::CheckpointIgnored`]); if they do not, the read fails and the session stays
     /// parked.
     fn unpark_one(&self, slot: &Arc<Slot>) -> Result<Option<u64>> {
-        if slot.view.read().parked.is_none() {
+        if slot.view.read().parked().is_none() {
             return Ok(None);
         }
         let failed = {
             let mut view = slot.view.write();
-            let Some(block) = view.parked.clone() else {
+            let Some(block) = view.parked().cloned() else {
                 return Ok(None);
             };
             match block.read() {
@@ -150,7 +150,7 @@ impl Inner {
         let (fs, dir, keys) = (&*self.fs, &*self.dir, self.keys.as_ref());
         let look = recovery::replay_alone(fs, dir, slot.session_id, numbers, &options, keys)?;
         let mut view = slot.view.write();
-        if view.parked.is_none() {
+        if view.parked().is_none() {
             return Ok(()); // read back meanwhile
         }
         match look.live {
@@ -201,7 +201,7 @@ impl Inner {
                 }
             }
             let view = slot.view.read();
-            for block in view.parked.iter().chain(&view.image) {
+            if let Some(block) = view.home.block() {
                 if !files.iter().any(|f| Arc::ptr_eq(f, block.file())) {
                     files.push(Arc::clone(block.file()));
                 }
