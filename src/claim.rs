@@ -143,6 +143,24 @@ impl Claim {
     }
 }
 
+/// What a checkpoint claims of each live session's files, by session id (ascending), each
+/// taken once, by the session's slot.
+#[derive(Default)]
+pub(crate) struct Claims(pub(crate) Vec<(u64, Option<Claim>)>);
+
+impl Claims {
+    /// The claim of session `id`, if there is one not taken yet.
+    pub(crate) fn take(&mut self, id: u64) -> Option<Claim> {
+        let at = self.0.binary_search_by_key(&id, |(id, _)| *id).ok()?;
+        self.0.get_mut(at)?.1.take()
+    }
+
+    /// Drops the claims of the sessions `gone` names.
+    pub(crate) fn drop_if(&mut self, gone: impl Fn(u64) -> bool) {
+        self.0.retain(|(id, _)| !gone(*id));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

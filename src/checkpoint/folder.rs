@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::claim::{compare, Claim, Compared, SegmentStat};
+use crate::claim::{compare, Claim, Claims, Compared, SegmentStat};
 use crate::fs::FileSystem;
 use crate::layout::{parse_segment_name, SEGMENT_SUFFIX};
 use crate::recovery::ReplayedSession;
@@ -24,8 +24,8 @@ pub(super) fn check_folder(
     checkpoint: &Path,
     recorded: Vec<(String, SegmentStat)>,
     listed: &[String],
-    live: &HashSet<u64>,
-) -> std::result::Result<HashMap<u64, Claim>, &'static str> {
+    live: &[u64],
+) -> std::result::Result<Claims, &'static str> {
     if recorded.len() != listed.len() || recorded.iter().zip(listed).any(|((a, _), b)| a != b) {
         return Err("the folder's segment files differ from those it records");
     }
@@ -35,7 +35,7 @@ pub(super) fn check_folder(
         .modified_ns;
     for (name, stat) in &recorded {
         let id = parse_segment_name(name, SEGMENT_SUFFIX).map(|(id, _)| id);
-        if id.is_some_and(|id| live.contains(&id)) {
+        if id.is_some_and(|id| live.binary_search(&id).is_ok()) {
             continue;
         }
         let now = fs
@@ -64,7 +64,7 @@ pub(super) fn check_folder_after_crash(
     recorded: Vec<(String, SegmentStat)>,
     listed: &[String],
     sessions: &[ReplayedSession],
-) -> std::result::Result<(HashMap<u64, Claim>, Option<HashMap<u64, bool>>), &'static str> {
+) -> std::result::Result<(Claims, Option<HashMap<u64, bool>>), &'static str> {
     let written = fs
         .stat(checkpoint)
         .map_err(|_| "it cannot be examined")?
@@ -158,27 +158,24 @@ pub(super) fn check_folder_after_crash(
         }
     }
     // The live sessions left: their files as recorded, checked again at first touch.
-    let live: HashSet<u64> = sessions
+    let mut live: Vec<u64> = sessions
         .iter()
         .filter(|s| !s.view.deleted && !changed.contains_key(&s.session_id))
         .map(|s| s.session_id)
         .collect();
+    live.sort_unstable();
     Ok((claims_of(written, recorded, &live), Some(changed)))
 }
 
 /// The claims of the `live` sessions on their files, from what a checkpoint written at
 /// `written` recorded of every file (sorted by name, so by session id and then segment
 /// number: each session's files are one run).
-fn claims_of(
-    written: i64,
-    recorded: Vec<(String, SegmentStat)>,
-    live: &HashSet<u64>,
-) -> HashMap<u64, Claim> {
+fn claims_of(written: i64, recorded: Vec<(String, SegmentStat)>, live: &[u64]) -> Claims {
     let mut files = Vec::with_capacity(recorded.len());
     let mut runs: Vec<(u64, std::ops::Range<usize>)> = Vec::with_capacity(live.len());
     for (name, stat) in recorded {
         if let Some((id, number)) = parse_segment_name(&name, SEGMENT_SUFFIX) {
-            if live.contains(&id) {
+            if live.binary_search(&id).is_ok() {
                 match runs.last_mut() {
                     Some((last, run)) if *last == id => run.end += 1,
                     _ => runs.push((id, files.len()..files.len() + 1)),
@@ -188,7 +185,9 @@ fn claims_of(
         }
     }
     let files: Arc<[(u32, SegmentStat)]> = Arc::from(files);
-    runs.into_iter()
-        .map(|(id, run)| (id, Claim::new(written, Arc::clone(&files), run)))
-        .collect()
+    Claims(
+        runs.into_iter()
+            .map(|(id, run)| (id, Some(Claim::new(written, Arc::clone(&files), run))))
+            .collect(),
+    )
 }

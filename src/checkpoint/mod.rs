@@ -30,11 +30,11 @@
 mod codec;
 mod folder;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::claim::Claim;
+pub(crate) use crate::claim::Claims;
 use crate::error::Result;
 use crate::fs::{context, read_all, sync_dir, FileSystem, OpenMode};
 use crate::keyring::Keyring;
@@ -51,17 +51,20 @@ use folder::{check_folder, check_folder_after_crash};
 /// Checks what a whole checkpoint (its CRC right) claims against the rules every store keeps,
 /// so that a value the store would never have written is not trusted: numbers below the
 /// format's limit, each session's sequence numbers below the next one, keys of a length a
-/// session may have, one live session per key and one session per id.
-fn check(d: &Decoded) -> std::result::Result<(), &'static str> {
+/// session may have, one live session per key and one session per id. Returns the live
+/// sessions' ids, in ascending order.
+fn check(d: &Decoded) -> std::result::Result<Vec<u64>, &'static str> {
     if d.next_seq >= NUMBER_LIMIT || d.next_id >= NUMBER_LIMIT {
         return Err("it holds a sequence number or session id beyond the format's range");
     }
-    let mut ids = HashSet::with_capacity(d.sessions.len());
+    // Written newest first: the sort only reverses them.
+    let mut ids: Vec<u64> = d.sessions.iter().map(|s| s.session_id).collect();
+    ids.sort_unstable();
+    if ids.windows(2).any(|w| w[0] == w[1]) || ids.last().is_some_and(|&id| id >= d.next_id) {
+        return Err("it holds a session id twice, or one not below the next");
+    }
     let mut live_keys = HashSet::with_capacity(d.sessions.len());
     for s in &d.sessions {
-        if s.session_id >= d.next_id || !ids.insert(s.session_id) {
-            return Err("it holds a session id twice, or one not below the next");
-        }
         if s.view.last_seq >= d.next_seq {
             return Err("a session's last sequence number is not below the next");
         }
@@ -72,7 +75,12 @@ fn check(d: &Decoded) -> std::result::Result<(), &'static str> {
             return Err("two sessions hold one key");
         }
     }
-    Ok(())
+    let mut live: Vec<u64> = (d.sessions.iter().rev())
+        .filter(|s| !s.view.deleted)
+        .map(|s| s.session_id)
+        .collect();
+    live.sort_unstable();
+    Ok(live)
 }
 
 /// The associated data of an encrypted store's checkpoint, which is sealed whole under the
@@ -82,9 +90,6 @@ pub(crate) const SEALED_AAD: &[u8] = b"sessionlog checkpoint\0";
 /// The first version a build that knows the running marker wrote: an older checkpoint goes,
 /// rather than being marked, before the segments change.
 const MARKER_VERSION: u32 = 7;
-
-/// What a checkpoint each live session's files are checked against, by session id.
-pub(crate) type Claims = HashMap<u64, Claim>;
 
 /// A checkpoint as open loaded it.
 pub(crate) struct Loaded {
@@ -138,17 +143,11 @@ pub(crate) fn load(
         Some(d) if d.window_full && d.window < window as u64 => {
             Err("it was written with a smaller idempotency_window")
         }
-        Some(mut d) => check(&d).and_then(|()| {
+        Some(mut d) => check(&d).and_then(|live| {
             let recorded = std::mem::take(&mut d.segments);
             let (claims, changed) = if running {
                 check_folder_after_crash(fs, dir, &path, recorded, segments, &d.sessions)?
             } else {
-                let live: HashSet<u64> = d
-                    .sessions
-                    .iter()
-                    .filter(|s| !s.view.deleted)
-                    .map(|s| s.session_id)
-                    .collect();
                 (
                     check_folder(fs, dir, &path, recorded, segments, &live)?,
                     None,

@@ -386,7 +386,7 @@ fn drop_erased(
         .collect();
     kept.sessions.retain(|s| !gone(s.session_id));
     kept.tombstones.retain(|s| !gone(s.session_id));
-    claims.retain(|id, _| !gone(*id));
+    claims.drop_if(gone);
     partial
         .ids
         .extend(erasing.iter().chain(&erased_ids).copied());
@@ -428,7 +428,7 @@ impl Opening<'_> {
             let twin = sessions.contains_key(&session.view.key);
             let slot = match (twin, session.damage.is_some(), self.read_only) {
                 (false, false, _) => {
-                    let claim = claims.remove(&session.session_id);
+                    let claim = claims.take(session.session_id);
                     slot_from(session, claim)
                 }
                 (false, true, false) => self.repair(session, next_seq, report)?,
