@@ -258,3 +258,48 @@ fn a_checkpoint_taken_while_the_store_runs_becomes_the_file_parked_locations_are
     check_all(&store, &expected, None, "again");
     assert!(store.health().locations_parked > 0);
 }
+
+#[test]
+fn a_checkpoint_of_format_7_written_by_the_previous_build_is_read_and_marked_running() {
+    use sessionlog::testing::Model;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v7-store");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let checkpoint = dir.path().join("CHECKPOINT");
+    assert_eq!(
+        std::fs::read(&checkpoint).unwrap()[8..12],
+        7u32.to_le_bytes()
+    );
+    let replayed = Model::observe(&LogStore::open_read_only(dir.path()).unwrap());
+    {
+        let store = LogStore::open(dir.path()).unwrap();
+        let report = store.recovery_report();
+        assert!(report.from_checkpoint && report.is_clean(), "{report:?}");
+        assert_eq!(Model::observe(&store), replayed);
+        // Its locations were in its body: none is read from a block.
+        assert_eq!(store.health().locations_read_back, 0);
+        // A build of version 7 knows the running marker: the checkpoint is marked, not removed.
+        store
+            .append("telegram_alice", &ChatMessage::user("more"))
+            .unwrap();
+        assert!(checkpoint.exists());
+        assert!(dir.path().join("CHECKPOINT.running").exists());
+        std::mem::forget(store); // a crash
+        std::fs::remove_file(dir.path().join("LOCK")).ok();
+    }
+    let store = LogStore::open(dir.path()).unwrap();
+    let report = store.recovery_report().clone();
+    // (The fixture's files are copies, their change times new: every session is replayed.)
+    assert!(report.from_checkpoint && report.is_clean(), "{report:?}");
+    assert_eq!(store.load("telegram_alice").len(), 4);
+    assert_eq!(store.list_sessions().len(), 3);
+    store.close().unwrap();
+    // The close wrote version 8.
+    assert_eq!(
+        std::fs::read(&checkpoint).unwrap()[8..12],
+        8u32.to_le_bytes()
+    );
+}
