@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -28,6 +29,8 @@ const CHUNK: usize = 64 << 10;
 pub(crate) struct BlockFile {
     /// `None` once detached: closed, its blocks no longer read.
     file: RwLock<Option<Box<dyn FileHandle>>>,
+    /// About to be detached: its blocks are still read, but nothing more is parked in it.
+    closing: AtomicBool,
     path: PathBuf,
     /// Where the location section starts in the file.
     section: u64,
@@ -39,6 +42,7 @@ impl BlockFile {
     pub(crate) fn new(file: Box<dyn FileHandle>, path: PathBuf, section: u64) -> BlockFile {
         BlockFile {
             file: RwLock::new(Some(file)),
+            closing: AtomicBool::new(false),
             path,
             section,
         }
@@ -48,7 +52,13 @@ impl BlockFile {
     /// read; what they describe can still be matched (`Block`'s equality), so that a later
     /// checkpoint's copy takes their place.
     pub(crate) fn detach(&self) {
+        self.closing();
         self.file.write().take();
+    }
+
+    /// Parks nothing more in the file (its blocks are still read): before it is detached.
+    pub(crate) fn closing(&self) {
+        self.closing.store(true, Ordering::SeqCst);
     }
 }
 
@@ -151,9 +161,9 @@ impl Block {
         &self.file
     }
 
-    /// Its file is still open: it can be read.
+    /// Its file is open and not about to close: locations may be parked in it.
     pub(crate) fn attached(&self) -> bool {
-        self.file.file.read().is_some()
+        !self.file.closing.load(Ordering::SeqCst) && self.file.file.read().is_some()
     }
 
     /// Its length in bytes: the memory its locations take once read.

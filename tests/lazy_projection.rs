@@ -202,7 +202,13 @@ fn an_erasure_reads_back_every_parked_session_before_the_checkpoint_goes() {
     let dir = tempfile::tempdir().unwrap();
     let mut expected = build(dir.path());
     expected.pop();
-    let store = LogStore::open_with(dir.path(), options(Some(1_000))).unwrap();
+    // No checkpoint but those this test asks for (an erasure makes one due at once).
+    let only_asked = Options {
+        checkpoint_bytes: 0,
+        checkpoint_interval: None,
+        ..options(Some(1_000))
+    };
+    let store = LogStore::open_with(dir.path(), only_asked).unwrap();
     assert_eq!(store.load(&key(1)), expected[1]);
     store.erase_session(&key(2)).unwrap();
     assert!(!dir.path().join("CHECKPOINT").exists());
@@ -302,4 +308,31 @@ fn a_checkpoint_of_format_7_written_by_the_previous_build_is_read_and_marked_run
         std::fs::read(&checkpoint).unwrap()[8..12],
         8u32.to_le_bytes()
     );
+}
+
+#[test]
+fn an_erasure_makes_a_checkpoint_due_at_once_and_the_budget_then_drops_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = build(dir.path());
+    expected.pop();
+    // By bytes only, and nothing is written after the erasure: it alone makes one due.
+    let by_bytes = Options {
+        checkpoint_interval: None,
+        ..options(Some(1_000))
+    };
+    let store = LogStore::open_with(dir.path(), by_bytes).unwrap();
+    store.erase_session(&key(2)).unwrap();
+    // Until then the budget drops nothing (the locations were read back for the erasure);
+    // once the checkpoint holds them, it does.
+    let started = std::time::Instant::now();
+    while store.health().locations_parked == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no checkpoint after the erasure"
+        );
+        check_all(&store, &expected, Some(2), "after the erasure");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(dir.path().join("CHECKPOINT").exists());
+    check_all(&store, &expected, Some(2), "after the erasure's checkpoint");
 }

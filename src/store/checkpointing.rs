@@ -42,6 +42,9 @@ pub(super) struct CheckpointState {
     /// Erasures so far: a checkpoint that recorded its sessions before one is not put in
     /// place (it may hold what the erasure removed).
     pub(super) erasures: u64,
+    /// Erasures under way: no checkpoint is put in place meanwhile (it could hold what the
+    /// erasure removes, and sessions re-pointed at it would keep it open once removed).
+    pub(super) erasing: u64,
 }
 
 /// How often the checkpointer looks at what was written, at most.
@@ -130,12 +133,21 @@ impl Inner {
     /// checkpoint under way that recorded it is not put in place (see `erasures`). The next
     /// checkpoint describes the store without it.
     pub(super) fn drop_checkpoint_for_erasure(&self) -> Result<()> {
+        {
+            let mut state = self.checkpoint.lock();
+            state.erasures += 1;
+            state.erasing += 1;
+            self.checkpoint_exact.store(false, Ordering::SeqCst);
+        }
         // Nothing read from the checkpoint may stay open once it is removed.
         self.unpark_all();
         let mut state = self.checkpoint.lock();
-        state.erasures += 1;
-        self.checkpoint_exact.store(false, Ordering::SeqCst);
         let removed = checkpoint::remove(&*self.fs, &self.dir);
+        state.erasing -= 1;
+        drop(state);
+        // A checkpoint is due at once: open after a crash needs one, and the memory budget
+        // drops the locations read back above only once one holds them.
+        self.count_written(self.options.checkpoint_bytes.max(1));
         self.poison(removed)
     }
 
@@ -241,7 +253,7 @@ impl Inner {
         // one that recorded a session an erasure removed since is never written, and one
         // written before an erasure is removed by it.
         let mut state = self.checkpoint.lock();
-        if state.erasures != erasures {
+        if state.erasures != erasures || state.erasing > 0 {
             return Ok(false); // it may hold what an erasure removed: the next one will not
         }
         if !checkpoint::write_temp(&*self.fs, &self.dir, &bytes, newest_segment_ns)? {

@@ -152,6 +152,7 @@ impl LogStore {
                 unsynced_before_open: report.replayed_sessions > 0,
                 older_format: state.older_format,
                 erasures: 0,
+                erasing: 0,
             }),
             checkpoint_exact: AtomicBool::new(report.from_checkpoint && !state.after_crash),
             checkpointing: Mutex::new(()),

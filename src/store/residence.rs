@@ -184,7 +184,20 @@ impl Inner {
     pub(super) fn unpark_all(&self) {
         let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
         slots.extend(self.tombstones.lock().slots().cloned());
+        // First, nothing more is parked in them (the budget, run by another call meanwhile,
+        // would park again what is read back here); no checkpoint is put in place meanwhile,
+        // so no other file comes.
         let mut files: Vec<Arc<BlockFile>> = Vec::new();
+        for slot in &slots {
+            if let Some(block) = slot.view.read().home.block() {
+                if !files.iter().any(|f| Arc::ptr_eq(f, block.file())) {
+                    files.push(Arc::clone(block.file()));
+                }
+            }
+        }
+        for file in &files {
+            file.closing();
+        }
         for slot in &slots {
             let _pin = Pinned::new(Arc::clone(slot));
             match self.unpark_one(slot) {
@@ -200,17 +213,9 @@ impl Inner {
                         .swallowed(Swallowed::Read, what, Some(&slot.key), &e);
                 }
             }
-            let view = slot.view.read();
-            if let Some(block) = view.home.block() {
-                if !files.iter().any(|f| Arc::ptr_eq(f, block.file())) {
-                    files.push(Arc::clone(block.file()));
-                }
-            }
         }
         for file in files {
             file.detach();
         }
-        // The next checkpoint holds every session's locations again.
-        self.written_since_checkpoint.fetch_add(1, Ordering::SeqCst);
     }
 }
