@@ -130,8 +130,8 @@ pub struct Options {
     /// answer changes. Locations whose messages changed since the checkpoint stay in memory
     /// until the store closes. An erasure reads every session's back (it removes the
     /// checkpoint they are read from), and the budget drops them again once the next
-    /// checkpoint holds them (an erasure makes one due at once, where
-    /// [`Options::checkpoint_bytes`] is not 0). An encrypted store's checkpoint is opened whole, so
+    /// checkpoint holds them (an erasure counts as a change: one is due at the next
+    /// [`Options::checkpoint_interval`]). An encrypted store's checkpoint is opened whole, so
     /// this does not apply to it. `None`: no budget. Default: `None`.
     pub memory_budget: Option<u64>,
 }

@@ -311,17 +311,29 @@ fn a_checkpoint_of_format_7_written_by_the_previous_build_is_read_and_marked_run
 }
 
 #[test]
-fn an_erasure_makes_a_checkpoint_due_at_once_and_the_budget_then_drops_again() {
+fn an_erasure_that_writes_nothing_makes_a_checkpoint_due_and_the_budget_then_drops_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut expected = build(dir.path());
     expected.pop();
-    // By bytes only, and nothing is written after the erasure: it alone makes one due.
-    let by_bytes = Options {
-        checkpoint_interval: None,
-        ..options(Some(1_000))
+    // A deleted session whose retention passes while the store is closed: the next open
+    // erases it, and writes nothing.
+    let short = Options {
+        tombstone_retention: std::time::Duration::from_millis(50),
+        ..options(None)
     };
-    let store = LogStore::open_with(dir.path(), by_bytes).unwrap();
-    store.erase_session(&key(2)).unwrap();
+    let store = LogStore::open_with(dir.path(), short.clone()).unwrap();
+    assert!(store.delete_session(&key(2)).unwrap());
+    store.close().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // By time only, and nothing is written: the erasure alone makes one due.
+    let by_time = Options {
+        checkpoint_bytes: 0,
+        checkpoint_interval: Some(std::time::Duration::from_millis(100)),
+        memory_budget: Some(1_000),
+        ..short
+    };
+    let store = LogStore::open_with(dir.path(), by_time).unwrap();
+    assert!(store.load(&key(2)).is_empty());
     // Until then the budget drops nothing (the locations were read back for the erasure);
     // once the checkpoint holds them, it does.
     let started = std::time::Instant::now();

@@ -51,11 +51,15 @@ use folder::{check_folder, check_folder_after_crash};
 /// Checks what a whole checkpoint (its CRC right) claims against the rules every store keeps,
 /// so that a value the store would never have written is not trusted: numbers below the
 /// format's limit, each session's sequence numbers below the next one, keys of a length a
-/// session may have, one live session per key and one session per id. Returns the live
-/// sessions' ids, in ascending order.
+/// session may have, one live session per key and one session per id, segment files in name
+/// order. Returns the live sessions' ids, in ascending order.
 fn check(d: &Decoded) -> std::result::Result<Vec<u64>, &'static str> {
     if d.next_seq >= NUMBER_LIMIT || d.next_id >= NUMBER_LIMIT {
         return Err("it holds a sequence number or session id beyond the format's range");
+    }
+    // The folder checks merge it with the listing, and claims are looked up in it by id.
+    if d.segments.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err("its segment files are not in order");
     }
     // Written newest first: the sort only reverses them.
     let mut ids: Vec<u64> = d.sessions.iter().map(|s| s.session_id).collect();
@@ -336,4 +340,36 @@ fn discard_temp(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
         fs.remove_file(&temp).map_err(context("removing", &temp))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::FileStat;
+
+    #[test]
+    fn a_checkpoint_whose_segment_files_are_out_of_order_is_refused() {
+        let stat = (
+            FileStat {
+                len: 100,
+                modified_ns: 1,
+            },
+            None,
+        );
+        let mut d = Decoded {
+            version: 8,
+            next_seq: 10,
+            next_id: 3,
+            window: 0,
+            window_full: false,
+            segments: vec![
+                ("0000000000000002-00000001.seg".to_string(), stat),
+                ("0000000000000001-00000001.seg".to_string(), stat),
+            ],
+            sessions: Vec::new(),
+        };
+        assert!(check(&d).is_err());
+        d.segments.reverse();
+        assert_eq!(check(&d), Ok(Vec::new()));
+    }
 }

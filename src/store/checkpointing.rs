@@ -145,9 +145,10 @@ impl Inner {
         let removed = checkpoint::remove(&*self.fs, &self.dir);
         state.erasing -= 1;
         drop(state);
-        // A checkpoint is due at once: open after a crash needs one, and the memory budget
-        // drops the locations read back above only once one holds them.
-        self.count_written(self.options.checkpoint_bytes.max(1));
+        // Counted as a change, so that a checkpoint is due at the next interval: open after a
+        // crash needs one, and the memory budget drops the locations read back above only once
+        // one holds them. (Not at once: an erasure is often one of many, a sweep's.)
+        self.written_since_checkpoint.fetch_add(1, Ordering::SeqCst);
         self.poison(removed)
     }
 
