@@ -345,6 +345,29 @@ pub fn read_all(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>> {
     read_prefix(fs, path, u64::MAX)
 }
 
+/// The CRC-32 of the `len` bytes of `file` from `at`, read through a buffer of at most `chunk`
+/// bytes: a length read from disk never sizes a buffer, and a sparse file of any length costs
+/// none of its length in memory.
+pub(crate) fn crc32_in_chunks(
+    file: &dyn FileHandle,
+    at: u64,
+    len: u64,
+    chunk: usize,
+) -> io::Result<u32> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; chunk.min(usize::try_from(len).unwrap_or(usize::MAX))];
+    let mut done = 0;
+    while done < len {
+        let n = buf
+            .len()
+            .min(usize::try_from(len - done).unwrap_or(usize::MAX));
+        file.read_at(&mut buf[..n], at + done)?;
+        hasher.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(hasher.finalize())
+}
+
 /// Reads at most `limit` bytes from the start of a file.
 pub fn read_prefix(fs: &dyn FileSystem, path: &Path, limit: u64) -> Result<Vec<u8>> {
     let file = fs

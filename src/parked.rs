@@ -17,7 +17,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
-use crate::fs::FileHandle;
+use crate::fs::{crc32_in_chunks, FileHandle};
 use crate::location::MessageLoc;
 
 /// Bytes of one message location in a checkpoint's location section.
@@ -146,6 +146,11 @@ impl Block {
         }
     }
 
+    /// The CRC-32 of its bytes.
+    pub(crate) fn crc(&self) -> u32 {
+        self.crc
+    }
+
     /// Live messages it holds.
     pub(crate) fn messages(&self) -> usize {
         self.messages as usize
@@ -161,9 +166,10 @@ impl Block {
         &self.file
     }
 
-    /// Its file is open and not about to close: locations may be parked in it.
+    /// Its file is open and not about to close (a detached file was marked closing first):
+    /// locations may be parked in it.
     pub(crate) fn attached(&self) -> bool {
-        !self.file.closing.load(Ordering::SeqCst) && self.file.file.read().is_some()
+        !self.file.closing.load(Ordering::SeqCst)
     }
 
     /// Its length in bytes: the memory its locations take once read.
@@ -177,40 +183,24 @@ impl Block {
         let f = &*self.file;
         let len = self.len();
         let at = f.section + self.offset;
-        let whole = usize::try_from(len).map_err(|_| Error::Corrupt {
-            path: f.path.clone(),
-            offset: at,
-            reason: "the checkpoint's message locations of a session: too many".into(),
-        })?;
         let damaged = |reason: &str| Error::Corrupt {
             path: f.path.clone(),
             offset: at,
             reason: format!("the checkpoint's message locations of a session: {reason}"),
         };
+        let whole = usize::try_from(len).map_err(|_| damaged("too many"))?;
         let file = f.file.read();
         let Some(file) = file.as_deref() else {
             return Err(damaged("its checkpoint was removed (an erasure)"));
         };
-        let read = |buf: &mut [u8], from: u64| {
-            file.read_at(buf, from)
-                .map_err(|e| damaged(&format!("unreadable ({e})")))
-        };
-        if len > CHUNK as u64 {
-            let mut hasher = crc32fast::Hasher::new();
-            let mut chunk = vec![0u8; CHUNK];
-            let mut done = 0;
-            while done < len {
-                let n = CHUNK.min((len - done) as usize);
-                read(&mut chunk[..n], at + done)?;
-                hasher.update(&chunk[..n]);
-                done += n as u64;
-            }
-            if hasher.finalize() != self.crc {
-                return Err(damaged("CRC mismatch"));
-            }
+        let unreadable = |e: std::io::Error| damaged(&format!("unreadable ({e})"));
+        if len > CHUNK as u64
+            && crc32_in_chunks(file, at, len, CHUNK).map_err(unreadable)? != self.crc
+        {
+            return Err(damaged("CRC mismatch"));
         }
         let mut bytes = vec![0u8; whole];
-        read(&mut bytes, at)?;
+        file.read_at(&mut bytes, at).map_err(unreadable)?;
         if crc32fast::hash(&bytes) != self.crc {
             return Err(damaged("CRC mismatch"));
         }

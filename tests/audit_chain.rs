@@ -141,25 +141,7 @@ fn an_edit_in_the_archive_is_caught_by_the_link_the_compaction_recorded() {
 }
 
 fn fixture_copy(version: u32) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(format!("v{version}-store"));
-    copy_folder(&fixture, dir.path());
-    dir
-}
-
-fn copy_folder(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir(&target).unwrap();
-            copy_folder(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
+    common::fixture_copy(&format!("v{version}-store"))
 }
 
 fn cli(args: &[&str]) -> String {

@@ -222,12 +222,7 @@ fn the_background_thread_takes_a_checkpoint_after_checkpoint_bytes() {
 
 #[test]
 fn a_checkpoint_of_format_6_written_by_the_previous_build_is_read() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v6-store");
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
+    let dir = common::fixture_copy("checkpoint-v6-store");
     let version = std::fs::read(dir.path().join("CHECKPOINT")).unwrap()[8..12].to_vec();
     assert_eq!(version, 6u32.to_le_bytes());
     let from_checkpoint = {

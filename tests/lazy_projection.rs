@@ -4,6 +4,8 @@
 //! answer. Locations the checkpoint no longer holds soundly are replayed from the segments,
 //! never served wrong.
 
+mod common;
+
 use std::path::Path;
 
 use sessionlog::{
@@ -268,12 +270,7 @@ fn a_checkpoint_taken_while_the_store_runs_becomes_the_file_parked_locations_are
 #[test]
 fn a_checkpoint_of_format_7_written_by_the_previous_build_is_read_and_marked_running() {
     use sessionlog::testing::Model;
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v7-store");
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
+    let dir = common::fixture_copy("checkpoint-v7-store");
     let checkpoint = dir.path().join("CHECKPOINT");
     assert_eq!(
         std::fs::read(&checkpoint).unwrap()[8..12],

@@ -96,15 +96,19 @@ impl Sessions {
     pub(crate) fn add(&mut self, e: &Entry<'_>) -> Result<u64> {
         let v = e.view;
         let start = self.locations.len();
-        match v.parked() {
-            Some(block) => self.locations.extend_from_slice(&block.bytes()?),
+        let block_crc = match v.parked() {
+            Some(block) => {
+                // Checked against the block's CRC as it was read.
+                self.locations.extend_from_slice(&block.bytes()?);
+                block.crc()
+            }
             None => {
                 for m in v.messages.iter().chain(&v.cleared) {
                     encode_loc(&mut self.locations, m);
                 }
+                crc32fast::hash(&self.locations[start..])
             }
-        }
-        let block_crc = crc32fast::hash(&self.locations[start..]);
+        };
         self.count += 1;
         let w = &mut self.bytes;
         let v = e.view;
@@ -434,16 +438,7 @@ pub(super) fn decode(bytes: &[u8], window: usize, section: Section<'_>) -> Optio
         if version < SECTION_VERSION {
             let mut locs = || -> Option<Vec<MessageLoc>> {
                 let count = r.len()?;
-                let mut list = Vec::with_capacity(count.min(body_len / LOC_BYTES));
-                for _ in 0..count {
-                    list.push(MessageLoc {
-                        segment: r.u32()?,
-                        len: r.u32()?,
-                        packed: r.u64()?,
-                        created_at: r.i64()?,
-                    });
-                }
-                Some(list)
+                Some(decode_locs(r.take(count.checked_mul(LOC_BYTES)?)?, count).0)
             };
             let messages = locs()?;
             view.cleared = locs()?;

@@ -56,7 +56,6 @@ pub(super) fn check_folder(
 /// when only the newest segment grew (and newer ones appeared), so that a replay can go on
 /// from where the checkpoint left the session. A file of no session the checkpoint holds, or
 /// outside a session's segments, makes its session id one to replay.
-#[allow(clippy::type_complexity)]
 pub(super) fn check_folder_after_crash(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -64,7 +63,7 @@ pub(super) fn check_folder_after_crash(
     recorded: Vec<(String, SegmentStat)>,
     listed: &[String],
     sessions: &[ReplayedSession],
-) -> std::result::Result<(Claims, Option<HashMap<u64, bool>>), &'static str> {
+) -> std::result::Result<(Claims, HashMap<u64, bool>), &'static str> {
     let written = fs
         .stat(checkpoint)
         .map_err(|_| "it cannot be examined")?
@@ -164,7 +163,7 @@ pub(super) fn check_folder_after_crash(
         .map(|s| s.session_id)
         .collect();
     live.sort_unstable();
-    Ok((claims_of(written, recorded, &live), Some(changed)))
+    Ok((claims_of(written, recorded, &live), changed))
 }
 
 /// The claims of the `live` sessions on their files, from what a checkpoint written at

@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 pub(crate) use crate::claim::Claims;
 use crate::error::Result;
-use crate::fs::{context, read_all, sync_dir, FileSystem, OpenMode};
+use crate::fs::{context, crc32_in_chunks, read_all, sync_dir, FileSystem, OpenMode};
 use crate::keyring::Keyring;
 use crate::layout::{CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, NUMBER_LIMIT};
 use crate::parked::BlockFile;
@@ -150,7 +150,9 @@ pub(crate) fn load(
         Some(mut d) => check(&d).and_then(|live| {
             let recorded = std::mem::take(&mut d.segments);
             let (claims, changed) = if running {
-                check_folder_after_crash(fs, dir, &path, recorded, segments, &d.sessions)?
+                let (claims, changed) =
+                    check_folder_after_crash(fs, dir, &path, recorded, segments, &d.sessions)?;
+                (claims, Some(changed))
             } else {
                 (
                     check_folder(fs, dir, &path, recorded, segments, &live)?,
@@ -190,8 +192,7 @@ pub(crate) fn load(
     });
     // Few are deleted: only they move, with their locations read back now (their files were
     // checked now too).
-    let tombstones: Vec<_> = sessions.extract_if(.., |s| s.view.deleted).collect();
-    let mut tombstones = tombstones;
+    let mut tombstones: Vec<_> = sessions.extract_if(.., |s| s.view.deleted).collect();
     if !tombstones.iter_mut().all(|s| unpark_now(&mut s.view)) {
         report.findings.push(Finding::CheckpointIgnored {
             reason: "the message locations of a deleted session cannot be read back".into(),
@@ -244,16 +245,7 @@ fn read_checked(fs: &dyn FileSystem, path: &Path) -> Option<(Vec<u8>, Arc<BlockF
         return None;
     }
     let body_end = h.len as u64 + h.body_len;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut chunk = vec![0u8; READ_CHUNK.min(usize::try_from(h.body_len).ok()?)];
-    let mut at = h.len as u64;
-    while at < body_end {
-        let n = chunk.len().min((body_end - at) as usize);
-        file.read_at(&mut chunk[..n], at).ok()?;
-        hasher.update(&chunk[..n]);
-        at += n as u64;
-    }
-    if hasher.finalize() != h.body_crc {
+    if crc32_in_chunks(&*file, h.len as u64, h.body_len, READ_CHUNK).ok()? != h.body_crc {
         return None;
     }
     let mut bytes = vec![0u8; usize::try_from(body_end).ok()?];
@@ -271,14 +263,11 @@ const READ_CHUNK: usize = 256 << 10;
 /// it no longer describes the folder; once it erases, what it holds of the erased goes too.
 pub(crate) fn remove(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     let path = dir.join(CHECKPOINT_FILE);
-    let temp = dir.join(CHECKPOINT_TEMP_FILE);
-    let mut removed = false;
-    for path in [path, temp] {
-        if fs.exists(&path) {
-            fs.remove_file(&path).map_err(context("removing", &path))?;
-            removed = true;
-        }
+    let mut removed = fs.exists(&path);
+    if removed {
+        fs.remove_file(&path).map_err(context("removing", &path))?;
     }
+    removed |= discard_temp(fs, dir)?;
     if removed {
         // Gone for good before anything changes the segments.
         sync_dir(fs, dir)?;
@@ -333,13 +322,14 @@ pub(crate) fn put_in_place(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     sync_dir(fs, dir)
 }
 
-/// Removes a checkpoint's temporary file, if there is one.
-fn discard_temp(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+/// Removes a checkpoint's temporary file, if there is one; returns whether there was.
+fn discard_temp(fs: &dyn FileSystem, dir: &Path) -> Result<bool> {
     let temp = dir.join(CHECKPOINT_TEMP_FILE);
-    if fs.exists(&temp) {
+    let there = fs.exists(&temp);
+    if there {
         fs.remove_file(&temp).map_err(context("removing", &temp))?;
     }
-    Ok(())
+    Ok(there)
 }
 
 #[cfg(test)]

@@ -23,6 +23,17 @@ pub(super) struct Background {
     pub(super) checkpoint_due: Condvar,
 }
 
+impl Background {
+    /// Waits on `signal` for at most `timeout`, unless the store is stopping; true once it is.
+    pub(super) fn wait_or_stop(&self, signal: &Condvar, timeout: Duration) -> bool {
+        let mut state = self.state.lock();
+        if !state.stop {
+            signal.wait_for(&mut state, timeout);
+        }
+        state.stop
+    }
+}
+
 #[derive(Default)]
 pub(super) struct BackgroundState {
     pub(super) stop: bool,
@@ -50,14 +61,8 @@ pub(super) fn spawn(
 pub(super) fn flusher(inner: &Inner, every: Duration) {
     let background = &inner.background;
     loop {
-        {
-            let mut state = background.state.lock();
-            if !state.stop {
-                background.wake.wait_for(&mut state, every);
-            }
-            if state.stop {
-                return;
-            }
+        if background.wait_or_stop(&background.wake, every) {
+            return;
         }
         if *inner.flushing.lock() {
             continue; // a flush failed: a reopen decides what is on disk

@@ -63,14 +63,8 @@ pub(super) fn checkpointer(inner: &Inner) {
     let mut last = Instant::now();
     let mut retry_at = None;
     loop {
-        {
-            let mut state = background.state.lock();
-            if !state.stop {
-                background.checkpoint_due.wait_for(&mut state, look);
-            }
-            if state.stop {
-                return;
-            }
+        if background.wait_or_stop(&background.checkpoint_due, look) {
+            return;
         }
         let written = inner.written_since_checkpoint.load(Ordering::SeqCst);
         let due = (bytes > 0 && written >= bytes)
@@ -195,10 +189,7 @@ impl Inner {
         // in the page cache: then every segment is synced (all at once where the file system
         // can, else each file below).
         let each = unsynced && !self.poison(self.sync_file_system(names.len()))?;
-        let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
-        // Live sessions and tombstones (restorable deleted sessions) alike; a session deleted
-        // meanwhile may be in both lists.
-        slots.extend(self.tombstones.lock().slots().cloned());
+        let mut slots = self.all_slots();
         // Newest session first, the order open settles them in (its sort then only reverses
         // the list).
         slots.sort_by_key(|slot| Reverse(slot.session_id));

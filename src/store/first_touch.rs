@@ -19,6 +19,7 @@ use crate::report::Finding;
 
 use super::appender::Writer;
 use super::open::{rewrite_damaged, writer_from};
+use super::residence::ends_as_recorded;
 use super::{now_micros, Inner, Slot};
 
 impl Inner {
@@ -97,12 +98,7 @@ impl Inner {
     fn holds_as_recorded(&self, slot: &Slot, replayed: Option<&ReplayedSession>) -> bool {
         let w = slot.writer.lock();
         let view = slot.view.read();
-        replayed.is_some_and(|s| {
-            s.damage.is_none()
-                && (s.head, s.oldest, s.newest, s.newest_len)
-                    == (w.head, w.oldest, w.newest, w.newest_len)
-                && (s.view.last_seq, &s.view.key) == (view.last_seq, &view.key)
-        })
+        replayed.is_some_and(|s| ends_as_recorded(s, &w, &view))
     }
 
     /// Replays the session of `slot` from its segment files `numbers`, repairing as open

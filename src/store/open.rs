@@ -376,10 +376,7 @@ fn drop_erased(
     erased: &ErasureLog,
     keys: Option<&Keyring>,
 ) -> Result<(Replayed, Claims, Partial)> {
-    let erasing = match keys {
-        Some(keys) => keys.erasing()?,
-        None => Vec::new(),
-    };
+    let erasing = root::erasing(keys)?;
     let gone = |id: u64| erased.holds(id) || erasing.contains(&id);
     let erased_ids: Vec<u64> = (kept.sessions.iter().chain(&kept.tombstones))
         .map(|s| s.session_id)
@@ -668,7 +665,7 @@ pub(super) fn slot_from(session: ReplayedSession, claim: Option<Claim>) -> Slot 
         claim: Mutex::new(claim.map(Box::new)),
         writer: Mutex::new(writer_from(&session)),
         view: RwLock::new(session.view),
-        pins: std::sync::atomic::AtomicUsize::new(0),
+        pins: AtomicUsize::new(0),
     }
 }
 

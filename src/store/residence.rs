@@ -16,10 +16,20 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::health::Swallowed;
 use crate::parked::BlockFile;
-use crate::recovery::{self, ReplayOptions};
+use crate::projection::SessionView;
+use crate::recovery::{self, ReplayOptions, ReplayedSession};
 use crate::report::Finding;
 
+use super::appender::Writer;
 use super::{Inner, Slot};
+
+/// True when a sound replay of a session (`s`) ends where its writer and view, as the
+/// checkpoint left them, say it does: chain head, segments, length, last number, key.
+pub(super) fn ends_as_recorded(s: &ReplayedSession, w: &Writer, view: &SessionView) -> bool {
+    s.damage.is_none()
+        && (s.head, s.oldest, s.newest, s.newest_len) == (w.head, w.oldest, w.newest, w.newest_len)
+        && (s.view.last_seq, &s.view.key) == (view.last_seq, &view.key)
+}
 
 /// How long a replay of parked locations waits for the session's writer.
 const WRITER_WAIT: Duration = Duration::from_secs(1);
@@ -56,6 +66,14 @@ pub(super) struct Residence {
     bytes: u64,
 }
 
+impl Residence {
+    /// Counts `slot`'s locations, `len` bytes, as read back last.
+    fn push(&mut self, slot: &Arc<Slot>, len: u64) {
+        self.read_back.push_back((Arc::downgrade(slot), len));
+        self.bytes += len;
+    }
+}
+
 impl Inner {
     /// Reads back the locations of `slot` if they are parked, then parks others' if that
     /// passes the memory budget. `slot` must be pinned.
@@ -66,10 +84,7 @@ impl Inner {
         if self.options.memory_budget.is_none() {
             return Ok(());
         }
-        let mut residence = self.residence.lock();
-        residence.read_back.push_back((Arc::downgrade(slot), len));
-        residence.bytes += len;
-        drop(residence);
+        self.residence.lock().push(slot, len);
         self.keep_budget();
         Ok(())
     }
@@ -104,8 +119,7 @@ impl Inner {
                 _ => false,
             };
             if !done {
-                residence.read_back.push_back((Arc::downgrade(&other), len));
-                residence.bytes += len;
+                residence.push(&other, len);
             }
         }
     }
@@ -154,12 +168,7 @@ impl Inner {
             return Ok(()); // read back meanwhile
         }
         match look.live {
-            Some(s)
-                if s.damage.is_none()
-                    && (s.head, s.oldest, s.newest, s.newest_len)
-                        == (w.head, w.oldest, w.newest, w.newest_len)
-                    && (s.view.last_seq, &s.view.key) == (view.last_seq, &view.key) =>
-            {
+            Some(s) if ends_as_recorded(&s, &w, &view) => {
                 *view = s.view;
                 self.report.add(vec![Finding::CheckpointIgnored {
                     reason: format!(
@@ -182,8 +191,7 @@ impl Inner {
     /// from its files at its next touch: the erasure is not refused for it, and the error is
     /// counted in [`crate::LogStore::health`].
     pub(super) fn unpark_all(&self) {
-        let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
-        slots.extend(self.tombstones.lock().slots().cloned());
+        let slots = self.all_slots();
         // First, nothing more is parked in them (the budget, run by another call meanwhile,
         // would park again what is read back here); no checkpoint is put in place meanwhile,
         // so no other file comes.
@@ -202,9 +210,7 @@ impl Inner {
             let _pin = Pinned::new(Arc::clone(slot));
             match self.unpark_one(slot) {
                 Ok(Some(len)) if self.options.memory_budget.is_some() => {
-                    let mut residence = self.residence.lock();
-                    residence.read_back.push_back((Arc::downgrade(slot), len));
-                    residence.bytes += len;
+                    self.residence.lock().push(slot, len);
                 }
                 Ok(_) => {}
                 Err(e) => {

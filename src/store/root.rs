@@ -218,8 +218,9 @@ pub(super) struct Anchoring {
 }
 
 impl Inner {
-    /// Every slot: live sessions and restorable deleted ones.
-    fn all_slots(&self) -> Vec<Arc<Slot>> {
+    /// Every slot: live sessions and restorable deleted ones (a session deleted meanwhile
+    /// may be in both lists).
+    pub(super) fn all_slots(&self) -> Vec<Arc<Slot>> {
         let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
         slots.extend(self.tombstones.lock().slots().cloned());
         slots
