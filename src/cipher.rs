@@ -75,6 +75,12 @@ impl EncryptionKey {
         out
     }
 
+    /// 32 bytes derived from the key for `context` (BLAKE3's key derivation): a key for
+    /// another purpose (the search index's term hashes) that reveals nothing of this one.
+    pub(crate) fn derive(&self, context: &str) -> Zeroizing<[u8; KEY_LEN]> {
+        Zeroizing::new(blake3::derive_key(context, &self.0[..]))
+    }
+
     pub(crate) fn cipher(&self) -> Aes256GcmSiv {
         Aes256GcmSiv::new(&Key::<Aes256GcmSiv>::from(*self.0))
     }

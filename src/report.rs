@@ -20,11 +20,15 @@ pub struct RecoveryReport {
 
 impl RecoveryReport {
     /// True when open found nothing to repair or report: nothing was cut off, quarantined,
-    /// finished or left unread. (An unused checkpoint is not a problem: open replayed instead.)
+    /// finished or left unread. (An unused checkpoint or a rebuilt search index is not a
+    /// problem: both are derived from the log, which lost nothing.)
     pub fn is_clean(&self) -> bool {
-        self.findings
-            .iter()
-            .all(|f| matches!(f, Finding::CheckpointIgnored { .. }))
+        self.findings.iter().all(|f| {
+            matches!(
+                f,
+                Finding::CheckpointIgnored { .. } | Finding::IndexRebuilt { .. }
+            )
+        })
     }
 
     /// True when some session lost records to damage (see [`Finding::Damaged`]).
@@ -217,6 +221,16 @@ pub enum Finding {
         key: String,
         /// The session's id (its files' prefix).
         session_id: u64,
+    },
+    /// The search index (`index/` in the store's folder, derived from the log) could not be
+    /// read: it was rebuilt from the log, and answers were never taken from it. In a
+    /// writable store the file that failed was renamed `<name>.damaged` (never removed);
+    /// removing it, or the whole `index/` folder, is always safe.
+    IndexRebuilt {
+        /// The file that could not be read (or the index's folder).
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// A file or folder that is not part of the store. It was not touched.
     UnknownFile {

@@ -84,10 +84,36 @@ fn search_stats_and_export_answer_from_the_store() {
     store
         .update_last("bob", &user("build status, please"))
         .unwrap();
-    let search = run(&["search", dir_arg(dir.path()), "cabin"]);
+    let search = run(&["search", dir_arg(dir.path()), "cabin", "--sessions"]);
     assert!(search.status.success());
     assert!(text(&search).starts_with("alice\t"), "{}", text(&search));
     assert!(!text(&search).contains("bob"));
+    // Without --sessions: the messages, with their position, score and snippet.
+    let hits = text(&run(&["search", dir_arg(dir.path()), "cabin"]));
+    let fields: Vec<&str> = hits
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split('\t')
+        .collect();
+    assert_eq!(fields.len(), 4, "{hits}");
+    assert_eq!(fields[0], "alice");
+    assert!(fields[3].to_lowercase().contains("cabin"), "{hits}");
+    let json = text(&run(&["search", dir_arg(dir.path()), "cabin", "--json"]));
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(first["session"], "alice");
+    assert!(first["score"].as_f64().unwrap() > 0.0);
+    // reindex (a writable open: the store is closed first) builds the index's files, which
+    // the read-only search then reads.
+    drop(store);
+    let out = run(&["reindex", dir_arg(dir.path())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("index/STATE").exists());
+    assert_eq!(text(&run(&["search", dir_arg(dir.path()), "cabin"])), hits);
     let stats = run(&["stats", dir_arg(dir.path()), "--json"]);
     let last: serde_json::Value =
         serde_json::from_str(text(&stats).lines().last().unwrap()).unwrap();
@@ -249,6 +275,7 @@ fn archive_hides_a_session_from_ls_until_unarchive_and_export_keeps_it() {
     let archived = text(&run(&["ls", d, "--archived", "--json"]));
     assert_eq!(archived.lines().count(), 1);
     assert!(archived.contains("\"key\":\"bob\""), "{archived}");
+    assert!(!text(&run(&["search", d, "status", "--sessions"])).contains("bob"));
     assert!(!text(&run(&["search", d, "status"])).contains("bob"));
     // Export writes every session, archived ones too.
     assert!(text(&run(&["export", d])).contains("build status?"));

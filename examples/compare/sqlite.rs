@@ -204,6 +204,31 @@ impl SessionBackend for SqliteStore {
     }
 
     fn search(&self, query: &SessionQuery) -> Vec<SessionMetadata> {
+        self.search_sessions(query)
+    }
+}
+
+impl SqliteStore {
+    /// The best `limit` messages holding `word`, as FTS5 ranks them (BM25), with a snippet:
+    /// what `search_messages` answers. Returns (session, content, snippet) rows.
+    pub fn search_ranked(&self, word: &str, limit: usize) -> Vec<(String, String, String)> {
+        let conn = self.conn.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT session_key, content, snippet(sessions_fts, 1, '', '', '…', 24)
+                 FROM sessions_fts WHERE sessions_fts MATCH ?1 ORDER BY rank LIMIT ?2",
+            )
+            .unwrap();
+        let phrase = format!("\"{}\"", word.replace('"', ""));
+        stmt.query_map(params![phrase, limit as i64], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .unwrap()
+        .filter_map(Result::ok)
+        .collect()
+    }
+
+    fn search_sessions(&self, query: &SessionQuery) -> Vec<SessionMetadata> {
         let Some(keyword) = &query.keyword else {
             return self.list_sessions_with_metadata();
         };

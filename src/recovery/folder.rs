@@ -53,6 +53,7 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
             KEYS_DIR,
             ERASED_FILE,
             ANCHORS_FILE,
+            crate::index::INDEX_DIR,
         ]
         .contains(&name)
         {

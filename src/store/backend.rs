@@ -6,7 +6,6 @@ use crate::backend::{
 use crate::message::ChatMessage;
 use crate::projection::{to_time, SessionView, RUNNING_STATE};
 use crate::record::Event;
-use crate::search::Matcher;
 
 use crate::health::Swallowed;
 
@@ -118,35 +117,19 @@ impl SessionBackend for LogStore {
 
     fn search(&self, query: &SessionQuery) -> Vec<SessionMetadata> {
         let limit = query.limit.unwrap_or(SEARCH_LIMIT_DEFAULT);
-        let rows = self
-            .inner
-            .live_views(|view| (!view.archived).then(|| view.metadata()))
-            .into_iter();
         let Some(keyword) = &query.keyword else {
-            return rows.take(limit).collect();
+            return self
+                .inner
+                .live_views(|view| (!view.archived).then(|| view.metadata()))
+                .into_iter()
+                .take(limit)
+                .collect();
         };
-        let matcher = Matcher::new(keyword);
-        if matcher.is_empty() {
-            return Vec::new();
-        }
-        rows.filter(|meta| {
-            matcher.matches(&meta.key)
-                || meta
-                    .name
-                    .as_deref()
-                    .is_some_and(|name| matcher.matches(name))
-                || {
-                    let found = self
-                        .inner
-                        .any_message(&meta.key, |content| matcher.matches(content));
-                    let monitor = &self.inner.monitor;
-                    monitor
-                        .note(Swallowed::Read, "search", Some(&meta.key), found)
-                        .unwrap_or(false)
-                }
-        })
-        .take(limit)
-        .collect()
+        let found = self.inner.search_sessions(keyword, limit);
+        self.inner
+            .monitor
+            .note(Swallowed::Read, "search", None, found)
+            .unwrap_or_default()
     }
 
     fn clear_messages(&self, session_key: &str) -> std::io::Result<usize> {

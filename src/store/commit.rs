@@ -252,6 +252,7 @@ impl Inner {
                 && dead >= view.live_bytes + retained;
             (applied, compact, before_entry, after_entry)
         };
+        self.changed();
         self.relist(slot, before_entry, after_entry);
         if let Err(reason) = applied {
             // The caller checked the event against the view, so this is a bug; stop writing.

@@ -93,6 +93,7 @@ impl Inner {
             view.install_compacted(generation.messages, generation.cleared);
             view.last_seq = view.last_seq.max(ticket.seq());
         }
+        self.changed();
         let kind = EventKind::Compaction {
             messages: view.messages.len(),
         };

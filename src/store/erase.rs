@@ -57,6 +57,17 @@ impl Inner {
                 gone.push(path);
             }
         }
+        // The index's docs of the erased sessions go with them (merged out of its runs). It
+        // holds keyed hashes, never words; a failure here is counted, and the next erasure or
+        // `reindex` merges them out.
+        let merged = self.erase_from_index();
+        let monitor = &self.monitor;
+        monitor.note(
+            crate::health::Swallowed::Background,
+            "erasing from the search index",
+            Some(key),
+            merged,
+        );
         Ok(gone)
     }
 

@@ -223,6 +223,7 @@ impl Inner {
             *view = replayed;
             (before, view.is_live().then_some(view.last_activity))
         };
+        self.changed();
         self.relist(slot, before, after);
     }
 }

@@ -188,6 +188,7 @@ impl Inner {
         view.install_compacted(generation.messages, Vec::new());
         view.last_seq = ticket.seq();
         *tgt.view.write() = view;
+        self.changed();
         self.relist(tgt, None, Some(now));
         let kind = EventKind::Fork {
             source: source.to_owned(),

@@ -37,6 +37,7 @@ mod residence;
 mod retention;
 mod retire;
 mod root;
+mod searching;
 mod tombstones;
 
 use std::cmp::Reverse;
@@ -59,6 +60,7 @@ use crate::feed::{Feed, Subscription};
 use crate::fs::{FileHandle, FileSystem, LockGuard, StdFs};
 use crate::health::{Health, Monitor, Swallowed};
 use crate::history::{self, Events, SessionAt, VerifyReport};
+use crate::index::query::{MessageHit, MessageQuery};
 use crate::keyring::Keyring;
 use crate::location::{MessageLoc, BATCH_MESSAGES_MAX};
 use crate::message::ChatMessage;
@@ -182,6 +184,11 @@ struct Inner {
     /// The sessions whose locations were read back from the checkpoint, for the memory
     /// budget (`residence.rs`).
     residence: Mutex<Residence>,
+    /// The search index, once a query loaded it (`searching.rs`).
+    search: Mutex<Option<searching::Searcher>>,
+    /// Changes to sessions' views (a write applied, a compaction, a fork, a replay at first
+    /// touch): the index compares sessions with what it holds only when this moved.
+    changes: AtomicU64,
 }
 
 /// One session: its writer and its projection.
@@ -612,6 +619,28 @@ impl LogStore {
         Ok(Subscription::new(catch_up, live_from, live))
     }
 
+    /// Messages that hold the words of `query`, best match first (BM25), at most
+    /// `query.limit`: each with its session, its position in `load`, the message and a
+    /// snippet. Words are OR-ed; a `"quoted phrase"` (or a word of several tokens, such as
+    /// `new-york`) must appear as written. Archived and deleted sessions are left out, as
+    /// from the trait's `search`.
+    ///
+    /// Answered from the search index (`index/` in the store's folder), which first catches
+    /// up with every write acknowledged before the call: only what changed since the last
+    /// query is read. A damaged index is rebuilt from the log and reported
+    /// ([`Finding::IndexRebuilt`](crate::Finding)); its answers are never used.
+    pub fn search_messages(&self, query: &MessageQuery) -> Result<Vec<MessageHit>> {
+        self.inner.search_messages(query)
+    }
+
+    /// Builds the search index again from every session, replacing its files (what
+    /// `sessionlog reindex` does). Never needed for correct answers: the index catches up by
+    /// itself and is rebuilt when damaged; this gives back the space of an index grown
+    /// through many changes at once.
+    pub fn reindex(&self) -> Result<()> {
+        self.inner.rebuild_index()
+    }
+
     /// The highest sequence number handed out so far (0 for an empty store).
     pub fn last_seq(&self) -> u64 {
         self.inner.feed.next_seq().saturating_sub(1)
@@ -706,6 +735,16 @@ impl LogStore {
         if self.inner.poisoned.load(Ordering::SeqCst) {
             return Err(Error::Poisoned);
         }
+        // The search index's unsaved part, so the next process need not index it again.
+        // Derived data: a failure costs the next query a catch-up, never the close.
+        let saved = self.inner.save_index();
+        let monitor = &self.inner.monitor;
+        monitor.note(
+            Swallowed::Background,
+            "saving the search index",
+            None,
+            saved,
+        );
         if self.inner.checkpoint_exact.load(Ordering::SeqCst) {
             return Ok(()); // nothing changed since open: the checkpoint still holds
         }

@@ -162,6 +162,8 @@ impl LogStore {
             tombstones: Mutex::new(tombstones),
             activity: Mutex::new(None),
             residence: Mutex::default(),
+            search: Mutex::new(None),
+            changes: AtomicU64::new(0),
             live_sessions: AtomicUsize::new(live_sessions),
             report: Reports::new(report),
             _lock: lock,

@@ -187,28 +187,4 @@ impl Inner {
         };
         files.read_messages(&locs)
     }
-
-    /// True when `found` holds for the content of any live message of the session; contents
-    /// are borrowed from the read buffer, and reading stops at the first hit.
-    pub(super) fn any_message(&self, key: &str, found: impl Fn(&str) -> bool) -> Result<bool> {
-        let Some(slot) = self.slot(key)? else {
-            return Ok(false);
-        };
-        let (locs, files) = {
-            let view = slot.view.read();
-            if !view.is_live() {
-                return Ok(false);
-            }
-            let locs = view.messages.clone();
-            // Opened under the lock, so a compaction cannot remove the files first.
-            let files = self.segment_files(&slot, &locs)?;
-            (locs, files)
-        };
-        let mut hit = false;
-        files.visit_messages(&locs, |_, _, _, content| {
-            hit = found(content);
-            !hit
-        })?;
-        Ok(hit)
-    }
 }

@@ -4,6 +4,8 @@
 //! Read-only commands (`ls`, `show`, `replay`, `at`, `search`, `verify`, `stats`, `export`)
 //! open the store with
 //! `LogStore::open_read_only`: they work while an agent has the store open and change no byte.
+//! (`search` reads the search index's files and indexes in memory what they lack; a writable
+//! open, or `sessionlog reindex`, saves the index.)
 //! Exit status: 0 on success (for `verify`: the store is sound), 1 when `verify` found damage
 //! or `archive`/`unarchive` found no such session, 2 on a usage or I/O error.
 //!
@@ -18,8 +20,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use sessionlog::{
-    ChatMessage, EncryptionKey, EventFilter, EventKind, Finding, LogStore, Options, SessionBackend,
-    SessionContext, SessionQuery, TimestampedMessage,
+    ChatMessage, EncryptionKey, EventFilter, EventKind, Finding, LogStore, MessageQuery, Options,
+    SessionBackend, SessionContext, TimestampedMessage, MESSAGE_LIMIT_DEFAULT,
 };
 
 /// Writes a line to standard output; a closed pipe ends the command instead of panicking.
@@ -31,9 +33,11 @@ macro_rules! outln {
 
 mod export;
 mod import;
+mod search;
 mod sessions;
 
 use export::{export, ExportFormat};
+use search::{search, search_messages};
 use sessions::{print_sessions, session_keys, set_archived};
 
 #[derive(Parser)]
@@ -107,19 +111,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Sessions whose messages, key or name hold any of the words (the trait's search).
+    /// Messages holding any of the words, best match first (BM25), each with a snippet; with
+    /// `--sessions`, the sessions whose messages, key or name hold one (the trait's search).
     Search {
         /// The store's folder.
         dir: PathBuf,
-        /// Words; a word of several tokens (`new-york`) is a phrase.
+        /// Words; a `"quoted phrase"` or a word of several tokens (`new-york`) must appear as
+        /// written.
         #[arg(required = true)]
         words: Vec<String>,
-        /// At most this many sessions.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// One JSON object a line instead of a table.
+        /// At most this many hits (default 20; with `--sessions`, sessions, default 50).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Only this session's messages.
+        #[arg(long)]
+        session: Option<String>,
+        /// List sessions, as the trait's search does, instead of messages.
+        #[arg(long)]
+        sessions: bool,
+        /// One JSON object a line instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Build the search index again from the log (never needed for correct answers; gives
+    /// back the space of an index grown through many changes).
+    Reindex {
+        /// The store's folder.
+        dir: PathBuf,
     },
     /// The event log, one event a line, in commit order: for audit.
     Replay {
@@ -331,8 +349,39 @@ fn run(command: Command, options: &Options) -> CliResult<ExitCode> {
             dir,
             words,
             limit,
+            session,
+            sessions: true,
             json,
-        } => search(&read_only(&dir, options)?, &words, limit, json)?,
+        } => {
+            if session.is_some() {
+                return Err("--session lists messages: leave out --sessions".into());
+            }
+            search(
+                &read_only(&dir, options)?,
+                &words,
+                limit.unwrap_or(50),
+                json,
+            )?
+        }
+        Command::Search {
+            dir,
+            words,
+            limit,
+            session,
+            sessions: false,
+            json,
+        } => {
+            let mut query = MessageQuery::new(words.join(" "));
+            query.limit = limit.unwrap_or(MESSAGE_LIMIT_DEFAULT);
+            query.session = session;
+            search_messages(&read_only(&dir, options)?, &query, json)?
+        }
+        Command::Reindex { dir } => {
+            let store = existing(&dir, |d| open_store(d, options))?;
+            store.reindex()?;
+            outln!("reindexed {} session(s)", store.list_sessions().len());
+            store.close()?;
+        }
         Command::Replay {
             dir,
             session,
@@ -393,33 +442,6 @@ fn show(store: &LogStore, dir: &Path, key: &str, tail: Option<usize>, json: bool
     };
     for m in messages {
         print_message(&m, json)?;
-    }
-    Ok(())
-}
-
-/// `search`: the sessions whose messages, key or name hold any of `words`.
-fn search(store: &LogStore, words: &[String], limit: usize, json: bool) -> CliResult {
-    let query = SessionQuery {
-        keyword: Some(words.join(" ")),
-        limit: Some(limit),
-    };
-    for meta in store.search(&query) {
-        if json {
-            outln!(
-                "{}",
-                json!({
-                    "key": meta.key, "name": meta.name, "messages": meta.message_count,
-                    "last_activity": meta.last_activity.to_rfc3339()
-                })
-            );
-        } else {
-            outln!(
-                "{}\t{}\t{}",
-                meta.key,
-                meta.message_count,
-                meta.last_activity.to_rfc3339()
-            );
-        }
     }
     Ok(())
 }
@@ -696,6 +718,10 @@ fn describe(finding: &Finding) -> String {
             format!("torn tail cut: {} at offset {offset}", path.display())
         }
         Finding::UnknownFile { path } => format!("not part of the store: {}", path.display()),
+        Finding::IndexRebuilt { path, reason } => format!(
+            "search index rebuilt from the log ({}: {reason})",
+            path.display()
+        ),
         other => format!("{other:?}"),
     }
 }

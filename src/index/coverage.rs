@@ -1,0 +1,282 @@
+//! What the search index covers of each session, and the index's state file (`index/STATE`):
+//! the runs that make up the index and, per session, the last event indexed, the version of
+//! each position's doc, and where its last two messages lie (to tell an append from a
+//! rewrite without reading the log). `docs/FORMAT.md`, "The search index", has the bytes.
+
+use std::collections::HashMap;
+
+use crate::location::MessageLoc;
+use crate::parked::{decode_locs, encode_loc, LOC_BYTES};
+
+/// First bytes of `index/STATE`.
+pub const STATE_MAGIC: &[u8; 8] = b"SLIXSTAT";
+/// The state file's version.
+pub const STATE_VERSION: u32 = 1;
+
+/// What the index holds of one session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// The session's last event the index reflects.
+    pub last_seq: u64,
+    /// The version the next indexing of the session gets.
+    pub next_version: u32,
+    /// For each live position indexed: the version of its current doc and the doc's length.
+    pub positions: Vec<(u32, u32)>,
+    /// The version and length of the doc of the session's key and name (version 0: none).
+    pub meta: (u32, u32),
+    /// Where the messages at the last two positions indexed lie (older first).
+    pub tail: Vec<MessageLoc>,
+}
+
+impl Coverage {
+    /// The current version of the doc at `position`, if any.
+    pub fn version_at(&self, position: u32) -> Option<u32> {
+        if position == super::run::META_POSITION {
+            return (self.meta.0 != 0).then_some(self.meta.0);
+        }
+        self.positions.get(position as usize).map(|p| p.0)
+    }
+
+    /// How many of `messages` (a session's live messages now) the index already holds as
+    /// they are: all it indexed when its last message is still at its place (nothing before it
+    /// can have changed: a location is never reused in a session, and every change but an
+    /// append, a replacement or a removal of the last message moves or drops that message);
+    /// all but the last when the one before is (the last was replaced or removed); else none.
+    /// (The index is saved only once what it covers is durable, so no crash takes back a
+    /// location it holds.)
+    ///
+    /// None when the session's last event is older than the last one indexed: its log went
+    /// back (files restored from a backup, say), and a location may then have been reused.
+    pub fn kept(&self, messages: &[MessageLoc], last_seq: u64) -> usize {
+        if last_seq < self.last_seq {
+            return 0;
+        }
+        let n = self.positions.len();
+        let at = |position: usize, loc: &MessageLoc| messages.get(position) == Some(loc);
+        match self.tail.as_slice() {
+            [.., last] if n >= 1 && at(n - 1, last) => n,
+            [before, _] if n >= 2 && at(n - 2, before) => n - 1,
+            _ => 0,
+        }
+    }
+
+    /// Total length of the session's current message docs.
+    pub fn tokens(&self) -> u64 {
+        self.positions.iter().map(|p| u64::from(p.1)).sum()
+    }
+}
+
+/// The index's state as `index/STATE` holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// The hash of the term key's check value: an index of another key is not read.
+    pub key_check: u64,
+    /// The store's last sequence number when the index last caught up.
+    pub covered_seq: u64,
+    /// The number the next run gets.
+    pub next_run: u64,
+    /// The runs, oldest first.
+    pub runs: Vec<u64>,
+    /// Every session the index covers, by id.
+    pub sessions: HashMap<u64, Coverage>,
+}
+
+fn push_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn push_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// Reads fixed-size fields off a byte slice; `None` past its end.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let out = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(out)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        let mut b = [0; 4];
+        b.copy_from_slice(self.take(4)?);
+        Some(u32::from_le_bytes(b))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        let mut b = [0; 8];
+        b.copy_from_slice(self.take(8)?);
+        Some(u64::from_le_bytes(b))
+    }
+    /// A count of items of `size` bytes each, refused when the bytes left cannot hold them.
+    fn count(&mut self, size: usize) -> Option<usize> {
+        let n = self.u32()? as usize;
+        (n.checked_mul(size)? <= self.bytes.len() - self.at).then_some(n)
+    }
+}
+
+impl State {
+    /// The state's bytes: magic, version, key check, covered sequence number, next run, the
+    /// runs, the sessions, and a CRC-32 of everything before it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(STATE_MAGIC);
+        push_u32(&mut out, STATE_VERSION);
+        push_u64(&mut out, self.key_check);
+        push_u64(&mut out, self.covered_seq);
+        push_u64(&mut out, self.next_run);
+        push_u32(&mut out, self.runs.len() as u32);
+        for run in &self.runs {
+            push_u64(&mut out, *run);
+        }
+        let mut ids: Vec<&u64> = self.sessions.keys().collect();
+        ids.sort_unstable();
+        push_u32(&mut out, ids.len() as u32);
+        for id in ids {
+            let c = &self.sessions[id];
+            push_u64(&mut out, *id);
+            push_u64(&mut out, c.last_seq);
+            push_u32(&mut out, c.next_version);
+            push_u32(&mut out, c.meta.0);
+            push_u32(&mut out, c.meta.1);
+            push_u32(&mut out, c.tail.len() as u32);
+            for loc in &c.tail {
+                encode_loc(&mut out, loc);
+            }
+            push_u32(&mut out, c.positions.len() as u32);
+            for (version, len) in &c.positions {
+                push_u32(&mut out, *version);
+                push_u32(&mut out, *len);
+            }
+        }
+        let crc = crc32fast::hash(&out);
+        push_u32(&mut out, crc);
+        out
+    }
+
+    /// The state `bytes` hold; `None` unless they are whole, of this version, and sound.
+    pub fn decode(bytes: &[u8]) -> Option<State> {
+        let body = bytes.len().checked_sub(4)?;
+        let crc = u32::from_le_bytes(bytes[body..].try_into().ok()?);
+        if crc32fast::hash(&bytes[..body]) != crc {
+            return None;
+        }
+        let mut c = Cursor {
+            bytes: &bytes[..body],
+            at: 0,
+        };
+        if c.take(8)? != STATE_MAGIC || c.u32()? != STATE_VERSION {
+            return None;
+        }
+        let mut state = State {
+            key_check: c.u64()?,
+            covered_seq: c.u64()?,
+            next_run: c.u64()?,
+            ..State::default()
+        };
+        let runs = c.count(8)?;
+        for _ in 0..runs {
+            state.runs.push(c.u64()?);
+        }
+        let sessions = c.count(36)?; // the least a session takes
+        state.sessions.reserve(sessions);
+        for _ in 0..sessions {
+            let id = c.u64()?;
+            let mut cov = Coverage {
+                last_seq: c.u64()?,
+                next_version: c.u32()?,
+                meta: (c.u32()?, c.u32()?),
+                ..Coverage::default()
+            };
+            let tail = c.count(LOC_BYTES)?;
+            if tail > 2 {
+                return None;
+            }
+            cov.tail = decode_locs(c.take(tail * LOC_BYTES)?, tail).0;
+            let positions = c.count(8)?;
+            cov.positions.reserve(positions);
+            for _ in 0..positions {
+                cov.positions.push((c.u32()?, c.u32()?));
+            }
+            let versions_sound = (cov.meta.0 == 0 || cov.meta.0 < cov.next_version)
+                && cov.positions.iter().all(|p| p.0 < cov.next_version);
+            if !versions_sound || state.sessions.insert(id, cov).is_some() {
+                return None;
+            }
+        }
+        (c.at == body).then_some(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(segment: u32, offset: u64) -> MessageLoc {
+        MessageLoc::single(segment, 40, offset, 1_000)
+    }
+
+    #[test]
+    fn the_state_reads_back_and_refuses_damage() {
+        let mut state = State {
+            key_check: 9,
+            covered_seq: 77,
+            next_run: 3,
+            runs: vec![1, 2],
+            ..State::default()
+        };
+        state.sessions.insert(
+            4,
+            Coverage {
+                last_seq: 70,
+                next_version: 3,
+                positions: vec![(1, 5), (2, 8)],
+                meta: (2, 1),
+                tail: vec![loc(1, 0), loc(1, 40)],
+            },
+        );
+        state.sessions.insert(5, Coverage::default());
+        let bytes = state.encode();
+        assert_eq!(State::decode(&bytes), Some(state));
+        for at in [0, 10, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x40;
+            assert_eq!(State::decode(&bad), None, "flip at {at}");
+        }
+        assert_eq!(State::decode(&bytes[..bytes.len() - 3]), None);
+    }
+
+    #[test]
+    fn kept_tells_an_append_from_a_rewrite() {
+        let cov = Coverage {
+            positions: vec![(1, 1), (1, 1), (1, 1)],
+            tail: vec![loc(1, 40), loc(1, 80)],
+            next_version: 2,
+            ..Coverage::default()
+        };
+        let now = [loc(1, 0), loc(1, 40), loc(1, 80), loc(1, 120)];
+        assert_eq!(cov.kept(&now, 9), 3, "an append keeps all");
+        let replaced = [loc(1, 0), loc(1, 40), loc(1, 160)];
+        assert_eq!(
+            cov.kept(&replaced, 9),
+            2,
+            "a replaced last message is indexed again"
+        );
+        assert_eq!(cov.kept(&now[..2], 9), 2, "a removed last message");
+        let compacted = [loc(2, 0), loc(2, 40), loc(2, 80)];
+        assert_eq!(cov.kept(&compacted, 9), 0);
+        assert_eq!(cov.kept(&[], 9), 0);
+        let behind = Coverage {
+            last_seq: 10,
+            ..cov
+        };
+        assert_eq!(
+            behind.kept(&now, 9),
+            0,
+            "a log that went back is indexed whole"
+        );
+    }
+}

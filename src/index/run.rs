@@ -1,0 +1,423 @@
+//! A run: one immutable file of the search index (`index/run-<number>.idx`), written whole
+//! once and never changed; merged with others into a new run, then removed. `docs/FORMAT.md`,
+//! "The search index", describes the bytes:
+//!
+//! ```text
+//! postings   per term, in term order: (doc delta, term frequency) as LEB128 varints
+//! docs       doc_count × 20 bytes: session id u64, position u32, version u32, length u32
+//! terms      term_count × 24 bytes: hash u64, postings offset u64, count u32, crc u32
+//! footer     40 bytes: magic "SLIXRUN1", version u32, doc_count u32, term_count u32,
+//!            reserved u32, postings length u64, crc u32 (of docs, terms, footer), reserved u32
+//! ```
+//!
+//! Open reads the footer, the docs and the terms (their CRC checked); a term's postings are
+//! read when asked for, their own CRC checked first. Every count is checked against the file's
+//! length before anything is allocated by it.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::fs::{context, FileHandle, FileSystem, OpenMode};
+
+/// First bytes of a run's footer.
+pub const RUN_MAGIC: &[u8; 8] = b"SLIXRUN1";
+/// The run format's version.
+pub const RUN_VERSION: u32 = 1;
+/// Bytes of the footer.
+pub const FOOTER_BYTES: u64 = 40;
+/// Bytes of a doc entry.
+pub const DOC_BYTES: u64 = 20;
+/// Bytes of a term entry.
+pub const TERM_BYTES: u64 = 24;
+/// Position of a session's doc of its key and name (no message has it).
+pub const META_POSITION: u32 = u32::MAX;
+
+/// One indexed text: a message of a session at a position, or the session's key and name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Doc {
+    /// The session's id.
+    pub session: u64,
+    /// The message's position in the session's live messages, or [`META_POSITION`].
+    pub position: u32,
+    /// Which indexing of that position this is: only the session's current version of a
+    /// position counts (`coverage.rs`).
+    pub version: u32,
+    /// Tokens in the text.
+    pub length: u32,
+}
+
+/// A term's postings in a run.
+#[derive(Debug, Clone, Copy)]
+pub struct TermEntry {
+    /// The term's keyed hash.
+    pub hash: u64,
+    offset: u64,
+    /// How many docs hold it.
+    pub count: u32,
+    crc: u32,
+}
+
+/// A posting: a run-local doc number and the term's frequency in it.
+pub type Posting = (u32, u32);
+
+/// An open run.
+#[derive(Debug)]
+pub struct Run {
+    /// The run's number (its name).
+    pub number: u64,
+    path: PathBuf,
+    file: Box<dyn FileHandle>,
+    /// Its docs, by run-local number.
+    pub docs: Vec<Doc>,
+    terms: Vec<TermEntry>,
+    postings_len: u64,
+}
+
+/// `index/run-<number as 16 hex digits>.idx`.
+pub fn run_path(index_dir: &Path, number: u64) -> PathBuf {
+    index_dir.join(format!("run-{number:016x}.idx"))
+}
+
+/// The number of a run's file name.
+pub fn parse_run_name(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix("run-")?.strip_suffix(".idx")?;
+    (hex.len() == 16).then_some(())?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut b = [0; 4];
+    b.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// Writes a run's postings as they come (term by term, in term order), then its tables.
+pub struct RunWriter {
+    path: PathBuf,
+    file: Box<dyn FileHandle>,
+    buf: Vec<u8>,
+    written: u64,
+    terms: Vec<TermEntry>,
+}
+
+const WRITE_CHUNK: usize = 1 << 16;
+
+impl RunWriter {
+    /// Starts a run at `path` (a temporary name; the caller renames it into place).
+    pub fn create(fs: &dyn FileSystem, path: &Path) -> Result<RunWriter> {
+        let file = fs
+            .open(path, OpenMode::Truncate)
+            .map_err(context("creating", path))?;
+        Ok(RunWriter {
+            path: path.to_path_buf(),
+            file,
+            buf: Vec::with_capacity(WRITE_CHUNK * 2),
+            written: 0,
+            terms: Vec::new(),
+        })
+    }
+
+    fn spill(&mut self, all: bool) -> Result<()> {
+        if self.buf.len() >= WRITE_CHUNK || (all && !self.buf.is_empty()) {
+            self.file
+                .write_at(&self.buf, self.written)
+                .map_err(context("writing", &self.path))?;
+            self.written += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Adds a term's postings, sorted by doc number; terms come in increasing hash order.
+    pub fn push_term(&mut self, hash: u64, postings: &[Posting]) -> Result<()> {
+        if postings.is_empty() {
+            return Ok(());
+        }
+        debug_assert!(self.terms.last().is_none_or(|t| t.hash < hash));
+        let offset = self.written + self.buf.len() as u64;
+        let start = self.buf.len();
+        let mut previous = 0u32;
+        for (i, &(doc, tf)) in postings.iter().enumerate() {
+            let delta = if i == 0 { doc } else { doc - previous };
+            push_varint(&mut self.buf, u64::from(delta));
+            push_varint(&mut self.buf, u64::from(tf));
+            previous = doc;
+        }
+        let crc = crc32fast::hash(&self.buf[start..]);
+        self.terms.push(TermEntry {
+            hash,
+            offset,
+            count: u32::try_from(postings.len()).unwrap_or(u32::MAX),
+            crc,
+        });
+        self.spill(false)
+    }
+
+    /// Writes the docs, the terms and the footer, and syncs the file: a run is listed in the
+    /// index's state only once its bytes are durable, so a power loss never leaves the state
+    /// naming a run that is not all there (which would cost a rebuild).
+    pub fn finish(mut self, docs: &[Doc]) -> Result<()> {
+        self.spill(true)?;
+        let postings_len = self.written;
+        let mut tables = Vec::with_capacity(
+            docs.len() * DOC_BYTES as usize
+                + self.terms.len() * TERM_BYTES as usize
+                + FOOTER_BYTES as usize,
+        );
+        for doc in docs {
+            tables.extend_from_slice(&doc.session.to_le_bytes());
+            tables.extend_from_slice(&doc.position.to_le_bytes());
+            tables.extend_from_slice(&doc.version.to_le_bytes());
+            tables.extend_from_slice(&doc.length.to_le_bytes());
+        }
+        for term in &self.terms {
+            tables.extend_from_slice(&term.hash.to_le_bytes());
+            tables.extend_from_slice(&term.offset.to_le_bytes());
+            tables.extend_from_slice(&term.count.to_le_bytes());
+            tables.extend_from_slice(&term.crc.to_le_bytes());
+        }
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        tables.extend_from_slice(RUN_MAGIC);
+        tables.extend_from_slice(&RUN_VERSION.to_le_bytes());
+        tables.extend_from_slice(&count(docs.len()).to_le_bytes());
+        tables.extend_from_slice(&count(self.terms.len()).to_le_bytes());
+        tables.extend_from_slice(&0u32.to_le_bytes());
+        tables.extend_from_slice(&postings_len.to_le_bytes());
+        let crc = crc32fast::hash(&tables);
+        tables.extend_from_slice(&crc.to_le_bytes());
+        tables.extend_from_slice(&0u32.to_le_bytes());
+        self.file
+            .write_at(&tables, postings_len)
+            .map_err(context("writing", &self.path))?;
+        self.file.sync().map_err(context("syncing", &self.path))
+    }
+}
+
+impl Run {
+    /// Opens the run `number` of `index_dir`, checking its footer and tables.
+    pub fn open(fs: &dyn FileSystem, index_dir: &Path, number: u64) -> Result<Run> {
+        let path = run_path(index_dir, number);
+        let file = fs
+            .open(&path, OpenMode::Read)
+            .map_err(context("opening", &path))?;
+        let size = file.size().map_err(context("reading", &path))?;
+        let corrupt = |offset: u64, reason: &str| Error::Corrupt {
+            path: path.clone(),
+            offset,
+            reason: reason.to_owned(),
+        };
+        if size < FOOTER_BYTES {
+            return Err(corrupt(0, "shorter than a run's footer"));
+        }
+        let mut footer = [0u8; FOOTER_BYTES as usize];
+        file.read_at(&mut footer, size - FOOTER_BYTES)
+            .map_err(context("reading", &path))?;
+        if &footer[..8] != RUN_MAGIC {
+            return Err(corrupt(size - FOOTER_BYTES, "not a search index run"));
+        }
+        if le_u32(&footer, 8) != RUN_VERSION {
+            return Err(corrupt(size - FOOTER_BYTES, "unknown run version"));
+        }
+        let doc_count = u64::from(le_u32(&footer, 12));
+        let term_count = u64::from(le_u32(&footer, 16));
+        let postings_len = le_u64(&footer, 24);
+        let tables_len = doc_count * DOC_BYTES + term_count * TERM_BYTES;
+        let expected = postings_len
+            .checked_add(tables_len)
+            .and_then(|n| n.checked_add(FOOTER_BYTES));
+        if expected != Some(size) {
+            return Err(corrupt(
+                size - FOOTER_BYTES,
+                "counts do not fit the file's length",
+            ));
+        }
+        // Bounded by the file's length, just checked.
+        let mut tables = vec![0u8; (tables_len + FOOTER_BYTES) as usize];
+        file.read_at(&mut tables, postings_len)
+            .map_err(context("reading", &path))?;
+        let crc_at = tables.len() - 8;
+        if crc32fast::hash(&tables[..crc_at]) != le_u32(&tables, crc_at) {
+            return Err(corrupt(postings_len, "the run's tables fail their CRC"));
+        }
+        let docs: Vec<Doc> = tables[..(doc_count * DOC_BYTES) as usize]
+            .chunks_exact(DOC_BYTES as usize)
+            .map(|d| Doc {
+                session: le_u64(d, 0),
+                position: le_u32(d, 8),
+                version: le_u32(d, 12),
+                length: le_u32(d, 16),
+            })
+            .collect();
+        let terms: Vec<TermEntry> = tables[(doc_count * DOC_BYTES) as usize..tables_len as usize]
+            .chunks_exact(TERM_BYTES as usize)
+            .map(|t| TermEntry {
+                hash: le_u64(t, 0),
+                offset: le_u64(t, 8),
+                count: le_u32(t, 16),
+                crc: le_u32(t, 20),
+            })
+            .collect();
+        let ordered = terms
+            .windows(2)
+            .all(|w| w[0].hash < w[1].hash && w[0].offset < w[1].offset);
+        let in_bounds = terms
+            .iter()
+            .all(|t| t.offset < postings_len && u64::from(t.count) <= doc_count);
+        if !ordered || !in_bounds {
+            return Err(corrupt(
+                postings_len,
+                "the run's terms are out of order or bounds",
+            ));
+        }
+        Ok(Run {
+            number,
+            path,
+            file,
+            docs,
+            terms,
+            postings_len,
+        })
+    }
+
+    /// The run's terms, in hash order.
+    pub fn terms(&self) -> &[TermEntry] {
+        &self.terms
+    }
+
+    /// The entry of a term, if the run holds it.
+    pub fn term(&self, hash: u64) -> Option<&TermEntry> {
+        self.terms
+            .binary_search_by_key(&hash, |t| t.hash)
+            .ok()
+            .map(|i| &self.terms[i])
+    }
+
+    /// The postings of a term entry of this run, CRC checked.
+    pub fn postings(&self, entry: &TermEntry) -> Result<Vec<Posting>> {
+        let at = self
+            .terms
+            .binary_search_by_key(&entry.hash, |t| t.hash)
+            .unwrap_or(self.terms.len());
+        let end = self
+            .terms
+            .get(at + 1)
+            .map_or(self.postings_len, |next| next.offset);
+        let corrupt = |reason: &str| Error::Corrupt {
+            path: self.path.clone(),
+            offset: entry.offset,
+            reason: reason.to_owned(),
+        };
+        // Offsets were checked increasing and below the postings' length at open.
+        let mut bytes = vec![0u8; (end - entry.offset) as usize];
+        self.file
+            .read_at(&mut bytes, entry.offset)
+            .map_err(context("reading", &self.path))?;
+        if crc32fast::hash(&bytes) != entry.crc {
+            return Err(corrupt("a term's postings fail their CRC"));
+        }
+        let mut out = Vec::with_capacity(entry.count as usize);
+        let (mut at, mut doc) = (0usize, 0u64);
+        for i in 0..entry.count {
+            let delta =
+                read_varint(&bytes, &mut at).ok_or_else(|| corrupt("postings cut short"))?;
+            let tf = read_varint(&bytes, &mut at).ok_or_else(|| corrupt("postings cut short"))?;
+            doc = if i == 0 {
+                delta
+            } else {
+                doc.saturating_add(delta)
+            };
+            if doc >= self.docs.len() as u64 || tf == 0 || tf > u64::from(u32::MAX) {
+                return Err(corrupt("a posting names no doc of the run"));
+            }
+            out.push((doc as u32, tf as u32));
+        }
+        Ok(out)
+    }
+
+    /// The run's bytes on disk.
+    pub fn bytes(&self) -> u64 {
+        self.postings_len
+            + self.docs.len() as u64 * DOC_BYTES
+            + self.terms.len() as u64 * TERM_BYTES
+            + FOOTER_BYTES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::StdFs;
+
+    #[test]
+    fn a_run_reads_back_what_was_written_and_refuses_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = StdFs;
+        let docs: Vec<Doc> = (0..300)
+            .map(|i| Doc {
+                session: 7 + u64::from(i % 3),
+                position: i,
+                version: 1,
+                length: 10 + i,
+            })
+            .collect();
+        let mut writer = RunWriter::create(&fs, &run_path(dir.path(), 5)).unwrap();
+        let a: Vec<Posting> = (0..300).step_by(7).map(|d| (d, d % 5 + 1)).collect();
+        writer.push_term(3, &a).unwrap();
+        writer.push_term(9, &[(299, 200)]).unwrap();
+        writer.finish(&docs).unwrap();
+        let run = Run::open(&fs, dir.path(), 5).unwrap();
+        assert_eq!(run.docs, docs);
+        assert_eq!(run.postings(run.term(3).unwrap()).unwrap(), a);
+        assert_eq!(
+            run.postings(run.term(9).unwrap()).unwrap(),
+            vec![(299, 200)]
+        );
+        assert!(run.term(4).is_none());
+        assert_eq!(
+            run.bytes(),
+            std::fs::metadata(run_path(dir.path(), 5)).unwrap().len()
+        );
+        // A flipped byte in the postings fails that term's CRC; in the tables, the open.
+        let path = run_path(dir.path(), 5);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[1] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let run = Run::open(&fs, dir.path(), 5).unwrap();
+        assert!(run.postings(run.term(3).unwrap()).is_err());
+        let at = bytes.len() - 50;
+        bytes[at] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(Run::open(&fs, dir.path(), 5).is_err());
+        std::fs::write(&path, &bytes[..30]).unwrap();
+        assert!(Run::open(&fs, dir.path(), 5).is_err());
+        assert_eq!(parse_run_name("run-0000000000000005.idx"), Some(5));
+        assert_eq!(parse_run_name("run-5.idx"), None);
+    }
+}

@@ -1,0 +1,611 @@
+//! The search index in the store: loaded at the first query, caught up from the projection
+//! before every query (so a query sees every acknowledged write), saved when its delta grows
+//! and at close, and answering the trait's `search` and [`crate::LogStore::search_messages`].
+//! Appends never wait for it: it reads what they wrote when a query comes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::backend::SessionMetadata;
+use crate::error::{Error, Result};
+use crate::health::Swallowed;
+use crate::index::query::{clauses, snippet, Clause, Collection, MessageHit, MessageQuery};
+use crate::index::run::META_POSITION;
+use crate::index::terms::{TermKey, TERM_KEY_CONTEXT};
+use crate::index::{SearchIndex, INDEX_DIR};
+use crate::projection::to_time;
+use crate::report::Finding;
+use crate::search::Matcher;
+use crate::segment::StoredMessage;
+
+use super::{Inner, Slot};
+
+/// The loaded index and what it knows of the store's sessions.
+pub(super) struct Searcher {
+    index: SearchIndex,
+    /// `Inner::changes` when every session was last compared with the index (`None`: never,
+    /// or a session could not be read then).
+    scanned_at: Option<u64>,
+    /// The store's sessions by id, as of that comparison.
+    slots: HashMap<u64, Arc<Slot>>,
+    /// The sessions searched (live, not archived), as of that comparison.
+    searchable: HashMap<u64, Arc<Slot>>,
+    /// BM25's statistics over their messages, as of that comparison.
+    collection: Collection,
+}
+
+impl Searcher {
+    fn new(index: SearchIndex) -> Searcher {
+        Searcher {
+            index,
+            scanned_at: None,
+            slots: HashMap::new(),
+            searchable: HashMap::new(),
+            collection: Collection {
+                docs: 0,
+                mean_length: 0.0,
+            },
+        }
+    }
+}
+
+/// A doc of a session: its id and position.
+type DocKey = (u64, u32);
+
+impl Inner {
+    /// The key the index hashes terms under: derived from the store key when encrypted.
+    fn term_key(&self) -> TermKey {
+        match &self.options.encryption {
+            Some(key) => TermKey::secret(&key.derive(TERM_KEY_CONTEXT)),
+            None => TermKey::PLAIN,
+        }
+    }
+
+    /// Counts a change to some session's view, for the index's catch-up.
+    pub(super) fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The index as its files hold it, or a new empty one (reported, the failing file renamed
+    /// aside) when they cannot be read.
+    fn load_index(&self) -> SearchIndex {
+        let key = self.term_key();
+        let index = match SearchIndex::open(&*self.fs, &self.dir, key) {
+            Ok(Some(index)) => index,
+            Ok(None) => return SearchIndex::empty(&self.dir, key), // nothing to tidy
+            Err(e) => {
+                let index = SearchIndex::empty(&self.dir, key);
+                let path = match &e {
+                    Error::Corrupt { path, .. } | Error::ChecksumMismatch { path, .. } => {
+                        path.clone()
+                    }
+                    _ => index.dir().join(crate::index::STATE_FILE),
+                };
+                if !self.read_only {
+                    for bad in [path.clone(), index.dir().join(crate::index::STATE_FILE)] {
+                        self.set_aside(&bad);
+                    }
+                }
+                self.report.add(vec![Finding::IndexRebuilt {
+                    path,
+                    reason: e.to_string(),
+                }]);
+                index
+            }
+        };
+        if !self.read_only {
+            for stray in index.strays(&*self.fs) {
+                // A run no state names (a save cut short) or a temporary file: the index's
+                // own derived bytes, which nothing reads.
+                let _ = self.fs.remove_file(&stray);
+            }
+        }
+        index
+    }
+
+    /// Renames an index file that could not be read to `<name>.damaged`: its bytes are kept.
+    fn set_aside(&self, path: &std::path::Path) {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        if dir.file_name() != Some(std::ffi::OsStr::new(INDEX_DIR)) || !self.fs.exists(path) {
+            return;
+        }
+        let to = crate::fs::free_name(
+            &*self.fs,
+            dir,
+            &format!("{}.damaged", name.to_string_lossy()),
+        );
+        let moved = crate::fs::move_aside(&*self.fs, path, &to);
+        self.monitor.note(
+            Swallowed::Read,
+            "setting a damaged index file aside",
+            None,
+            moved,
+        );
+    }
+
+    /// Calls `f` with the index, loaded if this is its first use and caught up.
+    fn with_index<T>(&self, f: impl Fn(&mut Searcher) -> Result<T>) -> Result<T> {
+        let mut guard = self.search.lock();
+        let searcher = guard.get_or_insert_with(|| Searcher::new(self.load_index()));
+        self.catch_up(searcher)?;
+        match f(searcher) {
+            Err(Error::Corrupt { path, reason, .. }) if path.starts_with(searcher.index.dir()) => {
+                // A run's postings failed their check: never an answer from it. The index
+                // is rebuilt from the log, and the question asked again.
+                if !self.read_only {
+                    self.set_aside(&path);
+                }
+                self.report
+                    .add(vec![Finding::IndexRebuilt { path, reason }]);
+                *searcher = Searcher::new(SearchIndex::empty(&self.dir, self.term_key()));
+                self.catch_up(searcher)?;
+                f(searcher)
+            }
+            other => other,
+        }
+    }
+
+    /// Brings the index up to every session's last event: each session changed since it was
+    /// indexed is indexed again, from the first message that changed.
+    fn catch_up(&self, searcher: &mut Searcher) -> Result<()> {
+        let changes = self.changes.load(Ordering::SeqCst);
+        if searcher.scanned_at == Some(changes) {
+            return Ok(());
+        }
+        let seq = self.feed.next_seq().saturating_sub(1);
+        let slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
+        searcher.slots = slots
+            .iter()
+            .map(|s| (s.session_id, Arc::clone(s)))
+            .collect();
+        let mut complete = true;
+        searcher.searchable.clear();
+        for slot in slots {
+            let (last_seq, live) = {
+                let view = slot.view.read();
+                if view.is_live() && !view.archived {
+                    searcher
+                        .searchable
+                        .insert(slot.session_id, Arc::clone(&slot));
+                }
+                (view.last_seq, view.is_live())
+            };
+            let index = &mut searcher.index;
+            if index
+                .coverage(slot.session_id)
+                .is_some_and(|c| c.last_seq == last_seq)
+            {
+                continue;
+            }
+            if !live {
+                index.touch(slot.session_id, last_seq);
+                continue;
+            }
+            let indexed = self.index_session(index, &slot);
+            if self
+                .monitor
+                .note(Swallowed::Read, "indexing", Some(&slot.key), indexed)
+                .is_none()
+            {
+                complete = false; // tried again at the next query
+            }
+        }
+        // Sessions gone for good are forgotten. A deleted one that can still be restored is
+        // kept: were it forgotten, its next indexing would start its versions again, and its
+        // old docs (not yet merged away) would count as current.
+        let restorable: HashSet<u64> = self
+            .tombstones
+            .lock()
+            .slots()
+            .map(|s| s.session_id)
+            .collect();
+        let index = &mut searcher.index;
+        for id in index.covered_sessions() {
+            if !searcher.slots.contains_key(&id) && !restorable.contains(&id) {
+                index.forget(id);
+            }
+        }
+        index.set_covered_seq(seq);
+        // BM25's statistics, over every message searched (a query's filters aside).
+        let (mut docs, mut tokens) = (0u64, 0u64);
+        for id in searcher.searchable.keys() {
+            if let Some(cov) = index.coverage(*id) {
+                docs += cov.positions.len() as u64;
+                tokens += cov.tokens();
+            }
+        }
+        searcher.collection = Collection {
+            docs,
+            mean_length: tokens as f32 / docs.max(1) as f32,
+        };
+        searcher.scanned_at = complete.then_some(changes);
+        if !self.read_only && index.delta_full() {
+            // What the index covers is made durable first: a crash must not take back a
+            // location the saved index holds (a later write could reuse it).
+            let saved = self.flush().and_then(|()| index.save(&*self.fs));
+            self.monitor.note(
+                Swallowed::Background,
+                "saving the search index",
+                None,
+                saved,
+            );
+        }
+        Ok(())
+    }
+
+    /// Indexes what changed of one session since the index last saw it.
+    fn index_session(&self, index: &mut SearchIndex, slot: &Arc<Slot>) -> Result<()> {
+        let Some(pinned) = self.slot(&slot.key)? else {
+            return Ok(());
+        };
+        if pinned.session_id != slot.session_id {
+            return Ok(()); // replaced since the scan began: the next scan takes it
+        }
+        let view = pinned.view.read();
+        if !view.is_live() {
+            index.touch(slot.session_id, view.last_seq);
+            return Ok(());
+        }
+        let keep = index
+            .coverage(slot.session_id)
+            .map_or(0, |c| c.kept(&view.messages, view.last_seq));
+        let locs = &view.messages[keep..];
+        let files = self.segment_files(&pinned, locs)?;
+        let tail = &view.messages[view.messages.len().saturating_sub(2)..];
+        let name = view.name.as_deref().unwrap_or_default();
+        let meta = [view.key.as_str(), name];
+        index.index_session(slot.session_id, view.last_seq, keep, &meta, tail, |add| {
+            files.visit_messages(locs, |_, _, _, content| {
+                add(content);
+                true
+            })
+        })
+    }
+
+    /// The trait's `search` for a keyword, answered from the index: the sessions that hold a
+    /// doc with every token of some word are candidates; each is confirmed on its text, most
+    /// recent activity first, until `limit` are found.
+    pub(super) fn search_sessions(
+        &self,
+        keyword: &str,
+        limit: usize,
+    ) -> Result<Vec<SessionMetadata>> {
+        let matcher = Matcher::new(keyword);
+        if matcher.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let words: Vec<Clause> = keyword
+            .split_whitespace()
+            .map(|w| Clause {
+                tokens: crate::search::tokens(w),
+            })
+            .filter(|c| !c.tokens.is_empty())
+            .collect();
+        self.with_index(|searcher| {
+            let mut candidates: HashMap<u64, Vec<u32>> = HashMap::new();
+            for word in &words {
+                for (session, position) in docs_with_all(&searcher.index, &word.tokens)? {
+                    candidates.entry(session).or_default().push(position);
+                }
+            }
+            let mut rows: Vec<(i64, &Arc<Slot>, Vec<u32>)> = candidates
+                .into_iter()
+                .filter_map(|(id, mut positions)| {
+                    let slot = searcher.slots.get(&id)?;
+                    let view = slot.view.read();
+                    (view.is_live() && !view.archived).then(|| {
+                        positions.sort_unstable();
+                        positions.dedup();
+                        (view.last_activity, slot, positions)
+                    })
+                })
+                .collect();
+            rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.key.cmp(&b.1.key)));
+            let mut out = Vec::new();
+            for (_, slot, positions) in rows {
+                let found = self.confirm(slot, &positions, &matcher);
+                let found = self
+                    .monitor
+                    .note(Swallowed::Read, "search", Some(&slot.key), found)
+                    .flatten();
+                if let Some(meta) = found {
+                    out.push(meta);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The session's metadata when `matcher` matches its key, its name or the message at one
+    /// of `positions`, read from its files.
+    fn confirm(
+        &self,
+        slot: &Arc<Slot>,
+        positions: &[u32],
+        matcher: &Matcher,
+    ) -> Result<Option<SessionMetadata>> {
+        let Some(pinned) = self.slot(&slot.key)? else {
+            return Ok(None);
+        };
+        if pinned.session_id != slot.session_id {
+            return Ok(None); // erased since the catch-up
+        }
+        let view = pinned.view.read();
+        if !view.is_live() || view.archived {
+            return Ok(None);
+        }
+        let by_meta = positions.last() == Some(&META_POSITION)
+            && (matcher.matches(&view.key)
+                || view.name.as_deref().is_some_and(|n| matcher.matches(n)));
+        if by_meta {
+            return Ok(Some(view.metadata()));
+        }
+        let locs: Vec<_> = positions
+            .iter()
+            .filter_map(|p| view.messages.get(*p as usize).copied())
+            .collect();
+        let files = self.segment_files(&pinned, &locs)?;
+        let mut hit = false;
+        files.visit_messages(&locs, |_, _, _, content| {
+            hit = matcher.matches(content);
+            !hit
+        })?;
+        Ok(hit.then(|| view.metadata()))
+    }
+
+    /// [`crate::LogStore::search_messages`].
+    pub(super) fn search_messages(&self, query: &MessageQuery) -> Result<Vec<MessageHit>> {
+        let clauses = clauses(&query.text);
+        if clauses.is_empty() || query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.with_index(|searcher| {
+            let searchable = &searcher.searchable;
+            let collection = searcher.collection;
+            if collection.docs == 0 {
+                return Ok(Vec::new());
+            }
+            // The sessions the query's filters admit, decided once each.
+            let filtered = query.session.is_some() || query.agent_alias.is_some();
+            let mut decided: HashMap<u64, bool> = HashMap::new();
+            let mut admitted = |id: u64| -> bool {
+                if !filtered {
+                    return true;
+                }
+                *decided.entry(id).or_insert_with(|| {
+                    searchable.get(&id).is_some_and(|slot| {
+                        let view = slot.view.read();
+                        query.session.as_deref().is_none_or(|s| s == slot.key)
+                            && query
+                                .agent_alias
+                                .as_deref()
+                                .is_none_or(|a| view.agent_alias.as_deref() == Some(a))
+                    })
+                })
+            };
+            // Each token's current docs in searched sessions: (doc → frequency, length).
+            let mut postings: HashMap<&str, HashMap<DocKey, (u32, u32)>> = HashMap::new();
+            for token in clauses.iter().flat_map(|c| &c.tokens) {
+                if postings.contains_key(token.as_str()) {
+                    continue;
+                }
+                let hits = searcher.index.hits(token)?;
+                let docs: HashMap<DocKey, (u32, u32)> = hits
+                    .into_iter()
+                    .filter(|(d, _)| {
+                        d.position != META_POSITION && searchable.contains_key(&d.session)
+                    })
+                    .map(|(d, tf)| ((d.session, d.position), (tf, d.length)))
+                    .collect();
+                postings.insert(token, docs);
+            }
+            let mut scores: HashMap<DocKey, f32> = HashMap::new();
+            let mut texts: HashMap<DocKey, StoredMessage> = HashMap::new();
+            for clause in &clauses {
+                let lists: Vec<&HashMap<DocKey, (u32, u32)>> = clause
+                    .tokens
+                    .iter()
+                    .map(|t| &postings[t.as_str()])
+                    .collect();
+                let Some(shortest) = lists.iter().min_by_key(|l| l.len()) else {
+                    continue;
+                };
+                let mut found: Vec<DocKey> = shortest
+                    .keys()
+                    .filter(|doc| admitted(doc.0) && lists.iter().all(|l| l.contains_key(doc)))
+                    .copied()
+                    .collect();
+                if clause.is_phrase() {
+                    self.read_docs(searchable, &found, &mut texts)?;
+                    found.retain(|doc| {
+                        texts
+                            .get(doc)
+                            .is_some_and(|m| clause.occurs_in(&m.message.content))
+                    });
+                }
+                for doc in found {
+                    let score: f32 = clause
+                        .tokens
+                        .iter()
+                        .zip(&lists)
+                        .map(|(_, list)| {
+                            let (tf, length) = list[&doc];
+                            collection.weight(collection.idf(list.len() as u64), tf, length)
+                        })
+                        .sum();
+                    *scores.entry(doc).or_default() += score;
+                }
+            }
+            let mut ranked: Vec<(DocKey, f32)> = scores.into_iter().collect();
+            ranked.sort_by(|a, b| {
+                b.1.total_cmp(&a.1)
+                    .then_with(|| searchable[&a.0 .0].key.cmp(&searchable[&b.0 .0].key))
+                    .then_with(|| a.0 .1.cmp(&b.0 .1))
+            });
+            let mut out = Vec::new();
+            for chunk in ranked.chunks(query.limit.max(16)) {
+                let wanted: Vec<DocKey> = chunk.iter().map(|r| r.0).collect();
+                self.read_docs(searchable, &wanted, &mut texts)?;
+                for (doc, score) in chunk {
+                    let Some(stored) = texts.get(doc) else {
+                        continue; // changed since the catch-up
+                    };
+                    let at = to_time(stored.created_at);
+                    if query.from_time.is_some_and(|t| at < t)
+                        || query.to_time.is_some_and(|t| at > t)
+                    {
+                        continue;
+                    }
+                    out.push(MessageHit {
+                        session: searchable[&doc.0].key.clone(),
+                        index: doc.1 as usize,
+                        created_at: at,
+                        message: stored.message.clone(),
+                        score: *score,
+                        snippet: snippet(&stored.message.content, &clauses),
+                    });
+                    if out.len() == query.limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Reads the messages of `docs` not yet in `texts` into it.
+    fn read_docs(
+        &self,
+        slots: &HashMap<u64, Arc<Slot>>,
+        docs: &[DocKey],
+        texts: &mut HashMap<DocKey, StoredMessage>,
+    ) -> Result<()> {
+        let mut by_session: HashMap<u64, Vec<u32>> = HashMap::new();
+        for doc in docs.iter().filter(|d| !texts.contains_key(d)) {
+            by_session.entry(doc.0).or_default().push(doc.1);
+        }
+        for (id, mut positions) in by_session {
+            let Some(slot) = slots.get(&id) else { continue };
+            positions.sort_unstable();
+            let Some(pinned) = self.slot(&slot.key)? else {
+                continue;
+            };
+            if pinned.session_id != id {
+                continue; // erased since the catch-up
+            }
+            let (kept, locs, files) = {
+                let view = pinned.view.read();
+                let kept: Vec<u32> = positions
+                    .into_iter()
+                    .filter(|p| (*p as usize) < view.messages.len())
+                    .collect();
+                let locs: Vec<_> = kept.iter().map(|p| view.messages[*p as usize]).collect();
+                // Opened under the lock, so a compaction cannot remove the files first.
+                let files = self.segment_files(&pinned, &locs)?;
+                (kept, locs, files)
+            };
+            for (position, stored) in kept.into_iter().zip(files.read_messages(&locs)?) {
+                texts.insert((id, position), stored);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what the index holds in memory to its files (a writable store whose index was
+    /// used): at close, so the next process starts from it.
+    pub(super) fn save_index(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        match self.search.lock().as_mut() {
+            Some(searcher) if searcher.index.unsaved() => {
+                // Durable first: a crash must not take back a location the saved index holds.
+                self.flush()?;
+                searcher.index.save(&*self.fs)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Drops the index's files and builds it again from every session.
+    pub(super) fn rebuild_index(&self) -> Result<()> {
+        self.check_writable()?;
+        let mut guard = self.search.lock();
+        let index = SearchIndex::empty(&self.dir, self.term_key());
+        // Every file of the old index is stray to the new one, which names none.
+        for stray in index.strays(&*self.fs) {
+            self.fs
+                .remove_file(&stray)
+                .map_err(crate::fs::context("removing", &stray))?;
+        }
+        let state = index.dir().join(crate::index::STATE_FILE);
+        if self.fs.exists(&state) {
+            self.fs
+                .remove_file(&state)
+                .map_err(crate::fs::context("removing", &state))?;
+        }
+        let mut searcher = Searcher::new(index);
+        self.catch_up(&mut searcher)?;
+        self.flush()?; // what the saved index covers is durable first
+        searcher.index.compact(&*self.fs)?;
+        *guard = Some(searcher);
+        Ok(())
+    }
+
+    /// After an erasure: the index forgets every session the store no longer has and merges
+    /// its runs, so no index file keeps a doc of the erased session.
+    pub(super) fn erase_from_index(&self) -> Result<()> {
+        let mut guard = self.search.lock();
+        if guard.is_none() {
+            let exists = self
+                .fs
+                .exists(&self.dir.join(INDEX_DIR).join(crate::index::STATE_FILE));
+            if !exists {
+                return Ok(());
+            }
+            *guard = Some(Searcher::new(self.load_index()));
+        }
+        let Some(searcher) = guard.as_mut() else {
+            return Ok(());
+        };
+        let mut ids: HashSet<u64> = self
+            .sessions
+            .read()
+            .values()
+            .map(|s| s.session_id)
+            .collect();
+        ids.extend(self.tombstones.lock().slots().map(|s| s.session_id));
+        for id in searcher.index.covered_sessions() {
+            if !ids.contains(&id) {
+                searcher.index.forget(id);
+            }
+        }
+        searcher.scanned_at = None;
+        self.flush()?; // what the saved index covers is durable first
+        searcher.index.compact(&*self.fs)
+    }
+}
+
+/// The docs that hold every one of `tokens` (a word's or a phrase's): candidates, which a
+/// phrase must still be confirmed on.
+fn docs_with_all(index: &SearchIndex, tokens: &[String]) -> Result<Vec<DocKey>> {
+    let mut found: Option<HashSet<DocKey>> = None;
+    for token in tokens {
+        let docs: HashSet<DocKey> = index
+            .hits(token)?
+            .into_iter()
+            .map(|(d, _)| (d.session, d.position))
+            .collect();
+        found = Some(match found {
+            None => docs,
+            Some(before) => before.intersection(&docs).copied().collect(),
+        });
+    }
+    Ok(found.unwrap_or_default().into_iter().collect())
+}

@@ -1,0 +1,542 @@
+//! The search index (`index/`): `search` and `search_messages` agree with a brute-force scan
+//! of what `load` returns, over random workloads, with the index warm, cold (reopened),
+//! deleted and rebuilt; a damaged index is rebuilt and reported, never used; erasure and
+//! encryption leave no marker in any index file.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use proptest::prelude::*;
+use sessionlog::{
+    ChatMessage, Durability, EncryptionKey, Finding, LogStore, MessageQuery, Options,
+    SessionBackend, SessionQuery,
+};
+
+const WORDS: &[&str] = &["alpha", "beta", "gamma", "delta", "new", "york", "Zeta"];
+const KEYS: &[&str] = &["k0", "k1", "k2", "york-desk"];
+
+fn tokens(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// A query's clauses as the documentation states them: quoted phrases, and words outside
+/// quotes (a word of several tokens is a phrase).
+fn clauses(text: &str) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for (i, part) in text.split('"').enumerate() {
+        let parts: Vec<Vec<String>> = if i % 2 == 1 {
+            vec![tokens(part)]
+        } else {
+            part.split_whitespace().map(tokens).collect()
+        };
+        for p in parts {
+            if !p.is_empty() && !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn occurs(haystack: &[String], phrase: &[String]) -> bool {
+    haystack.windows(phrase.len()).any(|w| w == phrase)
+}
+
+/// The trait's search by brute force: every live session's key, name and messages.
+fn brute_search(store: &LogStore, keyword: &str, limit: usize) -> Vec<String> {
+    let words: Vec<Vec<String>> = keyword
+        .split_whitespace()
+        .map(tokens)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if words.is_empty() {
+        return Vec::new();
+    }
+    let hit = |text: &str| {
+        let t = tokens(text);
+        words.iter().any(|w| occurs(&t, w))
+    };
+    store
+        .list_sessions_with_metadata()
+        .into_iter()
+        .filter(|m| {
+            hit(&m.key)
+                || m.name.as_deref().is_some_and(hit)
+                || store.load(&m.key).iter().any(|msg| hit(&msg.content))
+        })
+        .map(|m| m.key)
+        .take(limit)
+        .collect()
+}
+
+/// `search_messages` by brute force: every hit with its BM25 score.
+fn brute_messages(store: &LogStore, text: &str) -> BTreeMap<(String, usize), f32> {
+    let clauses = clauses(text);
+    let mut docs: Vec<((String, usize), Vec<String>)> = Vec::new();
+    for meta in store.list_sessions_with_metadata() {
+        for (i, msg) in store.load(&meta.key).iter().enumerate() {
+            docs.push(((meta.key.clone(), i), tokens(&msg.content)));
+        }
+    }
+    let n = docs.len() as f32;
+    let mean = docs.iter().map(|d| d.1.len()).sum::<usize>() as f32 / n.max(1.0);
+    let df: HashMap<&String, usize> = clauses
+        .iter()
+        .flatten()
+        .map(|t| (t, docs.iter().filter(|d| d.1.contains(t)).count()))
+        .collect();
+    let mut out = BTreeMap::new();
+    for (at, toks) in &docs {
+        let mut score = 0f32;
+        let mut matched = false;
+        for clause in &clauses {
+            if !occurs(toks, clause) {
+                continue;
+            }
+            matched = true;
+            for t in clause {
+                let tf = toks.iter().filter(|x| *x == t).count() as f32;
+                let d = df[t] as f32;
+                let idf = (1.0 + (n - d + 0.5) / (d + 0.5)).ln();
+                let norm = 1.0 - 0.75 + 0.75 * toks.len() as f32 / mean.max(1.0);
+                score += idf * tf * 2.2 / (tf + 1.2 * norm);
+            }
+        }
+        if matched {
+            out.insert(at.clone(), score);
+        }
+    }
+    out
+}
+
+fn queries() -> Vec<String> {
+    let mut q: Vec<String> = WORDS.iter().map(|w| w.to_string()).collect();
+    q.extend(
+        [
+            "\"new york\"",
+            "alpha zeta",
+            "new-york",
+            "york desk",
+            "nothing",
+            "k1",
+            "\"gamma delta\" beta",
+        ]
+        .map(String::from),
+    );
+    q
+}
+
+/// Both searches agree with brute force, for every query.
+fn check(store: &LogStore, when: &str) {
+    for q in queries() {
+        let found: Vec<String> = store
+            .search(&SessionQuery {
+                keyword: Some(q.clone()),
+                limit: Some(3),
+            })
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(found, brute_search(store, &q, 3), "search {q:?} ({when})");
+        let mut query = MessageQuery::new(q.clone());
+        query.limit = 10_000;
+        let hits = store.search_messages(&query).unwrap();
+        let wanted = brute_messages(store, &q);
+        let got: BTreeMap<(String, usize), f32> = hits
+            .iter()
+            .map(|h| ((h.session.clone(), h.index), h.score))
+            .collect();
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            wanted.keys().collect::<Vec<_>>(),
+            "search_messages {q:?} ({when})"
+        );
+        for (at, score) in &wanted {
+            assert!(
+                (got[at] - score).abs() <= 1e-3 * score.abs().max(1.0),
+                "score of {at:?} for {q:?} ({when}): {} vs {score}",
+                got[at]
+            );
+        }
+        assert!(
+            hits.windows(2).all(|w| w[0].score >= w[1].score),
+            "ranked ({when})"
+        );
+        for hit in &hits {
+            assert_eq!(store.load(&hit.session)[hit.index], hit.message, "{when}");
+            assert!(!hit.snippet.is_empty(), "a snippet for {q:?} ({when})");
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Append(usize, Vec<usize>),
+    Batch(usize, Vec<Vec<usize>>),
+    UpdateLast(usize, Vec<usize>),
+    RemoveLast(usize),
+    Clear(usize),
+    UndoClear(usize),
+    Delete(usize),
+    Restore(usize),
+    Name(usize, usize),
+    Archive(usize, bool),
+    Fork(usize, usize),
+    Compact(usize),
+    Erase(usize),
+    Check,
+    Reopen,
+}
+
+fn text(words: &[usize]) -> String {
+    words
+        .iter()
+        .map(|w| WORDS[*w % WORDS.len()])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let k = 0..KEYS.len();
+    let words = prop::collection::vec(0..WORDS.len(), 0..6);
+    prop_oneof![
+        6 => (k.clone(), words.clone()).prop_map(|(k, w)| Step::Append(k, w)),
+        1 => (k.clone(), prop::collection::vec(words.clone(), 1..4)).prop_map(|(k, w)| Step::Batch(k, w)),
+        2 => (k.clone(), words).prop_map(|(k, w)| Step::UpdateLast(k, w)),
+        1 => k.clone().prop_map(Step::RemoveLast),
+        1 => k.clone().prop_map(Step::Clear),
+        1 => k.clone().prop_map(Step::UndoClear),
+        1 => k.clone().prop_map(Step::Delete),
+        1 => k.clone().prop_map(Step::Restore),
+        1 => (k.clone(), 0..WORDS.len()).prop_map(|(k, w)| Step::Name(k, w)),
+        1 => (k.clone(), any::<bool>()).prop_map(|(k, a)| Step::Archive(k, a)),
+        1 => (k.clone(), k.clone()).prop_map(|(a, b)| Step::Fork(a, b)),
+        1 => k.clone().prop_map(Step::Compact),
+        1 => k.prop_map(Step::Erase),
+        2 => Just(Step::Check),
+        1 => Just(Step::Reopen),
+    ]
+}
+
+fn options() -> Options {
+    Options {
+        auto_compact: false,
+        ..Options::with_durability(Durability::Never)
+    }
+}
+
+fn run(dir: &Path, steps: &[Step]) {
+    let mut store = LogStore::open_with(dir, options()).unwrap();
+    for step in steps {
+        let key = |k: &usize| KEYS[*k];
+        match step {
+            Step::Append(k, w) => store.append(key(k), &ChatMessage::user(text(w))).unwrap(),
+            Step::Batch(k, ws) => {
+                let batch: Vec<ChatMessage> =
+                    ws.iter().map(|w| ChatMessage::assistant(text(w))).collect();
+                store.append_batch(key(k), &batch).unwrap()
+            }
+            Step::UpdateLast(k, w) => drop(
+                store
+                    .update_last(key(k), &ChatMessage::assistant(text(w)))
+                    .unwrap(),
+            ),
+            Step::RemoveLast(k) => drop(store.remove_last(key(k)).unwrap()),
+            Step::Clear(k) => drop(store.clear_messages(key(k)).unwrap()),
+            Step::UndoClear(k) => drop(store.undo_clear(key(k)).unwrap()),
+            Step::Delete(k) => drop(store.delete_session(key(k)).unwrap()),
+            Step::Restore(k) => drop(store.restore_session(key(k))),
+            Step::Name(k, w) => {
+                if store.session_exists(key(k)) {
+                    store
+                        .set_session_name(key(k), &format!("name {}", WORDS[*w]))
+                        .unwrap()
+                }
+            }
+            Step::Archive(k, true) => drop(store.archive_session(key(k)).unwrap()),
+            Step::Archive(k, false) => drop(store.unarchive_session(key(k)).unwrap()),
+            Step::Fork(a, b) => drop(store.fork_session(key(a), key(b), None)),
+            Step::Compact(k) => store.compact_session(key(k)).unwrap(),
+            Step::Erase(k) => drop(store.erase_session(key(k)).unwrap()),
+            Step::Check => check(&store, "warm"),
+            Step::Reopen => {
+                store.close().unwrap();
+                store = LogStore::open_with(dir, options()).unwrap();
+            }
+        }
+    }
+    check(&store, "warm at the end");
+    store.close().unwrap();
+    let store = LogStore::open_with(dir, options()).unwrap();
+    check(&store, "cold");
+    store.close().unwrap();
+    std::fs::remove_dir_all(dir.join("index")).unwrap();
+    let store = LogStore::open_with(dir, options()).unwrap();
+    check(&store, "index deleted");
+    store.reindex().unwrap();
+    check(&store, "rebuilt");
+    assert!(store
+        .recovery_report()
+        .findings
+        .iter()
+        .all(|f| !matches!(f, Finding::IndexRebuilt { .. })));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn searches_agree_with_a_scan_warm_cold_deleted_and_rebuilt(steps in prop::collection::vec(step(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), &steps);
+    }
+}
+
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+fn holds(path: &Path, marker: &[u8]) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    bytes.windows(marker.len()).any(|w| w == marker)
+}
+
+#[test]
+fn a_damaged_index_is_rebuilt_reported_and_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    for i in 0..50 {
+        store
+            .append(
+                &format!("s{i}"),
+                &ChatMessage::user(format!("alpha word{i} beta")),
+            )
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .search(&SessionQuery {
+                keyword: Some("word7".into()),
+                limit: None
+            })
+            .len(),
+        1
+    );
+    store.close().unwrap();
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "idx"))
+        .collect();
+    assert_eq!(runs.len(), 1, "the close saved one run");
+    // Flipped bytes in the postings (the start of a run): found when a term is read.
+    let mut bytes = std::fs::read(&runs[0]).unwrap();
+    for b in &mut bytes[..100] {
+        *b ^= 0x20;
+    }
+    std::fs::write(&runs[0], &bytes).unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    let all = MessageQuery {
+        limit: 1000,
+        ..MessageQuery::new("alpha")
+    };
+    assert_eq!(store.search_messages(&all).unwrap().len(), 50);
+    let report = store.recovery_report();
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::IndexRebuilt { .. })),
+        "{report:?}"
+    );
+    assert!(
+        report.is_clean(),
+        "derived data: nothing of the log was lost"
+    );
+    let damaged = runs[0].with_file_name(format!(
+        "{}.damaged",
+        runs[0].file_name().unwrap().to_string_lossy()
+    ));
+    assert!(
+        damaged.exists(),
+        "the damaged run is kept aside, not removed"
+    );
+    store.close().unwrap();
+    // A state cut short: the open of the index fails, and it is rebuilt.
+    let state = dir.path().join("index/STATE");
+    let bytes = std::fs::read(&state).unwrap();
+    std::fs::write(&state, &bytes[..bytes.len() / 2]).unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    assert_eq!(
+        store
+            .search(&SessionQuery {
+                keyword: Some("word49 word3".into()),
+                limit: None
+            })
+            .len(),
+        2
+    );
+    assert!(store
+        .recovery_report()
+        .findings
+        .iter()
+        .any(|f| matches!(f, Finding::IndexRebuilt { .. })));
+}
+
+#[test]
+fn an_erased_marker_is_in_no_file_and_an_encrypted_index_holds_no_word() {
+    for encrypted in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            encryption: encrypted.then(|| EncryptionKey::from_bytes([9; 32])),
+            ..options()
+        };
+        let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
+        for i in 0..20 {
+            store
+                .append("keep", &ChatMessage::user(format!("ordinary words {i}")))
+                .unwrap();
+        }
+        store
+            .append(
+                "secret",
+                &ChatMessage::user("the marker qxzvmarker sits here"),
+            )
+            .unwrap();
+        store.set_session_name("secret", "qxzvmarker name").unwrap();
+        assert_eq!(
+            store
+                .search_messages(&MessageQuery::new("qxzvmarker"))
+                .unwrap()
+                .len(),
+            1
+        );
+        store.close().unwrap();
+        let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
+        assert_eq!(
+            store
+                .search_messages(&MessageQuery::new("qxzvmarker"))
+                .unwrap()
+                .len(),
+            1
+        );
+        let mut index_files = Vec::new();
+        files_under(&dir.path().join("index"), &mut index_files);
+        assert!(!index_files.is_empty());
+        for path in &index_files {
+            assert!(
+                !holds(path, b"qxzvmarker") && !holds(path, b"ordinary"),
+                "{path:?} holds a word"
+            );
+        }
+        store.erase_session("secret").unwrap();
+        assert!(store
+            .search_messages(&MessageQuery::new("qxzvmarker"))
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .search(&SessionQuery {
+                keyword: Some("qxzvmarker".into()),
+                limit: None
+            })
+            .is_empty());
+        assert_eq!(
+            store
+                .search_messages(&MessageQuery::new("ordinary"))
+                .unwrap()
+                .len(),
+            20
+        );
+        store.close().unwrap();
+        let mut all = Vec::new();
+        files_under(dir.path(), &mut all);
+        for path in &all {
+            assert!(
+                !holds(path, b"qxzvmarker"),
+                "{path:?} holds the erased marker"
+            );
+        }
+    }
+}
+
+#[test]
+fn filters_limit_and_snippets() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    store
+        .append(
+            "a",
+            &ChatMessage::user("the order 42 shipped to New York today"),
+        )
+        .unwrap();
+    store
+        .append("b", &ChatMessage::user("york new is not the phrase"))
+        .unwrap();
+    store
+        .append("b", &ChatMessage::user("order order order"))
+        .unwrap();
+    store.set_session_agent_alias("b", "helper").unwrap();
+    let q = |text: &str| MessageQuery::new(text);
+    let phrase = store.search_messages(&q("\"new york\"")).unwrap();
+    assert_eq!(phrase.len(), 1);
+    assert_eq!((phrase[0].session.as_str(), phrase[0].index), ("a", 0));
+    assert_eq!(phrase[0].snippet, "the order 42 shipped to New York today");
+    let words = store.search_messages(&q("new york")).unwrap();
+    assert_eq!(words.len(), 2);
+    let order = store.search_messages(&q("order")).unwrap();
+    assert_eq!(
+        order[0].session, "b",
+        "three times in a short message ranks first"
+    );
+    let only_a = store
+        .search_messages(&MessageQuery {
+            session: Some("a".into()),
+            ..q("order")
+        })
+        .unwrap();
+    assert_eq!(only_a.len(), 1);
+    let helper = store
+        .search_messages(&MessageQuery {
+            agent_alias: Some("helper".into()),
+            ..q("order")
+        })
+        .unwrap();
+    assert_eq!(helper.len(), 1);
+    let one = store
+        .search_messages(&MessageQuery {
+            limit: 1,
+            ..q("order york")
+        })
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    assert!(store
+        .search_messages(&MessageQuery {
+            from_time: Some(later),
+            ..q("order")
+        })
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .search_messages(&MessageQuery {
+                to_time: Some(later),
+                ..q("order")
+            })
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(store.search_messages(&q("\"\" ,,")).unwrap().is_empty());
+}
