@@ -37,6 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::PowerLoss),
         1 => Just(Op::Checkpoint),
         1 => Just(Op::Crash),
+        2 => "[a-z]{1,2}( [a-z]{1,2})?|\"[a-z]{1,2} [a-z]{1,2}\"|[a-z]{1,2}-[a-z]{1,2}".prop_map(Op::Search),
     ]
 }
 

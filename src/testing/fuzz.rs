@@ -88,6 +88,15 @@ fn check_ops_with(ops: &[Op], options: crate::Options) {
                      against a full replay"
                 );
             }
+            Op::Search(query) => {
+                super::assert_searches(&store, &model, query, &format!("after op {i}"));
+                if i % 2 == 0 {
+                    // Cold: the index as its files hold it (saved at the close), loaded again.
+                    drop(store);
+                    store = open();
+                    super::assert_searches(&store, &model, query, &format!("cold, after op {i}"));
+                }
+            }
             _ => {
                 run_op(&store, op).unwrap_or_else(|e| panic!("op {i} {op:?} failed: {e}"));
                 model.apply(op);

@@ -14,6 +14,7 @@ mod faulty_fs;
 mod fuzz;
 mod model;
 mod op;
+mod oracle;
 mod sim_fs;
 
 pub use faulty_fs::{FaultyFs, FsOp, EIO, ENOSPC};
@@ -23,6 +24,7 @@ pub use fuzz::{
 };
 pub use model::{Model, ModelSession, ModelTombstone};
 pub use op::{ops_from_bytes, run_op, Op, KEYS};
+pub use oracle::{assert_searches, search_messages, search_sessions};
 pub use sim_fs::SimFs;
 
 /// How many sessions the store holds in memory: live ones, and any a call made and has not

@@ -105,7 +105,7 @@ impl Model {
                 self.session_or_new(key(*k)).state =
                     (state_name(*running).into(), Some(TURN.into()));
             }
-            Op::Reopen | Op::PowerLoss | Op::Checkpoint | Op::Crash => {}
+            Op::Reopen | Op::PowerLoss | Op::Checkpoint | Op::Crash | Op::Search(_) => {}
         }
     }
 

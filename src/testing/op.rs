@@ -53,6 +53,9 @@ pub enum Op {
     /// Lose power with the store still open (it never closes), then open it again: after a
     /// checkpoint, the open replays only what was written since.
     Crash,
+    /// `search(keyword)` and `search_messages(text)`, compared with a brute-force scan of the
+    /// model (every other time also after a reopen, with the index read cold from its files).
+    Search(String),
 }
 
 /// The keys workloads use: similar-looking keys that must stay distinct.
@@ -123,7 +126,7 @@ pub fn run_op(store: &LogStore, op: &Op) -> io::Result<()> {
         Op::Archive(k) => Ok(store.archive_session(key(*k)).map(drop)?),
         Op::Unarchive(k) => Ok(store.unarchive_session(key(*k)).map(drop)?),
         Op::Checkpoint => Ok(store.checkpoint()?),
-        Op::Reopen | Op::PowerLoss | Op::Crash => Ok(()),
+        Op::Reopen | Op::PowerLoss | Op::Crash | Op::Search(_) => Ok(()),
     }
 }
 
@@ -151,6 +154,7 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
                 12 => Op::State(k, b % 2 == 0),
                 13 => Op::Compact(k),
                 14 if b % 4 == 0 => Op::Checkpoint,
+                14 if b % 4 == 2 => Op::Search(text),
                 14 => Op::Reopen,
                 15 if b % 4 == 1 => Op::Crash,
                 15 => Op::PowerLoss,
