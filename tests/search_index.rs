@@ -540,3 +540,49 @@ fn filters_limit_and_snippets() {
     );
     assert!(store.search_messages(&q("\"\" ,,")).unwrap().is_empty());
 }
+
+/// A retention trim and an undo between two queries leave the last message where it was with
+/// others moved in front of it: the index must not take the front for unchanged.
+#[test]
+fn a_trim_then_an_undo_between_queries_is_indexed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        retention: sessionlog::Retention {
+            max_messages: Some(1),
+            ..sessionlog::Retention::default()
+        },
+        ..options()
+    };
+    let store = LogStore::open_with(dir.path(), options).unwrap();
+    for word in ["apple", "banana"] {
+        store.append("s", &ChatMessage::user(word)).unwrap();
+    }
+    store.clear_messages("s").unwrap();
+    for word in ["xylo", "yarrow", "zebra"] {
+        store.append("s", &ChatMessage::user(word)).unwrap();
+    }
+    assert_eq!(
+        store
+            .search_messages(&MessageQuery::new("xylo"))
+            .unwrap()
+            .len(),
+        1
+    );
+    store.apply_retention().unwrap();
+    assert_eq!(store.load("s").len(), 1, "trimmed to zebra");
+    store.undo_clear("s").unwrap();
+    let words: Vec<String> = store.load("s").into_iter().map(|m| m.content).collect();
+    assert_eq!(words, ["apple", "banana", "zebra"]);
+    let at = |word: &str| -> Vec<usize> {
+        store
+            .search_messages(&MessageQuery::new(word))
+            .unwrap()
+            .into_iter()
+            .map(|h| h.index)
+            .collect()
+    };
+    assert_eq!(at("apple"), [0]);
+    assert_eq!(at("banana"), [1]);
+    assert!(at("xylo").is_empty() && at("yarrow").is_empty());
+    assert_eq!(at("zebra"), [2]);
+}

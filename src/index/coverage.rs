@@ -26,6 +26,8 @@ pub struct Coverage {
     pub meta: (u32, u32),
     /// Where the messages at the last two positions indexed lie (older first).
     pub tail: Vec<MessageLoc>,
+    /// Where the first message indexed lies (none when there was none).
+    pub first: Option<MessageLoc>,
 }
 
 impl Coverage {
@@ -41,7 +43,9 @@ impl Coverage {
     /// they are: all it indexed when its last message is still at its place (nothing before it
     /// can have changed: a location is never reused in a session, and every change but an
     /// append, a replacement or a removal of the last message moves or drops that message);
-    /// all but the last when the one before is (the last was replaced or removed); else none.
+    /// all but the last when the one before is (the last was replaced or removed); else none;
+    /// and always none unless the first message is in place too (a trim and an undo between
+    /// two catch-ups can leave the last in place with others moved in front of it).
     /// (The index is saved only once what it covers is durable, so no crash takes back a
     /// location it holds.)
     ///
@@ -52,12 +56,30 @@ impl Coverage {
             return 0;
         }
         let n = self.positions.len();
+        // A retention trim and an undo between two catch-ups can leave the last message in
+        // place with others moved in front of it: the first must be in place too.
+        if messages.first() != self.first.as_ref() {
+            return 0;
+        }
         let at = |position: usize, loc: &MessageLoc| messages.get(position) == Some(loc);
         match self.tail.as_slice() {
             [.., last] if n >= 1 && at(n - 1, last) => n,
             [before, _] if n >= 2 && at(n - 2, before) => n - 1,
             _ => 0,
         }
+    }
+
+    /// Drops every doc of the session (none is current any more), keeping its version count.
+    pub fn clear(&mut self) {
+        *self = Coverage {
+            next_version: self.next_version,
+            ..Coverage::default()
+        };
+    }
+
+    /// True when no doc of the session is current.
+    pub fn is_gone(&self) -> bool {
+        self.positions.is_empty() && self.meta.0 == 0
     }
 
     /// Total length of the session's current message docs.
@@ -146,6 +168,10 @@ impl State {
             for loc in &c.tail {
                 encode_loc(&mut out, loc);
             }
+            push_u32(&mut out, u32::from(c.first.is_some()));
+            if let Some(loc) = &c.first {
+                encode_loc(&mut out, loc);
+            }
             push_u32(&mut out, c.positions.len() as u32);
             for (version, len) in &c.positions {
                 push_u32(&mut out, *version);
@@ -181,7 +207,7 @@ impl State {
         for _ in 0..runs {
             state.runs.push(c.u64()?);
         }
-        let sessions = c.count(36)?; // the least a session takes
+        let sessions = c.count(40)?; // the least a session takes
         state.sessions.reserve(sessions);
         for _ in 0..sessions {
             let id = c.u64()?;
@@ -196,6 +222,11 @@ impl State {
                 return None;
             }
             cov.tail = decode_locs(c.take(tail * LOC_BYTES)?, tail).0;
+            let first = c.count(LOC_BYTES)?;
+            if first > 1 {
+                return None;
+            }
+            cov.first = decode_locs(c.take(first * LOC_BYTES)?, first).0.pop();
             let positions = c.count(8)?;
             cov.positions.reserve(positions);
             for _ in 0..positions {
@@ -236,6 +267,7 @@ mod tests {
                 positions: vec![(1, 5), (2, 8)],
                 meta: (2, 1),
                 tail: vec![loc(1, 0), loc(1, 40)],
+                first: Some(loc(1, 0)),
             },
         );
         state.sessions.insert(5, Coverage::default());
@@ -254,6 +286,7 @@ mod tests {
         let cov = Coverage {
             positions: vec![(1, 1), (1, 1), (1, 1)],
             tail: vec![loc(1, 40), loc(1, 80)],
+            first: Some(loc(1, 0)),
             next_version: 2,
             ..Coverage::default()
         };
@@ -268,6 +301,8 @@ mod tests {
         assert_eq!(cov.kept(&now[..2], 9), 2, "a removed last message");
         let compacted = [loc(2, 0), loc(2, 40), loc(2, 80)];
         assert_eq!(cov.kept(&compacted, 9), 0);
+        let trimmed_and_undone = [loc(0, 8), loc(1, 40), loc(1, 80)];
+        assert_eq!(cov.kept(&trimmed_and_undone, 9), 0, "the front moved");
         assert_eq!(cov.kept(&[], 9), 0);
         let behind = Coverage {
             last_seq: 10,

@@ -149,22 +149,27 @@ impl SearchIndex {
     /// Forgets session `id` (erased, or gone for good): its docs no longer count, and the next
     /// merge leaves them out.
     pub fn forget(&mut self, id: u64) {
-        if self.state.sessions.remove(&id).is_some() {
-            self.dirty = true;
+        if let Some(cov) = self.state.sessions.get_mut(&id) {
+            // Its version count is kept until a compaction has merged every old doc of it
+            // away: a session that came back must never find an old doc current again.
+            if !cov.is_gone() {
+                cov.clear();
+                self.dirty = true;
+            }
         }
     }
 
     /// Indexes session `id` as of its event `last_seq`: keeps the first `keep` positions,
     /// indexes the texts `feed` gives (each a message's content, at `keep`, `keep + 1`, ...)
-    /// and the key and name `meta`, and remembers where its last two messages lie (`tail`).
-    /// If `feed` fails, the index forgets the session (it is indexed whole next time).
+    /// and the key and name `meta`, and remembers where its first message and its last two lie.
+    /// If `feed` fails, no doc of the session counts any more (it is indexed whole next time).
     pub fn index_session(
         &mut self,
         id: u64,
         last_seq: u64,
         keep: usize,
         meta: &[&str],
-        tail: &[MessageLoc],
+        (first, tail): (Option<MessageLoc>, &[MessageLoc]),
         feed: impl FnOnce(&mut dyn FnMut(&str)) -> Result<()>,
     ) -> Result<()> {
         let SearchIndex {
@@ -181,7 +186,15 @@ impl SearchIndex {
             ..Coverage::default()
         });
         let version = cov.next_version;
-        cov.next_version = version.saturating_add(1);
+        if version == u32::MAX {
+            // Never reused: an old doc would count as current again.
+            return Err(crate::error::Error::Corrupt {
+                path: self.dir.clone(),
+                offset: 0,
+                reason: "a session was indexed 2^32 times: run `reindex`".into(),
+            });
+        }
+        cov.next_version = version + 1;
         cov.positions.truncate(keep);
         let mut add = |position: u32, texts: &[&str]| -> u32 {
             let (length, terms) = doc_terms(key, texts);
@@ -204,11 +217,12 @@ impl SearchIndex {
             position += 1;
         });
         if let Err(e) = fed {
-            state.sessions.remove(&id);
+            cov.clear(); // indexed whole next time, under a new version
             return Err(e);
         }
         cov.meta = (version, add(META_POSITION, meta));
         cov.tail = tail.to_vec();
+        cov.first = first;
         cov.last_seq = last_seq;
         Ok(())
     }
@@ -267,25 +281,24 @@ impl SearchIndex {
 
     /// Writes the delta as a run, merges runs of similar size, and writes the state. Each step
     /// is durable before the next relies on it; a crash between them leaves the old state
-    /// naming the old runs (a stray new run is removed at the next open).
+    /// naming the old runs (a stray new run is removed at the next open). Nothing is given up
+    /// in memory before what replaces it is written: a failed save leaves the index as whole
+    /// as it was.
     pub fn save(&mut self, fs: &dyn FileSystem) -> Result<()> {
         crate::fs::subfolder(fs, parent(&self.dir), INDEX_DIR)?;
         if !self.delta_docs.is_empty() {
-            let docs = std::mem::take(&mut self.delta_docs);
-            let mut delta: Vec<(u64, Vec<Posting>)> =
-                std::mem::take(&mut self.delta).into_iter().collect();
-            delta.sort_unstable_by_key(|t| t.0);
-            let run = self.write_run(
-                fs,
-                |writer| {
-                    for (hash, postings) in &delta {
-                        writer.push_term(*hash, postings)?;
-                    }
-                    Ok(())
-                },
-                &docs,
-            )?;
+            let number = self.take_run_number();
+            let mut delta: Vec<(&u64, &Vec<Posting>)> = self.delta.iter().collect();
+            delta.sort_unstable_by_key(|t| *t.0);
+            let run = write_run(fs, &self.dir, number, &self.delta_docs, |writer| {
+                for (hash, postings) in &delta {
+                    writer.push_term(**hash, postings)?;
+                }
+                Ok(())
+            })?;
             self.runs.push(run);
+            self.delta_docs.clear();
+            self.delta.clear();
         }
         let mut retired = Vec::new();
         while self.runs.len() >= 2 {
@@ -293,9 +306,9 @@ impl SearchIndex {
             if self.runs[n - 1].bytes().saturating_mul(4) < self.runs[n - 2].bytes() {
                 break;
             }
-            let tail = self.runs.split_off(n - 2);
-            let merged = self.merge(fs, &tail)?;
-            retired.extend(tail.iter().map(|r| r.number));
+            let number = self.take_run_number();
+            let merged = self.merge(fs, number, &self.runs[n - 2..])?;
+            retired.extend(self.runs.drain(n - 2..).map(|r| r.number));
             self.runs.push(merged);
         }
         self.write_state(fs)?;
@@ -304,18 +317,26 @@ impl SearchIndex {
     }
 
     /// Merges every run into one holding only current docs (an erased session's docs go),
-    /// after writing the delta; what an erasure asks of the index.
+    /// after writing the delta; what an erasure asks of the index. Sessions forgotten then hold
+    /// no doc anywhere, and are dropped from the state.
     pub fn compact(&mut self, fs: &dyn FileSystem) -> Result<()> {
         self.save(fs)?;
-        if self.runs.is_empty() {
-            return Ok(());
+        if !self.runs.is_empty() {
+            let number = self.take_run_number();
+            let merged = self.merge(fs, number, &self.runs)?;
+            let old: Vec<u64> = self.runs.iter().map(|r| r.number).collect();
+            self.runs = vec![merged];
+            self.state.sessions.retain(|_, cov| !cov.is_gone());
+            self.write_state(fs)?;
+            self.remove_runs(fs, &old);
         }
-        let old = std::mem::take(&mut self.runs);
-        let merged = self.merge(fs, &old)?;
-        self.runs.push(merged);
-        self.write_state(fs)?;
-        self.remove_runs(fs, &old.iter().map(|r| r.number).collect::<Vec<_>>());
         Ok(())
+    }
+
+    fn take_run_number(&mut self) -> u64 {
+        let number = self.state.next_run;
+        self.state.next_run += 1;
+        number
     }
 
     fn write_state(&mut self, fs: &dyn FileSystem) -> Result<()> {
@@ -335,30 +356,8 @@ impl SearchIndex {
         }
     }
 
-    /// Writes a run through `fill` (its terms in order) and `docs`, and opens it.
-    fn write_run(
-        &mut self,
-        fs: &dyn FileSystem,
-        fill: impl FnOnce(&mut RunWriter) -> Result<()>,
-        docs: &[Doc],
-    ) -> Result<Run> {
-        let number = self.state.next_run;
-        self.state.next_run += 1;
-        let path = run_path(&self.dir, number);
-        let temp = crate::fs::temp_path(&path);
-        let mut writer = RunWriter::create(fs, &temp)?;
-        fill(&mut writer)?;
-        writer.finish(docs)?;
-        // The run's bytes were synced by `finish`; the rename gives it its name whole.
-        fs.rename(&temp, &path)
-            .map_err(context("renaming", &temp))?;
-        // And its name must be durable before the state names it.
-        sync_dir(fs, &self.dir)?;
-        Run::open(fs, &self.dir, number)
-    }
-
-    /// A run of the current docs of `runs`, term by term.
-    fn merge(&mut self, fs: &dyn FileSystem, runs: &[Run]) -> Result<Run> {
+    /// Run `number` of the current docs of `runs`, term by term.
+    fn merge(&self, fs: &dyn FileSystem, number: u64, runs: &[Run]) -> Result<Run> {
         // New doc numbers: the current docs of each run, in order.
         let mut docs = Vec::new();
         let renumber: Vec<Vec<Option<u32>>> = runs
@@ -381,26 +380,43 @@ impl SearchIndex {
             .collect();
         hashes.sort_unstable();
         hashes.dedup();
-        self.write_run(
-            fs,
-            |writer| {
-                let mut postings = Vec::new();
-                for hash in hashes {
-                    postings.clear();
-                    for (run, numbers) in runs.iter().zip(&renumber) {
-                        if let Some(entry) = run.term(hash) {
-                            for (doc, tf) in run.postings(entry)? {
-                                if let Some(new) = numbers[doc as usize] {
-                                    postings.push((new, tf));
-                                }
+        write_run(fs, &self.dir, number, &docs, |writer| {
+            let mut postings = Vec::new();
+            for hash in hashes {
+                postings.clear();
+                for (run, numbers) in runs.iter().zip(&renumber) {
+                    if let Some(entry) = run.term(hash) {
+                        for (doc, tf) in run.postings(entry)? {
+                            if let Some(new) = numbers[doc as usize] {
+                                postings.push((new, tf));
                             }
                         }
                     }
-                    writer.push_term(hash, &postings)?;
                 }
-                Ok(())
-            },
-            &docs,
-        )
+                writer.push_term(hash, &postings)?;
+            }
+            Ok(())
+        })
     }
+}
+
+/// Writes run `number` of `dir` through `fill` (its terms in order) and `docs`, and opens it.
+fn write_run(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    number: u64,
+    docs: &[Doc],
+    fill: impl FnOnce(&mut RunWriter) -> Result<()>,
+) -> Result<Run> {
+    let path = run_path(dir, number);
+    let temp = crate::fs::temp_path(&path);
+    let mut writer = RunWriter::create(fs, &temp)?;
+    fill(&mut writer)?;
+    writer.finish(docs)?;
+    // The run's bytes were synced by `finish`; the rename gives it its name whole.
+    fs.rename(&temp, &path)
+        .map_err(context("renaming", &temp))?;
+    // And its name must be durable before the state names it.
+    sync_dir(fs, dir)?;
+    Run::open(fs, dir, number)
 }

@@ -94,14 +94,19 @@ impl Inner {
                 index
             }
         };
+        self.remove_strays(&index);
+        index
+    }
+
+    /// Removes the index's files that `index` does not name (a writable store): runs a save cut
+    /// short or a rebuild replaced, temporary files. The index's own derived bytes, which
+    /// nothing reads.
+    fn remove_strays(&self, index: &SearchIndex) {
         if !self.read_only {
             for stray in index.strays(&*self.fs) {
-                // A run no state names (a save cut short) or a temporary file: the index's
-                // own derived bytes, which nothing reads.
                 let _ = self.fs.remove_file(&stray);
             }
         }
-        index
     }
 
     /// Renames an index file that could not be read to `<name>.damaged`: its bytes are kept.
@@ -141,6 +146,7 @@ impl Inner {
                 self.report
                     .add(vec![Finding::IndexRebuilt { path, reason }]);
                 *searcher = Searcher::new(SearchIndex::empty(&self.dir, self.term_key()));
+                self.remove_strays(&searcher.index);
                 self.catch_up(searcher)?;
                 f(searcher)
             }
@@ -192,6 +198,18 @@ impl Inner {
             {
                 complete = false; // tried again at the next query
             }
+            if !self.read_only && index.delta_full() {
+                // What the index covers is made durable first: a crash must not take back a
+                // location the saved index holds (a later write could reuse it). A failed
+                // save leaves the index whole in memory; it is tried again later.
+                let saved = self.flush().and_then(|()| index.save(&*self.fs));
+                self.monitor.note(
+                    Swallowed::Background,
+                    "saving the search index",
+                    None,
+                    saved,
+                );
+            }
         }
         // Sessions gone for good are forgotten. A deleted one that can still be restored is
         // kept: were it forgotten, its next indexing would start its versions again, and its
@@ -222,17 +240,6 @@ impl Inner {
             mean_length: tokens as f32 / docs.max(1) as f32,
         };
         searcher.scanned_at = complete.then_some(changes);
-        if !self.read_only && index.delta_full() {
-            // What the index covers is made durable first: a crash must not take back a
-            // location the saved index holds (a later write could reuse it).
-            let saved = self.flush().and_then(|()| index.save(&*self.fs));
-            self.monitor.note(
-                Swallowed::Background,
-                "saving the search index",
-                None,
-                saved,
-            );
-        }
         Ok(())
     }
 
@@ -244,25 +251,47 @@ impl Inner {
         if pinned.session_id != slot.session_id {
             return Ok(()); // replaced since the scan began: the next scan takes it
         }
-        let view = pinned.view.read();
-        if !view.is_live() {
-            index.touch(slot.session_id, view.last_seq);
-            return Ok(());
-        }
-        let keep = index
-            .coverage(slot.session_id)
-            .map_or(0, |c| c.kept(&view.messages, view.last_seq));
-        let locs = &view.messages[keep..];
-        let files = self.segment_files(&pinned, locs)?;
-        let tail = &view.messages[view.messages.len().saturating_sub(2)..];
-        let name = view.name.as_deref().unwrap_or_default();
-        let meta = [view.key.as_str(), name];
-        index.index_session(slot.session_id, view.last_seq, keep, &meta, tail, |add| {
-            files.visit_messages(locs, |_, _, _, content| {
-                add(content);
-                true
-            })
-        })
+        // What is read is copied under the view's lock, and read after it: a writer of the
+        // session never waits for the index's reads. Records never change, so the copy is the
+        // session as of `last_seq`.
+        let (last_seq, keep, locs, first, tail, name, files) = {
+            let view = pinned.view.read();
+            if !view.is_live() {
+                index.touch(slot.session_id, view.last_seq);
+                return Ok(());
+            }
+            let keep = index
+                .coverage(slot.session_id)
+                .map_or(0, |c| c.kept(&view.messages, view.last_seq));
+            let locs = view.messages[keep..].to_vec();
+            // Opened under the lock, so a compaction cannot remove the files first.
+            let files = self.segment_files(&pinned, &locs)?;
+            let tail = view.messages[view.messages.len().saturating_sub(2)..].to_vec();
+            let name = view.name.clone().unwrap_or_default();
+            (
+                view.last_seq,
+                keep,
+                locs,
+                view.messages.first().copied(),
+                tail,
+                name,
+                files,
+            )
+        };
+        let meta = [slot.key.as_str(), name.as_str()];
+        index.index_session(
+            slot.session_id,
+            last_seq,
+            keep,
+            &meta,
+            (first, &tail),
+            |add| {
+                files.visit_messages(&locs, |_, _, _, content| {
+                    add(content);
+                    true
+                })
+            },
+        )
     }
 
     /// The trait's `search` for a keyword, answered from the index: the sessions that hold a
@@ -336,27 +365,32 @@ impl Inner {
         if pinned.session_id != slot.session_id {
             return Ok(None); // erased since the catch-up
         }
-        let view = pinned.view.read();
-        if !view.is_live() || view.archived {
-            return Ok(None);
-        }
-        let by_meta = positions.last() == Some(&META_POSITION)
-            && (matcher.matches(&view.key)
-                || view.name.as_deref().is_some_and(|n| matcher.matches(n)));
-        if by_meta {
-            return Ok(Some(view.metadata()));
-        }
-        let locs: Vec<_> = positions
-            .iter()
-            .filter_map(|p| view.messages.get(*p as usize).copied())
-            .collect();
-        let files = self.segment_files(&pinned, &locs)?;
+        // Copied under the view's lock and read after it, so no writer waits for the read.
+        let (metadata, locs, files) = {
+            let view = pinned.view.read();
+            if !view.is_live() || view.archived {
+                return Ok(None);
+            }
+            let by_meta = positions.last() == Some(&META_POSITION)
+                && (matcher.matches(&view.key)
+                    || view.name.as_deref().is_some_and(|n| matcher.matches(n)));
+            if by_meta {
+                return Ok(Some(view.metadata()));
+            }
+            let locs: Vec<_> = positions
+                .iter()
+                .filter_map(|p| view.messages.get(*p as usize).copied())
+                .collect();
+            // Opened under the lock, so a compaction cannot remove the files first.
+            let files = self.segment_files(&pinned, &locs)?;
+            (view.metadata(), locs, files)
+        };
         let mut hit = false;
         files.visit_messages(&locs, |_, _, _, content| {
             hit = matcher.matches(content);
             !hit
         })?;
-        Ok(hit.then(|| view.metadata()))
+        Ok(hit.then_some(metadata))
     }
 
     /// [`crate::LogStore::search_messages`].
@@ -588,7 +622,24 @@ impl Inner {
         }
         searcher.scanned_at = None;
         self.flush()?; // what the saved index covers is durable first
-        searcher.index.compact(&*self.fs)
+        searcher.index.compact(&*self.fs)?;
+        // Erasure reaches every index byte: files left by an earlier rebuild, and those set
+        // aside as damaged (which may hold the erased session's term hashes) go too.
+        self.remove_strays(&searcher.index);
+        let damaged: Vec<_> = self
+            .fs
+            .list(searcher.index.dir())
+            .map_err(crate::fs::context("listing", searcher.index.dir()))?
+            .into_iter()
+            .filter(|e| e.is_file && e.name.to_string_lossy().contains(".damaged"))
+            .map(|e| searcher.index.dir().join(e.name))
+            .collect();
+        for path in damaged {
+            self.fs
+                .remove_file(&path)
+                .map_err(crate::fs::context("removing", &path))?;
+        }
+        Ok(())
     }
 }
 
