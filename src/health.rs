@@ -32,6 +32,9 @@ pub struct Health {
     /// Sessions whose message locations the memory budget dropped, to be read back from the
     /// checkpoint at their next use.
     pub locations_parked: u64,
+    /// Sessions the search index indexed (whole or from their first changed message), for a
+    /// query or in the background (an index in use is kept caught up about once a second).
+    pub sessions_indexed: u64,
 }
 
 /// Where a swallowed error was met.
@@ -51,6 +54,7 @@ pub(crate) struct Monitor {
     last_error: Mutex<Option<String>>,
     read_back: AtomicU64,
     parked: AtomicU64,
+    indexed: AtomicU64,
 }
 
 impl Monitor {
@@ -88,6 +92,10 @@ impl Monitor {
     }
 
     /// Counts a session's locations dropped under the memory budget.
+    pub(crate) fn indexed(&self) {
+        self.indexed.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn parked(&self) {
         self.parked.fetch_add(1, Ordering::Relaxed);
     }
@@ -101,6 +109,7 @@ impl Monitor {
             poisoned,
             locations_read_back: self.read_back.load(Ordering::Relaxed),
             locations_parked: self.parked.load(Ordering::Relaxed),
+            sessions_indexed: self.indexed.load(Ordering::Relaxed),
         }
     }
 }

@@ -586,3 +586,61 @@ fn a_trim_then_an_undo_between_queries_is_indexed_again() {
     assert!(at("xylo").is_empty() && at("yarrow").is_empty());
     assert_eq!(at("zebra"), [2]);
 }
+
+/// An index in use is kept caught up by the background (the checkpointer's thread), with no
+/// query: what a later query then finds needs no indexing of its own.
+#[test]
+fn the_background_keeps_an_index_in_use_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    store
+        .append("s", &ChatMessage::user("first words"))
+        .unwrap();
+    assert_eq!(
+        store
+            .search_messages(&MessageQuery::new("first"))
+            .unwrap()
+            .len(),
+        1
+    );
+    let before = store.health().sessions_indexed;
+    assert_eq!(before, 1);
+    store.append("s", &ChatMessage::user("quokka")).unwrap();
+    store.append("t", &ChatMessage::user("quokka too")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.health().sessions_indexed < before + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background never indexed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let hits = store.search_messages(&MessageQuery::new("quokka")).unwrap();
+    assert_eq!(hits.len(), 2);
+    assert_eq!(
+        store.health().sessions_indexed,
+        before + 2,
+        "the query had nothing to index"
+    );
+    store.close().unwrap();
+    // Reopened: the index's files are there, so it is in use from the start.
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    store
+        .append("u", &ChatMessage::user("quokka three"))
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.health().sessions_indexed < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background never indexed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        store
+            .search_messages(&MessageQuery::new("quokka"))
+            .unwrap()
+            .len(),
+        3
+    );
+}

@@ -66,6 +66,8 @@ pub(super) fn checkpointer(inner: &Inner) {
         if background.wait_or_stop(&background.checkpoint_due, look) {
             return;
         }
+        // The same thread keeps a search index in use caught up (`searching.rs`).
+        inner.index_in_background();
         let written = inner.written_since_checkpoint.load(Ordering::SeqCst);
         let due = (bytes > 0 && written >= bytes)
             || (written > 0 && every.is_some_and(|every| last.elapsed() >= every));

@@ -189,6 +189,9 @@ struct Inner {
     /// Changes to sessions' views (a write applied, a compaction, a fork, a replay at first
     /// touch): the index compares sessions with what it holds only when this moved.
     changes: AtomicU64,
+    /// The search index is in use (its files were there at open, or a query loaded it): the
+    /// checkpointer's thread keeps it caught up (`searching.rs`).
+    index_in_use: AtomicBool,
 }
 
 /// One session: its writer and its projection.

@@ -126,6 +126,7 @@ impl LogStore {
             .filter(|slot| slot.view.read().is_live())
             .count();
         let report = state.report;
+        let index_in_use = super::searching::index_exists(&*fs, &dir);
         let inner = Arc::new(Inner {
             fs,
             dir,
@@ -164,6 +165,7 @@ impl LogStore {
             residence: Mutex::default(),
             search: Mutex::new(None),
             changes: AtomicU64::new(0),
+            index_in_use: AtomicBool::new(index_in_use),
             live_sessions: AtomicUsize::new(live_sessions),
             report: Reports::new(report),
             _lock: lock,

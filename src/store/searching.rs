@@ -53,7 +53,36 @@ impl Searcher {
 /// A doc of a session: its id and position.
 type DocKey = (u64, u32);
 
+/// True when the store in `dir` has a search index on disk (one stat: open stays lazy).
+pub(super) fn index_exists(fs: &dyn crate::fs::FileSystem, dir: &std::path::Path) -> bool {
+    fs.exists(&dir.join(INDEX_DIR).join(crate::index::STATE_FILE))
+}
+
 impl Inner {
+    /// Keeps an index in use caught up with what was written, so that a query finds little
+    /// left to do: called by the checkpointer's thread about once a second. Never waits for a
+    /// query (one under way catches up itself), and does nothing while the index is unused.
+    pub(super) fn index_in_background(&self) {
+        if !self.index_in_use.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(mut guard) = self.search.try_lock() else {
+            return;
+        };
+        let searcher = guard.get_or_insert_with(|| Searcher::new(self.load_index()));
+        if searcher.scanned_at == Some(self.changes.load(Ordering::SeqCst)) {
+            return;
+        }
+        let caught = self.catch_up(searcher);
+        let monitor = &self.monitor;
+        monitor.note(
+            Swallowed::Background,
+            "keeping the search index up",
+            None,
+            caught,
+        );
+    }
+
     /// The key the index hashes terms under: derived from the store key when encrypted.
     fn term_key(&self) -> TermKey {
         match &self.options.encryption {
@@ -134,6 +163,7 @@ impl Inner {
     /// Calls `f` with the index, loaded if this is its first use and caught up.
     fn with_index<T>(&self, f: impl Fn(&mut Searcher) -> Result<T>) -> Result<T> {
         let mut guard = self.search.lock();
+        self.index_in_use.store(true, Ordering::SeqCst);
         let searcher = guard.get_or_insert_with(|| Searcher::new(self.load_index()));
         self.catch_up(searcher)?;
         match f(searcher) {
@@ -191,12 +221,13 @@ impl Inner {
                 continue;
             }
             let indexed = self.index_session(index, &slot);
-            if self
+            match self
                 .monitor
                 .note(Swallowed::Read, "indexing", Some(&slot.key), indexed)
-                .is_none()
             {
-                complete = false; // tried again at the next query
+                Some(true) => self.monitor.indexed(),
+                Some(false) => {}
+                None => complete = false, // tried again at the next query
             }
             if !self.read_only && index.delta_full() {
                 // What the index covers is made durable first: a crash must not take back a
@@ -243,13 +274,14 @@ impl Inner {
         Ok(())
     }
 
-    /// Indexes what changed of one session since the index last saw it.
-    fn index_session(&self, index: &mut SearchIndex, slot: &Arc<Slot>) -> Result<()> {
+    /// Indexes what changed of one session since the index last saw it; false when there was
+    /// nothing to index (the session is gone or not live).
+    fn index_session(&self, index: &mut SearchIndex, slot: &Arc<Slot>) -> Result<bool> {
         let Some(pinned) = self.slot(&slot.key)? else {
-            return Ok(());
+            return Ok(false);
         };
         if pinned.session_id != slot.session_id {
-            return Ok(()); // replaced since the scan began: the next scan takes it
+            return Ok(false); // replaced since the scan began: the next scan takes it
         }
         // What is read is copied under the view's lock, and read after it: a writer of the
         // session never waits for the index's reads. Records never change, so the copy is the
@@ -258,7 +290,7 @@ impl Inner {
             let view = pinned.view.read();
             if !view.is_live() {
                 index.touch(slot.session_id, view.last_seq);
-                return Ok(());
+                return Ok(false);
             }
             let keep = index
                 .coverage(slot.session_id)
@@ -291,7 +323,8 @@ impl Inner {
                     true
                 })
             },
-        )
+        )?;
+        Ok(true)
     }
 
     /// The trait's `search` for a keyword, answered from the index: the sessions that hold a
