@@ -4,17 +4,10 @@
 /// Cuts `text` into lower-case tokens of letters and digits.
 pub fn tokens(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut current = String::new();
-    for c in text.chars() {
-        if c.is_alphanumeric() {
-            current.extend(c.to_lowercase());
-        } else if !current.is_empty() {
-            out.push(std::mem::take(&mut current));
-        }
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
+    each_token(text, |token| {
+        out.push(token.to_owned());
+        true
+    });
     out
 }
 
@@ -51,45 +44,50 @@ impl Matcher {
         }
         let mut recent: std::collections::VecDeque<String> =
             std::collections::VecDeque::with_capacity(longest);
-        let mut current = String::new();
-        let finish = |current: &mut String, recent: &mut std::collections::VecDeque<String>| {
-            if current.is_empty() {
-                return false;
-            }
+        !each_token(text, |token| {
             let mut slot = if recent.len() == longest {
                 recent.pop_front().unwrap_or_default()
             } else {
                 String::new()
             };
             slot.clear();
-            slot.push_str(current);
+            slot.push_str(token);
             recent.push_back(slot);
-            current.clear();
-            self.words.iter().any(|word| {
+            let found = self.words.iter().any(|word| {
                 recent.len() >= word.len()
                     && recent
                         .iter()
                         .skip(recent.len() - word.len())
                         .zip(word)
                         .all(|(seen, wanted)| seen == wanted)
-            })
-        };
-        for c in text.chars() {
-            if c.is_ascii() {
-                if c.is_ascii_alphanumeric() {
-                    current.push(c.to_ascii_lowercase());
-                    continue;
-                }
-            } else if c.is_alphanumeric() {
-                current.extend(c.to_lowercase());
+            });
+            !found
+        })
+    }
+}
+
+/// Calls `each` with every token of `text`, in order, through one reused buffer (no
+/// allocation per token, an ASCII fast path), until it returns false; true when it never did.
+pub fn each_token(text: &str, mut each: impl FnMut(&str) -> bool) -> bool {
+    let mut current = String::new();
+    for c in text.chars() {
+        if c.is_ascii() {
+            if c.is_ascii_alphanumeric() {
+                current.push(c.to_ascii_lowercase());
                 continue;
             }
-            if finish(&mut current, &mut recent) {
-                return true;
-            }
+        } else if c.is_alphanumeric() {
+            current.extend(c.to_lowercase());
+            continue;
         }
-        finish(&mut current, &mut recent)
+        if !current.is_empty() {
+            if !each(&current) {
+                return false;
+            }
+            current.clear();
+        }
     }
+    current.is_empty() || each(&current)
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use proptest::prelude::*;
+use sessionlog::testing::{assert_hits, search_sessions_in, OracleSession};
 use sessionlog::{
     ChatMessage, Durability, EncryptionKey, Finding, LogStore, MessageQuery, Options,
     SessionBackend, SessionQuery,
@@ -17,101 +17,20 @@ use sessionlog::{
 const WORDS: &[&str] = &["alpha", "beta", "gamma", "delta", "new", "york", "Zeta"];
 const KEYS: &[&str] = &["k0", "k1", "k2", "york-desk"];
 
-fn tokens(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .map(str::to_lowercase)
-        .collect()
-}
-
-/// A query's clauses as the documentation states them: quoted phrases, and words outside
-/// quotes (a word of several tokens is a phrase).
-fn clauses(text: &str) -> Vec<Vec<String>> {
-    let mut out: Vec<Vec<String>> = Vec::new();
-    for (i, part) in text.split('"').enumerate() {
-        let parts: Vec<Vec<String>> = if i % 2 == 1 {
-            vec![tokens(part)]
-        } else {
-            part.split_whitespace().map(tokens).collect()
-        };
-        for p in parts {
-            if !p.is_empty() && !out.contains(&p) {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-fn occurs(haystack: &[String], phrase: &[String]) -> bool {
-    haystack.windows(phrase.len()).any(|w| w == phrase)
-}
-
-/// The trait's search by brute force: every live session's key, name and messages.
-fn brute_search(store: &LogStore, keyword: &str, limit: usize) -> Vec<String> {
-    let words: Vec<Vec<String>> = keyword
-        .split_whitespace()
-        .map(tokens)
-        .filter(|t| !t.is_empty())
-        .collect();
-    if words.is_empty() {
-        return Vec::new();
-    }
-    let hit = |text: &str| {
-        let t = tokens(text);
-        words.iter().any(|w| occurs(&t, w))
-    };
+/// Every searched session (live, not archived) as the oracle sees it, in listing order.
+fn corpus(store: &LogStore) -> Vec<OracleSession> {
     store
         .list_sessions_with_metadata()
         .into_iter()
-        .filter(|m| {
-            hit(&m.key)
-                || m.name.as_deref().is_some_and(hit)
-                || store.load(&m.key).iter().any(|msg| hit(&msg.content))
+        .map(|m| {
+            let texts = store
+                .load(&m.key)
+                .into_iter()
+                .map(|msg| msg.content)
+                .collect();
+            (m.key, m.name, texts)
         })
-        .map(|m| m.key)
-        .take(limit)
         .collect()
-}
-
-/// `search_messages` by brute force: every hit with its BM25 score.
-fn brute_messages(store: &LogStore, text: &str) -> BTreeMap<(String, usize), f32> {
-    let clauses = clauses(text);
-    let mut docs: Vec<((String, usize), Vec<String>)> = Vec::new();
-    for meta in store.list_sessions_with_metadata() {
-        for (i, msg) in store.load(&meta.key).iter().enumerate() {
-            docs.push(((meta.key.clone(), i), tokens(&msg.content)));
-        }
-    }
-    let n = docs.len() as f32;
-    let mean = docs.iter().map(|d| d.1.len()).sum::<usize>() as f32 / n.max(1.0);
-    let df: HashMap<&String, usize> = clauses
-        .iter()
-        .flatten()
-        .map(|t| (t, docs.iter().filter(|d| d.1.contains(t)).count()))
-        .collect();
-    let mut out = BTreeMap::new();
-    for (at, toks) in &docs {
-        let mut score = 0f32;
-        let mut matched = false;
-        for clause in &clauses {
-            if !occurs(toks, clause) {
-                continue;
-            }
-            matched = true;
-            for t in clause {
-                let tf = toks.iter().filter(|x| *x == t).count() as f32;
-                let d = df[t] as f32;
-                let idf = (1.0 + (n - d + 0.5) / (d + 0.5)).ln();
-                let norm = 1.0 - 0.75 + 0.75 * toks.len() as f32 / mean.max(1.0);
-                score += idf * tf * 2.2 / (tf + 1.2 * norm);
-            }
-        }
-        if matched {
-            out.insert(at.clone(), score);
-        }
-    }
-    out
 }
 
 fn queries() -> Vec<String> {
@@ -133,6 +52,7 @@ fn queries() -> Vec<String> {
 
 /// Both searches agree with brute force, for every query.
 fn check(store: &LogStore, when: &str) {
+    let sessions = corpus(store);
     for q in queries() {
         let found: Vec<String> = store
             .search(&SessionQuery {
@@ -142,31 +62,19 @@ fn check(store: &LogStore, when: &str) {
             .into_iter()
             .map(|m| m.key)
             .collect();
-        assert_eq!(found, brute_search(store, &q, 3), "search {q:?} ({when})");
+        // The oracle's matches, most recent activity first (the listing's order), at most 3.
+        let matching = search_sessions_in(&sessions, &q);
+        let wanted: Vec<String> = sessions
+            .iter()
+            .map(|s| s.0.clone())
+            .filter(|key| matching.contains(key))
+            .take(3)
+            .collect();
+        assert_eq!(found, wanted, "search {q:?} ({when})");
         let mut query = MessageQuery::new(q.clone());
         query.limit = 10_000;
         let hits = store.search_messages(&query).unwrap();
-        let wanted = brute_messages(store, &q);
-        let got: BTreeMap<(String, usize), f32> = hits
-            .iter()
-            .map(|h| ((h.session.clone(), h.index), h.score))
-            .collect();
-        assert_eq!(
-            got.keys().collect::<Vec<_>>(),
-            wanted.keys().collect::<Vec<_>>(),
-            "search_messages {q:?} ({when})"
-        );
-        for (at, score) in &wanted {
-            assert!(
-                (got[at] - score).abs() <= 1e-3 * score.abs().max(1.0),
-                "score of {at:?} for {q:?} ({when}): {} vs {score}",
-                got[at]
-            );
-        }
-        assert!(
-            hits.windows(2).all(|w| w[0].score >= w[1].score),
-            "ranked ({when})"
-        );
+        assert_hits(&hits, &sessions, &q, when);
         for hit in &hits {
             assert_eq!(store.load(&hit.session)[hit.index], hit.message, "{when}");
             assert!(!hit.snippet.is_empty(), "a snippet for {q:?} ({when})");

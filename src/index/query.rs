@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::message::ChatMessage;
 
-use super::terms::each_token;
+use crate::search::each_token;
 
 /// Results [`MessageQuery::new`] asks for.
 pub const MESSAGE_LIMIT_DEFAULT: usize = 20;
@@ -140,27 +140,41 @@ const AFTER: usize = 16;
 /// The first place in `text` where a clause occurs, in context: up to 8 words before and 16
 /// from it, on whitespace-normalised text, with `…` where it was cut.
 pub fn snippet(text: &str, clauses: &[Clause]) -> String {
+    // Token spans (byte offsets into `text`) with their lower-cased tokens, read only as far
+    // as the snippet needs: the first match and the words after it.
     let mut spans: Vec<(usize, usize, String)> = Vec::new();
+    let mut first = None;
     let mut offset = 0;
-    // Token spans, by byte offsets into `text`.
     for piece in text.split_inclusive(|c: char| !c.is_alphanumeric()) {
+        if first.is_some_and(|f| spans.len() >= f + AFTER) {
+            break;
+        }
         let word_end = piece
             .char_indices()
             .find(|(_, c)| !c.is_alphanumeric())
             .map_or(piece.len(), |(i, _)| i);
         if word_end > 0 {
             let mut lower = String::new();
-            each_token(&piece[..word_end], |t| lower.push_str(t));
+            each_token(&piece[..word_end], |t| {
+                lower.push_str(t);
+                true
+            });
             spans.push((offset, offset + word_end, lower));
+            let end = spans.len();
+            if first.is_none() {
+                first = clauses.iter().find_map(|c| {
+                    let n = c.tokens.len();
+                    (n <= end
+                        && c.tokens
+                            .iter()
+                            .zip(&spans[end - n..])
+                            .all(|(t, s)| *t == s.2))
+                    .then(|| end - n)
+                });
+            }
         }
         offset += piece.len();
     }
-    let first = (0..spans.len()).find(|&i| {
-        clauses.iter().any(|c| {
-            c.tokens.len() <= spans.len() - i
-                && c.tokens.iter().zip(&spans[i..]).all(|(t, s)| *t == s.2)
-        })
-    });
     let Some(first) = first else {
         return String::new();
     };
@@ -177,7 +191,7 @@ pub fn snippet(text: &str, clauses: &[Clause]) -> String {
             .collect::<Vec<_>>()
             .join(" "),
     );
-    if to + 1 < spans.len() {
+    if text[end..].chars().any(char::is_alphanumeric) {
         out.push('…');
     }
     out

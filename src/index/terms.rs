@@ -5,6 +5,8 @@
 
 use std::hash::Hasher;
 
+use crate::search::each_token;
+
 /// Context string for deriving an encrypted store's term key from its store key.
 pub const TERM_KEY_CONTEXT: &str = "sessionlog 2026-12 search index term key";
 
@@ -59,35 +61,15 @@ impl TermKey {
     }
 }
 
-/// Calls `each` with every token of `text`, in order, through one reused buffer.
-pub fn each_token(text: &str, mut each: impl FnMut(&str)) {
-    let mut current = String::new();
-    for c in text.chars() {
-        if c.is_ascii() {
-            if c.is_ascii_alphanumeric() {
-                current.push(c.to_ascii_lowercase());
-                continue;
-            }
-        } else if c.is_alphanumeric() {
-            current.extend(c.to_lowercase());
-            continue;
-        }
-        if !current.is_empty() {
-            each(&current);
-            current.clear();
-        }
-    }
-    if !current.is_empty() {
-        each(&current);
-    }
-}
-
 /// What a text adds to the index: its token count and each distinct term with its frequency,
 /// sorted by term.
 pub fn doc_terms(key: &TermKey, texts: &[&str]) -> (u32, Vec<(u64, u32)>) {
     let mut hashes = Vec::new();
     for text in texts {
-        each_token(text, |token| hashes.push(key.hash(token)));
+        each_token(text, |token| {
+            hashes.push(key.hash(token));
+            true
+        });
     }
     let len = u32::try_from(hashes.len()).unwrap_or(u32::MAX);
     hashes.sort_unstable();
@@ -109,7 +91,10 @@ mod tests {
     fn tokens_are_cut_as_search_cuts_them() {
         for text in ["Hello, wörld-42!", "  ,, ", "ÀÉ straße İstanbul 42x", "a"] {
             let mut seen = Vec::new();
-            each_token(text, |t| seen.push(t.to_owned()));
+            each_token(text, |t| {
+                seen.push(t.to_owned());
+                true
+            });
             assert_eq!(seen, crate::search::tokens(text), "{text:?}");
         }
     }

@@ -24,7 +24,9 @@ pub use fuzz::{
 };
 pub use model::{Model, ModelSession, ModelTombstone};
 pub use op::{ops_from_bytes, run_op, Op, KEYS};
-pub use oracle::{assert_searches, search_messages, search_sessions};
+pub use oracle::{
+    assert_hits, assert_searches, search_messages_in, search_sessions_in, OracleSession,
+};
 pub use sim_fs::SimFs;
 
 /// How many sessions the store holds in memory: live ones, and any a call made and has not

@@ -12,29 +12,45 @@ fn occurs(text: &[String], phrase: &[String]) -> bool {
     !phrase.is_empty() && text.windows(phrase.len()).any(|w| w == phrase)
 }
 
-/// The keys of the live, unarchived sessions whose key, name or a message holds a word of
-/// `keyword` (a word of several tokens as a phrase).
-pub fn search_sessions(model: &Model, keyword: &str) -> BTreeSet<String> {
+/// A session as the oracle sees it: its key, its name and its messages' contents.
+pub type OracleSession = (String, Option<String>, Vec<String>);
+
+/// The model's live, unarchived sessions, as the oracle sees them.
+fn searched(model: &Model) -> Vec<OracleSession> {
+    model
+        .sessions
+        .iter()
+        .filter(|(_, s)| !s.archived)
+        .map(|(key, s)| {
+            let texts = s.messages.iter().map(|m| m.content.clone()).collect();
+            (key.clone(), s.name.clone(), texts)
+        })
+        .collect()
+}
+
+/// The keys of `sessions` whose key, name or a message holds a word of `keyword` (a word of
+/// several tokens as a phrase).
+pub fn search_sessions_in(sessions: &[OracleSession], keyword: &str) -> BTreeSet<String> {
     let words: Vec<Vec<String>> = keyword.split_whitespace().map(tokens).collect();
     let hit = |text: &str| {
         let t = tokens(text);
         words.iter().any(|w| occurs(&t, w))
     };
-    model
-        .sessions
+    sessions
         .iter()
-        .filter(|(key, s)| {
-            !s.archived
-                && (hit(key)
-                    || s.name.as_deref().is_some_and(hit)
-                    || s.messages.iter().any(|m| hit(&m.content)))
+        .filter(|(key, name, texts)| {
+            hit(key) || name.as_deref().is_some_and(hit) || texts.iter().any(|t| hit(t))
         })
-        .map(|(key, _)| key.clone())
+        .map(|(key, _, _)| key.clone())
         .collect()
 }
 
-/// Every message `text` finds, with its BM25 score (k1 1.2, b 0.75), by (session, position).
-pub fn search_messages(model: &Model, text: &str) -> BTreeMap<(String, usize), f32> {
+/// Every message of `sessions` that `text` finds, with its BM25 score (k1 1.2, b 0.75), by
+/// (session, position).
+pub fn search_messages_in(
+    sessions: &[OracleSession],
+    text: &str,
+) -> BTreeMap<(String, usize), f32> {
     let mut clauses: Vec<Vec<String>> = Vec::new();
     for (i, part) in text.split('"').enumerate() {
         let parts: Vec<Vec<String>> = if i % 2 == 1 {
@@ -48,15 +64,13 @@ pub fn search_messages(model: &Model, text: &str) -> BTreeMap<(String, usize), f
             }
         }
     }
-    let docs: Vec<((String, usize), Vec<String>)> = model
-        .sessions
+    let docs: Vec<((String, usize), Vec<String>)> = sessions
         .iter()
-        .filter(|(_, s)| !s.archived)
-        .flat_map(|(key, s)| {
-            s.messages
+        .flat_map(|(key, _, texts)| {
+            texts
                 .iter()
                 .enumerate()
-                .map(move |(i, m)| ((key.clone(), i), tokens(&m.content)))
+                .map(move |(i, t)| ((key.clone(), i), tokens(t)))
         })
         .collect();
     let n = docs.len() as f32;
@@ -81,29 +95,15 @@ pub fn search_messages(model: &Model, text: &str) -> BTreeMap<(String, usize), f
     out
 }
 
-/// Asserts that `store` answers `query` as the model does, with both searches.
-pub fn assert_searches(store: &crate::LogStore, model: &Model, query: &str, when: &str) {
-    use crate::SessionBackend;
-    let found: BTreeSet<String> = store
-        .search(&crate::SessionQuery {
-            keyword: Some(query.to_owned()),
-            limit: Some(usize::MAX),
-        })
-        .into_iter()
-        .map(|m| m.key)
-        .collect();
-    assert_eq!(
-        found,
-        search_sessions(model, query),
-        "search {query:?} {when}"
-    );
-    let hits = store
-        .search_messages(&crate::MessageQuery {
-            limit: usize::MAX,
-            ..crate::MessageQuery::new(query)
-        })
-        .expect("search_messages");
-    let wanted = search_messages(model, query);
+/// Asserts that `hits` (from `search_messages` with no limit that binds) are what the oracle
+/// finds in `sessions`, with its scores, best first.
+pub fn assert_hits(
+    hits: &[crate::MessageHit],
+    sessions: &[OracleSession],
+    query: &str,
+    when: &str,
+) {
+    let wanted = search_messages_in(sessions, query);
     let got: BTreeMap<(String, usize), f32> = hits
         .iter()
         .map(|h| ((h.session.clone(), h.index), h.score))
@@ -125,4 +125,30 @@ pub fn assert_searches(store: &crate::LogStore, model: &Model, query: &str, when
         hits.windows(2).all(|w| w[0].score >= w[1].score),
         "ranked {when}"
     );
+}
+
+/// Asserts that `store` answers `query` as the model does, with both searches.
+pub fn assert_searches(store: &crate::LogStore, model: &Model, query: &str, when: &str) {
+    use crate::SessionBackend;
+    let sessions = searched(model);
+    let found: BTreeSet<String> = store
+        .search(&crate::SessionQuery {
+            keyword: Some(query.to_owned()),
+            limit: Some(usize::MAX),
+        })
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(
+        found,
+        search_sessions_in(&sessions, query),
+        "search {query:?} {when}"
+    );
+    let hits = store
+        .search_messages(&crate::MessageQuery {
+            limit: usize::MAX,
+            ..crate::MessageQuery::new(query)
+        })
+        .expect("search_messages");
+    assert_hits(&hits, &sessions, query, when);
 }
