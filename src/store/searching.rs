@@ -456,91 +456,136 @@ impl Inner {
                     })
                 })
             };
-            // Each token's current docs in searched sessions: (doc → frequency, length).
-            let mut postings: HashMap<&str, HashMap<DocKey, (u32, u32)>> = HashMap::new();
+            // Each token's current docs in searched sessions, by doc: (doc, frequency, length).
+            let mut postings: HashMap<&str, Vec<(DocKey, u32, u32)>> = HashMap::new();
             for token in clauses.iter().flat_map(|c| &c.tokens) {
                 if postings.contains_key(token.as_str()) {
                     continue;
                 }
-                let hits = searcher.index.hits(token)?;
-                let docs: HashMap<DocKey, (u32, u32)> = hits
+                let mut docs: Vec<(DocKey, u32, u32)> = searcher
+                    .index
+                    .hits(token)?
                     .into_iter()
                     .filter(|(d, _)| {
                         d.position != META_POSITION && searchable.contains_key(&d.session)
                     })
-                    .map(|(d, tf)| ((d.session, d.position), (tf, d.length)))
+                    .map(|(d, tf)| ((d.session, d.position), tf, d.length))
                     .collect();
+                docs.sort_unstable_by_key(|d| d.0);
+                docs.dedup_by_key(|d| d.0);
                 postings.insert(token, docs);
             }
-            let mut scores: HashMap<DocKey, f32> = HashMap::new();
+            // Each clause's docs with their score; summed over clauses when there are several.
+            let mut ranked: Vec<(DocKey, f32)> = Vec::new();
+            let mut sums: HashMap<DocKey, f32> = HashMap::new();
             let mut texts: HashMap<DocKey, StoredMessage> = HashMap::new();
             for clause in &clauses {
-                let lists: Vec<&HashMap<DocKey, (u32, u32)>> = clause
+                let lists: Vec<&Vec<(DocKey, u32, u32)>> = clause
                     .tokens
                     .iter()
                     .map(|t| &postings[t.as_str()])
                     .collect();
+                let idfs: Vec<f32> = lists
+                    .iter()
+                    .map(|l| collection.idf(l.len() as u64))
+                    .collect();
                 let Some(shortest) = lists.iter().min_by_key(|l| l.len()) else {
                     continue;
                 };
-                let mut found: Vec<DocKey> = shortest
-                    .keys()
-                    .filter(|doc| admitted(doc.0) && lists.iter().all(|l| l.contains_key(doc)))
-                    .copied()
-                    .collect();
+                let mut found: Vec<(DocKey, f32)> = Vec::new();
+                for (at, &(doc, _, _)) in shortest.iter().enumerate() {
+                    if !admitted(doc.0) {
+                        continue;
+                    }
+                    // Summed in the clause's token order, as the documentation states it.
+                    let mut score = 0f32;
+                    let mut all = true;
+                    for (list, idf) in lists.iter().zip(&idfs) {
+                        let found = if std::ptr::eq(*list, *shortest) {
+                            Ok(at)
+                        } else {
+                            list.binary_search_by_key(&doc, |d| d.0)
+                        };
+                        match found {
+                            Ok(i) => score += collection.weight(*idf, list[i].1, list[i].2),
+                            Err(_) => {
+                                all = false;
+                                break;
+                            }
+                        }
+                    }
+                    if all {
+                        found.push((doc, score));
+                    }
+                }
                 if clause.is_phrase() {
-                    self.read_docs(searchable, &found, &mut texts)?;
-                    found.retain(|doc| {
+                    let docs: Vec<DocKey> = found.iter().map(|f| f.0).collect();
+                    self.read_docs(searchable, &docs, &mut texts)?;
+                    found.retain(|(doc, _)| {
                         texts
                             .get(doc)
                             .is_some_and(|m| clause.occurs_in(&m.message.content))
                     });
                 }
-                for doc in found {
-                    let score: f32 = clause
-                        .tokens
-                        .iter()
-                        .zip(&lists)
-                        .map(|(_, list)| {
-                            let (tf, length) = list[&doc];
-                            collection.weight(collection.idf(list.len() as u64), tf, length)
-                        })
-                        .sum();
-                    *scores.entry(doc).or_default() += score;
+                if clauses.len() == 1 {
+                    ranked = found;
+                } else {
+                    for (doc, score) in found {
+                        *sums.entry(doc).or_default() += score;
+                    }
                 }
             }
-            let mut ranked: Vec<(DocKey, f32)> = scores.into_iter().collect();
-            ranked.sort_by(|a, b| {
+            if clauses.len() > 1 {
+                ranked = sums.into_iter().collect();
+            }
+            let order = |a: &(DocKey, f32), b: &(DocKey, f32)| {
                 b.1.total_cmp(&a.1)
                     .then_with(|| searchable[&a.0 .0].key.cmp(&searchable[&b.0 .0].key))
                     .then_with(|| a.0 .1.cmp(&b.0 .1))
-            });
+            };
+            // Only the best are sorted: `limit` and a few more at a time (a hit whose session
+            // changed since the catch-up is passed over), all at once under a time filter.
+            let timed = query.from_time.is_some() || query.to_time.is_some();
+            let step = query.limit.saturating_add(16);
             let mut out = Vec::new();
-            for chunk in ranked.chunks(query.limit.max(16)) {
-                let wanted: Vec<DocKey> = chunk.iter().map(|r| r.0).collect();
-                self.read_docs(searchable, &wanted, &mut texts)?;
-                for (doc, score) in chunk {
-                    let Some(stored) = texts.get(doc) else {
-                        continue; // changed since the catch-up
-                    };
-                    let at = to_time(stored.created_at);
-                    if query.from_time.is_some_and(|t| at < t)
-                        || query.to_time.is_some_and(|t| at > t)
-                    {
-                        continue;
-                    }
-                    out.push(MessageHit {
-                        session: searchable[&doc.0].key.clone(),
-                        index: doc.1 as usize,
-                        created_at: at,
-                        message: stored.message.clone(),
-                        score: *score,
-                        snippet: snippet(&stored.message.content, &clauses),
-                    });
-                    if out.len() == query.limit {
-                        return Ok(out);
+            let mut start = 0;
+            while start < ranked.len() {
+                let end = if timed {
+                    ranked.len()
+                } else {
+                    start.saturating_add(step).min(ranked.len())
+                };
+                if end < ranked.len() {
+                    ranked[start..].select_nth_unstable_by(end - start - 1, order);
+                }
+                ranked[start..end].sort_by(order);
+                for chunk in ranked[start..end].chunks(step.min(256)) {
+                    let wanted: Vec<DocKey> = chunk.iter().map(|r| r.0).collect();
+                    self.read_docs(searchable, &wanted, &mut texts)?;
+                    for (doc, score) in chunk {
+                        let Some(stored) = texts.get(doc) else {
+                            continue; // changed since the catch-up
+                        };
+                        let at = to_time(stored.created_at);
+                        if query.from_time.is_some_and(|t| at < t)
+                            || query.to_time.is_some_and(|t| at > t)
+                        {
+                            continue;
+                        }
+                        out.push(MessageHit {
+                            session: searchable[&doc.0].key.clone(),
+                            index: doc.1 as usize,
+                            created_at: at,
+                            message: stored.message.clone(),
+                            score: *score,
+                            snippet: snippet(&stored.message.content, &clauses),
+                        });
+                        if out.len() == query.limit {
+                            return Ok(out);
+                        }
                     }
                 }
+                start = end;
             }
             Ok(out)
         })
@@ -679,6 +724,13 @@ impl Inner {
 /// The docs that hold every one of `tokens` (a word's or a phrase's): candidates, which a
 /// phrase must still be confirmed on.
 fn docs_with_all(index: &SearchIndex, tokens: &[String]) -> Result<Vec<DocKey>> {
+    if let [token] = tokens {
+        let hits = index.hits(token)?;
+        return Ok(hits
+            .into_iter()
+            .map(|(d, _)| (d.session, d.position))
+            .collect());
+    }
     let mut found: Option<HashSet<DocKey>> = None;
     for token in tokens {
         let docs: HashSet<DocKey> = index
