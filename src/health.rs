@@ -91,11 +91,12 @@ impl Monitor {
         self.read_back.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a session's locations dropped under the memory budget.
+    /// Counts a session the search index indexed.
     pub(crate) fn indexed(&self) {
         self.indexed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a session's locations dropped under the memory budget.
     pub(crate) fn parked(&self) {
         self.parked.fetch_add(1, Ordering::Relaxed);
     }

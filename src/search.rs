@@ -28,6 +28,13 @@ impl Matcher {
         Matcher { words }
     }
 
+    /// A matcher of one word given as its tokens (already cut and lower-cased): a phrase.
+    pub fn phrase(tokens: &[String]) -> Matcher {
+        Matcher {
+            words: vec![tokens.to_vec()],
+        }
+    }
+
     /// True when no word has a token: such a keyword matches nothing.
     pub fn is_empty(&self) -> bool {
         self.words.is_empty()

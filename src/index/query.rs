@@ -80,7 +80,7 @@ impl Clause {
 
     /// True when the tokens occur in a row in `text`.
     pub fn occurs_in(&self, text: &str) -> bool {
-        crate::search::Matcher::new(&self.tokens.join("-")).matches(text)
+        crate::search::Matcher::phrase(&self.tokens).matches(text)
     }
 }
 
@@ -143,10 +143,13 @@ pub fn snippet(text: &str, clauses: &[Clause]) -> String {
     // Token spans (byte offsets into `text`) with their lower-cased tokens, read only as far
     // as the snippet needs: the first match and the words after it.
     let mut spans: Vec<(usize, usize, String)> = Vec::new();
-    let mut first = None;
+    let mut first: Option<usize> = None;
+    let longest = clauses.iter().map(|c| c.tokens.len()).max().unwrap_or(0);
     let mut offset = 0;
     for piece in text.split_inclusive(|c: char| !c.is_alphanumeric()) {
-        if first.is_some_and(|f| spans.len() >= f + AFTER) {
+        // Done once the context after the earliest match is read and no clause still to end
+        // could start before it.
+        if first.is_some_and(|f| spans.len() >= f + AFTER && spans.len() >= f + longest) {
             break;
         }
         let word_end = piece
@@ -161,16 +164,17 @@ pub fn snippet(text: &str, clauses: &[Clause]) -> String {
             });
             spans.push((offset, offset + word_end, lower));
             let end = spans.len();
-            if first.is_none() {
-                first = clauses.iter().find_map(|c| {
-                    let n = c.tokens.len();
-                    (n <= end
-                        && c.tokens
-                            .iter()
-                            .zip(&spans[end - n..])
-                            .all(|(t, s)| *t == s.2))
-                    .then(|| end - n)
-                });
+            let starts = clauses.iter().filter_map(|c| {
+                let n = c.tokens.len();
+                (n <= end
+                    && c.tokens
+                        .iter()
+                        .zip(&spans[end - n..])
+                        .all(|(t, s)| *t == s.2))
+                .then(|| end - n)
+            });
+            if let Some(start) = starts.min() {
+                first = Some(first.map_or(start, |f| f.min(start)));
             }
         }
         offset += piece.len();
@@ -242,5 +246,18 @@ mod tests {
             "a New York b"
         );
         assert_eq!(snippet("nothing here", &c), "");
+        // The earliest match is shown, whichever clause it is of.
+        let both = clauses("york \"new york\"");
+        assert_eq!(snippet("in new york", &both), "in new york");
+        assert_eq!(snippet("x new york", &both[..1]), "x new york");
+    }
+
+    #[test]
+    fn a_phrase_is_confirmed_on_its_own_tokens() {
+        // "İ" lower-cases to "i" and a combining dot: the token keeps both.
+        let c = clauses("\"İstanbul airport\"");
+        assert!(c[0].occurs_in("to İSTANBUL Airport today"));
+        assert!(!c[0].occurs_in("airport İstanbul"));
+        assert_eq!(snippet("fly İstanbul airport", &c), "fly İstanbul airport");
     }
 }

@@ -73,7 +73,7 @@ impl Inner {
         if searcher.scanned_at == Some(self.changes.load(Ordering::SeqCst)) {
             return;
         }
-        let caught = self.catch_up(searcher);
+        let caught = self.catch_up_unless(searcher, || self.background.state.lock().stop);
         let monitor = &self.monitor;
         monitor.note(
             Swallowed::Background,
@@ -187,6 +187,13 @@ impl Inner {
     /// Brings the index up to every session's last event: each session changed since it was
     /// indexed is indexed again, from the first message that changed.
     fn catch_up(&self, searcher: &mut Searcher) -> Result<()> {
+        self.catch_up_unless(searcher, || false)
+    }
+
+    /// [`Inner::catch_up`], giving up between two sessions once `stop` says so (the store is
+    /// closing: the background's catch-up must not hold up a close); what was indexed stays,
+    /// and the next catch-up compares every session again.
+    fn catch_up_unless(&self, searcher: &mut Searcher, stop: impl Fn() -> bool) -> Result<()> {
         let changes = self.changes.load(Ordering::SeqCst);
         if searcher.scanned_at == Some(changes) {
             return Ok(());
@@ -219,6 +226,10 @@ impl Inner {
             if !live {
                 index.touch(slot.session_id, last_seq);
                 continue;
+            }
+            if stop() {
+                complete = false;
+                break;
             }
             let indexed = self.index_session(index, &slot);
             match self
@@ -559,7 +570,12 @@ impl Inner {
                     ranked[start..].select_nth_unstable_by(end - start - 1, order);
                 }
                 ranked[start..end].sort_by(order);
-                for chunk in ranked[start..end].chunks(step.min(256)) {
+                let mut next = start;
+                while next < end {
+                    // Only as many texts as hits are still wanted (at most 256 at a time).
+                    let take = (query.limit - out.len()).clamp(1, 256).min(end - next);
+                    let chunk = &ranked[next..next + take];
+                    next += take;
                     let wanted: Vec<DocKey> = chunk.iter().map(|r| r.0).collect();
                     self.read_docs(searchable, &wanted, &mut texts)?;
                     for (doc, score) in chunk {
@@ -649,6 +665,7 @@ impl Inner {
     pub(super) fn rebuild_index(&self) -> Result<()> {
         self.check_writable()?;
         let mut guard = self.search.lock();
+        self.index_in_use.store(true, Ordering::SeqCst);
         let index = SearchIndex::empty(&self.dir, self.term_key());
         // Every file of the old index is stray to the new one, which names none.
         for stray in index.strays(&*self.fs) {
