@@ -38,6 +38,7 @@ mod anchor;
 #[cfg(feature = "tokio")]
 mod async_store;
 mod backend;
+mod bytes;
 mod checkpoint;
 mod cipher;
 mod claim;

@@ -495,6 +495,18 @@ fn a_trim_then_an_undo_between_queries_is_indexed_again() {
     assert_eq!(at("zebra"), [2]);
 }
 
+/// Waits (at most 30 s) until the store has indexed `sessions` sessions, with no query.
+fn wait_until_indexed(store: &LogStore, sessions: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.health().sessions_indexed < sessions {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background never indexed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// An index in use is kept caught up by the background (the checkpointer's thread), with no
 /// query: what a later query then finds needs no indexing of its own.
 #[test]
@@ -515,14 +527,7 @@ fn the_background_keeps_an_index_in_use_caught_up() {
     assert_eq!(before, 1);
     store.append("s", &ChatMessage::user("quokka")).unwrap();
     store.append("t", &ChatMessage::user("quokka too")).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while store.health().sessions_indexed < before + 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the background never indexed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until_indexed(&store, before + 2);
     let hits = store.search_messages(&MessageQuery::new("quokka")).unwrap();
     assert_eq!(hits.len(), 2);
     assert_eq!(
@@ -536,14 +541,7 @@ fn the_background_keeps_an_index_in_use_caught_up() {
     store
         .append("u", &ChatMessage::user("quokka three"))
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while store.health().sessions_indexed < 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the background never indexed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until_indexed(&store, 1);
     assert_eq!(
         store
             .search_messages(&MessageQuery::new("quokka"))

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::bytes::{Reader, Writer};
 use crate::claim::SegmentStat;
 use crate::error::Result;
 use crate::fs::FileStat;
@@ -43,40 +44,6 @@ pub(crate) struct Entry<'a> {
     pub head: Hash,
     pub newest_version: u32,
     pub view: &'a SessionView,
-}
-
-#[derive(Default)]
-struct Writer(Vec<u8>);
-
-impl Writer {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn i64(&mut self, v: i64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u128(&mut self, v: u128) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn str(&mut self, s: &str) {
-        self.u64(s.len() as u64);
-        self.0.extend_from_slice(s.as_bytes());
-    }
-    fn opt_str(&mut self, s: Option<&str>) {
-        match s {
-            Some(s) => {
-                self.u8(1);
-                self.str(s);
-            }
-            None => self.u8(0),
-        }
-    }
 }
 
 /// The sessions of a checkpoint, encoded one at a time (each while its session's locks are
@@ -231,56 +198,6 @@ pub(crate) fn encode_with(
     out
 }
 
-/// A cursor that never reads past its bytes: every read is `None` at the end.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1)?.first().copied()
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn hash(&mut self) -> Option<Hash> {
-        self.take(HASH_LEN)?.try_into().ok()
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn u128(&mut self) -> Option<u128> {
-        Some(u128::from_le_bytes(self.take(16)?.try_into().ok()?))
-    }
-    fn flag(&mut self) -> Option<bool> {
-        match self.u8()? {
-            0 => Some(false),
-            1 => Some(true),
-            _ => None,
-        }
-    }
-    fn len(&mut self) -> Option<usize> {
-        usize::try_from(self.u64()?).ok()
-    }
-    fn str(&mut self) -> Option<String> {
-        let n = self.len()?;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-    fn opt_str(&mut self) -> Option<Option<String>> {
-        match self.u8()? {
-            0 => Some(None),
-            1 => Some(Some(self.str()?)),
-            _ => None,
-        }
-    }
-}
-
 /// A decoded checkpoint.
 pub(super) struct Decoded {
     /// Its format version.
@@ -410,7 +327,7 @@ pub(super) fn decode(bytes: &[u8], window: usize, section: Section<'_>) -> Optio
         let oldest = r.u32()?;
         let newest = r.u32()?;
         let newest_len = r.u64()?;
-        let head = r.hash()?;
+        let head: Hash = r.take(HASH_LEN)?.try_into().ok()?;
         let newest_version = r.u32()?;
         if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION_NEWEST).contains(&newest_version) {
             return None;
@@ -506,7 +423,7 @@ pub(super) fn decode(bytes: &[u8], window: usize, section: Section<'_>) -> Optio
             damage: None,
         });
     }
-    if !r.0.is_empty() || section_at != h.section_len {
+    if !r.is_empty() || section_at != h.section_len {
         return None;
     }
     Some(Decoded {

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use crate::bytes::{Reader, Writer};
 use crate::location::MessageLoc;
 use crate::parked::{decode_locs, encode_loc, LOC_BYTES};
 
@@ -103,84 +104,47 @@ pub struct State {
     pub sessions: HashMap<u64, Coverage>,
 }
 
-fn push_u32(out: &mut Vec<u8>, v: u32) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-fn push_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-/// Reads fixed-size fields off a byte slice; `None` past its end.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let out = self.bytes.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(out)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        let mut b = [0; 4];
-        b.copy_from_slice(self.take(4)?);
-        Some(u32::from_le_bytes(b))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        let mut b = [0; 8];
-        b.copy_from_slice(self.take(8)?);
-        Some(u64::from_le_bytes(b))
-    }
-    /// A count of items of `size` bytes each, refused when the bytes left cannot hold them.
-    fn count(&mut self, size: usize) -> Option<usize> {
-        let n = self.u32()? as usize;
-        (n.checked_mul(size)? <= self.bytes.len() - self.at).then_some(n)
-    }
-}
-
 impl State {
     /// The state's bytes: magic, version, key check, covered sequence number, next run, the
     /// runs, the sessions, and a CRC-32 of everything before it.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(STATE_MAGIC);
-        push_u32(&mut out, STATE_VERSION);
-        push_u64(&mut out, self.key_check);
-        push_u64(&mut out, self.covered_seq);
-        push_u64(&mut out, self.next_run);
-        push_u32(&mut out, self.runs.len() as u32);
+        let mut w = Writer::default();
+        w.0.extend_from_slice(STATE_MAGIC);
+        w.u32(STATE_VERSION);
+        w.u64(self.key_check);
+        w.u64(self.covered_seq);
+        w.u64(self.next_run);
+        w.u32(self.runs.len() as u32);
         for run in &self.runs {
-            push_u64(&mut out, *run);
+            w.u64(*run);
         }
         let mut ids: Vec<&u64> = self.sessions.keys().collect();
         ids.sort_unstable();
-        push_u32(&mut out, ids.len() as u32);
+        w.u32(ids.len() as u32);
         for id in ids {
             let c = &self.sessions[id];
-            push_u64(&mut out, *id);
-            push_u64(&mut out, c.last_seq);
-            push_u32(&mut out, c.next_version);
-            push_u32(&mut out, c.meta.0);
-            push_u32(&mut out, c.meta.1);
-            push_u32(&mut out, c.tail.len() as u32);
+            w.u64(*id);
+            w.u64(c.last_seq);
+            w.u32(c.next_version);
+            w.u32(c.meta.0);
+            w.u32(c.meta.1);
+            w.u32(c.tail.len() as u32);
             for loc in &c.tail {
-                encode_loc(&mut out, loc);
+                encode_loc(&mut w.0, loc);
             }
-            push_u32(&mut out, u32::from(c.first.is_some()));
+            w.u32(u32::from(c.first.is_some()));
             if let Some(loc) = &c.first {
-                encode_loc(&mut out, loc);
+                encode_loc(&mut w.0, loc);
             }
-            push_u32(&mut out, c.positions.len() as u32);
+            w.u32(c.positions.len() as u32);
             for (version, len) in &c.positions {
-                push_u32(&mut out, *version);
-                push_u32(&mut out, *len);
+                w.u32(*version);
+                w.u32(*len);
             }
         }
-        let crc = crc32fast::hash(&out);
-        push_u32(&mut out, crc);
-        out
+        let crc = crc32fast::hash(&w.0);
+        w.u32(crc);
+        w.0
     }
 
     /// The state `bytes` hold; `None` unless they are whole, of this version, and sound.
@@ -190,10 +154,7 @@ impl State {
         if crc32fast::hash(&bytes[..body]) != crc {
             return None;
         }
-        let mut c = Cursor {
-            bytes: &bytes[..body],
-            at: 0,
-        };
+        let mut c = Reader(&bytes[..body]);
         if c.take(8)? != STATE_MAGIC || c.u32()? != STATE_VERSION {
             return None;
         }
@@ -238,7 +199,7 @@ impl State {
                 return None;
             }
         }
-        (c.at == body).then_some(state)
+        c.is_empty().then_some(state)
     }
 }
 

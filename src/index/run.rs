@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::bytes::{Reader, Writer};
 use crate::error::{Error, Result};
 use crate::fs::{context, FileHandle, FileSystem, OpenMode};
 
@@ -106,18 +107,6 @@ fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
     None
 }
 
-fn le_u32(bytes: &[u8], at: usize) -> u32 {
-    let mut b = [0; 4];
-    b.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(b)
-}
-
-fn le_u64(bytes: &[u8], at: usize) -> u64 {
-    let mut b = [0; 8];
-    b.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(b)
-}
-
 /// Writes a run's postings as they come (term by term, in term order), then its tables.
 pub struct RunWriter {
     path: PathBuf,
@@ -186,33 +175,34 @@ impl RunWriter {
     pub fn finish(mut self, docs: &[Doc]) -> Result<()> {
         self.spill(true)?;
         let postings_len = self.written;
-        let mut tables = Vec::with_capacity(
+        let mut w = Writer(Vec::with_capacity(
             docs.len() * DOC_BYTES as usize
                 + self.terms.len() * TERM_BYTES as usize
                 + FOOTER_BYTES as usize,
-        );
+        ));
         for doc in docs {
-            tables.extend_from_slice(&doc.session.to_le_bytes());
-            tables.extend_from_slice(&doc.position.to_le_bytes());
-            tables.extend_from_slice(&doc.version.to_le_bytes());
-            tables.extend_from_slice(&doc.length.to_le_bytes());
+            w.u64(doc.session);
+            w.u32(doc.position);
+            w.u32(doc.version);
+            w.u32(doc.length);
         }
         for term in &self.terms {
-            tables.extend_from_slice(&term.hash.to_le_bytes());
-            tables.extend_from_slice(&term.offset.to_le_bytes());
-            tables.extend_from_slice(&term.count.to_le_bytes());
-            tables.extend_from_slice(&term.crc.to_le_bytes());
+            w.u64(term.hash);
+            w.u64(term.offset);
+            w.u32(term.count);
+            w.u32(term.crc);
         }
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        tables.extend_from_slice(RUN_MAGIC);
-        tables.extend_from_slice(&RUN_VERSION.to_le_bytes());
-        tables.extend_from_slice(&count(docs.len()).to_le_bytes());
-        tables.extend_from_slice(&count(self.terms.len()).to_le_bytes());
-        tables.extend_from_slice(&0u32.to_le_bytes());
-        tables.extend_from_slice(&postings_len.to_le_bytes());
-        let crc = crc32fast::hash(&tables);
-        tables.extend_from_slice(&crc.to_le_bytes());
-        tables.extend_from_slice(&0u32.to_le_bytes());
+        w.0.extend_from_slice(RUN_MAGIC);
+        w.u32(RUN_VERSION);
+        w.u32(count(docs.len()));
+        w.u32(count(self.terms.len()));
+        w.u32(0);
+        w.u64(postings_len);
+        let crc = crc32fast::hash(&w.0);
+        w.u32(crc);
+        w.u32(0);
+        let tables = w.0;
         self.file
             .write_at(&tables, postings_len)
             .map_err(context("writing", &self.path))?;
@@ -242,12 +232,15 @@ impl Run {
         if &footer[..8] != RUN_MAGIC {
             return Err(corrupt(size - FOOTER_BYTES, "not a search index run"));
         }
-        if le_u32(&footer, 8) != RUN_VERSION {
+        let mut f = Reader(&footer[8..]);
+        let fields = (|| Some((f.u32()?, f.u32()?, f.u32()?, f.u32()?, f.u64()?)))();
+        let Some((version, doc_count, term_count, _, postings_len)) = fields else {
+            return Err(corrupt(size - FOOTER_BYTES, "a run's footer cut short"));
+        };
+        if version != RUN_VERSION {
             return Err(corrupt(size - FOOTER_BYTES, "unknown run version"));
         }
-        let doc_count = u64::from(le_u32(&footer, 12));
-        let term_count = u64::from(le_u32(&footer, 16));
-        let postings_len = le_u64(&footer, 24);
+        let (doc_count, term_count) = (u64::from(doc_count), u64::from(term_count));
         let tables_len = doc_count * DOC_BYTES + term_count * TERM_BYTES;
         let expected = postings_len
             .checked_add(tables_len)
@@ -263,27 +256,36 @@ impl Run {
         file.read_at(&mut tables, postings_len)
             .map_err(context("reading", &path))?;
         let crc_at = tables.len() - 8;
-        if crc32fast::hash(&tables[..crc_at]) != le_u32(&tables, crc_at) {
+        if Some(crc32fast::hash(&tables[..crc_at])) != Reader(&tables[crc_at..]).u32() {
             return Err(corrupt(postings_len, "the run's tables fail their CRC"));
         }
-        let docs: Vec<Doc> = tables[..(doc_count * DOC_BYTES) as usize]
-            .chunks_exact(DOC_BYTES as usize)
-            .map(|d| Doc {
-                session: le_u64(d, 0),
-                position: le_u32(d, 8),
-                version: le_u32(d, 12),
-                length: le_u32(d, 16),
-            })
-            .collect();
-        let terms: Vec<TermEntry> = tables[(doc_count * DOC_BYTES) as usize..tables_len as usize]
-            .chunks_exact(TERM_BYTES as usize)
-            .map(|t| TermEntry {
-                hash: le_u64(t, 0),
-                offset: le_u64(t, 8),
-                count: le_u32(t, 16),
-                crc: le_u32(t, 20),
-            })
-            .collect();
+        let mut r = Reader(&tables);
+        let decoded = (|| {
+            let docs = (0..doc_count)
+                .map(|_| {
+                    Some(Doc {
+                        session: r.u64()?,
+                        position: r.u32()?,
+                        version: r.u32()?,
+                        length: r.u32()?,
+                    })
+                })
+                .collect::<Option<Vec<Doc>>>()?;
+            let terms = (0..term_count)
+                .map(|_| {
+                    Some(TermEntry {
+                        hash: r.u64()?,
+                        offset: r.u64()?,
+                        count: r.u32()?,
+                        crc: r.u32()?,
+                    })
+                })
+                .collect::<Option<Vec<TermEntry>>>()?;
+            Some((docs, terms))
+        })();
+        let Some((docs, terms)) = decoded else {
+            return Err(corrupt(postings_len, "the run's tables cut short"));
+        };
         let ordered = terms
             .windows(2)
             .all(|w| w[0].hash < w[1].hash && w[0].offset < w[1].offset);

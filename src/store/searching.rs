@@ -27,8 +27,6 @@ pub(super) struct Searcher {
     /// `Inner::changes` when every session was last compared with the index (`None`: never,
     /// or a session could not be read then).
     scanned_at: Option<u64>,
-    /// The store's sessions by id, as of that comparison.
-    slots: HashMap<u64, Arc<Slot>>,
     /// The sessions searched (live, not archived), as of that comparison.
     searchable: HashMap<u64, Arc<Slot>>,
     /// BM25's statistics over their messages, as of that comparison.
@@ -40,7 +38,6 @@ impl Searcher {
         Searcher {
             index,
             scanned_at: None,
-            slots: HashMap::new(),
             searchable: HashMap::new(),
             collection: Collection {
                 docs: 0,
@@ -200,10 +197,7 @@ impl Inner {
         }
         let seq = self.feed.next_seq().saturating_sub(1);
         let slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
-        searcher.slots = slots
-            .iter()
-            .map(|s| (s.session_id, Arc::clone(s)))
-            .collect();
+        let ids: HashSet<u64> = slots.iter().map(|s| s.session_id).collect();
         let mut complete = true;
         searcher.searchable.clear();
         for slot in slots {
@@ -253,21 +247,8 @@ impl Inner {
                 );
             }
         }
-        // Sessions gone for good are forgotten. A deleted one that can still be restored is
-        // kept: were it forgotten, its next indexing would start its versions again, and its
-        // old docs (not yet merged away) would count as current.
-        let restorable: HashSet<u64> = self
-            .tombstones
-            .lock()
-            .slots()
-            .map(|s| s.session_id)
-            .collect();
         let index = &mut searcher.index;
-        for id in index.covered_sessions() {
-            if !searcher.slots.contains_key(&id) && !restorable.contains(&id) {
-                index.forget(id);
-            }
-        }
+        self.forget_gone(index, ids);
         index.set_covered_seq(seq);
         // BM25's statistics, over every message searched (a query's filters aside).
         let (mut docs, mut tokens) = (0u64, 0u64);
@@ -283,6 +264,19 @@ impl Inner {
         };
         searcher.scanned_at = complete.then_some(changes);
         Ok(())
+    }
+
+    /// Forgets the sessions the index covers that are gone for good: neither among `ids` (the
+    /// store's sessions) nor restorable. A deleted one that can still be restored is kept:
+    /// were it forgotten, its next indexing would start its versions again, and its old docs
+    /// (not yet merged away) would count as current.
+    fn forget_gone(&self, index: &mut SearchIndex, mut ids: HashSet<u64>) {
+        ids.extend(self.tombstones.lock().slots().map(|s| s.session_id));
+        for id in index.covered_sessions() {
+            if !ids.contains(&id) {
+                index.forget(id);
+            }
+        }
     }
 
     /// Indexes what changed of one session since the index last saw it; false when there was
@@ -367,7 +361,7 @@ impl Inner {
             let mut rows: Vec<(i64, &Arc<Slot>, Vec<u32>)> = candidates
                 .into_iter()
                 .filter_map(|(id, mut positions)| {
-                    let slot = searcher.slots.get(&id)?;
+                    let slot = searcher.searchable.get(&id)?;
                     let view = slot.view.read();
                     (view.is_live() && !view.archived).then(|| {
                         positions.sort_unstable();
@@ -703,18 +697,13 @@ impl Inner {
         let Some(searcher) = guard.as_mut() else {
             return Ok(());
         };
-        let mut ids: HashSet<u64> = self
+        let ids = self
             .sessions
             .read()
             .values()
             .map(|s| s.session_id)
             .collect();
-        ids.extend(self.tombstones.lock().slots().map(|s| s.session_id));
-        for id in searcher.index.covered_sessions() {
-            if !ids.contains(&id) {
-                searcher.index.forget(id);
-            }
-        }
+        self.forget_gone(&mut searcher.index, ids);
         searcher.scanned_at = None;
         self.flush()?; // what the saved index covers is durable first
         searcher.index.compact(&*self.fs)?;
