@@ -4,10 +4,15 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use common::hooked::{Hooked, Hooks};
 use common::*;
-use sessionlog::{ChatMessage, Error, Finding, LogStore, SessionBackend};
+use sessionlog::fs::FileSystem;
+use sessionlog::testing::SimFs;
+use sessionlog::{ChatMessage, Error, Finding, LogStore, MessageQuery, Options, SessionBackend};
 
 #[test]
 fn a_reader_opens_beside_the_writer_and_sees_what_it_wrote() {
@@ -100,11 +105,15 @@ fn readers_see_consistent_prefixes_while_a_writer_appends() {
         })
     };
     for _ in 0..30 {
-        // A compaction can remove a segment between listing and reading: try again then.
-        let Ok(reader) = LogStore::open_read_only(dir.path()) else {
-            continue;
-        };
-        let seen: Vec<String> = reader.load("k").into_iter().map(|m| m.content).collect();
+        // A compaction may remove a segment between the listing and the reading: open lists
+        // and reads again then, and a read after open reads the session again.
+        let reader = LogStore::open_read_only(dir.path()).unwrap();
+        let seen: Vec<String> = reader
+            .read_messages("k")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.message.content)
+            .collect();
         let expected: Vec<String> = (0..seen.len()).map(|i| i.to_string()).collect();
         assert_eq!(seen, expected, "a prefix of what was written, in order");
         assert!(
@@ -114,6 +123,120 @@ fn readers_see_consistent_prefixes_while_a_writer_appends() {
         );
     }
     handle.join().unwrap();
+}
+
+/// Two sessions with dead bytes (each message replaced once) in small segments, written
+/// through `fs`, without the background compactor: every compaction is the test's.
+fn writer_with_dead_bytes(fs: &SimFs) -> Arc<LogStore> {
+    let options = Options {
+        auto_compact: false,
+        ..small_segments(sessionlog::Durability::Always)
+    };
+    let writer = LogStore::open_with_fs(SIM_DIR, options, Arc::new(fs.clone())).unwrap();
+    for key in ["k", "j"] {
+        for i in 0..40 {
+            writer
+                .append(key, &user(&format!("{key} draft {i}")))
+                .unwrap();
+            let text = format!("{key} reply {i} {}", "x".repeat(100));
+            writer
+                .update_last(key, &ChatMessage::assistant(text))
+                .unwrap();
+        }
+    }
+    Arc::new(writer)
+}
+
+/// The segment files of the store in `fs`.
+fn sim_segments(fs: &SimFs) -> Vec<String> {
+    let mut names: Vec<String> = fs
+        .list(Path::new(SIM_DIR))
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.name.into_string().ok())
+        .filter(|name| name.ends_with(".seg"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_reader_reads_sessions_the_writer_compacted_after_it_opened() {
+    let fs = SimFs::new();
+    let writer = writer_with_dead_bytes(&fs);
+    let reader = LogStore::open_read_only_with_fs(SIM_DIR, Arc::new(fs.clone())).unwrap();
+    let before = sim_segments(&fs);
+    writer.compact_session("k").unwrap();
+    let after = sim_segments(&fs);
+    assert!(
+        before.iter().any(|name| !after.contains(name)),
+        "the compaction removed a segment the reader read: {before:?} then {after:?}"
+    );
+    let timed = |store: &LogStore| -> Vec<_> {
+        let read = store.read_messages("k").unwrap().into_iter();
+        read.map(|m| (m.message, m.created_at)).collect()
+    };
+    assert_eq!(timed(&reader), timed(&writer));
+    assert_eq!(reader.load_tail("k", 3), writer.load_tail("k", 3));
+    let query = MessageQuery {
+        limit: 100,
+        ..MessageQuery::new("reply")
+    };
+    assert_eq!(reader.search_messages(&query).unwrap().len(), 80);
+    assert_eq!(observe(&reader), observe(&writer));
+    assert!(
+        !reader.recovery_report().has_damage(),
+        "{:?}",
+        reader.recovery_report()
+    );
+}
+
+/// Compacts session `k` of the writer once, right after the store's folder is first listed.
+#[derive(Default)]
+struct CompactAfterListing {
+    writer: OnceLock<Arc<LogStore>>,
+    done: AtomicBool,
+}
+
+impl std::fmt::Debug for CompactAfterListing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompactAfterListing")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hooks for CompactAfterListing {
+    fn listed(&self, dir: &Path) {
+        if dir == Path::new(SIM_DIR) && !self.done.swap(true, Ordering::SeqCst) {
+            self.writer.get().unwrap().compact_session("k").unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_reader_opens_while_a_compaction_removes_what_it_listed() {
+    let fs = SimFs::new();
+    let writer = writer_with_dead_bytes(&fs);
+    let hooked = Hooked::new(&fs, CompactAfterListing::default());
+    assert!(hooked.hooks.writer.set(Arc::clone(&writer)).is_ok());
+    let before = sim_segments(&fs);
+    let reader = LogStore::open_read_only_with_fs(SIM_DIR, Arc::new(hooked.clone())).unwrap();
+    assert!(
+        hooked.hooks.done.load(Ordering::SeqCst),
+        "the hook compacted"
+    );
+    let after = sim_segments(&fs);
+    assert!(
+        before.iter().any(|name| !after.contains(name)),
+        "the compaction removed a segment the reader listed: {before:?} then {after:?}"
+    );
+    assert_eq!(observe(&reader), observe(&writer));
+    assert!(
+        !reader.recovery_report().has_damage(),
+        "{:?}",
+        reader.recovery_report()
+    );
 }
 
 const CHILD_DIR: &str = "SESSIONLOG_READER_CHILD_DIR";
@@ -168,13 +291,16 @@ fn a_reader_in_another_process_sees_consistent_prefixes() {
     let mut reads = 0;
     let mut longest = 0;
     while child.try_wait().unwrap().is_none() || reads == 0 {
-        // A compaction in the writer can remove a segment between listing and reading: the
-        // reader then fails to open, and tries again.
-        let Ok(reader) = LogStore::open_read_only(dir.path()) else {
-            continue;
-        };
+        // A compaction in the writer may remove a segment between the listing and the
+        // reading: open lists and reads again then.
+        let reader = LogStore::open_read_only(dir.path()).unwrap();
         reads += 1;
-        let seen: Vec<String> = reader.load("k").into_iter().map(|m| m.content).collect();
+        let seen: Vec<String> = reader
+            .read_messages("k")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.message.content)
+            .collect();
         let expected: Vec<String> = (0..seen.len()).map(|i| i.to_string()).collect();
         assert_eq!(seen, expected, "a prefix of what was written, in order");
         assert!(

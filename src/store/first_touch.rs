@@ -207,7 +207,12 @@ impl Inner {
     }
 
     /// Puts a replayed session (or, `None`, an empty one) in the place of what `slot` held.
-    fn install(&self, slot: &Arc<Slot>, w: &mut Writer, session: Option<ReplayedSession>) {
+    pub(super) fn install(
+        &self,
+        slot: &Arc<Slot>,
+        w: &mut Writer,
+        session: Option<ReplayedSession>,
+    ) {
         self.release_file(w);
         let (writer, replayed) = match session {
             Some(session) => (writer_from(&session), session.view),

@@ -32,6 +32,7 @@ mod fork;
 mod once;
 mod open;
 mod query;
+mod replaced;
 mod reservation;
 mod residence;
 mod retention;
@@ -293,7 +294,10 @@ impl LogStore {
     /// would repair (a torn tail, damage) is reported in [`crate::LogStore::recovery_report`] and
     /// left
     /// as it is, and reading stops at the last complete record. Every write fails with
-    /// [`Error::ReadOnly`]. The view is the folder as it was at open.
+    /// [`Error::ReadOnly`]. The view is the folder as it was at open, except a session whose
+    /// files the writer replaced since (a compaction, a delete, an erasure): a read that finds
+    /// them gone reads the session again from its files. A file removed while open reads the
+    /// folder makes open read it again (`docs/RECOVERY.md`).
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<LogStore> {
         LogStore::open_read_only_with_fs(dir, Arc::new(StdFs))
     }

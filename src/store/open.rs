@@ -47,7 +47,26 @@ impl LogStore {
             auto_compact: false,
             ..options
         };
-        LogStore::open_mode(dir, options, fs, true)
+        let mut tries = 1;
+        loop {
+            match LogStore::open_mode(dir, options.clone(), Arc::clone(&fs), true) {
+                // A writer beside the reader removed a file the reader had listed (a
+                // compaction replaced a segment, an erasure or a sweep took a session): the
+                // folder is listed and read again, which finds what replaced it. Only when the
+                // folder itself is still there: a missing store is an error at once.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && tries < READ_ONLY_OPEN_TRIES
+                        && fs.is_dir(dir) =>
+                {
+                    // A compaction removes what it replaced right after its rename: give it
+                    // that moment, longer each time.
+                    std::thread::sleep(Duration::from_millis(tries));
+                    tries += 1;
+                }
+                opened => return opened,
+            }
+        }
     }
 
     /// Opens the store in `dir`: the folder, its lock, the state on disk (from the checkpoint
@@ -650,6 +669,11 @@ fn start_threads(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
     }
     Ok(threads)
 }
+
+/// How many times a read-only open lists and reads the folder before it reports a file that
+/// vanished under it: each try fails only if a writer removed a file between the listing and
+/// the reading, which a compaction does in well under a millisecond.
+const READ_ONLY_OPEN_TRIES: u64 = 16;
 
 /// The fewest sessions whose decoded list open shrinks as it moves them into slots.
 const SHRINK_FROM: usize = 4096;

@@ -166,25 +166,27 @@ impl Inner {
     pub(super) fn read(
         &self,
         key: &str,
-        range: impl FnOnce(usize) -> Range<usize>,
+        range: impl Fn(usize) -> Range<usize>,
     ) -> Result<Vec<StoredMessage>> {
         let Some(slot) = self.slot(key)? else {
             return Ok(Vec::new());
         };
-        let (locs, files) = {
-            let view = slot.view.read();
-            if !view.is_live() {
-                return Ok(Vec::new());
-            }
-            let locs = view
-                .messages
-                .get(range(view.messages.len()))
-                .unwrap_or_default()
-                .to_vec();
-            // Opened under the lock, so a compaction cannot remove the files first.
-            let files = self.segment_files(&slot, &locs)?;
-            (locs, files)
-        };
-        files.read_messages(&locs)
+        self.reading(&slot, || {
+            let (locs, files) = {
+                let view = slot.view.read();
+                if !view.is_live() {
+                    return Ok(Vec::new());
+                }
+                let locs = view
+                    .messages
+                    .get(range(view.messages.len()))
+                    .unwrap_or_default()
+                    .to_vec();
+                // Opened under the lock, so a compaction cannot remove the files first.
+                let files = self.segment_files(&slot, &locs)?;
+                (locs, files)
+            };
+            files.read_messages(&locs)
+        })
     }
 }

@@ -291,11 +291,10 @@ impl Inner {
         // What is read is copied under the view's lock, and read after it: a writer of the
         // session never waits for the index's reads. Records never change, so the copy is the
         // session as of `last_seq`.
-        let (last_seq, keep, locs, first, tail, name, files) = {
+        let copied = self.reading(&pinned, || {
             let view = pinned.view.read();
             if !view.is_live() {
-                index.touch(slot.session_id, view.last_seq);
-                return Ok(false);
+                return Ok(Err(view.last_seq));
             }
             let keep = index
                 .coverage(slot.session_id)
@@ -305,7 +304,7 @@ impl Inner {
             let files = self.segment_files(&pinned, &locs)?;
             let tail = view.messages[view.messages.len().saturating_sub(2)..].to_vec();
             let name = view.name.clone().unwrap_or_default();
-            (
+            Ok(Ok((
                 view.last_seq,
                 keep,
                 locs,
@@ -313,7 +312,14 @@ impl Inner {
                 tail,
                 name,
                 files,
-            )
+            )))
+        })?;
+        let (last_seq, keep, locs, first, tail, name, files) = match copied {
+            Ok(copied) => copied,
+            Err(last_seq) => {
+                index.touch(slot.session_id, last_seq);
+                return Ok(false);
+            }
         };
         let meta = [slot.key.as_str(), name.as_str()];
         index.index_session(
@@ -404,31 +410,33 @@ impl Inner {
             return Ok(None); // erased since the catch-up
         }
         // Copied under the view's lock and read after it, so no writer waits for the read.
-        let (metadata, locs, files) = {
-            let view = pinned.view.read();
-            if !view.is_live() || view.archived {
-                return Ok(None);
-            }
-            let by_meta = positions.last() == Some(&META_POSITION)
-                && (matcher.matches(&view.key)
-                    || view.name.as_deref().is_some_and(|n| matcher.matches(n)));
-            if by_meta {
-                return Ok(Some(view.metadata()));
-            }
-            let locs: Vec<_> = positions
-                .iter()
-                .filter_map(|p| view.messages.get(*p as usize).copied())
-                .collect();
-            // Opened under the lock, so a compaction cannot remove the files first.
-            let files = self.segment_files(&pinned, &locs)?;
-            (view.metadata(), locs, files)
-        };
-        let mut hit = false;
-        files.visit_messages(&locs, |_, _, _, content| {
-            hit = matcher.matches(content);
-            !hit
-        })?;
-        Ok(hit.then_some(metadata))
+        self.reading(&pinned, || {
+            let (metadata, locs, files) = {
+                let view = pinned.view.read();
+                if !view.is_live() || view.archived {
+                    return Ok(None);
+                }
+                let by_meta = positions.last() == Some(&META_POSITION)
+                    && (matcher.matches(&view.key)
+                        || view.name.as_deref().is_some_and(|n| matcher.matches(n)));
+                if by_meta {
+                    return Ok(Some(view.metadata()));
+                }
+                let locs: Vec<_> = positions
+                    .iter()
+                    .filter_map(|p| view.messages.get(*p as usize).copied())
+                    .collect();
+                // Opened under the lock, so a compaction cannot remove the files first.
+                let files = self.segment_files(&pinned, &locs)?;
+                (view.metadata(), locs, files)
+            };
+            let mut hit = false;
+            files.visit_messages(&locs, |_, _, _, content| {
+                hit = matcher.matches(content);
+                !hit
+            })?;
+            Ok(hit.then_some(metadata))
+        })
     }
 
     /// [`crate::LogStore::search_messages`].
@@ -621,18 +629,22 @@ impl Inner {
             if pinned.session_id != id {
                 continue; // erased since the catch-up
             }
-            let (kept, locs, files) = {
-                let view = pinned.view.read();
-                let kept: Vec<u32> = positions
-                    .into_iter()
-                    .filter(|p| (*p as usize) < view.messages.len())
-                    .collect();
-                let locs: Vec<_> = kept.iter().map(|p| view.messages[*p as usize]).collect();
-                // Opened under the lock, so a compaction cannot remove the files first.
-                let files = self.segment_files(&pinned, &locs)?;
-                (kept, locs, files)
-            };
-            for (position, stored) in kept.into_iter().zip(files.read_messages(&locs)?) {
+            let read = self.reading(&pinned, || {
+                let (kept, locs, files) = {
+                    let view = pinned.view.read();
+                    let kept: Vec<u32> = positions
+                        .iter()
+                        .copied()
+                        .filter(|p| (*p as usize) < view.messages.len())
+                        .collect();
+                    let locs: Vec<_> = kept.iter().map(|p| view.messages[*p as usize]).collect();
+                    // Opened under the lock, so a compaction cannot remove the files first.
+                    let files = self.segment_files(&pinned, &locs)?;
+                    (kept, locs, files)
+                };
+                Ok((kept, files.read_messages(&locs)?))
+            })?;
+            for (position, stored) in read.0.into_iter().zip(read.1) {
                 texts.insert((id, position), stored);
             }
         }

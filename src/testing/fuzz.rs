@@ -98,12 +98,44 @@ fn check_ops_with(ops: &[Op], options: crate::Options) {
                 }
             }
             _ => {
+                // A reader beside the writer: opened before a compaction, it reads sessions
+                // whose files the compaction replaced; opened after any other op, it lists
+                // and reads the folder while the writer's background may compact.
+                let early = matches!(op, Op::Compact(_)).then(|| reader_beside(&fs, &options, i));
                 run_op(&store, op).unwrap_or_else(|e| panic!("op {i} {op:?} failed: {e}"));
                 model.apply(op);
+                let reader = early.unwrap_or_else(|| reader_beside(&fs, &options, i));
+                assert_reader_agrees(&reader, &store, i);
             }
         }
         assert_eq!(Model::observe(&store), model, "after op {i} {op:?}");
     }
+}
+
+/// A store opened read-only beside the writer on `fs`, as `sessionlog ls` beside an agent.
+fn reader_beside(fs: &SimFs, options: &crate::Options, i: usize) -> LogStore {
+    LogStore::read_only_mode(Path::new(FUZZ_DIR), options.clone(), Arc::new(fs.clone()))
+        .unwrap_or_else(|e| panic!("after op {i}: a reader beside the writer fails to open: {e}"))
+}
+
+/// Panics unless `reader` reads every session as `store` holds it, without a read error and
+/// without reporting damage.
+fn assert_reader_agrees(reader: &LogStore, store: &LogStore, i: usize) {
+    for key in super::op::KEYS {
+        if let Err(e) = reader.read_messages(key) {
+            panic!("after op {i}: a reader beside the writer fails to read {key:?}: {e}");
+        }
+    }
+    assert!(
+        !reader.recovery_report().has_damage(),
+        "after op {i}: a reader beside the writer reports damage: {:?}",
+        reader.recovery_report()
+    );
+    assert_eq!(
+        Model::observe(reader),
+        Model::observe(store),
+        "after op {i}: a reader beside the writer, against the writer"
+    );
 }
 
 /// Loses the power of `fs` at the `i`th op: every other time as a disk that writes back in any

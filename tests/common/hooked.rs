@@ -19,6 +19,10 @@ pub trait Hooks: Send + Sync + Debug + 'static {
         let _ = path;
         file.sync()
     }
+    /// After folder `dir` was listed, before the lister has the listing.
+    fn listed(&self, dir: &Path) {
+        let _ = dir;
+    }
     /// A sync of folder `dir` on `sim`: the hook performs it.
     fn sync_dir(&self, dir: &Path, sim: &SimFs) -> io::Result<()> {
         sim.sync_dir(dir)
@@ -93,7 +97,9 @@ impl<H: Hooks> FileSystem for Hooked<H> {
         self.sim.stat(path)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
-        self.sim.list(dir)
+        let listed = self.sim.list(dir);
+        self.hooks.listed(dir);
+        listed
     }
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
         Ok(Box::new(HookedFile {

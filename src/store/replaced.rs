@@ -1,0 +1,80 @@
+//! A read-only store beside a running writer: a session whose files the writer replaced since
+//! the reader read them (a compaction's new generation, an erasure, a sweep) is read again
+//! from the files it has now, and the read that found them gone is made again.
+
+use std::io::ErrorKind;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::fs::context;
+use crate::layout::{parse_segment_name, SEGMENT_SUFFIX};
+use crate::recovery::{self, ReplayOptions};
+
+use super::{Inner, Slot};
+
+/// How many times a read is made again after the session was read again from its files: each
+/// try fails only if the writer replaced the session's files once more in between.
+const REREAD_TRIES: u32 = 8;
+
+impl Inner {
+    /// Runs `read` (a read of the session in `slot`); in a read-only store, if it failed on a
+    /// file that is gone, reads the session again from its files and runs `read` again. In a
+    /// writable store, nothing removes a session's files behind its lock: the error is
+    /// returned as it is.
+    pub(super) fn reading<T>(
+        &self,
+        slot: &Arc<Slot>,
+        mut read: impl FnMut() -> Result<T>,
+    ) -> Result<T> {
+        let mut tries = 1;
+        loop {
+            match read() {
+                Err(e)
+                    if self.read_only
+                        && e.kind() == ErrorKind::NotFound
+                        && tries < REREAD_TRIES =>
+                {
+                    tries += 1;
+                    self.read_again(slot)?;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Reads the session in `slot` again from the segment files it has now, as open read it,
+    /// and puts what they hold in its place: its messages where the writer's compaction put
+    /// them, or nothing if the writer deleted or erased it since. What the replay finds wrong
+    /// with a live session is reported as open would.
+    fn read_again(&self, slot: &Arc<Slot>) -> Result<()> {
+        let mut w = slot.writer.lock();
+        let entries = self
+            .fs
+            .list(&self.dir)
+            .map_err(context("listing", &self.dir))?;
+        let mut numbers: Vec<u32> = entries
+            .iter()
+            .filter_map(|entry| parse_segment_name(entry.name.to_str()?, SEGMENT_SUFFIX))
+            .filter(|(id, _)| *id == slot.session_id)
+            .map(|(_, number)| number)
+            .collect();
+        numbers.sort_unstable();
+        let options = ReplayOptions::of(&self.options, false);
+        let keys = self.keys.as_ref();
+        let alone = recovery::replay_alone(
+            &*self.fs,
+            &self.dir,
+            slot.session_id,
+            numbers,
+            &options,
+            keys,
+        )?;
+        if alone.live.is_some() {
+            // A session deleted since is not damage: its findings (that its files hold it
+            // deleted) are those of a reader that came late, and are left out.
+            self.report.add(alone.report.findings);
+        }
+        self.install(slot, &mut w, alone.live);
+        Ok(())
+    }
+}
