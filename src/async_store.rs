@@ -33,7 +33,7 @@ const SUBSCRIPTION_QUEUE: usize = 1024;
 
 /// A [`LogStore`] for async code. Cheap to clone: clones share one store, which closes when
 /// the last clone is dropped (or at [`AsyncLogStore::close`]).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AsyncLogStore {
     store: Arc<LogStore>,
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use common::hooked::{Hooked, Hooks};
@@ -28,6 +28,26 @@ fn a_reader_opens_beside_the_writer_and_sees_what_it_wrote() {
         5,
         "a reader sees the folder as it was at open"
     );
+}
+
+#[test]
+fn debug_shows_the_folder_the_mode_and_the_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = open(dir.path());
+    fill(&writer, "k", "m", 1);
+    fill(&writer, "j", "m", 1);
+    let reader = LogStore::open_read_only(dir.path()).unwrap();
+    let folder = format!("{:?}", dir.path());
+    for (store, read_only) in [(&writer, false), (&reader, true)] {
+        let shown = format!("{store:?}");
+        assert!(shown.starts_with("LogStore {"), "{shown}");
+        assert!(shown.contains(&format!("dir: {folder}")), "{shown}");
+        assert!(
+            shown.contains(&format!("read_only: {read_only}")),
+            "{shown}"
+        );
+        assert!(shown.contains("sessions: 2"), "{shown}");
+    }
 }
 
 #[test]
@@ -191,25 +211,35 @@ fn a_reader_reads_sessions_the_writer_compacted_after_it_opened() {
     );
 }
 
-/// Compacts session `k` of the writer once, right after the store's folder is first listed.
-#[derive(Default)]
+/// Compacts sessions `k` and `j` of the writer once, right after the store's folder is listed
+/// for the `at`th time (0: the first).
+#[derive(Debug, Default)]
 struct CompactAfterListing {
     writer: OnceLock<Arc<LogStore>>,
+    at: usize,
+    listings: AtomicUsize,
     done: AtomicBool,
 }
 
-impl std::fmt::Debug for CompactAfterListing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompactAfterListing")
-            .field("done", &self.done)
-            .finish_non_exhaustive()
+impl CompactAfterListing {
+    fn hooked(fs: &SimFs, writer: &Arc<LogStore>, at: usize) -> Hooked<CompactAfterListing> {
+        let hooks = CompactAfterListing {
+            at,
+            ..CompactAfterListing::default()
+        };
+        let hooked = Hooked::new(fs, hooks);
+        assert!(hooked.hooks.writer.set(Arc::clone(writer)).is_ok());
+        hooked
     }
 }
 
 impl Hooks for CompactAfterListing {
     fn listed(&self, dir: &Path) {
-        if dir == Path::new(SIM_DIR) && !self.done.swap(true, Ordering::SeqCst) {
-            self.writer.get().unwrap().compact_session("k").unwrap();
+        if dir == Path::new(SIM_DIR) && self.listings.fetch_add(1, Ordering::SeqCst) == self.at {
+            let writer = self.writer.get().unwrap();
+            writer.compact_session("k").unwrap();
+            writer.compact_session("j").unwrap();
+            self.done.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -218,8 +248,7 @@ impl Hooks for CompactAfterListing {
 fn a_reader_opens_while_a_compaction_removes_what_it_listed() {
     let fs = SimFs::new();
     let writer = writer_with_dead_bytes(&fs);
-    let hooked = Hooked::new(&fs, CompactAfterListing::default());
-    assert!(hooked.hooks.writer.set(Arc::clone(&writer)).is_ok());
+    let hooked = CompactAfterListing::hooked(&fs, &writer, 0);
     let before = sim_segments(&fs);
     let reader = LogStore::open_read_only_with_fs(SIM_DIR, Arc::new(hooked.clone())).unwrap();
     assert!(
@@ -236,6 +265,32 @@ fn a_reader_opens_while_a_compaction_removes_what_it_listed() {
         !reader.recovery_report().has_damage(),
         "{:?}",
         reader.recovery_report()
+    );
+}
+
+#[test]
+fn a_reader_verifies_while_a_compaction_removes_what_it_listed() {
+    let fs = SimFs::new();
+    let writer = writer_with_dead_bytes(&fs);
+    // Listing 0 is open's; 1 is the verification's.
+    let hooked = CompactAfterListing::hooked(&fs, &writer, 1);
+    let reader = LogStore::open_read_only_with_fs(SIM_DIR, Arc::new(hooked.clone())).unwrap();
+    let before = sim_segments(&fs);
+    let report = reader.verify().unwrap();
+    assert!(
+        hooked.hooks.done.load(Ordering::SeqCst),
+        "the hook compacted"
+    );
+    let after = sim_segments(&fs);
+    assert!(
+        before.iter().any(|name| !after.contains(name)),
+        "the compaction removed segments the verification listed: {before:?} then {after:?}"
+    );
+    assert!(report.is_sound(), "no problem: {:?}", report.problems);
+    assert_eq!(
+        report,
+        writer.verify().unwrap(),
+        "the files as they are now"
     );
 }
 

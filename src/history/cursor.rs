@@ -233,9 +233,17 @@ impl Cursor {
         // Forks first: where the session's own segments begin, and the shares of segments
         // below forked ones (headers read without the file-name check, since a fork's shared
         // segments name their source).
-        cursor.headers = (0..cursor.segments.len())
-            .map(|i| cursor.read_header(i).ok())
-            .collect();
+        // A file gone since it was listed (a writer beside a read-only store compacted or
+        // deleted the session) is that error, not a gap in the history: the caller may list
+        // again.
+        let mut headers = Vec::with_capacity(cursor.segments.len());
+        for i in 0..cursor.segments.len() {
+            match cursor.read_header(i) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(e),
+                read => headers.push(read.ok()),
+            }
+        }
+        cursor.headers = headers;
         let headers = cursor.headers.clone();
         let numbers = cursor.segments.iter().map(|s| s.number);
         let forks = ForkCuts::of(numbers.zip(headers.iter().map(Option::as_ref)));

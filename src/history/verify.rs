@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::fs::FileSystem;
 use crate::keyring::{self, Keyring};
+use crate::reader::SegmentRef;
 
 use super::cursor::{readable_histories, Cursor};
 
@@ -95,48 +96,89 @@ pub(super) fn problem(session: Option<String>, error: Error) -> Problem {
 /// Reads every record of every session's history (segments in the folder and in `archive/`),
 /// checking each checksum, each hash-chain link, and that each event can follow the ones
 /// before it. Calls `progress(done, total)` after each session.
+///
+/// `beside_writer`: the store is open read-only, and another process may be writing it. Its
+/// compactions, deletes and erasures remove files this listed; a session whose file is gone
+/// when it is read is listed and checked again (up to [`RECHECK_TRIES`] times), and one with no
+/// file left is no longer there to check. A writable store holds its own compactions off while
+/// this runs: a file gone there is a problem.
 pub(crate) fn verify(
     fs: Arc<dyn FileSystem>,
     dir: &Path,
     keys: Option<&Keyring>,
+    beside_writer: bool,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let histories = readable_histories(&*fs, dir, keys)?;
     let total = histories.len();
-    for (id, segments) in histories {
+    for (id, mut segments) in histories {
         progress(report.sessions, total);
+        let mut tries = 1;
+        let found = loop {
+            let mut checked = Checked::default();
+            match check_history(&fs, id, keys, segments, &mut checked) {
+                Err((_, e))
+                    if beside_writer
+                        && e.kind() == std::io::ErrorKind::NotFound
+                        && tries < RECHECK_TRIES =>
+                {
+                    tries += 1;
+                    match readable_histories(&*fs, dir, keys)?.remove(&id) {
+                        Some(now) => segments = now,
+                        None => break None, // deleted or erased since the listing
+                    }
+                }
+                found => break Some((checked, found.err())),
+            }
+        };
+        let Some((checked, problem_found)) = found else {
+            continue;
+        };
         report.sessions += 1;
-        let key = match keyring::data_key(keys, id) {
-            Ok(key) => key,
-            Err(e) => {
-                report.problems.push(problem(None, e));
-                continue;
-            }
-        };
-        let mut cursor = match Cursor::new(Arc::clone(&fs), id, key, segments) {
-            Ok(cursor) => cursor,
-            Err(e) => {
-                report.problems.push(problem(None, e));
-                continue;
-            }
-        };
-        cursor.check_chain = true;
-        loop {
-            match cursor.next_event(u64::MAX) {
-                Ok(Some(_)) => report.events += 1,
-                Ok(None) => {
-                    report.links += cursor.links;
-                    break;
-                }
-                Err(e) => {
-                    let key = Some(cursor.key().to_owned()).filter(|k| !k.is_empty());
-                    report.problems.push(problem(key, e));
-                    break;
-                }
-            }
+        report.events += checked.events;
+        report.links += checked.links;
+        if let Some((key, e)) = problem_found {
+            report.problems.push(problem(key, e));
         }
     }
     progress(report.sessions, total);
     Ok(report)
+}
+
+/// How many times a session whose file a writer beside the store removed is checked.
+const RECHECK_TRIES: u32 = 8;
+
+/// What the check of one session's history counted.
+#[derive(Default)]
+struct Checked {
+    events: u64,
+    links: u64,
+}
+
+/// Checks every record of session `id`'s history in `segments`; the first problem, with the
+/// session's key when its header was read.
+fn check_history(
+    fs: &Arc<dyn FileSystem>,
+    id: u64,
+    keys: Option<&Keyring>,
+    segments: Vec<SegmentRef>,
+    checked: &mut Checked,
+) -> std::result::Result<(), (Option<String>, Error)> {
+    let key = keyring::data_key(keys, id).map_err(|e| (None, e))?;
+    let mut cursor = Cursor::new(Arc::clone(fs), id, key, segments).map_err(|e| (None, e))?;
+    cursor.check_chain = true;
+    loop {
+        match cursor.next_event(u64::MAX) {
+            Ok(Some(_)) => checked.events += 1,
+            Ok(None) => {
+                checked.links += cursor.links;
+                return Ok(());
+            }
+            Err(e) => {
+                let key = Some(cursor.key().to_owned()).filter(|k| !k.is_empty());
+                return Err((key, e));
+            }
+        }
+    }
 }

@@ -12,6 +12,18 @@ use crate::health::Swallowed;
 use super::commit::Decision;
 use super::{now_micros, trimmed, LogStore, SEARCH_LIMIT_DEFAULT};
 
+/// Shows the folder, the mode and how many sessions the store holds: enough to tell stores
+/// apart in a log line, and lets a struct holding one derive `Debug`.
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("dir", &self.inner.dir)
+            .field("read_only", &self.inner.read_only)
+            .field("sessions", &self.inner.sessions.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl SessionBackend for LogStore {
     /// Returns `[]` if the session's files cannot be read; the error is counted in
     /// [`LogStore::health`] and logged ([`LogStore::read_messages`] returns it instead).

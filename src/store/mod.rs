@@ -585,8 +585,13 @@ impl LogStore {
         };
         let _guard = self.reader_guard();
         let keys = self.inner.keys.as_ref();
-        let mut report =
-            history::verify(Arc::clone(&self.inner.fs), &self.inner.dir, keys, progress)?;
+        let mut report = history::verify(
+            Arc::clone(&self.inner.fs),
+            &self.inner.dir,
+            keys,
+            self.inner.read_only,
+            progress,
+        )?;
         report
             .problems
             .extend(unchecked.into_iter().map(|(slot, e)| history::Problem {

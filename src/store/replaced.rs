@@ -28,16 +28,22 @@ impl Inner {
     ) -> Result<T> {
         let mut tries = 1;
         loop {
-            match read() {
+            let done = read();
+            match &done {
                 Err(e)
                     if self.read_only
                         && e.kind() == ErrorKind::NotFound
                         && tries < REREAD_TRIES =>
                 {
                     tries += 1;
-                    self.read_again(slot)?;
                 }
-                done => return done,
+                _ => return done,
+            }
+            match self.read_again(slot) {
+                // The writer replaced a file again while the session was read again: the next
+                // try finds it gone too, and reads the session again.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                again => again?,
             }
         }
     }

@@ -119,7 +119,7 @@ fn reader_beside(fs: &SimFs, options: &crate::Options, i: usize) -> LogStore {
 }
 
 /// Panics unless `reader` reads every session as `store` holds it, without a read error and
-/// without reporting damage.
+/// without reporting damage, and verifies every record of the folder as sound.
 fn assert_reader_agrees(reader: &LogStore, store: &LogStore, i: usize) {
     for key in super::op::KEYS {
         if let Err(e) = reader.read_messages(key) {
@@ -135,6 +135,12 @@ fn assert_reader_agrees(reader: &LogStore, store: &LogStore, i: usize) {
         Model::observe(reader),
         Model::observe(store),
         "after op {i}: a reader beside the writer, against the writer"
+    );
+    let verified = reader.verify().expect("the folder lists");
+    assert!(
+        verified.is_sound(),
+        "after op {i}: a reader beside the writer verifies: {:?}",
+        verified.problems
     );
 }
 
