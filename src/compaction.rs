@@ -16,7 +16,10 @@ use crate::error::{Error, Result};
 use crate::fs::{
     context, free_name, move_aside, subfolder, sync_dir, FileHandle, FileSystem, OpenMode,
 };
-use crate::layout::{segment_name, segment_path, segment_temp_path, ARCHIVE_DIR, QUARANTINE_DIR};
+use crate::layout::{
+    parse_segment_name, segment_name, segment_path, segment_temp_path, ARCHIVE_DIR, QUARANTINE_DIR,
+    SEGMENT_SUFFIX,
+};
 use crate::location::MessageLoc;
 use crate::projection::SessionView;
 use crate::record::{encode_record, Event, Hash};
@@ -236,6 +239,31 @@ pub enum Disposal {
     Quarantine,
 }
 
+/// Ranges longer than this are not walked number by number: the folder is listed instead.
+const RANGE_WALK_MAX: u32 = 4096;
+
+/// The segment numbers of session `id` from `from` to below `below` that may exist, lowest
+/// first: each number of a short range, or the session's listed segments in a long one (a
+/// range's end may come from a file's name, so it may be as high as a name can say, and
+/// looking each number up would take hours).
+fn numbers_in(fs: &dyn FileSystem, dir: &Path, id: u64, from: u32, below: u32) -> Result<Vec<u32>> {
+    // Segment numbers start at 1 (`layout::parse_segment_name`).
+    let from = from.max(1);
+    if below.saturating_sub(from) <= RANGE_WALK_MAX {
+        return Ok((from..below).collect());
+    }
+    let entries = fs.list(dir).map_err(context("listing", dir))?;
+    let mut numbers: Vec<u32> = entries
+        .iter()
+        .filter(|e| e.is_file)
+        .filter_map(|e| parse_segment_name(e.name.to_str()?, SEGMENT_SUFFIX))
+        .filter(|&(listed, number)| listed == id && (from..below).contains(&number))
+        .map(|(_, number)| number)
+        .collect();
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
 /// Retires the segments `from..below` of a session, lowest first, returning where each went.
 ///
 /// Lowest first matters for deleted sessions: their delete record is in the newest segment,
@@ -249,9 +277,11 @@ pub fn retire(
     how: Disposal,
 ) -> Result<Vec<PathBuf>> {
     let mut done = Vec::new();
-    for number in from..below {
+    for number in numbers_in(fs, dir, session_id, from, below)? {
         let path = segment_path(dir, session_id, number);
-        if !fs.exists(&path) {
+        // Only a segment file the store may have written: a folder or a symbolic link under a
+        // segment's name is not the store's, and is left where it is.
+        if !fs.exists(&path) || fs.is_dir(&path) || fs.is_symlink(&path) {
             continue;
         }
         let folder = match how {

@@ -342,3 +342,74 @@ fn a_zero_checkpoint_interval_is_refused_and_changes_nothing() {
     );
     assert!(!dir.path().join("store").exists());
 }
+
+/// Every file under `dir` in `fs` whose bytes hold `marker`.
+fn files_holding(fs: &SimFs, dir: &Path, marker: &[u8]) -> Vec<std::path::PathBuf> {
+    use sessionlog::fs::{FileSystem, OpenMode};
+    let mut found = Vec::new();
+    for entry in fs.list(dir).unwrap() {
+        let path = dir.join(&entry.name);
+        if !entry.is_file {
+            found.extend(files_holding(fs, &path, marker));
+            continue;
+        }
+        let file = fs.open(&path, OpenMode::Read).unwrap();
+        let mut bytes = vec![0; file.size().unwrap() as usize];
+        file.read_at(&mut bytes, 0).unwrap();
+        if bytes.windows(marker.len()).any(|w| w == marker) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_delete_restored_at_open_leaves_nothing_of_the_old_session_in_the_checkpoint() {
+    const MARKER: &str = "old-session-marker";
+    let options = Options {
+        durability: Durability::Never,
+        ..options()
+    };
+    let mut restored = 0;
+    for seed in 0..64 {
+        let fs = SimFs::new();
+        let store = open(&fs, &options);
+        store.append("k", &ChatMessage::user("old")).unwrap();
+        store.set_session_name("k", MARKER).unwrap();
+        store.append("other", &ChatMessage::user("kept")).unwrap();
+        // A checkpoint taken while the store runs holds the old session, its name included.
+        store.checkpoint().unwrap();
+        // Its delete, then a new session under its key, neither synced: a disk that writes
+        // back in any order may keep the new session and lose the delete.
+        store.delete_session("k").unwrap();
+        store.append("k", &ChatMessage::user("new")).unwrap();
+        fs.cut_power_after(0);
+        drop(store);
+        fs.crash_reordering(seed);
+        let store = open(&fs, &options);
+        let report = store.recovery_report().clone();
+        let twin = report
+            .findings
+            .iter()
+            .any(|f| matches!(f, sessionlog::Finding::DeleteRestored { .. }));
+        if !(twin && report.from_checkpoint) {
+            continue;
+        }
+        restored += 1;
+        assert_eq!(store.load("k"), vec![ChatMessage::user("new")]);
+        assert_eq!(store.load("other"), vec![ChatMessage::user("kept")]);
+        // The old session was erased at open: no file keeps its name, the checkpoint included.
+        let holding = files_holding(&fs, Path::new(DIR), MARKER.as_bytes());
+        assert!(
+            holding.is_empty(),
+            "seed {seed}: {holding:?} hold the erased session's name"
+        );
+        drop(store);
+        let store = open(&fs, &options);
+        assert_eq!(store.load("other"), vec![ChatMessage::user("kept")]);
+    }
+    assert!(
+        restored > 0,
+        "no seed kept the new session and lost the delete"
+    );
+}

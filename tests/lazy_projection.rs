@@ -345,3 +345,29 @@ fn an_erasure_that_writes_nothing_makes_a_checkpoint_due_and_the_budget_then_dro
     assert!(dir.path().join("CHECKPOINT").exists());
     check_all(&store, &expected, Some(2), "after the erasure's checkpoint");
 }
+
+#[test]
+fn a_checkpoint_replays_a_session_whose_block_and_files_both_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = build_with_damaged_locations(dir.path());
+    // While the store is closed, session 5's last record (its name) is cut short as well: its
+    // block cannot be read, and its files no longer end where the checkpoint says.
+    let segment = common::segment_holding(dir.path(), b"of session 5");
+    let bytes = std::fs::read(&segment).unwrap();
+    std::fs::write(&segment, &bytes[..bytes.len() - 5]).unwrap();
+    let store = LogStore::open_with(dir.path(), options(None)).unwrap();
+    let message = ChatMessage::user("one more");
+    store.append(&key(3), &message).unwrap();
+    expected[3].push(message);
+    // Session 5 untouched since open: the checkpoint checks its files as a first touch would,
+    // and replays it from them, instead of failing on its block.
+    store.checkpoint().unwrap();
+    let cut = store.recovery_report().findings.iter().any(
+        |f| matches!(f, Finding::ChangedWhileClosed { key: changed, .. } if changed == &key(5)),
+    );
+    assert!(cut, "{:?}", store.recovery_report().findings);
+    check_all(&store, &expected, None, "after the checkpoint");
+    store.close().unwrap();
+    let store = LogStore::open_with(dir.path(), options(None)).unwrap();
+    check_all(&store, &expected, None, "reopened");
+}

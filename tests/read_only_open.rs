@@ -294,6 +294,54 @@ fn a_reader_verifies_while_a_compaction_removes_what_it_listed() {
     );
 }
 
+/// Rebuilds the writer's search index once, right before the reader opens a run of it: the
+/// writer's save replaces the run `STATE` named, and removes it.
+#[derive(Debug, Default)]
+struct ReindexBeforeRun {
+    writer: OnceLock<Arc<LogStore>>,
+    done: AtomicBool,
+}
+
+impl Hooks for ReindexBeforeRun {
+    fn opening(&self, path: &Path) {
+        let run = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("run-"));
+        if run && !self.done.swap(true, Ordering::SeqCst) {
+            self.writer.get().unwrap().reindex().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_reader_searches_while_the_writer_saves_its_index() {
+    let fs = SimFs::new();
+    let writer = writer_with_dead_bytes(&fs);
+    writer.reindex().unwrap(); // the index's files: a run and STATE
+    let hooked = Hooked::new(&fs, ReindexBeforeRun::default());
+    assert!(hooked.hooks.writer.set(Arc::clone(&writer)).is_ok());
+    let reader = LogStore::open_read_only_with_fs(SIM_DIR, Arc::new(hooked.clone())).unwrap();
+    let query = MessageQuery {
+        limit: 100,
+        ..MessageQuery::new("reply")
+    };
+    let found = reader.search_messages(&query).unwrap();
+    assert!(
+        hooked.hooks.done.load(Ordering::SeqCst),
+        "the writer saved its index"
+    );
+    assert_eq!(found, writer.search_messages(&query).unwrap());
+    assert_eq!(found.len(), 80);
+    let findings = &reader.recovery_report().findings;
+    assert!(
+        !findings
+            .iter()
+            .any(|f| matches!(f, Finding::IndexRebuilt { .. })),
+        "the writer's save is no damage: {findings:?}"
+    );
+}
+
 const CHILD_DIR: &str = "SESSIONLOG_READER_CHILD_DIR";
 
 /// The writer process of `a_reader_in_another_process_sees_consistent_prefixes`.

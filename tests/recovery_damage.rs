@@ -274,3 +274,96 @@ fn a_session_without_a_readable_header_is_quarantined_whole() {
         .any(|(_, b)| b == bytes);
     assert!(kept);
 }
+
+#[test]
+fn a_link_to_another_sessions_segment_after_a_sessions_own_is_damage_not_an_unfinished_fork() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_fast(dir.path());
+    fill(&store, "a", "a's own", 3);
+    fill(&store, "b", "b's own", 2);
+    drop(store);
+    // A hard link to b's segment under the name a's next segment would have (a backup tool
+    // that links files, a hand's mistake): the newest file of a names another session, as a
+    // fork's links do, but a has history of its own below it.
+    let a_segment = segment_holding(dir.path(), b"a's own 0");
+    let b_segment = segment_holding(dir.path(), b"b's own 0");
+    let name = a_segment.file_name().unwrap().to_str().unwrap().to_owned();
+    let next = format!("{}00000002.seg", &name[..17]);
+    std::fs::hard_link(&b_segment, dir.path().join(&next)).unwrap();
+    let a_bytes = std::fs::read(&a_segment).unwrap();
+    let store = open_fast(dir.path());
+    assert_eq!(store.load("b").len(), 2);
+    // a's own segment is never removed as a fork's leftovers: it is kept, in place or set
+    // aside in quarantine, byte for byte, and the damage is reported.
+    let kept = dir.path().join("quarantine").join(&name);
+    let kept = if a_segment.exists() {
+        a_segment.clone()
+    } else {
+        kept
+    };
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        a_bytes,
+        "a's own segment is kept"
+    );
+    let findings = &store.recovery_report().findings;
+    assert!(
+        findings
+            .iter()
+            .any(|f| matches!(f, Finding::Damaged { .. })),
+        "the foreign file is reported as damage: {findings:?}"
+    );
+    assert!(
+        !findings
+            .iter()
+            .any(|f| matches!(f, Finding::Unfinished { .. })),
+        "not taken for an unfinished fork: {findings:?}"
+    );
+    assert!(b_segment.exists());
+}
+
+/// Fails the test once the store has looked up more names than a store of a few files needs.
+#[derive(Debug, Default)]
+struct LookupBudget(std::sync::atomic::AtomicU64);
+
+impl common::hooked::Hooks for LookupBudget {
+    fn looking_up(&self, path: &std::path::Path) {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            n < 100_000,
+            "more than 100,000 look-ups, the last of {path:?}"
+        );
+    }
+}
+
+#[test]
+fn a_segment_name_with_a_huge_number_costs_open_no_walk_up_to_it() {
+    use sessionlog::fs::{FileSystem, OpenMode};
+    use std::sync::Arc;
+    let sim = sessionlog::testing::SimFs::new();
+    let store = LogStore::open_with_fs(
+        SIM_DIR,
+        small_segments(sessionlog::Durability::Always),
+        Arc::new(sim.clone()),
+    )
+    .unwrap();
+    fill(&store, "k", "message", 3);
+    drop(store);
+    // Garbage under the highest number a segment's name can hold, in session 1's name.
+    let path = std::path::Path::new(SIM_DIR).join("0000000000000001-fffffffe.seg");
+    let file = sim.open(&path, OpenMode::CreateNew).unwrap();
+    file.write_at(&[0x77; 300], 0).unwrap();
+    file.sync().unwrap();
+    sim.sync_dir(std::path::Path::new(SIM_DIR)).unwrap();
+    let hooked = common::hooked::Hooked::new(&sim, LookupBudget::default());
+    let options = small_segments(sessionlog::Durability::Always);
+    let store = LogStore::open_with_fs(SIM_DIR, options, Arc::new(hooked)).unwrap();
+    assert_eq!(store.load("k").len(), 3);
+    let findings = &store.recovery_report().findings;
+    assert!(
+        findings
+            .iter()
+            .any(|f| matches!(f, Finding::Damaged { quarantined, .. } if !quarantined.is_empty())),
+        "the garbage is quarantined: {findings:?}"
+    );
+}

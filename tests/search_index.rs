@@ -550,3 +550,59 @@ fn the_background_keeps_an_index_in_use_caught_up() {
         3
     );
 }
+
+/// The numbers of the run files in `dir/index`, whatever follows the run's name.
+fn run_numbers(dir: &Path) -> Vec<u64> {
+    let mut numbers: Vec<u64> = std::fs::read_dir(dir.join("index"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().ok()?;
+            u64::from_str_radix(name.strip_prefix("run-")?.get(..16)?, 16).ok()
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+#[test]
+fn a_rebuilt_index_never_gives_a_run_name_to_other_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    store
+        .append("k0", &ChatMessage::user("alpha beta"))
+        .unwrap();
+    let query = MessageQuery::new("alpha");
+    assert_eq!(store.search_messages(&query).unwrap().len(), 1);
+    store.reindex().unwrap();
+    let first = run_numbers(dir.path());
+    assert!(!first.is_empty());
+    // A rebuild, and a rebuild after a damaged run was set aside: each numbers its runs above
+    // every run file the folder held, so a reader holding an older `STATE` never opens other
+    // bytes under a name it names.
+    store
+        .append("k1", &ChatMessage::user("alpha gamma"))
+        .unwrap();
+    store.reindex().unwrap();
+    let second = run_numbers(dir.path());
+    assert!(
+        second.iter().all(|n| *n > first[first.len() - 1]),
+        "{first:?} then {second:?}"
+    );
+    drop(store);
+    let newest = second[second.len() - 1];
+    let run = dir.path().join(format!("index/run-{newest:016x}.idx"));
+    std::fs::write(&run, b"not a run").unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.search_messages(&query).unwrap().len(), 2);
+    store.close().unwrap();
+    let third: Vec<u64> = run_numbers(dir.path());
+    let damaged = third.iter().filter(|n| **n == newest).count();
+    assert_eq!(
+        damaged, 1,
+        "the damaged run is kept aside, under its own name: {third:?}"
+    );
+    assert!(
+        third.iter().filter(|n| **n != newest).all(|n| *n > newest),
+        "{second:?} then {third:?}"
+    );
+}

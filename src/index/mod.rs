@@ -23,7 +23,7 @@ use crate::fs::{context, parent, replace_file, sync_dir, FileSystem};
 use crate::location::MessageLoc;
 
 use coverage::{Coverage, State};
-use run::{parse_run_name, run_path, Doc, Posting, Run, RunWriter, META_POSITION};
+use run::{parse_run_name, run_path, Doc, Posting, Run, RunWriter, META_POSITION, RUN_NAME_LEN};
 use terms::{doc_terms, TermKey};
 
 /// The index's folder in the store's.
@@ -65,6 +65,33 @@ impl SearchIndex {
             delta: HashMap::new(),
             dirty: true,
         }
+    }
+
+    /// An empty index for `store_dir` that replaces what its folder holds (a rebuild): its runs
+    /// are numbered above every run file there, set-aside and temporary ones included. So no
+    /// run's name is ever given to other bytes: a reader beside the store that read the old
+    /// `STATE` finds the runs it names gone (and reads `STATE` again), never other runs under
+    /// their names.
+    /// Fails only if the folder exists and cannot be listed.
+    pub fn fresh(fs: &dyn FileSystem, store_dir: &Path, key: TermKey) -> Result<SearchIndex> {
+        let mut index = SearchIndex::empty(store_dir, key);
+        let entries = match fs.list(&index.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(context("listing", &index.dir)(e)),
+        };
+        let highest = entries
+            .into_iter()
+            .filter_map(|e| {
+                let name = e.name.into_string().ok()?;
+                // `run-<16 hex digits>.idx`, and whatever was added after it.
+                let stem = name.get(..RUN_NAME_LEN)?;
+                parse_run_name(stem)
+            })
+            .max()
+            .unwrap_or(0);
+        index.state.next_run = highest.saturating_add(1).max(1);
+        Ok(index)
     }
 
     /// The index `store_dir/index` holds, or `Ok(None)` when there is none. A state or a run

@@ -79,6 +79,9 @@ pub fn run_path(index_dir: &Path, number: u64) -> PathBuf {
     index_dir.join(format!("run-{number:016x}.idx"))
 }
 
+/// The length of a run's file name: `run-`, 16 hex digits, `.idx`.
+pub const RUN_NAME_LEN: usize = 24;
+
 /// The number of a run's file name.
 pub fn parse_run_name(name: &str) -> Option<u64> {
     let hex = name.strip_prefix("run-")?.strip_suffix(".idx")?;

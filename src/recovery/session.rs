@@ -509,10 +509,15 @@ fn unfinished_fork(
         .and_then(|s| s.header.as_ref().ok())
         .is_some_and(|(h, _)| h.session_id != id);
     // Only extra names may go: a file naming another session with no other name of its own
-    // is not a half-made fork's link, and is left to the damage rules.
+    // is not a half-made fork's link, and is left to the damage rules. A half-made fork has no
+    // file of its own but its forked segment (made after the links), and no header unread but
+    // its newest file's, which a crash may have cut short: any other file of the session is
+    // history it wrote, never removed as a fork's leftovers.
+    let newest = segments.last().map(|s| s.number);
     let only_links = segments.iter().all(|s| match &s.header {
         Ok((h, _)) if h.session_id != id => r.fs.link_count(&s.path).is_ok_and(|n| n > 1),
-        _ => true,
+        Ok(_) => Some(s.number) == forks.forked_at,
+        Err(_) => Some(s.number) == newest,
     });
     // A forked segment holding nothing past its header was made before its links were all
     // durable: a disk that reorders may have kept some of them and not others, so a gap among

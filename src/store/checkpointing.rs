@@ -317,8 +317,14 @@ impl Inner {
     ) -> Result<Option<(Block, u64)>> {
         match self.record_locked(slot, each, live_keys, segments, sessions) {
             Err(_) if slot.view.read().parked().is_some() => {
-                let pinned = Pinned::new(Arc::clone(slot));
-                self.unpark(&pinned)?;
+                // Its files first, as its first read or write would check them: files changed
+                // since the checkpoint that holds its block are replayed (and repaired) now,
+                // which puts their locations in memory. Then what is still parked is read back.
+                self.settle_claim(slot)?;
+                if slot.view.read().parked().is_some() {
+                    let pinned = Pinned::new(Arc::clone(slot));
+                    self.unpark(&pinned)?;
+                }
                 self.record_locked(slot, each, live_keys, segments, sessions)
             }
             recorded => recorded,

@@ -11,9 +11,12 @@
 //! and the activity index's mutex come after a writer and the map, and are held only to read
 //! or change themselves (and, for a sweep or a page, to read projections). The readers mutex
 //! is held through a retirement's file operations, an erasure's log included (the checkpoint
-//! state's mutex, then the erasure log's, each alone); the checkpoint state's mutex is a leaf,
-//! held only through file operations (the marker, removing or putting a checkpoint in place),
-//! and a checkpoint being taken holds each session's locks in turn, never two; the compactor
+//! state's mutex, then the erasure log's, each alone); the checkpoint state's mutex is held
+//! through file operations (the marker, removing or putting a checkpoint in place) and, once a
+//! checkpoint is in place, while the sessions it moved are pointed at it (each view's write
+//! lock, then the residence mutex, which only tries views); nothing holding a view or the
+//! residence mutex waits for it. A checkpoint being taken holds each session's locks in turn,
+//! never two; the compactor
 //! looks at the tombstones mutex while it holds the background state's. An anchor holds the
 //! anchoring mutex while it reads every session's point (writers, one at a time) and then
 //! flushes; a flush holds the flushing mutex through its syncs and takes only the unsynced

@@ -101,6 +101,7 @@ impl LogStore {
             options: &options,
             read_only,
         };
+        let logged_before = state.erased.max_seq;
         let sessions = opening.settle_sessions(
             state.sessions,
             state.claims,
@@ -108,6 +109,9 @@ impl LogStore {
             &mut state.erased,
             &mut state.report,
         )?;
+        // A session erased while settling (the older of two under one key): nothing of it may
+        // outlive the erasure, and the checkpoint open read holds its key, name and context.
+        let erased_at_open = state.erased.max_seq != logged_before;
         let (tombstones, displaced) = tombstones_from(state.tombstones);
         // A session that ends before the point its anchor records was rolled back.
         if !read_only {
@@ -192,6 +196,10 @@ impl LogStore {
             erasure_log: Mutex::new(state.erased),
         });
         if !read_only {
+            if erased_at_open && inner.report.newest().from_checkpoint {
+                // Every session's locations are read back from it first: then it goes.
+                inner.drop_checkpoint_for_erasure()?;
+            }
             for slot in displaced {
                 inner.reclaim_tombstone(&slot)?;
             }

@@ -55,6 +55,10 @@ pub(super) fn index_exists(fs: &dyn crate::fs::FileSystem, dir: &std::path::Path
     fs.exists(&dir.join(INDEX_DIR).join(crate::index::STATE_FILE))
 }
 
+/// How many times a read-only store reads the index's files when a run named by `STATE` is gone
+/// (a writer beside it saved its index meanwhile).
+const INDEX_OPEN_TRIES: u32 = 8;
+
 impl Inner {
     /// Keeps an index in use caught up with what was written, so that a query finds little
     /// left to do: called by the checkpointer's thread about once a second. Never waits for a
@@ -66,7 +70,15 @@ impl Inner {
         let Some(mut guard) = self.search.try_lock() else {
             return;
         };
-        let searcher = guard.get_or_insert_with(|| Searcher::new(self.load_index()));
+        let searcher = match self.loaded(&mut guard) {
+            Ok(searcher) => searcher,
+            Err(e) => {
+                let failed = Err::<(), _>(e);
+                let what = "loading the search index";
+                self.monitor.note(Swallowed::Background, what, None, failed);
+                return;
+            }
+        };
         if searcher.scanned_at == Some(self.changes.load(Ordering::SeqCst)) {
             return;
         }
@@ -93,15 +105,41 @@ impl Inner {
         self.changes.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// The searcher in `slot`, with the index loaded from its files if this is its first use.
+    fn loaded<'s>(&self, slot: &'s mut Option<Searcher>) -> Result<&'s mut Searcher> {
+        let searcher = match slot.take() {
+            Some(searcher) => searcher,
+            None => Searcher::new(self.load_index()?),
+        };
+        Ok(slot.insert(searcher))
+    }
+
     /// The index as its files hold it, or a new empty one (reported, the failing file renamed
-    /// aside) when they cannot be read.
-    fn load_index(&self) -> SearchIndex {
+    /// aside) when they cannot be read. Fails only if the index's folder cannot be listed.
+    fn load_index(&self) -> Result<SearchIndex> {
         let key = self.term_key();
-        let index = match SearchIndex::open(&*self.fs, &self.dir, key) {
+        let mut tries = 1;
+        let opened = loop {
+            match SearchIndex::open(&*self.fs, &self.dir, key) {
+                // A writer beside a read-only store saved its index between the reading of
+                // `STATE` and of a run it named, and removed the run: the writer's work, not
+                // damage. `STATE` and its runs are read again.
+                Err(e)
+                    if self.read_only
+                        && e.kind() == std::io::ErrorKind::NotFound
+                        && tries < INDEX_OPEN_TRIES =>
+                {
+                    tries += 1;
+                }
+                opened => break opened,
+            }
+        };
+        let index = match opened {
             Ok(Some(index)) => index,
-            Ok(None) => return SearchIndex::empty(&self.dir, key), // nothing to tidy
+            // Nothing to tidy, but perhaps runs a crash left before their first state.
+            Ok(None) => return SearchIndex::fresh(&*self.fs, &self.dir, key),
             Err(e) => {
-                let index = SearchIndex::empty(&self.dir, key);
+                let index = SearchIndex::fresh(&*self.fs, &self.dir, key)?;
                 let path = match &e {
                     Error::Corrupt { path, .. } | Error::ChecksumMismatch { path, .. } => {
                         path.clone()
@@ -121,7 +159,7 @@ impl Inner {
             }
         };
         self.remove_strays(&index);
-        index
+        Ok(index)
     }
 
     /// Removes the index's files that `index` does not name (a writable store): runs a save cut
@@ -161,7 +199,7 @@ impl Inner {
     fn with_index<T>(&self, f: impl Fn(&mut Searcher) -> Result<T>) -> Result<T> {
         let mut guard = self.search.lock();
         self.index_in_use.store(true, Ordering::SeqCst);
-        let searcher = guard.get_or_insert_with(|| Searcher::new(self.load_index()));
+        let searcher = self.loaded(&mut guard)?;
         self.catch_up(searcher)?;
         match f(searcher) {
             Err(Error::Corrupt { path, reason, .. }) if path.starts_with(searcher.index.dir()) => {
@@ -172,7 +210,8 @@ impl Inner {
                 }
                 self.report
                     .add(vec![Finding::IndexRebuilt { path, reason }]);
-                *searcher = Searcher::new(SearchIndex::empty(&self.dir, self.term_key()));
+                let fresh = SearchIndex::fresh(&*self.fs, &self.dir, self.term_key())?;
+                *searcher = Searcher::new(fresh);
                 self.remove_strays(&searcher.index);
                 self.catch_up(searcher)?;
                 f(searcher)
@@ -672,7 +711,7 @@ impl Inner {
         self.check_writable()?;
         let mut guard = self.search.lock();
         self.index_in_use.store(true, Ordering::SeqCst);
-        let index = SearchIndex::empty(&self.dir, self.term_key());
+        let index = SearchIndex::fresh(&*self.fs, &self.dir, self.term_key())?;
         // Every file of the old index is stray to the new one, which names none.
         for stray in index.strays(&*self.fs) {
             self.fs
@@ -704,7 +743,7 @@ impl Inner {
             if !exists {
                 return Ok(());
             }
-            *guard = Some(Searcher::new(self.load_index()));
+            *guard = Some(Searcher::new(self.load_index()?));
         }
         let Some(searcher) = guard.as_mut() else {
             return Ok(());

@@ -19,6 +19,14 @@ pub trait Hooks: Send + Sync + Debug + 'static {
         let _ = path;
         file.sync()
     }
+    /// Before `path` is looked up.
+    fn looking_up(&self, path: &Path) {
+        let _ = path;
+    }
+    /// Before `path` is opened.
+    fn opening(&self, path: &Path) {
+        let _ = path;
+    }
     /// After folder `dir` was listed, before the lister has the listing.
     fn listed(&self, dir: &Path) {
         let _ = dir;
@@ -91,6 +99,7 @@ impl<H: Hooks> FileSystem for Hooked<H> {
         self.sim.is_dir(path)
     }
     fn exists(&self, path: &Path) -> bool {
+        self.hooks.looking_up(path);
         self.sim.exists(path)
     }
     fn stat(&self, path: &Path) -> io::Result<FileStat> {
@@ -102,6 +111,7 @@ impl<H: Hooks> FileSystem for Hooked<H> {
         listed
     }
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
+        self.hooks.opening(path);
         Ok(Box::new(HookedFile {
             inner: self.sim.open(path, mode)?,
             path: path.to_owned(),
