@@ -345,6 +345,35 @@ pub fn read_all(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>> {
     read_prefix(fs, path, u64::MAX)
 }
 
+/// Reads a whole file that ends with the CRC-32 (little-endian) of every byte before it; the
+/// CRC is checked through a fixed buffer before anything is allocated by the file's length, so
+/// a sparse or foreign file of any length costs none of it in memory. `Ok(None)` when the CRC
+/// does not match (or the file is shorter than one).
+pub(crate) fn read_crc_tailed(fs: &dyn FileSystem, path: &Path) -> Result<Option<Vec<u8>>> {
+    const CHUNK: usize = 256 << 10;
+    let file = fs
+        .open(path, OpenMode::Read)
+        .map_err(context("opening", path))?;
+    let len = file.size().map_err(context("reading", path))?;
+    let Some(body) = len.checked_sub(4) else {
+        return Ok(None);
+    };
+    let mut stored = [0u8; 4];
+    file.read_at(&mut stored, body)
+        .map_err(context("reading", path))?;
+    let crc = crc32_in_chunks(&*file, 0, body, CHUNK).map_err(context("reading", path))?;
+    if crc != u32::from_le_bytes(stored) {
+        return Ok(None);
+    }
+    let len = usize::try_from(len).map_err(|_| {
+        context("reading", path)(io::Error::new(io::ErrorKind::OutOfMemory, "file too large"))
+    })?;
+    let mut bytes = vec![0; len];
+    file.read_at(&mut bytes, 0)
+        .map_err(context("reading", path))?;
+    Ok(Some(bytes))
+}
+
 /// The CRC-32 of the `len` bytes of `file` from `at`, read through a buffer of at most `chunk`
 /// bytes: a length read from disk never sizes a buffer, and a sparse file of any length costs
 /// none of its length in memory.
@@ -516,4 +545,31 @@ pub fn parent(path: &Path) -> &Path {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_ending_with_its_crc_is_read_only_when_the_crc_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut bytes = b"the index state".to_vec();
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_crc_tailed(&StdFs, &path).unwrap(), Some(bytes.clone()));
+        bytes[3] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_crc_tailed(&StdFs, &path).unwrap(), None);
+        std::fs::write(&path, [1, 2, 3]).unwrap();
+        assert_eq!(read_crc_tailed(&StdFs, &path).unwrap(), None);
+        // A sparse file: zeros whose CRC is not the zeros at its end.
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(64 << 20).unwrap();
+        assert_eq!(read_crc_tailed(&StdFs, &path).unwrap(), None);
+        std::fs::remove_file(&path).unwrap();
+        assert!(read_crc_tailed(&StdFs, &path).is_err());
+    }
 }

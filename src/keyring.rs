@@ -306,6 +306,12 @@ impl Keyring {
         Ok(())
     }
 
+    /// True while session `session_id`'s data key file is in `keys/` (its erasure has not
+    /// taken it yet).
+    pub fn holds_key(&self, session_id: u64) -> bool {
+        self.fs.exists(&self.key_path(session_id))
+    }
+
     /// Sessions whose erasure a crash interrupted (their `.erasing` markers).
     pub fn erasing(&self) -> Result<Vec<u64>> {
         self.list_ids(ERASING_SUFFIX)

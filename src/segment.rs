@@ -472,11 +472,21 @@ impl SegmentFiles {
             offset: start,
             reason: "segment was not opened for this read".into(),
         })?;
-        let len = usize::try_from(end - start).map_err(|_| Error::Corrupt {
+        let too_large = || Error::Corrupt {
             path: path.clone(),
             offset: start,
-            reason: "read span too large".into(),
-        })?;
+            reason: "a message's location reaches past its segment's end".into(),
+        };
+        // A single record longer than a span (up to the 1 GiB payload limit) is read whole; a
+        // location from the checkpoint says how long, so that length must be in the file
+        // before it sizes a buffer.
+        if end - start > READ_SPAN_BYTES {
+            let size = file.size().map_err(context("reading", &path))?;
+            if end > size {
+                return Err(too_large());
+            }
+        }
+        let len = usize::try_from(end - start).map_err(|_| too_large())?;
         bytes.clear();
         bytes.resize(len, 0);
         file.read_at(bytes, start)
@@ -506,6 +516,23 @@ impl SegmentFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A location (from a checkpoint, say) whose length reaches far past its segment's end is
+    /// refused before any buffer is sized by it.
+    #[test]
+    fn a_location_past_its_segments_end_sizes_no_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1, 1);
+        std::fs::write(&path, [0u8; 100]).unwrap();
+        let locs = [MessageLoc::single(1, u32::MAX, 40, 0)];
+        let files = SegmentFiles::open(&crate::fs::StdFs, dir.path(), 1, &locs, None).unwrap();
+        let read = files.read_messages(&locs);
+        assert!(
+            matches!(&read, Err(Error::Corrupt { reason, .. }) if reason.contains("past its segment")),
+            "{:?}",
+            read.err()
+        );
+    }
 
     fn header() -> SegmentHeader {
         SegmentHeader {

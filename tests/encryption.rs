@@ -533,3 +533,35 @@ fn a_segment_of_an_unknown_version_stops_an_encrypted_open_before_any_change() {
     // Not even the nonce epoch in keys/STORE moved.
     assert_eq!(snapshot_files(dir.path()), before);
 }
+
+#[test]
+fn an_erasure_marker_the_store_did_not_write_erases_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
+    let messages = write_secrets(&store, "alice");
+    store.close().unwrap();
+    // An empty `.erasing` marker beside an intact data key, with no erasure logged: a stray
+    // file (a restored backup's, a hand's), not an erasure a crash cut short.
+    let marker = dir
+        .path()
+        .join("keys")
+        .join(format!("{}.erasing", first_id(dir.path())));
+    std::fs::write(&marker, b"").unwrap();
+    // Without a checkpoint, as after a crash: open replays, and finishes erasures cut short.
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
+    let store = LogStore::open_with(dir.path(), keep_history_encrypted(key())).unwrap();
+    assert_eq!(
+        store.load("alice"),
+        messages,
+        "nothing of the session is erased"
+    );
+    assert_eq!(key_file(dir.path()).len(), 1, "its data key is kept");
+    let findings = &store.recovery_report().findings;
+    assert!(
+        findings
+            .iter()
+            .any(|f| matches!(f, Finding::UnknownFile { path } if path == &marker)),
+        "the marker is reported, and left alone: {findings:?}"
+    );
+    assert!(marker.exists());
+}

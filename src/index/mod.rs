@@ -108,7 +108,15 @@ impl SearchIndex {
             return Ok(None);
         }
         crate::fs::refuse_symlink(fs, &state_path)?;
-        let bytes = crate::fs::read_all(fs, &state_path)?;
+        // Its CRC checked before it is read whole: a sparse `STATE` allocates nothing by its
+        // length.
+        let bytes = crate::fs::read_crc_tailed(fs, &state_path)?.ok_or_else(|| {
+            crate::error::Error::Corrupt {
+                path: state_path.clone(),
+                offset: 0,
+                reason: "the index state fails its CRC".into(),
+            }
+        })?;
         let corrupt = |reason: &str| crate::error::Error::Corrupt {
             path: state_path.clone(),
             offset: 0,

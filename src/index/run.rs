@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::bytes::{Reader, Writer};
 use crate::error::{Error, Result};
-use crate::fs::{context, FileHandle, FileSystem, OpenMode};
+use crate::fs::{context, crc32_in_chunks, FileHandle, FileSystem, OpenMode};
 
 /// First bytes of a run's footer.
 pub const RUN_MAGIC: &[u8; 8] = b"SLIXRUN1";
@@ -79,14 +79,23 @@ pub fn run_path(index_dir: &Path, number: u64) -> PathBuf {
     index_dir.join(format!("run-{number:016x}.idx"))
 }
 
+/// The most bytes a posting takes: the doc number's delta (a varint of at most 10 bytes) and
+/// the term frequency (at most `u32::MAX`: 5 bytes).
+const POSTING_BYTES_MAX: u64 = 15;
+
+/// The buffer a run's tables are checked through before they are read whole.
+const CRC_CHUNK: usize = 256 << 10;
+
 /// The length of a run's file name: `run-`, 16 hex digits, `.idx`.
 pub const RUN_NAME_LEN: usize = 24;
 
 /// The number of a run's file name.
 pub fn parse_run_name(name: &str) -> Option<u64> {
     let hex = name.strip_prefix("run-")?.strip_suffix(".idx")?;
-    (hex.len() == 16).then_some(())?;
-    u64::from_str_radix(hex, 16).ok()
+    // Exactly as `run_path` writes it: 16 lowercase hex digits (`from_str_radix` alone would
+    // take a sign and capitals, and so names the store never wrote).
+    let ours = hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    ours.then(|| u64::from_str_radix(hex, 16).ok())?
 }
 
 fn push_varint(out: &mut Vec<u8>, mut value: u64) {
@@ -254,7 +263,14 @@ impl Run {
                 "counts do not fit the file's length",
             ));
         }
-        // Bounded by the file's length, just checked.
+        // The tables' CRC first, through a fixed buffer: counts that fit the file's length are
+        // not yet bytes the file holds (a sparse file), and they size the buffer below.
+        let checked = tables_len + FOOTER_BYTES - 8;
+        let crc = crc32_in_chunks(&*file, postings_len, checked, CRC_CHUNK)
+            .map_err(context("reading", &path))?;
+        if Some(crc) != Reader(&footer[FOOTER_BYTES as usize - 8..]).u32() {
+            return Err(corrupt(postings_len, "the run's tables fail their CRC"));
+        }
         let mut tables = vec![0u8; (tables_len + FOOTER_BYTES) as usize];
         file.read_at(&mut tables, postings_len)
             .map_err(context("reading", &path))?;
@@ -292,9 +308,16 @@ impl Run {
         let ordered = terms
             .windows(2)
             .all(|w| w[0].hash < w[1].hash && w[0].offset < w[1].offset);
-        let in_bounds = terms
-            .iter()
-            .all(|t| t.offset < postings_len && u64::from(t.count) <= doc_count);
+        // A term's postings are no longer than its count of postings can be written in, so
+        // the buffer they are read into is bounded by docs already read (a posting names a
+        // doc, at most once).
+        let ends = terms.iter().skip(1).map(|t| t.offset).chain([postings_len]);
+        let in_bounds = terms.iter().zip(ends).all(|(t, end)| {
+            let span = end.saturating_sub(t.offset);
+            t.offset < postings_len
+                && u64::from(t.count) <= doc_count
+                && span <= u64::from(t.count) * POSTING_BYTES_MAX
+        });
         if !ordered || !in_bounds {
             return Err(corrupt(
                 postings_len,
@@ -424,5 +447,147 @@ mod tests {
         assert!(Run::open(&fs, dir.path(), 5).is_err());
         assert_eq!(parse_run_name("run-0000000000000005.idx"), Some(5));
         assert_eq!(parse_run_name("run-5.idx"), None);
+        // Only the name the store writes: no sign, no capitals.
+        assert_eq!(parse_run_name("run-+00000000000000a.idx"), None);
+        assert_eq!(parse_run_name("run-000000000000000A.idx"), None);
+        assert_eq!(parse_run_name("run-000000000000000a.idx"), Some(10));
+    }
+
+    /// The real file system, noting the largest read any file opened through it made.
+    #[derive(Debug, Default)]
+    struct LargestRead(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    #[derive(Debug)]
+    struct Noted(
+        Box<dyn FileHandle>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    );
+
+    impl FileHandle for Noted {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            self.1
+                .fetch_max(buf.len(), std::sync::atomic::Ordering::SeqCst);
+            self.0.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+            self.0.write_at(buf, offset)
+        }
+        fn sync(&self) -> std::io::Result<()> {
+            self.0.sync()
+        }
+        fn size(&self) -> std::io::Result<u64> {
+            self.0.size()
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.0.set_len(len)
+        }
+    }
+
+    impl FileSystem for LargestRead {
+        fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+            StdFs.create_dir_all(path)
+        }
+        fn is_dir(&self, path: &Path) -> bool {
+            StdFs.is_dir(path)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            StdFs.exists(path)
+        }
+        fn stat(&self, path: &Path) -> std::io::Result<crate::fs::FileStat> {
+            StdFs.stat(path)
+        }
+        fn list(&self, dir: &Path) -> std::io::Result<Vec<crate::fs::DirEntry>> {
+            StdFs.list(dir)
+        }
+        fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn FileHandle>> {
+            let file = StdFs.open(path, mode)?;
+            Ok(Box::new(Noted(file, std::sync::Arc::clone(&self.0))))
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            StdFs.rename(from, to)
+        }
+        fn hard_link(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            StdFs.hard_link(from, to)
+        }
+        fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+            StdFs.remove_file(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+            StdFs.sync_dir(dir)
+        }
+        fn lock(&self, path: &Path) -> std::io::Result<Box<dyn crate::fs::LockGuard>> {
+            StdFs.lock(path)
+        }
+    }
+
+    /// A footer whose counts fit the file's length, in a sparse file of that length (64 MiB
+    /// of tables): no read is sized by the counts before the tables' CRC holds.
+    #[test]
+    fn a_sparse_run_of_the_length_its_counts_ask_allocates_nothing_by_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = run_path(dir.path(), 1);
+        let (docs, terms) = (1u64 << 21, 1u64 << 21);
+        let size = docs * DOC_BYTES + terms * TERM_BYTES + FOOTER_BYTES;
+        let mut footer = Writer(Vec::new());
+        footer.0.extend_from_slice(RUN_MAGIC);
+        footer.u32(RUN_VERSION);
+        footer.u32(docs as u32);
+        footer.u32(terms as u32);
+        footer.u32(0);
+        footer.u64(0);
+        footer.u32(0);
+        footer.u32(0);
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(size).unwrap();
+        std::os::unix::fs::FileExt::write_at(&file, &footer.0, size - FOOTER_BYTES).unwrap();
+        let fs = LargestRead::default();
+        let opened = Run::open(&fs, dir.path(), 1);
+        assert!(
+            matches!(&opened, Err(Error::Corrupt { reason, .. }) if reason.contains("CRC")),
+            "{:?}",
+            opened.err()
+        );
+        let largest = fs.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(largest <= CRC_CHUNK, "a read of {largest} bytes");
+    }
+
+    /// A term whose postings would span more bytes than its count of postings can take.
+    #[test]
+    fn a_term_spanning_more_than_its_postings_can_take_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = StdFs;
+        let docs = [Doc {
+            session: 1,
+            position: 0,
+            version: 1,
+            length: 1,
+        }];
+        let mut writer = RunWriter::create(&fs, &run_path(dir.path(), 2)).unwrap();
+        writer.push_term(3, &[(0, 1)]).unwrap();
+        writer.finish(&docs).unwrap();
+        assert!(Run::open(&fs, dir.path(), 2).is_ok());
+        // The same tables after 64 more bytes of postings: the term's span grows past what
+        // one posting can take, and the CRC of the tables still holds.
+        let path = run_path(dir.path(), 2);
+        let bytes = std::fs::read(&path).unwrap();
+        let postings_len =
+            u64::from_le_bytes(bytes[bytes.len() - 16..bytes.len() - 8].try_into().unwrap());
+        let (postings, tables) = bytes.split_at(postings_len as usize);
+        let mut grown = postings.to_vec();
+        grown.extend_from_slice(&[0; 64]);
+        let mut tail = tables.to_vec();
+        let at = tail.len() - 16;
+        tail[at..at + 8].copy_from_slice(&(postings_len + 64).to_le_bytes());
+        let crc_at = tail.len() - 8;
+        let crc = crc32fast::hash(&tail[..crc_at]);
+        tail[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+        grown.extend_from_slice(&tail);
+        std::fs::write(&path, &grown).unwrap();
+        let opened = Run::open(&fs, dir.path(), 2);
+        assert!(
+            matches!(&opened, Err(Error::Corrupt { reason, .. }) if reason.contains("bounds")),
+            "{:?}",
+            opened.err()
+        );
     }
 }

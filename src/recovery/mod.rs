@@ -191,6 +191,15 @@ pub(crate) fn replay(
     // numbers in use are known; a read-only open only leaves them out.
     if let Some(keys) = keys {
         for id in keys.erasing()? {
+            // The store logs an erasure before it writes the marker, and the marker before the
+            // key goes: a marker with the key in place and no erasure logged is not the
+            // store's, and erases nothing (a session's readable bytes are never removed on
+            // an empty file's word).
+            if keys.holds_key(id) && !erased.holds(id) {
+                let path = layout::erasing_path(&dir.join(layout::KEYS_DIR), id);
+                report.findings.push(Finding::UnknownFile { path });
+                continue;
+            }
             let files = groups.remove(&id).unwrap_or_default();
             leftovers.unfinished.push((id, numbers(&files)));
         }

@@ -35,7 +35,17 @@ pub fn import_jsonl(dir: &Path, from: &Path, options: &Options) -> CliResult<Exi
             failed = true;
             continue;
         };
-        let modified: chrono::DateTime<chrono::Utc> = std::fs::metadata(&path)?.modified()?.into();
+        // Through a checked conversion: chrono's `From<SystemTime>` panics on a time past its
+        // range, which some file systems let a file's modification time hold.
+        let modified = std::fs::metadata(&path)?.modified()?;
+        let modified = match modified.duration_since(std::time::UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_micros()).ok(),
+            Err(before) => i64::try_from(before.duration().as_micros())
+                .ok()
+                .map(|m| -m),
+        }
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .unwrap_or_default();
         let text = std::fs::read_to_string(&path)?;
         let mut messages = Vec::new();
         let mut bad = None;
