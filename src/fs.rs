@@ -365,13 +365,18 @@ pub(crate) fn read_crc_tailed(fs: &dyn FileSystem, path: &Path) -> Result<Option
     if crc != u32::from_le_bytes(stored) {
         return Ok(None);
     }
+    read_whole(&*file, path, len).map(Some)
+}
+
+/// The first `len` bytes of `file` (at `path`), in one buffer of that length.
+fn read_whole(file: &dyn FileHandle, path: &Path, len: u64) -> Result<Vec<u8>> {
     let len = usize::try_from(len).map_err(|_| {
         context("reading", path)(io::Error::new(io::ErrorKind::OutOfMemory, "file too large"))
     })?;
     let mut bytes = vec![0; len];
     file.read_at(&mut bytes, 0)
         .map_err(context("reading", path))?;
-    Ok(Some(bytes))
+    Ok(bytes)
 }
 
 /// The CRC-32 of the `len` bytes of `file` from `at`, read through a buffer of at most `chunk`
@@ -403,13 +408,7 @@ pub fn read_prefix(fs: &dyn FileSystem, path: &Path, limit: u64) -> Result<Vec<u
         .open(path, OpenMode::Read)
         .map_err(context("opening", path))?;
     let len = file.size().map_err(context("reading", path))?.min(limit);
-    let len = usize::try_from(len).map_err(|_| {
-        context("reading", path)(io::Error::new(io::ErrorKind::OutOfMemory, "file too large"))
-    })?;
-    let mut bytes = vec![0; len];
-    file.read_at(&mut bytes, 0)
-        .map_err(context("reading", path))?;
-    Ok(bytes)
+    read_whole(&*file, path, len)
 }
 
 /// True when the running kernel's `syncfs` reports a failed write-back (Linux 5.8 on): before

@@ -233,6 +233,20 @@ impl CompactAfterListing {
     }
 }
 
+/// Panics unless the hook compacted, removing some of the segments listed `before` (those
+/// the reader had listed when the hook ran).
+fn assert_compacted_under(hooked: &Hooked<CompactAfterListing>, fs: &SimFs, before: &[String]) {
+    assert!(
+        hooked.hooks.done.load(Ordering::SeqCst),
+        "the hook compacted"
+    );
+    let after = sim_segments(fs);
+    assert!(
+        before.iter().any(|name| !after.contains(name)),
+        "the compaction removed a segment the reader listed: {before:?} then {after:?}"
+    );
+}
+
 impl Hooks for CompactAfterListing {
     fn listed(&self, dir: &Path) {
         if dir == Path::new(SIM_DIR) && self.listings.fetch_add(1, Ordering::SeqCst) == self.at {
@@ -251,15 +265,7 @@ fn a_reader_opens_while_a_compaction_removes_what_it_listed() {
     let hooked = CompactAfterListing::hooked(&fs, &writer, 0);
     let before = sim_segments(&fs);
     let reader = LogStore::open_read_only_with_fs(SIM_DIR, Arc::new(hooked.clone())).unwrap();
-    assert!(
-        hooked.hooks.done.load(Ordering::SeqCst),
-        "the hook compacted"
-    );
-    let after = sim_segments(&fs);
-    assert!(
-        before.iter().any(|name| !after.contains(name)),
-        "the compaction removed a segment the reader listed: {before:?} then {after:?}"
-    );
+    assert_compacted_under(&hooked, &fs, &before);
     assert_eq!(observe(&reader), observe(&writer));
     assert!(
         !reader.recovery_report().has_damage(),
@@ -277,15 +283,7 @@ fn a_reader_verifies_while_a_compaction_removes_what_it_listed() {
     let reader = LogStore::open_read_only_with_fs(SIM_DIR, Arc::new(hooked.clone())).unwrap();
     let before = sim_segments(&fs);
     let report = reader.verify().unwrap();
-    assert!(
-        hooked.hooks.done.load(Ordering::SeqCst),
-        "the hook compacted"
-    );
-    let after = sim_segments(&fs);
-    assert!(
-        before.iter().any(|name| !after.contains(name)),
-        "the compaction removed segments the verification listed: {before:?} then {after:?}"
-    );
+    assert_compacted_under(&hooked, &fs, &before);
     assert!(report.is_sound(), "no problem: {:?}", report.problems);
     assert_eq!(
         report,
