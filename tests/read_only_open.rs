@@ -127,22 +127,30 @@ fn readers_see_consistent_prefixes_while_a_writer_appends() {
     for _ in 0..30 {
         // A compaction may remove a segment between the listing and the reading: open lists
         // and reads again then, and a read after open reads the session again.
-        let reader = LogStore::open_read_only(dir.path()).unwrap();
-        let seen: Vec<String> = reader
-            .read_messages("k")
-            .unwrap()
-            .into_iter()
-            .map(|m| m.message.content)
-            .collect();
-        let expected: Vec<String> = (0..seen.len()).map(|i| i.to_string()).collect();
-        assert_eq!(seen, expected, "a prefix of what was written, in order");
-        assert!(
-            !reader.recovery_report().has_damage(),
-            "{:?}",
-            reader.recovery_report()
-        );
+        read_a_prefix(dir.path());
     }
     handle.join().unwrap();
+}
+
+/// Opens the store in `dir` read-only and reads session `k`: the messages `0`, `1`, ... in
+/// order (a prefix of what the writer writes), with no damage reported. Returns how many.
+fn read_a_prefix(dir: &Path) -> usize {
+    let reader = LogStore::open_read_only(dir).unwrap();
+    let seen: Vec<String> = reader
+        .read_messages("k")
+        .unwrap()
+        .into_iter()
+        .map(|m| m.message.content)
+        .collect();
+    let expected: Vec<String> = (0..seen.len()).map(|i| i.to_string()).collect();
+    assert_eq!(seen, expected, "a prefix of what was written, in order");
+    assert!(
+        !reader.recovery_report().has_damage(),
+        "{:?}, {} messages",
+        reader.recovery_report(),
+        seen.len()
+    );
+    seen.len()
 }
 
 /// Two sessions with dead bytes (each message replaced once) in small segments, written
@@ -394,23 +402,8 @@ fn a_reader_in_another_process_sees_consistent_prefixes() {
     while child.try_wait().unwrap().is_none() || reads == 0 {
         // A compaction in the writer may remove a segment between the listing and the
         // reading: open lists and reads again then.
-        let reader = LogStore::open_read_only(dir.path()).unwrap();
         reads += 1;
-        let seen: Vec<String> = reader
-            .read_messages("k")
-            .unwrap()
-            .into_iter()
-            .map(|m| m.message.content)
-            .collect();
-        let expected: Vec<String> = (0..seen.len()).map(|i| i.to_string()).collect();
-        assert_eq!(seen, expected, "a prefix of what was written, in order");
-        assert!(
-            !reader.recovery_report().has_damage(),
-            "{:?}, {} messages",
-            reader.recovery_report(),
-            seen.len()
-        );
-        longest = longest.max(seen.len());
+        longest = longest.max(read_a_prefix(dir.path()));
     }
     assert!(child.wait().unwrap().success());
     drop(lines);
