@@ -546,6 +546,110 @@ pub fn parent(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// For the crate's tests: the real file system, counting what files opened through it read.
+#[cfg(test)]
+pub(crate) mod counted {
+    use std::io;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::{DirEntry, FileHandle, FileStat, FileSystem, LockGuard, OpenMode, StdFs};
+
+    #[derive(Debug, Default)]
+    struct Counts {
+        largest: AtomicUsize,
+        total: AtomicU64,
+        /// A read that would take the total past this panics (0: no limit).
+        limit: u64,
+    }
+
+    /// [`StdFs`], noting the largest read and the bytes read in all.
+    #[derive(Debug, Default, Clone)]
+    pub(crate) struct CountedFs(Arc<Counts>);
+
+    impl CountedFs {
+        /// One that panics once its files have read more than `limit` bytes in all: a test
+        /// of work that must stay bounded fails there instead of running on.
+        pub(crate) fn limited(limit: u64) -> CountedFs {
+            CountedFs(Arc::new(Counts {
+                limit,
+                ..Counts::default()
+            }))
+        }
+
+        pub(crate) fn largest_read(&self) -> usize {
+            self.0.largest.load(Ordering::SeqCst)
+        }
+
+        pub(crate) fn total_read(&self) -> u64 {
+            self.0.total.load(Ordering::SeqCst)
+        }
+    }
+
+    #[derive(Debug)]
+    struct CountedFile(Box<dyn FileHandle>, Arc<Counts>);
+
+    impl FileHandle for CountedFile {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            self.1.largest.fetch_max(buf.len(), Ordering::SeqCst);
+            let total = self.1.total.fetch_add(buf.len() as u64, Ordering::SeqCst);
+            let limit = self.1.limit;
+            assert!(limit == 0 || total <= limit, "more than {limit} bytes read");
+            self.0.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+            self.0.write_at(buf, offset)
+        }
+        fn sync(&self) -> io::Result<()> {
+            self.0.sync()
+        }
+        fn size(&self) -> io::Result<u64> {
+            self.0.size()
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.0.set_len(len)
+        }
+    }
+
+    impl FileSystem for CountedFs {
+        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+            StdFs.create_dir_all(path)
+        }
+        fn is_dir(&self, path: &Path) -> bool {
+            StdFs.is_dir(path)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            StdFs.exists(path)
+        }
+        fn stat(&self, path: &Path) -> io::Result<FileStat> {
+            StdFs.stat(path)
+        }
+        fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+            StdFs.list(dir)
+        }
+        fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
+            let file = StdFs.open(path, mode)?;
+            Ok(Box::new(CountedFile(file, Arc::clone(&self.0))))
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            StdFs.rename(from, to)
+        }
+        fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+            StdFs.hard_link(from, to)
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            StdFs.remove_file(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            StdFs.sync_dir(dir)
+        }
+        fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+            StdFs.lock(path)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -318,33 +318,48 @@ impl SegmentReader {
     /// tail (zero fill, a file extended past its records) costs time, never memory: a window
     /// holds one chunk plus a record header, or one candidate record whose length passed its
     /// own check (at most [`crate::record::PAYLOAD_BYTES_LIMIT`] and its header).
+    ///
+    /// Reads at most about three times the tail (each window once, and candidate records): a
+    /// tail crafted with a length that passes its check every few bytes would otherwise cost
+    /// time in the square of its length. Past that budget the look stops and answers true: a
+    /// good record may follow, so the bad one is damage (set aside, never cut).
     fn good_record_after(&mut self, fs: &dyn FileSystem) -> Result<bool> {
         let file = self.file(fs)?;
         let path = &self.segment.path;
         let size = file.size().map_err(context("reading", path))?;
-        let read = |at: u64, len: u64, out: &mut Vec<u8>| -> Result<()> {
+        let read = |at: u64, len: u64, out: &mut Vec<u8>| -> Result<u64> {
             let len = usize::try_from(len.min(size.saturating_sub(at))).unwrap_or(usize::MAX);
             out.clear();
             out.resize(len, 0);
-            file.read_at(out, at).map_err(context("reading", path))
+            file.read_at(out, at).map_err(context("reading", path))?;
+            Ok(len as u64)
         };
         let chunk = self.policy.chunk.max(1) as u64;
+        let tail = size.saturating_sub(self.offset);
+        let mut budget = tail
+            .saturating_mul(3)
+            .saturating_add(2 * (chunk + HEADER_LEN as u64));
         let mut window = Vec::new();
         let mut record = Vec::new();
         let mut start = self.offset + 1;
         let mut found = false;
         'windows: while start < size {
-            read(start, chunk + HEADER_LEN as u64, &mut window)?;
+            budget = budget.saturating_sub(read(start, chunk + HEADER_LEN as u64, &mut window)?);
             let candidates = window.len().min(chunk as usize);
             for i in 0..candidates {
                 match check_frame(&window[i..]) {
                     Ok(_) => found = true,
-                    // A record longer than the window: read it whole where it starts.
+                    // A record longer than the window: read it whole where it starts, if the
+                    // budget still holds it.
                     Err(FrameError::Truncated { needed, .. })
                         if needed > (window.len() - i) as u64
                             && needed <= size - (start + i as u64) =>
                     {
-                        read(start + i as u64, needed, &mut record)?;
+                        if needed > budget {
+                            found = true;
+                            break 'windows;
+                        }
+                        budget -= read(start + i as u64, needed, &mut record)?;
                         found = check_frame(&record).is_ok();
                     }
                     Err(_) => {}
@@ -474,6 +489,36 @@ mod tests {
         assert_eq!(seen.len(), 1);
         assert!(matches!(end, SegmentEnd::Bad { offset, torn: true, .. } if offset == offsets[1]));
         assert_eq!(end.scan_end(), ScanEnd::TornTail { offset: offsets[1] });
+    }
+
+    /// A tail whose every eighth byte starts a length that passes its check and reaches half
+    /// the tail: each would be read whole, at a cost in the square of the tail's length. The
+    /// look stops at its budget, and the bad record is damage (a good one may follow).
+    #[test]
+    fn a_crafted_tail_costs_the_look_for_a_good_record_a_bounded_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (segment, offsets, mut bytes) = records(tmp.path(), 2);
+        let second = offsets[1] as usize;
+        bytes.truncate(second);
+        let tail: usize = 1 << 20;
+        let len = (tail / 2) as u32;
+        let check = crc32fast::hash(&len.to_le_bytes()) ^ crate::record::LEN_CHECK_V2;
+        while bytes.len() < second + tail {
+            bytes.extend_from_slice(&len.to_le_bytes());
+            bytes.extend_from_slice(&check.to_le_bytes());
+        }
+        std::fs::write(&segment.path, &bytes).unwrap();
+        // Without the budget, about 16 GiB would be read.
+        let fs = crate::fs::counted::CountedFs::limited(64 << 20);
+        let mut reader = SegmentReader::new(segment, 0, None, policy(64 << 10));
+        let mut seen = 0;
+        while reader.next(&fs).unwrap().is_some() {
+            seen += 1;
+        }
+        assert_eq!(seen, 1);
+        let end = reader.end().cloned().unwrap();
+        assert!(matches!(end, SegmentEnd::Bad { offset, torn: false, .. } if offset == offsets[1]));
+        assert!(fs.total_read() < 8 << 20, "{} bytes read", fs.total_read());
     }
 
     #[test]

@@ -453,73 +453,6 @@ mod tests {
         assert_eq!(parse_run_name("run-000000000000000a.idx"), Some(10));
     }
 
-    /// The real file system, noting the largest read any file opened through it made.
-    #[derive(Debug, Default)]
-    struct LargestRead(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-    #[derive(Debug)]
-    struct Noted(
-        Box<dyn FileHandle>,
-        std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    );
-
-    impl FileHandle for Noted {
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-            self.1
-                .fetch_max(buf.len(), std::sync::atomic::Ordering::SeqCst);
-            self.0.read_at(buf, offset)
-        }
-        fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-            self.0.write_at(buf, offset)
-        }
-        fn sync(&self) -> std::io::Result<()> {
-            self.0.sync()
-        }
-        fn size(&self) -> std::io::Result<u64> {
-            self.0.size()
-        }
-        fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.0.set_len(len)
-        }
-    }
-
-    impl FileSystem for LargestRead {
-        fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-            StdFs.create_dir_all(path)
-        }
-        fn is_dir(&self, path: &Path) -> bool {
-            StdFs.is_dir(path)
-        }
-        fn exists(&self, path: &Path) -> bool {
-            StdFs.exists(path)
-        }
-        fn stat(&self, path: &Path) -> std::io::Result<crate::fs::FileStat> {
-            StdFs.stat(path)
-        }
-        fn list(&self, dir: &Path) -> std::io::Result<Vec<crate::fs::DirEntry>> {
-            StdFs.list(dir)
-        }
-        fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn FileHandle>> {
-            let file = StdFs.open(path, mode)?;
-            Ok(Box::new(Noted(file, std::sync::Arc::clone(&self.0))))
-        }
-        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-            StdFs.rename(from, to)
-        }
-        fn hard_link(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-            StdFs.hard_link(from, to)
-        }
-        fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-            StdFs.remove_file(path)
-        }
-        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-            StdFs.sync_dir(dir)
-        }
-        fn lock(&self, path: &Path) -> std::io::Result<Box<dyn crate::fs::LockGuard>> {
-            StdFs.lock(path)
-        }
-    }
-
     /// A footer whose counts fit the file's length, in a sparse file of that length (64 MiB
     /// of tables): no read is sized by the counts before the tables' CRC holds.
     #[test]
@@ -540,14 +473,14 @@ mod tests {
         let file = std::fs::File::create(&path).unwrap();
         file.set_len(size).unwrap();
         std::os::unix::fs::FileExt::write_at(&file, &footer.0, size - FOOTER_BYTES).unwrap();
-        let fs = LargestRead::default();
+        let fs = crate::fs::counted::CountedFs::default();
         let opened = Run::open(&fs, dir.path(), 1);
         assert!(
             matches!(&opened, Err(Error::Corrupt { reason, .. }) if reason.contains("CRC")),
             "{:?}",
             opened.err()
         );
-        let largest = fs.0.load(std::sync::atomic::Ordering::SeqCst);
+        let largest = fs.largest_read();
         assert!(largest <= CRC_CHUNK, "a read of {largest} bytes");
     }
 
