@@ -223,6 +223,9 @@ pub(crate) struct ErasureLog {
     /// The file's length: longer than `end` when a crash tore an append.
     file_len: u64,
     pub max_seq: u64,
+    /// The highest sequence number of an erasure in it (a gap's left out): a checkpoint written
+    /// before it may hold what was erased.
+    pub last_erasure_seq: u64,
     /// One more than the highest session id erased: a new session never takes an erased
     /// session's id, so each id in the log names one session.
     pub next_id: u64,
@@ -258,6 +261,13 @@ impl ErasureLog {
             end: log.good_len,
             file_len: log.file_len,
             max_seq: log.max_seq(),
+            last_erasure_seq: log
+                .erasures
+                .iter()
+                .filter(|e| e.erased().is_some())
+                .map(|e| e.seq)
+                .max()
+                .unwrap_or(0),
             next_id: log
                 .erasures
                 .iter()
@@ -410,6 +420,9 @@ impl ErasureLog {
     ) -> Result<()> {
         self.end = append(fs, dir, self.end, erasure)?;
         self.max_seq = self.max_seq.max(erasure.seq);
+        if erasure.erased().is_some() {
+            self.last_erasure_seq = self.last_erasure_seq.max(erasure.seq);
+        }
         match erasure.what {
             Logged::Session(id) => {
                 self.next_id = self.next_id.max(id.saturating_add(1));

@@ -195,7 +195,9 @@ pub(crate) fn replay(
             // key goes: a marker with the key in place and no erasure logged is not the
             // store's, and erases nothing (a session's readable bytes are never removed on
             // an empty file's word).
-            if keys.holds_key(id) && !erased.holds(id) {
+            // (A reader leaves the session out, as before: the writer beside it may have logged
+            // the erasure after the reader read the log, and be about to take the key.)
+            if options.repair && keys.holds_key(id) && !erased.holds(id) {
                 let path = layout::erasing_path(&dir.join(layout::KEYS_DIR), id);
                 report.findings.push(Finding::UnknownFile { path });
                 continue;

@@ -101,7 +101,6 @@ impl LogStore {
             options: &options,
             read_only,
         };
-        let logged_before = state.erased.max_seq;
         let sessions = opening.settle_sessions(
             state.sessions,
             state.claims,
@@ -109,9 +108,13 @@ impl LogStore {
             &mut state.erased,
             &mut state.report,
         )?;
-        // A session erased while settling (the older of two under one key): nothing of it may
-        // outlive the erasure, and the checkpoint open read holds its key, name and context.
-        let erased_at_open = state.erased.max_seq != logged_before;
+        // A session erased after the checkpoint open read was written (by this open: the older
+        // of two under one key, an erasure a crash cut short; or by a run that crashed between
+        // its erasure and the checkpoint's removal): nothing of it may outlive the erasure, and
+        // the checkpoint may hold its key, name and context.
+        let erased_since_checkpoint = state
+            .checkpoint_seq
+            .is_some_and(|seq| state.erased.last_erasure_seq >= seq);
         let (tombstones, displaced) = tombstones_from(state.tombstones);
         // A session that ends before the point its anchor records was rolled back.
         if !read_only {
@@ -196,7 +199,7 @@ impl LogStore {
             erasure_log: Mutex::new(state.erased),
         });
         if !read_only {
-            if erased_at_open && inner.report.newest().from_checkpoint {
+            if erased_since_checkpoint && inner.report.newest().from_checkpoint {
                 // Every session's locations are read back from it first: then it goes.
                 inner.drop_checkpoint_for_erasure()?;
             }
@@ -282,6 +285,8 @@ struct OnDisk {
     after_crash: bool,
     /// The checkpoint it read is of a version older builds read (see `CheckpointState`).
     older_format: bool,
+    /// The next sequence number the checkpoint it read recorded, if it read one.
+    checkpoint_seq: Option<u64>,
 }
 
 impl OnDisk {
@@ -317,6 +322,9 @@ impl OnDisk {
         };
         let mut after_crash = false;
         let older_format = loaded.as_ref().is_some_and(|l| l.older_format);
+        // The first number the checkpoint had not handed out when it was written: an erasure
+        // logged at or above it came after it.
+        let checkpoint_seq = loaded.as_ref().map(|l| l.replayed.next_seq);
         let (replayed, claims) = match loaded {
             Some(Loaded {
                 replayed: mut from_checkpoint,
@@ -392,6 +400,7 @@ impl OnDisk {
             marked,
             after_crash,
             older_format,
+            checkpoint_seq,
         })
     }
 }
