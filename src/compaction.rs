@@ -17,8 +17,7 @@ use crate::fs::{
     context, free_name, move_aside, subfolder, sync_dir, FileHandle, FileSystem, OpenMode,
 };
 use crate::layout::{
-    parse_segment_name, segment_name, segment_path, segment_temp_path, ARCHIVE_DIR, QUARANTINE_DIR,
-    SEGMENT_SUFFIX,
+    listed_segments, segment_name, segment_path, segment_temp_path, ARCHIVE_DIR, QUARANTINE_DIR,
 };
 use crate::location::MessageLoc;
 use crate::projection::SessionView;
@@ -252,15 +251,8 @@ fn numbers_in(fs: &dyn FileSystem, dir: &Path, id: u64, from: u32, below: u32) -
     if below.saturating_sub(from) <= RANGE_WALK_MAX {
         return Ok((from..below).collect());
     }
-    let entries = fs.list(dir).map_err(context("listing", dir))?;
-    let mut numbers: Vec<u32> = entries
-        .iter()
-        .filter(|e| e.is_file)
-        .filter_map(|e| parse_segment_name(e.name.to_str()?, SEGMENT_SUFFIX))
-        .filter(|&(listed, number)| listed == id && (from..below).contains(&number))
-        .map(|(_, number)| number)
-        .collect();
-    numbers.sort_unstable();
+    let mut numbers = listed_segments(fs, dir, id)?;
+    numbers.retain(|number| (from..below).contains(number));
     Ok(numbers)
 }
 

@@ -231,6 +231,12 @@ impl Error {
         }
     }
 
+    /// True for an I/O error on a file that is not there (`NotFound`): what a reader beside a
+    /// writer meets when the writer removed a file the reader had listed.
+    pub(crate) fn is_file_gone(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
     /// The [`io::ErrorKind`] this error maps to at the [`crate::SessionBackend`] boundary.
     pub fn kind(&self) -> io::ErrorKind {
         match self {

@@ -329,6 +329,30 @@ pub fn context<'a>(what: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> E
     }
 }
 
+/// Runs `attempt` again while it fails on a file that is gone ([`Error::is_file_gone`]), at
+/// most `tries` times in all: a reader beside a writer meets that when the writer removes a
+/// file the reader had listed (a compaction, a delete, an erasure). Between two attempts,
+/// `again(made, error)` runs (to wait, or to read what replaced the file); an error it returns
+/// ends the attempts.
+pub(crate) fn retry_while_gone<T>(
+    tries: u32,
+    mut attempt: impl FnMut() -> Result<T>,
+    mut again: impl FnMut(u32, Error) -> Result<()>,
+) -> Result<T> {
+    let mut made = 1;
+    loop {
+        match attempt() {
+            Err(e) if e.is_file_gone() && made < tries => again(made, e)?,
+            done => return done,
+        }
+        made += 1;
+    }
+}
+
+/// The buffer a file's CRC is computed through before the file is read whole by a length it
+/// states (`crc32_in_chunks`).
+pub(crate) const CRC_CHUNK: usize = 256 << 10;
+
 /// Fails with [`Error::SymbolicLink`] if `path` is a symbolic link: for the store's folders,
 /// which are entered by path (`O_NOFOLLOW` guards only the last step of a file's path).
 pub fn refuse_symlink(fs: &dyn FileSystem, path: &Path) -> Result<()> {
@@ -350,7 +374,6 @@ pub fn read_all(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>> {
 /// a sparse or foreign file of any length costs none of it in memory. `Ok(None)` when the CRC
 /// does not match (or the file is shorter than one).
 pub(crate) fn read_crc_tailed(fs: &dyn FileSystem, path: &Path) -> Result<Option<Vec<u8>>> {
-    const CHUNK: usize = 256 << 10;
     let file = fs
         .open(path, OpenMode::Read)
         .map_err(context("opening", path))?;
@@ -361,7 +384,7 @@ pub(crate) fn read_crc_tailed(fs: &dyn FileSystem, path: &Path) -> Result<Option
     let mut stored = [0u8; 4];
     file.read_at(&mut stored, body)
         .map_err(context("reading", path))?;
-    let crc = crc32_in_chunks(&*file, 0, body, CHUNK).map_err(context("reading", path))?;
+    let crc = crc32_in_chunks(&*file, 0, body, CRC_CHUNK).map_err(context("reading", path))?;
     if crc != u32::from_le_bytes(stored) {
         return Ok(None);
     }

@@ -96,6 +96,20 @@ pub fn parse_segment_name(name: &str, suffix: &str) -> Option<(u64, u32)> {
     Some((id, number))
 }
 
+/// The numbers of session `id`'s segment files in `dir` (regular files only), lowest first.
+pub fn listed_segments(fs: &dyn FileSystem, dir: &Path, id: u64) -> Result<Vec<u32>> {
+    let entries = fs.list(dir).map_err(context("listing", dir))?;
+    let mut numbers: Vec<u32> = entries
+        .iter()
+        .filter(|e| e.is_file)
+        .filter_map(|e| parse_segment_name(e.name.to_str()?, SEGMENT_SUFFIX))
+        .filter(|&(listed, _)| listed == id)
+        .map(|(_, number)| number)
+        .collect();
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
 /// The session id an archived or quarantined file's name starts with (`{id:016x}-…`), if
 /// below [`NUMBER_LIMIT`].
 pub fn kept_session_id(name: &str) -> Option<u64> {

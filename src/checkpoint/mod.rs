@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 pub(crate) use crate::claim::Claims;
 use crate::error::Result;
-use crate::fs::{context, crc32_in_chunks, read_all, sync_dir, FileSystem, OpenMode};
+use crate::fs::{context, crc32_in_chunks, read_all, sync_dir, FileSystem, OpenMode, CRC_CHUNK};
 use crate::keyring::Keyring;
 use crate::layout::{CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, NUMBER_LIMIT};
 use crate::parked::BlockFile;
@@ -245,7 +245,7 @@ fn read_checked(fs: &dyn FileSystem, path: &Path) -> Option<(Vec<u8>, Arc<BlockF
         return None;
     }
     let body_end = h.len as u64 + h.body_len;
-    if crc32_in_chunks(&*file, h.len as u64, h.body_len, READ_CHUNK).ok()? != h.body_crc {
+    if crc32_in_chunks(&*file, h.len as u64, h.body_len, CRC_CHUNK).ok()? != h.body_crc {
         return None;
     }
     let mut bytes = vec![0u8; usize::try_from(body_end).ok()?];
@@ -255,9 +255,6 @@ fn read_checked(fs: &dyn FileSystem, path: &Path) -> Option<(Vec<u8>, Arc<BlockF
         Arc::new(BlockFile::new(file, path.to_owned(), body_end)),
     ))
 }
-
-/// The buffer a checkpoint's CRC is computed through before it is read whole.
-const READ_CHUNK: usize = 256 << 10;
 
 /// Removes the checkpoint, and a temporary one a crash left, durably: once the store writes,
 /// it no longer describes the folder; once it erases, what it holds of the erased goes too.

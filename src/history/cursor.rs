@@ -239,7 +239,7 @@ impl Cursor {
         let mut headers = Vec::with_capacity(cursor.segments.len());
         for i in 0..cursor.segments.len() {
             match cursor.read_header(i) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(e),
+                Err(e) if e.is_file_gone() => return Err(e),
                 read => headers.push(read.ok()),
             }
         }

@@ -118,11 +118,7 @@ pub(crate) fn verify(
         let found = loop {
             let mut checked = Checked::default();
             match check_history(&fs, id, keys, segments, &mut checked) {
-                Err((_, e))
-                    if beside_writer
-                        && e.kind() == std::io::ErrorKind::NotFound
-                        && tries < RECHECK_TRIES =>
-                {
+                Err((_, e)) if beside_writer && e.is_file_gone() && tries < RECHECK_TRIES => {
                     tries += 1;
                     match readable_histories(&*fs, dir, keys)?.remove(&id) {
                         Some(now) => segments = now,

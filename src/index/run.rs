@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::bytes::{Reader, Writer};
 use crate::error::{Error, Result};
-use crate::fs::{context, crc32_in_chunks, FileHandle, FileSystem, OpenMode};
+use crate::fs::{context, crc32_in_chunks, FileHandle, FileSystem, OpenMode, CRC_CHUNK};
 
 /// First bytes of a run's footer.
 pub const RUN_MAGIC: &[u8; 8] = b"SLIXRUN1";
@@ -82,9 +82,6 @@ pub fn run_path(index_dir: &Path, number: u64) -> PathBuf {
 /// The most bytes a posting takes: the doc number's delta (a varint of at most 10 bytes) and
 /// the term frequency (at most `u32::MAX`: 5 bytes).
 const POSTING_BYTES_MAX: u64 = 15;
-
-/// The buffer a run's tables are checked through before they are read whole.
-const CRC_CHUNK: usize = 256 << 10;
 
 /// The length of a run's file name: `run-`, 16 hex digits, `.idx`.
 pub const RUN_NAME_LEN: usize = 24;
@@ -271,13 +268,10 @@ impl Run {
         if Some(crc) != Reader(&footer[FOOTER_BYTES as usize - 8..]).u32() {
             return Err(corrupt(postings_len, "the run's tables fail their CRC"));
         }
-        let mut tables = vec![0u8; (tables_len + FOOTER_BYTES) as usize];
+        // Bounded by bytes the CRC just read (the footer is read already).
+        let mut tables = vec![0u8; tables_len as usize];
         file.read_at(&mut tables, postings_len)
             .map_err(context("reading", &path))?;
-        let crc_at = tables.len() - 8;
-        if Some(crc32fast::hash(&tables[..crc_at])) != Reader(&tables[crc_at..]).u32() {
-            return Err(corrupt(postings_len, "the run's tables fail their CRC"));
-        }
         let mut r = Reader(&tables);
         let decoded = (|| {
             let docs = (0..doc_count)

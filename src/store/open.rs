@@ -18,7 +18,7 @@ use crate::compaction::{self, Cleared, Disposal, NewGeneration};
 use crate::erasures::{self, ErasureLog};
 use crate::error::{Error, Result};
 use crate::feed::Feed;
-use crate::fs::{context, sync_dir, FileSystem, LockGuard, OpenMode};
+use crate::fs::{context, retry_while_gone, sync_dir, FileSystem, LockGuard, OpenMode};
 use crate::health::Monitor;
 use crate::keyring::{self, Keyring};
 use crate::layout;
@@ -47,26 +47,23 @@ impl LogStore {
             auto_compact: false,
             ..options
         };
-        let mut tries = 1;
-        loop {
-            match LogStore::open_mode(dir, options.clone(), Arc::clone(&fs), true) {
-                // A writer beside the reader removed a file the reader had listed (a
-                // compaction replaced a segment, an erasure or a sweep took a session): the
-                // folder is listed and read again, which finds what replaced it. Only when the
-                // folder itself is still there: a missing store is an error at once.
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::NotFound
-                        && tries < READ_ONLY_OPEN_TRIES
-                        && fs.is_dir(dir) =>
-                {
-                    // A compaction removes what it replaced right after its rename: give it
-                    // that moment, longer each time.
-                    std::thread::sleep(Duration::from_millis(tries));
-                    tries += 1;
+        // A writer beside the reader removed a file the reader had listed (a compaction
+        // replaced a segment, an erasure or a sweep took a session): the folder is listed and
+        // read again, which finds what replaced it.
+        retry_while_gone(
+            READ_ONLY_OPEN_TRIES,
+            || LogStore::open_mode(dir, options.clone(), Arc::clone(&fs), true),
+            |made, gone| {
+                // A missing store is an error at once.
+                if !fs.is_dir(dir) {
+                    return Err(gone);
                 }
-                opened => return opened,
-            }
-        }
+                // A compaction removes what it replaced right after its rename: give it that
+                // moment, longer each time.
+                std::thread::sleep(Duration::from_millis(u64::from(made)));
+                Ok(())
+            },
+        )
     }
 
     /// Opens the store in `dir`: the folder, its lock, the state on disk (from the checkpoint
@@ -199,7 +196,7 @@ impl LogStore {
             erasure_log: Mutex::new(state.erased),
         });
         if !read_only {
-            if erased_since_checkpoint && inner.report.newest().from_checkpoint {
+            if erased_since_checkpoint {
                 // Every session's locations are read back from it first: then it goes.
                 inner.drop_checkpoint_for_erasure()?;
             }
@@ -285,7 +282,7 @@ struct OnDisk {
     after_crash: bool,
     /// The checkpoint it read is of a version older builds read (see `CheckpointState`).
     older_format: bool,
-    /// The next sequence number the checkpoint it read recorded, if it read one.
+    /// The next sequence number the checkpoint it used recorded (`None`: it used none).
     checkpoint_seq: Option<u64>,
 }
 
@@ -690,7 +687,7 @@ fn start_threads(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
 /// How many times a read-only open lists and reads the folder before it reports a file that
 /// vanished under it: each try fails only if a writer removed a file between the listing and
 /// the reading, which a compaction does in well under a millisecond.
-const READ_ONLY_OPEN_TRIES: u64 = 16;
+const READ_ONLY_OPEN_TRIES: u32 = 16;
 
 /// The fewest sessions whose decoded list open shrinks as it moves them into slots.
 const SHRINK_FROM: usize = 4096;

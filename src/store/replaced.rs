@@ -2,12 +2,11 @@
 //! the reader read them (a compaction's new generation, an erasure, a sweep) is read again
 //! from the files it has now, and the read that found them gone is made again.
 
-use std::io::ErrorKind;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::fs::context;
-use crate::layout::{parse_segment_name, SEGMENT_SUFFIX};
+use crate::fs::retry_while_gone;
+use crate::layout::listed_segments;
 use crate::recovery::{self, ReplayOptions};
 
 use super::{Inner, Slot};
@@ -24,28 +23,15 @@ impl Inner {
     pub(super) fn reading<T>(
         &self,
         slot: &Arc<Slot>,
-        mut read: impl FnMut() -> Result<T>,
+        read: impl FnMut() -> Result<T>,
     ) -> Result<T> {
-        let mut tries = 1;
-        loop {
-            let done = read();
-            match &done {
-                Err(e)
-                    if self.read_only
-                        && e.kind() == ErrorKind::NotFound
-                        && tries < REREAD_TRIES =>
-                {
-                    tries += 1;
-                }
-                _ => return done,
-            }
-            match self.read_again(slot) {
-                // The writer replaced a file again while the session was read again: the next
-                // try finds it gone too, and reads the session again.
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                again => again?,
-            }
-        }
+        let tries = if self.read_only { REREAD_TRIES } else { 1 };
+        retry_while_gone(tries, read, |_, _| match self.read_again(slot) {
+            // The writer replaced a file again while the session was read again: the next
+            // try finds it gone too, and reads the session again.
+            Err(e) if e.is_file_gone() => Ok(()),
+            again => again,
+        })
     }
 
     /// Reads the session in `slot` again from the segment files it has now, as open read it,
@@ -54,17 +40,7 @@ impl Inner {
     /// with a live session is reported as open would.
     fn read_again(&self, slot: &Arc<Slot>) -> Result<()> {
         let mut w = slot.writer.lock();
-        let entries = self
-            .fs
-            .list(&self.dir)
-            .map_err(context("listing", &self.dir))?;
-        let mut numbers: Vec<u32> = entries
-            .iter()
-            .filter_map(|entry| parse_segment_name(entry.name.to_str()?, SEGMENT_SUFFIX))
-            .filter(|(id, _)| *id == slot.session_id)
-            .map(|(_, number)| number)
-            .collect();
-        numbers.sort_unstable();
+        let numbers = listed_segments(&*self.fs, &self.dir, slot.session_id)?;
         let options = ReplayOptions::of(&self.options, false);
         let keys = self.keys.as_ref();
         let alone = recovery::replay_alone(

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::backend::SessionMetadata;
 use crate::error::{Error, Result};
+use crate::fs::retry_while_gone;
 use crate::health::Swallowed;
 use crate::index::query::{clauses, snippet, Clause, Collection, MessageHit, MessageQuery};
 use crate::index::run::META_POSITION;
@@ -118,22 +119,15 @@ impl Inner {
     /// aside) when they cannot be read. Fails only if the index's folder cannot be listed.
     fn load_index(&self) -> Result<SearchIndex> {
         let key = self.term_key();
-        let mut tries = 1;
-        let opened = loop {
-            match SearchIndex::open(&*self.fs, &self.dir, key) {
-                // A writer beside a read-only store saved its index between the reading of
-                // `STATE` and of a run it named, and removed the run: the writer's work, not
-                // damage. `STATE` and its runs are read again.
-                Err(e)
-                    if self.read_only
-                        && e.kind() == std::io::ErrorKind::NotFound
-                        && tries < INDEX_OPEN_TRIES =>
-                {
-                    tries += 1;
-                }
-                opened => break opened,
-            }
-        };
+        // A writer beside a read-only store saved its index between the reading of `STATE` and
+        // of a run it named, and removed the run: the writer's work, not damage. `STATE` and
+        // its runs are read again.
+        let tries = if self.read_only { INDEX_OPEN_TRIES } else { 1 };
+        let opened = retry_while_gone(
+            tries,
+            || SearchIndex::open(&*self.fs, &self.dir, key),
+            |_, _| Ok(()),
+        );
         let index = match opened {
             Ok(Some(index)) => index,
             // Nothing to tidy, but perhaps runs a crash left before their first state.
@@ -333,7 +327,8 @@ impl Inner {
         let copied = self.reading(&pinned, || {
             let view = pinned.view.read();
             if !view.is_live() {
-                return Ok(Err(view.last_seq));
+                index.touch(slot.session_id, view.last_seq);
+                return Ok(None);
             }
             let keep = index
                 .coverage(slot.session_id)
@@ -343,7 +338,7 @@ impl Inner {
             let files = self.segment_files(&pinned, &locs)?;
             let tail = view.messages[view.messages.len().saturating_sub(2)..].to_vec();
             let name = view.name.clone().unwrap_or_default();
-            Ok(Ok((
+            Ok(Some((
                 view.last_seq,
                 keep,
                 locs,
@@ -353,12 +348,8 @@ impl Inner {
                 files,
             )))
         })?;
-        let (last_seq, keep, locs, first, tail, name, files) = match copied {
-            Ok(copied) => copied,
-            Err(last_seq) => {
-                index.touch(slot.session_id, last_seq);
-                return Ok(false);
-            }
+        let Some((last_seq, keep, locs, first, tail, name, files)) = copied else {
+            return Ok(false);
         };
         let meta = [slot.key.as_str(), name.as_str()];
         index.index_session(
