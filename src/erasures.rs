@@ -319,6 +319,12 @@ impl ErasureLog {
         Ok(())
     }
 
+    /// Every session the log holds the erasure of.
+    #[cfg(feature = "replication")]
+    pub(crate) fn erased_ids(&self) -> std::collections::BTreeSet<u64> {
+        self.erased.iter().copied().collect()
+    }
+
     /// True when the log holds the erasure of session `id` (whole).
     pub(crate) fn holds(&self, id: u64) -> bool {
         self.erased.contains(&id)

@@ -217,6 +217,28 @@ pub enum Error {
         /// The first sequence number from which the session's state can be rebuilt.
         available_from: u64,
     },
+    /// Object storage refused or failed a request of replication (`Options::replicate_to`,
+    /// `sessionlog backup` and `restore`), or holds what a restore cannot use. The store
+    /// keeps working and shipping tries again at its next interval; check the target's
+    /// address, credentials (the `AWS_*` variables for `s3://`) and that it is reachable.
+    #[error("replication to {target}: {reason}")]
+    Replication {
+        /// The target, as given.
+        target: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Another store ships to the same prefix: a newer generation took it over (a store
+    /// restored from it), or it holds another store's backup. Nothing was shipped. Point this
+    /// store at another prefix, or, if it is the one to keep, restore it afresh from the
+    /// prefix's latest state.
+    #[error("replication to {target} is fenced: {reason}")]
+    Fenced {
+        /// The target, as given.
+        target: String,
+        /// Which generation holds it, and this store's.
+        reason: String,
+    },
 }
 
 /// `Result` with [`Error`].
@@ -262,6 +284,8 @@ impl Error {
             Error::SessionNotFound { .. } => io::ErrorKind::NotFound,
             Error::HistoryCompacted { .. } => io::ErrorKind::NotFound,
             Error::SegmentsExhausted { .. } => io::ErrorKind::Other,
+            Error::Replication { .. } => io::ErrorKind::Other,
+            Error::Fenced { .. } => io::ErrorKind::PermissionDenied,
         }
     }
 }

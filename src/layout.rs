@@ -14,6 +14,7 @@
 //! {dir}/archive/, {dir}/quarantine/           superseded (keep_history) and damaged segments
 //! {dir}/keys/STORE, keys/{id:016x}.key        an encrypted store's key check and data keys
 //! {dir}/keys/{id:016x}.erasing                an erasure a crash interrupted
+//! {dir}/replica/STATE                         what replication shipped (replication/state.rs)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,8 @@ pub const ANCHORS_TORN_PREFIX: &str = "ANCHORS.torn-";
 pub const QUARANTINE_DIR: &str = "quarantine";
 /// Folder where superseded segments are kept with `Options::keep_history`.
 pub const ARCHIVE_DIR: &str = "archive";
+/// Folder of the store's replication state (feature `replication`).
+pub const REPLICA_DIR: &str = "replica";
 /// Folder of an encrypted store's key files.
 pub const KEYS_DIR: &str = "keys";
 /// The file in `keys/` that checks the store key and holds the nonce epoch.

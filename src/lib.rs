@@ -64,6 +64,8 @@ mod projection;
 mod reader;
 pub mod record;
 mod recovery;
+#[cfg(feature = "replication")]
+pub mod replication;
 mod report;
 mod search;
 mod segment;
@@ -89,8 +91,12 @@ pub use listing::{ListQuery, Page, PAGE_LIMIT_DEFAULT};
 pub use location::BATCH_MESSAGES_MAX;
 pub use message::ChatMessage;
 pub use options::{Durability, Options, Retention, RetentionRule};
+#[cfg(feature = "replication")]
+pub use replication::{Replication, ReplicationStatus, RestorePoint, RestoreReport};
 pub use report::{Finding, RecoveryReport};
 pub use segment::{FORMAT_VERSION, MAX_KEY_BYTES, SEALED_VERSION};
+#[cfg(feature = "replication")]
+pub use store::{restore, restore_with_progress};
 pub use store::{LogStore, RetentionReport, SessionStats, SEARCH_LIMIT_DEFAULT};
 
 /// The README's Rust examples, compiled and run by `cargo test` as doctests.

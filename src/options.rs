@@ -134,6 +134,14 @@ pub struct Options {
     /// [`Options::checkpoint_interval`]). An encrypted store's checkpoint is opened whole, so
     /// this does not apply to it. `None`: no budget. Default: `None`.
     pub memory_budget: Option<u64>,
+    /// Ship the log to object storage as it is written (feature `replication`; see
+    /// [`crate::Replication`] and `docs/REPLICATION.md`): a background thread ships, every
+    /// [`crate::Replication::interval`], what was written since its last batch, after making
+    /// it durable (so under [`Durability::Never`] the store is synced at that interval). The
+    /// store must be the only one shipping to that prefix: open fails with
+    /// [`crate::Error::Fenced`] if another holds it. Default: `None`.
+    #[cfg(feature = "replication")]
+    pub replicate_to: Option<crate::Replication>,
 }
 
 /// Why a retention rule removed something: recorded in the log with each removal.
@@ -224,6 +232,8 @@ impl Default for Options {
             checkpoint_bytes: 64 << 20,
             checkpoint_interval: Some(Duration::from_secs(300)),
             memory_budget: None,
+            #[cfg(feature = "replication")]
+            replicate_to: None,
         }
     }
 }

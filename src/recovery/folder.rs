@@ -54,6 +54,7 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
             ERASED_FILE,
             ANCHORS_FILE,
             crate::index::INDEX_DIR,
+            crate::layout::REPLICA_DIR,
         ]
         .contains(&name)
         {

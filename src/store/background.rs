@@ -21,6 +21,9 @@ pub(super) struct Background {
     pub(super) wake: Condvar,
     /// Wakes the checkpointer: enough was written for a checkpoint, or the store stops.
     pub(super) checkpoint_due: Condvar,
+    /// The shipper and its status.
+    #[cfg(feature = "replication")]
+    pub(super) replica: super::replicating::Replica,
 }
 
 impl Background {
@@ -134,6 +137,22 @@ impl Inner {
         if state.queued.insert(key.to_owned()) {
             state.queue.push_back(key.to_owned());
             self.background.wake.notify_all();
+        }
+    }
+}
+
+impl super::LogStore {
+    /// Waits until the background compactor has no queued work (for tests and tools).
+    pub fn wait_for_compactions(&self) {
+        let mut state = self.inner.background.state.lock();
+        while (!state.queue.is_empty() || state.running > 0)
+            && !state.stop
+            && !self.threads.is_empty()
+        {
+            self.inner
+                .background
+                .wake
+                .wait_for(&mut state, Duration::from_millis(10));
         }
     }
 }

@@ -36,6 +36,8 @@ mod once;
 mod open;
 mod query;
 mod replaced;
+#[cfg(feature = "replication")]
+mod replicating;
 mod reservation;
 mod residence;
 mod retention;
@@ -50,7 +52,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use chrono::Utc;
 use parking_lot::{Mutex, RwLock};
@@ -78,6 +79,8 @@ use appender::{Unsynced, Writer};
 use background::Background;
 use commit::Decision;
 use query::timestamped;
+#[cfg(feature = "replication")]
+pub use replicating::{restore, restore_with_progress};
 use residence::{Pinned, Residence};
 pub use retention::RetentionReport;
 use retire::{ReaderGuard, Readers};
@@ -683,20 +686,6 @@ impl LogStore {
         self.inner
             .with_view(session_key, SessionView::dead_bytes)
             .unwrap_or(0)
-    }
-
-    /// Waits until the background compactor has no queued work (for tests and tools).
-    pub fn wait_for_compactions(&self) {
-        let mut state = self.inner.background.state.lock();
-        while (!state.queue.is_empty() || state.running > 0)
-            && !state.stop
-            && !self.threads.is_empty()
-        {
-            self.inner
-                .background
-                .wake
-                .wait_for(&mut state, Duration::from_millis(10));
-        }
     }
 
     /// Syncs every write not yet on disk (useful with [`crate::Durability::Never`] or

@@ -205,6 +205,8 @@ impl LogStore {
             }
             inner.sweep_tombstones()?;
         }
+        #[cfg(feature = "replication")]
+        inner.start_replication()?;
         let threads = start_threads(&inner)?;
         Ok(LogStore {
             inner,
@@ -680,6 +682,13 @@ fn start_threads(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
         inner.options.checkpoint_bytes > 0 || inner.options.checkpoint_interval.is_some();
     if checkpoints && !inner.read_only {
         threads.push(spawn("sessionlog-checkpointer", inner, checkpointer)?);
+    }
+    #[cfg(feature = "replication")]
+    if let (Some(replication), false) = (&inner.options.replicate_to, inner.read_only) {
+        let every = replication.interval;
+        threads.push(spawn("sessionlog-replicator", inner, move |inner| {
+            super::replicating::replicator(inner, every)
+        })?);
     }
     Ok(threads)
 }

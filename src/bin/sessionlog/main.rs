@@ -33,12 +33,16 @@ macro_rules! outln {
 
 mod export;
 mod import;
+mod position;
+#[cfg(feature = "replication")]
+mod replica;
 mod search;
 mod sessions;
 
 use export::{export, ExportFormat};
+use position::Position;
 use search::{search, search_messages};
-use sessions::{print_sessions, session_keys, set_archived};
+use sessions::{print_sessions, session_keys, set_archived, stats};
 
 #[derive(Parser)]
 #[command(
@@ -225,41 +229,36 @@ enum Command {
         #[arg(long = "from-sqlite", value_name = "PATH", group = "source")]
         from_sqlite: Option<PathBuf>,
     },
+    /// Ship what the store wrote since the last backup to object storage, once (for cron):
+    /// URL is s3://bucket/prefix (credentials from the AWS_* variables) or file:///path. The
+    /// store must not be open in another process; a running agent ships with
+    /// Options::replicate_to instead.
+    #[cfg(feature = "replication")]
+    Backup {
+        /// The store's folder.
+        dir: PathBuf,
+        /// Where to ship.
+        url: String,
+    },
+    /// Rebuild in DIR (new or empty) the store shipped to URL, as of its latest batch or of a
+    /// point, and verify it before saying done.
+    #[cfg(feature = "replication")]
+    Restore {
+        /// Where the store shipped.
+        url: String,
+        /// The folder to rebuild it in.
+        dir: PathBuf,
+        /// As of right after this sequence number, or at this time (RFC 3339).
+        #[arg(long = "at", value_name = "SEQ|TIME")]
+        at: Option<Position>,
+        /// Ship on from the restored store to URL under a new generation, fencing the store
+        /// that shipped there (only with the latest point).
+        #[arg(long)]
+        take_over: bool,
+    },
 }
 
 type CliResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
-
-/// A point in the log: a sequence number or a time.
-#[derive(Debug, Clone, Copy)]
-enum Position {
-    Seq(u64),
-    Time(chrono::DateTime<chrono::Utc>),
-}
-
-impl std::str::FromStr for Position {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Position, String> {
-        if let Ok(seq) = text.parse() {
-            return Ok(Position::Seq(seq));
-        }
-        chrono::DateTime::parse_from_rfc3339(text)
-            .map(|t| Position::Time(t.to_utc()))
-            .map_err(|e| format!("{text:?} is neither a sequence number nor an RFC 3339 time: {e}"))
-    }
-}
-
-impl Position {
-    /// A bound of `replay` as the event filter's sequence number and time: one of them, or
-    /// neither.
-    fn split(position: Option<Position>) -> (Option<u64>, Option<chrono::DateTime<chrono::Utc>>) {
-        match position {
-            Some(Position::Seq(seq)) => (Some(seq), None),
-            Some(Position::Time(time)) => (None, Some(time)),
-            None => (None, None),
-        }
-    }
-}
 
 /// The encryption key from `--key-file`, `SESSIONLOG_KEY_FILE` or `SESSIONLOG_KEY`.
 fn encryption_key(key_file: Option<PathBuf>) -> CliResult<Option<EncryptionKey>> {
@@ -331,6 +330,15 @@ fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
 fn run(command: Command, options: &Options) -> CliResult<ExitCode> {
     match command {
         Command::Keygen => outln!("{}", *EncryptionKey::generate()?.to_hex()),
+        #[cfg(feature = "replication")]
+        Command::Backup { dir, url } => replica::backup(&dir, &url, options)?,
+        #[cfg(feature = "replication")]
+        Command::Restore {
+            url,
+            dir,
+            at,
+            take_over,
+        } => replica::restore(&url, &dir, at, take_over, options)?,
         Command::Demo { dir } => demo(dir, options)?,
         Command::Ls {
             dir,
@@ -776,58 +784,6 @@ fn verify(dir: &Path, root: Option<&str>, options: &Options) -> CliResult<ExitCo
         outln!("{damage} problem(s) found");
         Ok(ExitCode::from(1))
     }
-}
-
-fn stats(store: &LogStore, json: bool) -> CliResult {
-    let rows = store.stats();
-    let (mut messages, mut live, mut dead) = (0, 0, 0);
-    if !json {
-        outln!(
-            "{:<32} {:>8} {:>12} {:>12}",
-            "KEY",
-            "MSGS",
-            "LIVE BYTES",
-            "DEAD BYTES"
-        );
-    }
-    for row in &rows {
-        messages += row.messages;
-        live += row.live_bytes;
-        dead += row.dead_bytes;
-        if json {
-            outln!(
-                "{}",
-                json!({
-                    "key": row.key, "messages": row.messages, "live_bytes": row.live_bytes,
-                    "dead_bytes": row.dead_bytes
-                })
-            );
-        } else {
-            outln!(
-                "{:<32} {:>8} {:>12} {:>12}",
-                row.key,
-                row.messages,
-                row.live_bytes,
-                row.dead_bytes
-            );
-        }
-    }
-    if json {
-        outln!(
-            "{}",
-            json!({"total": {
-                "sessions": rows.len(), "messages": messages, "live_bytes": live,
-                "dead_bytes": dead, "compaction_would_reclaim": dead
-            }})
-        );
-    } else {
-        outln!(
-            "{} sessions, {messages} messages, {live} bytes live, {dead} bytes dead \
-             (compaction would reclaim them)",
-            rows.len()
-        );
-    }
-    Ok(())
 }
 
 fn demo(dir: PathBuf, options: &Options) -> CliResult {

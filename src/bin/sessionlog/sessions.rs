@@ -1,4 +1,5 @@
-//! `sessionlog ls`, `archive` and `unarchive`: which sessions a store holds, archived or not.
+//! `sessionlog ls`, `archive`, `unarchive` and `stats`: which sessions a store holds, archived
+//! or not, and their live and dead bytes.
 
 use std::io::Write;
 use std::path::Path;
@@ -118,4 +119,57 @@ pub(crate) fn set_archived(
         eprintln!("sessionlog: no session {key:?} in {}", dir.display());
         Ok(ExitCode::from(1))
     }
+}
+
+/// `stats`: each session's messages and live and dead bytes, and the totals.
+pub(crate) fn stats(store: &LogStore, json: bool) -> CliResult {
+    let rows = store.stats();
+    let (mut messages, mut live, mut dead) = (0, 0, 0);
+    if !json {
+        outln!(
+            "{:<32} {:>8} {:>12} {:>12}",
+            "KEY",
+            "MSGS",
+            "LIVE BYTES",
+            "DEAD BYTES"
+        );
+    }
+    for row in &rows {
+        messages += row.messages;
+        live += row.live_bytes;
+        dead += row.dead_bytes;
+        if json {
+            outln!(
+                "{}",
+                json!({
+                    "key": row.key, "messages": row.messages, "live_bytes": row.live_bytes,
+                    "dead_bytes": row.dead_bytes
+                })
+            );
+        } else {
+            outln!(
+                "{:<32} {:>8} {:>12} {:>12}",
+                row.key,
+                row.messages,
+                row.live_bytes,
+                row.dead_bytes
+            );
+        }
+    }
+    if json {
+        outln!(
+            "{}",
+            json!({"total": {
+                "sessions": rows.len(), "messages": messages, "live_bytes": live,
+                "dead_bytes": dead, "compaction_would_reclaim": dead
+            }})
+        );
+    } else {
+        outln!(
+            "{} sessions, {messages} messages, {live} bytes live, {dead} bytes dead \
+             (compaction would reclaim them)",
+            rows.len()
+        );
+    }
+    Ok(())
 }

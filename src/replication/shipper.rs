@@ -1,0 +1,406 @@
+//! The shipper: takes up a prefix for a store (or refuses a prefix another store holds), then
+//! ships, at each call, what the store's files gained since the last batch, and takes erased
+//! sessions' bytes out of the bucket.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::batch::{self, Header, Range, DATA_BYTES_MAX, LOG_DIR, PREFIX_LEN};
+use super::bucket::{Bucket, Created};
+use super::state::State;
+use super::{Replication, ReplicationStatus};
+use crate::error::{Error, Result};
+use crate::fs::{context, FileSystem, OpenMode};
+use crate::layout::{parse_hex, KEYS_DIR, STORE_CHECK_FILE};
+
+/// The folder of the generation markers.
+pub(super) const GEN_DIR: &str = "gen";
+
+/// The key of generation `g`'s marker.
+pub(super) fn gen_key(generation: u64) -> String {
+    format!("{GEN_DIR}/{generation:016x}")
+}
+
+/// A file of the store as the store saw it when it took a [`Capture`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CapturedFile {
+    /// Its name in the folder (`keys/…` for a key file).
+    pub name: String,
+    /// How many of its bytes are written and durable; `None` for a sealed segment, whose
+    /// length is its file's.
+    pub len: Option<u64>,
+}
+
+/// What the store holds, taken at one moment: every record up to `seq_end` is in `files`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Capture {
+    pub seq_end: u64,
+    pub files: Vec<CapturedFile>,
+    /// Every session the erasure log names.
+    pub erased: BTreeSet<u64>,
+}
+
+/// Ships one store's files to one prefix.
+pub(crate) struct Shipper {
+    bucket: Bucket,
+    state: State,
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    status: ReplicationStatus,
+    /// `keys/STORE` is written again by every open: it is shipped whole once a process.
+    store_check_shipped: bool,
+}
+
+impl Shipper {
+    /// Reaches the bucket of `replication` and takes up shipping for the store in `dir`: under
+    /// the generation its state names, or generation 1 for a prefix no store has used. Fails
+    /// with [`Error::Fenced`] when another store holds the prefix (a newer generation, or
+    /// batches of a store this one is not).
+    pub(crate) fn start(
+        replication: &Replication,
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+    ) -> Result<Shipper> {
+        let bucket = Bucket::connect(replication)?;
+        let target = replication.url.clone();
+        let fenced = |reason: String| Error::Fenced {
+            target: target.clone(),
+            reason,
+        };
+        let newest_gen = bucket
+            .list(GEN_DIR)?
+            .iter()
+            .filter_map(|(name, _)| parse_hex(name, 16))
+            .max();
+        let state = match State::read(&*fs, dir)?.filter(|s| s.target == target) {
+            None => {
+                if newest_gen.is_some() || !bucket.list(LOG_DIR)?.is_empty() {
+                    return Err(fenced(format!(
+                        "the prefix holds another store's batches (generation {}); restore \
+                         from it, or ship this store to another prefix",
+                        newest_gen.unwrap_or(0)
+                    )));
+                }
+                let state = State {
+                    target: target.clone(),
+                    generation: 1,
+                    next_batch: 1,
+                    ..State::default()
+                };
+                // Durable before the marker: a store whose marker is in the bucket must know
+                // its generation after any crash.
+                state.write(&*fs, dir)?;
+                if bucket.create(&gen_key(1), Vec::new())? == Created::Exists {
+                    return Err(fenced(
+                        "another store took up the prefix at the same moment".into(),
+                    ));
+                }
+                state
+            }
+            Some(mut state) => {
+                if newest_gen.is_some_and(|g| g > state.generation) {
+                    return Err(fenced(format!(
+                        "generation {} (a store restored from it) took the prefix over; this \
+                         store shipped under generation {}",
+                        newest_gen.unwrap_or(0),
+                        state.generation
+                    )));
+                }
+                bucket.create(&gen_key(state.generation), Vec::new())?;
+                catch_up(&bucket, &mut state, &fenced)?;
+                state.write(&*fs, dir)?;
+                state
+            }
+        };
+        let status = ReplicationStatus {
+            target: target.clone(),
+            shipped_seq: state.seq_end,
+            generation: state.generation,
+            ..ReplicationStatus::default()
+        };
+        Ok(Shipper {
+            bucket,
+            state,
+            fs,
+            dir: dir.to_path_buf(),
+            status,
+            store_check_shipped: false,
+        })
+    }
+
+    /// How shipping stands.
+    pub(crate) fn status(&self) -> &ReplicationStatus {
+        &self.status
+    }
+
+    /// Ships what `capture` holds that the bucket does not, then takes newly erased sessions
+    /// out of the bucket. The status says how it went.
+    pub(crate) fn ship(&mut self, capture: &Capture) -> Result<()> {
+        if self.status.fenced {
+            return Err(self.fenced_error());
+        }
+        let result = self
+            .ship_batches(capture)
+            .and_then(|()| self.scrub(capture));
+        match &result {
+            Ok(()) => {
+                self.status.bytes_behind = 0;
+                self.status.last_error = None;
+                self.status.last_shipped_at = Some(Utc::now());
+            }
+            Err(e) => {
+                self.status.last_error = Some(e.to_string());
+                self.status.fenced |= matches!(e, Error::Fenced { .. });
+            }
+        }
+        self.status.shipped_seq = self.state.seq_end;
+        result
+    }
+
+    fn fenced_error(&self) -> Error {
+        Error::Fenced {
+            target: self.bucket.target.clone(),
+            reason: format!(
+                "another store shipped a batch this store (generation {}) did not",
+                self.state.generation
+            ),
+        }
+    }
+
+    /// The ranges of `capture`'s files the bucket lacks, and the files it holds that are
+    /// gone (an erased session's are not named: `scrub` takes them out).
+    fn wanted(&self, capture: &Capture) -> Result<(Vec<Range>, Vec<String>)> {
+        let mut ranges = Vec::new();
+        let mut present = HashSet::with_capacity(capture.files.len());
+        for file in &capture.files {
+            present.insert(file.name.as_str());
+            let shipped = self.state.files.get(&file.name).copied();
+            let store_check = file.name == format!("{KEYS_DIR}/{STORE_CHECK_FILE}");
+            let len = match (file.len, shipped) {
+                (Some(len), _) => len,
+                // A sealed segment the bucket holds whole.
+                (None, Some(_)) => continue,
+                (None, None) => match self.fs.stat(&self.dir.join(&file.name)) {
+                    Ok(stat) => stat.len,
+                    // Removed since the capture (a compaction): the next one says so.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(context("examining", &self.dir.join(&file.name))(e)),
+                },
+            };
+            let shipped = shipped.unwrap_or(0);
+            let range = |offset: u64, fresh: bool| Range {
+                name: file.name.clone(),
+                offset,
+                len: len - offset,
+                fresh,
+                crc: 0,
+            };
+            if (store_check && !self.store_check_shipped) || len < shipped {
+                // Written anew (an open's key check; a file cut shorter than it was shipped).
+                ranges.push(range(0, true));
+            } else if len > shipped {
+                ranges.push(range(shipped, false));
+            }
+        }
+        let removed = (self.state.files.keys())
+            .filter(|name| !present.contains(name.as_str()))
+            .filter(|name| !batch::session_of(name).is_some_and(|id| capture.erased.contains(&id)))
+            .cloned()
+            .collect();
+        Ok((ranges, removed))
+    }
+
+    fn ship_batches(&mut self, capture: &Capture) -> Result<()> {
+        let (ranges, removed) = self.wanted(capture)?;
+        self.status.bytes_behind = ranges.iter().map(|r| r.len).sum();
+        if ranges.is_empty() && removed.is_empty() && capture.seq_end <= self.state.seq_end {
+            return Ok(());
+        }
+        // Ranges past what one batch carries are split; the batches before the last complete
+        // nothing new (their seq_end is the last batch's).
+        let mut pieces: Vec<Range> = Vec::new();
+        for range in ranges {
+            let mut offset = range.offset;
+            let end = range.offset + range.len;
+            let mut fresh = range.fresh;
+            while offset < end || (fresh && range.len == 0) {
+                let len = (end - offset).min(DATA_BYTES_MAX);
+                pieces.push(Range {
+                    offset,
+                    len,
+                    fresh,
+                    ..range.clone()
+                });
+                offset += len;
+                fresh = false;
+            }
+        }
+        let mut pieces = pieces.into_iter().peekable();
+        loop {
+            let mut header = Header {
+                generation: self.state.generation,
+                number: self.state.next_batch,
+                seq_end: self.state.seq_end,
+                time_micros: Utc::now().timestamp_micros(),
+                ..Header::default()
+            };
+            let mut data: Vec<Vec<u8>> = Vec::new();
+            let mut size = 0;
+            while let Some(next) = pieces.peek() {
+                if size > 0 && size + next.len > DATA_BYTES_MAX {
+                    break;
+                }
+                let Some(piece) = pieces.next() else { break };
+                match self.read_range(&piece)? {
+                    Some(bytes) => {
+                        size += piece.len;
+                        header.ranges.push(piece);
+                        data.push(bytes);
+                    }
+                    None => continue, // removed since the capture: the next one says so
+                }
+            }
+            let last = pieces.peek().is_none();
+            if last {
+                header.seq_end = capture.seq_end.max(self.state.seq_end);
+                header.removed = removed.clone();
+            }
+            let slices: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+            let bytes = batch::encode(&mut header, &slices);
+            if self.bucket.create(&batch::key(header.number), bytes)? == Created::Exists {
+                self.status.fenced = true;
+                return Err(self.fenced_error());
+            }
+            apply(&mut self.state, &header);
+            if header
+                .ranges
+                .iter()
+                .any(|r| r.name == format!("{KEYS_DIR}/{STORE_CHECK_FILE}"))
+            {
+                self.store_check_shipped = true;
+            }
+            // What the bucket holds, before the next batch goes: a restarted store goes on
+            // from here (or from the bucket, if this write is lost).
+            self.state.write(&*self.fs, &self.dir)?;
+            self.status.batches += 1;
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The bytes of `range` of its file; `None` if the file is gone.
+    fn read_range(&self, range: &Range) -> Result<Option<Vec<u8>>> {
+        let path = self.dir.join(&range.name);
+        let file = match self.fs.open(&path, OpenMode::Read) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(context("opening", &path)(e)),
+        };
+        let len = usize::try_from(range.len)
+            .map_err(|_| context("reading", &path)(std::io::ErrorKind::OutOfMemory.into()))?;
+        let mut bytes = vec![0; len];
+        file.read_at(&mut bytes, range.offset)
+            .map_err(context("reading", &path))?;
+        Ok(Some(bytes))
+    }
+
+    /// Takes the bytes of every session erased since the last call out of the bucket: each
+    /// batch that holds any is written again without them.
+    fn scrub(&mut self, capture: &Capture) -> Result<()> {
+        let erased: BTreeSet<u64> = capture
+            .erased
+            .difference(&self.state.scrubbed)
+            .copied()
+            .collect();
+        if erased.is_empty() {
+            return Ok(());
+        }
+        let touches = |name: &str| batch::session_of(name).is_some_and(|id| erased.contains(&id));
+        for (name, _) in self.bucket.list(LOG_DIR)? {
+            let Some(number) = batch::parse_key(&name) else {
+                continue;
+            };
+            let key = batch::key(number);
+            let header = read_header(&self.bucket, &key)?;
+            let holds = header.ranges.iter().any(|r| touches(&r.name))
+                || header.removed.iter().any(|n| touches(n));
+            if !holds {
+                continue;
+            }
+            let bytes = self.bucket.read(&key)?;
+            let (mut header, data) =
+                batch::decode(&bytes).map_err(|reason| self.bad(&key, reason))?;
+            let kept: Vec<(Range, &[u8])> = (header.ranges.drain(..).zip(data))
+                .filter(|(r, _)| !touches(&r.name))
+                .collect();
+            header.removed.retain(|n| !touches(n));
+            let (ranges, data): (Vec<Range>, Vec<&[u8]>) = kept.into_iter().unzip();
+            header.ranges = ranges;
+            self.bucket
+                .overwrite(&key, batch::encode(&mut header, &data))?;
+        }
+        self.state.files.retain(|name, _| !touches(name));
+        self.state.scrubbed.extend(erased);
+        self.state.write(&*self.fs, &self.dir)
+    }
+
+    fn bad(&self, key: &str, reason: String) -> Error {
+        Error::Replication {
+            target: self.bucket.target.clone(),
+            reason: format!("{key}: {reason}"),
+        }
+    }
+}
+
+/// A batch's header, read by itself (two ranged reads).
+pub(super) fn read_header(bucket: &Bucket, key: &str) -> Result<Header> {
+    let bad = |reason: String| Error::Replication {
+        target: bucket.target.clone(),
+        reason: format!("{key}: {reason}"),
+    };
+    let prefix = bucket.read_range(key, 0..PREFIX_LEN as u64)?;
+    let (len, crc) = batch::header_span(&prefix).map_err(bad)?;
+    let start = PREFIX_LEN as u64;
+    let bytes = bucket.read_range(key, start..start + len)?;
+    batch::decode_header(&bytes, crc).map_err(bad)
+}
+
+/// What a batch adds to the state.
+pub(super) fn apply(state: &mut State, header: &Header) {
+    for range in &header.ranges {
+        state
+            .files
+            .insert(range.name.clone(), range.offset + range.len);
+    }
+    for name in &header.removed {
+        state.files.remove(name);
+    }
+    state.next_batch = header.number + 1;
+    state.seq_end = state.seq_end.max(header.seq_end);
+}
+
+/// Reads the batches after the state's (shipped by this store before a crash lost the
+/// state's replacement) into it; one of another generation fences it.
+fn catch_up(bucket: &Bucket, state: &mut State, fenced: &dyn Fn(String) -> Error) -> Result<()> {
+    for (name, _) in bucket.list(LOG_DIR)? {
+        let Some(number) = batch::parse_key(&name) else {
+            continue;
+        };
+        if number < state.next_batch {
+            continue;
+        }
+        let header = read_header(bucket, &batch::key(number))?;
+        if header.generation != state.generation {
+            return Err(fenced(format!(
+                "batch {number} is of generation {}; this store ships under generation {}",
+                header.generation, state.generation
+            )));
+        }
+        apply(state, &header);
+    }
+    Ok(())
+}

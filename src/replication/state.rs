@@ -1,0 +1,148 @@
+//! What a store has shipped, kept in its folder (`replica/STATE`): the target, the generation
+//! it ships under, the next batch's number, how much of each file the bucket holds, and the
+//! erased sessions already taken out of the bucket.
+//!
+//! ```text
+//! // Format: { magic: [u8; 8] = "SLREPST\0" | version: u32 = 1 | body_len: u64 | body_crc: u32
+//! //           | body }
+//! // body: { target: str | generation: u64 | next_batch: u64 | seq_end: u64
+//! //         | file_count: u32 | file_count × { name: str | shipped: u64 }
+//! //         | scrubbed_count: u32 | scrubbed_count × session_id: u64 }
+//! ```
+//!
+//! It is replaced whole (written aside, synced, renamed, folder synced) after every batch. It
+//! is what lets a restarted store go on where it stopped; if it lags the bucket (a crash after
+//! a batch, before the replacement), the batches after it are read back from the bucket.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::bytes::{Reader, Writer};
+use crate::error::{Error, Result};
+use crate::fs::{read_crc_tailed, replace_file, subfolder, FileSystem};
+use crate::layout::REPLICA_DIR;
+
+const MAGIC: [u8; 8] = *b"SLREPST\0";
+const VERSION: u32 = 1;
+const STATE_FILE: &str = "STATE";
+
+/// What the store has shipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct State {
+    pub target: String,
+    pub generation: u64,
+    pub next_batch: u64,
+    /// Every record up to it is in the bucket.
+    pub seq_end: u64,
+    /// How many bytes of each file the bucket holds.
+    pub files: BTreeMap<String, u64>,
+    /// Erased sessions whose bytes are out of the bucket.
+    pub scrubbed: BTreeSet<u64>,
+}
+
+fn path(dir: &Path) -> PathBuf {
+    dir.join(REPLICA_DIR).join(STATE_FILE)
+}
+
+impl State {
+    /// The state in `dir`, if there is one. A damaged one is an error: it would make the
+    /// store ship as a stranger to its own prefix, or ship again what the bucket holds.
+    pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Option<State>> {
+        let path = path(dir);
+        if !fs.exists(&path) {
+            return Ok(None);
+        }
+        let damaged = |reason: &str| Error::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            reason: format!(
+                "the replication state {reason}; remove it and restore the store from its \
+                 prefix, or ship to a new prefix"
+            ),
+        };
+        let bytes =
+            read_crc_tailed(fs, &path)?.ok_or_else(|| damaged("does not match its checksum"))?;
+        let body = bytes
+            .get(..bytes.len().saturating_sub(4))
+            .unwrap_or_default();
+        State::decode(body).ok_or_else(|| damaged("does not decode"))
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Option<State>> {
+        let mut r = Reader(bytes);
+        if r.take(8)? != MAGIC || r.u32()? != VERSION {
+            return None;
+        }
+        let mut state = State {
+            target: r.str()?,
+            generation: r.u64()?,
+            next_batch: r.u64()?,
+            seq_end: r.u64()?,
+            ..State::default()
+        };
+        for _ in 0..r.count(16)? {
+            let name = r.str()?;
+            state.files.insert(name, r.u64()?);
+        }
+        for _ in 0..r.count(8)? {
+            state.scrubbed.insert(r.u64()?);
+        }
+        r.is_empty().then_some(Some(state))
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.0.extend_from_slice(&MAGIC);
+        w.u32(VERSION);
+        w.str(&self.target);
+        w.u64(self.generation);
+        w.u64(self.next_batch);
+        w.u64(self.seq_end);
+        w.u32(self.files.len() as u32);
+        for (name, shipped) in &self.files {
+            w.str(name);
+            w.u64(*shipped);
+        }
+        w.u32(self.scrubbed.len() as u32);
+        for id in &self.scrubbed {
+            w.u64(*id);
+        }
+        let crc = crc32fast::hash(&w.0);
+        w.u32(crc);
+        w.0
+    }
+
+    /// Replaces the state in `dir` durably: a crash leaves the old one or this one.
+    pub(crate) fn write(&self, fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+        subfolder(fs, dir, REPLICA_DIR)?;
+        replace_file(fs, &path(dir), &self.encode())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_reads_back_and_a_damaged_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = crate::fs::StdFs;
+        assert_eq!(State::read(&fs, dir.path()).unwrap(), None);
+        let mut state = State {
+            target: "memory:///x".into(),
+            generation: 3,
+            next_batch: 9,
+            seq_end: 40,
+            ..State::default()
+        };
+        state.files.insert("ERASED".into(), 12);
+        state.scrubbed.insert(5);
+        state.write(&fs, dir.path()).unwrap();
+        assert_eq!(State::read(&fs, dir.path()).unwrap(), Some(state));
+        let file = path(dir.path());
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&file, bytes).unwrap();
+        assert!(State::read(&fs, dir.path()).is_err());
+    }
+}

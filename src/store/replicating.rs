@@ -1,0 +1,314 @@
+//! Replication from the store's side (feature `replication`): the shipper's thread, what the
+//! store hands it at each interval (a capture of its files, taken so that every byte it names
+//! is written and durable), the status, and a restore that opens and verifies what it rebuilt.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::{Inner, LogStore};
+use crate::error::{Error, Result};
+use crate::fs::{FileSystem, StdFs};
+use crate::keyring::Keyring;
+use crate::layout::{
+    key_path, segment_name, write_seq_floor, ERASED_FILE, KEYS_DIR, KEY_SUFFIX, STORE_CHECK_FILE,
+};
+use crate::options::{Durability, Options};
+use crate::replication::restore::{fetch, take_over};
+use crate::replication::{
+    Capture, CapturedFile, Replication, ReplicationStatus, RestorePoint, RestoreReport, Shipper,
+};
+
+/// The store's shipper, once it reached its bucket, and the last status (kept apart, so that
+/// asking for it never waits for a request under way).
+#[derive(Default)]
+pub(super) struct Replica {
+    shipper: Mutex<Option<Shipper>>,
+    status: Mutex<Option<ReplicationStatus>>,
+}
+
+impl Inner {
+    /// At open: takes up shipping, if the options ask for it. A prefix another store holds
+    /// fails the open ([`Error::Fenced`]); a bucket that cannot be reached does not: the
+    /// thread tries again at each interval, and the status says why it waits.
+    pub(super) fn start_replication(&self) -> Result<()> {
+        let Some(replication) = self.options.replicate_to.as_ref() else {
+            return Ok(());
+        };
+        if self.read_only {
+            return Ok(());
+        }
+        replication.validate()?;
+        self.take_up(replication)
+    }
+
+    fn take_up(&self, replication: &Replication) -> Result<()> {
+        let replica = &self.background.replica;
+        match Shipper::start(replication, Arc::clone(&self.fs), &self.dir) {
+            Ok(shipper) => {
+                *replica.status.lock() = Some(shipper.status().clone());
+                *replica.shipper.lock() = Some(shipper);
+                Ok(())
+            }
+            Err(e) => {
+                let fenced = matches!(e, Error::Fenced { .. });
+                *replica.status.lock() = Some(ReplicationStatus {
+                    target: replication.url.clone(),
+                    last_error: Some(e.to_string()),
+                    fenced,
+                    ..ReplicationStatus::default()
+                });
+                if fenced {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// One shipment: what was written since the last, made durable first.
+    fn ship_once(&self) -> Result<ReplicationStatus> {
+        let Some(replication) = self.options.replicate_to.as_ref() else {
+            return Err(Error::InvalidOptions {
+                reason: "the store was opened without Options::replicate_to".into(),
+            });
+        };
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let replica = &self.background.replica;
+        let mut shipper = replica.shipper.lock();
+        if shipper.is_none() {
+            let status = replica.status.lock().clone();
+            if status.is_some_and(|s| s.fenced) {
+                return Err(Error::Fenced {
+                    target: replication.url.clone(),
+                    reason: "another store holds the prefix".into(),
+                });
+            }
+            drop(shipper);
+            self.take_up(replication)?;
+            shipper = replica.shipper.lock();
+        }
+        let Some(shipper) = shipper.as_mut() else {
+            let status = replica.status.lock().clone().unwrap_or_default();
+            return Err(Error::Replication {
+                target: replication.url.clone(),
+                reason: status.last_error.unwrap_or_default(),
+            });
+        };
+        let capture = self.capture()?;
+        let shipped = shipper.ship(&capture);
+        *replica.status.lock() = Some(shipper.status().clone());
+        shipped.map(|()| shipper.status().clone())
+    }
+
+    /// What the store's files hold now: the sequence number every record up to which is
+    /// written, then each session's segments (the newest one's length from its writer), the
+    /// erasure log and the key files, all synced before they are named.
+    fn capture(&self) -> Result<Capture> {
+        // Taken first: every record at or below it is in the lengths taken next.
+        let seq_end = self.feed.committed_below().saturating_sub(1);
+        let mut slots: Vec<_> = self.sessions.read().values().cloned().collect();
+        slots.extend(self.tombstones.lock().slots().cloned());
+        let mut files = Vec::new();
+        for slot in &slots {
+            let (oldest, newest, newest_len) = {
+                let writer = slot.writer.lock();
+                (writer.oldest, writer.newest, writer.newest_len)
+            };
+            if newest == 0 || reclaimed(slot) {
+                continue;
+            }
+            let id = slot.session_id;
+            for number in oldest.max(1)..newest {
+                files.push(CapturedFile {
+                    name: segment_name(id, number),
+                    len: None,
+                });
+            }
+            files.push(CapturedFile {
+                name: segment_name(id, newest),
+                len: Some(newest_len),
+            });
+            if self.keys.is_some() {
+                let key = format!("{KEYS_DIR}/{id:016x}{KEY_SUFFIX}");
+                if self.fs.exists(&key_path(&self.dir.join(KEYS_DIR), id)) {
+                    files.push(CapturedFile {
+                        name: key,
+                        len: None,
+                    });
+                }
+            }
+        }
+        let erased = {
+            // Held so no erasure appends while its length is taken.
+            let log = self.erasure_log.lock();
+            let path = self.dir.join(ERASED_FILE);
+            if let Ok(stat) = self.fs.stat(&path) {
+                files.push(CapturedFile {
+                    name: ERASED_FILE.into(),
+                    len: Some(stat.len),
+                });
+            }
+            log.erased_ids()
+        };
+        if self.keys.is_some() {
+            let path = self.dir.join(KEYS_DIR).join(STORE_CHECK_FILE);
+            if let Ok(stat) = self.fs.stat(&path) {
+                files.push(CapturedFile {
+                    name: format!("{KEYS_DIR}/{STORE_CHECK_FILE}"),
+                    len: Some(stat.len),
+                });
+            }
+        }
+        if self.options.durability != Durability::Always {
+            // What the capture names must be on disk before the bucket holds it: bytes a
+            // power loss took back would be written again differently.
+            self.flush()?;
+        }
+        Ok(Capture {
+            seq_end,
+            files,
+            erased,
+        })
+    }
+}
+
+/// The session's files are gone (a deleted session's, once reclaimed). A deleted one that can
+/// still be restored keeps them, and they ship.
+fn reclaimed(slot: &super::Slot) -> bool {
+    slot.writer.lock().reclaimed
+}
+
+/// The shipper's thread: a shipment every interval, and a last one when the store closes
+/// (unless the last attempt failed: a bucket that does not answer must not hold up the close).
+pub(super) fn replicator(inner: &Inner, every: Duration) {
+    let background = &inner.background;
+    loop {
+        let stopping = background.wait_or_stop(&background.checkpoint_due, every);
+        let failing = (background.replica.status.lock().as_ref())
+            .is_some_and(|s| s.last_error.is_some() || s.fenced);
+        if stopping && failing {
+            return;
+        }
+        if let Err(e) = inner.ship_once() {
+            tracing::warn!(target: "sessionlog", error = %e, "replication");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+impl LogStore {
+    /// How shipping to [`Options::replicate_to`] stands: what the bucket holds, how far
+    /// behind it is, the last error. `None` when the store does not ship.
+    pub fn replication_status(&self) -> Option<ReplicationStatus> {
+        self.inner.background.replica.status.lock().clone()
+    }
+
+    /// Ships what was written since the last batch now, as the background thread does every
+    /// [`Replication::interval`], and returns the status once it is in the bucket (for
+    /// `sessionlog backup` and tests).
+    pub fn ship_now(&self) -> Result<ReplicationStatus> {
+        self.inner.ship_once()
+    }
+}
+
+/// Rebuilds in `dir` (missing or empty) the store that shipped to `from`, as it was at
+/// `point`, and verifies it (every record's checksum, every session's chain) before it
+/// returns. `options` are those the store is opened with (its encryption key, for an encrypted
+/// one). With `take_over` (only for [`RestorePoint::Latest`]), the restored store ships on to
+/// the same prefix under a new generation, and the store that shipped there is fenced.
+pub fn restore(
+    from: &Replication,
+    dir: impl AsRef<Path>,
+    point: RestorePoint,
+    options: &Options,
+    take_over_prefix: bool,
+) -> Result<RestoreReport> {
+    restore_with_progress(from, dir, point, options, take_over_prefix, |_, _| {})
+}
+
+/// [`restore`], calling `progress(done, total)` as it reads the batches.
+pub fn restore_with_progress(
+    from: &Replication,
+    dir: impl AsRef<Path>,
+    point: RestorePoint,
+    options: &Options,
+    take_over_prefix: bool,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<RestoreReport> {
+    let dir = dir.as_ref();
+    let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+    if take_over_prefix && point != RestorePoint::Latest {
+        return Err(Error::InvalidOptions {
+            reason: "only a restore of the latest point can take the prefix over".into(),
+        });
+    }
+    let empty = fs.list(dir).map(|entries| entries.is_empty());
+    match empty {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Error::InvalidOptions {
+                reason: format!("{} is not empty: restore into a new folder", dir.display()),
+            })
+        }
+        Err(_) => {
+            fs.create_dir_all(dir)
+                .map_err(crate::fs::context("creating", dir))?;
+        }
+    }
+    // The segments are cut by what their records say: an encrypted store's headers are
+    // opened with their data keys, once the batches put the key files in place.
+    let keys = || -> Result<Option<Keyring>> {
+        match (&options.encryption, crate::keyring::is_encrypted(&*fs, dir)) {
+            (Some(key), true) => Keyring::open(Arc::clone(&fs), dir, key, false).map(Some),
+            (None, true) => Err(Error::KeyRequired {
+                path: dir.to_path_buf(),
+            }),
+            _ => Ok(None),
+        }
+    };
+    let mut fetched = fetch(from, &*fs, dir, point, &keys, &mut progress)?;
+    // No sequence number at or below what the restored history reached is handed out again.
+    let lock = dir.join(crate::layout::LOCK_FILE);
+    fs.open(&lock, crate::fs::OpenMode::CreateNew)
+        .map_err(crate::fs::context("creating", &lock))?;
+    write_seq_floor(&*fs, dir, fetched.state.seq_end + 1)?;
+    let opened = Options {
+        replicate_to: None,
+        ..options.clone()
+    };
+    let store = LogStore::open_with(dir, opened)?;
+    let verified = store.verify()?;
+    let sessions = crate::SessionBackend::list_sessions(&store).len();
+    store.close()?;
+    if !verified.is_sound() {
+        return Err(Error::Replication {
+            target: from.url.clone(),
+            reason: format!(
+                "the store restored in {} does not verify: {:?}",
+                dir.display(),
+                verified.problems.first()
+            ),
+        });
+    }
+    let generation = if take_over_prefix {
+        take_over(from, &*fs, dir, &fetched)?
+    } else {
+        0
+    };
+    fetched.state.generation = generation;
+    Ok(RestoreReport {
+        batches: fetched.batches,
+        bytes: fetched.bytes,
+        seq: fetched.state.seq_end,
+        sessions,
+        generation,
+    })
+}
