@@ -12,6 +12,7 @@
 //! the disk. `docs/PERFORMANCE.md` holds the latest table.
 
 mod jsonl;
+mod replication;
 mod sqlite;
 
 use std::fs::OpenOptions;
@@ -684,6 +685,12 @@ fn main() {
     };
     let mut rows = Vec::new();
     let mut gen = Messages::new();
+    if args.iter().any(|a| a == "--replication-only") {
+        // Only the replication rows (`-- --replication-only`, with `--smoke` for small sizes).
+        print_rows(&replication_rows(&fresh, &mut gen, &sizes, smoke), smoke);
+        std::fs::remove_dir_all(&root).ok();
+        return;
+    }
 
     // Durable appends, one thread: three rounds, the stores taking turns, median of each (the
     // disk's sync latency drifts; taking turns spreads the drift over all of them).
@@ -1311,11 +1318,29 @@ fn main() {
         goal: "≤ 32 B per message",
     });
 
+    rows.extend(replication_rows(&fresh, &mut gen, &sizes, smoke));
+    print_rows(&rows, smoke);
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// The replication rows, at the sizes of the run.
+fn replication_rows(
+    fresh: &dyn Fn(&str) -> PathBuf,
+    gen: &mut Messages,
+    sizes: &Sizes,
+    smoke: bool,
+) -> Vec<Row> {
+    let batch = gen.batch(sizes.durable_appends);
+    let restore = gen.batch(sizes.buffered_appends);
+    replication::rows(fresh, &batch, if smoke { 1 } else { 10 }, &restore)
+}
+
+fn print_rows(rows: &[Row], smoke: bool) {
     println!(
         "| figure | sessionlog | SQLite | JSONL | disk | ratio | goal |\n\
          |---|---|---|---|---|---|---|"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "| {} | {} | {} | {} | {} | {} | {} |",
             r.figure, r.ours, r.sqlite, r.jsonl, r.disk, r.ratios, r.goal
@@ -1324,6 +1349,5 @@ fn main() {
     if smoke {
         println!("\n(smoke sizes: figures are not meaningful)");
     }
-    std::fs::remove_dir_all(&root).ok();
     let _ = std::io::stdout().flush();
 }

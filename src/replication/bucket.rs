@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
+use object_store::aws::AmazonS3ConfigKey;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
 use super::Replication;
@@ -80,12 +81,17 @@ impl Bucket {
                     retry_timeout: RETRY_TIMEOUT,
                     ..RetryConfig::default()
                 };
-                let store = object_store::aws::AmazonS3Builder::from_env()
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_url(target.as_str())
-                    .with_retry(retry)
-                    .with_client_options(ClientOptions::new().with_timeout(REQUEST_TIMEOUT))
-                    .build()
-                    .map_err(|e| failed(e.to_string()))?;
+                    .with_retry(retry);
+                // Set on top of what the environment gave (`AWS_ALLOW_HTTP`, a proxy, ...),
+                // which a whole new set of client options would drop; `AWS_TIMEOUT` wins.
+                if std::env::var_os("AWS_TIMEOUT").is_none() {
+                    let timeout = AmazonS3ConfigKey::Client(ClientConfigKey::Timeout);
+                    builder =
+                        builder.with_config(timeout, format!("{}s", REQUEST_TIMEOUT.as_secs()));
+                }
+                let store = builder.build().map_err(|e| failed(e.to_string()))?;
                 (Arc::new(store), object_path(&target, url.path())?)
             }
             None => {
