@@ -632,3 +632,111 @@ fn the_command_backs_up_and_restores_a_store_whose_export_is_byte_identical() {
     let again = String::from_utf8(sessionlog(&["backup", &path("source"), &url])).unwrap();
     assert!(again.contains("0 batch(es)"), "{again}");
 }
+
+#[test]
+fn a_segment_shipped_while_it_grew_is_shipped_to_its_end_once_sealed() {
+    let bucket = Arc::new(InMemory::new());
+    let replication = shipping(&bucket, "rollover");
+    let dir = tempfile::tempdir().unwrap();
+    let small = Options {
+        segment_bytes_max: 4096,
+        ..options(&replication)
+    };
+    let store = LogStore::open_with(dir.path(), small).unwrap();
+    for i in 0..40 {
+        store
+            .append("s", &ChatMessage::user(format!("{i} {}", "x".repeat(300))))
+            .unwrap();
+        // Shipped while each segment grows, then again once it is sealed.
+        if i % 3 == 0 {
+            store.ship_now().unwrap();
+        }
+    }
+    store.ship_now().unwrap();
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".seg")
+        })
+        .count();
+    assert!(segments > 2, "{segments} segments");
+    let (_d, latest) = restored(&replication, RestorePoint::Latest);
+    assert_eq!(latest, dump(&store));
+    store.close().unwrap();
+}
+
+#[test]
+fn a_compaction_between_shipments_leaves_every_point_before_it_restorable() {
+    let bucket = Arc::new(InMemory::new());
+    let replication = shipping(&bucket, "compaction");
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(&replication)).unwrap();
+    for i in 0..5 {
+        store
+            .append("s", &ChatMessage::user(format!("shipped {i}")))
+            .unwrap();
+    }
+    store.ship_now().unwrap();
+    // Written, then compacted away (the edits leave dead records) before the next shipment.
+    let mut at = Vec::new();
+    for i in 0..5 {
+        store
+            .append("s", &ChatMessage::user(format!("draft {i}")))
+            .unwrap();
+        store
+            .update_last("s", &ChatMessage::user(format!("final {i}")))
+            .unwrap();
+        at.push((store.last_seq(), dump(&store)));
+    }
+    store.compact_session("s").unwrap();
+    store.ship_now().unwrap();
+    store.append("s", &ChatMessage::user("after")).unwrap();
+    store.ship_now().unwrap();
+    for (seq, then) in &at {
+        let (_d, restored_then) = restored(&replication, RestorePoint::Seq(*seq));
+        assert!(
+            &restored_then == then,
+            "at {seq}:\n{}",
+            differences(&restored_then, then)
+        );
+    }
+    let (_d, latest) = restored(&replication, RestorePoint::Latest);
+    assert_eq!(latest, dump(&store));
+    store.close().unwrap();
+}
+
+#[test]
+fn a_restore_to_a_time_holds_what_was_written_at_or_before_it() {
+    let bucket = Arc::new(InMemory::new());
+    let replication = shipping(&bucket, "time");
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options(&replication)).unwrap();
+    let mut at = Vec::new();
+    for i in 0..30 {
+        store
+            .append(&format!("s{}", i % 3), &ChatMessage::user(format!("m {i}")))
+            .unwrap();
+        if i % 4 == 0 {
+            store.ship_now().unwrap();
+        }
+        if i % 5 == 2 {
+            std::thread::sleep(Duration::from_millis(3));
+            at.push((chrono::Utc::now(), dump(&store)));
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+    store.ship_now().unwrap();
+    for (time, then) in &at {
+        let (_d, restored_then) = restored(&replication, RestorePoint::Time(*time));
+        assert!(
+            &restored_then == then,
+            "at {time}:\n{}",
+            differences(&restored_then, then)
+        );
+    }
+    store.close().unwrap();
+}

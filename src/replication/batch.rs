@@ -30,6 +30,9 @@ const VERSION: u32 = 1;
 pub(super) const PREFIX_LEN: usize = 8 + 4 + 8 + 4;
 /// The most data one batch carries: a shipment with more is split.
 pub(super) const DATA_BYTES_MAX: u64 = 64 << 20;
+/// The end of a range no store file reaches (segments stop at 512 GiB): a crafted batch
+/// cannot make a restore write a sparse file of any size.
+const FILE_BYTES_MAX: u64 = 1 << 40;
 /// The largest header a reader accepts (a range takes at least 33 bytes: about 480,000).
 pub(super) const HEADER_BYTES_MAX: u64 = 16 << 20;
 
@@ -174,6 +177,12 @@ pub(super) fn decode_header(bytes: &[u8], crc: u32) -> Result<Header, String> {
         time_micros: r.i64().ok_or_else(bad)?,
         ..Header::default()
     };
+    if [header.generation, header.number, header.seq_end]
+        .iter()
+        .any(|&n| n >= NUMBER_LIMIT)
+    {
+        return Err("its header holds a number beyond the format's range".into());
+    }
     // A range takes at least 33 bytes, a removed name 8: counts the bytes cannot back fail.
     let ranges = r.count(33).ok_or_else(bad)?;
     header.ranges.reserve(ranges);
@@ -188,7 +197,11 @@ pub(super) fn decode_header(bytes: &[u8], crc: u32) -> Result<Header, String> {
         if Shipped::of(&range.name).is_none() {
             return Err(format!("it names {:?}, which no store holds", range.name));
         }
-        if range.offset.checked_add(range.len).is_none() {
+        if range
+            .offset
+            .checked_add(range.len)
+            .is_none_or(|end| end > FILE_BYTES_MAX)
+        {
             return Err(format!("a range of {:?} ends past any file", range.name));
         }
         header.ranges.push(range);

@@ -35,8 +35,9 @@ pub(crate) use shipper::{Capture, CapturedFile, Shipper};
 /// `url` names the target: `s3://bucket/prefix` (credentials, region and endpoint from the
 /// usual `AWS_*` environment variables: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_REGION`, `AWS_ENDPOINT` and `AWS_ALLOW_HTTP` for an S3-protocol server of your own),
-/// `file:///path/prefix` (a folder), or `memory:///prefix` (a bucket that lives as long as
-/// the process; see [`Replication::with_store`] to share one).
+/// `file:///path/prefix` (a folder), or `memory:///prefix` (a new empty bucket each time it
+/// is reached, for trials; [`Replication::with_store`] shares one in-memory bucket between a
+/// store and its restore).
 #[derive(Clone)]
 pub struct Replication {
     /// The target, as parsed by [`Replication::to`].

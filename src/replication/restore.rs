@@ -10,13 +10,13 @@ use chrono::{DateTime, Utc};
 
 use super::batch::{self, Shipped, LOG_DIR};
 use super::bucket::{Bucket, Created};
-use super::shipper::{apply, gen_key, GEN_DIR};
+use super::shipper::{apply, gen_key, newest_generation};
 use super::state::State;
 use super::Replication;
 use crate::error::{Error, Result};
 use crate::fs::{context, subfolder, sync_dir, FileSystem, OpenMode};
 use crate::keyring::Keyring;
-use crate::layout::{parse_hex, segment_path, KEYS_DIR};
+use crate::layout::{segment_path, KEYS_DIR};
 use crate::reader::{ReadPolicy, SegmentReader, SegmentRef};
 use crate::record::{decode_event, open_payload, Event};
 use crate::segment::{read_header, SegmentKind};
@@ -82,26 +82,37 @@ pub(crate) fn fetch(
     };
     let (mut batches, mut bytes) = (0, 0);
     let mut written = std::collections::BTreeSet::new();
+    // For a time: once a shipment reaches it, the next one too (its ranges only): a record
+    // stamped at or before the time may have been committed just after the capture that
+    // reached it. The cut then keeps what is at or before the time.
+    let mut reached_at: Option<u64> = None;
     for &number in &numbers {
         let key = batch::key(number);
         let object = bucket.read(&key)?;
-        let (header, data) = batch::decode(&object).map_err(|reason| Error::Replication {
+        let bad = |reason: String| Error::Replication {
             target: from.url.clone(),
             reason: format!("{key}: {reason}"),
-        })?;
+        };
+        let (header, data) = batch::decode(&object).map_err(bad)?;
+        if header.number != number {
+            return Err(bad(format!("it says it is batch {}", header.number)));
+        }
         for (range, bytes_of) in header.ranges.iter().zip(&data) {
             write_range(fs, dir, &range.name, range.offset, range.fresh, bytes_of)?;
             written.insert(range.name.clone());
             bytes += range.len;
         }
-        let reached = match point {
-            RestorePoint::Latest => false,
-            RestorePoint::Seq(seq) => header.seq_end >= seq,
-            RestorePoint::Time(time) => header.time_micros >= time.timestamp_micros(),
-        };
-        // The batch that reaches the point may hold removals made after it (a compaction's
-        // old segments): those files stay, and the cut decides by their records.
-        if !reached {
+        // Only the last batch of a shipment moves seq_end on: the others complete nothing.
+        let completes = header.seq_end > state.seq_end;
+        let reached = completes
+            && match point {
+                RestorePoint::Latest => false,
+                RestorePoint::Seq(seq) => header.seq_end >= seq,
+                RestorePoint::Time(time) => header.time_micros >= time.timestamp_micros(),
+            };
+        // A batch that reaches the point (or follows it) may hold removals made after it (a
+        // compaction's old segments): those files stay, and the cut decides by their records.
+        if !reached && reached_at.is_none() {
             for name in &header.removed {
                 let path = dir.join(name);
                 if fs.exists(&path) {
@@ -113,8 +124,12 @@ pub(crate) fn fetch(
         apply(&mut state, &header);
         batches += 1;
         progress(batches, numbers.len() as u64);
-        if reached {
-            break;
+        match (reached_at, point) {
+            (Some(seq_end), _) if header.seq_end > seq_end => break,
+            (Some(_), _) => {}
+            (None, RestorePoint::Time(_)) if reached => reached_at = Some(header.seq_end),
+            (None, _) if reached => break,
+            (None, _) => {}
         }
     }
     if point != RestorePoint::Latest {
@@ -373,17 +388,10 @@ pub(crate) fn take_over(
         target: from.url.clone(),
         reason,
     };
-    let newest = (bucket.list(GEN_DIR)?.iter())
-        .filter_map(|(name, _)| parse_hex(name, 16))
-        .max()
+    let newest = newest_generation(&bucket)?
         .unwrap_or(0)
         .max(fetched.state.generation);
     let generation = newest + 1;
-    if bucket.create(&gen_key(generation), Vec::new())? == Created::Exists {
-        return Err(refused(format!(
-            "another restore took generation {generation} first"
-        )));
-    }
     let mut header = batch::Header {
         generation,
         number: fetched.state.next_batch,
@@ -391,17 +399,27 @@ pub(crate) fn take_over(
         time_micros: Utc::now().timestamp_micros(),
         ..batch::Header::default()
     };
+    // The state first: once the batch below is in the bucket, the restored store must know
+    // it ships under this generation, whatever crash comes.
+    let mut state = fetched.state.clone();
+    state.generation = generation;
+    state.next_batch = header.number + 1;
+    state.write(fs, dir)?;
+    // The batch claims the number the old store would write next: from now on its batches
+    // are refused. Then the marker, which refuses it at its next open.
     let bytes = batch::encode(&mut header, &[]);
     if bucket.create(&batch::key(header.number), bytes)? == Created::Exists {
+        State::remove(fs, dir)?;
         return Err(refused(
             "the store that shipped here wrote a batch after the restore read the prefix: \
              stop it, then restore again"
                 .into(),
         ));
     }
-    let mut state = fetched.state.clone();
-    state.generation = generation;
-    state.next_batch = header.number + 1;
-    state.write(fs, dir)?;
+    if bucket.create(&gen_key(generation), Vec::new())? == Created::Exists {
+        return Err(refused(format!(
+            "another restore took generation {generation} at the same moment"
+        )));
+    }
     Ok(generation)
 }

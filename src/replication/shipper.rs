@@ -37,10 +37,38 @@ pub(crate) struct CapturedFile {
 /// What the store holds, taken at one moment: every record up to `seq_end` is in `files`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Capture {
+    /// When it was taken (before `seq_end`), µs since the epoch.
+    pub time_micros: i64,
     pub seq_end: u64,
     pub files: Vec<CapturedFile>,
     /// Every session the erasure log names.
     pub erased: BTreeSet<u64>,
+}
+
+/// What a shipment must send (see `Shipper::wanted`).
+#[derive(Default)]
+struct Wanted {
+    ranges: Vec<Range>,
+    /// Sealed files and their final lengths: held whole once the shipment is done.
+    sealed: Vec<(String, u64)>,
+    removed: Vec<String>,
+    /// A file of the capture was gone when read: the shipment cannot vouch for its seq_end.
+    vanished: bool,
+}
+
+/// How a try at a shipment ended.
+enum Shipped {
+    Done,
+    /// The next batch's number was taken.
+    Taken(u64),
+}
+
+/// The most header bytes a batch is filled with (the reader takes up to
+/// `batch::HEADER_BYTES_MAX`).
+const HEADER_BUDGET: u64 = 8 << 20;
+
+fn store_check_name() -> String {
+    format!("{KEYS_DIR}/{STORE_CHECK_FILE}")
 }
 
 /// Ships one store's files to one prefix.
@@ -70,11 +98,7 @@ impl Shipper {
             target: target.clone(),
             reason,
         };
-        let newest_gen = bucket
-            .list(GEN_DIR)?
-            .iter()
-            .filter_map(|(name, _)| parse_hex(name, 16))
-            .max();
+        let newest_gen = newest_generation(&bucket)?;
         let state = match State::read(&*fs, dir)?.filter(|s| s.target == target) {
             None => {
                 if newest_gen.is_some() || !bucket.list(LOG_DIR)?.is_empty() {
@@ -94,6 +118,9 @@ impl Shipper {
                 // its generation after any crash.
                 state.write(&*fs, dir)?;
                 if bucket.create(&gen_key(1), Vec::new())? == Created::Exists {
+                    // The state just written names a generation another store holds: it
+                    // goes, or this store would take that store's batches for its own.
+                    State::remove(&*fs, dir)?;
                     return Err(fenced(
                         "another store took up the prefix at the same moment".into(),
                     ));
@@ -170,23 +197,30 @@ impl Shipper {
         }
     }
 
-    /// The ranges of `capture`'s files the bucket lacks, and the files it holds that are
-    /// gone (an erased session's are not named: `scrub` takes them out).
-    fn wanted(&self, capture: &Capture) -> Result<(Vec<Range>, Vec<String>)> {
-        let mut ranges = Vec::new();
+    /// What `capture`'s files hold that the bucket lacks: the ranges, the sealed files they
+    /// finish (with their lengths), and the files the bucket holds that are gone from the
+    /// folder (an erased session's are not named: `scrub` takes them out).
+    fn wanted(&self, capture: &Capture) -> Result<Wanted> {
+        let mut wanted = Wanted::default();
         let mut present = HashSet::with_capacity(capture.files.len());
         for file in &capture.files {
             present.insert(file.name.as_str());
             let shipped = self.state.files.get(&file.name).copied();
-            let store_check = file.name == format!("{KEYS_DIR}/{STORE_CHECK_FILE}");
-            let len = match (file.len, shipped) {
-                (Some(len), _) => len,
-                // A sealed segment the bucket holds whole.
-                (None, Some(_)) => continue,
-                (None, None) => match self.fs.stat(&self.dir.join(&file.name)) {
-                    Ok(stat) => stat.len,
-                    // Removed since the capture (a compaction): the next one says so.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            let store_check = file.name == store_check_name();
+            let len = match file.len {
+                Some(len) => len,
+                None if self.state.whole.contains(&file.name) => continue,
+                // A sealed file: its length is final. (Part of it may have been shipped while
+                // it grew: the rest goes now.)
+                None => match self.fs.stat(&self.dir.join(&file.name)) {
+                    Ok(stat) => {
+                        wanted.sealed.push((file.name.clone(), stat.len));
+                        stat.len
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        wanted.vanished = true;
+                        continue;
+                    }
                     Err(e) => return Err(context("examining", &self.dir.join(&file.name))(e)),
                 },
             };
@@ -200,29 +234,61 @@ impl Shipper {
             };
             if (store_check && !self.store_check_shipped) || len < shipped {
                 // Written anew (an open's key check; a file cut shorter than it was shipped).
-                ranges.push(range(0, true));
+                wanted.ranges.push(range(0, true));
             } else if len > shipped {
-                ranges.push(range(shipped, false));
+                wanted.ranges.push(range(shipped, false));
             }
         }
-        let removed = (self.state.files.keys())
-            .filter(|name| !present.contains(name.as_str()))
-            .filter(|name| !batch::session_of(name).is_some_and(|id| capture.erased.contains(&id)))
-            .cloned()
-            .collect();
-        Ok((ranges, removed))
+        for name in self.state.files.keys() {
+            let erased = batch::session_of(name).is_some_and(|id| capture.erased.contains(&id));
+            // Not in the capture, and gone from the folder: a session between the map and
+            // the tombstones at the capture's moment is neither, and keeps its files.
+            if !present.contains(name.as_str()) && !erased && !self.fs.exists(&self.dir.join(name))
+            {
+                wanted.removed.push(name.clone());
+            }
+        }
+        Ok(wanted)
     }
 
     fn ship_batches(&mut self, capture: &Capture) -> Result<()> {
-        let (ranges, removed) = self.wanted(capture)?;
-        self.status.bytes_behind = ranges.iter().map(|r| r.len).sum();
-        if ranges.is_empty() && removed.is_empty() && capture.seq_end <= self.state.seq_end {
-            return Ok(());
+        // A batch whose number another writer took is read: if it is this store's (a put
+        // that succeeded though its answer was lost), the state takes it and the shipment is
+        // worked out again; another generation's fences this store.
+        for _ in 0..3 {
+            match self.ship_batches_once(capture)? {
+                Shipped::Done => return Ok(()),
+                Shipped::Taken(number) => {
+                    let header = read_header(&self.bucket, number)?;
+                    if header.generation != self.state.generation {
+                        self.status.fenced = true;
+                        return Err(self.fenced_error());
+                    }
+                    apply(&mut self.state, &header);
+                    self.state.write(&*self.fs, &self.dir)?;
+                }
+            }
+        }
+        Err(Error::Replication {
+            target: self.bucket.target.clone(),
+            reason: "the next batch's number stays taken by this store's own batches".into(),
+        })
+    }
+
+    fn ship_batches_once(&mut self, capture: &Capture) -> Result<Shipped> {
+        let mut wanted = self.wanted(capture)?;
+        self.status.bytes_behind = wanted.ranges.iter().map(|r| r.len).sum();
+        if wanted.ranges.is_empty()
+            && wanted.removed.is_empty()
+            && wanted.sealed.is_empty()
+            && capture.seq_end <= self.state.seq_end
+        {
+            return Ok(Shipped::Done);
         }
         // Ranges past what one batch carries are split; the batches before the last complete
-        // nothing new (their seq_end is the last batch's).
+        // nothing new (their seq_end is the one before).
         let mut pieces: Vec<Range> = Vec::new();
-        for range in ranges {
+        for range in std::mem::take(&mut wanted.ranges) {
             let mut offset = range.offset;
             let end = range.offset + range.len;
             let mut fresh = range.fresh;
@@ -239,55 +305,65 @@ impl Shipper {
             }
         }
         let mut pieces = pieces.into_iter().peekable();
+        let mut removed = std::mem::take(&mut wanted.removed).into_iter().peekable();
         loop {
             let mut header = Header {
                 generation: self.state.generation,
                 number: self.state.next_batch,
                 seq_end: self.state.seq_end,
-                time_micros: Utc::now().timestamp_micros(),
+                time_micros: capture.time_micros,
                 ..Header::default()
             };
             let mut data: Vec<Vec<u8>> = Vec::new();
-            let mut size = 0;
+            let (mut size, mut header_size) = (0, 0);
             while let Some(next) = pieces.peek() {
-                if size > 0 && size + next.len > DATA_BYTES_MAX {
+                let full = size + next.len > DATA_BYTES_MAX || header_size > HEADER_BUDGET;
+                if !header.ranges.is_empty() && full {
                     break;
                 }
                 let Some(piece) = pieces.next() else { break };
                 match self.read_range(&piece)? {
                     Some(bytes) => {
                         size += piece.len;
+                        header_size += piece.name.len() as u64 + 41;
                         header.ranges.push(piece);
                         data.push(bytes);
                     }
-                    None => continue, // removed since the capture: the next one says so
+                    // Gone since the capture: this shipment completes nothing new.
+                    None => wanted.vanished = true,
                 }
             }
-            let last = pieces.peek().is_none();
-            if last {
+            while header_size <= HEADER_BUDGET {
+                let Some(name) = removed.next() else { break };
+                header_size += name.len() as u64 + 8;
+                header.removed.push(name);
+            }
+            let last = pieces.peek().is_none() && removed.peek().is_none();
+            if last && !wanted.vanished {
                 header.seq_end = capture.seq_end.max(self.state.seq_end);
-                header.removed = removed.clone();
             }
             let slices: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
             let bytes = batch::encode(&mut header, &slices);
             if self.bucket.create(&batch::key(header.number), bytes)? == Created::Exists {
-                self.status.fenced = true;
-                return Err(self.fenced_error());
+                return Ok(Shipped::Taken(header.number));
             }
             apply(&mut self.state, &header);
-            if header
-                .ranges
-                .iter()
-                .any(|r| r.name == format!("{KEYS_DIR}/{STORE_CHECK_FILE}"))
-            {
+            if header.ranges.iter().any(|r| r.name == store_check_name()) {
                 self.store_check_shipped = true;
+            }
+            if last {
+                for (name, len) in &wanted.sealed {
+                    if self.state.files.get(name) == Some(len) {
+                        self.state.whole.insert(name.clone());
+                    }
+                }
             }
             // What the bucket holds, before the next batch goes: a restarted store goes on
             // from here (or from the bucket, if this write is lost).
             self.state.write(&*self.fs, &self.dir)?;
             self.status.batches += 1;
             if last {
-                return Ok(());
+                return Ok(Shipped::Done);
             }
         }
     }
@@ -325,7 +401,7 @@ impl Shipper {
                 continue;
             };
             let key = batch::key(number);
-            let header = read_header(&self.bucket, &key)?;
+            let header = read_header(&self.bucket, number)?;
             let holds = header.ranges.iter().any(|r| touches(&r.name))
                 || header.removed.iter().any(|n| touches(n));
             if !holds {
@@ -356,17 +432,30 @@ impl Shipper {
     }
 }
 
-/// A batch's header, read by itself (two ranged reads).
-pub(super) fn read_header(bucket: &Bucket, key: &str) -> Result<Header> {
+/// Batch `number`'s header, read by itself (two ranged reads).
+pub(super) fn read_header(bucket: &Bucket, number: u64) -> Result<Header> {
+    let key = batch::key(number);
     let bad = |reason: String| Error::Replication {
         target: bucket.target.clone(),
         reason: format!("{key}: {reason}"),
     };
-    let prefix = bucket.read_range(key, 0..PREFIX_LEN as u64)?;
+    let prefix = bucket.read_range(&key, 0..PREFIX_LEN as u64)?;
     let (len, crc) = batch::header_span(&prefix).map_err(bad)?;
     let start = PREFIX_LEN as u64;
-    let bytes = bucket.read_range(key, start..start + len)?;
-    batch::decode_header(&bytes, crc).map_err(bad)
+    let bytes = bucket.read_range(&key, start..start + len)?;
+    let header = batch::decode_header(&bytes, crc).map_err(bad)?;
+    if header.number != number {
+        return Err(bad(format!("it says it is batch {}", header.number)));
+    }
+    Ok(header)
+}
+
+/// The highest generation whose marker the bucket holds.
+pub(super) fn newest_generation(bucket: &Bucket) -> Result<Option<u64>> {
+    Ok((bucket.list(GEN_DIR)?.iter())
+        .filter_map(|(name, _)| parse_hex(name, 16))
+        .filter(|&g| g < crate::layout::NUMBER_LIMIT)
+        .max())
 }
 
 /// What a batch adds to the state.
@@ -393,7 +482,7 @@ fn catch_up(bucket: &Bucket, state: &mut State, fenced: &dyn Fn(String) -> Error
         if number < state.next_batch {
             continue;
         }
-        let header = read_header(bucket, &batch::key(number))?;
+        let header = read_header(bucket, number)?;
         if header.generation != state.generation {
             return Err(fenced(format!(
                 "batch {number} is of generation {}; this store ships under generation {}",

@@ -6,7 +6,7 @@
 //! // Format: { magic: [u8; 8] = "SLREPST\0" | version: u32 = 1 | body_len: u64 | body_crc: u32
 //! //           | body }
 //! // body: { target: str | generation: u64 | next_batch: u64 | seq_end: u64
-//! //         | file_count: u32 | file_count × { name: str | shipped: u64 }
+//! //         | file_count: u32 | file_count × { name: str | shipped: u64 | whole: u8 }
 //! //         | scrubbed_count: u32 | scrubbed_count × session_id: u64 }
 //! ```
 //!
@@ -36,6 +36,8 @@ pub(crate) struct State {
     pub seq_end: u64,
     /// How many bytes of each file the bucket holds.
     pub files: BTreeMap<String, u64>,
+    /// Sealed files the bucket holds whole: never looked at again.
+    pub whole: BTreeSet<String>,
     /// Erased sessions whose bytes are out of the bucket.
     pub scrubbed: BTreeSet<u64>,
 }
@@ -80,9 +82,12 @@ impl State {
             seq_end: r.u64()?,
             ..State::default()
         };
-        for _ in 0..r.count(16)? {
+        for _ in 0..r.count(17)? {
             let name = r.str()?;
-            state.files.insert(name, r.u64()?);
+            state.files.insert(name.clone(), r.u64()?);
+            if r.flag()? {
+                state.whole.insert(name);
+            }
         }
         for _ in 0..r.count(8)? {
             state.scrubbed.insert(r.u64()?);
@@ -102,6 +107,7 @@ impl State {
         for (name, shipped) in &self.files {
             w.str(name);
             w.u64(*shipped);
+            w.u8(u8::from(self.whole.contains(name)));
         }
         w.u32(self.scrubbed.len() as u32);
         for id in &self.scrubbed {
@@ -110,6 +116,18 @@ impl State {
         let crc = crc32fast::hash(&w.0);
         w.u32(crc);
         w.0
+    }
+
+    /// Removes the state in `dir`, durably.
+    pub(crate) fn remove(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+        let path = path(dir);
+        if fs.exists(&path) {
+            fs.remove_file(&path)
+                .map_err(crate::fs::context("removing", &path))?;
+            // Gone for good: a crash must not bring back a generation this store lost.
+            crate::fs::sync_dir(fs, &dir.join(REPLICA_DIR))?;
+        }
+        Ok(())
     }
 
     /// Replaces the state in `dir` durably: a crash leaves the old one or this one.
@@ -136,6 +154,10 @@ mod tests {
             ..State::default()
         };
         state.files.insert("ERASED".into(), 12);
+        state
+            .files
+            .insert("0000000000000001-00000001.seg".into(), 40);
+        state.whole.insert("0000000000000001-00000001.seg".into());
         state.scrubbed.insert(5);
         state.write(&fs, dir.path()).unwrap();
         assert_eq!(State::read(&fs, dir.path()).unwrap(), Some(state));

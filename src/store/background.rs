@@ -21,6 +21,9 @@ pub(super) struct Background {
     pub(super) wake: Condvar,
     /// Wakes the checkpointer: enough was written for a checkpoint, or the store stops.
     pub(super) checkpoint_due: Condvar,
+    /// Wakes the shipper when the store stops (feature `replication`).
+    #[cfg(feature = "replication")]
+    pub(super) replicate_due: Condvar,
     /// The shipper and its status.
     #[cfg(feature = "replication")]
     pub(super) replica: super::replicating::Replica,

@@ -728,6 +728,8 @@ impl LogStore {
             state.stop = true;
             self.inner.background.wake.notify_all();
             self.inner.background.checkpoint_due.notify_all();
+            #[cfg(feature = "replication")]
+            self.inner.background.replicate_due.notify_all();
         }
         for thread in self.threads.drain(..) {
             // A panicked background thread has nothing left to report here.

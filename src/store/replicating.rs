@@ -6,11 +6,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use parking_lot::Mutex;
 
+use super::retire::Retirement;
 use super::{Inner, LogStore};
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, StdFs};
+use crate::health::Swallowed;
 use crate::keyring::Keyring;
 use crate::layout::{
     key_path, segment_name, write_seq_floor, ERASED_FILE, KEYS_DIR, KEY_SUFFIX, STORE_CHECK_FILE,
@@ -27,6 +31,11 @@ use crate::replication::{
 pub(super) struct Replica {
     shipper: Mutex<Option<Shipper>>,
     status: Mutex<Option<ReplicationStatus>>,
+    /// The shipper counts as an open event reader (`Inner::readers`) while it ships: the
+    /// segments a compaction replaces stay until a shipment has sent what they hold, and go
+    /// once it has (without it, the last second of their records would be in no batch, and a
+    /// restore to a point in that second would miss them).
+    pinned: AtomicBool,
 }
 
 impl Inner {
@@ -50,6 +59,9 @@ impl Inner {
             Ok(shipper) => {
                 *replica.status.lock() = Some(shipper.status().clone());
                 *replica.shipper.lock() = Some(shipper);
+                if !replica.pinned.swap(true, Ordering::SeqCst) {
+                    self.readers.lock().open += 1;
+                }
                 Ok(())
             }
             Err(e) => {
@@ -100,21 +112,74 @@ impl Inner {
                 reason: status.last_error.unwrap_or_default(),
             });
         };
-        let capture = self.capture()?;
+        let (capture, replaced) = self.capture()?;
         let shipped = shipper.ship(&capture);
-        *replica.status.lock() = Some(shipper.status().clone());
-        shipped.map(|()| shipper.status().clone())
+        let status = shipper.status().clone();
+        *replica.status.lock() = Some(status.clone());
+        if status.fenced {
+            self.unpin();
+        }
+        shipped?;
+        self.retire_shipped(&replaced)?;
+        Ok(status)
+    }
+
+    /// Carries out the replacements whose segments the last shipment sent, unless another
+    /// event reader is open (its guard does it when it closes).
+    fn retire_shipped(&self, replaced: &[Retirement]) -> Result<()> {
+        let mut readers = self.readers.lock();
+        if readers.open != 1 || replaced.is_empty() {
+            return Ok(());
+        }
+        let done: Vec<Retirement> = readers
+            .deferred
+            .extract_if(.., |r| replaced.contains(r))
+            .collect();
+        // Held through the retirement, as a reader's guard holds it.
+        let retired = self.retire_now(&done);
+        drop(readers);
+        retired
+    }
+
+    /// The shipper stops counting as a reader; the last reader out carries out what waited.
+    fn unpin(&self) {
+        if !self.background.replica.pinned.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let mut readers = self.readers.lock();
+        readers.open -= 1;
+        if readers.open > 0 {
+            return;
+        }
+        let deferred = std::mem::take(&mut readers.deferred);
+        let retired = self.retire_now(&deferred);
+        self.monitor
+            .note(Swallowed::Background, "deferred retirement", None, retired);
     }
 
     /// What the store's files hold now: the sequence number every record up to which is
     /// written, then each session's segments (the newest one's length from its writer), the
     /// erasure log and the key files, all synced before they are named.
-    fn capture(&self) -> Result<Capture> {
+    fn capture(&self) -> Result<(Capture, Vec<Retirement>)> {
+        let time_micros = super::now_micros();
         // Taken first: every record at or below it is in the lengths taken next.
         let seq_end = self.feed.committed_below().saturating_sub(1);
+        // Segments a compaction replaced, kept for this shipment (see `Replica::pinned`).
+        let replaced: Vec<Retirement> = (self.readers.lock().deferred.iter())
+            .filter(|r| matches!(r, Retirement::Replaced(..)))
+            .copied()
+            .collect();
         let mut slots: Vec<_> = self.sessions.read().values().cloned().collect();
         slots.extend(self.tombstones.lock().slots().cloned());
         let mut files = Vec::new();
+        for retirement in &replaced {
+            if let Retirement::Replaced(id, from, below) = *retirement {
+                files.extend((from.max(1)..below).map(|number| CapturedFile {
+                    name: segment_name(id, number),
+                    len: None,
+                }));
+            }
+        }
         for slot in &slots {
             let (oldest, newest, newest_len) = {
                 let writer = slot.writer.lock();
@@ -170,11 +235,13 @@ impl Inner {
             // power loss took back would be written again differently.
             self.flush()?;
         }
-        Ok(Capture {
+        let capture = Capture {
+            time_micros,
             seq_end,
             files,
             erased,
-        })
+        };
+        Ok((capture, replaced))
     }
 }
 
@@ -189,19 +256,20 @@ fn reclaimed(slot: &super::Slot) -> bool {
 pub(super) fn replicator(inner: &Inner, every: Duration) {
     let background = &inner.background;
     loop {
-        let stopping = background.wait_or_stop(&background.checkpoint_due, every);
+        let stopping = background.wait_or_stop(&background.replicate_due, every);
         let failing = (background.replica.status.lock().as_ref())
             .is_some_and(|s| s.last_error.is_some() || s.fenced);
         if stopping && failing {
-            return;
+            break;
         }
         if let Err(e) = inner.ship_once() {
             tracing::warn!(target: "sessionlog", error = %e, "replication");
         }
         if stopping {
-            return;
+            break;
         }
     }
+    inner.unpin();
 }
 
 impl LogStore {

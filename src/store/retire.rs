@@ -25,7 +25,7 @@ pub(super) struct Readers {
 }
 
 /// Files that go once no event reader is open.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Retirement {
     /// Segments `from..below` of a session, retired as the options say (compaction).
     Replaced(u64, u32, u32),
