@@ -4,7 +4,7 @@
 //! ```text
 //! // Format: { magic: [u8; 8] = "SLBATCH\0" | version: u32 = 1 | header_len: u64
 //! //           | header_crc: u32 | header | data }
-//! // header: { generation: u64 | number: u64 | seq_end: u64 | time_micros: i64
+//! // header: { generation: u64 | writer: u64 | number: u64 | seq_end: u64 | time_micros: i64
 //! //           | range_count: u32 | range_count × { name: str | offset: u64 | len: u64
 //! //             | fresh: u8 | data_crc: u32 }
 //! //           | removed_count: u32 | removed_count × name: str }
@@ -50,6 +50,8 @@ pub(super) struct Range {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(super) struct Header {
     pub generation: u64,
+    /// A random number the shipping process drew at its start: which process wrote it.
+    pub writer: u64,
     pub number: u64,
     pub seq_end: u64,
     pub time_micros: i64,
@@ -111,6 +113,7 @@ pub(super) fn encode(header: &mut Header, data: &[&[u8]]) -> Vec<u8> {
     }
     let mut h = Writer::default();
     h.u64(header.generation);
+    h.u64(header.writer);
     h.u64(header.number);
     h.u64(header.seq_end);
     h.i64(header.time_micros);
@@ -172,6 +175,7 @@ pub(super) fn decode_header(bytes: &[u8], crc: u32) -> Result<Header, String> {
     let mut r = Reader(bytes);
     let mut header = Header {
         generation: r.u64().ok_or_else(bad)?,
+        writer: r.u64().ok_or_else(bad)?,
         number: r.u64().ok_or_else(bad)?,
         seq_end: r.u64().ok_or_else(bad)?,
         time_micros: r.i64().ok_or_else(bad)?,
@@ -270,6 +274,7 @@ mod tests {
     fn a_batch_reads_back_and_any_flipped_byte_is_refused() {
         let mut header = Header {
             generation: 2,
+            writer: 11,
             number: 7,
             seq_end: 99,
             time_micros: 5,

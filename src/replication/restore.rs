@@ -86,6 +86,7 @@ pub(crate) fn fetch(
     // stamped at or before the time may have been committed just after the capture that
     // reached it. The cut then keeps what is at or before the time.
     let mut reached_at: Option<u64> = None;
+    let mut pending: Vec<String> = Vec::new();
     for &number in &numbers {
         let key = batch::key(number);
         let object = bucket.read(&key)?;
@@ -110,15 +111,13 @@ pub(crate) fn fetch(
                 RestorePoint::Seq(seq) => header.seq_end >= seq,
                 RestorePoint::Time(time) => header.time_micros >= time.timestamp_micros(),
             };
-        // A batch that reaches the point (or follows it) may hold removals made after it (a
-        // compaction's old segments): those files stay, and the cut decides by their records.
-        if !reached && reached_at.is_none() {
-            for name in &header.removed {
-                let path = dir.join(name);
-                if fs.exists(&path) {
-                    fs.remove_file(&path).map_err(context("removing", &path))?;
-                }
-            }
+        // Removals count once their shipment is complete (a split one names them in any of
+        // its batches). The shipment that reaches the point (or follows it) may hold removals
+        // made after it (a compaction's old segments): those files stay, and the cut decides
+        // by their records.
+        pending.extend(header.removed.iter().cloned());
+        if completes && !reached && reached_at.is_none() {
+            remove_all(fs, dir, &mut pending)?;
         }
         state.generation = state.generation.max(header.generation);
         apply(&mut state, &header);
@@ -132,7 +131,9 @@ pub(crate) fn fetch(
             (None, _) => {}
         }
     }
-    if point != RestorePoint::Latest {
+    if point == RestorePoint::Latest {
+        remove_all(fs, dir, &mut pending)?;
+    } else {
         let keys = keys()?;
         state.seq_end = cut(fs, dir, point, keys.as_ref(), state.seq_end)?;
     }
@@ -155,6 +156,17 @@ pub(crate) fn fetch(
         batches,
         bytes,
     })
+}
+
+/// Removes the files `names` names from `dir` (those there), and empties the list.
+fn remove_all(fs: &dyn FileSystem, dir: &Path, names: &mut Vec<String>) -> Result<()> {
+    for name in names.drain(..) {
+        let path = dir.join(&name);
+        if fs.exists(&path) {
+            fs.remove_file(&path).map_err(context("removing", &path))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes one range to its file in `dir`, emptying the file first if `fresh` (synced by the
@@ -392,8 +404,11 @@ pub(crate) fn take_over(
         .unwrap_or(0)
         .max(fetched.state.generation);
     let generation = newest + 1;
+    let mut writer = [0u8; 8];
+    crate::cipher::random(&mut writer)?;
     let mut header = batch::Header {
         generation,
+        writer: u64::from_le_bytes(writer),
         number: fetched.state.next_batch,
         seq_end: fetched.state.seq_end,
         time_micros: Utc::now().timestamp_micros(),
@@ -403,6 +418,7 @@ pub(crate) fn take_over(
     // it ships under this generation, whatever crash comes.
     let mut state = fetched.state.clone();
     state.generation = generation;
+    state.writer = header.writer;
     state.next_batch = header.number + 1;
     state.write(fs, dir)?;
     // The batch claims the number the old store would write next: from now on its batches
@@ -417,6 +433,7 @@ pub(crate) fn take_over(
         ));
     }
     if bucket.create(&gen_key(generation), Vec::new())? == Created::Exists {
+        State::remove(fs, dir)?;
         return Err(refused(format!(
             "another restore took generation {generation} at the same moment"
         )));

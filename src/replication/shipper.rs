@@ -82,6 +82,13 @@ pub(crate) struct Shipper {
     store_check_shipped: bool,
 }
 
+/// A random number for this process's batches (`Header::writer`).
+fn draw_writer() -> Result<u64> {
+    let mut bytes = [0u8; 8];
+    crate::cipher::random(&mut bytes)?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
 impl Shipper {
     /// Reaches the bucket of `replication` and takes up shipping for the store in `dir`: under
     /// the generation its state names, or generation 1 for a prefix no store has used. Fails
@@ -99,6 +106,7 @@ impl Shipper {
             reason,
         };
         let newest_gen = newest_generation(&bucket)?;
+        let writer = draw_writer()?;
         let state = match State::read(&*fs, dir)?.filter(|s| s.target == target) {
             None => {
                 if newest_gen.is_some() || !bucket.list(LOG_DIR)?.is_empty() {
@@ -111,6 +119,7 @@ impl Shipper {
                 let state = State {
                     target: target.clone(),
                     generation: 1,
+                    writer,
                     next_batch: 1,
                     ..State::default()
                 };
@@ -138,6 +147,7 @@ impl Shipper {
                 }
                 bucket.create(&gen_key(state.generation), Vec::new())?;
                 catch_up(&bucket, &mut state, &fenced)?;
+                state.writer = writer;
                 state.write(&*fs, dir)?;
                 state
             }
@@ -218,7 +228,10 @@ impl Shipper {
                         stat.len
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        wanted.vanished = true;
+                        // An erased session's files go at once; any other was in the capture.
+                        let erased = batch::session_of(&file.name)
+                            .is_some_and(|id| capture.erased.contains(&id));
+                        wanted.vanished |= !erased;
                         continue;
                     }
                     Err(e) => return Err(context("examining", &self.dir.join(&file.name))(e)),
@@ -260,7 +273,9 @@ impl Shipper {
                 Shipped::Done => return Ok(()),
                 Shipped::Taken(number) => {
                     let header = read_header(&self.bucket, number)?;
-                    if header.generation != self.state.generation {
+                    let ours = header.generation == self.state.generation
+                        && header.writer == self.state.writer;
+                    if !ours {
                         self.status.fenced = true;
                         return Err(self.fenced_error());
                     }
@@ -280,9 +295,12 @@ impl Shipper {
         self.status.bytes_behind = wanted.ranges.iter().map(|r| r.len).sum();
         if wanted.ranges.is_empty()
             && wanted.removed.is_empty()
-            && wanted.sealed.is_empty()
             && capture.seq_end <= self.state.seq_end
         {
+            // Nothing to send; sealed files the bucket already holds to their end are whole.
+            if self.mark_whole(&wanted.sealed) {
+                self.state.write(&*self.fs, &self.dir)?;
+            }
             return Ok(Shipped::Done);
         }
         // Ranges past what one batch carries are split; the batches before the last complete
@@ -309,6 +327,7 @@ impl Shipper {
         loop {
             let mut header = Header {
                 generation: self.state.generation,
+                writer: self.state.writer,
                 number: self.state.next_batch,
                 seq_end: self.state.seq_end,
                 time_micros: capture.time_micros,
@@ -352,11 +371,7 @@ impl Shipper {
                 self.store_check_shipped = true;
             }
             if last {
-                for (name, len) in &wanted.sealed {
-                    if self.state.files.get(name) == Some(len) {
-                        self.state.whole.insert(name.clone());
-                    }
-                }
+                self.mark_whole(&wanted.sealed);
             }
             // What the bucket holds, before the next batch goes: a restarted store goes on
             // from here (or from the bucket, if this write is lost).
@@ -366,6 +381,20 @@ impl Shipper {
                 return Ok(Shipped::Done);
             }
         }
+    }
+
+    /// Notes the sealed files the bucket holds to their end (`sealed`: name, final length) as
+    /// whole; true if any was not yet.
+    fn mark_whole(&mut self, sealed: &[(String, u64)]) -> bool {
+        let mut marked = false;
+        for (name, len) in sealed {
+            let shipped = self.state.files.get(name).copied().unwrap_or(0);
+            if shipped == *len && self.state.whole.insert(name.clone()) {
+                self.state.files.insert(name.clone(), shipped);
+                marked = true;
+            }
+        }
+        marked
     }
 
     /// The bytes of `range` of its file; `None` if the file is gone.
@@ -420,6 +449,7 @@ impl Shipper {
                 .overwrite(&key, batch::encode(&mut header, &data))?;
         }
         self.state.files.retain(|name, _| !touches(name));
+        self.state.whole.retain(|name| !touches(name));
         self.state.scrubbed.extend(erased);
         self.state.write(&*self.fs, &self.dir)
     }
@@ -467,6 +497,7 @@ pub(super) fn apply(state: &mut State, header: &Header) {
     }
     for name in &header.removed {
         state.files.remove(name);
+        state.whole.remove(name);
     }
     state.next_batch = header.number + 1;
     state.seq_end = state.seq_end.max(header.seq_end);
@@ -487,6 +518,15 @@ fn catch_up(bucket: &Bucket, state: &mut State, fenced: &dyn Fn(String) -> Error
             return Err(fenced(format!(
                 "batch {number} is of generation {}; this store ships under generation {}",
                 header.generation, state.generation
+            )));
+        }
+        if header.writer != state.writer {
+            // Not what this store's last shipping process sent before its state was replaced:
+            // another process ships under this generation (a copy of this store's folder).
+            return Err(fenced(format!(
+                "batch {number} was shipped by another process under this store's generation \
+                 {} (a copy of this store's folder?)",
+                state.generation
             )));
         }
         apply(state, &header);

@@ -5,7 +5,7 @@
 //! ```text
 //! // Format: { magic: [u8; 8] = "SLREPST\0" | version: u32 = 1 | body_len: u64 | body_crc: u32
 //! //           | body }
-//! // body: { target: str | generation: u64 | next_batch: u64 | seq_end: u64
+//! // body: { target: str | generation: u64 | writer: u64 | next_batch: u64 | seq_end: u64
 //! //         | file_count: u32 | file_count × { name: str | shipped: u64 | whole: u8 }
 //! //         | scrubbed_count: u32 | scrubbed_count × session_id: u64 }
 //! ```
@@ -31,6 +31,8 @@ const STATE_FILE: &str = "STATE";
 pub(crate) struct State {
     pub target: String,
     pub generation: u64,
+    /// The `writer` of the process that last shipped (see `batch.rs`).
+    pub writer: u64,
     pub next_batch: u64,
     /// Every record up to it is in the bucket.
     pub seq_end: u64,
@@ -78,6 +80,7 @@ impl State {
         let mut state = State {
             target: r.str()?,
             generation: r.u64()?,
+            writer: r.u64()?,
             next_batch: r.u64()?,
             seq_end: r.u64()?,
             ..State::default()
@@ -101,6 +104,7 @@ impl State {
         w.u32(VERSION);
         w.str(&self.target);
         w.u64(self.generation);
+        w.u64(self.writer);
         w.u64(self.next_batch);
         w.u64(self.seq_end);
         w.u32(self.files.len() as u32);

@@ -2,6 +2,7 @@
 //! store hands it at each interval (a capture of its files, taken so that every byte it names
 //! is written and durable), the status, and a restore that opens and verifies what it rebuilt.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,10 @@ pub(super) struct Replica {
     /// once it has (without it, the last second of their records would be in no batch, and a
     /// restore to a point in that second would miss them).
     pinned: AtomicBool,
+    /// Each session's oldest segment in force at the last capture: when a compaction moved it
+    /// on, the segments it replaced are captured (to their end) while they are still there,
+    /// even if its deferral came after the capture's look at the deferred list.
+    oldest: Mutex<HashMap<u64, u32>>,
 }
 
 impl Inner {
@@ -50,7 +55,20 @@ impl Inner {
             return Ok(());
         }
         replication.validate()?;
-        self.take_up(replication)
+        // Pinned from the start, even while the bucket cannot be reached: what a compaction
+        // replaces waits for a shipment (see `Replica::pinned`).
+        self.pin();
+        let taken = self.take_up(replication);
+        if taken.is_err() {
+            self.unpin();
+        }
+        taken
+    }
+
+    fn pin(&self) {
+        if !self.background.replica.pinned.swap(true, Ordering::SeqCst) {
+            self.readers.lock().open += 1;
+        }
     }
 
     fn take_up(&self, replication: &Replication) -> Result<()> {
@@ -59,9 +77,7 @@ impl Inner {
             Ok(shipper) => {
                 *replica.status.lock() = Some(shipper.status().clone());
                 *replica.shipper.lock() = Some(shipper);
-                if !replica.pinned.swap(true, Ordering::SeqCst) {
-                    self.readers.lock().open += 1;
-                }
+                self.pin();
                 Ok(())
             }
             Err(e) => {
@@ -125,7 +141,7 @@ impl Inner {
     }
 
     /// Carries out the replacements whose segments the last shipment sent, unless another
-    /// event reader is open (its guard does it when it closes).
+    /// event reader is open (then a later shipment does, once that reader is gone).
     fn retire_shipped(&self, replaced: &[Retirement]) -> Result<()> {
         let mut readers = self.readers.lock();
         if readers.open != 1 || replaced.is_empty() {
@@ -164,22 +180,12 @@ impl Inner {
         let time_micros = super::now_micros();
         // Taken first: every record at or below it is in the lengths taken next.
         let seq_end = self.feed.committed_below().saturating_sub(1);
-        // Segments a compaction replaced, kept for this shipment (see `Replica::pinned`).
-        let replaced: Vec<Retirement> = (self.readers.lock().deferred.iter())
-            .filter(|r| matches!(r, Retirement::Replaced(..)))
-            .copied()
-            .collect();
+
         let mut slots: Vec<_> = self.sessions.read().values().cloned().collect();
         slots.extend(self.tombstones.lock().slots().cloned());
         let mut files = Vec::new();
-        for retirement in &replaced {
-            if let Retirement::Replaced(id, from, below) = *retirement {
-                files.extend((from.max(1)..below).map(|number| CapturedFile {
-                    name: segment_name(id, number),
-                    len: None,
-                }));
-            }
-        }
+        let mut oldest_seen = self.background.replica.oldest.lock();
+        let previous = std::mem::take(&mut *oldest_seen);
         for slot in &slots {
             let (oldest, newest, newest_len) = {
                 let writer = slot.writer.lock();
@@ -189,6 +195,15 @@ impl Inner {
                 continue;
             }
             let id = slot.session_id;
+            // A compaction since the last capture: the segments it replaced, while they last.
+            let before = previous.get(&id).copied().unwrap_or(oldest);
+            oldest_seen.insert(id, oldest);
+            for number in before.max(1)..oldest {
+                files.push(CapturedFile {
+                    name: segment_name(id, number),
+                    len: None,
+                });
+            }
             for number in oldest.max(1)..newest {
                 files.push(CapturedFile {
                     name: segment_name(id, number),
@@ -207,6 +222,21 @@ impl Inner {
                         len: None,
                     });
                 }
+            }
+        }
+        drop(oldest_seen);
+        // Segments a compaction replaced, kept for this shipment (see `Replica::pinned`):
+        // looked at after the sessions, so a deferral made meanwhile is seen.
+        let replaced: Vec<Retirement> = (self.readers.lock().deferred.iter())
+            .filter(|r| matches!(r, Retirement::Replaced(..)))
+            .copied()
+            .collect();
+        for retirement in &replaced {
+            if let Retirement::Replaced(id, from, below) = *retirement {
+                files.extend((from.max(1)..below).map(|number| CapturedFile {
+                    name: segment_name(id, number),
+                    len: None,
+                }));
             }
         }
         let erased = {
@@ -235,6 +265,9 @@ impl Inner {
             // power loss took back would be written again differently.
             self.flush()?;
         }
+        // A segment named twice (a deferred replacement the sessions' look found too) once.
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        files.dedup_by(|a, b| a.name == b.name);
         let capture = Capture {
             time_micros,
             seq_end,

@@ -217,6 +217,32 @@ impl Inner {
             readers.deferred.push(retirement);
             return Ok(Vec::new());
         }
+        // A session's earlier generations still waiting for the readers go with an erasure of
+        // it: kept, they would outlive it (or move to `archive/` with `keep_history`).
+        let retirement = match retirement {
+            Retirement::Erased(id, from, below)
+            | Retirement::Unlinked(id, from, below)
+            | Retirement::Reclaimed(id, from, below) => {
+                let waiting = readers
+                    .deferred
+                    .extract_if(
+                        ..,
+                        |r| matches!(*r, Retirement::Replaced(of, ..) if of == id),
+                    )
+                    .filter_map(|r| match r {
+                        Retirement::Replaced(_, first, _) => Some(first),
+                        _ => None,
+                    })
+                    .min();
+                let from = waiting.map_or(from, |first| first.min(from));
+                match retirement {
+                    Retirement::Erased(..) => Retirement::Erased(id, from, below),
+                    Retirement::Unlinked(..) => Retirement::Unlinked(id, from, below),
+                    _ => Retirement::Reclaimed(id, from, below),
+                }
+            }
+            replaced => replaced,
+        };
         self.carry_out(retirement)
     }
 }
