@@ -325,6 +325,12 @@ impl ErasureLog {
         self.erased.iter().copied().collect()
     }
 
+    /// Every erasure of a session's history the log holds: (session id, sequence number).
+    #[cfg(feature = "replication")]
+    pub(crate) fn erased_histories(&self) -> Vec<(u64, u64)> {
+        self.histories.clone()
+    }
+
     /// True when the log holds the erasure of session `id` (whole).
     pub(crate) fn holds(&self, id: u64) -> bool {
         self.erased.contains(&id)

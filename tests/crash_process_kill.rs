@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use sessionlog::{ChatMessage, LogStore, SessionBackend};
 
+mod common;
+use common::Lcg;
+
 const CHILD_DIR: &str = "SESSIONLOG_KILL_CHILD_DIR";
 const CHILD_START: &str = "SESSIONLOG_KILL_CHILD_START";
 const KEYS: [&str; 3] = ["k0", "k1", "k2"];
@@ -40,18 +43,6 @@ fn child_writer() {
         if i % 25 == 0 {
             store.checkpoint().unwrap();
         }
-    }
-}
-
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below
     }
 }
 

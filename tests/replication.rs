@@ -11,32 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
+
+mod common;
+use common::{observe, sessionlog, Lcg};
 use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sessionlog::{
     ChatMessage, Durability, Error, LogStore, Options, Replication, RestorePoint, SessionBackend,
 };
-
-/// Everything the trait and the timestamps say of a store, keyed by session, as text: two
-/// stores with the same history print the same.
-fn dump(store: &LogStore) -> String {
-    let mut out = String::new();
-    let mut sessions = store.list_sessions_with_metadata();
-    sessions.sort_by(|a, b| a.key.cmp(&b.key));
-    for meta in sessions {
-        out += &format!(
-            "{} name={:?} n={} created={} last={}\n",
-            meta.key, meta.name, meta.message_count, meta.created_at, meta.last_activity
-        );
-        for m in store.read_messages(&meta.key).unwrap() {
-            // The content by its first word and length: a difference is short to print.
-            let first = m.message.content.split(' ').next().unwrap_or_default();
-            let len = m.message.content.len();
-            out += &format!("  {:?} {} {first}+{len}\n", m.created_at, m.message.role);
-        }
-    }
-    out
-}
 
 /// The lines of two dumps that differ, marked `-` (restored) and `+` (source).
 fn differences(restored: &str, source: &str) -> String {
@@ -72,20 +54,8 @@ fn restored(replication: &Replication, point: RestorePoint) -> (tempfile::TempDi
     let target = dir.path().join("restored");
     sessionlog::restore(replication, &target, point, &Options::default(), false).unwrap();
     let store = LogStore::open_read_only(&target).unwrap();
-    let text = dump(&store);
+    let text = observe(&store);
     (dir, text)
-}
-
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below
-    }
 }
 
 /// One random operation of an agent on one of eight sessions.
@@ -109,6 +79,18 @@ fn random_op(store: &LogStore, rng: &mut Lcg, i: u64, deleted: &mut HashSet<Stri
         4 if i.is_multiple_of(11) => {
             store.clear_messages(&key).unwrap();
         }
+        5 if i.is_multiple_of(3) && store.session_exists(&key) => {
+            store.compact_session(&key).unwrap();
+        }
+        // A fork into a key never used before, from now or from an earlier event of the source.
+        6 if i.is_multiple_of(2) && store.session_exists(&key) => {
+            let at = (rng.next(2) == 0).then(|| store.last_seq().saturating_sub(rng.next(20)));
+            let target = format!("fork_{i}");
+            if let Err(e) = store.fork_session(&key, &target, at) {
+                // Only a point the source's history does not hold (before it, or compacted).
+                assert!(at.is_some(), "{e}");
+            }
+        }
         _ => {
             let body = "word ".repeat(rng.next(300) as usize);
             store
@@ -120,34 +102,59 @@ fn random_op(store: &LogStore, rng: &mut Lcg, i: u64, deleted: &mut HashSet<Stri
 
 #[test]
 fn a_restore_equals_the_source_at_the_latest_point_and_at_ten_earlier_ones() {
+    // More seeds: SESSIONLOG_REPLICATION_SEEDS=20 (each runs 400 operations, 11 restores).
+    let seeds: u64 = std::env::var("SESSIONLOG_REPLICATION_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    for seed in 0..seeds {
+        restores_equal_the_source(7 + seed);
+    }
+}
+
+fn restores_equal_the_source(seed: u64) {
     let bucket = Arc::new(InMemory::new());
     let replication = shipping(&bucket, "agents/a");
     let dir = tempfile::tempdir().unwrap();
     let store = LogStore::open_with(dir.path(), options(&replication)).unwrap();
-    let mut rng = Lcg(7);
+    let mut rng = Lcg(seed);
     // The store as it was right after each sequence number.
     let mut at: BTreeMap<u64, String> = BTreeMap::new();
     let mut deleted = HashSet::new();
     for i in 0..400 {
         random_op(&store, &mut rng, i, &mut deleted);
-        at.insert(store.last_seq(), dump(&store));
+        at.insert(store.last_seq(), observe(&store));
         if rng.next(15) == 0 {
             store.ship_now().unwrap();
         }
     }
     let status = store.ship_now().unwrap();
+    // The workload took the paths it is there for.
+    let keys = store.list_sessions();
+    assert!(
+        keys.iter().any(|k| k.starts_with("fork_")),
+        "no fork: {keys:?}"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().any(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with("-00000001.seg")),
+        "no compaction"
+    );
     assert_eq!(status.shipped_seq, store.last_seq());
     assert_eq!(status.bytes_behind, 0);
     assert!(status.batches > 10, "{status:?}");
     let (_d, latest) = restored(&replication, RestorePoint::Latest);
-    assert_eq!(latest, dump(&store));
+    assert_eq!(latest, observe(&store));
     let seqs: Vec<u64> = at.keys().copied().collect();
     for _ in 0..10 {
         let seq = seqs[rng.next(seqs.len() as u64) as usize];
         let (_d, then) = restored(&replication, RestorePoint::Seq(seq));
         assert!(
             then == at[&seq],
-            "restored at {seq} (latest {}):\n{}",
+            "seed {seed}, restored at {seq} (latest {}):\n{}",
             store.last_seq(),
             differences(&then, &at[&seq])
         );
@@ -218,7 +225,7 @@ fn an_erased_session_leaves_no_byte_of_it_in_the_bucket() {
         assert!(!holds(&bytes, marker.as_bytes()), "{name} holds the marker");
     }
     let (_d, latest) = restored(&replication, RestorePoint::Latest);
-    assert_eq!(latest, dump(&store));
+    assert_eq!(latest, observe(&store));
     assert!(!latest.contains(marker));
     store.close().unwrap();
 }
@@ -279,7 +286,7 @@ fn a_restore_that_takes_the_prefix_over_fences_the_old_machine() {
     let status = restored_store.ship_now().unwrap();
     assert_eq!(status.generation, 2);
     let (_d, latest) = restored(&replication, RestorePoint::Latest);
-    assert_eq!(latest, dump(&restored_store));
+    assert_eq!(latest, observe(&restored_store));
     assert!(latest.contains("three") && !latest.contains("two"));
     restored_store.close().unwrap();
 }
@@ -324,7 +331,7 @@ fn a_failing_bucket_loses_nothing_and_catches_up_while_writes_go_on() {
     assert_eq!(status.shipped_seq, store.last_seq());
     assert_eq!(status.last_error, None);
     let (_d, latest) = restored(&replication, RestorePoint::Latest);
-    assert_eq!(latest, dump(&store));
+    assert_eq!(latest, observe(&store));
     store.close().unwrap();
 }
 
@@ -552,7 +559,7 @@ fn an_encrypted_store_is_restored_with_its_key_and_ships_no_plain_text() {
         .unwrap();
     store.ship_now().unwrap();
     let at = store.last_seq();
-    let then = dump(&store);
+    let then = observe(&store);
     store
         .append("s", &ChatMessage::user(format!("second {marker}")))
         .unwrap();
@@ -568,14 +575,14 @@ fn an_encrypted_store_is_restored_with_its_key_and_ships_no_plain_text() {
         ..Options::default()
     };
     for (point, expected) in [
-        (RestorePoint::Latest, dump(&store)),
+        (RestorePoint::Latest, observe(&store)),
         (RestorePoint::Seq(at), then),
     ] {
         let target = tempfile::tempdir().unwrap();
         let into = target.path().join("restored");
         sessionlog::restore(&replication, &into, point, &with_key, false).unwrap();
         let restored = LogStore::open_read_only_with(&into, with_key.clone()).unwrap();
-        assert_eq!(dump(&restored), expected, "{point:?}");
+        assert_eq!(observe(&restored), expected, "{point:?}");
     }
     // Without the key, a restore says so.
     let target = tempfile::tempdir().unwrap();
@@ -593,43 +600,33 @@ fn an_encrypted_store_is_restored_with_its_key_and_ships_no_plain_text() {
     store.close().unwrap();
 }
 
-/// `sessionlog` with `args`, which must succeed; its standard output.
-fn sessionlog(args: &[&str]) -> Vec<u8> {
-    let out = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sessionlog {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 #[test]
 fn the_command_backs_up_and_restores_a_store_whose_export_is_byte_identical() {
     let root = tempfile::tempdir().unwrap();
     let path = |name: &str| root.path().join(name).to_str().unwrap().to_owned();
     std::fs::create_dir(root.path().join("bucket")).unwrap();
     let url = format!("file://{}/prefix", path("bucket"));
-    sessionlog(&["demo", &path("source")]);
-    let shipped = String::from_utf8(sessionlog(&["backup", &path("source"), &url])).unwrap();
+    sessionlog(&["demo", &path("source")], &[]);
+    let shipped = String::from_utf8(sessionlog(&["backup", &path("source"), &url], &[])).unwrap();
     assert!(shipped.contains("every record up to"), "{shipped}");
-    let replay = String::from_utf8(sessionlog(&["replay", &path("source"), "--json"])).unwrap();
-    let restored = String::from_utf8(sessionlog(&["restore", &url, &path("copy")])).unwrap();
+    let replay =
+        String::from_utf8(sessionlog(&["replay", &path("source"), "--json"], &[])).unwrap();
+    let restored = String::from_utf8(sessionlog(&["restore", &url, &path("copy")], &[])).unwrap();
     assert!(restored.contains("verified"), "{restored}");
     assert_eq!(
-        sessionlog(&["export", &path("copy")]),
-        sessionlog(&["export", &path("source")])
+        sessionlog(&["export", &path("copy")], &[]),
+        sessionlog(&["export", &path("source")], &[])
     );
     // At a point: the export equals the source's session as `at` prints it there.
     let seq = replay.lines().count() / 2;
-    sessionlog(&["restore", &url, &path("then"), "--at", &seq.to_string()]);
-    let events = String::from_utf8(sessionlog(&["replay", &path("then")])).unwrap();
+    sessionlog(
+        &["restore", &url, &path("then"), "--at", &seq.to_string()],
+        &[],
+    );
+    let events = String::from_utf8(sessionlog(&["replay", &path("then")], &[])).unwrap();
     assert_eq!(events.lines().count(), seq, "{events}");
     // A second backup with nothing new ships no batch.
-    let again = String::from_utf8(sessionlog(&["backup", &path("source"), &url])).unwrap();
+    let again = String::from_utf8(sessionlog(&["backup", &path("source"), &url], &[])).unwrap();
     assert!(again.contains("0 batch(es)"), "{again}");
 }
 
@@ -653,19 +650,10 @@ fn a_segment_shipped_while_it_grew_is_shipped_to_its_end_once_sealed() {
         }
     }
     store.ship_now().unwrap();
-    let segments = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".seg")
-        })
-        .count();
+    let segments = common::segments(dir.path()).len();
     assert!(segments > 2, "{segments} segments");
     let (_d, latest) = restored(&replication, RestorePoint::Latest);
-    assert_eq!(latest, dump(&store));
+    assert_eq!(latest, observe(&store));
     store.close().unwrap();
 }
 
@@ -690,7 +678,7 @@ fn a_compaction_between_shipments_leaves_every_point_before_it_restorable() {
         store
             .update_last("s", &ChatMessage::user(format!("final {i}")))
             .unwrap();
-        at.push((store.last_seq(), dump(&store)));
+        at.push((store.last_seq(), observe(&store)));
     }
     store.compact_session("s").unwrap();
     store.ship_now().unwrap();
@@ -705,7 +693,7 @@ fn a_compaction_between_shipments_leaves_every_point_before_it_restorable() {
         );
     }
     let (_d, latest) = restored(&replication, RestorePoint::Latest);
-    assert_eq!(latest, dump(&store));
+    assert_eq!(latest, observe(&store));
     store.close().unwrap();
 }
 
@@ -725,7 +713,7 @@ fn a_restore_to_a_time_holds_what_was_written_at_or_before_it() {
         }
         if i % 5 == 2 {
             std::thread::sleep(Duration::from_millis(3));
-            at.push((chrono::Utc::now(), dump(&store)));
+            at.push((chrono::Utc::now(), observe(&store)));
             std::thread::sleep(Duration::from_millis(3));
         }
     }
@@ -738,5 +726,51 @@ fn a_restore_to_a_time_holds_what_was_written_at_or_before_it() {
             differences(&restored_then, then)
         );
     }
+    store.close().unwrap();
+}
+
+#[test]
+fn cleared_messages_erased_past_their_undo_window_leave_the_bucket_too() {
+    let bucket = Arc::new(InMemory::new());
+    let replication = shipping(&bucket, "history");
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(
+        dir.path(),
+        Options {
+            tombstone_retention: Duration::from_millis(1),
+            ..options(&replication)
+        },
+    )
+    .unwrap();
+    let marker = "cleared-9f3a-MARKER";
+    for i in 0..3 {
+        store
+            .append("s", &ChatMessage::user(format!("{marker} {i}")))
+            .unwrap();
+    }
+    store.append("other", &ChatMessage::user("kept")).unwrap();
+    store.ship_now().unwrap();
+    store.clear_messages("s").unwrap();
+    store
+        .append("s", &ChatMessage::user("after the clear"))
+        .unwrap();
+    store.ship_now().unwrap();
+    assert!(every_object(&bucket)
+        .iter()
+        .any(|(_, b)| holds(b, marker.as_bytes())));
+    std::thread::sleep(Duration::from_millis(20));
+    // Past the undo window, the compaction erases the cleared messages (the erasure log says so).
+    store.compact_session("s").unwrap();
+    store.ship_now().unwrap();
+    let status = store.ship_now().unwrap();
+    assert_eq!(status.shipped_seq, store.last_seq());
+    for (name, bytes) in every_object(&bucket) {
+        assert!(
+            !holds(&bytes, marker.as_bytes()),
+            "{name} holds a cleared message"
+        );
+    }
+    let (_d, latest) = restored(&replication, RestorePoint::Latest);
+    assert_eq!(latest, observe(&store));
     store.close().unwrap();
 }

@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::observe;
+
 use object_store::aws::AmazonS3Builder;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use sessionlog::{
@@ -201,24 +204,11 @@ fn client(port: u16, bucket: &str) -> Arc<dyn ObjectStore> {
     Arc::new(store)
 }
 
-fn dump(store: &LogStore) -> String {
-    let mut out = String::new();
-    let mut sessions = store.list_sessions_with_metadata();
-    sessions.sort_by(|a, b| a.key.cmp(&b.key));
-    for meta in sessions {
-        out += &format!("{} {:?} {}\n", meta.key, meta.name, meta.message_count);
-        for m in store.read_messages(&meta.key).unwrap() {
-            out += &format!("  {:?} {:?}\n", m.created_at, m.message);
-        }
-    }
-    out
-}
-
 fn restored(replication: &Replication, point: RestorePoint) -> String {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("restored");
     sessionlog::restore(replication, &target, point, &Options::default(), false).unwrap();
-    dump(&LogStore::open_read_only(&target).unwrap())
+    observe(&LogStore::open_read_only(&target).unwrap())
 }
 
 #[test]
@@ -246,10 +236,13 @@ fn a_store_ships_to_an_s3_server_and_is_restored_at_any_point() {
         }
         if i % 10 == 9 {
             store.ship_now().unwrap();
-            points.push((store.last_seq(), dump(&store)));
+            points.push((store.last_seq(), observe(&store)));
         }
     }
-    assert_eq!(restored(&replication, RestorePoint::Latest), dump(&store));
+    assert_eq!(
+        restored(&replication, RestorePoint::Latest),
+        observe(&store)
+    );
     for (seq, then) in &points {
         assert_eq!(
             &restored(&replication, RestorePoint::Seq(*seq)),
@@ -300,7 +293,10 @@ fn a_server_stopped_mid_run_loses_nothing_and_the_store_catches_up() {
     relay.back_up();
     let status = store.ship_now().unwrap();
     assert_eq!(status.shipped_seq, store.last_seq());
-    assert_eq!(restored(&replication, RestorePoint::Latest), dump(&store));
+    assert_eq!(
+        restored(&replication, RestorePoint::Latest),
+        observe(&store)
+    );
     store.close().unwrap();
 }
 
@@ -310,23 +306,14 @@ fn the_command_ships_to_s3_with_credentials_from_the_environment() {
     server.create_bucket("cli");
     let root = tempfile::tempdir().unwrap();
     let path = |name: &str| root.path().join(name).to_str().unwrap().to_owned();
-    let sessionlog = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
-            .args(args)
-            .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", server.port))
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "sessionlog {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let env = [
+        ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", server.port)),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ];
+    let sessionlog = |args: &[&str]| common::sessionlog(args, &env);
     sessionlog(&["demo", &path("source")]);
     sessionlog(&["backup", &path("source"), "s3://cli/team/gateway"]);
     sessionlog(&["restore", "s3://cli/team/gateway", &path("copy")]);

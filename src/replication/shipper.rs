@@ -43,6 +43,10 @@ pub(crate) struct Capture {
     pub files: Vec<CapturedFile>,
     /// Every session the erasure log names.
     pub erased: BTreeSet<u64>,
+    /// Every erasure of a session's history before its last compaction the log names, as
+    /// (session id, the erasure's sequence number, the session's oldest segment in force now):
+    /// its segments below that one hold the erased history.
+    pub histories: Vec<(u64, u64, u32)>,
 }
 
 /// What a shipment must send (see `Shipper::wanted`).
@@ -421,10 +425,29 @@ impl Shipper {
             .difference(&self.state.scrubbed)
             .copied()
             .collect();
-        if erased.is_empty() {
+        // Erased histories: the segments below the generation in force (a whole erasure of
+        // the session covers them too).
+        let histories: std::collections::HashMap<u64, u32> = (capture.histories.iter())
+            .filter(|(id, seq, _)| {
+                !self.state.scrubbed_histories.contains(&(*id, *seq))
+                    && !capture.erased.contains(id)
+            })
+            .map(|&(id, _, oldest)| (id, oldest))
+            .collect();
+        if erased.is_empty() && histories.is_empty() {
             return Ok(());
         }
-        let touches = |name: &str| batch::session_of(name).is_some_and(|id| erased.contains(&id));
+        let touches = |name: &str| match batch::Shipped::of(name) {
+            Some(batch::Shipped::Segment { session_id, number }) => {
+                erased.contains(&session_id)
+                    || histories
+                        .get(&session_id)
+                        .is_some_and(|&oldest| number < oldest)
+            }
+            shipped => shipped
+                .and_then(batch::Shipped::session)
+                .is_some_and(|id| erased.contains(&id)),
+        };
         for (name, _) in self.bucket.list(LOG_DIR)? {
             let Some(number) = batch::parse_key(&name) else {
                 continue;
@@ -451,6 +474,9 @@ impl Shipper {
         self.state.files.retain(|name, _| !touches(name));
         self.state.whole.retain(|name| !touches(name));
         self.state.scrubbed.extend(erased);
+        self.state
+            .scrubbed_histories
+            .extend((capture.histories.iter()).map(|&(id, seq, _)| (id, seq)));
         self.state.write(&*self.fs, &self.dir)
     }
 

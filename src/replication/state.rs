@@ -7,7 +7,8 @@
 //! //           | body }
 //! // body: { target: str | generation: u64 | writer: u64 | next_batch: u64 | seq_end: u64
 //! //         | file_count: u32 | file_count × { name: str | shipped: u64 | whole: u8 }
-//! //         | scrubbed_count: u32 | scrubbed_count × session_id: u64 }
+//! //         | scrubbed_count: u32 | scrubbed_count × session_id: u64
+//! //         | history_count: u32 | history_count × { session_id: u64 | erasure_seq: u64 } }
 //! ```
 //!
 //! It is replaced whole (written aside, synced, renamed, folder synced) after every batch. It
@@ -42,6 +43,9 @@ pub(crate) struct State {
     pub whole: BTreeSet<String>,
     /// Erased sessions whose bytes are out of the bucket.
     pub scrubbed: BTreeSet<u64>,
+    /// Erasures of a session's history (session id, the erasure's sequence number) whose
+    /// segments are out of the bucket.
+    pub scrubbed_histories: BTreeSet<(u64, u64)>,
 }
 
 fn path(dir: &Path) -> PathBuf {
@@ -95,6 +99,9 @@ impl State {
         for _ in 0..r.count(8)? {
             state.scrubbed.insert(r.u64()?);
         }
+        for _ in 0..r.count(16)? {
+            state.scrubbed_histories.insert((r.u64()?, r.u64()?));
+        }
         r.is_empty().then_some(Some(state))
     }
 
@@ -116,6 +123,11 @@ impl State {
         w.u32(self.scrubbed.len() as u32);
         for id in &self.scrubbed {
             w.u64(*id);
+        }
+        w.u32(self.scrubbed_histories.len() as u32);
+        for (id, seq) in &self.scrubbed_histories {
+            w.u64(*id);
+            w.u64(*seq);
         }
         let crc = crc32fast::hash(&w.0);
         w.u32(crc);
@@ -163,6 +175,7 @@ mod tests {
             .insert("0000000000000001-00000001.seg".into(), 40);
         state.whole.insert("0000000000000001-00000001.seg".into());
         state.scrubbed.insert(5);
+        state.scrubbed_histories.insert((6, 30));
         state.write(&fs, dir.path()).unwrap();
         assert_eq!(State::read(&fs, dir.path()).unwrap(), Some(state));
         let file = path(dir.path());

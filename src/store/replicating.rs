@@ -15,7 +15,6 @@ use super::retire::Retirement;
 use super::{Inner, LogStore};
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, StdFs};
-use crate::health::Swallowed;
 use crate::keyring::Keyring;
 use crate::layout::{
     key_path, segment_name, write_seq_floor, ERASED_FILE, KEYS_DIR, KEY_SUFFIX, STORE_CHECK_FILE,
@@ -159,18 +158,9 @@ impl Inner {
 
     /// The shipper stops counting as a reader; the last reader out carries out what waited.
     fn unpin(&self) {
-        if !self.background.replica.pinned.swap(false, Ordering::SeqCst) {
-            return;
+        if self.background.replica.pinned.swap(false, Ordering::SeqCst) {
+            self.reader_gone();
         }
-        let mut readers = self.readers.lock();
-        readers.open -= 1;
-        if readers.open > 0 {
-            return;
-        }
-        let deferred = std::mem::take(&mut readers.deferred);
-        let retired = self.retire_now(&deferred);
-        self.monitor
-            .note(Swallowed::Background, "deferred retirement", None, retired);
     }
 
     /// What the store's files hold now: the sequence number every record up to which is
@@ -249,8 +239,18 @@ impl Inner {
                     len: Some(stat.len),
                 });
             }
-            log.erased_ids()
+            (log.erased_ids(), log.erased_histories())
         };
+        let (erased, histories) = erased;
+        // Each erased history's session, with the generation in force now.
+        let by_id: HashMap<u64, &Arc<super::Slot>> = if histories.is_empty() {
+            HashMap::new()
+        } else {
+            slots.iter().map(|s| (s.session_id, s)).collect()
+        };
+        let histories = (histories.into_iter())
+            .filter_map(|(id, seq)| Some((id, seq, by_id.get(&id)?.writer.lock().oldest)))
+            .collect();
         if self.keys.is_some() {
             let path = self.dir.join(KEYS_DIR).join(STORE_CHECK_FILE);
             if let Ok(stat) = self.fs.stat(&path) {
@@ -273,6 +273,7 @@ impl Inner {
             seq_end,
             files,
             erased,
+            histories,
         };
         Ok((capture, replaced))
     }

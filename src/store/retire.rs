@@ -48,21 +48,9 @@ pub(super) struct ReaderGuard(pub(super) Weak<Inner>);
 
 impl Drop for ReaderGuard {
     fn drop(&mut self) {
-        let Some(inner) = self.0.upgrade() else {
-            return;
-        };
-        // Held through the retirement, so that a new reader waits for the folder to settle.
-        let mut readers = inner.readers.lock();
-        readers.open -= 1;
-        if readers.open > 0 {
-            return;
+        if let Some(inner) = self.0.upgrade() {
+            inner.reader_gone();
         }
-        let deferred = std::mem::take(&mut readers.deferred);
-        // A failure poisons the store (the next write reports it) and leaves the old
-        // segments beside the newer generation or the delete record: open retires them.
-        let retired = inner.retire_now(&deferred);
-        let monitor = &inner.monitor;
-        monitor.note(Swallowed::Background, "deferred retirement", None, retired);
     }
 }
 
@@ -76,6 +64,23 @@ pub(super) fn disposal(options: &Options) -> Disposal {
 }
 
 impl Inner {
+    /// An event reader (or the replication shipper) is done: the last one out retires what
+    /// was deferred while readers were open.
+    pub(super) fn reader_gone(&self) {
+        // Held through the retirement, so that a new reader waits for the folder to settle.
+        let mut readers = self.readers.lock();
+        readers.open -= 1;
+        if readers.open > 0 {
+            return;
+        }
+        let deferred = std::mem::take(&mut readers.deferred);
+        // A failure poisons the store (the next write reports it) and leaves the old
+        // segments beside the newer generation or the delete record: open retires them.
+        let retired = self.retire_now(&deferred);
+        let monitor = &self.monitor;
+        monitor.note(Swallowed::Background, "deferred retirement", None, retired);
+    }
+
     /// Takes a session out of the map if it is still the one its key names.
     pub(super) fn unmap(&self, slot: &Arc<Slot>) {
         let mut sessions = self.sessions.write();

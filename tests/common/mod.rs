@@ -249,3 +249,34 @@ pub fn crc32fast_hash(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// A small deterministic generator (a linear congruential one) for tests that choose at random
+/// from a seed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number below `below`.
+    pub fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+/// Runs the `sessionlog` command with `args` and the environment variables `env`; it must
+/// succeed. Returns its standard output.
+pub fn sessionlog(args: &[&str], env: &[(&str, String)]) -> Vec<u8> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessionlog"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sessionlog {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
