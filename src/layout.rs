@@ -150,7 +150,8 @@ pub fn parse_hex(text: &str, width: usize) -> Option<u64> {
     digits.then(|| u64::from_str_radix(text, 16).ok()).flatten()
 }
 
-// Format of the LOCK file's content: { magic: [u8; 8] | seq_floor: u64 | crc32: u32 }
+// Format of the LOCK file's content: { magic: [u8; 8] | seq_floor: u64 | crc32: u32 }, then
+// from byte 32 the folder stamp (see `FolderStamp`).
 const FLOOR_MAGIC: [u8; 8] = *b"SLFLOOR\0";
 const FLOOR_LEN: usize = 8 + 8 + 4;
 
@@ -198,6 +199,88 @@ pub(crate) fn write_seq_floor(fs: &dyn FileSystem, dir: &Path, floor: u64) -> Re
         .map_err(context("writing", &path))?;
     // The floor must be durable before the records it stands for are removed.
     file.sync().map_err(context("syncing", &path))
+}
+
+/// What a clean close saw of the store's folder and its checkpoint, once it had checked that
+/// the folder held only the store's files and the segments the checkpoint records: an open
+/// that finds the folder's times and the checkpoint as they were trusts the checkpoint's list
+/// of segments and does not list the folder. It is kept in the `LOCK` file, after the floor,
+/// because writing it there changes no entry of the folder (and so none of its times).
+///
+/// ```text
+/// // Format, at byte 32 of LOCK: { magic: [u8; 8] = "SLSTAMP\0" | folder_mtime_ns: i64
+/// //   | folder_ctime_ns: i64 | checkpoint_len: u64 | checkpoint_mtime_ns: i64 | crc32: u32 }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FolderStamp {
+    /// The folder's modification and change times (nanoseconds): any entry created, removed
+    /// or renamed in it moves both, and no program can set the change time back.
+    pub folder: (i64, i64),
+    /// The checkpoint's length and modification time.
+    pub checkpoint: (u64, i64),
+}
+
+const STAMP_MAGIC: [u8; 8] = *b"SLSTAMP\0";
+const STAMP_AT: u64 = 32;
+const STAMP_LEN: usize = 8 + 8 + 8 + 8 + 8 + 4;
+
+impl FolderStamp {
+    /// The stamp the `LOCK` file of `dir` holds, if a whole one.
+    pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Option<FolderStamp> {
+        let bytes = read_prefix(fs, &dir.join(LOCK_FILE), STAMP_AT + STAMP_LEN as u64).ok()?;
+        let bytes = bytes.get(STAMP_AT as usize..)?;
+        let (body, crc) = (bytes.get(..STAMP_LEN - 4)?, bytes.get(STAMP_LEN - 4..)?);
+        if body.get(..8)? != STAMP_MAGIC
+            || u32::from_le_bytes(crc.try_into().ok()?) != crc32fast::hash(body)
+        {
+            return None;
+        }
+        let field = |at: usize| Some(i64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?));
+        Some(FolderStamp {
+            folder: (field(8)?, field(16)?),
+            checkpoint: (field(24)? as u64, field(32)?),
+        })
+    }
+
+    /// Writes this stamp (`Some`), or a blank that matches nothing (`None`), into the `LOCK`
+    /// file of `dir`. Not synced: a stamp lost with a power cut only makes the next open list
+    /// the folder, and one that survives still matches only the folder it describes.
+    pub(crate) fn write(stamp: Option<FolderStamp>, fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+        let mut bytes = vec![0u8; STAMP_LEN];
+        if let Some(stamp) = stamp {
+            bytes.clear();
+            bytes.extend_from_slice(&STAMP_MAGIC);
+            for value in [
+                stamp.folder.0,
+                stamp.folder.1,
+                stamp.checkpoint.0 as i64,
+                stamp.checkpoint.1,
+            ] {
+                bytes.extend_from_slice(&value.to_le_bytes());
+            }
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+        }
+        let path = dir.join(LOCK_FILE);
+        let file = fs
+            .open(&path, OpenMode::Write)
+            .map_err(context("opening", &path))?;
+        file.write_at(&bytes, STAMP_AT)
+            .map_err(context("writing", &path))
+    }
+
+    /// The stamp of `dir` as it is now, with its checkpoint; `None` where the file system
+    /// keeps no change time, or the checkpoint is not there.
+    pub(crate) fn now(fs: &dyn FileSystem, dir: &Path) -> Option<FolderStamp> {
+        let (folder, Some(changed)) = fs.stat_changed(dir).ok()? else {
+            return None;
+        };
+        let checkpoint = fs.stat(&dir.join(CHECKPOINT_FILE)).ok()?;
+        Some(FolderStamp {
+            folder: (folder.modified_ns, changed),
+            checkpoint: (checkpoint.len, checkpoint.modified_ns),
+        })
+    }
 }
 
 #[cfg(test)]

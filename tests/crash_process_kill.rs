@@ -56,10 +56,7 @@ fn numbers(store: &LogStore, key: &str) -> Vec<u64> {
 
 #[test]
 fn kill_at_random_moments_loses_no_acknowledged_write() {
-    let secs: u64 = std::env::var("SESSIONLOG_KILL_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let secs = common::env_number("SESSIONLOG_KILL_SECS", 3);
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Lcg(std::process::id() as u64 ^ 0x5eed);
     let mut acked: Vec<u64> = Vec::new();

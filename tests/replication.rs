@@ -103,10 +103,7 @@ fn random_op(store: &LogStore, rng: &mut Lcg, i: u64, deleted: &mut HashSet<Stri
 #[test]
 fn a_restore_equals_the_source_at_the_latest_point_and_at_ten_earlier_ones() {
     // More seeds: SESSIONLOG_REPLICATION_SEEDS=20 (each runs 400 operations, 11 restores).
-    let seeds: u64 = std::env::var("SESSIONLOG_REPLICATION_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
+    let seeds = common::env_number("SESSIONLOG_REPLICATION_SEEDS", 2);
     for seed in 0..seeds {
         restores_equal_the_source(7 + seed);
     }

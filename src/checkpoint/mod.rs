@@ -2,7 +2,8 @@
 //! (`store/checkpointing.rs`), so that the next open can skip replaying every segment.
 //!
 //! It is trusted only when it is whole (magic, version, CRC). After a clean close the folder
-//! must hold exactly the segment files it lists, and open examines no live session's file:
+//! must hold exactly the segment files it lists (checked by listing it, or, when the close
+//! stamped it and its times did not move since, taken from the stamp: `layout::FolderStamp`), and open examines no live session's file:
 //! what the checkpoint recorded of each (length, modification time, change time, which no
 //! program can set back) becomes the session's [`Claim`], checked the first time the session is
 //! read or written, which replays the session if its files changed after the checkpoint was
@@ -110,7 +111,8 @@ pub(crate) struct Loaded {
 }
 
 /// Loads the checkpoint if it is sound and matches the folder's segment files (`segments`,
-/// sorted), with what it claims of each live session's files (checked at the session's first
+/// sorted; `None`: a clean close stamped the folder as holding those it records, see
+/// `layout::FolderStamp`), with what it claims of each live session's files (checked at the session's first
 /// read or write). Without a usable checkpoint, returns `None` (the caller replays the
 /// segments), and notes why in `report` if one was there. In an encrypted store the file is
 /// opened with `keys` first. Each session's window of ids keeps `window` of them.
@@ -121,7 +123,7 @@ pub(crate) struct Loaded {
 pub(crate) fn load(
     fs: &dyn FileSystem,
     dir: &Path,
-    segments: &[String],
+    segments: Option<&[String]>,
     report: &mut RecoveryReport,
     keys: Option<&Keyring>,
     window: usize,
@@ -150,8 +152,10 @@ pub(crate) fn load(
         Some(mut d) => check(&d).and_then(|live| {
             let recorded = std::mem::take(&mut d.segments);
             let (claims, changed) = if running {
+                // (A stamped folder is never marked running: it was listed for this.)
+                let listed = segments.unwrap_or_default();
                 let (claims, changed) =
-                    check_folder_after_crash(fs, dir, &path, recorded, segments, &d.sessions)?;
+                    check_folder_after_crash(fs, dir, &path, recorded, listed, &d.sessions)?;
                 (claims, Some(changed))
             } else {
                 (

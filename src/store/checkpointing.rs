@@ -21,7 +21,7 @@ use crate::claim::SegmentStat;
 use crate::error::Result;
 use crate::fs::{context, sync_dir, OpenMode};
 use crate::health::Swallowed;
-use crate::layout::{self, CHECKPOINT_FILE, CHECKPOINT_RUNNING_FILE};
+use crate::layout::{self, FolderStamp, CHECKPOINT_FILE, CHECKPOINT_RUNNING_FILE};
 use crate::parked::{Block, BlockFile, Home};
 use crate::recovery;
 
@@ -45,7 +45,12 @@ pub(super) struct CheckpointState {
     /// Erasures under way: no checkpoint is put in place meanwhile (it could hold what the
     /// erasure removes, and sessions re-pointed at it would keep it open once removed).
     pub(super) erasing: u64,
+    /// The segment files the clean close's checkpoint recorded, for the folder's stamp.
+    pub(super) recorded: Option<Vec<String>>,
 }
+
+/// How long a clean close waits for the clock to pass the folder's last change.
+const CLOCK_WAIT: Duration = Duration::from_millis(100);
 
 /// How often the checkpointer looks at what was written, at most.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
@@ -263,6 +268,7 @@ impl Inner {
         self.written_since_checkpoint
             .fetch_sub(counted, Ordering::SeqCst);
         if !running {
+            state.recorded = Some(segments.iter().map(|(name, _)| name.clone()).collect());
             // The checkpoint describes the segments as they stay: the marker goes.
             if state.marked {
                 let path = self.dir.join(CHECKPOINT_RUNNING_FILE);
@@ -275,6 +281,52 @@ impl Inner {
             }
         }
         Ok(true)
+    }
+
+    /// After a clean close's checkpoint: stamps the folder (`layout::FolderStamp`) if it
+    /// holds only the store's files and the segment files the checkpoint records, so that the
+    /// next open need not list it. The stamp only spares that open work: whatever stops it
+    /// here leaves none (a blank is written first), and the next open lists the folder.
+    pub(super) fn stamp_folder(&self) -> Result<()> {
+        let fs = &*self.fs;
+        FolderStamp::write(None, fs, &self.dir)?;
+        let Some(recorded) = self.checkpoint.lock().recorded.take() else {
+            return Ok(());
+        };
+        let Some(before) = FolderStamp::now(fs, &self.dir) else {
+            return Ok(());
+        };
+        // The clock passes the folder's last change before the folder is listed: an entry
+        // made after the listing then moves the folder's times past those stamped, whatever
+        // the clock's grain.
+        if !self.clock_past(before.folder.0)? {
+            return Ok(());
+        }
+        let listed = recovery::list_folder(fs, &self.dir)?;
+        let clean = listed.report.findings.is_empty() && listed.names == recorded;
+        if !clean || FolderStamp::now(fs, &self.dir) != Some(before) {
+            return Ok(());
+        }
+        FolderStamp::write(Some(before), fs, &self.dir)
+    }
+
+    /// Waits (at most [`CLOCK_WAIT`]) until the file system's clock is past `ns`, read as the
+    /// `LOCK` file's modification time after a write to it (which changes no folder entry);
+    /// false if it did not get there.
+    fn clock_past(&self, ns: i64) -> Result<bool> {
+        let lock = self.dir.join(layout::LOCK_FILE);
+        let started = std::time::Instant::now();
+        loop {
+            FolderStamp::write(None, &*self.fs, &self.dir)?;
+            let now = self.fs.stat(&lock).map_err(context("examining", &lock))?;
+            if now.modified_ns > ns {
+                return Ok(true);
+            }
+            if started.elapsed() > CLOCK_WAIT {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// What a checkpoint records of the file at `path` (synced first with `sync`); `None`

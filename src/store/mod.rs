@@ -773,7 +773,14 @@ impl LogStore {
         }
         // Where every session has reached, kept outside its own files (`root.rs`).
         self.inner.anchor()?;
-        self.inner.write_checkpoint(false).map(drop)
+        if self.inner.write_checkpoint(false)? {
+            // Spares the next open a listing of the folder; it can fail alone.
+            let stamped = self.inner.stamp_folder();
+            self.inner
+                .monitor
+                .note(Swallowed::Background, "stamping the folder", None, stamped);
+        }
+        Ok(())
     }
 }
 

@@ -177,6 +177,7 @@ impl LogStore {
                 older_format: state.older_format,
                 erasures: 0,
                 erasing: 0,
+                recorded: None,
             }),
             checkpoint_exact: AtomicBool::new(report.from_checkpoint && !state.after_crash),
             checkpointing: Mutex::new(()),
@@ -299,20 +300,33 @@ impl OnDisk {
         options: &Options,
         read_only: bool,
     ) -> Result<OnDisk> {
-        let folder = recovery::list_folder(&**fs, dir)?;
-        let mut keys = open_keyring(fs, dir, options, read_only, &folder.names)?;
-        let mut report = RecoveryReport::default();
-        let mut erased = ErasureLog::open(&**fs, dir, &mut report)?;
         // Segments changed after the checkpoint was written, and the store never closed
         // cleanly: the checkpoint holds only the sessions whose files did not change since.
         let marked = fs.exists(&dir.join(layout::CHECKPOINT_RUNNING_FILE));
+        // The folder as a clean close stamped it (no entry made, removed or renamed since):
+        // its segment files are those the checkpoint records, and it is not listed. (The
+        // keys' check needs the listing only for a key given to a store without keys.)
+        let stamped = !read_only
+            && !marked
+            && (options.encryption.is_none() || keyring::is_encrypted(&**fs, dir))
+            && layout::FolderStamp::read(&**fs, dir)
+                .is_some_and(|stamp| layout::FolderStamp::now(&**fs, dir) == Some(stamp));
+        let folder = if stamped {
+            None
+        } else {
+            Some(recovery::list_folder(&**fs, dir)?)
+        };
+        let names = folder.as_ref().map_or(&[][..], |f| f.names.as_slice());
+        let mut keys = open_keyring(fs, dir, options, read_only, names)?;
+        let mut report = RecoveryReport::default();
+        let mut erased = ErasureLog::open(&**fs, dir, &mut report)?;
         let loaded = if read_only {
             None
         } else {
             checkpoint::load(
                 &**fs,
                 dir,
-                &folder.names,
+                folder.as_ref().map(|f| f.names.as_slice()),
                 &mut report,
                 keys.as_ref(),
                 options.idempotency_window,
@@ -334,7 +348,7 @@ impl OnDisk {
                 report.from_checkpoint = true;
                 // (Replay repairs the erasure log itself, once every header is read.)
                 erased.repair(&**fs, dir, &mut report)?;
-                from_checkpoint.report = folder.report;
+                from_checkpoint.report = folder.map(|f| f.report).unwrap_or_default();
                 (from_checkpoint, claims)
             }
             loaded => {
@@ -355,6 +369,10 @@ impl OnDisk {
                 };
                 let replaying = recovery::ReplayOptions::of(options, !read_only);
                 let keys = keys.as_ref();
+                let folder = match folder {
+                    Some(folder) => folder,
+                    None => recovery::list_folder(&**fs, dir)?,
+                };
                 let mut replayed =
                     recovery::replay(&**fs, dir, folder, &replaying, keys, &mut erased, partial)?;
                 if let Some(mut kept) = kept {

@@ -250,6 +250,14 @@ pub fn crc32fast_hash(bytes: &[u8]) -> u32 {
     !crc
 }
 
+/// The number in the environment variable `name` (a longer opt-in run), or `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A small deterministic generator (a linear congruential one) for tests that choose at random
 /// from a seed.
 pub struct Lcg(pub u64);
