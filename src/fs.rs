@@ -106,6 +106,13 @@ pub trait FileSystem: Send + Sync + Debug {
     }
     /// The entries of a folder, in no particular order.
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
+    /// Whether a folder's modification and change times ([`FileSystem::stat_changed`] of the
+    /// folder) move whenever an entry is made, removed or renamed in it, on the same clock as
+    /// a file's modification time: then a clean close stamps the store's folder and the next
+    /// open need not list it (`docs/FORMAT.md`, "The folder stamp"). The default is false.
+    fn folder_times_follow_entries(&self) -> bool {
+        false
+    }
     /// Opens a file. Files the store creates are readable and writable by their owner only
     /// (0600 on Unix), whatever the process umask. A symbolic link is not followed: opening
     /// one fails (`ELOOP` on Unix).
@@ -239,6 +246,10 @@ impl FileSystem for StdFs {
             modified_ns,
         };
         Ok((stat, changed))
+    }
+    fn folder_times_follow_entries(&self) -> bool {
+        // POSIX: making, removing or renaming an entry updates the folder's times.
+        cfg!(unix)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();

@@ -209,20 +209,21 @@ pub(crate) fn write_seq_floor(fs: &dyn FileSystem, dir: &Path, floor: u64) -> Re
 ///
 /// ```text
 /// // Format, at byte 32 of LOCK: { magic: [u8; 8] = "SLSTAMP\0" | folder_mtime_ns: i64
-/// //   | folder_ctime_ns: i64 | checkpoint_len: u64 | checkpoint_mtime_ns: i64 | crc32: u32 }
+/// //   | folder_ctime_ns: i64 | checkpoint_len: u64 | checkpoint_mtime_ns: i64
+/// //   | checkpoint_ctime_ns: i64 | crc32: u32 }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FolderStamp {
     /// The folder's modification and change times (nanoseconds): any entry created, removed
     /// or renamed in it moves both, and no program can set the change time back.
     pub folder: (i64, i64),
-    /// The checkpoint's length and modification time.
-    pub checkpoint: (u64, i64),
+    /// The checkpoint's length, modification time and change time.
+    pub checkpoint: (u64, i64, i64),
 }
 
 const STAMP_MAGIC: [u8; 8] = *b"SLSTAMP\0";
 const STAMP_AT: u64 = 32;
-const STAMP_LEN: usize = 8 + 8 + 8 + 8 + 8 + 4;
+const STAMP_LEN: usize = 8 + 8 + 8 + 8 + 8 + 8 + 4;
 
 impl FolderStamp {
     /// The stamp the `LOCK` file of `dir` holds, if a whole one.
@@ -238,7 +239,7 @@ impl FolderStamp {
         let field = |at: usize| Some(i64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?));
         Some(FolderStamp {
             folder: (field(8)?, field(16)?),
-            checkpoint: (field(24)? as u64, field(32)?),
+            checkpoint: (field(24)? as u64, field(32)?, field(40)?),
         })
     }
 
@@ -255,6 +256,7 @@ impl FolderStamp {
                 stamp.folder.1,
                 stamp.checkpoint.0 as i64,
                 stamp.checkpoint.1,
+                stamp.checkpoint.2,
             ] {
                 bytes.extend_from_slice(&value.to_le_bytes());
             }
@@ -270,15 +272,24 @@ impl FolderStamp {
     }
 
     /// The stamp of `dir` as it is now, with its checkpoint; `None` where the file system
-    /// keeps no change time, or the checkpoint is not there.
+    /// does not say that a folder's times follow its entries, keeps no change time, or the
+    /// checkpoint is not there, and for a folder reached through a symbolic link (whose own
+    /// times say nothing of the folder's entries).
     pub(crate) fn now(fs: &dyn FileSystem, dir: &Path) -> Option<FolderStamp> {
+        if !fs.folder_times_follow_entries() || fs.is_symlink(dir) {
+            return None;
+        }
         let (folder, Some(changed)) = fs.stat_changed(dir).ok()? else {
             return None;
         };
-        let checkpoint = fs.stat(&dir.join(CHECKPOINT_FILE)).ok()?;
+        let (checkpoint, Some(checkpoint_changed)) =
+            fs.stat_changed(&dir.join(CHECKPOINT_FILE)).ok()?
+        else {
+            return None;
+        };
         Some(FolderStamp {
             folder: (folder.modified_ns, changed),
-            checkpoint: (checkpoint.len, checkpoint.modified_ns),
+            checkpoint: (checkpoint.len, checkpoint.modified_ns, checkpoint_changed),
         })
     }
 }

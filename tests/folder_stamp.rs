@@ -40,6 +40,9 @@ impl FileSystem for Counting {
     fn stat_changed(&self, path: &Path) -> io::Result<(FileStat, Option<i64>)> {
         StdFs.stat_changed(path)
     }
+    fn folder_times_follow_entries(&self) -> bool {
+        StdFs.folder_times_follow_entries()
+    }
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         if dir == self.dir {
             self.listed.fetch_add(1, Ordering::SeqCst);
@@ -168,5 +171,26 @@ fn a_stamp_that_does_not_match_the_folder_makes_open_list_it() {
     let (store, listed) = open_counting(dir.path());
     assert!(listed > 0);
     assert_eq!(store.list_sessions().len(), 4);
+    drop(store);
+}
+
+#[test]
+fn a_store_reached_through_a_symbolic_link_is_never_stamped() {
+    let root = tempfile::tempdir().unwrap();
+    let real = root.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = root.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    written(&link);
+    // The link's own times never move: a stamp taken through it would hide this file.
+    std::fs::write(real.join("notes.txt"), b"not the store's").unwrap();
+    let (store, listed) = open_counting(&link);
+    assert!(listed > 0, "the open trusted a stamp taken through a link");
+    let found = store
+        .recovery_report()
+        .findings
+        .iter()
+        .any(|f| matches!(f, Finding::UnknownFile { path } if path.ends_with("notes.txt")));
+    assert!(found, "{:?}", store.recovery_report().findings);
     drop(store);
 }

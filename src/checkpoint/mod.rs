@@ -152,8 +152,8 @@ pub(crate) fn load(
         Some(mut d) => check(&d).and_then(|live| {
             let recorded = std::mem::take(&mut d.segments);
             let (claims, changed) = if running {
-                // (A stamped folder is never marked running: it was listed for this.)
-                let listed = segments.unwrap_or_default();
+                // A folder marked running is always listed (a stamp is not taken for it).
+                let listed = segments.ok_or("the folder was not listed")?;
                 let (claims, changed) =
                     check_folder_after_crash(fs, dir, &path, recorded, listed, &d.sessions)?;
                 (claims, Some(changed))
