@@ -92,6 +92,14 @@ fn open_counting(dir: &Path) -> (LogStore, usize) {
     (store, count)
 }
 
+/// The open reported the file `name` as not the store's.
+fn assert_reports_unknown(store: &LogStore, name: &str) {
+    let findings = &store.recovery_report().findings;
+    let found = (findings.iter())
+        .any(|f| matches!(f, Finding::UnknownFile { path } if path.ends_with(name)));
+    assert!(found, "{findings:?}");
+}
+
 fn written(dir: &Path) -> String {
     let store = LogStore::open(dir).unwrap();
     for i in 0..20 {
@@ -127,12 +135,7 @@ fn a_file_made_while_the_store_was_closed_is_found_at_the_next_open() {
     std::fs::write(dir.path().join("notes.txt"), b"not the store's").unwrap();
     let (store, listed) = open_counting(dir.path());
     assert!(listed > 0, "the folder changed: open must list it");
-    let found = store
-        .recovery_report()
-        .findings
-        .iter()
-        .any(|f| matches!(f, Finding::UnknownFile { path } if path.ends_with("notes.txt")));
-    assert!(found, "{:?}", store.recovery_report().findings);
+    assert_reports_unknown(&store, "notes.txt");
     drop(store);
     assert_eq!(
         std::fs::read(dir.path().join("notes.txt")).unwrap(),
@@ -186,11 +189,6 @@ fn a_store_reached_through_a_symbolic_link_is_never_stamped() {
     std::fs::write(real.join("notes.txt"), b"not the store's").unwrap();
     let (store, listed) = open_counting(&link);
     assert!(listed > 0, "the open trusted a stamp taken through a link");
-    let found = store
-        .recovery_report()
-        .findings
-        .iter()
-        .any(|f| matches!(f, Finding::UnknownFile { path } if path.ends_with("notes.txt")));
-    assert!(found, "{:?}", store.recovery_report().findings);
+    assert_reports_unknown(&store, "notes.txt");
     drop(store);
 }
