@@ -464,6 +464,36 @@ fn syncfs_reports_errors() -> bool {
     })
 }
 
+/// How long [`written_after`] waits for the file system's clock.
+const CLOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Writes the file at `path` with `write`, again every 2 ms, until its modification time is
+/// past `ns` (the file system's clock has passed that moment), for at most 100 ms; false if
+/// it did not get there (a clock too coarse to show it).
+pub fn written_after(
+    fs: &dyn FileSystem,
+    path: &Path,
+    ns: i64,
+    mut write: impl FnMut() -> Result<()>,
+) -> Result<bool> {
+    let started = std::time::Instant::now();
+    loop {
+        write()?;
+        if fs
+            .stat(path)
+            .map_err(context("examining", path))?
+            .modified_ns
+            > ns
+        {
+            return Ok(true);
+        }
+        if started.elapsed() > CLOCK_WAIT {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// Makes a folder's entries durable: a created, renamed or removed file is not durable until
 /// its folder is synced.
 pub fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<()> {

@@ -6,7 +6,7 @@
 //! longer soak.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sessionlog::{ChatMessage, LogStore, SessionBackend};
@@ -64,14 +64,7 @@ fn kill_at_random_moments_loses_no_acknowledged_write() {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut kills = 0;
     while Instant::now() < deadline || kills < 3 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_writer",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = common::child_test("child_writer")
             .env(CHILD_DIR, dir.path())
             .env(CHILD_START, next.to_string())
             .stdout(Stdio::piped())

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,29 @@ fn options(replication: &Replication) -> Options {
     Options {
         replicate_to: Some(replication.clone()),
         ..Options::with_durability(Durability::Never)
+    }
+}
+
+/// A store in a new folder (`Never`, its options as `adjust` makes them) shipping to `prefix`
+/// of a new in-memory bucket, every hour: the tests ship with `ship_now`. Bind `dir` (as
+/// `_dir` if unused): the folder goes when it is dropped.
+struct Shipping {
+    bucket: Arc<InMemory>,
+    replication: Replication,
+    dir: tempfile::TempDir,
+    store: LogStore,
+}
+
+fn shipping_store(prefix: &str, adjust: impl FnOnce(Options) -> Options) -> Shipping {
+    let bucket = Arc::new(InMemory::new());
+    let replication = shipping(&bucket, prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), adjust(options(&replication))).unwrap();
+    Shipping {
+        bucket,
+        replication,
+        dir,
+        store,
     }
 }
 
@@ -110,10 +133,12 @@ fn a_restore_equals_the_source_at_the_latest_point_and_at_ten_earlier_ones() {
 }
 
 fn restores_equal_the_source(seed: u64) {
-    let bucket = Arc::new(InMemory::new());
-    let replication = shipping(&bucket, "agents/a");
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(&replication)).unwrap();
+    let Shipping {
+        replication,
+        dir,
+        store,
+        ..
+    } = shipping_store("agents/a", |options| options);
     let mut rng = Lcg(seed);
     // The store as it was right after each sequence number.
     let mut at: BTreeMap<u64, String> = BTreeMap::new();
@@ -187,10 +212,13 @@ fn holds(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn an_erased_session_leaves_no_byte_of_it_in_the_bucket() {
-    let bucket = Arc::new(InMemory::new());
-    let replication = shipping(&bucket, "erase");
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(&replication)).unwrap();
+    let Shipping {
+        bucket,
+        replication,
+        store,
+        dir: _dir,
+        ..
+    } = shipping_store("erase", |options| options);
     let marker = "zq-MARKER-41d7";
     store.append("keep", &ChatMessage::user("kept")).unwrap();
     store
@@ -246,10 +274,12 @@ fn a_second_store_on_the_same_prefix_is_refused() {
 
 #[test]
 fn a_restore_that_takes_the_prefix_over_fences_the_old_machine() {
-    let bucket = Arc::new(InMemory::new());
-    let replication = shipping(&bucket, "machine");
-    let old = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(old.path(), options(&replication)).unwrap();
+    let Shipping {
+        replication,
+        dir: old,
+        store,
+        ..
+    } = shipping_store("machine", |options| options);
     store.append("a", &ChatMessage::user("one")).unwrap();
     store.ship_now().unwrap();
     let new = tempfile::tempdir().unwrap();
@@ -377,14 +407,7 @@ fn a_lost_disk_is_restored_with_every_write_acknowledged_before_two_intervals() 
     let dir = root.path().join("store");
     let url = format!("file://{}/bucket/prefix", root.path().display());
     std::fs::create_dir(root.path().join("bucket")).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_writer",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = common::child_test("child_writer")
         .env(CHILD_DIR, &dir)
         .env(CHILD_URL, &url)
         .stdout(Stdio::piped())
@@ -495,10 +518,12 @@ fn a_target_that_is_not_a_url_or_not_reachable_by_this_build_is_refused() {
 
 #[test]
 fn a_restore_into_a_folder_that_holds_files_changes_nothing() {
-    let bucket = Arc::new(InMemory::new());
-    let replication = shipping(&bucket, "busy");
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(&replication)).unwrap();
+    let Shipping {
+        replication,
+        store,
+        dir: _dir,
+        ..
+    } = shipping_store("busy", |options| options);
     store.append("a", &ChatMessage::user("x")).unwrap();
     store.ship_now().unwrap();
     store.close().unwrap();
@@ -541,15 +566,17 @@ fn a_restore_from_a_prefix_nothing_shipped_to_fails_with_a_clear_error() {
 
 #[test]
 fn an_encrypted_store_is_restored_with_its_key_and_ships_no_plain_text() {
-    let bucket = Arc::new(InMemory::new());
-    let replication = shipping(&bucket, "sealed");
     let key = sessionlog::EncryptionKey::generate().unwrap();
-    let sealed = Options {
+    let Shipping {
+        bucket,
+        replication,
+        store,
+        dir: _dir,
+        ..
+    } = shipping_store("sealed", |options| Options {
         encryption: Some(key.clone()),
-        ..options(&replication)
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), sealed.clone()).unwrap();
+        ..options
+    });
     let marker = "plain-7c1e-MARKER";
     store
         .append("s", &ChatMessage::user(format!("first {marker}")))
@@ -629,14 +656,15 @@ fn the_command_backs_up_and_restores_a_store_whose_export_is_byte_identical() {
 
 #[test]
 fn a_segment_shipped_while_it_grew_is_shipped_to_its_end_once_sealed() {
-    let bucket = Arc::new(InMemory::new());
-    let replication = shipping(&bucket, "rollover");
-    let dir = tempfile::tempdir().unwrap();
-    let small = Options {
+    let Shipping {
+        replication,
+        dir,
+        store,
+        ..
+    } = shipping_store("rollover", |options| Options {
         segment_bytes_max: 4096,
-        ..options(&replication)
-    };
-    let store = LogStore::open_with(dir.path(), small).unwrap();
+        ..options
+    });
     for i in 0..40 {
         store
             .append("s", &ChatMessage::user(format!("{i} {}", "x".repeat(300))))
@@ -656,10 +684,12 @@ fn a_segment_shipped_while_it_grew_is_shipped_to_its_end_once_sealed() {
 
 #[test]
 fn a_compaction_between_shipments_leaves_every_point_before_it_restorable() {
-    let bucket = Arc::new(InMemory::new());
-    let replication = shipping(&bucket, "compaction");
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(&replication)).unwrap();
+    let Shipping {
+        replication,
+        store,
+        dir: _dir,
+        ..
+    } = shipping_store("compaction", |options| options);
     for i in 0..5 {
         store
             .append("s", &ChatMessage::user(format!("shipped {i}")))
@@ -696,10 +726,12 @@ fn a_compaction_between_shipments_leaves_every_point_before_it_restorable() {
 
 #[test]
 fn a_restore_to_a_time_holds_what_was_written_at_or_before_it() {
-    let bucket = Arc::new(InMemory::new());
-    let replication = shipping(&bucket, "time");
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(dir.path(), options(&replication)).unwrap();
+    let Shipping {
+        replication,
+        store,
+        dir: _dir,
+        ..
+    } = shipping_store("time", |options| options);
     let mut at = Vec::new();
     for i in 0..30 {
         store
@@ -728,17 +760,16 @@ fn a_restore_to_a_time_holds_what_was_written_at_or_before_it() {
 
 #[test]
 fn cleared_messages_erased_past_their_undo_window_leave_the_bucket_too() {
-    let bucket = Arc::new(InMemory::new());
-    let replication = shipping(&bucket, "history");
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(
-        dir.path(),
-        Options {
-            tombstone_retention: Duration::from_millis(1),
-            ..options(&replication)
-        },
-    )
-    .unwrap();
+    let Shipping {
+        bucket,
+        replication,
+        store,
+        dir: _dir,
+        ..
+    } = shipping_store("history", |options| Options {
+        tombstone_retention: Duration::from_millis(1),
+        ..options
+    });
     let marker = "cleared-9f3a-MARKER";
     for i in 0..3 {
         store

@@ -37,7 +37,9 @@ use std::sync::Arc;
 
 pub(crate) use crate::claim::Claims;
 use crate::error::Result;
-use crate::fs::{context, crc32_in_chunks, read_all, sync_dir, FileSystem, OpenMode, CRC_CHUNK};
+use crate::fs::{
+    context, crc32_in_chunks, read_all, sync_dir, written_after, FileSystem, OpenMode, CRC_CHUNK,
+};
 use crate::keyring::Keyring;
 use crate::layout::{CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, NUMBER_LIMIT};
 use crate::parked::BlockFile;
@@ -276,9 +278,6 @@ pub(crate) fn remove(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// How long `write` waits for the clock to move past the segments' modification times.
-const CLOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// Writes a checkpoint to its temporary file, durably (see [`put_in_place`] for the rest). The
 /// checkpoint must be strictly newer than every segment it describes (`newest_segment_ns`), so
 /// that a segment changed after it is recognised; on a file system whose clock is too coarse to
@@ -294,19 +293,13 @@ pub(crate) fn write_temp(
     let file = fs
         .open(&temp, OpenMode::Truncate)
         .map_err(context("creating", &temp))?;
-    let started = std::time::Instant::now();
-    loop {
-        file.write_at(bytes, 0).map_err(context("writing", &temp))?;
-        let written = fs.stat(&temp).map_err(context("examining", &temp))?;
-        if written.modified_ns > newest_segment_ns {
-            break;
-        }
-        if started.elapsed() > CLOCK_WAIT {
-            drop(file);
-            discard_temp(fs, dir)?;
-            return Ok(false);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
+    let newer = written_after(fs, &temp, newest_segment_ns, || {
+        file.write_at(bytes, 0).map_err(context("writing", &temp))
+    })?;
+    if !newer {
+        drop(file);
+        discard_temp(fs, dir)?;
+        return Ok(false);
     }
     // Whole on disk before the rename makes it the checkpoint.
     file.sync().map_err(context("syncing", &temp))?;

@@ -232,10 +232,15 @@ impl Shipper {
                         stat.len
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        // An erased session's files go at once; any other was in the capture.
-                        let erased = batch::session_of(&file.name)
-                            .is_some_and(|id| capture.erased.contains(&id));
-                        wanted.vanished |= !erased;
+                        // An erased session's files go at once; any other segment was in the
+                        // capture. (A key file holds no record.)
+                        let segment = match batch::Shipped::of(&file.name) {
+                            Some(batch::Shipped::Segment { session_id, .. }) => {
+                                !capture.erased.contains(&session_id)
+                            }
+                            _ => false,
+                        };
+                        wanted.vanished |= segment;
                         continue;
                     }
                     Err(e) => return Err(context("examining", &self.dir.join(&file.name))(e)),

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::{self, Entry, Sessions};
 use crate::claim::SegmentStat;
 use crate::error::Result;
-use crate::fs::{context, sync_dir, OpenMode};
+use crate::fs::{context, sync_dir, written_after, OpenMode};
 use crate::health::Swallowed;
 use crate::layout::{self, FolderStamp, CHECKPOINT_FILE, CHECKPOINT_RUNNING_FILE};
 use crate::parked::{Block, BlockFile, Home};
@@ -48,9 +48,6 @@ pub(super) struct CheckpointState {
     /// The segment files the clean close's checkpoint recorded, for the folder's stamp.
     pub(super) recorded: Option<Vec<String>>,
 }
-
-/// How long a clean close waits for the clock to pass the folder's last change.
-const CLOCK_WAIT: Duration = Duration::from_millis(100);
 
 /// How often the checkpointer looks at what was written, at most.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
@@ -299,7 +296,13 @@ impl Inner {
         // The clock passes the folder's last change before the folder is listed: an entry
         // made after the listing then moves the folder's times past those stamped, whatever
         // the clock's grain.
-        if !self.clock_past(before.folder.0)? {
+        // (The clock is read as `LOCK`'s modification time after a write of the blank into
+        // it, which changes no folder entry.)
+        let lock = self.dir.join(layout::LOCK_FILE);
+        let past = written_after(fs, &lock, before.folder.0, || {
+            FolderStamp::write(None, fs, &self.dir)
+        })?;
+        if !past {
             return Ok(());
         }
         let listed = recovery::list_folder(fs, &self.dir)?;
@@ -308,25 +311,6 @@ impl Inner {
             return Ok(());
         }
         FolderStamp::write(Some(before), fs, &self.dir)
-    }
-
-    /// Waits (at most [`CLOCK_WAIT`]) until the file system's clock is past `ns`, read as the
-    /// `LOCK` file's modification time after a write to it (which changes no folder entry);
-    /// false if it did not get there.
-    fn clock_past(&self, ns: i64) -> Result<bool> {
-        let lock = self.dir.join(layout::LOCK_FILE);
-        let started = std::time::Instant::now();
-        loop {
-            FolderStamp::write(None, &*self.fs, &self.dir)?;
-            let now = self.fs.stat(&lock).map_err(context("examining", &lock))?;
-            if now.modified_ns > ns {
-                return Ok(true);
-            }
-            if started.elapsed() > CLOCK_WAIT {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
     }
 
     /// What a checkpoint records of the file at `path` (synced first with `sync`); `None`

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::fs::{FileSystem, StdFs};
 use crate::keyring::Keyring;
 use crate::layout::{
-    key_path, segment_name, write_seq_floor, ERASED_FILE, KEYS_DIR, KEY_SUFFIX, STORE_CHECK_FILE,
+    segment_name, write_seq_floor, ERASED_FILE, KEYS_DIR, KEY_SUFFIX, STORE_CHECK_FILE,
 };
 use crate::options::{Durability, Options};
 use crate::replication::restore::{fetch, take_over};
@@ -205,13 +205,11 @@ impl Inner {
                 len: Some(newest_len),
             });
             if self.keys.is_some() {
-                let key = format!("{KEYS_DIR}/{id:016x}{KEY_SUFFIX}");
-                if self.fs.exists(&key_path(&self.dir.join(KEYS_DIR), id)) {
-                    files.push(CapturedFile {
-                        name: key,
-                        len: None,
-                    });
-                }
+                // Sealed like an old segment: looked at until the bucket holds it whole.
+                files.push(CapturedFile {
+                    name: format!("{KEYS_DIR}/{id:016x}{KEY_SUFFIX}"),
+                    len: None,
+                });
             }
         }
         drop(oldest_seen);

@@ -250,6 +250,20 @@ pub fn crc32fast_hash(bytes: &[u8]) -> u32 {
     !crc
 }
 
+/// A command that runs this test binary's ignored test `name` alone, in a process of its own
+/// (a child a test kills).
+pub fn child_test(name: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    command
+}
+
 /// The number in the environment variable `name` (a longer opt-in run), or `default`.
 pub fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
