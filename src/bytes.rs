@@ -61,9 +61,6 @@ impl<'a> Reader<'a> {
     pub(crate) fn i64(&mut self) -> Option<i64> {
         Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
-    pub(crate) fn u128(&mut self) -> Option<u128> {
-        Some(u128::from_le_bytes(self.take(16)?.try_into().ok()?))
-    }
     /// A byte that must be 0 or 1.
     pub(crate) fn flag(&mut self) -> Option<bool> {
         match self.u8()? {
@@ -83,13 +80,18 @@ impl<'a> Reader<'a> {
         (n.checked_mul(size)? <= self.0.len()).then_some(n)
     }
     pub(crate) fn str(&mut self) -> Option<String> {
-        let n = self.len()?;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
+        self.str_ref().map(str::to_owned)
     }
-    pub(crate) fn opt_str(&mut self) -> Option<Option<String>> {
+    /// A string, borrowed from the bytes (checked to be UTF-8).
+    pub(crate) fn str_ref(&mut self) -> Option<&'a str> {
+        let n = self.len()?;
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+    /// An optional string, borrowed from the bytes.
+    pub(crate) fn opt_str_ref(&mut self) -> Option<Option<&'a str>> {
         match self.u8()? {
             0 => Some(None),
-            1 => Some(Some(self.str()?)),
+            1 => Some(Some(self.str_ref()?)),
             _ => None,
         }
     }
@@ -112,8 +114,8 @@ mod tests {
         w.u32(3);
         let mut r = Reader(&w.0);
         assert_eq!(r.u32(), Some(7));
-        assert_eq!(r.opt_str(), Some(Some("hé".to_owned())));
-        assert_eq!(r.opt_str(), Some(None));
+        assert_eq!(r.opt_str_ref(), Some(Some("hé")));
+        assert_eq!(r.opt_str_ref(), Some(None));
         assert_eq!(r.count(1), None, "three items cannot fit in no bytes");
         assert!(r.is_empty() && r.u8().is_none());
     }

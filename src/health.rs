@@ -35,6 +35,11 @@ pub struct Health {
     /// Sessions the search index indexed (whole or from their first changed message), for a
     /// query or in the background (an index in use is kept caught up about once a second).
     pub sessions_indexed: u64,
+    /// Sessions still cold: an open from a checkpoint written at a clean close leaves each
+    /// live session in the checkpoint's bytes until its first read or write (a listing reads
+    /// them there); anything that walks every session (a checkpoint, an anchor,
+    /// `list_page`'s index, the search index's catch-up) decodes them all.
+    pub sessions_cold: u64,
 }
 
 /// Where a swallowed error was met.
@@ -111,6 +116,7 @@ impl Monitor {
             locations_read_back: self.read_back.load(Ordering::Relaxed),
             locations_parked: self.parked.load(Ordering::Relaxed),
             sessions_indexed: self.indexed.load(Ordering::Relaxed),
+            sessions_cold: 0,
         }
     }
 }

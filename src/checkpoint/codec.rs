@@ -7,7 +7,6 @@ use crate::bytes::{Reader, Writer};
 use crate::claim::SegmentStat;
 use crate::error::Result;
 use crate::fs::FileStat;
-use crate::location::MessageLoc;
 use crate::parked::{decode_locs, encode_loc, Block, BlockFile, Home, LOC_BYTES};
 use crate::projection::SessionView;
 use crate::record::{Hash, HASH_LEN};
@@ -210,6 +209,8 @@ pub(super) struct Decoded {
     pub window_full: bool,
     pub segments: Vec<(String, SegmentStat)>,
     pub sessions: Vec<ReplayedSession>,
+    /// The live sessions left in the bytes by a lazy decode ([`decode_as`]).
+    pub cold: Vec<ColdEntry>,
 }
 
 /// The fewest bytes a segment's entry takes (its name's length, its length and two times).
@@ -289,8 +290,20 @@ pub(super) fn decode_whole(bytes: &[u8], window: usize) -> Option<Decoded> {
 }
 
 /// Decodes a checkpoint's header and body (`bytes`), its location section in `section`;
-/// each session's window keeps `window` ids.
+/// each session's window keeps `window` ids. Every session is decoded into its view.
 pub(super) fn decode(bytes: &[u8], window: usize, section: Section<'_>) -> Option<Decoded> {
+    decode_as(bytes, window, section, false)
+}
+
+/// [`decode`], leaving the live sessions' entries in `bytes` when `lazy` and the location
+/// section is in the file: each is checked whole now, and listed in [`Decoded::cold`] with
+/// where it starts, to be decoded when it is first asked for ([`Cold`]).
+pub(super) fn decode_as(
+    bytes: &[u8],
+    window: usize,
+    section: Section<'_>,
+    lazy: bool,
+) -> Option<Decoded> {
     let h = Header::read(bytes)?;
     let version = h.version;
     let body_len = usize::try_from(h.body_len).ok()?;
@@ -303,6 +316,7 @@ pub(super) fn decode(bytes: &[u8], window: usize, section: Section<'_>) -> Optio
             return None;
         }
     }
+    let lazy = lazy && matches!(section, Section::File(_)) && version >= SECTION_VERSION;
     // Where the next session's block starts in the location section.
     let mut section_at: u64 = 0;
     let mut r = Reader(body);
@@ -321,107 +335,24 @@ pub(super) fn decode(bytes: &[u8], window: usize, section: Section<'_>) -> Optio
         segments.push((name, (FileStat { len, modified_ns }, changed)));
     }
     let session_count = r.len()?;
-    let mut sessions = Vec::with_capacity(session_count.min(body_len / SESSION_BYTES_MIN));
+    let capacity = session_count.min(body_len / SESSION_BYTES_MIN);
+    let mut sessions = Vec::with_capacity(if lazy { 0 } else { capacity });
+    let mut cold = Vec::with_capacity(if lazy { capacity } else { 0 });
     for _ in 0..session_count {
-        let session_id = r.u64()?;
-        let oldest = r.u32()?;
-        let newest = r.u32()?;
-        let newest_len = r.u64()?;
-        let head: Hash = r.take(HASH_LEN)?.try_into().ok()?;
-        let newest_version = r.u32()?;
-        if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION_NEWEST).contains(&newest_version) {
-            return None;
-        }
-        let bytes_written = r.u64()?;
-        let mut view = SessionView {
-            key: r.str()?,
-            exists: true,
-            created_at: r.i64()?,
-            last_activity: r.i64()?,
-            name: r.opt_str()?,
-            agent_alias: r.opt_str()?,
-            channel_id: r.opt_str()?,
-            room_id: r.opt_str()?,
-            sender_id: r.opt_str()?,
-            state: r.str()?,
-            turn_id: r.opt_str()?,
-            turn_started_at: match r.u8()? {
-                0 => None,
-                1 => Some(r.i64()?),
-                _ => return None,
-            },
-            ..SessionView::empty(window)
-        };
-        if version < SECTION_VERSION {
-            let mut locs = || -> Option<Vec<MessageLoc>> {
-                let count = r.len()?;
-                Some(decode_locs(r.take(count.checked_mul(LOC_BYTES)?)?, count).0)
-            };
-            let messages = locs()?;
-            view.cleared = locs()?;
-            view.install_generation(messages, bytes_written);
+        let at = h.len + (body_len - r.0.len());
+        let block_at = section_at;
+        let e = EntryRef::parse(&mut r, version, &mut section_at, h.section_len)?;
+        window_full |= e.id_count as u64 >= recorded_window && recorded_window > 0;
+        if lazy && !e.deleted {
+            cold.push(ColdEntry {
+                at: at as u64,
+                block_at,
+                last_seq: e.last_seq,
+                last_activity: e.last_activity,
+            });
         } else {
-            let counts = (u32::try_from(r.u64()?).ok()?, u32::try_from(r.u64()?).ok()?);
-            let (live_bytes, cleared_bytes, crc) = (r.u64()?, r.u64()?, r.u32()?);
-            let len = (u64::from(counts.0) + u64::from(counts.1)) * LOC_BYTES as u64;
-            let offset = section_at;
-            section_at = section_at
-                .checked_add(len)
-                .filter(|&end| end <= h.section_len)?;
-            match &section {
-                Section::File(file) => {
-                    view.bytes_written = bytes_written;
-                    view.live_bytes = live_bytes;
-                    let block = Block::new(Arc::clone(file), offset, counts, crc, cleared_bytes);
-                    view.home = Home::Parked(block);
-                }
-                Section::Bytes(bytes) => {
-                    let at = usize::try_from(offset).ok()?;
-                    let block = bytes.get(at..at.checked_add(usize::try_from(len).ok()?)?)?;
-                    if crc32fast::hash(block) != crc {
-                        return None;
-                    }
-                    let (messages, cleared) = decode_locs(block, counts.0 as usize);
-                    view.cleared = cleared;
-                    view.install_generation(messages, bytes_written);
-                    if (view.live_bytes, view.cleared_bytes()) != (live_bytes, cleared_bytes) {
-                        return None;
-                    }
-                }
-            }
+            sessions.push(e.session(window, block_at, &section)?);
         }
-        view.cleared_by = match r.u8()? {
-            0 => None,
-            1 => Some((r.u64()?, r.i64()?)),
-            _ => return None,
-        };
-        view.deleted = r.flag()?;
-        view.deleted_at = r.i64()?;
-        view.last_seq = r.u64()?;
-        view.fork_origin = match r.u8()? {
-            0 => None,
-            1 => Some((r.str()?, r.u64()?)),
-            _ => return None,
-        };
-        view.archived = r.flag()?;
-        let id_count = r.len()?;
-        window_full |= id_count as u64 >= recorded_window && recorded_window > 0;
-        let mut digests = Vec::with_capacity(id_count.min(body_len / 16));
-        for _ in 0..id_count {
-            digests.push(r.u128()?);
-        }
-        view.recent_ids.replace(&digests);
-        sessions.push(ReplayedSession {
-            session_id,
-            view,
-            oldest,
-            newest,
-            newest_len,
-            highest: newest,
-            head,
-            newest_version,
-            damage: None,
-        });
     }
     if !r.is_empty() || section_at != h.section_len {
         return None;
@@ -434,7 +365,337 @@ pub(super) fn decode(bytes: &[u8], window: usize, section: Section<'_>) -> Optio
         window_full,
         segments,
         sessions,
+        cold,
     })
+}
+
+/// Where a live session's entry is in a checkpoint's bytes, and what open needs of it
+/// without decoding it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ColdEntry {
+    /// Where its entry starts, from the start of the checkpoint.
+    pub at: u64,
+    /// Where its locations start in the location section.
+    pub block_at: u64,
+    pub last_seq: u64,
+    pub last_activity: i64,
+}
+
+/// The offsets, in a session's entry, of the fixed-width fields it begins with.
+const ENTRY_ID_AT: usize = 0;
+const ENTRY_NEWEST_AT: usize = 12;
+const ENTRY_NEWEST_LEN_AT: usize = 16;
+const ENTRY_HEAD_AT: usize = 24;
+/// After the head: the newest segment's format version (4 bytes), then the bytes written.
+const ENTRY_WRITTEN_AT: usize = ENTRY_HEAD_AT + HASH_LEN + 4;
+const ENTRY_KEY_LEN_AT: usize = ENTRY_WRITTEN_AT + 8;
+const ENTRY_KEY_AT: usize = ENTRY_KEY_LEN_AT + 8;
+
+/// The live sessions of a checkpoint that open left in its bytes (every entry checked whole
+/// when they were read): each is decoded the first time it is asked for.
+pub(crate) struct Cold {
+    /// The checkpoint's header and body, as read.
+    bytes: Vec<u8>,
+    version: u32,
+    section_len: u64,
+    file: Arc<BlockFile>,
+    window: usize,
+    pub(crate) entries: Vec<ColdEntry>,
+}
+
+impl Cold {
+    pub(super) fn new(
+        bytes: Vec<u8>,
+        file: Arc<BlockFile>,
+        window: usize,
+        d: &mut Decoded,
+    ) -> Option<Cold> {
+        let h = Header::read(&bytes)?;
+        Some(Cold {
+            version: h.version,
+            section_len: h.section_len,
+            bytes,
+            file,
+            window,
+            entries: std::mem::take(&mut d.cold),
+        })
+    }
+
+    fn fixed(&self, e: &ColdEntry, at: usize, len: usize) -> &[u8] {
+        let start = e.at as usize + at;
+        self.bytes.get(start..start + len).unwrap_or(&[])
+    }
+
+    fn u64_at(&self, e: &ColdEntry, at: usize) -> u64 {
+        self.fixed(e, at, 8)
+            .try_into()
+            .map_or(0, u64::from_le_bytes)
+    }
+
+    /// The session id of `e`.
+    pub(crate) fn session_id(&self, e: &ColdEntry) -> u64 {
+        self.u64_at(e, ENTRY_ID_AT)
+    }
+
+    /// The key of `e`.
+    pub(crate) fn key(&self, e: &ColdEntry) -> &str {
+        let len = usize::try_from(self.u64_at(e, ENTRY_KEY_LEN_AT)).unwrap_or(0);
+        std::str::from_utf8(self.fixed(e, ENTRY_KEY_AT, len)).unwrap_or_default()
+    }
+
+    /// The bytes of the records `e` wrote since its last compaction.
+    pub(crate) fn bytes_written(&self, e: &ColdEntry) -> u64 {
+        self.u64_at(e, ENTRY_WRITTEN_AT)
+    }
+
+    /// The chain head of `e`'s last record.
+    pub(crate) fn head(&self, e: &ColdEntry) -> Hash {
+        self.fixed(e, ENTRY_HEAD_AT, HASH_LEN)
+            .try_into()
+            .unwrap_or([0; HASH_LEN])
+    }
+
+    /// `e`'s newest segment and its length.
+    pub(crate) fn newest(&self, e: &ColdEntry) -> (u32, u64) {
+        let newest = self.fixed(e, ENTRY_NEWEST_AT, 4);
+        (
+            newest.try_into().map_or(0, u32::from_le_bytes),
+            self.u64_at(e, ENTRY_NEWEST_LEN_AT),
+        )
+    }
+
+    /// The session `e` records, decoded, its locations parked in the file.
+    pub(crate) fn session(&self, e: &ColdEntry) -> Option<ReplayedSession> {
+        let mut r = Reader(self.bytes.get(usize::try_from(e.at).ok()?..)?);
+        let mut section_at = e.block_at;
+        EntryRef::parse(&mut r, self.version, &mut section_at, self.section_len)?.session(
+            self.window,
+            e.block_at,
+            &Section::File(Arc::clone(&self.file)),
+        )
+    }
+}
+
+/// A session's locations as its entry records them.
+enum Locs<'a> {
+    /// Before version 8: in the entry (live, then cleared).
+    Inline(&'a [u8], usize, &'a [u8], usize),
+    /// In the location section: the live and cleared counts, their bytes and the block's CRC.
+    Section {
+        counts: (u32, u32),
+        live_bytes: u64,
+        cleared_bytes: u64,
+        crc: u32,
+    },
+}
+
+/// One session's entry, its strings borrowed from the body.
+struct EntryRef<'a> {
+    session_id: u64,
+    oldest: u32,
+    newest: u32,
+    newest_len: u64,
+    head: Hash,
+    newest_version: u32,
+    bytes_written: u64,
+    key: &'a str,
+    created_at: i64,
+    last_activity: i64,
+    strings: [Option<&'a str>; 5],
+    state: &'a str,
+    turn_id: Option<&'a str>,
+    turn_started_at: Option<i64>,
+    locs: Locs<'a>,
+    cleared_by: Option<(u64, i64)>,
+    deleted: bool,
+    deleted_at: i64,
+    last_seq: u64,
+    fork_origin: Option<(&'a str, u64)>,
+    archived: bool,
+    id_count: usize,
+    ids: &'a [u8],
+}
+
+impl<'a> EntryRef<'a> {
+    /// Reads one entry of a checkpoint of `version`, its block taken from `section_at` on
+    /// (advanced past it) in a section of `section_len` bytes.
+    fn parse(
+        r: &mut Reader<'a>,
+        version: u32,
+        section_at: &mut u64,
+        section_len: u64,
+    ) -> Option<EntryRef<'a>> {
+        let session_id = r.u64()?;
+        let oldest = r.u32()?;
+        let newest = r.u32()?;
+        let newest_len = r.u64()?;
+        let head: Hash = r.take(HASH_LEN)?.try_into().ok()?;
+        let newest_version = r.u32()?;
+        if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION_NEWEST).contains(&newest_version) {
+            return None;
+        }
+        let bytes_written = r.u64()?;
+        let key = r.str_ref()?;
+        let created_at = r.i64()?;
+        let last_activity = r.i64()?;
+        let mut strings = [None; 5];
+        for s in &mut strings {
+            *s = r.opt_str_ref()?;
+        }
+        let state = r.str_ref()?;
+        let turn_id = r.opt_str_ref()?;
+        let turn_started_at = match r.u8()? {
+            0 => None,
+            1 => Some(r.i64()?),
+            _ => return None,
+        };
+        let locs = if version < SECTION_VERSION {
+            let mut locs = || -> Option<(&'a [u8], usize)> {
+                let count = r.len()?;
+                Some((r.take(count.checked_mul(LOC_BYTES)?)?, count))
+            };
+            let (live, live_count) = locs()?;
+            let (cleared, cleared_count) = locs()?;
+            Locs::Inline(live, live_count, cleared, cleared_count)
+        } else {
+            let counts = (u32::try_from(r.u64()?).ok()?, u32::try_from(r.u64()?).ok()?);
+            let (live_bytes, cleared_bytes, crc) = (r.u64()?, r.u64()?, r.u32()?);
+            let len = (u64::from(counts.0) + u64::from(counts.1)) * LOC_BYTES as u64;
+            *section_at = section_at
+                .checked_add(len)
+                .filter(|&end| end <= section_len)?;
+            Locs::Section {
+                counts,
+                live_bytes,
+                cleared_bytes,
+                crc,
+            }
+        };
+        let cleared_by = match r.u8()? {
+            0 => None,
+            1 => Some((r.u64()?, r.i64()?)),
+            _ => return None,
+        };
+        let deleted = r.flag()?;
+        let deleted_at = r.i64()?;
+        let last_seq = r.u64()?;
+        let fork_origin = match r.u8()? {
+            0 => None,
+            1 => Some((r.str_ref()?, r.u64()?)),
+            _ => return None,
+        };
+        let archived = r.flag()?;
+        let id_count = r.len()?;
+        let ids = r.take(id_count.checked_mul(16)?)?;
+        Some(EntryRef {
+            session_id,
+            oldest,
+            newest,
+            newest_len,
+            head,
+            newest_version,
+            bytes_written,
+            key,
+            created_at,
+            last_activity,
+            strings,
+            state,
+            turn_id,
+            turn_started_at,
+            locs,
+            cleared_by,
+            deleted,
+            deleted_at,
+            last_seq,
+            fork_origin,
+            archived,
+            id_count,
+            ids,
+        })
+    }
+
+    /// The session this entry records, its block at `block_at` of `section`; each window
+    /// keeps `window` ids.
+    fn session(
+        &self,
+        window: usize,
+        block_at: u64,
+        section: &Section<'_>,
+    ) -> Option<ReplayedSession> {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        let [name, agent_alias, channel_id, room_id, sender_id] = self.strings;
+        let mut view = SessionView {
+            key: self.key.to_owned(),
+            exists: true,
+            created_at: self.created_at,
+            last_activity: self.last_activity,
+            name: owned(name),
+            agent_alias: owned(agent_alias),
+            channel_id: owned(channel_id),
+            room_id: owned(room_id),
+            sender_id: owned(sender_id),
+            state: self.state.to_owned(),
+            turn_id: owned(self.turn_id),
+            turn_started_at: self.turn_started_at,
+            ..SessionView::empty(window)
+        };
+        match self.locs {
+            Locs::Inline(live, live_count, cleared, cleared_count) => {
+                view.cleared = decode_locs(cleared, cleared_count).0;
+                view.install_generation(decode_locs(live, live_count).0, self.bytes_written);
+            }
+            Locs::Section {
+                counts,
+                live_bytes,
+                cleared_bytes,
+                crc,
+            } => match section {
+                Section::File(file) => {
+                    view.bytes_written = self.bytes_written;
+                    view.live_bytes = live_bytes;
+                    let block = Block::new(Arc::clone(file), block_at, counts, crc, cleared_bytes);
+                    view.home = Home::Parked(block);
+                }
+                Section::Bytes(bytes) => {
+                    let len = (u64::from(counts.0) + u64::from(counts.1)) * LOC_BYTES as u64;
+                    let at = usize::try_from(block_at).ok()?;
+                    let block = bytes.get(at..at.checked_add(usize::try_from(len).ok()?)?)?;
+                    if crc32fast::hash(block) != crc {
+                        return None;
+                    }
+                    let (messages, cleared) = decode_locs(block, counts.0 as usize);
+                    view.cleared = cleared;
+                    view.install_generation(messages, self.bytes_written);
+                    if (view.live_bytes, view.cleared_bytes()) != (live_bytes, cleared_bytes) {
+                        return None;
+                    }
+                }
+            },
+        }
+        view.cleared_by = self.cleared_by;
+        view.deleted = self.deleted;
+        view.deleted_at = self.deleted_at;
+        view.last_seq = self.last_seq;
+        view.fork_origin = self.fork_origin.map(|(source, at)| (source.to_owned(), at));
+        view.archived = self.archived;
+        let digests: Vec<u128> = self
+            .ids
+            .chunks_exact(16)
+            .map(|d| u128::from_le_bytes(d.try_into().unwrap_or([0; 16])))
+            .collect();
+        view.recent_ids.replace(&digests);
+        Some(ReplayedSession {
+            session_id: self.session_id,
+            view,
+            oldest: self.oldest,
+            newest: self.newest,
+            newest_len: self.newest_len,
+            highest: self.newest,
+            head: self.head,
+            newest_version: self.newest_version,
+            damage: None,
+        })
+    }
 }
 
 #[cfg(test)]

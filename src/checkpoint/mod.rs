@@ -47,8 +47,9 @@ use crate::projection::SessionView;
 use crate::recovery::{Partial, Replayed};
 use crate::report::{Finding, RecoveryReport};
 use crate::segment::key_len_ok;
-use codec::{decode, decode_whole, Decoded, Header, Section, HEADER_LEN};
+use codec::{decode_as, decode_whole, Decoded, Header, Section, HEADER_LEN};
 pub(crate) use codec::{encode_with, Entry, Sessions};
+pub(crate) use codec::{Cold, ColdEntry};
 use folder::{check_folder, check_folder_after_crash};
 
 /// Checks what a whole checkpoint (its CRC right) claims against the rules every store keeps,
@@ -56,7 +57,7 @@ use folder::{check_folder, check_folder_after_crash};
 /// format's limit, each session's sequence numbers below the next one, keys of a length a
 /// session may have, one live session per key and one session per id, segment files in name
 /// order. Returns the live sessions' ids, in ascending order.
-fn check(d: &Decoded) -> std::result::Result<Vec<u64>, &'static str> {
+fn check(d: &Decoded, cold: Option<&Cold>) -> std::result::Result<Vec<u64>, &'static str> {
     if d.next_seq >= NUMBER_LIMIT || d.next_id >= NUMBER_LIMIT {
         return Err("it holds a sequence number or session id beyond the format's range");
     }
@@ -64,28 +65,40 @@ fn check(d: &Decoded) -> std::result::Result<Vec<u64>, &'static str> {
     if d.segments.windows(2).any(|w| w[0].0 >= w[1].0) {
         return Err("its segment files are not in order");
     }
+    // Every session as (id, last sequence number, key, deleted): those decoded, then those
+    // left in the bytes (all live).
+    let cold_entries = cold.map_or(&[][..], |c| c.entries.as_slice());
+    let all = || {
+        let decoded = d.sessions.iter().map(|s| {
+            let v = &s.view;
+            (s.session_id, v.last_seq, v.key.as_str(), v.deleted)
+        });
+        let left = cold.into_iter().flat_map(move |c| {
+            cold_entries
+                .iter()
+                .map(move |e| (c.session_id(e), e.last_seq, c.key(e), false))
+        });
+        decoded.chain(left)
+    };
     // Written newest first: the sort only reverses them.
-    let mut ids: Vec<u64> = d.sessions.iter().map(|s| s.session_id).collect();
+    let mut ids: Vec<u64> = all().map(|s| s.0).collect();
     ids.sort_unstable();
     if ids.windows(2).any(|w| w[0] == w[1]) || ids.last().is_some_and(|&id| id >= d.next_id) {
         return Err("it holds a session id twice, or one not below the next");
     }
-    let mut live_keys = HashSet::with_capacity(d.sessions.len());
-    for s in &d.sessions {
-        if s.view.last_seq >= d.next_seq {
+    let mut live_keys = HashSet::with_capacity(ids.len());
+    for (_, last_seq, key, deleted) in all() {
+        if last_seq >= d.next_seq {
             return Err("a session's last sequence number is not below the next");
         }
-        if !key_len_ok(s.view.key.len()) {
+        if !key_len_ok(key.len()) {
             return Err("a session's key is empty or longer than any key may be");
         }
-        if !s.view.deleted && !live_keys.insert(s.view.key.as_str()) {
+        if !deleted && !live_keys.insert(key) {
             return Err("two sessions hold one key");
         }
     }
-    let mut live: Vec<u64> = (d.sessions.iter().rev())
-        .filter(|s| !s.view.deleted)
-        .map(|s| s.session_id)
-        .collect();
+    let mut live: Vec<u64> = all().filter(|s| !s.3).map(|s| s.0).collect();
     live.sort_unstable();
     Ok(live)
 }
@@ -102,6 +115,9 @@ const MARKER_VERSION: u32 = 7;
 pub(crate) struct Loaded {
     /// The sessions it holds (after a crash, those whose files did not change since).
     pub replayed: Replayed,
+    /// The live sessions left in its bytes, decoded when first asked for (after a clean
+    /// close; every session is in `replayed` otherwise).
+    pub cold: Option<Cold>,
     /// What it claims of each of those live sessions' files, checked at the session's first
     /// read or write.
     pub claims: Claims,
@@ -135,14 +151,23 @@ pub(crate) fn load(
     if !fs.exists(&path) {
         return Ok(None);
     }
+    let mut cold = None;
     let decoded = match keys {
         // Sealed whole: it is opened whole (its length is the file's).
         Some(keys) => read_all(fs, &path)
             .ok()
             .and_then(|sealed| keys.open_blob(SEALED_AAD, &sealed))
             .and_then(|bytes| decode_whole(&bytes, window)),
-        None => read_checked(fs, &path)
-            .and_then(|(bytes, section)| decode(&bytes, window, Section::File(section))),
+        // After a clean close, the live sessions are left in the bytes, each decoded when it
+        // is first asked for (`store/session_map.rs`); after a crash, every one is decoded.
+        None => read_checked(fs, &path).and_then(|(bytes, section)| {
+            let file = Section::File(Arc::clone(&section));
+            let mut d = decode_as(&bytes, window, file, !running)?;
+            if !d.cold.is_empty() {
+                cold = Some(Cold::new(bytes, section, window, &mut d)?);
+            }
+            Some(d)
+        }),
     };
     let usable = match decoded {
         None => Err("damaged or of another version"),
@@ -151,7 +176,7 @@ pub(crate) fn load(
         Some(d) if d.window_full && d.window < window as u64 => {
             Err("it was written with a smaller idempotency_window")
         }
-        Some(mut d) => check(&d).and_then(|live| {
+        Some(mut d) => check(&d, cold.as_ref()).and_then(|live| {
             let recorded = std::mem::take(&mut d.segments);
             let (claims, changed) = if running {
                 // A folder marked running is always listed (a stamp is not taken for it).
@@ -214,6 +239,7 @@ pub(crate) fn load(
     };
     Ok(Some(Loaded {
         replayed,
+        cold,
         claims,
         partial,
         older_format: d.version < MARKER_VERSION,
@@ -351,9 +377,10 @@ mod tests {
                 ("0000000000000001-00000001.seg".to_string(), stat),
             ],
             sessions: Vec::new(),
+            cold: Vec::new(),
         };
-        assert!(check(&d).is_err());
+        assert!(check(&d, None).is_err());
         d.segments.reverse();
-        assert_eq!(check(&d), Ok(Vec::new()));
+        assert_eq!(check(&d, None), Ok(Vec::new()));
     }
 }

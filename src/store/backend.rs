@@ -102,17 +102,9 @@ impl SessionBackend for LogStore {
         let cutoff = now_micros().saturating_sub(ttl);
         let is_stale =
             |view: &SessionView| view.last_activity < cutoff && view.state != RUNNING_STATE;
-        let candidates: Vec<String> = {
-            let sessions = self.inner.sessions.read();
-            sessions
-                .values()
-                .filter(|slot| {
-                    let view = slot.view.read();
-                    view.is_live() && is_stale(&view)
-                })
-                .map(|slot| slot.key.clone())
-                .collect()
-        };
+        let candidates: Vec<String> = self
+            .inner
+            .live_views(|view| is_stale(view).then(|| view.key.clone()));
         let mut deleted = 0;
         for key in candidates {
             // Checked again under the session's writer lock: it may have moved on since.

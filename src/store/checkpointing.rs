@@ -138,7 +138,7 @@ impl Inner {
             self.checkpoint_exact.store(false, Ordering::SeqCst);
         }
         // Nothing read from the checkpoint may stay open once it is removed.
-        self.unpark_all();
+        self.unpark_all()?;
         let mut state = self.checkpoint.lock();
         let removed = checkpoint::remove(&*self.fs, &self.dir);
         state.erasing -= 1;
@@ -193,7 +193,7 @@ impl Inner {
         // in the page cache: then every segment is synced (all at once where the file system
         // can, else each file below).
         let each = unsynced && !self.poison(self.sync_file_system(names.len()))?;
-        let mut slots = self.all_slots();
+        let mut slots = self.all_slots()?;
         // Newest session first, the order open settles them in (its sort then only reverses
         // the list).
         slots.sort_by_key(|slot| Reverse(slot.session_id));

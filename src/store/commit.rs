@@ -124,7 +124,7 @@ impl Inner {
                 None if creates => {
                     self.check_writable()?;
                     self.check_room()?;
-                    (self.create_slot(key), true)
+                    (self.create_slot(key)?, true)
                 }
                 None => return Ok(decide(None).into_value()),
             };

@@ -149,10 +149,7 @@ impl Inner {
         // Ids the store still uses (live sessions and tombstones, of any key: a fork's files
         // name its source's key, and a restore may race this erasure): their files here go,
         // but their keys and their place in the log are theirs.
-        let mut in_use: HashSet<u64> = {
-            let sessions = self.sessions.read();
-            sessions.values().map(|slot| slot.session_id).collect()
-        };
+        let mut in_use: HashSet<u64> = self.sessions.read().ids().collect();
         in_use.extend(self.tombstones.lock().slots().map(|slot| slot.session_id));
         for (id, paths) in earlier {
             let erased_whole = !in_use.contains(&id);

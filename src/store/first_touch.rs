@@ -18,8 +18,9 @@ use crate::recovery::{self, ReplayOptions, ReplayedSession};
 use crate::report::Finding;
 
 use super::appender::Writer;
-use super::open::{rewrite_damaged, writer_from};
+use super::open::rewrite_damaged;
 use super::residence::ends_as_recorded;
+use super::session_map::writer_from;
 use super::{now_micros, Inner, Slot};
 
 impl Inner {
@@ -46,15 +47,15 @@ impl Inner {
     /// Settles every live session's claim: for `verify`, which checks each session against
     /// its anchor from what the store holds of it. Returns the sessions whose files could not
     /// be checked, with why.
-    pub(super) fn settle_all(&self) -> Vec<(Arc<Slot>, crate::error::Error)> {
-        let slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
-        slots
+    pub(super) fn settle_all(&self) -> Result<Vec<(Arc<Slot>, crate::error::Error)>> {
+        Ok(self
+            .every_slot()?
             .into_iter()
             .filter_map(|slot| match self.settle_claim(&slot) {
                 Ok(_) => None,
                 Err(e) => Some((slot, e)),
             })
-            .collect()
+            .collect())
     }
 
     /// Replays a session whose files no longer match the checkpoint and puts what they hold in

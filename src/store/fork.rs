@@ -78,7 +78,7 @@ impl Inner {
             });
         }
         self.check_room()?;
-        let tgt = self.create_slot(target);
+        let tgt = self.create_slot(target)?;
         // A new slot's writer is free; one that is not belongs to a concurrent writer of the
         // key, which then owns it.
         let Some(mut tw) = tgt.writer.try_lock() else {

@@ -44,10 +44,11 @@ mod retention;
 mod retire;
 mod root;
 mod searching;
+mod session_map;
 mod tombstones;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -84,6 +85,7 @@ pub use replicating::{restore, restore_with_progress};
 use residence::{Pinned, Residence};
 pub use retention::RetentionReport;
 use retire::{ReaderGuard, Readers};
+use session_map::SessionMap;
 use tombstones::Tombstones;
 
 /// A session's size on disk, from [`crate::LogStore::stats`].
@@ -118,7 +120,7 @@ struct Inner {
     fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     options: Options,
-    sessions: RwLock<HashMap<String, Arc<Slot>>>,
+    sessions: RwLock<SessionMap>,
     /// Sequence numbers, store-wide, and the subscribers of committed events.
     feed: Feed,
     /// The next new session's id (its segment files' prefix).
@@ -358,9 +360,13 @@ impl LogStore {
     /// background compaction that failed), and whether a failed write stopped its writes.
     /// Each such error is also logged as a `tracing` event (target `sessionlog`, level WARN).
     pub fn health(&self) -> Health {
-        self.inner
-            .monitor
-            .health(self.inner.poisoned.load(Ordering::SeqCst))
+        Health {
+            sessions_cold: self.inner.sessions.read().cold_count() as u64,
+            ..self
+                .inner
+                .monitor
+                .health(self.inner.poisoned.load(Ordering::SeqCst))
+        }
     }
 
     /// Like [`crate::SessionBackend::load_with_timestamps`], but a read error (a file removed or
@@ -587,7 +593,7 @@ impl LogStore {
         let unchecked = if self.inner.read_only {
             Vec::new()
         } else {
-            self.inner.settle_all()
+            self.inner.settle_all()?
         };
         let _guard = self.reader_guard();
         let keys = self.inner.keys.as_ref();
@@ -809,7 +815,7 @@ impl Inner {
     /// The session under `key`, its files checked against the checkpoint if this is their
     /// first read or write since open; its locations may be parked: for its metadata.
     fn settled(&self, key: &str) -> Result<Option<Arc<Slot>>> {
-        let Some(slot) = self.lookup(key) else {
+        let Some(slot) = self.lookup(key)? else {
             return Ok(None);
         };
         if self.settle_claim(&slot)? {
@@ -819,59 +825,24 @@ impl Inner {
         }
     }
 
-    /// The session under `key`, as the projection holds it, its files unchecked.
-    fn lookup(&self, key: &str) -> Option<Arc<Slot>> {
-        self.sessions.read().get(key).cloned()
-    }
-
-    fn create_slot(&self, key: &str) -> Pinned {
-        let mut sessions = self.sessions.write();
-        let slot = sessions.entry(key.to_owned()).or_insert_with(|| {
-            Arc::new(Slot {
-                session_id: self.next_id.fetch_add(1, Ordering::SeqCst),
-                key: key.to_owned(),
-                claim: Mutex::new(None),
-                writer: Mutex::new(Writer::empty(key)),
-                view: RwLock::new(SessionView::with_window(
-                    key,
-                    self.options.idempotency_window,
-                )),
-                pins: AtomicUsize::new(0),
-            })
-        });
-        Pinned::new(Arc::clone(slot))
+    /// A new session's slot under `key` (or the one made meanwhile), pinned.
+    fn create_slot(&self, key: &str) -> Result<Pinned> {
+        Ok(Pinned::new(self.slot_or_new(key)?))
     }
 
     /// Every live session, most recent activity first, ties broken by key.
-    fn live_slots(&self) -> Vec<Arc<Slot>> {
-        let mut rows: Vec<(i64, Arc<Slot>)> = {
-            let sessions = self.sessions.read();
-            sessions
-                .values()
-                .filter_map(|slot| {
-                    let view = slot.view.read();
-                    view.is_live()
-                        .then(|| (view.last_activity, Arc::clone(slot)))
-                })
-                .collect()
-        };
-        rows.sort_by(|(a, sa), (b, sb)| b.cmp(a).then_with(|| sa.key.cmp(&sb.key)));
-        rows.into_iter().map(|(_, slot)| slot).collect()
-    }
-
-    /// `f` of every live session's view, in `live_slots` order.
-    fn live_views<T>(&self, mut f: impl FnMut(&SessionView) -> Option<T>) -> Vec<T> {
-        self.live_slots()
-            .iter()
+    fn live_slots(&self) -> Result<Vec<Arc<Slot>>> {
+        let mut rows: Vec<(i64, Arc<Slot>)> = (self.every_slot()?.into_iter())
             .filter_map(|slot| {
-                let view = slot.view.read();
-                if view.is_live() {
-                    f(&view)
-                } else {
-                    None
-                }
+                let at = {
+                    let view = slot.view.read();
+                    view.is_live().then_some(view.last_activity)
+                };
+                at.map(|at| (at, slot))
             })
-            .collect()
+            .collect();
+        rows.sort_by(|(a, sa), (b, sb)| b.cmp(a).then_with(|| sa.key.cmp(&sb.key)));
+        Ok(rows.into_iter().map(|(_, slot)| slot).collect())
     }
 
     /// `f` of a live session's view, its files checked first if this is the session's first
@@ -881,7 +852,7 @@ impl Inner {
     fn with_view<T>(&self, key: &str, f: impl FnOnce(&SessionView) -> T) -> Option<T> {
         let slot = match self.settled(key) {
             Ok(slot) => slot?,
-            Err(_) => self.lookup(key)?,
+            Err(_) => self.lookup(key).ok()??,
         };
         let view = slot.view.read();
         view.is_live().then(|| f(&view))

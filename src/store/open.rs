@@ -12,8 +12,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::anchor::Anchors;
-use crate::checkpoint::{self, Claims, Loaded};
-use crate::claim::Claim;
+use crate::checkpoint::{self, Claims, Cold, Loaded};
 use crate::compaction::{self, Cleared, Disposal, NewGeneration};
 use crate::erasures::{self, ErasureLog};
 use crate::error::{Error, Result};
@@ -29,11 +28,12 @@ use crate::recovery::{self, Partial, Replayed, ReplayedSession};
 use crate::report::{Finding, RecoveryReport, Reports};
 use crate::segment::{self, SegmentFiles, SegmentKind};
 
-use super::appender::{Unsynced, Writer};
+use super::appender::Unsynced;
 use super::background::{compactor, flusher, spawn, Background};
 use super::checkpointing::{checkpointer, CheckpointState};
 use super::retire::Readers;
 use super::root;
+use super::session_map::{slot_from, SessionMap};
 use super::tombstones::Tombstones;
 use super::{every_loc, now_micros, Inner, LogStore, Slot};
 
@@ -100,7 +100,7 @@ impl LogStore {
         };
         let sessions = opening.settle_sessions(
             state.sessions,
-            state.claims,
+            &mut state.claims,
             &mut state.next_seq,
             &mut state.erased,
             &mut state.report,
@@ -117,12 +117,15 @@ impl LogStore {
         if !read_only {
             anchors.repair(&*fs, &dir, &mut state.report)?;
         }
-        let points = root::points(
+        let mut points = root::points(
             sessions
                 .values()
                 .chain(tombstones.slots())
                 .chain(&displaced),
         );
+        if let Some(cold) = &state.cold {
+            root::add_cold(&mut points, cold);
+        }
         let mut gone = root::erasing(state.keys.as_ref())?;
         if read_only {
             // A writer beside a read-only open may have erased a session since the log was
@@ -147,7 +150,9 @@ impl LogStore {
         let live_sessions = sessions
             .values()
             .filter(|slot| slot.view.read().is_live())
-            .count();
+            .count()
+            + state.cold.as_ref().map_or(0, |cold| cold.entries.len());
+        let sessions = SessionMap::new(sessions, state.cold.map(|cold| (cold, state.claims)));
         let report = state.report;
         let index_in_use = super::searching::index_exists(&*fs, &dir);
         let inner = Arc::new(Inner {
@@ -271,6 +276,9 @@ struct OnDisk {
     keys: Option<Keyring>,
     erased: ErasureLog,
     sessions: Vec<ReplayedSession>,
+    /// The live sessions the checkpoint holds, left in its bytes until first asked for
+    /// (after a clean close).
+    cold: Option<Cold>,
     tombstones: Vec<ReplayedSession>,
     /// What the checkpoint claims of each live session's files, checked at the session's
     /// first read or write (none after a replay, which read every file).
@@ -338,18 +346,19 @@ impl OnDisk {
         // The first number the checkpoint had not handed out when it was written: an erasure
         // logged at or above it came after it.
         let checkpoint_seq = loaded.as_ref().map(|l| l.replayed.next_seq);
-        let (replayed, claims) = match loaded {
+        let (replayed, claims, cold) = match loaded {
             Some(Loaded {
                 replayed: mut from_checkpoint,
                 claims,
                 partial: None,
+                cold,
                 ..
             }) => {
                 report.from_checkpoint = true;
                 // (Replay repairs the erasure log itself, once every header is read.)
                 erased.repair(&**fs, dir, &mut report)?;
                 from_checkpoint.report = folder.map(|f| f.report).unwrap_or_default();
-                (from_checkpoint, claims)
+                (from_checkpoint, claims, cold)
             }
             loaded => {
                 // After a crash, the sessions whose files changed since the checkpoint (the
@@ -382,7 +391,8 @@ impl OnDisk {
                     replayed.tombstones.append(&mut kept.tombstones);
                     replayed.next_id = replayed.next_id.max(kept.next_id);
                 }
-                (replayed, claims)
+                // (A checkpoint taken while the store ran is decoded whole.)
+                (replayed, claims, None)
             }
         };
         if let (Some(keys), false) = (keys.as_mut(), read_only) {
@@ -411,6 +421,7 @@ impl OnDisk {
             keys,
             erased,
             sessions,
+            cold,
             tombstones,
             claims,
             report,
@@ -466,7 +477,7 @@ impl Opening<'_> {
     fn settle_sessions(
         &self,
         mut replayed: Vec<ReplayedSession>,
-        mut claims: Claims,
+        claims: &mut Claims,
         next_seq: &mut u64,
         erased: &mut ErasureLog,
         report: &mut RecoveryReport,
@@ -724,38 +735,6 @@ pub(super) const LOCK_WAIT_MAX: Duration = Duration::from_millis(200);
 
 /// How often it tries again meanwhile.
 pub(super) const LOCK_RETRY_EVERY: Duration = Duration::from_millis(10);
-
-/// The slot of a session as open found it; `claim`: what the checkpoint claims of its files,
-/// checked at its first read or write.
-pub(super) fn slot_from(session: ReplayedSession, claim: Option<Claim>) -> Slot {
-    Slot {
-        session_id: session.session_id,
-        key: session.view.key.clone(),
-        claim: Mutex::new(claim.map(Box::new)),
-        writer: Mutex::new(writer_from(&session)),
-        view: RwLock::new(session.view),
-        pins: AtomicUsize::new(0),
-    }
-}
-
-/// The writer of a session as a replay (or the checkpoint) left it.
-pub(super) fn writer_from(session: &ReplayedSession) -> Writer {
-    let sealed = segment::is_sealed(session.newest_version);
-    Writer {
-        oldest: session.oldest,
-        newest: session.newest,
-        newest_len: session.newest_len,
-        header_len: segment::header_len(&session.view.key, sealed),
-        file: None,
-        retired: false,
-        listed: None,
-        head: session.head,
-        reclaimed: false,
-        sealed: false,
-        links_checked: false,
-        newest_version: session.newest_version,
-    }
-}
 
 /// The keys of an encrypted store: checks `options.encryption` against the folder, and sets
 /// up encryption for a new, empty store (`names`: the folder's segment files).

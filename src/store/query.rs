@@ -49,7 +49,7 @@ impl LogStore {
         };
         let since = query.active_since.map(|t| t.timestamp_micros());
         let before = query.active_before.map(|t| t.timestamp_micros());
-        let activity = self.inner.activity_index();
+        let activity = self.inner.activity_index()?;
         let mut sessions = Vec::with_capacity(limit.min(1024));
         let mut last = None;
         let mut more = false;
@@ -103,25 +103,34 @@ pub(super) fn timestamped(messages: Vec<StoredMessage>) -> Vec<TimestampedMessag
 
 impl Inner {
     /// The activity index, built from the live sessions if this is its first use.
-    pub(super) fn activity_index(&self) -> parking_lot::MappedMutexGuard<'_, ActivityIndex> {
-        parking_lot::MutexGuard::map(self.activity.lock(), |index| {
-            // Built under the index's lock, so no write can move a session in between.
-            index.get_or_insert_with(|| {
-                self.sessions
-                    .read()
-                    .values()
-                    .filter_map(|slot| {
-                        let view = slot.view.read();
-                        view.is_live().then(|| {
-                            (
-                                (Reverse(view.last_activity), slot.key.clone()),
-                                Arc::clone(slot),
-                            )
+    pub(super) fn activity_index(
+        &self,
+    ) -> Result<parking_lot::MappedMutexGuard<'_, ActivityIndex>> {
+        if self.activity.lock().is_none() {
+            // Every session is in it: the cold ones are warmed first.
+            self.every_slot()?;
+        }
+        Ok(parking_lot::MutexGuard::map(
+            self.activity.lock(),
+            |index| {
+                // Built under the index's lock, so no write can move a session in between.
+                index.get_or_insert_with(|| {
+                    self.sessions
+                        .read()
+                        .slots()
+                        .filter_map(|slot| {
+                            let view = slot.view.read();
+                            view.is_live().then(|| {
+                                (
+                                    (Reverse(view.last_activity), slot.key.clone()),
+                                    Arc::clone(slot),
+                                )
+                            })
                         })
-                    })
-                    .collect()
-            })
-        })
+                        .collect()
+                })
+            },
+        ))
     }
 
     /// Moves a session in the activity index from `before` to `after` (its last activity

@@ -171,7 +171,7 @@ impl Inner {
         // Taken first: every record at or below it is in the lengths taken next.
         let seq_end = self.feed.committed_below().saturating_sub(1);
 
-        let mut slots: Vec<_> = self.sessions.read().values().cloned().collect();
+        let mut slots = self.every_slot()?;
         slots.extend(self.tombstones.lock().slots().cloned());
         let mut files = Vec::new();
         let mut oldest_seen = self.background.replica.oldest.lock();

@@ -190,8 +190,9 @@ impl Inner {
     /// read back neither from the checkpoint nor from its files stays parked, to be replayed
     /// from its files at its next touch: the erasure is not refused for it, and the error is
     /// counted in [`crate::LogStore::health`].
-    pub(super) fn unpark_all(&self) {
-        let slots = self.all_slots();
+    pub(super) fn unpark_all(&self) -> Result<()> {
+        // Cold sessions are warmed first: their locations are in the checkpoint too.
+        let slots = self.all_slots()?;
         // First, nothing more is parked in them (the budget, run by another call meanwhile,
         // would park again what is read back here); no checkpoint is put in place meanwhile,
         // so no other file comes.
@@ -223,5 +224,6 @@ impl Inner {
         for file in files {
             file.detach();
         }
+        Ok(())
     }
 }

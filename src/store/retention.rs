@@ -29,7 +29,7 @@ impl Inner {
             return Ok(report);
         }
         let now = now_micros();
-        let live: Vec<Arc<Slot>> = self.live_slots();
+        let live: Vec<Arc<Slot>> = self.live_slots()?;
         if let Some(max_age) = rules.max_age {
             let cutoff = now.saturating_sub(i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX));
             for slot in &live {
@@ -91,7 +91,8 @@ impl Inner {
     /// Bytes of the records of every live and restorable session.
     pub(super) fn session_bytes(&self) -> u64 {
         let bytes = |slot: &Arc<Slot>| slot.view.read().bytes_written;
-        let live: u64 = self.sessions.read().values().map(bytes).sum();
+        let live: u64 = self.sessions.read().slots().map(bytes).sum::<u64>()
+            + self.sessions.read().cold_bytes_written();
         let tombstones: u64 = self.tombstones.lock().slots().map(bytes).sum();
         live + tombstones
     }
@@ -117,7 +118,7 @@ impl Inner {
         // Then the least recently active sessions, for good.
         while total > budget {
             let victim = {
-                self.activity_index()
+                self.activity_index()?
                     .values()
                     .rev()
                     .find(|slot| slot.view.read().state != RUNNING_STATE)

@@ -83,13 +83,7 @@ impl Inner {
 
     /// Takes a session out of the map if it is still the one its key names.
     pub(super) fn unmap(&self, slot: &Arc<Slot>) {
-        let mut sessions = self.sessions.write();
-        if sessions
-            .get(&slot.key)
-            .is_some_and(|current| Arc::ptr_eq(current, slot))
-        {
-            sessions.remove(&slot.key);
-        }
+        self.sessions.write().remove_if_same(slot);
     }
 
     /// Takes a slot this call made out of the map again when it never became a session (a

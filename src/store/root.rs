@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::anchor::{self, Anchors, Point};
+use crate::checkpoint::{Cold, ColdEntry};
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, OpenMode};
 use crate::history::Problem;
@@ -20,7 +21,46 @@ use super::{Inner, LogStore, Slot};
 
 /// Each session's point (its last record's number and hash), by id, of the sessions among
 /// `slots` that have a record.
-pub(super) type Points<'a> = HashMap<u64, (&'a Arc<Slot>, Point)>;
+pub(super) type Points<'a> = HashMap<u64, (Owner<'a>, Point)>;
+
+/// The session a point is of: its slot, or its entry in the checkpoint while it is cold
+/// (`session_map.rs`).
+pub(super) enum Owner<'a> {
+    Slot(&'a Arc<Slot>),
+    Cold(&'a Cold, ColdEntry),
+}
+
+impl Owner<'_> {
+    fn key(&self) -> String {
+        match self {
+            Owner::Slot(slot) => slot.key.clone(),
+            Owner::Cold(cold, e) => cold.key(e).to_owned(),
+        }
+    }
+
+    /// Its newest segment and that segment's length.
+    fn newest(&self) -> (u32, u64) {
+        match self {
+            Owner::Slot(slot) => {
+                let w = slot.writer.lock();
+                (w.newest, w.newest_len)
+            }
+            Owner::Cold(cold, e) => cold.newest(e),
+        }
+    }
+}
+
+/// Adds to `points` those of the sessions `cold` holds (each has a record).
+pub(super) fn add_cold<'a>(points: &mut Points<'a>, cold: &'a Cold) {
+    points.reserve(cold.entries.len());
+    for e in &cold.entries {
+        let point = Point {
+            last_seq: e.last_seq,
+            head: cold.head(e),
+        };
+        points.insert(cold.session_id(e), (Owner::Cold(cold, *e), point));
+    }
+}
 
 /// The [`Points`] of `slots`.
 pub(super) fn points<'a>(slots: impl IntoIterator<Item = &'a Arc<Slot>>) -> Points<'a> {
@@ -35,7 +75,7 @@ pub(super) fn points<'a>(slots: impl IntoIterator<Item = &'a Arc<Slot>>) -> Poin
                 last_seq: view.last_seq,
                 head: w.head,
             };
-            points.insert(slot.session_id, (slot, point));
+            points.insert(slot.session_id, (Owner::Slot(slot), point));
         }
     }
     points
@@ -145,13 +185,10 @@ fn side_file_explains(
     id: u64,
     anchored: Point,
 ) -> bool {
-    let Some((slot, _)) = points.get(&id) else {
+    let Some((owner, _)) = points.get(&id) else {
         return false;
     };
-    let (newest, len) = {
-        let w = slot.writer.lock();
-        (w.newest, w.newest_len)
-    };
+    let (newest, len) = owner.newest();
     let segment = segment_path(dir, id, newest);
     let side = dir.join(side_name(&segment, len));
     torn_seq(fs, &side, 0) == Some(anchored.last_seq)
@@ -198,7 +235,7 @@ fn rollback(
     found: Option<Point>,
 ) -> Finding {
     Finding::RolledBack {
-        key: points.get(&session_id).map(|(slot, _)| slot.key.clone()),
+        key: points.get(&session_id).map(|(owner, _)| owner.key()),
         session_id,
         anchored_seq: anchored.last_seq,
         found_seq: found.map_or(0, |p| p.last_seq),
@@ -220,17 +257,17 @@ pub(super) struct Anchoring {
 impl Inner {
     /// Every slot: live sessions and restorable deleted ones (a session deleted meanwhile
     /// may be in both lists).
-    pub(super) fn all_slots(&self) -> Vec<Arc<Slot>> {
-        let mut slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
+    pub(super) fn all_slots(&self) -> Result<Vec<Arc<Slot>>> {
+        let mut slots = self.every_slot()?;
         slots.extend(self.tombstones.lock().slots().cloned());
-        slots
+        Ok(slots)
     }
 
     /// Appends an anchor of the sessions whose point rose since the last one, once what it
     /// stands for is durable; returns the new root.
     pub(super) fn anchor(&self) -> Result<Hash> {
         let mut state = self.anchoring.lock();
-        let slots = self.all_slots();
+        let slots = self.all_slots()?;
         let points = points(&slots);
         let next_seq = self.feed.next_seq();
         // The records the points name must be on disk before an anchor vouches for them.
@@ -355,7 +392,7 @@ impl LogStore {
         // The erasure log is locked only once every session's point is read (a reclaim
         // holds a session's writer while it logs).
         let skipped = |id| exempt.contains(&id) || inner.erasure_log.lock().holds(id);
-        let slots = inner.all_slots();
+        let slots = inner.all_slots()?;
         let found = rolled_back(&anchors, &points(&slots), skipped);
         Ok(found
             .into_iter()

@@ -229,7 +229,7 @@ impl Inner {
             return Ok(());
         }
         let seq = self.feed.next_seq().saturating_sub(1);
-        let slots: Vec<Arc<Slot>> = self.sessions.read().values().cloned().collect();
+        let slots: Vec<Arc<Slot>> = self.every_slot()?;
         let ids: HashSet<u64> = slots.iter().map(|s| s.session_id).collect();
         let mut complete = true;
         searcher.searchable.clear();
@@ -739,12 +739,7 @@ impl Inner {
         let Some(searcher) = guard.as_mut() else {
             return Ok(());
         };
-        let ids = self
-            .sessions
-            .read()
-            .values()
-            .map(|s| s.session_id)
-            .collect();
+        let ids = self.sessions.read().ids().collect();
         self.forget_gone(&mut searcher.index, ids);
         searcher.scanned_at = None;
         self.flush()?; // what the saved index covers is durable first

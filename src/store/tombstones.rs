@@ -11,6 +11,7 @@ use crate::record::{begin_record, Event};
 
 use super::appender::Writer;
 use super::commit::Before;
+use super::session_map::Found;
 use super::{check_key, now_micros, Inner, Slot};
 
 /// Deleted sessions that can still be restored: the latest delete of each key, also ordered
@@ -136,15 +137,22 @@ impl Inner {
             // Back in the map before the record is written, under this writer's lock: a
             // writer of the key waits for the restore, then finds the session live.
             let mut sessions = self.sessions.write();
-            if let Some(held) = sessions.get(key) {
+            let held = match sessions.find(key) {
+                Found::Missing => None,
+                Found::Hot(held) => Some(Some(held)),
+                Found::Cold => Some(None), // a live session the checkpoint holds
+            };
+            if let Some(held) = held {
                 // A slot a failed write created (never written to) may give way; a session
                 // created since the delete may not.
-                let unused = held.writer.try_lock().is_some_and(|mut other| {
-                    let free = other.newest == 0 && !held.view.read().exists;
-                    if free {
-                        other.retired = true;
-                    }
-                    free
+                let unused = held.is_some_and(|held| {
+                    held.writer.try_lock().is_some_and(|mut other| {
+                        let free = other.newest == 0 && !held.view.read().exists;
+                        if free {
+                            other.retired = true;
+                        }
+                        free
+                    })
                 });
                 if !unused {
                     drop(sessions);
@@ -154,7 +162,7 @@ impl Inner {
                     });
                 }
             }
-            sessions.insert(key.to_owned(), Arc::clone(&slot));
+            sessions.insert(Arc::clone(&slot));
         }
         let mut record = Vec::new();
         begin_record(&Event::Restore, &mut record, self.keys.is_some());

@@ -1,0 +1,144 @@
+//! Cold sessions: an open from a checkpoint written at a clean close leaves every live session
+//! in the checkpoint's bytes until it is first read or written. Listings read them there;
+//! every answer is the one the store gave before it closed.
+
+mod common;
+
+use common::{observe, user};
+use sessionlog::{ChatMessage, Durability, ListQuery, LogStore, Options, SessionBackend};
+use tempfile::TempDir;
+
+fn options() -> Options {
+    Options::with_durability(Durability::Never)
+}
+
+/// A store of `n` sessions with every kind of metadata, some archived, cleared, running or
+/// deleted, and a fork; closed. Returns what it answered before closing.
+fn varied_store(dir: &std::path::Path, n: usize) -> String {
+    let store = LogStore::open_with(dir, options()).unwrap();
+    for i in 0..n {
+        let key = format!("sender/{i}/ü");
+        for j in 0..=(i % 4) {
+            store.append(&key, &user(&format!("{i} says {j}"))).unwrap();
+        }
+        match i % 7 {
+            0 => store.set_session_name(&key, &format!("name {i}")).unwrap(),
+            1 => store.set_session_agent_alias(&key, "helper").unwrap(),
+            2 => store
+                .set_session_state(&key, "running", Some(&format!("turn {i}")))
+                .unwrap(),
+            3 => {
+                store.clear_messages(&key).unwrap();
+            }
+            4 => {
+                store.archive_session(&key).unwrap();
+            }
+            5 => {
+                store.delete_session(&key).unwrap();
+            }
+            _ => {}
+        }
+    }
+    store.fork_session("sender/6/ü", "fork", None).unwrap();
+    store
+        .append("fork", &ChatMessage::assistant("after the fork"))
+        .unwrap();
+    let seen = observe(&store);
+    store.close().unwrap();
+    seen
+}
+
+#[test]
+fn a_clean_open_leaves_every_live_session_cold_and_listing_them_keeps_them_so() {
+    let dir = TempDir::new().unwrap();
+    varied_store(dir.path(), 40);
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    let cold = store.health().sessions_cold;
+    assert!(cold >= 30, "{cold} cold sessions");
+    // The listings, the search without a keyword, the running and stuck sessions and the
+    // statistics read the cold sessions where they are.
+    let metadata = store.list_sessions_with_metadata();
+    assert!(!metadata.is_empty());
+    store.list_running_sessions();
+    store.list_stuck_sessions(0);
+    store.stats();
+    store.search(&sessionlog::SessionQuery::default());
+    assert_eq!(
+        store.health().sessions_cold,
+        cold,
+        "listing warmed a session"
+    );
+    // One load warms one session.
+    store.load(&metadata[0].key);
+    assert_eq!(store.health().sessions_cold, cold - 1);
+}
+
+#[test]
+fn every_answer_from_cold_sessions_is_the_one_given_before_the_close() {
+    let dir = TempDir::new().unwrap();
+    let before = varied_store(dir.path(), 60);
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    assert!(store.health().sessions_cold > 0);
+    // `observe` lists first (from the cold bytes), then reads each session (warming it).
+    assert_eq!(observe(&store), before);
+    // Left cold: the archived sessions (i % 7 == 4), which no listing shows.
+    assert_eq!(store.health().sessions_cold, 8);
+    // Listed again, from the warm slots: the same.
+    assert_eq!(observe(&store), before);
+}
+
+#[test]
+fn a_page_of_sessions_and_a_checkpoint_warm_every_session_and_answer_the_same() {
+    let dir = TempDir::new().unwrap();
+    let before = varied_store(dir.path(), 30);
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    let listed: Vec<String> = store
+        .list_sessions_with_metadata()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    let page = store
+        .list_page(&ListQuery {
+            limit: 1000,
+            ..ListQuery::default()
+        })
+        .unwrap();
+    assert_eq!(store.health().sessions_cold, 0);
+    let paged: Vec<String> = page.sessions.into_iter().map(|m| m.key).collect();
+    assert_eq!(paged, listed);
+    drop(store);
+
+    // A write to one session, then a close: the checkpoint records every session again.
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    store.append("newcomer", &user("hello")).unwrap();
+    store.close().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    store.delete_session("newcomer").unwrap();
+    assert_eq!(observe(&store), before);
+}
+
+#[test]
+fn a_session_written_after_its_listing_from_the_cold_bytes_is_listed_as_written() {
+    let dir = TempDir::new().unwrap();
+    varied_store(dir.path(), 10);
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    let key = "sender/8/ü";
+    let listed = |store: &LogStore| {
+        store
+            .list_sessions_with_metadata()
+            .into_iter()
+            .find(|m| m.key == key)
+            .unwrap()
+    };
+    let before = listed(&store);
+    store.append(key, &user("one more")).unwrap();
+    store.set_session_name(key, "renamed").unwrap();
+    let after = listed(&store);
+    assert_eq!(after.message_count, before.message_count + 1);
+    assert_eq!(after.name.as_deref(), Some("renamed"));
+    assert_eq!(
+        store.list_sessions_with_metadata()[0].key,
+        key,
+        "most recent first"
+    );
+}
