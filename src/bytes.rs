@@ -79,9 +79,6 @@ impl<'a> Reader<'a> {
         let n = self.u32()? as usize;
         (n.checked_mul(size)? <= self.0.len()).then_some(n)
     }
-    pub(crate) fn str(&mut self) -> Option<String> {
-        self.str_ref().map(str::to_owned)
-    }
     /// A string, borrowed from the bytes (checked to be UTF-8).
     pub(crate) fn str_ref(&mut self) -> Option<&'a str> {
         let n = self.len()?;

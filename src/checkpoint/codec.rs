@@ -5,10 +5,13 @@ use std::sync::Arc;
 
 use crate::bytes::{Reader, Writer};
 use crate::claim::SegmentStat;
+
+use super::folder::Recorded;
+use crate::backend::SessionMetadata;
 use crate::error::Result;
 use crate::fs::FileStat;
 use crate::parked::{decode_locs, encode_loc, Block, BlockFile, Home, LOC_BYTES};
-use crate::projection::SessionView;
+use crate::projection::{to_time, SessionView};
 use crate::record::{Hash, HASH_LEN};
 use crate::recovery::ReplayedSession;
 use crate::segment::{FORMAT_VERSION_NEWEST, FORMAT_VERSION_OLDEST};
@@ -207,7 +210,7 @@ pub(super) struct Decoded {
     pub window: u64,
     /// Some session's window held that many ids, so a larger window may hold more of them.
     pub window_full: bool,
-    pub segments: Vec<(String, SegmentStat)>,
+    pub segments: Vec<(Recorded, SegmentStat)>,
     pub sessions: Vec<ReplayedSession>,
     /// The live sessions left in the bytes by a lazy decode ([`decode_as`]).
     pub cold: Vec<ColdEntry>,
@@ -328,7 +331,7 @@ pub(super) fn decode_as(
     // Capacities by what the body can hold: each entry takes at least this many bytes.
     let mut segments = Vec::with_capacity(segment_count.min(body_len / SEGMENT_BYTES_MIN));
     for _ in 0..segment_count {
-        let name = r.str()?;
+        let name = Recorded::of(r.str_ref()?);
         let len = r.u64()?;
         let modified_ns = r.i64()?;
         let changed = Some(r.i64()?).filter(|&c| c != NO_CHANGE_TIME);
@@ -439,8 +442,40 @@ impl Cold {
 
     /// The key of `e`.
     pub(crate) fn key(&self, e: &ColdEntry) -> &str {
+        std::str::from_utf8(self.key_bytes(e)).unwrap_or_default()
+    }
+
+    /// The key of `e`, as bytes (checked as UTF-8 when the entry was read).
+    pub(crate) fn key_bytes(&self, e: &ColdEntry) -> &[u8] {
         let len = usize::try_from(self.u64_at(e, ENTRY_KEY_LEN_AT)).unwrap_or(0);
-        std::str::from_utf8(self.fixed(e, ENTRY_KEY_AT, len)).unwrap_or_default()
+        self.fixed(e, ENTRY_KEY_AT, len)
+    }
+
+    /// The metadata of `e` as a listing gives it; `None` if it is archived (listings leave
+    /// those out).
+    pub(crate) fn metadata(&self, e: &ColdEntry) -> Option<SessionMetadata> {
+        let mut r = Reader(self.bytes.get(usize::try_from(e.at).ok()?..)?);
+        let mut section_at = e.block_at;
+        let e = EntryRef::parse(&mut r, self.version, &mut section_at, self.section_len)?;
+        if e.archived {
+            return None;
+        }
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        let [name, agent_alias, channel_id, room_id, sender_id] = e.strings;
+        Some(SessionMetadata {
+            key: e.key.to_owned(),
+            name: owned(name),
+            created_at: to_time(e.created_at),
+            last_activity: to_time(e.last_activity),
+            message_count: match e.locs {
+                Locs::Inline(_, live, ..) => live,
+                Locs::Section { counts, .. } => counts.0 as usize,
+            },
+            agent_alias: owned(agent_alias),
+            channel_id: owned(channel_id),
+            room_id: owned(room_id),
+            sender_id: owned(sender_id),
+        })
     }
 
     /// The bytes of the records `e` wrote since its last compaction.
@@ -777,7 +812,11 @@ mod tests {
         ];
         let bytes = encode(9, 4, IDEMPOTENCY_WINDOW_DEFAULT, &names, &[entry]);
         let d = decode_whole(&bytes, IDEMPOTENCY_WINDOW_DEFAULT).unwrap();
-        assert_eq!((d.next_seq, d.next_id, &d.segments), (9, 4, &names));
+        let read: Vec<_> = (d.segments.iter())
+            .map(|(name, stat)| (name.name().into_owned(), *stat))
+            .collect();
+        assert_eq!((d.next_seq, d.next_id, &read), (9, 4, &names));
+        assert!(matches!(d.segments[0].0, Recorded::Segment(3, 1)));
         assert_eq!(d.window, IDEMPOTENCY_WINDOW_DEFAULT as u64);
         assert!(!d.window_full);
         assert_eq!(d.sessions.len(), 1);

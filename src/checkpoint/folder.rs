@@ -3,6 +3,7 @@
 //! a crash, every file is examined and the sessions whose files changed are named, for a
 //! replay.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -10,8 +11,67 @@ use std::sync::Arc;
 
 use crate::claim::{compare, Claim, Claims, Compared, SegmentStat};
 use crate::fs::FileSystem;
-use crate::layout::{parse_segment_name, SEGMENT_SUFFIX};
+use crate::layout::{parse_segment_name, segment_name, SEGMENT_SUFFIX};
 use crate::recovery::ReplayedSession;
+
+/// A file a checkpoint records, by name: a segment's is kept as its session id and number
+/// (parsed once, no copy of the name), any other's as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    Segment(u64, u32),
+    Other(String),
+}
+
+impl Recorded {
+    /// The file named `name`.
+    pub(crate) fn of(name: &str) -> Recorded {
+        match parse_segment_name(name, SEGMENT_SUFFIX) {
+            Some((id, number)) => Recorded::Segment(id, number),
+            None => Recorded::Other(name.to_owned()),
+        }
+    }
+
+    /// Its name.
+    pub(crate) fn name(&self) -> Cow<'_, str> {
+        match self {
+            Recorded::Segment(id, number) => Cow::Owned(segment_name(*id, *number)),
+            Recorded::Other(name) => Cow::Borrowed(name),
+        }
+    }
+
+    /// Its session id and segment number, if it is a segment.
+    fn segment(&self) -> Option<(u64, u32)> {
+        match self {
+            Recorded::Segment(id, number) => Some((*id, *number)),
+            Recorded::Other(_) => None,
+        }
+    }
+
+    /// How its name sorts against `name` (a segment's name sorts as its id, then number: they
+    /// are fixed-width lowercase hex).
+    fn cmp_name(&self, name: &str) -> Ordering {
+        match (self, parse_segment_name(name, SEGMENT_SUFFIX)) {
+            (Recorded::Segment(id, number), Some(other)) => (*id, *number).cmp(&other),
+            _ => (*self.name()).cmp(name),
+        }
+    }
+}
+
+impl PartialOrd for Recorded {
+    fn partial_cmp(&self, other: &Recorded) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Recorded {
+    /// The order of their names.
+    fn cmp(&self, other: &Recorded) -> Ordering {
+        match (self, other) {
+            (Recorded::Segment(a, m), Recorded::Segment(b, n)) => (a, m).cmp(&(b, n)),
+            _ => self.name().cmp(&other.name()),
+        }
+    }
+}
 
 /// Checks that the folder's segment and temporary files are exactly those recorded, and
 /// returns what the checkpoint claims of each live session's segment files (`live`): those are
@@ -22,14 +82,14 @@ pub(super) fn check_folder(
     fs: &dyn FileSystem,
     dir: &Path,
     checkpoint: &Path,
-    recorded: Vec<(String, SegmentStat)>,
+    recorded: Vec<(Recorded, SegmentStat)>,
     listed: Option<&[String]>,
     live: &[u64],
 ) -> std::result::Result<Claims, &'static str> {
     // `None`: the folder is as a clean close stamped it, holding exactly what this records.
     if let Some(listed) = listed {
-        let same =
-            recorded.len() == listed.len() && recorded.iter().zip(listed).all(|((a, _), b)| a == b);
+        let same = recorded.len() == listed.len()
+            && (recorded.iter().zip(listed)).all(|((a, _), b)| a.cmp_name(b).is_eq());
         if !same {
             return Err("the folder's segment files differ from those it records");
         }
@@ -38,13 +98,19 @@ pub(super) fn check_folder(
         .stat(checkpoint)
         .map_err(|_| "it cannot be examined")?
         .modified_ns;
+    // Both in order of session id: the live ones' files are found by walking `live` along.
+    let mut live_at = 0;
     for (name, stat) in &recorded {
-        let id = parse_segment_name(name, SEGMENT_SUFFIX).map(|(id, _)| id);
-        if id.is_some_and(|id| live.binary_search(&id).is_ok()) {
-            continue;
+        if let Some((id, _)) = name.segment() {
+            while live.get(live_at).is_some_and(|&l| l < id) {
+                live_at += 1;
+            }
+            if live.get(live_at) == Some(&id) {
+                continue;
+            }
         }
         let now = fs
-            .stat_changed(&dir.join(name))
+            .stat_changed(&dir.join(&*name.name()))
             .map_err(|_| "a segment cannot be examined")?;
         match compare(stat, &now, written) {
             Compared::Changed => return Err("a segment changed after it was written"),
@@ -65,7 +131,7 @@ pub(super) fn check_folder_after_crash(
     fs: &dyn FileSystem,
     dir: &Path,
     checkpoint: &Path,
-    recorded: Vec<(String, SegmentStat)>,
+    recorded: Vec<(Recorded, SegmentStat)>,
     listed: &[String],
     sessions: &[ReplayedSession],
 ) -> std::result::Result<(Claims, HashMap<u64, bool>), &'static str> {
@@ -97,21 +163,21 @@ pub(super) fn check_folder_after_crash(
             (None, None) => break,
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
-            (Some((a, _)), Some(b)) => a.as_str().cmp(b.as_str()),
+            (Some((a, _)), Some(b)) => a.cmp_name(b),
         };
         let next = match order {
-            Ordering::Less => old.next().map(|(a, stat)| (a, Some(*stat), false)),
-            Ordering::Greater => new.next().map(|b| (b, None, true)),
+            Ordering::Less => old.next().map(|(a, stat)| (a.clone(), Some(*stat), false)),
+            Ordering::Greater => new.next().map(|b| (Recorded::of(b), None, true)),
             Ordering::Equal => new
                 .next()
                 .and(old.next())
-                .map(|(a, stat)| (a, Some(*stat), true)),
+                .map(|(a, stat)| (a.clone(), Some(*stat), true)),
         };
         let Some((name, then, now)) = next else {
             break; // never: the list peeked at has a next name
         };
         // Compaction output never renamed: the replay removes it.
-        let Some((id, number)) = parse_segment_name(name, SEGMENT_SUFFIX) else {
+        let Some((id, number)) = name.segment() else {
             continue;
         };
         let Some(&(oldest, newest, newest_len)) = spans.get(&id) else {
@@ -122,7 +188,7 @@ pub(super) fn check_folder_after_crash(
             _ if number < oldest => mark(id, false),
             (None, _) if number > newest => mark(id, true),
             (Some(then), true) if number <= newest => {
-                let stat = match fs.stat_changed(&dir.join(name)) {
+                let stat = match fs.stat_changed(&dir.join(&*name.name())) {
                     Ok(stat) => stat,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         mark(id, false);
@@ -174,12 +240,17 @@ pub(super) fn check_folder_after_crash(
 /// The claims of the `live` sessions on their files, from what a checkpoint written at
 /// `written` recorded of every file (sorted by name, so by session id and then segment
 /// number: each session's files are one run).
-fn claims_of(written: i64, recorded: Vec<(String, SegmentStat)>, live: &[u64]) -> Claims {
+fn claims_of(written: i64, recorded: Vec<(Recorded, SegmentStat)>, live: &[u64]) -> Claims {
     let mut files = Vec::with_capacity(recorded.len());
     let mut runs: Vec<(u64, std::ops::Range<usize>)> = Vec::with_capacity(live.len());
+    // Both in order of session id.
+    let mut live_at = 0;
     for (name, stat) in recorded {
-        if let Some((id, number)) = parse_segment_name(&name, SEGMENT_SUFFIX) {
-            if live.binary_search(&id).is_ok() {
+        if let Some((id, number)) = name.segment() {
+            while live.get(live_at).is_some_and(|&l| l < id) {
+                live_at += 1;
+            }
+            if live.get(live_at) == Some(&id) {
                 match runs.last_mut() {
                     Some((last, run)) if *last == id => run.end += 1,
                     _ => runs.push((id, files.len()..files.len() + 1)),

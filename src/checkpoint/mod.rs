@@ -62,7 +62,7 @@ fn check(d: &Decoded, cold: Option<&Cold>) -> std::result::Result<Vec<u64>, &'st
         return Err("it holds a sequence number or session id beyond the format's range");
     }
     // The folder checks merge it with the listing, and claims are looked up in it by id.
-    if d.segments.windows(2).any(|w| w[0].0 >= w[1].0) {
+    if d.segments.windows(2).any(|w| w[0].0.cmp(&w[1].0).is_ge()) {
         return Err("its segment files are not in order");
     }
     // Every session as (id, last sequence number, key, deleted): those decoded, then those
@@ -262,10 +262,16 @@ fn unpark_now(view: &mut SessionView) -> bool {
     }
 }
 
+/// The largest body read whole before its CRC is known (`decode_as` checks it): a larger one's
+/// CRC is computed through a fixed buffer first, so that what a damaged or sparse file claims
+/// never takes more memory than this before it is refused.
+const BODY_READ_WHOLE_MAX: u64 = 64 << 20;
+
 /// The header and body of a plain store's checkpoint, read only once the header matches the
-/// file's length and the body's CRC is right, computed through a fixed buffer: a damaged or
-/// sparse file of any length is refused without a buffer of that length (or any read error).
-/// With them, the file, open, from which its location section is read.
+/// file's length and, for a body over [`BODY_READ_WHOLE_MAX`], the body's CRC is right,
+/// computed through a fixed buffer: a damaged or sparse file of any length is refused without
+/// a buffer of that length (or any read error). With them, the file, open, from which its
+/// location section is read.
 fn read_checked(fs: &dyn FileSystem, path: &Path) -> Option<(Vec<u8>, Arc<BlockFile>)> {
     let file = fs.open(path, OpenMode::Read).ok()?;
     let len = file.size().ok()?;
@@ -277,7 +283,9 @@ fn read_checked(fs: &dyn FileSystem, path: &Path) -> Option<(Vec<u8>, Arc<BlockF
         return None;
     }
     let body_end = h.len as u64 + h.body_len;
-    if crc32_in_chunks(&*file, h.len as u64, h.body_len, CRC_CHUNK).ok()? != h.body_crc {
+    if h.body_len > BODY_READ_WHOLE_MAX
+        && crc32_in_chunks(&*file, h.len as u64, h.body_len, CRC_CHUNK).ok()? != h.body_crc
+    {
         return None;
     }
     let mut bytes = vec![0u8; usize::try_from(body_end).ok()?];
@@ -373,8 +381,8 @@ mod tests {
             window: 0,
             window_full: false,
             segments: vec![
-                ("0000000000000002-00000001.seg".to_string(), stat),
-                ("0000000000000001-00000001.seg".to_string(), stat),
+                (folder::Recorded::of("0000000000000002-00000001.seg"), stat),
+                (folder::Recorded::of("0000000000000001-00000001.seg"), stat),
             ],
             sessions: Vec::new(),
             cold: Vec::new(),

@@ -192,7 +192,7 @@ pub(super) fn decode_header(bytes: &[u8], crc: u32) -> Result<Header, String> {
     header.ranges.reserve(ranges);
     for _ in 0..ranges {
         let range = Range {
-            name: r.str().ok_or_else(bad)?,
+            name: r.str_ref().map(str::to_owned).ok_or_else(bad)?,
             offset: r.u64().ok_or_else(bad)?,
             len: r.u64().ok_or_else(bad)?,
             fresh: r.flag().ok_or_else(bad)?,
@@ -212,7 +212,7 @@ pub(super) fn decode_header(bytes: &[u8], crc: u32) -> Result<Header, String> {
     }
     let removed = r.count(8).ok_or_else(bad)?;
     for _ in 0..removed {
-        let name = r.str().ok_or_else(bad)?;
+        let name = r.str_ref().map(str::to_owned).ok_or_else(bad)?;
         if Shipped::of(&name).is_none() {
             return Err(format!("it names {name:?}, which no store holds"));
         }

@@ -82,7 +82,7 @@ impl State {
             return None;
         }
         let mut state = State {
-            target: r.str()?,
+            target: r.str_ref().map(str::to_owned)?,
             generation: r.u64()?,
             writer: r.u64()?,
             next_batch: r.u64()?,
@@ -90,7 +90,7 @@ impl State {
             ..State::default()
         };
         for _ in 0..r.count(17)? {
-            let name = r.str()?;
+            let name = r.str_ref().map(str::to_owned)?;
             state.files.insert(name.clone(), r.u64()?);
             if r.flag()? {
                 state.whole.insert(name);

@@ -89,8 +89,7 @@ impl SessionBackend for LogStore {
     }
 
     fn list_sessions_with_metadata(&self) -> Vec<SessionMetadata> {
-        self.inner
-            .live_views(|view| (!view.archived).then(|| view.metadata()))
+        self.inner.live_metadata()
     }
 
     fn compact(&self, session_key: &str) -> std::io::Result<()> {
@@ -122,12 +121,7 @@ impl SessionBackend for LogStore {
     fn search(&self, query: &SessionQuery) -> Vec<SessionMetadata> {
         let limit = query.limit.unwrap_or(SEARCH_LIMIT_DEFAULT);
         let Some(keyword) = &query.keyword else {
-            return self
-                .inner
-                .live_views(|view| (!view.archived).then(|| view.metadata()))
-                .into_iter()
-                .take(limit)
-                .collect();
+            return self.inner.live_metadata().into_iter().take(limit).collect();
         };
         let found = self.inner.search_sessions(keyword, limit);
         self.inner

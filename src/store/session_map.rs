@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::backend::SessionMetadata;
 use crate::checkpoint::{Claims, Cold, ColdEntry};
 use crate::claim::Claim;
 use crate::error::{Error, Result};
@@ -35,7 +36,9 @@ enum Held {
 struct ColdSessions {
     cold: Arc<Cold>,
     claims: Claims,
-    /// How many are still cold.
+    /// Which of `cold`'s entries are still cold, in the checkpoint's order (newest first).
+    still: Vec<bool>,
+    /// How many are.
     left: usize,
 }
 
@@ -60,19 +63,20 @@ impl SessionMap {
         let mut held = HashMap::with_capacity(hot.len() + extra);
         held.extend(hot.into_iter().map(|(key, slot)| (key, Held::Hot(slot))));
         let cold = cold.map(|(cold, claims)| {
-            let mut left = 0;
+            let mut still = vec![false; cold.entries.len()];
             for (i, e) in cold.entries.iter().enumerate() {
                 if let std::collections::hash_map::Entry::Vacant(v) =
                     held.entry(cold.key(e).to_owned())
                 {
                     v.insert(Held::Cold(i));
-                    left += 1;
+                    still[i] = true;
                 }
             }
             ColdSessions {
                 cold: Arc::new(cold),
                 claims,
-                left,
+                left: still.iter().filter(|&&s| s).count(),
+                still,
             }
         });
         SessionMap { held, cold }
@@ -112,14 +116,17 @@ impl SessionMap {
         let slot = Arc::new(self.decode(at)?);
         self.held
             .insert(key.to_owned(), Held::Hot(Arc::clone(&slot)));
-        self.one_less_cold();
+        self.one_less_cold(at);
         Ok(Some(slot))
     }
 
-    /// Counts a cold session warmed or replaced: the checkpoint's bytes (and its file) go
-    /// with the last one.
-    fn one_less_cold(&mut self) {
+    /// Counts the cold session at `at` warmed or replaced: the checkpoint's bytes (and its
+    /// file) go with the last one.
+    fn one_less_cold(&mut self, at: usize) {
         if let Some(cold) = &mut self.cold {
+            if let Some(still) = cold.still.get_mut(at) {
+                *still = false;
+            }
             cold.left = cold.left.saturating_sub(1);
             if cold.left == 0 {
                 self.cold = None;
@@ -131,7 +138,7 @@ impl SessionMap {
     fn decode(&mut self, at: usize) -> Result<Slot> {
         let cold = self.cold.as_mut().ok_or_else(never_cold)?;
         let e = cold.cold.entries.get(at).copied().ok_or_else(never_cold)?;
-        // Every entry was decoded once at open, from these very bytes: this cannot fail.
+        // Every entry was parsed whole at open, from these very bytes: this cannot fail.
         let session = cold.cold.session(&e).ok_or_else(never_cold)?;
         let claim = cold.claims.take(session.session_id);
         Ok(slot_from(session, claim))
@@ -164,14 +171,12 @@ impl SessionMap {
         })
     }
 
-    /// The entries of the sessions still cold.
+    /// The entries of the sessions still cold, in the checkpoint's order (most recent
+    /// activity first, as it was written).
     pub(super) fn cold_entries(&self) -> impl Iterator<Item = &ColdEntry> + '_ {
-        self.held
-            .values()
-            .filter_map(|held| match (held, &self.cold) {
-                (Held::Cold(at), Some(cold)) => cold.cold.entries.get(*at),
-                _ => None,
-            })
+        self.cold.iter().flat_map(|c| {
+            (c.cold.entries.iter().zip(&c.still)).filter_map(|(e, &still)| still.then_some(e))
+        })
     }
 
     /// The checkpoint's bytes the cold sessions are in, shared (a call may read them after
@@ -197,8 +202,8 @@ impl SessionMap {
 
     /// Puts `slot` under its key, in place of what was there.
     pub(super) fn insert(&mut self, slot: Arc<Slot>) {
-        if let Some(Held::Cold(_)) = self.held.insert(slot.key.clone(), Held::Hot(slot)) {
-            self.one_less_cold();
+        if let Some(Held::Cold(at)) = self.held.insert(slot.key.clone(), Held::Hot(slot)) {
+            self.one_less_cold(at);
         }
     }
 
@@ -211,28 +216,20 @@ impl SessionMap {
 
     /// Every session's id, cold ones included.
     pub(super) fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.held.values().map(|held| match (held, &self.cold) {
-            (Held::Hot(slot), _) => slot.session_id,
-            (Held::Cold(at), Some(c)) => {
-                c.cold.entries.get(*at).map_or(0, |e| c.cold.session_id(e))
-            }
-            (Held::Cold(_), None) => 0,
-        })
+        let cold = self.cold.as_ref().map(|c| &c.cold);
+        let hot = self.slots().map(|slot| slot.session_id);
+        hot.chain(
+            self.cold_entries()
+                .filter_map(move |e| cold.map(|c| c.session_id(e))),
+        )
     }
 
     /// The bytes of the records the cold sessions wrote since their last compaction.
     pub(super) fn cold_bytes_written(&self) -> u64 {
-        self.held
-            .values()
-            .map(|held| match (held, &self.cold) {
-                (Held::Cold(at), Some(c)) => c
-                    .cold
-                    .entries
-                    .get(*at)
-                    .map_or(0, |e| c.cold.bytes_written(e)),
-                _ => 0,
-            })
-            .sum()
+        let Some(c) = &self.cold else {
+            return 0;
+        };
+        self.cold_entries().map(|e| c.cold.bytes_written(e)).sum()
     }
 }
 
@@ -325,6 +322,23 @@ impl Inner {
     /// Every live session's view passed to `f`, most recent activity first, ties broken by
     /// key; a cold session's is decoded for the call alone, one at a time, and it stays cold.
     pub(super) fn live_views<T>(&self, mut f: impl FnMut(&SessionView) -> Option<T>) -> Vec<T> {
+        self.live_rows(|seen| match seen {
+            Seen::Hot(view) => f(view),
+            Seen::Cold(cold, e) => f(&cold.session(e)?.view),
+        })
+    }
+
+    /// The metadata of every live session not archived, in `live_views` order; a cold
+    /// session's is read from its entry, and it stays cold.
+    pub(super) fn live_metadata(&self) -> Vec<SessionMetadata> {
+        self.live_rows(|seen| match seen {
+            Seen::Hot(view) => (!view.archived).then(|| view.metadata()),
+            Seen::Cold(cold, e) => cold.metadata(e),
+        })
+    }
+
+    /// `f` of every live session, most recent activity first, ties broken by key.
+    fn live_rows<T>(&self, mut f: impl FnMut(Seen<'_>) -> Option<T>) -> Vec<T> {
         enum Row {
             Hot(Arc<Slot>),
             Cold(ColdEntry),
@@ -342,11 +356,12 @@ impl Inner {
             let rows: Vec<(i64, Row)> = hot.chain(cold).collect();
             (rows, sessions.cold())
         };
-        fn key<'a>(row: &'a Row, cold: &'a Option<Arc<Cold>>) -> &'a str {
+        // Keys compared as bytes (the order of their text).
+        fn key<'a>(row: &'a Row, cold: &'a Option<Arc<Cold>>) -> &'a [u8] {
             match (row, cold) {
-                (Row::Hot(slot), _) => &slot.key,
-                (Row::Cold(e), Some(cold)) => cold.key(e),
-                (Row::Cold(_), None) => "",
+                (Row::Hot(slot), _) => slot.key.as_bytes(),
+                (Row::Cold(e), Some(cold)) => cold.key_bytes(e),
+                (Row::Cold(_), None) => b"",
             }
         }
         rows.sort_by(|(a, ra), (b, rb)| b.cmp(a).then_with(|| key(ra, &cold).cmp(key(rb, &cold))));
@@ -355,14 +370,20 @@ impl Inner {
                 (Row::Hot(slot), _) => {
                     let view = slot.view.read();
                     if view.is_live() {
-                        f(&view)
+                        f(Seen::Hot(&view))
                     } else {
                         None
                     }
                 }
-                (Row::Cold(e), Some(cold)) => f(&cold.session(e)?.view),
+                (Row::Cold(e), Some(cold)) => f(Seen::Cold(cold, e)),
                 (Row::Cold(_), None) => None,
             })
             .collect()
     }
+}
+
+/// A live session as a listing sees it: its view, or its entry while it is cold.
+enum Seen<'a> {
+    Hot(&'a SessionView),
+    Cold(&'a Cold, &'a ColdEntry),
 }
