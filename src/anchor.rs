@@ -20,7 +20,7 @@
 //! in order (the latest entry of a session wins) gives each session's anchored point; it goes
 //! down only by such an entry.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
@@ -63,11 +63,69 @@ impl Point {
     };
 }
 
+/// Each session's anchored point, in order of session id (the latest anchor of a session
+/// wins): a sorted list, so that open walks it beside the checkpoint's sessions, which are in
+/// order of id too, without hashing either.
+#[derive(Debug, Default)]
+pub(crate) struct Anchored(Vec<(u64, Point)>);
+
+impl Anchored {
+    /// The points of `entries`, taken in the order the anchors were written (a later entry
+    /// of a session replaces an earlier one).
+    fn fold(mut entries: Vec<(u64, Point)>) -> Anchored {
+        // Stable: the entries of one session stay in the order they were written. One anchor's
+        // entries are sorted already, and the sort finds that in one pass.
+        entries.sort_by_key(|(id, _)| *id);
+        let mut points: Vec<(u64, Point)> = Vec::with_capacity(entries.len());
+        for (id, point) in entries {
+            match points.last_mut() {
+                Some((last, at)) if *last == id => *at = point,
+                _ => points.push((id, point)),
+            }
+        }
+        Anchored(points)
+    }
+
+    /// Session `id`'s point, if it has one.
+    pub(crate) fn get(&self, id: &u64) -> Option<&Point> {
+        let at = self.0.binary_search_by_key(id, |(id, _)| *id).ok()?;
+        self.0.get(at).map(|(_, point)| point)
+    }
+
+    /// Every session's point, in order of id.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, Point)> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// Takes in the points of `run` (sorted by id, each once), which replace those held.
+    fn merge(&mut self, run: &[(u64, Point)]) {
+        let mut merged = Vec::with_capacity(self.0.len() + run.len());
+        let (mut held, mut new) = (self.0.iter().peekable(), run.iter().peekable());
+        loop {
+            let next = match (held.peek(), new.peek()) {
+                (None, None) => break,
+                (Some(_), None) => held.next(),
+                (None, Some(_)) => new.next(),
+                (Some(a), Some(b)) => match a.0.cmp(&b.0) {
+                    std::cmp::Ordering::Less => held.next(),
+                    std::cmp::Ordering::Greater => new.next(),
+                    std::cmp::Ordering::Equal => {
+                        held.next();
+                        new.next()
+                    }
+                },
+            };
+            merged.extend(next.copied());
+        }
+        self.0 = merged;
+    }
+}
+
 /// The anchor log as read: each session's anchored point, every root in the chain, where the
 /// next anchor goes.
 #[derive(Debug, Default)]
 pub(crate) struct Anchors {
-    pub points: HashMap<u64, Point>,
+    pub points: Anchored,
     /// The root of every anchor, oldest first.
     pub roots: Vec<Hash>,
     /// The end of the last sound anchor.
@@ -113,6 +171,8 @@ impl Anchors {
             .map_err(context("opening", &path))?;
         anchors.file_len = file.size().map_err(context("reading", &path))?.min(limit);
         let mut bytes = Vec::new();
+        // Every sound anchor's entries, in the order written.
+        let mut entries = Vec::new();
         // Right after damage, the next sound anchor starts the chain again.
         let mut linked = true;
         // What the scan past damage may read of candidate anchors: every magic in a hostile
@@ -123,8 +183,8 @@ impl Anchors {
             let sound = read_anchor(&*file, &path, at, anchors.file_len, &mut bytes)?;
             let prev = anchors.root().unwrap_or([0; HASH_LEN]);
             match sound {
-                Some((entries, root)) if !linked || prev_root(&bytes) == prev => {
-                    anchors.points.extend(entries);
+                Some((anchor, root)) if !linked || prev_root(&bytes) == prev => {
+                    entries.extend(anchor);
                     anchors.roots.push(root);
                     anchors.end += bytes.len() as u64;
                     linked = true;
@@ -148,6 +208,7 @@ impl Anchors {
                 },
             }
         }
+        anchors.points = Anchored::fold(entries);
         Ok(anchors)
     }
 
@@ -264,7 +325,7 @@ impl Anchors {
         self.file_len = end;
         for (root, chunk) in written {
             self.roots.push(root);
-            self.points.extend(chunk.iter().copied());
+            self.points.merge(chunk);
         }
         Ok(prev)
     }
@@ -278,11 +339,11 @@ impl Anchors {
         found: impl Fn(u64) -> Option<Point>,
         erased: impl Fn(u64) -> bool,
     ) -> Vec<(u64, Point, Option<Point>)> {
-        let mut behind: Vec<_> = self
-            .points
+        // In order of id already.
+        self.points
             .iter()
-            .filter(|(id, _)| !erased(**id))
-            .filter_map(|(&id, &anchored)| {
+            .filter(|(id, _)| !erased(*id))
+            .filter_map(|(id, anchored)| {
                 let now = found(id);
                 let ok = now.map_or(anchored == Point::NONE, |now| {
                     now.last_seq > anchored.last_seq
@@ -290,9 +351,7 @@ impl Anchors {
                 });
                 (!ok).then_some((id, anchored, now))
             })
-            .collect();
-        behind.sort_unstable_by_key(|(id, ..)| *id);
-        behind
+            .collect()
     }
 }
 
@@ -415,7 +474,7 @@ fn decode(bytes: &[u8]) -> Option<Decoded> {
     if next_seq >= NUMBER_LIMIT {
         return None;
     }
-    let mut entries = Vec::new();
+    let mut entries = Vec::with_capacity(body.len() / ENTRY_LEN);
     for entry in body.get(HEAD_LEN..)?.chunks_exact(ENTRY_LEN) {
         let id = u64::from_le_bytes(entry[0..8].try_into().ok()?);
         let last_seq = u64::from_le_bytes(entry[8..16].try_into().ok()?);
@@ -499,8 +558,8 @@ mod tests {
         assert_ne!(first, second);
         let again = Anchors::read(&fs, dir).unwrap();
         assert_eq!(again.roots, vec![first, second]);
-        assert_eq!(again.points[&1], point(5, 1));
-        assert_eq!(again.points[&2], point(15, 3));
+        assert_eq!(*again.points.get(&1).unwrap(), point(5, 1));
+        assert_eq!(*again.points.get(&2).unwrap(), point(15, 3));
         let behind = again.behind(
             |id| Some(if id == 1 { point(3, 7) } else { point(15, 3) }),
             |_| false,
@@ -524,7 +583,7 @@ mod tests {
         fs.put_file(&path, &bytes);
         let mut again = Anchors::read(&fs, dir).unwrap();
         assert_eq!(again.roots, vec![first]);
-        assert_eq!(again.points[&1], point(5, 1));
+        assert_eq!(*again.points.get(&1).unwrap(), point(5, 1));
         let mut report = RecoveryReport::default();
         again.repair(&fs, dir, &mut report).unwrap();
         assert!(matches!(report.findings[..], [Finding::TornTail { .. }]));
@@ -558,11 +617,11 @@ mod tests {
             "the next anchor goes after them all"
         );
         assert_eq!(
-            again.points[&1],
+            *again.points.get(&1).unwrap(),
             point(5, 1),
             "the lost anchor's points are not known"
         );
-        assert_eq!(again.points[&2], point(25, 2));
+        assert_eq!(*again.points.get(&2).unwrap(), point(25, 2));
         let mut report = RecoveryReport::default();
         again.report_damage(dir, &mut report);
         again.repair(&fs, dir, &mut report).unwrap();
@@ -637,7 +696,7 @@ mod tests {
         log.append(&fs, dir, 10, [(1, point(3, 7))], &lowered, false)
             .unwrap();
         let again = Anchors::read(&fs, dir).unwrap();
-        assert_eq!(again.points[&1], point(3, 7));
+        assert_eq!(*again.points.get(&1).unwrap(), point(3, 7));
         // Session 1 at its settled point, session 2 gone: neither is behind.
         let found = |id| (id == 1).then_some(point(3, 7));
         assert!(again.behind(found, |_| false).is_empty());

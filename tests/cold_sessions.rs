@@ -142,3 +142,46 @@ fn a_session_written_after_its_listing_from_the_cold_bytes_is_listed_as_written(
         "most recent first"
     );
 }
+
+#[test]
+fn a_folder_rolled_back_under_a_newer_anchor_log_is_reported_at_open_while_cold() {
+    let dir = TempDir::new().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    for key in ["alice", "bob", "carol"] {
+        store.append(key, &user("first")).unwrap();
+    }
+    store.close().unwrap();
+    // A copy of every file but the anchor log, then more writes to bob and a clean close,
+    // which anchors bob's new point.
+    let old = TempDir::new().unwrap();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name != "ANCHORS")
+        .collect();
+    for name in &names {
+        let from = dir.path().join(name);
+        if from.is_file() {
+            std::fs::copy(&from, old.path().join(name)).unwrap();
+        }
+    }
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    store.append("bob", &user("second")).unwrap();
+    store.close().unwrap();
+    // The old files put back: the checkpoint and segments say bob ends at his first message.
+    for name in &names {
+        let from = old.path().join(name);
+        if from.is_file() {
+            std::fs::copy(&from, dir.path().join(name)).unwrap();
+        }
+    }
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    let rolled: Vec<_> = (store.recovery_report().findings.iter())
+        .filter_map(|f| match f {
+            sessionlog::Finding::RolledBack { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rolled, vec![Some("bob".to_string())]);
+    assert_eq!(store.health().sessions_cold, 3, "found without a slot");
+}

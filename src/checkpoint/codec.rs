@@ -1,6 +1,7 @@
 //! A checkpoint's bytes: written once here, read once here (`docs/FORMAT.md`, "The
 //! checkpoint").
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::bytes::{Reader, Writer};
@@ -404,6 +405,12 @@ pub(crate) struct Cold {
     file: Arc<BlockFile>,
     window: usize,
     pub(crate) entries: Vec<ColdEntry>,
+    /// Each entry's session id and index, in order of id (the checkpoint writes the newest
+    /// session first: this is its order reversed).
+    by_id: Vec<(u64, u32)>,
+    /// Where the last [`Cold::find`] found its entry in `by_id`: lookups in order of id (the
+    /// anchors' check at open) each take one step from there.
+    hint: AtomicUsize,
 }
 
 impl Cold {
@@ -414,14 +421,38 @@ impl Cold {
         d: &mut Decoded,
     ) -> Option<Cold> {
         let h = Header::read(&bytes)?;
-        Some(Cold {
+        let mut cold = Cold {
             version: h.version,
             section_len: h.section_len,
             bytes,
             file,
             window,
             entries: std::mem::take(&mut d.cold),
-        })
+            by_id: Vec::new(),
+            hint: AtomicUsize::new(0),
+        };
+        let mut by_id: Vec<(u64, u32)> = (cold.entries.iter().enumerate().rev())
+            .map(|(i, e)| (cold.session_id(e), i as u32))
+            .collect();
+        // Sorted already when the checkpoint is as a store writes it.
+        by_id.sort_unstable_by_key(|(id, _)| *id);
+        cold.by_id = by_id;
+        Some(cold)
+    }
+
+    /// The entry of session `id`, if it is among them.
+    pub(crate) fn find(&self, id: u64) -> Option<&ColdEntry> {
+        let hint = self.hint.load(Ordering::Relaxed);
+        let at = match self.by_id.get(hint) {
+            Some(&(at_hint, _)) if at_hint == id => hint,
+            _ => match self.by_id.get(hint + 1) {
+                Some(&(next, _)) if next == id => hint + 1,
+                _ => self.by_id.binary_search_by_key(&id, |(id, _)| *id).ok()?,
+            },
+        };
+        self.hint.store(at, Ordering::Relaxed);
+        let (_, index) = self.by_id.get(at)?;
+        self.entries.get(*index as usize)
     }
 
     fn fixed(&self, e: &ColdEntry, at: usize, len: usize) -> &[u8] {

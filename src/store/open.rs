@@ -124,7 +124,7 @@ impl LogStore {
                 .chain(&displaced),
         );
         if let Some(cold) = &state.cold {
-            root::add_cold(&mut points, cold);
+            points.add_cold(cold);
         }
         let mut gone = root::erasing(state.keys.as_ref())?;
         if read_only {

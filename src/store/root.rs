@@ -20,14 +20,38 @@ use crate::torn_tail::side_name;
 use super::{Inner, LogStore, Slot};
 
 /// Each session's point (its last record's number and hash), by id, of the sessions among
-/// `slots` that have a record.
-pub(super) type Points<'a> = HashMap<u64, (Owner<'a>, Point)>;
+/// `slots` that have a record, and of the cold sessions the checkpoint holds, if any.
+pub(super) struct Points<'a> {
+    slots: HashMap<u64, (&'a Arc<Slot>, Point)>,
+    cold: Option<&'a Cold>,
+}
+
+impl<'a> Points<'a> {
+    /// Session `id`'s point, with whose it is.
+    fn get(&self, id: u64) -> Option<(Owner<'a>, Point)> {
+        if let Some(&(slot, point)) = self.slots.get(&id) {
+            return Some((Owner::Slot(slot), point));
+        }
+        let cold = self.cold?;
+        let e = cold.find(id)?;
+        let point = Point {
+            last_seq: e.last_seq,
+            head: cold.head(e),
+        };
+        Some((Owner::Cold(cold, e), point))
+    }
+
+    /// Adds those of the sessions `cold` holds (each has a record).
+    pub(super) fn add_cold(&mut self, cold: &'a Cold) {
+        self.cold = Some(cold);
+    }
+}
 
 /// The session a point is of: its slot, or its entry in the checkpoint while it is cold
 /// (`session_map.rs`).
 pub(super) enum Owner<'a> {
     Slot(&'a Arc<Slot>),
-    Cold(&'a Cold, ColdEntry),
+    Cold(&'a Cold, &'a ColdEntry),
 }
 
 impl Owner<'_> {
@@ -50,22 +74,13 @@ impl Owner<'_> {
     }
 }
 
-/// Adds to `points` those of the sessions `cold` holds (each has a record).
-pub(super) fn add_cold<'a>(points: &mut Points<'a>, cold: &'a Cold) {
-    points.reserve(cold.entries.len());
-    for e in &cold.entries {
-        let point = Point {
-            last_seq: e.last_seq,
-            head: cold.head(e),
-        };
-        points.insert(cold.session_id(e), (Owner::Cold(cold, *e), point));
-    }
-}
-
 /// The [`Points`] of `slots`.
 pub(super) fn points<'a>(slots: impl IntoIterator<Item = &'a Arc<Slot>>) -> Points<'a> {
     let slots = slots.into_iter();
-    let mut points = HashMap::with_capacity(slots.size_hint().0);
+    let mut points = Points {
+        slots: HashMap::with_capacity(slots.size_hint().0),
+        cold: None,
+    };
     for slot in slots {
         // The writer's lock first, as every writer takes them.
         let w = slot.writer.lock();
@@ -75,7 +90,7 @@ pub(super) fn points<'a>(slots: impl IntoIterator<Item = &'a Arc<Slot>>) -> Poin
                 last_seq: view.last_seq,
                 head: w.head,
             };
-            points.insert(slot.session_id, (Owner::Slot(slot), point));
+            points.slots.insert(slot.session_id, (slot, point));
         }
     }
     points
@@ -185,7 +200,7 @@ fn side_file_explains(
     id: u64,
     anchored: Point,
 ) -> bool {
-    let Some((owner, _)) = points.get(&id) else {
+    let Some((owner, _)) = points.get(id) else {
         return false;
     };
     let (newest, len) = owner.newest();
@@ -210,7 +225,7 @@ fn behind(
     points: &Points<'_>,
     skipped: impl Fn(u64) -> bool,
 ) -> Vec<(u64, Point, Option<Point>)> {
-    anchors.behind(|id| points.get(&id).map(|(_, p)| *p), skipped)
+    anchors.behind(|id| points.get(id).map(|(_, p)| p), skipped)
 }
 
 /// A [`Finding::RolledBack`] for each session of `points` (or anchored and gone, and not
@@ -235,7 +250,7 @@ fn rollback(
     found: Option<Point>,
 ) -> Finding {
     Finding::RolledBack {
-        key: points.get(&session_id).map(|(owner, _)| owner.key()),
+        key: points.get(session_id).map(|(owner, _)| owner.key()),
         session_id,
         anchored_seq: anchored.last_seq,
         found_seq: found.map_or(0, |p| p.last_seq),
@@ -286,7 +301,8 @@ impl Inner {
         .into_iter()
         .map(|(id, ..)| id)
         .collect();
-        let points = points.into_iter().map(|(id, (_, point))| (id, point));
+        // (Every session is warm here: `all_slots` warmed them.)
+        let points = (points.slots.into_iter()).map(|(id, (_, point))| (id, point));
         // The first anchor since open makes the log durable even if it writes nothing: what
         // an earlier process wrote may still be only in the page cache (it may have failed to
         // sync, or been killed first), and the root handed out must be on disk.
