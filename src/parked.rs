@@ -60,6 +60,27 @@ impl BlockFile {
     pub(crate) fn closing(&self) {
         self.closing.store(true, Ordering::SeqCst);
     }
+
+    /// The file's path.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Fills `buf` from `at` in the file (a cold session's entry in the body, read again at
+    /// its first use: `checkpoint::Cold`); `what` names it in the error.
+    pub(crate) fn read_at(&self, buf: &mut [u8], at: u64, what: &str) -> Result<()> {
+        let damaged = |reason: String| Error::Corrupt {
+            path: self.path.clone(),
+            offset: at,
+            reason: format!("the checkpoint's {what}: {reason}"),
+        };
+        let file = self.file.read();
+        let Some(file) = file.as_deref() else {
+            return Err(damaged("its checkpoint was removed (an erasure)".into()));
+        };
+        file.read_at(buf, at)
+            .map_err(|e| damaged(format!("unreadable ({e})")))
+    }
 }
 
 /// Where a checkpoint holds a session's message locations, as its view knows it.

@@ -185,3 +185,70 @@ fn a_folder_rolled_back_under_a_newer_anchor_log_is_reported_at_open_while_cold(
     assert_eq!(rolled, vec![Some("bob".to_string())]);
     assert_eq!(store.health().sessions_cold, 3, "found without a slot");
 }
+
+#[test]
+fn cold_sessions_with_one_last_activity_are_listed_by_key_among_warm_ones() {
+    let dir = TempDir::new().unwrap();
+    let at = chrono::DateTime::from_timestamp_micros(1_700_000_000_000_000).unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    for key in ["delta", "bravo", "echo", "alpha", "charlie"] {
+        store.append_at(key, &user("same time"), at).unwrap();
+    }
+    let before: Vec<String> = store.list_sessions();
+    assert_eq!(before, ["alpha", "bravo", "charlie", "delta", "echo"]);
+    store.close().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.list_sessions(), before);
+    // Two warm, three cold: the same order.
+    store.load("bravo");
+    store.load("echo");
+    assert_eq!(store.health().sessions_cold, 3);
+    assert_eq!(store.list_sessions(), before);
+    let listed: Vec<String> = (store.list_sessions_with_metadata().into_iter())
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(listed, before);
+}
+
+#[test]
+fn a_cold_entry_changed_in_the_checkpoint_while_open_is_never_served() {
+    let dir = TempDir::new().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    for i in 0..20 {
+        let key = format!("k{i}");
+        store.append(&key, &user("hello")).unwrap();
+        store
+            .set_session_name(&key, &format!("marker-{i:02}"))
+            .unwrap();
+    }
+    store.close().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.health().sessions_cold, 20);
+    // The name of k7 changed in the checkpoint under the open store.
+    let path = dir.path().join("CHECKPOINT");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(9)
+        .position(|w| w == b"marker-07")
+        .expect("the name is in the checkpoint");
+    bytes[at + 7] = b'9';
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&bytes[at..at + 9], at as u64).unwrap();
+    }
+    let names: Vec<Option<String>> = (store.list_sessions_with_metadata().into_iter())
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names.len(), 19, "k7 is left out of the listing");
+    let nines = names.iter().filter(|n| n.as_deref() == Some("marker-09"));
+    assert_eq!(
+        nines.count(),
+        1,
+        "k9's own name only: the changed entry is never served"
+    );
+    assert!(store.health().read_errors >= 1);
+    let err = store.read_messages("k7").unwrap_err();
+    assert!(matches!(err, sessionlog::Error::Corrupt { .. }), "{err:?}");
+    assert_eq!(store.read_messages("k8").unwrap().len(), 1);
+}

@@ -1,21 +1,21 @@
 //! A checkpoint's bytes: written once here, read once here (`docs/FORMAT.md`, "The
 //! checkpoint").
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::bytes::{Reader, Writer};
 use crate::claim::SegmentStat;
 
+use super::cold::{Cold, ColdEntry, STREAM_CHUNK};
+pub(super) use super::entry::Section;
+use super::entry::{EntryRef, SECTION_VERSION};
 use super::folder::Recorded;
-use crate::backend::SessionMetadata;
 use crate::error::Result;
 use crate::fs::FileStat;
-use crate::parked::{decode_locs, encode_loc, Block, BlockFile, Home, LOC_BYTES};
-use crate::projection::{to_time, SessionView};
-use crate::record::{Hash, HASH_LEN};
+use crate::parked::{encode_loc, BlockFile, LOC_BYTES};
+use crate::projection::SessionView;
+use crate::record::Hash;
 use crate::recovery::ReplayedSession;
-use crate::segment::{FORMAT_VERSION_NEWEST, FORMAT_VERSION_OLDEST};
 
 const MAGIC: [u8; 8] = *b"SLCKPT\0\0";
 /// Version 2 added each session's chain head and newest segment's format version; version 3
@@ -29,8 +29,6 @@ const MAGIC: [u8; 8] = *b"SLCKPT\0\0";
 pub(super) const VERSION: u32 = 8;
 /// The oldest version read: versions 6 and 7 have one body, with the locations in it.
 const VERSION_OLDEST: u32 = 6;
-/// The first version with a location section.
-const SECTION_VERSION: u32 = 8;
 
 /// How a segment without a change time is recorded.
 const NO_CHANGE_TIME: i64 = i64::MIN;
@@ -213,8 +211,6 @@ pub(super) struct Decoded {
     pub window_full: bool,
     pub segments: Vec<(Recorded, SegmentStat)>,
     pub sessions: Vec<ReplayedSession>,
-    /// The live sessions left in the bytes by a lazy decode ([`decode_as`]).
-    pub cold: Vec<ColdEntry>,
 }
 
 /// The fewest bytes a segment's entry takes (its name's length, its length and two times).
@@ -270,15 +266,6 @@ impl Header {
     }
 }
 
-/// Where a checkpoint's location section is read from.
-pub(super) enum Section<'a> {
-    /// In memory (an encrypted store's checkpoint is opened whole): every session's locations
-    /// are decoded with its entry.
-    Bytes(&'a [u8]),
-    /// In the file: each session's locations are left there, parked.
-    File(Arc<BlockFile>),
-}
-
 /// Decodes a checkpoint held whole in `bytes` (an encrypted store's, once opened).
 pub(super) fn decode_whole(bytes: &[u8], window: usize) -> Option<Decoded> {
     let h = Header::read(bytes)?;
@@ -296,472 +283,234 @@ pub(super) fn decode_whole(bytes: &[u8], window: usize) -> Option<Decoded> {
 /// Decodes a checkpoint's header and body (`bytes`), its location section in `section`;
 /// each session's window keeps `window` ids. Every session is decoded into its view.
 pub(super) fn decode(bytes: &[u8], window: usize, section: Section<'_>) -> Option<Decoded> {
-    decode_as(bytes, window, section, false)
+    let h = Header::read(bytes)?;
+    let body = bytes.get(h.len..)?;
+    decode_body(&h, Body::Bytes(body), window, section, false).map(|(d, _)| d)
 }
 
-/// [`decode`], leaving the live sessions' entries in `bytes` when `lazy` and the location
-/// section is in the file: each is checked whole now, and listed in [`Decoded::cold`] with
-/// where it starts, to be decoded when it is first asked for ([`Cold`]).
-pub(super) fn decode_as(
-    bytes: &[u8],
+/// Where a checkpoint's body is read from.
+pub(super) enum Body<'a> {
+    /// In memory, whole (an encrypted store's checkpoint, once opened).
+    Bytes(&'a [u8]),
+    /// In its file, from this offset on, through a bounded buffer.
+    File(&'a BlockFile, u64),
+}
+
+/// A checkpoint's body read in order, through a buffer that holds what the field being read
+/// needs (a file's body is never read whole into memory), its CRC computed on the way.
+struct BodyStream<'a> {
+    source: Body<'a>,
+    /// The body's length.
+    end: u64,
+    /// Where the next unread byte is, from the body's start.
+    pos: u64,
+    /// From a file: the bytes read and not yet consumed begin at `buf[used]`, at `pos`.
+    buf: Vec<u8>,
+    used: usize,
+    crc: crc32fast::Hasher,
+}
+
+/// How much a file's body is read at a time.
+/// The longest entry read: one holds a session's metadata (which fits in one record) and its
+/// window of ids (at most 1 MiB). A longer one makes the checkpoint unusable (open replays).
+const ENTRY_MAX: usize = 64 << 20;
+/// The longest file name a checkpoint records.
+const NAME_MAX: usize = 4096;
+
+impl<'a> BodyStream<'a> {
+    fn new(source: Body<'a>, end: u64) -> BodyStream<'a> {
+        BodyStream {
+            source,
+            end,
+            pos: 0,
+            buf: Vec::new(),
+            used: 0,
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// The bytes from here on: at least `need` of them, unless the body ends first.
+    fn ahead(&mut self, need: usize) -> Option<&[u8]> {
+        match self.source {
+            Body::Bytes(bytes) => bytes.get(usize::try_from(self.pos).ok()?..),
+            Body::File(file, start) => {
+                let have = self.buf.len() - self.used;
+                if have < need {
+                    self.buf.drain(..self.used);
+                    self.used = 0;
+                    let read_to = self.pos + have as u64;
+                    let left = self.end - read_to;
+                    let n = ((need - have).max(STREAM_CHUNK) as u64).min(left) as usize;
+                    let old = self.buf.len();
+                    self.buf.resize(old + n, 0);
+                    file.read_at(&mut self.buf[old..], start + read_to, "body")
+                        .ok()?;
+                    self.crc.update(&self.buf[old..]);
+                }
+                self.buf.get(self.used..)
+            }
+        }
+    }
+
+    /// True once every byte of the body is in hand.
+    fn all_in(&self) -> bool {
+        match self.source {
+            Body::Bytes(_) => true,
+            Body::File(..) => self.pos + (self.buf.len() - self.used) as u64 == self.end,
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n as u64;
+        if let Body::File(..) = self.source {
+            self.used += n;
+        }
+    }
+
+    /// Reads one item of at most `max` bytes with `read` (`None` when the bytes in hand do
+    /// not hold it whole): returns it and how many bytes it took.
+    fn item<T>(
+        &mut self,
+        max: usize,
+        mut read: impl FnMut(&mut Reader<'_>) -> Option<T>,
+    ) -> Option<T> {
+        let mut need = 64.min(max);
+        loop {
+            let (taken, item) = {
+                let ahead = self.ahead(need)?;
+                let mut r = Reader(ahead);
+                match read(&mut r) {
+                    Some(item) => (ahead.len() - r.0.len(), Some(item)),
+                    None => (0, None),
+                }
+            };
+            if let Some(item) = item {
+                self.consume(taken);
+                return Some(item);
+            }
+            // Not whole in the bytes in hand: more, up to its bound, unless the body ended.
+            if self.all_in() || need >= max {
+                return None;
+            }
+            need = need.saturating_mul(4).min(max);
+        }
+    }
+
+    /// True when the whole body was read and its CRC is `crc`.
+    fn finish(self, crc: u32) -> bool {
+        self.pos == self.end
+            && match self.source {
+                Body::Bytes(_) => true, // checked before it was read
+                Body::File(..) => self.crc.finalize() == crc,
+            }
+    }
+}
+
+/// Decodes a checkpoint's body from `body` (its header `h`; its location section in
+/// `section`); each session's window keeps `window` ids. `lazy`: the live sessions are left
+/// in the file, each entry checked whole now and listed in the [`Cold`] returned, to be read
+/// again and decoded when it is first asked for (only with the section in the file).
+pub(super) fn decode_body(
+    h: &Header,
+    body: Body<'_>,
     window: usize,
     section: Section<'_>,
     lazy: bool,
-) -> Option<Decoded> {
-    let h = Header::read(bytes)?;
+) -> Option<(Decoded, Option<Cold>)> {
     let version = h.version;
-    let body_len = usize::try_from(h.body_len).ok()?;
-    let body = bytes.get(h.len..)?;
-    if body.len() != body_len || crc32fast::hash(body) != h.body_crc {
-        return None;
+    if let Body::Bytes(bytes) = body {
+        if bytes.len() as u64 != h.body_len || crc32fast::hash(bytes) != h.body_crc {
+            return None;
+        }
     }
     if let Section::Bytes(bytes) = &section {
         if bytes.len() as u64 != h.section_len {
             return None;
         }
     }
-    let lazy = lazy && matches!(section, Section::File(_)) && version >= SECTION_VERSION;
+    let file = match (&section, lazy && version >= SECTION_VERSION) {
+        (Section::File(file), true) => Some(Arc::clone(file)),
+        _ => None,
+    };
+    let body_at = match body {
+        Body::File(_, start) => start,
+        Body::Bytes(_) => 0,
+    };
+    let mut s = BodyStream::new(body, h.body_len);
     // Where the next session's block starts in the location section.
     let mut section_at: u64 = 0;
-    let mut r = Reader(body);
-    let next_seq = r.u64()?;
-    let next_id = r.u64()?;
-    let recorded_window = r.u64()?;
+    let fixed = |r: &mut Reader<'_>| Some((r.u64()?, r.u64()?, r.u64()?, r.len()?));
+    let (next_seq, next_id, recorded_window, segment_count) = s.item(32, fixed)?;
     let mut window_full = false;
-    let segment_count = r.len()?;
     // Capacities by what the body can hold: each entry takes at least this many bytes.
+    let body_len = usize::try_from(h.body_len).ok()?;
     let mut segments = Vec::with_capacity(segment_count.min(body_len / SEGMENT_BYTES_MIN));
     for _ in 0..segment_count {
-        let name = Recorded::of(r.str_ref()?);
-        let len = r.u64()?;
-        let modified_ns = r.i64()?;
-        let changed = Some(r.i64()?).filter(|&c| c != NO_CHANGE_TIME);
-        segments.push((name, (FileStat { len, modified_ns }, changed)));
+        let segment = |r: &mut Reader<'_>| {
+            let name = Recorded::of(r.str_ref()?);
+            let len = r.u64()?;
+            let modified_ns = r.i64()?;
+            let changed = Some(r.i64()?).filter(|&c| c != NO_CHANGE_TIME);
+            Some((name, (FileStat { len, modified_ns }, changed)))
+        };
+        segments.push(s.item(8 + NAME_MAX + 24, segment)?);
     }
-    let session_count = r.len()?;
+    let session_count = s.item(8, |r| r.len())?;
     let capacity = session_count.min(body_len / SESSION_BYTES_MIN);
-    let mut sessions = Vec::with_capacity(if lazy { 0 } else { capacity });
-    let mut cold = Vec::with_capacity(if lazy { capacity } else { 0 });
+    let mut sessions = Vec::new();
+    let mut cold = (file.as_ref())
+        .map(|file| Cold::new(version, h.section_len, file, body_at, window, capacity));
+    let lazy = cold.is_some();
     for _ in 0..session_count {
-        let at = h.len + (body_len - r.0.len());
+        let at = s.pos;
         let block_at = section_at;
-        let e = EntryRef::parse(&mut r, version, &mut section_at, h.section_len)?;
-        window_full |= e.id_count as u64 >= recorded_window && recorded_window > 0;
-        if lazy && !e.deleted {
-            cold.push(ColdEntry {
-                at: at as u64,
-                block_at,
-                last_seq: e.last_seq,
-                last_activity: e.last_activity,
-            });
-        } else {
-            sessions.push(e.session(window, block_at, &section)?);
+        let mut after = section_at;
+        let (ids, parsed) = s.item(ENTRY_MAX, |r| {
+            let start = r.0;
+            after = section_at;
+            let e = EntryRef::parse(r, version, &mut after, h.section_len)?;
+            let len = start.len() - r.0.len();
+            let parsed = if lazy && !e.deleted {
+                Parsed::Cold(
+                    ColdEntry::of(&e, at, len, block_at, start)?,
+                    e.key.to_owned(),
+                    e.head,
+                )
+            } else {
+                Parsed::Decoded(Box::new(e.session(window, block_at, &section)?))
+            };
+            Some((e.id_count as u64, parsed))
+        })?;
+        section_at = after;
+        window_full |= ids >= recorded_window && recorded_window > 0;
+        match (parsed, &mut cold) {
+            (Parsed::Decoded(session), _) => sessions.push(*session),
+            (Parsed::Cold(entry, key, head), Some(cold)) => cold.push(entry, key, head),
+            (Parsed::Cold(..), None) => return None,
         }
     }
-    if !r.is_empty() || section_at != h.section_len {
+    if !s.finish(h.body_crc) || section_at != h.section_len {
         return None;
     }
-    Some(Decoded {
-        version,
-        next_seq,
-        next_id,
-        window: recorded_window,
-        window_full,
-        segments,
-        sessions,
+    let cold = cold.filter(|c| !c.entries.is_empty()).map(Cold::sorted);
+    Some((
+        Decoded {
+            version,
+            next_seq,
+            next_id,
+            window: recorded_window,
+            window_full,
+            segments,
+            sessions,
+        },
         cold,
-    })
+    ))
 }
 
-/// Where a live session's entry is in a checkpoint's bytes, and what open needs of it
-/// without decoding it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ColdEntry {
-    /// Where its entry starts, from the start of the checkpoint.
-    pub at: u64,
-    /// Where its locations start in the location section.
-    pub block_at: u64,
-    pub last_seq: u64,
-    pub last_activity: i64,
-}
-
-/// The offsets, in a session's entry, of the fixed-width fields it begins with.
-const ENTRY_ID_AT: usize = 0;
-const ENTRY_NEWEST_AT: usize = 12;
-const ENTRY_NEWEST_LEN_AT: usize = 16;
-const ENTRY_HEAD_AT: usize = 24;
-/// After the head: the newest segment's format version (4 bytes), then the bytes written.
-const ENTRY_WRITTEN_AT: usize = ENTRY_HEAD_AT + HASH_LEN + 4;
-const ENTRY_KEY_LEN_AT: usize = ENTRY_WRITTEN_AT + 8;
-const ENTRY_KEY_AT: usize = ENTRY_KEY_LEN_AT + 8;
-
-/// The live sessions of a checkpoint that open left in its bytes (every entry checked whole
-/// when they were read): each is decoded the first time it is asked for.
-pub(crate) struct Cold {
-    /// The checkpoint's header and body, as read.
-    bytes: Vec<u8>,
-    version: u32,
-    section_len: u64,
-    file: Arc<BlockFile>,
-    window: usize,
-    pub(crate) entries: Vec<ColdEntry>,
-    /// Each entry's session id and index, in order of id (the checkpoint writes the newest
-    /// session first: this is its order reversed).
-    by_id: Vec<(u64, u32)>,
-    /// Where the last [`Cold::find`] found its entry in `by_id`: lookups in order of id (the
-    /// anchors' check at open) each take one step from there.
-    hint: AtomicUsize,
-}
-
-impl Cold {
-    pub(super) fn new(
-        bytes: Vec<u8>,
-        file: Arc<BlockFile>,
-        window: usize,
-        d: &mut Decoded,
-    ) -> Option<Cold> {
-        let h = Header::read(&bytes)?;
-        let mut cold = Cold {
-            version: h.version,
-            section_len: h.section_len,
-            bytes,
-            file,
-            window,
-            entries: std::mem::take(&mut d.cold),
-            by_id: Vec::new(),
-            hint: AtomicUsize::new(0),
-        };
-        let mut by_id: Vec<(u64, u32)> = (cold.entries.iter().enumerate().rev())
-            .map(|(i, e)| (cold.session_id(e), i as u32))
-            .collect();
-        // Sorted already when the checkpoint is as a store writes it.
-        by_id.sort_unstable_by_key(|(id, _)| *id);
-        cold.by_id = by_id;
-        Some(cold)
-    }
-
-    /// The entry of session `id`, if it is among them.
-    pub(crate) fn find(&self, id: u64) -> Option<&ColdEntry> {
-        let hint = self.hint.load(Ordering::Relaxed);
-        let at = match self.by_id.get(hint) {
-            Some(&(at_hint, _)) if at_hint == id => hint,
-            _ => match self.by_id.get(hint + 1) {
-                Some(&(next, _)) if next == id => hint + 1,
-                _ => self.by_id.binary_search_by_key(&id, |(id, _)| *id).ok()?,
-            },
-        };
-        self.hint.store(at, Ordering::Relaxed);
-        let (_, index) = self.by_id.get(at)?;
-        self.entries.get(*index as usize)
-    }
-
-    fn fixed(&self, e: &ColdEntry, at: usize, len: usize) -> &[u8] {
-        let start = e.at as usize + at;
-        self.bytes.get(start..start + len).unwrap_or(&[])
-    }
-
-    fn u64_at(&self, e: &ColdEntry, at: usize) -> u64 {
-        self.fixed(e, at, 8)
-            .try_into()
-            .map_or(0, u64::from_le_bytes)
-    }
-
-    /// The session id of `e`.
-    pub(crate) fn session_id(&self, e: &ColdEntry) -> u64 {
-        self.u64_at(e, ENTRY_ID_AT)
-    }
-
-    /// The key of `e`.
-    pub(crate) fn key(&self, e: &ColdEntry) -> &str {
-        std::str::from_utf8(self.key_bytes(e)).unwrap_or_default()
-    }
-
-    /// The key of `e`, as bytes (checked as UTF-8 when the entry was read).
-    pub(crate) fn key_bytes(&self, e: &ColdEntry) -> &[u8] {
-        let len = usize::try_from(self.u64_at(e, ENTRY_KEY_LEN_AT)).unwrap_or(0);
-        self.fixed(e, ENTRY_KEY_AT, len)
-    }
-
-    /// The metadata of `e` as a listing gives it; `None` if it is archived (listings leave
-    /// those out).
-    pub(crate) fn metadata(&self, e: &ColdEntry) -> Option<SessionMetadata> {
-        let mut r = Reader(self.bytes.get(usize::try_from(e.at).ok()?..)?);
-        let mut section_at = e.block_at;
-        let e = EntryRef::parse(&mut r, self.version, &mut section_at, self.section_len)?;
-        if e.archived {
-            return None;
-        }
-        let owned = |s: Option<&str>| s.map(str::to_owned);
-        let [name, agent_alias, channel_id, room_id, sender_id] = e.strings;
-        Some(SessionMetadata {
-            key: e.key.to_owned(),
-            name: owned(name),
-            created_at: to_time(e.created_at),
-            last_activity: to_time(e.last_activity),
-            message_count: match e.locs {
-                Locs::Inline(_, live, ..) => live,
-                Locs::Section { counts, .. } => counts.0 as usize,
-            },
-            agent_alias: owned(agent_alias),
-            channel_id: owned(channel_id),
-            room_id: owned(room_id),
-            sender_id: owned(sender_id),
-        })
-    }
-
-    /// The bytes of the records `e` wrote since its last compaction.
-    pub(crate) fn bytes_written(&self, e: &ColdEntry) -> u64 {
-        self.u64_at(e, ENTRY_WRITTEN_AT)
-    }
-
-    /// The chain head of `e`'s last record.
-    pub(crate) fn head(&self, e: &ColdEntry) -> Hash {
-        self.fixed(e, ENTRY_HEAD_AT, HASH_LEN)
-            .try_into()
-            .unwrap_or([0; HASH_LEN])
-    }
-
-    /// `e`'s newest segment and its length.
-    pub(crate) fn newest(&self, e: &ColdEntry) -> (u32, u64) {
-        let newest = self.fixed(e, ENTRY_NEWEST_AT, 4);
-        (
-            newest.try_into().map_or(0, u32::from_le_bytes),
-            self.u64_at(e, ENTRY_NEWEST_LEN_AT),
-        )
-    }
-
-    /// The session `e` records, decoded, its locations parked in the file.
-    pub(crate) fn session(&self, e: &ColdEntry) -> Option<ReplayedSession> {
-        let mut r = Reader(self.bytes.get(usize::try_from(e.at).ok()?..)?);
-        let mut section_at = e.block_at;
-        EntryRef::parse(&mut r, self.version, &mut section_at, self.section_len)?.session(
-            self.window,
-            e.block_at,
-            &Section::File(Arc::clone(&self.file)),
-        )
-    }
-}
-
-/// A session's locations as its entry records them.
-enum Locs<'a> {
-    /// Before version 8: in the entry (live, then cleared).
-    Inline(&'a [u8], usize, &'a [u8], usize),
-    /// In the location section: the live and cleared counts, their bytes and the block's CRC.
-    Section {
-        counts: (u32, u32),
-        live_bytes: u64,
-        cleared_bytes: u64,
-        crc: u32,
-    },
-}
-
-/// One session's entry, its strings borrowed from the body.
-struct EntryRef<'a> {
-    session_id: u64,
-    oldest: u32,
-    newest: u32,
-    newest_len: u64,
-    head: Hash,
-    newest_version: u32,
-    bytes_written: u64,
-    key: &'a str,
-    created_at: i64,
-    last_activity: i64,
-    strings: [Option<&'a str>; 5],
-    state: &'a str,
-    turn_id: Option<&'a str>,
-    turn_started_at: Option<i64>,
-    locs: Locs<'a>,
-    cleared_by: Option<(u64, i64)>,
-    deleted: bool,
-    deleted_at: i64,
-    last_seq: u64,
-    fork_origin: Option<(&'a str, u64)>,
-    archived: bool,
-    id_count: usize,
-    ids: &'a [u8],
-}
-
-impl<'a> EntryRef<'a> {
-    /// Reads one entry of a checkpoint of `version`, its block taken from `section_at` on
-    /// (advanced past it) in a section of `section_len` bytes.
-    fn parse(
-        r: &mut Reader<'a>,
-        version: u32,
-        section_at: &mut u64,
-        section_len: u64,
-    ) -> Option<EntryRef<'a>> {
-        let session_id = r.u64()?;
-        let oldest = r.u32()?;
-        let newest = r.u32()?;
-        let newest_len = r.u64()?;
-        let head: Hash = r.take(HASH_LEN)?.try_into().ok()?;
-        let newest_version = r.u32()?;
-        if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION_NEWEST).contains(&newest_version) {
-            return None;
-        }
-        let bytes_written = r.u64()?;
-        let key = r.str_ref()?;
-        let created_at = r.i64()?;
-        let last_activity = r.i64()?;
-        let mut strings = [None; 5];
-        for s in &mut strings {
-            *s = r.opt_str_ref()?;
-        }
-        let state = r.str_ref()?;
-        let turn_id = r.opt_str_ref()?;
-        let turn_started_at = match r.u8()? {
-            0 => None,
-            1 => Some(r.i64()?),
-            _ => return None,
-        };
-        let locs = if version < SECTION_VERSION {
-            let mut locs = || -> Option<(&'a [u8], usize)> {
-                let count = r.len()?;
-                Some((r.take(count.checked_mul(LOC_BYTES)?)?, count))
-            };
-            let (live, live_count) = locs()?;
-            let (cleared, cleared_count) = locs()?;
-            Locs::Inline(live, live_count, cleared, cleared_count)
-        } else {
-            let counts = (u32::try_from(r.u64()?).ok()?, u32::try_from(r.u64()?).ok()?);
-            let (live_bytes, cleared_bytes, crc) = (r.u64()?, r.u64()?, r.u32()?);
-            let len = (u64::from(counts.0) + u64::from(counts.1)) * LOC_BYTES as u64;
-            *section_at = section_at
-                .checked_add(len)
-                .filter(|&end| end <= section_len)?;
-            Locs::Section {
-                counts,
-                live_bytes,
-                cleared_bytes,
-                crc,
-            }
-        };
-        let cleared_by = match r.u8()? {
-            0 => None,
-            1 => Some((r.u64()?, r.i64()?)),
-            _ => return None,
-        };
-        let deleted = r.flag()?;
-        let deleted_at = r.i64()?;
-        let last_seq = r.u64()?;
-        let fork_origin = match r.u8()? {
-            0 => None,
-            1 => Some((r.str_ref()?, r.u64()?)),
-            _ => return None,
-        };
-        let archived = r.flag()?;
-        let id_count = r.len()?;
-        let ids = r.take(id_count.checked_mul(16)?)?;
-        Some(EntryRef {
-            session_id,
-            oldest,
-            newest,
-            newest_len,
-            head,
-            newest_version,
-            bytes_written,
-            key,
-            created_at,
-            last_activity,
-            strings,
-            state,
-            turn_id,
-            turn_started_at,
-            locs,
-            cleared_by,
-            deleted,
-            deleted_at,
-            last_seq,
-            fork_origin,
-            archived,
-            id_count,
-            ids,
-        })
-    }
-
-    /// The session this entry records, its block at `block_at` of `section`; each window
-    /// keeps `window` ids.
-    fn session(
-        &self,
-        window: usize,
-        block_at: u64,
-        section: &Section<'_>,
-    ) -> Option<ReplayedSession> {
-        let owned = |s: Option<&str>| s.map(str::to_owned);
-        let [name, agent_alias, channel_id, room_id, sender_id] = self.strings;
-        let mut view = SessionView {
-            key: self.key.to_owned(),
-            exists: true,
-            created_at: self.created_at,
-            last_activity: self.last_activity,
-            name: owned(name),
-            agent_alias: owned(agent_alias),
-            channel_id: owned(channel_id),
-            room_id: owned(room_id),
-            sender_id: owned(sender_id),
-            state: self.state.to_owned(),
-            turn_id: owned(self.turn_id),
-            turn_started_at: self.turn_started_at,
-            ..SessionView::empty(window)
-        };
-        match self.locs {
-            Locs::Inline(live, live_count, cleared, cleared_count) => {
-                view.cleared = decode_locs(cleared, cleared_count).0;
-                view.install_generation(decode_locs(live, live_count).0, self.bytes_written);
-            }
-            Locs::Section {
-                counts,
-                live_bytes,
-                cleared_bytes,
-                crc,
-            } => match section {
-                Section::File(file) => {
-                    view.bytes_written = self.bytes_written;
-                    view.live_bytes = live_bytes;
-                    let block = Block::new(Arc::clone(file), block_at, counts, crc, cleared_bytes);
-                    view.home = Home::Parked(block);
-                }
-                Section::Bytes(bytes) => {
-                    let len = (u64::from(counts.0) + u64::from(counts.1)) * LOC_BYTES as u64;
-                    let at = usize::try_from(block_at).ok()?;
-                    let block = bytes.get(at..at.checked_add(usize::try_from(len).ok()?)?)?;
-                    if crc32fast::hash(block) != crc {
-                        return None;
-                    }
-                    let (messages, cleared) = decode_locs(block, counts.0 as usize);
-                    view.cleared = cleared;
-                    view.install_generation(messages, self.bytes_written);
-                    if (view.live_bytes, view.cleared_bytes()) != (live_bytes, cleared_bytes) {
-                        return None;
-                    }
-                }
-            },
-        }
-        view.cleared_by = self.cleared_by;
-        view.deleted = self.deleted;
-        view.deleted_at = self.deleted_at;
-        view.last_seq = self.last_seq;
-        view.fork_origin = self.fork_origin.map(|(source, at)| (source.to_owned(), at));
-        view.archived = self.archived;
-        let digests: Vec<u128> = self
-            .ids
-            .chunks_exact(16)
-            .map(|d| u128::from_le_bytes(d.try_into().unwrap_or([0; 16])))
-            .collect();
-        view.recent_ids.replace(&digests);
-        Some(ReplayedSession {
-            session_id: self.session_id,
-            view,
-            oldest: self.oldest,
-            newest: self.newest,
-            newest_len: self.newest_len,
-            highest: self.newest,
-            head: self.head,
-            newest_version: self.newest_version,
-            damage: None,
-        })
-    }
+/// One entry as [`decode_body`] read it.
+enum Parsed {
+    Decoded(Box<ReplayedSession>),
+    Cold(ColdEntry, String, Hash),
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@
 //! docs/FORMAT.md describes the body and the section.
 
 mod codec;
+mod cold;
+mod entry;
 mod folder;
 
 use std::collections::HashSet;
@@ -37,9 +39,7 @@ use std::sync::Arc;
 
 pub(crate) use crate::claim::Claims;
 use crate::error::Result;
-use crate::fs::{
-    context, crc32_in_chunks, read_all, sync_dir, written_after, FileSystem, OpenMode, CRC_CHUNK,
-};
+use crate::fs::{context, read_all, sync_dir, written_after, FileSystem, OpenMode};
 use crate::keyring::Keyring;
 use crate::layout::{CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, NUMBER_LIMIT};
 use crate::parked::BlockFile;
@@ -47,9 +47,9 @@ use crate::projection::SessionView;
 use crate::recovery::{Partial, Replayed};
 use crate::report::{Finding, RecoveryReport};
 use crate::segment::key_len_ok;
-use codec::{decode_as, decode_whole, Decoded, Header, Section, HEADER_LEN};
+use codec::{decode_body, decode_whole, Body, Decoded, Header, Section, HEADER_LEN};
 pub(crate) use codec::{encode_with, Entry, Sessions};
-pub(crate) use codec::{Cold, ColdEntry};
+pub(crate) use cold::{Cold, ColdEntry, ColdRead};
 use folder::{check_folder, check_folder_after_crash};
 
 /// Checks what a whole checkpoint (its CRC right) claims against the rules every store keeps,
@@ -74,9 +74,8 @@ fn check(d: &Decoded, cold: Option<&Cold>) -> std::result::Result<Vec<u64>, &'st
             (s.session_id, v.last_seq, v.key.as_str(), v.deleted)
         });
         let left = cold.into_iter().flat_map(move |c| {
-            cold_entries
-                .iter()
-                .map(move |e| (c.session_id(e), e.last_seq, c.key(e), false))
+            (cold_entries.iter().enumerate())
+                .map(move |(i, e)| (e.session_id, e.last_seq, c.key(i).unwrap_or(""), false))
         });
         decoded.chain(left)
     };
@@ -160,13 +159,9 @@ pub(crate) fn load(
             .and_then(|bytes| decode_whole(&bytes, window)),
         // After a clean close, the live sessions are left in the bytes, each decoded when it
         // is first asked for (`store/session_map.rs`); after a crash, every one is decoded.
-        None => read_checked(fs, &path).and_then(|(bytes, section)| {
-            let file = Section::File(Arc::clone(&section));
-            let mut d = decode_as(&bytes, window, file, !running)?;
-            if !d.cold.is_empty() {
-                cold = Some(Cold::new(bytes, section, window, &mut d)?);
-            }
-            Some(d)
+        None => open_plain(fs, &path, window, !running).map(|(d, left)| {
+            cold = left;
+            d
         }),
     };
     let usable = match decoded {
@@ -262,17 +257,17 @@ fn unpark_now(view: &mut SessionView) -> bool {
     }
 }
 
-/// The largest body read whole before its CRC is known (`decode_as` checks it): a larger one's
-/// CRC is computed through a fixed buffer first, so that what a damaged or sparse file claims
-/// never takes more memory than this before it is refused.
-const BODY_READ_WHOLE_MAX: u64 = 64 << 20;
-
-/// The header and body of a plain store's checkpoint, read only once the header matches the
-/// file's length and, for a body over [`BODY_READ_WHOLE_MAX`], the body's CRC is right,
-/// computed through a fixed buffer: a damaged or sparse file of any length is refused without
-/// a buffer of that length (or any read error). With them, the file, open, from which its
-/// location section is read.
-fn read_checked(fs: &dyn FileSystem, path: &Path) -> Option<(Vec<u8>, Arc<BlockFile>)> {
+/// A plain store's checkpoint: its header, whose lengths must add up to the file's, then its
+/// body, read in order through a bounded buffer with its CRC computed on the way (a damaged
+/// or sparse file of any length costs no memory of its length, nor any read error), and the
+/// file, kept open: the location section is read from it, and, `lazy`, the live sessions'
+/// entries again, each the first time it is asked for ([`Cold`]).
+fn open_plain(
+    fs: &dyn FileSystem,
+    path: &Path,
+    window: usize,
+    lazy: bool,
+) -> Option<(Decoded, Option<Cold>)> {
     let file = fs.open(path, OpenMode::Read).ok()?;
     let len = file.size().ok()?;
     let mut head = [0u8; HEADER_LEN];
@@ -282,18 +277,10 @@ fn read_checked(fs: &dyn FileSystem, path: &Path) -> Option<(Vec<u8>, Arc<BlockF
     if h.file_len() != Some(len) {
         return None;
     }
-    let body_end = h.len as u64 + h.body_len;
-    if h.body_len > BODY_READ_WHOLE_MAX
-        && crc32_in_chunks(&*file, h.len as u64, h.body_len, CRC_CHUNK).ok()? != h.body_crc
-    {
-        return None;
-    }
-    let mut bytes = vec![0u8; usize::try_from(body_end).ok()?];
-    file.read_at(&mut bytes, 0).ok()?;
-    Some((
-        bytes,
-        Arc::new(BlockFile::new(file, path.to_owned(), body_end)),
-    ))
+    let body_at = h.len as u64;
+    let file = Arc::new(BlockFile::new(file, path.to_owned(), body_at + h.body_len));
+    let section = Section::File(Arc::clone(&file));
+    decode_body(&h, Body::File(&file, body_at), window, section, lazy)
 }
 
 /// Removes the checkpoint, and a temporary one a crash left, durably: once the store writes,
@@ -385,7 +372,6 @@ mod tests {
                 (folder::Recorded::of("0000000000000001-00000001.seg"), stat),
             ],
             sessions: Vec::new(),
-            cold: Vec::new(),
         };
         assert!(check(&d, None).is_err());
         d.segments.reverse();

@@ -89,12 +89,11 @@ impl Inner {
     }
 
     /// Bytes of the records of every live and restorable session.
-    pub(super) fn session_bytes(&self) -> u64 {
+    pub(super) fn session_bytes(&self) -> Result<u64> {
         let bytes = |slot: &Arc<Slot>| slot.view.read().bytes_written;
-        let live: u64 = self.sessions.read().slots().map(bytes).sum::<u64>()
-            + self.sessions.read().cold_bytes_written();
+        let live: u64 = self.every_slot()?.iter().map(bytes).sum();
         let tombstones: u64 = self.tombstones.lock().slots().map(bytes).sum();
-        live + tombstones
+        Ok(live + tombstones)
     }
 
     pub(super) fn apply_disk_budget(
@@ -104,7 +103,7 @@ impl Inner {
     ) -> Result<()> {
         // Counted once, then kept up to date as sessions go (writes meanwhile are not
         // counted until the next pass).
-        let mut total = self.session_bytes();
+        let mut total = self.session_bytes()?;
         // Tombstones first, the oldest delete first: they are gone from the caller's view.
         while total > budget {
             let oldest = self.tombstones.lock().oldest();

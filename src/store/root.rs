@@ -33,12 +33,12 @@ impl<'a> Points<'a> {
             return Some((Owner::Slot(slot), point));
         }
         let cold = self.cold?;
-        let e = cold.find(id)?;
+        let (index, e) = cold.find(id)?;
         let point = Point {
             last_seq: e.last_seq,
-            head: cold.head(e),
+            head: cold.head(index),
         };
-        Some((Owner::Cold(cold, e), point))
+        Some((Owner::Cold(cold, index, e), point))
     }
 
     /// Adds those of the sessions `cold` holds (each has a record).
@@ -51,14 +51,14 @@ impl<'a> Points<'a> {
 /// (`session_map.rs`).
 pub(super) enum Owner<'a> {
     Slot(&'a Arc<Slot>),
-    Cold(&'a Cold, &'a ColdEntry),
+    Cold(&'a Cold, usize, &'a ColdEntry),
 }
 
 impl Owner<'_> {
     fn key(&self) -> String {
         match self {
             Owner::Slot(slot) => slot.key.clone(),
-            Owner::Cold(cold, e) => cold.key(e).to_owned(),
+            Owner::Cold(cold, index, _) => cold.key(*index).unwrap_or_default().to_owned(),
         }
     }
 
@@ -69,7 +69,8 @@ impl Owner<'_> {
                 let w = slot.writer.lock();
                 (w.newest, w.newest_len)
             }
-            Owner::Cold(cold, e) => cold.newest(e),
+            // Read again (only for a session behind its anchor).
+            Owner::Cold(cold, _, e) => cold.session(e).map_or((0, 0), |s| (s.newest, s.newest_len)),
         }
     }
 }

@@ -16,9 +16,10 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::backend::SessionMetadata;
-use crate::checkpoint::{Claims, Cold, ColdEntry};
+use crate::checkpoint::{Claims, Cold, ColdEntry, ColdRead};
 use crate::claim::Claim;
 use crate::error::{Error, Result};
+use crate::health::Swallowed;
 use crate::projection::SessionView;
 use crate::recovery::ReplayedSession;
 use crate::segment;
@@ -62,12 +63,10 @@ impl SessionMap {
         let extra = cold.as_ref().map_or(0, |(c, _)| c.entries.len());
         let mut held = HashMap::with_capacity(hot.len() + extra);
         held.extend(hot.into_iter().map(|(key, slot)| (key, Held::Hot(slot))));
-        let cold = cold.map(|(cold, claims)| {
+        let cold = cold.map(|(mut cold, claims)| {
             let mut still = vec![false; cold.entries.len()];
-            for (i, e) in cold.entries.iter().enumerate() {
-                if let std::collections::hash_map::Entry::Vacant(v) =
-                    held.entry(cold.key(e).to_owned())
-                {
+            for (i, key) in cold.take_keys().into_iter().enumerate() {
+                if let std::collections::hash_map::Entry::Vacant(v) = held.entry(key) {
                     v.insert(Held::Cold(i));
                     still[i] = true;
                 }
@@ -138,8 +137,7 @@ impl SessionMap {
     fn decode(&mut self, at: usize) -> Result<Slot> {
         let cold = self.cold.as_mut().ok_or_else(never_cold)?;
         let e = cold.cold.entries.get(at).copied().ok_or_else(never_cold)?;
-        // Every entry was parsed whole at open, from these very bytes: this cannot fail.
-        let session = cold.cold.session(&e).ok_or_else(never_cold)?;
+        let session = cold.cold.session(&e)?;
         let claim = cold.claims.take(session.session_id);
         Ok(slot_from(session, claim))
     }
@@ -216,20 +214,8 @@ impl SessionMap {
 
     /// Every session's id, cold ones included.
     pub(super) fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        let cold = self.cold.as_ref().map(|c| &c.cold);
         let hot = self.slots().map(|slot| slot.session_id);
-        hot.chain(
-            self.cold_entries()
-                .filter_map(move |e| cold.map(|c| c.session_id(e))),
-        )
-    }
-
-    /// The bytes of the records the cold sessions wrote since their last compaction.
-    pub(super) fn cold_bytes_written(&self) -> u64 {
-        let Some(c) = &self.cold else {
-            return 0;
-        };
-        self.cold_entries().map(|e| c.cold.bytes_written(e)).sum()
+        hot.chain(self.cold_entries().map(|e| e.session_id))
     }
 }
 
@@ -265,13 +251,13 @@ pub(super) fn writer_from(session: &ReplayedSession) -> Writer {
     }
 }
 
-/// The error of a cold entry that cannot be decoded: open decoded every one from the bytes
-/// it keeps, so this is a fault of the store's own code, reported rather than served.
+/// The error of a cold session the map does not hold: a fault of the store's own code,
+/// reported rather than served.
 fn never_cold() -> Error {
     Error::Corrupt {
         path: crate::layout::CHECKPOINT_FILE.into(),
         offset: 0,
-        reason: "a session the checkpoint held could not be decoded again".into(),
+        reason: "a session the map holds as cold has no entry".into(),
     }
 }
 
@@ -324,7 +310,7 @@ impl Inner {
     pub(super) fn live_views<T>(&self, mut f: impl FnMut(&SessionView) -> Option<T>) -> Vec<T> {
         self.live_rows(|seen| match seen {
             Seen::Hot(view) => f(view),
-            Seen::Cold(cold, e) => f(&cold.session(e)?.view),
+            Seen::Cold(read) => f(&read.session()?.view),
         })
     }
 
@@ -333,57 +319,85 @@ impl Inner {
     pub(super) fn live_metadata(&self) -> Vec<SessionMetadata> {
         self.live_rows(|seen| match seen {
             Seen::Hot(view) => (!view.archived).then(|| view.metadata()),
-            Seen::Cold(cold, e) => cold.metadata(e),
+            Seen::Cold(read) => read.metadata(),
         })
     }
 
-    /// `f` of every live session, most recent activity first, ties broken by key.
+    /// `f` of every live session, most recent activity first, ties broken by key (`f` may be
+    /// called in another order). The cold sessions are read again from the checkpoint in its
+    /// order, in long reads; one that cannot be is left out, and counted in `health()`.
     fn live_rows<T>(&self, mut f: impl FnMut(Seen<'_>) -> Option<T>) -> Vec<T> {
         enum Row {
             Hot(Arc<Slot>),
-            Cold(ColdEntry),
+            Cold(usize),
         }
-        let (mut rows, cold) = {
+        let (rows, cold) = {
             let sessions = self.sessions.read();
-            let hot = sessions.slots().filter_map(|slot| {
-                let view = slot.view.read();
-                view.is_live()
-                    .then(|| (view.last_activity, Row::Hot(Arc::clone(slot))))
-            });
-            let cold = sessions
-                .cold_entries()
-                .map(|e| (e.last_activity, Row::Cold(*e)));
-            let rows: Vec<(i64, Row)> = hot.chain(cold).collect();
-            (rows, sessions.cold())
-        };
-        // Keys compared as bytes (the order of their text).
-        fn key<'a>(row: &'a Row, cold: &'a Option<Arc<Cold>>) -> &'a [u8] {
-            match (row, cold) {
-                (Row::Hot(slot), _) => slot.key.as_bytes(),
-                (Row::Cold(e), Some(cold)) => cold.key_bytes(e),
-                (Row::Cold(_), None) => b"",
-            }
-        }
-        rows.sort_by(|(a, ra), (b, rb)| b.cmp(a).then_with(|| key(ra, &cold).cmp(key(rb, &cold))));
-        rows.iter()
-            .filter_map(|(_, row)| match (row, &cold) {
-                (Row::Hot(slot), _) => {
-                    let view = slot.view.read();
-                    if view.is_live() {
-                        f(Seen::Hot(&view))
-                    } else {
-                        None
+            let cold = sessions.cold();
+            let mut rows: Vec<(i64, &str, Row)> = Vec::with_capacity(sessions.len());
+            for (key, held) in &sessions.held {
+                match held {
+                    Held::Hot(slot) => {
+                        let view = slot.view.read();
+                        if view.is_live() {
+                            rows.push((view.last_activity, key, Row::Hot(Arc::clone(slot))));
+                        }
+                    }
+                    Held::Cold(at) => {
+                        let e = cold.as_ref().and_then(|c| c.entries.get(*at));
+                        if let Some(e) = e {
+                            rows.push((e.last_activity, key, Row::Cold(*at)));
+                        }
                     }
                 }
-                (Row::Cold(e), Some(cold)) => f(Seen::Cold(cold, e)),
-                (Row::Cold(_), None) => None,
+            }
+            rows.sort_unstable_by(|(a, ka, _), (b, kb, _)| b.cmp(a).then_with(|| ka.cmp(kb)));
+            let rows: Vec<Row> = rows.into_iter().map(|(_, _, row)| row).collect();
+            (rows, cold)
+        };
+        // Each row's answer, in place: the hot ones', then the cold ones' in the checkpoint's
+        // order (long reads of it).
+        let mut answers: Vec<Option<T>> = (rows.iter())
+            .map(|r| match r {
+                Row::Hot(slot) => {
+                    let view = slot.view.read();
+                    view.is_live().then(|| f(Seen::Hot(&view))).flatten()
+                }
+                Row::Cold(_) => None,
             })
-            .collect()
+            .collect();
+        if let Some(cold) = &cold {
+            let mut wanted: Vec<(usize, usize)> = (rows.iter().enumerate())
+                .filter_map(|(row, r)| match r {
+                    Row::Cold(at) => Some((*at, row)),
+                    Row::Hot(_) => None,
+                })
+                .collect();
+            wanted.sort_unstable();
+            let order: Vec<usize> = wanted.iter().map(|(at, _)| *at).collect();
+            let mut next = wanted.iter().map(|(_, row)| *row);
+            cold.each(&order, |_, read| {
+                let row = next.next();
+                match read {
+                    Ok(read) => {
+                        if let Some(slot) = row.and_then(|row| answers.get_mut(row)) {
+                            *slot = f(Seen::Cold(&read));
+                        }
+                    }
+                    Err(e) => {
+                        let what = "listing a session from the checkpoint";
+                        self.monitor.swallowed(Swallowed::Read, what, None, &e);
+                    }
+                }
+            });
+        }
+        // (Collected in place: no second list of answers.)
+        answers.into_iter().flatten().collect()
     }
 }
 
 /// A live session as a listing sees it: its view, or its entry while it is cold.
 enum Seen<'a> {
     Hot(&'a SessionView),
-    Cold(&'a Cold, &'a ColdEntry),
+    Cold(&'a ColdRead<'a>),
 }

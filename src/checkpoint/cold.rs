@@ -1,0 +1,274 @@
+//! The live sessions of a checkpoint that an open after a clean close left in its file: each
+//! entry checked whole when the body was read (`codec::decode_body`), then read again, its CRC
+//! checked, and decoded the first time its session is asked for (`store/session_map.rs`), or
+//! read in long reads of the body for a listing.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::backend::SessionMetadata;
+use crate::bytes::Reader;
+use crate::error::{Error, Result};
+use crate::parked::BlockFile;
+use crate::projection::to_time;
+use crate::record::{Hash, HASH_LEN};
+use crate::recovery::ReplayedSession;
+
+use super::entry::{EntryRef, Locs, Section};
+
+/// How much of a file's body is read at a time.
+pub(super) const STREAM_CHUNK: usize = 256 << 10;
+
+/// Where a live session's entry is in a checkpoint's body, with what open and a listing need
+/// of it without reading it again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ColdEntry {
+    /// Where its entry starts in the body, its length, and the CRC of its bytes as open read
+    /// them (checked when it is read again).
+    pub at: u64,
+    pub len: u32,
+    pub crc: u32,
+    /// Where its locations start in the location section.
+    pub block_at: u64,
+    pub session_id: u64,
+    pub last_seq: u64,
+    pub last_activity: i64,
+}
+
+impl ColdEntry {
+    /// Where the entry `e` is (`at` in the body, `len` bytes, which `bytes` begin with), for a
+    /// session left cold.
+    pub(super) fn of(
+        e: &EntryRef<'_>,
+        at: u64,
+        len: usize,
+        block_at: u64,
+        bytes: &[u8],
+    ) -> Option<ColdEntry> {
+        Some(ColdEntry {
+            at,
+            len: u32::try_from(len).ok()?,
+            crc: crc32fast::hash(bytes.get(..len)?),
+            block_at,
+            session_id: e.session_id,
+            last_seq: e.last_seq,
+            last_activity: e.last_activity,
+        })
+    }
+}
+
+/// The live sessions of a checkpoint that open left in its file (every entry checked whole
+/// when it was read): each is read again and decoded the first time it is asked for.
+pub(crate) struct Cold {
+    version: u32,
+    section_len: u64,
+    file: Arc<BlockFile>,
+    /// Where the body starts in the file.
+    body_at: u64,
+    window: usize,
+    pub(crate) entries: Vec<ColdEntry>,
+    /// Each entry's session id and index, in order of id (the checkpoint writes the newest
+    /// session first: this is its order reversed).
+    by_id: Vec<(u64, u32)>,
+    /// Where the last [`Cold::find`] found its entry in `by_id`: lookups in order of id (the
+    /// anchors' check at open) each take one step from there.
+    hint: AtomicUsize,
+    /// Each entry's key, until the store's map takes them ([`Cold::take_keys`]).
+    keys: Vec<String>,
+    /// Each entry's chain head, for the anchors' check at open (then dropped).
+    heads: Vec<Hash>,
+}
+
+impl Cold {
+    /// None yet, of a checkpoint of `version` whose location section has `section_len` bytes,
+    /// its body at `body_at` in `file`; room for `capacity`; each window keeps `window` ids.
+    pub(super) fn new(
+        version: u32,
+        section_len: u64,
+        file: &Arc<BlockFile>,
+        body_at: u64,
+        window: usize,
+        capacity: usize,
+    ) -> Cold {
+        Cold {
+            version,
+            section_len,
+            file: Arc::clone(file),
+            body_at,
+            window,
+            entries: Vec::with_capacity(capacity),
+            by_id: Vec::new(),
+            hint: AtomicUsize::new(0),
+            keys: Vec::with_capacity(capacity),
+            heads: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Adds the entry of a session, with its key and chain head.
+    pub(super) fn push(&mut self, entry: ColdEntry, key: String, head: Hash) {
+        self.entries.push(entry);
+        self.keys.push(key);
+        self.heads.push(head);
+    }
+
+    /// With its index by id, once every entry is in.
+    pub(super) fn sorted(mut self) -> Cold {
+        let mut by_id: Vec<(u64, u32)> = (self.entries.iter().enumerate().rev())
+            .map(|(i, e)| (e.session_id, i as u32))
+            .collect();
+        // Sorted already when the checkpoint is as a store writes it.
+        by_id.sort_unstable_by_key(|(id, _)| *id);
+        self.by_id = by_id;
+        self
+    }
+
+    /// The entry of session `id`, if it is among them, and its index.
+    pub(crate) fn find(&self, id: u64) -> Option<(usize, &ColdEntry)> {
+        let hint = self.hint.load(Ordering::Relaxed);
+        let at = match self.by_id.get(hint) {
+            Some(&(at_hint, _)) if at_hint == id => hint,
+            _ => match self.by_id.get(hint + 1) {
+                Some(&(next, _)) if next == id => hint + 1,
+                _ => self.by_id.binary_search_by_key(&id, |(id, _)| *id).ok()?,
+            },
+        };
+        self.hint.store(at, Ordering::Relaxed);
+        let index = self.by_id.get(at)?.1 as usize;
+        Some((index, self.entries.get(index)?))
+    }
+
+    /// The keys of the entries, in their order, handed over once (to the store's map); and
+    /// the chain heads dropped (open's check of the anchors is done).
+    pub(crate) fn take_keys(&mut self) -> Vec<String> {
+        self.heads = Vec::new();
+        std::mem::take(&mut self.keys)
+    }
+
+    /// The key of the entry at `index`, while open holds them.
+    pub(crate) fn key(&self, index: usize) -> Option<&str> {
+        self.keys.get(index).map(String::as_str)
+    }
+
+    /// The chain head of the entry at `index`, while open holds them.
+    pub(crate) fn head(&self, index: usize) -> Hash {
+        self.heads.get(index).copied().unwrap_or([0; HASH_LEN])
+    }
+
+    /// The entry `e` as read again from the file, its CRC checked.
+    fn read(&self, e: &ColdEntry) -> Result<Vec<u8>> {
+        let mut bytes = vec![0u8; e.len as usize];
+        let at = self.body_at + e.at;
+        self.file.read_at(&mut bytes, at, "session entry")?;
+        if crc32fast::hash(&bytes) != e.crc {
+            return Err(self.changed(e));
+        }
+        Ok(bytes)
+    }
+
+    fn changed(&self, e: &ColdEntry) -> Error {
+        Error::Corrupt {
+            path: self.file.path().to_path_buf(),
+            offset: self.body_at + e.at,
+            reason: "a session's entry in the checkpoint changed since open read it".into(),
+        }
+    }
+
+    /// The session `e` records, read again and decoded, its locations parked in the file.
+    pub(crate) fn session(&self, e: &ColdEntry) -> Result<ReplayedSession> {
+        let bytes = self.read(e)?;
+        self.parse(e, &bytes)?
+            .session()
+            .ok_or_else(|| self.changed(e))
+    }
+
+    fn parse<'b>(&'b self, e: &ColdEntry, bytes: &'b [u8]) -> Result<ColdRead<'b>> {
+        let mut section_at = e.block_at;
+        let entry = EntryRef::parse(
+            &mut Reader(bytes),
+            self.version,
+            &mut section_at,
+            self.section_len,
+        )
+        .ok_or_else(|| self.changed(e))?;
+        Ok(ColdRead {
+            cold: self,
+            entry,
+            block_at: e.block_at,
+        })
+    }
+
+    /// `f` of each of `entries` (indices, in order of where they are in the body), read
+    /// again in long reads of the body: for a listing of many. An entry that cannot be read
+    /// again, or changed, is passed as its error.
+    pub(crate) fn each(&self, entries: &[usize], mut f: impl FnMut(usize, Result<ColdRead<'_>>)) {
+        let mut buf: Vec<u8> = Vec::new();
+        // Where `buf` starts in the body.
+        let mut buf_at = 0u64;
+        for &index in entries {
+            let Some(e) = self.entries.get(index) else {
+                continue;
+            };
+            let end = e.at + u64::from(e.len);
+            if e.at < buf_at || end > buf_at + buf.len() as u64 {
+                // Read from this entry on, a chunk at a time (at least the entry).
+                let last = self.entries.last().map_or(end, |l| l.at + u64::from(l.len));
+                let len = (STREAM_CHUNK as u64).max(u64::from(e.len)).min(last - e.at);
+                buf.resize(len as usize, 0);
+                if let Err(err) = self.file.read_at(&mut buf, self.body_at + e.at, "body") {
+                    buf.clear();
+                    f(index, Err(err));
+                    continue;
+                }
+                buf_at = e.at;
+            }
+            let from = (e.at - buf_at) as usize;
+            let bytes = &buf[from..from + e.len as usize];
+            if crc32fast::hash(bytes) != e.crc {
+                f(index, Err(self.changed(e)));
+                continue;
+            }
+            f(index, self.parse(e, bytes));
+        }
+    }
+}
+
+/// A cold session's entry as read again.
+pub(crate) struct ColdRead<'a> {
+    cold: &'a Cold,
+    entry: EntryRef<'a>,
+    block_at: u64,
+}
+
+impl ColdRead<'_> {
+    /// The session it records, its locations parked in the file.
+    pub(crate) fn session(&self) -> Option<ReplayedSession> {
+        let section = Section::File(Arc::clone(&self.cold.file));
+        self.entry
+            .session(self.cold.window, self.block_at, &section)
+    }
+
+    /// Its metadata as a listing gives it; `None` if it is archived (listings leave those
+    /// out).
+    pub(crate) fn metadata(&self) -> Option<SessionMetadata> {
+        let e = &self.entry;
+        if e.archived {
+            return None;
+        }
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        let [name, agent_alias, channel_id, room_id, sender_id] = e.strings;
+        Some(SessionMetadata {
+            key: e.key.to_owned(),
+            name: owned(name),
+            created_at: to_time(e.created_at),
+            last_activity: to_time(e.last_activity),
+            message_count: match e.locs {
+                Locs::Inline(_, live, ..) => live,
+                Locs::Section { counts, .. } => counts.0 as usize,
+            },
+            agent_alias: owned(agent_alias),
+            channel_id: owned(channel_id),
+            room_id: owned(room_id),
+            sender_id: owned(sender_id),
+        })
+    }
+}
