@@ -36,9 +36,9 @@ pub struct Health {
     /// query or in the background (an index in use is kept caught up about once a second).
     pub sessions_indexed: u64,
     /// Sessions still cold: an open from a checkpoint written at a clean close leaves each
-    /// live session in the checkpoint's bytes until its first read or write (a listing reads
-    /// them there); anything that walks every session (a checkpoint, an anchor,
-    /// `list_page`'s index, the search index's catch-up) decodes them all.
+    /// live session in the checkpoint until its first read or write (a listing or a page
+    /// reads it there); anything that walks every session's slot (a checkpoint, an anchor,
+    /// `verify`, the search index's catch-up) decodes them all.
     pub sessions_cold: u64,
 }
 

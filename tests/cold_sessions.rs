@@ -87,30 +87,73 @@ fn every_answer_from_cold_sessions_is_the_one_given_before_the_close() {
     assert_eq!(observe(&store), before);
 }
 
+/// Every page of `store`'s sessions, `limit` at a time, following the cursors.
+fn all_pages(store: &LogStore, limit: usize) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_page(&ListQuery {
+                limit,
+                cursor: cursor.take(),
+                ..ListQuery::default()
+            })
+            .unwrap();
+        keys.extend(page.sessions.into_iter().map(|m| m.key));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return keys,
+        }
+    }
+}
+
 #[test]
-fn a_page_of_sessions_and_a_checkpoint_warm_every_session_and_answer_the_same() {
+fn pages_of_cold_sessions_keep_them_cold_and_follow_writes_and_deletes() {
     let dir = TempDir::new().unwrap();
-    let before = varied_store(dir.path(), 30);
+    varied_store(dir.path(), 30);
     let store = LogStore::open_with(dir.path(), options()).unwrap();
+    let cold = store.health().sessions_cold;
     let listed: Vec<String> = store
         .list_sessions_with_metadata()
         .into_iter()
         .map(|m| m.key)
         .collect();
-    let page = store
-        .list_page(&ListQuery {
-            limit: 1000,
-            ..ListQuery::default()
-        })
-        .unwrap();
-    assert_eq!(store.health().sessions_cold, 0);
-    let paged: Vec<String> = page.sessions.into_iter().map(|m| m.key).collect();
-    assert_eq!(paged, listed);
-    drop(store);
+    assert_eq!(all_pages(&store, 4), listed);
+    assert_eq!(
+        store.health().sessions_cold,
+        cold,
+        "paging warmed a session"
+    );
+    // A write moves a cold session to the front; a delete takes one out; a warmed one that
+    // was not written stays where it was.
+    let (last, second) = (listed[listed.len() - 1].clone(), listed[1].clone());
+    store.load(&listed[2]);
+    store.append(&last, &user("back again")).unwrap();
+    store.delete_session(&second).unwrap();
+    let mut expected: Vec<String> = listed
+        .iter()
+        .filter(|k| **k != last && **k != second)
+        .cloned()
+        .collect();
+    expected.insert(0, last);
+    assert_eq!(all_pages(&store, 3), expected);
+    let listed_now: Vec<String> = (store.list_sessions_with_metadata().into_iter())
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(listed_now, expected);
+    assert_eq!(store.health().sessions_cold, cold - 3);
+}
 
-    // A write to one session, then a close: the checkpoint records every session again.
+#[test]
+fn a_checkpoint_warms_every_session_and_answers_the_same() {
+    let dir = TempDir::new().unwrap();
+    let before = varied_store(dir.path(), 30);
+    // A write to one session, then a close: the checkpoint (which warms every session first)
+    // records every session again.
     let store = LogStore::open_with(dir.path(), options()).unwrap();
     store.append("newcomer", &user("hello")).unwrap();
+    store.checkpoint().unwrap();
+    assert_eq!(store.health().sessions_cold, 0);
     store.close().unwrap();
     let store = LogStore::open_with(dir.path(), options()).unwrap();
     store.delete_session("newcomer").unwrap();

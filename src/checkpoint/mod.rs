@@ -17,10 +17,12 @@
 //! and replays only the sessions whose files changed, each from where the checkpoint left it
 //! when only its newest segment grew ([`Loaded::partial`]).
 //!
-//! Open reads the header and the body (every session's metadata, CRC checked) and leaves the
-//! location section (each session's message locations) in the file: a session's are read at
-//! its first touch (`parked.rs`). An encrypted store's checkpoint is sealed whole, so it is
-//! opened whole and decoded whole.
+//! Open reads the header, then the body (every session's metadata) once, in order, through a
+//! bounded buffer, its CRC computed on the way, and leaves the location section (each session's
+//! message locations) in the file: a session's are read at its first touch (`parked.rs`).
+//! After a clean close it keeps no live session's entry either, only where it is ([`Cold`]):
+//! the entry is read again at the session's first use. An encrypted store's checkpoint is
+//! sealed whole, so it is opened whole and decoded whole.
 //!
 //! ```text
 //! // Format: { magic: [u8; 8] = "SLCKPT\0\0" | version: u32 | body_len: u64 | body_crc: u32

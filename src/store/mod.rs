@@ -218,7 +218,9 @@ struct Slot {
 }
 
 /// Live sessions ordered by (last activity, most recent first; key).
-type ActivityIndex = BTreeMap<(Reverse<i64>, String), Arc<Slot>>;
+/// A session is in it by its slot, or, while it was cold when the index was built, by key
+/// alone (`None`: found through the map).
+type ActivityIndex = BTreeMap<(Reverse<i64>, String), Option<Arc<Slot>>>;
 
 fn now_micros() -> i64 {
     Utc::now().timestamp_micros()

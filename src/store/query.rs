@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use crate::backend::TimestampedMessage;
 use crate::error::{Error, Result};
+use crate::health::Swallowed;
 use crate::layout;
 use crate::listing::{self, ListQuery, Page, PAGE_LIMIT_DEFAULT};
 use crate::location::MessageLoc;
 use crate::message::ChatMessage;
 use crate::projection::to_time;
+use crate::projection::SessionView;
 use crate::segment::{SegmentFiles, StoredMessage};
 
 use super::{ActivityIndex, Inner, LogStore, SessionStats, Slot};
@@ -60,15 +62,17 @@ impl LogStore {
             if before.is_some_and(|before| *at >= before) {
                 continue;
             }
-            let view = slot.view.read();
-            if !view.is_live() || !query.admits(&view) {
+            let admitted = self.inner.indexed_view(slot.as_ref(), key, |view| {
+                (view.is_live() && query.admits(view)).then(|| view.metadata())
+            });
+            let Some(Some(metadata)) = admitted else {
                 continue;
-            }
+            };
             if sessions.len() == limit {
                 more = true;
                 break;
             }
-            sessions.push(view.metadata());
+            sessions.push(metadata);
             last = Some((*at, key.clone()));
         }
         let next = match (more, last) {
@@ -106,31 +110,55 @@ impl Inner {
     pub(super) fn activity_index(
         &self,
     ) -> Result<parking_lot::MappedMutexGuard<'_, ActivityIndex>> {
-        if self.activity.lock().is_none() {
-            // Every session is in it: the cold ones are warmed first.
-            self.every_slot()?;
-        }
         Ok(parking_lot::MutexGuard::map(
             self.activity.lock(),
             |index| {
-                // Built under the index's lock, so no write can move a session in between.
+                // Built under the index's lock, so no write can move a session in between. A
+                // cold session is in it by key alone (`None`), and stays cold.
                 index.get_or_insert_with(|| {
-                    self.sessions
-                        .read()
-                        .slots()
-                        .filter_map(|slot| {
-                            let view = slot.view.read();
-                            view.is_live().then(|| {
-                                (
-                                    (Reverse(view.last_activity), slot.key.clone()),
-                                    Arc::clone(slot),
-                                )
-                            })
+                    let sessions = self.sessions.read();
+                    let hot = sessions.slots().filter_map(|slot| {
+                        let view = slot.view.read();
+                        view.is_live().then(|| {
+                            (
+                                (Reverse(view.last_activity), slot.key.clone()),
+                                Some(Arc::clone(slot)),
+                            )
                         })
-                        .collect()
+                    });
+                    let cold = (sessions.cold_listed())
+                        .map(|(key, at)| ((Reverse(at), key.to_owned()), None));
+                    hot.chain(cold).collect()
                 })
             },
         ))
+    }
+
+    /// `f` of the view of a session of the activity index: its slot's, or, for one indexed
+    /// cold (`slot` is `None`), its slot's if it was warmed since, or its entry's, read again
+    /// for this call. `None` if it is gone, or its entry cannot be read again (counted).
+    fn indexed_view<T>(
+        &self,
+        slot: Option<&Arc<Slot>>,
+        key: &str,
+        f: impl FnOnce(&SessionView) -> T,
+    ) -> Option<T> {
+        let found = match slot {
+            Some(slot) => Ok(Arc::clone(slot)),
+            None => self.sessions.read().listed(key)?,
+        };
+        match found {
+            Ok(slot) => Some(f(&slot.view.read())),
+            Err((cold, e)) => match cold.session(&e) {
+                Ok(session) => Some(f(&session.view)),
+                Err(err) => {
+                    let what = "listing a session from the checkpoint";
+                    self.monitor
+                        .swallowed(Swallowed::Read, what, Some(key), &err);
+                    None
+                }
+            },
+        }
     }
 
     /// Moves a session in the activity index from `before` to `after` (its last activity
@@ -144,7 +172,7 @@ impl Inner {
             activity.remove(&(Reverse(at), slot.key.clone()));
         }
         if let Some(at) = after {
-            activity.insert((Reverse(at), slot.key.clone()), Arc::clone(slot));
+            activity.insert((Reverse(at), slot.key.clone()), Some(Arc::clone(slot)));
         }
     }
 

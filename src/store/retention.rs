@@ -117,11 +117,16 @@ impl Inner {
         // Then the least recently active sessions, for good.
         while total > budget {
             let victim = {
-                self.activity_index()?
-                    .values()
-                    .rev()
-                    .find(|slot| slot.view.read().state != RUNNING_STATE)
-                    .cloned()
+                let index = self.activity_index()?;
+                let mut least_recent = index.iter().rev().filter_map(|((_, key), slot)| {
+                    let slot = match slot {
+                        Some(slot) => Arc::clone(slot),
+                        None => self.lookup(key).ok()??,
+                    };
+                    let running = slot.view.read().state == RUNNING_STATE;
+                    (!running).then_some(slot)
+                });
+                least_recent.next()
             };
             let Some(slot) = victim else { break };
             let event = Event::Expire {

@@ -27,6 +27,10 @@ use crate::segment;
 use super::appender::Writer;
 use super::{Inner, Slot};
 
+/// A session as [`SessionMap::listed`] finds it: its slot, or, while it is cold, the
+/// checkpoint it is in and where its entry is.
+pub(super) type Listed = std::result::Result<Arc<Slot>, (Arc<Cold>, ColdEntry)>;
+
 /// A session of the map: its slot, or the index of its entry among the cold ones.
 enum Held {
     Hot(Arc<Slot>),
@@ -175,6 +179,29 @@ impl SessionMap {
         self.cold.iter().flat_map(|c| {
             (c.cold.entries.iter().zip(&c.still)).filter_map(|(e, &still)| still.then_some(e))
         })
+    }
+
+    /// Each cold session's key and last activity.
+    pub(super) fn cold_listed(&self) -> impl Iterator<Item = (&str, i64)> + '_ {
+        self.held
+            .iter()
+            .filter_map(|(key, held)| match (held, &self.cold) {
+                (Held::Cold(at), Some(c)) => {
+                    Some((key.as_str(), c.cold.entries.get(*at)?.last_activity))
+                }
+                _ => None,
+            })
+    }
+
+    /// The session under `key`: its slot, or, while it is cold, where its entry is.
+    pub(super) fn listed(&self, key: &str) -> Option<Listed> {
+        match (self.held.get(key)?, &self.cold) {
+            (Held::Hot(slot), _) => Some(Ok(Arc::clone(slot))),
+            (Held::Cold(at), Some(c)) => {
+                Some(Err((Arc::clone(&c.cold), *c.cold.entries.get(*at)?)))
+            }
+            (Held::Cold(_), None) => None,
+        }
     }
 
     /// The checkpoint's bytes the cold sessions are in, shared (a call may read them after
@@ -391,8 +418,9 @@ impl Inner {
                 }
             });
         }
-        // (Collected in place: no second list of answers.)
-        answers.into_iter().flatten().collect()
+        // Collected in place (`filter_map` is, `flatten` is not): no second list of answers.
+        #[allow(clippy::filter_map_identity)]
+        answers.into_iter().filter_map(|answer| answer).collect()
     }
 }
 
