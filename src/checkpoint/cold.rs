@@ -122,7 +122,8 @@ impl Cold {
         self
     }
 
-    /// The entry of session `id`, if it is among them, and its index.
+    /// The entry of session `id`, if it is among them, and its index (at open: see
+    /// [`Cold::take_keys`]).
     pub(crate) fn find(&self, id: u64) -> Option<(usize, &ColdEntry)> {
         let hint = self.hint.load(Ordering::Relaxed);
         let at = match self.by_id.get(hint) {
@@ -138,9 +139,10 @@ impl Cold {
     }
 
     /// The keys of the entries, in their order, handed over once (to the store's map); and
-    /// the chain heads dropped (open's check of the anchors is done).
+    /// what only open's check of the anchors used (the chain heads, the index by id) dropped.
     pub(crate) fn take_keys(&mut self) -> Vec<String> {
         self.heads = Vec::new();
+        self.by_id = Vec::new();
         std::mem::take(&mut self.keys)
     }
 
