@@ -76,14 +76,16 @@ impl Anchored {
         // Stable: the entries of one session stay in the order they were written. One anchor's
         // entries are sorted already, and the sort finds that in one pass.
         entries.sort_by_key(|(id, _)| *id);
-        let mut points: Vec<(u64, Point)> = Vec::with_capacity(entries.len());
-        for (id, point) in entries {
-            match points.last_mut() {
-                Some((last, at)) if *last == id => *at = point,
-                _ => points.push((id, point)),
+        // In place: of each session's entries the first stays, holding the last one's point.
+        entries.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = later.1;
             }
-        }
-        Anchored(points)
+            same
+        });
+        entries.shrink_to_fit();
+        Anchored(entries)
     }
 
     /// Session `id`'s point, if it has one.

@@ -144,20 +144,68 @@ impl Claim {
 }
 
 /// What a checkpoint claims of each live session's files, by session id (ascending), each
-/// taken once, by the session's slot.
+/// taken once, by the session's slot. A session's [`Claim`] is made when it is taken: until
+/// then it costs its id and where its files are among all the sessions' (16 bytes).
 #[derive(Default)]
-pub(crate) struct Claims(pub(crate) Vec<(u64, Option<Claim>)>);
+pub(crate) struct Claims {
+    written_ns: i64,
+    /// Every live session's files, each session's a run, in order of session id.
+    files: Option<Arc<[(u32, SegmentStat)]>>,
+    /// Each live session's id and its run in `files`; a taken one's run starts at `TAKEN`.
+    runs: Vec<(u64, u32, u32)>,
+}
+
+/// The start of a run whose claim was taken.
+const TAKEN: u32 = u32::MAX;
 
 impl Claims {
+    /// The claims, by a checkpoint written at `written_ns`, of the sessions of `runs` (session
+    /// id and where its files are in `files`, in order of id); `None` when `files` holds too
+    /// many for the runs to name (never, short of four billion files).
+    pub(crate) fn new(
+        written_ns: i64,
+        files: Vec<(u32, SegmentStat)>,
+        runs: Vec<(u64, Range<usize>)>,
+    ) -> Option<Claims> {
+        if files.len() >= TAKEN as usize {
+            return None;
+        }
+        let runs = runs
+            .into_iter()
+            .map(|(id, run)| {
+                Some((
+                    id,
+                    u32::try_from(run.start).ok()?,
+                    u32::try_from(run.end).ok()?,
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Claims {
+            written_ns,
+            files: Some(Arc::from(files)),
+            runs,
+        })
+    }
+
     /// The claim of session `id`, if there is one not taken yet.
     pub(crate) fn take(&mut self, id: u64) -> Option<Claim> {
-        let at = self.0.binary_search_by_key(&id, |(id, _)| *id).ok()?;
-        self.0.get_mut(at)?.1.take()
+        let at = self.runs.binary_search_by_key(&id, |(id, ..)| *id).ok()?;
+        let (_, start, end) = self.runs.get_mut(at)?;
+        if *start == TAKEN {
+            return None;
+        }
+        let run = *start as usize..*end as usize;
+        *start = TAKEN;
+        Some(Claim::new(
+            self.written_ns,
+            Arc::clone(self.files.as_ref()?),
+            run,
+        ))
     }
 
     /// Drops the claims of the sessions `gone` names.
     pub(crate) fn drop_if(&mut self, gone: impl Fn(u64) -> bool) {
-        self.0.retain(|(id, _)| !gone(*id));
+        self.runs.retain(|(id, ..)| !gone(*id));
     }
 }
 

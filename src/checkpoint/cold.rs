@@ -167,6 +167,14 @@ impl Cold {
         Ok(bytes)
     }
 
+    fn missing(&self, index: usize) -> Error {
+        Error::Corrupt {
+            path: self.file.path().to_path_buf(),
+            offset: 0,
+            reason: format!("no session entry {index} among those open read"),
+        }
+    }
+
     fn changed(&self, e: &ColdEntry) -> Error {
         Error::Corrupt {
             path: self.file.path().to_path_buf(),
@@ -200,14 +208,16 @@ impl Cold {
     }
 
     /// `f` of each of `entries` (indices, in order of where they are in the body), read
-    /// again in long reads of the body: for a listing of many. An entry that cannot be read
-    /// again, or changed, is passed as its error.
+    /// again in long reads of the body: for a listing of many. `f` is called once for each,
+    /// in that order; an entry that cannot be read again, or changed, is passed as its error.
     pub(crate) fn each(&self, entries: &[usize], mut f: impl FnMut(usize, Result<ColdRead<'_>>)) {
         let mut buf: Vec<u8> = Vec::new();
         // Where `buf` starts in the body.
         let mut buf_at = 0u64;
         for &index in entries {
             let Some(e) = self.entries.get(index) else {
+                // Never (the indices are the map's): still one answer for each index asked.
+                f(index, Err(self.missing(index)));
                 continue;
             };
             let end = e.at + u64::from(e.len);

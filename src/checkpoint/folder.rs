@@ -7,9 +7,8 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::claim::{compare, Claim, Claims, Compared, SegmentStat};
+use crate::claim::{compare, Claims, Compared, SegmentStat};
 use crate::fs::FileSystem;
 use crate::layout::{parse_segment_name, segment_name, SEGMENT_SUFFIX};
 use crate::recovery::ReplayedSession;
@@ -118,7 +117,7 @@ pub(super) fn check_folder(
             Compared::Same { .. } => {}
         }
     }
-    Ok(claims_of(written, recorded, live))
+    claims_of(written, recorded, live)
 }
 
 /// After a crash: compares every segment file of the folder (`listed`) with what a checkpoint
@@ -234,13 +233,17 @@ pub(super) fn check_folder_after_crash(
         .map(|s| s.session_id)
         .collect();
     live.sort_unstable();
-    Ok((claims_of(written, recorded, &live), changed))
+    Ok((claims_of(written, recorded, &live)?, changed))
 }
 
 /// The claims of the `live` sessions on their files, from what a checkpoint written at
 /// `written` recorded of every file (sorted by name, so by session id and then segment
 /// number: each session's files are one run).
-fn claims_of(written: i64, recorded: Vec<(Recorded, SegmentStat)>, live: &[u64]) -> Claims {
+fn claims_of(
+    written: i64,
+    recorded: Vec<(Recorded, SegmentStat)>,
+    live: &[u64],
+) -> std::result::Result<Claims, &'static str> {
     let mut files = Vec::with_capacity(recorded.len());
     let mut runs: Vec<(u64, std::ops::Range<usize>)> = Vec::with_capacity(live.len());
     // Both in order of session id.
@@ -259,10 +262,5 @@ fn claims_of(written: i64, recorded: Vec<(Recorded, SegmentStat)>, live: &[u64])
             }
         }
     }
-    let files: Arc<[(u32, SegmentStat)]> = Arc::from(files);
-    Claims(
-        runs.into_iter()
-            .map(|(id, run)| (id, Some(Claim::new(written, Arc::clone(&files), run))))
-            .collect(),
-    )
+    Claims::new(written, files, runs).ok_or("it records more files than a claim can name")
 }
