@@ -94,6 +94,15 @@ impl Anchored {
         self.0.get(at).map(|(_, point)| point)
     }
 
+    /// A lookup of points for ids that come in descending order (a checkpoint's sessions, as
+    /// a store writes them): each takes a step from where the last one was, not a search.
+    pub(crate) fn descending(&self) -> Descending<'_> {
+        Descending {
+            points: &self.0,
+            end: self.0.len(),
+        }
+    }
+
     /// Every session's point, in order of id.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, Point)> + '_ {
         self.0.iter().copied()
@@ -120,6 +129,30 @@ impl Anchored {
             merged.extend(next.copied());
         }
         self.0 = merged;
+    }
+}
+
+/// See [`Anchored::descending`].
+pub(crate) struct Descending<'a> {
+    points: &'a [(u64, Point)],
+    /// How many points have an id at most the last one asked for.
+    end: usize,
+}
+
+impl<'a> Descending<'a> {
+    /// Session `id`'s point, if it has one (any order of ids is answered; a rising one is
+    /// searched for).
+    pub(crate) fn get(&mut self, id: u64) -> Option<&'a Point> {
+        let points = self.points;
+        if points.get(self.end).is_some_and(|(at, _)| *at <= id) {
+            self.end = points.partition_point(|(at, _)| *at <= id);
+        } else {
+            while self.end > 0 && points.get(self.end - 1).is_some_and(|(at, _)| *at > id) {
+                self.end -= 1;
+            }
+        }
+        let (at, point) = points.get(self.end.checked_sub(1)?)?;
+        (*at == id).then_some(point)
     }
 }
 
@@ -333,12 +366,12 @@ impl Anchors {
     }
 
     /// The sessions that end before their anchored point: (session id, anchored point, the
-    /// point found, if the session is there at all). `found` gives a session's point by id;
+    /// point found, if the session is there at all). `found` gives a session's point by id (and its anchored one);
     /// `erased` says whether the erasure log erased a session (then its absence is no
     /// rollback).
     pub(crate) fn behind(
         &self,
-        found: impl Fn(u64) -> Option<Point>,
+        found: impl Fn(u64, &Point) -> Option<Point>,
         erased: impl Fn(u64) -> bool,
     ) -> Vec<(u64, Point, Option<Point>)> {
         // In order of id already.
@@ -346,7 +379,7 @@ impl Anchors {
             .iter()
             .filter(|(id, _)| !erased(*id))
             .filter_map(|(id, anchored)| {
-                let now = found(id);
+                let now = found(id, &anchored);
                 let ok = now.map_or(anchored == Point::NONE, |now| {
                     now.last_seq > anchored.last_seq
                         || (now.last_seq == anchored.last_seq && now.head == anchored.head)
@@ -539,6 +572,31 @@ mod tests {
     }
 
     #[test]
+    fn a_descending_walk_finds_what_a_search_finds_in_any_order_of_ids() {
+        let points: Vec<(u64, Point)> = (0..200u64)
+            .filter(|id| id % 3 != 0)
+            .map(|id| (id * 2, point(id, id as u8)))
+            .collect();
+        let anchored = Anchored::fold(points);
+        // Down, as a checkpoint lists its sessions; then up, and at random.
+        let down: Vec<u64> = (0..420).rev().collect();
+        let up: Vec<u64> = (0..420).collect();
+        let mut state = 7u64;
+        let random: Vec<u64> = (0..420)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (state >> 33) % 420
+            })
+            .collect();
+        for ids in [down, up, random] {
+            let mut walk = anchored.descending();
+            for id in ids {
+                assert_eq!(walk.get(id), anchored.get(&id), "id {id}");
+            }
+        }
+    }
+
+    #[test]
     fn anchors_fold_chain_and_only_rise() {
         let (fs, dir) = empty_store();
         let mut log = Anchors::read(&fs, dir).unwrap();
@@ -563,15 +621,18 @@ mod tests {
         assert_eq!(*again.points.get(&1).unwrap(), point(5, 1));
         assert_eq!(*again.points.get(&2).unwrap(), point(15, 3));
         let behind = again.behind(
-            |id| Some(if id == 1 { point(3, 7) } else { point(15, 3) }),
+            |id, _| Some(if id == 1 { point(3, 7) } else { point(15, 3) }),
             |_| false,
         );
         assert_eq!(behind, vec![(1, point(5, 1), Some(point(3, 7)))]);
         // Same number, another head: not the anchored history.
-        let behind = again.behind(|id| Some(point(if id == 1 { 5 } else { 15 }, 9)), |_| false);
+        let behind = again.behind(
+            |id, _| Some(point(if id == 1 { 5 } else { 15 }, 9)),
+            |_| false,
+        );
         assert_eq!(behind.len(), 2);
         // Gone without an erasure is behind; erased is not.
-        assert_eq!(again.behind(|_| None, |id| id == 2).len(), 1);
+        assert_eq!(again.behind(|_, _| None, |id| id == 2).len(), 1);
     }
 
     #[test]
@@ -700,11 +761,11 @@ mod tests {
         let again = Anchors::read(&fs, dir).unwrap();
         assert_eq!(*again.points.get(&1).unwrap(), point(3, 7));
         // Session 1 at its settled point, session 2 gone: neither is behind.
-        let found = |id| (id == 1).then_some(point(3, 7));
+        let found = |id, _: &Point| (id == 1).then_some(point(3, 7));
         assert!(again.behind(found, |_| false).is_empty());
         // Session 2 with a record is past nothing vouched for; session 1 below its settled
         // point is behind it.
-        let found = |id| Some(point(if id == 1 { 2 } else { 4 }, 7));
+        let found = |id, _: &Point| Some(point(if id == 1 { 2 } else { 4 }, 7));
         assert_eq!(
             again.behind(found, |_| false),
             vec![(1, point(3, 7), Some(point(2, 7)))]

@@ -63,7 +63,7 @@ pub(crate) struct Claim {
     written_ns: i64,
     /// The files of every session the checkpoint holds, each as its segment number and what
     /// `stat` said of it (one allocation for all of them), and where this session's are.
-    all: Arc<[(u32, SegmentStat)]>,
+    all: Arc<Vec<(u32, SegmentStat)>>,
     range: Range<usize>,
 }
 
@@ -72,7 +72,7 @@ impl Claim {
     /// first) by a checkpoint written at `written_ns`.
     pub(crate) fn new(
         written_ns: i64,
-        all: Arc<[(u32, SegmentStat)]>,
+        all: Arc<Vec<(u32, SegmentStat)>>,
         range: Range<usize>,
     ) -> Claim {
         let range = range.start.min(all.len())..range.end.min(all.len());
@@ -150,7 +150,8 @@ impl Claim {
 pub(crate) struct Claims {
     written_ns: i64,
     /// Every live session's files, each session's a run, in order of session id.
-    files: Option<Arc<[(u32, SegmentStat)]>>,
+    /// (Behind an `Arc` as the `Vec` it was built in: no copy of it is made.)
+    files: Option<Arc<Vec<(u32, SegmentStat)>>>,
     /// Each live session's id and its run in `files`; a taken one's run starts at `TAKEN`.
     runs: Vec<(u64, u32, u32)>,
 }
@@ -160,29 +161,19 @@ const TAKEN: u32 = u32::MAX;
 
 impl Claims {
     /// The claims, by a checkpoint written at `written_ns`, of the sessions of `runs` (session
-    /// id and where its files are in `files`, in order of id); `None` when `files` holds too
-    /// many for the runs to name (never, short of four billion files).
+    /// id and where its files are in `files`, start and end, in order of id); `None` when
+    /// `files` holds too many for the runs to name (never, short of four billion files).
     pub(crate) fn new(
         written_ns: i64,
         files: Vec<(u32, SegmentStat)>,
-        runs: Vec<(u64, Range<usize>)>,
+        runs: Vec<(u64, u32, u32)>,
     ) -> Option<Claims> {
         if files.len() >= TAKEN as usize {
             return None;
         }
-        let runs = runs
-            .into_iter()
-            .map(|(id, run)| {
-                Some((
-                    id,
-                    u32::try_from(run.start).ok()?,
-                    u32::try_from(run.end).ok()?,
-                ))
-            })
-            .collect::<Option<Vec<_>>>()?;
         Some(Claims {
             written_ns,
-            files: Some(Arc::from(files)),
+            files: Some(Arc::new(files)),
             runs,
         })
     }
@@ -247,7 +238,7 @@ mod tests {
         // As recorded by a file system that keeps no change time.
         let claim_of = |path: &Path| {
             let stat = fs.stat(path).unwrap();
-            Claim::new(i64::MAX, Arc::from(vec![(1, (stat, None))]), 0..1)
+            Claim::new(i64::MAX, Arc::new(vec![(1, (stat, None))]), 0..1)
         };
         let claim = claim_of(&alices);
         assert!(claim.holds(&fs, dir.path(), alice, || Ok(None)).unwrap());

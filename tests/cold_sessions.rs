@@ -321,3 +321,147 @@ fn every_flipped_byte_of_the_checkpoint_is_refused_or_harmless_and_open_answers_
         std::fs::write(&path, &original).unwrap();
     }
 }
+
+/// Every page of `store`'s sessions active in `[since, before)`, `limit` at a time.
+fn pages_between(
+    store: &LogStore,
+    limit: usize,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    before: Option<chrono::DateTime<chrono::Utc>>,
+) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_page(&ListQuery {
+                limit,
+                cursor: cursor.take(),
+                active_since: since,
+                active_before: before,
+                ..ListQuery::default()
+            })
+            .unwrap();
+        keys.extend(page.sessions.into_iter().map(|m| m.key));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return keys,
+        }
+    }
+}
+
+#[test]
+fn pages_merge_warm_and_cold_sessions_in_listing_order_through_random_writes() {
+    let seeds = common::env_number("SESSIONLOG_COLD_PAGE_SEEDS", 3);
+    for seed in 0..seeds {
+        let dir = TempDir::new().unwrap();
+        varied_store(dir.path(), 40);
+        let store = LogStore::open_with(dir.path(), options()).unwrap();
+        let mut rng = common::Lcg(seed * 7919 + 1);
+        // The index is built while every session is cold, then follows the writes.
+        assert_eq!(all_pages(&store, 5).len(), store.list_sessions().len());
+        let cold_at_start = store.health().sessions_cold;
+        // Steps that listed warm and cold sessions together.
+        let mut mixed = 0;
+        for step in 0..60 {
+            // Most of the keys the store holds, and some new ones.
+            let key = format!("sender/{}/ü", rng.next(60));
+            match rng.next(7) {
+                0 | 1 => store.append(&key, &user(&format!("step {step}"))).unwrap(),
+                2 => {
+                    store.delete_session(&key).unwrap();
+                }
+                3 => {
+                    store.load(&key); // warms it, and it keeps its place
+                }
+                4 => store.set_session_name(&key, &format!("n{step}")).unwrap(),
+                5 => {
+                    store.clear_messages(&key).unwrap();
+                }
+                _ => {
+                    // Refused while a live session holds the key.
+                    let _ = store.restore_session(&key);
+                }
+            }
+            // (A second delete under one key erases the older session for good, which warms
+            // them all: see `mixed`.)
+            let cold = store.health().sessions_cold;
+            mixed += usize::from(0 < cold && cold < cold_at_start);
+            let listed: Vec<(String, chrono::DateTime<chrono::Utc>)> = store
+                .list_sessions_with_metadata()
+                .into_iter()
+                .map(|m| (m.key, m.last_activity))
+                .collect();
+            let keys: Vec<String> = listed.iter().map(|(k, _)| k.clone()).collect();
+            let limit = 1 + rng.next(6) as usize;
+            assert_eq!(
+                all_pages(&store, limit),
+                keys,
+                "seed {seed}, step {step}: pages of {limit}"
+            );
+            if listed.len() > 2 {
+                // A window of activity: the sessions listed in it, in order.
+                let a = listed[rng.next(listed.len() as u64) as usize].1;
+                let b = listed[rng.next(listed.len() as u64) as usize].1;
+                let (before, since) = (a.max(b), a.min(b));
+                let inside: Vec<String> = (listed.iter())
+                    .filter(|(_, at)| *at >= since && *at < before)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                assert_eq!(
+                    pages_between(&store, limit, Some(since), Some(before)),
+                    inside,
+                    "seed {seed}, step {step}: pages in a window"
+                );
+            }
+        }
+        assert!(
+            mixed >= 10,
+            "seed {seed}: {mixed} steps with warm and cold sessions"
+        );
+    }
+}
+
+/// Copies every file of `from` into `to`, but `skip`.
+fn copy_files(from: &std::path::Path, to: &std::path::Path, skip: &str) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != skip && entry.path().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_cold_session_with_another_history_to_its_anchored_number_is_reported_at_open() {
+    let dir = TempDir::new().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    for key in ["alice", "bob", "carol"] {
+        store.append(key, &user("first")).unwrap();
+    }
+    store.close().unwrap();
+    let other = TempDir::new().unwrap();
+    copy_files(dir.path(), other.path(), "");
+    // The same next write in both folders, with other words: bob ends at one number in
+    // both, with two chain heads.
+    for (folder, words) in [(dir.path(), "second"), (other.path(), "another second")] {
+        let store = LogStore::open_with(folder, options()).unwrap();
+        store.append("bob", &user(words)).unwrap();
+        store.close().unwrap();
+    }
+    // The other folder's files under the first one's anchors.
+    copy_files(other.path(), dir.path(), "ANCHORS");
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    let rolled: Vec<_> = (store.recovery_report().findings.iter())
+        .filter_map(|f| match f {
+            sessionlog::Finding::RolledBack {
+                key,
+                anchored_seq,
+                found_seq,
+                ..
+            } => Some((key.clone(), anchored_seq == found_seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rolled, vec![(Some("bob".to_string()), true)]);
+    assert_eq!(store.health().sessions_cold, 3, "found without a slot");
+}

@@ -10,6 +10,7 @@ use super::cold::{Cold, ColdEntry, STREAM_CHUNK};
 pub(super) use super::entry::Section;
 use super::entry::{EntryRef, SECTION_VERSION};
 use super::folder::Recorded;
+use crate::anchor::Anchored;
 use crate::error::Result;
 use crate::fs::FileStat;
 use crate::parked::{encode_loc, BlockFile, LOC_BYTES};
@@ -285,7 +286,7 @@ pub(super) fn decode_whole(bytes: &[u8], window: usize) -> Option<Decoded> {
 pub(super) fn decode(bytes: &[u8], window: usize, section: Section<'_>) -> Option<Decoded> {
     let h = Header::read(bytes)?;
     let body = bytes.get(h.len..)?;
-    decode_body(&h, Body::Bytes(body), window, section, false).map(|(d, _)| d)
+    decode_body(&h, Body::Bytes(body), window, section, None).map(|(d, _)| d)
 }
 
 /// Where a checkpoint's body is read from.
@@ -409,13 +410,14 @@ impl<'a> BodyStream<'a> {
 /// Decodes a checkpoint's body from `body` (its header `h`; its location section in
 /// `section`); each session's window keeps `window` ids. `lazy`: the live sessions are left
 /// in the file, each entry checked whole now and listed in the [`Cold`] returned, to be read
-/// again and decoded when it is first asked for (only with the section in the file).
+/// again and decoded when it is first asked for (only with the section in the file), with the
+/// chain heads that differ from their anchored points (`lazy`'s) at their numbers.
 pub(super) fn decode_body(
     h: &Header,
     body: Body<'_>,
     window: usize,
     section: Section<'_>,
-    lazy: bool,
+    lazy: Option<&Anchored>,
 ) -> Option<(Decoded, Option<Cold>)> {
     let version = h.version;
     if let Body::Bytes(bytes) = body {
@@ -428,7 +430,7 @@ pub(super) fn decode_body(
             return None;
         }
     }
-    let file = match (&section, lazy && version >= SECTION_VERSION) {
+    let file = match (&section, lazy.is_some() && version >= SECTION_VERSION) {
         (Section::File(file), true) => Some(Arc::clone(file)),
         _ => None,
     };
@@ -460,6 +462,9 @@ pub(super) fn decode_body(
     let mut sessions = Vec::new();
     let mut cold = (file.as_ref())
         .map(|file| Cold::new(version, h.section_len, file, body_at, window, capacity));
+    // The checkpoint lists sessions newest first: their anchored points are found walking
+    // down.
+    let mut anchored = lazy.map(Anchored::descending);
     let lazy = cold.is_some();
     for _ in 0..session_count {
         let at = s.pos;
@@ -473,7 +478,7 @@ pub(super) fn decode_body(
             let parsed = if lazy && !e.deleted {
                 Parsed::Cold(
                     ColdEntry::of(&e, at, len, block_at, start)?,
-                    e.key.to_owned(),
+                    Box::from(e.key),
                     e.head,
                 )
             } else {
@@ -485,7 +490,10 @@ pub(super) fn decode_body(
         window_full |= ids >= recorded_window && recorded_window > 0;
         match (parsed, &mut cold) {
             (Parsed::Decoded(session), _) => sessions.push(*session),
-            (Parsed::Cold(entry, key, head), Some(cold)) => cold.push(entry, key, head),
+            (Parsed::Cold(entry, key, head), Some(cold)) => {
+                let point = anchored.as_mut().and_then(|a| a.get(entry.session_id));
+                cold.push(entry, key, head, point);
+            }
             (Parsed::Cold(..), None) => return None,
         }
     }
@@ -510,7 +518,7 @@ pub(super) fn decode_body(
 /// One entry as [`decode_body`] read it.
 enum Parsed {
     Decoded(Box<ReplayedSession>),
-    Cold(ColdEntry, String, Hash),
+    Cold(ColdEntry, Box<str>, Hash),
 }
 
 #[cfg(test)]

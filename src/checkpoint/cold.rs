@@ -3,15 +3,19 @@
 //! checked, and decoded the first time its session is asked for (`store/session_map.rs`), or
 //! read in long reads of the body for a listing.
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use hashbrown::HashTable;
+
+use crate::anchor::Point;
 use crate::backend::SessionMetadata;
 use crate::bytes::Reader;
 use crate::error::{Error, Result};
 use crate::parked::BlockFile;
 use crate::projection::to_time;
-use crate::record::{Hash, HASH_LEN};
+use crate::record::Hash;
 use crate::recovery::ReplayedSession;
 
 use super::entry::{EntryRef, Locs, Section};
@@ -67,16 +71,22 @@ pub(crate) struct Cold {
     body_at: u64,
     window: usize,
     pub(crate) entries: Vec<ColdEntry>,
-    /// Each entry's session id and index, in order of id (the checkpoint writes the newest
-    /// session first: this is its order reversed).
-    by_id: Vec<(u64, u32)>,
-    /// Where the last [`Cold::find`] found its entry in `by_id`: lookups in order of id (the
-    /// anchors' check at open) each take one step from there.
+    /// Each entry's session id and index, in order of id, if the entries are not in
+    /// descending order of id (as a store writes them: then this is their order reversed).
+    by_id: Option<Vec<(u64, u32)>>,
+    /// Where the last [`Cold::find`] found its entry (in `by_id`, or among the entries):
+    /// lookups in order of id (the anchors' check at open) each take one step from there.
     hint: AtomicUsize,
-    /// Each entry's key, until the store's map takes them ([`Cold::take_keys`]).
-    keys: Vec<String>,
-    /// Each entry's chain head, for the anchors' check at open (then dropped).
-    heads: Vec<Hash>,
+    /// Each entry's key.
+    keys: Vec<Box<str>>,
+    /// The entries' indices by key ([`Cold::index_keys`]): 4 bytes each and their keys kept
+    /// once, in `keys`, where a map of keys would hold each key again.
+    by_key: HashTable<u32>,
+    hasher: RandomState,
+    /// For the anchors' check at open (then dropped): the chain heads of the entries whose
+    /// anchored point has their number and another head, by index; every other entry's
+    /// head is its anchored point's, or is not compared (its number differs).
+    heads: Vec<(u32, Hash)>,
 }
 
 impl Cold {
@@ -97,63 +107,122 @@ impl Cold {
             body_at,
             window,
             entries: Vec::with_capacity(capacity),
-            by_id: Vec::new(),
+            by_id: None,
             hint: AtomicUsize::new(0),
             keys: Vec::with_capacity(capacity),
-            heads: Vec::with_capacity(capacity),
+            by_key: HashTable::new(),
+            hasher: RandomState::new(),
+            heads: Vec::new(),
         }
     }
 
-    /// Adds the entry of a session, with its key and chain head.
-    pub(super) fn push(&mut self, entry: ColdEntry, key: String, head: Hash) {
+    /// Adds the entry of a session, with its key and chain head, and its point in the
+    /// anchors if it has one.
+    pub(super) fn push(
+        &mut self,
+        entry: ColdEntry,
+        key: Box<str>,
+        head: Hash,
+        anchored: Option<&Point>,
+    ) {
+        if anchored.is_some_and(|p| p.last_seq == entry.last_seq && p.head != head) {
+            self.heads.push((self.entries.len() as u32, head));
+        }
         self.entries.push(entry);
         self.keys.push(key);
-        self.heads.push(head);
     }
 
     /// With its index by id, once every entry is in.
     pub(super) fn sorted(mut self) -> Cold {
-        let mut by_id: Vec<(u64, u32)> = (self.entries.iter().enumerate().rev())
-            .map(|(i, e)| (e.session_id, i as u32))
-            .collect();
-        // Sorted already when the checkpoint is as a store writes it.
-        by_id.sort_unstable_by_key(|(id, _)| *id);
-        self.by_id = by_id;
+        let descending = (self.entries.windows(2)).all(|w| w[0].session_id > w[1].session_id);
+        if !descending {
+            let mut by_id: Vec<(u64, u32)> = (self.entries.iter().enumerate().rev())
+                .map(|(i, e)| (e.session_id, i as u32))
+                .collect();
+            by_id.sort_unstable_by_key(|(id, _)| *id);
+            self.by_id = Some(by_id);
+        }
         self
     }
 
     /// The entry of session `id`, if it is among them, and its index (at open: see
-    /// [`Cold::take_keys`]).
+    /// [`Cold::opened`]).
     pub(crate) fn find(&self, id: u64) -> Option<(usize, &ColdEntry)> {
         let hint = self.hint.load(Ordering::Relaxed);
-        let at = match self.by_id.get(hint) {
-            Some(&(at_hint, _)) if at_hint == id => hint,
-            _ => match self.by_id.get(hint + 1) {
-                Some(&(next, _)) if next == id => hint + 1,
-                _ => self.by_id.binary_search_by_key(&id, |(id, _)| *id).ok()?,
-            },
+        let index = match &self.by_id {
+            Some(by_id) => {
+                let at = [hint, hint + 1]
+                    .into_iter()
+                    .find(|&at| by_id.get(at).is_some_and(|(at_id, _)| *at_id == id))
+                    .or_else(|| by_id.binary_search_by_key(&id, |(id, _)| *id).ok())?;
+                self.hint.store(at, Ordering::Relaxed);
+                by_id.get(at)?.1 as usize
+            }
+            None => {
+                // Newest first: the next id up is one entry back.
+                let at = [hint, hint.wrapping_sub(1)]
+                    .into_iter()
+                    .find(|&at| self.entries.get(at).is_some_and(|e| e.session_id == id))
+                    .or_else(|| {
+                        (self.entries)
+                            .binary_search_by(|e| id.cmp(&e.session_id))
+                            .ok()
+                    })?;
+                self.hint.store(at, Ordering::Relaxed);
+                at
+            }
         };
-        self.hint.store(at, Ordering::Relaxed);
-        let index = self.by_id.get(at)?.1 as usize;
         Some((index, self.entries.get(index)?))
     }
 
-    /// The keys of the entries, in their order, handed over once (to the store's map); and
-    /// what only open's check of the anchors used (the chain heads, the index by id) dropped.
-    pub(crate) fn take_keys(&mut self) -> Vec<String> {
+    /// Indexes the entries by key: false if two hold one key.
+    pub(super) fn index_keys(&mut self) -> bool {
+        let mut by_key = HashTable::with_capacity(self.keys.len());
+        for (i, key) in self.keys.iter().enumerate() {
+            let hash = self.hasher.hash_one(key);
+            let keys = &self.keys;
+            match by_key.entry(
+                hash,
+                |&j: &u32| keys[j as usize] == *key,
+                |&j: &u32| self.hasher.hash_one(&keys[j as usize]),
+            ) {
+                hashbrown::hash_table::Entry::Occupied(_) => return false,
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert(i as u32);
+                }
+            }
+        }
+        self.by_key = by_key;
+        true
+    }
+
+    /// The index of the entry of `key`, if one holds it.
+    pub(crate) fn find_key(&self, key: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(key);
+        let found = self.by_key.find(hash, |&j| {
+            self.keys.get(j as usize).is_some_and(|k| **k == *key)
+        });
+        found.map(|&j| j as usize)
+    }
+
+    /// Drops what only open's check of the anchors used: the chain heads, the index by id.
+    pub(crate) fn opened(&mut self) {
         self.heads = Vec::new();
-        self.by_id = Vec::new();
-        std::mem::take(&mut self.keys)
+        self.by_id = None;
     }
 
-    /// The key of the entry at `index`, while open holds them.
+    /// The key of the entry at `index`.
     pub(crate) fn key(&self, index: usize) -> Option<&str> {
-        self.keys.get(index).map(String::as_str)
+        self.keys.get(index).map(|k| &**k)
     }
 
-    /// The chain head of the entry at `index`, while open holds them.
-    pub(crate) fn head(&self, index: usize) -> Hash {
-        self.heads.get(index).copied().unwrap_or([0; HASH_LEN])
+    /// The chain head of the entry at `index` if it differs from its anchored point's at its
+    /// number (while open holds them); `None`: its anchored point's, or one not compared.
+    pub(crate) fn head(&self, index: usize) -> Option<Hash> {
+        let at = (self.heads)
+            .binary_search_by_key(&index, |(i, _)| *i as usize)
+            .ok()?;
+        self.heads.get(at).map(|(_, head)| *head)
     }
 
     /// The entry `e` as read again from the file, its CRC checked.
@@ -175,7 +244,7 @@ impl Cold {
         }
     }
 
-    fn changed(&self, e: &ColdEntry) -> Error {
+    pub(crate) fn changed(&self, e: &ColdEntry) -> Error {
         Error::Corrupt {
             path: self.file.path().to_path_buf(),
             offset: self.body_at + e.at,

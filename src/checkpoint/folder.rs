@@ -244,23 +244,39 @@ fn claims_of(
     recorded: Vec<(Recorded, SegmentStat)>,
     live: &[u64],
 ) -> std::result::Result<Claims, &'static str> {
-    let mut files = Vec::with_capacity(recorded.len());
-    let mut runs: Vec<(u64, std::ops::Range<usize>)> = Vec::with_capacity(live.len());
+    const TOO_MANY: &str = "it records more files than a claim can name";
+    let mut runs: Vec<(u64, u32, u32)> = Vec::with_capacity(live.len());
+    let mut too_many = false;
     // Both in order of session id.
     let mut live_at = 0;
-    for (name, stat) in recorded {
-        if let Some((id, number)) = name.segment() {
+    let mut count = 0usize;
+    // Collected from `recorded`'s own allocation (std reuses a vector's buffer for a
+    // `filter_map` into smaller items): a million files do not take a second list while
+    // open holds the rest, and the list is shrunk to what it holds after.
+    let mut files: Vec<(u32, SegmentStat)> = (recorded.into_iter())
+        .filter_map(|(name, stat)| {
+            let (id, number) = name.segment()?;
             while live.get(live_at).is_some_and(|&l| l < id) {
                 live_at += 1;
             }
-            if live.get(live_at) == Some(&id) {
-                match runs.last_mut() {
-                    Some((last, run)) if *last == id => run.end += 1,
-                    _ => runs.push((id, files.len()..files.len() + 1)),
-                }
-                files.push((number, stat));
+            if live.get(live_at) != Some(&id) {
+                return None;
             }
-        }
+            let (Ok(at), Ok(end)) = (u32::try_from(count), u32::try_from(count + 1)) else {
+                too_many = true;
+                return None;
+            };
+            match runs.last_mut() {
+                Some((last, _, run_end)) if *last == id => *run_end = end,
+                _ => runs.push((id, at, end)),
+            }
+            count += 1;
+            Some((number, stat))
+        })
+        .collect();
+    if too_many {
+        return Err(TOO_MANY);
     }
-    Claims::new(written, files, runs).ok_or("it records more files than a claim can name")
+    files.shrink_to_fit();
+    Claims::new(written, files, runs).ok_or(TOO_MANY)
 }

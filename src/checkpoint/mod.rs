@@ -39,6 +39,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::anchor::Anchored;
 pub(crate) use crate::claim::Claims;
 use crate::error::Result;
 use crate::fs::{context, read_all, sync_dir, written_after, FileSystem, OpenMode};
@@ -59,7 +60,7 @@ use folder::{check_folder, check_folder_after_crash};
 /// format's limit, each session's sequence numbers below the next one, keys of a length a
 /// session may have, one live session per key and one session per id, segment files in name
 /// order. Returns the live sessions' ids, in ascending order.
-fn check(d: &Decoded, cold: Option<&Cold>) -> std::result::Result<Vec<u64>, &'static str> {
+fn check(d: &Decoded, mut cold: Option<&mut Cold>) -> std::result::Result<Vec<u64>, &'static str> {
     if d.next_seq >= NUMBER_LIMIT || d.next_id >= NUMBER_LIMIT {
         return Err("it holds a sequence number or session id beyond the format's range");
     }
@@ -67,8 +68,16 @@ fn check(d: &Decoded, cold: Option<&Cold>) -> std::result::Result<Vec<u64>, &'st
     if d.segments.windows(2).any(|w| w[0].0.cmp(&w[1].0).is_ge()) {
         return Err("its segment files are not in order");
     }
+    // The sessions left in the bytes (all live) indexed by key: the map of sessions takes the
+    // index, and no two of them hold one key.
+    if let Some(c) = cold.as_deref_mut() {
+        if !c.index_keys() {
+            return Err(TWO_HOLD_ONE_KEY);
+        }
+    }
+    let cold = cold.as_deref();
     // Every session as (id, last sequence number, key, deleted): those decoded, then those
-    // left in the bytes (all live).
+    // left in the bytes.
     let cold_entries = cold.map_or(&[][..], |c| c.entries.as_slice());
     let all = || {
         let decoded = d.sessions.iter().map(|s| {
@@ -87,22 +96,27 @@ fn check(d: &Decoded, cold: Option<&Cold>) -> std::result::Result<Vec<u64>, &'st
     if ids.windows(2).any(|w| w[0] == w[1]) || ids.last().is_some_and(|&id| id >= d.next_id) {
         return Err("it holds a session id twice, or one not below the next");
     }
-    let mut live_keys = HashSet::with_capacity(ids.len());
-    for (_, last_seq, key, deleted) in all() {
+    for (_, last_seq, key, _) in all() {
         if last_seq >= d.next_seq {
             return Err("a session's last sequence number is not below the next");
         }
         if !key_len_ok(key.len()) {
             return Err("a session's key is empty or longer than any key may be");
         }
-        if !deleted && !live_keys.insert(key) {
-            return Err("two sessions hold one key");
+    }
+    let mut live_keys = HashSet::new();
+    for s in d.sessions.iter().filter(|s| !s.view.deleted) {
+        let key = s.view.key.as_str();
+        if !live_keys.insert(key) || cold.is_some_and(|c| c.find_key(key).is_some()) {
+            return Err(TWO_HOLD_ONE_KEY);
         }
     }
     let mut live: Vec<u64> = all().filter(|s| !s.3).map(|s| s.0).collect();
     live.sort_unstable();
     Ok(live)
 }
+
+const TWO_HOLD_ONE_KEY: &str = "two sessions hold one key";
 
 /// The associated data of an encrypted store's checkpoint, which is sealed whole under the
 /// store key.
@@ -111,6 +125,19 @@ pub(crate) const SEALED_AAD: &[u8] = b"sessionlog checkpoint\0";
 /// The first version a build that knows the running marker wrote: an older checkpoint goes,
 /// rather than being marked, before the segments change.
 const MARKER_VERSION: u32 = 7;
+
+/// How the store a checkpoint is of ended.
+#[derive(Clone, Copy)]
+pub(crate) enum Ended<'a> {
+    /// At a clean close: the live sessions are left in the bytes. Of their chain heads, open
+    /// keeps those that differ from their anchored point (`anchored`) at its number: the
+    /// others pass the anchors' check.
+    Clean(&'a Anchored),
+    /// In a crash, while it ran: segments may have changed after the checkpoint was written.
+    /// Every segment file is examined now, and the sessions whose files changed are left out
+    /// and named in [`Loaded::partial`], for a replay.
+    Running,
+}
 
 /// A checkpoint as open loaded it.
 pub(crate) struct Loaded {
@@ -136,9 +163,7 @@ pub(crate) struct Loaded {
 /// segments), and notes why in `report` if one was there. In an encrypted store the file is
 /// opened with `keys` first. Each session's window of ids keeps `window` of them.
 ///
-/// `running`: segments may have changed after the checkpoint was written (the store crashed
-/// while it ran). Then every segment file is examined now, and the sessions whose files
-/// changed are left out and named in [`Loaded::partial`], for a replay.
+/// `ended`: how the store it is of ended (see [`Ended`]).
 pub(crate) fn load(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -146,8 +171,12 @@ pub(crate) fn load(
     report: &mut RecoveryReport,
     keys: Option<&Keyring>,
     window: usize,
-    running: bool,
+    ended: Ended<'_>,
 ) -> Result<Option<Loaded>> {
+    let (running, lazy) = match ended {
+        Ended::Clean(anchored) => (false, Some(anchored)),
+        Ended::Running => (true, None),
+    };
     let path = dir.join(CHECKPOINT_FILE);
     if !fs.exists(&path) {
         return Ok(None);
@@ -161,7 +190,7 @@ pub(crate) fn load(
             .and_then(|bytes| decode_whole(&bytes, window)),
         // After a clean close, the live sessions are left in the bytes, each decoded when it
         // is first asked for (`store/session_map.rs`); after a crash, every one is decoded.
-        None => open_plain(fs, &path, window, !running).map(|(d, left)| {
+        None => open_plain(fs, &path, window, lazy).map(|(d, left)| {
             cold = left;
             d
         }),
@@ -173,7 +202,7 @@ pub(crate) fn load(
         Some(d) if d.window_full && d.window < window as u64 => {
             Err("it was written with a smaller idempotency_window")
         }
-        Some(mut d) => check(&d, cold.as_ref()).and_then(|live| {
+        Some(mut d) => check(&d, cold.as_mut()).and_then(|live| {
             let recorded = std::mem::take(&mut d.segments);
             let (claims, changed) = if running {
                 // A folder marked running is always listed (a stamp is not taken for it).
@@ -262,13 +291,14 @@ fn unpark_now(view: &mut SessionView) -> bool {
 /// A plain store's checkpoint: its header, whose lengths must add up to the file's, then its
 /// body, read in order through a bounded buffer with its CRC computed on the way (a damaged
 /// or sparse file of any length costs no memory of its length, nor any read error), and the
-/// file, kept open: the location section is read from it, and, `lazy`, the live sessions'
-/// entries again, each the first time it is asked for ([`Cold`]).
+/// file, kept open: the location section is read from it, and, `lazy` (with the anchored
+/// points, see [`Ended::Clean`]), the live sessions' entries again, each the first time it is
+/// asked for ([`Cold`]).
 fn open_plain(
     fs: &dyn FileSystem,
     path: &Path,
     window: usize,
-    lazy: bool,
+    lazy: Option<&Anchored>,
 ) -> Option<(Decoded, Option<Cold>)> {
     let file = fs.open(path, OpenMode::Read).ok()?;
     let len = file.size().ok()?;

@@ -22,6 +22,7 @@
 //! flushes; a flush holds the flushing mutex through its syncs and takes only the unsynced
 //! lists' mutex inside it. No writer takes either.
 
+mod activity;
 mod appender;
 mod archive;
 mod backend;
@@ -47,8 +48,6 @@ mod searching;
 mod session_map;
 mod tombstones;
 
-use std::cmp::Reverse;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -176,7 +175,7 @@ struct Inner {
     live_sessions: AtomicUsize,
     /// Live sessions by last activity, most recent first, ties by key: what `list_page`
     /// walks. Built on first use (so open does not pay for it), kept up to date after.
-    activity: Mutex<Option<ActivityIndex>>,
+    activity: Mutex<Option<activity::ActivityIndex>>,
     /// Deleted sessions that `restore_session` can still bring back, by key (the latest
     /// delete of each), until `tombstone_retention` has passed.
     tombstones: Mutex<Tombstones>,
@@ -216,11 +215,6 @@ struct Slot {
     /// memory (`residence.rs`).
     pins: AtomicUsize,
 }
-
-/// Live sessions ordered by (last activity, most recent first; key).
-/// A session is in it by its slot, or, while it was cold when the index was built, by key
-/// alone (`None`: found through the map).
-type ActivityIndex = BTreeMap<(Reverse<i64>, String), Option<Arc<Slot>>>;
 
 fn now_micros() -> i64 {
     Utc::now().timestamp_micros()

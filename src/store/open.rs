@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::anchor::Anchors;
+use crate::anchor::{Anchored, Anchors};
 use crate::checkpoint::{self, Claims, Cold, Loaded};
 use crate::compaction::{self, Cleared, Disposal, NewGeneration};
 use crate::erasures::{self, ErasureLog};
@@ -89,7 +89,7 @@ impl LogStore {
         // Read before the segments: a writer beside a read-only open anchors only what it
         // wrote before, so the segments read next hold at least what these anchors record.
         let mut anchors = Anchors::read(&*fs, &dir)?;
-        let mut state = OnDisk::load(&fs, &dir, &options, read_only)?;
+        let mut state = OnDisk::load(&fs, &dir, &options, read_only, &anchors.points)?;
         anchors.report_damage(&dir, &mut state.report);
         let opening = Opening {
             fs: &*fs,
@@ -302,11 +302,15 @@ impl OnDisk {
     /// it matches the folder (never for a reader, which checks every record) or replays every
     /// segment. A writer then raises the nonce epoch (every header is read and nothing sealed
     /// yet) and removes a checkpoint it did not use.
+    ///
+    /// `anchored`: the anchor log's points, which open checks the sessions against (a cold
+    /// session's chain head is kept only where it differs from its point).
     fn load(
         fs: &Arc<dyn FileSystem>,
         dir: &Path,
         options: &Options,
         read_only: bool,
+        anchored: &Anchored,
     ) -> Result<OnDisk> {
         // Segments changed after the checkpoint was written, and the store never closed
         // cleanly: the checkpoint holds only the sessions whose files did not change since.
@@ -338,7 +342,11 @@ impl OnDisk {
                 &mut report,
                 keys.as_ref(),
                 options.idempotency_window,
-                marked,
+                if marked {
+                    checkpoint::Ended::Running
+                } else {
+                    checkpoint::Ended::Clean(anchored)
+                },
             )?
         };
         let mut after_crash = false;

@@ -1,7 +1,6 @@
 //! Reads: messages from their segments, the activity index that `list_page` walks, and
 //! per-session statistics.
 
-use std::cmp::Reverse;
 use std::ops::{Bound, Range};
 use std::sync::Arc;
 
@@ -16,7 +15,8 @@ use crate::projection::to_time;
 use crate::projection::SessionView;
 use crate::segment::{SegmentFiles, StoredMessage};
 
-use super::{ActivityIndex, Inner, LogStore, SessionStats, Slot};
+use super::activity::{ActivityIndex, Indexed};
+use super::{Inner, LogStore, SessionStats, Slot};
 
 impl LogStore {
     /// One page of the live sessions that `query` admits, most recent activity first (ties by
@@ -32,22 +32,23 @@ impl LogStore {
         } else {
             query.limit
         };
-        let start = match &query.cursor {
+        let cursor = match &query.cursor {
             Some(cursor) => {
-                let (at, key) =
+                Some(
                     listing::decode_cursor(cursor).ok_or_else(|| Error::InvalidCursor {
                         cursor: cursor.clone(),
-                    })?;
-                Bound::Excluded((Reverse(at), key))
+                    })?,
+                )
             }
-            None => match query.active_before {
-                // Before `t`: from the most recent activity at `t` minus one microsecond.
-                Some(before) => Bound::Included((
-                    Reverse(before.timestamp_micros().saturating_sub(1)),
-                    String::new(),
-                )),
-                None => Bound::Unbounded,
-            },
+            None => None,
+        };
+        let start = match (&cursor, query.active_before) {
+            (Some((at, key)), _) => Bound::Excluded((*at, key.as_str())),
+            // Before `t`: from the most recent activity at `t` minus one microsecond.
+            (None, Some(before)) => {
+                Bound::Included((before.timestamp_micros().saturating_sub(1), ""))
+            }
+            (None, None) => Bound::Unbounded,
         };
         let since = query.active_since.map(|t| t.timestamp_micros());
         let before = query.active_before.map(|t| t.timestamp_micros());
@@ -55,14 +56,14 @@ impl LogStore {
         let mut sessions = Vec::with_capacity(limit.min(1024));
         let mut last = None;
         let mut more = false;
-        for ((Reverse(at), key), slot) in activity.range((start, Bound::Unbounded)) {
-            if since.is_some_and(|since| *at < since) {
+        for (at, key, indexed) in activity.walk(start) {
+            if since.is_some_and(|since| at < since) {
                 break; // older than the window: so is everything after
             }
-            if before.is_some_and(|before| *at >= before) {
+            if before.is_some_and(|before| at >= before) {
                 continue;
             }
-            let admitted = self.inner.indexed_view(slot.as_ref(), key, |view| {
+            let admitted = self.inner.indexed_view(&indexed, key, |view| {
                 (view.is_live() && query.admits(view)).then(|| view.metadata())
             });
             let Some(Some(metadata)) = admitted else {
@@ -73,7 +74,7 @@ impl LogStore {
                 break;
             }
             sessions.push(metadata);
-            last = Some((*at, key.clone()));
+            last = Some((at, key.to_owned()));
         }
         let next = match (more, last) {
             (true, Some((at, key))) => Some(listing::encode_cursor(at, &key)),
@@ -114,42 +115,39 @@ impl Inner {
             self.activity.lock(),
             |index| {
                 // Built under the index's lock, so no write can move a session in between. A
-                // cold session is in it by key alone (`None`), and stays cold.
+                // cold session is in it by its entry, and stays cold.
                 index.get_or_insert_with(|| {
                     let sessions = self.sessions.read();
                     let hot = sessions.slots().filter_map(|slot| {
                         let view = slot.view.read();
-                        view.is_live().then(|| {
-                            (
-                                (Reverse(view.last_activity), slot.key.clone()),
-                                Some(Arc::clone(slot)),
-                            )
-                        })
+                        view.is_live()
+                            .then(|| (view.last_activity, Arc::clone(slot)))
                     });
-                    let cold = (sessions.cold_listed())
-                        .map(|(key, at)| ((Reverse(at), key.to_owned()), None));
-                    hot.chain(cold).collect()
+                    ActivityIndex::new(hot, sessions.cold_indices())
                 })
             },
         ))
     }
 
     /// `f` of the view of a session of the activity index: its slot's, or, for one indexed
-    /// cold (`slot` is `None`), its slot's if it was warmed since, or its entry's, read again
-    /// for this call. `None` if it is gone, or its entry cannot be read again (counted).
-    fn indexed_view<T>(
+    /// cold, its slot's if it was warmed since, or its entry's, read again for this call.
+    /// `None` if it is gone, or its entry cannot be read again (counted).
+    pub(super) fn indexed_view<T>(
         &self,
-        slot: Option<&Arc<Slot>>,
+        indexed: &Indexed<'_>,
         key: &str,
         f: impl FnOnce(&SessionView) -> T,
     ) -> Option<T> {
-        let found = match slot {
-            Some(slot) => Ok(Arc::clone(slot)),
-            None => self.sessions.read().listed(key)?,
+        let (cold, index) = match indexed {
+            Indexed::Hot(slot) => return Some(f(&slot.view.read())),
+            Indexed::Cold(cold, index) => (cold, *index),
         };
+        let id = cold.entries.get(index)?.session_id;
+        // The same session, warmed since or still cold; not another under its key since.
+        let found = self.sessions.read().listed(key)?;
         match found {
-            Ok(slot) => Some(f(&slot.view.read())),
-            Err((cold, e)) => match cold.session(&e) {
+            Ok(slot) => (slot.session_id == id).then(|| f(&slot.view.read())),
+            Err((cold, e)) if e.session_id == id => match cold.session(&e) {
                 Ok(session) => Some(f(&session.view)),
                 Err(err) => {
                     let what = "listing a session from the checkpoint";
@@ -158,22 +156,17 @@ impl Inner {
                     None
                 }
             },
+            Err(_) => None,
         }
     }
 
     /// Moves a session in the activity index from `before` to `after` (its last activity
     /// while live; `None` while not live).
     pub(super) fn reindex(&self, slot: &Arc<Slot>, before: Option<i64>, after: Option<i64>) {
-        let mut index = self.activity.lock();
-        let Some(activity) = index.as_mut() else {
-            return; // not built yet: it will be built from the projections
-        };
-        if let Some(at) = before {
-            activity.remove(&(Reverse(at), slot.key.clone()));
+        if let Some(activity) = self.activity.lock().as_mut() {
+            activity.relist(slot, before, after);
         }
-        if let Some(at) = after {
-            activity.insert((Reverse(at), slot.key.clone()), Some(Arc::clone(slot)));
-        }
+        // Not built yet: it will be built from the projections.
     }
 
     /// Opens the segments of `slot` that `locs` point into, with the session's data key in

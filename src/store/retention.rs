@@ -7,6 +7,7 @@ use crate::options::RetentionRule;
 use crate::projection::{SessionView, RUNNING_STATE};
 use crate::record::Event;
 
+use super::activity::Indexed;
 use super::commit::Decision;
 use super::{now_micros, Inner, Slot};
 
@@ -118,10 +119,13 @@ impl Inner {
         while total > budget {
             let victim = {
                 let index = self.activity_index()?;
-                let mut least_recent = index.iter().rev().filter_map(|((_, key), slot)| {
-                    let slot = match slot {
-                        Some(slot) => Arc::clone(slot),
-                        None => self.lookup(key).ok()??,
+                let mut least_recent = index.least_recent().filter_map(|(_, key, indexed)| {
+                    let slot = match indexed {
+                        Indexed::Hot(slot) => Arc::clone(slot),
+                        Indexed::Cold(cold, i) => {
+                            let id = cold.entries.get(i)?.session_id;
+                            self.lookup(key).ok()?.filter(|s| s.session_id == id)?
+                        }
                     };
                     let running = slot.view.read().state == RUNNING_STATE;
                     (!running).then_some(slot)

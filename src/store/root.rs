@@ -13,7 +13,7 @@ use crate::fs::{FileSystem, OpenMode};
 use crate::history::Problem;
 use crate::keyring::Keyring;
 use crate::layout::{parse_segment_name, segment_path, SEGMENT_SUFFIX};
-use crate::record::{header_seq, Hash, SEQ_OFFSET};
+use crate::record::{header_seq, Hash, HASH_LEN, SEQ_OFFSET};
 use crate::report::Finding;
 use crate::torn_tail::side_name;
 
@@ -27,16 +27,20 @@ pub(super) struct Points<'a> {
 }
 
 impl<'a> Points<'a> {
-    /// Session `id`'s point, with whose it is.
-    fn get(&self, id: u64) -> Option<(Owner<'a>, Point)> {
+    /// Session `id`'s point, with whose it is; `anchored`: its point in the anchors, if it
+    /// has one (a cold session's chain head is kept only where it differs from it).
+    fn get(&self, id: u64, anchored: Option<&Point>) -> Option<(Owner<'a>, Point)> {
         if let Some(&(slot, point)) = self.slots.get(&id) {
             return Some((Owner::Slot(slot), point));
         }
         let cold = self.cold?;
         let (index, e) = cold.find(id)?;
+        let head = (cold.head(index))
+            .or(anchored.map(|p| p.head))
+            .unwrap_or([0; HASH_LEN]);
         let point = Point {
             last_seq: e.last_seq,
-            head: cold.head(index),
+            head,
         };
         Some((Owner::Cold(cold, index, e), point))
     }
@@ -201,7 +205,7 @@ fn side_file_explains(
     id: u64,
     anchored: Point,
 ) -> bool {
-    let Some((owner, _)) = points.get(id) else {
+    let Some((owner, _)) = points.get(id, Some(&anchored)) else {
         return false;
     };
     let (newest, len) = owner.newest();
@@ -226,7 +230,10 @@ fn behind(
     points: &Points<'_>,
     skipped: impl Fn(u64) -> bool,
 ) -> Vec<(u64, Point, Option<Point>)> {
-    anchors.behind(|id| points.get(id).map(|(_, p)| p), skipped)
+    anchors.behind(
+        |id, anchored| points.get(id, Some(anchored)).map(|(_, p)| p),
+        skipped,
+    )
 }
 
 /// A [`Finding::RolledBack`] for each session of `points` (or anchored and gone, and not
@@ -251,7 +258,7 @@ fn rollback(
     found: Option<Point>,
 ) -> Finding {
     Finding::RolledBack {
-        key: points.get(session_id).map(|(owner, _)| owner.key()),
+        key: points.get(session_id, None).map(|(owner, _)| owner.key()),
         session_id,
         anchored_seq: anchored.last_seq,
         found_seq: found.map_or(0, |p| p.last_seq),

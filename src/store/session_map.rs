@@ -31,14 +31,9 @@ use super::{Inner, Slot};
 /// checkpoint it is in and where its entry is.
 pub(super) type Listed = std::result::Result<Arc<Slot>, (Arc<Cold>, ColdEntry)>;
 
-/// A session of the map: its slot, or the index of its entry among the cold ones.
-enum Held {
-    Hot(Arc<Slot>),
-    Cold(usize),
-}
-
 /// The cold sessions' entries and what the checkpoint claims of their files.
 struct ColdSessions {
+    /// Their entries, keys and index by key.
     cold: Arc<Cold>,
     claims: Claims,
     /// Which of `cold`'s entries are still cold, in the checkpoint's order (newest first).
@@ -47,9 +42,11 @@ struct ColdSessions {
     left: usize,
 }
 
-/// The sessions by key (see the module's comment).
+/// The sessions by key (see the module's comment): the hot ones in a map of their own, the
+/// cold ones in their checkpoint's index by key (a session warmed there stays in that index,
+/// marked no longer cold).
 pub(super) struct SessionMap {
-    held: HashMap<String, Held>,
+    hot: HashMap<String, Arc<Slot>>,
     cold: Option<ColdSessions>,
 }
 
@@ -64,15 +61,12 @@ impl SessionMap {
     /// The map of `hot` sessions, and of the sessions `cold` holds (with what `claims` claims
     /// of their files). A key both hold is the hot one's (a session replayed at open).
     pub(super) fn new(hot: HashMap<String, Arc<Slot>>, cold: Option<(Cold, Claims)>) -> Self {
-        let extra = cold.as_ref().map_or(0, |(c, _)| c.entries.len());
-        let mut held = HashMap::with_capacity(hot.len() + extra);
-        held.extend(hot.into_iter().map(|(key, slot)| (key, Held::Hot(slot))));
         let cold = cold.map(|(mut cold, claims)| {
-            let mut still = vec![false; cold.entries.len()];
-            for (i, key) in cold.take_keys().into_iter().enumerate() {
-                if let std::collections::hash_map::Entry::Vacant(v) = held.entry(key) {
-                    v.insert(Held::Cold(i));
-                    still[i] = true;
+            cold.opened();
+            let mut still = vec![true; cold.entries.len()];
+            for key in hot.keys() {
+                if let Some(i) = cold.find_key(key) {
+                    still[i] = false;
                 }
             }
             ColdSessions {
@@ -82,12 +76,12 @@ impl SessionMap {
                 still,
             }
         });
-        SessionMap { held, cold }
+        SessionMap { hot, cold }
     }
 
     /// How many sessions it holds, cold ones included.
     pub(super) fn len(&self) -> usize {
-        self.held.len()
+        self.hot.len() + self.cold_count()
     }
 
     /// How many sessions are cold.
@@ -100,27 +94,38 @@ impl SessionMap {
         self.cold.as_ref().is_some_and(|c| c.left > 0)
     }
 
+    /// The index of the entry of `key`'s session while it is cold.
+    fn cold_index(&self, key: &str) -> Option<usize> {
+        let c = self.cold.as_ref()?;
+        (c.cold.find_key(key)).filter(|&i| c.still.get(i).copied().unwrap_or(false))
+    }
+
     /// What it holds under `key`.
     pub(super) fn find(&self, key: &str) -> Found<'_> {
-        match self.held.get(key) {
+        match self.hot.get(key) {
+            Some(slot) => Found::Hot(slot),
+            None if self.cold_index(key).is_some() => Found::Cold,
             None => Found::Missing,
-            Some(Held::Hot(slot)) => Found::Hot(slot),
-            Some(Held::Cold(_)) => Found::Cold,
         }
     }
 
     /// The slot under `key`, warmed if it was cold.
     pub(super) fn warm(&mut self, key: &str) -> Result<Option<Arc<Slot>>> {
-        let at = match self.held.get(key) {
-            None => return Ok(None),
-            Some(Held::Hot(slot)) => return Ok(Some(Arc::clone(slot))),
-            Some(Held::Cold(at)) => *at,
-        };
+        if let Some(slot) = self.hot.get(key) {
+            return Ok(Some(Arc::clone(slot)));
+        }
+        match self.cold_index(key) {
+            Some(at) => self.warm_at(at).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Warms the cold session at `at`.
+    fn warm_at(&mut self, at: usize) -> Result<Arc<Slot>> {
         let slot = Arc::new(self.decode(at)?);
-        self.held
-            .insert(key.to_owned(), Held::Hot(Arc::clone(&slot)));
+        self.hot.insert(slot.key.clone(), Arc::clone(&slot));
         self.one_less_cold(at);
-        Ok(Some(slot))
+        Ok(slot)
     }
 
     /// Counts the cold session at `at` warmed or replaced: the checkpoint's bytes (and its
@@ -142,66 +147,54 @@ impl SessionMap {
         let cold = self.cold.as_mut().ok_or_else(never_cold)?;
         let e = cold.cold.entries.get(at).copied().ok_or_else(never_cold)?;
         let session = cold.cold.session(&e)?;
+        if session.view.key.as_str() != cold.cold.key(at).unwrap_or_default() {
+            return Err(cold.cold.changed(&e));
+        }
         let claim = cold.claims.take(session.session_id);
         Ok(slot_from(session, claim))
     }
 
     /// Warms every cold session.
     pub(super) fn warm_all(&mut self) -> Result<()> {
-        if !self.has_cold() {
-            return Ok(());
-        }
-        let cold: Vec<(String, usize)> = self
-            .held
-            .iter()
-            .filter_map(|(key, held)| match held {
-                Held::Cold(at) => Some((key.clone(), *at)),
-                Held::Hot(_) => None,
-            })
-            .collect();
-        for (key, _) in cold {
-            self.warm(&key)?;
+        let still: Vec<usize> = self.cold.as_ref().map_or_else(Vec::new, |c| {
+            (c.still.iter().enumerate())
+                .filter_map(|(i, &still)| still.then_some(i))
+                .collect()
+        });
+        for at in still {
+            self.warm_at(at)?;
         }
         Ok(())
     }
 
     /// The hot sessions' slots (every session's once [`SessionMap::warm_all`] ran).
     pub(super) fn slots(&self) -> impl Iterator<Item = &Arc<Slot>> {
-        self.held.values().filter_map(|held| match held {
-            Held::Hot(slot) => Some(slot),
-            Held::Cold(_) => None,
-        })
+        self.hot.values()
     }
 
-    /// The entries of the sessions still cold, in the checkpoint's order (most recent
-    /// activity first, as it was written).
+    /// The indices of the sessions still cold, in the checkpoint's order (newest first), and
+    /// the checkpoint they are in.
+    pub(super) fn cold_indices(&self) -> Option<(&Arc<Cold>, impl Iterator<Item = usize> + '_)> {
+        let c = self.cold.as_ref()?;
+        let still = (c.still.iter().enumerate()).filter_map(|(i, &still)| still.then_some(i));
+        Some((&c.cold, still))
+    }
+
+    /// The entries of the sessions still cold, in the checkpoint's order (newest first).
     pub(super) fn cold_entries(&self) -> impl Iterator<Item = &ColdEntry> + '_ {
         self.cold.iter().flat_map(|c| {
             (c.cold.entries.iter().zip(&c.still)).filter_map(|(e, &still)| still.then_some(e))
         })
     }
 
-    /// Each cold session's key and last activity.
-    pub(super) fn cold_listed(&self) -> impl Iterator<Item = (&str, i64)> + '_ {
-        self.held
-            .iter()
-            .filter_map(|(key, held)| match (held, &self.cold) {
-                (Held::Cold(at), Some(c)) => {
-                    Some((key.as_str(), c.cold.entries.get(*at)?.last_activity))
-                }
-                _ => None,
-            })
-    }
-
     /// The session under `key`: its slot, or, while it is cold, where its entry is.
     pub(super) fn listed(&self, key: &str) -> Option<Listed> {
-        match (self.held.get(key)?, &self.cold) {
-            (Held::Hot(slot), _) => Some(Ok(Arc::clone(slot))),
-            (Held::Cold(at), Some(c)) => {
-                Some(Err((Arc::clone(&c.cold), *c.cold.entries.get(*at)?)))
-            }
-            (Held::Cold(_), None) => None,
+        if let Some(slot) = self.hot.get(key) {
+            return Some(Ok(Arc::clone(slot)));
         }
+        let at = self.cold_index(key)?;
+        let c = self.cold.as_ref()?;
+        Some(Err((Arc::clone(&c.cold), *c.cold.entries.get(at)?)))
     }
 
     /// The checkpoint's bytes the cold sessions are in, shared (a call may read them after
@@ -220,22 +213,27 @@ impl SessionMap {
             return Ok(slot);
         }
         let slot = Arc::new(make());
-        self.held
-            .insert(key.to_owned(), Held::Hot(Arc::clone(&slot)));
+        self.hot.insert(key.to_owned(), Arc::clone(&slot));
         Ok(slot)
     }
 
     /// Puts `slot` under its key, in place of what was there.
     pub(super) fn insert(&mut self, slot: Arc<Slot>) {
-        if let Some(Held::Cold(at)) = self.held.insert(slot.key.clone(), Held::Hot(slot)) {
+        let cold = self.cold_index(&slot.key);
+        self.hot.insert(slot.key.clone(), slot);
+        if let Some(at) = cold {
             self.one_less_cold(at);
         }
     }
 
     /// Takes `slot` out if it is still the one its key names.
     pub(super) fn remove_if_same(&mut self, slot: &Arc<Slot>) {
-        if matches!(self.held.get(&slot.key), Some(Held::Hot(s)) if Arc::ptr_eq(s, slot)) {
-            self.held.remove(&slot.key);
+        if self
+            .hot
+            .get(&slot.key)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+        {
+            self.hot.remove(&slot.key);
         }
     }
 
@@ -362,19 +360,16 @@ impl Inner {
             let sessions = self.sessions.read();
             let cold = sessions.cold();
             let mut rows: Vec<(i64, &str, Row)> = Vec::with_capacity(sessions.len());
-            for (key, held) in &sessions.held {
-                match held {
-                    Held::Hot(slot) => {
-                        let view = slot.view.read();
-                        if view.is_live() {
-                            rows.push((view.last_activity, key, Row::Hot(Arc::clone(slot))));
-                        }
-                    }
-                    Held::Cold(at) => {
-                        let e = cold.as_ref().and_then(|c| c.entries.get(*at));
-                        if let Some(e) = e {
-                            rows.push((e.last_activity, key, Row::Cold(*at)));
-                        }
+            for (key, slot) in &sessions.hot {
+                let view = slot.view.read();
+                if view.is_live() {
+                    rows.push((view.last_activity, key, Row::Hot(Arc::clone(slot))));
+                }
+            }
+            if let Some((cold, indices)) = sessions.cold_indices() {
+                for at in indices {
+                    if let (Some(e), Some(key)) = (cold.entries.get(at), cold.key(at)) {
+                        rows.push((e.last_activity, key, Row::Cold(at)));
                     }
                 }
             }
