@@ -23,6 +23,10 @@ use super::entry::{EntryRef, Locs, Section};
 /// How much of a file's body is read at a time.
 pub(super) const STREAM_CHUNK: usize = 256 << 10;
 
+/// How much of a body a listing of cold sessions reads at a time: its buffer is held beside
+/// the listing's answers.
+const LISTING_CHUNK: usize = 64 << 10;
+
 /// Where a live session's entry is in a checkpoint's body, with what open and a listing need
 /// of it without reading it again.
 #[derive(Debug, Clone, Copy)]
@@ -293,7 +297,9 @@ impl Cold {
             if e.at < buf_at || end > buf_at + buf.len() as u64 {
                 // Read from this entry on, a chunk at a time (at least the entry).
                 let last = self.entries.last().map_or(end, |l| l.at + u64::from(l.len));
-                let len = (STREAM_CHUNK as u64).max(u64::from(e.len)).min(last - e.at);
+                let len = (LISTING_CHUNK as u64)
+                    .max(u64::from(e.len))
+                    .min(last - e.at);
                 buf.resize(len as usize, 0);
                 if let Err(err) = self.file.read_at(&mut buf, self.body_at + e.at, "body") {
                     buf.clear();
