@@ -89,22 +89,7 @@ fn every_answer_from_cold_sessions_is_the_one_given_before_the_close() {
 
 /// Every page of `store`'s sessions, `limit` at a time, following the cursors.
 fn all_pages(store: &LogStore, limit: usize) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = store
-            .list_page(&ListQuery {
-                limit,
-                cursor: cursor.take(),
-                ..ListQuery::default()
-            })
-            .unwrap();
-        keys.extend(page.sessions.into_iter().map(|m| m.key));
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => return keys,
-        }
-    }
+    pages_between(store, limit, None, None)
 }
 
 #[test]
@@ -363,6 +348,11 @@ fn pages_merge_warm_and_cold_sessions_in_listing_order_through_random_writes() {
         // Steps that listed warm and cold sessions together.
         let mut mixed = 0;
         for step in 0..60 {
+            if step == 50 {
+                // Every session warmed: the index is built again from the slots.
+                store.checkpoint().unwrap();
+                assert_eq!(store.health().sessions_cold, 0);
+            }
             // Most of the keys the store holds, and some new ones.
             let key = format!("sender/{}/ü", rng.next(60));
             match rng.next(7) {

@@ -119,6 +119,12 @@ impl ActivityIndex {
         ActivityIndex { hot, cold }
     }
 
+    /// True if it holds sessions that were cold when it was built (and their checkpoint's
+    /// entries).
+    pub(super) fn holds_cold(&self) -> bool {
+        self.cold.is_some()
+    }
+
     /// Moves `slot` from `before` to `after` (its last activity while live; `None` while not
     /// live). A session still at its cold place is marked moved there.
     pub(super) fn relist(&mut self, slot: &Arc<Slot>, before: Option<i64>, after: Option<i64>) {

@@ -111,22 +111,27 @@ impl Inner {
     pub(super) fn activity_index(
         &self,
     ) -> Result<parking_lot::MappedMutexGuard<'_, ActivityIndex>> {
-        Ok(parking_lot::MutexGuard::map(
-            self.activity.lock(),
-            |index| {
-                // Built under the index's lock, so no write can move a session in between. A
-                // cold session is in it by its entry, and stays cold.
-                index.get_or_insert_with(|| {
-                    let sessions = self.sessions.read();
-                    let hot = sessions.slots().filter_map(|slot| {
-                        let view = slot.view.read();
-                        view.is_live()
-                            .then(|| (view.last_activity, Arc::clone(slot)))
-                    });
-                    ActivityIndex::new(hot, sessions.cold_indices())
-                })
-            },
-        ))
+        let mut activity = self.activity.lock();
+        if activity.as_ref().is_some_and(ActivityIndex::holds_cold)
+            && !self.sessions.read().has_cold()
+        {
+            // Every session is warm: built again from the slots, so that the checkpoint's
+            // entries it holds go.
+            *activity = None;
+        }
+        Ok(parking_lot::MutexGuard::map(activity, |index| {
+            // Built under the index's lock, so no write can move a session in between. A
+            // cold session is in it by its entry, and stays cold.
+            index.get_or_insert_with(|| {
+                let sessions = self.sessions.read();
+                let hot = sessions.slots().filter_map(|slot| {
+                    let view = slot.view.read();
+                    view.is_live()
+                        .then(|| (view.last_activity, Arc::clone(slot)))
+                });
+                ActivityIndex::new(hot, sessions.cold_indices())
+            })
+        }))
     }
 
     /// `f` of the view of a session of the activity index: its slot's, or, for one indexed
