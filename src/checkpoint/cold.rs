@@ -283,11 +283,15 @@ impl Cold {
     /// `f` of each of `entries` (indices, in order of where they are in the body), read
     /// again in long reads of the body: for a listing of many. `f` is called once for each,
     /// in that order; an entry that cannot be read again, or changed, is passed as its error.
-    pub(crate) fn each(&self, entries: &[usize], mut f: impl FnMut(usize, Result<ColdRead<'_>>)) {
+    pub(crate) fn each(
+        &self,
+        entries: impl IntoIterator<Item = usize>,
+        mut f: impl FnMut(usize, Result<ColdRead<'_>>),
+    ) {
         let mut buf: Vec<u8> = Vec::new();
         // Where `buf` starts in the body.
         let mut buf_at = 0u64;
-        for &index in entries {
+        for index in entries {
             let Some(e) = self.entries.get(index) else {
                 // Never (the indices are the map's): still one answer for each index asked.
                 f(index, Err(self.missing(index)));
