@@ -455,3 +455,25 @@ fn a_cold_session_with_another_history_to_its_anchored_number_is_reported_at_ope
     assert_eq!(rolled, vec![(Some("bob".to_string()), true)]);
     assert_eq!(store.health().sessions_cold, 3, "found without a slot");
 }
+
+#[test]
+#[cfg(target_os = "linux")]
+fn an_erasure_after_a_page_of_cold_sessions_leaves_no_handle_on_the_removed_checkpoint() {
+    let dir = TempDir::new().unwrap();
+    varied_store(dir.path(), 20);
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    // The page's index is built over the cold sessions' entries.
+    assert_eq!(all_pages(&store, 3).len(), store.list_sessions().len());
+    store.erase_session("sender/8/ü").unwrap();
+    assert!(!dir.path().join("CHECKPOINT").exists());
+    // No handle keeps the removed checkpoint's bytes (the erased session's key and name).
+    let held: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|t| t.starts_with(&*dir.path().to_string_lossy()) && t.contains("CHECKPOINT"))
+        .collect();
+    assert_eq!(held, Vec::<String>::new());
+    // Pages are built again, from the slots.
+    assert_eq!(all_pages(&store, 3).len(), store.list_sessions().len());
+}

@@ -309,9 +309,16 @@ impl Inner {
                 return Ok(sessions.slots().cloned().collect());
             }
         }
-        let mut sessions = self.sessions.write();
-        sessions.warm_all()?;
-        Ok(sessions.slots().cloned().collect())
+        let slots = {
+            let mut sessions = self.sessions.write();
+            sessions.warm_all()?;
+            sessions.slots().cloned().collect()
+        };
+        // The activity index lets go of the checkpoint's entries too (it is built again from
+        // the slots at the next page): an erasure, which warms every session first, then
+        // closes the file they were read from.
+        self.activity.lock().take();
+        Ok(slots)
     }
 
     /// The slot under `key`, made (with the next session id) if there is none.
