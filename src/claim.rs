@@ -180,17 +180,26 @@ impl Claims {
 
     /// The claim of session `id`, if there is one not taken yet.
     pub(crate) fn take(&mut self, id: u64) -> Option<Claim> {
+        let claim = self.peek(id)?;
         let at = self.runs.binary_search_by_key(&id, |(id, ..)| *id).ok()?;
-        let (_, start, end) = self.runs.get_mut(at)?;
-        if *start == TAKEN {
+        if let Some((_, start, _)) = self.runs.get_mut(at) {
+            *start = TAKEN;
+        }
+        Some(claim)
+    }
+
+    /// A copy of the claim of session `id`, if there is one not taken yet, which stays (a
+    /// checkpoint records what it claims of a session left cold).
+    pub(crate) fn peek(&self, id: u64) -> Option<Claim> {
+        let at = self.runs.binary_search_by_key(&id, |(id, ..)| *id).ok()?;
+        let &(_, start, end) = self.runs.get(at)?;
+        if start == TAKEN {
             return None;
         }
-        let run = *start as usize..*end as usize;
-        *start = TAKEN;
         Some(Claim::new(
             self.written_ns,
             Arc::clone(self.files.as_ref()?),
-            run,
+            start as usize..end as usize,
         ))
     }
 

@@ -413,3 +413,39 @@ fn a_delete_restored_at_open_leaves_nothing_of_the_old_session_in_the_checkpoint
         "no seed kept the new session and lost the delete"
     );
 }
+
+#[test]
+fn a_checkpoint_taken_while_sessions_are_cold_records_them_and_an_open_after_a_crash_agrees() {
+    let fs = SimFs::new();
+    let options = options();
+    let store = open(&fs, &options);
+    for i in 0..30 {
+        for m in 0..3 {
+            say(&store, &format!("s{i}"), &format!("message {m} of s{i}"));
+        }
+    }
+    store.set_session_name("s9", "nine").unwrap();
+    store.close().unwrap();
+
+    // Every session cold; two written, one read, then a checkpoint: the 27 others are
+    // recorded from their entries and stay cold.
+    let store = open(&fs, &options);
+    assert_eq!(store.health().sessions_cold, 30);
+    say(&store, "s1", "after the open");
+    say(&store, "new", "born after the open");
+    store.load("s2");
+    store.checkpoint().unwrap();
+    assert_eq!(store.health().sessions_cold, 28);
+    // After it: one more write to a cold session, then the crash.
+    say(&store, "s3", "after the checkpoint");
+    let before = Model::observe(&store);
+    crash(&fs, store);
+
+    let store = open(&fs, &options);
+    let report = store.recovery_report().clone();
+    assert!(report.from_checkpoint && report.is_clean(), "{report:?}");
+    assert_eq!(report.replayed_sessions, 1, "{report:?}");
+    assert_eq!(Model::observe(&store), before);
+    drop(store);
+    assert_eq!(full_replay(&fs), before);
+}

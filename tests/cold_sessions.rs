@@ -130,18 +130,39 @@ fn pages_of_cold_sessions_keep_them_cold_and_follow_writes_and_deletes() {
 }
 
 #[test]
-fn a_checkpoint_warms_every_session_and_answers_the_same() {
+fn a_checkpoint_leaves_cold_sessions_cold_and_records_every_one() {
     let dir = TempDir::new().unwrap();
     let before = varied_store(dir.path(), 30);
-    // A write to one session, then a close: the checkpoint (which warms every session first)
-    // records every session again.
+    // A write to one session, a read of another, and a checkpoint taken while the store
+    // runs: the sessions left cold are recorded from their entries, and stay cold.
     let store = LogStore::open_with(dir.path(), options()).unwrap();
+    let cold = store.health().sessions_cold;
     store.append("newcomer", &user("hello")).unwrap();
-    store.checkpoint().unwrap();
-    assert_eq!(store.health().sessions_cold, 0);
-    store.close().unwrap();
-    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    store.load("sender/1/ü");
+    // Every session's metadata but the one written between the rounds.
+    let others = |store: &LogStore| -> Vec<String> {
+        (store.list_sessions_with_metadata().into_iter())
+            .filter(|m| m.key != "newcomer")
+            .map(|m| format!("{m:?}"))
+            .collect()
+    };
+    let listed = others(&store);
+    for round in 0..2 {
+        store.checkpoint().unwrap();
+        assert_eq!(store.health().sessions_cold, cold - 1);
+        // They are read from the new checkpoint: the one it replaced is closed.
+        #[cfg(target_os = "linux")]
+        assert_eq!(open_checkpoints(dir.path()), ["CHECKPOINT".to_string()]);
+        assert_eq!(others(&store), listed, "round {round}");
+        // A write after it, to the warm session: the next checkpoint moves them again.
+        store.append("newcomer", &user("again")).unwrap();
+        store.remove_last("newcomer").unwrap();
+    }
     store.delete_session("newcomer").unwrap();
+    assert_eq!(observe(&store), before);
+    store.close().unwrap();
+    // The close's checkpoint (every session warm by then) gives the same answers.
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
     assert_eq!(observe(&store), before);
 }
 
@@ -348,9 +369,16 @@ fn pages_merge_warm_and_cold_sessions_in_listing_order_through_random_writes() {
         // Steps that listed warm and cold sessions together.
         let mut mixed = 0;
         for step in 0..60 {
-            if step == 50 {
-                // Every session warmed: the index is built again from the slots.
+            if step == 40 {
+                // A checkpoint leaves the cold sessions cold.
+                let cold = store.health().sessions_cold;
                 store.checkpoint().unwrap();
+                assert_eq!(store.health().sessions_cold, cold);
+            }
+            if step == 50 {
+                // Every session warmed (`verify` checks each): the index is built again from
+                // the slots.
+                assert!(store.verify().unwrap().is_sound());
                 assert_eq!(store.health().sessions_cold, 0);
             }
             // Most of the keys the store holds, and some new ones.
@@ -411,6 +439,24 @@ fn pages_merge_warm_and_cold_sessions_in_listing_order_through_random_writes() {
     }
 }
 
+/// The checkpoint files under `dir` this process holds open, by name ("(deleted)" marks a
+/// removed one).
+#[cfg(target_os = "linux")]
+fn open_checkpoints(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let name = target
+                .strip_prefix(dir)
+                .ok()?
+                .to_string_lossy()
+                .into_owned();
+            name.contains("CHECKPOINT").then_some(name)
+        })
+        .collect()
+}
+
 /// Copies every file of `from` into `to`, but `skip`.
 fn copy_files(from: &std::path::Path, to: &std::path::Path, skip: &str) {
     for entry in std::fs::read_dir(from).unwrap() {
@@ -467,13 +513,7 @@ fn an_erasure_after_a_page_of_cold_sessions_leaves_no_handle_on_the_removed_chec
     store.erase_session("sender/8/ü").unwrap();
     assert!(!dir.path().join("CHECKPOINT").exists());
     // No handle keeps the removed checkpoint's bytes (the erased session's key and name).
-    let held: Vec<String> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-        .map(|target| target.to_string_lossy().into_owned())
-        .filter(|t| t.starts_with(&*dir.path().to_string_lossy()) && t.contains("CHECKPOINT"))
-        .collect();
-    assert_eq!(held, Vec::<String>::new());
+    assert_eq!(open_checkpoints(dir.path()), Vec::<String>::new());
     // Pages are built again, from the slots.
     assert_eq!(all_pages(&store, 3).len(), store.list_sessions().len());
 }

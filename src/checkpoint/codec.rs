@@ -56,6 +56,17 @@ pub(crate) struct Sessions {
     bytes: Writer,
     /// The location section: each session's block, in the order of their entries.
     locations: Vec<u8>,
+    /// Where the last session added went, until [`Sessions::take_last`].
+    last: Option<Placed>,
+}
+
+/// Where a session's entry went among the entries, and its block in the location section.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placed {
+    /// Where its entry starts among the entries, and its length.
+    pub entry_at: u64,
+    pub entry_len: usize,
+    pub block_at: u64,
 }
 
 impl Sessions {
@@ -79,6 +90,7 @@ impl Sessions {
             }
         };
         self.count += 1;
+        let entry_at = self.bytes.0.len();
         let w = &mut self.bytes;
         let v = e.view;
         w.u64(e.session_id);
@@ -139,12 +151,31 @@ impl Sessions {
         for digest in v.recent_ids.digests() {
             w.u128(digest);
         }
+        self.last = Some(Placed {
+            entry_at: entry_at as u64,
+            entry_len: self.bytes.0.len() - entry_at,
+            block_at: start as u64,
+        });
         Ok(start as u64)
     }
 
     /// The location section's length so far.
     pub(crate) fn section_len(&self) -> usize {
         self.locations.len()
+    }
+
+    /// The entries' length so far.
+    pub(crate) fn entries_len(&self) -> usize {
+        self.bytes.0.len()
+    }
+
+    /// Where the last session added went, with the CRC of its entry's bytes; `None` if none
+    /// was added since the last call.
+    pub(crate) fn take_last(&mut self) -> Option<(Placed, u32)> {
+        let placed = self.last.take()?;
+        let at = usize::try_from(placed.entry_at).ok()?;
+        let bytes = self.bytes.0.get(at..at + placed.entry_len)?;
+        Some((placed, crc32fast::hash(bytes)))
     }
 }
 

@@ -75,22 +75,32 @@ pub(crate) struct Cold {
     body_at: u64,
     window: usize,
     pub(crate) entries: Vec<ColdEntry>,
+    /// Where the entries end in the body.
+    end: u64,
     /// Each entry's session id and index, in order of id, if the entries are not in
     /// descending order of id (as a store writes them: then this is their order reversed).
     by_id: Option<Vec<(u64, u32)>>,
     /// Where the last [`Cold::find`] found its entry (in `by_id`, or among the entries):
     /// lookups in order of id (the anchors' check at open) each take one step from there.
     hint: AtomicUsize,
+    /// The entries' keys and their index by key, shared with the `Cold` a checkpoint taken
+    /// while the store runs moves them to ([`Cold::moved_to`]).
+    keys: Arc<ColdKeys>,
+    /// For the anchors' check at open (then dropped): the chain heads of the entries whose
+    /// anchored point has their number and another head, by index; every other entry's
+    /// head is its anchored point's, or is not compared (its number differs).
+    heads: Vec<(u32, Hash)>,
+}
+
+/// The keys of a checkpoint's live sessions.
+#[derive(Clone)]
+struct ColdKeys {
     /// Each entry's key.
     keys: Vec<Box<str>>,
     /// The entries' indices by key ([`Cold::index_keys`]): 4 bytes each and their keys kept
     /// once, in `keys`, where a map of keys would hold each key again.
     by_key: HashTable<u32>,
     hasher: RandomState,
-    /// For the anchors' check at open (then dropped): the chain heads of the entries whose
-    /// anchored point has their number and another head, by index; every other entry's
-    /// head is its anchored point's, or is not compared (its number differs).
-    heads: Vec<(u32, Hash)>,
 }
 
 impl Cold {
@@ -111,11 +121,14 @@ impl Cold {
             body_at,
             window,
             entries: Vec::with_capacity(capacity),
+            end: 0,
             by_id: None,
             hint: AtomicUsize::new(0),
-            keys: Vec::with_capacity(capacity),
-            by_key: HashTable::new(),
-            hasher: RandomState::new(),
+            keys: Arc::new(ColdKeys {
+                keys: Vec::with_capacity(capacity),
+                by_key: HashTable::new(),
+                hasher: RandomState::new(),
+            }),
             heads: Vec::new(),
         }
     }
@@ -132,8 +145,45 @@ impl Cold {
         if anchored.is_some_and(|p| p.last_seq == entry.last_seq && p.head != head) {
             self.heads.push((self.entries.len() as u32, head));
         }
+        self.end = self.end.max(entry.at + u64::from(entry.len));
         self.entries.push(entry);
-        self.keys.push(key);
+        // (Never shared while open reads the checkpoint: no copy is made.)
+        Arc::make_mut(&mut self.keys).keys.push(key);
+    }
+
+    /// The same sessions, moved to the checkpoint of `version` in `file` (its body at
+    /// `body_at`, its location section `section_len` bytes long): `placed` gives the new entry of each
+    /// session it holds, by index; the others keep theirs (the caller moves only when every
+    /// session still cold is among them).
+    pub(crate) fn moved_to(
+        &self,
+        file: &Arc<BlockFile>,
+        version: u32,
+        body_at: u64,
+        section_len: u64,
+        placed: &[(u32, ColdEntry)],
+    ) -> Cold {
+        let mut entries = self.entries.clone();
+        let mut end = 0;
+        for (index, entry) in placed {
+            if let Some(e) = entries.get_mut(*index as usize) {
+                *e = *entry;
+                end = end.max(entry.at + u64::from(entry.len));
+            }
+        }
+        Cold {
+            version,
+            section_len,
+            file: Arc::clone(file),
+            body_at,
+            window: self.window,
+            entries,
+            end,
+            by_id: None,
+            hint: AtomicUsize::new(0),
+            keys: Arc::clone(&self.keys),
+            heads: Vec::new(),
+        }
     }
 
     /// With its index by id, once every entry is in.
@@ -181,14 +231,15 @@ impl Cold {
 
     /// Indexes the entries by key: false if two hold one key.
     pub(super) fn index_keys(&mut self) -> bool {
-        let mut by_key = HashTable::with_capacity(self.keys.len());
-        for (i, key) in self.keys.iter().enumerate() {
-            let hash = self.hasher.hash_one(key);
-            let keys = &self.keys;
+        let k = Arc::make_mut(&mut self.keys);
+        let mut by_key = HashTable::with_capacity(k.keys.len());
+        for (i, key) in k.keys.iter().enumerate() {
+            let hash = k.hasher.hash_one(key);
+            let keys = &k.keys;
             match by_key.entry(
                 hash,
                 |&j: &u32| keys[j as usize] == *key,
-                |&j: &u32| self.hasher.hash_one(&keys[j as usize]),
+                |&j: &u32| k.hasher.hash_one(&keys[j as usize]),
             ) {
                 hashbrown::hash_table::Entry::Occupied(_) => return false,
                 hashbrown::hash_table::Entry::Vacant(v) => {
@@ -196,15 +247,16 @@ impl Cold {
                 }
             }
         }
-        self.by_key = by_key;
+        k.by_key = by_key;
         true
     }
 
     /// The index of the entry of `key`, if one holds it.
     pub(crate) fn find_key(&self, key: &str) -> Option<usize> {
-        let hash = self.hasher.hash_one(key);
-        let found = self.by_key.find(hash, |&j| {
-            self.keys.get(j as usize).is_some_and(|k| **k == *key)
+        let k = &self.keys;
+        let hash = k.hasher.hash_one(key);
+        let found = (k.by_key).find(hash, |&j| {
+            k.keys.get(j as usize).is_some_and(|k| **k == *key)
         });
         found.map(|&j| j as usize)
     }
@@ -217,7 +269,7 @@ impl Cold {
 
     /// The key of the entry at `index`.
     pub(crate) fn key(&self, index: usize) -> Option<&str> {
-        self.keys.get(index).map(|k| &**k)
+        self.keys.keys.get(index).map(|k| &**k)
     }
 
     /// The chain head of the entry at `index` if it differs from its anchored point's at its
@@ -300,10 +352,9 @@ impl Cold {
             let end = e.at + u64::from(e.len);
             if e.at < buf_at || end > buf_at + buf.len() as u64 {
                 // Read from this entry on, a chunk at a time (at least the entry).
-                let last = self.entries.last().map_or(end, |l| l.at + u64::from(l.len));
-                let len = (LISTING_CHUNK as u64)
-                    .max(u64::from(e.len))
-                    .min(last - e.at);
+                // (At least the entry, never past the last one's end.)
+                let left = self.end.saturating_sub(e.at).max(u64::from(e.len));
+                let len = (LISTING_CHUNK as u64).max(u64::from(e.len)).min(left);
                 buf.resize(len as usize, 0);
                 if let Err(err) = self.file.read_at(&mut buf, self.body_at + e.at, "body") {
                     buf.clear();

@@ -52,6 +52,12 @@ use crate::report::{Finding, RecoveryReport};
 use crate::segment::key_len_ok;
 use codec::{decode_body, decode_whole, Body, Decoded, Header, Section, HEADER_LEN};
 pub(crate) use codec::{encode_with, Entry, Sessions};
+
+/// Where the body starts in a plain checkpoint file of the version this build writes.
+pub(crate) const BODY_AT: u64 = HEADER_LEN as u64;
+
+/// The version of the checkpoints this build writes.
+pub(crate) const VERSION_WRITTEN: u32 = codec::VERSION;
 pub(crate) use cold::{Cold, ColdEntry, ColdRead};
 use folder::{check_folder, check_folder_after_crash};
 

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{self, Entry, Sessions};
+use crate::checkpoint::{self, Cold, ColdEntry, Entry, Sessions};
 use crate::claim::SegmentStat;
 use crate::error::Result;
 use crate::fs::{context, sync_dir, written_after, OpenMode};
@@ -90,6 +90,22 @@ pub(super) fn checkpointer(inner: &Inner) {
             .note(Swallowed::Background, "checkpoint", None, taken.map(drop));
         last = Instant::now();
     }
+}
+
+/// What a checkpoint being taken has recorded so far.
+#[derive(Default)]
+struct Recording {
+    /// The live sessions' keys (one live session per key).
+    live_keys: HashSet<String>,
+    /// Every segment file, by name, with what the checkpoint records of it.
+    segments: BTreeMap<String, SegmentStat>,
+    sessions: Sessions,
+    /// The sessions whose locations were an earlier checkpoint's block, with that block and
+    /// where the new one holds the same bytes.
+    moved: Vec<(Arc<Slot>, Block, u64)>,
+    /// The cold sessions recorded from their entries: each one's index among the cold ones
+    /// and its new entry (where it starts counted from the first entry's start).
+    placed: Vec<(u32, ColdEntry)>,
 }
 
 impl Inner {
@@ -193,23 +209,81 @@ impl Inner {
         // in the page cache: then every segment is synced (all at once where the file system
         // can, else each file below).
         let each = unsynced && !self.poison(self.sync_file_system(names.len()))?;
-        let mut slots = self.all_slots()?;
+        // The sessions hot and cold at one moment (a cold session stays cold: it is recorded
+        // from its entry), and the deleted ones.
+        let (mut slots, cold) = self.sessions.read().snapshot();
+        slots.extend(self.tombstones.lock().slots().cloned());
         // Newest session first, the order open settles them in (its sort then only reverses
         // the list).
         slots.sort_by_key(|slot| Reverse(slot.session_id));
         slots.dedup_by_key(|slot| slot.session_id);
-        let mut segments: BTreeMap<String, SegmentStat> = BTreeMap::new();
-        let mut sessions = Sessions::default();
-        let mut live_keys = HashSet::new();
+        let cold = cold.map(|(cold, mut indices)| {
+            let id = |i: &u32| cold.entries.get(*i as usize).map_or(0, |e| e.session_id);
+            indices.sort_by_key(|i| Reverse(id(i)));
+            (cold, indices)
+        });
+        let mut rec = Recording::default();
         let mut newest_segment_ns = i64::MIN;
-        let mut moved = Vec::new();
-        for slot in &slots {
-            let recorded =
-                self.record_session(slot, each, &mut live_keys, &mut segments, &mut sessions)?;
-            if let Some((block, offset)) = recorded {
-                moved.push((Arc::clone(slot), block, offset));
+        let mut hot = slots.iter().peekable();
+        let mut left_cold = (cold.as_ref())
+            .map_or(&[][..], |(_, indices)| indices.as_slice())
+            .iter()
+            .peekable();
+        loop {
+            let hot_id = hot.peek().map(|slot| slot.session_id);
+            let cold_at = left_cold.peek().map(|&&i| i as usize);
+            let cold_id = (cold.as_ref().zip(cold_at))
+                .and_then(|((c, _), at)| c.entries.get(at))
+                .map(|e| e.session_id);
+            let take_hot = match (hot_id, cold_at) {
+                (None, None) => break,
+                (Some(h), Some(_)) => cold_id.is_none_or(|c| h > c),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+            };
+            if take_hot {
+                if let Some(slot) = hot.next() {
+                    self.record_moved(slot, each, &mut rec)?;
+                }
+                continue;
+            }
+            left_cold.next();
+            let (Some((c, _)), Some(at)) = (&cold, cold_at) else {
+                continue;
+            };
+            match self.cold_to_record(c, at)? {
+                None => {}
+                Some((slot, true)) => self.record_moved(&slot, each, &mut rec)?,
+                Some((slot, false)) => {
+                    // Recorded from its entry (no other call holds this slot): its locations
+                    // stay in the file they were read from. If that fails, it is warmed and
+                    // recorded as any other.
+                    rec.sessions.take_last();
+                    let (keys, segments) = (&mut rec.live_keys, &mut rec.segments);
+                    let recorded =
+                        self.record_locked(&slot, each, keys, segments, &mut rec.sessions);
+                    match recorded {
+                        Ok(_) => {
+                            if let Some(entry) = placed_entry(&mut rec.sessions, &slot) {
+                                rec.placed.push((at as u32, entry));
+                            }
+                        }
+                        Err(_) => {
+                            if let Some(slot) = self.lookup(&slot.key)? {
+                                self.record_moved(&slot, each, &mut rec)?;
+                            }
+                        }
+                    }
+                }
             }
         }
+        let Recording {
+            mut segments,
+            sessions,
+            moved,
+            placed,
+            ..
+        } = rec;
         for name in names {
             if segments.contains_key(&name) {
                 continue;
@@ -232,6 +306,7 @@ impl Inner {
             self.flush()?;
         }
         let section_len = sessions.section_len();
+        let entries_len = sessions.entries_len();
         // Read after every session: above each number and id they hold.
         let bytes = checkpoint::encode_with(
             self.feed.next_seq(),
@@ -257,8 +332,20 @@ impl Inner {
         }
         self.poison(checkpoint::put_in_place(&*self.fs, &self.dir))?;
         if self.keys.is_none() {
-            // (An encrypted store's checkpoint is read whole: nothing is parked in it.)
-            self.repoint(moved, (bytes.len() - section_len) as u64);
+            // (An encrypted store's checkpoint is read whole: nothing is parked in it, and no
+            // session is cold.)
+            let section_at = bytes.len() - section_len;
+            let path = self.dir.join(CHECKPOINT_FILE);
+            // If the new one cannot be opened, they keep reading from the old one.
+            if let Ok(file) = self.fs.open(&path, OpenMode::Read) {
+                let file = Arc::new(BlockFile::new(file, path, section_at as u64));
+                self.repoint(moved, &file);
+                if let Some((cold, _)) = &cold {
+                    let body_at = checkpoint::BODY_AT;
+                    let entries_at = (section_at - entries_len) as u64 - body_at;
+                    self.move_cold(cold, &file, body_at, entries_at, section_len, placed);
+                }
+            }
         }
         // Every file was synced for it, one way or the other.
         state.unsynced_before_open = false;
@@ -343,6 +430,17 @@ impl Inner {
     /// earlier checkpoint (parked, or their image), so that they can be read from this one once
     /// it is in place. Locations that cannot be copied from the block that holds them are read
     /// back first (replayed from the session's files if the block cannot be read).
+    /// [`Inner::record_session`] into `rec`, noting a session whose locations the new
+    /// checkpoint will hold in place of an earlier one's block.
+    fn record_moved(&self, slot: &Arc<Slot>, each: bool, rec: &mut Recording) -> Result<()> {
+        let (keys, segments) = (&mut rec.live_keys, &mut rec.segments);
+        let recorded = self.record_session(slot, each, keys, segments, &mut rec.sessions)?;
+        if let Some((block, offset)) = recorded {
+            rec.moved.push((Arc::clone(slot), block, offset));
+        }
+        Ok(())
+    }
+
     fn record_session(
         &self,
         slot: &Arc<Slot>,
@@ -424,17 +522,12 @@ impl Inner {
     /// (`moved`: the block, and where the new checkpoint, in place, holds the same bytes) at
     /// the new checkpoint, so that the old file, replaced, is closed once none reads from it.
     /// If the new one cannot be opened, they keep reading from the old one.
-    fn repoint(&self, moved: Vec<(Arc<Slot>, Block, u64)>, section: u64) {
+    fn repoint(&self, moved: Vec<(Arc<Slot>, Block, u64)>, file: &Arc<BlockFile>) {
         if moved.is_empty() {
             return;
         }
-        let path = self.dir.join(CHECKPOINT_FILE);
-        let Ok(file) = self.fs.open(&path, OpenMode::Read) else {
-            return;
-        };
-        let file = Arc::new(BlockFile::new(file, path, section));
         for (slot, old, offset) in moved {
-            let new = old.moved_to(&file, offset);
+            let new = old.moved_to(file, offset);
             let mut view = slot.view.write();
             // Each is checked under the view's lock: locations changed since, or read back
             // for an erasure, are left as they are.
@@ -447,4 +540,45 @@ impl Inner {
         // Locations an erasure left in memory may be dropped again.
         self.keep_budget();
     }
+
+    /// Points the sessions still cold at the new checkpoint in `file` (its body at `body_at`,
+    /// its entries from `entries_at` in it, its location section `section_len` bytes long),
+    /// where `placed` says their entries went, so that the old file, replaced, is closed once
+    /// no call reads from it. Only if every session still cold of `cold` is among them
+    /// (else they keep reading from the old file).
+    fn move_cold(
+        &self,
+        cold: &Arc<Cold>,
+        file: &Arc<BlockFile>,
+        body_at: u64,
+        entries_at: u64,
+        section_len: usize,
+        mut placed: Vec<(u32, ColdEntry)>,
+    ) {
+        for (_, entry) in &mut placed {
+            entry.at += entries_at;
+        }
+        let moved =
+            (self.sessions.write()).move_cold(cold, file, body_at, section_len as u64, &placed);
+        if moved {
+            // The activity index holds the old entries: it is built again at the next page.
+            self.activity.lock().take();
+        }
+    }
+}
+
+/// The entry `sessions` last took, of the session in `slot`: where it starts counted from the
+/// first entry's start.
+fn placed_entry(sessions: &mut Sessions, slot: &Slot) -> Option<ColdEntry> {
+    let (placed, crc) = sessions.take_last()?;
+    let view = slot.view.read();
+    Some(ColdEntry {
+        at: placed.entry_at,
+        len: u32::try_from(placed.entry_len).ok()?,
+        crc,
+        block_at: placed.block_at,
+        session_id: slot.session_id,
+        last_seq: view.last_seq,
+        last_activity: view.last_activity,
+    })
 }

@@ -5,9 +5,10 @@
 //! which that first touch then checks (`first_touch.rs`). So open builds no slot, and a
 //! listing reads the cold sessions' metadata from the bytes without building one either.
 //!
-//! Everything that walks every session's slot (an anchor, a checkpoint, a compaction's
-//! planning, the search index's catch-up, replication) warms them all first
-//! ([`Inner::every_slot`]): from then on the store is as an open that built every slot.
+//! Everything that walks every session's slot (an anchor, a compaction's planning, the search
+//! index's catch-up, replication) warms them all first ([`Inner::every_slot`]): from then on the
+//! store is as an open that built every slot. A checkpoint does not: it records a cold session
+//! from its entry, decoded for it alone ([`Inner::cold_to_record`]), and the session stays cold.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -30,6 +31,9 @@ use super::{Inner, Slot};
 /// A session as [`SessionMap::listed`] finds it: its slot, or, while it is cold, the
 /// checkpoint it is in and where its entry is.
 pub(super) type Listed = std::result::Result<Arc<Slot>, (Arc<Cold>, ColdEntry)>;
+
+/// Cold sessions: their checkpoint's entries and the indices of some among them.
+pub(super) type ColdIndices = (Arc<Cold>, Vec<u32>);
 
 /// The cold sessions' entries and what the checkpoint claims of their files.
 struct ColdSessions {
@@ -180,6 +184,61 @@ impl SessionMap {
         Some((&c.cold, still))
     }
 
+    /// The hot sessions' slots and the indices of the cold ones, at one moment: each session
+    /// is in one of the two.
+    pub(super) fn snapshot(&self) -> (Vec<Arc<Slot>>, Option<ColdIndices>) {
+        let hot = self.hot.values().cloned().collect();
+        let cold = self.cold.as_ref().map(|c| {
+            let still = (c.still.iter().enumerate())
+                .filter_map(|(i, &still)| still.then_some(i as u32))
+                .collect();
+            (Arc::clone(&c.cold), still)
+        });
+        (hot, cold)
+    }
+
+    /// Moves the sessions still cold, if they are those of `from`, to the checkpoint in `file`
+    /// ([`Cold::moved_to`]): only if `placed` holds each one's new entry. True if moved.
+    pub(super) fn move_cold(
+        &mut self,
+        from: &Arc<Cold>,
+        file: &Arc<crate::parked::BlockFile>,
+        body_at: u64,
+        section_len: u64,
+        placed: &[(u32, ColdEntry)],
+    ) -> bool {
+        let Some(c) = &mut self.cold else {
+            return false;
+        };
+        if !Arc::ptr_eq(&c.cold, from) {
+            return false;
+        }
+        let still = |i: &u32| c.still.get(*i as usize).copied().unwrap_or(false);
+        let mut seen = vec![false; c.still.len()];
+        for (i, _) in placed {
+            if let Some(s) = seen.get_mut(*i as usize) {
+                *s = true;
+            }
+        }
+        let all = (c.still.iter().zip(&seen)).all(|(&still, &seen)| !still || seen);
+        if !all || !placed.iter().any(|(i, _)| still(i)) {
+            return false;
+        }
+        let version = crate::checkpoint::VERSION_WRITTEN;
+        c.cold = Arc::new(c.cold.moved_to(file, version, body_at, section_len, placed));
+        true
+    }
+
+    /// The entry of the session at `at` and a copy of its claim, while it is cold.
+    fn cold_copy(&self, at: usize) -> Option<(ColdEntry, Option<Claim>)> {
+        let c = self.cold.as_ref()?;
+        if !c.still.get(at).copied().unwrap_or(false) {
+            return None;
+        }
+        let e = *c.cold.entries.get(at)?;
+        Some((e, c.claims.peek(e.session_id)))
+    }
+
     /// The entries of the sessions still cold, in the checkpoint's order (newest first).
     pub(super) fn cold_entries(&self) -> impl Iterator<Item = &ColdEntry> + '_ {
         self.cold.iter().flat_map(|c| {
@@ -319,6 +378,29 @@ impl Inner {
         // closes the file they were read from.
         self.activity.lock().take();
         Ok(slots)
+    }
+
+    /// What a checkpoint records of the session at `at` of `cold`, cold when it began: a slot
+    /// decoded from its entry for the checkpoint alone if it is still cold (`false`: it stays
+    /// cold, and nothing else holds that slot), with a copy of its claim; its slot if it was
+    /// warmed since (`true`); `None` if it went since.
+    pub(super) fn cold_to_record(
+        &self,
+        cold: &Cold,
+        at: usize,
+    ) -> Result<Option<(Arc<Slot>, bool)>> {
+        let copy = self.sessions.read().cold_copy(at);
+        if let Some((e, claim)) = copy {
+            let session = cold.session(&e)?;
+            return Ok(Some((Arc::new(slot_from(session, claim)), false)));
+        }
+        let (Some(key), Some(e)) = (cold.key(at), cold.entries.get(at)) else {
+            return Ok(None);
+        };
+        let slot = self.lookup(key)?;
+        Ok(slot
+            .filter(|slot| slot.session_id == e.session_id)
+            .map(|slot| (slot, true)))
     }
 
     /// The slot under `key`, made (with the next session id) if there is none.
