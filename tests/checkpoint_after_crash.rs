@@ -51,16 +51,22 @@ fn say(store: &LogStore, key: &str, text: &str) {
     store.append(key, &ChatMessage::user(text)).unwrap();
 }
 
-#[test]
-fn an_open_after_a_crash_replays_only_the_sessions_written_since_the_checkpoint() {
-    let fs = SimFs::new();
-    let options = options();
-    let store = open(&fs, &options);
+/// A store of 30 sessions of 3 messages each.
+fn thirty_sessions(fs: &SimFs, options: &Options) -> LogStore {
+    let store = open(fs, options);
     for i in 0..30 {
         for m in 0..3 {
             say(&store, &format!("s{i}"), &format!("message {m} of s{i}"));
         }
     }
+    store
+}
+
+#[test]
+fn an_open_after_a_crash_replays_only_the_sessions_written_since_the_checkpoint() {
+    let fs = SimFs::new();
+    let options = options();
+    let store = thirty_sessions(&fs, &options);
     store.checkpoint().unwrap();
     // After it: appends (one rolling over to a new segment), a change of the last message, a
     // delete, a compaction, and a new session.
@@ -418,12 +424,7 @@ fn a_delete_restored_at_open_leaves_nothing_of_the_old_session_in_the_checkpoint
 fn a_checkpoint_taken_while_sessions_are_cold_records_them_and_an_open_after_a_crash_agrees() {
     let fs = SimFs::new();
     let options = options();
-    let store = open(&fs, &options);
-    for i in 0..30 {
-        for m in 0..3 {
-            say(&store, &format!("s{i}"), &format!("message {m} of s{i}"));
-        }
-    }
+    let store = thirty_sessions(&fs, &options);
     store.set_session_name("s9", "nine").unwrap();
     store.close().unwrap();
 
