@@ -92,6 +92,12 @@ pub(super) fn checkpointer(inner: &Inner) {
     }
 }
 
+/// A session a checkpoint records: by its slot, or, cold, by its entry's index.
+enum ToRecord<'a> {
+    Hot(&'a Arc<Slot>),
+    Cold(&'a Arc<Cold>, usize),
+}
+
 /// What a checkpoint being taken has recorded so far.
 #[derive(Default)]
 struct Recording {
@@ -217,41 +223,28 @@ impl Inner {
         // the list).
         slots.sort_by_key(|slot| Reverse(slot.session_id));
         slots.dedup_by_key(|slot| slot.session_id);
-        let cold = cold.map(|(cold, mut indices)| {
-            let id = |i: &u32| cold.entries.get(*i as usize).map_or(0, |e| e.session_id);
-            indices.sort_by_key(|i| Reverse(id(i)));
-            (cold, indices)
-        });
+        // Newest first, hot and cold together.
+        let mut order: Vec<(u64, ToRecord<'_>)> = (slots.iter())
+            .map(|slot| (slot.session_id, ToRecord::Hot(slot)))
+            .collect();
+        if let Some((cold, indices)) = &cold {
+            order.extend(indices.iter().filter_map(|&i| {
+                let e = cold.entries.get(i as usize)?;
+                Some((e.session_id, ToRecord::Cold(cold, i as usize)))
+            }));
+        }
+        order.sort_by_key(|(id, _)| Reverse(*id));
         let mut rec = Recording::default();
         let mut newest_segment_ns = i64::MIN;
-        let mut hot = slots.iter().peekable();
-        let mut left_cold = (cold.as_ref())
-            .map_or(&[][..], |(_, indices)| indices.as_slice())
-            .iter()
-            .peekable();
-        loop {
-            let hot_id = hot.peek().map(|slot| slot.session_id);
-            let cold_at = left_cold.peek().map(|&&i| i as usize);
-            let cold_id = (cold.as_ref().zip(cold_at))
-                .and_then(|((c, _), at)| c.entries.get(at))
-                .map(|e| e.session_id);
-            let take_hot = match (hot_id, cold_at) {
-                (None, None) => break,
-                (Some(h), Some(_)) => cold_id.is_none_or(|c| h > c),
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-            };
-            if take_hot {
-                if let Some(slot) = hot.next() {
+        for (_, to_record) in order {
+            let (cold, at) = match to_record {
+                ToRecord::Hot(slot) => {
                     self.record_moved(slot, each, &mut rec)?;
+                    continue;
                 }
-                continue;
-            }
-            left_cold.next();
-            let (Some((c, _)), Some(at)) = (&cold, cold_at) else {
-                continue;
+                ToRecord::Cold(cold, at) => (cold, at),
             };
-            match self.cold_to_record(c, at)? {
+            match self.cold_to_record(cold, at)? {
                 None => {}
                 Some((slot, true)) => self.record_moved(&slot, each, &mut rec)?,
                 Some((slot, false)) => {

@@ -32,16 +32,13 @@ impl LogStore {
         } else {
             query.limit
         };
-        let cursor = match &query.cursor {
-            Some(cursor) => {
-                Some(
-                    listing::decode_cursor(cursor).ok_or_else(|| Error::InvalidCursor {
-                        cursor: cursor.clone(),
-                    })?,
-                )
-            }
-            None => None,
-        };
+        let cursor = (query.cursor.as_ref())
+            .map(|cursor| {
+                listing::decode_cursor(cursor).ok_or_else(|| Error::InvalidCursor {
+                    cursor: cursor.clone(),
+                })
+            })
+            .transpose()?;
         let start = match (&cursor, query.active_before) {
             (Some((at, key)), _) => Bound::Excluded((*at, key.as_str())),
             // Before `t`: from the most recent activity at `t` minus one microsecond.

@@ -119,13 +119,10 @@ impl Inner {
         while total > budget {
             let victim = {
                 let index = self.activity_index()?;
-                let mut least_recent = index.least_recent().filter_map(|(_, key, indexed)| {
+                let mut least_recent = index.least_recent().filter_map(|(_, _, indexed)| {
                     let slot = match indexed {
                         Indexed::Hot(slot) => Arc::clone(slot),
-                        Indexed::Cold(cold, i) => {
-                            let id = cold.entries.get(i)?.session_id;
-                            self.lookup(key).ok()?.filter(|s| s.session_id == id)?
-                        }
+                        Indexed::Cold(cold, i) => self.warmed(cold, i).ok()??,
                     };
                     let running = slot.view.read().state == RUNNING_STATE;
                     (!running).then_some(slot)

@@ -46,6 +46,13 @@ struct ColdSessions {
     left: usize,
 }
 
+impl ColdSessions {
+    /// True while the session at `at` is cold.
+    fn is_cold(&self, at: usize) -> bool {
+        self.still.get(at).copied().unwrap_or(false)
+    }
+}
+
 /// The sessions by key (see the module's comment): the hot ones in a map of their own, the
 /// cold ones in their checkpoint's index by key (a session warmed there stays in that index,
 /// marked no longer cold).
@@ -101,7 +108,7 @@ impl SessionMap {
     /// The index of the entry of `key`'s session while it is cold.
     fn cold_index(&self, key: &str) -> Option<usize> {
         let c = self.cold.as_ref()?;
-        (c.cold.find_key(key)).filter(|&i| c.still.get(i).copied().unwrap_or(false))
+        (c.cold.find_key(key)).filter(|&i| c.is_cold(i))
     }
 
     /// What it holds under `key`.
@@ -160,11 +167,9 @@ impl SessionMap {
 
     /// Warms every cold session.
     pub(super) fn warm_all(&mut self) -> Result<()> {
-        let still: Vec<usize> = self.cold.as_ref().map_or_else(Vec::new, |c| {
-            (c.still.iter().enumerate())
-                .filter_map(|(i, &still)| still.then_some(i))
-                .collect()
-        });
+        let still: Vec<usize> = self
+            .cold_indices()
+            .map_or_else(Vec::new, |(_, i)| i.collect());
         for at in still {
             self.warm_at(at)?;
         }
@@ -188,12 +193,8 @@ impl SessionMap {
     /// is in one of the two.
     pub(super) fn snapshot(&self) -> (Vec<Arc<Slot>>, Option<ColdIndices>) {
         let hot = self.hot.values().cloned().collect();
-        let cold = self.cold.as_ref().map(|c| {
-            let still = (c.still.iter().enumerate())
-                .filter_map(|(i, &still)| still.then_some(i as u32))
-                .collect();
-            (Arc::clone(&c.cold), still)
-        });
+        let cold = (self.cold_indices())
+            .map(|(cold, still)| (Arc::clone(cold), still.map(|i| i as u32).collect()));
         (hot, cold)
     }
 
@@ -213,15 +214,11 @@ impl SessionMap {
         if !Arc::ptr_eq(&c.cold, from) {
             return false;
         }
-        let still = |i: &u32| c.still.get(*i as usize).copied().unwrap_or(false);
-        let mut seen = vec![false; c.still.len()];
-        for (i, _) in placed {
-            if let Some(s) = seen.get_mut(*i as usize) {
-                *s = true;
-            }
-        }
-        let all = (c.still.iter().zip(&seen)).all(|(&still, &seen)| !still || seen);
-        if !all || !placed.iter().any(|(i, _)| still(i)) {
+        // (A checkpoint records each session once: no index is in `placed` twice.)
+        let placed_cold = (placed.iter())
+            .filter(|(i, _)| c.is_cold(*i as usize))
+            .count();
+        if placed_cold == 0 || placed_cold != c.left {
             return false;
         }
         let version = crate::checkpoint::VERSION_WRITTEN;
@@ -231,10 +228,7 @@ impl SessionMap {
 
     /// The entry of the session at `at` and a copy of its claim, while it is cold.
     fn cold_copy(&self, at: usize) -> Option<(ColdEntry, Option<Claim>)> {
-        let c = self.cold.as_ref()?;
-        if !c.still.get(at).copied().unwrap_or(false) {
-            return None;
-        }
+        let c = self.cold.as_ref().filter(|c| c.is_cold(at))?;
         let e = *c.cold.entries.get(at)?;
         Some((e, c.claims.peek(e.session_id)))
     }
@@ -394,13 +388,17 @@ impl Inner {
             let session = cold.session(&e)?;
             return Ok(Some((Arc::new(slot_from(session, claim)), false)));
         }
+        Ok(self.warmed(cold, at)?.map(|slot| (slot, true)))
+    }
+
+    /// The slot of the session at `at` of `cold`, warmed if it is still cold; `None` if it
+    /// went (another session may hold its key since).
+    pub(super) fn warmed(&self, cold: &Cold, at: usize) -> Result<Option<Arc<Slot>>> {
         let (Some(key), Some(e)) = (cold.key(at), cold.entries.get(at)) else {
             return Ok(None);
         };
         let slot = self.lookup(key)?;
-        Ok(slot
-            .filter(|slot| slot.session_id == e.session_id)
-            .map(|slot| (slot, true)))
+        Ok(slot.filter(|slot| slot.session_id == e.session_id))
     }
 
     /// The slot under `key`, made (with the next session id) if there is none.
