@@ -259,10 +259,9 @@ fn cold_sessions_with_one_last_activity_are_listed_by_key_among_warm_ones() {
     assert_eq!(listed, before);
 }
 
-#[test]
-fn a_cold_entry_changed_in_the_checkpoint_while_open_is_never_served() {
-    let dir = TempDir::new().unwrap();
-    let store = LogStore::open_with(dir.path(), options()).unwrap();
+/// A store of 20 sessions `k{i}`, one message each, named `marker-{i:02}`; closed.
+fn marked_store(dir: &std::path::Path) {
+    let store = LogStore::open_with(dir, options()).unwrap();
     for i in 0..20 {
         let key = format!("k{i}");
         store.append(&key, &user("hello")).unwrap();
@@ -271,35 +270,144 @@ fn a_cold_entry_changed_in_the_checkpoint_while_open_is_never_served() {
             .unwrap();
     }
     store.close().unwrap();
+}
+
+/// Changes `marker-{from}` to `marker-{to}` in the checkpoint of `dir`, in place: under a
+/// store that has it open, the entry no longer matches what open read.
+fn change_cold_name(dir: &std::path::Path, from: &str, to: &str) {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("CHECKPOINT");
+    let bytes = std::fs::read(&path).unwrap();
+    let from = format!("marker-{from}");
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .expect("the name is in the checkpoint");
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    (file.write_all_at(format!("marker-{to}").as_bytes(), at as u64)).unwrap();
+}
+
+/// The findings that say a session was replayed from its files instead of its entry.
+fn replayed_instead(store: &LogStore) -> usize {
+    (store.recovery_report().findings.iter())
+        .filter(|f| {
+            matches!(f, sessionlog::Finding::CheckpointIgnored { reason }
+                if reason.contains("replayed from its files instead"))
+        })
+        .count()
+}
+
+#[test]
+fn a_cold_entry_changed_in_the_checkpoint_while_open_is_never_served() {
+    let dir = TempDir::new().unwrap();
+    marked_store(dir.path());
     let store = LogStore::open_with(dir.path(), options()).unwrap();
     assert_eq!(store.health().sessions_cold, 20);
     // The name of k7 changed in the checkpoint under the open store.
-    let path = dir.path().join("CHECKPOINT");
-    let mut bytes = std::fs::read(&path).unwrap();
-    let at = bytes
-        .windows(9)
-        .position(|w| w == b"marker-07")
-        .expect("the name is in the checkpoint");
-    bytes[at + 7] = b'9';
-    {
-        use std::os::unix::fs::FileExt;
-        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(&bytes[at..at + 9], at as u64).unwrap();
-    }
+    change_cold_name(dir.path(), "07", "09");
     let names: Vec<Option<String>> = (store.list_sessions_with_metadata().into_iter())
         .map(|m| m.name)
         .collect();
-    assert_eq!(names.len(), 19, "k7 is left out of the listing");
-    let nines = names.iter().filter(|n| n.as_deref() == Some("marker-09"));
-    assert_eq!(
-        nines.count(),
-        1,
-        "k9's own name only: the changed entry is never served"
-    );
-    assert!(store.health().read_errors >= 1);
-    let err = store.read_messages("k7").unwrap_err();
-    assert!(matches!(err, sessionlog::Error::Corrupt { .. }), "{err:?}");
+    assert_eq!(names.len(), 20, "k7 is listed, replayed from its files");
+    for marker in ["marker-07", "marker-09"] {
+        let found = names.iter().filter(|n| n.as_deref() == Some(marker));
+        assert_eq!(
+            found.count(),
+            1,
+            "{marker}: the changed entry is never served"
+        );
+    }
+    assert_eq!(replayed_instead(&store), 1);
+    assert_eq!(store.health().sessions_cold, 19, "k7 alone was warmed");
+    assert_eq!(store.read_messages("k7").unwrap().len(), 1);
     assert_eq!(store.read_messages("k8").unwrap().len(), 1);
+    assert_eq!(store.health().read_errors, 0);
+}
+
+#[test]
+fn an_erasure_and_a_checkpoint_go_through_a_cold_entry_that_cannot_be_read_again() {
+    let dir = TempDir::new().unwrap();
+    marked_store(dir.path());
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    let listing = |store: &LogStore| {
+        let rows = store.list_sessions_with_metadata().into_iter();
+        format!("{:?}", rows.filter(|m| m.key != "k3").collect::<Vec<_>>())
+    };
+    let before = listing(&store);
+    change_cold_name(dir.path(), "07", "09");
+    // The erasure warms every session (k7 from its files), then removes the checkpoint.
+    store.erase_session("k3").unwrap();
+    assert!(!dir.path().join("CHECKPOINT").exists());
+    assert_eq!(replayed_instead(&store), 1);
+    let health = store.health();
+    assert!(!health.poisoned);
+    assert_eq!((health.read_errors, health.sessions_cold), (0, 0));
+    assert_eq!(listing(&store), before);
+    // Checkpoints are taken again, and hold k7 as its files do.
+    store.append("k7", &user("after the erasure")).unwrap();
+    store.checkpoint().unwrap();
+    assert!(
+        dir.path().join("CHECKPOINT").exists(),
+        "a checkpoint is put in place"
+    );
+    store.close().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    let k7 = store.list_sessions_with_metadata();
+    let k7 = k7.iter().find(|m| m.key == "k7").unwrap();
+    assert_eq!(
+        (k7.name.as_deref(), k7.message_count),
+        (Some("marker-07"), 2)
+    );
+}
+
+#[test]
+fn a_cold_entry_changed_while_its_files_changed_too_is_refused_and_poisons_nothing() {
+    let dir = TempDir::new().unwrap();
+    marked_store(dir.path());
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    change_cold_name(dir.path(), "07", "09");
+    // k7's segment grew too: its files are not those the checkpoint claims, so a replay of
+    // them is not taken in the entry's place.
+    let segment = (std::fs::read_dir(dir.path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .find(|p| std::fs::read(p).unwrap().windows(2).any(|w| w == b"k7"))
+        .expect("k7's segment");
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .unwrap();
+        file.write_all(b"appended while the store ran").unwrap();
+    }
+    let err = store.read_messages("k7").unwrap_err();
+    assert!(
+        matches!(&err, sessionlog::Error::Corrupt { reason, .. } if reason.contains("\"k7\"")),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.list_sessions_with_metadata().len(),
+        19,
+        "k7 is left out"
+    );
+    assert!(store.health().read_errors >= 1, "and counted");
+    // An erasure, which must find every fork of the session first, is refused: k7 cannot be
+    // read. It changes nothing, and the store stays writable.
+    let err = store.erase_session("k3").unwrap_err();
+    assert!(err.to_string().contains("reopen"), "{err}");
+    assert!(!store.health().poisoned);
+    assert_eq!(store.read_messages("k3").unwrap().len(), 1);
+    store.append("k4", &user("after the refusal")).unwrap();
+    assert_eq!(store.read_messages("k4").unwrap().len(), 2);
+    drop(store);
+    // A reopen replays k7 from its files (the bytes appended are cut off as a torn tail);
+    // then the erasure goes through.
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.read_messages("k7").unwrap().len(), 1);
+    store.erase_session("k3").unwrap();
+    assert_eq!(store.read_messages("k4").unwrap().len(), 2);
+    assert_eq!(store.list_sessions().len(), 19);
 }
 
 #[test]
@@ -516,4 +624,69 @@ fn an_erasure_after_a_page_of_cold_sessions_leaves_no_handle_on_the_removed_chec
     assert_eq!(open_checkpoints(dir.path()), Vec::<String>::new());
     // Pages are built again, from the slots.
     assert_eq!(all_pages(&store, 3).len(), store.list_sessions().len());
+}
+
+/// Holds the first read of the checkpoint by the thread named `lister`, once armed, until
+/// the test says the erasure begins, then 300 ms more: the erasure closes the file meanwhile.
+#[derive(Debug, Default)]
+struct HoldListing {
+    armed: std::sync::atomic::AtomicBool,
+    held: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    go: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl common::hooked::Hooks for HoldListing {
+    fn read(&self, path: &std::path::Path) {
+        use std::sync::atomic::Ordering;
+        let lister = std::thread::current().name() == Some("lister");
+        if !lister || !path.ends_with("CHECKPOINT") || !self.armed.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(held) = self.held.lock().unwrap().take() {
+            held.send(()).unwrap();
+        }
+        if let Some(go) = self.go.lock().unwrap().take() {
+            go.recv().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_listing_that_overlaps_the_first_erasure_leaves_out_no_cold_session() {
+    use std::sync::atomic::Ordering;
+    let sim = sessionlog::testing::SimFs::new();
+    let fs = common::hooked::Hooked::new(&sim, HoldListing::default());
+    let dir = std::path::Path::new("/store");
+    let open = || LogStore::open_with_fs(dir, options(), std::sync::Arc::new(fs.clone())).unwrap();
+    let store = open();
+    // Enough entries that a listing reads the checkpoint in more than one read.
+    for i in 0..3000 {
+        store.append(&format!("keep/{i}"), &user("hello")).unwrap();
+    }
+    store.append("gone", &user("to erase")).unwrap();
+    store.close().unwrap();
+    let store = open();
+    assert_eq!(store.health().sessions_cold, 3001);
+    let (held_tx, held) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    *fs.hooks.held.lock().unwrap() = Some(held_tx);
+    *fs.hooks.go.lock().unwrap() = Some(go_rx);
+    fs.hooks.armed.store(true, Ordering::SeqCst);
+    std::thread::scope(|s| {
+        let lister = std::thread::Builder::new()
+            .name("lister".into())
+            .spawn_scoped(s, || store.list_sessions_with_metadata())
+            .unwrap();
+        // The listing holds the cold sessions' checkpoint and reads it; the erasure warms
+        // every session and closes that file before the listing's next read.
+        held.recv().unwrap();
+        go.send(()).unwrap();
+        store.erase_session("gone").unwrap();
+        let rows = lister.join().unwrap();
+        let kept = rows.iter().filter(|m| m.key.starts_with("keep/")).count();
+        assert_eq!(kept, 3000);
+    });
+    assert_eq!(store.health().sessions_cold, 0);
+    assert_eq!(store.health().read_errors, 0);
 }

@@ -267,6 +267,12 @@ impl Cold {
         self.by_id = None;
     }
 
+    /// The checkpoint file the entries are read from: an erasure closes it
+    /// (`BlockFile::detach`), after which a cold session is replayed from its files.
+    pub(crate) fn file(&self) -> &Arc<BlockFile> {
+        &self.file
+    }
+
     /// The key of the entry at `index`.
     pub(crate) fn key(&self, index: usize) -> Option<&str> {
         self.keys.keys.get(index).map(|k| &**k)

@@ -160,7 +160,7 @@ impl Inner {
             self.checkpoint_exact.store(false, Ordering::SeqCst);
         }
         // Nothing read from the checkpoint may stay open once it is removed.
-        self.unpark_all()?;
+        self.unpark_all();
         let mut state = self.checkpoint.lock();
         let removed = checkpoint::remove(&*self.fs, &self.dir);
         state.erasing -= 1;
@@ -262,7 +262,7 @@ impl Inner {
                             }
                         }
                         Err(_) => {
-                            if let Some(slot) = self.lookup(&slot.key)? {
+                            if let Some(slot) = self.warmed(cold, at)? {
                                 self.record_moved(&slot, each, &mut rec)?;
                             }
                         }

@@ -78,8 +78,12 @@ impl Inner {
     /// compacting a live one changes nothing it holds, but a deleted one is reclaimed only for
     /// an explicit `erase_session` of the key.
     pub(super) fn detach_forks(&self, key: &str, dead_too: bool) -> Result<()> {
-        let forks: Vec<String> =
-            self.live_views(|view| view.fork_origin.as_ref().map(|_| view.key.clone()));
+        // Every fork, or none: one left out would keep this session's bytes.
+        let (forks, unread) =
+            self.each_live_view(|view| view.fork_origin.as_ref().map(|_| view.key.clone()));
+        if let Some((_, e)) = unread.into_iter().next() {
+            return Err(e);
+        }
         for fork in forks {
             // The links it drops go at once and are never archived: they are this session's
             // bytes under another name.

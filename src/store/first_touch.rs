@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::anchor::Anchors;
 use crate::compaction::{self, Disposal};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::fs::{context, sync_dir, OpenMode};
 use crate::keyring;
@@ -20,7 +20,7 @@ use crate::report::Finding;
 use super::appender::Writer;
 use super::open::rewrite_damaged;
 use super::residence::ends_as_recorded;
-use super::session_map::writer_from;
+use super::session_map::{slot_from, writer_from, Found};
 use super::{now_micros, Inner, Slot};
 
 impl Inner {
@@ -42,6 +42,69 @@ impl Inner {
         };
         *claim = None;
         Ok(in_place)
+    }
+
+    /// The session cold under `key` whose entry in the checkpoint cannot be read again
+    /// (`failed` says why: a failed read, or the file closed by an erasure), warmed from its
+    /// files instead: only while they are as the checkpoint claims them and replay, with no
+    /// finding, to the key, last number and activity its entry records; reported as
+    /// [`Finding::CheckpointIgnored`]. Otherwise the call fails with `failed` (saying so), and
+    /// the session stays cold. `None` if no session is under `key` (any more).
+    pub(super) fn replay_cold(&self, key: &str, failed: Error) -> Result<Option<Arc<Slot>>> {
+        let unserved = |failed: Error| match failed {
+            Error::Corrupt {
+                path,
+                offset,
+                reason,
+            } => Error::Corrupt {
+                path,
+                offset,
+                reason: format!(
+                    "{reason}; the session {key:?} is not served until a reopen replays it \
+                     from its files (they are not as the checkpoint recorded them either)"
+                ),
+            },
+            other => other,
+        };
+        let (e, claim) = {
+            let sessions = self.sessions.read();
+            match sessions.find(key) {
+                Found::Missing => return Ok(None),
+                Found::Hot(slot) => return Ok(Some(Arc::clone(slot))),
+                Found::Cold => {}
+            }
+            match sessions.cold_under(key) {
+                Some((e, Some(claim))) => (e, claim),
+                _ => return Err(unserved(failed)),
+            }
+        };
+        let id = e.session_id;
+        let (fs, dir, keys) = (&*self.fs, &*self.dir, self.keys.as_ref());
+        let as_claimed = claim.holds(fs, dir, id, || keyring::data_key(keys, id));
+        if !matches!(as_claimed, Ok(true)) {
+            return Err(unserved(failed));
+        }
+        let options = ReplayOptions::of(&self.options, false);
+        let Ok(alone) = recovery::replay_alone(fs, dir, id, claim.numbers(), &options, keys) else {
+            return Err(unserved(failed));
+        };
+        let session = match alone.live {
+            Some(s)
+                if alone.report.findings.is_empty()
+                    && alone.max_seq < self.first_seq
+                    && s.damage.is_none()
+                    && (s.view.key.as_str(), s.view.last_seq, s.view.last_activity)
+                        == (key, e.last_seq, e.last_activity) =>
+            {
+                s
+            }
+            _ => return Err(unserved(failed)),
+        };
+        let placed = self.sessions.write().warm_with(slot_from(session, None));
+        self.report.add(vec![Finding::CheckpointIgnored {
+            reason: format!("{failed}; the session {key:?} was replayed from its files instead"),
+        }]);
+        Ok(placed)
     }
 
     /// Settles every live session's claim: for `verify`, which checks each session against

@@ -132,8 +132,9 @@ impl Inner {
     }
 
     /// `f` of the view of a session of the activity index: its slot's, or, for one indexed
-    /// cold, its slot's if it was warmed since, or its entry's, read again for this call.
-    /// `None` if it is gone, or its entry cannot be read again (counted).
+    /// cold, its slot's if it was warmed since, or its entry's, read again for this call (or,
+    /// if that fails, its slot's, warmed). `None` if it is gone, or cannot be warmed either
+    /// (counted).
     pub(super) fn indexed_view<T>(
         &self,
         indexed: &Indexed<'_>,
@@ -151,12 +152,20 @@ impl Inner {
             Ok(slot) => (slot.session_id == id).then(|| f(&slot.view.read())),
             Err((cold, e)) if e.session_id == id => match cold.session(&e) {
                 Ok(session) => Some(f(&session.view)),
-                Err(err) => {
-                    let what = "listing a session from the checkpoint";
-                    self.monitor
-                        .swallowed(Swallowed::Read, what, Some(key), &err);
-                    None
-                }
+                // Warmed instead, from its files if need be (an erasure closed the file).
+                Err(_) => match self.lookup(key) {
+                    Ok(slot) => {
+                        let slot = slot.filter(|slot| slot.session_id == id)?;
+                        let view = slot.view.read();
+                        view.is_live().then(|| f(&view))
+                    }
+                    Err(err) => {
+                        let what = "listing a session from the checkpoint";
+                        self.monitor
+                            .swallowed(Swallowed::Read, what, Some(key), &err);
+                        None
+                    }
+                },
             },
             Err(_) => None,
         }

@@ -189,14 +189,25 @@ impl Inner {
     /// an erasure makes due) holds their locations again. A session whose locations can be
     /// read back neither from the checkpoint nor from its files stays parked, to be replayed
     /// from its files at its next touch: the erasure is not refused for it, and the error is
-    /// counted in [`crate::LogStore::health`].
-    pub(super) fn unpark_all(&self) -> Result<()> {
+    /// counted in [`crate::LogStore::health`]. So is a cold session whose entry can be read
+    /// neither: it stays cold, and its next touch replays it from its files
+    /// ([`Inner::replay_cold`]), the checkpoint's file closed.
+    pub(super) fn unpark_all(&self) {
         // Cold sessions are warmed first: their locations are in the checkpoint too.
-        let slots = self.all_slots()?;
+        let (mut slots, failed) = self.warm_every();
+        let what = "reading a session back before an erasure";
+        for (key, e) in &failed {
+            (self.monitor).swallowed(Swallowed::Read, what, Some(key), e);
+        }
+        slots.extend(self.tombstones.lock().slots().cloned());
         // First, nothing more is parked in them (the budget, run by another call meanwhile,
         // would park again what is read back here); no checkpoint is put in place meanwhile,
-        // so no other file comes.
+        // so no other file comes. The file cold sessions are read from closes too, whether
+        // some stay cold or a listing still holds it.
         let mut files: Vec<Arc<BlockFile>> = Vec::new();
+        if let Some(cold) = self.sessions.read().cold() {
+            files.push(Arc::clone(cold.file()));
+        }
         for slot in &slots {
             if let Some(block) = slot.view.read().home.block() {
                 if !files.iter().any(|f| Arc::ptr_eq(f, block.file())) {
@@ -224,6 +235,5 @@ impl Inner {
         for file in files {
             file.detach();
         }
-        Ok(())
     }
 }

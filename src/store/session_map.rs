@@ -165,15 +165,44 @@ impl SessionMap {
         Ok(slot_from(session, claim))
     }
 
-    /// Warms every cold session.
-    pub(super) fn warm_all(&mut self) -> Result<()> {
+    /// Warms every cold session whose entry can be read again; returns the key of each one
+    /// that cannot, with why (it stays cold).
+    pub(super) fn warm_all(&mut self) -> Vec<(String, Error)> {
         let still: Vec<usize> = self
             .cold_indices()
             .map_or_else(Vec::new, |(_, i)| i.collect());
+        let mut failed = Vec::new();
         for at in still {
-            self.warm_at(at)?;
+            if let Err(e) = self.warm_at(at) {
+                let key = (self.cold.as_ref()).and_then(|c| c.cold.key(at));
+                failed.push((key.unwrap_or_default().to_owned(), e));
+            }
         }
-        Ok(())
+        failed
+    }
+
+    /// Puts `slot`, the session cold under its key replayed from its files, in the map in
+    /// place of its entry, if it is still cold; returns the slot its key now names if that is
+    /// the same session (warmed meanwhile, or `slot`).
+    pub(super) fn warm_with(&mut self, slot: Slot) -> Option<Arc<Slot>> {
+        match self.cold_index(&slot.key) {
+            Some(at)
+                if self
+                    .cold_copy(at)
+                    .is_some_and(|(e, _)| e.session_id == slot.session_id) =>
+            {
+                if let Some(c) = &mut self.cold {
+                    c.claims.take(slot.session_id);
+                }
+                let slot = Arc::new(slot);
+                self.hot.insert(slot.key.clone(), Arc::clone(&slot));
+                self.one_less_cold(at);
+                Some(slot)
+            }
+            _ => (self.hot.get(&slot.key))
+                .filter(|s| s.session_id == slot.session_id)
+                .cloned(),
+        }
     }
 
     /// The hot sessions' slots (every session's once [`SessionMap::warm_all`] ran).
@@ -224,6 +253,11 @@ impl SessionMap {
         let version = crate::checkpoint::VERSION_WRITTEN;
         c.cold = Arc::new(c.cold.moved_to(file, version, body_at, section_len, placed));
         true
+    }
+
+    /// The entry of the cold session under `key` and a copy of its claim, while it is cold.
+    pub(super) fn cold_under(&self, key: &str) -> Option<(ColdEntry, Option<Claim>)> {
+        self.cold_copy(self.cold_index(key)?)
     }
 
     /// The entry of the session at `at` and a copy of its claim, while it is cold.
@@ -351,27 +385,44 @@ impl Inner {
                 Found::Cold => {}
             }
         }
-        self.sessions.write().warm(key)
+        let warmed = self.sessions.write().warm(key);
+        match warmed {
+            Ok(found) => Ok(found),
+            // Its entry cannot be read again: from its files, if they are as claimed.
+            Err(failed) => self.replay_cold(key, failed),
+        }
     }
 
-    /// Every session's slot, the cold ones warmed first.
+    /// Every session's slot, the cold ones warmed first (from their files where their entry
+    /// cannot be read again); fails if one cannot be warmed either way.
     pub(super) fn every_slot(&self) -> Result<Vec<Arc<Slot>>> {
+        let (slots, failed) = self.warm_every();
+        match failed.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(slots),
+        }
+    }
+
+    /// The slots of every session that is or can be warmed (see [`Inner::every_slot`]), and
+    /// the key of each one that cannot, with why: it stays cold.
+    pub(super) fn warm_every(&self) -> (Vec<Arc<Slot>>, Vec<(String, Error)>) {
         {
             let sessions = self.sessions.read();
             if !sessions.has_cold() {
-                return Ok(sessions.slots().cloned().collect());
+                return (sessions.slots().cloned().collect(), Vec::new());
             }
         }
-        let slots = {
-            let mut sessions = self.sessions.write();
-            sessions.warm_all()?;
-            sessions.slots().cloned().collect()
-        };
+        // The replays of those whose entries cannot be read run without the map's lock.
+        let unread = self.sessions.write().warm_all();
+        let failed: Vec<(String, Error)> = (unread.into_iter())
+            .filter_map(|(key, e)| self.replay_cold(&key, e).err().map(|e| (key, e)))
+            .collect();
+        let slots = self.sessions.read().slots().cloned().collect();
         // The activity index lets go of the checkpoint's entries too (it is built again from
         // the slots at the next page): an erasure, which warms every session first, then
         // closes the file they were read from.
         self.activity.lock().take();
-        Ok(slots)
+        (slots, failed)
     }
 
     /// What a checkpoint records of the session at `at` of `cold`, cold when it began: a slot
@@ -385,8 +436,10 @@ impl Inner {
     ) -> Result<Option<(Arc<Slot>, bool)>> {
         let copy = self.sessions.read().cold_copy(at);
         if let Some((e, claim)) = copy {
-            let session = cold.session(&e)?;
-            return Ok(Some((Arc::new(slot_from(session, claim)), false)));
+            // An entry that cannot be read again is warmed (from its files) below.
+            if let Ok(session) = cold.session(&e) {
+                return Ok(Some((Arc::new(slot_from(session, claim)), false)));
+            }
         }
         Ok(self.warmed(cold, at)?.map(|slot| (slot, true)))
     }
@@ -419,7 +472,16 @@ impl Inner {
 
     /// Every live session's view passed to `f`, most recent activity first, ties broken by
     /// key; a cold session's is decoded for the call alone, one at a time, and it stays cold.
-    pub(super) fn live_views<T>(&self, mut f: impl FnMut(&SessionView) -> Option<T>) -> Vec<T> {
+    /// A session that cannot be read is left out, and counted in `health()`.
+    pub(super) fn live_views<T>(&self, f: impl FnMut(&SessionView) -> Option<T>) -> Vec<T> {
+        self.counted(self.each_live_view(f))
+    }
+
+    /// [`Inner::live_views`], and each session that could not be read (left out), with why.
+    pub(super) fn each_live_view<T>(
+        &self,
+        mut f: impl FnMut(&SessionView) -> Option<T>,
+    ) -> (Vec<T>, Vec<(String, Error)>) {
         self.live_rows(|seen| match seen {
             Seen::Hot(view) => f(view),
             Seen::Cold(read) => f(&read.session()?.view),
@@ -427,18 +489,33 @@ impl Inner {
     }
 
     /// The metadata of every live session not archived, in `live_views` order; a cold
-    /// session's is read from its entry, and it stays cold.
+    /// session's is read from its entry, and it stays cold. A session that cannot be read is
+    /// left out, and counted in `health()`.
     pub(super) fn live_metadata(&self) -> Vec<SessionMetadata> {
-        self.live_rows(|seen| match seen {
+        self.counted(self.live_rows(|seen| match seen {
             Seen::Hot(view) => (!view.archived).then(|| view.metadata()),
             Seen::Cold(read) => read.metadata(),
-        })
+        }))
+    }
+
+    /// The rows of a listing, each session left out of it counted in `health()`.
+    fn counted<T>(&self, (rows, unread): (Vec<T>, Vec<(String, Error)>)) -> Vec<T> {
+        for (key, e) in unread {
+            let what = "listing a session from the checkpoint";
+            self.monitor
+                .swallowed(Swallowed::Read, what, Some(&key), &e);
+        }
+        rows
     }
 
     /// `f` of every live session, most recent activity first, ties broken by key (`f` may be
-    /// called in another order). The cold sessions are read again from the checkpoint in its
-    /// order, in long reads; one that cannot be is left out, and counted in `health()`.
-    fn live_rows<T>(&self, mut f: impl FnMut(Seen<'_>) -> Option<T>) -> Vec<T> {
+    /// called in another order), and each session left out, with why. The cold sessions are
+    /// read again from the checkpoint in its order, in long reads; one that cannot be is
+    /// warmed (`Inner::lookup`), or, if that fails too, left out.
+    fn live_rows<T>(
+        &self,
+        mut f: impl FnMut(Seen<'_>) -> Option<T>,
+    ) -> (Vec<T>, Vec<(String, Error)>) {
         /// A row: the index of a hot session's slot in `hot`, or of a cold one's entry.
         #[derive(Clone, Copy)]
         enum Row {
@@ -487,6 +564,7 @@ impl Inner {
             })
             .collect();
         drop(hot);
+        let mut unread = Vec::new();
         if let Some(cold) = &cold {
             // (entry, row) of each cold row, in the entries' order.
             let mut wanted: Vec<(u32, u32)> = (rows.iter().enumerate())
@@ -498,24 +576,29 @@ impl Inner {
             drop(rows);
             wanted.sort_unstable();
             let mut next = wanted.iter().map(|&(_, row)| row as usize);
-            cold.each(wanted.iter().map(|&(at, _)| at as usize), |_, read| {
-                let row = next.next();
+            cold.each(wanted.iter().map(|&(at, _)| at as usize), |at, read| {
+                let Some(answer) = next.next().and_then(|row| answers.get_mut(row)) else {
+                    return;
+                };
                 match read {
-                    Ok(read) => {
-                        if let Some(slot) = row.and_then(|row| answers.get_mut(row)) {
-                            *slot = f(Seen::Cold(&read));
+                    Ok(read) => *answer = f(Seen::Cold(&read)),
+                    // Its entry cannot be read again (an erasure closed the file since, say):
+                    // the session is warmed, from its files if need be, and listed as it is.
+                    Err(_) => match self.warmed(cold, at) {
+                        Ok(Some(slot)) => {
+                            let view = slot.view.read();
+                            *answer = view.is_live().then(|| f(Seen::Hot(&view))).flatten();
                         }
-                    }
-                    Err(e) => {
-                        let what = "listing a session from the checkpoint";
-                        self.monitor.swallowed(Swallowed::Read, what, None, &e);
-                    }
+                        Ok(None) => {}
+                        Err(e) => unread.push((cold.key(at).unwrap_or_default().to_owned(), e)),
+                    },
                 }
             });
         }
         // Collected in place (`filter_map` is, `flatten` is not): no second list of answers.
         #[allow(clippy::filter_map_identity)]
-        answers.into_iter().filter_map(|answer| answer).collect()
+        let rows = answers.into_iter().filter_map(|answer| answer).collect();
+        (rows, unread)
     }
 }
 

@@ -10,6 +10,10 @@ use sessionlog::testing::SimFs;
 
 /// What a test does around a write or a sync; each default just lets it happen.
 pub trait Hooks: Send + Sync + Debug + 'static {
+    /// Before `path` is read.
+    fn read(&self, path: &Path) {
+        let _ = path;
+    }
     /// Before `path` is written.
     fn write(&self, path: &Path) {
         let _ = path;
@@ -71,6 +75,7 @@ struct HookedFile<H> {
 
 impl<H: Hooks> FileHandle for HookedFile<H> {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.hooks.read(&self.path);
         self.inner.read_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
