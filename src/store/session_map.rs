@@ -3,7 +3,9 @@
 //! checkpoint's bytes, which open read and checked whole (`checkpoint::Cold`). Its first
 //! lookup decodes it into a slot (warms it), with the claim the checkpoint made of its files,
 //! which that first touch then checks (`first_touch.rs`). So open builds no slot, and a
-//! listing reads the cold sessions' metadata from the bytes without building one either.
+//! listing reads the cold sessions' metadata from the bytes without building one either. A
+//! session whose entry cannot be read again is warmed from its files instead, if they are as
+//! the checkpoint claims them ([`Inner::replay_cold`]).
 //!
 //! Everything that walks every session's slot (an anchor, a compaction's planning, the search
 //! index's catch-up, replication) warms them all first ([`Inner::every_slot`]): from then on the
@@ -31,6 +33,9 @@ use super::{Inner, Slot};
 /// A session as [`SessionMap::listed`] finds it: its slot, or, while it is cold, the
 /// checkpoint it is in and where its entry is.
 pub(super) type Listed = std::result::Result<Arc<Slot>, (Arc<Cold>, ColdEntry)>;
+
+/// How many cold sessions [`Inner::warm_every`] warms under one hold of the map's lock.
+const WARM_BATCH: usize = 1024;
 
 /// Cold sessions: their checkpoint's entries and the indices of some among them.
 pub(super) type ColdIndices = (Arc<Cold>, Vec<u32>);
@@ -133,10 +138,30 @@ impl SessionMap {
 
     /// Warms the cold session at `at`.
     fn warm_at(&mut self, at: usize) -> Result<Arc<Slot>> {
-        let slot = Arc::new(self.decode(at)?);
+        let cold = self.cold.as_ref().ok_or_else(never_cold)?;
+        let e = cold.cold.entries.get(at).ok_or_else(never_cold)?;
+        let session = cold.cold.session(e)?;
+        self.warm_decoded(at, session)?.ok_or_else(never_cold)
+    }
+
+    /// Warms the cold session at `at` with `session`, its entry as read again (perhaps
+    /// without the map's lock, from the checkpoint it was cold in then), with its claim;
+    /// `None` if it is no longer cold. Fails if the entry holds another session than the one
+    /// open read there.
+    fn warm_decoded(&mut self, at: usize, session: ReplayedSession) -> Result<Option<Arc<Slot>>> {
+        let Some(cold) = self.cold.as_mut().filter(|c| c.is_cold(at)) else {
+            return Ok(None);
+        };
+        let e = *cold.cold.entries.get(at).ok_or_else(never_cold)?;
+        let key = cold.cold.key(at).unwrap_or_default();
+        if (session.session_id, session.view.key.as_str()) != (e.session_id, key) {
+            return Err(cold.cold.changed(&e));
+        }
+        let claim = cold.claims.take(session.session_id);
+        let slot = Arc::new(slot_from(session, claim));
         self.hot.insert(slot.key.clone(), Arc::clone(&slot));
         self.one_less_cold(at);
-        Ok(slot)
+        Ok(Some(slot))
     }
 
     /// Counts the cold session at `at` warmed or replaced: the checkpoint's bytes (and its
@@ -151,34 +176,6 @@ impl SessionMap {
                 self.cold = None;
             }
         }
-    }
-
-    /// Decodes the cold session at `at` into a slot, with its claim.
-    fn decode(&mut self, at: usize) -> Result<Slot> {
-        let cold = self.cold.as_mut().ok_or_else(never_cold)?;
-        let e = cold.cold.entries.get(at).copied().ok_or_else(never_cold)?;
-        let session = cold.cold.session(&e)?;
-        if session.view.key.as_str() != cold.cold.key(at).unwrap_or_default() {
-            return Err(cold.cold.changed(&e));
-        }
-        let claim = cold.claims.take(session.session_id);
-        Ok(slot_from(session, claim))
-    }
-
-    /// Warms every cold session whose entry can be read again; returns the key of each one
-    /// that cannot, with why (it stays cold).
-    pub(super) fn warm_all(&mut self) -> Vec<(String, Error)> {
-        let still: Vec<usize> = self
-            .cold_indices()
-            .map_or_else(Vec::new, |(_, i)| i.collect());
-        let mut failed = Vec::new();
-        for at in still {
-            if let Err(e) = self.warm_at(at) {
-                let key = (self.cold.as_ref()).and_then(|c| c.cold.key(at));
-                failed.push((key.unwrap_or_default().to_owned(), e));
-            }
-        }
-        failed
     }
 
     /// Puts `slot`, the session cold under its key replayed from its files, in the map in
@@ -205,7 +202,7 @@ impl SessionMap {
         }
     }
 
-    /// The hot sessions' slots (every session's once [`SessionMap::warm_all`] ran).
+    /// The hot sessions' slots (every session's once [`Inner::warm_every`] ran).
     pub(super) fn slots(&self) -> impl Iterator<Item = &Arc<Slot>> {
         self.hot.values()
     }
@@ -221,10 +218,13 @@ impl SessionMap {
     /// The hot sessions' slots and the indices of the cold ones, at one moment: each session
     /// is in one of the two.
     pub(super) fn snapshot(&self) -> (Vec<Arc<Slot>>, Option<ColdIndices>) {
-        let hot = self.hot.values().cloned().collect();
-        let cold = (self.cold_indices())
-            .map(|(cold, still)| (Arc::clone(cold), still.map(|i| i as u32).collect()));
-        (hot, cold)
+        (self.hot.values().cloned().collect(), self.cold_snapshot())
+    }
+
+    /// The indices of the sessions still cold, and the checkpoint they are in.
+    fn cold_snapshot(&self) -> Option<ColdIndices> {
+        (self.cold_indices())
+            .map(|(cold, still)| (Arc::clone(cold), still.map(|i| i as u32).collect()))
     }
 
     /// Moves the sessions still cold, if they are those of `from`, to the checkpoint in `file`
@@ -412,8 +412,27 @@ impl Inner {
                 return (sessions.slots().cloned().collect(), Vec::new());
             }
         }
-        // The replays of those whose entries cannot be read run without the map's lock.
-        let unread = self.sessions.write().warm_all();
+        // Read again and decoded a batch at a time without the map's lock, then put in place
+        // under it: a lookup meanwhile waits for one batch's inserts at most.
+        let mut unread = Vec::new();
+        let cold = self.sessions.read().cold_snapshot();
+        if let Some((cold, indices)) = cold {
+            for batch in indices.chunks(WARM_BATCH) {
+                let decoded: Vec<(usize, Result<ReplayedSession>)> = (batch.iter())
+                    .map(|&at| {
+                        let e = cold.entries.get(at as usize).ok_or_else(never_cold);
+                        (at as usize, e.and_then(|e| cold.session(e)))
+                    })
+                    .collect();
+                let mut sessions = self.sessions.write();
+                for (at, session) in decoded {
+                    if let Err(e) = session.and_then(|s| sessions.warm_decoded(at, s)) {
+                        unread.push((cold.key(at).unwrap_or_default().to_owned(), e));
+                    }
+                }
+            }
+        }
+        // The replays of those whose entries cannot be read run without the map's lock too.
         let failed: Vec<(String, Error)> = (unread.into_iter())
             .filter_map(|(key, e)| self.replay_cold(&key, e).err().map(|e| (key, e)))
             .collect();
