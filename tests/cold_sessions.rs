@@ -690,3 +690,86 @@ fn a_listing_that_overlaps_the_first_erasure_leaves_out_no_cold_session() {
     assert_eq!(store.health().sessions_cold, 0);
     assert_eq!(store.health().read_errors, 0);
 }
+
+/// The segment files holding key `key` (which no other key contains), with their bytes.
+fn files_of(dir: &std::path::Path, key: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    (common::segments(dir).into_iter())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .filter(|(_, bytes)| bytes.windows(key.len()).any(|w| w == key.as_bytes()))
+        .collect()
+}
+
+/// The keys a reopened store reports rolled back, once every session was read.
+fn rolled_back_keys(dir: &std::path::Path) -> Vec<String> {
+    let store = LogStore::open_with(dir, options()).unwrap();
+    for key in store.list_sessions() {
+        store.load(&key);
+    }
+    let mut keys: Vec<String> = (store.recovery_report().findings.iter())
+        .filter_map(|f| match f {
+            sessionlog::Finding::RolledBack { key, .. } => key.clone(),
+            _ => None,
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn an_anchor_after_a_write_leaves_cold_sessions_cold_and_still_catches_their_rollback() {
+    let dir = TempDir::new().unwrap();
+    let keys: Vec<String> = (0..30).map(|i| format!("s{i:02}x")).collect();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    for key in &keys {
+        store.append(key, &user("first")).unwrap();
+    }
+    store.close().unwrap();
+    let older = [files_of(dir.path(), "s00x"), files_of(dir.path(), "s05x")];
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    for key in &keys {
+        store.append(key, &user("second")).unwrap();
+    }
+    store.close().unwrap();
+    // One write, then an anchor (as a close takes): the other 29 sessions stay cold.
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    store.append("s00x", &user("third")).unwrap();
+    let root = store.root_hash().unwrap();
+    assert_eq!(store.health().sessions_cold, 29);
+    store.close().unwrap();
+    assert!(rolled_back_keys(dir.path()).is_empty());
+    // The anchors hold s00x at its third record and s05x, cold then, at its second: both
+    // rolled back to their first are caught.
+    for (path, bytes) in older.iter().flatten() {
+        std::fs::write(path, bytes).unwrap();
+    }
+    assert_eq!(rolled_back_keys(dir.path()), ["s00x", "s05x"]);
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    assert!(store.holds_root(&root).unwrap());
+}
+
+#[test]
+fn an_anchor_warms_the_cold_sessions_the_anchor_log_does_not_hold_and_anchors_them() {
+    let dir = TempDir::new().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    for i in 0..10 {
+        store.append(&format!("s{i:02}x"), &user("first")).unwrap();
+    }
+    store.close().unwrap();
+    let older = files_of(dir.path(), "s03x");
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    store.append("s03x", &user("second")).unwrap();
+    store.close().unwrap();
+    std::fs::remove_file(dir.path().join("ANCHORS")).unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.health().sessions_cold, 10);
+    store.root_hash().unwrap();
+    assert_eq!(store.health().sessions_cold, 0, "none was anchored");
+    store.close().unwrap();
+    for (path, bytes) in &older {
+        std::fs::write(path, bytes).unwrap();
+    }
+    assert_eq!(rolled_back_keys(dir.path()), ["s03x"]);
+}

@@ -193,7 +193,33 @@ fn encode(
     for e in sessions {
         encoded.add(e).unwrap();
     }
-    encode_with(next_seq, next_id, window, segments, encoded)
+    encode_with(next_seq, next_id, window, segments, encoded).joined()
+}
+
+/// A checkpoint's bytes as the encoder built them, in three parts written one after the
+/// other (never joined into one copy, except to seal them): the header and the body up to the
+/// sessions' entries, the entries, and the location section.
+pub(crate) struct Encoded {
+    head: Vec<u8>,
+    entries: Vec<u8>,
+    section: Vec<u8>,
+}
+
+impl Encoded {
+    /// The parts, in the order they are in the file.
+    pub(crate) fn parts(&self) -> [&[u8]; 3] {
+        [&self.head, &self.entries, &self.section]
+    }
+
+    /// The file's length.
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.entries.len() + self.section.len()
+    }
+
+    /// The parts joined: what an encrypted store seals whole.
+    pub(crate) fn joined(&self) -> Vec<u8> {
+        self.parts().concat()
+    }
 }
 
 /// [`encode`] of sessions already encoded.
@@ -203,10 +229,8 @@ pub(crate) fn encode_with(
     window: usize,
     segments: &[(String, SegmentStat)],
     sessions: Sessions,
-) -> Vec<u8> {
-    let mut body = Writer(Vec::with_capacity(
-        sessions.bytes.0.len() + 64 * segments.len() + 64,
-    ));
+) -> Encoded {
+    let mut body = Writer(Vec::with_capacity(64 * segments.len() + 64));
     body.u64(next_seq);
     body.u64(next_id);
     body.u64(window as u64);
@@ -218,17 +242,24 @@ pub(crate) fn encode_with(
         body.i64(changed.unwrap_or(NO_CHANGE_TIME));
     }
     body.u64(sessions.count);
-    body.0.extend_from_slice(&sessions.bytes.0);
+    let entries = sessions.bytes.0;
     let section = sessions.locations;
-    let mut out = Vec::with_capacity(HEADER_LEN + body.0.len() + section.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(body.0.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body.0).to_le_bytes());
-    out.extend_from_slice(&(section.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body.0);
-    out.extend_from_slice(&section);
-    out
+    let body_len = body.0.len() + entries.len();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&body.0);
+    crc.update(&entries);
+    let mut head = Vec::with_capacity(HEADER_LEN + body.0.len());
+    head.extend_from_slice(&MAGIC);
+    head.extend_from_slice(&VERSION.to_le_bytes());
+    head.extend_from_slice(&(body_len as u64).to_le_bytes());
+    head.extend_from_slice(&crc.finalize().to_le_bytes());
+    head.extend_from_slice(&(section.len() as u64).to_le_bytes());
+    head.extend_from_slice(&body.0);
+    Encoded {
+        head,
+        entries,
+        section,
+    }
 }
 
 /// A decoded checkpoint.

@@ -345,7 +345,7 @@ pub(crate) fn remove(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
 pub(crate) fn write_temp(
     fs: &dyn FileSystem,
     dir: &Path,
-    bytes: &[u8],
+    parts: &[&[u8]],
     newest_segment_ns: i64,
 ) -> Result<bool> {
     let temp = dir.join(CHECKPOINT_TEMP_FILE);
@@ -353,7 +353,12 @@ pub(crate) fn write_temp(
         .open(&temp, OpenMode::Truncate)
         .map_err(context("creating", &temp))?;
     let newer = written_after(fs, &temp, newest_segment_ns, || {
-        file.write_at(bytes, 0).map_err(context("writing", &temp))
+        let mut at = 0u64;
+        for part in parts {
+            file.write_at(part, at).map_err(context("writing", &temp))?;
+            at += part.len() as u64;
+        }
+        Ok(())
     })?;
     if !newer {
         drop(file);

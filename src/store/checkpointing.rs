@@ -301,17 +301,21 @@ impl Inner {
         let section_len = sessions.section_len();
         let entries_len = sessions.entries_len();
         // Read after every session: above each number and id they hold.
-        let bytes = checkpoint::encode_with(
+        let encoded = checkpoint::encode_with(
             self.feed.next_seq(),
             self.next_id.load(Ordering::SeqCst),
             self.options.idempotency_window,
             &segments,
             sessions,
         );
-        let bytes = match &self.keys {
-            // Names, aliases and context are as private as the records they came from.
-            Some(keys) => keys.seal_blob(checkpoint::SEALED_AAD, &bytes),
-            None => bytes,
+        let file_len = encoded.len();
+        // Names, aliases and context are as private as the records they came from. A plain
+        // checkpoint is written in the parts the encoder built: never a second copy of them.
+        let sealed = (self.keys.as_ref())
+            .map(|keys| keys.seal_blob(checkpoint::SEALED_AAD, &encoded.joined()));
+        let parts = match &sealed {
+            Some(sealed) => vec![&sealed[..]],
+            None => encoded.parts().to_vec(),
         };
         // Written and put in place under the lock an erasure takes to remove the checkpoint:
         // one that recorded a session an erasure removed since is never written, and one
@@ -320,14 +324,14 @@ impl Inner {
         if state.erasures != erasures || state.erasing > 0 {
             return Ok(false); // it may hold what an erasure removed: the next one will not
         }
-        if !checkpoint::write_temp(&*self.fs, &self.dir, &bytes, newest_segment_ns)? {
+        if !checkpoint::write_temp(&*self.fs, &self.dir, &parts, newest_segment_ns)? {
             return Ok(false);
         }
         self.poison(checkpoint::put_in_place(&*self.fs, &self.dir))?;
         if self.keys.is_none() {
             // (An encrypted store's checkpoint is read whole: nothing is parked in it, and no
             // session is cold.)
-            let section_at = bytes.len() - section_len;
+            let section_at = file_len - section_len;
             let path = self.dir.join(CHECKPOINT_FILE);
             // If the new one cannot be opened, they keep reading from the old one.
             if let Ok(file) = self.fs.open(&path, OpenMode::Read) {

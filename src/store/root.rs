@@ -24,6 +24,8 @@ use super::{Inner, LogStore, Slot};
 pub(super) struct Points<'a> {
     slots: HashMap<u64, (&'a Arc<Slot>, Point)>,
     cold: Option<&'a Cold>,
+    /// The indices of `cold`'s entries still cold (ascending), if not every one is.
+    still: Option<&'a [u32]>,
 }
 
 impl<'a> Points<'a> {
@@ -35,6 +37,9 @@ impl<'a> Points<'a> {
         }
         let cold = self.cold?;
         let (index, e) = cold.find(id)?;
+        if let Some(still) = self.still {
+            still.binary_search(&u32::try_from(index).ok()?).ok()?;
+        }
         let head = (cold.head(index))
             .or(anchored.map(|p| p.head))
             .unwrap_or([0; HASH_LEN]);
@@ -48,6 +53,13 @@ impl<'a> Points<'a> {
     /// Adds those of the sessions `cold` holds (each has a record).
     pub(super) fn add_cold(&mut self, cold: &'a Cold) {
         self.cold = Some(cold);
+    }
+
+    /// Adds those of the sessions `cold` holds whose entries are `still` cold (their indices,
+    /// ascending): their points are as the entries record them, for [`behind`].
+    fn add_still_cold(&mut self, cold: &'a Cold, still: &'a [u32]) {
+        self.cold = Some(cold);
+        self.still = Some(still);
     }
 }
 
@@ -85,6 +97,7 @@ pub(super) fn points<'a>(slots: impl IntoIterator<Item = &'a Arc<Slot>>) -> Poin
     let mut points = Points {
         slots: HashMap::with_capacity(slots.size_hint().0),
         cold: None,
+        still: None,
     };
     for slot in slots {
         // The writer's lock first, as every writer takes them.
@@ -290,15 +303,24 @@ impl Inner {
     /// stands for is durable; returns the new root.
     pub(super) fn anchor(&self) -> Result<Hash> {
         let mut state = self.anchoring.lock();
-        let slots = self.all_slots()?;
-        let points = points(&slots);
+        // Not past the anchors known durable: after a failed sync the file may show an
+        // anchor the disk does not hold (write-back failed and the pages were marked clean),
+        // and a root chained over it would name a history no copy of the folder has. (Only
+        // this call appends to them, under the lock held.)
+        let mut anchors = Anchors::read_until(&*self.fs, &self.dir, state.durable_end)?;
+        // A cold session is where open found it, which the anchors hold (a clean close
+        // anchors every session before its checkpoint): it stays cold and is left out. One
+        // the anchors do not hold there (an anchor log removed, say) is warmed for its head.
+        self.warm_unanchored(&anchors)?;
+        let (mut slots, cold) = self.sessions.read().snapshot();
+        slots.extend(self.tombstones.lock().slots().cloned());
+        let mut points = points(&slots);
+        if let Some((cold, still)) = &cold {
+            points.add_still_cold(cold, still);
+        }
         let next_seq = self.feed.next_seq();
         // The records the points name must be on disk before an anchor vouches for them.
         self.flush()?;
-        // Not past the anchors known durable: after a failed sync the file may show an
-        // anchor the disk does not hold (write-back failed and the pages were marked clean),
-        // and a root chained over it would name a history no copy of the folder has.
-        let mut anchors = Anchors::read_until(&*self.fs, &self.dir, state.durable_end)?;
         // The loss open reported as damage or a torn tail is not reported again as a rollback
         // once an anchor records where those sessions now end (after the caller had open's
         // report); once it has, they are no longer behind.
@@ -309,7 +331,7 @@ impl Inner {
         .into_iter()
         .map(|(id, ..)| id)
         .collect();
-        // (Every session is warm here: `all_slots` warmed them.)
+        // (The cold sessions' points are anchored already: none rose.)
         let points = (points.slots.into_iter()).map(|(id, (_, point))| (id, point));
         // The first anchor since open makes the log durable even if it writes nothing: what
         // an earlier process wrote may still be only in the page cache (it may have failed to
@@ -329,6 +351,27 @@ impl Inner {
 }
 
 impl Inner {
+    /// Warms each cold session whose point is not in `anchors` at its last number (never
+    /// anchored, or not that far): an anchor must record its head, which only its entry holds.
+    fn warm_unanchored(&self, anchors: &Anchors) -> Result<()> {
+        let keys: Vec<String> = {
+            let sessions = self.sessions.read();
+            let Some((cold, still)) = sessions.cold_indices() else {
+                return Ok(());
+            };
+            (still.filter_map(|at| Some((at, cold.entries.get(at)?))))
+                .filter(|(_, e)| {
+                    (anchors.points.get(&e.session_id)).is_none_or(|p| p.last_seq != e.last_seq)
+                })
+                .filter_map(|(at, _)| cold.key(at).map(str::to_owned))
+                .collect()
+        };
+        for key in keys {
+            self.lookup(&key)?;
+        }
+        Ok(())
+    }
+
     /// A [`Finding::RolledBack`] if the session of `slot`, just replayed at its first touch
     /// (its files changed while the store was closed), now ends before its anchored point and
     /// `findings` (the replay's) do not explain it; a loss they explain is recorded as such,
