@@ -773,3 +773,57 @@ fn an_anchor_warms_the_cold_sessions_the_anchor_log_does_not_hold_and_anchors_th
     }
     assert_eq!(rolled_back_keys(dir.path()), ["s03x"]);
 }
+
+#[test]
+fn retention_warms_only_the_cold_sessions_it_removes_from() {
+    let dir = TempDir::new().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    for i in 0..20 {
+        for j in 0..=(i % 4) {
+            store
+                .append(&format!("s{i:02}x"), &user(&format!("{j}")))
+                .unwrap();
+        }
+    }
+    store.close().unwrap();
+    let retention = sessionlog::Retention {
+        max_age: Some(std::time::Duration::from_secs(3600)),
+        max_messages: Some(3),
+        // Above every session's bytes: counted, nothing removed for it.
+        disk_budget: Some(1 << 30),
+        check_every: std::time::Duration::from_secs(3600),
+    };
+    let store = LogStore::open_with(
+        dir.path(),
+        Options {
+            retention,
+            ..options()
+        },
+    )
+    .unwrap();
+    assert_eq!(store.health().sessions_cold, 20);
+    let report = store.apply_retention().unwrap();
+    // The five sessions with four messages lose one each; none is old.
+    let trimmed: Vec<_> = report
+        .trimmed
+        .iter()
+        .map(|(k, n)| (k.as_str(), *n))
+        .collect();
+    assert_eq!(
+        trimmed,
+        [
+            ("s19x", 1),
+            ("s15x", 1),
+            ("s11x", 1),
+            ("s07x", 1),
+            ("s03x", 1)
+        ]
+    );
+    assert!(report.expired.is_empty() && report.reclaimed == 0);
+    assert_eq!(
+        store.health().sessions_cold,
+        15,
+        "only those five were warmed"
+    );
+    assert_eq!(store.read_messages("s07x").unwrap().len(), 3);
+}

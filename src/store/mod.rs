@@ -826,21 +826,6 @@ impl Inner {
         Ok(Pinned::new(self.slot_or_new(key)?))
     }
 
-    /// Every live session, most recent activity first, ties broken by key.
-    fn live_slots(&self) -> Result<Vec<Arc<Slot>>> {
-        let mut rows: Vec<(i64, Arc<Slot>)> = (self.every_slot()?.into_iter())
-            .filter_map(|slot| {
-                let at = {
-                    let view = slot.view.read();
-                    view.is_live().then_some(view.last_activity)
-                };
-                at.map(|at| (at, slot))
-            })
-            .collect();
-        rows.sort_by(|(a, sa), (b, sb)| b.cmp(a).then_with(|| sa.key.cmp(&sb.key)));
-        Ok(rows.into_iter().map(|(_, slot)| slot).collect())
-    }
-
     /// `f` of a live session's view, its files checked first if this is the session's first
     /// touch since open. A check that could not be made (the store stopped by a failed
     /// repair, a file that cannot be examined) leaves the projection's answer, what the store

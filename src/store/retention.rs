@@ -30,46 +30,35 @@ impl Inner {
             return Ok(report);
         }
         let now = now_micros();
-        let live: Vec<Arc<Slot>> = self.live_slots()?;
+        // The sessions each rule applies to are chosen from a listing (a cold session is read
+        // there and stays cold unless chosen), then checked again under their writer's lock
+        // when the rule's record is written: they may have moved on.
         if let Some(max_age) = rules.max_age {
             let cutoff = now.saturating_sub(i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX));
-            for slot in &live {
-                let stale = |v: &SessionView| v.last_activity < cutoff && v.state != RUNNING_STATE;
-                if !stale(&slot.view.read()) {
-                    continue;
-                }
+            let stale = |v: &SessionView| v.last_activity < cutoff && v.state != RUNNING_STATE;
+            for key in self.live_views(|v| stale(v).then(|| v.key.clone())) {
                 let event = Event::Expire {
                     rule: RetentionRule::MaxAge.to_byte(),
                 };
-                // Checked again under the session's writer lock: it may have moved on.
-                if self.commit(&slot.key, false, &event, |v| match v {
+                if self.commit(&key, false, &event, |v| match v {
                     Some(v) if stale(v) => Decision::Write(true),
                     _ => Decision::Skip(false),
                 })? {
-                    report
-                        .expired
-                        .push((slot.key.clone(), RetentionRule::MaxAge));
+                    report.expired.push((key, RetentionRule::MaxAge));
                 }
             }
         }
         if let Some(max) = rules.max_messages {
-            for slot in &live {
-                let excess = {
-                    let view = slot.view.read();
-                    if view.is_live() && view.state != RUNNING_STATE {
-                        view.message_count().saturating_sub(max)
-                    } else {
-                        0
-                    }
-                };
-                if excess == 0 {
-                    continue;
-                }
+            let excess = |v: &SessionView| {
+                let excess = v.message_count().saturating_sub(max);
+                (v.state != RUNNING_STATE && excess > 0).then_some(excess)
+            };
+            for (key, excess) in self.live_views(|v| Some((v.key.clone(), excess(v)?))) {
                 let event = Event::Trim {
                     count: excess as u64,
                     rule: RetentionRule::MaxMessages.to_byte(),
                 };
-                let trimmed = self.commit(&slot.key, false, &event, |v| match v {
+                let trimmed = self.commit(&key, false, &event, |v| match v {
                     Some(v)
                         if v.state != RUNNING_STATE
                             && v.messages.len().saturating_sub(max) == excess =>
@@ -79,7 +68,7 @@ impl Inner {
                     _ => Decision::Skip(false),
                 })?;
                 if trimmed {
-                    report.trimmed.push((slot.key.clone(), excess));
+                    report.trimmed.push((key, excess));
                 }
             }
         }
@@ -89,12 +78,13 @@ impl Inner {
         Ok(report)
     }
 
-    /// Bytes of the records of every live and restorable session.
-    pub(super) fn session_bytes(&self) -> Result<u64> {
+    /// Bytes of the records of every live and restorable session (a cold one's from its
+    /// entry: it stays cold).
+    pub(super) fn session_bytes(&self) -> u64 {
+        let live: u64 = self.live_views(|v| Some(v.bytes_written)).iter().sum();
         let bytes = |slot: &Arc<Slot>| slot.view.read().bytes_written;
-        let live: u64 = self.every_slot()?.iter().map(bytes).sum();
         let tombstones: u64 = self.tombstones.lock().slots().map(bytes).sum();
-        Ok(live + tombstones)
+        live + tombstones
     }
 
     pub(super) fn apply_disk_budget(
@@ -104,7 +94,7 @@ impl Inner {
     ) -> Result<()> {
         // Counted once, then kept up to date as sessions go (writes meanwhile are not
         // counted until the next pass).
-        let mut total = self.session_bytes()?;
+        let mut total = self.session_bytes();
         // Tombstones first, the oldest delete first: they are gone from the caller's view.
         while total > budget {
             let oldest = self.tombstones.lock().oldest();
