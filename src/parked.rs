@@ -61,6 +61,11 @@ impl BlockFile {
         self.closing.store(true, Ordering::SeqCst);
     }
 
+    /// Where the location section starts in the file.
+    pub(crate) fn section_at(&self) -> u64 {
+        self.section
+    }
+
     /// The file's path.
     pub(crate) fn path(&self) -> &std::path::Path {
         &self.path

@@ -827,3 +827,32 @@ fn retention_warms_only_the_cold_sessions_it_removes_from() {
     );
     assert_eq!(store.read_messages("s07x").unwrap().len(), 3);
 }
+
+#[test]
+fn a_checkpoint_copying_cold_entries_writes_the_bytes_it_writes_once_they_are_warm() {
+    let dir = TempDir::new().unwrap();
+    varied_store(dir.path(), 60);
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    store.append("sender/3/ü", &user("one more")).unwrap();
+    let cold = store.health().sessions_cold;
+    // Every cold session's entry and block copied as they are.
+    store.checkpoint().unwrap();
+    let copied = std::fs::read(dir.path().join("CHECKPOINT")).unwrap();
+    assert_eq!(store.health().sessions_cold, cold);
+    // The same sessions, every one warmed (`verify`) and the listed ones read (their
+    // locations in memory), encoded.
+    assert!(store.verify().unwrap().is_sound());
+    for key in store.list_sessions() {
+        store.load(&key);
+    }
+    assert_eq!(store.health().sessions_cold, 0);
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
+    store.checkpoint().unwrap();
+    let encoded = std::fs::read(dir.path().join("CHECKPOINT")).unwrap();
+    assert!(
+        copied == encoded,
+        "{} and {} bytes",
+        copied.len(),
+        encoded.len()
+    );
+}

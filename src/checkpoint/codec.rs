@@ -159,6 +159,21 @@ impl Sessions {
         Ok(start as u64)
     }
 
+    /// Adds a session as a checkpoint of this version recorded it: its entry's bytes and its
+    /// block, copied (`Copier`). Returns where they went.
+    pub(crate) fn add_copied(&mut self, entry: &[u8], block: &[u8]) -> Placed {
+        let placed = Placed {
+            entry_at: self.bytes.0.len() as u64,
+            entry_len: entry.len(),
+            block_at: self.locations.len() as u64,
+        };
+        self.bytes.0.extend_from_slice(entry);
+        self.locations.extend_from_slice(block);
+        self.count += 1;
+        self.last = None;
+        placed
+    }
+
     /// The location section's length so far.
     pub(crate) fn section_len(&self) -> usize {
         self.locations.len()

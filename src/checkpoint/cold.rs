@@ -380,6 +380,98 @@ impl Cold {
     }
 }
 
+/// Reads cold sessions' entries and blocks as they are in the file, to be copied into a new
+/// checkpoint without decoding them: in long reads of the body and of the location section,
+/// which a checkpoint visits in the order they are in (newest session first).
+pub(crate) struct Copier<'a> {
+    cold: &'a Cold,
+    entries: Window,
+    blocks: Window,
+}
+
+/// Bytes of a file read ahead, from `at`.
+#[derive(Default)]
+struct Window {
+    buf: Vec<u8>,
+    at: u64,
+}
+
+impl Window {
+    /// The `len` bytes at `at` of `file`, read with what follows them, a chunk at a time
+    /// (more for a longer item), never past `end`.
+    fn get(&mut self, file: &BlockFile, at: u64, len: usize, end: u64) -> Result<&[u8]> {
+        let stop = at + len as u64;
+        if at < self.at || stop > self.at + self.buf.len() as u64 {
+            let n = (LISTING_CHUNK as u64)
+                .min(end.saturating_sub(at))
+                .max(len as u64);
+            self.buf.resize(n as usize, 0);
+            if let Err(e) = file.read_at(&mut self.buf, at, "body") {
+                self.buf.clear();
+                return Err(e);
+            }
+            self.at = at;
+        }
+        let from = (at - self.at) as usize;
+        Ok(&self.buf[from..from + len])
+    }
+}
+
+impl<'a> Copier<'a> {
+    /// A copier of `cold`'s sessions.
+    pub(crate) fn new(cold: &'a Cold) -> Copier<'a> {
+        Copier {
+            cold,
+            entries: Window::default(),
+            blocks: Window::default(),
+        }
+    }
+
+    /// The entry `e` and its block, as they are in the file, their CRCs checked; `None` if
+    /// they cannot be copied as they are into a checkpoint of `version` whose windows keep
+    /// `window` ids (another version, or more ids than that: the session is decoded
+    /// instead).
+    pub(crate) fn next(
+        &mut self,
+        e: &ColdEntry,
+        version: u32,
+        window: usize,
+    ) -> Result<Option<(&[u8], &[u8])>> {
+        let cold = self.cold;
+        if cold.version != version {
+            return Ok(None);
+        }
+        let file = &*cold.file;
+        let body_end = cold.body_at + cold.end;
+        let entry = (self.entries).get(file, cold.body_at + e.at, e.len as usize, body_end)?;
+        if crc32fast::hash(entry) != e.crc {
+            return Err(cold.changed(e));
+        }
+        let mut block_end = e.block_at;
+        let parsed = EntryRef::parse(
+            &mut Reader(entry),
+            cold.version,
+            &mut block_end,
+            cold.section_len,
+        )
+        .ok_or_else(|| cold.changed(e))?;
+        let Locs::Section { crc, .. } = parsed.locs else {
+            return Ok(None);
+        };
+        if parsed.id_count > window {
+            return Ok(None);
+        }
+        let section = file.section_at();
+        let len = (block_end - e.block_at) as usize;
+        let block_at = section + e.block_at;
+        let block = (self.blocks).get(file, block_at, len, section + cold.section_len)?;
+        if crc32fast::hash(block) != crc {
+            return Err(cold.changed(e));
+        }
+        Ok(Some((entry, block)))
+    }
+}
+
 /// A cold session's entry as read again.
 pub(crate) struct ColdRead<'a> {
     cold: &'a Cold,

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{self, Cold, ColdEntry, Entry, Sessions};
+use crate::checkpoint::{self, Cold, ColdEntry, Copier, Entry, Sessions};
 use crate::claim::SegmentStat;
 use crate::error::Result;
 use crate::fs::{context, sync_dir, written_after, OpenMode};
@@ -236,6 +236,7 @@ impl Inner {
         order.sort_by_key(|(id, _)| Reverse(*id));
         let mut rec = Recording::default();
         let mut newest_segment_ns = i64::MIN;
+        let mut copier = cold.as_ref().map(|(cold, _)| Copier::new(cold));
         for (_, to_record) in order {
             let (cold, at) = match to_record {
                 ToRecord::Hot(slot) => {
@@ -244,6 +245,11 @@ impl Inner {
                 }
                 ToRecord::Cold(cold, at) => (cold, at),
             };
+            if let Some(copier) = &mut copier {
+                if self.copy_cold(cold, copier, at, &mut rec) {
+                    continue;
+                }
+            }
             match self.cold_to_record(cold, at)? {
                 None => {}
                 Some((slot, true)) => self.record_moved(&slot, each, &mut rec)?,
@@ -513,6 +519,40 @@ impl Inner {
         }
         let block = view.home.block().cloned();
         Ok(block.map(|block| (block, offset)))
+    }
+
+    /// Records the session at `at` of `cold` as its entry and block are there, copied (no
+    /// decoding), if it is still cold and they can be copied as they are (`Copier::next`);
+    /// its files as the checkpoint claims them. False if not: then it is recorded decoded (a
+    /// read that failed is tried again there).
+    fn copy_cold(
+        &self,
+        cold: &Cold,
+        copier: &mut Copier<'_>,
+        at: usize,
+        rec: &mut Recording,
+    ) -> bool {
+        let Some((e, Some(claim))) = self.sessions.read().cold_copy(at) else {
+            return false;
+        };
+        let window = self.options.idempotency_window;
+        let Ok(Some((entry, block))) = copier.next(&e, checkpoint::VERSION_WRITTEN, window) else {
+            return false;
+        };
+        let placed = rec.sessions.add_copied(entry, block);
+        for (number, stat) in claim.files() {
+            let name = layout::segment_name(e.session_id, *number);
+            rec.segments.insert(name, *stat);
+        }
+        rec.live_keys
+            .insert(cold.key(at).unwrap_or_default().to_owned());
+        let entry = ColdEntry {
+            at: placed.entry_at,
+            block_at: placed.block_at,
+            ..e
+        };
+        rec.placed.push((at as u32, entry));
+        true
     }
 
     /// Points the sessions whose locations are still those of an earlier checkpoint's block

@@ -261,7 +261,7 @@ impl SessionMap {
     }
 
     /// The entry of the session at `at` and a copy of its claim, while it is cold.
-    fn cold_copy(&self, at: usize) -> Option<(ColdEntry, Option<Claim>)> {
+    pub(super) fn cold_copy(&self, at: usize) -> Option<(ColdEntry, Option<Claim>)> {
         let c = self.cold.as_ref().filter(|c| c.is_cold(at))?;
         let e = *c.cold.entries.get(at)?;
         Some((e, c.claims.peek(e.session_id)))
