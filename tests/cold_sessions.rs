@@ -856,3 +856,35 @@ fn a_checkpoint_copying_cold_entries_writes_the_bytes_it_writes_once_they_are_wa
         encoded.len()
     );
 }
+
+#[test]
+fn a_search_warms_only_the_cold_sessions_whose_messages_it_reads() {
+    let dir = TempDir::new().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    for i in 0..30 {
+        let word = if i % 10 == 3 { "heron" } else { "sparrow" };
+        store
+            .append(&format!("s{i:02}x"), &user(&format!("a {word} at {i}")))
+            .unwrap();
+    }
+    // The index is built and saved at close: the next open finds it covering every session.
+    store
+        .search_messages(&sessionlog::MessageQuery::new("heron"))
+        .unwrap();
+    store.close().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.health().sessions_cold, 30);
+    let hits = store
+        .search_messages(&sessionlog::MessageQuery::new("heron"))
+        .unwrap();
+    let mut keys: Vec<&str> = hits.iter().map(|h| h.session.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["s03x", "s13x", "s23x"]);
+    assert_eq!(store.health().sessions_cold, 27, "the three read, no other");
+    let found = store.search(&sessionlog::SessionQuery {
+        keyword: Some("heron".into()),
+        limit: Some(10),
+    });
+    assert_eq!(found.len(), 3);
+    assert_eq!(store.health().sessions_cold, 27);
+}

@@ -10,7 +10,7 @@ use std::path::Path;
 use proptest::prelude::*;
 use sessionlog::testing::{assert_hits, search_sessions_in, OracleSession};
 use sessionlog::{
-    ChatMessage, Durability, EncryptionKey, Finding, LogStore, MessageQuery, Options,
+    ChatMessage, Durability, EncryptionKey, Finding, LogStore, MessageHit, MessageQuery, Options,
     SessionBackend, SessionQuery,
 };
 
@@ -50,18 +50,27 @@ fn queries() -> Vec<String> {
     q
 }
 
-/// Both searches agree with brute force, for every query.
+/// Both searches agree with brute force, for every query. The queries are asked first, so
+/// that after an open from the checkpoint they find the sessions cold (the brute force then
+/// reads every one).
 fn check(store: &LogStore, when: &str) {
-    let sessions = corpus(store);
-    for q in queries() {
-        let found: Vec<String> = store
-            .search(&SessionQuery {
+    let answers: Vec<(String, Vec<String>, Vec<MessageHit>)> = (queries().into_iter())
+        .map(|q| {
+            let found = (store.search(&SessionQuery {
                 keyword: Some(q.clone()),
                 limit: Some(3),
-            })
+            }))
             .into_iter()
             .map(|m| m.key)
             .collect();
+            let mut query = MessageQuery::new(q.clone());
+            query.limit = 10_000;
+            let hits = store.search_messages(&query).unwrap();
+            (q, found, hits)
+        })
+        .collect();
+    let sessions = corpus(store);
+    for (q, found, hits) in answers {
         // The oracle's matches, most recent activity first (the listing's order), at most 3.
         let matching = search_sessions_in(&sessions, &q);
         let wanted: Vec<String> = sessions
@@ -71,9 +80,6 @@ fn check(store: &LogStore, when: &str) {
             .take(3)
             .collect();
         assert_eq!(found, wanted, "search {q:?} ({when})");
-        let mut query = MessageQuery::new(q.clone());
-        query.limit = 10_000;
-        let hits = store.search_messages(&query).unwrap();
         assert_hits(&hits, &sessions, &q, when);
         for hit in &hits {
             assert_eq!(store.load(&hit.session)[hit.index], hit.message, "{when}");

@@ -44,6 +44,7 @@ mod residence;
 mod retention;
 mod retire;
 mod root;
+mod searcher;
 mod searching;
 mod session_map;
 mod tombstones;
@@ -193,7 +194,7 @@ struct Inner {
     /// budget (`residence.rs`).
     residence: Mutex<Residence>,
     /// The search index, once a query loaded it (`searching.rs`).
-    search: Mutex<Option<searching::Searcher>>,
+    search: Mutex<Option<searcher::Searcher>>,
     /// Changes to sessions' views (a write applied, a compaction, a fork, a replay at first
     /// touch): the index compares sessions with what it holds only when this moved.
     changes: AtomicU64,

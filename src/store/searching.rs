@@ -5,13 +5,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use crate::backend::SessionMetadata;
 use crate::error::{Error, Result};
 use crate::fs::retry_while_gone;
 use crate::health::Swallowed;
-use crate::index::query::{clauses, snippet, Clause, Collection, MessageHit, MessageQuery};
+use crate::index::query::{clauses, snippet, Clause, MessageHit, MessageQuery};
 use crate::index::run::META_POSITION;
 use crate::index::terms::{TermKey, TERM_KEY_CONTEXT};
 use crate::index::{SearchIndex, INDEX_DIR};
@@ -20,33 +19,8 @@ use crate::report::Finding;
 use crate::search::Matcher;
 use crate::segment::StoredMessage;
 
-use super::{Inner, Slot};
-
-/// The loaded index and what it knows of the store's sessions.
-pub(super) struct Searcher {
-    index: SearchIndex,
-    /// `Inner::changes` when every session was last compared with the index (`None`: never,
-    /// or a session could not be read then).
-    scanned_at: Option<u64>,
-    /// The sessions searched (live, not archived), as of that comparison.
-    searchable: HashMap<u64, Arc<Slot>>,
-    /// BM25's statistics over their messages, as of that comparison.
-    collection: Collection,
-}
-
-impl Searcher {
-    fn new(index: SearchIndex) -> Searcher {
-        Searcher {
-            index,
-            scanned_at: None,
-            searchable: HashMap::new(),
-            collection: Collection {
-                docs: 0,
-                mean_length: 0.0,
-            },
-        }
-    }
-}
+use super::searcher::Searcher;
+use super::Inner;
 
 /// A doc of a session: its id and position.
 type DocKey = (u64, u32);
@@ -214,160 +188,6 @@ impl Inner {
         }
     }
 
-    /// Brings the index up to every session's last event: each session changed since it was
-    /// indexed is indexed again, from the first message that changed.
-    fn catch_up(&self, searcher: &mut Searcher) -> Result<()> {
-        self.catch_up_unless(searcher, || false)
-    }
-
-    /// [`Inner::catch_up`], giving up between two sessions once `stop` says so (the store is
-    /// closing: the background's catch-up must not hold up a close); what was indexed stays,
-    /// and the next catch-up compares every session again.
-    fn catch_up_unless(&self, searcher: &mut Searcher, stop: impl Fn() -> bool) -> Result<()> {
-        let changes = self.changes.load(Ordering::SeqCst);
-        if searcher.scanned_at == Some(changes) {
-            return Ok(());
-        }
-        let seq = self.feed.next_seq().saturating_sub(1);
-        let slots: Vec<Arc<Slot>> = self.every_slot()?;
-        let ids: HashSet<u64> = slots.iter().map(|s| s.session_id).collect();
-        let mut complete = true;
-        searcher.searchable.clear();
-        for slot in slots {
-            let (last_seq, live) = {
-                let view = slot.view.read();
-                if view.is_live() && !view.archived {
-                    searcher
-                        .searchable
-                        .insert(slot.session_id, Arc::clone(&slot));
-                }
-                (view.last_seq, view.is_live())
-            };
-            let index = &mut searcher.index;
-            if index
-                .coverage(slot.session_id)
-                .is_some_and(|c| c.last_seq == last_seq)
-            {
-                continue;
-            }
-            if !live {
-                index.touch(slot.session_id, last_seq);
-                continue;
-            }
-            if stop() {
-                complete = false;
-                break;
-            }
-            let indexed = self.index_session(index, &slot);
-            match self
-                .monitor
-                .note(Swallowed::Read, "indexing", Some(&slot.key), indexed)
-            {
-                Some(true) => self.monitor.indexed(),
-                Some(false) => {}
-                None => complete = false, // tried again at the next query
-            }
-            if !self.read_only && index.delta_full() {
-                // What the index covers is made durable first: a crash must not take back a
-                // location the saved index holds (a later write could reuse it). A failed
-                // save leaves the index whole in memory; it is tried again later.
-                let saved = self.flush().and_then(|()| index.save(&*self.fs));
-                self.monitor.note(
-                    Swallowed::Background,
-                    "saving the search index",
-                    None,
-                    saved,
-                );
-            }
-        }
-        let index = &mut searcher.index;
-        self.forget_gone(index, ids);
-        index.set_covered_seq(seq);
-        // BM25's statistics, over every message searched (a query's filters aside).
-        let (mut docs, mut tokens) = (0u64, 0u64);
-        for id in searcher.searchable.keys() {
-            if let Some(cov) = index.coverage(*id) {
-                docs += cov.positions.len() as u64;
-                tokens += cov.tokens();
-            }
-        }
-        searcher.collection = Collection {
-            docs,
-            mean_length: tokens as f32 / docs.max(1) as f32,
-        };
-        searcher.scanned_at = complete.then_some(changes);
-        Ok(())
-    }
-
-    /// Forgets the sessions the index covers that are gone for good: neither among `ids` (the
-    /// store's sessions) nor restorable. A deleted one that can still be restored is kept:
-    /// were it forgotten, its next indexing would start its versions again, and its old docs
-    /// (not yet merged away) would count as current.
-    fn forget_gone(&self, index: &mut SearchIndex, mut ids: HashSet<u64>) {
-        ids.extend(self.tombstones.lock().slots().map(|s| s.session_id));
-        for id in index.covered_sessions() {
-            if !ids.contains(&id) {
-                index.forget(id);
-            }
-        }
-    }
-
-    /// Indexes what changed of one session since the index last saw it; false when there was
-    /// nothing to index (the session is gone or not live).
-    fn index_session(&self, index: &mut SearchIndex, slot: &Arc<Slot>) -> Result<bool> {
-        let Some(pinned) = self.slot(&slot.key)? else {
-            return Ok(false);
-        };
-        if pinned.session_id != slot.session_id {
-            return Ok(false); // replaced since the scan began: the next scan takes it
-        }
-        // What is read is copied under the view's lock, and read after it: a writer of the
-        // session never waits for the index's reads. Records never change, so the copy is the
-        // session as of `last_seq`.
-        let copied = self.reading(&pinned, || {
-            let view = pinned.view.read();
-            if !view.is_live() {
-                index.touch(slot.session_id, view.last_seq);
-                return Ok(None);
-            }
-            let keep = index
-                .coverage(slot.session_id)
-                .map_or(0, |c| c.kept(&view.messages, view.last_seq));
-            let locs = view.messages[keep..].to_vec();
-            // Opened under the lock, so a compaction cannot remove the files first.
-            let files = self.segment_files(&pinned, &locs)?;
-            let tail = view.messages[view.messages.len().saturating_sub(2)..].to_vec();
-            let name = view.name.clone().unwrap_or_default();
-            Ok(Some((
-                view.last_seq,
-                keep,
-                locs,
-                view.messages.first().copied(),
-                tail,
-                name,
-                files,
-            )))
-        })?;
-        let Some((last_seq, keep, locs, first, tail, name, files)) = copied else {
-            return Ok(false);
-        };
-        let meta = [slot.key.as_str(), name.as_str()];
-        index.index_session(
-            slot.session_id,
-            last_seq,
-            keep,
-            &meta,
-            (first, &tail),
-            |add| {
-                files.visit_messages(&locs, |_, _, _, content| {
-                    add(content);
-                    true
-                })
-            },
-        )?;
-        Ok(true)
-    }
-
     /// The trait's `search` for a keyword, answered from the index: the sessions that hold a
     /// doc with every token of some word are candidates; each is confirmed on its text, most
     /// recent activity first, until `limit` are found.
@@ -394,25 +214,22 @@ impl Inner {
                     candidates.entry(session).or_default().push(position);
                 }
             }
-            let mut rows: Vec<(i64, &Arc<Slot>, Vec<u32>)> = candidates
+            let searcher = &*searcher;
+            let mut rows: Vec<(i64, &str, u64, Vec<u32>)> = candidates
                 .into_iter()
                 .filter_map(|(id, mut positions)| {
-                    let slot = searcher.searchable.get(&id)?;
-                    let view = slot.view.read();
-                    (view.is_live() && !view.archived).then(|| {
-                        positions.sort_unstable();
-                        positions.dedup();
-                        (view.last_activity, slot, positions)
-                    })
+                    let activity = searcher.activity(id)?;
+                    positions.sort_unstable();
+                    positions.dedup();
+                    Some((activity, searcher.key(id)?, id, positions))
                 })
                 .collect();
-            rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.key.cmp(&b.1.key)));
+            rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
             let mut out = Vec::new();
-            for (_, slot, positions) in rows {
-                let found = self.confirm(slot, &positions, &matcher);
-                let found = self
-                    .monitor
-                    .note(Swallowed::Read, "search", Some(&slot.key), found)
+            for (_, key, id, positions) in rows {
+                let found = self.confirm(key, id, &positions, &matcher);
+                let found = (self.monitor)
+                    .note(Swallowed::Read, "search", Some(key), found)
                     .flatten();
                 if let Some(meta) = found {
                     out.push(meta);
@@ -425,18 +242,19 @@ impl Inner {
         })
     }
 
-    /// The session's metadata when `matcher` matches its key, its name or the message at one
-    /// of `positions`, read from its files.
+    /// The metadata of session `id` under `key` when `matcher` matches its key, its name or
+    /// the message at one of `positions`, read from its files.
     fn confirm(
         &self,
-        slot: &Arc<Slot>,
+        key: &str,
+        id: u64,
         positions: &[u32],
         matcher: &Matcher,
     ) -> Result<Option<SessionMetadata>> {
-        let Some(pinned) = self.slot(&slot.key)? else {
+        let Some(pinned) = self.slot(key)? else {
             return Ok(None);
         };
-        if pinned.session_id != slot.session_id {
+        if pinned.session_id != id {
             return Ok(None); // erased since the catch-up
         }
         // Copied under the view's lock and read after it, so no writer waits for the read.
@@ -476,6 +294,7 @@ impl Inner {
             return Ok(Vec::new());
         }
         self.with_index(|searcher| {
+            let searcher = &*searcher;
             let searchable = &searcher.searchable;
             let collection = searcher.collection;
             if collection.docs == 0 {
@@ -489,14 +308,15 @@ impl Inner {
                     return true;
                 }
                 *decided.entry(id).or_insert_with(|| {
-                    searchable.get(&id).is_some_and(|slot| {
-                        let view = slot.view.read();
-                        query.session.as_deref().is_none_or(|s| s == slot.key)
-                            && query
-                                .agent_alias
-                                .as_deref()
-                                .is_none_or(|a| view.agent_alias.as_deref() == Some(a))
-                    })
+                    let Some(key) = searcher.key(id) else {
+                        return false;
+                    };
+                    query.session.as_deref().is_none_or(|s| s == key)
+                        && query.agent_alias.as_deref().is_none_or(|a| {
+                            searcher
+                                .with_view(id, |view| view.agent_alias.as_deref() == Some(a))
+                                .unwrap_or(false)
+                        })
                 })
             };
             // Each token's current docs in searched sessions, by doc: (doc, frequency, length).
@@ -563,7 +383,7 @@ impl Inner {
                 }
                 if clause.is_phrase() {
                     let docs: Vec<DocKey> = found.iter().map(|f| f.0).collect();
-                    self.read_docs(searchable, &docs, &mut texts)?;
+                    self.read_docs(searcher, &docs, &mut texts)?;
                     found.retain(|(doc, _)| {
                         texts
                             .get(doc)
@@ -583,7 +403,7 @@ impl Inner {
             }
             let order = |a: &(DocKey, f32), b: &(DocKey, f32)| {
                 b.1.total_cmp(&a.1)
-                    .then_with(|| searchable[&a.0 .0].key.cmp(&searchable[&b.0 .0].key))
+                    .then_with(|| searcher.key(a.0 .0).cmp(&searcher.key(b.0 .0)))
                     .then_with(|| a.0 .1.cmp(&b.0 .1))
             };
             // Only the best are sorted: `limit` and a few more at a time (a hit whose session
@@ -609,7 +429,7 @@ impl Inner {
                     let chunk = &ranked[next..next + take];
                     next += take;
                     let wanted: Vec<DocKey> = chunk.iter().map(|r| r.0).collect();
-                    self.read_docs(searchable, &wanted, &mut texts)?;
+                    self.read_docs(searcher, &wanted, &mut texts)?;
                     for (doc, score) in chunk {
                         let Some(stored) = texts.get(doc) else {
                             continue; // changed since the catch-up
@@ -621,7 +441,7 @@ impl Inner {
                             continue;
                         }
                         out.push(MessageHit {
-                            session: searchable[&doc.0].key.clone(),
+                            session: searcher.key(doc.0).unwrap_or_default().to_owned(),
                             index: doc.1 as usize,
                             created_at: at,
                             message: stored.message.clone(),
@@ -642,7 +462,7 @@ impl Inner {
     /// Reads the messages of `docs` not yet in `texts` into it.
     fn read_docs(
         &self,
-        slots: &HashMap<u64, Arc<Slot>>,
+        searcher: &Searcher,
         docs: &[DocKey],
         texts: &mut HashMap<DocKey, StoredMessage>,
     ) -> Result<()> {
@@ -651,9 +471,11 @@ impl Inner {
             by_session.entry(doc.0).or_default().push(doc.1);
         }
         for (id, mut positions) in by_session {
-            let Some(slot) = slots.get(&id) else { continue };
+            let Some(key) = searcher.key(id) else {
+                continue;
+            };
             positions.sort_unstable();
-            let Some(pinned) = self.slot(&slot.key)? else {
+            let Some(pinned) = self.slot(key)? else {
                 continue;
             };
             if pinned.session_id != id {
