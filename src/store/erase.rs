@@ -78,11 +78,17 @@ impl Inner {
     /// compacting a live one changes nothing it holds, but a deleted one is reclaimed only for
     /// an explicit `erase_session` of the key.
     pub(super) fn detach_forks(&self, key: &str, dead_too: bool) -> Result<()> {
-        // Every fork, or none: one left out would keep this session's bytes.
+        // An erasure (`dead_too`) finds every fork or refuses, before it changes anything:
+        // one left out would keep this session's bytes. A reclaim (its delete record already
+        // written) goes on without a session it cannot read, counted in `health()`.
         let (forks, unread) =
             self.each_live_view(|view| view.fork_origin.as_ref().map(|_| view.key.clone()));
-        if let Some((_, e)) = unread.into_iter().next() {
-            return Err(e);
+        for (key, e) in unread {
+            if dead_too {
+                return Err(e);
+            }
+            let what = "looking for forks before a reclaim";
+            (self.monitor).swallowed(crate::health::Swallowed::Read, what, Some(&key), &e);
         }
         for fork in forks {
             // The links it drops go at once and are never archived: they are this session's
