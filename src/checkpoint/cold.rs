@@ -323,19 +323,25 @@ impl Cold {
     }
 
     fn parse<'b>(&'b self, e: &ColdEntry, bytes: &'b [u8]) -> Result<ColdRead<'b>> {
-        let mut section_at = e.block_at;
-        let entry = EntryRef::parse(
-            &mut Reader(bytes),
-            self.version,
-            &mut section_at,
-            self.section_len,
-        )
-        .ok_or_else(|| self.changed(e))?;
+        let (entry, _) = self.parse_entry(e, bytes)?;
         Ok(ColdRead {
             cold: self,
             entry,
             block_at: e.block_at,
         })
+    }
+
+    /// The entry `e` as `bytes` hold it, and where its block ends in the location section.
+    fn parse_entry<'b>(&self, e: &ColdEntry, bytes: &'b [u8]) -> Result<(EntryRef<'b>, u64)> {
+        let mut block_end = e.block_at;
+        let entry = EntryRef::parse(
+            &mut Reader(bytes),
+            self.version,
+            &mut block_end,
+            self.section_len,
+        )
+        .ok_or_else(|| self.changed(e))?;
+        Ok((entry, block_end))
     }
 
     /// `f` of each of `entries` (indices, in order of where they are in the body), read
@@ -447,14 +453,7 @@ impl<'a> Copier<'a> {
         if crc32fast::hash(entry) != e.crc {
             return Err(cold.changed(e));
         }
-        let mut block_end = e.block_at;
-        let parsed = EntryRef::parse(
-            &mut Reader(entry),
-            cold.version,
-            &mut block_end,
-            cold.section_len,
-        )
-        .ok_or_else(|| cold.changed(e))?;
+        let (parsed, block_end) = cold.parse_entry(e, entry)?;
         let Locs::Section { crc, .. } = parsed.locs else {
             return Ok(None);
         };
