@@ -4,6 +4,8 @@
 
 mod common;
 
+#[cfg(target_os = "linux")]
+use common::open_checkpoints;
 use common::{observe, user};
 use sessionlog::{ChatMessage, Durability, ListQuery, LogStore, Options, SessionBackend};
 use tempfile::TempDir;
@@ -368,16 +370,15 @@ fn a_cold_entry_changed_while_its_files_changed_too_is_refused_and_poisons_nothi
     change_cold_name(dir.path(), "07", "09");
     // k7's segment grew too: its files are not those the checkpoint claims, so a replay of
     // them is not taken in the entry's place.
-    let segment = (std::fs::read_dir(dir.path()).unwrap())
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .find(|p| std::fs::read(p).unwrap().windows(2).any(|w| w == b"k7"))
-        .expect("k7's segment");
+    let files = files_of(dir.path(), "marker-07");
+    let [(segment, _)] = &files[..] else {
+        panic!("k7's segment, by its name: {files:?}")
+    };
     {
         use std::io::Write;
         let mut file = std::fs::OpenOptions::new()
             .append(true)
-            .open(&segment)
+            .open(segment)
             .unwrap();
         file.write_all(b"appended while the store ran").unwrap();
     }
@@ -547,24 +548,6 @@ fn pages_merge_warm_and_cold_sessions_in_listing_order_through_random_writes() {
     }
 }
 
-/// The checkpoint files under `dir` this process holds open, by name ("(deleted)" marks a
-/// removed one).
-#[cfg(target_os = "linux")]
-fn open_checkpoints(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-        .filter_map(|target| {
-            let name = target
-                .strip_prefix(dir)
-                .ok()?
-                .to_string_lossy()
-                .into_owned();
-            name.contains("CHECKPOINT").then_some(name)
-        })
-        .collect()
-}
-
 /// Copies every file of `from` into `to`, but `skip`.
 fn copy_files(from: &std::path::Path, to: &std::path::Path, skip: &str) {
     for entry in std::fs::read_dir(from).unwrap() {
@@ -626,11 +609,12 @@ fn an_erasure_after_a_page_of_cold_sessions_leaves_no_handle_on_the_removed_chec
     assert_eq!(all_pages(&store, 3).len(), store.list_sessions().len());
 }
 
-/// Holds the first read of the checkpoint by the thread named `lister`, once armed, until
-/// the test says the erasure begins, then 300 ms more: the erasure closes the file meanwhile.
+/// Counts the reads of the checkpoint by the thread named `lister`, and holds the first one
+/// once armed until the test says go.
 #[derive(Debug, Default)]
 struct HoldListing {
     armed: std::sync::atomic::AtomicBool,
+    reads: std::sync::atomic::AtomicUsize,
     held: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
     go: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
@@ -639,7 +623,11 @@ impl common::hooked::Hooks for HoldListing {
     fn read(&self, path: &std::path::Path) {
         use std::sync::atomic::Ordering;
         let lister = std::thread::current().name() == Some("lister");
-        if !lister || !path.ends_with("CHECKPOINT") || !self.armed.swap(false, Ordering::SeqCst) {
+        if !lister || !path.ends_with("CHECKPOINT") {
+            return;
+        }
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if !self.armed.swap(false, Ordering::SeqCst) {
             return;
         }
         if let Some(held) = self.held.lock().unwrap().take() {
@@ -648,11 +636,31 @@ impl common::hooked::Hooks for HoldListing {
         if let Some(go) = self.go.lock().unwrap().take() {
             go.recv().unwrap();
         }
-        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+/// Waits until the thread whose id `tid` names sleeps (Linux's `/proc`): blocked on a lock.
+#[cfg(target_os = "linux")]
+fn until_asleep(tid: &str) {
+    let stat = format!("/proc/self/task/{tid}/stat");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&stat).unwrap();
+        // The state follows the command's closing parenthesis.
+        let state = text.rsplit(')').next().unwrap().trim_start().chars().next();
+        if state == Some('S') {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never blocked: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
 #[test]
+#[cfg(target_os = "linux")]
 fn a_listing_that_overlaps_the_first_erasure_leaves_out_no_cold_session() {
     use std::sync::atomic::Ordering;
     let sim = sessionlog::testing::SimFs::new();
@@ -660,7 +668,6 @@ fn a_listing_that_overlaps_the_first_erasure_leaves_out_no_cold_session() {
     let dir = std::path::Path::new("/store");
     let open = || LogStore::open_with_fs(dir, options(), std::sync::Arc::new(fs.clone())).unwrap();
     let store = open();
-    // Enough entries that a listing reads the checkpoint in more than one read.
     for i in 0..3000 {
         store.append(&format!("keep/{i}"), &user("hello")).unwrap();
     }
@@ -668,6 +675,17 @@ fn a_listing_that_overlaps_the_first_erasure_leaves_out_no_cold_session() {
     store.close().unwrap();
     let store = open();
     assert_eq!(store.health().sessions_cold, 3001);
+    let list_as_lister = |store: &LogStore| {
+        std::thread::scope(|s| {
+            let lister = std::thread::Builder::new().name("lister".into());
+            let lister = lister.spawn_scoped(s, || store.list_sessions_with_metadata());
+            lister.unwrap().join().unwrap()
+        })
+    };
+    // A listing reads the checkpoint in more than one read.
+    assert_eq!(list_as_lister(&store).len(), 3001);
+    let reads = fs.hooks.reads.swap(0, Ordering::SeqCst);
+    assert!(reads > 1, "{reads} read");
     let (held_tx, held) = std::sync::mpsc::channel();
     let (go, go_rx) = std::sync::mpsc::channel();
     *fs.hooks.held.lock().unwrap() = Some(held_tx);
@@ -678,15 +696,29 @@ fn a_listing_that_overlaps_the_first_erasure_leaves_out_no_cold_session() {
             .name("lister".into())
             .spawn_scoped(s, || store.list_sessions_with_metadata())
             .unwrap();
-        // The listing holds the cold sessions' checkpoint and reads it; the erasure warms
-        // every session and closes that file before the listing's next read.
+        // The listing holds the cold sessions' checkpoint, and its first read of it holds
+        // the file. The erasure warms every session, then waits to close that file, which
+        // no read then begun can be made from: the listing's next reads fail.
         held.recv().unwrap();
+        let (tid_tx, tid) = std::sync::mpsc::channel();
+        let store = &store;
+        let eraser = s.spawn(move || {
+            let me = std::fs::read_link("/proc/thread-self").unwrap();
+            tid_tx.send(me.file_name().unwrap().to_owned()).unwrap();
+            store.erase_session("gone")
+        });
+        until_asleep(&tid.recv().unwrap().to_string_lossy());
         go.send(()).unwrap();
-        store.erase_session("gone").unwrap();
+        eraser.join().unwrap().unwrap();
         let rows = lister.join().unwrap();
         let kept = rows.iter().filter(|m| m.key.starts_with("keep/")).count();
         assert_eq!(kept, 3000);
     });
+    assert_eq!(
+        fs.hooks.reads.load(Ordering::SeqCst),
+        1,
+        "the listing's reads after the first failed: its rows were warmed instead"
+    );
     assert_eq!(store.health().sessions_cold, 0);
     assert_eq!(store.health().read_errors, 0);
 }
@@ -855,36 +887,4 @@ fn a_checkpoint_copying_cold_entries_writes_the_bytes_it_writes_once_they_are_wa
         copied.len(),
         encoded.len()
     );
-}
-
-#[test]
-fn a_search_warms_only_the_cold_sessions_whose_messages_it_reads() {
-    let dir = TempDir::new().unwrap();
-    let store = LogStore::open_with(dir.path(), options()).unwrap();
-    for i in 0..30 {
-        let word = if i % 10 == 3 { "heron" } else { "sparrow" };
-        store
-            .append(&format!("s{i:02}x"), &user(&format!("a {word} at {i}")))
-            .unwrap();
-    }
-    // The index is built and saved at close: the next open finds it covering every session.
-    store
-        .search_messages(&sessionlog::MessageQuery::new("heron"))
-        .unwrap();
-    store.close().unwrap();
-    let store = LogStore::open_with(dir.path(), options()).unwrap();
-    assert_eq!(store.health().sessions_cold, 30);
-    let hits = store
-        .search_messages(&sessionlog::MessageQuery::new("heron"))
-        .unwrap();
-    let mut keys: Vec<&str> = hits.iter().map(|h| h.session.as_str()).collect();
-    keys.sort();
-    assert_eq!(keys, ["s03x", "s13x", "s23x"]);
-    assert_eq!(store.health().sessions_cold, 27, "the three read, no other");
-    let found = store.search(&sessionlog::SessionQuery {
-        keyword: Some("heron".into()),
-        limit: Some(10),
-    });
-    assert_eq!(found.len(), 3);
-    assert_eq!(store.health().sessions_cold, 27);
 }

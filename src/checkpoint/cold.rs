@@ -92,15 +92,23 @@ pub(crate) struct Cold {
     heads: Vec<(u32, Hash)>,
 }
 
-/// The keys of a checkpoint's live sessions.
+/// The keys of a checkpoint's live sessions, by entry index (an index stays its entry's for
+/// the store's life: [`Cold::moved_to`] keeps them).
 #[derive(Clone)]
-struct ColdKeys {
+pub(crate) struct ColdKeys {
     /// Each entry's key.
     keys: Vec<Box<str>>,
     /// The entries' indices by key ([`Cold::index_keys`]): 4 bytes each and their keys kept
     /// once, in `keys`, where a map of keys would hold each key again.
     by_key: HashTable<u32>,
     hasher: RandomState,
+}
+
+impl ColdKeys {
+    /// The key of the entry at `index`.
+    pub(crate) fn key(&self, index: usize) -> Option<&str> {
+        self.keys.get(index).map(|k| &**k)
+    }
 }
 
 impl Cold {
@@ -179,7 +187,7 @@ impl Cold {
             window: self.window,
             entries,
             end,
-            by_id: None,
+            by_id: self.by_id.clone(),
             hint: AtomicUsize::new(0),
             keys: Arc::clone(&self.keys),
             heads: Vec::new(),
@@ -199,8 +207,7 @@ impl Cold {
         self
     }
 
-    /// The entry of session `id`, if it is among them, and its index (at open: see
-    /// [`Cold::opened`]).
+    /// The entry of session `id`, if it is among them, and its index.
     pub(crate) fn find(&self, id: u64) -> Option<(usize, &ColdEntry)> {
         let hint = self.hint.load(Ordering::Relaxed);
         let index = match &self.by_id {
@@ -261,10 +268,11 @@ impl Cold {
         found.map(|&j| j as usize)
     }
 
-    /// Drops what only open's check of the anchors used: the chain heads, the index by id.
+    /// Drops what only open's check of the anchors used: the chain heads. (The index by id
+    /// stays: the anchor of a close or of `root_hash` finds the cold sessions by id too. A
+    /// store's own checkpoints need none, their entries in descending order of id.)
     pub(crate) fn opened(&mut self) {
         self.heads = Vec::new();
-        self.by_id = None;
     }
 
     /// The checkpoint file the entries are read from: an erasure closes it
@@ -275,7 +283,12 @@ impl Cold {
 
     /// The key of the entry at `index`.
     pub(crate) fn key(&self, index: usize) -> Option<&str> {
-        self.keys.keys.get(index).map(|k| &**k)
+        self.keys.key(index)
+    }
+
+    /// The entries' keys, shared: they hold no file open.
+    pub(crate) fn keys(&self) -> &Arc<ColdKeys> {
+        &self.keys
     }
 
     /// The chain head of the entry at `index` if it differs from its anchored point's at its
@@ -509,5 +522,54 @@ impl ColdRead<'_> {
             room_id: owned(room_id),
             sender_id: owned(sender_id),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::{FileSystem, OpenMode};
+
+    #[test]
+    fn entries_in_any_order_of_id_are_found_after_open_and_after_a_move() {
+        let fs = crate::testing::SimFs::new();
+        let path = std::path::Path::new("/CHECKPOINT");
+        let file = |fs: &crate::testing::SimFs| {
+            let handle = fs.open(path, OpenMode::Truncate).unwrap();
+            Arc::new(BlockFile::new(handle, path.to_path_buf(), 0))
+        };
+        for ids in [vec![9u64, 7, 4, 2], vec![2, 9, 4, 7], vec![4, 2, 7, 9]] {
+            let mut cold = Cold::new(
+                crate::checkpoint::VERSION_WRITTEN,
+                0,
+                &file(&fs),
+                0,
+                0,
+                ids.len(),
+            );
+            for (i, &id) in ids.iter().enumerate() {
+                let entry = ColdEntry {
+                    at: i as u64 * 10,
+                    len: 10,
+                    crc: 0,
+                    block_at: 0,
+                    session_id: id,
+                    last_seq: id,
+                    last_activity: 0,
+                };
+                cold.push(entry, format!("k{id}").into(), [0; 32], None);
+            }
+            let mut cold = cold.sorted();
+            cold.opened();
+            let moved = cold.moved_to(&file(&fs), crate::checkpoint::VERSION_WRITTEN, 0, 0, &[]);
+            for c in [&cold, &moved] {
+                // In every order of lookup: each takes the hint first.
+                for &id in ids.iter().chain(ids.iter().rev()) {
+                    let (at, e) = c.find(id).unwrap_or_else(|| panic!("{id} in {ids:?}"));
+                    assert_eq!((ids[at], e.session_id), (id, id));
+                }
+                assert!(c.find(5).is_none() && c.find(10).is_none());
+            }
+        }
     }
 }

@@ -58,7 +58,7 @@ pub(crate) const BODY_AT: u64 = HEADER_LEN as u64;
 
 /// The version of the checkpoints this build writes.
 pub(crate) const VERSION_WRITTEN: u32 = codec::VERSION;
-pub(crate) use cold::{Cold, ColdEntry, ColdRead, Copier};
+pub(crate) use cold::{Cold, ColdEntry, ColdKeys, ColdRead, Copier};
 use folder::{check_folder, check_folder_after_crash};
 
 /// Checks what a whole checkpoint (its CRC right) claims against the rules every store keeps,

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::checkpoint::Cold;
+use crate::checkpoint::{Cold, ColdKeys};
 use crate::error::Result;
 use crate::health::Swallowed;
 use crate::index::query::Collection;
@@ -25,8 +25,11 @@ pub(super) struct Searcher {
     pub(super) scanned_at: Option<u64>,
     /// The sessions searched (live, not archived), as of that comparison.
     pub(super) searchable: HashMap<u64, Searchable>,
-    /// The checkpoint the cold sessions among them are in (as of that comparison).
-    cold: Option<Arc<Cold>>,
+    /// The keys of the cold sessions among them, shared with the checkpoint open read: keys
+    /// alone, which hold no file open. (Were the checkpoint kept here, its file would stay
+    /// open after a checkpoint taken while the store runs replaced it, and after an erasure
+    /// closed the files it knows of: the erased session's bytes would stay reachable.)
+    cold_keys: Option<Arc<ColdKeys>>,
     /// What the comparisons read of each cold session's entry, by index: a session does not
     /// change while it is cold, so each is read once.
     cold_seen: Vec<Seen>,
@@ -35,11 +38,13 @@ pub(super) struct Searcher {
 }
 
 /// A searched session: its slot, or, while it is cold and the index covers it as it is, the
-/// index of its entry (its key and last activity are there). A cold one is warmed only when
-/// a query reads its messages.
+/// index of its entry (whose key is in the searcher's keys) and its last activity. A cold one
+/// is warmed only when a query reads its messages. (It is a cold row until the next
+/// comparison even if something warmed it meanwhile: warming changes no answer, and a write
+/// to it brings the next comparison.)
 pub(super) enum Searchable {
     Hot(Arc<Slot>),
-    Cold(u32),
+    Cold { at: u32, activity: i64 },
 }
 
 /// What a catch-up read of a cold session's entry.
@@ -56,7 +61,7 @@ impl Searcher {
             index,
             scanned_at: None,
             searchable: HashMap::new(),
-            cold: None,
+            cold_keys: None,
             cold_seen: Vec::new(),
             collection: Collection {
                 docs: 0,
@@ -69,7 +74,7 @@ impl Searcher {
     pub(super) fn key(&self, id: u64) -> Option<&str> {
         match self.searchable.get(&id)? {
             Searchable::Hot(slot) => Some(&slot.key),
-            Searchable::Cold(at) => self.cold.as_deref()?.key(*at as usize),
+            Searchable::Cold { at, .. } => self.cold_keys.as_deref()?.key(*at as usize),
         }
     }
 
@@ -81,31 +86,34 @@ impl Searcher {
                 let view = slot.view.read();
                 (view.is_live() && !view.archived).then_some(view.last_activity)
             }
-            Searchable::Cold(at) => Some(
-                self.cold
-                    .as_deref()?
-                    .entries
-                    .get(*at as usize)?
-                    .last_activity,
-            ),
-        }
-    }
-
-    /// `f` of searched session `id`'s view (a cold one's decoded from its entry, for this
-    /// call alone).
-    pub(super) fn with_view<T>(&self, id: u64, f: impl FnOnce(&SessionView) -> T) -> Option<T> {
-        match self.searchable.get(&id)? {
-            Searchable::Hot(slot) => Some(f(&slot.view.read())),
-            Searchable::Cold(at) => {
-                let cold = self.cold.as_deref()?;
-                let session = cold.session(cold.entries.get(*at as usize)?).ok()?;
-                Some(f(&session.view))
-            }
+            Searchable::Cold { activity, .. } => Some(*activity),
         }
     }
 }
 
 impl Inner {
+    /// `f` of searched session `id`'s view: while it is cold, decoded from its entry in the
+    /// store's checkpoint for this call alone; once warmed, or if its entry cannot be read
+    /// again (an erasure closed the checkpoint's file), as the store holds it.
+    pub(super) fn searched_view<T>(
+        &self,
+        searcher: &Searcher,
+        id: u64,
+        f: impl FnOnce(&SessionView) -> T,
+    ) -> Option<T> {
+        let key = match searcher.searchable.get(&id)? {
+            Searchable::Hot(slot) => return Some(f(&slot.view.read())),
+            Searchable::Cold { .. } => searcher.key(id)?,
+        };
+        let listed = self.sessions.read().listed(key);
+        if let Some(Err((cold, e))) = listed {
+            if let Some(session) = cold.session(&e).ok().filter(|s| s.session_id == id) {
+                return Some(f(&session.view));
+            }
+        }
+        self.with_view(key, f)
+    }
+
     /// Brings the index up to every session's last event: each session changed since it was
     /// indexed is indexed again, from the first message that changed.
     pub(super) fn catch_up(&self, searcher: &mut Searcher) -> Result<()> {
@@ -129,6 +137,7 @@ impl Inner {
         let mut ids: HashSet<u64> = slots.iter().map(|s| s.session_id).collect();
         let mut complete = true;
         searcher.searchable.clear();
+        searcher.cold_keys = None;
         if let Some((cold, indices)) = cold {
             // A cold session the index covers as it is stays cold; any other is warmed and
             // compared as a hot one below.
@@ -242,7 +251,10 @@ impl Inner {
                 (searcher.index.coverage(e.session_id)).is_some_and(|c| c.last_seq == e.last_seq);
             match seen[at] {
                 Seen::Searched if covered => {
-                    let searchable = Searchable::Cold(at as u32);
+                    let searchable = Searchable::Cold {
+                        at: at as u32,
+                        activity: e.last_activity,
+                    };
                     searcher.searchable.insert(e.session_id, searchable);
                 }
                 Seen::Archived if covered => {}
@@ -250,7 +262,7 @@ impl Inner {
                 _ => warm.push(at),
             }
         }
-        searcher.cold = Some(Arc::clone(cold));
+        searcher.cold_keys = Some(Arc::clone(cold.keys()));
         warm
     }
 

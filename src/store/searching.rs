@@ -313,9 +313,10 @@ impl Inner {
                     };
                     query.session.as_deref().is_none_or(|s| s == key)
                         && query.agent_alias.as_deref().is_none_or(|a| {
-                            searcher
-                                .with_view(id, |view| view.agent_alias.as_deref() == Some(a))
-                                .unwrap_or(false)
+                            self.searched_view(searcher, id, |view| {
+                                view.agent_alias.as_deref() == Some(a)
+                            })
+                            .unwrap_or(false)
                         })
                 })
             };

@@ -302,3 +302,21 @@ pub fn sessionlog(args: &[&str], env: &[(&str, String)]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// The checkpoint files under `dir` this process holds open, by name ("(deleted)" marks a
+/// removed one).
+#[cfg(target_os = "linux")]
+pub fn open_checkpoints(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let name = target
+                .strip_prefix(dir)
+                .ok()?
+                .to_string_lossy()
+                .into_owned();
+            name.contains("CHECKPOINT").then_some(name)
+        })
+        .collect()
+}
