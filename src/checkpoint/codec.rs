@@ -542,36 +542,30 @@ pub(super) fn decode_body(
     // The checkpoint lists sessions newest first: their anchored points are found walking
     // down.
     let mut anchored = lazy.map(Anchored::descending);
-    let lazy = cold.is_some();
     for _ in 0..session_count {
         let at = s.pos;
         let block_at = section_at;
         let mut after = section_at;
-        let (ids, parsed) = s.item(ENTRY_MAX, |r| {
+        let (ids, decoded) = s.item(ENTRY_MAX, |r| {
             let start = r.0;
             after = section_at;
             let e = EntryRef::parse(r, version, &mut after, h.section_len)?;
             let len = start.len() - r.0.len();
-            let parsed = if lazy && !e.deleted {
-                Parsed::Cold(
-                    ColdEntry::of(&e, at, len, block_at, start)?,
-                    Box::from(e.key),
-                    e.head,
-                )
-            } else {
-                Parsed::Decoded(Box::new(e.session(window, block_at, &section)?))
+            let decoded = match &mut cold {
+                Some(cold) if !e.deleted => {
+                    let entry = ColdEntry::of(&e, at, len, block_at, start)?;
+                    let point = anchored.as_mut().and_then(|a| a.get(entry.session_id));
+                    cold.push(entry, e.key, e.head, point)?;
+                    None
+                }
+                _ => Some(Box::new(e.session(window, block_at, &section)?)),
             };
-            Some((e.id_count as u64, parsed))
+            Some((e.id_count as u64, decoded))
         })?;
         section_at = after;
         window_full |= ids >= recorded_window && recorded_window > 0;
-        match (parsed, &mut cold) {
-            (Parsed::Decoded(session), _) => sessions.push(*session),
-            (Parsed::Cold(entry, key, head), Some(cold)) => {
-                let point = anchored.as_mut().and_then(|a| a.get(entry.session_id));
-                cold.push(entry, key, head, point);
-            }
-            (Parsed::Cold(..), None) => return None,
+        if let Some(session) = decoded {
+            sessions.push(*session);
         }
     }
     if !s.finish(h.body_crc) || section_at != h.section_len {
@@ -590,12 +584,6 @@ pub(super) fn decode_body(
         },
         cold,
     ))
-}
-
-/// One entry as [`decode_body`] read it.
-enum Parsed {
-    Decoded(Box<ReplayedSession>),
-    Cold(ColdEntry, Box<str>, Hash),
 }
 
 #[cfg(test)]

@@ -96,10 +96,13 @@ pub(crate) struct Cold {
 /// the store's life: [`Cold::moved_to`] keeps them).
 #[derive(Clone)]
 pub(crate) struct ColdKeys {
-    /// Each entry's key.
-    keys: Vec<Box<str>>,
+    /// Every entry's key, one after another: one allocation, where a `Box<str>` each cost
+    /// its 16-byte pointer and the allocator's rounding besides.
+    bytes: String,
+    /// Where each entry's key ends in `bytes` (it starts where the one before ends).
+    ends: Vec<u32>,
     /// The entries' indices by key ([`Cold::index_keys`]): 4 bytes each and their keys kept
-    /// once, in `keys`, where a map of keys would hold each key again.
+    /// once, in `bytes`, where a map of keys would hold each key again.
     by_key: HashTable<u32>,
     hasher: RandomState,
 }
@@ -107,7 +110,24 @@ pub(crate) struct ColdKeys {
 impl ColdKeys {
     /// The key of the entry at `index`.
     pub(crate) fn key(&self, index: usize) -> Option<&str> {
-        self.keys.get(index).map(|k| &**k)
+        let end = *self.ends.get(index)? as usize;
+        let start = match index.checked_sub(1) {
+            Some(before) => *self.ends.get(before)? as usize,
+            None => 0,
+        };
+        self.bytes.get(start..end)
+    }
+
+    /// Adds the next entry's key; `None` (nothing added) past 4 GiB of keys.
+    fn push(&mut self, key: &str) -> Option<()> {
+        let end = u32::try_from(self.bytes.len().checked_add(key.len())?).ok()?;
+        self.bytes.push_str(key);
+        self.ends.push(end);
+        Some(())
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
     }
 }
 
@@ -133,7 +153,8 @@ impl Cold {
             by_id: None,
             hint: AtomicUsize::new(0),
             keys: Arc::new(ColdKeys {
-                keys: Vec::with_capacity(capacity),
+                bytes: String::new(),
+                ends: Vec::with_capacity(capacity),
                 by_key: HashTable::new(),
                 hasher: RandomState::new(),
             }),
@@ -142,21 +163,23 @@ impl Cold {
     }
 
     /// Adds the entry of a session, with its key and chain head, and its point in the
-    /// anchors if it has one.
+    /// anchors if it has one; `None` (nothing added) past 4 GiB of keys, which makes the
+    /// checkpoint unusable.
     pub(super) fn push(
         &mut self,
         entry: ColdEntry,
-        key: Box<str>,
+        key: &str,
         head: Hash,
         anchored: Option<&Point>,
-    ) {
+    ) -> Option<()> {
+        // (Never shared while open reads the checkpoint: no copy is made.)
+        Arc::make_mut(&mut self.keys).push(key)?;
         if anchored.is_some_and(|p| p.last_seq == entry.last_seq && p.head != head) {
             self.heads.push((self.entries.len() as u32, head));
         }
         self.end = self.end.max(entry.at + u64::from(entry.len));
         self.entries.push(entry);
-        // (Never shared while open reads the checkpoint: no copy is made.)
-        Arc::make_mut(&mut self.keys).keys.push(key);
+        Some(())
     }
 
     /// The same sessions, moved to the checkpoint of `version` in `file` (its body at
@@ -239,14 +262,16 @@ impl Cold {
     /// Indexes the entries by key: false if two hold one key.
     pub(super) fn index_keys(&mut self) -> bool {
         let k = Arc::make_mut(&mut self.keys);
-        let mut by_key = HashTable::with_capacity(k.keys.len());
-        for (i, key) in k.keys.iter().enumerate() {
+        // Open's build is done: the keys' spare room goes.
+        k.bytes.shrink_to_fit();
+        let mut by_key = HashTable::with_capacity(k.len());
+        for i in 0..k.len() {
+            let key = k.key(i).unwrap_or_default();
             let hash = k.hasher.hash_one(key);
-            let keys = &k.keys;
             match by_key.entry(
                 hash,
-                |&j: &u32| keys[j as usize] == *key,
-                |&j: &u32| k.hasher.hash_one(&keys[j as usize]),
+                |&j: &u32| k.key(j as usize) == Some(key),
+                |&j: &u32| k.hasher.hash_one(k.key(j as usize).unwrap_or_default()),
             ) {
                 hashbrown::hash_table::Entry::Occupied(_) => return false,
                 hashbrown::hash_table::Entry::Vacant(v) => {
@@ -262,9 +287,7 @@ impl Cold {
     pub(crate) fn find_key(&self, key: &str) -> Option<usize> {
         let k = &self.keys;
         let hash = k.hasher.hash_one(key);
-        let found = (k.by_key).find(hash, |&j| {
-            k.keys.get(j as usize).is_some_and(|k| **k == *key)
-        });
+        let found = (k.by_key).find(hash, |&j| k.key(j as usize) == Some(key));
         found.map(|&j| j as usize)
     }
 
@@ -528,10 +551,24 @@ impl ColdRead<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::VERSION_WRITTEN;
     use crate::fs::{FileSystem, OpenMode};
 
+    /// An entry of session `id`, 10 bytes at the body's start.
+    fn entry(id: u64) -> ColdEntry {
+        ColdEntry {
+            at: 0,
+            len: 10,
+            crc: 0,
+            block_at: 0,
+            session_id: id,
+            last_seq: id,
+            last_activity: 0,
+        }
+    }
+
     #[test]
-    fn entries_in_any_order_of_id_are_found_after_open_and_after_a_move() {
+    fn entries_in_any_order_of_id_are_found_by_id_and_by_key_after_open_and_after_a_move() {
         let fs = crate::testing::SimFs::new();
         let path = std::path::Path::new("/CHECKPOINT");
         let file = |fs: &crate::testing::SimFs| {
@@ -539,29 +576,24 @@ mod tests {
             Arc::new(BlockFile::new(handle, path.to_path_buf(), 0))
         };
         for ids in [vec![9u64, 7, 4, 2], vec![2, 9, 4, 7], vec![4, 2, 7, 9]] {
-            let mut cold = Cold::new(
-                crate::checkpoint::VERSION_WRITTEN,
-                0,
-                &file(&fs),
-                0,
-                0,
-                ids.len(),
-            );
+            let mut cold = Cold::new(VERSION_WRITTEN, 0, &file(&fs), 0, 0, ids.len());
             for (i, &id) in ids.iter().enumerate() {
                 let entry = ColdEntry {
                     at: i as u64 * 10,
-                    len: 10,
-                    crc: 0,
-                    block_at: 0,
-                    session_id: id,
-                    last_seq: id,
-                    last_activity: 0,
+                    ..entry(id)
                 };
-                cold.push(entry, format!("k{id}").into(), [0; 32], None);
+                cold.push(entry, &format!("k{id}/ü"), [0; 32], None)
+                    .unwrap();
             }
+            assert!(cold.index_keys());
+            for (at, id) in ids.iter().enumerate() {
+                let key = format!("k{id}/ü");
+                assert_eq!((cold.key(at), cold.find_key(&key)), (Some(&*key), Some(at)));
+            }
+            assert_eq!(cold.find_key("k9"), None);
             let mut cold = cold.sorted();
             cold.opened();
-            let moved = cold.moved_to(&file(&fs), crate::checkpoint::VERSION_WRITTEN, 0, 0, &[]);
+            let moved = cold.moved_to(&file(&fs), VERSION_WRITTEN, 0, 0, &[]);
             for c in [&cold, &moved] {
                 // In every order of lookup: each takes the hint first.
                 for &id in ids.iter().chain(ids.iter().rev()) {
@@ -569,7 +601,14 @@ mod tests {
                     assert_eq!((ids[at], e.session_id), (id, id));
                 }
                 assert!(c.find(5).is_none() && c.find(10).is_none());
+                assert_eq!(c.find_key("k7/ü").map(|at| ids[at]), Some(7));
             }
         }
+        // Two entries of one key make the checkpoint unusable.
+        let mut cold = Cold::new(VERSION_WRITTEN, 0, &file(&fs), 0, 0, 2);
+        for id in [2, 1] {
+            cold.push(entry(id), "same", [0; 32], None).unwrap();
+        }
+        assert!(!cold.index_keys());
     }
 }
