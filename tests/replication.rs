@@ -802,3 +802,57 @@ fn cleared_messages_erased_past_their_undo_window_leave_the_bucket_too() {
     assert_eq!(latest, observe(&store));
     store.close().unwrap();
 }
+
+#[test]
+fn a_store_that_starts_shipping_with_cold_sessions_ships_them_whole_and_leaves_them_cold() {
+    let dir = tempfile::tempdir().unwrap();
+    // Written without shipping: the bucket holds nothing of these. Small segments: some
+    // sessions have several.
+    let small = Options {
+        segment_bytes_max: 4096,
+        ..Options::with_durability(Durability::Never)
+    };
+    let store = LogStore::open_with(dir.path(), small).unwrap();
+    for i in 0..20 {
+        let key = format!("s{i:02}");
+        for j in 0..(3 + (i % 3) * 20) {
+            let text = format!("{i}.{j} {}", "x".repeat(100));
+            store.append(&key, &ChatMessage::user(&text)).unwrap();
+        }
+    }
+    store.set_session_name("s03", "named").unwrap();
+    // A later generation in force: its oldest segment is not the first.
+    store.compact_session("s04").unwrap();
+    store
+        .append("s04", &ChatMessage::assistant("after"))
+        .unwrap();
+    store.close().unwrap();
+    let bucket = Arc::new(InMemory::new());
+    let replication = shipping(&bucket, "cold");
+    let shipping = Options {
+        segment_bytes_max: 4096,
+        ..options(&replication)
+    };
+    let store = LogStore::open_with(dir.path(), shipping.clone()).unwrap();
+    assert_eq!(store.health().sessions_cold, 20);
+    store.ship_now().unwrap();
+    assert_eq!(
+        store.health().sessions_cold,
+        20,
+        "the capture warmed a session"
+    );
+    let (_d, latest) = restored(&replication, RestorePoint::Latest);
+    let source = observe(&store);
+    assert!(latest == source, "{}", differences(&latest, &source));
+    // A session written since is shipped from its slot; the others stay as they were.
+    let store = {
+        drop(store);
+        LogStore::open_with(dir.path(), shipping).unwrap()
+    };
+    store.append("s07", &ChatMessage::user("one more")).unwrap();
+    store.ship_now().unwrap();
+    assert_eq!(store.health().sessions_cold, 19);
+    let (_d, latest) = restored(&replication, RestorePoint::Latest);
+    let source = observe(&store);
+    assert!(latest == source, "{}", differences(&latest, &source));
+}

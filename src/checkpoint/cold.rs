@@ -522,6 +522,13 @@ impl ColdRead<'_> {
             .session(self.cold.window, self.block_at, &section)
     }
 
+    /// Its segment files as its writer knows them: the oldest in force, the newest, and the
+    /// newest one's length.
+    pub(crate) fn files(&self) -> (u32, u32, u64) {
+        let e = &self.entry;
+        (e.oldest, e.newest, e.newest_len)
+    }
+
     /// Its metadata as a listing gives it; `None` if it is archived (listings leave those
     /// out).
     pub(crate) fn metadata(&self) -> Option<SessionMetadata> {

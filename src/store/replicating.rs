@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 
 use super::retire::Retirement;
 use super::{Inner, LogStore};
+use crate::checkpoint::Cold;
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, StdFs};
 use crate::keyring::Keyring;
@@ -40,6 +41,18 @@ pub(super) struct Replica {
     /// on, the segments it replaced are captured (to their end) while they are still there,
     /// even if its deferral came after the capture's look at the deferred list.
     oldest: Mutex<HashMap<u64, u32>>,
+    /// The files of each cold session, read from its entry by the first capture that found it
+    /// cold, by the entry's index: a session does not change while it is cold, so a capture
+    /// names its files without warming it.
+    cold: Mutex<Vec<Option<Files>>>,
+}
+
+/// A session's segment files, as its writer knows them.
+#[derive(Clone, Copy)]
+struct Files {
+    oldest: u32,
+    newest: u32,
+    newest_len: u64,
 }
 
 impl Inner {
@@ -171,20 +184,39 @@ impl Inner {
         // Taken first: every record at or below it is in the lengths taken next.
         let seq_end = self.feed.committed_below().saturating_sub(1);
 
-        let mut slots = self.every_slot()?;
+        // The sessions cold now are named as their entries record them, and stay cold; any
+        // record at or below `seq_end` of theirs is there (a write warms a session first).
+        let (mut slots, cold) = self.sessions.read().snapshot();
+        let mut sessions = match &cold {
+            Some((cold, indices)) => self.cold_files(cold, indices, &mut slots)?,
+            None => Vec::new(),
+        };
         slots.extend(self.tombstones.lock().slots().cloned());
+        for slot in &slots {
+            let files = {
+                let writer = slot.writer.lock();
+                Files {
+                    oldest: writer.oldest,
+                    newest: writer.newest,
+                    newest_len: writer.newest_len,
+                }
+            };
+            if !reclaimed(slot) {
+                sessions.push((slot.session_id, files));
+            }
+        }
         let mut files = Vec::new();
         let mut oldest_seen = self.background.replica.oldest.lock();
         let previous = std::mem::take(&mut *oldest_seen);
-        for slot in &slots {
-            let (oldest, newest, newest_len) = {
-                let writer = slot.writer.lock();
-                (writer.oldest, writer.newest, writer.newest_len)
-            };
-            if newest == 0 || reclaimed(slot) {
+        for &(id, session) in &sessions {
+            let Files {
+                oldest,
+                newest,
+                newest_len,
+            } = session;
+            if newest == 0 {
                 continue;
             }
-            let id = slot.session_id;
             // A compaction since the last capture: the segments it replaced, while they last.
             let before = previous.get(&id).copied().unwrap_or(oldest);
             oldest_seen.insert(id, oldest);
@@ -240,14 +272,19 @@ impl Inner {
             (log.erased_ids(), log.erased_histories())
         };
         let (erased, histories) = erased;
-        // Each erased history's session, with the generation in force now.
+        // Each erased history's session, with the generation in force now (a session cold
+        // at the look above and warmed since may have been compacted).
         let by_id: HashMap<u64, &Arc<super::Slot>> = if histories.is_empty() {
             HashMap::new()
         } else {
             slots.iter().map(|s| (s.session_id, s)).collect()
         };
+        let oldest_now = |id: u64| match by_id.get(&id) {
+            Some(slot) => Some(slot.writer.lock().oldest),
+            None => self.cold_oldest(cold.as_ref().map(|(c, _)| &**c), id),
+        };
         let histories = (histories.into_iter())
-            .filter_map(|(id, seq)| Some((id, seq, by_id.get(&id)?.writer.lock().oldest)))
+            .filter_map(|(id, seq)| Some((id, seq, oldest_now(id)?)))
             .collect();
         if self.keys.is_some() {
             let path = self.dir.join(KEYS_DIR).join(STORE_CHECK_FILE);
@@ -274,6 +311,64 @@ impl Inner {
             histories,
         };
         Ok((capture, replaced))
+    }
+}
+
+impl Inner {
+    /// The files of the sessions `indices` of `cold` (cold when the capture looked), as their
+    /// entries record them (read the first time, then kept); one whose entry cannot be read
+    /// again is warmed (from its files, if need be) and its slot put in `slots`. Fails if
+    /// one can be read neither way: the capture cannot name its files.
+    fn cold_files(
+        &self,
+        cold: &Cold,
+        indices: &[u32],
+        slots: &mut Vec<Arc<super::Slot>>,
+    ) -> Result<Vec<(u64, Files)>> {
+        let mut known = self.background.replica.cold.lock();
+        known.resize(cold.entries.len(), None);
+        let unread = (indices.iter().map(|&at| at as usize))
+            .filter(|&at| known.get(at).is_some_and(Option::is_none));
+        let unread: Vec<usize> = unread.collect();
+        let mut warm = Vec::new();
+        cold.each(unread, |at, read| match (read, known.get_mut(at)) {
+            (Ok(read), Some(known)) => {
+                let (oldest, newest, newest_len) = read.files();
+                *known = Some(Files {
+                    oldest,
+                    newest,
+                    newest_len,
+                });
+            }
+            _ => warm.push(at),
+        });
+        let files = (indices.iter().map(|&at| at as usize))
+            .filter_map(|at| Some((cold.entries.get(at)?.session_id, (*known.get(at)?)?)))
+            .collect();
+        drop(known);
+        for at in warm {
+            slots.extend(self.warmed(cold, at)?);
+        }
+        Ok(files)
+    }
+
+    /// The oldest segment in force now of session `id`, cold in `cold` when the capture
+    /// looked: as its entry records it while it is still cold, else its slot's.
+    fn cold_oldest(&self, cold: Option<&Cold>, id: u64) -> Option<u32> {
+        let cold = cold?;
+        let (at, _) = cold.find(id)?;
+        let listed = self.sessions.read().listed(cold.key(at)?)?;
+        match listed {
+            Ok(slot) => (slot.session_id == id).then(|| slot.writer.lock().oldest),
+            Err(_) => self
+                .background
+                .replica
+                .cold
+                .lock()
+                .get(at)
+                .copied()?
+                .map(|f| f.oldest),
+        }
     }
 }
 

@@ -7,10 +7,11 @@
 //! session whose entry cannot be read again is warmed from its files instead, if they are as
 //! the checkpoint claims them ([`Inner::replay_cold`]).
 //!
-//! Everything that walks every session's slot (an anchor, a compaction's planning, the search
-//! index's catch-up, replication) warms them all first ([`Inner::every_slot`]): from then on the
-//! store is as an open that built every slot. A checkpoint does not: it records a cold session
-//! from its entry, decoded for it alone ([`Inner::cold_to_record`]), and the session stays cold.
+//! What must walk every session's slot (`verify`, an erasure) warms them all first
+//! ([`Inner::every_slot`], [`Inner::warm_every`]): from then on the store is as an open that
+//! built every slot. The rest read a cold session's entry and leave it cold: a checkpoint
+//! records it from its entry, decoded for it alone ([`Inner::cold_to_record`]); the anchor,
+//! the search index's catch-up and replication's capture take what they need of it there.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
