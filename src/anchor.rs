@@ -35,6 +35,12 @@ const MAGIC: [u8; 4] = *b"SLAN";
 const HEAD_LEN: usize = 4 + 4 + 8 + HASH_LEN;
 /// Bytes of one entry.
 const ENTRY_LEN: usize = 8 + 8 + HASH_LEN;
+/// Entries a read of the log holds before it folds them into the points, at the least (or
+/// as many as the points, if more): small in the unit tests, so that their logs fold in steps.
+#[cfg(not(test))]
+const FOLD_MIN: usize = 1 << 16;
+#[cfg(test)]
+const FOLD_MIN: usize = 2;
 /// Bytes of an anchor after its entries.
 const TAIL_LEN: usize = HASH_LEN + 4;
 /// Most entries one anchor holds: an anchor is read whole, and this bounds what that takes
@@ -86,6 +92,16 @@ impl Anchored {
         });
         entries.shrink_to_fit();
         Anchored(entries)
+    }
+
+    /// Takes in `entries`, written after the points held, in the order written.
+    fn take_in(&mut self, entries: Vec<(u64, Point)>) {
+        let run = Anchored::fold(entries);
+        if self.0.is_empty() {
+            *self = run;
+        } else {
+            self.merge(&run.0);
+        }
     }
 
     /// Session `id`'s point, if it has one.
@@ -206,7 +222,9 @@ impl Anchors {
             .map_err(context("opening", &path))?;
         anchors.file_len = file.size().map_err(context("reading", &path))?.min(limit);
         let mut bytes = Vec::new();
-        // Every sound anchor's entries, in the order written.
+        // The sound anchors' entries not yet folded into `anchors.points`, in the order
+        // written: folded in whenever they outnumber the points held (and at the end), so
+        // that a long log takes memory by the sessions it names, not by its length.
         let mut entries = Vec::new();
         // Right after damage, the next sound anchor starts the chain again.
         let mut linked = true;
@@ -220,6 +238,9 @@ impl Anchors {
             match sound {
                 Some((anchor, root)) if !linked || prev_root(&bytes) == prev => {
                     entries.extend(anchor);
+                    if entries.len() > FOLD_MIN.max(anchors.points.0.len()) {
+                        anchors.points.take_in(std::mem::take(&mut entries));
+                    }
                     anchors.roots.push(root);
                     anchors.end += bytes.len() as u64;
                     linked = true;
@@ -243,7 +264,7 @@ impl Anchors {
                 },
             }
         }
-        anchors.points = Anchored::fold(entries);
+        anchors.points.take_in(entries);
         Ok(anchors)
     }
 
@@ -633,6 +654,28 @@ mod tests {
         assert_eq!(behind.len(), 2);
         // Gone without an erasure is behind; erased is not.
         assert_eq!(again.behind(|_, _| None, |id| id == 2).len(), 1);
+    }
+
+    #[test]
+    fn a_long_log_read_in_steps_folds_to_each_sessions_latest_point() {
+        let (fs, dir) = empty_store();
+        let mut log = Anchors::read(&fs, dir).unwrap();
+        let mut latest = std::collections::BTreeMap::new();
+        for round in 1..=30u64 {
+            // Each round some sessions rise, in an order of ids that changes.
+            let rising: Vec<(u64, Point)> = (1..=9u64)
+                .filter(|id| (id * 7 + round) % 3 != 0)
+                .map(|id| (id, point(round * 10 + id, (round + id) as u8)))
+                .collect();
+            log.append(&fs, dir, round * 100, rising.clone(), &HashSet::new(), true)
+                .unwrap();
+            latest.extend(rising);
+        }
+        let read = Anchors::read(&fs, dir).unwrap();
+        assert_eq!(read.roots.len(), 30);
+        let folded: Vec<(u64, Point)> = read.points.iter().collect();
+        let expected: Vec<(u64, Point)> = latest.into_iter().collect();
+        assert_eq!(folded, expected);
     }
 
     #[test]
