@@ -294,6 +294,64 @@ impl FolderStamp {
     }
 }
 
+/// Where a reader of the anchor log may start (`anchor.rs`): at `at` begins a full anchor, a
+/// run of anchors that lists every session the anchors before it do, at the point they fold
+/// to, so that a reader starting there folds to the points one starting at the log's first
+/// byte would. `root` is the first anchor's root. Kept in `LOCK`, after the stamp, because
+/// writing it there changes no entry of the folder. Advisory: a reader checks that a sound
+/// anchor with that root is there, and reads the whole log otherwise.
+///
+/// ```text
+/// // Format, at byte 96 of LOCK: { magic: [u8; 8] = "SLANFULL" | at: u64 | root: [u8; 32]
+/// //   | crc32: u32 }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FullAnchor {
+    pub at: u64,
+    pub root: [u8; 32],
+}
+
+const FULL_MAGIC: [u8; 8] = *b"SLANFULL";
+const FULL_AT: u64 = 96;
+const FULL_LEN: usize = 8 + 8 + 32 + 4;
+
+impl FullAnchor {
+    /// The full anchor `LOCK` names, if it holds a whole one.
+    pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Option<FullAnchor> {
+        let bytes = read_prefix(fs, &dir.join(LOCK_FILE), FULL_AT + FULL_LEN as u64).ok()?;
+        let bytes = bytes.get(FULL_AT as usize..)?;
+        let (body, crc) = (
+            bytes.get(..FULL_LEN - 4)?,
+            bytes.get(FULL_LEN - 4..FULL_LEN)?,
+        );
+        if body.get(..8)? != FULL_MAGIC || crc32fast::hash(body).to_le_bytes() != crc {
+            return None;
+        }
+        Some(FullAnchor {
+            at: u64::from_le_bytes(body.get(8..16)?.try_into().ok()?),
+            root: body.get(16..48)?.try_into().ok()?,
+        })
+    }
+
+    /// Names this full anchor in the `LOCK` file of `dir`. Not synced: one lost costs the
+    /// next read of the log the whole log, and one that survives names an anchor that is
+    /// there (it is written once the anchor is durable).
+    pub(crate) fn write(&self, fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+        let mut bytes = Vec::with_capacity(FULL_LEN);
+        bytes.extend_from_slice(&FULL_MAGIC);
+        bytes.extend_from_slice(&self.at.to_le_bytes());
+        bytes.extend_from_slice(&self.root);
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let path = dir.join(LOCK_FILE);
+        let file = fs
+            .open(&path, OpenMode::Write)
+            .map_err(context("opening", &path))?;
+        file.write_at(&bytes, FULL_AT)
+            .map_err(context("writing", &path))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

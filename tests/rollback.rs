@@ -546,3 +546,57 @@ fn a_torn_anchored_record_cut_by_an_open_that_never_closed_is_not_a_rollback_lat
     assert_eq!(store.load("k"), vec![user("one")]);
     assert!(store.verify().unwrap().is_sound());
 }
+
+#[test]
+fn a_store_closed_many_times_reads_its_anchors_from_the_last_full_one_and_still_tells_a_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backup: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    // 100 sessions anchored at each close: 4.8 KB an anchor, a full anchor every 64 KiB.
+    for round in 0..30 {
+        let store = LogStore::open_with(dir.path(), never()).unwrap();
+        for i in 0..100 {
+            store
+                .append(&format!("s{i:03}"), &user(&format!("round {round}")))
+                .unwrap();
+        }
+        store.close().unwrap();
+        if round == 20 {
+            backup = (session_files(dir.path(), 0).into_iter())
+                .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+                .collect();
+        }
+    }
+    let lock = std::fs::read(dir.path().join("LOCK")).unwrap();
+    assert_eq!(
+        lock.get(96..104),
+        Some(&b"SLANFULL"[..]),
+        "LOCK names a full anchor"
+    );
+    // The first anchor's bytes, far before it, garbled: a read from the full anchor never
+    // sees them.
+    let anchors = dir.path().join("ANCHORS");
+    let mut bytes = std::fs::read(&anchors).unwrap();
+    bytes[100..200].fill(0xAA);
+    std::fs::write(&anchors, &bytes).unwrap();
+    for (path, bytes) in &backup {
+        std::fs::write(path, bytes).unwrap();
+    }
+    let store = LogStore::open_with(dir.path(), never()).unwrap();
+    let found = rolled_back(&store);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0.as_deref(), Some("s000"));
+    assert!(
+        !store.recovery_report().has_damage(),
+        "the anchors before the full one were read: {:?}",
+        store.recovery_report().findings
+    );
+    drop(store);
+    // Without LOCK's name for it, the whole log is read: its damage is reported, and the
+    // rollback still told.
+    let mut lock = lock;
+    lock[96..104].fill(0);
+    std::fs::write(dir.path().join("LOCK"), &lock).unwrap();
+    let store = LogStore::open_with(dir.path(), never()).unwrap();
+    assert_eq!(rolled_back(&store).len(), 1);
+    assert!(store.recovery_report().has_damage());
+}

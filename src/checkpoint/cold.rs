@@ -524,6 +524,7 @@ impl ColdRead<'_> {
 
     /// Its segment files as its writer knows them: the oldest in force, the newest, and the
     /// newest one's length.
+    #[cfg(feature = "replication")]
     pub(crate) fn files(&self) -> (u32, u32, u64) {
         let e = &self.entry;
         (e.oldest, e.newest, e.newest_len)

@@ -146,7 +146,7 @@ impl Inner {
         // Every anchor, not only those known durable: no anchor this run appended names this
         // session (its point has not moved since open). Read without the anchor's lock, which
         // is taken before writers.
-        let anchors = Anchors::read(fs, dir)?;
+        let anchors = Anchors::read_latest(fs, dir, u64::MAX)?;
         // The checkpoint no longer describes the folder: it goes before anything changes.
         self.forget_checkpoint()?;
         self.reserve_seqs()?;

@@ -88,7 +88,8 @@ impl LogStore {
         };
         // Read before the segments: a writer beside a read-only open anchors only what it
         // wrote before, so the segments read next hold at least what these anchors record.
-        let mut anchors = Anchors::read(&*fs, &dir)?;
+        // (From the last full anchor on: the same points, without the whole history.)
+        let mut anchors = Anchors::read_latest(&*fs, &dir, u64::MAX)?;
         let mut state = OnDisk::load(&fs, &dir, &options, read_only, &anchors.points)?;
         anchors.report_damage(&dir, &mut state.report);
         let opening = Opening {

@@ -307,7 +307,8 @@ impl Inner {
         // anchor the disk does not hold (write-back failed and the pages were marked clean),
         // and a root chained over it would name a history no copy of the folder has. (Only
         // this call appends to them, under the lock held.)
-        let mut anchors = Anchors::read_until(&*self.fs, &self.dir, state.durable_end)?;
+        let mut anchors = Anchors::read_latest(&*self.fs, &self.dir, state.durable_end)?;
+        let full = anchors.full();
         // A cold session is where open found it, which the anchors hold (a clean close
         // anchors every session before its checkpoint): it stays cold and is left out. One
         // the anchors do not hold there (an anchor log removed, say) is warmed for its head.
@@ -346,6 +347,13 @@ impl Inner {
         )?;
         state.synced = true;
         state.durable_end = anchors.end();
+        if let Some(written) = anchors.full().filter(|&f| Some(f) != full) {
+            // Durable already: the next read of the log may start there. (Advisory: if it
+            // is lost, the next read reads the whole log.)
+            let named = written.write(&*self.fs, &self.dir);
+            let what = "naming the full anchor";
+            (self.monitor).note(crate::health::Swallowed::Background, what, None, named);
+        }
         Ok(root)
     }
 }
@@ -417,7 +425,7 @@ impl LogStore {
     /// with [`Error::ReadOnly`] (it cannot write the first).
     pub fn root_hash(&self) -> Result<String> {
         if self.inner.read_only {
-            let anchors = Anchors::read(&*self.inner.fs, &self.inner.dir)?;
+            let anchors = Anchors::read_latest(&*self.inner.fs, &self.inner.dir, u64::MAX)?;
             return anchors
                 .root()
                 .map(|r| anchor::hex(&r))

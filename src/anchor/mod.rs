@@ -25,10 +25,14 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::fs::{append_durably, context, FileHandle, FileSystem, OpenMode};
-use crate::layout::{ANCHORS_FILE, NUMBER_LIMIT};
+use crate::layout::{FullAnchor, ANCHORS_FILE, NUMBER_LIMIT};
 use crate::record::{Hash, HASH_LEN};
 use crate::report::{Finding, RecoveryReport};
 use crate::torn_tail::cut_log_tail;
+
+mod anchored;
+
+pub(crate) use anchored::Anchored;
 
 const MAGIC: [u8; 4] = *b"SLAN";
 /// Bytes of an anchor before its entries.
@@ -39,6 +43,9 @@ const ENTRY_LEN: usize = 8 + 8 + HASH_LEN;
 /// as many as the points, if more): small in the unit tests, so that their logs fold in steps.
 #[cfg(not(test))]
 const FOLD_MIN: usize = 1 << 16;
+/// Bytes of anchors after the last full one past which the next append is a full one, at
+/// the least (or twice the points held, if more).
+const FULL_AFTER: u64 = 64 << 10;
 #[cfg(test)]
 const FOLD_MIN: usize = 2;
 /// Bytes of an anchor after its entries.
@@ -69,109 +76,6 @@ impl Point {
     };
 }
 
-/// Each session's anchored point, in order of session id (the latest anchor of a session
-/// wins): a sorted list, so that open walks it beside the checkpoint's sessions, which are in
-/// order of id too, without hashing either.
-#[derive(Debug, Default)]
-pub(crate) struct Anchored(Vec<(u64, Point)>);
-
-impl Anchored {
-    /// The points of `entries`, taken in the order the anchors were written (a later entry
-    /// of a session replaces an earlier one).
-    fn fold(mut entries: Vec<(u64, Point)>) -> Anchored {
-        // Stable: the entries of one session stay in the order they were written. One anchor's
-        // entries are sorted already, and the sort finds that in one pass.
-        entries.sort_by_key(|(id, _)| *id);
-        // In place: of each session's entries the first stays, holding the last one's point.
-        entries.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same {
-                kept.1 = later.1;
-            }
-            same
-        });
-        entries.shrink_to_fit();
-        Anchored(entries)
-    }
-
-    /// Takes in `entries`, written after the points held, in the order written.
-    fn take_in(&mut self, entries: Vec<(u64, Point)>) {
-        let run = Anchored::fold(entries);
-        if self.0.is_empty() {
-            *self = run;
-        } else {
-            self.merge(&run.0);
-        }
-    }
-
-    /// Session `id`'s point, if it has one.
-    pub(crate) fn get(&self, id: &u64) -> Option<&Point> {
-        let at = self.0.binary_search_by_key(id, |(id, _)| *id).ok()?;
-        self.0.get(at).map(|(_, point)| point)
-    }
-
-    /// A lookup of points for ids that come in descending order (a checkpoint's sessions, as
-    /// a store writes them): each takes a step from where the last one was, not a search.
-    pub(crate) fn descending(&self) -> Descending<'_> {
-        Descending {
-            points: &self.0,
-            end: self.0.len(),
-        }
-    }
-
-    /// Every session's point, in order of id.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, Point)> + '_ {
-        self.0.iter().copied()
-    }
-
-    /// Takes in the points of `run` (sorted by id, each once), which replace those held.
-    fn merge(&mut self, run: &[(u64, Point)]) {
-        let mut merged = Vec::with_capacity(self.0.len() + run.len());
-        let (mut held, mut new) = (self.0.iter().peekable(), run.iter().peekable());
-        loop {
-            let next = match (held.peek(), new.peek()) {
-                (None, None) => break,
-                (Some(_), None) => held.next(),
-                (None, Some(_)) => new.next(),
-                (Some(a), Some(b)) => match a.0.cmp(&b.0) {
-                    std::cmp::Ordering::Less => held.next(),
-                    std::cmp::Ordering::Greater => new.next(),
-                    std::cmp::Ordering::Equal => {
-                        held.next();
-                        new.next()
-                    }
-                },
-            };
-            merged.extend(next.copied());
-        }
-        self.0 = merged;
-    }
-}
-
-/// See [`Anchored::descending`].
-pub(crate) struct Descending<'a> {
-    points: &'a [(u64, Point)],
-    /// How many points have an id at most the last one asked for.
-    end: usize,
-}
-
-impl<'a> Descending<'a> {
-    /// Session `id`'s point, if it has one (any order of ids is answered; a rising one is
-    /// searched for).
-    pub(crate) fn get(&mut self, id: u64) -> Option<&'a Point> {
-        let points = self.points;
-        if points.get(self.end).is_some_and(|(at, _)| *at <= id) {
-            self.end = points.partition_point(|(at, _)| *at <= id);
-        } else {
-            while self.end > 0 && points.get(self.end - 1).is_some_and(|(at, _)| *at > id) {
-                self.end -= 1;
-            }
-        }
-        let (at, point) = points.get(self.end.checked_sub(1)?)?;
-        (*at == id).then_some(point)
-    }
-}
-
 /// The anchor log as read: each session's anchored point, every root in the chain, where the
 /// next anchor goes.
 #[derive(Debug, Default)]
@@ -186,6 +90,9 @@ pub(crate) struct Anchors {
     /// Where each run of bytes that is no anchor starts, of those with a sound anchor after
     /// them (damage, kept in place; the anchors after it are read).
     pub damaged: Vec<u64>,
+    /// The latest full anchor (`layout::FullAnchor`) the read started at or the appends
+    /// wrote; `roots` and `damaged` are of the log from there on.
+    full: Option<FullAnchor>,
 }
 
 /// The anchor log's path in the store's folder.
@@ -199,19 +106,31 @@ pub(crate) fn hex(root: &Hash) -> String {
 }
 
 impl Anchors {
-    /// Reads the log: every sound anchor, in order, each the next link of the chain. Bytes
-    /// that are no anchor with a sound anchor after them are damage: their offset goes to
-    /// `damaged`, and the chain starts again at that anchor. Those at the end are an append a
-    /// crash cut short (the tail that a writable open saves aside before the next anchor).
-    /// Reads one anchor at a time.
-    pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Anchors> {
-        Anchors::read_until(fs, dir, u64::MAX)
+    /// Reads the log's first `limit` bytes (`u64::MAX`: all of it; less: the anchors a reader
+    /// found when it opened the store, a writer beside it may have appended more since, for
+    /// records the reader has not seen): every sound anchor, in order, each the next link of
+    /// the chain. Bytes that are no anchor with a sound anchor after them are damage: their
+    /// offset goes to `damaged`, and the chain starts again at that anchor. Those at the end
+    /// are an append a crash cut short (the tail that a writable open saves aside before the
+    /// next anchor). Reads one anchor at a time.
+    pub(crate) fn read_until(fs: &dyn FileSystem, dir: &Path, limit: u64) -> Result<Anchors> {
+        Anchors::read_from(fs, dir, limit, None)
     }
 
-    /// [`Anchors::read`], of the first `limit` bytes only: the anchors a reader found when it
-    /// opened the store (a writer beside it may have appended more since, for records the
-    /// reader has not seen).
-    pub(crate) fn read_until(fs: &dyn FileSystem, dir: &Path, limit: u64) -> Result<Anchors> {
+    /// [`Anchors::read_until`], from the full anchor `LOCK` names if it is there (sound, with
+    /// the root named), else from the start: the same points, and the roots and damage of the
+    /// log from where it started. For open and the next anchor, which need the points; what
+    /// needs every root (`holds_root`) or all damage (`verify`) reads the whole log.
+    pub(crate) fn read_latest(fs: &dyn FileSystem, dir: &Path, limit: u64) -> Result<Anchors> {
+        Anchors::read_from(fs, dir, limit, FullAnchor::read(fs, dir))
+    }
+
+    fn read_from(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        limit: u64,
+        full: Option<FullAnchor>,
+    ) -> Result<Anchors> {
         let path = anchors_path(dir);
         let mut anchors = Anchors::default();
         if !fs.exists(&path) {
@@ -231,6 +150,19 @@ impl Anchors {
         // What the scan past damage may read of candidate anchors: every magic in a hostile
         // file could claim the largest anchor, and reading each would take hours.
         let mut budget = anchors.file_len.saturating_add(2 * ANCHOR_MAX);
+        if let Some(full) = full.filter(|f| f.at < anchors.file_len) {
+            // The log from the full anchor on, if it is there: the anchors before it need
+            // not be read for the points.
+            match read_anchor(&*file, &path, full.at, anchors.file_len, &mut bytes)? {
+                Some((anchor, root)) if root == full.root => {
+                    entries.extend(anchor);
+                    anchors.roots.push(root);
+                    anchors.end = full.at + bytes.len() as u64;
+                    anchors.full = Some(full);
+                }
+                _ => {}
+            }
+        }
         while anchors.end < anchors.file_len {
             let at = anchors.end;
             let sound = read_anchor(&*file, &path, at, anchors.file_len, &mut bytes)?;
@@ -238,7 +170,7 @@ impl Anchors {
             match sound {
                 Some((anchor, root)) if !linked || prev_root(&bytes) == prev => {
                     entries.extend(anchor);
-                    if entries.len() > FOLD_MIN.max(anchors.points.0.len()) {
+                    if entries.len() > FOLD_MIN.max(anchors.points.len()) {
                         anchors.points.take_in(std::mem::take(&mut entries));
                     }
                     anchors.roots.push(root);
@@ -266,6 +198,11 @@ impl Anchors {
         }
         anchors.points.take_in(entries);
         Ok(anchors)
+    }
+
+    /// The latest full anchor the read started at or the appends wrote.
+    pub(crate) fn full(&self) -> Option<FullAnchor> {
+        self.full
     }
 
     /// Where the last sound anchor ends.
@@ -349,6 +286,15 @@ impl Anchors {
                 .map(|&id| (id, Point::NONE)),
         );
         entries.sort_unstable_by_key(|(id, _)| *id);
+        // Once the log since the last full anchor holds twice the points (and 64 KiB), this
+        // append is a full one: every point, the new ones in place of the old, so that a
+        // reader starting there needs nothing before it.
+        let since = self.end - self.full.map_or(0, |f| f.at.min(self.end));
+        let held = (self.points.len() * ENTRY_LEN) as u64;
+        let full = !entries.is_empty() && since > FULL_AFTER.max(2 * held);
+        if full {
+            entries = self.points.with(&entries);
+        }
         let mut chunks: Vec<&[(u64, Point)]> = entries.chunks(ENTRIES_MAX).collect();
         if chunks.is_empty() {
             match self.root() {
@@ -377,6 +323,12 @@ impl Anchors {
             }
             Ok(())
         })?;
+        if let (true, Some((root, _))) = (full, written.first()) {
+            self.full = Some(FullAnchor {
+                at: self.end,
+                root: *root,
+            });
+        }
         self.end = end;
         self.file_len = end;
         for (root, chunk) in written {
@@ -563,7 +515,7 @@ mod tests {
     /// A store folder whose anchor log holds one anchor (session 1 at 5), that log, its root.
     fn one_anchor() -> (SimFs, &'static Path, Anchors, Hash) {
         let (fs, dir) = empty_store();
-        let mut log = Anchors::read(&fs, dir).unwrap();
+        let mut log = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
         let first = add(&mut log, &fs, dir, 10, [(1, point(5, 1))]).unwrap();
         (fs, dir, log, first)
     }
@@ -620,7 +572,7 @@ mod tests {
     #[test]
     fn anchors_fold_chain_and_only_rise() {
         let (fs, dir) = empty_store();
-        let mut log = Anchors::read(&fs, dir).unwrap();
+        let mut log = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
         let first = add(&mut log, &fs, dir, 10, [(1, point(5, 1)), (2, point(9, 2))]).unwrap();
         // Nothing rose: no new anchor.
         assert_eq!(
@@ -637,7 +589,7 @@ mod tests {
         )
         .unwrap();
         assert_ne!(first, second);
-        let again = Anchors::read(&fs, dir).unwrap();
+        let again = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
         assert_eq!(again.roots, vec![first, second]);
         assert_eq!(*again.points.get(&1).unwrap(), point(5, 1));
         assert_eq!(*again.points.get(&2).unwrap(), point(15, 3));
@@ -659,7 +611,7 @@ mod tests {
     #[test]
     fn a_long_log_read_in_steps_folds_to_each_sessions_latest_point() {
         let (fs, dir) = empty_store();
-        let mut log = Anchors::read(&fs, dir).unwrap();
+        let mut log = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
         let mut latest = std::collections::BTreeMap::new();
         for round in 1..=30u64 {
             // Each round some sessions rise, in an order of ids that changes.
@@ -671,11 +623,86 @@ mod tests {
                 .unwrap();
             latest.extend(rising);
         }
-        let read = Anchors::read(&fs, dir).unwrap();
+        let read = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
         assert_eq!(read.roots.len(), 30);
         let folded: Vec<(u64, Point)> = read.points.iter().collect();
         let expected: Vec<(u64, Point)> = latest.into_iter().collect();
         assert_eq!(folded, expected);
+    }
+
+    #[test]
+    fn a_read_from_the_full_anchor_folds_to_the_points_of_a_whole_read() {
+        let (fs, dir) = empty_store();
+        fs.open(&dir.join(crate::layout::LOCK_FILE), OpenMode::Truncate)
+            .unwrap();
+        let mut log = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
+        // 2,000 sessions (96 KB an anchor), most rising each round.
+        for round in 1..=8u64 {
+            let rising = (0..2000u64)
+                .filter(|id| (id + round) % 5 != 0)
+                .map(|id| (id, point(round * 10_000 + id, round as u8)));
+            log.append(&fs, dir, round * 100_000, rising, &HashSet::new(), true)
+                .unwrap();
+        }
+        let full = log
+            .full()
+            .expect("a full anchor once the log holds twice the points");
+        assert!(full.at > 0);
+        full.write(&fs, dir).unwrap();
+        let whole = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
+        let latest = Anchors::read_latest(&fs, dir, u64::MAX).unwrap();
+        assert_eq!(latest.full(), Some(full));
+        let points = |a: &Anchors| a.points.iter().collect::<Vec<_>>();
+        assert!(points(&latest) == points(&whole));
+        assert_eq!((latest.end(), latest.root()), (whole.end(), whole.root()));
+        assert!(whole.roots.ends_with(&latest.roots) && latest.roots.len() < whole.roots.len());
+        // The next anchor, appended after a read that started there, links to the chain.
+        let mut latest = latest;
+        let now = [(7, point(999_999, 9)), (5_000, point(1, 1))];
+        latest
+            .append(&fs, dir, 2_000_000, now, &HashSet::new(), false)
+            .unwrap();
+        let after = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
+        assert!(points(&latest) == points(&after));
+        assert_eq!(latest.root(), after.root());
+        assert!(after.damaged.is_empty());
+        assert_eq!(after.roots.len(), whole.roots.len() + 1);
+    }
+
+    #[test]
+    fn a_full_anchor_named_wrongly_is_passed_over_for_a_whole_read() {
+        let (fs, dir) = empty_store();
+        fs.open(&dir.join(crate::layout::LOCK_FILE), OpenMode::Truncate)
+            .unwrap();
+        let mut log = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
+        for round in 1..=8u64 {
+            let rising = (0..2000u64).map(|id| (id, point(round * 10_000 + id, round as u8)));
+            log.append(&fs, dir, round * 100_000, rising, &HashSet::new(), true)
+                .unwrap();
+        }
+        let full = log.full().unwrap();
+        let whole = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
+        let len = fs.stat(&anchors_path(dir)).unwrap().len;
+        for wrong in [
+            FullAnchor {
+                root: [3; 32],
+                ..full
+            },
+            FullAnchor {
+                at: full.at + 1,
+                ..full
+            },
+            FullAnchor {
+                at: len + 10,
+                ..full
+            },
+        ] {
+            wrong.write(&fs, dir).unwrap();
+            let read = Anchors::read_latest(&fs, dir, u64::MAX).unwrap();
+            assert_eq!(read.full(), None, "{wrong:?}");
+            assert_eq!(read.roots, whole.roots);
+            assert_eq!(read.points.len(), whole.points.len());
+        }
     }
 
     #[test]
@@ -687,14 +714,17 @@ mod tests {
         let len = bytes.len();
         bytes[len - 10] ^= 1;
         fs.put_file(&path, &bytes);
-        let mut again = Anchors::read(&fs, dir).unwrap();
+        let mut again = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
         assert_eq!(again.roots, vec![first]);
         assert_eq!(*again.points.get(&1).unwrap(), point(5, 1));
         let mut report = RecoveryReport::default();
         again.repair(&fs, dir, &mut report).unwrap();
         assert!(matches!(report.findings[..], [Finding::TornTail { .. }]));
         let third = add(&mut again, &fs, dir, 30, [(1, point(25, 1))]).unwrap();
-        assert_eq!(Anchors::read(&fs, dir).unwrap().roots, vec![first, third]);
+        assert_eq!(
+            Anchors::read_until(&fs, dir, u64::MAX).unwrap().roots,
+            vec![first, third]
+        );
     }
 
     #[test]
@@ -714,7 +744,7 @@ mod tests {
         let mut bytes = log_bytes(&fs, dir);
         bytes[first_end as usize + 50] ^= 1; // inside the second anchor
         fs.put_file(&path, &bytes);
-        let mut again = Anchors::read(&fs, dir).unwrap();
+        let mut again = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
         assert_eq!(again.roots, vec![first, third]);
         assert_eq!(again.damaged, vec![first_end]);
         assert_eq!(
@@ -740,7 +770,7 @@ mod tests {
         assert_eq!(kept, bytes);
         let fourth = add(&mut again, &fs, dir, 40, [(1, point(35, 1))]).unwrap();
         assert_eq!(
-            Anchors::read(&fs, dir).unwrap().roots,
+            Anchors::read_until(&fs, dir, u64::MAX).unwrap().roots,
             vec![first, third, fourth]
         );
     }
@@ -760,7 +790,7 @@ mod tests {
         let (next, root) = encode(20, &[7; HASH_LEN], &[(2, point(15, 2))]);
         bytes.extend_from_slice(&next);
         fs.put_file(&path, &bytes);
-        let again = Anchors::read(&fs, dir).unwrap();
+        let again = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
         assert_eq!(again.damaged, vec![damaged_at]);
         assert_eq!(again.roots, vec![first, root]);
         assert_eq!(again.end(), bytes.len() as u64);
@@ -781,7 +811,7 @@ mod tests {
         bytes.resize(bytes.len() + (2 << 20), 7);
         sim.put_file(&path, &bytes);
         let fs = crate::testing::FaultyFs::new(Arc::new(sim));
-        let again = Anchors::read(&fs, dir).unwrap();
+        let again = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
         assert_eq!(again.roots, vec![first]);
         assert!(
             again.damaged.is_empty(),
@@ -795,13 +825,13 @@ mod tests {
     #[test]
     fn a_settled_point_lowers_the_anchored_one() {
         let (fs, dir) = empty_store();
-        let mut log = Anchors::read(&fs, dir).unwrap();
+        let mut log = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
         add(&mut log, &fs, dir, 10, [(1, point(5, 1)), (2, point(9, 2))]).unwrap();
         // Session 1 now ends lower, session 2 has no record left.
         let lowered = HashSet::from([1, 2]);
         log.append(&fs, dir, 10, [(1, point(3, 7))], &lowered, false)
             .unwrap();
-        let again = Anchors::read(&fs, dir).unwrap();
+        let again = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
         assert_eq!(*again.points.get(&1).unwrap(), point(3, 7));
         // Session 1 at its settled point, session 2 gone: neither is behind.
         let found = |id, _: &Point| (id == 1).then_some(point(3, 7));
