@@ -160,3 +160,54 @@ fn the_background_applies_the_rules() {
     }
     assert_eq!(store.load("k"), vec![user("m 3")]);
 }
+
+/// Counts the reads of the checkpoint.
+#[derive(Debug, Default)]
+struct CheckpointReads(std::sync::atomic::AtomicUsize);
+
+impl common::hooked::Hooks for CheckpointReads {
+    fn read(&self, path: &Path) {
+        if path.ends_with("CHECKPOINT") {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn a_pass_of_every_rule_over_cold_sessions_reads_them_as_one_listing_does() {
+    let sim = sessionlog::testing::SimFs::new();
+    let fs = common::hooked::Hooked::new(&sim, CheckpointReads::default());
+    let dir = Path::new("/store");
+    let open = |retention| {
+        let options = Options {
+            retention,
+            ..Options::with_durability(Durability::Never)
+        };
+        LogStore::open_with_fs(dir, options, std::sync::Arc::new(fs.clone())).unwrap()
+    };
+    let store = open(Retention::default());
+    // Enough sessions that a listing reads the checkpoint in several reads.
+    for i in 0..3000 {
+        store.append(&format!("keep/{i}"), &user("hello")).unwrap();
+    }
+    store.close().unwrap();
+    let store = open(Retention {
+        max_age: Some(Duration::from_secs(86_400)),
+        max_messages: Some(100),
+        disk_budget: Some(1 << 40),
+        check_every: Duration::from_secs(3600),
+    });
+    let reads = || fs.hooks.0.swap(0, std::sync::atomic::Ordering::SeqCst);
+    reads();
+    assert_eq!(store.list_sessions_with_metadata().len(), 3000);
+    let listing = reads();
+    assert!(listing > 1, "{listing} read");
+    let report = store.apply_retention().unwrap();
+    assert_eq!(
+        report,
+        sessionlog::RetentionReport::default(),
+        "nothing to remove"
+    );
+    assert_eq!(reads(), listing, "the three rules chose from one listing");
+    assert_eq!(store.health().sessions_cold, 3000);
+}

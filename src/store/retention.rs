@@ -30,50 +30,65 @@ impl Inner {
             return Ok(report);
         }
         let now = now_micros();
-        // The sessions each rule applies to are chosen from a listing (a cold session is read
-        // there and stays cold unless chosen), then checked again under their writer's lock
-        // when the rule's record is written: they may have moved on.
-        if let Some(max_age) = rules.max_age {
-            let cutoff = now.saturating_sub(i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX));
-            let stale = |v: &SessionView| v.last_activity < cutoff && v.state != RUNNING_STATE;
-            for key in self.live_views(|v| stale(v).then(|| v.key.clone())) {
-                let event = Event::Expire {
-                    rule: RetentionRule::MaxAge.to_byte(),
-                };
-                if self.commit(&key, false, &event, |v| match v {
-                    Some(v) if stale(v) => Decision::Write(true),
-                    _ => Decision::Skip(false),
-                })? {
-                    report.expired.push((key, RetentionRule::MaxAge));
-                }
+        let cutoff = (rules.max_age)
+            .map(|age| now.saturating_sub(i64::try_from(age.as_micros()).unwrap_or(i64::MAX)));
+        let stale = |v: &SessionView| {
+            cutoff.is_some_and(|cutoff| v.last_activity < cutoff) && v.state != RUNNING_STATE
+        };
+        let excess = |v: &SessionView| {
+            let excess = v.message_count().saturating_sub(rules.max_messages?);
+            (v.state != RUNNING_STATE && excess > 0).then_some(excess)
+        };
+        // The sessions each rule applies to are chosen from one listing (a cold session is
+        // read there and stays cold unless chosen), which also counts the bytes the disk
+        // budget starts from; each is checked again under its writer's lock when the rule's
+        // record is written: it may have moved on (one expired first is trimmed no more).
+        let mut live_bytes = 0u64;
+        let chosen = self.live_views(|v| {
+            live_bytes += v.bytes_written;
+            let (stale, excess) = (stale(v), excess(v));
+            (stale || excess.is_some()).then(|| (v.key.clone(), stale, excess))
+        });
+        for (key, ..) in chosen.iter().filter(|(_, stale, _)| *stale) {
+            let event = Event::Expire {
+                rule: RetentionRule::MaxAge.to_byte(),
+            };
+            if self.commit(key, false, &event, |v| match v {
+                Some(v) if stale(v) => Decision::Write(true),
+                _ => Decision::Skip(false),
+            })? {
+                report.expired.push((key.clone(), RetentionRule::MaxAge));
             }
         }
-        if let Some(max) = rules.max_messages {
-            let excess = |v: &SessionView| {
-                let excess = v.message_count().saturating_sub(max);
-                (v.state != RUNNING_STATE && excess > 0).then_some(excess)
+        for (key, _, excess) in &chosen {
+            let (Some(excess), Some(max)) = (*excess, rules.max_messages) else {
+                continue;
             };
-            for (key, excess) in self.live_views(|v| Some((v.key.clone(), excess(v)?))) {
-                let event = Event::Trim {
-                    count: excess as u64,
-                    rule: RetentionRule::MaxMessages.to_byte(),
-                };
-                let trimmed = self.commit(&key, false, &event, |v| match v {
-                    Some(v)
-                        if v.state != RUNNING_STATE
-                            && v.messages.len().saturating_sub(max) == excess =>
-                    {
-                        Decision::Write(true)
-                    }
-                    _ => Decision::Skip(false),
-                })?;
-                if trimmed {
-                    report.trimmed.push((key, excess));
+            let event = Event::Trim {
+                count: excess as u64,
+                rule: RetentionRule::MaxMessages.to_byte(),
+            };
+            let trimmed = self.commit(key, false, &event, |v| match v {
+                Some(v)
+                    if v.state != RUNNING_STATE
+                        && v.messages.len().saturating_sub(max) == excess =>
+                {
+                    Decision::Write(true)
                 }
+                _ => Decision::Skip(false),
+            })?;
+            if trimmed {
+                report.trimmed.push((key.clone(), excess));
             }
         }
         if let Some(budget) = rules.disk_budget {
-            self.apply_disk_budget(budget, &mut report)?;
+            // The listing's count, unless a rule above wrote: then counted again.
+            let total = if report.expired.is_empty() && report.trimmed.is_empty() {
+                live_bytes + self.tombstone_bytes()
+            } else {
+                self.session_bytes()
+            };
+            self.apply_disk_budget(budget, total, &mut report)?;
         }
         Ok(report)
     }
@@ -82,19 +97,25 @@ impl Inner {
     /// entry: it stays cold).
     pub(super) fn session_bytes(&self) -> u64 {
         let live: u64 = self.live_views(|v| Some(v.bytes_written)).iter().sum();
-        let bytes = |slot: &Arc<Slot>| slot.view.read().bytes_written;
-        let tombstones: u64 = self.tombstones.lock().slots().map(bytes).sum();
-        live + tombstones
+        live + self.tombstone_bytes()
     }
 
+    /// Bytes of the records of every restorable session.
+    fn tombstone_bytes(&self) -> u64 {
+        let bytes = |slot: &Arc<Slot>| slot.view.read().bytes_written;
+        self.tombstones.lock().slots().map(bytes).sum()
+    }
+
+    /// Removes sessions until the bytes of every live and restorable one, `total` when it
+    /// begins, are within `budget`.
     pub(super) fn apply_disk_budget(
         &self,
         budget: u64,
+        mut total: u64,
         report: &mut RetentionReport,
     ) -> Result<()> {
-        // Counted once, then kept up to date as sessions go (writes meanwhile are not
-        // counted until the next pass).
-        let mut total = self.session_bytes();
+        // Kept up to date as sessions go (writes meanwhile are not counted until the next
+        // pass).
         // Tombstones first, the oldest delete first: they are gone from the caller's view.
         while total > budget {
             let oldest = self.tombstones.lock().oldest();
