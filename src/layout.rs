@@ -228,14 +228,7 @@ const STAMP_LEN: usize = 8 + 8 + 8 + 8 + 8 + 8 + 4;
 impl FolderStamp {
     /// The stamp the `LOCK` file of `dir` holds, if a whole one.
     pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Option<FolderStamp> {
-        let bytes = read_prefix(fs, &dir.join(LOCK_FILE), STAMP_AT + STAMP_LEN as u64).ok()?;
-        let bytes = bytes.get(STAMP_AT as usize..)?;
-        let (body, crc) = (bytes.get(..STAMP_LEN - 4)?, bytes.get(STAMP_LEN - 4..)?);
-        if body.get(..8)? != STAMP_MAGIC
-            || u32::from_le_bytes(crc.try_into().ok()?) != crc32fast::hash(body)
-        {
-            return None;
-        }
+        let body = read_in_lock(fs, dir, STAMP_AT, &STAMP_MAGIC, STAMP_LEN)?;
         let field = |at: usize| Some(i64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?));
         Some(FolderStamp {
             folder: (field(8)?, field(16)?),
@@ -247,28 +240,20 @@ impl FolderStamp {
     /// file of `dir`. Not synced: a stamp lost with a power cut only makes the next open list
     /// the folder, and one that survives still matches only the folder it describes.
     pub(crate) fn write(stamp: Option<FolderStamp>, fs: &dyn FileSystem, dir: &Path) -> Result<()> {
-        let mut bytes = vec![0u8; STAMP_LEN];
-        if let Some(stamp) = stamp {
-            bytes.clear();
-            bytes.extend_from_slice(&STAMP_MAGIC);
-            for value in [
-                stamp.folder.0,
-                stamp.folder.1,
-                stamp.checkpoint.0 as i64,
-                stamp.checkpoint.1,
-                stamp.checkpoint.2,
-            ] {
-                bytes.extend_from_slice(&value.to_le_bytes());
-            }
-            let crc = crc32fast::hash(&bytes);
-            bytes.extend_from_slice(&crc.to_le_bytes());
+        let Some(stamp) = stamp else {
+            return write_in_lock(fs, dir, STAMP_AT, &[0; STAMP_LEN]);
+        };
+        let mut bytes = STAMP_MAGIC.to_vec();
+        for value in [
+            stamp.folder.0,
+            stamp.folder.1,
+            stamp.checkpoint.0 as i64,
+            stamp.checkpoint.1,
+            stamp.checkpoint.2,
+        ] {
+            bytes.extend_from_slice(&value.to_le_bytes());
         }
-        let path = dir.join(LOCK_FILE);
-        let file = fs
-            .open(&path, OpenMode::Write)
-            .map_err(context("opening", &path))?;
-        file.write_at(&bytes, STAMP_AT)
-            .map_err(context("writing", &path))
+        write_in_lock(fs, dir, STAMP_AT, &with_crc(bytes))
     }
 
     /// The stamp of `dir` as it is now, with its checkpoint; `None` where the file system
@@ -318,15 +303,7 @@ const FULL_LEN: usize = 8 + 8 + 32 + 4;
 impl FullAnchor {
     /// The full anchor `LOCK` names, if it holds a whole one.
     pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Option<FullAnchor> {
-        let bytes = read_prefix(fs, &dir.join(LOCK_FILE), FULL_AT + FULL_LEN as u64).ok()?;
-        let bytes = bytes.get(FULL_AT as usize..)?;
-        let (body, crc) = (
-            bytes.get(..FULL_LEN - 4)?,
-            bytes.get(FULL_LEN - 4..FULL_LEN)?,
-        );
-        if body.get(..8)? != FULL_MAGIC || crc32fast::hash(body).to_le_bytes() != crc {
-            return None;
-        }
+        let body = read_in_lock(fs, dir, FULL_AT, &FULL_MAGIC, FULL_LEN)?;
         Some(FullAnchor {
             at: u64::from_le_bytes(body.get(8..16)?.try_into().ok()?),
             root: body.get(16..48)?.try_into().ok()?,
@@ -337,19 +314,44 @@ impl FullAnchor {
     /// next read of the log the whole log, and one that survives names an anchor that is
     /// there (it is written once the anchor is durable).
     pub(crate) fn write(&self, fs: &dyn FileSystem, dir: &Path) -> Result<()> {
-        let mut bytes = Vec::with_capacity(FULL_LEN);
-        bytes.extend_from_slice(&FULL_MAGIC);
+        let mut bytes = FULL_MAGIC.to_vec();
         bytes.extend_from_slice(&self.at.to_le_bytes());
         bytes.extend_from_slice(&self.root);
-        let crc = crc32fast::hash(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        let path = dir.join(LOCK_FILE);
-        let file = fs
-            .open(&path, OpenMode::Write)
-            .map_err(context("opening", &path))?;
-        file.write_at(&bytes, FULL_AT)
-            .map_err(context("writing", &path))
+        write_in_lock(fs, dir, FULL_AT, &with_crc(bytes))
     }
+}
+
+/// The `len` bytes at `at` in the `LOCK` file of `dir` without their last four, if they
+/// begin with `magic` and end with the CRC-32 of what comes before.
+fn read_in_lock(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    at: u64,
+    magic: &[u8; 8],
+    len: usize,
+) -> Option<Vec<u8>> {
+    let bytes = read_prefix(fs, &dir.join(LOCK_FILE), at + len as u64).ok()?;
+    let bytes = bytes.get(at as usize..)?;
+    let (body, crc) = (bytes.get(..len - 4)?, bytes.get(len - 4..len)?);
+    let whole = body.get(..8)? == magic && crc32fast::hash(body).to_le_bytes() == crc;
+    whole.then(|| body.to_vec())
+}
+
+/// `bytes` and their CRC-32 after them.
+fn with_crc(mut bytes: Vec<u8>) -> Vec<u8> {
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// Writes `bytes` at `at` in the `LOCK` file of `dir`, unsynced (the stamp and the full
+/// anchor's name only spare work: see theirs).
+fn write_in_lock(fs: &dyn FileSystem, dir: &Path, at: u64, bytes: &[u8]) -> Result<()> {
+    let path = dir.join(LOCK_FILE);
+    let file = fs
+        .open(&path, OpenMode::Write)
+        .map_err(context("opening", &path))?;
+    file.write_at(bytes, at).map_err(context("writing", &path))
 }
 
 #[cfg(test)]
