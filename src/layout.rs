@@ -36,7 +36,7 @@ pub const CHECKPOINT_RUNNING_FILE: &str = "CHECKPOINT.running";
 pub const ERASED_FILE: &str = "ERASED";
 /// Prefix of the side file that keeps a record of the erasure log a crash cut short.
 pub const ERASED_TORN_PREFIX: &str = "ERASED.torn-";
-/// The anchor log: where each session had reached at the last clean close (`anchor.rs`).
+/// The anchor log: where each session had reached at the last clean close (`anchor/`).
 pub const ANCHORS_FILE: &str = "ANCHORS";
 /// Prefix of the side files of the anchor log's torn tails.
 pub const ANCHORS_TORN_PREFIX: &str = "ANCHORS.torn-";
@@ -151,7 +151,8 @@ pub fn parse_hex(text: &str, width: usize) -> Option<u64> {
 }
 
 // Format of the LOCK file's content: { magic: [u8; 8] | seq_floor: u64 | crc32: u32 }, then
-// from byte 32 the folder stamp (see `FolderStamp`).
+// from byte 32 the folder stamp (see `FolderStamp`), and from byte 96 the name of the anchor
+// log's last full anchor (see `FullAnchor`).
 const FLOOR_MAGIC: [u8; 8] = *b"SLFLOOR\0";
 const FLOOR_LEN: usize = 8 + 8 + 4;
 
@@ -279,34 +280,38 @@ impl FolderStamp {
     }
 }
 
-/// Where a reader of the anchor log may start (`anchor.rs`): at `at` begins a full anchor, a
-/// run of anchors that lists every session the anchors before it do, at the point they fold
-/// to, so that a reader starting there folds to the points one starting at the log's first
-/// byte would. `root` is the first anchor's root. Kept in `LOCK`, after the stamp, because
-/// writing it there changes no entry of the folder. Advisory: a reader checks that a sound
-/// anchor with that root is there, and reads the whole log otherwise.
+/// Where a reader of the anchor log may start (`anchor/`): from `at` to `end` is a full
+/// anchor, a run of anchors that lists every session the anchors before it do, at the point
+/// they fold to, so that a reader starting there folds to the points one starting at the
+/// log's first byte would. `root` is the first anchor's root. Kept in `LOCK`, after the stamp,
+/// because writing it there changes no entry of the folder. Advisory: a reader checks that
+/// sound anchors, the first with that root, run linked from `at` to `end`, and reads the
+/// whole log otherwise.
 ///
 /// ```text
-/// // Format, at byte 96 of LOCK: { magic: [u8; 8] = "SLANFULL" | at: u64 | root: [u8; 32]
-/// //   | crc32: u32 }
+/// // Format, at byte 96 of LOCK: { magic: [u8; 8] = "SLANFULL" | at: u64 | end: u64
+/// //   | root: [u8; 32] | crc32: u32 }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FullAnchor {
     pub at: u64,
+    pub end: u64,
     pub root: [u8; 32],
 }
 
 const FULL_MAGIC: [u8; 8] = *b"SLANFULL";
 const FULL_AT: u64 = 96;
-const FULL_LEN: usize = 8 + 8 + 32 + 4;
+const FULL_LEN: usize = 8 + 8 + 8 + 32 + 4;
 
 impl FullAnchor {
     /// The full anchor `LOCK` names, if it holds a whole one.
     pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Option<FullAnchor> {
         let body = read_in_lock(fs, dir, FULL_AT, &FULL_MAGIC, FULL_LEN)?;
+        let field = |at: usize| Some(u64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?));
         Some(FullAnchor {
-            at: u64::from_le_bytes(body.get(8..16)?.try_into().ok()?),
-            root: body.get(16..48)?.try_into().ok()?,
+            at: field(8)?,
+            end: field(16)?,
+            root: body.get(24..56)?.try_into().ok()?,
         })
     }
 
@@ -316,6 +321,7 @@ impl FullAnchor {
     pub(crate) fn write(&self, fs: &dyn FileSystem, dir: &Path) -> Result<()> {
         let mut bytes = FULL_MAGIC.to_vec();
         bytes.extend_from_slice(&self.at.to_le_bytes());
+        bytes.extend_from_slice(&self.end.to_le_bytes());
         bytes.extend_from_slice(&self.root);
         write_in_lock(fs, dir, FULL_AT, &with_crc(bytes))
     }

@@ -590,6 +590,14 @@ fn a_store_closed_many_times_reads_its_anchors_from_the_last_full_one_and_still_
         "the anchors before the full one were read: {:?}",
         store.recovery_report().findings
     );
+    // `verify` reads the whole log: it names the damage open did not see.
+    let problems = store.verify().unwrap().problems;
+    let in_log = |p: &sessionlog::Problem| p.session.is_none() && p.path.ends_with("ANCHORS");
+    assert_eq!(
+        problems.iter().filter(|p| in_log(p)).count(),
+        1,
+        "{problems:?}"
+    );
     drop(store);
     // Without LOCK's name for it, the whole log is read: its damage is reported, and the
     // rollback still told.

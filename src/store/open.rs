@@ -145,6 +145,7 @@ impl LogStore {
         let anchoring = root::Anchoring {
             durable_end: anchors.end(),
             synced: false,
+            full: anchors.full(),
         };
         drop(points);
         drop(anchors);

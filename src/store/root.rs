@@ -1,4 +1,4 @@
-//! The store's root hash: anchors of where each session had reached (`anchor.rs`), appended
+//! The store's root hash: anchors of where each session had reached (`anchor/`), appended
 //! at every clean close and by [`LogStore::root_hash`], and the check, at open and by
 //! `verify`, that no session ends before its anchored point.
 
@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::fs::{FileSystem, OpenMode};
 use crate::history::Problem;
 use crate::keyring::Keyring;
+use crate::layout::FullAnchor;
 use crate::layout::{parse_segment_name, segment_path, SEGMENT_SUFFIX};
 use crate::record::{header_seq, Hash, HASH_LEN, SEQ_OFFSET};
 use crate::report::Finding;
@@ -288,6 +289,9 @@ pub(super) struct Anchoring {
     /// This store has made the anchor log and its folder durable once (after that, what it
     /// reads of the log up to `durable_end` is on disk).
     pub synced: bool,
+    /// The last full anchor this store wrote, as `LOCK` names it (kept here too: were its
+    /// naming in `LOCK` to fail, the next anchor still starts from it, and is no full one).
+    pub full: Option<crate::layout::FullAnchor>,
 }
 
 impl Inner {
@@ -307,7 +311,10 @@ impl Inner {
         // anchor the disk does not hold (write-back failed and the pages were marked clean),
         // and a root chained over it would name a history no copy of the folder has. (Only
         // this call appends to them, under the lock held.)
-        let mut anchors = Anchors::read_latest(&*self.fs, &self.dir, state.durable_end)?;
+        let named = state
+            .full
+            .or_else(|| FullAnchor::read(&*self.fs, &self.dir));
+        let mut anchors = Anchors::read_from(&*self.fs, &self.dir, state.durable_end, named)?;
         let full = anchors.full();
         // A cold session is where open found it, which the anchors hold (a clean close
         // anchors every session before its checkpoint): it stays cold and is left out. One
@@ -347,6 +354,7 @@ impl Inner {
         )?;
         state.synced = true;
         state.durable_end = anchors.end();
+        state.full = anchors.full();
         if let Some(written) = anchors.full().filter(|&f| Some(f) != full) {
             // Durable already: the next read of the log may start there. (Advisory: if it
             // is lost, the next read reads the whole log.)
@@ -469,9 +477,18 @@ impl LogStore {
         let skipped = |id| exempt.contains(&id) || inner.erasure_log.lock().holds(id);
         let slots = inner.all_slots()?;
         let found = rolled_back(&anchors, &points(&slots), skipped);
-        Ok(found
-            .into_iter()
-            .filter_map(|finding| match finding {
+        // Damage in the log itself (which open, reading from the last full anchor on, may
+        // not have seen).
+        let damaged = anchors.damaged.iter().map(|&offset| Problem {
+            session: None,
+            path: anchor::anchors_path(&inner.dir),
+            offset,
+            reason: "bytes that are no anchor of the chain, with sound anchors after them: \
+                     the points of the anchors lost are not checked"
+                .to_owned(),
+        });
+        Ok(damaged
+            .chain(found.into_iter().filter_map(|finding| match finding {
                 Finding::RolledBack {
                     key,
                     session_id,
@@ -488,7 +505,7 @@ impl LogStore {
                     ),
                 }),
                 _ => None,
-            })
+            }))
             .collect())
     }
 }
