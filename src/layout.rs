@@ -343,6 +343,16 @@ fn read_in_lock(
     whole.then(|| body.to_vec())
 }
 
+/// A hash of a folder's `names` (in the order listed), each with its length.
+pub(crate) fn names_hash(names: &[String]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    for name in names {
+        hasher.update(&(name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+    }
+    *hasher.finalize().as_bytes()
+}
+
 /// `bytes` and their CRC-32 after them.
 fn with_crc(mut bytes: Vec<u8>) -> Vec<u8> {
     let crc = crc32fast::hash(&bytes);

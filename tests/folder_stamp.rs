@@ -192,3 +192,31 @@ fn a_store_reached_through_a_symbolic_link_is_never_stamped() {
     assert_reports_unknown(&store, "notes.txt");
     drop(store);
 }
+
+#[test]
+fn a_copied_store_opened_and_closed_without_a_change_is_stamped_for_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = written(dir.path());
+    // A copy: its folder's times are its own, so the stamp copied with `LOCK` does not hold.
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let (store, listed) = open_counting(copy.path());
+    assert!(listed > 0, "the copy's folder is listed");
+    assert_eq!(format!("{:?}", store.list_sessions_with_metadata()), before);
+    store.close().unwrap();
+    // Closed without a change (no checkpoint written), it stamped the folder it listed.
+    let (store, listed) = open_counting(copy.path());
+    assert_eq!(listed, 0, "listed again");
+    assert_eq!(format!("{:?}", store.list_sessions_with_metadata()), before);
+    drop(store);
+    // A file made in it since is still found.
+    std::fs::write(copy.path().join("stray"), b"x").unwrap();
+    let (store, listed) = open_counting(copy.path());
+    assert!(listed > 0);
+    assert_reports_unknown(&store, "stray");
+}

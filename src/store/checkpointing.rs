@@ -47,6 +47,10 @@ pub(super) struct CheckpointState {
     pub(super) erasing: u64,
     /// The segment files the clean close's checkpoint recorded, for the folder's stamp.
     pub(super) recorded: Option<Vec<String>>,
+    /// The names open listed in the folder and found to be those the checkpoint it used
+    /// records, hashed: a close that changed nothing (and so writes no checkpoint) stamps the
+    /// folder if it still holds them (a copied store, say, is listed once, not at every open).
+    pub(super) listed_as_recorded: Option<crate::record::Hash>,
 }
 
 /// How often the checkpointer looks at what was written, at most.
@@ -375,11 +379,25 @@ impl Inner {
     /// next open need not list it. The stamp only spares that open work: whatever stops it
     /// here leaves none (a blank is written first), and the next open lists the folder.
     pub(super) fn stamp_folder(&self) -> Result<()> {
-        let fs = &*self.fs;
-        FolderStamp::write(None, fs, &self.dir)?;
-        let Some(recorded) = self.checkpoint.lock().recorded.take() else {
+        let recorded = self.checkpoint.lock().recorded.take();
+        self.stamp_if(|names| recorded.as_deref() == Some(names))
+    }
+
+    /// After a clean close that changed nothing (no checkpoint written): stamps the folder as
+    /// [`Inner::stamp_folder`] does if open had to list it and it still holds the names open
+    /// found there, those of the checkpoint it used. (A stamp open found whole still holds.)
+    pub(super) fn stamp_unchanged(&self) -> Result<()> {
+        let Some(listed) = self.checkpoint.lock().listed_as_recorded.take() else {
             return Ok(());
         };
+        self.stamp_if(|names| layout::names_hash(names) == listed)
+    }
+
+    /// Stamps the folder if it holds only the store's files and `recorded` says its names
+    /// are those of the checkpoint.
+    fn stamp_if(&self, recorded: impl Fn(&[String]) -> bool) -> Result<()> {
+        let fs = &*self.fs;
+        FolderStamp::write(None, fs, &self.dir)?;
         let Some(before) = FolderStamp::now(fs, &self.dir) else {
             return Ok(());
         };
@@ -396,7 +414,7 @@ impl Inner {
             return Ok(());
         }
         let listed = recovery::list_folder(fs, &self.dir)?;
-        let clean = listed.report.findings.is_empty() && listed.names == recorded;
+        let clean = listed.report.findings.is_empty() && recorded(&listed.names);
         if !clean || FolderStamp::now(fs, &self.dir) != Some(before) {
             return Ok(());
         }

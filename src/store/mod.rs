@@ -755,7 +755,11 @@ impl LogStore {
             saved,
         );
         if self.inner.checkpoint_exact.load(Ordering::SeqCst) {
-            return Ok(()); // nothing changed since open: the checkpoint still holds
+            // Nothing changed since open: the checkpoint still holds. A folder open had to
+            // list is stamped, so that the next open need not (it can fail alone).
+            let stamped = self.inner.stamp_unchanged();
+            (self.inner.monitor).note(Swallowed::Background, "stamping the folder", None, stamped);
+            return Ok(());
         }
         // Segments retired while readers were open go now: the checkpoint must not list them
         // (a reader that outlives the store may then fail to read them).

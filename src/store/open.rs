@@ -185,6 +185,7 @@ impl LogStore {
                 erasures: 0,
                 erasing: 0,
                 recorded: None,
+                listed_as_recorded: state.listed_as_recorded,
             }),
             checkpoint_exact: AtomicBool::new(report.from_checkpoint && !state.after_crash),
             checkpointing: Mutex::new(()),
@@ -297,6 +298,10 @@ struct OnDisk {
     older_format: bool,
     /// The next sequence number the checkpoint it used recorded (`None`: it used none).
     checkpoint_seq: Option<u64>,
+    /// The folder's names as open listed them and found them to be those the clean close's
+    /// checkpoint records (`layout::names_hash`); `None` when the folder was not listed (its
+    /// stamp held) or the checkpoint was not a clean close's.
+    listed_as_recorded: Option<crate::record::Hash>,
 }
 
 impl OnDisk {
@@ -356,6 +361,7 @@ impl OnDisk {
         // The first number the checkpoint had not handed out when it was written: an erasure
         // logged at or above it came after it.
         let checkpoint_seq = loaded.as_ref().map(|l| l.replayed.next_seq);
+        let mut listed_as_recorded = None;
         let (replayed, claims, cold) = match loaded {
             Some(Loaded {
                 replayed: mut from_checkpoint,
@@ -367,6 +373,8 @@ impl OnDisk {
                 report.from_checkpoint = true;
                 // (Replay repairs the erasure log itself, once every header is read.)
                 erased.repair(&**fs, dir, &mut report)?;
+                // The checkpoint was checked against the listing: they hold the same names.
+                listed_as_recorded = folder.as_ref().map(|f| layout::names_hash(&f.names));
                 from_checkpoint.report = folder.map(|f| f.report).unwrap_or_default();
                 (from_checkpoint, claims, cold)
             }
@@ -439,6 +447,7 @@ impl OnDisk {
             after_crash,
             older_format,
             checkpoint_seq,
+            listed_as_recorded,
         })
     }
 }
