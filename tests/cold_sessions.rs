@@ -639,23 +639,27 @@ impl common::hooked::Hooks for HoldListing {
     }
 }
 
-/// Waits until the thread whose id `tid` names sleeps (Linux's `/proc`): blocked on a lock.
+/// Waits until the thread whose id `tid` names sleeps (Linux's `/proc`) and stays asleep
+/// for 50 ms: blocked on a lock no one lets go of soon (another, held a moment by a
+/// background thread, would wake it before).
 #[cfg(target_os = "linux")]
 fn until_asleep(tid: &str) {
     let stat = format!("/proc/self/task/{tid}/stat");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut asleep = 0;
     loop {
         let text = std::fs::read_to_string(&stat).unwrap();
         // The state follows the command's closing parenthesis.
         let state = text.rsplit(')').next().unwrap().trim_start().chars().next();
-        if state == Some('S') {
+        asleep = if state == Some('S') { asleep + 1 } else { 0 };
+        if asleep == 10 {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "never blocked: {text}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

@@ -189,7 +189,11 @@ impl Inner {
         let (mut slots, cold) = self.sessions.read().snapshot();
         let mut sessions = match &cold {
             Some((cold, indices)) => self.cold_files(cold, indices, &mut slots)?,
-            None => Vec::new(),
+            None => {
+                // None is cold any more: what was kept of them goes.
+                *self.background.replica.cold.lock() = Vec::new();
+                Vec::new()
+            }
         };
         slots.extend(self.tombstones.lock().slots().cloned());
         for slot in &slots {

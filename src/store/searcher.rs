@@ -70,6 +70,14 @@ impl Searcher {
         }
     }
 
+    /// Forgets which sessions are searched, and the cold ones' keys (an erasure's key among
+    /// them): the next query compares every session again.
+    pub(super) fn forget_scan(&mut self) {
+        self.scanned_at = None;
+        self.searchable = HashMap::new();
+        self.cold_keys = None;
+    }
+
     /// The key of searched session `id`.
     pub(super) fn key(&self, id: u64) -> Option<&str> {
         match self.searchable.get(&id)? {
@@ -106,12 +114,18 @@ impl Inner {
             Searchable::Cold { .. } => searcher.key(id)?,
         };
         let listed = self.sessions.read().listed(key);
-        if let Some(Err((cold, e))) = listed {
-            if let Some(session) = cold.session(&e).ok().filter(|s| s.session_id == id) {
-                return Some(f(&session.view));
+        match listed? {
+            // Warmed since: as its slot holds it (another session under the key: none).
+            Ok(slot) => {
+                let view = slot.view.read();
+                (slot.session_id == id && view.is_live()).then(|| f(&view))
             }
+            Err((cold, e)) => match cold.session(&e) {
+                Ok(session) => (session.session_id == id).then(|| f(&session.view)),
+                // Its entry cannot be read again: warmed (from its files, if need be).
+                Err(_) => self.with_view(key, f),
+            },
         }
-        self.with_view(key, f)
     }
 
     /// Brings the index up to every session's last event: each session changed since it was

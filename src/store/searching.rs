@@ -564,7 +564,7 @@ impl Inner {
         };
         let ids = self.sessions.read().ids().collect();
         self.forget_gone(&mut searcher.index, ids);
-        searcher.scanned_at = None;
+        searcher.forget_scan();
         self.flush()?; // what the saved index covers is durable first
         searcher.index.compact(&*self.fs)?;
         // Erasure reaches every index byte: files left by an earlier rebuild, and those set
