@@ -42,11 +42,28 @@ impl Anchored {
         self.0.len()
     }
 
-    /// Every point, with those of `run` (sorted by id, each once) in place of those held.
+    /// Every point, with those of `run` (sorted by id, each once) in place of those held, in
+    /// order of id.
     pub(super) fn with(&self, run: &[(u64, Point)]) -> Vec<(u64, Point)> {
-        let mut all = Anchored(self.0.clone());
-        all.merge(run);
-        all.0
+        let mut merged = Vec::with_capacity(self.0.len() + run.len());
+        let (mut held, mut new) = (self.0.iter().peekable(), run.iter().peekable());
+        loop {
+            let next = match (held.peek(), new.peek()) {
+                (None, None) => break,
+                (Some(_), None) => held.next(),
+                (None, Some(_)) => new.next(),
+                (Some(a), Some(b)) => match a.0.cmp(&b.0) {
+                    std::cmp::Ordering::Less => held.next(),
+                    std::cmp::Ordering::Greater => new.next(),
+                    std::cmp::Ordering::Equal => {
+                        held.next();
+                        new.next()
+                    }
+                },
+            };
+            merged.extend(next.copied());
+        }
+        merged
     }
 
     /// Session `id`'s point, if it has one.
@@ -71,25 +88,7 @@ impl Anchored {
 
     /// Takes in the points of `run` (sorted by id, each once), which replace those held.
     pub(super) fn merge(&mut self, run: &[(u64, Point)]) {
-        let mut merged = Vec::with_capacity(self.0.len() + run.len());
-        let (mut held, mut new) = (self.0.iter().peekable(), run.iter().peekable());
-        loop {
-            let next = match (held.peek(), new.peek()) {
-                (None, None) => break,
-                (Some(_), None) => held.next(),
-                (None, Some(_)) => new.next(),
-                (Some(a), Some(b)) => match a.0.cmp(&b.0) {
-                    std::cmp::Ordering::Less => held.next(),
-                    std::cmp::Ordering::Greater => new.next(),
-                    std::cmp::Ordering::Equal => {
-                        held.next();
-                        new.next()
-                    }
-                },
-            };
-            merged.extend(next.copied());
-        }
-        self.0 = merged;
+        self.0 = self.with(run);
     }
 }
 

@@ -132,19 +132,34 @@ fn a_long_log_read_in_steps_folds_to_each_sessions_latest_point() {
     assert_eq!(folded, expected);
 }
 
-#[test]
-fn a_read_from_the_full_anchor_folds_to_the_points_of_a_whole_read() {
+/// An empty store folder with its `LOCK` file (where a full anchor is named), and its log.
+fn store_with_lock() -> (SimFs, &'static Path, Anchors) {
     let (fs, dir) = empty_store();
     fs.open(&dir.join(crate::layout::LOCK_FILE), OpenMode::Truncate)
         .unwrap();
-    let mut log = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
+    let log = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
+    (fs, dir, log)
+}
+
+/// Appends round `round`'s anchor: each session of `ids` at `round * 10_000` plus its id.
+fn rise(log: &mut Anchors, fs: &SimFs, dir: &Path, round: u64, ids: impl Iterator<Item = u64>) {
+    let rising = ids.map(|id| (id, point(round * 10_000 + id, round as u8)));
+    log.append(fs, dir, round * 100_000, rising, &HashSet::new(), true)
+        .unwrap();
+}
+
+#[test]
+fn a_read_from_the_full_anchor_folds_to_the_points_of_a_whole_read() {
+    let (fs, dir, mut log) = store_with_lock();
     // 2,000 sessions (96 KB an anchor), most rising each round.
     for round in 1..=8u64 {
-        let rising = (0..2000u64)
-            .filter(|id| (id + round) % 5 != 0)
-            .map(|id| (id, point(round * 10_000 + id, round as u8)));
-        log.append(&fs, dir, round * 100_000, rising, &HashSet::new(), true)
-            .unwrap();
+        rise(
+            &mut log,
+            &fs,
+            dir,
+            round,
+            (0..2000).filter(|id| (id + round) % 5 != 0),
+        );
     }
     let full = log
         .full()
@@ -174,17 +189,12 @@ fn a_read_from_the_full_anchor_folds_to_the_points_of_a_whole_read() {
 /// A log of rounds of 2,500 sessions rising, in anchors of at most 1,000 entries, until
 /// a full anchor (of three) is written; it is named in `LOCK`.
 fn split_full_anchor() -> (SimFs, &'static Path, FullAnchor) {
-    let (fs, dir) = empty_store();
-    fs.open(&dir.join(crate::layout::LOCK_FILE), OpenMode::Truncate)
-        .unwrap();
-    let mut log = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
+    let (fs, dir, mut log) = store_with_lock();
     log.entries_max = 1000;
     let mut round = 0u64;
     while log.full().is_none() {
         round += 1;
-        let rising = (0..2500u64).map(|id| (id, point(round * 10_000 + id, round as u8)));
-        log.append(&fs, dir, round * 100_000, rising, &HashSet::new(), true)
-            .unwrap();
+        rise(&mut log, &fs, dir, round, 0..2500);
     }
     let full = log.full().unwrap();
     assert_eq!(full.end - full.at, 2 * anchor_len(1000) + anchor_len(500));
@@ -253,14 +263,9 @@ fn no_full_anchor_lists_a_point_at_or_past_its_next_number() {
 
 #[test]
 fn a_full_anchor_named_wrongly_is_passed_over_for_a_whole_read() {
-    let (fs, dir) = empty_store();
-    fs.open(&dir.join(crate::layout::LOCK_FILE), OpenMode::Truncate)
-        .unwrap();
-    let mut log = Anchors::read_until(&fs, dir, u64::MAX).unwrap();
+    let (fs, dir, mut log) = store_with_lock();
     for round in 1..=8u64 {
-        let rising = (0..2000u64).map(|id| (id, point(round * 10_000 + id, round as u8)));
-        log.append(&fs, dir, round * 100_000, rising, &HashSet::new(), true)
-            .unwrap();
+        rise(&mut log, &fs, dir, round, 0..2000);
     }
     let full = log.full().unwrap();
     let whole = Anchors::read_until(&fs, dir, u64::MAX).unwrap();

@@ -289,9 +289,10 @@ pub(super) struct Anchoring {
     /// This store has made the anchor log and its folder durable once (after that, what it
     /// reads of the log up to `durable_end` is on disk).
     pub synced: bool,
-    /// The last full anchor this store wrote, as `LOCK` names it (kept here too: were its
-    /// naming in `LOCK` to fail, the next anchor still starts from it, and is no full one).
-    pub full: Option<crate::layout::FullAnchor>,
+    /// The full anchor the anchor log is read from: the one open found named in `LOCK`, or
+    /// the last this store wrote (kept here, not read from `LOCK` again: were its naming
+    /// there to fail, the next anchor still starts from it, and is no full one).
+    pub full: Option<FullAnchor>,
 }
 
 impl Inner {
@@ -311,10 +312,8 @@ impl Inner {
         // anchor the disk does not hold (write-back failed and the pages were marked clean),
         // and a root chained over it would name a history no copy of the folder has. (Only
         // this call appends to them, under the lock held.)
-        let named = state
-            .full
-            .or_else(|| FullAnchor::read(&*self.fs, &self.dir));
-        let mut anchors = Anchors::read_from(&*self.fs, &self.dir, state.durable_end, named)?;
+        // From the full anchor open found named in `LOCK` or this store wrote since.
+        let mut anchors = Anchors::read_from(&*self.fs, &self.dir, state.durable_end, state.full)?;
         let full = anchors.full();
         // A cold session is where open found it, which the anchors hold (a clean close
         // anchors every session before its checkpoint): it stays cold and is left out. One
