@@ -111,6 +111,12 @@ impl Inner {
 
     /// One shipment: what was written since the last, made durable first.
     fn ship_once(&self) -> Result<ReplicationStatus> {
+        self.ship_once_with(|| {})
+    }
+
+    /// [`Inner::ship_once`], calling `between` once the capture has looked at the sessions
+    /// and before it reads the erasure log (a test makes an erasure land there).
+    fn ship_once_with(&self, between: impl FnOnce()) -> Result<ReplicationStatus> {
         let Some(replication) = self.options.replicate_to.as_ref() else {
             return Err(Error::InvalidOptions {
                 reason: "the store was opened without Options::replicate_to".into(),
@@ -140,7 +146,7 @@ impl Inner {
                 reason: status.last_error.unwrap_or_default(),
             });
         };
-        let (capture, replaced) = self.capture()?;
+        let (capture, replaced) = self.capture(between)?;
         let shipped = shipper.ship(&capture);
         let status = shipper.status().clone();
         *replica.status.lock() = Some(status.clone());
@@ -178,8 +184,9 @@ impl Inner {
 
     /// What the store's files hold now: the sequence number every record up to which is
     /// written, then each session's segments (the newest one's length from its writer), the
-    /// erasure log and the key files, all synced before they are named.
-    fn capture(&self) -> Result<(Capture, Vec<Retirement>)> {
+    /// erasure log and the key files, all synced before they are named. `between` is called
+    /// after the look at the sessions, before the erasure log is read.
+    fn capture(&self, between: impl FnOnce()) -> Result<(Capture, Vec<Retirement>)> {
         let time_micros = super::now_micros();
         // Taken first: every record at or below it is in the lengths taken next.
         let seq_end = self.feed.committed_below().saturating_sub(1);
@@ -197,14 +204,7 @@ impl Inner {
         };
         slots.extend(self.tombstones.lock().slots().cloned());
         for slot in &slots {
-            let files = {
-                let writer = slot.writer.lock();
-                Files {
-                    oldest: writer.oldest,
-                    newest: writer.newest,
-                    newest_len: writer.newest_len,
-                }
-            };
+            let files = writer_files(slot);
             if !reclaimed(slot) {
                 sessions.push((slot.session_id, files));
             }
@@ -213,42 +213,22 @@ impl Inner {
         let mut oldest_seen = self.background.replica.oldest.lock();
         let previous = std::mem::take(&mut *oldest_seen);
         for &(id, session) in &sessions {
-            let Files {
-                oldest,
-                newest,
-                newest_len,
-            } = session;
-            if newest == 0 {
+            if session.newest == 0 {
                 continue;
             }
             // A compaction since the last capture: the segments it replaced, while they last.
-            let before = previous.get(&id).copied().unwrap_or(oldest);
-            oldest_seen.insert(id, oldest);
-            for number in before.max(1)..oldest {
+            let before = previous.get(&id).copied().unwrap_or(session.oldest);
+            oldest_seen.insert(id, session.oldest);
+            for number in before.max(1)..session.oldest {
                 files.push(CapturedFile {
                     name: segment_name(id, number),
                     len: None,
                 });
             }
-            for number in oldest.max(1)..newest {
-                files.push(CapturedFile {
-                    name: segment_name(id, number),
-                    len: None,
-                });
-            }
-            files.push(CapturedFile {
-                name: segment_name(id, newest),
-                len: Some(newest_len),
-            });
-            if self.keys.is_some() {
-                // Sealed like an old segment: looked at until the bucket holds it whole.
-                files.push(CapturedFile {
-                    name: format!("{KEYS_DIR}/{id:016x}{KEY_SUFFIX}"),
-                    len: None,
-                });
-            }
+            self.name_in_force(&mut files, id, session);
         }
         drop(oldest_seen);
+        between();
         // Segments a compaction replaced, kept for this shipment (see `Replica::pinned`):
         // looked at after the sessions, so a deferral made meanwhile is seen.
         let replaced: Vec<Retirement> = (self.readers.lock().deferred.iter())
@@ -283,13 +263,29 @@ impl Inner {
         } else {
             slots.iter().map(|s| (s.session_id, s)).collect()
         };
-        let oldest_now = |id: u64| match by_id.get(&id) {
-            Some(slot) => Some(slot.writer.lock().oldest),
-            None => self.cold_oldest(cold.as_ref().map(|(c, _)| &**c), id),
+        let files_now = |id: u64| match by_id.get(&id) {
+            Some(slot) => Some(writer_files(slot)),
+            None => self.cold_files_now(cold.as_ref().map(|(c, _)| &**c), id),
         };
-        let histories = (histories.into_iter())
-            .filter_map(|(id, seq)| Some((id, seq, oldest_now(id)?)))
-            .collect();
+        let looked: HashMap<u64, u32> = if histories.is_empty() {
+            HashMap::new()
+        } else {
+            (sessions.iter()).map(|&(id, f)| (id, f.oldest)).collect()
+        };
+        let mut erased_histories = Vec::with_capacity(histories.len());
+        for (id, seq) in histories {
+            let Some(now) = files_now(id) else { continue };
+            erased_histories.push((id, seq, now.oldest));
+            // Compacted since the look (the erasure's own compaction, say): the shipper takes
+            // the segments below `now.oldest` out of the bucket, so the generation in force
+            // now ships in this batch too, or the bucket would hold none of the session until
+            // the next shipment.
+            if now.newest != 0 && looked.get(&id).is_some_and(|&then| then < now.oldest) {
+                self.background.replica.oldest.lock().insert(id, now.oldest);
+                self.name_in_force(&mut files, id, now);
+            }
+        }
+        let histories = erased_histories;
         if self.keys.is_some() {
             let path = self.dir.join(KEYS_DIR).join(STORE_CHECK_FILE);
             if let Ok(stat) = self.fs.stat(&path) {
@@ -356,23 +352,48 @@ impl Inner {
         Ok(files)
     }
 
-    /// The oldest segment in force now of session `id`, cold in `cold` when the capture
-    /// looked: as its entry records it while it is still cold, else its slot's.
-    fn cold_oldest(&self, cold: Option<&Cold>, id: u64) -> Option<u32> {
+    /// The files in force now of session `id`, cold in `cold` when the capture looked: as
+    /// its entry records them while it is still cold, else its slot's.
+    fn cold_files_now(&self, cold: Option<&Cold>, id: u64) -> Option<Files> {
         let cold = cold?;
         let (at, _) = cold.find(id)?;
         let listed = self.sessions.read().listed(cold.key(at)?)?;
         match listed {
-            Ok(slot) => (slot.session_id == id).then(|| slot.writer.lock().oldest),
-            Err(_) => self
-                .background
-                .replica
-                .cold
-                .lock()
-                .get(at)
-                .copied()?
-                .map(|f| f.oldest),
+            Ok(slot) => (slot.session_id == id).then(|| writer_files(&slot)),
+            Err(_) => self.background.replica.cold.lock().get(at).copied()?,
         }
+    }
+
+    /// Names session `id`'s segments in force (`files`): the sealed ones, the newest to its
+    /// length, and its key file in an encrypted store.
+    fn name_in_force(&self, captured: &mut Vec<CapturedFile>, id: u64, files: Files) {
+        for number in files.oldest.max(1)..files.newest {
+            captured.push(CapturedFile {
+                name: segment_name(id, number),
+                len: None,
+            });
+        }
+        captured.push(CapturedFile {
+            name: segment_name(id, files.newest),
+            len: Some(files.newest_len),
+        });
+        if self.keys.is_some() {
+            // Sealed like an old segment: looked at until the bucket holds it whole.
+            captured.push(CapturedFile {
+                name: format!("{KEYS_DIR}/{id:016x}{KEY_SUFFIX}"),
+                len: None,
+            });
+        }
+    }
+}
+
+/// A session's segment files, as its writer knows them now.
+fn writer_files(slot: &super::Slot) -> Files {
+    let writer = slot.writer.lock();
+    Files {
+        oldest: writer.oldest,
+        newest: writer.newest,
+        newest_len: writer.newest_len,
     }
 }
 
@@ -510,4 +531,69 @@ pub fn restore_with_progress(
         sessions,
         generation,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ChatMessage, SessionBackend};
+    use object_store::memory::InMemory;
+
+    /// A history erasure that lands between a capture's look at the sessions and its read of
+    /// the erasure log: the shipment takes the erased generation out of the bucket and ships
+    /// the one in force now, so a restore taken right after it still holds the session.
+    #[test]
+    fn a_history_erased_during_a_capture_ships_the_generation_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+        let replication =
+            Replication::with_store(bucket, "memory:///race").every(Duration::from_secs(3600));
+        let options = Options {
+            replicate_to: Some(replication.clone()),
+            tombstone_retention: Duration::from_millis(1),
+            ..Options::with_durability(Durability::Never)
+        };
+        let store = LogStore::open_with(dir.path(), options).unwrap();
+        for i in 0..3 {
+            let text = format!("cleared {i}");
+            store.append("s", &ChatMessage::user(text)).unwrap();
+        }
+        store.append("other", &ChatMessage::user("kept")).unwrap();
+        store.clear_messages("s").unwrap();
+        store.append("s", &ChatMessage::user("after")).unwrap();
+        store.ship_now().unwrap();
+        let oldest = |store: &LogStore| {
+            let listed = store.inner.sessions.read().listed("s");
+            let Some(Ok(slot)) = listed else {
+                panic!("the session is not warm")
+            };
+            let oldest = slot.writer.lock().oldest;
+            oldest
+        };
+        let before = oldest(&store);
+        // Past the undo window: the compaction puts a generation without the cleared
+        // messages in force, erases the one before and logs the erasure.
+        std::thread::sleep(Duration::from_millis(20));
+        let mut compacted = false;
+        let status = store.inner.ship_once_with(|| {
+            store.compact_session("s").unwrap();
+            compacted = true;
+        });
+        assert!(compacted);
+        assert!(oldest(&store) > before, "the compaction made no generation");
+        status.unwrap();
+        let restored = tempfile::tempdir().unwrap();
+        let target = restored.path().join("restored");
+        restore(
+            &replication,
+            &target,
+            RestorePoint::Latest,
+            &Options::default(),
+            false,
+        )
+        .unwrap();
+        let copy = LogStore::open_read_only(&target).unwrap();
+        assert_eq!(copy.load("s"), vec![ChatMessage::user("after")]);
+        assert_eq!(copy.load("other"), store.load("other"));
+    }
 }
