@@ -52,7 +52,7 @@ impl DataOp {
 /// The unit in which a disk writes back a file's cached bytes.
 const PAGE: usize = 4096;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Inode {
     /// The logical time of the last change (see `SimState::clock`).
     modified: u64,
@@ -98,7 +98,7 @@ struct DirOp {
     effects: Vec<(PathBuf, Option<Node>)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct SimState {
     names: BTreeMap<PathBuf, Node>,
     durable_names: BTreeMap<PathBuf, Node>,
@@ -236,6 +236,18 @@ impl SimFs {
             state.durable_names.insert(PathBuf::from("/"), Node::Dir);
         }
         fs
+    }
+
+    /// Another file system, holding a copy of this one's names and bytes (durable and not),
+    /// its clock and its counts as they are now, and sharing nothing with it: a test that
+    /// cuts the power at every step of one call builds the state before it once. No lock is
+    /// held in the copy.
+    pub fn snapshot(&self) -> SimFs {
+        let mut state = self.state.lock().clone();
+        state.locks.clear();
+        SimFs {
+            state: Arc::new(Mutex::new(state)),
+        }
     }
 
     /// Cuts the power once `n` more mutating operations (write, sync, create, rename, remove,
