@@ -267,11 +267,6 @@ impl Inner {
             Some(slot) => Some(writer_files(slot)),
             None => self.cold_files_now(cold.as_ref().map(|(c, _)| &**c), id),
         };
-        let looked: HashMap<u64, u32> = if histories.is_empty() {
-            HashMap::new()
-        } else {
-            (sessions.iter()).map(|&(id, f)| (id, f.oldest)).collect()
-        };
         let mut erased_histories = Vec::with_capacity(histories.len());
         for (id, seq) in histories {
             let Some(now) = files_now(id) else { continue };
@@ -279,9 +274,15 @@ impl Inner {
             // Compacted since the look (the erasure's own compaction, say): the shipper takes
             // the segments below `now.oldest` out of the bucket, so the generation in force
             // now ships in this batch too, or the bucket would hold none of the session until
-            // the next shipment.
-            if now.newest != 0 && looked.get(&id).is_some_and(|&then| then < now.oldest) {
-                self.background.replica.oldest.lock().insert(id, now.oldest);
+            // the next shipment. (The look left each session's oldest segment in `oldest`.)
+            let moved = match self.background.replica.oldest.lock().get_mut(&id) {
+                Some(then) if now.newest != 0 && *then < now.oldest => {
+                    *then = now.oldest;
+                    true
+                }
+                _ => false,
+            };
+            if moved {
                 self.name_in_force(&mut files, id, now);
             }
         }
@@ -567,8 +568,7 @@ mod tests {
             let Some(Ok(slot)) = listed else {
                 panic!("the session is not warm")
             };
-            let oldest = slot.writer.lock().oldest;
-            oldest
+            writer_files(&slot).oldest
         };
         let before = oldest(&store);
         // Past the undo window: the compaction puts a generation without the cleared
