@@ -22,8 +22,12 @@ use crate::compaction;
 use crate::error::{Error, Result};
 use crate::fs::{append_durably, context, sync_dir, FileSystem, OpenMode};
 use crate::keyring::Keyring;
-use crate::layout::{erased_path, ARCHIVE_DIR, NUMBER_LIMIT, QUARANTINE_DIR, TORN_INFIX};
+use crate::layout::{
+    erased_path, parse_segment_name, ARCHIVE_DIR, NUMBER_LIMIT, QUARANTINE_DIR, SEGMENT_SUFFIX,
+    TORN_INFIX,
+};
 use crate::report::{Finding, RecoveryReport};
+use crate::segment;
 use crate::torn_tail::cut_log_tail;
 
 /// Bytes of one record.
@@ -451,8 +455,9 @@ impl ErasureLog {
 }
 
 /// Erases a deleted session's files: in an encrypted store its data key first (`keys`), which
-/// makes every copy of its bytes unreadable at once; then its traces (archived, quarantined
-/// and side files), then its `segments`, oldest first. In this order a crash part
+/// makes every copy of its bytes unreadable at once; then the other names of its `segments`
+/// kept in a fork's archive ([`erase_shared_names`]), its traces (archived, quarantined and
+/// side files), then its `segments`, oldest first. In this order a crash part
 /// way leaves a segment holding the delete record (or, encrypted, the erasure's marker), from
 /// which open finishes the erasure; the other order could strand an archive that nothing
 /// leads back to.
@@ -466,7 +471,9 @@ pub fn erase_session_files(
     if let Some(keys) = keys {
         keys.destroy_key(session_id)?;
     }
-    let mut gone = erase_traces(fs, dir, session_id)?;
+    // Found by their link count while the session's own names are still there.
+    let mut gone = erase_shared_names(fs, dir, session_id, &segments)?;
+    gone.extend(erase_traces(fs, dir, session_id)?);
     gone.extend(compaction::retire(
         fs,
         dir,
@@ -477,6 +484,54 @@ pub fn erase_session_files(
     )?);
     if let Some(keys) = keys {
         keys.erased(session_id)?;
+    }
+    Ok(gone)
+}
+
+/// Removes the other names, in `archive/` and `quarantine/`, of session `session_id`'s
+/// `segments`: a fork's shared segments (hard links to its source's) that went there under the
+/// fork's id when the fork was compacted with `keep_history`, or quarantined. They hold the
+/// erased session's bytes, records past the fork point included, and erasure wins over the
+/// fork's history. A file is one of them when it has more than one name and its header names
+/// the session and one of those segments; so this runs before the session's own names go.
+/// (An encrypted store's fork copies instead of linking: it finds none there.) A file whose
+/// header cannot be read is left where it is. Returns what it removed.
+pub fn erase_shared_names(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    session_id: u64,
+    segments: &Range<u32>,
+) -> Result<Vec<PathBuf>> {
+    let mut gone = Vec::new();
+    for folder in [dir.join(ARCHIVE_DIR), dir.join(QUARANTINE_DIR)] {
+        if !fs.is_dir(&folder) {
+            continue;
+        }
+        let mut removed_here = false;
+        for entry in fs.list(&folder).map_err(context("listing", &folder))? {
+            let named = entry.name.to_str().filter(|_| entry.is_file);
+            let Some((id, _)) = named.and_then(|n| parse_segment_name(n, SEGMENT_SUFFIX)) else {
+                continue;
+            };
+            let path = folder.join(&entry.name);
+            if id == session_id || !fs.link_count(&path).is_ok_and(|n| n > 1) {
+                continue;
+            }
+            let header = segment::read_header(fs, &path, None)
+                .ok()
+                .and_then(Result::ok);
+            let shared = header
+                .is_some_and(|(h, _)| h.session_id == session_id && segments.contains(&h.segment));
+            if shared {
+                fs.remove_file(&path).map_err(context("removing", &path))?;
+                gone.push(path);
+                removed_here = true;
+            }
+        }
+        if removed_here {
+            // An erasure must not come back after a crash.
+            sync_dir(fs, &folder)?;
+        }
     }
     Ok(gone)
 }

@@ -426,3 +426,49 @@ fn a_reclaim_that_open_carries_out_leaves_none_of_the_sources_later_bytes_under_
         "the source's later bytes in {holding:?}"
     );
 }
+
+/// With `keep_history`, compacting a fork puts its shared segments (links to the source's,
+/// records past the fork point included) in `archive/` under the fork's id. When the source is
+/// deleted past its undo window, or its cleared messages erased, those names go with it:
+/// erasure wins over the fork's history. The fork still reads whole, before and after a reopen.
+#[test]
+fn a_compacted_forks_archive_keeps_none_of_an_erased_sources_later_bytes() {
+    const LATER: &str = "LATER-ONLY-IN-THE-SOURCE";
+    for (compact_fork, clear) in [(true, false), (true, true), (false, true)] {
+        let context = format!("fork compacted {compact_fork}, source cleared {clear}");
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            keep_history: true,
+            ..no_undo()
+        };
+        let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
+        store.append("src", &user("shared")).unwrap();
+        let at = store.last_seq();
+        store.append("src", &user(&format!("{LATER} 1"))).unwrap();
+        store.fork_session("src", "fork", Some(at)).unwrap();
+        store.append("fork", &user("the fork's own")).unwrap();
+        if compact_fork {
+            store.compact_session("fork").unwrap();
+            assert!(
+                !holding(snapshot_files(&dir.path().join("archive")), LATER).is_empty(),
+                "{context}: the fork's archive holds the shared segment"
+            );
+        }
+        if clear {
+            store.clear_messages("src").unwrap();
+            store.compact_session("src").unwrap();
+        } else {
+            assert!(store.delete_session("src").unwrap());
+        }
+        let fork = |store: &LogStore| -> Vec<String> {
+            store.load("fork").into_iter().map(|m| m.content).collect()
+        };
+        assert_eq!(fork(&store), ["shared", "the fork's own"], "{context}");
+        let held = holding(snapshot_files(dir.path()), LATER);
+        assert!(held.is_empty(), "{context}: the source's bytes in {held:?}");
+        store.close().unwrap();
+        let store = LogStore::open_with(dir.path(), options).unwrap();
+        assert_eq!(fork(&store), ["shared", "the fork's own"], "{context}");
+        assert!(store.verify().unwrap().is_sound(), "{context}");
+    }
+}

@@ -42,6 +42,19 @@ impl Inner {
         let Some(slot) = self.slot(key)? else {
             return Ok(());
         };
+        let retention = self.options.tombstone_retention;
+        let explicit = why == Compaction::Explicit;
+        if why != Compaction::Detach
+            && self.keys.is_none()
+            && Cleared::of(&slot.view.read(), retention, explicit) == Cleared::Erase
+        {
+            // The cleared messages this compaction erases may lie in a segment a fork from
+            // the past shares (records past its fork point included): each fork gets its own
+            // copy first, as before a reclaim, or the erased bytes would live on under its
+            // names. (An encrypted store's forks hold their own copies.) A failure here changes
+            // nothing of this session: the compaction fails alone.
+            self.detach_forks(key, false)?;
+        }
         let mut w = slot.writer.lock();
         let view = slot.view.read().clone();
         if w.retired || w.newest == 0 || !view.is_live() {
@@ -64,8 +77,7 @@ impl Inner {
         // Cleared messages past their undo window go for good with this compaction: the
         // segments that held them are removed, and the session's archive with them (erasure
         // wins over history).
-        let retention = self.options.tombstone_retention;
-        let cleared = Cleared::of(&view, retention, why == Compaction::Explicit);
+        let cleared = Cleared::of(&view, retention, explicit);
         let (generation, (ticket, ts)) = {
             let source = self.segment_files(&slot, &every_loc(&view))?;
             let new = NewGeneration {

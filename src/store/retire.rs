@@ -108,6 +108,17 @@ impl Inner {
     pub(super) fn reclaim(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<Vec<PathBuf>> {
         // A poisoned store changes no file: the next open finishes the reclaim.
         self.check_writable()?;
+        // Any failure poisons the store, whatever it hit: the delete record is written and
+        // the caller has let go of the tombstone, so nothing but an open would finish the
+        // reclaim. A store that went on would write after the delete record (with no undo
+        // window the slot is still mapped) or, at a clean close, record the session's files
+        // as no session's, never to be erased.
+        let reclaimed = self.reclaim_unchecked(slot, w);
+        self.poison(reclaimed)
+    }
+
+    /// [`Inner::reclaim`] without the poisoning.
+    fn reclaim_unchecked(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<Vec<PathBuf>> {
         // A fork from the past shares the segment of its fork point, source records written
         // after that point included: a live one gets its own copy before the source's bytes
         // go, so that none of them outlives the source under its names. (A deleted fork keeps
@@ -128,14 +139,12 @@ impl Inner {
         // put a generation in force retires the segments it replaced after it lets go of the
         // writer, and a crash before it does would leave them, their data key gone, to the
         // next open. (Retirements hold the readers' lock, so the two never race.)
-        let result = self.reserve_seqs().and_then(|()| {
-            self.retire_as(Retirement::Reclaimed(
-                slot.session_id,
-                1,
-                w.newest.saturating_add(1),
-            ))
-        });
-        self.poison(result)
+        self.reserve_seqs()?;
+        self.retire_as(Retirement::Reclaimed(
+            slot.session_id,
+            1,
+            w.newest.saturating_add(1),
+        ))
     }
 
     /// Records in the erasure log, durably, that session `session_id` (or, not
