@@ -343,3 +343,102 @@ fn erasure_cut_by_power_loss(options: Options) {
         "{mode:?}: no cut fell after the erasure was logged"
     );
 }
+
+/// `erase_session` also erases the key's earlier sessions whose files are only in `archive/`
+/// or `quarantine/` (here one of id 4, made in another store and kept in this one's archive):
+/// each is logged in the erasure log before its files go. A power cut anywhere in it: once the
+/// log holds that erasure, the open after the cut finishes it, and no byte of it is left.
+#[test]
+fn an_erasure_of_a_keys_archived_session_cut_by_power_loss_is_finished_once_it_is_logged() {
+    use sessionlog::fs::{write_new_file, FileSystem};
+    use sessionlog::testing::SimFs;
+    use sessionlog::{EventFilter, EventKind};
+    use std::sync::Arc;
+    const EARLIER: &[u8] = b"EARLIER-SESSION-5d1e";
+    const EARLIER_ID: u64 = 4;
+    let options = Options {
+        keep_history: true,
+        ..sweep_options(Durability::Always)
+    };
+    // The earlier session: the fourth of another store, so its header names id 4.
+    let earlier = {
+        let fs = SimFs::new();
+        let store = LogStore::open_with_fs("/o", options.clone(), Arc::new(fs.clone())).unwrap();
+        for key in ["a", "b", "c"] {
+            store.append(key, &user("filler")).unwrap();
+        }
+        let text = std::str::from_utf8(EARLIER).unwrap();
+        store.append("k", &ChatMessage::user(text)).unwrap();
+        store.close().unwrap();
+        let name = format!("/o/{EARLIER_ID:016x}-00000001.seg");
+        let files = fs.files();
+        files
+            .into_iter()
+            .find(|(p, _)| p.to_str() == Some(name.as_str()))
+            .unwrap()
+            .1
+    };
+    let setup = |fs: &SimFs| {
+        let store = LogStore::open_with_fs("/s", options.clone(), Arc::new(fs.clone())).unwrap();
+        store.append("k", &marker(0)).unwrap();
+        store.append("other", &user("stays")).unwrap();
+        store.close().unwrap();
+        fs.create_dir_all(Path::new("/s/archive")).unwrap();
+        fs.sync_dir(Path::new("/s")).unwrap();
+        let kept = format!("/s/archive/{EARLIER_ID:016x}-00000001.seg");
+        write_new_file(fs, Path::new(&kept), &earlier).unwrap();
+        LogStore::open_with_fs("/s", options.clone(), Arc::new(fs.clone())).unwrap()
+    };
+    let holds = |fs: &SimFs, what: &[u8]| {
+        fs.files()
+            .iter()
+            .any(|(_, bytes)| bytes.windows(what.len()).any(|w| w == what))
+    };
+    let total = {
+        let fs = SimFs::new();
+        let store = setup(&fs);
+        let before = fs.mutations();
+        store.erase_session("k").unwrap();
+        assert!(!holds(&fs, EARLIER), "erased at once");
+        fs.mutations() - before
+    };
+    let mut logged = 0;
+    for n in 0..=total {
+        let fs = SimFs::new();
+        let store = setup(&fs);
+        fs.cut_power_after(n);
+        let _ = store.erase_session("k");
+        drop(store);
+        fs.crash(None);
+        let store = LogStore::open_with_fs("/s", options.clone(), Arc::new(fs.clone())).unwrap();
+        let context = format!("cut after {n} of {total}");
+        assert_eq!(store.load("other"), vec![user("stays")], "{context}");
+        let erased = store.events(EventFilter::all()).unwrap().any(|e| {
+            matches!(
+                e.unwrap().kind,
+                EventKind::Erased {
+                    session_id: EARLIER_ID,
+                    whole_session: true,
+                }
+            )
+        });
+        if erased {
+            logged += 1;
+            assert!(
+                !holds(&fs, EARLIER),
+                "{context}: the earlier session survives"
+            );
+        }
+        // Whatever the cut left, erasing again (the caller saw an error) erases it all.
+        store.erase_session("k").unwrap();
+        let left: Vec<_> = fs
+            .files()
+            .into_iter()
+            .filter(|(_, b)| b.windows(EARLIER.len()).any(|w| w == EARLIER))
+            .map(|(p, _)| p)
+            .collect();
+        assert!(left.is_empty(), "{context}: erased again {left:?}");
+        assert!(!holds(&fs, MARKER), "{context}: erased again");
+    }
+    assert!(logged > 0, "no cut fell after the erasure was logged");
+}

@@ -608,3 +608,37 @@ fn a_store_closed_many_times_reads_its_anchors_from_the_last_full_one_and_still_
     assert_eq!(rolled_back(&store).len(), 1);
     assert!(store.recovery_report().has_damage());
 }
+
+/// A killed writer's records may be only in the page cache when the next process opens the
+/// store and replays them. The first root that process hands out vouches for them, so they
+/// are made durable first: a power loss after it keeps them, is no rollback, and the folder
+/// still holds the root.
+#[test]
+fn a_root_after_replaying_a_killed_writers_unsynced_records_survives_a_power_loss() {
+    let sim = SimFs::new();
+    let dir = "/killed-writer";
+    let writer = LogStore::open_with_fs(dir, never(), Arc::new(sim.clone())).unwrap();
+    writer.append("k", &user("one")).unwrap();
+    writer.sync().unwrap();
+    writer
+        .append("k", &user("two, never synced by its writer"))
+        .unwrap();
+    // Killed: its writes stay in the page cache, its lock goes with it.
+    let killed = sim.snapshot();
+    sim.cut_power_after(0);
+    drop(writer);
+    let store = LogStore::open_with_fs(dir, never(), Arc::new(killed.clone())).unwrap();
+    assert!(!store.recovery_report().from_checkpoint);
+    let root = store.root_hash().unwrap();
+    killed.cut_power_after(0);
+    drop(store);
+    killed.crash(None);
+    let store = LogStore::open_with_fs(dir, never(), Arc::new(killed.clone())).unwrap();
+    let report = touched(&store);
+    assert!(!report.has_rollback(), "{report:?}");
+    assert_eq!(
+        store.load("k"),
+        vec![user("one"), user("two, never synced by its writer")]
+    );
+    assert!(store.holds_root(&root).unwrap());
+}

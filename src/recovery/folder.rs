@@ -2,7 +2,7 @@
 //! a compaction's unfinished output, which are not ours; and every segment's header, read
 //! before anything is changed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,6 +27,8 @@ pub(crate) struct Folder {
     pub names: Vec<String>,
     /// One more than the highest session id in a file name.
     pub(super) next_id: u64,
+    /// The session ids of the segments in `archive/` and `quarantine/`.
+    pub(super) kept_ids: BTreeSet<u64>,
     /// Files that are not ours.
     pub report: RecoveryReport,
 }
@@ -37,6 +39,7 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
         temps: Vec::new(),
         names: Vec::new(),
         next_id: 1,
+        kept_ids: BTreeSet::new(),
         report: RecoveryReport::default(),
     };
     let entries = fs.list(dir).map_err(context("listing", dir))?;
@@ -105,6 +108,7 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
             let name = entry.name.to_str().unwrap_or_default();
             if let Some(id) = kept_session_id(name) {
                 folder.next_id = folder.next_id.max(id + 1);
+                folder.kept_ids.insert(id);
             }
         }
     }

@@ -134,7 +134,8 @@ struct Leftovers {
     erasing: Vec<ErasingFinish>,
     /// Erasures a crash interrupted after the data key went: (session id, segments).
     unfinished: Vec<(u64, Range<u32>)>,
-    /// Deleted sessions past their undo window, or not whole: (session id, oldest, highest).
+    /// Deleted sessions past their undo window, or not whole, and erased sessions with files
+    /// left in `archive/` or `quarantine/` only: (session id, oldest, highest).
     deleted: Vec<(u64, u32, u32)>,
 }
 
@@ -171,6 +172,7 @@ pub(crate) fn replay(
     let Folder {
         temps,
         next_id,
+        kept_ids,
         mut report,
         ..
     } = folder;
@@ -204,6 +206,18 @@ pub(crate) fn replay(
             }
             let files = groups.remove(&id).unwrap_or_default();
             leftovers.unfinished.push((id, numbers(&files)));
+        }
+    }
+    // Erased sessions (the log says so) whose only files left are in `archive/` or
+    // `quarantine/`: `erase_session` logs the erasure of each earlier session of its key kept
+    // there before its files go, and a crash between the two left them. Finished as a reclaim
+    // is, unless, encrypted, their data key is not there to read them by (then they are no
+    // longer the store's to understand, and stay).
+    for id in kept_ids {
+        let readable = keys.is_none_or(|keys| keys.holds_key(id));
+        let unfinished = leftovers.unfinished.iter().any(|&(u, _)| u == id);
+        if erased.holds(id) && readable && !unfinished && !groups.contains_key(&id) {
+            leftovers.deleted.push((id, 1, 0));
         }
     }
     let mut max_seq = seen;

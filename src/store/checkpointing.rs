@@ -152,6 +152,25 @@ impl Inner {
         Ok(())
     }
 
+    /// What a replaying open read may be a killed process's unsynced writes, still only in
+    /// the page cache: before an anchor first vouches for them, every segment is made durable
+    /// (all at once where the file system can, else each file, then the folder), or a power
+    /// loss would take records a root names. Once done, for good; a checkpoint does the same
+    /// as it records each file.
+    pub(super) fn sync_replayed(&self) -> Result<()> {
+        let mut state = self.checkpoint.lock();
+        if !state.unsynced_before_open {
+            return Ok(());
+        }
+        let names = recovery::list_folder(&*self.fs, &self.dir)?.names;
+        let segments: Vec<(u64, u32)> = (names.iter())
+            .filter_map(|name| layout::parse_segment_name(name, layout::SEGMENT_SUFFIX))
+            .collect();
+        self.poison(self.sync_segments(&segments, true))?;
+        state.unsynced_before_open = false;
+        Ok(())
+    }
+
     /// Before an erasure: the checkpoint (and a temporary one) goes, durably, so that nothing
     /// it holds of the erased session (its key, name, context) outlives the erasure, and a
     /// checkpoint under way that recorded it is not put in place (see `erasures`). The next

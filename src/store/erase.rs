@@ -174,9 +174,10 @@ impl Inner {
             }
             let mut folders = BTreeSet::new();
             for path in paths {
-                self.fs
-                    .remove_file(&path)
-                    .map_err(context("removing", &path))?;
+                // A failure poisons the store: the erasure is logged, and the next open
+                // finishes it (a clean close would leave the files until the next erasure).
+                let removed = self.fs.remove_file(&path);
+                self.poison(removed.map_err(context("removing", &path)))?;
                 folders.insert(crate::fs::parent(&path).to_path_buf());
                 gone.push(path);
             }

@@ -326,8 +326,10 @@ impl Inner {
             points.add_still_cold(cold, still);
         }
         let next_seq = self.feed.next_seq();
-        // The records the points name must be on disk before an anchor vouches for them.
+        // The records the points name must be on disk before an anchor vouches for them:
+        // this process's, and those a replaying open read from a killed one.
         self.flush()?;
+        self.sync_replayed()?;
         // The loss open reported as damage or a torn tail is not reported again as a rollback
         // once an anchor records where those sessions now end (after the caller had open's
         // report); once it has, they are no longer behind.
