@@ -7,10 +7,14 @@
 mod common;
 
 use common::*;
-use sessionlog::{ChatMessage, Finding, LogStore, SessionBackend};
+use sessionlog::{ChatMessage, EncryptionKey, Finding, LogStore, Options, SessionBackend};
 
 fn build(dir: &std::path::Path) -> String {
-    let store = open(dir);
+    filled(open(dir))
+}
+
+/// Writes the sessions [`build`] writes to `store`, and closes it; returns what it held.
+fn filled(store: LogStore) -> String {
     fill(&store, "a", "alpha", 5);
     fill(&store, "b", "beta", 3);
     store.set_session_name("a", "named").unwrap();
@@ -128,19 +132,27 @@ fn a_compaction_after_a_checkpoint_open_marks_it_running_first() {
 
 #[test]
 fn a_huge_sparse_checkpoint_is_ignored_without_reading_it_into_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let seen = build(dir.path());
-    // 8 GiB of nothing: reading it into a buffer of its length would take that much memory.
-    let file = std::fs::File::options()
-        .write(true)
-        .open(dir.path().join("CHECKPOINT"))
-        .unwrap();
-    file.set_len(8 << 30).unwrap();
-    drop(file);
-    let store = open(dir.path());
-    assert!(!store.recovery_report().from_checkpoint);
-    assert!(ignored(&store));
-    assert_eq!(observe(&store), seen);
+    // Plain, and encrypted (a sealed checkpoint is opened whole).
+    for encryption in [None, Some(EncryptionKey::from_bytes([9; 32]))] {
+        let options = Options {
+            encryption,
+            ..Options::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let seen = filled(LogStore::open_with(dir.path(), options.clone()).unwrap());
+        // 8 GiB of nothing: reading it into a buffer of its length would take that much
+        // memory.
+        let file = std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("CHECKPOINT"))
+            .unwrap();
+        file.set_len(8 << 30).unwrap();
+        drop(file);
+        let store = LogStore::open_with(dir.path(), options).unwrap();
+        assert!(!store.recovery_report().from_checkpoint);
+        assert!(ignored(&store));
+        assert_eq!(observe(&store), seen);
+    }
     // The process never held the file's length (other tests in it hold far less than this).
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let peak_kb: u64 = status

@@ -365,6 +365,41 @@ fn a_file_copied_back_while_closed_is_made_durable_before_a_checkpoint_vouches_f
     );
 }
 
+/// The same file copied back as above, and the sync that would make it durable at the first
+/// touch fails: the store stops writing (`Error::Poisoned`), since a sync retried after a
+/// failure can report success for pages the kernel dropped, and a checkpoint must not vouch
+/// for them.
+#[test]
+fn a_failed_sync_of_a_file_copied_back_while_closed_poisons_the_store() {
+    use sessionlog::fs::{FileSystem, OpenMode};
+    use sessionlog::testing::SimFs;
+    use sessionlog::{Error, Options};
+    use std::sync::Arc;
+    let sim = SimFs::new();
+    let open_sim = || LogStore::open_with_fs(SIM_DIR, Options::default(), Arc::new(sim.clone()));
+    let store = open_sim().unwrap();
+    fill(&store, "a", "alpha", 3);
+    store.close().unwrap();
+    let (seg, bytes) = sim
+        .files()
+        .into_iter()
+        .find(|(p, _)| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let copy = seg.with_extension("copy");
+    let file = sim.open(&copy, OpenMode::CreateNew).unwrap();
+    file.write_at(&bytes, 0).unwrap();
+    drop(file);
+    sim.rename(&copy, &seg).unwrap();
+    sim.sync_dir(Path::new(SIM_DIR)).unwrap();
+    let store = open_sim().unwrap();
+    sim.fail_next_sync(&seg);
+    let _ = store.load("a");
+    assert!(store.health().poisoned, "{:?}", store.health());
+    let refused = store.append("b", &user("beta")).unwrap_err();
+    let refused = refused.get_ref().and_then(|e| e.downcast_ref::<Error>());
+    assert!(matches!(refused, Some(Error::Poisoned)), "{refused:?}");
+}
+
 #[test]
 fn a_session_whose_file_was_emptied_while_closed_is_reported_under_its_key() {
     let dir = tempfile::tempdir().unwrap();

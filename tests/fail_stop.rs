@@ -250,3 +250,23 @@ fn a_failed_write_back_fails_the_flush_of_a_few_files() {
         "the disk does not hold what it was given"
     );
 }
+
+/// The close's last sync of the sequence floor (in `LOCK`) fails: `close` reports it, the
+/// store stops, and the drop that follows does not try again (a sync retried after a failed
+/// one can report success for what the kernel dropped) nor write a checkpoint that would
+/// vouch for it. The next open replays, and holds every message.
+#[test]
+fn a_failed_sync_of_the_floor_at_close_stops_the_store_and_leaves_no_checkpoint() {
+    let sim = SimFs::new();
+    let open = || LogStore::open_with_fs(SIM_DIR, Options::default(), Arc::new(sim.clone()));
+    let store = open().unwrap();
+    store.append("k", &ChatMessage::user("one")).unwrap();
+    sim.fail_next_sync(&Path::new(SIM_DIR).join("LOCK"));
+    assert!(store.close().is_err());
+    let store = open().unwrap();
+    assert!(
+        !store.recovery_report().from_checkpoint,
+        "a checkpoint was written after the failed sync"
+    );
+    assert_eq!(store.load("k"), vec![ChatMessage::user("one")]);
+}

@@ -472,3 +472,78 @@ fn a_compacted_forks_archive_keeps_none_of_an_erased_sources_later_bytes() {
         assert!(store.verify().unwrap().is_sound(), "{context}");
     }
 }
+
+/// A fault (EIO or ENOSPC) at any file-system operation of a fork: once the store is closed
+/// (cleanly, if it still can) and opened again, the fork is whole or absent, the source reads
+/// whole, and a fork that is absent left no segment under its id: its links to the source's
+/// segments, made before its first record, went with it. (A torn write of its first record
+/// leaves a side file, as any torn tail does.)
+#[test]
+fn a_fault_anywhere_in_a_fork_leaves_it_whole_or_gone_with_its_links() {
+    use sessionlog::testing::{FaultyFs, EIO, ENOSPC};
+    let options = sweep_options(Durability::Always);
+    let build = |fs: Arc<FaultyFs>| {
+        let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::clone(&fs) as _);
+        let store = store.unwrap();
+        store.append("src", &user("one")).unwrap();
+        let at = store.last_seq();
+        store.append("src", &user("two")).unwrap();
+        // Closed and opened again: the fork is the first write since a clean open.
+        store.close().unwrap();
+        let store = LogStore::open_with_fs(SIM_DIR, options.clone(), fs).unwrap();
+        (store, at)
+    };
+    let steps = {
+        let fs = Arc::new(FaultyFs::new(Arc::new(SimFs::new())));
+        let (store, at) = build(Arc::clone(&fs));
+        let before = fs.count();
+        store.fork_session("src", "fork", Some(at)).unwrap();
+        fs.count() - before
+    };
+    assert!(steps > 3, "{steps} steps");
+    for n in 0..steps {
+        for errno in [EIO, ENOSPC] {
+            let context = format!("fault {errno} at step {n} of {steps}");
+            let sim = SimFs::new();
+            let fs = Arc::new(FaultyFs::new(Arc::new(sim.clone())));
+            let (store, at) = build(Arc::clone(&fs));
+            fs.fail_at(n, errno);
+            let forked = store.fork_session("src", "fork", Some(at)).is_ok();
+            let _ = store.close();
+            for round in 0..2 {
+                let context = format!("{context}, open {round}");
+                let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::new(sim.clone()))
+                    .unwrap_or_else(|e| panic!("{context}: {e}"));
+                assert_eq!(
+                    store.load("src"),
+                    vec![user("one"), user("two")],
+                    "{context}"
+                );
+                let fork = store.load("fork");
+                if forked {
+                    assert_eq!(fork, vec![user("one")], "{context}");
+                } else if store.session_exists("fork") {
+                    assert_eq!(fork, vec![user("one")], "{context}: not whole");
+                } else {
+                    // The source is session 1, the fork would have been session 2.
+                    let left: Vec<_> = sim
+                        .files()
+                        .into_iter()
+                        .map(|(path, _)| path)
+                        .filter(|p| {
+                            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                            name.starts_with("0000000000000002-") && name.ends_with(".seg")
+                        })
+                        .collect();
+                    assert!(
+                        left.is_empty(),
+                        "{context}: the absent fork's files {left:?}"
+                    );
+                }
+                store
+                    .close()
+                    .unwrap_or_else(|e| panic!("{context}: close: {e}"));
+            }
+        }
+    }
+}

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use crate::anchor::Anchored;
 pub(crate) use crate::claim::Claims;
 use crate::error::Result;
-use crate::fs::{context, read_all, sync_dir, written_after, FileSystem, OpenMode};
+use crate::fs::{context, sync_dir, written_after, FileSystem, OpenMode};
 use crate::keyring::Keyring;
 use crate::layout::{CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, NUMBER_LIMIT};
 use crate::parked::BlockFile;
@@ -128,6 +128,21 @@ const TWO_HOLD_ONE_KEY: &str = "two sessions hold one key";
 /// store key.
 pub(crate) const SEALED_AAD: &[u8] = b"sessionlog checkpoint\0";
 
+/// A sealed checkpoint's bytes; `None` when it cannot be read, or is longer than any a store
+/// writes ([`SEALED_MAX`]: a sparse file, say), which is not read at all.
+fn read_sealed(fs: &dyn FileSystem, path: &Path) -> Option<Vec<u8>> {
+    let file = fs.open(path, OpenMode::Read).ok()?;
+    let len = file.size().ok().filter(|&len| len <= SEALED_MAX)?;
+    let mut sealed = vec![0; usize::try_from(len).ok()?];
+    file.read_at(&mut sealed, 0).ok()?;
+    Some(sealed)
+}
+
+/// The most bytes a sealed checkpoint may have (1 GiB): open reads
+/// one whole, so it reads no more than this, and a store whose checkpoint would be larger
+/// writes none (its opens replay).
+pub(crate) const SEALED_MAX: u64 = 1 << 30;
+
 /// The first version a build that knows the running marker wrote: an older checkpoint goes,
 /// rather than being marked, before the segments change.
 const MARKER_VERSION: u32 = 7;
@@ -190,8 +205,7 @@ pub(crate) fn load(
     let mut cold = None;
     let decoded = match keys {
         // Sealed whole: it is opened whole (its length is the file's).
-        Some(keys) => read_all(fs, &path)
-            .ok()
+        Some(keys) => read_sealed(fs, &path)
             .and_then(|sealed| keys.open_blob(SEALED_AAD, &sealed))
             .and_then(|bytes| decode_whole(&bytes, window)),
         // After a clean close, the live sessions are left in the bytes, each decoded when it

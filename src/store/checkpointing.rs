@@ -342,6 +342,14 @@ impl Inner {
         // checkpoint is written in the parts the encoder built: never a second copy of them.
         let sealed = (self.keys.as_ref())
             .map(|keys| keys.seal_blob(checkpoint::SEALED_AAD, &encoded.joined()));
+        if sealed
+            .as_ref()
+            .is_some_and(|sealed| sealed.len() as u64 > checkpoint::SEALED_MAX)
+        {
+            // Open would not read it (it reads a sealed checkpoint whole, and no more than
+            // that): none is written, and the next open replays.
+            return Ok(false);
+        }
         let parts = match &sealed {
             Some(sealed) => vec![&sealed[..]],
             None => encoded.parts().to_vec(),

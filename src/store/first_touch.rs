@@ -139,8 +139,11 @@ impl Inner {
             recovery::replay_alone(fs, dir, slot.session_id, numbers.clone(), &options, keys)?;
         if look.report.findings.is_empty() && self.holds_as_recorded(slot, look.live.as_ref()) {
             // The same records, in files that changed anyway (copied back in while the store
-            // was closed, say): on disk before a checkpoint vouches for them again.
-            self.sync_files(slot.session_id, &numbers)?;
+            // was closed, say): on disk before a checkpoint vouches for them again. A failed
+            // sync stops the store: one retried after it can report success for pages the
+            // kernel dropped.
+            let synced = self.sync_files(slot.session_id, &numbers);
+            self.poison(synced)?;
             return Ok(true);
         }
         // Every anchor, not only those known durable: no anchor this run appended names this

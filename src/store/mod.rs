@@ -772,11 +772,14 @@ impl LogStore {
             // No number is handed out any more: the floor comes down to the next one, so that
             // the next open finds no gap (the numbers reserved past it were never used).
             // Synced: a floor above the records after a clean close would log a gap.
-            crate::layout::write_seq_floor(
+            // A failure stops the store: the drop would close again, and a sync retried after
+            // a failed one can report success for what the kernel dropped.
+            let floor = crate::layout::write_seq_floor(
                 &*self.inner.fs,
                 &self.inner.dir,
                 self.inner.feed.next_seq(),
-            )?;
+            );
+            self.inner.poison(floor)?;
         }
         // Where every session has reached, kept outside its own files (`root.rs`).
         self.inner.anchor()?;
