@@ -24,7 +24,7 @@ use crate::fs::{append_durably, context, sync_dir, FileSystem, OpenMode};
 use crate::keyring::Keyring;
 use crate::layout::{
     erased_path, parse_segment_name, ARCHIVE_DIR, NUMBER_LIMIT, QUARANTINE_DIR, SEGMENT_SUFFIX,
-    TORN_INFIX,
+    SEGMENT_TEMP_SUFFIX, TORN_INFIX,
 };
 use crate::report::{Finding, RecoveryReport};
 use crate::segment;
@@ -537,7 +537,8 @@ pub fn erase_shared_names(
 }
 
 /// Removes every trace of session `session_id` outside its segments: its archived and
-/// quarantined files and the side files of its torn tails. Returns what it removed.
+/// quarantined files, the side files of its torn tails and the output of a compaction of it
+/// that failed and could not be removed then. Returns what it removed.
 pub fn erase_traces(fs: &dyn FileSystem, dir: &Path, session_id: u64) -> Result<Vec<PathBuf>> {
     let prefix = format!("{session_id:016x}-");
     let mut gone = Vec::new();
@@ -554,8 +555,10 @@ pub fn erase_traces(fs: &dyn FileSystem, dir: &Path, session_id: u64) -> Result<
             let Some(name) = entry.name.to_str().filter(|_| entry.is_file) else {
                 continue;
             };
-            // In the store's folder only side files: its segments are retired on their own.
-            if !name.starts_with(&prefix) || !(all || name.contains(TORN_INFIX)) {
+            // In the store's folder only side files and a compaction's output whose removal
+            // failed (it holds the session's messages): its segments are retired on their own.
+            let trace = name.contains(TORN_INFIX) || name.ends_with(SEGMENT_TEMP_SUFFIX);
+            if !name.starts_with(&prefix) || !(all || trace) {
                 continue;
             }
             let path = folder.join(name);

@@ -442,3 +442,30 @@ fn an_erasure_of_a_keys_archived_session_cut_by_power_loss_is_finished_once_it_i
     }
     assert!(logged > 0, "no cut fell after the erasure was logged");
 }
+
+/// A compaction that failed before its rename removes its output, best effort: one it could
+/// not remove (left for a replaying open) holds the session's messages, and goes with an
+/// erasure of the session.
+#[test]
+fn erase_session_removes_a_compactions_output_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), Options::default()).unwrap();
+    store.append("k", &marker(0)).unwrap();
+    store.append("other", &user("stays")).unwrap();
+    let (seg, bytes) = snapshot_files(dir.path())
+        .into_iter()
+        .find(|(_, bytes)| bytes.windows(MARKER.len()).any(|w| w == MARKER))
+        .unwrap();
+    // What a failed compaction of session `k` left: its next segment's temporary file.
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    let left = dir.path().join(format!("{}-00000002.seg.tmp", &name[..16]));
+    std::fs::write(&left, &bytes).unwrap();
+    let removed = store.erase_session("k").unwrap();
+    assert!(removed.contains(&left), "{removed:?}");
+    assert!(
+        holds_marker(dir.path()).is_empty(),
+        "{:?}",
+        holds_marker(dir.path())
+    );
+    assert_eq!(store.load("other"), vec![user("stays")]);
+}

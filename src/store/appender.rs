@@ -115,7 +115,7 @@ impl Inner {
     ) -> Result<RecordLoc> {
         let frame_len = frame.len() as u64;
         let segment_full = w.newest_len > w.header_len
-            && w.newest_len + frame_len > self.options.segment_bytes_max;
+            && w.newest_len.saturating_add(frame_len) > self.options.segment_bytes_max;
         if !w.links_checked && w.newest != 0 {
             // A segment a fork shares (found on open: `sealed` is not kept on disk) never
             // changes again.
