@@ -122,16 +122,28 @@ fn rename_moves_the_matching_sessions_and_list_page_agrees_across_reopen() {
 }
 
 #[test]
-fn an_empty_alias_or_a_rename_onto_itself_changes_nothing() {
+fn an_empty_alias_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_aliases(dir.path());
     let events = alias_events(&store).len();
     assert_eq!(store.clear_agent_attribution("").unwrap(), 0);
     assert_eq!(store.rename_agent_attribution("", "z").unwrap(), 0);
-    assert_eq!(store.rename_agent_attribution("x", "x").unwrap(), 0);
     assert_eq!(alias_events(&store).len(), events);
     assert_eq!(store.count_agent_attribution("x").unwrap(), 2);
     assert_eq!(metadata(&store, "f").agent_alias, None);
+}
+
+/// A rename onto the same alias returns how many sessions match, as the SQLite and JSONL
+/// stores do, and writes what the alias setter would for each: the aliases stay.
+#[test]
+fn a_rename_onto_itself_counts_the_sessions_it_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_aliases(dir.path());
+    let events = alias_events(&store).len();
+    assert_eq!(store.rename_agent_attribution("x", "x").unwrap(), 2);
+    assert_eq!(alias_events(&store).len(), events + 2);
+    assert_eq!(store.count_agent_attribution("x").unwrap(), 2);
+    assert_eq!(store.rename_agent_attribution("none", "none").unwrap(), 0);
 }
 
 #[test]

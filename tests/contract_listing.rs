@@ -142,3 +142,84 @@ fn cleanup_stale_deletes_idle_sessions_past_the_ttl() {
     let store = open(dir.path());
     assert!(!store.session_exists("idle"), "the delete is durable");
 }
+
+/// Sessions with the same `last_activity` (imported at one time) are listed by key, in every
+/// listing and in search, also after reopening (where the listing reads the checkpoint).
+#[test]
+fn ties_in_activity_are_broken_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let at = chrono::Utc::now() - chrono::Duration::minutes(5);
+    for key in ["b", "c", "a"] {
+        store.append_at(key, &user("same word"), at).unwrap();
+    }
+    store.append("newest", &user("same word")).unwrap();
+    let check = |store: &sessionlog::LogStore, context: &str| {
+        assert_eq!(
+            store.list_sessions(),
+            ["newest", "a", "b", "c"],
+            "{context}"
+        );
+        let rows = keys(store.list_sessions_with_metadata());
+        assert_eq!(rows, ["newest", "a", "b", "c"], "{context}");
+        let found = search(store, Some("same"), None);
+        assert_eq!(found, ["newest", "a", "b", "c"], "{context}");
+        assert_eq!(
+            search(store, Some("same"), Some(2)),
+            ["newest", "a"],
+            "{context}"
+        );
+    };
+    check(&store, "open");
+    store.close().unwrap();
+    check(&open(dir.path()), "reopened");
+}
+
+#[test]
+fn search_with_a_limit_of_zero_finds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append("k", &user("word")).unwrap();
+    assert!(search(&store, Some("word"), Some(0)).is_empty());
+    assert!(search(&store, None, Some(0)).is_empty());
+}
+
+/// Case is ignored beyond ASCII: a capital letter with a diacritic matches its small letter.
+#[test]
+fn search_ignores_case_beyond_ascii() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append("fr", &user("une école à Genève")).unwrap();
+    store.append("de", &user("ÜBER DIE BRÜCKE")).unwrap();
+    assert_eq!(search(&store, Some("ÉCOLE"), None), ["fr"]);
+    assert_eq!(search(&store, Some("genève"), None), ["fr"]);
+    assert_eq!(search(&store, Some("brücke"), None), ["de"]);
+    assert_eq!(search(&store, Some("über die"), None), ["de"]);
+}
+
+/// `cleanup_stale(ttl)` deletes a session last active more than `ttl` hours ago and keeps one
+/// that is not yet that old, whatever their order of creation.
+#[test]
+fn cleanup_stale_keeps_sessions_inside_the_ttl_and_deletes_those_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let now = chrono::Utc::now();
+    let hour = chrono::Duration::hours(1);
+    store
+        .append_at(
+            "past",
+            &user("x"),
+            now - hour - chrono::Duration::seconds(5),
+        )
+        .unwrap();
+    store
+        .append_at(
+            "inside",
+            &user("x"),
+            now - hour + chrono::Duration::seconds(60),
+        )
+        .unwrap();
+    assert_eq!(store.cleanup_stale(1).unwrap(), 1);
+    assert!(!store.session_exists("past"));
+    assert!(store.session_exists("inside"));
+}

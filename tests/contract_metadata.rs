@@ -232,3 +232,74 @@ fn metadata_survives_reopen_exactly() {
     drop(store);
     assert_eq!(observe(&open(dir.path())), before);
 }
+
+/// An empty or over-long key is a missing session to every call that cannot create one.
+#[test]
+fn calls_that_cannot_create_a_session_treat_an_invalid_key_as_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append("k", &user("x")).unwrap();
+    let long = "k".repeat(1025);
+    for key in ["", long.as_str()] {
+        assert!(!store.session_exists(key));
+        assert!(store.load(key).is_empty());
+        assert!(store.load_with_timestamps(key).is_empty());
+        assert!(store.get_session_metadata(key).is_none());
+        assert_eq!(store.get_session_name(key).unwrap(), None);
+        assert_eq!(store.get_session_agent_alias(key).unwrap(), None);
+        assert!(store.get_session_state(key).unwrap().is_none());
+        assert!(!store.update_last(key, &user("y")).unwrap());
+        assert!(!store.remove_last(key).unwrap());
+        assert_eq!(store.clear_messages(key).unwrap(), 0);
+        assert!(!store.delete_session(key).unwrap());
+        store.compact(key).unwrap();
+    }
+    assert_eq!(store.list_sessions(), ["k"]);
+}
+
+/// A context with every field `None` keeps every stored value and `last_activity`; on a
+/// missing session it creates it, as every setter does.
+#[test]
+fn a_context_with_no_field_changes_nothing_but_creates_a_missing_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let context = SessionContext {
+        channel_id: Some("c"),
+        room_id: Some("r"),
+        sender_id: Some("s"),
+    };
+    store.set_session_context("k", context).unwrap();
+    let before = store.get_session_metadata("k").unwrap();
+    std::thread::sleep(Duration::from_millis(2));
+    store
+        .set_session_context("k", SessionContext::default())
+        .unwrap();
+    let after = store.get_session_metadata("k").unwrap();
+    assert_eq!(format!("{after:?}"), format!("{before:?}"));
+    store
+        .set_session_context("new", SessionContext::default())
+        .unwrap();
+    let new = store.get_session_metadata("new").unwrap();
+    assert_eq!(new.last_activity, new.created_at);
+}
+
+/// After reopening (sessions read from the checkpoint, none touched yet), each session's
+/// metadata still equals its row in the list, field by field.
+#[test]
+fn get_session_metadata_equals_the_listed_row_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, "a", "x", 3);
+    store.set_session_name("a", "n").unwrap();
+    store.set_session_agent_alias("b", "alias").unwrap();
+    store.set_session_state("c", "running", Some("t")).unwrap();
+    store.close().unwrap();
+    let store = open(dir.path());
+    let rows = store.list_sessions_with_metadata();
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        let single = store.get_session_metadata(&row.key).unwrap();
+        assert_eq!(format!("{row:?}"), format!("{single:?}"));
+        assert_eq!(row.message_count, store.load(&row.key).len());
+    }
+}

@@ -153,9 +153,9 @@ impl SessionBackend for LogStore {
     }
 
     fn rename_agent_attribution(&self, from: &str, to: &str) -> std::io::Result<usize> {
-        if from == to {
-            return Ok(0); // nothing would change
-        }
+        // A rename onto the same alias is no special case: each matching session gets the
+        // record an alias setter would write, and the count is of them (as the SQLite and
+        // JSONL stores count the rows they matched).
         Ok(self.reattribute(from, (!to.is_empty()).then_some(to))?)
     }
 
