@@ -502,38 +502,18 @@ pub fn erase_shared_names(
     session_id: u64,
     segments: &Range<u32>,
 ) -> Result<Vec<PathBuf>> {
-    let mut gone = Vec::new();
-    for folder in [dir.join(ARCHIVE_DIR), dir.join(QUARANTINE_DIR)] {
-        if !fs.is_dir(&folder) {
-            continue;
+    let kept = [dir.join(ARCHIVE_DIR), dir.join(QUARANTINE_DIR)];
+    remove_chosen(fs, &kept, |_, name, path| {
+        let named = parse_segment_name(name, SEGMENT_SUFFIX);
+        if named.is_none_or(|(id, _)| id == session_id) || !fs.link_count(path).is_ok_and(|n| n > 1)
+        {
+            return false;
         }
-        let mut removed_here = false;
-        for entry in fs.list(&folder).map_err(context("listing", &folder))? {
-            let named = entry.name.to_str().filter(|_| entry.is_file);
-            let Some((id, _)) = named.and_then(|n| parse_segment_name(n, SEGMENT_SUFFIX)) else {
-                continue;
-            };
-            let path = folder.join(&entry.name);
-            if id == session_id || !fs.link_count(&path).is_ok_and(|n| n > 1) {
-                continue;
-            }
-            let header = segment::read_header(fs, &path, None)
-                .ok()
-                .and_then(Result::ok);
-            let shared = header
-                .is_some_and(|(h, _)| h.session_id == session_id && segments.contains(&h.segment));
-            if shared {
-                fs.remove_file(&path).map_err(context("removing", &path))?;
-                gone.push(path);
-                removed_here = true;
-            }
-        }
-        if removed_here {
-            // An erasure must not come back after a crash.
-            sync_dir(fs, &folder)?;
-        }
-    }
-    Ok(gone)
+        let header = segment::read_header(fs, path, None)
+            .ok()
+            .and_then(Result::ok);
+        header.is_some_and(|(h, _)| h.session_id == session_id && segments.contains(&h.segment))
+    })
 }
 
 /// Removes every trace of session `session_id` outside its segments: its archived and
@@ -541,34 +521,47 @@ pub fn erase_shared_names(
 /// that failed and could not be removed then. Returns what it removed.
 pub fn erase_traces(fs: &dyn FileSystem, dir: &Path, session_id: u64) -> Result<Vec<PathBuf>> {
     let prefix = format!("{session_id:016x}-");
+    let folders = [
+        dir.to_path_buf(),
+        dir.join(ARCHIVE_DIR),
+        dir.join(QUARANTINE_DIR),
+    ];
+    remove_chosen(fs, &folders, |folder, name, _| {
+        // In the store's folder only side files and a compaction's output whose removal
+        // failed (it holds the session's messages): its segments are retired on their own.
+        let trace = name.contains(TORN_INFIX) || name.ends_with(SEGMENT_TEMP_SUFFIX);
+        name.starts_with(&prefix) && (folder != dir || trace)
+    })
+}
+
+/// Removes each file of `folders` that `chosen` picks (given its folder, name and path), then
+/// syncs each folder it removed from. Returns what it removed.
+fn remove_chosen(
+    fs: &dyn FileSystem,
+    folders: &[PathBuf],
+    mut chosen: impl FnMut(&Path, &str, &Path) -> bool,
+) -> Result<Vec<PathBuf>> {
     let mut gone = Vec::new();
-    for (folder, all) in [
-        (dir.to_path_buf(), false),
-        (dir.join(ARCHIVE_DIR), true),
-        (dir.join(QUARANTINE_DIR), true),
-    ] {
-        if !fs.is_dir(&folder) {
+    for folder in folders {
+        if !fs.is_dir(folder) {
             continue;
         }
         let mut removed_here = false;
-        for entry in fs.list(&folder).map_err(context("listing", &folder))? {
+        for entry in fs.list(folder).map_err(context("listing", folder))? {
             let Some(name) = entry.name.to_str().filter(|_| entry.is_file) else {
                 continue;
             };
-            // In the store's folder only side files and a compaction's output whose removal
-            // failed (it holds the session's messages): its segments are retired on their own.
-            let trace = name.contains(TORN_INFIX) || name.ends_with(SEGMENT_TEMP_SUFFIX);
-            if !name.starts_with(&prefix) || !(all || trace) {
+            let path = folder.join(name);
+            if !chosen(folder, name, &path) {
                 continue;
             }
-            let path = folder.join(name);
             fs.remove_file(&path).map_err(context("removing", &path))?;
             gone.push(path);
             removed_here = true;
         }
         if removed_here {
             // An erasure must not come back after a crash.
-            sync_dir(fs, &folder)?;
+            sync_dir(fs, folder)?;
         }
     }
     Ok(gone)

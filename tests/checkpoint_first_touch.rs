@@ -323,15 +323,12 @@ fn a_session_with_nothing_sound_is_gone_at_its_first_touch_and_its_key_starts_an
     checkpoint_agrees_with_a_replay(dir.path());
 }
 
-#[test]
-fn a_file_copied_back_while_closed_is_made_durable_before_a_checkpoint_vouches_for_it() {
+/// A store on `sim` with session `a` (3 messages), closed; then its segment's bytes copied in
+/// as a new file and renamed over it, the name made durable but the bytes still only in the
+/// page cache. Returns the segment's path.
+fn copied_back_while_closed(sim: &sessionlog::testing::SimFs) -> std::path::PathBuf {
     use sessionlog::fs::{FileSystem, OpenMode};
-    use sessionlog::testing::SimFs;
-    use sessionlog::Options;
-    use std::sync::Arc;
-    let sim = SimFs::new();
-    let open_sim = || LogStore::open_with_fs(SIM_DIR, Options::default(), Arc::new(sim.clone()));
-    let store = open_sim().unwrap();
+    let store = open_sim(sim).unwrap();
     fill(&store, "a", "alpha", 3);
     store.close().unwrap();
     let (seg, bytes) = sim
@@ -339,14 +336,25 @@ fn a_file_copied_back_while_closed_is_made_durable_before_a_checkpoint_vouches_f
         .into_iter()
         .find(|(p, _)| p.extension().is_some_and(|e| e == "seg"))
         .unwrap();
-    // The same bytes copied in as a new file and renamed over the segment, its name made
-    // durable but its bytes still only in the page cache.
     let copy = seg.with_extension("copy");
     let file = sim.open(&copy, OpenMode::CreateNew).unwrap();
     file.write_at(&bytes, 0).unwrap();
     drop(file);
     sim.rename(&copy, &seg).unwrap();
     sim.sync_dir(Path::new(SIM_DIR)).unwrap();
+    seg
+}
+
+fn open_sim(sim: &sessionlog::testing::SimFs) -> sessionlog::Result<LogStore> {
+    let fs = std::sync::Arc::new(sim.clone());
+    LogStore::open_with_fs(SIM_DIR, sessionlog::Options::default(), fs)
+}
+
+#[test]
+fn a_file_copied_back_while_closed_is_made_durable_before_a_checkpoint_vouches_for_it() {
+    let sim = sessionlog::testing::SimFs::new();
+    let open_sim = || open_sim(&sim);
+    copied_back_while_closed(&sim);
     let store = open_sim().unwrap();
     assert_eq!(store.load("a").len(), 3);
     assert!(
@@ -371,27 +379,10 @@ fn a_file_copied_back_while_closed_is_made_durable_before_a_checkpoint_vouches_f
 /// for them.
 #[test]
 fn a_failed_sync_of_a_file_copied_back_while_closed_poisons_the_store() {
-    use sessionlog::fs::{FileSystem, OpenMode};
-    use sessionlog::testing::SimFs;
-    use sessionlog::{Error, Options};
-    use std::sync::Arc;
-    let sim = SimFs::new();
-    let open_sim = || LogStore::open_with_fs(SIM_DIR, Options::default(), Arc::new(sim.clone()));
-    let store = open_sim().unwrap();
-    fill(&store, "a", "alpha", 3);
-    store.close().unwrap();
-    let (seg, bytes) = sim
-        .files()
-        .into_iter()
-        .find(|(p, _)| p.extension().is_some_and(|e| e == "seg"))
-        .unwrap();
-    let copy = seg.with_extension("copy");
-    let file = sim.open(&copy, OpenMode::CreateNew).unwrap();
-    file.write_at(&bytes, 0).unwrap();
-    drop(file);
-    sim.rename(&copy, &seg).unwrap();
-    sim.sync_dir(Path::new(SIM_DIR)).unwrap();
-    let store = open_sim().unwrap();
+    use sessionlog::Error;
+    let sim = sessionlog::testing::SimFs::new();
+    let seg = copied_back_while_closed(&sim);
+    let store = open_sim(&sim).unwrap();
     sim.fail_next_sync(&seg);
     let _ = store.load("a");
     assert!(store.health().poisoned, "{:?}", store.health());

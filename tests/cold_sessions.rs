@@ -301,29 +301,36 @@ fn replayed_instead(store: &LogStore) -> usize {
 
 #[test]
 fn a_cold_entry_changed_in_the_checkpoint_while_open_is_never_served() {
-    let dir = TempDir::new().unwrap();
-    marked_store(dir.path());
-    let store = LogStore::open_with(dir.path(), options()).unwrap();
-    assert_eq!(store.health().sessions_cold, 20);
-    // The name of k7 changed in the checkpoint under the open store.
-    change_cold_name(dir.path(), "07", "09");
-    let names: Vec<Option<String>> = (store.list_sessions_with_metadata().into_iter())
-        .map(|m| m.name)
-        .collect();
-    assert_eq!(names.len(), 20, "k7 is listed, replayed from its files");
-    for marker in ["marker-07", "marker-09"] {
-        let found = names.iter().filter(|n| n.as_deref() == Some(marker));
+    // Listed whole, and by a page, which walks the activity index: the session is replayed
+    // in the middle of the walk.
+    for paged in [false, true] {
+        let dir = TempDir::new().unwrap();
+        marked_store(dir.path());
+        let store = LogStore::open_with(dir.path(), options()).unwrap();
+        assert_eq!(store.health().sessions_cold, 20);
+        // The name of k7 changed in the checkpoint under the open store.
+        change_cold_name(dir.path(), "07", "09");
+        let rows = match paged {
+            true => store.list_page(&ListQuery::default()).unwrap().sessions,
+            false => store.list_sessions_with_metadata(),
+        };
+        let names: Vec<Option<String>> = rows.into_iter().map(|m| m.name).collect();
         assert_eq!(
-            found.count(),
-            1,
-            "{marker}: the changed entry is never served"
+            names.len(),
+            20,
+            "paged {paged}: k7 is listed, replayed from its files"
         );
+        for marker in ["marker-07", "marker-09"] {
+            let found = names.iter().filter(|n| n.as_deref() == Some(marker));
+            let what = "the changed entry is never served";
+            assert_eq!(found.count(), 1, "paged {paged}: {marker}: {what}");
+        }
+        assert_eq!(replayed_instead(&store), 1);
+        assert_eq!(store.health().sessions_cold, 19, "k7 alone was warmed");
+        assert_eq!(store.read_messages("k7").unwrap().len(), 1);
+        assert_eq!(store.read_messages("k8").unwrap().len(), 1);
+        assert_eq!(store.health().read_errors, 0);
     }
-    assert_eq!(replayed_instead(&store), 1);
-    assert_eq!(store.health().sessions_cold, 19, "k7 alone was warmed");
-    assert_eq!(store.read_messages("k7").unwrap().len(), 1);
-    assert_eq!(store.read_messages("k8").unwrap().len(), 1);
-    assert_eq!(store.health().read_errors, 0);
 }
 
 #[test]

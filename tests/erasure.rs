@@ -24,6 +24,31 @@ fn holds_marker(dir: &Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// True when a file of `fs` holds `what`.
+fn sim_holds(fs: &sessionlog::testing::SimFs, what: &[u8]) -> bool {
+    fs.files()
+        .iter()
+        .any(|(_, bytes)| bytes.windows(what.len()).any(|w| w == what))
+}
+
+/// A store `setup` makes on a new simulated file system, whose power is cut after `n` more
+/// mutations while it erases `k`; then the store opened again in "/s" after the crash.
+fn erase_cut_after(
+    n: u64,
+    options: &Options,
+    setup: impl Fn(&sessionlog::testing::SimFs) -> LogStore,
+) -> (sessionlog::testing::SimFs, LogStore) {
+    let fs = sessionlog::testing::SimFs::new();
+    let store = setup(&fs);
+    fs.cut_power_after(n);
+    let _ = store.erase_session("k");
+    drop(store);
+    fs.crash(None);
+    let reopened = std::sync::Arc::new(fs.clone());
+    let store = LogStore::open_with_fs("/s", options.clone(), reopened).unwrap();
+    (fs, store)
+}
+
 /// A session with history in the archive: written, compacted, written again.
 fn write_secret(store: &LogStore, key: &str) {
     for i in 0..5 {
@@ -295,20 +320,10 @@ fn erasure_cut_by_power_loss(options: Options) {
         store.erase_session("k").unwrap();
         fs.mutations() - before
     };
-    let holds = |fs: &SimFs| {
-        fs.files()
-            .iter()
-            .any(|(_, bytes)| bytes.windows(MARKER.len()).any(|w| w == MARKER))
-    };
+    let holds = |fs: &SimFs| sim_holds(fs, MARKER);
     let mut logged = 0;
     for n in 0..=total {
-        let fs = SimFs::new();
-        let store = setup(&fs);
-        fs.cut_power_after(n);
-        let _ = store.erase_session("k");
-        drop(store);
-        fs.crash(None);
-        let store = LogStore::open_with_fs("/s", options.clone(), Arc::new(fs.clone())).unwrap();
+        let (fs, store) = erase_cut_after(n, &options, setup);
         let context = format!("{mode:?}, cut after {n} of {total}");
         assert_eq!(store.load("other"), vec![user("stays")], "{context}");
         let erased = store
@@ -389,28 +404,17 @@ fn an_erasure_of_a_keys_archived_session_cut_by_power_loss_is_finished_once_it_i
         write_new_file(fs, Path::new(&kept), &earlier).unwrap();
         LogStore::open_with_fs("/s", options.clone(), Arc::new(fs.clone())).unwrap()
     };
-    let holds = |fs: &SimFs, what: &[u8]| {
-        fs.files()
-            .iter()
-            .any(|(_, bytes)| bytes.windows(what.len()).any(|w| w == what))
-    };
     let total = {
         let fs = SimFs::new();
         let store = setup(&fs);
         let before = fs.mutations();
         store.erase_session("k").unwrap();
-        assert!(!holds(&fs, EARLIER), "erased at once");
+        assert!(!sim_holds(&fs, EARLIER), "erased at once");
         fs.mutations() - before
     };
     let mut logged = 0;
     for n in 0..=total {
-        let fs = SimFs::new();
-        let store = setup(&fs);
-        fs.cut_power_after(n);
-        let _ = store.erase_session("k");
-        drop(store);
-        fs.crash(None);
-        let store = LogStore::open_with_fs("/s", options.clone(), Arc::new(fs.clone())).unwrap();
+        let (fs, store) = erase_cut_after(n, &options, setup);
         let context = format!("cut after {n} of {total}");
         assert_eq!(store.load("other"), vec![user("stays")], "{context}");
         let erased = store.events(EventFilter::all()).unwrap().any(|e| {
@@ -425,20 +429,14 @@ fn an_erasure_of_a_keys_archived_session_cut_by_power_loss_is_finished_once_it_i
         if erased {
             logged += 1;
             assert!(
-                !holds(&fs, EARLIER),
+                !sim_holds(&fs, EARLIER),
                 "{context}: the earlier session survives"
             );
         }
         // Whatever the cut left, erasing again (the caller saw an error) erases it all.
         store.erase_session("k").unwrap();
-        let left: Vec<_> = fs
-            .files()
-            .into_iter()
-            .filter(|(_, b)| b.windows(EARLIER.len()).any(|w| w == EARLIER))
-            .map(|(p, _)| p)
-            .collect();
-        assert!(left.is_empty(), "{context}: erased again {left:?}");
-        assert!(!holds(&fs, MARKER), "{context}: erased again");
+        assert!(!sim_holds(&fs, EARLIER), "{context}: erased again");
+        assert!(!sim_holds(&fs, MARKER), "{context}: erased again");
     }
     assert!(logged > 0, "no cut fell after the erasure was logged");
 }
