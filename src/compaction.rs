@@ -268,15 +268,49 @@ pub fn retire(
     below: u32,
     how: Disposal,
 ) -> Result<Vec<PathBuf>> {
+    retire_each(fs, dir, session_id, from..below, |_| how)
+}
+
+/// Retires the segments `from..below` of a fork that got its own copy of what it shared: a
+/// segment whose header names another session (a hard link to its source's) is removed, being
+/// that session's bytes under the fork's name; the fork's own go as `own` says (to `archive/`
+/// with `keep_history`). A header that cannot be read counts as the fork's own.
+pub fn retire_detached(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    session_id: u64,
+    from: u32,
+    below: u32,
+    own: Disposal,
+) -> Result<Vec<PathBuf>> {
+    retire_each(fs, dir, session_id, from..below, |path| {
+        let header = segment::read_header(fs, path, None)
+            .ok()
+            .and_then(|h| h.ok());
+        match header {
+            Some((h, _)) if h.session_id != session_id => Disposal::Remove,
+            _ => own,
+        }
+    })
+}
+
+/// [`retire`], each segment as `how` says of it.
+fn retire_each(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    session_id: u64,
+    numbers: std::ops::Range<u32>,
+    how: impl Fn(&Path) -> Disposal,
+) -> Result<Vec<PathBuf>> {
     let mut done = Vec::new();
-    for number in numbers_in(fs, dir, session_id, from, below)? {
+    for number in numbers_in(fs, dir, session_id, numbers.start, numbers.end)? {
         let path = segment_path(dir, session_id, number);
         // Only a segment file the store may have written: a folder or a symbolic link under a
         // segment's name is not the store's, and is left where it is.
         if !fs.exists(&path) || fs.is_dir(&path) || fs.is_symlink(&path) {
             continue;
         }
-        let folder = match how {
+        let folder = match how(&path) {
             Disposal::Remove => {
                 fs.remove_file(&path).map_err(context("removing", &path))?;
                 done.push(path);

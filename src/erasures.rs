@@ -23,8 +23,8 @@ use crate::error::{Error, Result};
 use crate::fs::{append_durably, context, sync_dir, FileSystem, OpenMode};
 use crate::keyring::Keyring;
 use crate::layout::{
-    erased_path, parse_segment_name, ARCHIVE_DIR, NUMBER_LIMIT, QUARANTINE_DIR, SEGMENT_SUFFIX,
-    SEGMENT_TEMP_SUFFIX, TORN_INFIX,
+    erased_path, kept_session_id, ARCHIVE_DIR, NUMBER_LIMIT, QUARANTINE_DIR, SEGMENT_TEMP_SUFFIX,
+    TORN_INFIX,
 };
 use crate::report::{Finding, RecoveryReport};
 use crate::segment;
@@ -489,11 +489,12 @@ pub fn erase_session_files(
 }
 
 /// Removes the other names, in `archive/` and `quarantine/`, of session `session_id`'s
-/// `segments`: a fork's shared segments (hard links to its source's) that went there under the
-/// fork's id when the fork was compacted with `keep_history`, or quarantined. They hold the
-/// erased session's bytes, records past the fork point included, and erasure wins over the
-/// fork's history. A file is one of them when it has more than one name and its header names
-/// the session and one of those segments; so this runs before the session's own names go.
+/// segments below `segments.end` (archived ones included): a fork's shared segments (hard
+/// links to its source's) that went there under the fork's id when the fork was compacted
+/// with `keep_history`, or quarantined. They hold the erased session's bytes, records past the
+/// fork point included, and erasure wins over the fork's history. A file is one of them when
+/// it has more than one name and its header names the session and such a segment; so this
+/// runs before the session's own names go.
 /// (An encrypted store's fork copies instead of linking: it finds none there.) A file whose
 /// header cannot be read is left where it is. Returns what it removed.
 pub fn erase_shared_names(
@@ -504,15 +505,18 @@ pub fn erase_shared_names(
 ) -> Result<Vec<PathBuf>> {
     let kept = [dir.join(ARCHIVE_DIR), dir.join(QUARANTINE_DIR)];
     remove_chosen(fs, &kept, |_, name, path| {
-        let named = parse_segment_name(name, SEGMENT_SUFFIX);
-        if named.is_none_or(|(id, _)| id == session_id) || !fs.link_count(path).is_ok_and(|n| n > 1)
+        // Any name under another id (a second file of a number is kept as `….seg.1`).
+        if kept_session_id(name).is_none_or(|id| id == session_id)
+            || !fs.link_count(path).is_ok_and(|n| n > 1)
         {
             return false;
         }
         let header = segment::read_header(fs, path, None)
             .ok()
             .and_then(Result::ok);
-        header.is_some_and(|(h, _)| h.session_id == session_id && segments.contains(&h.segment))
+        // Below the end, not only in the range: the session's archive goes too, and a fork's
+        // compaction may have archived a link to an archived segment of it.
+        header.is_some_and(|(h, _)| h.session_id == session_id && h.segment < segments.end)
     })
 }
 

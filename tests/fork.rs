@@ -429,13 +429,26 @@ fn a_reclaim_that_open_carries_out_leaves_none_of_the_sources_later_bytes_under_
 
 /// With `keep_history`, compacting a fork puts its shared segments (links to the source's,
 /// records past the fork point included) in `archive/` under the fork's id. When the source is
-/// deleted past its undo window, or its cleared messages erased, those names go with it:
-/// erasure wins over the fork's history. The fork still reads whole, before and after a reopen.
+/// deleted past its undo window, or its cleared messages erased, those names go with it, also
+/// when the source's own compaction had archived the segment first: erasure wins over the
+/// fork's history. The fork's own replaced segments stay archived, the fork reads whole before
+/// and after a reopen, and an unrelated fork is left as it was.
 #[test]
 fn a_compacted_forks_archive_keeps_none_of_an_erased_sources_later_bytes() {
     const LATER: &str = "LATER-ONLY-IN-THE-SOURCE";
-    for (compact_fork, clear) in [(true, false), (true, true), (false, true)] {
-        let context = format!("fork compacted {compact_fork}, source cleared {clear}");
+    const OWN: &str = "THE-FORKS-OWN";
+    let cases = [
+        // (source compacted first, fork compacted, source cleared rather than deleted)
+        (false, true, false),
+        (false, true, true),
+        (false, false, true),
+        (true, true, true),
+        (true, true, false),
+    ];
+    for (compact_source, compact_fork, clear) in cases {
+        let context = format!(
+            "source compacted {compact_source}, fork compacted {compact_fork}, cleared {clear}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let options = Options {
             keep_history: true,
@@ -446,7 +459,24 @@ fn a_compacted_forks_archive_keeps_none_of_an_erased_sources_later_bytes() {
         let at = store.last_seq();
         store.append("src", &user(&format!("{LATER} 1"))).unwrap();
         store.fork_session("src", "fork", Some(at)).unwrap();
-        store.append("fork", &user("the fork's own")).unwrap();
+        store.append("fork", &user(OWN)).unwrap();
+        // A fork of another session, which nothing here may touch.
+        store.append("other", &user("other's")).unwrap();
+        store.fork_session("other", "bystander", None).unwrap();
+        let bystander_files = |dir: &Path| -> Vec<String> {
+            let mut names: Vec<String> = segments(dir)
+                .iter()
+                .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+                .filter(|name| name.starts_with("0000000000000004-"))
+                .collect();
+            names.sort();
+            names
+        };
+        let bystander_before = bystander_files(dir.path());
+        assert!(!bystander_before.is_empty());
+        if compact_source {
+            store.compact_session("src").unwrap();
+        }
         if compact_fork {
             store.compact_session("fork").unwrap();
             assert!(
@@ -463,12 +493,18 @@ fn a_compacted_forks_archive_keeps_none_of_an_erased_sources_later_bytes() {
         let fork = |store: &LogStore| -> Vec<String> {
             store.load("fork").into_iter().map(|m| m.content).collect()
         };
-        assert_eq!(fork(&store), ["shared", "the fork's own"], "{context}");
+        assert_eq!(fork(&store), ["shared", OWN], "{context}");
         let held = holding(snapshot_files(dir.path()), LATER);
         assert!(held.is_empty(), "{context}: the source's bytes in {held:?}");
+        let archived = holding(snapshot_files(&dir.path().join("archive")), OWN);
+        assert!(
+            !archived.is_empty(),
+            "{context}: the fork's own history went"
+        );
+        assert_eq!(bystander_files(dir.path()), bystander_before, "{context}");
         store.close().unwrap();
         let store = LogStore::open_with(dir.path(), options).unwrap();
-        assert_eq!(fork(&store), ["shared", "the fork's own"], "{context}");
+        assert_eq!(fork(&store), ["shared", OWN], "{context}");
         assert!(store.verify().unwrap().is_sound(), "{context}");
     }
 }

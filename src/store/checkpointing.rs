@@ -340,16 +340,14 @@ impl Inner {
         let file_len = encoded.len();
         // Names, aliases and context are as private as the records they came from. A plain
         // checkpoint is written in the parts the encoder built: never a second copy of them.
-        let sealed = (self.keys.as_ref())
-            .map(|keys| keys.seal_blob(checkpoint::SEALED_AAD, &encoded.joined()));
-        if sealed
-            .as_ref()
-            .is_some_and(|sealed| sealed.len() as u64 > checkpoint::SEALED_MAX)
-        {
+        let sealed_len = (file_len + crate::cipher::SEAL_OVERHEAD) as u64;
+        if self.keys.is_some() && sealed_len > checkpoint::SEALED_MAX {
             // Open would not read it (it reads a sealed checkpoint whole, and no more than
             // that): none is written, and the next open replays.
             return Ok(false);
         }
+        let sealed = (self.keys.as_ref())
+            .map(|keys| keys.seal_blob(checkpoint::SEALED_AAD, &encoded.joined()));
         let parts = match &sealed {
             Some(sealed) => vec![&sealed[..]],
             None => encoded.parts().to_vec(),

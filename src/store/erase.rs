@@ -71,8 +71,9 @@ impl Inner {
         Ok(gone)
     }
 
-    /// Before `key` is erased: its live forks get their own copy of what they share (nested
-    /// forks share the same files: every fork is compacted), and, with `dead_too`, its deleted
+    /// Before `key` is erased: its live forks get their own copy of what they share (and the
+    /// forks of those, which share the same files; no other session is touched), and, with
+    /// `dead_too`, its deleted
     /// forks, which would keep its bytes through their links, go for good. A fork names its
     /// source by key only, so this reaches the forks of every session that had `key`:
     /// compacting a live one changes nothing it holds, but a deleted one is reclaimed only for
@@ -81,8 +82,10 @@ impl Inner {
         // An erasure (`dead_too`) finds every fork or refuses, before it changes anything:
         // one left out would keep this session's bytes. A reclaim (its delete record already
         // written) goes on without a session it cannot read, counted in `health()`.
-        let (forks, unread) =
-            self.each_live_view(|view| view.fork_origin.as_ref().map(|_| view.key.clone()));
+        let (forks, unread) = self.each_live_view(|view| {
+            let (source, _) = view.fork_origin.as_ref()?;
+            Some((view.key.clone(), source.clone()))
+        });
         for (key, e) in unread {
             if dead_too {
                 return Err(e);
@@ -90,10 +93,10 @@ impl Inner {
             let what = "looking for forks before a reclaim";
             (self.monitor).swallowed(crate::health::Swallowed::Read, what, Some(&key), &e);
         }
-        for fork in forks {
+        for fork in forks_reaching(key, &forks) {
             // The links it drops go at once and are never archived: they are this session's
             // bytes under another name.
-            self.compact_as(&fork, Compaction::Detach)?;
+            self.compact_as(fork, Compaction::Detach)?;
         }
         if !dead_too {
             return Ok(());
@@ -174,8 +177,9 @@ impl Inner {
             }
             let mut folders = BTreeSet::new();
             for path in paths {
-                // A failure poisons the store: the erasure is logged, and the next open
-                // finishes it (a clean close would leave the files until the next erasure).
+                // A failure poisons the store, so that no clean close records the files as
+                // they are: the next open finishes a logged erasure (of an id no longer in
+                // use), and an erasure tried again finds the rest.
                 let removed = self.fs.remove_file(&path);
                 self.poison(removed.map_err(context("removing", &path)))?;
                 folders.insert(crate::fs::parent(&path).to_path_buf());
@@ -192,4 +196,23 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// The live forks (`(key, source key)` of each) that may share `key`'s bytes: its forks, their
+/// forks, and so on (a fork names its source by key, and a fork of a fork shares the files its
+/// source shares), `key` itself left out.
+fn forks_reaching<'a>(key: &str, forks: &'a [(String, String)]) -> Vec<&'a str> {
+    let mut reached: HashSet<&str> = HashSet::from([key]);
+    let mut order = Vec::new();
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for (fork, source) in forks {
+            if reached.contains(source.as_str()) && reached.insert(fork.as_str()) {
+                order.push(fork.as_str());
+                grew = true;
+            }
+        }
+    }
+    order
 }

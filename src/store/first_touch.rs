@@ -139,9 +139,9 @@ impl Inner {
             recovery::replay_alone(fs, dir, slot.session_id, numbers.clone(), &options, keys)?;
         if look.report.findings.is_empty() && self.holds_as_recorded(slot, look.live.as_ref()) {
             // The same records, in files that changed anyway (copied back in while the store
-            // was closed, say): on disk before a checkpoint vouches for them again. A failed
-            // sync stops the store: one retried after it can report success for pages the
-            // kernel dropped.
+            // was closed, say): on disk before a checkpoint vouches for them again. A failure
+            // stops the store: a sync retried after a failed one can report success for pages
+            // the kernel dropped (a file that could not be opened stops it too).
             let synced = self.sync_files(slot.session_id, &numbers);
             self.poison(synced)?;
             return Ok(true);

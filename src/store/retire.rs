@@ -37,8 +37,9 @@ pub(super) enum Retirement {
     /// past their undo window, and the session's archived, quarantined and side files (the
     /// session lives on in the new generation, under the same key).
     Erased(u64, u32, u32),
-    /// Segments `from..below` of a session, removed (never archived): a fork's links to a
-    /// session being erased.
+    /// Segments `from..below` of a fork that got its own copy of a session being erased: its
+    /// links to that session's segments removed (never archived), its own segments retired as
+    /// the options say.
     Unlinked(u64, u32, u32),
 }
 
@@ -199,7 +200,8 @@ impl Inner {
                 disposal(&self.options),
             ),
             Retirement::Unlinked(id, from, below) => {
-                compaction::retire(&*self.fs, &self.dir, id, from, below, Disposal::Remove)
+                let own = disposal(&self.options);
+                compaction::retire_detached(&*self.fs, &self.dir, id, from, below, own)
             }
             Retirement::Reclaimed(id, from, below) => {
                 self.log_erasure(id, true)?;
