@@ -270,3 +270,69 @@ fn a_failed_sync_of_the_floor_at_close_stops_the_store_and_leaves_no_checkpoint(
     );
     assert_eq!(store.load("k"), vec![ChatMessage::user("one")]);
 }
+
+/// After a compaction's rename, the folder sync fails, and the look at the files that decides
+/// what the failure means fails too (a `stat` error, which `exists` reads as absent). The
+/// compaction may be in force, so the store stops writing: an append after it would go to a
+/// segment the new generation replaced, and be lost at the next open.
+#[test]
+fn a_compaction_whose_rename_cannot_be_ruled_out_stops_the_store() {
+    use common::hooked::{Hooked, Hooks};
+    use sessionlog::fs::FileStat;
+    use std::sync::Mutex;
+
+    /// Once armed: the next folder sync fails, and so does every look at the compaction's
+    /// new segment (number 2 of session 1).
+    #[derive(Debug, Default)]
+    struct BlindAfterRename(Mutex<bool>);
+    impl BlindAfterRename {
+        fn blind(&self, path: &Path) -> bool {
+            *self.0.lock().unwrap() && path.ends_with("0000000000000001-00000002.seg")
+        }
+    }
+    impl Hooks for BlindAfterRename {
+        fn sync_dir(&self, dir: &Path, sim: &SimFs) -> std::io::Result<()> {
+            if *self.0.lock().unwrap() {
+                return Err(std::io::Error::from_raw_os_error(EIO));
+            }
+            sim.sync_dir(dir)
+        }
+        fn exists(&self, path: &Path, sim: &SimFs) -> bool {
+            !self.blind(path) && sim.exists(path)
+        }
+        fn stat(&self, path: &Path, sim: &SimFs) -> std::io::Result<FileStat> {
+            if self.blind(path) {
+                return Err(std::io::Error::from_raw_os_error(EIO));
+            }
+            sim.stat(path)
+        }
+    }
+
+    let options = Options {
+        compaction_dead_bytes_min: u64::MAX,
+        ..Options::with_durability(Durability::Always)
+    };
+    let fs = Hooked::new(&SimFs::new(), BlindAfterRename::default());
+    let store = LogStore::open_with_fs(SIM_DIR, options.clone(), Arc::new(fs.clone())).unwrap();
+    for i in 0..3 {
+        store
+            .append("a", &ChatMessage::user(format!("m{i}")))
+            .unwrap();
+    }
+    *fs.hooks.0.lock().unwrap() = true;
+    assert!(store.compact_session("a").is_err());
+    *fs.hooks.0.lock().unwrap() = false;
+    let mut acknowledged = texts(&store, "a");
+    if store.append("a", &ChatMessage::user("after")).is_ok() {
+        acknowledged.push("after".into());
+    } else {
+        assert!(is_poisoned(&store));
+    }
+    // The process is killed: what it wrote stays in the page cache, and the next open
+    // replays.
+    let killed = fs.sim.snapshot();
+    std::mem::forget(store);
+    let store = LogStore::open_with_fs(SIM_DIR, options, Arc::new(killed)).unwrap();
+    assert!(!store.recovery_report().from_checkpoint);
+    assert_eq!(texts(&store, "a"), acknowledged);
+}

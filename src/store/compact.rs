@@ -133,7 +133,16 @@ impl Inner {
         };
         let temp = layout::segment_temp_path(&self.dir, slot.session_id, number);
         let final_path = layout::segment_path(&self.dir, slot.session_id, number);
-        if self.fs.exists(&final_path) && !self.fs.exists(&temp) {
+        // Not in force only when a look says so for certain: the temporary file is still
+        // there, or nothing is under the final name. A look that fails (a `stat` error, which
+        // `exists` reads as absent) cannot rule the rename out, and an append to the
+        // replaced segments would be lost at the next open.
+        let temp_there = self.fs.exists(&temp);
+        let final_absent = matches!(
+            self.fs.stat(&final_path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound
+        );
+        if !temp_there && !final_absent {
             return self.poison(Err(e));
         }
         // Best effort: a temporary file left here is removed at the next open.

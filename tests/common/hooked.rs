@@ -27,6 +27,15 @@ pub trait Hooks: Send + Sync + Debug + 'static {
     fn looking_up(&self, path: &Path) {
         let _ = path;
     }
+    /// Whether `path` exists, as `sim` says unless the hook says otherwise (a lookup whose
+    /// `stat` failed reads as absent).
+    fn exists(&self, path: &Path, sim: &SimFs) -> bool {
+        sim.exists(path)
+    }
+    /// The `stat` of `path` on `sim`: the hook performs it.
+    fn stat(&self, path: &Path, sim: &SimFs) -> io::Result<FileStat> {
+        sim.stat(path)
+    }
     /// Before `path` is opened.
     fn opening(&self, path: &Path) {
         let _ = path;
@@ -105,10 +114,10 @@ impl<H: Hooks> FileSystem for Hooked<H> {
     }
     fn exists(&self, path: &Path) -> bool {
         self.hooks.looking_up(path);
-        self.sim.exists(path)
+        self.hooks.exists(path, &self.sim)
     }
     fn stat(&self, path: &Path) -> io::Result<FileStat> {
-        self.sim.stat(path)
+        self.hooks.stat(path, &self.sim)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         let listed = self.sim.list(dir);
