@@ -400,8 +400,11 @@ fn a_cold_entry_changed_while_its_files_changed_too_is_refused_and_poisons_nothi
         "k7 is left out"
     );
     assert!(store.health().read_errors >= 1, "and counted");
-    // An erasure, which must find every fork of the session first, is refused: k7 cannot be
-    // read. It changes nothing, and the store stays writable.
+    // In a store that has held no fork, an erasure has no fork to look for: it goes through.
+    store.erase_session("k2").unwrap();
+    // With a fork in the store, an erasure, which must find every fork of the session
+    // first, is refused: k7 cannot be read. It changes nothing, and the store stays writable.
+    store.fork_session("k5", "k5-fork", None).unwrap();
     let err = store.erase_session("k3").unwrap_err();
     assert!(err.to_string().contains("reopen"), "{err}");
     assert!(!store.health().poisoned);

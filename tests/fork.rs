@@ -346,9 +346,10 @@ fn a_fork_of_a_fork_cannot_reach_before_the_fork() {
 #[test]
 fn deleting_or_erasing_the_source_leaves_none_of_its_later_bytes_under_a_fork() {
     const LATER: &str = "LATER-ONLY-IN-THE-SOURCE";
-    for erase in [false, true] {
+    // Reopened before the delete: the fork is then known only from the checkpoint's entry.
+    for (erase, reopen) in [(false, false), (true, false), (false, true), (true, true)] {
         let dir = tempfile::tempdir().unwrap();
-        let store = LogStore::open_with(dir.path(), no_undo()).unwrap();
+        let mut store = LogStore::open_with(dir.path(), no_undo()).unwrap();
         store.append("src", &user("shared one")).unwrap();
         store.append("src", &user("shared two")).unwrap();
         let at = store.last_seq();
@@ -357,6 +358,11 @@ fn deleting_or_erasing_the_source_leaves_none_of_its_later_bytes_under_a_fork() 
         }
         store.fork_session("src", "fork", Some(at)).unwrap();
         store.append("fork", &user("the fork's own")).unwrap();
+        if reopen {
+            store.close().unwrap();
+            store = LogStore::open_with(dir.path(), no_undo()).unwrap();
+            assert!(store.health().sessions_cold > 0);
+        }
         if erase {
             store.erase_session("src").unwrap();
         } else {
@@ -366,12 +372,12 @@ fn deleting_or_erasing_the_source_leaves_none_of_its_later_bytes_under_a_fork() 
         assert_eq!(
             fork,
             ["shared one", "shared two", "the fork's own"],
-            "erase {erase}"
+            "erase {erase}, reopened {reopen}"
         );
         let holding = holding(snapshot_files(dir.path()), LATER);
         assert!(
             holding.is_empty(),
-            "erase {erase}: the source's later bytes in {holding:?}"
+            "erase {erase}, reopened {reopen}: the source's later bytes in {holding:?}"
         );
         drop(store);
         let store = LogStore::open_with(dir.path(), no_undo()).unwrap();
@@ -379,7 +385,7 @@ fn deleting_or_erasing_the_source_leaves_none_of_its_later_bytes_under_a_fork() 
         assert_eq!(
             fork,
             ["shared one", "shared two", "the fork's own"],
-            "erase {erase}"
+            "erase {erase}, reopened {reopen}"
         );
         assert!(!store.session_exists("src"));
     }

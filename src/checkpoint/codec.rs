@@ -554,6 +554,7 @@ pub(super) fn decode_body(
             let decoded = match &mut cold {
                 Some(cold) if !e.deleted => {
                     let entry = ColdEntry::of(&e, at, len, block_at, start)?;
+                    cold.has_forks |= e.fork_origin.is_some();
                     let point = anchored.as_mut().and_then(|a| a.get(entry.session_id));
                     cold.push(entry, e.key, e.head, point)?;
                     None

@@ -86,6 +86,8 @@ pub(crate) struct Cold {
     /// The entries' keys and their index by key, shared with the `Cold` a checkpoint taken
     /// while the store runs moves them to ([`Cold::moved_to`]).
     keys: Arc<ColdKeys>,
+    /// Some entry is a fork's (so a reclaim must look for forks among the sessions).
+    pub(crate) has_forks: bool,
     /// For the anchors' check at open (then dropped): the chain heads of the entries whose
     /// anchored point has their number and another head, by index; every other entry's
     /// head is its anchored point's, or is not compared (its number differs).
@@ -152,6 +154,7 @@ impl Cold {
             end: 0,
             by_id: None,
             hint: AtomicUsize::new(0),
+            has_forks: false,
             keys: Arc::new(ColdKeys {
                 bytes: String::new(),
                 ends: Vec::with_capacity(capacity),
@@ -212,6 +215,7 @@ impl Cold {
             end,
             by_id: self.by_id.clone(),
             hint: AtomicUsize::new(0),
+            has_forks: self.has_forks,
             keys: Arc::clone(&self.keys),
             heads: Vec::new(),
         }

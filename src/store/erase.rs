@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::error::Result;
@@ -82,10 +83,15 @@ impl Inner {
         // An erasure (`dead_too`) finds every fork or refuses, before it changes anything:
         // one left out would keep this session's bytes. A reclaim (its delete record already
         // written) goes on without a session it cannot read, counted in `health()`.
-        let (forks, unread) = self.each_live_view(|view| {
-            let (source, _) = view.fork_origin.as_ref()?;
-            Some((view.key.clone(), source.clone()))
-        });
+        // In a store that has never held a fork (the common case) no session is walked: a
+        // walk reads every cold session's entry.
+        let (forks, unread) = match self.forks_seen.load(Ordering::SeqCst) {
+            true => self.each_live_view(|view| {
+                let (source, _) = view.fork_origin.as_ref()?;
+                Some((view.key.clone(), source.clone()))
+            }),
+            false => (Vec::new(), Vec::new()),
+        };
         for (key, e) in unread {
             if dead_too {
                 return Err(e);

@@ -4,6 +4,7 @@
 //! anything of it is read or written. So open does no work per file, and no session is served
 //! from a checkpoint its files no longer match.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::anchor::Anchors;
@@ -289,6 +290,10 @@ impl Inner {
             ),
         };
         *w = writer;
+        if replayed.fork_origin.is_some() {
+            // Its files hold a fork the checkpoint did not: forks are looked for from now on.
+            self.forks_seen.store(true, Ordering::SeqCst);
+        }
         let (before, after) = {
             let mut view = slot.view.write();
             let before = view.is_live().then_some(view.last_activity);

@@ -1,6 +1,7 @@
 //! Forks: a new session that starts as another one was at a sequence number, sharing the
 //! source's segments by hard links (copies in an encrypted store).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::MutexGuard;
@@ -47,6 +48,8 @@ impl Inner {
             return Err(exists());
         }
         let src = self.slot(source)?.ok_or_else(not_found)?;
+        // Before any link is made: a reclaim or an erasure looks for forks from now on.
+        self.forks_seen.store(true, Ordering::SeqCst);
         let mut sw = src.writer.lock();
         if sw.retired || sw.newest == 0 || !src.view.read().is_live() {
             return Err(not_found());

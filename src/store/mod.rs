@@ -174,6 +174,10 @@ struct Inner {
     read_only: bool,
     /// Live sessions, for `Options::sessions_max`.
     live_sessions: AtomicUsize,
+    /// Some session in the store may be a fork (one was at open, or was made or replayed
+    /// since): until then, looking for forks before a reclaim or an erasure need not walk
+    /// every session. Never set back.
+    forks_seen: AtomicBool,
     /// Live sessions by last activity, most recent first, ties by key: what `list_page`
     /// walks. Built on first use (so open does not pay for it), kept up to date after.
     activity: Mutex<Option<activity::ActivityIndex>>,

@@ -154,6 +154,10 @@ impl LogStore {
             .filter(|slot| slot.view.read().is_live())
             .count()
             + state.cold.as_ref().map_or(0, |cold| cold.entries.len());
+        let fork = |slot: &Arc<Slot>| slot.view.read().fork_origin.is_some();
+        let forks_seen = sessions.values().chain(tombstones.slots()).any(fork)
+            || displaced.iter().any(fork)
+            || state.cold.as_ref().is_some_and(|cold| cold.has_forks);
         let sessions = SessionMap::new(sessions, state.cold.map(|cold| (cold, state.claims)));
         let report = state.report;
         let index_in_use = super::searching::index_exists(&*fs, &dir);
@@ -199,6 +203,7 @@ impl LogStore {
             changes: AtomicU64::new(0),
             index_in_use: AtomicBool::new(index_in_use),
             live_sessions: AtomicUsize::new(live_sessions),
+            forks_seen: AtomicBool::new(forks_seen),
             report: Reports::new(report),
             _lock: lock,
             keys: state.keys,
