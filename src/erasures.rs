@@ -467,13 +467,14 @@ pub fn erase_session_files(
     keys: Option<&Keyring>,
     session_id: u64,
     segments: Range<u32>,
+    in_folder: InFolder<'_>,
 ) -> Result<Vec<PathBuf>> {
     if let Some(keys) = keys {
         keys.destroy_key(session_id)?;
     }
     // Found by their link count while the session's own names are still there.
     let mut gone = erase_shared_names(fs, dir, session_id, &segments)?;
-    gone.extend(erase_traces(fs, dir, session_id)?);
+    gone.extend(erase_traces(fs, dir, session_id, in_folder)?);
     gone.extend(compaction::retire(
         fs,
         dir,
@@ -520,22 +521,60 @@ pub fn erase_shared_names(
     })
 }
 
+/// Where an erasure finds a session's traces in the store's folder.
+#[derive(Debug, Clone, Copy)]
+pub enum InFolder<'a> {
+    /// By listing the folder.
+    Listed,
+    /// Among these names, which the caller knows to be all the folder's traces of the
+    /// session (from an earlier listing): the folder, which holds every session's
+    /// segments, is not listed again.
+    Known(&'a [String]),
+}
+
+/// A side file of a torn tail, or a compaction's output before its rename: in the store's
+/// folder, a session's traces besides its segments.
+pub fn is_trace(name: &str) -> bool {
+    name.contains(TORN_INFIX) || name.ends_with(SEGMENT_TEMP_SUFFIX)
+}
+
 /// Removes every trace of session `session_id` outside its segments: its archived and
 /// quarantined files, the side files of its torn tails and the output of a compaction of it
 /// that failed and could not be removed then. Returns what it removed.
-pub fn erase_traces(fs: &dyn FileSystem, dir: &Path, session_id: u64) -> Result<Vec<PathBuf>> {
+pub fn erase_traces(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    session_id: u64,
+    in_folder: InFolder<'_>,
+) -> Result<Vec<PathBuf>> {
     let prefix = format!("{session_id:016x}-");
-    let folders = [
-        dir.to_path_buf(),
-        dir.join(ARCHIVE_DIR),
-        dir.join(QUARANTINE_DIR),
-    ];
-    remove_chosen(fs, &folders, |folder, name, _| {
-        // In the store's folder only side files and a compaction's output whose removal
-        // failed (it holds the session's messages): its segments are retired on their own.
-        let trace = name.contains(TORN_INFIX) || name.ends_with(SEGMENT_TEMP_SUFFIX);
-        name.starts_with(&prefix) && (folder != dir || trace)
-    })
+    // In the store's folder only side files and a compaction's output whose removal failed
+    // (it holds the session's messages): its segments are retired on their own.
+    let ours = |name: &str| name.starts_with(&prefix) && is_trace(name);
+    let mut gone = match in_folder {
+        InFolder::Listed => remove_chosen(fs, &[dir.to_path_buf()], |_, name, _| ours(name))?,
+        InFolder::Known(names) => {
+            let mut gone = Vec::new();
+            for name in names.iter().filter(|name| ours(name)) {
+                let path = dir.join(name);
+                match fs.remove_file(&path) {
+                    Ok(()) => gone.push(path),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(context("removing", &path)(e)),
+                }
+            }
+            if !gone.is_empty() {
+                // An erasure must not come back after a crash.
+                sync_dir(fs, dir)?;
+            }
+            gone
+        }
+    };
+    let kept = [dir.join(ARCHIVE_DIR), dir.join(QUARANTINE_DIR)];
+    gone.extend(remove_chosen(fs, &kept, |_, name, _| {
+        name.starts_with(&prefix)
+    })?);
+    Ok(gone)
 }
 
 /// Removes each file of `folders` that `chosen` picks (given its folder, name and path), then

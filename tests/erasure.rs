@@ -467,3 +467,45 @@ fn erase_session_removes_a_compactions_output_left_behind() {
     );
     assert_eq!(store.load("other"), vec![user("stays")]);
 }
+
+/// An erasure finds a session's side files from one listing of the store's folder, kept
+/// between erasures: a repair at a session's first touch that saves a torn tail to a new side
+/// file makes the next erasure look again, so the side file goes with the session.
+#[test]
+fn a_side_file_saved_after_an_earlier_erasure_goes_with_its_session() {
+    const TORN: &[u8] = b"TORN-TAIL-4b1d";
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options {
+        tombstone_retention: Duration::ZERO,
+        ..Options::default()
+    };
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    store.append("a", &user("kept")).unwrap();
+    store.append("b", &user("erased first")).unwrap();
+    store.close().unwrap();
+    // Bytes appended to a's segment while the store was closed: a torn tail to its next open.
+    let seg = segment_holding(dir.path(), b"kept");
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+        file.write_all(TORN).unwrap();
+    }
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    // An erasure of another session lists the folder: no side file yet.
+    store.erase_session("b").unwrap();
+    // a's first touch cuts the tail and saves it to a side file.
+    assert_eq!(store.load("a"), vec![user("kept")]);
+    let side: Vec<_> = snapshot_files(dir.path())
+        .into_iter()
+        .filter(|(p, _)| p.to_string_lossy().contains(".torn-"))
+        .collect();
+    assert_eq!(side.len(), 1, "{side:?}");
+    store.erase_session("a").unwrap();
+    assert!(!side[0].0.exists(), "{:?}", side[0].0);
+    let left: Vec<_> = snapshot_files(dir.path())
+        .into_iter()
+        .filter(|(_, bytes)| bytes.windows(TORN.len()).any(|w| w == TORN))
+        .map(|(p, _)| p)
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -19,7 +19,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::compaction::{self, Disposal};
-use crate::erasures::{self, ErasureLog};
+use crate::erasures::{self, ErasureLog, InFolder};
 use crate::error::Result;
 use crate::fs::{context, sync_dir, FileSystem};
 use crate::keyring::Keyring;
@@ -452,7 +452,7 @@ impl Finishing<'_> {
             let (id, snapshot_seq) = (finish.id, finish.snapshot_seq);
             self.erased
                 .log_history(fs, dir, id, snapshot_seq, self.next_seq)?;
-            let mut retired = erasures::erase_traces(fs, dir, finish.id)?;
+            let mut retired = erasures::erase_traces(fs, dir, finish.id, InFolder::Listed)?;
             for number in finish.replaced {
                 retired.extend(compaction::retire(
                     fs,
@@ -473,7 +473,8 @@ impl Finishing<'_> {
         }
         for (id, range) in leftovers.unfinished {
             self.erased.log(fs, dir, id, self.next_seq)?;
-            let gone = erasures::erase_session_files(fs, dir, self.keys, id, range)?;
+            let gone =
+                erasures::erase_session_files(fs, dir, self.keys, id, range, InFolder::Listed)?;
             self.report.findings.push(Finding::ErasureFinished {
                 session_id: id,
                 removed: gone,
@@ -493,7 +494,7 @@ impl Finishing<'_> {
         for (id, oldest, highest) in deleted {
             self.erased.log(fs, dir, id, self.next_seq)?;
             let range = oldest..highest.saturating_add(1);
-            erasures::erase_session_files(fs, dir, self.keys, id, range)?;
+            erasures::erase_session_files(fs, dir, self.keys, id, range, InFolder::Listed)?;
         }
         Ok(())
     }

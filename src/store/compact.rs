@@ -145,8 +145,11 @@ impl Inner {
         if !temp_there && !final_absent {
             return self.poison(Err(e));
         }
-        // Best effort: a temporary file left here is removed at the next open.
-        let _ = self.fs.remove_file(&temp);
+        // Best effort: a temporary file left here is removed at the next open, or with the
+        // session's erasure, which then lists the folder again to find it.
+        if self.fs.remove_file(&temp).is_err() {
+            self.forget_traces();
+        }
         Err(e)
     }
 }

@@ -156,6 +156,8 @@ impl Inner {
         self.reserve_seqs()?;
         // From here files change: a failure leaves them half repaired, and the store stops.
         let replayed = self.replay_into(slot, numbers);
+        // The repair may have saved torn tails to side files.
+        self.forget_traces();
         let (mut findings, in_place) = self.poison(replayed)?;
         findings.extend(self.rolled_back_alone(slot, &findings, &anchors));
         self.report.add(findings);

@@ -178,6 +178,10 @@ struct Inner {
     /// since): until then, looking for forks before a reclaim or an erasure need not walk
     /// every session. Never set back.
     forks_seen: AtomicBool,
+    /// See [`Inner::traces_in_folder`]: by session id, the names of its traces in the
+    /// store's folder; `None` until the folder is listed for them, and again whenever new
+    /// ones may have been made.
+    traces: Mutex<Option<std::collections::HashMap<u64, Vec<String>>>>,
     /// Live sessions by last activity, most recent first, ties by key: what `list_page`
     /// walks. Built on first use (so open does not pay for it), kept up to date after.
     activity: Mutex<Option<activity::ActivityIndex>>,

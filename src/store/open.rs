@@ -204,6 +204,7 @@ impl LogStore {
             index_in_use: AtomicBool::new(index_in_use),
             live_sessions: AtomicUsize::new(live_sessions),
             forks_seen: AtomicBool::new(forks_seen),
+            traces: Mutex::new(None),
             report: Reports::new(report),
             _lock: lock,
             keys: state.keys,
@@ -632,6 +633,7 @@ impl Opening<'_> {
             keys,
             session.session_id,
             session.oldest..session.highest.saturating_add(1),
+            erasures::InFolder::Listed,
         )?;
         report.findings.push(Finding::DeleteRestored { key, path });
         Ok(())

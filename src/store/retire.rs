@@ -2,11 +2,12 @@
 //! window (erased, each erasure first recorded in the erasure log), and the event readers that
 //! defer a retirement until they are done.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
 use crate::compaction::{self, Disposal};
-use crate::erasures::{self, Erasure, Logged};
+use crate::erasures::{self, Erasure, InFolder, Logged};
 use crate::error::Result;
 use crate::event::EventKind;
 use crate::health::Swallowed;
@@ -206,11 +207,29 @@ impl Inner {
             Retirement::Reclaimed(id, from, below) => {
                 self.log_erasure(id, true)?;
                 let keys = self.keys.as_ref();
-                erasures::erase_session_files(&*self.fs, &self.dir, keys, id, from..below)
+                let traces = self.traces_in_folder(id)?;
+                let in_folder = InFolder::Known(&traces);
+                erasures::erase_session_files(
+                    &*self.fs,
+                    &self.dir,
+                    keys,
+                    id,
+                    from..below,
+                    in_folder,
+                )
             }
             Retirement::Erased(id, from, below) => {
                 self.log_erasure(id, false)?;
-                erasures::erase_session_files(&*self.fs, &self.dir, None, id, from..below)
+                let traces = self.traces_in_folder(id)?;
+                let in_folder = InFolder::Known(&traces);
+                erasures::erase_session_files(
+                    &*self.fs,
+                    &self.dir,
+                    None,
+                    id,
+                    from..below,
+                    in_folder,
+                )
             }
         }
     }
@@ -254,5 +273,43 @@ impl Inner {
             replaced => replaced,
         };
         self.carry_out(retirement)
+    }
+}
+
+impl Inner {
+    /// The names in the store's folder of session `id`'s traces besides its segments (side
+    /// files of torn tails, a failed compaction's output), for its erasure. Found by one
+    /// listing of the folder, kept until something that may make new ones runs
+    /// ([`Inner::forget_traces`]): the folder holds every session's segments, and listing it
+    /// at each erasure would make a delete cost what the store holds.
+    pub(super) fn traces_in_folder(&self, id: u64) -> Result<Vec<String>> {
+        let mut known = self.traces.lock();
+        if known.is_none() {
+            let listed = self.fs.list(&self.dir);
+            let listed = listed.map_err(crate::fs::context("listing", &self.dir))?;
+            let mut by_id: HashMap<u64, Vec<String>> = HashMap::new();
+            for entry in listed {
+                let Some(name) = entry.name.to_str().filter(|_| entry.is_file) else {
+                    continue;
+                };
+                if let Some(of) = erasures::is_trace(name)
+                    .then(|| crate::layout::kept_session_id(name))
+                    .flatten()
+                {
+                    by_id.entry(of).or_default().push(name.to_owned());
+                }
+            }
+            *known = Some(by_id);
+        }
+        Ok((known.as_mut())
+            .and_then(|by_id| by_id.remove(&id))
+            .unwrap_or_default())
+    }
+
+    /// Something may have made traces in the folder (a repair at a session's first touch
+    /// saves torn tails; a compaction that failed may leave its output): the next erasure
+    /// lists the folder again.
+    pub(super) fn forget_traces(&self) {
+        *self.traces.lock() = None;
     }
 }
