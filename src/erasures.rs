@@ -14,7 +14,7 @@
 //! event: open found them reserved but not on disk (a crash took what had them). `seq` is a
 //! store-wide sequence number like any event's.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -455,12 +455,11 @@ impl ErasureLog {
 }
 
 /// Erases a deleted session's files: in an encrypted store its data key first (`keys`), which
-/// makes every copy of its bytes unreadable at once; then the other names of its `segments`
-/// kept in a fork's archive ([`erase_shared_names`]), its traces (archived, quarantined and
-/// side files), then its `segments`, oldest first. In this order a crash part
-/// way leaves a segment holding the delete record (or, encrypted, the erasure's marker), from
-/// which open finishes the erasure; the other order could strand an archive that nothing
-/// leads back to.
+/// makes every copy of its bytes unreadable at once; then its traces (archived, quarantined
+/// and side files, and the other names of its `segments` kept in a fork's archive), then its
+/// `segments`, oldest first. In this order a crash part way leaves a segment holding the
+/// delete record (or, encrypted, the erasure's marker), from which open finishes the erasure;
+/// the other order could strand an archive that nothing leads back to.
 pub fn erase_session_files(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -472,9 +471,7 @@ pub fn erase_session_files(
     if let Some(keys) = keys {
         keys.destroy_key(session_id)?;
     }
-    // Found by their link count while the session's own names are still there.
-    let mut gone = erase_shared_names(fs, dir, session_id, &segments)?;
-    gone.extend(erase_traces(fs, dir, session_id, in_folder)?);
+    let mut gone = erase_traces(fs, dir, session_id, Some(segments.end), in_folder)?;
     gone.extend(compaction::retire(
         fs,
         dir,
@@ -487,38 +484,6 @@ pub fn erase_session_files(
         keys.erased(session_id)?;
     }
     Ok(gone)
-}
-
-/// Removes the other names, in `archive/` and `quarantine/`, of session `session_id`'s
-/// segments below `segments.end` (archived ones included): a fork's shared segments (hard
-/// links to its source's) that went there under the fork's id when the fork was compacted
-/// with `keep_history`, or quarantined. They hold the erased session's bytes, records past the
-/// fork point included, and erasure wins over the fork's history. A file is one of them when
-/// it has more than one name and its header names the session and such a segment; so this
-/// runs before the session's own names go.
-/// (An encrypted store's fork copies instead of linking: it finds none there.) A file whose
-/// header cannot be read is left where it is. Returns what it removed.
-pub fn erase_shared_names(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    session_id: u64,
-    segments: &Range<u32>,
-) -> Result<Vec<PathBuf>> {
-    let kept = [dir.join(ARCHIVE_DIR), dir.join(QUARANTINE_DIR)];
-    remove_chosen(fs, &kept, |_, name, path| {
-        // Any name under another id (a second file of a number is kept as `….seg.1`).
-        if kept_session_id(name).is_none_or(|id| id == session_id)
-            || !fs.link_count(path).is_ok_and(|n| n > 1)
-        {
-            return false;
-        }
-        let header = segment::read_header(fs, path, None)
-            .ok()
-            .and_then(Result::ok);
-        // Below the end, not only in the range: the session's archive goes too, and a fork's
-        // compaction may have archived a link to an archived segment of it.
-        header.is_some_and(|(h, _)| h.session_id == session_id && h.segment < segments.end)
-    })
 }
 
 /// Where an erasure finds a session's traces in the store's folder.
@@ -538,74 +503,115 @@ pub fn is_trace(name: &str) -> bool {
     name.contains(TORN_INFIX) || name.ends_with(SEGMENT_TEMP_SUFFIX)
 }
 
-/// Removes every trace of session `session_id` outside its segments: its archived and
-/// quarantined files, the side files of its torn tails and the output of a compaction of it
-/// that failed and could not be removed then. Returns what it removed.
+/// Every session's traces in the store's folder ([`is_trace`]), their names by session id,
+/// from one listing: what [`InFolder::Known`] is given.
+pub fn traces_by_session(fs: &dyn FileSystem, dir: &Path) -> Result<HashMap<u64, Vec<String>>> {
+    let mut by_id: HashMap<u64, Vec<String>> = HashMap::new();
+    for entry in fs.list(dir).map_err(context("listing", dir))? {
+        let Some(name) = entry.name.to_str().filter(|_| entry.is_file) else {
+            continue;
+        };
+        if let Some(id) = is_trace(name).then(|| kept_session_id(name)).flatten() {
+            by_id.entry(id).or_default().push(name.to_owned());
+        }
+    }
+    Ok(by_id)
+}
+
+/// Removes every trace of session `session_id` outside its segments: the side files of its
+/// torn tails and the output of a compaction of it that failed and could not be removed then
+/// (in the store's folder, found as `in_folder` says), and its archived and quarantined files.
+/// With `links_below`, also the other names in `archive/` and `quarantine/` of its segments
+/// below that number ([`is_link_to`]). Returns what it removed.
 pub fn erase_traces(
     fs: &dyn FileSystem,
     dir: &Path,
     session_id: u64,
+    links_below: Option<u32>,
     in_folder: InFolder<'_>,
 ) -> Result<Vec<PathBuf>> {
     let prefix = format!("{session_id:016x}-");
     // In the store's folder only side files and a compaction's output whose removal failed
     // (it holds the session's messages): its segments are retired on their own.
     let ours = |name: &str| name.starts_with(&prefix) && is_trace(name);
-    let mut gone = match in_folder {
-        InFolder::Listed => remove_chosen(fs, &[dir.to_path_buf()], |_, name, _| ours(name))?,
-        InFolder::Known(names) => {
-            let mut gone = Vec::new();
-            for name in names.iter().filter(|name| ours(name)) {
-                let path = dir.join(name);
-                match fs.remove_file(&path) {
-                    Ok(()) => gone.push(path),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(context("removing", &path)(e)),
-                }
-            }
-            if !gone.is_empty() {
-                // An erasure must not come back after a crash.
-                sync_dir(fs, dir)?;
-            }
-            gone
-        }
+    let in_main = match in_folder {
+        InFolder::Listed => chosen_in(fs, dir, |name, _| ours(name))?,
+        InFolder::Known(names) => (names.iter())
+            .filter(|name| ours(name))
+            .map(|name| dir.join(name))
+            .collect(),
     };
+    let mut gone = remove_in(fs, dir, in_main)?;
+    // Every file is chosen before any goes: a link is told by its link count, which the
+    // session's own names removed here would lower.
     let kept = [dir.join(ARCHIVE_DIR), dir.join(QUARANTINE_DIR)];
-    gone.extend(remove_chosen(fs, &kept, |_, name, _| {
-        name.starts_with(&prefix)
-    })?);
+    let chosen: Vec<Vec<PathBuf>> = (kept.iter())
+        .map(|folder| {
+            chosen_in(fs, folder, |name, path| {
+                name.starts_with(&prefix)
+                    || links_below
+                        .is_some_and(|below| is_link_to(fs, name, path, session_id, below))
+            })
+        })
+        .collect::<Result<_>>()?;
+    for (folder, paths) in kept.iter().zip(chosen) {
+        gone.extend(remove_in(fs, folder, paths)?);
+    }
     Ok(gone)
 }
 
-/// Removes each file of `folders` that `chosen` picks (given its folder, name and path), then
-/// syncs each folder it removed from. Returns what it removed.
-fn remove_chosen(
+/// Whether the file `name` at `path`, in `archive/` or `quarantine/`, is another name of a
+/// segment of session `session_id` numbered below `below` (archived ones included): a fork's
+/// shared segment (a hard link to its source's) that went there under the fork's id when the
+/// fork was compacted with `keep_history`, or was quarantined. It holds the session's bytes,
+/// records past the fork point included, and erasure wins over the fork's history. Told by a
+/// link count above one and a header naming the session and such a segment; a header that
+/// cannot be read says no. (An encrypted store's fork copies instead of linking.)
+fn is_link_to(fs: &dyn FileSystem, name: &str, path: &Path, session_id: u64, below: u32) -> bool {
+    // Any name under another id (a second file of a number is kept as `….seg.1`).
+    if kept_session_id(name).is_none_or(|id| id == session_id)
+        || !fs.link_count(path).is_ok_and(|n| n > 1)
+    {
+        return false;
+    }
+    let header = segment::read_header(fs, path, None)
+        .ok()
+        .and_then(Result::ok);
+    header.is_some_and(|(h, _)| h.session_id == session_id && h.segment < below)
+}
+
+/// The files in `folder` that `chosen` picks (given each one's name and path); none when
+/// there is no such folder.
+fn chosen_in(
     fs: &dyn FileSystem,
-    folders: &[PathBuf],
-    mut chosen: impl FnMut(&Path, &str, &Path) -> bool,
+    folder: &Path,
+    mut chosen: impl FnMut(&str, &Path) -> bool,
 ) -> Result<Vec<PathBuf>> {
+    if !fs.is_dir(folder) {
+        return Ok(Vec::new());
+    }
+    let listed = fs.list(folder).map_err(context("listing", folder))?;
+    Ok((listed.iter())
+        .filter_map(|entry| entry.name.to_str().filter(|_| entry.is_file))
+        .map(|name| (name, folder.join(name)))
+        .filter(|(name, path)| chosen(name, path))
+        .map(|(_, path)| path)
+        .collect())
+}
+
+/// Removes `paths`, all in `folder` (one gone already is passed over), then syncs the folder
+/// if it removed any: an erasure must not come back after a crash. Returns what it removed.
+fn remove_in(fs: &dyn FileSystem, folder: &Path, paths: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
     let mut gone = Vec::new();
-    for folder in folders {
-        if !fs.is_dir(folder) {
-            continue;
+    for path in paths {
+        match fs.remove_file(&path) {
+            Ok(()) => gone.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(context("removing", &path)(e)),
         }
-        let mut removed_here = false;
-        for entry in fs.list(folder).map_err(context("listing", folder))? {
-            let Some(name) = entry.name.to_str().filter(|_| entry.is_file) else {
-                continue;
-            };
-            let path = folder.join(name);
-            if !chosen(folder, name, &path) {
-                continue;
-            }
-            fs.remove_file(&path).map_err(context("removing", &path))?;
-            gone.push(path);
-            removed_here = true;
-        }
-        if removed_here {
-            // An erasure must not come back after a crash.
-            sync_dir(fs, folder)?;
-        }
+    }
+    if !gone.is_empty() {
+        sync_dir(fs, folder)?;
     }
     Ok(gone)
 }

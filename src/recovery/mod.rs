@@ -452,7 +452,7 @@ impl Finishing<'_> {
             let (id, snapshot_seq) = (finish.id, finish.snapshot_seq);
             self.erased
                 .log_history(fs, dir, id, snapshot_seq, self.next_seq)?;
-            let mut retired = erasures::erase_traces(fs, dir, finish.id, InFolder::Listed)?;
+            let mut retired = erasures::erase_traces(fs, dir, finish.id, None, InFolder::Listed)?;
             for number in finish.replaced {
                 retired.extend(compaction::retire(
                     fs,

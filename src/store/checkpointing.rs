@@ -153,16 +153,23 @@ impl Inner {
     }
 
     /// What a replaying open read may be a killed process's unsynced writes, still only in
-    /// the page cache: before an anchor first vouches for them, every segment is made durable
-    /// (all at once where the file system can, else each file, then the folder), or a power
-    /// loss would take records a root names. Once done, for good; a checkpoint does the same
-    /// as it records each file.
-    pub(super) fn sync_replayed(&self) -> Result<()> {
+    /// the page cache: before an anchor or a checkpoint first vouches for them, every segment
+    /// is made durable (all at once where the file system can, else each file, then the
+    /// folder), or a power loss would take records they name. Once done, for good. `names`:
+    /// the folder's files, if the caller listed it.
+    pub(super) fn sync_replayed(&self, names: Option<&[String]>) -> Result<()> {
         let mut state = self.checkpoint.lock();
         if !state.unsynced_before_open {
             return Ok(());
         }
-        let names = recovery::list_folder(&*self.fs, &self.dir)?.names;
+        let listed;
+        let names = match names {
+            Some(names) => names,
+            None => {
+                listed = recovery::list_folder(&*self.fs, &self.dir)?.names;
+                &listed
+            }
+        };
         let segments: Vec<(u64, u32)> = (names.iter())
             .filter_map(|name| layout::parse_segment_name(name, layout::SEGMENT_SUFFIX))
             .collect();
@@ -226,18 +233,15 @@ impl Inner {
             }
         }
         let counted = self.written_since_checkpoint.load(Ordering::SeqCst);
-        let (unsynced, erasures) = {
+        let erasures = {
             let mut state = self.checkpoint.lock();
             if running {
                 self.mark_running(&mut state)?;
             }
-            (state.unsynced_before_open, state.erasures)
+            state.erasures
         };
         let names = recovery::list_folder(&*self.fs, &self.dir)?.names;
-        // What a replaying open read may be a crashed process's unsynced writes, still only
-        // in the page cache: then every segment is synced (all at once where the file system
-        // can, else each file below).
-        let each = unsynced && !self.poison(self.sync_file_system(names.len()))?;
+        self.sync_replayed(Some(&names))?;
         // The sessions hot and cold at one moment (a cold session stays cold: it is recorded
         // from its entry), and the deleted ones.
         let (mut slots, cold) = self.sessions.read().snapshot();
@@ -263,7 +267,7 @@ impl Inner {
         for (_, to_record) in order {
             let (cold, at) = match to_record {
                 ToRecord::Hot(slot) => {
-                    self.record_moved(slot, each, &mut rec)?;
+                    self.record_moved(slot, &mut rec)?;
                     continue;
                 }
                 ToRecord::Cold(cold, at) => (cold, at),
@@ -275,15 +279,14 @@ impl Inner {
             }
             match self.cold_to_record(cold, at)? {
                 None => {}
-                Some((slot, true)) => self.record_moved(&slot, each, &mut rec)?,
+                Some((slot, true)) => self.record_moved(&slot, &mut rec)?,
                 Some((slot, false)) => {
                     // Recorded from its entry (no other call holds this slot): its locations
                     // stay in the file they were read from. If that fails, it is warmed and
                     // recorded as any other.
                     rec.sessions.take_last();
                     let (keys, segments) = (&mut rec.live_keys, &mut rec.segments);
-                    let recorded =
-                        self.record_locked(&slot, each, keys, segments, &mut rec.sessions);
+                    let recorded = self.record_locked(&slot, keys, segments, &mut rec.sessions);
                     match recorded {
                         Ok(_) => {
                             if let Some(entry) = placed_entry(&mut rec.sessions, &slot) {
@@ -292,7 +295,7 @@ impl Inner {
                         }
                         Err(_) => {
                             if let Some(slot) = self.warmed(cold, at)? {
-                                self.record_moved(&slot, each, &mut rec)?;
+                                self.record_moved(&slot, &mut rec)?;
                             }
                         }
                     }
@@ -314,7 +317,7 @@ impl Inner {
             // recorded, so that a clean open checks them and an open after a crash replays
             // their session.
             // While the store runs, a compaction may retire one meanwhile: then it is gone.
-            if let Some(stat) = self.examine(&self.dir.join(&name), each, running)? {
+            if let Some(stat) = self.examine(&self.dir.join(&name), running)? {
                 segments.insert(name, stat);
             }
         }
@@ -379,8 +382,6 @@ impl Inner {
                 }
             }
         }
-        // Every file was synced for it, one way or the other.
-        state.unsynced_before_open = false;
         self.written_since_checkpoint
             .fetch_sub(counted, Ordering::SeqCst);
         if !running {
@@ -446,18 +447,10 @@ impl Inner {
         FolderStamp::write(Some(before), fs, &self.dir)
     }
 
-    /// What a checkpoint records of the file at `path` (synced first with `sync`); `None`
-    /// when it is gone and `missing_ok`, an error when it is gone otherwise. A failed sync stops
-    /// the store (a write-back error is reported once).
-    fn examine(&self, path: &Path, sync: bool, missing_ok: bool) -> Result<Option<SegmentStat>> {
+    /// What a checkpoint records of the file at `path`; `None` when it is gone and
+    /// `missing_ok`, an error when it is gone otherwise.
+    fn examine(&self, path: &Path, missing_ok: bool) -> Result<Option<SegmentStat>> {
         let gone = |e: &std::io::Error| missing_ok && e.kind() == ErrorKind::NotFound;
-        if sync {
-            match self.fs.open(path, OpenMode::Read) {
-                Ok(file) => self.poison(file.sync().map_err(context("syncing", path)))?,
-                Err(e) if gone(&e) => return Ok(None),
-                Err(e) => return Err(context("opening", path)(e)),
-            }
-        }
         match self.fs.stat_changed(path) {
             Ok(stat) => Ok(Some(stat)),
             Err(e) if gone(&e) => Ok(None),
@@ -478,9 +471,9 @@ impl Inner {
     /// back first (replayed from the session's files if the block cannot be read).
     /// [`Inner::record_session`] into `rec`, noting a session whose locations the new
     /// checkpoint will hold in place of an earlier one's block.
-    fn record_moved(&self, slot: &Arc<Slot>, each: bool, rec: &mut Recording) -> Result<()> {
+    fn record_moved(&self, slot: &Arc<Slot>, rec: &mut Recording) -> Result<()> {
         let (keys, segments) = (&mut rec.live_keys, &mut rec.segments);
-        let recorded = self.record_session(slot, each, keys, segments, &mut rec.sessions)?;
+        let recorded = self.record_session(slot, keys, segments, &mut rec.sessions)?;
         if let Some((block, offset)) = recorded {
             rec.moved.push((Arc::clone(slot), block, offset));
         }
@@ -490,12 +483,11 @@ impl Inner {
     fn record_session(
         &self,
         slot: &Arc<Slot>,
-        each: bool,
         live_keys: &mut HashSet<String>,
         segments: &mut BTreeMap<String, SegmentStat>,
         sessions: &mut Sessions,
     ) -> Result<Option<(Block, u64)>> {
-        match self.record_locked(slot, each, live_keys, segments, sessions) {
+        match self.record_locked(slot, live_keys, segments, sessions) {
             Err(_) if slot.view.read().parked().is_some() => {
                 // Its files first, as its first read or write would check them: files changed
                 // since the checkpoint that holds its block are replayed (and repaired) now,
@@ -505,7 +497,7 @@ impl Inner {
                     let pinned = Pinned::new(Arc::clone(slot));
                     self.unpark(&pinned)?;
                 }
-                self.record_locked(slot, each, live_keys, segments, sessions)
+                self.record_locked(slot, live_keys, segments, sessions)
             }
             recorded => recorded,
         }
@@ -515,7 +507,6 @@ impl Inner {
     fn record_locked(
         &self,
         slot: &Slot,
-        each: bool,
         live_keys: &mut HashSet<String>,
         segments: &mut BTreeMap<String, SegmentStat>,
         sessions: &mut Sessions,
@@ -542,7 +533,7 @@ impl Inner {
             None => {
                 for number in w.oldest.max(1)..=w.newest {
                     let path = layout::segment_path(&self.dir, id, number);
-                    if let Some(stat) = self.examine(&path, each, true)? {
+                    if let Some(stat) = self.examine(&path, true)? {
                         segments.insert(layout::segment_name(id, number), stat);
                     }
                 }

@@ -149,15 +149,19 @@ impl LogStore {
         };
         drop(points);
         drop(anchors);
-        let live_sessions = sessions
+        // One look at each session held in memory: whether it is live, and whether it is a
+        // fork (deleted ones too: a restore brings a fork back).
+        let mut live_sessions = state.cold.as_ref().map_or(0, |cold| cold.entries.len());
+        let mut forks_seen = state.cold.as_ref().is_some_and(|cold| cold.has_forks);
+        for slot in sessions
             .values()
-            .filter(|slot| slot.view.read().is_live())
-            .count()
-            + state.cold.as_ref().map_or(0, |cold| cold.entries.len());
-        let fork = |slot: &Arc<Slot>| slot.view.read().fork_origin.is_some();
-        let forks_seen = sessions.values().chain(tombstones.slots()).any(fork)
-            || displaced.iter().any(fork)
-            || state.cold.as_ref().is_some_and(|cold| cold.has_forks);
+            .chain(tombstones.slots())
+            .chain(&displaced)
+        {
+            let view = slot.view.read();
+            live_sessions += usize::from(view.is_live());
+            forks_seen |= view.fork_origin.is_some();
+        }
         let sessions = SessionMap::new(sessions, state.cold.map(|cold| (cold, state.claims)));
         let report = state.report;
         let index_in_use = super::searching::index_exists(&*fs, &dir);

@@ -2,7 +2,6 @@
 //! window (erased, each erasure first recorded in the erasure log), and the event readers that
 //! defer a retirement until they are done.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
@@ -204,32 +203,16 @@ impl Inner {
                 let own = disposal(&self.options);
                 compaction::retire_detached(&*self.fs, &self.dir, id, from, below, own)
             }
-            Retirement::Reclaimed(id, from, below) => {
-                self.log_erasure(id, true)?;
-                let keys = self.keys.as_ref();
+            Retirement::Reclaimed(id, from, below) | Retirement::Erased(id, from, below) => {
+                // A whole session loses its data key too; one whose history before its
+                // compaction goes keeps it.
+                let whole = matches!(retirement, Retirement::Reclaimed(..));
+                self.log_erasure(id, whole)?;
+                let keys = self.keys.as_ref().filter(|_| whole);
                 let traces = self.traces_in_folder(id)?;
                 let in_folder = InFolder::Known(&traces);
-                erasures::erase_session_files(
-                    &*self.fs,
-                    &self.dir,
-                    keys,
-                    id,
-                    from..below,
-                    in_folder,
-                )
-            }
-            Retirement::Erased(id, from, below) => {
-                self.log_erasure(id, false)?;
-                let traces = self.traces_in_folder(id)?;
-                let in_folder = InFolder::Known(&traces);
-                erasures::erase_session_files(
-                    &*self.fs,
-                    &self.dir,
-                    None,
-                    id,
-                    from..below,
-                    in_folder,
-                )
+                let (fs, dir) = (&*self.fs, &self.dir);
+                erasures::erase_session_files(fs, dir, keys, id, from..below, in_folder)
             }
         }
     }
@@ -285,21 +268,7 @@ impl Inner {
     pub(super) fn traces_in_folder(&self, id: u64) -> Result<Vec<String>> {
         let mut known = self.traces.lock();
         if known.is_none() {
-            let listed = self.fs.list(&self.dir);
-            let listed = listed.map_err(crate::fs::context("listing", &self.dir))?;
-            let mut by_id: HashMap<u64, Vec<String>> = HashMap::new();
-            for entry in listed {
-                let Some(name) = entry.name.to_str().filter(|_| entry.is_file) else {
-                    continue;
-                };
-                if let Some(of) = erasures::is_trace(name)
-                    .then(|| crate::layout::kept_session_id(name))
-                    .flatten()
-                {
-                    by_id.entry(of).or_default().push(name.to_owned());
-                }
-            }
-            *known = Some(by_id);
+            *known = Some(erasures::traces_by_session(&*self.fs, &self.dir)?);
         }
         Ok((known.as_mut())
             .and_then(|by_id| by_id.remove(&id))

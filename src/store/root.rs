@@ -329,7 +329,7 @@ impl Inner {
         // The records the points name must be on disk before an anchor vouches for them:
         // this process's, and those a replaying open read from a killed one.
         self.flush()?;
-        self.sync_replayed()?;
+        self.sync_replayed(None)?;
         // The loss open reported as damage or a torn tail is not reported again as a rollback
         // once an anchor records where those sessions now end (after the caller had open's
         // report); once it has, they are no longer behind.
