@@ -125,34 +125,43 @@ fn a_clear_past_its_undo_window_is_gone_after_the_next_compaction() {
 
 #[test]
 fn erase_session_removes_every_trace_at_once_whatever_the_undo_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LogStore::open_with(
-        dir.path(),
-        keep_history_retaining(Duration::from_secs(86_400)),
-    )
-    .unwrap();
-    write_secret(&store, "secret");
-    // An earlier session of the key, deleted and still restorable.
-    store.delete_session("secret").unwrap();
-    write_secret(&store, "secret");
-    let removed = store.erase_session("secret").unwrap();
-    assert!(
-        removed.iter().any(|p| p.parent() == Some(dir.path())),
-        "the live session's segments are listed: {removed:?}"
-    );
-    assert!(removed
-        .iter()
-        .any(|p| p.starts_with(dir.path().join("archive"))));
-    assert!(
-        holds_marker(dir.path()).is_empty(),
-        "{:?}",
-        holds_marker(dir.path())
-    );
-    assert!(!store.session_exists("secret"));
-    assert!(!store.restore_session("secret").unwrap());
-    assert_eq!(store.load("bystander").len(), 2);
-    drop(store);
-    assert!(holds_marker(dir.path()).is_empty());
+    for retention in [Duration::from_secs(86_400), Duration::ZERO] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open_with(dir.path(), keep_history_retaining(retention)).unwrap();
+        write_secret(&store, "secret");
+        // An earlier session of the key, deleted (and, with an undo window, still restorable).
+        store.delete_session("secret").unwrap();
+        write_secret(&store, "secret");
+        let archived: Vec<_> = snapshot_files(&dir.path().join("archive"))
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert!(!archived.is_empty(), "{retention:?}");
+        let removed = store.erase_session("secret").unwrap();
+        assert!(
+            removed.iter().any(|p| p.parent() == Some(dir.path())),
+            "the live session's segments are listed ({retention:?}): {removed:?}"
+        );
+        // Every archived file of the key's sessions is gone, and listed (with no undo window,
+        // the delete's own reclaim removed the live session's).
+        for path in &archived {
+            assert!(!path.exists(), "{path:?}");
+            assert!(
+                removed.contains(path),
+                "{retention:?}: {path:?} in {removed:?}"
+            );
+        }
+        assert!(
+            holds_marker(dir.path()).is_empty(),
+            "{:?}",
+            holds_marker(dir.path())
+        );
+        assert!(!store.session_exists("secret"));
+        assert!(!store.restore_session("secret").unwrap());
+        assert_eq!(store.load("bystander").len(), 2);
+        drop(store);
+        assert!(holds_marker(dir.path()).is_empty());
+    }
 }
 
 /// A compaction retires the segments it replaced after it lets go of the session (and, with an
@@ -500,8 +509,10 @@ fn a_side_file_saved_after_an_earlier_erasure_goes_with_its_session() {
         .filter(|(p, _)| p.to_string_lossy().contains(".torn-"))
         .collect();
     assert_eq!(side.len(), 1, "{side:?}");
-    store.erase_session("a").unwrap();
+    let removed = store.erase_session("a").unwrap();
     assert!(!side[0].0.exists(), "{:?}", side[0].0);
+    // With no undo window the delete's own reclaim removed it: the erasure says so.
+    assert!(removed.contains(&side[0].0), "{removed:?}");
     let left: Vec<_> = snapshot_files(dir.path())
         .into_iter()
         .filter(|(_, bytes)| bytes.windows(TORN.len()).any(|w| w == TORN))

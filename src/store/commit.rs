@@ -1,6 +1,7 @@
 //! The write pipeline: check, decide, number, write, apply, publish. Every mutation of a
 //! session passes through [`Inner::commit`].
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -97,6 +98,21 @@ impl Inner {
         at: Option<i64>,
         decide: impl Fn(Option<&SessionView>) -> Decision<R>,
     ) -> Result<R> {
+        self.commit_reclaiming(key, creates, event, at, decide, &mut Vec::new())
+    }
+
+    /// [`Inner::commit_at`] that adds to `removed` the files a delete removed at once: the
+    /// session's own with no undo window, and those of the key's earlier deleted session it
+    /// displaces as the one to restore.
+    pub(super) fn commit_reclaiming<R>(
+        &self,
+        key: &str,
+        creates: bool,
+        event: &Event<'_>,
+        at: Option<i64>,
+        decide: impl Fn(Option<&SessionView>) -> Decision<R>,
+        removed: &mut Vec<PathBuf>,
+    ) -> Result<R> {
         if creates {
             check_key(key)?;
         } else if check_key(key).is_err() {
@@ -171,11 +187,11 @@ impl Inner {
                 }
             };
             if matches!(event, Event::Delete | Event::Expire { .. }) {
-                let displaced = self.entomb(&slot, &mut writer)?;
+                let displaced = self.entomb(&slot, &mut writer, removed)?;
                 drop(writer);
                 if let Some(older) = displaced {
                     // Only the latest delete of a key can be restored.
-                    self.reclaim_tombstone(&older)?;
+                    removed.extend(self.reclaim_tombstone(&older)?);
                 }
                 self.sweep_tombstones()?;
             } else if compact {

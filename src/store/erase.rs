@@ -37,11 +37,19 @@ impl Inner {
             }
             None => Vec::new(),
         };
-        self.commit(key, false, &Event::Delete, |view| match view {
-            Some(_) => Decision::Write(()),
-            None => Decision::Skip(()),
-        })?;
+        // With no undo window the delete reclaims the session at once: its removals count.
         let mut gone = Vec::new();
+        self.commit_reclaiming(
+            key,
+            false,
+            &Event::Delete,
+            None,
+            |view| match view {
+                Some(_) => Decision::Write(()),
+                None => Decision::Skip(()),
+            },
+            &mut gone,
+        )?;
         let tombstone = {
             let mut tombstones = self.tombstones.lock();
             let slot = tombstones.get(key).cloned();

@@ -83,11 +83,17 @@ impl Tombstones {
 impl Inner {
     /// After a session's delete record: takes it out of the map and keeps it as the key's
     /// tombstone, restorable for `tombstone_retention` (or reclaims it at once when that is
-    /// zero). Returns the key's previous tombstone, which the caller reclaims once it has
-    /// released this writer.
-    pub(super) fn entomb(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<Option<Arc<Slot>>> {
+    /// zero, adding the files removed to `removed`). Returns the key's previous tombstone,
+    /// which the caller reclaims once it has released this writer.
+    pub(super) fn entomb(
+        &self,
+        slot: &Arc<Slot>,
+        w: &mut Writer,
+        removed: &mut Vec<PathBuf>,
+    ) -> Result<Option<Arc<Slot>>> {
         if self.options.tombstone_retention.is_zero() {
-            return self.reclaim(slot, w).map(|_| None);
+            removed.extend(self.reclaim(slot, w)?);
+            return Ok(None);
         }
         w.retired = true;
         self.release_file(w);
