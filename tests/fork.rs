@@ -589,3 +589,110 @@ fn a_fault_anywhere_in_a_fork_leaves_it_whole_or_gone_with_its_links() {
         }
     }
 }
+
+/// What [`AtCompactionOutput`] runs.
+type Action = Box<dyn FnOnce(&Path) + Send>;
+
+/// Runs the action set last at the next write of a compaction's output (a `.seg.tmp`), once,
+/// given that file's path.
+#[derive(Default)]
+struct AtCompactionOutput {
+    action: parking_lot::Mutex<Option<Action>>,
+}
+
+impl std::fmt::Debug for AtCompactionOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AtCompactionOutput")
+    }
+}
+
+impl common::hooked::Hooks for AtCompactionOutput {
+    fn write(&self, path: &Path) {
+        if !path.to_string_lossy().ends_with(".seg.tmp") {
+            return;
+        }
+        let action = self.action.lock().take();
+        if let Some(action) = action {
+            action(path);
+        }
+    }
+}
+
+/// What removes a session's bytes first gives the forks that share them their own copy; a
+/// fork made while it does so (here: while one of them is copied) must not link the segments
+/// about to go. It waits for the removal and shares only what is left:
+/// - a compaction that erases cleared messages, with a fork of the source made meanwhile;
+/// - a delete with no undo window, with a fork made meanwhile of a fork not copied yet (from
+///   the past, so it shares the source's later records).
+#[test]
+fn a_fork_made_while_forks_are_detached_for_an_erasure_shares_none_of_the_erased_bytes() {
+    const SECRET: &[u8] = b"ERASED-SECRET-7f3a";
+    for delete in [false, true] {
+        let options = Options {
+            durability: Durability::Never,
+            tombstone_retention: Duration::ZERO,
+            ..Options::default()
+        };
+        let sim = SimFs::new();
+        let fs = common::hooked::Hooked::new(&sim, AtCompactionOutput::default());
+        let store = LogStore::open_with_fs("/s", options, Arc::new(fs.clone())).unwrap();
+        let store = Arc::new(store);
+        let secret = ChatMessage::user(std::str::from_utf8(SECRET).unwrap());
+        store.append("s", &user("before the forks")).unwrap();
+        let at = store.last_seq();
+        store.append("s", &secret).unwrap();
+        // From the past: the forks' links hold the secret record too. Session ids 2 and 3.
+        store.fork_session("s", "first", Some(at)).unwrap();
+        store.fork_session("s", "other", Some(at)).unwrap();
+        let expected = if delete {
+            vec![user("before the forks")]
+        } else {
+            assert_eq!(store.clear_messages("s").unwrap(), 2);
+            store.append("s", &user("kept")).unwrap();
+            vec![user("kept")]
+        };
+        // The fork made during the first copy: it waits (up to a second, here) for the
+        // erasure to end.
+        let (done, made) = std::sync::mpsc::channel();
+        let forker = Arc::clone(&store);
+        let thread = Arc::new(parking_lot::Mutex::new(None));
+        let slot = Arc::clone(&thread);
+        *fs.hooks.action.lock() = Some(Box::new(move |output: &Path| {
+            let copying_first = output.to_string_lossy().contains("0000000000000002-");
+            let source = match (delete, copying_first) {
+                (false, _) => "s",
+                (true, true) => "other",
+                (true, false) => "first",
+            };
+            let handle = std::thread::spawn(move || {
+                let forked = forker.fork_session(source, "second", None);
+                let _ = done.send(());
+                forked
+            });
+            let _ = made.recv_timeout(Duration::from_secs(1));
+            *slot.lock() = Some(handle);
+        }));
+        if delete {
+            assert!(store.delete_session("s").unwrap());
+        } else {
+            store.compact_session("s").unwrap();
+        }
+        assert!(
+            fs.hooks.action.lock().is_none(),
+            "no compaction ran the fork"
+        );
+        let handle = thread.lock().take().unwrap();
+        handle.join().unwrap().unwrap();
+        assert_eq!(store.load("second"), expected, "delete: {delete}");
+        for fork in ["first", "other"] {
+            assert_eq!(store.load(fork), vec![user("before the forks")]);
+        }
+        let holding: Vec<_> = sim
+            .files()
+            .into_iter()
+            .filter(|(_, bytes)| bytes.windows(SECRET.len()).any(|w| w == SECRET))
+            .map(|(path, _)| path)
+            .collect();
+        assert!(holding.is_empty(), "delete: {delete}: {holding:?}");
+    }
+}

@@ -113,6 +113,10 @@ impl Inner {
         decide: impl Fn(Option<&SessionView>) -> Decision<R>,
         removed: &mut Vec<PathBuf>,
     ) -> Result<R> {
+        // A delete may reclaim the session (no undo window) or the key's earlier one: no fork
+        // may be made meanwhile (taken before the writer lock, see `Inner::fork_gate`).
+        let _gate = matches!(event, Event::Delete | Event::Expire { .. })
+            .then(|| self.fork_gate.read_recursive());
         if creates {
             check_key(key)?;
         } else if check_key(key).is_err() {

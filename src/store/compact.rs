@@ -44,10 +44,14 @@ impl Inner {
         };
         let retention = self.options.tombstone_retention;
         let explicit = why == Compaction::Explicit;
+        let mut gate = None;
         if why != Compaction::Detach
             && self.keys.is_none()
             && Cleared::of(&slot.view.read(), retention, explicit) == Cleared::Erase
         {
+            // No fork is made from here until the erased segments are gone: it would link
+            // them (see `Inner::fork_gate`).
+            gate = Some(self.fork_gate.read_recursive());
             // The cleared messages this compaction erases may lie in a segment a fork from
             // the past shares (records past its fork point included): each fork gets its own
             // copy first, as before a reclaim, or the erased bytes would live on under its
@@ -59,6 +63,17 @@ impl Inner {
         let view = slot.view.read().clone();
         if w.retired || w.newest == 0 || !view.is_live() {
             return Ok(());
+        }
+        // Decided once (it depends on the time): what the generation keeps of the clear.
+        let cleared = Cleared::of(&view, retention, explicit);
+        if cleared == Cleared::Erase
+            && gate.is_none()
+            && why != Compaction::Detach
+            && self.keys.is_none()
+        {
+            // A clear passed its undo window since the look above: the forks go first.
+            drop(w);
+            return self.compact_as(key, why);
         }
         self.check_writable()?;
         let number = w
@@ -74,10 +89,9 @@ impl Inner {
         }
         self.forget_checkpoint()?;
         self.reserve_seqs()?;
-        // Cleared messages past their undo window go for good with this compaction: the
-        // segments that held them are removed, and the session's archive with them (erasure
-        // wins over history).
-        let cleared = Cleared::of(&view, retention, explicit);
+        // Cleared messages past their undo window go for good with this compaction (`cleared`):
+        // the segments that held them are removed, and the session's archive with them
+        // (erasure wins over history).
         let (generation, (ticket, ts)) = {
             let source = self.segment_files(&slot, &every_loc(&view))?;
             let new = NewGeneration {

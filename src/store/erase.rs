@@ -26,6 +26,9 @@ impl Inner {
         if check_key(key).is_err() {
             return Ok(Vec::new());
         }
+        // No fork is made from the forks' detaching until every file is gone (see
+        // `Inner::fork_gate`).
+        let _gate = self.fork_gate.read_recursive();
         self.detach_forks(key, true)?;
         // Its files are listed now: with a zero retention the delete reclaims them at once.
         let live_files: Vec<PathBuf> = match self.slot(key)? {

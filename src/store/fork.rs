@@ -47,6 +47,8 @@ impl Inner {
         if source == target || self.with_view(target, |_| ()).is_some() {
             return Err(exists());
         }
+        // No reclaim or erasure is under way while the fork is made (see `Inner::fork_gate`).
+        let _gate = self.fork_gate.write();
         let src = self.slot(source)?.ok_or_else(not_found)?;
         // Before any link is made: a reclaim or an erasure looks for forks from now on.
         self.forks_seen.store(true, Ordering::SeqCst);

@@ -208,6 +208,7 @@ impl LogStore {
             index_in_use: AtomicBool::new(index_in_use),
             live_sessions: AtomicUsize::new(live_sessions),
             forks_seen: AtomicBool::new(forks_seen),
+            fork_gate: RwLock::new(()),
             traces: Mutex::new(None),
             report: Reports::new(report),
             _lock: lock,

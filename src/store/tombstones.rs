@@ -104,6 +104,8 @@ impl Inner {
 
     pub(super) fn restore(&self, key: &str) -> Result<bool> {
         self.check_writable()?;
+        // A restore past its window reclaims (see `Inner::fork_gate`).
+        let _gate = self.fork_gate.read_recursive();
         if check_key(key).is_err() {
             return Ok(false);
         }
@@ -194,6 +196,7 @@ impl Inner {
     /// Reclaims the files of a tombstone the caller took out of `tombstones`, for good,
     /// unless a restore brought it back first (or it was reclaimed already).
     pub(super) fn reclaim_tombstone(&self, slot: &Arc<Slot>) -> Result<Vec<PathBuf>> {
+        let _gate = self.fork_gate.read_recursive();
         let mut w = slot.writer.lock();
         if w.reclaimed || !w.retired || !slot.view.read().deleted {
             return Ok(Vec::new());
