@@ -120,6 +120,7 @@ impl Inner {
 
     /// [`Inner::reclaim`] without the poisoning.
     fn reclaim_unchecked(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<Vec<PathBuf>> {
+        debug_assert!(self.fork_gate.is_locked(), "a reclaim holds the fork gate");
         // A fork from the past shares the segment of its fork point, source records written
         // after that point included: a live one gets its own copy before the source's bytes
         // go, so that none of them outlives the source under its names. (A deleted fork keeps
