@@ -7,6 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -695,4 +696,188 @@ fn a_fork_made_while_forks_are_detached_for_an_erasure_shares_none_of_the_erased
             .collect();
         assert!(holding.is_empty(), "delete: {delete}: {holding:?}");
     }
+}
+
+/// Threads that fork, delete (no undo window), erase, clear and compact, append and load the
+/// same few keys at once: nothing waits forever (a fork and a removal of bytes wait for each
+/// other only through one gate), no call fails but with the errors these races allow, and the
+/// store reopens to the same sessions, sound.
+#[test]
+fn forks_and_erasures_racing_on_the_same_keys_neither_deadlock_nor_damage() {
+    const KEYS: usize = 5;
+    const THREADS: u64 = 4;
+    const OPS: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options {
+        durability: Durability::Never,
+        tombstone_retention: Duration::ZERO,
+        ..Options::default()
+    };
+    let store = Arc::new(LogStore::open_with(dir.path(), options()).unwrap());
+    let (finished, all_finished) = std::sync::mpsc::channel();
+    for t in 0..THREADS {
+        let store = Arc::clone(&store);
+        let finished = finished.clone();
+        std::thread::spawn(move || {
+            let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ (t + 1).wrapping_mul(0x2545_f491);
+            let mut next = move |n: usize| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed % n as u64) as usize
+            };
+            let mut outcome = Ok(());
+            for i in 0..OPS {
+                let key = format!("k{}", next(KEYS));
+                let other = format!("k{}", next(KEYS));
+                let io = |e: std::io::Error| match e.into_inner() {
+                    Some(inner) => match inner.downcast::<Error>() {
+                        Ok(ours) => *ours,
+                        Err(other) => panic!("not the store's error: {other}"),
+                    },
+                    None => panic!("an I/O error without the store's"),
+                };
+                let done: Result<(), Error> = match next(7) {
+                    0 | 1 => store
+                        .append(&key, &user(&format!("t{t} op{i}")))
+                        .map_err(io),
+                    2 => store.fork_session(&key, &other, None),
+                    3 => store.delete_session(&key).map(drop).map_err(io),
+                    4 => store.erase_session(&key).map(drop),
+                    5 => store
+                        .clear_messages(&key)
+                        .map_err(io)
+                        .and_then(|_| store.compact_session(&key)),
+                    _ => {
+                        let _ = store.load(&key);
+                        Ok(())
+                    }
+                };
+                match done {
+                    Ok(())
+                    | Err(Error::SessionExists { .. })
+                    | Err(Error::SessionNotFound { .. }) => {}
+                    Err(e) => {
+                        outcome = Err(format!("thread {t}, op {i}: {e}"));
+                        break;
+                    }
+                }
+            }
+            let _ = finished.send(outcome);
+        });
+    }
+    for _ in 0..THREADS {
+        let outcome = all_finished
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a thread still runs after two minutes: a deadlock");
+        outcome.unwrap();
+    }
+    let before: Vec<_> = (0..KEYS).map(|k| store.load(&format!("k{k}"))).collect();
+    let report = store.verify().unwrap();
+    assert!(report.is_sound(), "{:?}", report.problems);
+    Arc::into_inner(store).unwrap().close().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    let after: Vec<_> = (0..KEYS).map(|k| store.load(&format!("k{k}"))).collect();
+    assert_eq!(before, after);
+    assert!(store.verify().unwrap().is_sound());
+}
+
+/// Fails every look at how many names a file of session id 2 has.
+#[derive(Debug)]
+struct NoLinkCountOfSession2;
+
+impl common::hooked::Hooks for NoLinkCountOfSession2 {
+    fn link_count(&self, path: &Path, sim: &SimFs) -> std::io::Result<u64> {
+        if path.to_string_lossy().contains("/0000000000000002-") {
+            return Err(std::io::Error::other("injected"));
+        }
+        sessionlog::fs::FileSystem::link_count(sim, path)
+    }
+}
+
+/// A fork whose first record cannot be written (here: the look at its segment's names fails)
+/// after the source's segments were linked under its id: the store stops, and the next open
+/// takes the links away, so an erasure of the source leaves none of its bytes.
+#[test]
+fn a_fork_whose_record_fails_after_its_links_leaves_no_link_to_outlive_an_erasure() {
+    const SECRET: &[u8] = b"SOURCE-SECRET-41c9";
+    let options = Options {
+        tombstone_retention: Duration::ZERO,
+        ..Options::default()
+    };
+    let sim = SimFs::new();
+    let fs = common::hooked::Hooked::new(&sim, NoLinkCountOfSession2);
+    let store = LogStore::open_with_fs("/s", options.clone(), Arc::new(fs)).unwrap();
+    store
+        .append(
+            "s",
+            &ChatMessage::user(std::str::from_utf8(SECRET).unwrap()),
+        )
+        .unwrap();
+    assert!(store.fork_session("s", "f", None).is_err());
+    assert!(!store.session_exists("f"));
+    // Whatever this store still does, the links go with the next open.
+    let _ = store.erase_session("s");
+    drop(store);
+    let store = LogStore::open_with_fs("/s", options, Arc::new(sim.clone())).unwrap();
+    store.erase_session("s").unwrap();
+    assert!(!store.session_exists("f"));
+    let holding: Vec<_> = sim
+        .files()
+        .into_iter()
+        .filter(|(_, bytes)| bytes.windows(SECRET.len()).any(|w| w == SECRET))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(holding.is_empty(), "{holding:?}");
+}
+
+/// Once armed, fails every sync of a compaction's output (a `.seg.tmp`).
+#[derive(Debug, Default)]
+struct FailCompactionSyncs {
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl common::hooked::Hooks for FailCompactionSyncs {
+    fn sync(&self, path: &Path, file: &dyn sessionlog::fs::FileHandle) -> std::io::Result<()> {
+        if self.armed.load(Ordering::SeqCst) && path.to_string_lossy().ends_with(".seg.tmp") {
+            return Err(std::io::Error::other("injected"));
+        }
+        file.sync()
+    }
+}
+
+/// A delete with no undo window gives the session's forks their own copy before it writes
+/// anything: when that fails (a full disk, say), the delete fails alone, the session and its
+/// fork are as they were, and the store goes on; the same delete goes through once the disk
+/// does.
+#[test]
+fn a_delete_whose_forks_cannot_get_their_own_copy_fails_alone() {
+    let options = Options {
+        tombstone_retention: Duration::ZERO,
+        ..Options::default()
+    };
+    let sim = SimFs::new();
+    let fs = common::hooked::Hooked::new(&sim, FailCompactionSyncs::default());
+    let store = LogStore::open_with_fs("/s", options.clone(), Arc::new(fs.clone())).unwrap();
+    store.append("s", &user("shared")).unwrap();
+    let at = store.last_seq();
+    store.append("s", &user("the source's own")).unwrap();
+    store.fork_session("s", "f", Some(at)).unwrap();
+    fs.hooks.armed.store(true, Ordering::SeqCst);
+    assert!(store.delete_session("s").is_err());
+    assert_eq!(
+        store.load("s"),
+        vec![user("shared"), user("the source's own")]
+    );
+    assert_eq!(store.load("f"), vec![user("shared")]);
+    store.append("other", &user("the store goes on")).unwrap();
+    fs.hooks.armed.store(false, Ordering::SeqCst);
+    assert!(store.delete_session("s").unwrap());
+    assert!(!store.session_exists("s"));
+    assert_eq!(store.load("f"), vec![user("shared")]);
+    drop(store);
+    let store = LogStore::open_with_fs("/s", options, Arc::new(sim.clone())).unwrap();
+    assert!(!store.session_exists("s"));
+    assert_eq!(store.load("f"), vec![user("shared")]);
+    assert!(store.verify().unwrap().is_sound());
 }

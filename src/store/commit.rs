@@ -115,12 +115,18 @@ impl Inner {
     ) -> Result<R> {
         // A delete may reclaim the session (no undo window) or the key's earlier one: no fork
         // may be made meanwhile (taken before the writer lock, see `Inner::fork_gate`).
-        let _gate = matches!(event, Event::Delete | Event::Expire { .. })
-            .then(|| self.fork_gate.read_recursive());
+        let deletes = matches!(event, Event::Delete | Event::Expire { .. });
+        let _gate = deletes.then(|| self.fork_gate.read_recursive());
         if creates {
             check_key(key)?;
         } else if check_key(key).is_err() {
             return Ok(decide(None).into_value());
+        }
+        if deletes && self.options.tombstone_retention.is_zero() {
+            // With no undo window the delete reclaims the session's files at once: its forks
+            // get their own copy first, before its writer lock (see `Forks`). A failure fails
+            // the delete with nothing written.
+            self.detach_forks(key, false)?;
         }
         let mut record = Vec::new();
         let payload_len = begin_record(event, &mut record, self.keys.is_some());

@@ -50,8 +50,8 @@ impl Inner {
             && Cleared::of(&slot.view.read(), retention, explicit) == Cleared::Erase
         {
             // No fork is made from here until the erased segments are gone: it would link
-            // them (see `Inner::fork_gate`).
-            gate = Some(self.fork_gate.read_recursive());
+            // them (see `Inner::fork_gate`; no caller holds it).
+            gate = Some(self.fork_gate.read());
             // The cleared messages this compaction erases may lie in a segment a fork from
             // the past shares (records past its fork point included): each fork gets its own
             // copy first, as before a reclaim, or the erased bytes would live on under its

@@ -27,8 +27,8 @@ impl Inner {
             return Ok(Vec::new());
         }
         // No fork is made from the forks' detaching until every file is gone (see
-        // `Inner::fork_gate`).
-        let _gate = self.fork_gate.read_recursive();
+        // `Inner::fork_gate`; no caller holds it).
+        let _gate = self.fork_gate.read();
         self.detach_forks(key, true)?;
         // Its files are listed now: with a zero retention the delete reclaims them at once.
         let live_files: Vec<PathBuf> = match self.slot(key)? {

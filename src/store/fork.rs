@@ -148,8 +148,10 @@ impl Inner {
         let mut record = Vec::new();
         begin_record(&event, &mut record, false);
         let before = Before::of(&tgt.view.read());
-        self.write_event(tgt, tw, &event, &mut record, now_micros(), before)?;
-        Ok(())
+        // A failure leaves the links under an id no session owns, which no erasure of the
+        // source would find: the store stops, and the next open takes them away.
+        let written = self.write_event(tgt, tw, &event, &mut record, now_micros(), before);
+        self.poison(written).map(drop)
     }
 
     /// Writes the fork `tgt` (whose writer lock the caller holds, as the source's) of `source`

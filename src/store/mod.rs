@@ -178,11 +178,13 @@ struct Inner {
     /// since): until then, looking for forks before a reclaim or an erasure need not walk
     /// every session. Never set back.
     forks_seen: AtomicBool,
-    /// Held for writing by a fork while it is made, and for reading (`read_recursive`) by
-    /// whatever removes a session's bytes (a reclaim, `erase_session`, a compaction that
-    /// erases cleared messages) from before it looks for forks until its files are gone: a
-    /// fork made in between would link segments about to be removed and keep their bytes
-    /// under its names. Always taken before any session's writer lock.
+    /// Held for writing by a fork while it is made, and for reading by whatever removes a
+    /// session's bytes (a reclaim, `erase_session`, a compaction that erases cleared
+    /// messages) from before it looks for forks until its files are gone: a fork made in
+    /// between would link segments about to be removed and keep their bytes under its names.
+    /// Always taken before any session's writer lock; `read_recursive` where the thread may
+    /// hold it already (a delete's commit, a tombstone's reclaim), `read` (which lets a
+    /// waiting fork go first) where it cannot.
     fork_gate: RwLock<()>,
     /// See [`Inner::traces_in_folder`]: by session id, the names of its traces in the
     /// store's folder; `None` until the folder is listed for them, and again whenever new

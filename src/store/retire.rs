@@ -64,6 +64,24 @@ pub(super) fn disposal(options: &Options) -> Disposal {
     }
 }
 
+/// Whether a reclaim's caller gave the session's forks their own copy already.
+///
+/// A fork from the past shares the segment of its fork point, source records written after
+/// that point included: a live one gets its own copy before the source's bytes go, so that
+/// none of them outlives the source under its names. (A deleted fork keeps them until its own
+/// reclaim: it may be a fork of a later session of the key, and restorable.) Callers do it
+/// before they take the session's writer lock where they can: two sessions forked from each
+/// other's keys (a key deleted and forked again) would otherwise each hold its writer and wait
+/// for the other's. The fork gate, held from before the copy until the files are gone, keeps
+/// new forks out meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Forks {
+    /// Done by the caller, holding the fork gate, before it took the writer lock.
+    Detached,
+    /// To do under the writer lock (a restore that finds its tombstone expired).
+    ToDetach,
+}
+
 impl Inner {
     /// An event reader (or the replication shipper) is done: the last one out retires what
     /// was deferred while readers were open.
@@ -105,8 +123,14 @@ impl Inner {
     }
 
     /// After a session's delete record: takes it out of the map and reclaims its files
-    /// (removes them, or moves them to `archive/` with `keep_history`).
-    pub(super) fn reclaim(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<Vec<PathBuf>> {
+    /// (removes them, or moves them to `archive/` with `keep_history`). `forks` says whether
+    /// the caller gave the session's forks their own copy already.
+    pub(super) fn reclaim(
+        &self,
+        slot: &Arc<Slot>,
+        w: &mut Writer,
+        forks: Forks,
+    ) -> Result<Vec<PathBuf>> {
         // A poisoned store changes no file: the next open finishes the reclaim.
         self.check_writable()?;
         // Any failure poisons the store, whatever it hit: the delete record is written and
@@ -114,19 +138,22 @@ impl Inner {
         // reclaim. A store that went on would write after the delete record (with no undo
         // window the slot is still mapped) or, at a clean close, record the session's files
         // as no session's, never to be erased.
-        let reclaimed = self.reclaim_unchecked(slot, w);
+        let reclaimed = self.reclaim_unchecked(slot, w, forks);
         self.poison(reclaimed)
     }
 
     /// [`Inner::reclaim`] without the poisoning.
-    fn reclaim_unchecked(&self, slot: &Arc<Slot>, w: &mut Writer) -> Result<Vec<PathBuf>> {
+    fn reclaim_unchecked(
+        &self,
+        slot: &Arc<Slot>,
+        w: &mut Writer,
+        forks: Forks,
+    ) -> Result<Vec<PathBuf>> {
         debug_assert!(self.fork_gate.is_locked(), "a reclaim holds the fork gate");
-        // A fork from the past shares the segment of its fork point, source records written
-        // after that point included: a live one gets its own copy before the source's bytes
-        // go, so that none of them outlives the source under its names. (A deleted fork keeps
-        // them until its own reclaim: it may be a fork of a later session of the key, and
-        // restorable.)
-        self.detach_forks(&slot.key, false)?;
+        if forks == Forks::ToDetach {
+            // See `Forks`: here, under the writer lock.
+            self.detach_forks(&slot.key, false)?;
+        }
         w.retired = true;
         w.reclaimed = true;
         // The checkpoint lists the files about to go.

@@ -11,6 +11,7 @@ use crate::record::{begin_record, Event};
 
 use super::appender::Writer;
 use super::commit::Before;
+use super::retire::Forks;
 use super::session_map::Found;
 use super::{check_key, now_micros, Inner, Slot};
 
@@ -92,7 +93,8 @@ impl Inner {
         removed: &mut Vec<PathBuf>,
     ) -> Result<Option<Arc<Slot>>> {
         if self.options.tombstone_retention.is_zero() {
-            removed.extend(self.reclaim(slot, w)?);
+            // (The caller, `Inner::commit_reclaiming`, detached the forks.)
+            removed.extend(self.reclaim(slot, w, Forks::Detached)?);
             return Ok(None);
         }
         w.retired = true;
@@ -104,8 +106,8 @@ impl Inner {
 
     pub(super) fn restore(&self, key: &str) -> Result<bool> {
         self.check_writable()?;
-        // A restore past its window reclaims (see `Inner::fork_gate`).
-        let _gate = self.fork_gate.read_recursive();
+        // A restore past its window reclaims (see `Inner::fork_gate`; no caller holds it).
+        let _gate = self.fork_gate.read();
         if check_key(key).is_err() {
             return Ok(false);
         }
@@ -121,7 +123,7 @@ impl Inner {
         }
         let deleted_at = slot.view.read().deleted_at;
         if !within_retention(self.options.tombstone_retention, deleted_at) {
-            self.reclaim(&slot, &mut w)?;
+            self.reclaim(&slot, &mut w, Forks::ToDetach)?;
             return Ok(false);
         }
         let put_back = |w: &mut Writer| -> Result<()> {
@@ -132,7 +134,7 @@ impl Inner {
                     let newer_at = newer.view.read().deleted_at;
                     tombstones.insert(newer, newer_at);
                     drop(tombstones);
-                    self.reclaim(&slot, w).map(drop)
+                    self.reclaim(&slot, w, Forks::ToDetach).map(drop)
                 }
                 None => Ok(()),
             }
@@ -197,11 +199,21 @@ impl Inner {
     /// unless a restore brought it back first (or it was reclaimed already).
     pub(super) fn reclaim_tombstone(&self, slot: &Arc<Slot>) -> Result<Vec<PathBuf>> {
         let _gate = self.fork_gate.read_recursive();
-        let mut w = slot.writer.lock();
-        if w.reclaimed || !w.retired || !slot.view.read().deleted {
+        let due = |w: &Writer| !w.reclaimed && w.retired && slot.view.read().deleted;
+        if !due(&slot.writer.lock()) {
             return Ok(Vec::new());
         }
-        self.reclaim(slot, &mut w)
+        // The forks get their own copy before the writer lock is taken (see `Forks`). A
+        // failure poisons the store, as one of the reclaim would: the caller has let go of
+        // the tombstone.
+        self.check_writable()?;
+        let detached = self.detach_forks(&slot.key, false);
+        self.poison(detached)?;
+        let mut w = slot.writer.lock();
+        if !due(&w) {
+            return Ok(Vec::new());
+        }
+        self.reclaim(slot, &mut w, Forks::Detached)
     }
 
     /// Reclaims every tombstone past the retention.

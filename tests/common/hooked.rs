@@ -48,6 +48,10 @@ pub trait Hooks: Send + Sync + Debug + 'static {
     fn sync_dir(&self, dir: &Path, sim: &SimFs) -> io::Result<()> {
         sim.sync_dir(dir)
     }
+    /// How many names `path` has on `sim`: the hook looks.
+    fn link_count(&self, path: &Path, sim: &SimFs) -> io::Result<u64> {
+        sim.link_count(path)
+    }
 }
 
 /// A [`SimFs`] with [`Hooks`]. Cloning shares both.
@@ -136,7 +140,7 @@ impl<H: Hooks> FileSystem for Hooked<H> {
         self.sim.rename(from, to)
     }
     fn link_count(&self, path: &Path) -> io::Result<u64> {
-        self.sim.link_count(path)
+        self.hooks.link_count(path, &self.sim)
     }
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.sim.hard_link(from, to)
