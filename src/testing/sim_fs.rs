@@ -299,12 +299,13 @@ impl SimFs {
         self.state.lock().check_power().is_err()
     }
 
-    /// Loses power: every name and byte not made durable is dropped. With `torn_bytes`, each
-    /// file keeps up to that many leading bytes of its last unsynced write, as a disk that
-    /// wrote part of it would. Then the power comes back on and locks are released.
+    /// Loses power: every name and byte not made durable is dropped (and every name in a folder
+    /// whose own entry was not). With `torn_bytes`, each file keeps up to that many leading
+    /// bytes of its last unsynced write, as a disk that wrote part of it would. Then the power
+    /// comes back on and locks are released.
     pub fn crash(&self, torn_bytes: Option<usize>) {
         let mut state = self.state.lock();
-        state.names = state.durable_names.clone();
+        state.names = reachable(state.durable_names.clone());
         for inode in state.inodes.values_mut() {
             let mut data = inode.durable.clone();
             if let (Some(keep), Some((offset, bytes))) = (torn_bytes, inode.last_unsynced_write()) {
@@ -342,14 +343,7 @@ impl SimFs {
                 }
             }
         }
-        let mut kept = BTreeMap::new();
-        for (path, node) in names {
-            let root = path.parent().is_none();
-            if root || matches!(kept.get(&parent_of(&path)), Some(Node::Dir)) {
-                kept.insert(path, node);
-            }
-        }
-        state.names = kept;
+        state.names = reachable(names);
         let mut ids: Vec<u64> = state.inodes.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -516,6 +510,20 @@ impl Drop for SimLock {
     fn drop(&mut self) {
         self.fs.state.lock().locks.remove(&self.path);
     }
+}
+
+/// The names of `names` a lookup from the root reaches: a name whose folder's own entry was
+/// not made durable is lost with it, whatever was synced inside.
+fn reachable(names: BTreeMap<PathBuf, Node>) -> BTreeMap<PathBuf, Node> {
+    let mut kept = BTreeMap::new();
+    // A folder sorts before the names inside it.
+    for (path, node) in names {
+        let root = path.parent().is_none();
+        if root || matches!(kept.get(&parent_of(&path)), Some(Node::Dir)) {
+            kept.insert(path, node);
+        }
+    }
+    kept
 }
 
 fn parent_of(path: &Path) -> PathBuf {
