@@ -382,13 +382,26 @@ pub fn read_all(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>> {
 
 /// Reads a whole file that ends with the CRC-32 (little-endian) of every byte before it; the
 /// CRC is checked through a fixed buffer before anything is allocated by the file's length, so
-/// a sparse or foreign file of any length costs none of it in memory. `Ok(None)` when the CRC
-/// does not match (or the file is shorter than one).
-pub(crate) fn read_crc_tailed(fs: &dyn FileSystem, path: &Path) -> Result<Option<Vec<u8>>> {
+/// a damaged or foreign file costs none of its length in memory. `Ok(None)` when the CRC does
+/// not match (or the file is shorter than one). A file longer than `max` bytes is
+/// [`Error::Corrupt`] and not read at all: a crafted one (a sparse file whose CRC matches its
+/// zeros) allocates nothing by its length.
+pub(crate) fn read_crc_tailed(
+    fs: &dyn FileSystem,
+    path: &Path,
+    max: u64,
+) -> Result<Option<Vec<u8>>> {
     let file = fs
         .open(path, OpenMode::Read)
         .map_err(context("opening", path))?;
     let len = file.size().map_err(context("reading", path))?;
+    if len > max {
+        return Err(Error::Corrupt {
+            path: path.to_owned(),
+            offset: max,
+            reason: format!("{len} bytes long, above the {max} it may hold"),
+        });
+    }
     let Some(body) = len.checked_sub(4) else {
         return Ok(None);
     };
@@ -726,17 +739,25 @@ mod tests {
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(read_crc_tailed(&StdFs, &path).unwrap(), Some(bytes.clone()));
+        assert_eq!(
+            read_crc_tailed(&StdFs, &path, u64::MAX).unwrap(),
+            Some(bytes.clone())
+        );
         bytes[3] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(read_crc_tailed(&StdFs, &path).unwrap(), None);
+        assert_eq!(read_crc_tailed(&StdFs, &path, u64::MAX).unwrap(), None);
         std::fs::write(&path, [1, 2, 3]).unwrap();
-        assert_eq!(read_crc_tailed(&StdFs, &path).unwrap(), None);
+        assert_eq!(read_crc_tailed(&StdFs, &path, u64::MAX).unwrap(), None);
         // A sparse file: zeros whose CRC is not the zeros at its end.
         let file = std::fs::File::create(&path).unwrap();
         file.set_len(64 << 20).unwrap();
-        assert_eq!(read_crc_tailed(&StdFs, &path).unwrap(), None);
+        assert_eq!(read_crc_tailed(&StdFs, &path, u64::MAX).unwrap(), None);
+        // Longer than it may be: refused, however its CRC reads.
+        assert!(matches!(
+            read_crc_tailed(&StdFs, &path, (64 << 20) - 1),
+            Err(Error::Corrupt { .. })
+        ));
         std::fs::remove_file(&path).unwrap();
-        assert!(read_crc_tailed(&StdFs, &path).is_err());
+        assert!(read_crc_tailed(&StdFs, &path, u64::MAX).is_err());
     }
 }

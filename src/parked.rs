@@ -25,6 +25,10 @@ pub(crate) const LOC_BYTES: usize = 24;
 /// The buffer a large block's CRC is computed through before it is read whole.
 const CHUNK: usize = 64 << 10;
 
+/// The most bytes of locations one session's block may hold (about 44 million messages): a
+/// longer block is not read, and the session is replayed from its files.
+pub(crate) const BLOCK_BYTES_MAX: u64 = 1 << 30;
+
 /// An open checkpoint file whose location section blocks are read from.
 pub(crate) struct BlockFile {
     /// `None` once detached: closed, its blocks no longer read.
@@ -214,6 +218,11 @@ impl Block {
             offset: at,
             reason: format!("the checkpoint's message locations of a session: {reason}"),
         };
+        if len > BLOCK_BYTES_MAX {
+            // Read whole below: a crafted checkpoint (sparse, the CRC matching its zeros)
+            // must not size that buffer. The session is replayed from its files instead.
+            return Err(damaged("more than a checkpoint's block may hold"));
+        }
         let whole = usize::try_from(len).map_err(|_| damaged("too many"))?;
         let file = f.file.read();
         let Some(file) = file.as_deref() else {

@@ -612,3 +612,109 @@ fn a_rebuilt_index_never_gives_a_run_name_to_other_bytes() {
         "{second:?} then {third:?}"
     );
 }
+
+/// A store's `index/` folder replaced by a link to another folder, while the store is open:
+/// the search refuses it (`Error::SymbolicLink`), and nothing in the other folder is removed
+/// or renamed, not even files named like the index's own.
+#[test]
+fn an_index_folder_replaced_by_a_link_is_refused_and_its_target_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let names = [
+        "STATE",
+        "STATE.tmp",
+        "run-0000000000000001.idx",
+        "notes.txt",
+    ];
+    for name in names {
+        std::fs::write(other.path().join(name), name).unwrap();
+    }
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    store.append("a", &ChatMessage::user("alpha")).unwrap();
+    let index = dir.path().join("index");
+    if index.exists() {
+        std::fs::remove_dir_all(&index).unwrap();
+    }
+    std::os::unix::fs::symlink(other.path(), &index).unwrap();
+    let searched = store.search_messages(&MessageQuery::new("alpha"));
+    assert!(
+        matches!(searched, Err(sessionlog::Error::SymbolicLink { .. })),
+        "{searched:?}"
+    );
+    assert!(store.reindex().is_err());
+    let mut left: Vec<String> = std::fs::read_dir(other.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let mut expected: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    expected.sort();
+    assert_eq!(left, expected);
+    for name in names {
+        assert_eq!(
+            std::fs::read(other.path().join(name)).unwrap(),
+            name.as_bytes()
+        );
+    }
+}
+
+/// An `index/STATE` whose next run number is at the numbers' limit (its CRC right), and an
+/// empty file named like the highest run: the index is rebuilt and searches answer, with no
+/// overflow when the next run is numbered.
+#[test]
+fn an_index_state_at_the_run_numbers_limit_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    for i in 0..20 {
+        store
+            .append(&format!("s{i}"), &ChatMessage::user(format!("alpha w{i}")))
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .search_messages(&MessageQuery::new("w3"))
+            .unwrap()
+            .len(),
+        1
+    );
+    store.close().unwrap();
+    let index = dir.path().join("index");
+    std::fs::write(index.join("run-ffffffffffffffff.idx"), b"").unwrap();
+    // The state as the store writes it, with its next run number set to u64::MAX: the field
+    // after the magic (8), version (4), key check (8) and covered sequence number (8).
+    let state = index.join("STATE");
+    let mut bytes = std::fs::read(&state).unwrap();
+    let body = bytes.len() - 4;
+    bytes[28..36].copy_from_slice(&u64::MAX.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..body]);
+    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&state, &bytes).unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    assert_eq!(
+        store
+            .search_messages(&MessageQuery::new("w3"))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store
+        .recovery_report()
+        .findings
+        .iter()
+        .any(|f| matches!(f, Finding::IndexRebuilt { .. })));
+    store.append("s3", &ChatMessage::user("w3 again")).unwrap();
+    store.close().unwrap();
+    let store = LogStore::open_with(dir.path(), options()).unwrap();
+    assert_eq!(
+        store
+            .search_messages(&MessageQuery::new("w3"))
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(store
+        .recovery_report()
+        .findings
+        .iter()
+        .all(|f| !matches!(f, Finding::IndexRebuilt { .. })));
+}

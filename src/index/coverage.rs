@@ -168,6 +168,21 @@ impl State {
         for _ in 0..runs {
             state.runs.push(c.u64()?);
         }
+        // Every run named is one the store numbered before `next_run`, once: a save numbers
+        // its run `next_run`, which must not be one the state still names.
+        let numbered = |run: &u64| *run >= 1 && *run < state.next_run;
+        let distinct = state
+            .runs
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            == runs;
+        if state.next_run >= super::run::RUN_NUMBER_LIMIT
+            || !state.runs.iter().all(numbered)
+            || !distinct
+        {
+            return None;
+        }
         let sessions = c.count(40)?; // the least a session takes
         state.sessions.reserve(sessions);
         for _ in 0..sessions {
@@ -240,6 +255,28 @@ mod tests {
             assert_eq!(State::decode(&bad), None, "flip at {at}");
         }
         assert_eq!(State::decode(&bytes[..bytes.len() - 3]), None);
+    }
+
+    #[test]
+    fn a_state_whose_run_numbers_could_overflow_or_repeat_is_refused() {
+        let state = |next_run: u64, runs: Vec<u64>| State {
+            next_run,
+            runs,
+            ..State::default()
+        };
+        // Sound: every run numbered below the next.
+        let sound = state(3, vec![1, 2]);
+        assert_eq!(State::decode(&sound.encode()), Some(sound));
+        for bad in [
+            state(u64::MAX, vec![1]),
+            state(super::super::run::RUN_NUMBER_LIMIT, vec![]),
+            // The next save would write run 1 over a run the state names.
+            state(1, vec![1, 2]),
+            state(2, vec![0]),
+            state(5, vec![2, 2]),
+        ] {
+            assert_eq!(State::decode(&bad.encode()), None, "{bad:?}");
+        }
     }
 
     #[test]

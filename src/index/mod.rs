@@ -26,6 +26,10 @@ use coverage::{Coverage, State};
 use run::{parse_run_name, run_path, Doc, Posting, Run, RunWriter, META_POSITION, RUN_NAME_LEN};
 use terms::{doc_terms, TermKey};
 
+/// The most bytes `index/STATE` may hold (a store of millions of sessions needs a few hundred
+/// MB): a longer one is not read, and the index is rebuilt.
+const STATE_BYTES_MAX: u64 = 1 << 30;
+
 /// The index's folder in the store's.
 pub const INDEX_DIR: &str = "index";
 /// Its state file.
@@ -75,6 +79,9 @@ impl SearchIndex {
     /// Fails only if the folder exists and cannot be listed.
     pub fn fresh(fs: &dyn FileSystem, store_dir: &Path, key: TermKey) -> Result<SearchIndex> {
         let mut index = SearchIndex::empty(store_dir, key);
+        // Its listing, and the removals and renames that follow it, must not go through a
+        // link to another folder.
+        crate::fs::refuse_symlink(fs, &index.dir)?;
         let entries = match fs.list(&index.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -110,13 +117,14 @@ impl SearchIndex {
         crate::fs::refuse_symlink(fs, &state_path)?;
         // Its CRC checked before it is read whole: a sparse `STATE` allocates nothing by its
         // length.
-        let bytes = crate::fs::read_crc_tailed(fs, &state_path)?.ok_or_else(|| {
-            crate::error::Error::Corrupt {
-                path: state_path.clone(),
-                offset: 0,
-                reason: "the index state fails its CRC".into(),
-            }
-        })?;
+        let bytes =
+            crate::fs::read_crc_tailed(fs, &state_path, STATE_BYTES_MAX)?.ok_or_else(|| {
+                crate::error::Error::Corrupt {
+                    path: state_path.clone(),
+                    offset: 0,
+                    reason: "the index state fails its CRC".into(),
+                }
+            })?;
         let corrupt = |reason: &str| crate::error::Error::Corrupt {
             path: state_path.clone(),
             offset: 0,
@@ -138,6 +146,10 @@ impl SearchIndex {
     /// Files in the index's folder that are its own but not part of it (a run written before
     /// a crash kept its state from naming it, a temporary file).
     pub fn strays(&self, fs: &dyn FileSystem) -> Vec<PathBuf> {
+        // None through a link: they would be another folder's files.
+        if crate::fs::refuse_symlink(fs, &self.dir).is_err() {
+            return Vec::new();
+        }
         let Ok(entries) = fs.list(&self.dir) else {
             return Vec::new();
         };
@@ -370,7 +382,8 @@ impl SearchIndex {
 
     fn take_run_number(&mut self) -> u64 {
         let number = self.state.next_run;
-        self.state.next_run += 1;
+        // Below `RUN_NUMBER_LIMIT` (checked where it was read): never overflows.
+        self.state.next_run = number.saturating_add(1);
         number
     }
 

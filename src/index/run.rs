@@ -30,6 +30,9 @@ pub const FOOTER_BYTES: u64 = 40;
 pub const DOC_BYTES: u64 = 20;
 /// Bytes of a term entry.
 pub const TERM_BYTES: u64 = 24;
+/// The most bytes of tables (docs and terms) a run may hold, read whole when it is opened:
+/// about 150 million messages' docs in one run.
+pub const RUN_TABLES_MAX: u64 = 4 << 30;
 /// Position of a session's doc of its key and name (no message has it).
 pub const META_POSITION: u32 = u32::MAX;
 
@@ -90,10 +93,16 @@ pub const RUN_NAME_LEN: usize = 24;
 pub fn parse_run_name(name: &str) -> Option<u64> {
     let hex = name.strip_prefix("run-")?.strip_suffix(".idx")?;
     // Exactly as `run_path` writes it: 16 lowercase hex digits (`from_str_radix` alone would
-    // take a sign and capitals, and so names the store never wrote).
+    // take a sign and capitals, and so names the store never wrote), below the numbers' limit.
     let ours = hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    ours.then(|| u64::from_str_radix(hex, 16).ok())?
+    let number = ours.then(|| u64::from_str_radix(hex, 16).ok())??;
+    (number < RUN_NUMBER_LIMIT).then_some(number)
 }
+
+/// Run numbers are below this: no index ever takes that many, so a number at or above it (in
+/// a name or a state) is not one the store wrote, and counting on from any number below it
+/// cannot overflow.
+pub const RUN_NUMBER_LIMIT: u64 = 1 << 62;
 
 fn push_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
@@ -251,6 +260,14 @@ impl Run {
         }
         let (doc_count, term_count) = (u64::from(doc_count), u64::from(term_count));
         let tables_len = doc_count * DOC_BYTES + term_count * TERM_BYTES;
+        if tables_len > RUN_TABLES_MAX {
+            // Read whole below: a crafted run (sparse, its CRC matching its zeros) must not
+            // size that buffer. The index is rebuilt.
+            return Err(corrupt(
+                size - FOOTER_BYTES,
+                "tables larger than a run may hold",
+            ));
+        }
         let expected = postings_len
             .checked_add(tables_len)
             .and_then(|n| n.checked_add(FOOTER_BYTES));
@@ -445,6 +462,47 @@ mod tests {
         assert_eq!(parse_run_name("run-+00000000000000a.idx"), None);
         assert_eq!(parse_run_name("run-000000000000000A.idx"), None);
         assert_eq!(parse_run_name("run-000000000000000a.idx"), Some(10));
+        // At or above the numbers' limit: not a name the store wrote.
+        assert_eq!(parse_run_name("run-4000000000000000.idx"), None);
+        assert_eq!(parse_run_name("run-ffffffffffffffff.idx"), None);
+        assert_eq!(
+            parse_run_name("run-3fffffffffffffff.idx"),
+            Some(RUN_NUMBER_LIMIT - 1)
+        );
+    }
+
+    /// A footer whose counts ask for more tables than a run may hold, in a sparse file of the
+    /// length they ask for (its CRC would match its zeros): refused before any read of them.
+    #[test]
+    fn a_run_whose_tables_exceed_the_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = run_path(dir.path(), 1);
+        let (docs, terms) = (u64::from(u32::MAX), u64::from(u32::MAX));
+        let size = docs * DOC_BYTES + terms * TERM_BYTES + FOOTER_BYTES;
+        let mut footer = Writer(Vec::new());
+        footer.0.extend_from_slice(RUN_MAGIC);
+        footer.u32(RUN_VERSION);
+        footer.u32(docs as u32);
+        footer.u32(terms as u32);
+        footer.u32(0);
+        footer.u64(0);
+        footer.u32(0);
+        footer.u32(0);
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(size).unwrap();
+        std::os::unix::fs::FileExt::write_at(&file, &footer.0, size - FOOTER_BYTES).unwrap();
+        let fs = crate::fs::counted::CountedFs::default();
+        let opened = Run::open(&fs, dir.path(), 1);
+        assert!(
+            matches!(&opened, Err(Error::Corrupt { reason, .. }) if reason.contains("may hold")),
+            "{:?}",
+            opened.err()
+        );
+        let largest = fs.largest_read();
+        assert!(
+            largest <= FOOTER_BYTES as usize,
+            "a read of {largest} bytes"
+        );
     }
 
     /// A footer whose counts fit the file's length, in a sparse file of that length (64 MiB

@@ -530,7 +530,8 @@ pub(super) fn apply(state: &mut State, header: &Header) {
         state.files.remove(name);
         state.whole.remove(name);
     }
-    state.next_batch = header.number + 1;
+    // Below `NUMBER_LIMIT` (a batch's key is): never overflows.
+    state.next_batch = header.number.saturating_add(1);
     state.seq_end = state.seq_end.max(header.seq_end);
 }
 

@@ -23,6 +23,10 @@ use crate::error::{Error, Result};
 use crate::fs::{read_crc_tailed, replace_file, subfolder, FileSystem};
 use crate::layout::REPLICA_DIR;
 
+/// The most bytes `replica/STATE` may hold (a name and a length per shipped file): a longer
+/// one is not read.
+const STATE_BYTES_MAX: u64 = 1 << 30;
+
 const MAGIC: [u8; 8] = *b"SLREPST\0";
 const VERSION: u32 = 1;
 const STATE_FILE: &str = "STATE";
@@ -68,8 +72,8 @@ impl State {
                  prefix, or ship to a new prefix"
             ),
         };
-        let bytes =
-            read_crc_tailed(fs, &path)?.ok_or_else(|| damaged("does not match its checksum"))?;
+        let bytes = read_crc_tailed(fs, &path, STATE_BYTES_MAX)?
+            .ok_or_else(|| damaged("does not match its checksum"))?;
         let body = bytes
             .get(..bytes.len().saturating_sub(4))
             .unwrap_or_default();
@@ -89,6 +93,16 @@ impl State {
             seq_end: r.u64()?,
             ..State::default()
         };
+        // Numbers the store hands out stay below the limit, as a batch's header must: one at or
+        // above it is damage, and a next batch numbered there would be one no listing of the
+        // bucket takes, shipped and never restored.
+        let limit = crate::layout::NUMBER_LIMIT;
+        if [state.generation, state.next_batch, state.seq_end]
+            .iter()
+            .any(|&n| n >= limit)
+        {
+            return None;
+        }
         for _ in 0..r.count(17)? {
             let name = r.str_ref().map(str::to_owned)?;
             state.files.insert(name.clone(), r.u64()?);
@@ -183,5 +197,36 @@ mod tests {
         bytes[20] ^= 1;
         std::fs::write(&file, bytes).unwrap();
         assert!(State::read(&fs, dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_state_with_a_number_at_the_limit_or_longer_than_a_state_may_be_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = crate::fs::StdFs;
+        let limit = crate::layout::NUMBER_LIMIT;
+        for (generation, next_batch, seq_end) in [
+            (limit, 1, 0),
+            (1, limit, 0),
+            (1, u64::MAX, 0),
+            (1, 1, limit),
+        ] {
+            let state = State {
+                target: "memory:///x".into(),
+                generation,
+                next_batch,
+                seq_end,
+                ..State::default()
+            };
+            state.write(&fs, dir.path()).unwrap();
+            assert!(
+                State::read(&fs, dir.path()).is_err(),
+                "{generation} {next_batch} {seq_end}"
+            );
+        }
+        // A sparse file of any length is refused without a read of it.
+        let file = std::fs::File::create(path(dir.path())).unwrap();
+        file.set_len(STATE_BYTES_MAX + 1).unwrap();
+        let refused = State::read(&fs, dir.path()).unwrap_err();
+        assert!(refused.to_string().contains("above"), "{refused}");
     }
 }
