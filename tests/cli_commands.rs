@@ -585,3 +585,105 @@ fn an_encrypted_store_works_with_its_key_from_a_file_or_the_environment_and_not_
     assert_eq!(wrong.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("not this store's key"));
 }
+
+/// A folder that is not a store (no LOCK file): every command that needs a store refuses it
+/// with exit 2, naming it, and writes nothing into it.
+#[test]
+fn a_folder_that_is_not_a_store_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let d = dir_arg(dir.path());
+    for args in [
+        vec!["ls", d],
+        vec!["verify", d],
+        vec!["stats", d],
+        vec!["compact", d],
+        vec!["archive", d, "x"],
+        vec!["reindex", d],
+        vec!["export", d],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is not a sessionlog store"), "{args:?}: {err}");
+    }
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("notes.txt")]);
+}
+
+/// A command that writes (here `archive`, `unarchive`, then `compact`) reclaims no deleted
+/// session the application could still restore unless given an undo window it is past
+/// (`--tombstone-retention-hours`), and keeps the compacted history when told the application
+/// keeps it (`--keep-history`).
+#[test]
+fn writing_commands_reclaim_and_drop_history_only_when_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = sessionlog::Options {
+        keep_history: true,
+        tombstone_retention: std::time::Duration::from_secs(30 * 86_400),
+        ..sessionlog::Options::default()
+    };
+    {
+        let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
+        for key in ["gone", "gone too"] {
+            store.append(key, &user("deleted but restorable")).unwrap();
+            store.delete_session(key).unwrap();
+        }
+        store.append("kept", &user("one")).unwrap();
+        store.update_last("kept", &user("two")).unwrap();
+        store.close().unwrap();
+    }
+    let d = dir_arg(dir.path());
+    assert!(run(&["archive", d, "kept"]).status.success());
+    assert!(run(&["unarchive", d, "kept"]).status.success());
+    let out = run(&["--keep-history", "compact", d, "kept"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("archive"))
+            .unwrap()
+            .count()
+            > 0,
+        "the compaction's replaced segment is archived"
+    );
+    {
+        let store = LogStore::open_with(dir.path(), options.clone()).unwrap();
+        assert!(store.restore_session("gone").unwrap());
+        assert_eq!(store.load("gone"), vec![user("deleted but restorable")]);
+    }
+    // Told an undo window of zero hours: the deleted session left goes for good.
+    let out = run(&["--tombstone-retention-hours", "0", "archive", d, "kept"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = LogStore::open_with(dir.path(), options).unwrap();
+    assert!(!store.restore_session("gone too").unwrap());
+    assert_eq!(store.load("gone"), vec![user("deleted but restorable")]);
+}
+
+/// `compact KEY` and `export --session KEY` of a session the store does not hold say so, with
+/// a failing exit status, instead of succeeding with nothing done.
+#[test]
+fn a_session_key_the_store_does_not_hold_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path()).close().unwrap();
+    let d = dir_arg(dir.path());
+    for args in [
+        vec!["compact", d, "typo"],
+        vec!["export", d, "--session", "typo"],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no session \"typo\""), "{args:?}: {err}");
+    }
+    assert!(run(&["compact", d, "alice"]).status.success());
+}

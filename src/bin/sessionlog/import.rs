@@ -87,7 +87,13 @@ fn finish(store: LogStore, bar: &indicatif::ProgressBar, failed: bool) -> CliRes
 /// must hold a prefix of them (then only the rest is appended, so a second import adds
 /// nothing). Returns false, appending nothing, when it holds something else.
 fn append_new(store: &LogStore, key: &str, messages: &[Timed], source: &str) -> CliResult<bool> {
-    let existing = store.load(key);
+    // Read errors stop the import: a session read as empty would get every message again.
+    let existing: Vec<ChatMessage> = store
+        .read_messages(key)
+        .map_err(|e| format!("{source}: reading session {key:?} back: {e}"))?
+        .into_iter()
+        .map(|m| m.message)
+        .collect();
     let holds_prefix =
         existing.len() <= messages.len() && existing.iter().zip(messages).all(|(a, (b, _))| a == b);
     if !holds_prefix {

@@ -16,6 +16,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -61,6 +62,17 @@ struct Cli {
     /// many ids, so pass your application's value if it is larger than the default.
     #[arg(long, global = true, value_name = "N", default_value_t = sessionlog::IDEMPOTENCY_WINDOW_DEFAULT)]
     idempotency_window: usize,
+    /// Keep the segments a compaction replaces in archive/ (Options::keep_history), as your
+    /// application does if it sets it: without it, a command that compacts, or an open that
+    /// finishes a compaction a crash cut short, removes them.
+    #[arg(long, global = true)]
+    keep_history: bool,
+    /// Reclaim for good the deleted sessions older than this many hours
+    /// (Options::tombstone_retention) when a command opens the store to write. Without it the
+    /// command reclaims none, whatever their age: it cannot know your application's undo
+    /// window.
+    #[arg(long, global = true, value_name = "HOURS")]
+    tombstone_retention_hours: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -302,9 +314,19 @@ fn main() -> ExitCode {
         Command::Keygen => Ok(None),
         _ => encryption_key(cli.key_file),
     };
+    // What the application's options keep, the command must not take away: no background
+    // compaction, no deleted session reclaimed unless asked, history kept if asked.
+    let tombstone_retention = cli
+        .tombstone_retention_hours
+        .map_or(Duration::MAX, |hours| {
+            Duration::from_secs(hours.saturating_mul(3600))
+        });
     let options = encryption.map(|encryption| Options {
         encryption,
         idempotency_window: cli.idempotency_window,
+        keep_history: cli.keep_history,
+        tombstone_retention,
+        auto_compact: false,
         ..Options::default()
     });
     match options.and_then(|options| run(cli.command, &options)) {
@@ -680,13 +702,29 @@ fn progress(len: usize, what: &'static str) -> indicatif::ProgressBar {
     bar
 }
 
-/// Opens an existing store's folder (never creating one by mistake).
+/// The file every store's folder holds from its first open on (`docs/FORMAT.md`, "The LOCK
+/// file and the sequence floor").
+const STORE_LOCK_FILE: &str = "LOCK";
+
+/// Opens an existing store's folder (never creating one by mistake, nor making a store of a
+/// folder that is not one).
 fn existing(
     dir: &Path,
     open: impl FnOnce(&Path) -> sessionlog::Result<LogStore>,
 ) -> CliResult<LogStore> {
-    if !dir.is_dir() {
-        return Err(format!("{} is not a folder", dir.display()).into());
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(format!("{} is not a folder", dir.display()).into()),
+        Err(e) => return Err(format!("{}: {e}", dir.display()).into()),
+    }
+    // Every store has its LOCK file from its first open on (a restore writes one too).
+    if std::fs::symlink_metadata(dir.join(STORE_LOCK_FILE)).is_err() {
+        return Err(format!(
+            "{} is not a sessionlog store (it has no {} file); check the path",
+            dir.display(),
+            STORE_LOCK_FILE
+        )
+        .into());
     }
     Ok(open(dir)?)
 }

@@ -35,7 +35,8 @@ fn archived(store: &LogStore) -> CliResult<Vec<SessionMetadata>> {
 /// archived ones.
 pub(crate) fn session_keys(store: &LogStore, key: Option<String>) -> CliResult<Vec<String>> {
     Ok(match key {
-        Some(key) => vec![key],
+        Some(key) if store.session_exists(&key) || store.is_archived(&key) => vec![key],
+        Some(key) => return Err(format!("no session {key:?} in the store").into()),
         None => {
             let mut keys = store.list_sessions();
             keys.extend(archived(store)?.into_iter().map(|meta| meta.key));
