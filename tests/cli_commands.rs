@@ -687,3 +687,33 @@ fn a_session_key_the_store_does_not_hold_is_an_error() {
     }
     assert!(run(&["compact", d, "alice"]).status.success());
 }
+
+/// A JSONL file that cannot be read as text (a byte that is not UTF-8) is reported with its
+/// name and skipped: the files after it are still imported, and the exit status is 1.
+#[test]
+fn jsonl_import_skips_an_unreadable_file_and_imports_the_rest() {
+    let from = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let line = |text: &str| format!("{{\"role\":\"user\",\"content\":\"{text}\"}}\n");
+    std::fs::write(from.path().join("a.jsonl"), line("first")).unwrap();
+    std::fs::write(
+        from.path().join("b.jsonl"),
+        b"{\"role\":\"user\",\"content\":\"\xff\"}\n",
+    )
+    .unwrap();
+    std::fs::write(from.path().join("c.jsonl"), line("last")).unwrap();
+    let store_dir = dir.path().join("store");
+    let out = run(&[
+        "import",
+        dir_arg(&store_dir),
+        "--from-jsonl",
+        dir_arg(from.path()),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("b.jsonl"), "{err}");
+    let store = LogStore::open(&store_dir).unwrap();
+    assert_eq!(store.load("a"), vec![user("first")]);
+    assert_eq!(store.load("c"), vec![user("last")]);
+    assert!(!store.session_exists("b"));
+}

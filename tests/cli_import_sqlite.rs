@@ -64,7 +64,7 @@ fn build_database(path: &Path) {
     .unwrap();
     conn.execute(
         "INSERT INTO session_metadata (session_key, created_at, last_activity, name)
-         VALUES ('metadata-only', '2025-03-01T08:00:00Z', '2025-03-01T08:00:00Z', 'empty')",
+         VALUES ('metadata-only', '2025-03-01T08:00:00Z', '2025-03-01T08:00:00Z', ' empty ')",
         [],
     )
     .unwrap();
@@ -140,7 +140,8 @@ fn a_sqlite_database_moves_in_with_times_and_metadata_once() {
     );
     assert_eq!(
         store.get_session_name("metadata-only").unwrap().as_deref(),
-        Some("empty")
+        Some(" empty "),
+        "a name as the database holds it (and, spaces and all, not written again below)"
     );
     let events = store.events(EventFilter::all()).unwrap().count();
     drop(store);

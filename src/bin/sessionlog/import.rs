@@ -37,7 +37,14 @@ pub fn import_jsonl(dir: &Path, from: &Path, options: &Options) -> CliResult<Exi
         };
         // Through a checked conversion: chrono's `From<SystemTime>` panics on a time past its
         // range, which some file systems let a file's modification time hold.
-        let modified = std::fs::metadata(&path)?.modified()?;
+        let modified = match std::fs::metadata(&path).and_then(|m| m.modified()) {
+            Ok(modified) => modified,
+            Err(e) => {
+                eprintln!("{}: {e}; this file was not imported", path.display());
+                failed = true;
+                continue;
+            }
+        };
         let modified = match modified.duration_since(std::time::UNIX_EPOCH) {
             Ok(after) => i64::try_from(after.as_micros()).ok(),
             Err(before) => i64::try_from(before.duration().as_micros())
@@ -46,7 +53,14 @@ pub fn import_jsonl(dir: &Path, from: &Path, options: &Options) -> CliResult<Exi
         }
         .and_then(chrono::DateTime::from_timestamp_micros)
         .unwrap_or_default();
-        let text = std::fs::read_to_string(&path)?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("{}: {e}; this file was not imported", path.display());
+                failed = true;
+                continue;
+            }
+        };
         let mut messages = Vec::new();
         let mut bad = None;
         for (n, line) in text.lines().enumerate() {
@@ -101,8 +115,23 @@ fn append_new(store: &LogStore, key: &str, messages: &[Timed], source: &str) -> 
         return Ok(false);
     }
     let new = &messages[existing.len()..];
-    for (message, at) in new {
-        store.append_at(key, message, *at)?;
+    for (done, (message, at)) in new.iter().enumerate() {
+        match store.append_at(key, message, *at) {
+            Ok(()) => {}
+            // This session's own fault: the others are still imported.
+            Err(
+                e @ (sessionlog::Error::InvalidKey { .. }
+                | sessionlog::Error::RecordTooLarge { .. }),
+            ) => {
+                eprintln!(
+                    "{source}: session {key:?}: {e}; {done} of its {} new message(s) imported, \
+                     the rest not",
+                    new.len()
+                );
+                return Ok(false);
+            }
+            Err(e) => return Err(format!("{source}: session {key:?}: {e}").into()),
+        }
     }
     outln!(
         "{key}: {} message(s) imported, {} already there",
@@ -349,5 +378,6 @@ fn present(value: &Option<String>) -> Option<String> {
 /// A metadata value, unless it is missing, blank, or what the store holds (`stored`).
 #[cfg(feature = "sqlite")]
 fn differs(value: &Option<String>, stored: Option<&String>) -> Option<String> {
-    present(value).filter(|v| stored.map(|s| s.as_str()) != Some(v.trim()))
+    // Both sides trimmed: the store keeps a name as given and trims a context.
+    present(value).filter(|v| stored.map(|s| s.trim()) != Some(v.trim()))
 }

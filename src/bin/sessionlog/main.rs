@@ -302,9 +302,19 @@ fn encryption_key(key_file: Option<PathBuf>) -> CliResult<Option<EncryptionKey>>
 }
 
 /// Opens (creating it if missing) the store in `dir` with the command's options (the
-/// encryption key, if any).
+/// encryption key, if any), and prints what its open found and repaired.
 fn open_store(dir: &Path, options: &Options) -> sessionlog::Result<LogStore> {
-    LogStore::open_with(dir, options.clone())
+    let store = LogStore::open_with(dir, options.clone())?;
+    note_findings(&store);
+    Ok(store)
+}
+
+/// Prints what the store's open found (damage set aside, a torn tail cut, an erasure
+/// finished, ...), one `note:` line each.
+fn note_findings(store: &LogStore) {
+    for finding in &store.recovery_report().findings {
+        eprintln!("note: {}", describe(finding));
+    }
 }
 
 fn main() -> ExitCode {
@@ -732,9 +742,7 @@ fn existing(
 /// Opens the store in `dir` read-only, and prints what its open found.
 fn read_only(dir: &Path, options: &Options) -> CliResult<LogStore> {
     let store = existing(dir, |d| LogStore::open_read_only_with(d, options.clone()))?;
-    for finding in &store.recovery_report().findings {
-        eprintln!("note: {}", describe(finding));
-    }
+    note_findings(&store);
     Ok(store)
 }
 

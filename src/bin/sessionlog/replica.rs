@@ -7,7 +7,7 @@ use std::path::Path;
 use sessionlog::{LogStore, Options, Replication, RestorePoint};
 
 use super::position::Position;
-use super::{existing, progress, CliResult};
+use super::{existing, note_findings, progress, CliResult};
 
 /// Opens the store with shipping to `url` on, ships what the prefix lacks, and closes it.
 pub(super) fn backup(dir: &Path, url: &str, options: &Options) -> CliResult {
@@ -17,6 +17,7 @@ pub(super) fn backup(dir: &Path, url: &str, options: &Options) -> CliResult {
         ..options.clone()
     };
     let store = existing(dir, |d| LogStore::open_with(d, options))?;
+    note_findings(&store);
     let status = store.ship_now()?;
     store.close()?;
     outln!(
