@@ -715,10 +715,11 @@ fn forks_and_erasures_racing_on_the_same_keys_neither_deadlock_nor_damage() {
     };
     let store = Arc::new(LogStore::open_with(dir.path(), options()).unwrap());
     let (finished, all_finished) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
     for t in 0..THREADS {
         let store = Arc::clone(&store);
         let finished = finished.clone();
-        std::thread::spawn(move || {
+        threads.push(std::thread::spawn(move || {
             let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ (t + 1).wrapping_mul(0x2545_f491);
             let mut next = move |n: usize| {
                 seed ^= seed << 13;
@@ -764,13 +765,17 @@ fn forks_and_erasures_racing_on_the_same_keys_neither_deadlock_nor_damage() {
                 }
             }
             let _ = finished.send(outcome);
-        });
+        }));
     }
     for _ in 0..THREADS {
         let outcome = all_finished
             .recv_timeout(Duration::from_secs(120))
             .expect("a thread still runs after two minutes: a deadlock");
         outcome.unwrap();
+    }
+    // Each has sent its outcome: done, its handle on the store about to go.
+    for thread in threads {
+        thread.join().unwrap();
     }
     let before: Vec<_> = (0..KEYS).map(|k| store.load(&format!("k{k}"))).collect();
     let report = store.verify().unwrap();

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use sessionlog::record::decode_frame;
 use sessionlog::testing::{
-    fuzz_decode_record, fuzz_open_folder, fuzz_ops, fuzz_ops_encrypted, run_op, Op, SimFs,
+    fuzz_checkpoint, fuzz_decode_record, fuzz_open_folder, fuzz_ops, fuzz_ops_encrypted, run_op,
+    Op, SimFs,
 };
 use sessionlog::{LogStore, Options};
 
@@ -49,6 +50,14 @@ fn decode_record_corpus_replays_cleanly() {
 fn open_folder_corpus_replays_cleanly() {
     for (path, bytes) in corpus("open_folder") {
         let result = std::panic::catch_unwind(|| fuzz_open_folder(&bytes));
+        assert!(result.is_ok(), "{}", path.display());
+    }
+}
+
+#[test]
+fn checkpoint_corpus_replays_cleanly() {
+    for (path, bytes) in corpus("checkpoint") {
+        let result = std::panic::catch_unwind(|| fuzz_checkpoint(&bytes));
         assert!(result.is_ok(), "{}", path.display());
     }
 }

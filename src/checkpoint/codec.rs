@@ -534,6 +534,14 @@ pub(super) fn decode_body(
         };
         segments.push(s.item(8 + NAME_MAX + 24, segment)?);
     }
+    // How many files the list names for session `id` (it is in name order, or `check`
+    // refuses it): a session's segments from `oldest` to `newest` are each among them, which
+    // bounds every walk of that range by the bytes read.
+    let files_of = |id: u64| {
+        let from = segments.partition_point(|(r, _)| *r < Recorded::Segment(id, 0));
+        let to = segments.partition_point(|(r, _)| *r <= Recorded::Segment(id, u32::MAX));
+        to.saturating_sub(from) as u64
+    };
     let session_count = s.item(8, |r| r.len())?;
     let capacity = session_count.min(body_len / SESSION_BYTES_MIN);
     let mut sessions = Vec::new();
@@ -550,6 +558,11 @@ pub(super) fn decode_body(
             let start = r.0;
             after = section_at;
             let e = EntryRef::parse(r, version, &mut after, h.section_len)?;
+            let first = e.oldest.max(1);
+            let span = u64::from(e.newest.saturating_sub(first)) + u64::from(e.newest >= first);
+            if span > files_of(e.session_id) {
+                return None; // a range of segments the folder never held
+            }
             let len = start.len() - r.0.len();
             let decoded = match &mut cold {
                 Some(cold) if !e.deleted => {
@@ -691,6 +704,28 @@ mod tests {
                 decode_whole(&bytes[..cut], IDEMPOTENCY_WINDOW_DEFAULT).is_none(),
                 "cut at {cut}"
             );
+        }
+        // A session whose segments from its oldest to its newest are more than the files
+        // listed for it (a crafted checkpoint, its CRC right): refused, so that no walk of
+        // that range (a close recording its files) takes billions of steps.
+        for (oldest, newest, sound) in [
+            (1, 2, true),
+            (2, 2, true),
+            (1, 3, false),
+            (1, 1 << 28, false),
+        ] {
+            let entry = Entry {
+                session_id: 3,
+                oldest,
+                newest,
+                newest_len: 170,
+                head: [9; 32],
+                newest_version: 1,
+                view: &view,
+            };
+            let bytes = encode(9, 4, IDEMPOTENCY_WINDOW_DEFAULT, &names, &[entry]);
+            let decoded = decode_whole(&bytes, IDEMPOTENCY_WINDOW_DEFAULT);
+            assert_eq!(decoded.is_some(), sound, "{oldest}..={newest}");
         }
     }
 }

@@ -289,3 +289,81 @@ fn changed_while_closed(fs: &SimFs, pick: u8, open: &dyn Fn() -> crate::Result<L
     let store = open().expect("the store opens without its checkpoint");
     assert_eq!(Model::observe(&store), touched);
 }
+
+/// A store's `CHECKPOINT` (of a clean close, the store holding live, cleared, deleted and
+/// forked sessions) edited as `data` says, its body's CRC then made right again so that the
+/// decoding goes past it: open never panics nor allocates by a length the edited bytes claim,
+/// and whatever opens reads every session, takes a write and opens again. (A checkpoint
+/// whose CRC holds is trusted for what it records, so its answers are not checked.)
+///
+/// `data` is a list of 4-byte edits `[op, offset (2 bytes, big-endian), value]`, the offset
+/// taken modulo the length: op 0 sets a byte, 1 sets the 8 bytes there to `value` repeated
+/// (lengths and counts), 2 cuts the file there, 3 inserts a byte.
+pub fn fuzz_checkpoint(data: &[u8]) {
+    let fs = SimFs::new();
+    let options = crate::Options {
+        auto_compact: false,
+        ..fuzz_options()
+    };
+    let open = || LogStore::open_with_fs(FUZZ_DIR, options.clone(), Arc::new(fs.clone()));
+    {
+        let store = open().expect("a new store opens");
+        for (i, key) in ["a", "b", "c", "d"].iter().enumerate() {
+            for n in 0..=i {
+                let text = format!("{key} {n} {}", "x".repeat(40 * n));
+                store.append(key, &ChatMessage::user(text)).expect("append");
+            }
+        }
+        store.set_session_name("a", "named").expect("name");
+        store.clear_messages("b").expect("clear");
+        store
+            .append("b", &ChatMessage::user("after the clear"))
+            .expect("append");
+        store.fork_session("c", "fork of c", None).expect("fork");
+        store.delete_session("d").expect("delete");
+        store.close().expect("close");
+    }
+    let path = Path::new(FUZZ_DIR).join(crate::layout::CHECKPOINT_FILE);
+    let Some((_, mut bytes)) = fs.files().into_iter().find(|(p, _)| *p == path) else {
+        panic!("a clean close writes a checkpoint");
+    };
+    for edit in data.chunks_exact(4) {
+        let at = usize::from(u16::from_be_bytes([edit[1], edit[2]])) % (bytes.len() + 1);
+        match edit[0] % 4 {
+            0 => {
+                if let Some(byte) = bytes.get_mut(at) {
+                    *byte = edit[3];
+                }
+            }
+            1 => {
+                let end = (at + 8).min(bytes.len());
+                bytes[at..end].fill(edit[3]);
+            }
+            2 => bytes.truncate(at),
+            _ => bytes.insert(at, edit[3]),
+        }
+    }
+    // The header: magic (8), version (4), body length (8), body CRC (4), section length (8).
+    let body_len = bytes
+        .get(12..20)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes);
+    if let Some(body) = body_len
+        .and_then(|len| usize::try_from(len).ok())
+        .and_then(|len| bytes.get(32..32usize.checked_add(len)?))
+    {
+        let crc = crc32fast::hash(body);
+        bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+    }
+    fs.put_file(&path, &bytes);
+    let Ok(store) = open() else {
+        return; // a typed error is a fine answer
+    };
+    for key in store.list_sessions() {
+        let _ = store.read_messages(&key);
+        let _ = store.get_session_metadata(&key);
+    }
+    let _ = store.append("fuzz", &ChatMessage::user("after open"));
+    drop(store);
+    let _ = open();
+}
