@@ -177,3 +177,69 @@ fn import_needs_exactly_one_source() {
     let missing = run(&["import", d, "--from-sqlite", "/nonexistent/db.sqlite"]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// Cells of another type than the layout's (a NULL content, a time stored as a number, a NULL
+/// key) skip their session, reported by name, with exit status 1: every other session is
+/// imported.
+#[test]
+fn a_cell_of_another_type_skips_only_its_session() {
+    let source = tempfile::tempdir().unwrap();
+    let db = source.path().join("agents.db");
+    let conn = Connection::open(&db).unwrap();
+    // No constraints: what a loosely kept database may hold.
+    conn.execute_batch(
+        "CREATE TABLE sessions (id INTEGER PRIMARY KEY AUTOINCREMENT, session_key TEXT,
+             role TEXT, content TEXT, created_at TEXT);",
+    )
+    .unwrap();
+    let rows: [(Option<&str>, &str, Option<&str>, rusqlite::types::Value); 4] = [
+        (
+            Some("good"),
+            "user",
+            Some("kept"),
+            "2025-03-01T10:00:00Z".to_string().into(),
+        ),
+        (
+            Some("null content"),
+            "assistant",
+            None,
+            "2025-03-01T10:00:01Z".to_string().into(),
+        ),
+        (
+            Some("number time"),
+            "user",
+            Some("x"),
+            1_700_000_000i64.into(),
+        ),
+        (
+            None,
+            "user",
+            Some("no key"),
+            "2025-03-01T10:00:02Z".to_string().into(),
+        ),
+    ];
+    for (key, role, content, at) in rows {
+        conn.execute(
+            "INSERT INTO sessions (session_key, role, content, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![key, role, content, at],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let store_dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "import",
+        store_dir.path().to_str().unwrap(),
+        "--from-sqlite",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"null content\""), "{err}");
+    assert!(err.contains("\"number time\""), "{err}");
+    assert!(err.contains("Null"), "{err}");
+    let store = LogStore::open(store_dir.path()).unwrap();
+    assert_eq!(store.load("good"), vec![user("kept")]);
+    assert!(!store.session_exists("null content"));
+    assert!(!store.session_exists("number time"));
+}

@@ -185,10 +185,25 @@ pub fn import_sqlite(dir: &Path, from: &Path, options: &Options) -> CliResult<Ex
     } else {
         "SELECT DISTINCT session_key FROM sessions ORDER BY 1"
     };
-    let keys: Vec<String> = conn
+    // A key that is not text (NULL, a number) is reported and skipped.
+    let cells: Vec<rusqlite::types::Value> = conn
         .prepare(keys_sql)?
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
+    let mut failed = false;
+    let mut keys = Vec::with_capacity(cells.len());
+    for cell in cells {
+        match cell {
+            rusqlite::types::Value::Text(key) => keys.push(key),
+            other => {
+                eprintln!(
+                    "{}: a session_key of {other:?} is not text; its rows were not imported",
+                    from.display()
+                );
+                failed = true;
+            }
+        }
+    }
     let store = crate::open_store(dir, options)?;
     let mut source = SqliteSource {
         conn: &conn,
@@ -198,7 +213,6 @@ pub fn import_sqlite(dir: &Path, from: &Path, options: &Options) -> CliResult<Ex
         )?,
         metadata_sql,
     };
-    let mut failed = false;
     let bar = progress(keys.len(), "importing");
     for key in keys {
         bar.inc(1);
@@ -257,8 +271,17 @@ impl SqliteSource<'_> {
         if !append_new(store, key, &messages, &self.from.display().to_string())? {
             return Ok(false);
         }
-        if let Some(metadata) = self.read_metadata(key)? {
-            metadata.apply(store, key)?;
+        match self.read_metadata(key) {
+            Ok(Some(metadata)) => metadata.apply(store, key)?,
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!(
+                    "{}: the session_metadata row of session {key:?}: {e}; its messages were \
+                     imported, its metadata not",
+                    self.from.display()
+                );
+                return Ok(false);
+            }
         }
         Ok(true)
     }
@@ -266,10 +289,22 @@ impl SqliteSource<'_> {
     /// Session `key`'s messages with their times; `None`, reported, when a row's time does
     /// not parse.
     fn read_messages(&mut self, key: &str) -> CliResult<Option<Vec<Timed>>> {
-        let rows: Vec<(i64, String, String, String)> = self
+        let rows: Vec<rusqlite::Result<(i64, String, String, String)>> = self
             .messages
             .query_map([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<Result<_, _>>()?;
+            .collect();
+        // A cell of another type (a NULL content, a time stored as a number) skips the
+        // session, reported: the others are still imported.
+        let rows = match rows.into_iter().collect::<rusqlite::Result<Vec<_>>>() {
+            Ok(rows) => rows,
+            Err(e) => {
+                eprintln!(
+                    "{}: a sessions row of session {key:?}: {e}; the session was not imported",
+                    self.from.display()
+                );
+                return Ok(None);
+            }
+        };
         let mut messages = Vec::with_capacity(rows.len());
         for (id, role, content, created_at) in rows {
             let Some(at) = parse_sqlite_time(&created_at) else {
