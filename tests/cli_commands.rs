@@ -717,3 +717,35 @@ fn jsonl_import_skips_an_unreadable_file_and_imports_the_rest() {
     assert_eq!(store.load("c"), vec![user("last")]);
     assert!(!store.session_exists("b"));
 }
+
+/// Arguments that are mistyped get a usage error naming what is wrong, never an answer about
+/// the store: a root that is not 64 hexadecimal digits (not a rolled-back folder), a key that
+/// is not a key (the error names where it came from).
+#[test]
+fn mistyped_roots_and_keys_are_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path()).close().unwrap();
+    let d = dir_arg(dir.path());
+    let out = run(&["verify", d, "--root", "xyz"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a root"));
+    let key_file = dir.path().with_extension("key");
+    std::fs::write(&key_file, "not a key").unwrap();
+    let out = run(&["--key-file", key_file.to_str().unwrap(), "ls", d]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(key_file.to_str().unwrap()), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
+        .args(["ls", d])
+        .env("SESSIONLOG_KEY", "nope")
+        .env_remove("SESSIONLOG_KEY_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SESSIONLOG_KEY"));
+    std::fs::remove_file(&key_file).unwrap();
+    // `search --sessions` answers through the call that returns read errors.
+    let out = run(&["search", d, "cabin", "--sessions"]);
+    assert!(out.status.success());
+    assert!(text(&out).starts_with("alice\t"), "{}", text(&out));
+}

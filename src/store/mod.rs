@@ -670,6 +670,12 @@ impl LogStore {
         self.inner.search_messages(query)
     }
 
+    /// What [`crate::SessionBackend::search`] finds for `keyword` (at most `limit` sessions),
+    /// with read errors returned instead of left out.
+    pub fn search_sessions(&self, keyword: &str, limit: usize) -> Result<Vec<SessionMetadata>> {
+        self.inner.search_sessions(keyword, limit)
+    }
+
     /// Builds the search index again from every session, replacing its files (what
     /// `sessionlog reindex` does). Never needed for correct answers: the index catches up by
     /// itself and is rebuilt when damaged; this gives back the space of an index grown

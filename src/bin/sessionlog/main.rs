@@ -276,9 +276,13 @@ type CliResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 fn encryption_key(key_file: Option<PathBuf>) -> CliResult<Option<EncryptionKey>> {
     let file = key_file.or_else(|| std::env::var_os("SESSIONLOG_KEY_FILE").map(PathBuf::from));
     if let Some(file) = file {
-        let text = std::fs::read_to_string(&file)
+        // A key is 64 digits: a few KiB at most are read (never all of `/dev/zero`).
+        let mut text = zeroize::Zeroizing::new(String::new());
+        std::fs::File::open(&file)
+            .and_then(|f| {
+                std::io::Read::read_to_string(&mut std::io::Read::take(f, 4096), &mut text)
+            })
             .map_err(|e| format!("reading the key file {}: {e}", file.display()))?;
-        let text = zeroize::Zeroizing::new(text);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -291,13 +295,20 @@ fn encryption_key(key_file: Option<PathBuf>) -> CliResult<Option<EncryptionKey>>
                 );
             }
         }
-        return Ok(Some(EncryptionKey::from_hex(&text)?));
+        let key = EncryptionKey::from_hex(&text)
+            .map_err(|e| format!("the key in {}: {e}", file.display()))?;
+        return Ok(Some(key));
     }
     match std::env::var("SESSIONLOG_KEY") {
-        Ok(text) => Ok(Some(EncryptionKey::from_hex(&zeroize::Zeroizing::new(
-            text,
-        ))?)),
-        Err(_) => Ok(None),
+        Ok(text) => {
+            let key = EncryptionKey::from_hex(&zeroize::Zeroizing::new(text))
+                .map_err(|e| format!("the key in SESSIONLOG_KEY: {e}"))?;
+            Ok(Some(key))
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err("the key in SESSIONLOG_KEY is not text: it holds 64 hexadecimal digits".into())
+        }
+        Err(std::env::VarError::NotPresent) => Ok(None),
     }
 }
 
@@ -781,6 +792,17 @@ fn describe(finding: &Finding) -> String {
 }
 
 fn verify(dir: &Path, root: Option<&str>, options: &Options) -> CliResult<ExitCode> {
+    // A root is what `verify --root` printed: 64 hexadecimal digits. Anything else is a
+    // mistyped argument, not a rolled-back folder.
+    if let Some(hash) = root.map(str::trim).filter(|h| !h.is_empty()) {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "--root {hash:?} is not a root: one is 64 hexadecimal digits, as `verify --root` \
+                 prints it"
+            )
+            .into());
+        }
+    }
     let store = existing(dir, |d| LogStore::open_read_only_with(d, options.clone()))?;
     let mut damage = 0;
     for finding in &store.recovery_report().findings {

@@ -4,17 +4,14 @@
 use std::io::Write;
 
 use serde_json::json;
-use sessionlog::{LogStore, MessageQuery, SessionBackend, SessionQuery};
+use sessionlog::{LogStore, MessageQuery};
 
 use super::CliResult;
 
 /// `search`: the sessions whose messages, key or name hold any of `words`.
 pub fn search(store: &LogStore, words: &[String], limit: usize, json: bool) -> CliResult {
-    let query = SessionQuery {
-        keyword: Some(words.join(" ")),
-        limit: Some(limit),
-    };
-    for meta in store.search(&query) {
+    // Read errors fail the command: an empty answer would read as "no match".
+    for meta in store.search_sessions(&words.join(" "), limit)? {
         if json {
             outln!(
                 "{}",
