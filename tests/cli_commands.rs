@@ -749,3 +749,21 @@ fn mistyped_roots_and_keys_are_named_as_such() {
     assert!(out.status.success());
     assert!(text(&out).starts_with("alice\t"), "{}", text(&out));
 }
+
+/// An import from a folder with no `.jsonl` file says so and creates no store.
+#[test]
+fn jsonl_import_of_a_folder_without_jsonl_files_creates_nothing() {
+    let from = tempfile::tempdir().unwrap();
+    std::fs::write(from.path().join("notes.txt"), "not a history").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let out = run(&[
+        "import",
+        dir_arg(&store_dir),
+        "--from-jsonl",
+        dir_arg(from.path()),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no .jsonl file"));
+    assert!(!store_dir.exists());
+}

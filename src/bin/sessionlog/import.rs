@@ -25,7 +25,10 @@ pub fn import_jsonl(dir: &Path, from: &Path, options: &Options) -> CliResult<Exi
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
     files.sort();
-    let store = crate::open_store(dir, options)?;
+    if files.is_empty() {
+        return Err(format!("{} holds no .jsonl file: nothing to import", from.display()).into());
+    }
+    let store = open_for_import(dir, options)?;
     let mut failed = false;
     let bar = progress(files.len(), "importing");
     for path in files {
@@ -84,6 +87,18 @@ pub fn import_jsonl(dir: &Path, from: &Path, options: &Options) -> CliResult<Exi
         failed |= !append_new(&store, &key, &timed, &path.display().to_string())?;
     }
     finish(store, &bar, failed)
+}
+
+/// Opens the store to import into, creating it if missing. Its writes are not synced one by
+/// one (`Durability::Never`): the close at the end syncs them all, and an import cut short
+/// (a crash, a power loss) is simply run again, since a session that holds the first messages
+/// of its source gets only the rest.
+fn open_for_import(dir: &Path, options: &Options) -> CliResult<LogStore> {
+    let options = Options {
+        durability: sessionlog::Durability::Never,
+        ..options.clone()
+    };
+    Ok(crate::open_store(dir, &options)?)
 }
 
 /// Closes the store after an import: exit status 1 if anything was not imported.
@@ -204,7 +219,7 @@ pub fn import_sqlite(dir: &Path, from: &Path, options: &Options) -> CliResult<Ex
             }
         }
     }
-    let store = crate::open_store(dir, options)?;
+    let store = open_for_import(dir, options)?;
     let mut source = SqliteSource {
         conn: &conn,
         from,
