@@ -621,6 +621,24 @@ fn an_encrypted_store_is_restored_with_its_key_and_ships_no_plain_text() {
         matches!(refused, Err(Error::KeyRequired { .. })),
         "{refused:?}"
     );
+    // The failed restore took back what it wrote (it made the folder): the same restore with
+    // the key then goes through. Into a folder that was there and empty, it leaves it empty.
+    assert!(!target.path().join("x").exists());
+    let empty = target.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let refused = sessionlog::restore(
+        &replication,
+        &empty,
+        RestorePoint::Latest,
+        &Options::default(),
+        false,
+    );
+    assert!(matches!(refused, Err(Error::KeyRequired { .. })));
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    sessionlog::restore(&replication, &empty, RestorePoint::Latest, &with_key, false).unwrap();
+    let restored = LogStore::open_read_only_with(&empty, with_key.clone()).unwrap();
+    assert_eq!(observe(&restored), observe(&store));
+    drop(restored);
     store.close().unwrap();
 }
 

@@ -462,7 +462,7 @@ pub fn restore_with_progress(
     point: RestorePoint,
     options: &Options,
     take_over_prefix: bool,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<RestoreReport> {
     let dir = dir.as_ref();
     let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
@@ -472,8 +472,8 @@ pub fn restore_with_progress(
         });
     }
     let empty = fs.list(dir).map(|entries| entries.is_empty());
-    match empty {
-        Ok(true) => {}
+    let created = match empty {
+        Ok(true) => false,
         Ok(false) => {
             return Err(Error::InvalidOptions {
                 reason: format!("{} is not empty: restore into a new folder", dir.display()),
@@ -482,8 +482,42 @@ pub fn restore_with_progress(
         Err(_) => {
             fs.create_dir_all(dir)
                 .map_err(crate::fs::context("creating", dir))?;
+            true
         }
+    };
+    let restored = restore_into(from, fs, dir, point, options, take_over_prefix, progress);
+    if restored.is_err() {
+        // Everything in the folder is this restore's (it was empty or new): a restore that
+        // failed (a key missing, a bucket unreachable, a store that does not verify) leaves
+        // it as it found it, so that a second one can run. Best effort: the error says what
+        // failed either way.
+        let _ = if created {
+            std::fs::remove_dir_all(dir)
+        } else {
+            std::fs::read_dir(dir).and_then(|entries| {
+                entries.into_iter().try_for_each(|entry| {
+                    let path = entry?.path();
+                    match std::fs::symlink_metadata(&path)?.is_dir() {
+                        true => std::fs::remove_dir_all(&path),
+                        false => std::fs::remove_file(&path),
+                    }
+                })
+            })
+        };
     }
+    restored
+}
+
+/// [`restore_with_progress`] into `dir`, empty.
+fn restore_into(
+    from: &Replication,
+    fs: Arc<dyn FileSystem>,
+    dir: &Path,
+    point: RestorePoint,
+    options: &Options,
+    take_over_prefix: bool,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<RestoreReport> {
     // The segments are cut by what their records say: an encrypted store's headers are
     // opened with their data keys, once the batches put the key files in place.
     let keys = || -> Result<Option<Keyring>> {
