@@ -144,6 +144,12 @@ fn export_writes_markdown_people_can_read_and_a_json_document_per_session() {
     store
         .append("bob", &ChatMessage::assistant(tricky))
         .unwrap();
+    // A key, a name and a role that would too, left as they are.
+    let key = "odd`key\n# Session fake";
+    store
+        .append(key, &ChatMessage::new("tool\n# Session fake", "x"))
+        .unwrap();
+    store.set_session_name(key, "line\n# Session fake").unwrap();
     drop(store);
     let markdown = run(&["export", dir_arg(dir.path()), "--format", "markdown"]);
     assert!(markdown.status.success());
@@ -165,7 +171,13 @@ fn export_writes_markdown_people_can_read_and_a_json_document_per_session() {
         .lines()
         .filter(|l| l.starts_with("# Session"))
         .count();
-    assert_eq!(headings, 2);
+    assert_eq!(headings, 3, "{markdown}");
+    assert!(
+        markdown.contains("# Session ``odd`key\\n# Session fake``\n"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("- name: line\\n# Session fake\n"));
+    assert!(markdown.contains("## tool\\n# Session fake · "));
     let one = run(&[
         "export",
         dir_arg(dir.path()),
@@ -181,7 +193,7 @@ fn export_writes_markdown_people_can_read_and_a_json_document_per_session() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(documents.len(), 2);
+    assert_eq!(documents.len(), 3);
     let alice = documents.iter().find(|d| d["session"] == "alice").unwrap();
     assert_eq!(alice["name"], "trip");
     assert_eq!(alice["messages"].as_array().unwrap().len(), 2);

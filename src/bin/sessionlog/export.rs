@@ -69,7 +69,7 @@ fn session_json(store: &LogStore, key: &str, messages: &[TimestampedMessage]) ->
 /// heading of its role and time, its text fenced (with a fence longer than any run of
 /// backticks in it) so that nothing in a message can break the document's structure.
 fn markdown(store: &LogStore, key: &str, messages: &[TimestampedMessage]) -> String {
-    let mut out = format!("# Session `{key}`\n\n");
+    let mut out = format!("# Session {}\n\n", code_span(key));
     if let Some(meta) = store.get_session_metadata(key) {
         let fields = [
             ("name", meta.name),
@@ -80,7 +80,7 @@ fn markdown(store: &LogStore, key: &str, messages: &[TimestampedMessage]) -> Str
         ];
         for (label, value) in fields {
             if let Some(value) = value {
-                out.push_str(&format!("- {label}: {value}\n"));
+                out.push_str(&format!("- {label}: {}\n", one_line(&value)));
             }
         }
         out.push_str(&format!(
@@ -92,18 +92,37 @@ fn markdown(store: &LogStore, key: &str, messages: &[TimestampedMessage]) -> Str
     }
     for m in messages {
         let at = m.created_at.map(|t| t.to_rfc3339()).unwrap_or_default();
-        let longest_run = m
-            .message
-            .content
-            .split(|c| c != '`')
-            .map(str::len)
-            .max()
-            .unwrap_or(0);
-        let fence = "`".repeat(longest_run.max(2) + 1);
+        let fence = "`".repeat(longest_backtick_run(&m.message.content).max(2) + 1);
         out.push_str(&format!(
             "\n## {} · {at}\n\n{fence}\n{}\n{fence}\n",
-            m.message.role, m.message.content
+            one_line(&m.message.role),
+            m.message.content
         ));
     }
     out
+}
+
+/// The most backticks in a row in `text`.
+fn longest_backtick_run(text: &str) -> usize {
+    text.split(|c| c != '`').map(str::len).max().unwrap_or(0)
+}
+
+/// `text` on one line, its line breaks shown as `\n`: a name or a role cannot start a heading
+/// or a list of its own.
+fn one_line(text: &str) -> String {
+    text.replace('\r', "\\r").replace('\n', "\\n")
+}
+
+/// `text` on one line as a Markdown code span, delimited by more backticks than any run of
+/// them inside (and a space on each side where it begins or ends with one, which Markdown
+/// strips), so that a key cannot close the span.
+fn code_span(text: &str) -> String {
+    let line = one_line(text);
+    let ticks = "`".repeat(longest_backtick_run(&line) + 1);
+    let pad = if line.starts_with('`') || line.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{ticks}{pad}{line}{pad}{ticks}")
 }
