@@ -165,11 +165,25 @@ impl Bucket {
                     ),
                 });
             }
-            let bytes = got
-                .bytes()
+            // Read up to the size it declared, no further: a server that sends more is not
+            // believed (nor kept in memory).
+            let declared = got.meta.size;
+            let mut bytes = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream
+                .try_next()
                 .await
-                .map_err(|e| self.failed("reading", key, e))?;
-            Ok(bytes.to_vec())
+                .map_err(|e| self.failed("reading", key, e))?
+            {
+                if bytes.len() as u64 + chunk.len() as u64 > declared {
+                    return Err(Error::Replication {
+                        target: self.target.clone(),
+                        reason: format!("{key} came longer than the {declared} bytes it declared"),
+                    });
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(bytes)
         })
     }
 
