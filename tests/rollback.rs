@@ -111,6 +111,13 @@ fn a_session_restored_to_an_older_copy_is_reported_and_fails_verify() {
             assert_eq!(report.problems[0].session.as_deref(), Some("alice"));
             assert_eq!(store.load("bob").len(), 2);
         }
+        if !encrypted {
+            // The command words it.
+            let (ok, out) = cli(&["verify", dir.path().to_str().unwrap()]);
+            assert!(!ok);
+            assert!(out.contains("rolled back: session \"alice\""), "{out}");
+            assert!(!out.contains("RolledBack {"), "{out}");
+        }
         // Still reported after a close: the anchored point never comes down.
         let store = LogStore::open_with(dir.path(), options(encrypted)).unwrap();
         assert_eq!(rolled_back(&store).len(), 1);

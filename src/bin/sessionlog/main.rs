@@ -787,6 +787,49 @@ fn describe(finding: &Finding) -> String {
             "search index rebuilt from the log ({}: {reason})",
             path.display()
         ),
+        Finding::CompactionFinished { key, retired } => format!(
+            "an interrupted compaction of session {key:?} finished ({} old file(s) retired)",
+            retired.len()
+        ),
+        Finding::TempFileRemoved { path } => {
+            format!(
+                "a compaction's unfinished output removed: {}",
+                path.display()
+            )
+        }
+        Finding::DeleteRestored { key, path } => format!(
+            "a delete of an older session {key:?} lost to a power cut written again in {}",
+            path.display()
+        ),
+        Finding::CheckpointIgnored { reason } => {
+            format!("checkpoint not used, every segment replayed: {reason}")
+        }
+        Finding::ErasureFinished {
+            session_id,
+            removed,
+        } => format!(
+            "an interrupted erasure of session id {session_id} finished ({} file(s) removed)",
+            removed.len()
+        ),
+        Finding::SequenceFloorIgnored { path, floor } => format!(
+            "the sequence floor {floor} in {} is out of range and was not used",
+            path.display()
+        ),
+        Finding::RolledBack {
+            key,
+            session_id,
+            anchored_seq,
+            found_seq,
+        } => format!(
+            "rolled back: session {} (id {session_id}) ends at event {found_seq}, before event \
+             {anchored_seq} the anchor log recorded (an older copy of its files, or removed); \
+             if deliberate, remove ANCHORS",
+            key.as_deref().map_or("?".to_owned(), |k| format!("{k:?}"))
+        ),
+        Finding::ChangedWhileClosed { key, session_id } => format!(
+            "session {key:?} (id {session_id}) changed while the store was closed: replayed \
+             from its files"
+        ),
         other => format!("{other:?}"),
     }
 }
