@@ -21,7 +21,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use sessionlog::{
-    ChatMessage, EncryptionKey, EventFilter, EventKind, Finding, LogStore, MessageQuery, Options,
+    ChatMessage, EncryptionKey, EventFilter, EventKind, LogStore, MessageQuery, Options,
     SessionBackend, SessionContext, TimestampedMessage, MESSAGE_LIMIT_DEFAULT,
 };
 
@@ -39,11 +39,13 @@ mod position;
 mod replica;
 mod search;
 mod sessions;
+mod verify;
 
 use export::{export, ExportFormat};
 use position::Position;
 use search::{search, search_messages};
 use sessions::{print_sessions, session_keys, set_archived, stats};
+use verify::{describe, verify};
 
 #[derive(Parser)]
 #[command(
@@ -755,146 +757,6 @@ fn read_only(dir: &Path, options: &Options) -> CliResult<LogStore> {
     let store = existing(dir, |d| LogStore::open_read_only_with(d, options.clone()))?;
     note_findings(&store);
     Ok(store)
-}
-
-fn describe(finding: &Finding) -> String {
-    match finding {
-        Finding::Damaged {
-            key,
-            path,
-            offset,
-            reason,
-            ..
-        } => format!(
-            "damage in session {:?}: {} at offset {offset}: {reason}",
-            key.as_deref().unwrap_or("?"),
-            path.display()
-        ),
-        Finding::Unfinished {
-            path,
-            offset,
-            bytes,
-        } => format!(
-            "incomplete record: {} at offset {offset} \
-             ({bytes} bytes; a crash, or a write in progress)",
-            path.display()
-        ),
-        Finding::TornTail { path, offset, .. } => {
-            format!("torn tail cut: {} at offset {offset}", path.display())
-        }
-        Finding::UnknownFile { path } => format!("not part of the store: {}", path.display()),
-        Finding::IndexRebuilt { path, reason } => format!(
-            "search index rebuilt from the log ({}: {reason})",
-            path.display()
-        ),
-        Finding::CompactionFinished { key, retired } => format!(
-            "an interrupted compaction of session {key:?} finished ({} old file(s) retired)",
-            retired.len()
-        ),
-        Finding::TempFileRemoved { path } => {
-            format!(
-                "a compaction's unfinished output removed: {}",
-                path.display()
-            )
-        }
-        Finding::DeleteRestored { key, path } => format!(
-            "a delete of an older session {key:?} lost to a power cut written again in {}",
-            path.display()
-        ),
-        Finding::CheckpointIgnored { reason } => {
-            format!("checkpoint not used, every segment replayed: {reason}")
-        }
-        Finding::ErasureFinished {
-            session_id,
-            removed,
-        } => format!(
-            "an interrupted erasure of session id {session_id} finished ({} file(s) removed)",
-            removed.len()
-        ),
-        Finding::SequenceFloorIgnored { path, floor } => format!(
-            "the sequence floor {floor} in {} is out of range and was not used",
-            path.display()
-        ),
-        Finding::RolledBack {
-            key,
-            session_id,
-            anchored_seq,
-            found_seq,
-        } => format!(
-            "rolled back: session {} (id {session_id}) ends at event {found_seq}, before event \
-             {anchored_seq} the anchor log recorded (an older copy of its files, or removed); \
-             if deliberate, remove ANCHORS",
-            key.as_deref().map_or("?".to_owned(), |k| format!("{k:?}"))
-        ),
-        Finding::ChangedWhileClosed { key, session_id } => format!(
-            "session {key:?} (id {session_id}) changed while the store was closed: replayed \
-             from its files"
-        ),
-        other => format!("{other:?}"),
-    }
-}
-
-fn verify(dir: &Path, root: Option<&str>, options: &Options) -> CliResult<ExitCode> {
-    // A root is what `verify --root` printed: 64 hexadecimal digits. Anything else is a
-    // mistyped argument, not a rolled-back folder.
-    if let Some(hash) = root.map(str::trim).filter(|h| !h.is_empty()) {
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!(
-                "--root {hash:?} is not a root: one is 64 hexadecimal digits, as `verify --root` \
-                 prints it"
-            )
-            .into());
-        }
-    }
-    let store = existing(dir, |d| LogStore::open_read_only_with(d, options.clone()))?;
-    let mut damage = 0;
-    for finding in &store.recovery_report().findings {
-        // An unfinished last record is a crash's torn tail (a writable open cuts it) or a
-        // write in progress beside this reader: reported, not counted as damage.
-        if matches!(finding, Finding::Damaged { .. }) {
-            damage += 1;
-        }
-        outln!("{}", describe(finding));
-    }
-    let bar = progress(0, "verifying");
-    let report = store.verify_with_progress(|done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
-    bar.finish_and_clear();
-    for problem in &report.problems {
-        damage += 1;
-        outln!("damage: {problem}");
-    }
-    match root {
-        None => {}
-        Some("") => match store.root_hash() {
-            Ok(hash) => outln!("root {hash}"),
-            Err(sessionlog::Error::ReadOnly) => {
-                outln!("no root yet: the store has not been closed since it was created")
-            }
-            Err(e) => return Err(e.into()),
-        },
-        Some(hash) if store.holds_root(hash)? => outln!("root {hash} is in the store's history"),
-        Some(hash) => {
-            damage += 1;
-            outln!(
-                "damage: root {hash} is not in the store's history: the folder was rolled back \
-                 to a copy older than it, or it is another store's root"
-            );
-        }
-    }
-    if damage == 0 {
-        outln!(
-            "sound: {} sessions, {} events checked",
-            report.sessions,
-            report.events
-        );
-        Ok(ExitCode::SUCCESS)
-    } else {
-        outln!("{damage} problem(s) found");
-        Ok(ExitCode::from(1))
-    }
 }
 
 fn demo(dir: PathBuf, options: &Options) -> CliResult {
