@@ -226,6 +226,8 @@ fn verify_reports_a_sound_store_with_0_and_damage_with_1() {
         out.contains("alice") && out.contains(seg.file_name().unwrap().to_str().unwrap()),
         "{out}"
     );
+    // The open and the history's check find the same record: one problem.
+    assert!(out.contains("\n1 problem(s) found"), "{out}");
     assert_eq!(snapshot_files(dir.path()), before, "verify changes nothing");
     let usage = run(&["verify", "/nonexistent/sessionlog-store"]);
     assert_eq!(usage.status.code(), Some(2));

@@ -1,5 +1,6 @@
-//! Opening a folder whose segment files hold arbitrary bytes never panics, and whatever opens
-//! answers consistently, takes a write and reopens to the same state.
+//! Opening a folder whose segment files, anchor log, erasure log and LOCK hold arbitrary bytes
+//! never panics, and whatever opens answers consistently, takes a write and reopens to the
+//! same state.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -102,21 +102,25 @@ pub(crate) fn verify(dir: &Path, root: Option<&str>, options: &Options) -> CliRe
         }
     }
     let store = existing(dir, |d| LogStore::open_read_only_with(d, options.clone()))?;
-    let mut damage = 0;
-    for finding in &store.recovery_report().findings {
-        // An unfinished last record is a crash's torn tail (a writable open cuts it) or a
-        // write in progress beside this reader: reported, not counted as damage.
-        if matches!(finding, Finding::Damaged { .. }) {
-            damage += 1;
-        }
-        outln!("{}", describe(finding));
-    }
     let bar = progress(0, "verifying");
     let report = store.verify_with_progress(|done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
+    let mut damage = 0;
+    for finding in &store.recovery_report().findings {
+        // An unfinished last record is a crash's torn tail (a writable open cuts it) or a
+        // write in progress beside this reader: reported, not counted as damage. Damage the
+        // history's check finds too (the same record) counts once.
+        if let Finding::Damaged { path, offset, .. } = finding {
+            let again = |p: &&sessionlog::Problem| p.path == *path && p.offset == *offset;
+            if !report.problems.iter().any(|p| again(&p)) {
+                damage += 1;
+            }
+        }
+        outln!("{}", describe(finding));
+    }
     for problem in &report.problems {
         damage += 1;
         outln!("damage: {problem}");
