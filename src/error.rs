@@ -112,7 +112,10 @@ pub enum Error {
     /// The store's folder may be written by users other than its owner, who could replace or
     /// remove its files. Restrict it (`chmod go-w`), or set
     /// [`crate::Options::allow_shared_folder`]. Nothing was read or changed.
-    #[error("{path} may be written by other users (mode {mode:o}); refusing to open it")]
+    #[error(
+        "{path} may be written by other users (mode {mode:o}); refusing to open it: \
+         `chmod go-w` it, or allow it (Options::allow_shared_folder)"
+    )]
     InsecureFolder {
         /// The folder.
         path: PathBuf,

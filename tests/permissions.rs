@@ -98,6 +98,20 @@ fn a_folder_others_may_write_to_is_refused_unless_allowed() {
         };
         let store = LogStore::open_with(&dir, allowed).unwrap();
         store.append("k", &user("hi")).unwrap();
+        drop(store);
+        // The command says what to do, and takes the same permission.
+        let refused = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
+            .args(["ls", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("chmod go-w"));
+        let listed = Command::new(env!("CARGO_BIN_EXE_sessionlog"))
+            .args(["--allow-shared-folder", "ls", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(listed.status.success(), "{listed:?}");
+        assert!(String::from_utf8_lossy(&listed.stdout).contains('k'));
     }
     // Readable by others, but not writable: accepted.
     let parent = tempfile::tempdir().unwrap();

@@ -75,6 +75,10 @@ struct Cli {
     /// window.
     #[arg(long, global = true, value_name = "HOURS")]
     tombstone_retention_hours: Option<u64>,
+    /// Open a store whose folder other users may write to (Options::allow_shared_folder),
+    /// which is refused otherwise.
+    #[arg(long, global = true)]
+    allow_shared_folder: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -348,6 +352,7 @@ fn main() -> ExitCode {
         encryption,
         idempotency_window: cli.idempotency_window,
         keep_history: cli.keep_history,
+        allow_shared_folder: cli.allow_shared_folder,
         tombstone_retention,
         auto_compact: false,
         ..Options::default()
