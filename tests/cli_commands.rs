@@ -25,6 +25,11 @@ fn dir_arg(dir: &Path) -> &str {
     dir.to_str().unwrap()
 }
 
+/// `sessionlog import STORE --from-jsonl FROM`.
+fn import_jsonl(store: &Path, from: &Path) -> Output {
+    run(&["import", dir_arg(store), "--from-jsonl", dir_arg(from)])
+}
+
 fn sample(dir: &Path) -> LogStore {
     let store = open(dir);
     store.set_session_name("alice", "trip").unwrap();
@@ -717,12 +722,7 @@ fn jsonl_import_skips_an_unreadable_file_and_imports_the_rest() {
     .unwrap();
     std::fs::write(from.path().join("c.jsonl"), line("last")).unwrap();
     let store_dir = dir.path().join("store");
-    let out = run(&[
-        "import",
-        dir_arg(&store_dir),
-        "--from-jsonl",
-        dir_arg(from.path()),
-    ]);
+    let out = import_jsonl(&store_dir, from.path());
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("b.jsonl"), "{err}");
@@ -771,12 +771,7 @@ fn jsonl_import_of_a_folder_without_jsonl_files_creates_nothing() {
     std::fs::write(from.path().join("notes.txt"), "not a history").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
-    let out = run(&[
-        "import",
-        dir_arg(&store_dir),
-        "--from-jsonl",
-        dir_arg(from.path()),
-    ]);
+    let out = import_jsonl(&store_dir, from.path());
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds no .jsonl file"));
     assert!(!store_dir.exists());

@@ -591,6 +591,15 @@ fn a_fault_anywhere_in_a_fork_leaves_it_whole_or_gone_with_its_links() {
     }
 }
 
+/// The files of `sim` that hold `what`.
+fn files_holding(sim: &SimFs, what: &[u8]) -> Vec<std::path::PathBuf> {
+    sim.files()
+        .into_iter()
+        .filter(|(_, bytes)| bytes.windows(what.len()).any(|w| w == what))
+        .map(|(path, _)| path)
+        .collect()
+}
+
 /// What [`AtCompactionOutput`] runs.
 type Action = Box<dyn FnOnce(&Path) + Send>;
 
@@ -688,12 +697,7 @@ fn a_fork_made_while_forks_are_detached_for_an_erasure_shares_none_of_the_erased
         for fork in ["first", "other"] {
             assert_eq!(store.load(fork), vec![user("before the forks")]);
         }
-        let holding: Vec<_> = sim
-            .files()
-            .into_iter()
-            .filter(|(_, bytes)| bytes.windows(SECRET.len()).any(|w| w == SECRET))
-            .map(|(path, _)| path)
-            .collect();
+        let holding = files_holding(&sim, SECRET);
         assert!(holding.is_empty(), "delete: {delete}: {holding:?}");
     }
 }
@@ -827,12 +831,7 @@ fn a_fork_whose_record_fails_after_its_links_leaves_no_link_to_outlive_an_erasur
     let store = LogStore::open_with_fs("/s", options, Arc::new(sim.clone())).unwrap();
     store.erase_session("s").unwrap();
     assert!(!store.session_exists("f"));
-    let holding: Vec<_> = sim
-        .files()
-        .into_iter()
-        .filter(|(_, bytes)| bytes.windows(SECRET.len()).any(|w| w == SECRET))
-        .map(|(path, _)| path)
-        .collect();
+    let holding = files_holding(&sim, SECRET);
     assert!(holding.is_empty(), "{holding:?}");
 }
 

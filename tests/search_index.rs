@@ -658,6 +658,19 @@ fn an_index_folder_replaced_by_a_link_is_refused_and_its_target_left_alone() {
     }
 }
 
+/// How many messages `search_messages` finds for `word`.
+fn hits(store: &LogStore, word: &str) -> usize {
+    store
+        .search_messages(&MessageQuery::new(word))
+        .unwrap()
+        .len()
+}
+
+/// Whether the store's open rebuilt its search index.
+fn rebuilt(store: &LogStore) -> bool {
+    (store.recovery_report().findings.iter()).any(|f| matches!(f, Finding::IndexRebuilt { .. }))
+}
+
 /// An `index/STATE` whose next run number is at the numbers' limit (its CRC right), and an
 /// empty file named like the highest run: the index is rebuilt and searches answer, with no
 /// overflow when the next run is numbered.
@@ -670,13 +683,7 @@ fn an_index_state_at_the_run_numbers_limit_is_rebuilt() {
             .append(&format!("s{i}"), &ChatMessage::user(format!("alpha w{i}")))
             .unwrap();
     }
-    assert_eq!(
-        store
-            .search_messages(&MessageQuery::new("w3"))
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(hits(&store, "w3"), 1);
     store.close().unwrap();
     let index = dir.path().join("index");
     std::fs::write(index.join("run-ffffffffffffffff.idx"), b"").unwrap();
@@ -690,31 +697,11 @@ fn an_index_state_at_the_run_numbers_limit_is_rebuilt() {
     bytes[body..].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&state, &bytes).unwrap();
     let store = LogStore::open_with(dir.path(), options()).unwrap();
-    assert_eq!(
-        store
-            .search_messages(&MessageQuery::new("w3"))
-            .unwrap()
-            .len(),
-        1
-    );
-    assert!(store
-        .recovery_report()
-        .findings
-        .iter()
-        .any(|f| matches!(f, Finding::IndexRebuilt { .. })));
+    assert_eq!(hits(&store, "w3"), 1);
+    assert!(rebuilt(&store));
     store.append("s3", &ChatMessage::user("w3 again")).unwrap();
     store.close().unwrap();
     let store = LogStore::open_with(dir.path(), options()).unwrap();
-    assert_eq!(
-        store
-            .search_messages(&MessageQuery::new("w3"))
-            .unwrap()
-            .len(),
-        2
-    );
-    assert!(store
-        .recovery_report()
-        .findings
-        .iter()
-        .all(|f| !matches!(f, Finding::IndexRebuilt { .. })));
+    assert_eq!(hits(&store, "w3"), 2);
+    assert!(!rebuilt(&store));
 }

@@ -471,19 +471,17 @@ mod tests {
         );
     }
 
-    /// A footer whose counts ask for more tables than a run may hold, in a sparse file of the
-    /// length they ask for (its CRC would match its zeros): refused before any read of them.
-    #[test]
-    fn a_run_whose_tables_exceed_the_limit_is_refused_unread() {
+    /// Opens run 1 of a sparse file of the length a footer of `docs` and `terms` asks for, its
+    /// tables all zeros (their CRC field zero too); with the largest read it made.
+    fn open_sparse_run(docs: u32, terms: u32) -> (Result<Run>, usize) {
         let dir = tempfile::tempdir().unwrap();
         let path = run_path(dir.path(), 1);
-        let (docs, terms) = (u64::from(u32::MAX), u64::from(u32::MAX));
-        let size = docs * DOC_BYTES + terms * TERM_BYTES + FOOTER_BYTES;
+        let size = u64::from(docs) * DOC_BYTES + u64::from(terms) * TERM_BYTES + FOOTER_BYTES;
         let mut footer = Writer(Vec::new());
         footer.0.extend_from_slice(RUN_MAGIC);
         footer.u32(RUN_VERSION);
-        footer.u32(docs as u32);
-        footer.u32(terms as u32);
+        footer.u32(docs);
+        footer.u32(terms);
         footer.u32(0);
         footer.u64(0);
         footer.u32(0);
@@ -493,12 +491,19 @@ mod tests {
         std::os::unix::fs::FileExt::write_at(&file, &footer.0, size - FOOTER_BYTES).unwrap();
         let fs = crate::fs::counted::CountedFs::default();
         let opened = Run::open(&fs, dir.path(), 1);
+        (opened, fs.largest_read())
+    }
+
+    /// A footer whose counts ask for more tables than a run may hold, in a sparse file of the
+    /// length they ask for (its CRC would match its zeros): refused before any read of them.
+    #[test]
+    fn a_run_whose_tables_exceed_the_limit_is_refused_unread() {
+        let (opened, largest) = open_sparse_run(u32::MAX, u32::MAX);
         assert!(
             matches!(&opened, Err(Error::Corrupt { reason, .. }) if reason.contains("may hold")),
             "{:?}",
             opened.err()
         );
-        let largest = fs.largest_read();
         assert!(
             largest <= FOOTER_BYTES as usize,
             "a read of {largest} bytes"
@@ -509,30 +514,12 @@ mod tests {
     /// of tables): no read is sized by the counts before the tables' CRC holds.
     #[test]
     fn a_sparse_run_of_the_length_its_counts_ask_allocates_nothing_by_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = run_path(dir.path(), 1);
-        let (docs, terms) = (1u64 << 21, 1u64 << 21);
-        let size = docs * DOC_BYTES + terms * TERM_BYTES + FOOTER_BYTES;
-        let mut footer = Writer(Vec::new());
-        footer.0.extend_from_slice(RUN_MAGIC);
-        footer.u32(RUN_VERSION);
-        footer.u32(docs as u32);
-        footer.u32(terms as u32);
-        footer.u32(0);
-        footer.u64(0);
-        footer.u32(0);
-        footer.u32(0);
-        let file = std::fs::File::create(&path).unwrap();
-        file.set_len(size).unwrap();
-        std::os::unix::fs::FileExt::write_at(&file, &footer.0, size - FOOTER_BYTES).unwrap();
-        let fs = crate::fs::counted::CountedFs::default();
-        let opened = Run::open(&fs, dir.path(), 1);
+        let (opened, largest) = open_sparse_run(1 << 21, 1 << 21);
         assert!(
             matches!(&opened, Err(Error::Corrupt { reason, .. }) if reason.contains("CRC")),
             "{:?}",
             opened.err()
         );
-        let largest = fs.largest_read();
         assert!(largest <= CRC_CHUNK, "a read of {largest} bytes");
     }
 
