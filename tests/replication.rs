@@ -621,9 +621,11 @@ fn an_encrypted_store_is_restored_with_its_key_and_ships_no_plain_text() {
         matches!(refused, Err(Error::KeyRequired { .. })),
         "{refused:?}"
     );
-    // The failed restore took back what it wrote (it made the folder): the same restore with
-    // the key then goes through. Into a folder that was there and empty, it leaves it empty.
-    assert!(!target.path().join("x").exists());
+    // The failed restore took back what it wrote (it built the store in a folder of its own
+    // beside the target, now gone): the same restore with the key then goes through. Into a
+    // folder that was there and empty, it leaves it empty.
+    let left: Vec<_> = std::fs::read_dir(target.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
     let empty = target.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let refused = sessionlog::restore(
@@ -635,6 +637,7 @@ fn an_encrypted_store_is_restored_with_its_key_and_ships_no_plain_text() {
     );
     assert!(matches!(refused, Err(Error::KeyRequired { .. })));
     assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(target.path()).unwrap().count(), 1);
     sessionlog::restore(&replication, &empty, RestorePoint::Latest, &with_key, false).unwrap();
     let restored = LogStore::open_read_only_with(&empty, with_key.clone()).unwrap();
     assert_eq!(observe(&restored), observe(&store));

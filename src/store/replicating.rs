@@ -21,7 +21,7 @@ use crate::layout::{
     segment_name, write_seq_floor, ERASED_FILE, KEYS_DIR, KEY_SUFFIX, STORE_CHECK_FILE,
 };
 use crate::options::{Durability, Options};
-use crate::replication::restore::{fetch, take_over};
+use crate::replication::restore::{fetch, take_over, Fetched};
 use crate::replication::{
     Capture, CapturedFile, Replication, ReplicationStatus, RestorePoint, RestoreReport, Shipper,
 };
@@ -471,53 +471,80 @@ pub fn restore_with_progress(
             reason: "only a restore of the latest point can take the prefix over".into(),
         });
     }
-    let empty = fs.list(dir).map(|entries| entries.is_empty());
-    let created = match empty {
-        Ok(true) => false,
-        Ok(false) => {
+    // Only a folder that is certainly absent or empty is restored into; a listing that fails
+    // for another reason is an error, never taken for "absent".
+    match fs.list(dir) {
+        Ok(entries) if entries.is_empty() => {}
+        Ok(_) => {
             return Err(Error::InvalidOptions {
                 reason: format!("{} is not empty: restore into a new folder", dir.display()),
             })
         }
-        Err(_) => {
-            fs.create_dir_all(dir)
-                .map_err(crate::fs::context("creating", dir))?;
-            true
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(crate::fs::context("listing", dir)(e)),
+    }
+    // The restore is built in a folder of its own beside `dir`, made here (it fails if the
+    // name is taken), and put in place by a rename once it verifies: a restore that fails
+    // removes that folder, which holds nothing but its own work, and never touches `dir`.
+    let name = dir.file_name().ok_or_else(|| Error::InvalidOptions {
+        reason: format!("{} names no folder to restore into", dir.display()),
+    })?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    fs.create_dir_all(&parent)
+        .map_err(crate::fs::context("creating", &parent))?;
+    let building = parent.join(format!(
+        ".{}.restoring-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::create_dir(&building).map_err(crate::fs::context("creating", &building))?;
+    let built = restore_into(from, Arc::clone(&fs), &building, point, options, progress).and_then(
+        |fetched| {
+            // Over `dir` if it is there (empty: a rename replaces an empty folder), then the
+            // parent synced, so that the restored store's name is durable.
+            std::fs::rename(&building, dir).map_err(crate::fs::context("renaming", &building))?;
+            crate::fs::sync_dir(&*fs, &parent)?;
+            Ok(fetched)
+        },
+    );
+    let (mut fetched, sessions) = match built {
+        Ok(built) => built,
+        Err(e) => {
+            // Best effort: the error says what failed either way.
+            let _ = std::fs::remove_dir_all(&building);
+            return Err(e);
         }
     };
-    let restored = restore_into(from, fs, dir, point, options, take_over_prefix, progress);
-    if restored.is_err() {
-        // Everything in the folder is this restore's (it was empty or new): a restore that
-        // failed (a key missing, a bucket unreachable, a store that does not verify) leaves
-        // it as it found it, so that a second one can run. Best effort: the error says what
-        // failed either way.
-        let _ = if created {
-            std::fs::remove_dir_all(dir)
-        } else {
-            std::fs::read_dir(dir).and_then(|entries| {
-                entries.into_iter().try_for_each(|entry| {
-                    let path = entry?.path();
-                    match std::fs::symlink_metadata(&path)?.is_dir() {
-                        true => std::fs::remove_dir_all(&path),
-                        false => std::fs::remove_file(&path),
-                    }
-                })
-            })
-        };
-    }
-    restored
+    // In place and verified: a take-over that fails from here leaves the restored store (one
+    // that wrote its replication state is finished by its first open with replication).
+    let generation = if take_over_prefix {
+        take_over(from, &*fs, dir, &fetched)?
+    } else {
+        0
+    };
+    fetched.state.generation = generation;
+    Ok(RestoreReport {
+        batches: fetched.batches,
+        bytes: fetched.bytes,
+        seq: fetched.state.seq_end,
+        sessions,
+        generation,
+    })
 }
 
-/// [`restore_with_progress`] into `dir`, empty.
+/// Fetches and verifies the store of [`restore_with_progress`] in `dir`, a new folder: what
+/// was fetched, and the live sessions.
 fn restore_into(
     from: &Replication,
     fs: Arc<dyn FileSystem>,
     dir: &Path,
     point: RestorePoint,
     options: &Options,
-    take_over_prefix: bool,
     mut progress: impl FnMut(u64, u64),
-) -> Result<RestoreReport> {
+) -> Result<(Fetched, usize)> {
     // The segments are cut by what their records say: an encrypted store's headers are
     // opened with their data keys, once the batches put the key files in place.
     let keys = || -> Result<Option<Keyring>> {
@@ -529,7 +556,7 @@ fn restore_into(
             _ => Ok(None),
         }
     };
-    let mut fetched = fetch(from, &*fs, dir, point, &keys, &mut progress)?;
+    let fetched = fetch(from, &*fs, dir, point, &keys, &mut progress)?;
     // No sequence number at or below what the restored history reached is handed out again.
     let lock = dir.join(crate::layout::LOCK_FILE);
     fs.open(&lock, crate::fs::OpenMode::CreateNew)
@@ -553,19 +580,7 @@ fn restore_into(
             ),
         });
     }
-    let generation = if take_over_prefix {
-        take_over(from, &*fs, dir, &fetched)?
-    } else {
-        0
-    };
-    fetched.state.generation = generation;
-    Ok(RestoreReport {
-        batches: fetched.batches,
-        bytes: fetched.bytes,
-        seq: fetched.state.seq_end,
-        sessions,
-        generation,
-    })
+    Ok((fetched, sessions))
 }
 
 #[cfg(test)]
