@@ -605,6 +605,14 @@ fn an_encrypted_store_is_restored_with_its_key_and_ships_no_plain_text() {
         let target = tempfile::tempdir().unwrap();
         let into = target.path().join("restored");
         sessionlog::restore(&replication, &into, point, &with_key, false).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&into).unwrap().permissions(),
+        );
+        assert_eq!(
+            mode & 0o777,
+            0o700,
+            "the restored folder is its owner's alone"
+        );
         let restored = LogStore::open_read_only_with(&into, with_key.clone()).unwrap();
         assert_eq!(observe(&restored), expected, "{point:?}");
     }

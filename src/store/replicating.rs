@@ -500,7 +500,10 @@ pub fn restore_with_progress(
         name.to_string_lossy(),
         std::process::id()
     ));
-    std::fs::create_dir(&building).map_err(crate::fs::context("creating", &building))?;
+    // The owner's alone from the start, as every folder of a store (0700, whatever the umask).
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&building)
+        .map_err(crate::fs::context("creating", &building))?;
     let built = restore_into(from, Arc::clone(&fs), &building, point, options, progress).and_then(
         |fetched| {
             // Over `dir` if it is there (empty: a rename replaces an empty folder), then the
