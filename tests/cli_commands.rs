@@ -743,6 +743,10 @@ fn mistyped_roots_and_keys_are_named_as_such() {
     let out = run(&["verify", d, "--root", "xyz"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a root"));
+    // Blanks alone ask for the root, as no value does.
+    let out = run(&["verify", d, "--root", "  "]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("root "), "{}", text(&out));
     let key_file = dir.path().with_extension("key");
     std::fs::write(&key_file, "not a key").unwrap();
     let out = run(&["--key-file", key_file.to_str().unwrap(), "ls", d]);

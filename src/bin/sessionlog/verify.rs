@@ -91,8 +91,9 @@ pub(crate) fn describe(finding: &Finding) -> String {
 /// damage.
 pub(crate) fn verify(dir: &Path, root: Option<&str>, options: &Options) -> CliResult<ExitCode> {
     // A root is what `verify --root` printed: 64 hexadecimal digits. Anything else is a
-    // mistyped argument, not a rolled-back folder.
-    if let Some(hash) = root.map(str::trim).filter(|h| !h.is_empty()) {
+    // mistyped argument, not a rolled-back folder; blanks alone ask for the root.
+    let root = root.map(str::trim);
+    if let Some(hash) = root.filter(|h| !h.is_empty()) {
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!(
                 "--root {hash:?} is not a root: one is 64 hexadecimal digits, as `verify --root` \
