@@ -86,25 +86,13 @@ impl Inner {
         event: &Event<'_>,
         decide: impl Fn(Option<&SessionView>) -> Decision<R>,
     ) -> Result<R> {
-        self.commit_at(key, creates, event, None, decide)
+        self.commit_at(key, creates, event, None, decide, &mut Vec::new())
     }
 
-    /// [`Inner::commit`] with the record's time given (`None`: now).
+    /// [`Inner::commit`] with the record's time given (`None`: now), adding to `removed` the
+    /// files a delete removed at once: the session's own with no undo window, and those of
+    /// the key's earlier deleted session it displaces as the one to restore.
     pub(super) fn commit_at<R>(
-        &self,
-        key: &str,
-        creates: bool,
-        event: &Event<'_>,
-        at: Option<i64>,
-        decide: impl Fn(Option<&SessionView>) -> Decision<R>,
-    ) -> Result<R> {
-        self.commit_reclaiming(key, creates, event, at, decide, &mut Vec::new())
-    }
-
-    /// [`Inner::commit_at`] that adds to `removed` the files a delete removed at once: the
-    /// session's own with no undo window, and those of the key's earlier deleted session it
-    /// displaces as the one to restore.
-    pub(super) fn commit_reclaiming<R>(
         &self,
         key: &str,
         creates: bool,

@@ -30,19 +30,9 @@ impl Inner {
         // `Inner::fork_gate`; no caller holds it).
         let _gate = self.fork_gate.read();
         self.detach_forks(key, true)?;
-        // Its files are listed now: with a zero retention the delete reclaims them at once.
-        let live_files: Vec<PathBuf> = match self.slot(key)? {
-            Some(slot) => {
-                let w = slot.writer.lock();
-                (w.oldest.max(1)..=w.newest)
-                    .map(|n| layout::segment_path(&self.dir, slot.session_id, n))
-                    .collect()
-            }
-            None => Vec::new(),
-        };
         // With no undo window the delete reclaims the session at once: its removals count.
         let mut gone = Vec::new();
-        self.commit_reclaiming(
+        self.commit_at(
             key,
             false,
             &Event::Delete,
@@ -62,13 +52,8 @@ impl Inner {
             // Reclaimed as any expired tombstone is: an erasure is never deferred for readers.
             gone.extend(self.reclaim_tombstone(&slot)?);
         }
+        // (Every removal above was synced by what made it, and is in `gone`.)
         self.erase_earlier(key, &mut gone)?;
-        // (Every removal above was synced by what made it.)
-        for path in live_files {
-            if !self.fs.exists(&path) && !gone.contains(&path) {
-                gone.push(path);
-            }
-        }
         // The index's docs of the erased sessions go with them (merged out of its runs). It
         // holds keyed hashes, never words; a failure here is counted, and the next erasure or
         // `reindex` merges them out.

@@ -415,8 +415,8 @@ impl LogStore {
             content: &message.content,
         };
         let at = Some(at.timestamp_micros());
-        self.inner
-            .commit_at(session_key, true, &event, at, |_| Decision::Write(()))
+        let write = |_: Option<&SessionView>| Decision::Write(());
+        (self.inner).commit_at(session_key, true, &event, at, write, &mut Vec::new())
     }
 
     /// Appends several messages as one record: after a crash the session holds all of them or

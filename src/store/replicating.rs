@@ -513,7 +513,7 @@ pub fn restore_with_progress(
             Ok(fetched)
         },
     );
-    let (mut fetched, sessions) = match built {
+    let (fetched, sessions) = match built {
         Ok(built) => built,
         Err(e) => {
             // Best effort: the error says what failed either way.
@@ -528,7 +528,6 @@ pub fn restore_with_progress(
     } else {
         0
     };
-    fetched.state.generation = generation;
     Ok(RestoreReport {
         batches: fetched.batches,
         bytes: fetched.bytes,

@@ -93,7 +93,7 @@ impl Inner {
         removed: &mut Vec<PathBuf>,
     ) -> Result<Option<Arc<Slot>>> {
         if self.options.tombstone_retention.is_zero() {
-            // (The caller, `Inner::commit_reclaiming`, detached the forks.)
+            // (The caller, `Inner::commit_at`, detached the forks.)
             removed.extend(self.reclaim(slot, w, Forks::Detached)?);
             return Ok(None);
         }
