@@ -10,6 +10,7 @@ use crate::record::Event;
 use crate::health::Swallowed;
 
 use super::commit::Decision;
+use super::query::message;
 use super::{now_micros, trimmed, LogStore, SEARCH_LIMIT_DEFAULT};
 
 /// Shows the folder, the mode and how many sessions the store holds: enough to tell stores
@@ -28,11 +29,10 @@ impl SessionBackend for LogStore {
     /// Returns `[]` if the session's files cannot be read; the error is counted in
     /// [`LogStore::health`] and logged ([`LogStore::read_messages`] returns it instead).
     fn load(&self, session_key: &str) -> Vec<ChatMessage> {
-        let read = self.inner.read(session_key, |len| 0..len);
+        let read = self.inner.read(session_key, |len| 0..len, message);
         self.inner
             .monitor
             .note(Swallowed::Read, "load", Some(session_key), read)
-            .map(|messages| messages.into_iter().map(|m| m.message).collect())
             .unwrap_or_default()
     }
 

@@ -361,11 +361,11 @@ impl LogStore {
     /// at a cost that depends on `n`, not on the session's length. Returns `[]` on a read
     /// error; [`crate::LogStore::read_tail`] reports it instead.
     pub fn load_tail(&self, session_key: &str, n: usize) -> Vec<ChatMessage> {
-        let read = self.read_tail(session_key, n);
+        let tail = |len: usize| len.saturating_sub(n)..len;
+        let read = self.inner.read(session_key, tail, query::message);
         self.inner
             .monitor
             .note(Swallowed::Read, "load_tail", Some(session_key), read)
-            .map(|messages| messages.into_iter().map(|m| m.message).collect())
             .unwrap_or_default()
     }
 
@@ -385,14 +385,13 @@ impl LogStore {
     /// Like [`crate::SessionBackend::load_with_timestamps`], but a read error (a file removed or
     /// damaged behind the store's back) is returned instead of an empty history.
     pub fn read_messages(&self, session_key: &str) -> Result<Vec<TimestampedMessage>> {
-        self.inner.read(session_key, |len| 0..len).map(timestamped)
+        self.inner.read(session_key, |len| 0..len, timestamped)
     }
 
     /// Like [`crate::LogStore::load_tail`], with times, and with read errors returned.
     pub fn read_tail(&self, session_key: &str, n: usize) -> Result<Vec<TimestampedMessage>> {
         self.inner
-            .read(session_key, |len| len.saturating_sub(n)..len)
-            .map(timestamped)
+            .read(session_key, |len| len.saturating_sub(n)..len, timestamped)
     }
 
     /// Rewrites a session's segments into one that holds only its live state; every read

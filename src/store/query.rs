@@ -13,7 +13,7 @@ use crate::location::MessageLoc;
 use crate::message::ChatMessage;
 use crate::projection::to_time;
 use crate::projection::SessionView;
-use crate::segment::{SegmentFiles, StoredMessage};
+use crate::segment::SegmentFiles;
 
 use super::activity::{ActivityIndex, Indexed};
 use super::{Inner, LogStore, SessionStats, Slot};
@@ -93,14 +93,22 @@ impl LogStore {
     }
 }
 
-pub(super) fn timestamped(messages: Vec<StoredMessage>) -> Vec<TimestampedMessage> {
-    messages
-        .into_iter()
-        .map(|m| TimestampedMessage {
-            message: m.message,
-            created_at: Some(to_time(m.created_at)),
-        })
-        .collect()
+/// A message read back with the time it was appended ([`Inner::read`]'s `make`).
+pub(super) fn timestamped(
+    loc: &MessageLoc,
+    _: u64,
+    role: &str,
+    content: &str,
+) -> TimestampedMessage {
+    TimestampedMessage {
+        message: ChatMessage::new(role, content),
+        created_at: Some(to_time(loc.created_at)),
+    }
+}
+
+/// A message read back ([`Inner::read`]'s `make`).
+pub(super) fn message(_: &MessageLoc, _: u64, role: &str, content: &str) -> ChatMessage {
+    ChatMessage::new(role, content)
 }
 
 impl Inner {
@@ -203,12 +211,14 @@ impl Inner {
         })
     }
 
-    /// Reads the messages in `range(len)` of a live session.
-    pub(super) fn read(
+    /// Reads the messages in `range(len)` of a live session, each as `make(loc, seq, role,
+    /// content)` makes it from the bytes read.
+    pub(super) fn read<T>(
         &self,
         key: &str,
         range: impl Fn(usize) -> Range<usize>,
-    ) -> Result<Vec<StoredMessage>> {
+        mut make: impl FnMut(&MessageLoc, u64, &str, &str) -> T,
+    ) -> Result<Vec<T>> {
         let Some(slot) = self.slot(key)? else {
             return Ok(Vec::new());
         };
@@ -227,7 +237,7 @@ impl Inner {
                 let files = self.segment_files(&slot, &locs)?;
                 (locs, files)
             };
-            files.read_messages(&locs)
+            files.read_each(&locs, &mut make)
         })
     }
 }
