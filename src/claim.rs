@@ -10,6 +10,7 @@
 //! A claim that does not hold is no verdict: the session is replayed from its files, which says
 //! what, if anything, changed (see `store/first_touch.rs`).
 
+use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::ops::Range;
 use std::path::Path;
@@ -154,6 +155,9 @@ pub(crate) struct Claims {
     files: Option<Arc<Vec<(u32, SegmentStat)>>>,
     /// Each live session's id and its run in `files`; a taken one's run starts at `TAKEN`.
     runs: Vec<(u64, u32, u32)>,
+    /// After a crash, the sessions whose files deltas of the checkpoint recorded, and when the
+    /// last delta was written: what the claims of those compare with (`checkpoint/delta.rs`).
+    later: Option<(i64, Arc<HashSet<u64>>)>,
 }
 
 /// The start of a run whose claim was taken.
@@ -175,7 +179,16 @@ impl Claims {
             written_ns,
             files: Some(Arc::new(files)),
             runs,
+            later: None,
         })
+    }
+
+    /// These claims, those of the sessions `ids` made by deltas last written at `written_ns`.
+    pub(crate) fn later_for(self, written_ns: i64, ids: HashSet<u64>) -> Claims {
+        Claims {
+            later: Some((written_ns, Arc::new(ids))),
+            ..self
+        }
     }
 
     /// The claim of session `id`, if there is one not taken yet.
@@ -196,8 +209,12 @@ impl Claims {
         if start == TAKEN {
             return None;
         }
+        let written_ns = match &self.later {
+            Some((later, ids)) if ids.contains(&id) => *later,
+            _ => self.written_ns,
+        };
         Some(Claim::new(
-            self.written_ns,
+            written_ns,
             Arc::clone(self.files.as_ref()?),
             start as usize..end as usize,
         ))
@@ -237,6 +254,29 @@ mod tests {
             .collect();
         found.sort();
         [found.remove(0), found.remove(0)]
+    }
+
+    #[test]
+    fn the_claims_of_sessions_a_delta_recorded_compare_with_the_deltas_time() {
+        let stat = FileStat {
+            len: 10,
+            modified_ns: 150,
+        };
+        let files = vec![(1, (stat, None)), (1, (stat, None))];
+        let claims = Claims::new(100, files, vec![(7, 0, 1), (8, 1, 2)]).unwrap();
+        let claims = claims.later_for(200, HashSet::from([7]));
+        // Written at 150: after the full checkpoint (100), before the delta (200).
+        let now = (stat, None);
+        let by_delta = claims.peek(7).unwrap();
+        assert!(matches!(
+            compare(&by_delta.files()[0].1, &now, by_delta.written_ns),
+            Compared::Same { .. }
+        ));
+        let by_full = claims.peek(8).unwrap();
+        assert!(matches!(
+            compare(&by_full.files()[0].1, &now, by_full.written_ns),
+            Compared::Changed
+        ));
     }
 
     #[test]

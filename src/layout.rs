@@ -32,6 +32,9 @@ pub const CHECKPOINT_TEMP_FILE: &str = "CHECKPOINT.tmp";
 /// The running marker: present (empty) while segments may differ from what the checkpoint
 /// describes, from a running store's first change until a clean close's checkpoint.
 pub const CHECKPOINT_RUNNING_FILE: &str = "CHECKPOINT.running";
+/// Incremental checkpoints: what changed since the checkpoint, appended while the store runs
+/// (`checkpoint/delta.rs`); removed when a full checkpoint is put in place.
+pub const CHECKPOINT_DELTA_FILE: &str = "CHECKPOINT.delta";
 /// The erasure log.
 pub const ERASED_FILE: &str = "ERASED";
 /// Prefix of the side file that keeps a record of the erasure log a crash cut short.

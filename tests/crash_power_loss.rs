@@ -3,8 +3,8 @@
 //! power after every possible number of file-system operations, with and without a torn last
 //! write, through the simulated file system of the `fault-injection` feature. The window of
 //! ids `append_once` checks comes through every cut as the messages do. The workloads take
-//! checkpoints while the store runs, so the sweep cuts the power inside each step of writing
-//! one, and opens from one after every later cut.
+//! checkpoints while the store runs, full ones and deltas, so the sweep cuts the power inside
+//! each step of writing one, and opens from one after every later cut.
 
 mod common;
 
@@ -36,11 +36,16 @@ fn workload() -> Vec<Op> {
         Op::UpdateLast(0, "streamed 1".into()),
         Op::UpdateLast(0, "streamed 1 2".into()),
         Op::State(0, false),
+        // The next one records only what changed since that one: a delta, started and
+        // appended to (`checkpoint/delta.rs`), every cut inside it too.
+        Op::Checkpoint,
         Op::AppendBatch(
             2,
             vec!["tool call".into(), "x".repeat(900), "tool result".into()],
         ),
         Op::RemoveLast(1),
+        // A second delta, appended to the first.
+        Op::Checkpoint,
         Op::Compact(0),
         Op::Append(0, "after compaction".into()),
         Op::AppendOnce(2, "once a".into(), "m-a".into()),
@@ -67,6 +72,9 @@ fn workload() -> Vec<Op> {
         Op::Checkpoint,
         Op::Name(4, String::new()),
         Op::Compact(3),
+        // A delta appended to the one before (the reopen's clean close wrote a full
+        // checkpoint, which the delta before this one follows).
+        Op::Checkpoint,
         Op::Delete(4),
         Op::Reopen,
         Op::UpdateLast(3, "last".into()),

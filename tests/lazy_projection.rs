@@ -359,8 +359,11 @@ fn a_checkpoint_replays_a_session_whose_block_and_files_both_changed() {
     let message = ChatMessage::user("one more");
     store.append(&key(3), &message).unwrap();
     expected[3].push(message);
-    // Session 5 untouched since open: the checkpoint checks its files as a first touch would,
-    // and replays it from them, instead of failing on its block.
+    // Session 5 untouched since open: a full checkpoint (the clean close's one gone from the
+    // folder, so not a delta of session 3 alone; its block is read through the store's open
+    // handle) checks its files as a first touch would, and replays it from them, instead of
+    // failing on its block.
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
     store.checkpoint().unwrap();
     let cut = store.recovery_report().findings.iter().any(
         |f| matches!(f, Finding::ChangedWhileClosed { key: changed, .. } if changed == &key(5)),

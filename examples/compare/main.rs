@@ -272,6 +272,51 @@ fn median_of(mut runs: Vec<f64>) -> f64 {
     runs[runs.len() / 2]
 }
 
+/// A checkpoint while the store runs (`sessions` of them, every one written since open): the
+/// first, a full one, then a delta, with a hundred sessions written since. What was written
+/// is synced before each, so that each times the checkpoint alone.
+fn checkpoint_row(store: &LogStore, dir: &Path, sessions: usize) -> Row {
+    let len = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+    store.sync().unwrap();
+    let start = Instant::now();
+    store.checkpoint().unwrap();
+    let full = start.elapsed();
+    let full_bytes = len("CHECKPOINT");
+    let written = 100.min(sessions);
+    for s in (0..sessions)
+        .step_by((sessions / written).max(1))
+        .take(written)
+    {
+        store
+            .append(
+                &format!("user_{s}"),
+                &ChatMessage::user("after the checkpoint"),
+            )
+            .unwrap();
+    }
+    store.sync().unwrap();
+    let start = Instant::now();
+    store.checkpoint().unwrap();
+    let delta = start.elapsed();
+    let delta_bytes = len("CHECKPOINT.delta");
+    Row {
+        figure: format!(
+            "checkpoint while the store runs, {sessions} sessions: full / delta of {written} written since"
+        ),
+        ours: format!("{} / {}", dur(full), dur(delta)),
+        sqlite: "".into(),
+        jsonl: "".into(),
+        disk: "".into(),
+        ratios: format!(
+            "{} of the full one's time; {:.1} MB / {:.1} KB written",
+            ratio(delta.as_secs_f64() / full.as_secs_f64()),
+            full_bytes as f64 / 1e6,
+            delta_bytes as f64 / 1e3
+        ),
+        goal: "measured: a checkpoint costs what changed",
+    }
+}
+
 fn time_per_call(calls: usize, mut f: impl FnMut()) -> Duration {
     f(); // warm up
     let start = Instant::now();
@@ -1084,6 +1129,7 @@ fn main() {
         let start = Instant::now();
         let all = store.list_sessions_with_metadata().len();
         let full = start.elapsed();
+        rows.push(checkpoint_row(&store, &dir, sizes.page_sessions));
         drop(store);
         let open_list = median_of(
             (0..3)

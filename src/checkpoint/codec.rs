@@ -175,6 +175,11 @@ impl Sessions {
     }
 
     /// The location section's length so far.
+    /// No session was added.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     pub(crate) fn section_len(&self) -> usize {
         self.locations.len()
     }
@@ -227,6 +232,17 @@ impl Encoded {
     }
 
     /// The file's length.
+    /// Which checkpoint it is, once written (see [`Decoded::id`]); `next_seq` as encoded.
+    pub(crate) fn id(&self, next_seq: u64) -> Option<BaseId> {
+        let header = Header::read(&self.head)?;
+        Some(BaseId {
+            body_len: header.body_len,
+            body_crc: header.body_crc,
+            section_len: header.section_len,
+            next_seq,
+        })
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.head.len() + self.entries.len() + self.section.len()
     }
@@ -277,6 +293,25 @@ pub(crate) fn encode_with(
     }
 }
 
+/// Which checkpoint a full one is, for the deltas that follow it (`delta.rs`): its header's
+/// lengths and body CRC, and the next sequence number it records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BaseId {
+    pub body_len: u64,
+    pub body_crc: u32,
+    pub section_len: u64,
+    pub next_seq: u64,
+}
+
+impl BaseId {
+    /// The length of the checkpoint file it is of (a plain store's).
+    pub(crate) fn file_len(&self) -> u64 {
+        (HEADER_LEN as u64)
+            .saturating_add(self.body_len)
+            .saturating_add(self.section_len)
+    }
+}
+
 /// A decoded checkpoint.
 pub(super) struct Decoded {
     /// Its format version.
@@ -289,6 +324,8 @@ pub(super) struct Decoded {
     pub window_full: bool,
     pub segments: Vec<(Recorded, SegmentStat)>,
     pub sessions: Vec<ReplayedSession>,
+    /// Which checkpoint it is, for the deltas that follow it.
+    pub id: BaseId,
 }
 
 /// The fewest bytes a segment's entry takes (its name's length, its length and two times).
@@ -595,6 +632,12 @@ pub(super) fn decode_body(
             window_full,
             segments,
             sessions,
+            id: BaseId {
+                body_len: h.body_len,
+                body_crc: h.body_crc,
+                section_len: h.section_len,
+                next_seq,
+            },
         },
         cold,
     ))

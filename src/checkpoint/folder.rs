@@ -39,7 +39,7 @@ impl Recorded {
     }
 
     /// Its session id and segment number, if it is a segment.
-    fn segment(&self) -> Option<(u64, u32)> {
+    pub(super) fn segment(&self) -> Option<(u64, u32)> {
         match self {
             Recorded::Segment(id, number) => Some((*id, *number)),
             Recorded::Other(_) => None,
@@ -125,7 +125,9 @@ pub(super) fn check_folder(
 /// the live sessions whose files did not change, and the sessions whose files did, by id: true
 /// when only the newest segment grew (and newer ones appeared), so that a replay can go on
 /// from where the checkpoint left the session. A file of no session the checkpoint holds, or
-/// outside a session's segments, makes its session id one to replay.
+/// outside a session's segments, makes its session id one to replay. What deltas recorded
+/// (`later`: when the delta file was last written, and the sessions they hold, see
+/// `delta.rs`) is compared with that time, the rest with when the checkpoint was written.
 pub(super) fn check_folder_after_crash(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -133,11 +135,16 @@ pub(super) fn check_folder_after_crash(
     recorded: Vec<(Recorded, SegmentStat)>,
     listed: &[String],
     sessions: &[ReplayedSession],
+    later: Option<(i64, &HashSet<u64>)>,
 ) -> std::result::Result<(Claims, HashMap<u64, bool>), &'static str> {
     let written = fs
         .stat(checkpoint)
         .map_err(|_| "it cannot be examined")?
         .modified_ns;
+    let written_of = |id: u64| match later {
+        Some((later, ids)) if ids.contains(&id) => later,
+        _ => written,
+    };
     // Each session's segments in force: (oldest, newest, newest's length).
     let spans: HashMap<u64, (u32, u32, u64)> = sessions
         .iter()
@@ -196,7 +203,7 @@ pub(super) fn check_folder_after_crash(
                     Err(_) => return Err("a segment cannot be examined"),
                 };
                 *present.entry(id).or_default() += 1;
-                match compare(&then, &stat, written) {
+                match compare(&then, &stat, written_of(id)) {
                     Compared::Same { change_time_known } => {
                         if !change_time_known {
                             unsure.insert(id);
@@ -233,7 +240,12 @@ pub(super) fn check_folder_after_crash(
         .map(|s| s.session_id)
         .collect();
     live.sort_unstable();
-    Ok((claims_of(written, recorded, &live)?, changed))
+    let claims = claims_of(written, recorded, &live)?;
+    let claims = match later {
+        Some((later, ids)) => claims.later_for(later, ids.clone()),
+        None => claims,
+    };
+    Ok((claims, changed))
 }
 
 /// The claims of the `live` sessions on their files, from what a checkpoint written at

@@ -32,6 +32,7 @@
 
 mod codec;
 mod cold;
+mod delta;
 mod entry;
 mod folder;
 
@@ -52,6 +53,7 @@ use crate::report::{Finding, RecoveryReport};
 use crate::segment::key_len_ok;
 use codec::{decode_body, decode_whole, Body, Decoded, Header, Section, HEADER_LEN};
 pub(crate) use codec::{encode_with, Entry, Sessions};
+pub(crate) use delta::{append as append_delta, remove as remove_deltas, BaseId, DELTA_FILE_MAX};
 
 /// Where the body starts in a plain checkpoint file of the version this build writes.
 pub(crate) const BODY_AT: u64 = HEADER_LEN as u64;
@@ -175,6 +177,9 @@ pub(crate) struct Loaded {
     /// It is of a version a build that knows nothing of the running marker reads as written
     /// at a clean close: it goes, rather than being marked, before the segments change.
     pub older_format: bool,
+    /// A plain store's checkpoint of this version, written at a clean close: which one it is,
+    /// for the deltas a running store appends after it (`delta.rs`).
+    pub base: Option<BaseId>,
 }
 
 /// Loads the checkpoint if it is sound and matches the folder's segment files (`segments`,
@@ -215,6 +220,16 @@ pub(crate) fn load(
             d
         }),
     };
+    // After a crash, what the deltas that follow it recorded (a plain store's: an encrypted
+    // store writes only full checkpoints).
+    let mut applied = None;
+    let decoded = decoded.map(|mut d| {
+        if running && keys.is_none() {
+            let id = d.id;
+            applied = delta::apply(fs, dir, &id, &mut d, window);
+        }
+        d
+    });
     let usable = match decoded {
         None => Err("damaged or of another version"),
         // A store whose windows were smaller kept fewer ids than this one keeps: where a
@@ -227,8 +242,15 @@ pub(crate) fn load(
             let (claims, changed) = if running {
                 // A folder marked running is always listed (a stamp is not taken for it).
                 let listed = segments.ok_or("the folder was not listed")?;
-                let (claims, changed) =
-                    check_folder_after_crash(fs, dir, &path, recorded, listed, &d.sessions)?;
+                let (claims, changed) = check_folder_after_crash(
+                    fs,
+                    dir,
+                    &path,
+                    recorded,
+                    listed,
+                    &d.sessions,
+                    applied.as_ref().map(|a| (a.written_ns, &a.ids)),
+                )?;
                 (claims, Some(changed))
             } else {
                 (
@@ -248,6 +270,7 @@ pub(crate) fn load(
             return Ok(None);
         }
     };
+    let base = (!running && keys.is_none() && d.version == VERSION_WRITTEN).then_some(d.id);
     let mut sessions = d.sessions;
     let partial = changed.map(|changed| {
         let mut partial = Partial {
@@ -289,6 +312,7 @@ pub(crate) fn load(
         claims,
         partial,
         older_format: d.version < MARKER_VERSION,
+        base,
     }))
 }
 
@@ -335,13 +359,15 @@ fn open_plain(
     decode_body(&h, Body::File(&file, body_at), window, section, lazy)
 }
 
-/// Removes the checkpoint, and a temporary one a crash left, durably: once the store writes,
-/// it no longer describes the folder; once it erases, what it holds of the erased goes too.
+/// Removes the checkpoint, its deltas, and a temporary one a crash left, durably: once the
+/// store writes, it no longer describes the folder; once it erases, what it holds of the erased
+/// goes too. (The deltas first: a crash between the two leaves none without its checkpoint.)
 pub(crate) fn remove(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    let mut removed = delta::remove(fs, dir)?;
     let path = dir.join(CHECKPOINT_FILE);
-    let mut removed = fs.exists(&path);
-    if removed {
+    if fs.exists(&path) {
         fs.remove_file(&path).map_err(context("removing", &path))?;
+        removed = true;
     }
     removed |= discard_temp(fs, dir)?;
     if removed {
@@ -429,6 +455,12 @@ mod tests {
                 (folder::Recorded::of("0000000000000001-00000001.seg"), stat),
             ],
             sessions: Vec::new(),
+            id: BaseId {
+                body_len: 0,
+                body_crc: 0,
+                section_len: 0,
+                next_seq: 10,
+            },
         };
         assert!(check(&d, None).is_err());
         d.segments.reverse();

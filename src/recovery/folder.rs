@@ -53,6 +53,7 @@ pub(crate) fn list_folder(fs: &dyn FileSystem, dir: &Path) -> Result<Folder> {
             CHECKPOINT_FILE,
             CHECKPOINT_TEMP_FILE,
             CHECKPOINT_RUNNING_FILE,
+            crate::layout::CHECKPOINT_DELTA_FILE,
             KEYS_DIR,
             ERASED_FILE,
             ANCHORS_FILE,

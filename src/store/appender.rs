@@ -46,6 +46,11 @@ pub(super) struct Writer {
     /// The format version of the newest segment. Records go only into a segment of this
     /// build's version, so the first write after opening an older store starts a new one.
     pub(super) newest_version: u32,
+    /// Where the checkpoint on disk (the full one and its deltas) left the session's segments
+    /// (oldest, newest, newest's length), if it holds the session as it is: a delta records a
+    /// session again only once it moved from there (every change writes a record or a new
+    /// generation). `None`: not known to be there.
+    pub(super) recorded: Option<(u32, u32, u64)>,
 }
 
 impl Writer {
@@ -81,7 +86,13 @@ impl Writer {
             sealed: false,
             links_checked: false,
             newest_version: segment::FORMAT_VERSION,
+            recorded: None,
         }
+    }
+
+    /// Where its segments are now, as [`Writer::recorded`] holds it.
+    pub(super) fn tail(&self) -> (u32, u32, u64) {
+        (self.oldest, self.newest, self.newest_len)
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{self, Cold, ColdEntry, Copier, Entry, Sessions};
+use crate::checkpoint::{self, BaseId, Cold, ColdEntry, Copier, Entry, Sessions, DELTA_FILE_MAX};
 use crate::claim::SegmentStat;
 use crate::error::Result;
 use crate::fs::{context, sync_dir, written_after, OpenMode};
@@ -51,10 +51,45 @@ pub(super) struct CheckpointState {
     /// records, hashed: a close that changed nothing (and so writes no checkpoint) stamps the
     /// folder if it still holds them (a copied store, say, is listed once, not at every open).
     pub(super) listed_as_recorded: Option<crate::record::Hash>,
+    /// The full checkpoint on disk that deltas may follow (a plain store's, written at a clean
+    /// close or by this store), while every session's [`super::appender::Writer::recorded`]
+    /// says where it and its deltas left the session. Taken by a checkpoint under way and put
+    /// back only when it succeeds: after a failure the next checkpoint is a full one.
+    pub(super) base: Option<Base>,
+}
+
+/// A full checkpoint on disk, and how long the delta file that follows it is.
+#[derive(Clone, Copy)]
+pub(super) struct Base {
+    id: BaseId,
+    /// The delta file's length; 0: not started since the full checkpoint was written.
+    delta_len: u64,
+}
+
+impl Base {
+    pub(super) fn new(id: BaseId) -> Base {
+        Base { id, delta_len: 0 }
+    }
+
+    /// A delta is due rather than a full checkpoint: the deltas so far are shorter than half
+    /// the full checkpoint (an open after a crash reads both, and a delta holds each session
+    /// it records whole, so a store that wrote to most of its sessions starts afresh), or than
+    /// [`DELTA_LEN_FLOOR`].
+    fn takes_delta(&self) -> bool {
+        let most = (self.id.file_len() / 2).max(DELTA_LEN_FLOOR);
+        self.delta_len < most.min(DELTA_FILE_MAX / 2)
+    }
 }
 
 /// How often the checkpointer looks at what was written, at most.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// A full checkpoint up to this long is followed by deltas however many of its sessions moved:
+/// reading it twice after a crash costs little.
+const DELTA_SHARE_FROM: u64 = 1 << 20;
+
+/// Deltas up to this long follow a full checkpoint however short it is.
+const DELTA_LEN_FLOOR: u64 = 64 << 10;
 
 /// How long the checkpointer waits after a checkpoint that failed or was not written before it
 /// tries again.
@@ -192,6 +227,8 @@ impl Inner {
         // Nothing read from the checkpoint may stay open once it is removed.
         self.unpark_all();
         let mut state = self.checkpoint.lock();
+        // Its deltas go with it: the next checkpoint is a full one.
+        state.base = None;
         let removed = checkpoint::remove(&*self.fs, &self.dir);
         state.erasing -= 1;
         drop(state);
@@ -233,13 +270,19 @@ impl Inner {
             }
         }
         let counted = self.written_since_checkpoint.load(Ordering::SeqCst);
-        let erasures = {
+        let (erasures, base) = {
             let mut state = self.checkpoint.lock();
             if running {
                 self.mark_running(&mut state)?;
             }
-            state.erasures
+            // Put back only once this checkpoint is on disk: after a failure, a full one.
+            (state.erasures, state.base.take())
         };
+        if let Some(base) = base.filter(|base| running && base.takes_delta()) {
+            if let Some(taken) = self.write_delta(base, erasures, counted)? {
+                return Ok(taken);
+            }
+        }
         let names = recovery::list_folder(&*self.fs, &self.dir)?.names;
         self.sync_replayed(Some(&names))?;
         // The sessions hot and cold at one moment (a cold session stays cold: it is recorded
@@ -333,8 +376,9 @@ impl Inner {
         let section_len = sessions.section_len();
         let entries_len = sessions.entries_len();
         // Read after every session: above each number and id they hold.
+        let next_seq = self.feed.next_seq();
         let encoded = checkpoint::encode_with(
-            self.feed.next_seq(),
+            next_seq,
             self.next_id.load(Ordering::SeqCst),
             self.options.idempotency_window,
             &segments,
@@ -366,6 +410,13 @@ impl Inner {
             return Ok(false);
         }
         self.poison(checkpoint::put_in_place(&*self.fs, &self.dir))?;
+        // The deltas of the checkpoint it replaces go (they name that one, and are never
+        // applied to this one, so a removal a crash undoes does no harm). Deltas follow this
+        // one only once they are gone.
+        let deltas_gone = checkpoint::remove_deltas(&*self.fs, &self.dir).is_ok();
+        if running && deltas_gone && self.keys.is_none() {
+            state.base = encoded.id(next_seq).map(Base::new);
+        }
         if self.keys.is_none() {
             // (An encrypted store's checkpoint is read whole: nothing is parked in it, and no
             // session is cold.)
@@ -398,6 +449,73 @@ impl Inner {
             }
         }
         Ok(true)
+    }
+
+    /// A delta (`checkpoint/delta.rs`) after the full checkpoint `base`: the sessions whose
+    /// segments moved since the checkpoint or delta before, appended to the delta file once
+    /// every write it records is on disk. Returns whether one was written (false: see
+    /// [`Inner::write_checkpoint`]; then, and after a failure, the next one is a full one), or
+    /// `None` when a full one is to be written instead: a quarter of the sessions or more moved
+    /// in a store whose full checkpoint is past [`DELTA_SHARE_FROM`] (a delta holds each whole,
+    /// and an open after a crash would read them twice), or the full checkpoint is gone from
+    /// the folder.
+    fn write_delta(&self, mut base: Base, erasures: u64, counted: u64) -> Result<Option<bool>> {
+        // Cold sessions were not written since the full checkpoint (a write warms them first).
+        let (mut slots, _) = self.sessions.read().snapshot();
+        slots.extend(self.tombstones.lock().slots().cloned());
+        slots.sort_by_key(|slot| Reverse(slot.session_id));
+        slots.dedup_by_key(|slot| slot.session_id);
+        let sessions = slots.len() + self.sessions.read().cold_count();
+        slots.retain(|slot| {
+            let w = slot.writer.lock();
+            w.recorded != Some(w.tail())
+        });
+        let most =
+            slots.len().saturating_mul(4) >= sessions && base.id.file_len() > DELTA_SHARE_FROM;
+        if most || !self.fs.exists(&self.dir.join(CHECKPOINT_FILE)) {
+            return Ok(None);
+        }
+        let mut rec = Recording::default();
+        for slot in &slots {
+            // (A write after the look above is recorded too, or by the next delta.)
+            self.record_moved(slot, &mut rec)?;
+        }
+        let Recording {
+            segments, sessions, ..
+        } = rec;
+        if !sessions.is_empty() {
+            let newest_segment_ns = (segments.values())
+                .map(|(stat, _)| stat.modified_ns)
+                .max()
+                .unwrap_or(i64::MIN);
+            let segments: Vec<(String, SegmentStat)> = segments.into_iter().collect();
+            // What the delta records is on disk before the delta is.
+            self.flush()?;
+            let encoded = checkpoint::encode_with(
+                self.feed.next_seq(),
+                self.next_id.load(Ordering::SeqCst),
+                self.options.idempotency_window,
+                &segments,
+                sessions,
+            );
+            let state = self.checkpoint.lock();
+            if state.erasures != erasures || state.erasing > 0 {
+                return Ok(Some(false)); // it may hold what an erasure removed
+            }
+            let (fs, dir) = (&*self.fs, &self.dir);
+            let parts = encoded.parts();
+            let (id, at) = (&base.id, base.delta_len);
+            let appended = checkpoint::append_delta(fs, dir, id, at, &parts, newest_segment_ns);
+            match self.poison(appended)? {
+                Some(len) => base.delta_len = len,
+                None => return Ok(Some(false)),
+            }
+            drop(state);
+        }
+        self.checkpoint.lock().base = Some(base);
+        self.written_since_checkpoint
+            .fetch_sub(counted, Ordering::SeqCst);
+        Ok(Some(true))
     }
 
     /// After a clean close's checkpoint: stamps the folder (`layout::FolderStamp`) if it
@@ -512,7 +630,7 @@ impl Inner {
         sessions: &mut Sessions,
     ) -> Result<Option<(Block, u64)>> {
         let claim = slot.claim.lock();
-        let w = slot.writer.lock();
+        let mut w = slot.writer.lock();
         let view = slot.view.read();
         let tombstone = view.deleted;
         if (w.retired && !tombstone) || w.newest == 0 || !view.exists {
@@ -551,6 +669,8 @@ impl Inner {
         if !tombstone {
             live_keys.insert(view.key.clone());
         }
+        // (Should this checkpoint not be put in place, the next one is a full one.)
+        w.recorded = Some(w.tail());
         let block = view.home.block().cloned();
         Ok(block.map(|block| (block, offset)))
     }

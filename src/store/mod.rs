@@ -724,7 +724,9 @@ impl LogStore {
     /// Writes a checkpoint of the store now, as the background thread does every
     /// [`Options::checkpoint_bytes`] written: everything written before the call is synced,
     /// and an open after a crash replays only the sessions written after it (the others come
-    /// from the checkpoint). Fails with [`Error::ReadOnly`] in a read-only store.
+    /// from the checkpoint). After a full checkpoint, it is a delta of the sessions written
+    /// since the last one (see `docs/FORMAT.md`, "Incremental checkpoints"), so that it costs
+    /// what changed. Fails with [`Error::ReadOnly`] in a read-only store.
     pub fn checkpoint(&self) -> Result<()> {
         self.inner.write_checkpoint(true).map(drop)
     }

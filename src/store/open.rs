@@ -190,6 +190,7 @@ impl LogStore {
                 marked: state.marked,
                 unsynced_before_open: report.replayed_sessions > 0,
                 older_format: state.older_format,
+                base: state.base.map(super::checkpointing::Base::new),
                 erasures: 0,
                 erasing: 0,
                 recorded: None,
@@ -307,6 +308,8 @@ struct OnDisk {
     after_crash: bool,
     /// The checkpoint it read is of a version older builds read (see `CheckpointState`).
     older_format: bool,
+    /// The clean close's checkpoint it used, which deltas may follow (see `CheckpointState`).
+    base: Option<checkpoint::BaseId>,
     /// The next sequence number the checkpoint it used recorded (`None`: it used none).
     checkpoint_seq: Option<u64>,
     /// The folder's names as open listed them and found them to be those the clean close's
@@ -369,6 +372,7 @@ impl OnDisk {
         };
         let mut after_crash = false;
         let older_format = loaded.as_ref().is_some_and(|l| l.older_format);
+        let base = loaded.as_ref().and_then(|l| l.base);
         // The first number the checkpoint had not handed out when it was written: an erasure
         // logged at or above it came after it.
         let checkpoint_seq = loaded.as_ref().map(|l| l.replayed.next_seq);
@@ -443,6 +447,8 @@ impl OnDisk {
         } = replayed;
         report.findings.extend(found.findings);
         report.replayed_sessions = found.replayed_sessions;
+        // Deltas follow only a clean close's checkpoint that this open used.
+        let base = base.filter(|_| report.from_checkpoint && !after_crash);
         Ok(OnDisk {
             // Erasures have sequence numbers too (the erasure log's).
             next_seq: next_seq.max(erased.max_seq + 1),
@@ -457,6 +463,7 @@ impl OnDisk {
             marked,
             after_crash,
             older_format,
+            base,
             checkpoint_seq,
             listed_as_recorded,
         })

@@ -335,11 +335,16 @@ impl SessionMap {
 /// The slot of a session as open found it; `claim`: what the checkpoint claims of its files,
 /// checked at its first read or write.
 pub(super) fn slot_from(session: ReplayedSession, claim: Option<Claim>) -> Slot {
+    let mut writer = writer_from(&session);
+    if claim.is_some() {
+        // As the checkpoint holds it (until its files are found changed, and it is replayed).
+        writer.recorded = Some(writer.tail());
+    }
     Slot {
         session_id: session.session_id,
         key: session.view.key.clone(),
         claim: Mutex::new(claim.map(Box::new)),
-        writer: Mutex::new(writer_from(&session)),
+        writer: Mutex::new(writer),
         view: RwLock::new(session.view),
         pins: AtomicUsize::new(0),
     }
@@ -361,6 +366,7 @@ pub(super) fn writer_from(session: &ReplayedSession) -> Writer {
         sealed: false,
         links_checked: false,
         newest_version: session.newest_version,
+        recorded: None,
     }
 }
 
