@@ -277,3 +277,97 @@ fn an_encrypted_store_writes_only_full_checkpoints() {
     assert_eq!(store.recovery_report().replayed_sessions, 0);
     assert_eq!(Model::observe(&store), before);
 }
+
+#[test]
+fn a_fault_at_any_step_of_a_delta_fails_it_alone_or_stops_writes_and_loses_nothing() {
+    use sessionlog::testing::{FaultyFs, FsOp, EIO};
+    let mut faults = 0;
+    for n in 0.. {
+        let sim = SimFs::new();
+        let faulty = FaultyFs::new(Arc::new(sim.clone()));
+        let store = LogStore::open_with_fs(DIR, options(), Arc::new(faulty.clone())).unwrap();
+        for i in 0..10 {
+            say(&store, &format!("key-{i:02}"), "before the full checkpoint");
+        }
+        store.checkpoint().unwrap();
+        let full = file(&sim, "CHECKPOINT").unwrap();
+        say(&store, "key-01", "in the delta");
+        let mut before = Model::observe(&store);
+        faulty.fail_at(n, EIO);
+        let taken = store.checkpoint();
+        let Some(failed) = faulty.failed() else {
+            taken.unwrap();
+            assert!(file(&sim, "CHECKPOINT.delta").is_some());
+            break; // past the delta's last step
+        };
+        faults += 1;
+        assert!(taken.is_err(), "step {n} ({failed:?})");
+        if store.health().poisoned {
+            // Only a failed sync stops the store's writes.
+            assert!(
+                matches!(failed, FsOp::Sync | FsOp::SyncDir),
+                "step {n} ({failed:?})"
+            );
+        } else {
+            // The delta failed alone: writes go on, and the next checkpoint is a full one.
+            say(&store, "key-02", "after the failed delta");
+            store.checkpoint().unwrap();
+            assert_ne!(file(&sim, "CHECKPOINT").unwrap(), full, "step {n}");
+            assert!(file(&sim, "CHECKPOINT.delta").is_none(), "step {n}");
+            before = Model::observe(&store);
+        }
+        crash(&sim, store);
+        let store = open(&sim);
+        assert_eq!(Model::observe(&store), before, "step {n} ({failed:?})");
+        drop(store);
+        assert_eq!(full_replay(&sim), before, "step {n}");
+    }
+    assert!(faults >= 3, "{faults}");
+}
+
+#[test]
+fn a_delta_file_beside_a_clean_close_checkpoint_goes_at_a_writable_open() {
+    let fs = SimFs::new();
+    let store = forty_sessions_checkpointed(&fs);
+    say(&store, "key-01", "in a delta");
+    store.checkpoint().unwrap();
+    let stale = file(&fs, "CHECKPOINT.delta").unwrap();
+    store.close().unwrap();
+    // As if the clean close could not remove it: it names the checkpoint before.
+    fs.put_file(&path("CHECKPOINT.delta"), &stale);
+    let reader = LogStore::open_read_only_with_fs(DIR, Arc::new(fs.clone())).unwrap();
+    drop(reader);
+    assert!(
+        file(&fs, "CHECKPOINT.delta").is_some(),
+        "a reader changes nothing"
+    );
+    let store = open(&fs);
+    assert!(file(&fs, "CHECKPOINT.delta").is_none());
+    assert_eq!(store.load("key-01").len(), 4);
+}
+
+#[test]
+fn after_an_open_with_another_window_of_ids_the_first_checkpoint_is_a_full_one() {
+    let fs = SimFs::new();
+    let store = forty_sessions_checkpointed(&fs);
+    store.close().unwrap();
+    let full = file(&fs, "CHECKPOINT").unwrap();
+    let options = Options {
+        idempotency_window: options().idempotency_window + 1,
+        ..options()
+    };
+    let store = LogStore::open_with_fs(DIR, options.clone(), Arc::new(fs.clone())).unwrap();
+    say(&store, "key-01", "after the reopen");
+    store.checkpoint().unwrap();
+    // A delta written with this window would never apply to a checkpoint of the other one.
+    assert!(file(&fs, "CHECKPOINT.delta").is_none());
+    assert_ne!(file(&fs, "CHECKPOINT").unwrap(), full);
+    say(&store, "key-02", "after the full checkpoint");
+    store.checkpoint().unwrap();
+    assert!(file(&fs, "CHECKPOINT.delta").is_some());
+    let before = Model::observe(&store);
+    crash(&fs, store);
+    let store = LogStore::open_with_fs(DIR, options, Arc::new(fs.clone())).unwrap();
+    assert_eq!(store.recovery_report().replayed_sessions, 0);
+    assert_eq!(Model::observe(&store), before);
+}

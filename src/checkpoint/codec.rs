@@ -174,12 +174,12 @@ impl Sessions {
         placed
     }
 
-    /// The location section's length so far.
     /// No session was added.
     pub(crate) fn is_empty(&self) -> bool {
         self.count == 0
     }
 
+    /// The location section's length so far.
     pub(crate) fn section_len(&self) -> usize {
         self.locations.len()
     }
@@ -231,7 +231,6 @@ impl Encoded {
         [&self.head, &self.entries, &self.section]
     }
 
-    /// The file's length.
     /// Which checkpoint it is, once written (see [`Decoded::id`]); `next_seq` as encoded.
     pub(crate) fn id(&self, next_seq: u64) -> Option<BaseId> {
         let header = Header::read(&self.head)?;
@@ -243,6 +242,7 @@ impl Encoded {
         })
     }
 
+    /// The file's length.
     pub(crate) fn len(&self) -> usize {
         self.head.len() + self.entries.len() + self.section.len()
     }

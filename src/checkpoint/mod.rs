@@ -53,7 +53,10 @@ use crate::report::{Finding, RecoveryReport};
 use crate::segment::key_len_ok;
 use codec::{decode_body, decode_whole, Body, Decoded, Header, Section, HEADER_LEN};
 pub(crate) use codec::{encode_with, Entry, Sessions};
-pub(crate) use delta::{append as append_delta, remove as remove_deltas, BaseId, DELTA_FILE_MAX};
+pub(crate) use delta::{
+    append as append_delta, len_with as delta_len_with, remove as remove_deltas, BaseId,
+    DELTA_FILE_MAX,
+};
 
 /// Where the body starts in a plain checkpoint file of the version this build writes.
 pub(crate) const BODY_AT: u64 = HEADER_LEN as u64;
@@ -270,7 +273,9 @@ pub(crate) fn load(
             return Ok(None);
         }
     };
-    let base = (!running && keys.is_none() && d.version == VERSION_WRITTEN).then_some(d.id);
+    // (Deltas written with another window of ids would not apply to it.)
+    let follows = !running && keys.is_none() && d.version == VERSION_WRITTEN;
+    let base = (follows && d.window == window as u64).then_some(d.id);
     let mut sessions = d.sessions;
     let partial = changed.map(|changed| {
         let mut partial = Partial {

@@ -483,7 +483,9 @@ impl Inner {
         let Recording {
             segments, sessions, ..
         } = rec;
-        if !sessions.is_empty() {
+        let mut state = if sessions.is_empty() {
+            self.checkpoint.lock()
+        } else {
             let newest_segment_ns = (segments.values())
                 .map(|(stat, _)| stat.modified_ns)
                 .max()
@@ -498,6 +500,9 @@ impl Inner {
                 &segments,
                 sessions,
             );
+            if checkpoint::delta_len_with(base.delta_len, encoded.len()) > DELTA_FILE_MAX {
+                return Ok(None); // an open would not read it: a full one instead
+            }
             let state = self.checkpoint.lock();
             if state.erasures != erasures || state.erasing > 0 {
                 return Ok(Some(false)); // it may hold what an erasure removed
@@ -505,14 +510,22 @@ impl Inner {
             let (fs, dir) = (&*self.fs, &self.dir);
             let parts = encoded.parts();
             let (id, at) = (&base.id, base.delta_len);
-            let appended = checkpoint::append_delta(fs, dir, id, at, &parts, newest_segment_ns);
-            match self.poison(appended)? {
-                Some(len) => base.delta_len = len,
+            // A failed write fails this checkpoint alone (the next one is a full one); a
+            // failed sync stops the store's writes.
+            match checkpoint::append_delta(fs, dir, id, at, &parts, newest_segment_ns)? {
+                Some(appended) => {
+                    base.delta_len = appended.len;
+                    self.poison(appended.sync(fs, dir))?;
+                }
                 None => return Ok(Some(false)),
             }
-            drop(state);
+            state
+        };
+        // Deltas follow the full checkpoint still, unless an erasure took both meanwhile.
+        if state.erasures == erasures && state.erasing == 0 {
+            state.base = Some(base);
         }
-        self.checkpoint.lock().base = Some(base);
+        drop(state);
         self.written_since_checkpoint
             .fetch_sub(counted, Ordering::SeqCst);
         Ok(Some(true))

@@ -388,6 +388,11 @@ impl OnDisk {
                 report.from_checkpoint = true;
                 // (Replay repairs the erasure log itself, once every header is read.)
                 erased.repair(&**fs, dir, &mut report)?;
+                if !read_only {
+                    // Deltas beside a clean close's checkpoint follow another one (a clean
+                    // close removes them): they go, and nothing of what they hold lingers.
+                    checkpoint::remove_deltas(&**fs, dir)?;
+                }
                 // The checkpoint was checked against the listing: they hold the same names.
                 listed_as_recorded = folder.as_ref().map(|f| layout::names_hash(&f.names));
                 from_checkpoint.report = folder.map(|f| f.report).unwrap_or_default();
