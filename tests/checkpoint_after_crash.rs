@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::hooked::{Hooked, Hooks};
+use common::{cut_power, full_replay};
 use sessionlog::testing::{Model, SimFs};
 use sessionlog::{ChatMessage, Durability, LogStore, Options, SessionBackend};
 
-const DIR: &str = "/store";
+const DIR: &str = common::SIM_DIR;
 
 fn options() -> Options {
     Options {
@@ -26,20 +27,6 @@ fn options() -> Options {
 
 fn open(fs: &SimFs, options: &Options) -> LogStore {
     LogStore::open_with_fs(DIR, options.clone(), Arc::new(fs.clone())).unwrap()
-}
-
-/// The power goes with the store open: nothing more reaches the disk, not even its drop's.
-fn crash(fs: &SimFs, store: LogStore) {
-    fs.cut_power_after(0);
-    drop(store);
-    fs.crash(None);
-}
-
-/// What a replay of every segment gives (a read-only open never uses the checkpoint).
-fn full_replay(fs: &SimFs) -> Model {
-    let store = LogStore::open_read_only_with_fs(DIR, Arc::new(fs.clone())).unwrap();
-    assert!(!store.recovery_report().from_checkpoint);
-    Model::observe(&store)
 }
 
 fn exists(fs: &SimFs, name: &str) -> bool {
@@ -85,7 +72,7 @@ fn an_open_after_a_crash_replays_only_the_sessions_written_since_the_checkpoint(
     store.compact("s5").unwrap();
     say(&store, "new", "born after the checkpoint");
     let before = Model::observe(&store);
-    crash(&fs, store);
+    cut_power(&fs, store);
 
     let store = open(&fs, &options);
     let report = store.recovery_report().clone();
@@ -116,7 +103,7 @@ fn after_a_clean_close_the_first_change_marks_the_checkpoint_and_a_crash_replays
     say(&store, "s7", "after the open");
     assert!(exists(&fs, "CHECKPOINT.running"));
     let before = Model::observe(&store);
-    crash(&fs, store);
+    cut_power(&fs, store);
 
     let store = open(&fs, &options);
     let report = store.recovery_report();
@@ -152,7 +139,7 @@ fn writes_not_yet_synced_when_the_power_goes_are_replayed_from_what_the_disk_kep
     for i in 0..4 {
         say(&store, &format!("s{i}"), "never synced");
     }
-    crash(&fs, store);
+    cut_power(&fs, store);
     let store = open(&fs, &options);
     let report = store.recovery_report().clone();
     assert!(report.from_checkpoint && !report.has_damage(), "{report:?}");
@@ -179,7 +166,7 @@ fn a_tail_that_does_not_link_to_the_checkpoint_is_damage_not_served() {
     say(&store, "a", "two");
     store.checkpoint().unwrap();
     let checkpointed = store.load("a");
-    crash(&fs, store);
+    cut_power(&fs, store);
     // The record of "two" appended again: the file only grew, but the copy links to "one".
     let (path, mut bytes) = segment();
     let two = bytes[one_ends..].to_vec();
@@ -218,7 +205,7 @@ fn the_background_thread_takes_a_checkpoint_after_checkpoint_bytes() {
     assert!(exists(&fs, "CHECKPOINT.running"));
     // Nothing is written while the crash is set up: what the checkpoint holds stays.
     let before = Model::observe(&store);
-    crash(&fs, store);
+    cut_power(&fs, store);
     let store = open(&fs, &options);
     let report = store.recovery_report().clone();
     assert!(report.from_checkpoint, "{report:?}");
@@ -286,7 +273,7 @@ fn an_erasure_takes_the_checkpoint_that_holds_the_erased_session_with_it() {
     store.checkpoint().unwrap();
     assert!(holding(KEY.as_bytes()).is_empty());
     let before = Model::observe(&store);
-    crash(&fs, store);
+    cut_power(&fs, store);
     let store = open(&fs, &options);
     assert!(store.recovery_report().from_checkpoint);
     assert_eq!(Model::observe(&store), before);
@@ -440,7 +427,7 @@ fn a_checkpoint_taken_while_sessions_are_cold_records_them_and_an_open_after_a_c
     // After it: one more write to a cold session, then the crash.
     say(&store, "s3", "after the checkpoint");
     let before = Model::observe(&store);
-    crash(&fs, store);
+    cut_power(&fs, store);
 
     let store = open(&fs, &options);
     let report = store.recovery_report().clone();

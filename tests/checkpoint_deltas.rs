@@ -3,13 +3,16 @@
 //! before it; an open after a crash applies the deltas to the full checkpoint and replays only
 //! what changed after the last one, with the answers of a replay of every segment.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::{cut_power, full_replay};
 use sessionlog::testing::{Model, SimFs};
 use sessionlog::{ChatMessage, Durability, LogStore, Options, SessionBackend};
 
-const DIR: &str = "/store";
+const DIR: &str = common::SIM_DIR;
 
 fn options() -> Options {
     Options {
@@ -24,18 +27,23 @@ fn open(fs: &SimFs) -> LogStore {
     LogStore::open_with_fs(DIR, options(), Arc::new(fs.clone())).unwrap()
 }
 
-/// The power goes with the store open: nothing more reaches the disk, not even its drop's.
-fn crash(fs: &SimFs, store: LogStore) {
-    fs.cut_power_after(0);
-    drop(store);
-    fs.crash(None);
+/// After a crash: the store opens from its checkpoint and deltas, having replayed `replayed`
+/// sessions, and answers `before`, as a replay of every segment does.
+fn reopens_after_crash(fs: &SimFs, store: LogStore, before: &Model, replayed: usize) {
+    cut_power(fs, store);
+    opens_as(fs, before, replayed);
 }
 
-/// What a replay of every segment gives (a read-only open never uses the checkpoint).
-fn full_replay(fs: &SimFs) -> Model {
-    let store = LogStore::open_read_only_with_fs(DIR, Arc::new(fs.clone())).unwrap();
-    assert!(!store.recovery_report().from_checkpoint);
-    Model::observe(&store)
+/// The store opens from its checkpoint and deltas, having replayed `replayed` sessions, and
+/// answers `before`, as a replay of every segment does.
+fn opens_as(fs: &SimFs, before: &Model, replayed: usize) {
+    let store = open(fs);
+    let report = store.recovery_report().clone();
+    assert!(report.from_checkpoint && report.is_clean(), "{report:?}");
+    assert_eq!(report.replayed_sessions, replayed);
+    assert_eq!(Model::observe(&store), *before);
+    drop(store);
+    assert_eq!(full_replay(fs), *before);
 }
 
 fn path(name: &str) -> PathBuf {
@@ -107,16 +115,9 @@ fn a_checkpoint_after_a_full_one_appends_only_the_sessions_written_since() {
         full.len()
     );
     let before = Model::observe(&store);
-    crash(&fs, store);
-    let store = open(&fs);
-    let report = store.recovery_report().clone();
     // Nothing was written after the delta: every session comes from the full checkpoint or
     // the delta, none is replayed.
-    assert!(report.from_checkpoint && report.is_clean(), "{report:?}");
-    assert_eq!(report.replayed_sessions, 0);
-    assert_eq!(Model::observe(&store), before);
-    drop(store);
-    assert_eq!(full_replay(&fs), before);
+    reopens_after_crash(&fs, store, &before, 0);
 }
 
 /// A full checkpoint, then a delta of `key-01`, `key-03` and `key-04`, then one of `key-01`
@@ -141,28 +142,19 @@ fn two_deltas(fs: &SimFs) -> (LogStore, Model, Vec<u8>) {
 fn deltas_apply_in_order() {
     let fs = SimFs::new();
     let (store, before, _) = two_deltas(&fs);
-    crash(&fs, store);
-    let store = open(&fs);
-    assert_eq!(store.recovery_report().replayed_sessions, 0);
-    assert_eq!(Model::observe(&store), before);
+    reopens_after_crash(&fs, store, &before, 0);
 }
 
 #[test]
 fn a_delta_cut_short_is_left_out_and_the_ones_before_it_stand() {
     let fs = SimFs::new();
     let (store, before, two) = two_deltas(&fs);
-    crash(&fs, store);
+    cut_power(&fs, store);
     // The second cut short, as a power cut inside its write would leave it: the first one
     // stands, and the two sessions written after it are replayed from where it left them
     // (without it, the four written after the full checkpoint would be).
     fs.put_file(&path("CHECKPOINT.delta"), &two[..two.len() - 7]);
-    let store = open(&fs);
-    let report = store.recovery_report().clone();
-    assert!(report.from_checkpoint && report.is_clean(), "{report:?}");
-    assert_eq!(report.replayed_sessions, 2);
-    assert_eq!(Model::observe(&store), before);
-    drop(store);
-    assert_eq!(full_replay(&fs), before);
+    opens_as(&fs, &before, 2);
 }
 
 #[test]
@@ -183,10 +175,7 @@ fn a_full_checkpoint_takes_the_deltas_of_the_one_it_replaces_away() {
     let delta = file(&fs, "CHECKPOINT.delta").unwrap();
     assert!(holds(&delta, "key-03") && !holds(&delta, "key-01"));
     let before = Model::observe(&store);
-    crash(&fs, store);
-    let store = open(&fs);
-    assert_eq!(store.recovery_report().replayed_sessions, 0);
-    assert_eq!(Model::observe(&store), before);
+    reopens_after_crash(&fs, store, &before, 0);
 }
 
 #[test]
@@ -226,10 +215,7 @@ fn deltas_grow_to_half_the_full_checkpoint_then_a_full_one_is_written() {
     }
     assert!(fulls >= 2, "{fulls}");
     let before = Model::observe(&store);
-    crash(&fs, store);
-    let store = open(&fs);
-    assert_eq!(store.recovery_report().replayed_sessions, 0);
-    assert_eq!(Model::observe(&store), before);
+    reopens_after_crash(&fs, store, &before, 0);
 }
 
 #[test]
@@ -252,7 +238,7 @@ fn an_erasure_takes_the_deltas_that_hold_the_erased_session_with_it() {
     store.checkpoint().unwrap();
     assert!(file(&fs, "CHECKPOINT.delta").is_none());
     let before = Model::observe(&store);
-    crash(&fs, store);
+    cut_power(&fs, store);
     let store = open(&fs);
     assert_eq!(Model::observe(&store), before);
     assert!(!store.session_exists(KEY));
@@ -272,7 +258,7 @@ fn an_encrypted_store_writes_only_full_checkpoints() {
     store.checkpoint().unwrap();
     assert!(file(&fs, "CHECKPOINT.delta").is_none());
     let before = Model::observe(&store);
-    crash(&fs, store);
+    cut_power(&fs, store);
     let store = LogStore::open_with_fs(DIR, options, Arc::new(fs.clone())).unwrap();
     assert_eq!(store.recovery_report().replayed_sessions, 0);
     assert_eq!(Model::observe(&store), before);
@@ -316,7 +302,7 @@ fn a_fault_at_any_step_of_a_delta_fails_it_alone_or_stops_writes_and_loses_nothi
             assert!(file(&sim, "CHECKPOINT.delta").is_none(), "step {n}");
             before = Model::observe(&store);
         }
-        crash(&sim, store);
+        cut_power(&sim, store);
         let store = open(&sim);
         assert_eq!(Model::observe(&store), before, "step {n} ({failed:?})");
         drop(store);
@@ -366,7 +352,7 @@ fn after_an_open_with_another_window_of_ids_the_first_checkpoint_is_a_full_one()
     store.checkpoint().unwrap();
     assert!(file(&fs, "CHECKPOINT.delta").is_some());
     let before = Model::observe(&store);
-    crash(&fs, store);
+    cut_power(&fs, store);
     let store = LogStore::open_with_fs(DIR, options, Arc::new(fs.clone())).unwrap();
     assert_eq!(store.recovery_report().replayed_sessions, 0);
     assert_eq!(Model::observe(&store), before);

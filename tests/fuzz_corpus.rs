@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use sessionlog::record::decode_frame;
 use sessionlog::testing::{
-    fuzz_checkpoint, fuzz_decode_record, fuzz_open_folder, fuzz_ops, fuzz_ops_encrypted, run_op,
-    Op, SimFs,
+    fuzz_checkpoint, fuzz_checkpoint_delta, fuzz_decode_record, fuzz_open_folder, fuzz_ops,
+    fuzz_ops_encrypted, run_op, Op, SimFs,
 };
 use sessionlog::{LogStore, Options};
 
@@ -58,6 +58,14 @@ fn open_folder_corpus_replays_cleanly() {
 fn checkpoint_corpus_replays_cleanly() {
     for (path, bytes) in corpus("checkpoint") {
         let result = std::panic::catch_unwind(|| fuzz_checkpoint(&bytes));
+        assert!(result.is_ok(), "{}", path.display());
+    }
+}
+
+#[test]
+fn checkpoint_delta_corpus_replays_cleanly() {
+    for (path, bytes) in corpus("checkpoint_delta") {
+        let result = std::panic::catch_unwind(|| fuzz_checkpoint_delta(&bytes));
         assert!(result.is_ok(), "{}", path.display());
     }
 }

@@ -120,3 +120,40 @@ fn a_lock_floor_beyond_the_range_is_reported_and_not_used() {
     let store = open(dir.path());
     assert_eq!(store.load(MARKER).len(), 4, "{:?}", store.recovery_report());
 }
+
+/// A checkpoint (whole, its CRC right) whose session's records end short of where its newest
+/// segment does, the files as it recorded them: the next append would go over the last record.
+/// Nothing is written over: the append fails and the segment keeps every byte.
+#[test]
+fn a_checkpoint_whose_session_ends_short_of_its_segment_gets_nothing_written_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for text in ["one", "two", "three"] {
+        store.append("a", &user(text)).unwrap();
+    }
+    store.close().unwrap();
+    let segment = segments(dir.path()).remove(0);
+    let kept = std::fs::read(&segment).unwrap();
+    let len = (kept.len() as u64).to_le_bytes();
+    let path = dir.path().join("CHECKPOINT");
+    let mut checkpoint = std::fs::read(&path).unwrap();
+    // The session's entry comes after the table of files, which records the same length: the
+    // last match is the entry's.
+    let at = (checkpoint.windows(8))
+        .rposition(|w| w == len)
+        .expect("the entry records the segment's length");
+    let short = (kept.len() as u64 - 10).to_le_bytes();
+    checkpoint[at..at + 8].copy_from_slice(&short);
+    let body_len = u64::from_le_bytes(checkpoint[12..20].try_into().unwrap()) as usize;
+    let crc = crc32fast_hash(&checkpoint[32..32 + body_len]);
+    checkpoint[20..24].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &checkpoint).unwrap();
+    let store = open(dir.path());
+    let appended = store.append("a", &user("four"));
+    let now = std::fs::read(&segment).unwrap();
+    assert!(now.len() >= kept.len(), "{appended:?}");
+    assert!(
+        now[..kept.len()] == kept[..],
+        "the last record was written over ({appended:?})"
+    );
+}

@@ -1,13 +1,14 @@
 //! A session's writer: where its next record goes, segment roll-over, cached file handles,
 //! and the bookkeeping of what is written but not yet synced.
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::cipher::DataKey;
 use crate::compaction::Generation;
 use crate::error::{Error, Result};
-use crate::fs::{context, sync_dir, FileHandle, OpenMode};
+use crate::fs::{context, sync_dir, FileHandle, FileSystem, OpenMode};
 use crate::keyring;
 use crate::layout;
 use crate::location::RecordLoc;
@@ -90,6 +91,25 @@ impl Writer {
         }
     }
 
+    /// True when the newest segment, at `path`, is as long as the session's records reach
+    /// (`newest_len`): the next record goes at its end.
+    pub(super) fn newest_len_holds(&self, fs: &dyn FileSystem, path: &Path) -> Result<bool> {
+        let len = fs.stat(path).map_err(context("examining", path))?.len;
+        Ok(len == self.newest_len)
+    }
+
+    /// The error of a newest segment, at `path`, whose length is not where the session's
+    /// records end: nothing is written to it.
+    pub(super) fn newest_len_differs(&self, path: &Path) -> Error {
+        Error::Corrupt {
+            path: path.to_owned(),
+            offset: self.newest_len,
+            reason: "the segment's length is not where the session's records end (a checkpoint \
+                     that does not match its files?): nothing is written to it"
+                .into(),
+        }
+    }
+
     /// Where its segments are now, as [`Writer::recorded`] holds it.
     pub(super) fn tail(&self) -> (u32, u32, u64) {
         (self.oldest, self.newest, self.newest_len)
@@ -136,6 +156,11 @@ impl Inner {
                 .link_count(&path)
                 .map_err(context("examining", &path))?;
             w.sealed |= names > 1;
+            if !w.sealed && !w.newest_len_holds(&*self.fs, &path)? {
+                // Appended to, it would be written over or left with a hole: a checkpoint that
+                // does not match its files (whole, its CRC right) is the one way there.
+                return Err(w.newest_len_differs(&path));
+            }
             w.links_checked = true;
         }
         let created =

@@ -337,6 +337,24 @@ pub fn fuzz_checkpoint(data: &[u8]) {
     let Some((_, mut bytes)) = fs.files().into_iter().find(|(p, _)| *p == path) else {
         panic!("a clean close writes a checkpoint");
     };
+    edit_bytes(&mut bytes, data);
+    fix_checkpoint_crc(&mut bytes);
+    fs.put_file(&path, &bytes);
+    let Ok(store) = open() else {
+        return; // a typed error is a fine answer
+    };
+    for key in store.list_sessions() {
+        let _ = store.read_messages(&key);
+        let _ = store.get_session_metadata(&key);
+    }
+    let _ = store.append("fuzz", &ChatMessage::user("after open"));
+    drop(store);
+    let _ = open();
+}
+
+/// Edits `bytes` as `data` says, four bytes an edit: `{ kind | at: u16 be | value }`, kind
+/// (mod 4) 0 sets the byte at `at`, 1 sets 8 bytes from it, 2 cuts there, 3 inserts `value`.
+fn edit_bytes(bytes: &mut Vec<u8>, data: &[u8]) {
     for edit in data.chunks_exact(4) {
         let at = usize::from(u16::from_be_bytes([edit[1], edit[2]])) % (bytes.len() + 1);
         match edit[0] % 4 {
@@ -353,7 +371,12 @@ pub fn fuzz_checkpoint(data: &[u8]) {
             _ => bytes.insert(at, edit[3]),
         }
     }
-    // The header: magic (8), version (4), body length (8), body CRC (4), section length (8).
+}
+
+/// Makes the body CRC of the checkpoint `bytes` hold right again, if its header's body length
+/// fits, so that its decoding goes past the CRC. The header: magic (8), version (4), body
+/// length (8), body CRC (4), section length (8).
+fn fix_checkpoint_crc(bytes: &mut [u8]) {
     let body_len = bytes
         .get(12..20)
         .and_then(|b| b.try_into().ok())
@@ -364,6 +387,71 @@ pub fn fuzz_checkpoint(data: &[u8]) {
     {
         let crc = crc32fast::hash(body);
         bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// The `checkpoint_delta` fuzz target: a plain store with a full checkpoint taken while it ran
+/// and two deltas after it (`CHECKPOINT.delta`), then a power cut; the delta file is edited as
+/// [`fuzz_checkpoint`] edits a checkpoint (each record's CRCs, its own and its checkpoint's
+/// body's, made right again where its length fits), and the store opened after the crash.
+/// Open must not panic nor allocate by a length the bytes claim; whatever opens reads, writes
+/// and reopens.
+pub fn fuzz_checkpoint_delta(data: &[u8]) {
+    let fs = SimFs::new();
+    let options = crate::Options {
+        auto_compact: false,
+        checkpoint_bytes: 0,
+        checkpoint_interval: None,
+        ..fuzz_options()
+    };
+    let open = || LogStore::open_with_fs(FUZZ_DIR, options.clone(), Arc::new(fs.clone()));
+    {
+        let store = open().expect("a new store opens");
+        for key in ["a", "b", "c", "d", "e"] {
+            for n in 0..2 {
+                let text = format!("{key} {n}");
+                store.append(key, &ChatMessage::user(text)).expect("append");
+            }
+        }
+        store.checkpoint().expect("a full checkpoint");
+        store
+            .append("a", &ChatMessage::user("a 2"))
+            .expect("append");
+        store.set_session_name("b", "named").expect("name");
+        store.checkpoint().expect("a delta");
+        store.delete_session("c").expect("delete");
+        store.clear_messages("d").expect("clear");
+        store
+            .append("f", &ChatMessage::user("f 0"))
+            .expect("append");
+        store.checkpoint().expect("a second delta");
+        store
+            .append("e", &ChatMessage::user("after the deltas"))
+            .expect("append");
+        fs.cut_power_after(0);
+        drop(store);
+        fs.crash(None);
+    }
+    let path = Path::new(FUZZ_DIR).join(crate::layout::CHECKPOINT_DELTA_FILE);
+    let Some((_, mut bytes)) = fs.files().into_iter().find(|(p, _)| *p == path) else {
+        panic!("checkpoints after a full one are deltas");
+    };
+    edit_bytes(&mut bytes, data);
+    // Records after the 44-byte header: { len: u64 | crc: u32 | checkpoint: [u8; len] }.
+    let mut at = 44usize;
+    while let Some(len) = (bytes.get(at..at + 8))
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .and_then(|len| usize::try_from(len).ok())
+    {
+        let start = at + 12;
+        let Some(end) = start.checked_add(len).filter(|&end| end <= bytes.len()) else {
+            break;
+        };
+        fix_checkpoint_crc(&mut bytes[start..end]);
+        let crc = crc32fast::hash(&bytes[start..end]);
+        bytes[at + 8..start].copy_from_slice(&crc.to_le_bytes());
+        at = end;
     }
     fs.put_file(&path, &bytes);
     let Ok(store) = open() else {

@@ -19,8 +19,8 @@ mod sim_fs;
 
 pub use faulty_fs::{FaultyFs, FsOp, EIO, ENOSPC};
 pub use fuzz::{
-    check_ops, check_ops_encrypted, fuzz_checkpoint, fuzz_decode_record, fuzz_open_folder,
-    fuzz_ops, fuzz_ops_encrypted, FUZZ_DIR,
+    check_ops, check_ops_encrypted, fuzz_checkpoint, fuzz_checkpoint_delta, fuzz_decode_record,
+    fuzz_open_folder, fuzz_ops, fuzz_ops_encrypted, FUZZ_DIR,
 };
 pub use model::{Model, ModelSession, ModelTombstone};
 pub use op::{ops_from_bytes, run_op, Op, KEYS};

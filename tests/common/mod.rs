@@ -79,6 +79,22 @@ pub struct Run {
     pub store: Option<LogStore>,
 }
 
+/// Cuts the power with `store` open on `fs`: nothing more reaches the disk, not even its
+/// drop's.
+pub fn cut_power(fs: &sessionlog::testing::SimFs, store: LogStore) {
+    fs.cut_power_after(0);
+    drop(store);
+    fs.crash(None);
+}
+
+/// What a replay of every segment of the store in [`SIM_DIR`] on `fs` gives (a read-only open
+/// never uses the checkpoint).
+pub fn full_replay(fs: &sessionlog::testing::SimFs) -> Model {
+    let store = LogStore::open_read_only_with_fs(SIM_DIR, Arc::new(fs.clone())).unwrap();
+    assert!(!store.recovery_report().from_checkpoint);
+    Model::observe(&store)
+}
+
 /// Opens a store in [`SIM_DIR`] on `fs` and runs `ops` (`Op::Reopen` closes and opens it
 /// again) until the first error.
 pub fn run_until_error(fs: Arc<dyn FileSystem>, options: &Options, ops: &[Op]) -> Run {
