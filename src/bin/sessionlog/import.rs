@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use sessionlog::{ChatMessage, LogStore, Options, SessionBackend};
+#[cfg(feature = "sqlite")]
+use sessionlog::SessionBackend;
+use sessionlog::{ChatMessage, LogStore, Options};
 
 use super::{progress, CliResult};
 
