@@ -123,7 +123,8 @@ fn a_lock_floor_beyond_the_range_is_reported_and_not_used() {
 
 /// A checkpoint (whole, its CRC right) whose session's records end short of where its newest
 /// segment does, the files as it recorded them: the next append would go over the last record.
-/// Nothing is written over: the append fails and the segment keeps every byte.
+/// The first touch finds the session's end where the checkpoint does not say, and replays it:
+/// the append goes after every record, and nothing is written over.
 #[test]
 fn a_checkpoint_whose_session_ends_short_of_its_segment_gets_nothing_written_over() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,4 +157,7 @@ fn a_checkpoint_whose_session_ends_short_of_its_segment_gets_nothing_written_ove
         now[..kept.len()] == kept[..],
         "the last record was written over ({appended:?})"
     );
+    appended.unwrap();
+    let texts: Vec<String> = (store.load("a").into_iter()).map(|m| m.content).collect();
+    assert_eq!(texts, ["one", "two", "three", "four"]);
 }

@@ -36,11 +36,20 @@ impl Inner {
             return Ok(true);
         };
         let key = || keyring::data_key(self.keys.as_ref(), slot.session_id);
-        let in_place = if held.holds(&*self.fs, &self.dir, slot.session_id, key)? {
-            true
-        } else {
-            self.replay_changed(slot, held.numbers())?
+        // The session's records end where the checkpoint recorded its newest file's end (a
+        // checkpoint that says otherwise, whole with its CRC right, would have the next record
+        // written over others or past a hole): else it is replayed from its files.
+        let ends_as_recorded = {
+            let w = slot.writer.lock();
+            (held.files().last())
+                .is_none_or(|(number, (stat, _))| *number == w.newest && stat.len == w.newest_len)
         };
+        let in_place =
+            if ends_as_recorded && held.holds(&*self.fs, &self.dir, slot.session_id, key)? {
+                true
+            } else {
+                self.replay_changed(slot, held.numbers())?
+            };
         *claim = None;
         Ok(in_place)
     }
