@@ -96,6 +96,13 @@ impl Claim {
         self.all.get(self.range.clone()).unwrap_or_default()
     }
 
+    /// True when the newest file the claim covers is segment `newest`, recorded `newest_len`
+    /// bytes long: where the session's records end (a claim of no file: true).
+    pub(crate) fn ends_at(&self, newest: u32, newest_len: u64) -> bool {
+        (self.files().last())
+            .is_none_or(|(number, (stat, _))| *number == newest && stat.len == newest_len)
+    }
+
     /// True when the files of session `id` in `dir` are as the checkpoint recorded them (see
     /// the module's comment); `key` gives the session's data key in an encrypted store, asked
     /// for only if the headers must be read. A file that is gone, or whose header does not
@@ -157,7 +164,7 @@ pub(crate) struct Claims {
     runs: Vec<(u64, u32, u32)>,
     /// After a crash, the sessions whose files deltas of the checkpoint recorded, and when the
     /// last delta was written: what the claims of those compare with (`checkpoint/delta.rs`).
-    later: Option<(i64, Arc<HashSet<u64>>)>,
+    later: Option<(i64, HashSet<u64>)>,
 }
 
 /// The start of a run whose claim was taken.
@@ -186,7 +193,7 @@ impl Claims {
     /// These claims, those of the sessions `ids` made by deltas last written at `written_ns`.
     pub(crate) fn later_for(self, written_ns: i64, ids: HashSet<u64>) -> Claims {
         Claims {
-            later: Some((written_ns, Arc::new(ids))),
+            later: Some((written_ns, ids)),
             ..self
         }
     }

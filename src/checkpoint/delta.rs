@@ -20,7 +20,7 @@
 //! // record: { len: u64 | crc: u32 (of the checkpoint bytes) | checkpoint: [u8; len] }
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::bytes::Reader;
@@ -259,11 +259,11 @@ fn merge(base: &mut Decoded, deltas: Vec<Decoded>) -> HashSet<u64> {
     };
     (base.next_seq, base.next_id) = (last.next_seq, last.next_id);
     // The last word on each session, and on its files.
-    let mut sessions = std::collections::HashMap::new();
-    let mut files = std::collections::HashMap::new();
+    let mut sessions = HashMap::new();
+    let mut files = HashMap::new();
     for delta in deltas {
         base.window_full |= delta.window_full;
-        let mut rows: std::collections::HashMap<u64, Vec<_>> = std::collections::HashMap::new();
+        let mut rows: HashMap<u64, Vec<_>> = HashMap::new();
         for (name, stat) in delta.segments {
             if let Some((id, _)) = name.segment() {
                 rows.entry(id).or_default().push((name, stat));

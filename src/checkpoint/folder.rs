@@ -135,14 +135,14 @@ pub(super) fn check_folder_after_crash(
     recorded: Vec<(Recorded, SegmentStat)>,
     listed: &[String],
     sessions: &[ReplayedSession],
-    later: Option<(i64, &HashSet<u64>)>,
+    later: Option<(i64, HashSet<u64>)>,
 ) -> std::result::Result<(Claims, HashMap<u64, bool>), &'static str> {
     let written = fs
         .stat(checkpoint)
         .map_err(|_| "it cannot be examined")?
         .modified_ns;
-    let written_of = |id: u64| match later {
-        Some((later, ids)) if ids.contains(&id) => later,
+    let written_of = |id: u64| match &later {
+        Some((later, ids)) if ids.contains(&id) => *later,
         _ => written,
     };
     // Each session's segments in force: (oldest, newest, newest's length).
@@ -242,7 +242,7 @@ pub(super) fn check_folder_after_crash(
     live.sort_unstable();
     let claims = claims_of(written, recorded, &live)?;
     let claims = match later {
-        Some((later, ids)) => claims.later_for(later, ids.clone()),
+        Some((later, ids)) => claims.later_for(later, ids),
         None => claims,
     };
     Ok((claims, changed))

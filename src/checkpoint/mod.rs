@@ -55,7 +55,7 @@ use codec::{decode_body, decode_whole, Body, Decoded, Header, Section, HEADER_LE
 pub(crate) use codec::{encode_with, Entry, Sessions};
 pub(crate) use delta::{
     append as append_delta, len_with as delta_len_with, remove as remove_deltas, BaseId,
-    DELTA_FILE_MAX,
+    DELTA_FILE_MAX, HEADER_LEN as DELTA_HEADER_LEN,
 };
 
 /// Where the body starts in a plain checkpoint file of the version this build writes.
@@ -252,7 +252,7 @@ pub(crate) fn load(
                     recorded,
                     listed,
                     &d.sessions,
-                    applied.as_ref().map(|a| (a.written_ns, &a.ids)),
+                    applied.map(|a| (a.written_ns, a.ids)),
                 )?;
                 (claims, Some(changed))
             } else {

@@ -98,21 +98,22 @@ impl Writer {
         Ok(len == self.newest_len)
     }
 
-    /// The error of a newest segment, at `path`, whose length is not where the session's
-    /// records end: nothing is written to it.
-    pub(super) fn newest_len_differs(&self, path: &Path) -> Error {
-        Error::Corrupt {
-            path: path.to_owned(),
-            offset: self.newest_len,
-            reason: "the segment's length is not where the session's records end (a checkpoint \
-                     that does not match its files?): nothing is written to it"
-                .into(),
-        }
-    }
-
     /// Where its segments are now, as [`Writer::recorded`] holds it.
     pub(super) fn tail(&self) -> (u32, u32, u64) {
         (self.oldest, self.newest, self.newest_len)
+    }
+}
+
+/// The error of a newest segment, at `path`, whose length is not where the session's records
+/// end (`newest_len`): a record written there would go over others or past a hole, so nothing
+/// is written to it.
+pub(super) fn ends_elsewhere(path: &Path, newest_len: u64) -> Error {
+    Error::Corrupt {
+        path: path.to_owned(),
+        offset: newest_len,
+        reason: "the segment's length is not where the session's records end (a checkpoint \
+                 that does not match its files?): nothing is written to it"
+            .into(),
     }
 }
 
@@ -159,7 +160,7 @@ impl Inner {
             if !w.sealed && !w.newest_len_holds(&*self.fs, &path)? {
                 // Appended to, it would be written over or left with a hole: a checkpoint that
                 // does not match its files (whole, its CRC right) is the one way there.
-                return Err(w.newest_len_differs(&path));
+                return Err(ends_elsewhere(&path, w.newest_len));
             }
             w.links_checked = true;
         }

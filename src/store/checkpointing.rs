@@ -26,6 +26,7 @@ use crate::parked::{Block, BlockFile, Home};
 use crate::recovery;
 
 use super::residence::Pinned;
+use super::session_map::ColdIndices;
 use super::{Inner, Slot};
 
 /// What the store knows of the checkpoint on disk.
@@ -285,14 +286,7 @@ impl Inner {
         }
         let names = recovery::list_folder(&*self.fs, &self.dir)?.names;
         self.sync_replayed(Some(&names))?;
-        // The sessions hot and cold at one moment (a cold session stays cold: it is recorded
-        // from its entry), and the deleted ones.
-        let (mut slots, cold) = self.sessions.read().snapshot();
-        slots.extend(self.tombstones.lock().slots().cloned());
-        // Newest session first, the order open settles them in (its sort then only reverses
-        // the list).
-        slots.sort_by_key(|slot| Reverse(slot.session_id));
-        slots.dedup_by_key(|slot| slot.session_id);
+        let (slots, cold) = self.to_record();
         // Newest first, hot and cold together.
         let mut order: Vec<(u64, ToRecord<'_>)> = (slots.iter())
             .map(|slot| (slot.session_id, ToRecord::Hot(slot)))
@@ -305,7 +299,6 @@ impl Inner {
         }
         order.sort_by_key(|(id, _)| Reverse(*id));
         let mut rec = Recording::default();
-        let mut newest_segment_ns = i64::MIN;
         let mut copier = cold.as_ref().map(|(cold, _)| Copier::new(cold));
         for (_, to_record) in order {
             let (cold, at) = match to_record {
@@ -364,9 +357,7 @@ impl Inner {
                 segments.insert(name, stat);
             }
         }
-        for (stat, _) in segments.values() {
-            newest_segment_ns = newest_segment_ns.max(stat.modified_ns);
-        }
+        let newest_segment_ns = newest_modified(&segments);
         let segments: Vec<(String, SegmentStat)> = segments.into_iter().collect();
         if running {
             // What the checkpoint describes is on disk before it is in place: every write
@@ -451,6 +442,17 @@ impl Inner {
         Ok(true)
     }
 
+    /// The sessions hot and cold at one moment (a cold session stays cold: it is recorded from
+    /// its entry), and the deleted ones: the slots newest session first, the order open settles
+    /// them in (its sort then only reverses the list).
+    fn to_record(&self) -> (Vec<Arc<Slot>>, Option<ColdIndices>) {
+        let (mut slots, cold) = self.sessions.read().snapshot();
+        slots.extend(self.tombstones.lock().slots().cloned());
+        slots.sort_by_key(|slot| Reverse(slot.session_id));
+        slots.dedup_by_key(|slot| slot.session_id);
+        (slots, cold)
+    }
+
     /// A delta (`checkpoint/delta.rs`) after the full checkpoint `base`: the sessions whose
     /// segments moved since the checkpoint or delta before, appended to the delta file once
     /// every write it records is on disk. Returns whether one was written (false: see
@@ -461,11 +463,8 @@ impl Inner {
     /// the folder.
     fn write_delta(&self, mut base: Base, erasures: u64, counted: u64) -> Result<Option<bool>> {
         // Cold sessions were not written since the full checkpoint (a write warms them first).
-        let (mut slots, _) = self.sessions.read().snapshot();
-        slots.extend(self.tombstones.lock().slots().cloned());
-        slots.sort_by_key(|slot| Reverse(slot.session_id));
-        slots.dedup_by_key(|slot| slot.session_id);
-        let sessions = slots.len() + self.sessions.read().cold_count();
+        let (mut slots, cold) = self.to_record();
+        let sessions = slots.len() + cold.map_or(0, |(_, indices)| indices.len());
         slots.retain(|slot| {
             let w = slot.writer.lock();
             w.recorded != Some(w.tail())
@@ -486,10 +485,7 @@ impl Inner {
         let mut state = if sessions.is_empty() {
             self.checkpoint.lock()
         } else {
-            let newest_segment_ns = (segments.values())
-                .map(|(stat, _)| stat.modified_ns)
-                .max()
-                .unwrap_or(i64::MIN);
+            let newest_segment_ns = newest_modified(&segments);
             let segments: Vec<(String, SegmentStat)> = segments.into_iter().collect();
             // What the delta records is on disk before the delta is.
             self.flush()?;
@@ -769,6 +765,15 @@ impl Inner {
             self.activity.lock().take();
         }
     }
+}
+
+/// The latest modification time of the segment files a checkpoint records: the checkpoint
+/// must be newer on disk than all of them.
+fn newest_modified(segments: &BTreeMap<String, SegmentStat>) -> i64 {
+    (segments.values())
+        .map(|(stat, _)| stat.modified_ns)
+        .max()
+        .unwrap_or(i64::MIN)
 }
 
 /// The entry `sessions` last took, of the session in `slot`: where it starts counted from the

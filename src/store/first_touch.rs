@@ -36,20 +36,18 @@ impl Inner {
             return Ok(true);
         };
         let key = || keyring::data_key(self.keys.as_ref(), slot.session_id);
-        // The session's records end where the checkpoint recorded its newest file's end (a
-        // checkpoint that says otherwise, whole with its CRC right, would have the next record
-        // written over others or past a hole): else it is replayed from its files.
-        let ends_as_recorded = {
+        // A session whose records end elsewhere than its newest file's recorded end (a
+        // checkpoint that says so, whole with its CRC right, would have the next record written
+        // over others or past a hole) is replayed from its files.
+        let ends_at = {
             let w = slot.writer.lock();
-            (held.files().last())
-                .is_none_or(|(number, (stat, _))| *number == w.newest && stat.len == w.newest_len)
+            held.ends_at(w.newest, w.newest_len)
         };
-        let in_place =
-            if ends_as_recorded && held.holds(&*self.fs, &self.dir, slot.session_id, key)? {
-                true
-            } else {
-                self.replay_changed(slot, held.numbers())?
-            };
+        let in_place = if ends_at && held.holds(&*self.fs, &self.dir, slot.session_id, key)? {
+            true
+        } else {
+            self.replay_changed(slot, held.numbers())?
+        };
         *claim = None;
         Ok(in_place)
     }

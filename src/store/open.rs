@@ -637,15 +637,9 @@ impl Opening<'_> {
             .open(&path, OpenMode::Write)
             .map_err(context("opening", &path))?;
         if file.size().map_err(context("examining", &path))? != session.newest_len {
-            // Written there, the record would go over others or past a hole: a checkpoint
-            // that does not match its files (whole, its CRC right) is the one way there.
-            return Err(Error::Corrupt {
-                path,
-                offset: session.newest_len,
-                reason: "the segment's length is not where the deleted session's records end \
-                         (a checkpoint that does not match its files?): nothing is written"
-                    .into(),
-            });
+            // A checkpoint that does not match its files (whole, its CRC right) is the one way
+            // there.
+            return Err(super::appender::ends_elsewhere(&path, session.newest_len));
         }
         file.write_at(&frame, session.newest_len)
             .map_err(context("writing", &path))?;

@@ -443,8 +443,8 @@ pub fn fuzz_checkpoint_delta(data: &[u8]) {
         panic!("checkpoints after a full one are deltas");
     };
     edit_bytes(&mut bytes, data);
-    // Records after the 44-byte header: { len: u64 | crc: u32 | checkpoint: [u8; len] }.
-    let mut at = 44usize;
+    // Records after the header: { len: u64 | crc: u32 | checkpoint: [u8; len] }.
+    let mut at = crate::checkpoint::DELTA_HEADER_LEN as usize;
     while let Some(len) = (bytes.get(at..at + 8))
         .and_then(|b| b.try_into().ok())
         .map(u64::from_le_bytes)
