@@ -73,6 +73,7 @@ mod store;
 #[cfg(feature = "fault-injection")]
 pub mod testing;
 mod torn_tail;
+mod workers;
 
 #[cfg(feature = "tokio")]
 pub use async_store::{AsyncLogStore, DeliveryStream};

@@ -499,6 +499,22 @@ impl SessionView {
 
     /// Puts back the locations the parked block holds, read from it, and keeps it as their
     /// image.
+    /// Reads back the locations when they are parked, to be kept in memory for good
+    /// (nothing holds the checkpoint file open for them any more); false if they cannot be.
+    pub(crate) fn read_back(&mut self) -> bool {
+        let Some(block) = self.parked() else {
+            return true;
+        };
+        match block.read() {
+            Ok((messages, cleared)) => {
+                self.unpark(messages, cleared);
+                self.home = Home::Memory;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     pub(crate) fn unpark(&mut self, messages: Vec<MessageLoc>, cleared: Vec<MessageLoc>) {
         self.messages = messages;
         self.cleared = cleared;

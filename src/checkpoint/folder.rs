@@ -6,12 +6,13 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::claim::{compare, Claims, Compared, SegmentStat};
 use crate::fs::FileSystem;
 use crate::layout::{parse_segment_name, segment_name, SEGMENT_SUFFIX};
 use crate::recovery::ReplayedSession;
+use crate::workers;
 
 /// A file a checkpoint records, by name: a segment's is kept as its session id and number
 /// (parsed once, no copy of the name), any other's as it is.
@@ -150,18 +151,10 @@ pub(super) fn check_folder_after_crash(
         .iter()
         .map(|s| (s.session_id, (s.oldest, s.newest, s.newest_len)))
         .collect();
-    let mut changed: HashMap<u64, bool> = HashMap::new();
-    let mut mark = |id: u64, grown: bool| {
-        let entry = changed.entry(id).or_insert(true);
-        *entry &= grown;
-    };
-    // How many of each session's segments, `oldest` to `newest`, are there as recorded (or
-    // grew): a session missing one is replayed, as a replay of everything would find it.
-    let mut present: HashMap<u64, u32> = HashMap::new();
-    // Sessions with a file that matched without a change time to compare (a file system that
-    // keeps none): a rewrite with its times put back would pass, so such a session is not
-    // resumed on the strength of its older files (kept, its claim reads their headers).
-    let mut unsure: HashSet<u64> = HashSet::new();
+    // First what the names alone say, and which files must be examined: each is then looked
+    // at (`stat`, side by side: one system call a file is most of an open after a crash),
+    // and what it showed is taken in the names' order.
+    let mut steps: Vec<Step> = Vec::new();
     let (mut old, mut new) = (recorded.iter().peekable(), listed.iter().peekable());
     loop {
         // A merge of the two sorted lists: each name recorded, listed, or both.
@@ -186,40 +179,77 @@ pub(super) fn check_folder_after_crash(
         let Some((id, number)) = name.segment() else {
             continue;
         };
-        let Some(&(oldest, newest, newest_len)) = spans.get(&id) else {
-            mark(id, false);
+        let Some(&(oldest, newest, _)) = spans.get(&id) else {
+            steps.push(Step::Mark(id, false));
             continue;
         };
-        match (then, now) {
-            _ if number < oldest => mark(id, false),
-            (None, _) if number > newest => mark(id, true),
-            (Some(then), true) if number <= newest => {
-                let stat = match fs.stat_changed(&dir.join(&*name.name())) {
-                    Ok(stat) => stat,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        mark(id, false);
-                        continue;
-                    }
-                    Err(_) => return Err("a segment cannot be examined"),
-                };
-                *present.entry(id).or_default() += 1;
-                match compare(&then, &stat, written_of(id)) {
-                    Compared::Same { change_time_known } => {
-                        if !change_time_known {
-                            unsure.insert(id);
-                        }
-                    }
-                    Compared::Changed
-                        if number == newest
-                            && then.0.len == newest_len
-                            && stat.0.len >= newest_len =>
-                    {
-                        mark(id, true)
-                    }
-                    Compared::Changed | Compared::Rewritten => mark(id, false),
+        steps.push(match (then, now) {
+            _ if number < oldest => Step::Mark(id, false),
+            (None, _) if number > newest => Step::Mark(id, true),
+            (Some(then), true) if number <= newest => Step::Examine {
+                id,
+                newest: number == newest,
+                then,
+                path: dir.join(&*name.name()),
+            },
+            _ => Step::Mark(id, false),
+        });
+    }
+    let seen = workers::map(steps, |step| match step {
+        Step::Mark(id, grown) => Ok(Seen::Mark(id, grown)),
+        Step::Examine {
+            id,
+            newest,
+            then,
+            path,
+        } => match fs.stat_changed(&path) {
+            Ok(now) => Ok(Seen::Present {
+                id,
+                newest,
+                then,
+                now,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Seen::Mark(id, false)),
+            Err(_) => Err("a segment cannot be examined"),
+        },
+    });
+    let mut changed: HashMap<u64, bool> = HashMap::new();
+    let mut mark = |id: u64, grown: bool| {
+        let entry = changed.entry(id).or_insert(true);
+        *entry &= grown;
+    };
+    // How many of each session's segments, `oldest` to `newest`, are there as recorded (or
+    // grew): a session missing one is replayed, as a replay of everything would find it.
+    let mut present: HashMap<u64, u32> = HashMap::new();
+    // Sessions with a file that matched without a change time to compare (a file system that
+    // keeps none): a rewrite with its times put back would pass, so such a session is not
+    // resumed on the strength of its older files (kept, its claim reads their headers).
+    let mut unsure: HashSet<u64> = HashSet::new();
+    for seen in seen {
+        let (id, newest, then, stat) = match seen? {
+            Seen::Mark(id, grown) => {
+                mark(id, grown);
+                continue;
+            }
+            Seen::Present {
+                id,
+                newest,
+                then,
+                now,
+            } => (id, newest, then, now),
+        };
+        let newest_len = spans.get(&id).map_or(0, |&(_, _, len)| len);
+        *present.entry(id).or_default() += 1;
+        match compare(&then, &stat, written_of(id)) {
+            Compared::Same { change_time_known } => {
+                if !change_time_known {
+                    unsure.insert(id);
                 }
             }
-            _ => mark(id, false),
+            Compared::Changed if newest && then.0.len == newest_len && stat.0.len >= newest_len => {
+                mark(id, true)
+            }
+            Compared::Changed | Compared::Rewritten => mark(id, false),
         }
     }
     for (id, &(oldest, newest, _)) in &spans {
@@ -246,6 +276,32 @@ pub(super) fn check_folder_after_crash(
         None => claims,
     };
     Ok((claims, changed))
+}
+
+/// What a name in the folder or the checkpoint says of its session after a crash, before any
+/// file is looked at: a verdict (its files changed; true: only by growing or by newer
+/// segments), or a file to examine.
+enum Step {
+    Mark(u64, bool),
+    /// A file the checkpoint recorded that is still listed, one of the session's segments in
+    /// force (`newest`: its newest, which may have grown).
+    Examine {
+        id: u64,
+        newest: bool,
+        then: SegmentStat,
+        path: PathBuf,
+    },
+}
+
+/// A [`Step`] once its file was looked at: a verdict, or what `stat` says of it now.
+enum Seen {
+    Mark(u64, bool),
+    Present {
+        id: u64,
+        newest: bool,
+        then: SegmentStat,
+        now: SegmentStat,
+    },
 }
 
 /// The claims of the `live` sessions on their files, from what a checkpoint written at

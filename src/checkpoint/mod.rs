@@ -36,7 +36,7 @@ mod delta;
 mod entry;
 mod folder;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -47,7 +47,6 @@ use crate::fs::{context, sync_dir, written_after, FileSystem, OpenMode};
 use crate::keyring::Keyring;
 use crate::layout::{CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, NUMBER_LIMIT};
 use crate::parked::BlockFile;
-use crate::projection::SessionView;
 use crate::recovery::{Partial, Replayed};
 use crate::report::{Finding, RecoveryReport};
 use crate::segment::key_len_ok;
@@ -55,8 +54,11 @@ use codec::{decode_body, decode_whole, Body, Decoded, Header, Section, HEADER_LE
 pub(crate) use codec::{encode_with, Entry, Sessions};
 pub(crate) use delta::{
     append as append_delta, len_with as delta_len_with, remove as remove_deltas, BaseId,
-    DELTA_FILE_MAX, HEADER_LEN as DELTA_HEADER_LEN,
+    DELTA_FILE_MAX,
 };
+// For the fuzz driver of the delta file (`testing/fuzz.rs`).
+#[cfg(feature = "fault-injection")]
+pub(crate) use delta::HEADER_LEN as DELTA_HEADER_LEN;
 
 /// Where the body starts in a plain checkpoint file of the version this build writes.
 pub(crate) const BODY_AT: u64 = HEADER_LEN as u64;
@@ -280,14 +282,13 @@ pub(crate) fn load(
     let partial = changed.map(|changed| {
         let mut partial = Partial {
             next_seq: d.next_seq,
+            resume: HashMap::with_capacity(changed.len()),
             ..Partial::default()
         };
-        for mut session in sessions.extract_if(.., |s| changed.contains_key(&s.session_id)) {
-            // One whose locations cannot be read back is replayed whole.
-            if changed.get(&session.session_id) == Some(&true)
-                && !session.view.deleted
-                && unpark_now(&mut session.view)
-            {
+        for session in sessions.extract_if(.., |s| changed.contains_key(&s.session_id)) {
+            // Its locations are read back by its replay (and one whose cannot be is replayed
+            // whole).
+            if changed.get(&session.session_id) == Some(&true) && !session.view.deleted {
                 partial.resume.insert(session.session_id, session);
             }
         }
@@ -298,7 +299,7 @@ pub(crate) fn load(
     // Few are deleted: only they move, with their locations read back now (their files were
     // checked now too).
     let mut tombstones: Vec<_> = sessions.extract_if(.., |s| s.view.deleted).collect();
-    if !tombstones.iter_mut().all(|s| unpark_now(&mut s.view)) {
+    if !tombstones.iter_mut().all(|s| s.view.read_back()) {
         report.findings.push(Finding::CheckpointIgnored {
             reason: "the message locations of a deleted session cannot be read back".into(),
         });
@@ -319,22 +320,6 @@ pub(crate) fn load(
         older_format: d.version < MARKER_VERSION,
         base,
     }))
-}
-
-/// Reads back the locations of a view that are parked; false if they cannot be.
-fn unpark_now(view: &mut SessionView) -> bool {
-    let Some(block) = view.parked() else {
-        return true;
-    };
-    match block.read() {
-        Ok((messages, cleared)) => {
-            view.unpark(messages, cleared);
-            // Kept in memory for good: nothing holds the checkpoint file open for it.
-            view.home = crate::parked::Home::Memory;
-            true
-        }
-        Err(_) => false,
-    }
 }
 
 /// A plain store's checkpoint: its header, whose lengths must add up to the file's, then its

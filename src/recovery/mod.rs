@@ -28,10 +28,11 @@ use crate::options::Options;
 use crate::projection::SessionView;
 use crate::record::Hash;
 use crate::report::{Finding, RecoveryReport};
+use crate::workers;
 
 pub(crate) use folder::{list_folder, Folder};
 use folder::{read_headers, Headers, SegmentFile, SessionKey};
-use resume::{add_known_headers, resume_session, skip_known_headers};
+use resume::{known_header, resume_session, skip_known_headers};
 use session::{replay_session, ErasingFinish, Outcome, Replaying};
 
 /// A session as replay left it.
@@ -180,7 +181,11 @@ pub(crate) fn replay(
         sessions: mut groups,
         keys: mut data_keys,
     } = read_headers(fs, dir, listed, keys)?;
-    add_known_headers(&mut groups, &resume, &skipped, dir);
+    // A session whose one listed file was its newest, taken out unread, is a session all the
+    // same (its known header is put back by its replay, below).
+    for id in skipped.keys() {
+        groups.entry(*id).or_default();
+    }
     if options.repair {
         // Every header was read (an unsupported version would have stopped open): changes
         // may begin.
@@ -204,7 +209,10 @@ pub(crate) fn replay(
                 report.findings.push(Finding::UnknownFile { path });
                 continue;
             }
-            let files = groups.remove(&id).unwrap_or_default();
+            let mut files = groups.remove(&id).unwrap_or_default();
+            if let (Some(base), true) = (resume.get(&id), skipped.contains_key(&id)) {
+                files.push(known_header(base, dir));
+            }
             leftovers.unfinished.push((id, numbers(&files)));
         }
     }
@@ -221,63 +229,48 @@ pub(crate) fn replay(
         }
     }
     let mut max_seq = seen;
-    let mut sessions = Vec::new();
+    let mut sessions = Vec::with_capacity(groups.len());
     let mut tombstones = Vec::new();
     report.replayed_sessions = groups.len();
-    for (id, mut files) in groups {
-        let key_readable = !matches!(data_keys.get(&id), Some(Err(_)));
-        if erased.holds(id) && key_readable {
-            // The erasure log is the authority: a session it says was erased goes, unread,
-            // whatever of it a crash left (a disk that reorders may keep any of the removals
-            // of its files, and not others, so what is left may look like damage). Files
-            // sealed under a data key that is gone are bytes nobody can read, and not the
-            // store's to remove: they are damage, kept aside.
-            let range = numbers(&files);
-            leftovers.deleted.push((id, range.start, range.end - 1));
-            continue;
-        }
-        files.sort_by_key(|f| f.number);
-        let mut replaying = Replaying {
-            fs,
-            dir,
+    let jobs: Vec<Job> = (groups.into_iter())
+        .map(|(id, files)| Job {
             id,
+            files,
             key: data_keys.remove(&id).unwrap_or(Ok(None)),
-            superseded,
-            report: &mut report,
-            erasing: &mut leftovers.erasing,
-            max_seq: &mut max_seq,
-            window: options.window,
-            torn_tail_max: options.torn_tail_max,
-        };
-        let resumed = match resume.remove(&id) {
-            // A session whose data key cannot be had is replayed whole, as a replay of every
-            // segment would (its headers do not open).
-            Some(base) if key_readable => resume_session(&mut replaying, base, files)?,
-            _ => Err(files),
-        };
-        let outcome = match resumed {
-            Ok(outcome) => outcome,
-            Err(files) => {
-                // Replayed whole: with every header read.
-                let files = match skipped.remove(&id) {
-                    Some(all) => session_headers(fs, dir, id, all, keys)?.0,
-                    None => files,
-                };
-                replay_session(&mut replaying, files)?
-            }
-        };
-        match outcome {
-            Outcome::Live(session) => sessions.push(*session),
+            erased: erased.holds(id),
+            base: resume.remove(&id),
+            all: skipped.remove(&id),
+        })
+        .collect();
+    let shared = Shared {
+        fs,
+        dir,
+        keys,
+        superseded,
+        window: options.window,
+        torn_tail_max: options.torn_tail_max,
+    };
+    // Each session's replay touches only its own files: they run side by side, and what they
+    // found is taken in the sessions' order, as one loop over them would have.
+    for done in workers::map(jobs, |job| shared.replay(job)) {
+        report.findings.extend(done.findings);
+        leftovers.erasing.extend(done.erasing);
+        max_seq = max_seq.max(done.max_seq);
+        match done.outcome? {
+            Ended::Erased(range) => leftovers
+                .deleted
+                .push((done.id, range.start, range.end - 1)),
+            Ended::Replayed(Outcome::Live(session)) => sessions.push(*session),
             // Restorable, or past its undo window: then the store's sweep at open reclaims it
             // as the running store does, its live forks detached first (they may share its
             // later bytes).
-            Outcome::Deleted(session, true) => tombstones.push(*session),
-            Outcome::Deleted(session, _) => {
+            Ended::Replayed(Outcome::Deleted(session, true)) => tombstones.push(*session),
+            Ended::Replayed(Outcome::Deleted(session, _)) => {
                 leftovers
                     .deleted
-                    .push((id, session.oldest, session.highest));
+                    .push((done.id, session.oldest, session.highest));
             }
-            Outcome::Gone => {}
+            Ended::Replayed(Outcome::Gone) => {}
         }
     }
     // One past the highest number on disk; the floor may be higher still (numbers reserved
@@ -303,6 +296,133 @@ pub(crate) fn replay(
         next_id,
         report,
     })
+}
+
+/// One session for [`replay`] to replay: its files, and what the folder and the checkpoint
+/// said of it.
+struct Job {
+    id: u64,
+    files: Vec<SegmentFile>,
+    /// Its data key (encrypted store), or why it cannot be had.
+    key: SessionKey,
+    /// The erasure log names it.
+    erased: bool,
+    /// Where the checkpoint left it, when only its tail needs reading.
+    base: Option<ReplayedSession>,
+    /// Every segment of it, when its newest one's header was not read (see
+    /// [`skip_known_headers`]).
+    all: Option<Vec<u32>>,
+}
+
+/// How a [`Job`] ended, and what its replay found on the way.
+struct Done {
+    id: u64,
+    outcome: Result<Ended>,
+    findings: Vec<Finding>,
+    erasing: Vec<ErasingFinish>,
+    max_seq: u64,
+}
+
+enum Ended {
+    /// Erased (the log says so): its segments, to be removed unread.
+    Erased(Range<u32>),
+    Replayed(Outcome),
+}
+
+/// What every session's replay shares.
+struct Shared<'a> {
+    fs: &'a dyn FileSystem,
+    dir: &'a Path,
+    keys: Option<&'a Keyring>,
+    superseded: Option<Disposal>,
+    window: usize,
+    torn_tail_max: u64,
+}
+
+impl Shared<'_> {
+    fn replay(&self, job: Job) -> Done {
+        let Job {
+            id,
+            mut files,
+            key,
+            erased,
+            base,
+            all,
+        } = job;
+        if let (Some(base), Some(_)) = (&base, &all) {
+            files.push(known_header(base, self.dir));
+        }
+        let mut report = RecoveryReport::default();
+        let (mut erasing, mut max_seq) = (Vec::new(), 0);
+        let key_readable = key.is_ok();
+        let outcome = if erased && key_readable {
+            // The erasure log is the authority: a session it says was erased goes, unread,
+            // whatever of it a crash left (a disk that reorders may keep any of the removals
+            // of its files, and not others, so what is left may look like damage). Files
+            // sealed under a data key that is gone are bytes nobody can read, and not the
+            // store's to remove: they are damage, kept aside.
+            Ok(Ended::Erased(numbers(&files)))
+        } else {
+            files.sort_by_key(|f| f.number);
+            let mut replaying = Replaying {
+                fs: self.fs,
+                dir: self.dir,
+                id,
+                key,
+                superseded: self.superseded,
+                report: &mut report,
+                erasing: &mut erasing,
+                max_seq: &mut max_seq,
+                window: self.window,
+                torn_tail_max: self.torn_tail_max,
+            };
+            self.replay_session(&mut replaying, base, all, files)
+                .map(Ended::Replayed)
+        };
+        Done {
+            id,
+            outcome,
+            findings: report.findings,
+            erasing,
+            max_seq,
+        }
+    }
+
+    /// Resumes the session from `base` if it can (its locations read back from the
+    /// checkpoint first), or replays it whole.
+    fn replay_session(
+        &self,
+        replaying: &mut Replaying<'_>,
+        base: Option<ReplayedSession>,
+        all: Option<Vec<u32>>,
+        files: Vec<SegmentFile>,
+    ) -> Result<Outcome> {
+        let key_readable = replaying.key.is_ok();
+        // A session whose data key cannot be had is replayed whole, as a replay of every
+        // segment would (its headers do not open); so is one whose locations cannot be read
+        // back.
+        let base = base.filter(|_| key_readable).and_then(|mut base| {
+            let read = base.view.read_back();
+            read.then_some(base)
+        });
+        let resumed = match base {
+            Some(base) => resume_session(replaying, base, files)?,
+            None => Err(files),
+        };
+        match resumed {
+            Ok(outcome) => Ok(outcome),
+            Err(files) => {
+                // Replayed whole: with every header read.
+                let files = match all {
+                    Some(all) => {
+                        session_headers(self.fs, self.dir, replaying.id, all, self.keys)?.0
+                    }
+                    None => files,
+                };
+                replay_session(replaying, files)
+            }
+        }
+    }
 }
 
 /// What the replay of one session alone found.

@@ -72,33 +72,23 @@ pub(super) fn skip_known_headers(
     skipped
 }
 
-/// Adds to `groups` the newest segment of each session [`skip_known_headers`] took out, with
-/// the header the checkpoint knows of: its version and key, and its length. (Its kind does not
+/// The newest segment of a session [`skip_known_headers`] took out, with the header the
+/// checkpoint (`base`) knows of: its version and key, and its length. (Its kind does not
 /// matter past its first record: no record after it may be a fork's or a snapshot.)
-pub(super) fn add_known_headers(
-    groups: &mut BTreeMap<u64, Vec<SegmentFile>>,
-    resume: &HashMap<u64, ReplayedSession>,
-    skipped: &HashMap<u64, Vec<u32>>,
-    dir: &Path,
-) {
-    for id in skipped.keys() {
-        let Some(base) = resume.get(id) else {
-            continue;
-        };
-        let sealed = segment::is_sealed(base.newest_version);
-        let header = SegmentHeader {
-            version: base.newest_version,
-            kind: SegmentKind::Fresh,
-            session_id: *id,
-            segment: base.newest,
-            prev_len: 0,
-            key: base.view.key.clone(),
-        };
-        let len = segment::header_len(&base.view.key, sealed) as usize;
-        groups.entry(*id).or_default().push(SegmentFile {
-            number: base.newest,
-            path: segment_path(dir, *id, base.newest),
-            header: Ok((header, len)),
-        });
+pub(super) fn known_header(base: &ReplayedSession, dir: &Path) -> SegmentFile {
+    let sealed = segment::is_sealed(base.newest_version);
+    let header = SegmentHeader {
+        version: base.newest_version,
+        kind: SegmentKind::Fresh,
+        session_id: base.session_id,
+        segment: base.newest,
+        prev_len: 0,
+        key: base.view.key.clone(),
+    };
+    let len = segment::header_len(&base.view.key, sealed) as usize;
+    SegmentFile {
+        number: base.newest,
+        path: segment_path(dir, base.session_id, base.newest),
+        header: Ok((header, len)),
     }
 }
