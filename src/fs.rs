@@ -607,6 +607,11 @@ pub fn subfolder(fs: &dyn FileSystem, dir: &Path, name: &str) -> Result<std::pat
     let folder = dir.join(name);
     // Files moved into a linked folder would leave the store.
     refuse_symlink(fs, &folder)?;
+    // One thread at a time: another thread (open's replays run side by side, a background
+    // compaction beside a first touch) must not see the folder and move a file into it before
+    // this one has made its entry durable.
+    static MAKING: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+    let _making = MAKING.lock();
     if !fs.is_dir(&folder) {
         fs.create_dir_all(&folder)
             .map_err(context("creating", &folder))?;

@@ -497,8 +497,6 @@ impl SessionView {
         }
     }
 
-    /// Puts back the locations the parked block holds, read from it, and keeps it as their
-    /// image.
     /// Reads back the locations when they are parked, to be kept in memory for good
     /// (nothing holds the checkpoint file open for them any more); false if they cannot be.
     pub(crate) fn read_back(&mut self) -> bool {
@@ -515,6 +513,8 @@ impl SessionView {
         }
     }
 
+    /// Puts back the locations the parked block holds, read from it, and keeps it as their
+    /// image.
     pub(crate) fn unpark(&mut self, messages: Vec<MessageLoc>, cleared: Vec<MessageLoc>) {
         self.messages = messages;
         self.cleared = cleared;

@@ -12,8 +12,8 @@ use std::thread;
 
 use parking_lot::Mutex;
 
-/// Fewer items than this are done on the caller's thread: starting a thread costs about as
-/// much as a few sessions' work.
+/// One thread for each this many items (so fewer than twice as many are done on the caller's
+/// thread alone): starting a thread costs about as much as a few sessions' work.
 const ITEMS_PER_WORKER: usize = 8;
 
 /// At most this many threads (the caller's included): open's work is system calls on one file

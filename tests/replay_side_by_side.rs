@@ -121,3 +121,53 @@ fn torn_tails_in_hundreds_of_sessions_are_cut_and_reported_in_the_order_of_the_s
     drop(store);
     assert_eq!(full_replay(&fs), synced);
 }
+
+/// The names of the files on `sim` that hold `marker`, sorted (a segment's name begins with
+/// its session's id).
+fn holding(sim: &SimFs, marker: &[u8]) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found: Vec<_> = (sim.files().into_iter())
+        .filter(|(_, bytes)| bytes.windows(marker.len()).any(|w| w == marker))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn a_torn_tail_in_a_segment_a_fork_links_is_cut_once_and_both_agree_with_a_full_replay() {
+    // The two share the segment's bytes (a link), so the source's replay, which cuts the tail,
+    // and the fork's, which reads the segment, are one unit, replayed one after the other
+    // (`recovery/job.rs`), beside the other sessions.
+    let sim = SimFs::new();
+    let options = options(Durability::Always);
+    let store = open(&sim, &options);
+    // Sessions enough to be replayed side by side; the fork's id comes after the source's.
+    for i in 0..40 {
+        let text = format!("message of {}", key(i));
+        store.append(&key(i), &ChatMessage::user(text)).unwrap();
+    }
+    let say = |text: &str| store.append("source", &ChatMessage::user(text)).unwrap();
+    say("first of the source");
+    let before = holding(&sim, b"first of the source")[0].1.len();
+    say("last of the source");
+    let (path, bytes) = holding(&sim, b"last of the source").remove(0);
+    store.fork_session("source", "fork", None).unwrap();
+    let whole = Model::observe(&store);
+    // The segment the fork links (the fork's name for it sorts after the source's) ends in
+    // the first half of a copy of its last record: a torn tail, for the source.
+    assert_eq!(holding(&sim, b"last of the source").len(), 2, "linked");
+    let last = &bytes[before..];
+    let torn = [&bytes[..], &last[..last.len() / 2]].concat();
+    cut_power(&sim, store);
+    sim.put_file(&path, &torn);
+
+    let store = open(&sim, &options);
+    let report = store.recovery_report().clone();
+    let cut = (report.findings.iter())
+        .filter(|f| matches!(f, Finding::TornTail { .. }))
+        .count();
+    assert_eq!(cut, 1, "{report:?}");
+    assert!(!report.has_damage(), "{report:?}");
+    assert_eq!(Model::observe(&store), whole);
+    drop(store);
+    assert_eq!(full_replay(&sim), whole);
+}

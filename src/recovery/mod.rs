@@ -11,12 +11,14 @@
 //! - files that are not ours are reported and left alone.
 
 mod folder;
+mod job;
 mod resume;
 mod session;
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use crate::compaction::{self, Disposal};
 use crate::erasures::{self, ErasureLog, InFolder};
@@ -32,7 +34,8 @@ use crate::workers;
 
 pub(crate) use folder::{list_folder, Folder};
 use folder::{read_headers, Headers, SegmentFile, SessionKey};
-use resume::{known_header, resume_session, skip_known_headers};
+use job::{units, Done, Ended, Job, Shared};
+use resume::{known_header, skip_known_headers};
 use session::{replay_session, ErasingFinish, Outcome, Replaying};
 
 /// A session as replay left it.
@@ -249,14 +252,28 @@ pub(crate) fn replay(
         superseded,
         window: options.window,
         torn_tail_max: options.torn_tail_max,
+        failed: AtomicBool::new(false),
     };
-    // Each session's replay touches only its own files: they run side by side, and what they
-    // found is taken in the sessions' order, as one loop over them would have.
-    for done in workers::map(jobs, |job| shared.replay(job)) {
+    // Sessions run side by side, and what they found is taken in the sessions' order, as one
+    // loop over them would have: each replay touches only its own files, but for those that
+    // share files (a fork's links to its source's segments, a source cutting a torn tail off one
+    // of them): those run one after another in the order of their ids, as one unit.
+    let mut replayed: Vec<Done> = (workers::map(units(jobs), |unit| shared.replay_unit(unit)))
+        .into_iter()
+        .flatten()
+        .collect();
+    // (A unit of sessions that share files holds later ids than the units after it.)
+    replayed.sort_by_key(|done| done.id);
+    for done in replayed {
         report.findings.extend(done.findings);
         leftovers.erasing.extend(done.erasing);
         max_seq = max_seq.max(done.max_seq);
-        match done.outcome? {
+        // (Left unreplayed once another session's replay had failed: that failure is
+        // returned.)
+        let Some(outcome) = done.outcome else {
+            continue;
+        };
+        match outcome? {
             Ended::Erased(range) => leftovers
                 .deleted
                 .push((done.id, range.start, range.end - 1)),
@@ -296,133 +313,6 @@ pub(crate) fn replay(
         next_id,
         report,
     })
-}
-
-/// One session for [`replay`] to replay: its files, and what the folder and the checkpoint
-/// said of it.
-struct Job {
-    id: u64,
-    files: Vec<SegmentFile>,
-    /// Its data key (encrypted store), or why it cannot be had.
-    key: SessionKey,
-    /// The erasure log names it.
-    erased: bool,
-    /// Where the checkpoint left it, when only its tail needs reading.
-    base: Option<ReplayedSession>,
-    /// Every segment of it, when its newest one's header was not read (see
-    /// [`skip_known_headers`]).
-    all: Option<Vec<u32>>,
-}
-
-/// How a [`Job`] ended, and what its replay found on the way.
-struct Done {
-    id: u64,
-    outcome: Result<Ended>,
-    findings: Vec<Finding>,
-    erasing: Vec<ErasingFinish>,
-    max_seq: u64,
-}
-
-enum Ended {
-    /// Erased (the log says so): its segments, to be removed unread.
-    Erased(Range<u32>),
-    Replayed(Outcome),
-}
-
-/// What every session's replay shares.
-struct Shared<'a> {
-    fs: &'a dyn FileSystem,
-    dir: &'a Path,
-    keys: Option<&'a Keyring>,
-    superseded: Option<Disposal>,
-    window: usize,
-    torn_tail_max: u64,
-}
-
-impl Shared<'_> {
-    fn replay(&self, job: Job) -> Done {
-        let Job {
-            id,
-            mut files,
-            key,
-            erased,
-            base,
-            all,
-        } = job;
-        if let (Some(base), Some(_)) = (&base, &all) {
-            files.push(known_header(base, self.dir));
-        }
-        let mut report = RecoveryReport::default();
-        let (mut erasing, mut max_seq) = (Vec::new(), 0);
-        let key_readable = key.is_ok();
-        let outcome = if erased && key_readable {
-            // The erasure log is the authority: a session it says was erased goes, unread,
-            // whatever of it a crash left (a disk that reorders may keep any of the removals
-            // of its files, and not others, so what is left may look like damage). Files
-            // sealed under a data key that is gone are bytes nobody can read, and not the
-            // store's to remove: they are damage, kept aside.
-            Ok(Ended::Erased(numbers(&files)))
-        } else {
-            files.sort_by_key(|f| f.number);
-            let mut replaying = Replaying {
-                fs: self.fs,
-                dir: self.dir,
-                id,
-                key,
-                superseded: self.superseded,
-                report: &mut report,
-                erasing: &mut erasing,
-                max_seq: &mut max_seq,
-                window: self.window,
-                torn_tail_max: self.torn_tail_max,
-            };
-            self.replay_session(&mut replaying, base, all, files)
-                .map(Ended::Replayed)
-        };
-        Done {
-            id,
-            outcome,
-            findings: report.findings,
-            erasing,
-            max_seq,
-        }
-    }
-
-    /// Resumes the session from `base` if it can (its locations read back from the
-    /// checkpoint first), or replays it whole.
-    fn replay_session(
-        &self,
-        replaying: &mut Replaying<'_>,
-        base: Option<ReplayedSession>,
-        all: Option<Vec<u32>>,
-        files: Vec<SegmentFile>,
-    ) -> Result<Outcome> {
-        let key_readable = replaying.key.is_ok();
-        // A session whose data key cannot be had is replayed whole, as a replay of every
-        // segment would (its headers do not open); so is one whose locations cannot be read
-        // back.
-        let base = base.filter(|_| key_readable).and_then(|mut base| {
-            let read = base.view.read_back();
-            read.then_some(base)
-        });
-        let resumed = match base {
-            Some(base) => resume_session(replaying, base, files)?,
-            None => Err(files),
-        };
-        match resumed {
-            Ok(outcome) => Ok(outcome),
-            Err(files) => {
-                // Replayed whole: with every header read.
-                let files = match all {
-                    Some(all) => {
-                        session_headers(self.fs, self.dir, replaying.id, all, self.keys)?.0
-                    }
-                    None => files,
-                };
-                replay_session(replaying, files)
-            }
-        }
-    }
 }
 
 /// What the replay of one session alone found.

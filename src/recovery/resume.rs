@@ -51,7 +51,7 @@ pub(super) fn resume_session(
 
 /// Takes out of `listed` the newest segment of each session to resume that held records when
 /// the checkpoint was taken: its header is not read again (the checkpoint vouched for its bytes
-/// up to `newest_len`; [`add_known_headers`] puts it back as the checkpoint knows it). Returns
+/// up to `newest_len`; [`known_header`] puts it back as the checkpoint knows it). Returns
 /// those sessions' full lists, for a whole replay if one cannot be resumed after all.
 pub(super) fn skip_known_headers(
     listed: &mut BTreeMap<u64, Vec<u32>>,
