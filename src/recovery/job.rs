@@ -19,7 +19,7 @@ use super::resume::{known_header, resume_session};
 use super::session::{replay_session, ErasingFinish, Outcome, Replaying};
 use super::{numbers, session_headers, ReplayedSession};
 
-/// One session for [`replay`] to replay: its files, and what the folder and the checkpoint
+/// One session for [`super::replay`] to replay: its files, and what the folder and the checkpoint
 /// said of it.
 pub(super) struct Job {
     pub(super) id: u64,
@@ -31,11 +31,11 @@ pub(super) struct Job {
     /// Where the checkpoint left it, when only its tail needs reading.
     pub(super) base: Option<ReplayedSession>,
     /// Every segment of it, when its newest one's header was not read (see
-    /// [`skip_known_headers`]).
+    /// [`super::resume::skip_known_headers`]).
     pub(super) all: Option<Vec<u32>>,
 }
 
-/// The jobs as [`replay`] hands them to its threads, in the order of their first session:
+/// The jobs as [`super::replay`] hands them to its threads, in the order of their first session:
 /// each job alone, but all those whose files may be another's (a file whose header names
 /// another session, or one whose header cannot be read) together, in the order of their ids.
 pub(super) fn units(jobs: Vec<Job>) -> Vec<Vec<Job>> {
@@ -59,7 +59,10 @@ pub(super) fn units(jobs: Vec<Job>) -> Vec<Vec<Job>> {
     let mut together: Option<usize> = None;
     for job in jobs {
         match together {
-            Some(at) if shared.contains(&job.id) => units[at].push(job),
+            Some(at) if shared.contains(&job.id) => match units.get_mut(at) {
+                Some(unit) => unit.push(job),
+                None => units.push(vec![job]), // never: `at` was a unit's index
+            },
             None if shared.contains(&job.id) => {
                 together = Some(units.len());
                 units.push(vec![job]);
@@ -73,7 +76,7 @@ pub(super) fn units(jobs: Vec<Job>) -> Vec<Vec<Job>> {
 /// How a [`Job`] ended, and what its replay found on the way.
 pub(super) struct Done {
     pub(super) id: u64,
-    /// `None`: not replayed, a session before it having failed.
+    /// `None`: not replayed, another session's replay having failed first.
     pub(super) outcome: Option<Result<Ended>>,
     pub(super) findings: Vec<Finding>,
     pub(super) erasing: Vec<ErasingFinish>,
