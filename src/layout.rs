@@ -35,6 +35,9 @@ pub const CHECKPOINT_RUNNING_FILE: &str = "CHECKPOINT.running";
 /// Incremental checkpoints: what changed since the checkpoint, appended while the store runs
 /// (`checkpoint/delta.rs`); removed when a full checkpoint is put in place.
 pub const CHECKPOINT_DELTA_FILE: &str = "CHECKPOINT.delta";
+/// How many bytes its header takes, its records following (`docs/FORMAT.md`; the fields are
+/// written by `checkpoint/delta.rs`, which checks that they add up to this).
+pub const CHECKPOINT_DELTA_HEADER_LEN: u64 = 44;
 /// The erasure log.
 pub const ERASED_FILE: &str = "ERASED";
 /// Prefix of the side file that keeps a record of the erasure log a crash cut short.

@@ -34,7 +34,8 @@ use super::codec::{decode_whole, Decoded};
 const MAGIC: [u8; 8] = *b"SLCKDLT\0";
 const VERSION: u32 = 1;
 /// Magic, version, the base's identity, the header's CRC.
-pub(crate) const HEADER_LEN: u64 = 8 + 4 + 8 + 4 + 8 + 8 + 4;
+pub(crate) const HEADER_LEN: u64 = crate::layout::CHECKPOINT_DELTA_HEADER_LEN;
+const _: () = assert!(HEADER_LEN == 8 + 4 + 8 + 4 + 8 + 8 + 4);
 /// A record's length and CRC.
 const RECORD_HEAD: u64 = 8 + 4;
 /// How much of a delta file is read: records past it (a sparse or damaged file) are not, and

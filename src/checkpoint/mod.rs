@@ -56,9 +56,6 @@ pub(crate) use delta::{
     append as append_delta, len_with as delta_len_with, remove as remove_deltas, BaseId,
     DELTA_FILE_MAX,
 };
-// For the fuzz driver of the delta file (`testing/fuzz.rs`).
-#[cfg(feature = "fault-injection")]
-pub(crate) use delta::HEADER_LEN as DELTA_HEADER_LEN;
 
 /// Where the body starts in a plain checkpoint file of the version this build writes.
 pub(crate) const BODY_AT: u64 = HEADER_LEN as u64;

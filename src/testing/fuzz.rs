@@ -444,7 +444,7 @@ pub fn fuzz_checkpoint_delta(data: &[u8]) {
     };
     edit_bytes(&mut bytes, data);
     // Records after the header: { len: u64 | crc: u32 | checkpoint: [u8; len] }.
-    let mut at = crate::checkpoint::DELTA_HEADER_LEN as usize;
+    let mut at = crate::layout::CHECKPOINT_DELTA_HEADER_LEN as usize;
     while let Some(len) = (bytes.get(at..at + 8))
         .and_then(|b| b.try_into().ok())
         .map(u64::from_le_bytes)
